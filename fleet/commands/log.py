@@ -1,0 +1,84 @@
+"""`fleet log [DOC]`: the audit trail, read from history.
+
+Which deltas changed a document (or, with no document, every delta), with
+the tick, utc, agent and worker, newest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.errors import FleetError
+from fleet.ledger import tick_inputs, tick_of
+from fleet.repo import FleetRepo
+
+
+@dataclass
+class LogEntry:
+    tick: int
+    commit: str
+    delta: str
+    utc: str
+    agent: str
+    worker: str
+    ops: list[str]
+    status: str  # applied | quarantined
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def log(
+    path: Path,
+    doc: str | None = None,
+    agent: str | None = None,
+    limit: int = 50,
+    remote: str | None = None,
+) -> list[LogEntry]:
+    repo = FleetRepo(path, remote)
+    repo.fetch()
+    git = repo.git
+    head = repo.main()
+    cfg = repo.snapshot(head).config
+    pathspec: list[str] = []
+    target: tuple[str, str] | None = None
+    if doc:
+        d = doc.removeprefix("state/").removesuffix(".json")
+        coll, _, doc_id = d.partition("/")
+        if coll not in cfg.collections or not doc_id:
+            raise FleetError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 (collections: {', '.join(cfg.collections)})")
+        doc_id = doc_id.rsplit("/", 1)[-1]
+        target = (coll, doc_id)
+        pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]
+    out = git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec).decode()
+    entries: list[LogEntry] = []
+    for rec in out.split("\x1e"):
+        rec = rec.lstrip("\n")
+        if not rec:
+            continue
+        shas, _, body = rec.partition("\0")
+        commit, *parents = shas.split()
+        tick = tick_of(body)
+        if tick is None or not parents:
+            continue
+        inputs = tick_inputs(git, parents[0], commit, cfg.limits)
+        for d in sorted(inputs.applied, key=lambda d: d.key, reverse=True):
+            if target and not any((o.collection, o.id) == target for o in d.ops):
+                continue
+            if agent and d.agent != agent:
+                continue
+            ops = [f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops]
+            entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, "applied"))
+        if not target:
+            for q in inputs.quarantined:
+                body_ = q.get("delta") or {}
+                if agent and body_.get("agent") != agent:
+                    continue
+                entries.append(LogEntry(tick, commit, body_.get("id", q["path"]), body_.get("utc", ""),
+                                        body_.get("agent", "?"), q["worker"], [], "quarantined", q["reason"]))
+        if len(entries) >= limit:
+            break
+    return entries[:limit]

@@ -1,0 +1,150 @@
+"""`fleet merge`: apply pending deltas to main, validate, commit, push.
+
+The merge is the single writer of main. It fetches, decides the next tick with
+the engine, writes one commit, and publishes it with a compare-and-swap; if
+another merge won the race it starts over from the new main, where the deltas
+the winner applied are now duplicates in the ledger. Worker branches and inbox
+files are removed only after the push, so a merge killed at any step loses
+nothing: the next one sees the same deltas and applies each exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet.engine import TickResult, merge_tick
+from fleet.errors import FleetError, NothingToDo
+from fleet.ledger import TRAILER_TICK
+from fleet.repo import FleetRepo, inbox_arrivals
+
+ATTEMPTS = 5
+LIST_LIMIT = 200
+
+
+@dataclass
+class MergeReport:
+    tick: int
+    commit: str
+    published: bool
+    remote: str | None
+    applied: int
+    late: int
+    duplicates: int
+    quarantined: list[dict[str, Any]]
+    held: list[str]
+    docs_changed: int
+    attempts: int
+    sources: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tick": self.tick,
+            "commit": self.commit,
+            "published": self.published,
+            "remote": self.remote,
+            "applied": self.applied,
+            "late": self.late,
+            "duplicates": self.duplicates,
+            "quarantined": [{k: q[k] for k in ("path", "source", "reason")} for q in self.quarantined],
+            "held": self.held,
+            "docs_changed": self.docs_changed,
+            "attempts": self.attempts,
+            "sources": self.sources,
+        }
+
+
+def message(result: TickResult) -> str:
+    """The tick commit's message: a summary line, the deltas by name, trailers."""
+    r = result
+    lines = [
+        f"fleet: tick {r.tick}: {len(r.applied)} applied, {len(r.quarantined)} quarantined, {len(r.held)} held",
+        "",
+    ]
+    if r.applied:
+        ids = [d.id for d in r.applied]
+        if len(ids) <= LIST_LIMIT:
+            lines += ["Applied:"] + [f"  {i}" for i in ids]
+        else:
+            lines += [f"Applied: {len(ids)} deltas, named in state/ledger/{r.tick}/ (late ones in earlier tick folders)"]
+    if r.quarantined:
+        lines += ["Quarantined:"] + [f"  {q['path']} ({q['source']}): {q['reason']}" for q in r.quarantined[:LIST_LIMIT]]
+        if len(r.quarantined) > LIST_LIMIT:
+            lines += [f"  ... and {len(r.quarantined) - LIST_LIMIT} more in state/quarantine/{r.tick}/"]
+    if r.held:
+        lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
+    lines += [
+        "",
+        f"{TRAILER_TICK}: {r.tick}",
+        f"Fleet-Applied: {len(r.applied)}",
+        f"Fleet-Late: {r.late}",
+        f"Fleet-Quarantined: {len(r.quarantined)}",
+        f"Fleet-Held: {len(r.held)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def merge(
+    path: Path,
+    *,
+    tick: int | None = None,
+    inbox: tuple[Path, ...] = (),
+    remote: str | None = None,
+    dry_run: bool = False,
+    allow_empty: bool = False,
+) -> MergeReport:
+    repo = FleetRepo(path, remote)
+    for attempt in range(1, ATTEMPTS + 1):
+        repo.fetch()
+        head = repo.main()
+        base = repo.snapshot(head)
+        nxt = base.tick + 1
+        if tick is not None and tick != nxt:
+            if tick <= base.tick:
+                raise NothingToDo(f"tick {tick} is already merged (main is at tick {base.tick})")
+            raise FleetError(f"--tick {tick}: main is at tick {base.tick}, so the next merge is tick {nxt}")
+        sources = repo.sources()
+        arrivals = repo.arrivals(sources)
+        files = [f for folder in inbox for f in inbox_arrivals(folder)]
+        arrivals += [a for a, _ in files]
+        if not arrivals and not allow_empty:
+            raise NothingToDo(f"no pending deltas (main is at tick {base.tick})")
+        result = merge_tick(base, arrivals)
+        if not result.applied and not result.quarantined and not allow_empty:
+            if not dry_run:
+                repo.delete_sources(sources)
+                _remove(files)
+            raise NothingToDo(
+                f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
+            )
+        commit = repo.git.write_commit(head, message(result), result.writes, result.deletes)
+        published = False
+        if not dry_run:
+            if not repo.publish(commit, head):
+                continue  # another merge moved main: start over from it
+            published = True
+            repo.delete_sources(sources)
+            _remove(files)
+            repo.git.gc_auto()
+        return MergeReport(
+            tick=result.tick,
+            commit=commit,
+            published=published,
+            remote=repo.remote,
+            applied=len(result.applied),
+            late=result.late,
+            duplicates=len(result.duplicates),
+            quarantined=result.quarantined,
+            held=result.held,
+            docs_changed=result.docs_changed,
+            attempts=attempt,
+            sources=len(sources) + len(files),
+        )
+    raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
+
+
+def _remove(files: list) -> None:
+    for _, f in files:
+        f.unlink(missing_ok=True)

@@ -1,0 +1,42 @@
+"""`fleet status`: the tick, pending worker branches, open conflicts, usage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fleet import canonical
+from fleet.repo import FleetRepo
+from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
+
+
+def status(path: Path, remote: str | None = None) -> dict[str, Any]:
+    repo = FleetRepo(path, remote)
+    repo.fetch()
+    head = repo.main()
+    snap = repo.snapshot(head)
+    fleet = snap.fleet
+    conflicts = []
+    paths = snap.under(CONFLICT_DIR)
+    for p, data in snap.read_many(paths).items():
+        c = canonical.load(data or b"", p)
+        conflicts.append({"id": c["id"], "doc": f"{c['collection']}/{c['doc']}", "path": ".".join(c["path"]),
+                          "candidates": len(c["candidates"]), "opened_tick": c["opened_tick"]})
+    recent_q = []
+    for p in snap.under(QUARANTINE_DIR):
+        for line in (snap.read(p) or b"").splitlines():
+            q = canonical.parse(line)
+            recent_q.append({"tick": q["tick"], "path": q["path"], "reason": q["reason"]})
+    pending = [s.branch for s in repo.sources()]
+    return {
+        "tick": fleet["tick"],
+        "main": head,
+        "remote": repo.remote,
+        "agents": len(snap.config.agents),
+        "pending_branches": pending,
+        "open_conflicts": conflicts,
+        "recent_quarantine": recent_q[-20:],
+        "last": fleet["last"],
+        "totals": fleet["totals"],
+        "last_utc": fleet.get("last_utc"),
+    }

@@ -1,0 +1,145 @@
+"""The fleet's config file, ``state/config.json``, checked against its schema.
+
+The merge engine reads the config from the commit it merges onto, never from
+the working tree, so a merge and its replay see the same rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, schemas
+from fleet.errors import FleetError
+
+CONFIG_PATH = "state/config.json"
+FLEET_PATH = "state/fleet.json"
+OPS = ("create", "set", "incr", "add", "remove", "append", "delete")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One authority rule: ``op``, optionally limited to a path and to self."""
+
+    op: str
+    path: tuple[str, ...] | None  # None: any path
+    self_only: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        body, _, suffix = text.partition("@")
+        op, _, dotted = body.partition(":")
+        return cls(op, tuple(dotted.split(".")) if dotted else None, suffix == "self")
+
+    def allows(self, op: str, path: tuple[str, ...], value: Any, agent: str) -> bool:
+        if op != self.op:
+            return False
+        if self.path is not None and (
+            len(path) != len(self.path)
+            or not all(p == "*" or p == k for p, k in zip(self.path, path))
+        ):
+            return False
+        return not self.self_only or value == agent
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    schema: str
+    owner: str | None
+    shard: int
+    own: tuple[Rule, ...]
+    others: tuple[Rule, ...]
+
+    def doc_path(self, doc_id: str) -> str:
+        """Where a document lives: state/<collection>/[<shard>/]<id>.json."""
+        if self.shard:
+            prefix = hashlib.sha256(doc_id.encode()).hexdigest()[: self.shard]
+            return f"state/{self.name}/{prefix}/{doc_id}.json"
+        return f"state/{self.name}/{doc_id}.json"
+
+    def owner_of(self, doc_id: str, doc: dict[str, Any] | None) -> str | None:
+        if self.owner is None:
+            return None
+        if self.owner == "$id":
+            return doc_id
+        value = doc.get(self.owner) if doc else None
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    priority: int
+    model: str | None
+    grants: dict[str, tuple[Rule, ...]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_delta_bytes: int = 65536
+    max_ops: int = 64
+    window: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    collections: dict[str, Collection]
+    agents: dict[str, Agent]
+    limits: Limits
+    policies: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    def policy(self, collection: str, path: tuple[str, ...]) -> str:
+        """The merge policy of a field: exact path, then collection/*, then *."""
+        dotted = ".".join(path)
+        for key in (f"{collection}/{dotted}", f"{collection}/*", "*"):
+            if key in self.policies:
+                return self.policies[key]
+        for key, value in self.policies.items():  # patterns such as posts/meta.*
+            if "*" in key and fnmatch.fnmatchcase(f"{collection}/{dotted}", key):
+                return value
+        return "hold"
+
+
+def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
+    """Parse and check a config file; errors name the file and the rule."""
+    raw = canonical.load(data, where)
+    problem = schemas.first_error(schemas.protocol("config"), raw)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/config.schema.json)")
+    rules = lambda items: tuple(Rule.parse(t) for t in items)  # noqa: E731
+    collections = {
+        name: Collection(
+            name=name,
+            schema=c["schema"],
+            owner=c.get("owner"),
+            shard=c.get("shard", 0),
+            own=rules(c.get("own", [])),
+            others=rules(c.get("others", [])),
+        )
+        for name, c in raw["collections"].items()
+    }
+    for reserved in ("ledger", "quarantine", "conflicts"):
+        if reserved in collections:
+            raise FleetError(f"{where}: collection name {reserved!r} is reserved for the merge engine")
+    agents = {}
+    for aid, a in raw["agents"].items():
+        unknown = set(a.get("grants", {})) - set(collections)
+        if unknown:
+            raise FleetError(f"{where}: agents.{aid}.grants names unknown collection {sorted(unknown)[0]!r}")
+        agents[aid] = Agent(
+            id=aid,
+            priority=a.get("priority", 0),
+            model=a.get("model"),
+            grants={c: rules(r) for c, r in a.get("grants", {}).items()},
+        )
+    return Config(
+        collections=collections,
+        agents=agents,
+        limits=Limits(**raw.get("limits", {})),
+        policies=dict(raw.get("policies", {})),
+        name=raw.get("fleet", {}).get("name", ""),
+    )

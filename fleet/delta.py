@@ -1,0 +1,158 @@
+"""The delta format: parsing and checking one delta file.
+
+A delta is what one agent turn wants to change (schemas/delta.schema.json).
+Workers write each delta to its own file, ``deltas/<worker>/<stream>/<id>.json``
+on their worker branch; this module turns such a file into a :class:`Delta` or
+explains in one line why it cannot be one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, schemas
+from fleet.config import Limits
+from fleet.ids import is_safe_id, new_delta_id
+
+DELTA_DIR = "deltas"
+
+
+class Rejected(Exception):
+    """A delta that cannot be applied; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class Op:
+    op: str
+    collection: str
+    id: str
+    path: tuple[str, ...] = ()
+    arg: Any = None  # create: doc, set/add/remove: value, incr: by, append: item
+
+    @classmethod
+    def from_json(cls, o: dict[str, Any]) -> Op:
+        kind = o["op"]
+        arg = {"create": "doc", "set": "value", "incr": "by", "add": "value",
+               "remove": "value", "append": "item"}.get(kind)
+        return cls(kind, o["collection"], o["id"], tuple(o.get("path", ())), o.get(arg) if arg else None)
+
+    def to_json(self) -> dict[str, Any]:
+        o: dict[str, Any] = {"op": self.op, "collection": self.collection, "id": self.id}
+        if self.path:
+            o["path"] = list(self.path)
+        arg = {"create": "doc", "set": "value", "incr": "by", "add": "value",
+               "remove": "value", "append": "item"}.get(self.op)
+        if arg:
+            o[arg] = self.arg
+        return o
+
+
+@dataclass(frozen=True)
+class Delta:
+    id: str
+    tick: int
+    utc: str
+    worker: str
+    stream: str
+    agent: str
+    ops: tuple[Op, ...]
+    meta: dict[str, Any]
+    body: dict[str, Any] = field(repr=False, compare=False)
+    line: bytes = field(repr=False, compare=False)  # compact canonical form
+    digest: str = ""
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        """The total order of application: (tick, utc, worker, id), then content."""
+        return (self.tick, self.utc, self.worker, self.id, self.digest)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A delta file as the merge found it: where, and its bytes."""
+
+    source: str  # a ref name or an inbox directory
+    path: str  # deltas/<worker>/<stream>/<id>.json
+    data: bytes
+
+    @property
+    def worker_dir(self) -> str | None:
+        parts = self.path.split("/")
+        if len(parts) >= 3 and parts[0] == DELTA_DIR and is_safe_id(parts[1]):
+            return parts[1]
+        return None
+
+
+def parse(arrival: Arrival, limits: Limits, trusted: bool = False) -> Delta:
+    """Check a delta file and return the delta, or raise :class:`Rejected`.
+
+    ``trusted`` skips the size limit, for ledger lines already accepted once.
+    """
+    size = len(arrival.data)
+    if not trusted and size > limits.max_delta_bytes:
+        raise Rejected(f"delta is {size} bytes, over limits.max_delta_bytes ({limits.max_delta_bytes})")
+    try:
+        body = canonical.parse(arrival.data)
+    except canonical.JSONProblem as e:
+        raise Rejected(str(e)) from None
+    return from_body(body, arrival, limits)
+
+
+def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:
+    problem = schemas.first_error(schemas.protocol("delta"), body)
+    if problem:
+        raise Rejected(f"{problem} (schemas/delta.schema.json)")
+    if len(body["ops"]) > limits.max_ops:
+        raise Rejected(f"delta has {len(body['ops'])} ops, over limits.max_ops ({limits.max_ops})")
+    worker_dir = arrival.worker_dir
+    if worker_dir is not None and worker_dir != body["worker"]:
+        raise Rejected(f"worker {body['worker']!r} wrote into deltas/{worker_dir}/, another worker's directory")
+    line = canonical.dumps_line(body)
+    return Delta(
+        id=body["id"],
+        tick=body["tick"],
+        utc=body["utc"],
+        worker=body["worker"],
+        stream=body["stream"],
+        agent=body["agent"],
+        ops=tuple(Op.from_json(o) for o in body["ops"]),
+        meta=body["meta"],
+        body=body,
+        line=line,
+        digest=canonical.digest(body),
+    )
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make(
+    *,
+    tick: int,
+    worker: str,
+    stream: str,
+    agent: str,
+    ops: list[Op] | tuple[Op, ...] = (),
+    meta: dict[str, Any] | None = None,
+    utc: str | None = None,
+    delta_id: str | None = None,
+) -> dict[str, Any]:
+    """A new delta body, ready to write with :func:`file_path`."""
+    return {
+        "id": delta_id or new_delta_id(tick, worker, stream),
+        "tick": tick,
+        "utc": utc or utc_now(),
+        "worker": worker,
+        "stream": stream,
+        "agent": agent,
+        "ops": [op.to_json() for op in ops],
+        "meta": meta if meta is not None else {},
+    }
+
+
+def file_path(body: dict[str, Any]) -> str:
+    """Where a worker writes a delta on its branch; unique per (worker, stream, id)."""
+    return f"{DELTA_DIR}/{body['worker']}/{body['stream']}/{body['id']}.json"

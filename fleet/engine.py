@@ -1,0 +1,633 @@
+"""The merge engine: from a snapshot of main and a set of delta files to one tick.
+
+``merge_tick`` is a pure function of (the state at main, the set of delta
+files): the order in which the files arrived never matters, because deltas are
+sorted by (tick, utc, worker, id) before anything is decided, and commutative
+ops (counters, sets, id-keyed lists) give the same result in any order.
+
+Each delta ends in exactly one of three places:
+
+- applied: all its ops take effect and its canonical line joins the ledger,
+  ``state/ledger/<delta tick>/<worker>.jsonl``; a set that competes with
+  another delta's set of the same field and no policy decides is *held* in
+  ``state/conflicts/<id>.json`` with every competing value, for a person;
+- quarantined: none of its ops take effect; the file's content and the reason
+  are recorded in ``state/quarantine/<tick>/<worker>.jsonl``;
+- duplicate: its id and content are already in the ledger (a rerun, or a
+  branch that was merged but not yet deleted); it is dropped, as it should be.
+
+The tree does not grow with the number of ticks: ledger and quarantine keep
+``limits.window`` ticks; older ones live in history, where replay reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, schemas
+from fleet.config import FLEET_PATH, Collection, Config, Rule
+from fleet.delta import Arrival, Delta, Rejected, parse
+from fleet.errors import FleetError
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, Snapshot
+
+_MISSING = object()
+
+
+class _OpError(Exception):
+    pass
+
+
+@dataclass
+class Quarantined:
+    arrival: Arrival
+    reason: str
+    delta: Delta | None = None
+
+    def record(self, tick: int, max_raw: int) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "tick": tick,
+            "worker": self.delta.worker if self.delta else (self.arrival.worker_dir or "_unknown"),
+            "source": self.arrival.source,
+            "path": self.arrival.path,
+            "reason": self.reason,
+            "size": len(self.arrival.data),
+        }
+        if self.delta is not None:
+            rec["delta"] = self.delta.body
+        else:
+            rec["raw"] = self.arrival.data[:max_raw].decode("utf-8", errors="replace")
+        return rec
+
+
+@dataclass
+class TickResult:
+    """What one merge decided, and the files that make it so."""
+
+    tick: int
+    writes: dict[str, bytes]
+    deletes: list[str]
+    applied: list[Delta]
+    quarantined: list[dict[str, Any]]
+    held: list[str]  # conflict ids opened or joined this tick
+    duplicates: list[Arrival] = field(default_factory=list)
+    late: int = 0
+    docs_changed: int = 0
+
+
+@dataclass
+class _DocOutcome:
+    doc: dict[str, Any] | None  # None: deleted or never existed
+    errors: dict[str, str]  # delta id -> reason
+    conflicts: list[dict[str, Any]]
+    exists: bool
+
+
+# -- ordering and triage ----------------------------------------------------
+
+
+def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
+    """Decide the next tick: which deltas apply, which are held, which are quarantined."""
+    cfg = base.config
+    tick = base.tick + 1
+    window = cfg.limits.window
+    quarantined: list[Quarantined] = []
+    duplicates: list[Arrival] = []
+
+    parsed: list[tuple[Delta, Arrival]] = []
+    for a in sorted(arrivals, key=lambda a: (a.path, a.source, a.data)):
+        try:
+            parsed.append((parse(a, cfg.limits), a))
+        except Rejected as e:
+            quarantined.append(Quarantined(a, str(e)))
+
+    # One id, one content: the first copy (in delta order) stands; identical
+    # copies are duplicates, different content under a used id is refused.
+    parsed.sort(key=lambda da: (da[0].key, da[1].source, da[1].path))
+    seen: dict[str, Delta] = {}
+    ledger_cache: dict[tuple[int, str], dict[str, str]] = {}
+    candidates: list[Delta] = []
+    for d, a in parsed:
+        if d.id in seen:
+            if seen[d.id].digest == d.digest:
+                duplicates.append(a)
+            else:
+                quarantined.append(Quarantined(a, f"delta id {d.id} is reused with different content", d))
+            continue
+        seen[d.id] = d
+        if d.tick > tick:
+            quarantined.append(Quarantined(a, f"tick {d.tick} is ahead of the next tick ({tick}); main is at {tick - 1}", d))
+        elif d.tick < tick - window:
+            quarantined.append(Quarantined(a, f"tick {d.tick} was merged long ago: late deltas are accepted for {window} ticks (limits.window), main is at {tick - 1}", d))
+        elif d.agent not in cfg.agents:
+            quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
+        else:
+            if d.tick < tick:
+                applied = ledger_cache.setdefault((d.tick, d.worker), base.ledger_ids(d.tick, d.worker))
+                if d.id in applied:
+                    if applied[d.id] == d.digest:
+                        duplicates.append(a)
+                    else:
+                        quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
+                    continue
+            candidates.append(d)
+
+    arrival_of = {d.id: a for d, a in parsed}
+    # Remove deltas that cannot apply until what is left applies cleanly. The
+    # set only shrinks, so this ends; each step is decided in delta order.
+    apply = _Applier(base, cfg, tick)
+    while True:
+        outcome = apply.run(candidates)
+        if not outcome.culprits:
+            break
+        keep = []
+        for d in candidates:
+            if d.id in outcome.culprits:
+                quarantined.append(Quarantined(arrival_of[d.id], outcome.culprits[d.id], d))
+            else:
+                keep.append(d)
+        candidates = keep
+
+    records = [q.record(tick, cfg.limits.max_delta_bytes) for q in quarantined]
+    result = _finish(base, tick, candidates, records, outcome)
+    result.duplicates = duplicates
+    return result
+
+
+def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str, Any]]) -> TickResult:
+    """Recompute a tick from the deltas its commit applied and the records it quarantined."""
+    tick = base.tick + 1
+    applied = sorted(applied, key=lambda d: d.key)
+    outcome = _Applier(base, base.config, tick).run(applied)
+    if outcome.culprits:
+        delta_id, reason = sorted(outcome.culprits.items())[0]
+        raise FleetError(f"replay of tick {tick}: ledger delta {delta_id} does not apply: {reason}")
+    return _finish(base, tick, applied, quarantined, outcome)
+
+
+# -- applying ----------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    docs: dict[tuple[str, str], _DocOutcome]
+    culprits: dict[str, str]
+    base_bytes: dict[str, bytes | None]
+    open_conflicts: dict[str, dict[str, Any]]
+
+
+class _Applier:
+    def __init__(self, base: Snapshot, cfg: Config, tick: int) -> None:
+        self.base = base
+        self.cfg = cfg
+        self.tick = tick
+        self._conflicts: dict[str, dict[str, Any]] | None = None
+
+    def open_conflicts(self) -> dict[str, dict[str, Any]]:
+        if self._conflicts is None:
+            paths = self.base.under(CONFLICT_DIR)
+            blobs = self.base.read_many(paths)
+            self._conflicts = {p: canonical.load(blobs[p] or b"", p) for p in paths}
+        return self._conflicts
+
+    def run(self, deltas: list[Delta]) -> _Outcome:
+        cfg = self.cfg
+        culprits: dict[str, str] = {}
+        by_doc: dict[tuple[str, str], list[tuple[Delta, Any]]] = {}
+        for d in deltas:
+            for op in d.ops:
+                if op.collection not in cfg.collections:
+                    culprits.setdefault(d.id, f"unknown collection {op.collection!r} (state/config.json collections)")
+                    continue
+                by_doc.setdefault((op.collection, op.id), []).append((d, op))
+        paths = {key: cfg.collections[key[0]].doc_path(key[1]) for key in by_doc}
+        base_bytes = self.base.read_many(paths.values())
+        conflicts_by_doc: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
+        if self.base.under(CONFLICT_DIR):
+            for c in self.open_conflicts().values():
+                conflicts_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
+
+        docs: dict[tuple[str, str], _DocOutcome] = {}
+        for key in sorted(by_doc):
+            entries = [(d, op) for d, op in by_doc[key] if d.id not in culprits]
+            coll = cfg.collections[key[0]]
+            path = paths[key]
+            raw = base_bytes[path]
+            base_doc = None
+            if raw is not None:
+                base_doc = canonical.load(raw, path)
+                problem = _doc_problem(self.base, coll, key[1], base_doc)
+                if problem:
+                    raise FleetError(
+                        f"{path}: the state on main is invalid: {problem}; fix the file or revert the commit that broke it"
+                    )
+            open_here = conflicts_by_doc.get(key, {})
+            out = _combine(coll, key[1], raw, entries, open_here, cfg, self.tick)
+            if not out.errors and out.doc is not None:
+                problem = _doc_problem(self.base, coll, key[1], out.doc)
+                if problem:
+                    out = self._blame(coll, key[1], path, raw, entries, open_here)
+            for delta_id, reason in out.errors.items():
+                culprits.setdefault(delta_id, reason)
+            docs[key] = out
+        return _Outcome(docs, culprits, base_bytes, self.open_conflicts() if conflicts_by_doc else {})
+
+    def _blame(self, coll, doc_id, path, raw, entries, open_here) -> _DocOutcome:
+        """The merged document is invalid: add deltas one by one, in delta
+        order, and blame each one whose ops make it invalid."""
+        order: list[Delta] = []
+        for d, _ in entries:
+            if not order or order[-1] is not d:
+                order.append(d)
+        accepted: set[str] = set()
+        errors: dict[str, str] = {}
+        for d in order:
+            trial = [(x, op) for x, op in entries if x.id in accepted or x is d]
+            out = _combine(coll, doc_id, raw, trial, open_here, self.cfg, self.tick)
+            if d.id in out.errors:
+                errors[d.id] = out.errors[d.id]
+                continue
+            problem = out.doc is not None and _doc_problem(self.base, coll, doc_id, out.doc)
+            if problem:
+                errors[d.id] = f"would make {path} invalid: {problem}"
+            else:
+                accepted.add(d.id)
+        out = _combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.cfg, self.tick)
+        out.errors = errors
+        return out
+
+
+def _doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str | None:
+    if not isinstance(doc, dict) or doc.get("id") != doc_id:
+        return f"its 'id' must be {doc_id!r}"
+    problem = schemas.first_error(base.validator(coll.name), doc)
+    return f"{problem} (schemas/{coll.schema})" if problem else None
+
+
+def _allowed(cfg: Config, coll: Collection, owner: str | None, d: Delta, op: Any) -> bool:
+    value = op.arg if op.op in ("set", "add", "remove") else None
+    rules: tuple[Rule, ...] = cfg.agents[d.agent].grants.get(coll.name, ())
+    if owner is not None and owner == d.agent:
+        rules = rules + coll.own
+    rules = rules + coll.others
+    return any(r.allows(op.op, op.path, value, d.agent) for r in rules)
+
+
+def _describe(op: Any) -> str:
+    where = f"{op.collection}/{op.id}"
+    return f"{op.op} {where}" + (f" {'.'.join(op.path)}" if op.path else "")
+
+
+def _combine(
+    coll: Collection,
+    doc_id: str,
+    raw: bytes | None,
+    entries: list[tuple[Delta, Any]],
+    open_here: dict[tuple[str, ...], dict[str, Any]],
+    cfg: Config,
+    tick: int,
+) -> _DocOutcome:
+    """Apply every op on one document from the deltas of one tick, in any order."""
+    errors: dict[str, str] = {}
+    doc: dict[str, Any] | None = canonical.parse(raw) if raw is not None else None
+    exists = doc is not None
+
+    creates = [(d, op) for d, op in entries if op.op == "create"]
+    winner: Delta | None = None
+    for d, op in creates:
+        if exists:
+            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document already exists")
+        elif winner is None:
+            if not isinstance(op.arg, dict) or op.arg.get("id") != doc_id:
+                errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document's 'id' must be {doc_id!r}")
+                continue
+            winner, doc = d, copy.deepcopy(op.arg)
+        elif canonical.digest(op.arg) != canonical.digest(doc) and d is not winner:
+            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: already created in this tick by delta {winner.id}")
+
+    owner = coll.owner_of(doc_id, doc)
+    for d, op in entries:
+        if d.id in errors:
+            continue
+        if op.op == "create":
+            if d is winner and not _allowed(cfg, coll, coll.owner_of(doc_id, op.arg), d, op):
+                errors[d.id] = f"agent {d.agent} may not {_describe(op)} (owner: {coll.owner_of(doc_id, op.arg) or 'nobody'}; see collections.{coll.name} in state/config.json)"
+            continue
+        if doc is None:
+            errors[d.id] = f"{_describe(op)}: no such document"
+        elif not _allowed(cfg, coll, owner, d, op):
+            errors[d.id] = f"agent {d.agent} may not {_describe(op)} (owner: {owner or 'nobody'}; see collections.{coll.name} in state/config.json)"
+    if errors:
+        entries = [(d, op) for d, op in entries if d.id not in errors]
+        if winner is not None and winner.id in errors:
+            doc, winner = (None, None)
+
+    if doc is None:
+        return _DocOutcome(None, errors, [], exists)
+    if any(op.op == "delete" for _, op in entries):
+        return _DocOutcome(None, errors, [], exists)  # a delete wins
+
+    groups: dict[tuple[str, ...], list[tuple[Delta, Any]]] = {}
+    for d, op in entries:
+        if op.op != "create":
+            groups.setdefault(op.path, []).append((d, op))
+
+    conflicts: list[dict[str, Any]] = []
+    held_paths = _overlapping(groups)
+    for path in sorted(groups):
+        ops = groups[path]
+        kinds = {_family(op.op) for _, op in ops}
+        if path in held_paths or len(kinds) > 1:
+            conflicts.append(_conflict(coll, doc_id, path, doc, ops, "mixed", "different kinds of change to overlapping fields", tick, open_here, as_ops=True))
+            continue
+        family = kinds.pop()
+        try:
+            if family == "set":
+                _apply_sets(coll, doc_id, doc, path, ops, cfg, owner, tick, open_here, conflicts)
+            elif family == "incr":
+                cur = _get(doc, path)
+                cur = 0 if cur is _MISSING else cur
+                if isinstance(cur, bool) or not isinstance(cur, (int, float)):
+                    raise _OpError(f"{'.'.join(path)} is not a number")
+                total = cur
+                for _, op in ops:
+                    total += op.arg
+                _put(doc, path, total)
+            elif family == "set-member":
+                _apply_members(doc, path, ops)
+            else:
+                appended = _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts)
+                for delta_id, reason in appended.items():
+                    errors.setdefault(delta_id, reason)
+        except _OpError as e:
+            for d, op in ops:
+                errors.setdefault(d.id, f"{_describe(op)}: {e}")
+    return _DocOutcome(doc, errors, conflicts, exists)
+
+
+def _family(op: str) -> str:
+    return {"set": "set", "incr": "incr", "add": "set-member", "remove": "set-member", "append": "append", "delete": "delete"}[op]
+
+
+def _overlapping(groups: dict[tuple[str, ...], list]) -> set[tuple[str, ...]]:
+    """Paths where one is a proper prefix of another: their ops cannot commute."""
+    held: set[tuple[str, ...]] = set()
+    paths = sorted(groups)
+    for i, p in enumerate(paths):
+        for q in paths[i + 1 :]:
+            if q[: len(p)] == p:
+                held.update((p, q))
+            elif q[: len(p)] > p:
+                break
+    return held
+
+
+def _get(doc: Any, path: tuple[str, ...]) -> Any:
+    cur = doc
+    for k in path:
+        if not isinstance(cur, dict):
+            raise _OpError(f"{'.'.join(path)} crosses a value that is not an object")
+        if k not in cur:
+            return _MISSING
+        cur = cur[k]
+    return cur
+
+
+def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    cur = doc
+    for k in path[:-1]:
+        nxt = cur.get(k, _MISSING)
+        if nxt is _MISSING:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise _OpError(f"{'.'.join(path)} crosses a value that is not an object")
+        cur = nxt
+    cur[path[-1]] = value
+
+
+def _candidate(d: Delta, **extra: Any) -> dict[str, Any]:
+    return {"delta": d.id, "agent": d.agent, "worker": d.worker, "tick": d.tick, "utc": d.utc, **extra}
+
+
+def conflict_id(collection: str, doc_id: str, path: tuple[str, ...]) -> str:
+    key = "\0".join((collection, doc_id, *path)).encode()
+    return "c-" + hashlib.sha256(key).hexdigest()[:16]
+
+
+def _conflict(coll, doc_id, path, doc, ops, policy, reason, tick, open_here, as_ops=False) -> dict[str, Any]:
+    """A held conflict on one field: the field keeps its value, every candidate is kept."""
+    existing = open_here.get(path)
+    if as_ops:
+        per: dict[str, dict[str, Any]] = {}
+        for d, op in ops:
+            per.setdefault(d.id, _candidate(d, ops=[]))["ops"].append(op.to_json())
+        new = list(per.values())
+    else:
+        new = [_candidate(d, value=v) for d, v in ops]
+    cands = {c["delta"]: c for c in (existing["candidates"] if existing else [])}
+    for c in new:
+        cands.setdefault(c["delta"], c)
+    c: dict[str, Any] = {
+        "id": conflict_id(coll.name, doc_id, path),
+        "collection": coll.name,
+        "doc": doc_id,
+        "path": list(path),
+        "policy": existing["policy"] if existing else policy,
+        "reason": existing["reason"] if existing else reason,
+        "opened_tick": existing["opened_tick"] if existing else tick,
+        "candidates": sorted(cands.values(), key=lambda c: (c["tick"], c["utc"], c["worker"], c["delta"])),
+    }
+    if existing:
+        if "base" in existing:
+            c["base"] = existing["base"]
+    else:
+        try:
+            base = _get(doc, path)
+        except _OpError:
+            base = _MISSING
+        if base is not _MISSING:
+            c["base"] = copy.deepcopy(base)
+    return c
+
+
+def _apply_sets(coll, doc_id, doc, path, ops, cfg: Config, owner, tick, open_here, conflicts) -> None:
+    last: dict[str, tuple[Delta, Any]] = {}
+    for d, op in ops:  # within one delta, ops run in order: its last set counts
+        last[d.id] = (d, op.arg)
+    writers = list(last.values())
+    if path in open_here:
+        conflicts.append(_conflict(coll, doc_id, path, doc, writers, "", "", tick, open_here))
+        return
+    values = {canonical.dumps_line(v): v for _, v in writers}
+    if len(values) == 1:
+        _put(doc, path, writers[0][1])
+        return
+    policy = cfg.policy(coll.name, path)
+    chosen: Any = _MISSING
+    reason = "policy 'hold': a person decides"
+    if policy == "lww":
+        chosen = max(writers, key=lambda w: w[0].key)[1]
+    elif policy == "priority":
+        top = max(cfg.agents[d.agent].priority for d, _ in writers)
+        best = {canonical.dumps_line(v): v for d, v in writers if cfg.agents[d.agent].priority == top}
+        if len(best) == 1:
+            chosen = next(iter(best.values()))
+        else:
+            reason = f"policy 'priority': a tie at priority {top}"
+    elif policy == "authority":
+        mine = {canonical.dumps_line(v): v for d, v in writers if d.agent == owner}
+        if len(mine) == 1:
+            chosen = next(iter(mine.values()))
+        else:
+            reason = f"policy 'authority': the owner ({owner}) " + ("set several values" if mine else "did not write")
+    if chosen is _MISSING:
+        conflicts.append(_conflict(coll, doc_id, path, doc, writers, policy, reason, tick, open_here))
+    else:
+        _put(doc, path, copy.deepcopy(chosen))
+
+
+def _member_key(v: Any) -> tuple:
+    if v is None:
+        return (0, 0, "")
+    if isinstance(v, bool):
+        return (1, int(v), "")
+    if isinstance(v, (int, float)):
+        return (2, v, "")
+    return (3, 0, v)
+
+
+def _apply_members(doc, path, ops) -> None:
+    cur = _get(doc, path)
+    cur = [] if cur is _MISSING else cur
+    if not isinstance(cur, list) or any(isinstance(v, (dict, list)) for v in cur):
+        raise _OpError(f"{'.'.join(path)} is not a set of scalars")
+    members = {canonical.dumps_line(v): v for v in cur}
+    adds = {canonical.dumps_line(op.arg): op.arg for _, op in ops if op.op == "add"}
+    for _, op in ops:  # an add and a remove of one value in one tick: the add wins
+        k = canonical.dumps_line(op.arg)
+        if op.op == "remove" and k not in adds:
+            members.pop(k, None)
+    members.update(adds)
+    _put(doc, path, sorted(members.values(), key=_member_key))
+
+
+def _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    cur = _get(doc, path)
+    cur = [] if cur is _MISSING else cur
+    if not isinstance(cur, list) or not all(isinstance(i, dict) and "id" in i for i in cur):
+        raise _OpError(f"{'.'.join(path)} is not a list of objects with an 'id'")
+    existing = {i["id"]: canonical.digest(i) for i in cur}
+    new: dict[str, list[tuple[Delta, Any]]] = {}
+    for d, op in ops:
+        item_id = op.arg["id"]
+        if item_id in existing:
+            if existing[item_id] != canonical.digest(op.arg):
+                errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: item {item_id!r} already exists with other content")
+            continue
+        new.setdefault(item_id, []).append((d, op.arg))
+    out = list(cur)
+    for item_id, items in new.items():
+        if len({canonical.digest(i) for _, i in items}) > 1 or (*path, item_id) in open_here:
+            conflicts.append(_conflict(coll, doc_id, (*path, item_id), doc, items, "append", f"different items with id {item_id!r}", tick, open_here))
+        else:
+            out.append(copy.deepcopy(items[0][1]))
+    _put(doc, path, out)
+    return errors
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: _Outcome) -> TickResult:
+    cfg = base.config
+    writes: dict[str, bytes] = {}
+    deletes: list[str] = []
+    held: list[str] = []
+    changed = 0
+    for key, out in sorted(outcome.docs.items()):
+        path = cfg.collections[key[0]].doc_path(key[1])
+        before = outcome.base_bytes.get(path)
+        if out.doc is None:
+            if before is not None:
+                deletes.append(path)
+                changed += 1
+        else:
+            data = canonical.dumps(out.doc)
+            if data != before:
+                writes[path] = data
+                changed += 1
+        for c in out.conflicts:
+            writes[f"{CONFLICT_DIR}/{c['id']}.json"] = canonical.dumps(c)
+            held.append(c["id"])
+    # Conflicts on deleted documents are moot: the delete won.
+    for path, c in outcome.open_conflicts.items():
+        out = outcome.docs.get((c["collection"], c["doc"]))
+        if out is not None and out.doc is None and out.exists:
+            deletes.append(path)
+
+    ledger: dict[tuple[int, str], dict[str, bytes]] = {}
+    late = 0
+    for d in applied:
+        ledger.setdefault((d.tick, d.worker), {})[d.id] = d.line
+        late += d.tick < tick
+    for (t, w), lines in ledger.items():
+        path = f"{LEDGER_DIR}/{t}/{w}.jsonl"
+        old = base.read(path)
+        if old:
+            for line in old.splitlines():
+                lines.setdefault(canonical.parse(line)["id"], line)
+        writes[path] = b"\n".join(lines[i] for i in sorted(lines)) + b"\n"
+    by_worker: dict[str, list[bytes]] = {}
+    for rec in quarantined:
+        by_worker.setdefault(rec["worker"], []).append(canonical.dumps_line(rec))
+    for w, lines in by_worker.items():
+        path = f"{QUARANTINE_DIR}/{tick}/{w}.jsonl"
+        old = base.read(path)
+        merged = sorted(set(lines) | set(old.splitlines() if old else []))
+        writes[path] = b"\n".join(merged) + b"\n"
+    oldest = tick - cfg.limits.window
+    for folder in (LEDGER_DIR, QUARANTINE_DIR):
+        for t in sorted({int(p.split("/")[2]) for p in base.under(folder)}):
+            if t < oldest:
+                deletes.append(f"{folder}/{t}")
+
+    fleet = base.fleet
+    last = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late, "usage": _usage(applied)}
+    totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late")}
+    totals["usage"] = _add_usage(fleet["totals"].get("usage", {}), last["usage"])
+    conflict_files = set(base.under(CONFLICT_DIR)) | {p for p in writes if p.startswith(CONFLICT_DIR + "/")}
+    conflict_files -= set(deletes)
+    writes[FLEET_PATH] = canonical.dumps(
+        {
+            "tick": tick,
+            "totals": totals,
+            "last": last,
+            "last_utc": max((d.utc for d in applied), default=fleet.get("last_utc")),
+            "open_conflicts": len(conflict_files),
+        }
+    )
+    return TickResult(tick, writes, sorted(set(deletes)), applied, quarantined, held, late=late, docs_changed=changed)
+
+
+_USAGE_INTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _usage(deltas: list[Delta]) -> dict[str, Any]:
+    total: dict[str, Any] = {k: 0 for k in _USAGE_INTS}
+    micro = 0  # dollars summed as integer micro-dollars: exact in any order
+    for d in deltas:
+        u = d.meta.get("usage") or {}
+        for k in _USAGE_INTS:
+            total[k] += u.get(k, 0)
+        micro += round(u.get("cost_usd", 0) * 1_000_000)
+    total["cost_usd"] = micro / 1_000_000
+    return total
+
+
+def _add_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in _USAGE_INTS}
+    out["cost_usd"] = (round(a.get("cost_usd", 0) * 1_000_000) + round(b.get("cost_usd", 0) * 1_000_000)) / 1_000_000
+    return out

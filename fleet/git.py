@@ -1,0 +1,219 @@
+"""Every git call fleet makes goes through this module.
+
+Git is the clock, the log, the lock and the bus, so this is where retries,
+environment hygiene and git's error messages are turned into fleet's. The
+merge engine never needs a working tree: it reads objects with ``cat-file``
+and writes commits with ``fast-import``, so nobody's checkout is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.errors import FleetError
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+FLEET_IDENT = ("fleet", "fleet@localhost")
+_STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _STRIP}
+    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_CONFIG_NOSYSTEM="1")
+    return env
+
+
+@dataclass(frozen=True)
+class RefInfo:
+    name: str
+    commit: str
+    tree: str
+
+
+class Git:
+    """Git commands run in one repository."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    # -- running -------------------------------------------------------
+    def proc(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["git", *args], cwd=self.path, input=input, capture_output=True, env=_env()
+        )
+
+    def run(self, *args: str, input: bytes | None = None) -> bytes:
+        p = self.proc(*args, input=input)
+        if p.returncode:
+            msg = p.stderr.decode(errors="replace").strip().splitlines()
+            detail = msg[-1] if msg else f"exit {p.returncode}"
+            raise FleetError(f"git {args[0]} failed in {self.path}: {detail}")
+        return p.stdout
+
+    def text(self, *args: str) -> str:
+        return self.run(*args).decode().strip()
+
+    # -- reading -------------------------------------------------------
+    def rev_parse(self, rev: str) -> str | None:
+        p = self.proc("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        return p.stdout.decode().strip() if p.returncode == 0 else None
+
+    def ls_tree(self, rev: str, *prefixes: str) -> dict[str, str]:
+        """Blob path -> sha under the folders ``prefixes`` (trailing slash) at ``rev``."""
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes)
+        entries: dict[str, str] = {}
+        for rec in out.split(b"\0"):
+            if not rec:
+                continue
+            meta, _, path = rec.partition(b"\t")
+            mode, kind, sha = meta.split(b" ")
+            if kind == b"blob":
+                entries[path.decode()] = sha.decode()
+        return entries
+
+    def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """Read many blobs with one ``cat-file --batch`` process."""
+        if not shas:
+            return {}
+        unique = list(dict.fromkeys(shas))
+        out = self.run("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in unique:
+            nl = out.index(b"\n", pos)
+            header = out[pos:nl].split(b" ")
+            if len(header) < 3 or header[1] == b"missing":
+                raise FleetError(f"git object {sha} is missing from {self.path}")
+            size = int(header[2])
+            blobs[sha] = out[nl + 1 : nl + 1 + size]
+            pos = nl + 1 + size + 1
+        return blobs
+
+    def show(self, rev: str, path: str) -> bytes | None:
+        p = self.proc("cat-file", "blob", f"{rev}:{path}")
+        return p.stdout if p.returncode == 0 else None
+
+    def refs(self, pattern: str) -> list[RefInfo]:
+        out = self.text("for-each-ref", "--format=%(refname) %(objectname) %(tree)", pattern)
+        return [RefInfo(*line.split(" ")) for line in out.splitlines() if line]
+
+    def added_files(self, pairs: list[tuple[str, str]], prefix: str) -> list[list[tuple[str, str]]]:
+        """For each (old tree, new tree): the (path, blob) added or changed under prefix.
+
+        One ``diff-tree --stdin`` process answers for any number of refs.
+        """
+        if not pairs:
+            return []
+        data = "".join(f"{a} {b}\n" for a, b in pairs).encode()
+        out = self.run("diff-tree", "--stdin", "-r", "-z", "--no-renames", "--", prefix, input=data)
+        result: list[list[tuple[str, str]]] = []
+        index = {f"{a} {b}": i for i, (a, b) in enumerate(pairs)}
+        per: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(pairs))}
+        current = -1
+        fields = out.split(b"\0")
+        i = 0
+        while i < len(fields):
+            f = fields[i]
+            if not f:
+                i += 1
+                continue
+            if f.startswith(b":"):
+                parts = f[1:].split(b" ")
+                status, path = parts[4], fields[i + 1].decode()
+                if status in (b"A", b"M"):
+                    per[current].append((path, parts[3].decode()))
+                i += 2
+            else:  # the echoed "<tree> <tree>" line, ending in a newline
+                line, _, rest = f.partition(b"\n")
+                current = index[line.decode()]
+                fields[i] = rest
+        for i in range(len(pairs)):
+            result.append(per[i])
+        return result
+
+    def changed(self, old: str, new: str, prefixes: list[str]) -> list[tuple[str, str, str]]:
+        """(old blob or zeros, new blob or zeros, path) for blobs that differ."""
+        out = self.run("diff-tree", "-r", "-z", "--no-renames", old, new, "--", *prefixes)
+        fields = out.split(b"\0")
+        rows = []
+        for i in range(0, len(fields) - 1, 2):
+            if not fields[i].startswith(b":"):
+                continue
+            parts = fields[i][1:].split(b" ")
+            rows.append((parts[2].decode(), parts[3].decode(), fields[i + 1].decode()))
+        return rows
+
+    def first_parent_log(self, rev: str) -> list[tuple[str, str | None, str]]:
+        """(commit, first parent, message) from the root to ``rev``."""
+        out = self.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%B%x1e", rev)
+        rows = []
+        for rec in out.decode().split("\x1e"):
+            rec = rec.lstrip("\n")
+            if not rec:
+                continue
+            head, _, body = rec.partition("\0")
+            shas = head.split()
+            rows.append((shas[0], shas[1] if len(shas) > 1 else None, body))
+        return rows
+
+    def commit_tree(self, rev: str) -> str:
+        return self.text("rev-parse", f"{rev}^{{tree}}")
+
+    # -- writing -------------------------------------------------------
+    def write_commit(
+        self,
+        parent: str | None,
+        message: str,
+        writes: dict[str, bytes],
+        deletes: list[str],
+        when: int | None = None,
+    ) -> str:
+        """A commit of ``parent``'s tree with files written and removed; returns its sha.
+
+        Uses ``fast-import`` on a scratch ref, so no index or working tree is
+        involved and tens of thousands of files cost one process.
+        """
+        name, email = FLEET_IDENT
+        stamp = f"{int(when if when is not None else time.time())} +0000"
+        scratch = f"refs/fleet/scratch/{os.getpid()}"
+        msg = message.encode()
+        chunks = [
+            f"commit {scratch}\nmark :1\ncommitter {name} <{email}> {stamp}\ndata {len(msg)}\n".encode(),
+            msg,
+            b"\n",
+        ]
+        if parent:
+            chunks.append(f"from {parent}\n".encode())
+        for path in deletes:
+            chunks.append(f"D {path}\n".encode())
+        for path in sorted(writes):
+            data = writes[path]
+            chunks.append(f"M 100644 inline {path}\ndata {len(data)}\n".encode())
+            chunks.append(data)
+            chunks.append(b"\n")
+        chunks.append(b"get-mark :1\ndone\n")
+        out = self.run("fast-import", "--quiet", "--done", "--force", input=b"".join(chunks))
+        sha = out.decode().strip().splitlines()[-1]
+        self.proc("update-ref", "-d", scratch)
+        return sha
+
+    def update_ref(self, ref: str, new: str, old: str | None) -> bool:
+        """Compare-and-swap a local ref; False if it was not at ``old``."""
+        p = self.proc("update-ref", ref, new, old or "0" * 40)
+        return p.returncode == 0
+
+    def gc_auto(self) -> None:
+        self.proc("gc", "--auto", "--quiet")
+
+
+def toplevel(path: Path | str) -> Path:
+    p = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, env=_env()
+    )
+    if p.returncode:
+        raise FleetError(f"{path}: not inside a git repository (run `fleet init DIR` to make a fleet)")
+    return Path(p.stdout.decode().strip())

@@ -1,0 +1,147 @@
+"""A fleet repository and the remote whose ``main`` the merge engine owns.
+
+With a remote (``origin`` by default), main and the worker branches are
+fetched into ``refs/fleet/origin/*`` and main is published with a push that
+only succeeds as a fast-forward: a compare-and-swap on the ref, so two merges
+at once cannot both win. Without a remote, the local ``refs/heads/main`` is
+the target and ``update-ref`` with the old value is the compare-and-swap.
+The user's own branches and working tree are not touched, except that a
+local-only fleet whose checkout is on main is fast-forwarded like ``git pull``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.delta import DELTA_DIR, Arrival
+from fleet.errors import FleetError
+from fleet.git import EMPTY_TREE, Git, RefInfo, toplevel
+from fleet.state import GitSnapshot
+
+WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+TRACKING = "refs/fleet/origin/"
+
+
+def worker_branch(tick: int, worker: str) -> str:
+    """The branch a worker pushes its deltas of one tick to."""
+    return f"fleet/t{tick}/{worker}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A worker branch holding deltas: its name on the target and where we read it."""
+
+    branch: str  # fleet/t<tick>/<worker>
+    ref: RefInfo  # the local ref we read (tracking ref with a remote)
+
+
+class FleetRepo:
+    def __init__(self, path: Path | str, remote: str | None = None) -> None:
+        self.path = toplevel(path)
+        self.git = Git(self.path)
+        remotes = self.git.text("remote").split()
+        if remote is not None and remote not in remotes and "/" not in remote and ":" not in remote:
+            raise FleetError(f"no remote named {remote!r} in {self.path} (remotes: {', '.join(remotes) or 'none'})")
+        self.remote = remote if remote is not None else ("origin" if "origin" in remotes else None)
+
+    # -- where main is ---------------------------------------------------
+    @property
+    def main_ref(self) -> str:
+        return TRACKING + "main" if self.remote else "refs/heads/main"
+
+    def fetch(self) -> None:
+        """Fetch main and the worker branches: the one moment state changes here."""
+        if not self.remote:
+            return
+        self.git.run(
+            "fetch", "--quiet", "--prune", "--no-tags", self.remote,
+            f"+refs/heads/main:{TRACKING}main",
+            f"+refs/heads/fleet/*:{TRACKING}fleet/*",
+        )
+
+    def main(self) -> str:
+        sha = self.git.rev_parse(self.main_ref)
+        if sha is None:
+            where = f"remote {self.remote}" if self.remote else str(self.path)
+            raise FleetError(f"{where} has no main branch; is this a fleet repository? (`fleet init DIR` makes one)")
+        return sha
+
+    def snapshot(self, rev: str | None = None) -> GitSnapshot:
+        return GitSnapshot(self.git, rev or self.main())
+
+    def sources(self) -> list[Source]:
+        prefix = TRACKING + "fleet/" if self.remote else "refs/heads/fleet/"
+        out = []
+        for ref in self.git.refs(prefix):
+            branch = "fleet/" + ref.name[len(prefix):]
+            if WORKER_BRANCH.match(branch):
+                out.append(Source(branch, ref))
+        return out
+
+    # -- publishing ------------------------------------------------------
+    def publish(self, new: str, old: str) -> bool:
+        """Make ``new`` main if main is still ``old``. False if another merge won."""
+        if self.remote:
+            p = self.git.proc("push", "--porcelain", "--quiet", self.remote, f"{new}:refs/heads/main")
+            if p.returncode == 0:
+                self.git.update_ref(self.main_ref, new, old)
+                return True
+            text = (p.stdout + p.stderr).decode(errors="replace")
+            if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "[remote rejected]" in text:
+                return False
+            raise FleetError(f"push to {self.remote} failed: {text.strip().splitlines()[-1] if text.strip() else p.returncode}")
+        head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
+        bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
+        if head == "refs/heads/main" and not bare:
+            if self.git.rev_parse("HEAD") != old:
+                return False
+            p = self.git.proc("merge", "--ff-only", "--quiet", new)
+            if p.returncode:
+                raise FleetError(
+                    f"{self.path}: could not bring your checkout of main to the merged tick "
+                    f"({p.stderr.decode(errors='replace').strip().splitlines()[-1] if p.stderr.strip() else 'git merge failed'}); "
+                    "main is written only by fleet merge: commit elsewhere or stash your changes"
+                )
+            return True
+        return self.git.update_ref("refs/heads/main", new, old)
+
+    def delete_sources(self, sources: list[Source]) -> None:
+        """Delete merged worker branches, each only if nobody pushed to it since."""
+        if not sources:
+            return
+        if self.remote:
+            args = ["push", "--quiet", "--porcelain", self.remote]
+            args += [f"--force-with-lease=refs/heads/{s.branch}:{s.ref.commit}" for s in sources]
+            args += [f":refs/heads/{s.branch}" for s in sources]
+            self.git.proc(*args)  # a branch that moved keeps its new deltas for the next merge
+            for s in sources:
+                self.git.proc("update-ref", "-d", s.ref.name, s.ref.commit)
+        else:
+            for s in sources:
+                self.git.proc("update-ref", "-d", s.ref.name, s.ref.commit)
+
+    def arrivals(self, sources: list[Source]) -> list[Arrival]:
+        """Every delta file on the given worker branches (two git processes in all)."""
+        pairs = [(EMPTY_TREE, s.ref.tree) for s in sources]
+        listed = self.git.added_files(pairs, DELTA_DIR + "/")
+        blobs = self.git.cat_blobs([sha for files in listed for _, sha in files])
+        return [
+            Arrival(f"refs/heads/{s.branch}", path, blobs[sha])
+            for s, files in zip(sources, listed)
+            for path, sha in files
+        ]
+
+
+def inbox_arrivals(folder: Path) -> list[tuple[Arrival, Path]]:
+    """Delta files handed over as a folder (a workflow artifact, a coalesced push)."""
+    if not folder.is_dir():
+        raise FleetError(f"{folder}: inbox folder does not exist")
+    out = []
+    for f in sorted(folder.rglob("*.json")):
+        rel = f.relative_to(folder).as_posix()
+        if not rel.startswith(DELTA_DIR + "/"):
+            rel = f"{DELTA_DIR}/{rel}"
+        out.append((Arrival(str(folder), rel, f.read_bytes()), f))
+    return out

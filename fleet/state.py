@@ -1,0 +1,126 @@
+"""Reading the state of one commit: documents, config, schemas and the ledger.
+
+A :class:`Snapshot` is a read-only view of the files under ``state/`` and
+``schemas/`` at one commit. :class:`GitSnapshot` reads them from git objects
+(no working tree); :class:`MemorySnapshot` holds them in a dict, for replay
+checks and property tests.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Iterable
+
+from fleet import canonical, schemas
+from fleet import config as config_mod
+from fleet.config import CONFIG_PATH, FLEET_PATH, Config
+from fleet.errors import FleetError
+from fleet.git import Git
+
+LEDGER_DIR = "state/ledger"
+QUARANTINE_DIR = "state/quarantine"
+CONFLICT_DIR = "state/conflicts"
+ENGINE_DIRS = (LEDGER_DIR, QUARANTINE_DIR, CONFLICT_DIR)
+
+
+class Snapshot:
+    """Files under state/ and schemas/ at one point in history."""
+
+    def paths(self) -> Iterable[str]:
+        raise NotImplementedError
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        raise NotImplementedError
+
+    def read(self, path: str) -> bytes | None:
+        return self.read_many([path])[path]
+
+    def under(self, folder: str) -> list[str]:
+        prefix = folder.rstrip("/") + "/"
+        return sorted(p for p in self.paths() if p.startswith(prefix))
+
+    # -- what every merge needs --------------------------------------
+    @cached_property
+    def config(self) -> Config:
+        data = self.read(CONFIG_PATH)
+        if data is None:
+            raise FleetError(f"{CONFIG_PATH}: missing; is this a fleet repository? (`fleet init DIR` makes one)")
+        return config_mod.parse(data)
+
+    @cached_property
+    def fleet(self) -> dict[str, Any]:
+        data = self.read(FLEET_PATH)
+        if data is None:
+            raise FleetError(f"{FLEET_PATH}: missing; is this a fleet repository?")
+        doc = canonical.load(data, FLEET_PATH)
+        problem = schemas.first_error(schemas.protocol("fleet"), doc)
+        if problem:
+            raise FleetError(f"{FLEET_PATH}: {problem} (schemas/fleet.schema.json)")
+        return doc
+
+    @property
+    def tick(self) -> int:
+        return int(self.fleet["tick"])
+
+    def validator(self, collection: str) -> schemas.Validator:
+        name = self.config.collections[collection].schema
+        path = f"schemas/{name}"
+        data = self.read(path)
+        if data is None:
+            raise FleetError(f"{CONFIG_PATH}: collections.{collection}.schema names {path}, which does not exist")
+        return schemas.compile_bytes(data, path)
+
+    def ledger_ids(self, tick: int, worker: str) -> dict[str, str]:
+        """Delta id -> digest of the deltas of (tick, worker) already applied."""
+        data = self.read(f"{LEDGER_DIR}/{tick}/{worker}.jsonl")
+        if not data:
+            return {}
+        out = {}
+        for line in data.splitlines():
+            body = canonical.parse(line)
+            out[body["id"]] = canonical.digest(body)
+        return out
+
+
+class GitSnapshot(Snapshot):
+    def __init__(self, git: Git, commit: str) -> None:
+        self.git = git
+        self.commit = commit
+        self._entries = git.ls_tree(commit, "state/", "schemas/")
+        self._cache: dict[str, bytes] = {}
+
+    def paths(self) -> Iterable[str]:
+        return self._entries.keys()
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        paths = list(paths)
+        wanted = [self._entries[p] for p in paths if p in self._entries and p not in self._cache]
+        if wanted:
+            blobs = self.git.cat_blobs(wanted)
+            for p in paths:
+                sha = self._entries.get(p)
+                if sha in blobs:
+                    self._cache[p] = blobs[sha]
+        return {p: self._cache.get(p) for p in paths}
+
+
+class MemorySnapshot(Snapshot):
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = dict(files)
+
+    def paths(self) -> Iterable[str]:
+        return self.files.keys()
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        return {p: self.files.get(p) for p in paths}
+
+    def after(self, writes: dict[str, bytes], deletes: Iterable[str]) -> MemorySnapshot:
+        """The snapshot a commit with these writes and deletes would have."""
+        files = dict(self.files)
+        for d in deletes:
+            prefix = d.rstrip("/") + "/"
+            files.pop(d, None)
+            for p in [p for p in files if p.startswith(prefix)]:
+                del files[p]
+        files.update(writes)
+        return MemorySnapshot(files)

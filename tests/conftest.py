@@ -1,0 +1,88 @@
+"""Shared fixtures: real fleet repositories in temporary folders, never mocked git."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+from click.testing import CliRunner
+
+from fleet import delta as delta_mod
+from fleet.commands.init import init
+from fleet.delta import Op
+from fleet.git import Git
+from fleet.main import cli
+from fleet.worker import commit_deltas, stage_branch
+
+
+class Fleet:
+    """A fleet repository made by `fleet init`, with helpers to act as workers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.git = Git(path)
+
+    def main(self) -> str:
+        sha = self.git.rev_parse("refs/heads/main")
+        assert sha
+        return sha
+
+    def delta(self, agent: str, *ops: Op, tick: int = 1, worker: str = "w1", stream: str = "s1",
+              **kw: Any) -> dict[str, Any]:
+        return delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=list(ops), **kw)
+
+    def push(self, *bodies: dict[str, Any], tick: int | None = None) -> None:
+        """Stage deltas on their workers' branches, as workers would."""
+        by_worker: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for b in bodies:
+            by_worker.setdefault((tick or b["tick"], b["worker"]), []).append(b)
+        for (t, w), items in by_worker.items():
+            ref = f"refs/heads/fleet/t{t}/{w}"
+            old = self.git.rev_parse(ref)
+            commit = commit_deltas(self.git, self.main(), t, w, items, parent=old)
+            assert stage_branch(self.git, t, w, commit, old)
+
+    def push_raw(self, worker: str, rel: str, data: bytes, tick: int = 1) -> None:
+        """Stage an arbitrary file (malformed, oversized...) on a worker branch."""
+        ref = f"refs/heads/fleet/t{tick}/{worker}"
+        old = self.git.rev_parse(ref)
+        commit = self.git.write_commit(old or self.main(), "raw\n", {rel: data}, [])
+        assert self.git.update_ref(ref, commit, old)
+
+    def read(self, rel: str) -> bytes:
+        data = self.git.show("refs/heads/main", rel)
+        assert data is not None, rel
+        return data
+
+    def fleet(self, *args: str) -> Any:
+        """Run the CLI in this repository; returns click's Result."""
+        return CliRunner().invoke(cli, [*args[:1], "-C", str(self.path), *args[1:]], catch_exceptions=False)
+
+    def branches(self) -> list[str]:
+        out = self.git.text("for-each-ref", "--format=%(refname)", "refs/heads/fleet/")
+        return out.split()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    path = tmp_path / "fleet"
+    init(path)
+    return Fleet(path)
+
+
+@pytest.fixture
+def origin_fleet(tmp_path: Path) -> tuple[Fleet, Path]:
+    """A fleet whose main lives in a bare origin, as with a real remote."""
+    path = tmp_path / "seed"
+    init(path)
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(path), str(bare)], check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(bare)], cwd=path, check=True)
+    subprocess.run(["git", "fetch", "--quiet", "origin"], cwd=path, check=True)
+    return Fleet(path), bare
+
+
+def ops(*items: Iterable) -> list[Op]:
+    return [Op(*i) for i in items]
