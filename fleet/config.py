@@ -85,12 +85,29 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    workers: int = 2
+    push: str = "auto"
+    direct_max_workers: int = 4
+    deadline_seconds: float = 900
+    provider: str = "offline"
+    seed: int = 0
+
+    def push_mode(self, workers: int) -> str:
+        """direct or coalesced: auto is direct for small fleets only (6 pushes a minute)."""
+        if self.push != "auto":
+            return self.push
+        return "direct" if workers <= self.direct_max_workers else "coalesced"
+
+
+@dataclass(frozen=True)
 class Config:
     collections: dict[str, Collection]
     agents: dict[str, Agent]
     limits: Limits
     policies: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    run: RunSettings = field(default_factory=RunSettings)
 
     def policy(self, collection: str, path: tuple[str, ...]) -> str:
         """The merge policy of a field: exact path, then collection/*, then *."""
@@ -142,4 +159,5 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         limits=Limits(**raw.get("limits", {})),
         policies=dict(raw.get("policies", {})),
         name=raw.get("fleet", {}).get("name", ""),
+        run=RunSettings(**raw.get("run", {})),
     )

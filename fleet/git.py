@@ -211,9 +211,22 @@ class Git:
 
 
 def toplevel(path: Path | str) -> Path:
-    p = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, env=_env()
-    )
+    """The repository's top folder (the git dir itself for a bare repository)."""
+    if not Path(path).is_dir():
+        raise FleetError(f"{path}: no such directory")
+    bare = subprocess.run(["git", "rev-parse", "--is-bare-repository"], cwd=path, capture_output=True, env=_env())
+    if bare.returncode == 0 and bare.stdout.strip() == b"true":
+        return Path(path).resolve()
+    p = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, env=_env())
     if p.returncode:
         raise FleetError(f"{path}: not inside a git repository (run `fleet init DIR` to make a fleet)")
+    return Path(p.stdout.decode().strip())
+
+
+def common_dir(path: Path | str) -> Path:
+    """The repository's git directory shared by all its worktrees."""
+    p = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                       cwd=path, capture_output=True, env=_env())
+    if p.returncode:
+        raise FleetError(f"{path}: not inside a git repository")
     return Path(p.stdout.decode().strip())

@@ -231,6 +231,124 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
     _emit(s, as_json, text)
 
 
+@cli.command("plan")
+@_dir_option
+@_json_option
+@_remote_option
+@click.option("--workers", type=int, default=None, help="Workers this tick (default: run.workers in config).")
+@click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
+@click.option("--matrix", "matrix_only", is_flag=True, help="Print only the matrix, on one line, for $GITHUB_OUTPUT.")
+@_handled
+def plan_cmd(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
+             matrix_only: bool) -> None:
+    """The workers and agents of the next tick, as JSON for a workflow's fromJSON."""
+    from fleet.commands.plan import plan
+
+    p = plan(directory, workers=workers, remote=remote, agents=_split(agents))
+    if matrix_only:
+        click.echo(json.dumps(p["matrix"], separators=(",", ":"), sort_keys=True))
+        return
+
+    def text() -> None:
+        click.echo(f"tick {p['tick']}: {len(p['matrix']['include'])} worker(s) with agents, push {p['push']}")
+        for name, agents_ in p["assignment"].items():
+            click.echo(f"  {name}: {', '.join(agents_)}")
+
+    _emit(p, as_json, text)
+
+
+@cli.command("work")
+@_dir_option
+@_json_option
+@_remote_option
+@click.option("--worker", type=int, required=True, help="This worker's number, 1..W.")
+@click.option("--workers", type=int, required=True, help="How many workers this tick has (W).")
+@click.option("--tick", type=int, default=None, help="Refuse to work unless this is the next tick.")
+@click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
+@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Agent turns in flight at once.")
+@click.option("--timeout", type=float, default=None, help="Seconds until unfinished turns become error deltas.")
+@click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
+@_handled
+def work_cmd(directory: Path, as_json: bool, remote: str | None, worker: int, workers: int, tick: int | None,
+             provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
+             agents: str | None) -> None:
+    """One worker's slice of one tick, ending in a pushed delta set."""
+    from fleet.commands.work import work
+
+    r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
+             outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=_split(agents))
+
+    def text() -> None:
+        where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
+        click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
+                   f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s)")
+
+    _emit(r.to_json(), as_json, text)
+
+
+@cli.command("run")
+@_dir_option
+@_json_option
+@click.option("--ticks", type=int, default=1, show_default=True, help="How many ticks to run.")
+@click.option("--workers", type=int, default=None, help="Worker processes per tick (default: run.workers).")
+@click.option("--remote", default=None, metavar="URL",
+              help="The fleet's remote; default: a local bare origin in .git/fleet/origin.git.")
+@click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
+@click.option("--push", type=click.Choice(["direct", "coalesced"]), default=None,
+              help="Force a push mode (default: by fleet size, run.push in config).")
+@click.option("--deadline", type=float, default=None, help="Seconds a tick waits for its workers.")
+@_handled
+def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, remote: str | None,
+            provider: str | None, push: str | None, deadline: float | None) -> None:
+    """The whole loop on one machine: W workers in parallel, then the merge, tick after tick."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from fleet.commands.run import run
+
+    console = Console(stderr=as_json, highlight=False)
+    progress = Progress(TextColumn("[bold]fleet run"), BarColumn(), TextColumn("{task.completed}/{task.total} ticks"),
+                        TimeElapsedColumn(), console=console, transient=True)
+
+    def started(r: Any) -> None:
+        if r.created_origin:
+            console.print(f"created a local bare origin for this fleet: {r.remote}")
+        else:
+            console.print(f"fleet remote: {r.remote}")
+
+    def ticked(t: Any) -> None:
+        progress.advance(task)
+        progress.console.print(
+            f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
+            f"{t.quarantined} quarantined, {t.held} held in {t.seconds:.1f}s")
+
+    with progress:
+        task = progress.add_task("run", total=ticks)
+        report = run(directory, ticks=ticks, workers=workers, remote=remote, provider=provider, push=push,
+                     deadline=deadline, on_start=started, on_tick=ticked)
+    data = report.to_json()
+    if as_json:
+        _emit(data, True, lambda: None)
+    else:
+        table = Table(title="fleet run", show_header=True)
+        for col in ("ticks", "last tick", "applied", "quarantined", "held", "seconds"):
+            table.add_column(col, justify="right")
+        table.add_row(str(len(report.ticks)), str(data["tick"]), str(data["applied"]), str(data["quarantined"]),
+                      str(data["held"]), f"{report.seconds:.1f}")
+        console.print(table)
+        if report.interrupted:
+            console.print("interrupted: nothing was left behind; `fleet run` resumes at the next unmerged tick")
+    if report.interrupted:
+        sys.exit(130)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def main() -> None:
     cli(prog_name="fleet")
 

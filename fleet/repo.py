@@ -37,14 +37,25 @@ class Source:
     ref: RefInfo  # the local ref we read (tracking ref with a remote)
 
 
+def resolve_remote(git: Git, remote: str | None) -> str | None:
+    """Where the fleet's main lives: ``--remote``, else git config ``fleet.remote``
+    (set by ``fleet run`` for the origin it creates), else ``origin``, else None
+    (this repository itself)."""
+    remotes = git.text("remote").split()
+    if remote is None:
+        remote = git.proc("config", "--get", "fleet.remote").stdout.decode().strip() or None
+    if remote is None:
+        return "origin" if "origin" in remotes else None
+    if remote not in remotes and "/" not in remote and ":" not in remote:
+        raise FleetError(f"no remote named {remote!r} in {git.path} (remotes: {', '.join(remotes) or 'none'})")
+    return remote
+
+
 class FleetRepo:
     def __init__(self, path: Path | str, remote: str | None = None) -> None:
         self.path = toplevel(path)
         self.git = Git(self.path)
-        remotes = self.git.text("remote").split()
-        if remote is not None and remote not in remotes and "/" not in remote and ":" not in remote:
-            raise FleetError(f"no remote named {remote!r} in {self.path} (remotes: {', '.join(remotes) or 'none'})")
-        self.remote = remote if remote is not None else ("origin" if "origin" in remotes else None)
+        self.remote = resolve_remote(self.git, remote)
 
     # -- where main is ---------------------------------------------------
     @property

@@ -1,0 +1,3 @@
+from fleet.main import main
+
+main()

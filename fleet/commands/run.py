@@ -1,0 +1,200 @@
+"""`fleet run`: the whole loop on one machine, tick after tick.
+
+Each tick: W worker processes (``fleet work``) in parallel, then the merge.
+With no ``--remote``, the fleet lives in a local bare origin under
+``.git/fleet/origin.git`` (outside your tracked files), seeded from your main
+the first time; ``git config fleet.remote`` then points the other commands at
+it. Your working tree and branches are not modified. Ctrl-C stops the workers
+(each cleans up after itself), leaves no process, worktree, local worker
+branch or lock behind, and the next run resumes at the next unmerged tick.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fleet.commands.merge import merge
+from fleet.errors import FleetError, NothingToDo
+from fleet.git import Git, common_dir, toplevel
+from fleet.plan import assign
+from fleet.repo import FleetRepo
+from fleet.workspace import FLEET_DIR, remote_url
+
+STOP_GRACE = 10.0
+
+
+@dataclass
+class TickLine:
+    tick: int
+    workers: int
+    delivered: int
+    applied: int
+    quarantined: int
+    held: int
+    seconds: float
+    mode: str
+
+
+@dataclass
+class RunReport:
+    remote: str
+    created_origin: bool
+    ticks: list[TickLine] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "created_origin": self.created_origin,
+            "tick": self.ticks[-1].tick if self.ticks else None,
+            "ticks": [t.__dict__ for t in self.ticks],
+            "applied": sum(t.applied for t in self.ticks),
+            "quarantined": sum(t.quarantined for t in self.ticks),
+            "held": sum(t.held for t in self.ticks),
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+        }
+
+
+def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
+    """The URL the fleet lives at; creates the embedded bare origin if needed."""
+    git = Git(root)
+    if remote is not None:
+        return remote_url(git, remote), False
+    configured = git.proc("config", "--get", "fleet.remote").stdout.decode().strip()
+    if configured:
+        return remote_url(git, configured), False
+    origin = common_dir(root) / FLEET_DIR / "origin.git"
+    created = False
+    if not (origin / "HEAD").exists():
+        if git.rev_parse("refs/heads/main") is None:
+            raise FleetError(f"{root}: has no main branch to seed the fleet from")
+        origin.parent.mkdir(parents=True, exist_ok=True)
+        git.run("clone", "--quiet", "--bare", "--single-branch", "--branch", "main", str(root), str(origin))
+        created = True
+    url = origin.as_uri()
+    git.run("config", "fleet.remote", url)
+    return url, created
+
+
+def run(
+    path: Path,
+    *,
+    ticks: int = 1,
+    workers: int | None = None,
+    remote: str | None = None,
+    provider: str | None = None,
+    push: str | None = None,
+    deadline: float | None = None,
+    on_start: Callable[[RunReport], None] = lambda r: None,
+    on_tick: Callable[[TickLine], None] = lambda t: None,
+) -> RunReport:
+    if ticks < 1:
+        raise FleetError("--ticks must be at least 1", code=2)
+    started = time.monotonic()
+    root = toplevel(path)
+    url, created = ensure_origin(root, remote)
+    report = RunReport(url, created)
+    on_start(report)
+    merge_cache = common_dir(root) / FLEET_DIR / "merge.git"
+    if not (merge_cache / "HEAD").exists():
+        merge_cache.mkdir(parents=True, exist_ok=True)
+        Git(merge_cache).run("init", "--quiet", "--bare")
+    try:
+        for _ in range(ticks):
+            line = _tick(root, merge_cache, url, workers, provider, push, deadline)
+            report.ticks.append(line)
+            on_tick(line)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider: str | None,
+          push: str | None, deadline: float | None) -> TickLine:
+    t0 = time.monotonic()
+    repo = FleetRepo(merge_cache, url)
+    repo.fetch()
+    snap = repo.snapshot()
+    cfg = snap.config
+    count = workers or cfg.run.workers
+    mode = push or cfg.run.push_mode(count)
+    tick = snap.tick + 1
+    planned = [n for n, agents in assign(sorted(cfg.agents), count).items() if agents]
+    outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in planned:
+            args = [sys.executable, "-m", "fleet", "work", "-C", str(root), "--worker", name[1:],
+                    "--workers", str(count), "--tick", str(tick), "--remote", url]
+            if provider:
+                args += ["--provider", provider]
+            if outbox is not None:
+                args += ["--outbox", str(outbox)]
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        limit = time.monotonic() + (deadline if deadline is not None else cfg.run.deadline_seconds)
+        delivered = _wait(procs, limit)
+        try:
+            result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
+            applied, quarantined, held = result.applied, len(result.quarantined), len(result.held)
+        except NothingToDo:
+            applied = quarantined = held = 0
+        return TickLine(tick, len(planned), delivered, applied, quarantined, held,
+                        round(time.monotonic() - t0, 3), mode)
+    finally:
+        _stop(procs)
+        if outbox is not None:
+            shutil.rmtree(outbox, ignore_errors=True)
+
+
+def _wait(procs: list[subprocess.Popen[bytes]], limit: float) -> int:
+    """Wait for the workers until the deadline; a worker still running then is
+    stopped (SIGTERM: it publishes what it finished) and its agents skip the tick."""
+    for p in procs:
+        remaining = limit - time.monotonic()
+        try:
+            p.wait(timeout=max(0.0, remaining))
+        except subprocess.TimeoutExpired:
+            pass
+    late = [p for p in procs if p.poll() is None]
+    for p in late:
+        p.send_signal(signal.SIGTERM)
+    for p in late:
+        try:
+            p.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    failed = [p for p in procs if p.returncode not in (0, 3)]
+    for p in failed:
+        err = (p.stderr.read().decode(errors="replace").strip() if p.stderr else "")
+        if err:
+            print(err.splitlines()[-1], file=sys.stderr)
+    return sum(1 for p in procs if p.returncode in (0, 3))
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """No worker outlives the run: interrupt, then kill."""
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        p.send_signal(signal.SIGINT)
+    for p in alive:
+        try:
+            p.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for p in procs:
+        if p.stderr:
+            p.stderr.close()
+

@@ -1,0 +1,156 @@
+"""`fleet work --worker I --workers W [--tick N]`: one worker's slice of one tick.
+
+Fetch main (shallow, into the worker's private cache), refuse any tick but
+the next, run this worker's agents through the provider, write one delta file
+per agent turn in an isolated worktree, commit, and push the worker branch
+``fleet/t<tick>/w<I>`` with a lease that says it must not exist yet. In
+coalesced mode (``--outbox DIR``) the delta files are handed to the fan-in
+merge instead of pushed. SIGTERM or a deadline publishes the finished turns
+and an explicit empty delta with the error for each unfinished one; SIGINT
+publishes nothing, so the next run does the tick again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet import canonical
+from fleet import delta as delta_mod
+from fleet.delta import file_path
+from fleet.errors import FleetError, NothingToDo
+from fleet.git import Git, common_dir, toplevel
+from fleet.plan import assign, worker_name
+from fleet.providers import get as get_provider
+from fleet.repo import worker_branch
+from fleet.state import GitSnapshot
+from fleet.streams import run_turns
+from fleet.workspace import Terminated, Workspace, remote_url
+
+PUSH_ATTEMPTS = 6
+
+
+@dataclass
+class WorkReport:
+    worker: str
+    tick: int
+    agents: list[str]
+    deltas: int
+    errors: int
+    branch: str | None
+    pushed: bool
+    outbox: str | None
+    main: str
+    seconds: float
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def work(
+    path: Path,
+    *,
+    worker: int,
+    workers: int,
+    tick: int | None = None,
+    remote: str | None = None,
+    provider: str | None = None,
+    outbox: Path | None = None,
+    concurrency: int = 8,
+    timeout: float | None = None,
+    only_agents: list[str] | None = None,
+) -> WorkReport:
+    if not 1 <= worker <= workers:
+        raise FleetError(f"--worker {worker}: must be between 1 and --workers ({workers})", code=2)
+    started = time.monotonic()
+    root = toplevel(path)
+    url = remote_url(Git(root), remote)
+    name = worker_name(worker)
+    with Workspace(common_dir(root), name) as ws:
+        main = ws.fetch_main(url)
+        snap = GitSnapshot(ws.cache, main)
+        nxt = snap.tick + 1
+        if tick is not None and tick != nxt:
+            raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
+        cfg = snap.config
+        roster = sorted(cfg.agents)
+        if only_agents:
+            unknown = sorted(set(only_agents) - set(roster))
+            if unknown:
+                raise FleetError(f"--agents: {', '.join(unknown)} not in state/config.json agents", code=2)
+            roster = sorted(only_agents)
+        agents = assign(roster, workers)[name]
+        branch = worker_branch(nxt, name)
+        if not agents:
+            raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
+        if outbox is None and ws.remote_has(url, branch):
+            raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
+        wt = ws.add_worktree(main)
+        prov = get_provider(provider or cfg.run.provider, seed=cfg.run.seed)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bodies = _turns(prov, snap, agents, nxt, name, concurrency, deadline)
+        for body in bodies:
+            target = wt / file_path(body)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(canonical.dumps(body))
+        errors = sum(1 for b in bodies if b["meta"].get("error"))
+        pushed = False
+        if outbox is not None:
+            for body in bodies:
+                dest = outbox / file_path(body)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(wt / file_path(body), dest)
+        else:
+            sha = ws.commit(branch, f"fleet: worker {name}, tick {nxt}: {len(bodies)} delta(s)\n")
+            _push(ws.cache, url, sha, branch)
+            pushed = True
+        usage: dict[str, Any] = {}
+        for b in bodies:
+            for k, v in (b["meta"].get("usage") or {}).items():
+                usage[k] = usage.get(k, 0) + v
+        return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
+                          str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage)
+
+
+def _turns(prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str,
+           concurrency: int, deadline: float | None) -> list[dict[str, Any]]:
+    """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
+    finished: dict[str, dict[str, Any]] = {}
+
+    async def main() -> list[dict[str, Any]]:
+        try:
+            return await run_turns(prov, snap, agents, tick=tick, worker=worker, concurrency=concurrency,
+                                   deadline=deadline, finished=finished)
+        finally:
+            await prov.aclose()
+
+    try:
+        return asyncio.run(main())
+    except Terminated:
+        error = "the worker was terminated (SIGTERM) before this turn finished"
+        return [finished.get(a) or delta_mod.make(tick=tick, worker=worker, stream="s1", agent=a,
+                                                  meta={"provider": prov.name, "error": error})
+                for a in agents]
+
+
+def _push(cache: Git, url: str, sha: str, branch: str) -> None:
+    """Push the worker branch; it must not exist yet (lease), with jittered retries."""
+    ref = f"refs/heads/{branch}"
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        p = cache.proc("push", "--porcelain", "--quiet", f"--force-with-lease={ref}:", url, f"{sha}:{ref}")
+        if p.returncode == 0:
+            return
+        text = (p.stdout + p.stderr).decode(errors="replace")
+        if "stale info" in text or "already exists" in text:
+            raise NothingToDo(f"{branch} already exists on the remote: this tick was delivered by another run")
+        if attempt == PUSH_ATTEMPTS:
+            last = text.strip().splitlines()[-1] if text.strip() else f"exit {p.returncode}"
+            raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {last}")
+        # Contention is per repository: back off with jitter so retries spread out.
+        time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))

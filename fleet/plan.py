@@ -1,0 +1,31 @@
+"""Which worker runs which agents: rendezvous (highest-random-weight) hashing.
+
+Each (worker, agent) pair gets a pseudo-random score; an agent goes to the
+worker with the highest score. Adding a worker moves only the agents that now
+score highest on it; every other agent stays where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def worker_name(index: int) -> str:
+    """Workers are numbered from 1, as people count them."""
+    return f"w{index}"
+
+
+def _score(worker: str, agent: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{worker}\0{agent}".encode()).digest()[:8], "big")
+
+
+def assign(agents: list[str], workers: int) -> dict[str, list[str]]:
+    """Worker name -> its agents (sorted), for every worker 1..workers."""
+    if workers < 1:
+        raise ValueError("at least one worker")
+    names = [worker_name(i) for i in range(1, workers + 1)]
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for agent in sorted(agents):
+        best = max(names, key=lambda w: (_score(w, agent), w))
+        out[best].append(agent)
+    return out

@@ -1,0 +1,128 @@
+"""A worker's isolated place to work, and the cleanup that always runs.
+
+Each worker keeps a private bare cache repository under the user's git dir
+(``.git/fleet/workers/<worker>.git``) and, for one tick, a worktree of it with
+only ``deltas/`` checked out. The user's checkout, branches and shallow state
+are never touched. Cleanup (worktree removed, worktree list pruned, local
+branches deleted) runs on every exit path, SIGTERM and SIGINT included, and
+whatever a kill -9 left behind is removed when that worker next starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from fleet.errors import FleetError
+from fleet.git import Git
+
+FLEET_DIR = "fleet"
+
+
+class Terminated(BaseException):
+    """SIGTERM: the runner is stopping us; publish what we have, then clean up."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def remote_url(repo: Git, remote: str | None) -> str:
+    """A URL for ``remote`` (a name, a URL or a path); None means origin, else this repository."""
+    from fleet.repo import resolve_remote
+
+    remote = resolve_remote(repo, remote)
+    if remote is None:
+        return Path(repo.text("rev-parse", "--path-format=absolute", "--git-common-dir")).as_uri()
+    if "://" in remote or remote.startswith("git@"):
+        return remote
+    if os.sep in remote or remote.startswith("."):
+        return Path(remote).resolve().as_uri()
+    url = repo.proc("config", "--get", f"remote.{remote}.url").stdout.decode().strip()
+    if not url:
+        raise FleetError(f"no remote named {remote!r}")
+    if "://" not in url and not url.startswith("git@") and Path(url).exists():
+        return Path(url).resolve().as_uri()  # file:// so that --depth is honoured
+    return url
+
+
+class Workspace:
+    """Context manager: a cache repository and, once asked, an isolated worktree."""
+
+    def __init__(self, gitdir: Path, worker: str) -> None:
+        self.root = gitdir / FLEET_DIR
+        self.cache_path = self.root / "workers" / f"{worker}.git"
+        self.tmp = self.root / "tmp"
+        self.worker = worker
+        self.worktree: Path | None = None
+        self._old_term = None
+
+    def __enter__(self) -> Workspace:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        if not (self.cache_path / "HEAD").exists():
+            self.cache_path.mkdir(parents=True, exist_ok=True)
+            Git(self.cache_path).run("init", "--quiet", "--bare")
+        self.cache = Git(self.cache_path)
+        self.recover()
+        self._old_term = signal.signal(signal.SIGTERM, _on_term)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            self.cleanup()
+        finally:
+            if self._old_term is not None:
+                signal.signal(signal.SIGTERM, self._old_term)
+
+    # -- residue ---------------------------------------------------------
+    def recover(self) -> None:
+        """Remove what an earlier run of this worker left if it was killed."""
+        for stale in self.tmp.glob(f"{self.worker}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        if self.worktree is not None:
+            self.cache.proc("worktree", "remove", "--force", str(self.worktree))
+            shutil.rmtree(self.worktree, ignore_errors=True)
+            self.worktree = None
+        self.cache.proc("worktree", "prune")
+        for ref in self.cache.refs("refs/heads/"):
+            self.cache.proc("update-ref", "-d", ref.name)
+
+    # -- work ------------------------------------------------------------
+    def fetch_main(self, url: str) -> str:
+        """Shallow-fetch main: the only moment this worker's view of state changes."""
+        self.cache.run("fetch", "--quiet", "--depth=1", "--no-tags", url, "+refs/heads/main:refs/fleet/main")
+        sha = self.cache.rev_parse("refs/fleet/main")
+        if sha is None:
+            raise FleetError(f"{url}: has no main branch")
+        return sha
+
+    def add_worktree(self, commit: str) -> Path:
+        """A worktree of ``commit`` with only deltas/ checked out (sparse)."""
+        path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
+        self.worktree = path
+        self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
+        wt = Git(path)
+        wt.run("sparse-checkout", "set", "--no-cone", "/deltas/")
+        wt.run("checkout", "--quiet")
+        return path
+
+    def commit(self, branch: str, message: str) -> str:
+        assert self.worktree is not None
+        wt = Git(self.worktree)
+        wt.run("add", "--force", "--sparse", "deltas")
+        wt.run("-c", "user.name=fleet", "-c", "user.email=fleet@localhost", "commit", "--quiet",
+               "--no-verify", "-m", message)
+        sha = wt.text("rev-parse", "HEAD")
+        self.cache.run("update-ref", f"refs/heads/{branch}", sha)
+        return sha
+
+    def remote_has(self, url: str, branch: str) -> bool:
+        out = self.cache.run("ls-remote", "--heads", url, f"refs/heads/{branch}")
+        return bool(out.strip())
