@@ -46,6 +46,11 @@ class Git:
             ["git", *args], cwd=self.path, input=input, capture_output=True, env=_env()
         )
 
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a git command without waiting (so a crash test can die mid-command)."""
+        return subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=_env())
+
     def run(self, *args: str, input: bytes | None = None) -> bytes:
         p = self.proc(*args, input=input)
         if p.returncode:
@@ -201,6 +206,13 @@ class Git:
         self.proc("update-ref", "-d", scratch)
         return sha
 
+    def drop_stale_scratch(self) -> None:
+        """Scratch refs of fast-import runs whose process died (kill -9)."""
+        for ref in self.refs("refs/fleet/scratch/"):
+            pid = ref.name.rsplit("/", 1)[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                self.proc("update-ref", "-d", ref.name, ref.commit)
+
     def update_ref(self, ref: str, new: str, old: str | None) -> bool:
         """Compare-and-swap a local ref; False if it was not at ``old``."""
         p = self.proc("update-ref", ref, new, old or "0" * 40)
@@ -208,6 +220,16 @@ class Git:
 
     def gc_auto(self) -> None:
         self.proc("gc", "--auto", "--quiet")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def toplevel(path: Path | str) -> Path:

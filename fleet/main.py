@@ -309,7 +309,7 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
 
     from fleet.commands.run import run
 
-    console = Console(stderr=as_json, highlight=False)
+    console = Console(stderr=as_json, highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[bold]fleet run"), BarColumn(), TextColumn("{task.completed}/{task.total} ticks"),
                         TimeElapsedColumn(), console=console, transient=True)
 

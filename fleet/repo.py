@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
 from fleet.git import EMPTY_TREE, Git, RefInfo, toplevel
@@ -56,6 +57,7 @@ class FleetRepo:
         self.path = toplevel(path)
         self.git = Git(self.path)
         self.remote = resolve_remote(self.git, remote)
+        self.git.drop_stale_scratch()
 
     # -- where main is ---------------------------------------------------
     @property
@@ -95,14 +97,16 @@ class FleetRepo:
     def publish(self, new: str, old: str) -> bool:
         """Make ``new`` main if main is still ``old``. False if another merge won."""
         if self.remote:
-            p = self.git.proc("push", "--porcelain", "--quiet", self.remote, f"{new}:refs/heads/main")
-            if p.returncode == 0:
+            push = self.git.popen("push", "--porcelain", "--quiet", self.remote, f"{new}:refs/heads/main")
+            faults.point("merge.during-push")
+            out, err = push.communicate()
+            if push.returncode == 0:
                 self.git.update_ref(self.main_ref, new, old)
                 return True
-            text = (p.stdout + p.stderr).decode(errors="replace")
+            text = (out + err).decode(errors="replace")
             if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "[remote rejected]" in text:
                 return False
-            raise FleetError(f"push to {self.remote} failed: {text.strip().splitlines()[-1] if text.strip() else p.returncode}")
+            raise FleetError(f"push to {self.remote} failed: {text.strip().splitlines()[-1] if text.strip() else push.returncode}")
         head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
         bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
         if head == "refs/heads/main" and not bare:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from fleet import delta as delta_mod
+from fleet import faults
 from fleet.config import Config
 from fleet.providers import Provider, TurnRequest
 from fleet.state import Snapshot
@@ -83,6 +84,8 @@ async def run_turns(
     async def one(i: int, agent: str) -> dict[str, Any]:
         stream = f"s{i % streams + 1}"
         async with sem:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the worker's deadline passed before this turn started")
             result = await provider.turn(TurnRequest(agent, tick, persona[agent], world, TOOLS))
         conv = to_ops(agent, tick, result.calls, world)
         meta: dict[str, Any] = {**meta_base, "model": result.model, "usage": result.usage}
@@ -92,6 +95,7 @@ async def run_turns(
             meta["noop"] = conv.noop
         body = delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=conv.ops, meta=meta)
         finished[agent] = body
+        faults.point("work.during-streams")
         return body
 
     tasks = [asyncio.ensure_future(one(i, a)) for i, a in enumerate(agents)]
@@ -104,6 +108,8 @@ async def run_turns(
         stream = f"s{i % streams + 1}"
         if t in pending:
             error = "the worker's deadline passed before this turn finished"
+        elif isinstance(t.exception(), TimeoutError):
+            error = str(t.exception())
         elif t.exception() is not None:
             error = f"turn failed: {type(t.exception()).__name__}: {t.exception()}"
         else:

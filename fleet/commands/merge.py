@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import faults
 from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
 from fleet.ledger import TRAILER_TICK
@@ -119,12 +120,15 @@ def merge(
             raise NothingToDo(
                 f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
             )
+        faults.point("merge.before-commit")
         commit = repo.git.write_commit(head, message(result), result.writes, result.deletes)
+        faults.point("merge.after-commit")
         published = False
         if not dry_run:
             if not repo.publish(commit, head):
                 continue  # another merge moved main: start over from it
             published = True
+            faults.point("merge.after-push")
             repo.delete_sources(sources)
             _remove(files)
             repo.git.gc_auto()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical
+from fleet import canonical, faults
 from fleet import delta as delta_mod
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo
@@ -74,6 +74,7 @@ def work(
     name = worker_name(worker)
     with Workspace(common_dir(root), name) as ws:
         main = ws.fetch_main(url)
+        faults.point("work.after-fetch")
         snap = GitSnapshot(ws.cache, main)
         nxt = snap.tick + 1
         if tick is not None and tick != nxt:
@@ -108,6 +109,7 @@ def work(
                 shutil.copyfile(wt / file_path(body), dest)
         else:
             sha = ws.commit(branch, f"fleet: worker {name}, tick {nxt}: {len(bodies)} delta(s)\n")
+            faults.point("work.after-commit")
             _push(ws.cache, url, sha, branch)
             pushed = True
         usage: dict[str, Any] = {}
@@ -143,14 +145,16 @@ def _push(cache: Git, url: str, sha: str, branch: str) -> None:
     """Push the worker branch; it must not exist yet (lease), with jittered retries."""
     ref = f"refs/heads/{branch}"
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        p = cache.proc("push", "--porcelain", "--quiet", f"--force-with-lease={ref}:", url, f"{sha}:{ref}")
-        if p.returncode == 0:
+        push = cache.popen("push", "--porcelain", "--quiet", f"--force-with-lease={ref}:", url, f"{sha}:{ref}")
+        faults.point("work.during-push")
+        out, err = push.communicate()
+        if push.returncode == 0:
             return
-        text = (p.stdout + p.stderr).decode(errors="replace")
+        text = (out + err).decode(errors="replace")
         if "stale info" in text or "already exists" in text:
             raise NothingToDo(f"{branch} already exists on the remote: this tick was delivered by another run")
         if attempt == PUSH_ATTEMPTS:
-            last = text.strip().splitlines()[-1] if text.strip() else f"exit {p.returncode}"
+            last = text.strip().splitlines()[-1] if text.strip() else f"exit {push.returncode}"
             raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {last}")
         # Contention is per repository: back off with jitter so retries spread out.
         time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))
