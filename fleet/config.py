@@ -70,11 +70,39 @@ class Collection:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A limit per tick; None means unlimited."""
+
+    tokens: int | None = None
+    usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+
+    def cost(self, usage: dict[str, int]) -> float:
+        return (
+            usage.get("input_tokens", 0) * self.input
+            + usage.get("output_tokens", 0) * self.output
+            + usage.get("cache_read_input_tokens", 0) * self.cache_read
+            + usage.get("cache_creation_input_tokens", 0) * self.cache_write
+        ) / 1_000_000
+
+
+@dataclass(frozen=True)
 class Agent:
     id: str
     priority: int
     model: str | None
     grants: dict[str, tuple[Rule, ...]]
+    actions: tuple[str, ...] | None = None
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,12 @@ class RunSettings:
     deadline_seconds: float = 900
     provider: str = "offline"
     seed: int = 0
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 1024
+    concurrency: int = 16
+    turn_timeout_seconds: float = 120
+    max_retries: int = 4
+    context_tokens: int = 6000
 
     def push_mode(self, workers: int) -> str:
         """direct or coalesced: auto is direct for small fleets only (6 pushes a minute)."""
@@ -108,6 +142,17 @@ class Config:
     policies: dict[str, str] = field(default_factory=dict)
     name: str = ""
     run: RunSettings = field(default_factory=RunSettings)
+    agent_budget: Budget = field(default_factory=Budget)
+    tick_budget: Budget = field(default_factory=Budget)
+    models: dict[str, Price] = field(default_factory=dict)
+
+    def budget_of(self, agent: str) -> Budget:
+        a = self.agents.get(agent)
+        return a.budget if a is not None and a.budget is not None else self.agent_budget
+
+    def model_of(self, agent: str) -> str:
+        a = self.agents.get(agent)
+        return a.model if a is not None and a.model else self.run.model
 
     def policy(self, collection: str, path: tuple[str, ...]) -> str:
         """The merge policy of a field: exact path, then collection/*, then *."""
@@ -152,6 +197,8 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
             priority=a.get("priority", 0),
             model=a.get("model"),
             grants={c: rules(r) for c, r in a.get("grants", {}).items()},
+            actions=tuple(a["actions"]) if "actions" in a else None,
+            budget=Budget(**a["budget"]) if "budget" in a else None,
         )
     return Config(
         collections=collections,
@@ -160,4 +207,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         policies=dict(raw.get("policies", {})),
         name=raw.get("fleet", {}).get("name", ""),
         run=RunSettings(**raw.get("run", {})),
+        agent_budget=Budget(**raw.get("budgets", {}).get("agent", {})),
+        tick_budget=Budget(**raw.get("budgets", {}).get("tick", {})),
+        models={m: Price(**p) for m, p in raw.get("models", {}).items()},
     )

@@ -20,6 +20,7 @@ import click
 
 from fleet import __version__
 from fleet.errors import EXIT_FAILURE, FleetError
+from fleet.secrets import redact
 
 _dir_option = click.option(
     "-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
@@ -49,7 +50,7 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FleetError as e:
-            click.echo(f"fleet: {e}", err=True)
+            click.echo(f"fleet: {redact(str(e))}", err=True)
             sys.exit(e.code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -60,11 +61,11 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             log = _log_file()
             try:
                 with log.open("a") as f:
-                    f.write(f"fleet {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+                    f.write(redact(f"fleet {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n"))
                 where = f"; traceback in {log}"
             except OSError:
                 where = ""
-            click.echo(f"fleet: internal error: {type(e).__name__}: {e}{where}", err=True)
+            click.echo(f"fleet: internal error: {type(e).__name__}: {redact(str(e))}{where}", err=True)
             sys.exit(EXIT_FAILURE)
 
     return wrapper
@@ -267,7 +268,7 @@ def plan_cmd(directory: Path, as_json: bool, remote: str | None, workers: int | 
 @click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Agent turns in flight at once.")
+@click.option("--concurrency", type=int, default=None, help="Agent turns in flight at once (default: run.concurrency).")
 @click.option("--timeout", type=float, default=None, help="Seconds until unfinished turns become error deltas.")
 @click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
 @_handled
@@ -318,6 +319,8 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
             console.print(f"created a local bare origin for this fleet: {r.remote}")
         else:
             console.print(f"fleet remote: {r.remote}")
+        if r.note:
+            console.print(f"note: {r.note}")
 
     def ticked(t: Any) -> None:
         progress.advance(task)

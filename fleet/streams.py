@@ -1,60 +1,71 @@
 """Agent streams: many turns in flight, each ending in exactly one delta.
 
 A turn that finishes becomes a delta with the ops its tool calls produced (or
-an explicit no-op). A turn that fails, or is still running at the deadline,
-becomes an explicit empty delta carrying the error; it is never partial, and
-the turns that did finish are kept.
+an explicit no-op). A turn that fails, is still running at the deadline, or
+may not start because a budget ran out becomes an explicit empty delta that
+says why; it is never partial, and the turns that did finish are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults
-from fleet.config import Config
+from fleet import faults, secrets
+from fleet.config import Budget, Config, Price
+from fleet.prompt import PromptBuilder, WorldIndex, index
 from fleet.providers import Provider, TurnRequest
 from fleet.state import Snapshot
 from fleet.tools import TOOLS, World, to_ops
 
 
-def world_of(snap: Snapshot) -> World:
+class BudgetExhausted(Exception):
+    """No new turn starts: the reason is recorded in the agent's empty delta."""
+
+
+def world_of(w: WorldIndex, snap: Snapshot) -> World:
     """The view of the world the tools check calls against."""
-    cfg = snap.config
-    def ids(coll: str) -> list[str]:
-        if coll not in cfg.collections:
-            return []
-        return [p.rsplit("/", 1)[1][:-5] for p in snap.under(f"state/{coll}")]
-    posts: dict[str, str] = {}
-    if "posts" in cfg.collections:
-        import orjson
-        paths = snap.under("state/posts")
-        for p, data in snap.read_many(paths).items():
-            if data:
-                doc = orjson.loads(data)
-                posts[doc["id"]] = doc.get("author", "")
-    following = set()
-    for f in ids("follows"):
-        a, _, b = f.partition("--")
-        following.add((a, b))
-    return World(agents=set(cfg.agents), channels=set(ids("channels")), posts=posts,
-                 following=following, reactions=set(ids("reactions")))
+    following = {(f, a) for a, fs in w.followers.items() for f in fs}
+    reactions = {p.rsplit("/", 1)[1][:-5] for p in snap.under("state/reactions")}
+    return World(agents=set(snap.config.agents), channels=set(w.channels),
+                 posts={pid: p.get("author", "") for pid, p in w.posts.items()},
+                 following=following, reactions=reactions)
 
 
-def personas(snap: Snapshot, agents: list[str]) -> dict[str, str]:
-    import orjson
-    cfg = snap.config
-    if "agents" not in cfg.collections:
-        return {a: "" for a in agents}
-    paths = {a: cfg.collections["agents"].doc_path(a) for a in agents}
-    blobs = snap.read_many(paths.values())
-    out = {}
-    for a, p in paths.items():
-        data = blobs.get(p)
-        out[a] = orjson.loads(data).get("persona", "") if data else ""
-    return out
+@dataclass
+class Ledger:
+    """Tokens and dollars spent by this worker this tick, with in-flight reservations."""
+
+    limit: Budget
+    tokens: int = 0
+    usd: float = 0.0
+    reserved_tokens: int = 0
+    reserved_usd: float = 0.0
+    stops: list[str] = field(default_factory=list)
+
+    def reserve(self, tokens: int, usd: float) -> None:
+        if self.limit.tokens is not None and self.tokens + self.reserved_tokens + tokens > self.limit.tokens:
+            raise BudgetExhausted(f"the tick's token budget for this worker ({self.limit.tokens}) is spent")
+        if self.limit.usd is not None and self.usd + self.reserved_usd + usd > self.limit.usd:
+            raise BudgetExhausted(f"the tick's dollar budget for this worker (${self.limit.usd}) is spent")
+        self.reserved_tokens += tokens
+        self.reserved_usd += usd
+
+    def settle(self, tokens: int, usd: float, used: dict[str, Any] | None) -> None:
+        self.reserved_tokens -= tokens
+        self.reserved_usd -= usd
+        if used:
+            self.tokens += sum(used.get(k, 0) for k in ("input_tokens", "output_tokens",
+                                                         "cache_read_input_tokens", "cache_creation_input_tokens"))
+            self.usd += used.get("cost_usd", 0.0)
+
+
+def _share(budget: Budget, workers: int) -> Budget:
+    return Budget(None if budget.tokens is None else budget.tokens // workers,
+                  None if budget.usd is None else budget.usd / workers)
 
 
 async def run_turns(
@@ -64,7 +75,8 @@ async def run_turns(
     *,
     tick: int,
     worker: str,
-    concurrency: int = 8,
+    workers: int = 1,
+    concurrency: int | None = None,
     deadline: float | None = None,
     finished: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -74,25 +86,47 @@ async def run_turns(
     interrupted keeps the work already done.
     """
     finished = {} if finished is None else finished
-    world = world_of(snap)
-    persona = personas(snap, agents)
-    streams = max(1, min(concurrency, len(agents)))
+    cfg: Config = snap.config
+    windex = index(snap)
+    world = world_of(windex, snap)
+    builder = PromptBuilder(windex, cfg.run.context_tokens)
+    streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
-    model = getattr(provider, "model", None)
-    meta_base = {"provider": provider.name, "model": model}
+    spend = Ledger(_share(cfg.tick_budget, workers))
+    price_of = getattr(provider, "price", None)
 
     async def one(i: int, agent: str) -> dict[str, Any]:
         stream = f"s{i % streams + 1}"
         async with sem:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("the worker's deadline passed before this turn started")
-            result = await provider.turn(TurnRequest(agent, tick, persona[agent], world, TOOLS))
-        conv = to_ops(agent, tick, result.calls, world)
-        meta: dict[str, Any] = {**meta_base, "model": result.model, "usage": result.usage}
+            prompt = builder.for_agent(agent)
+            model = cfg.model_of(agent)
+            max_tokens = cfg.run.max_tokens
+            budget = cfg.budget_of(agent)
+            if budget.tokens is not None:
+                max_tokens = min(max_tokens, budget.tokens - prompt.total_tokens)
+                if max_tokens < 16:
+                    raise BudgetExhausted(f"agent budget of {budget.tokens} tokens is less than its prompt ({prompt.total_tokens})")
+            price: Price | None = price_of(model) if price_of else None
+            estimate_usd = price.cost({"input_tokens": prompt.total_tokens, "output_tokens": max_tokens}) if price else 0.0
+            if budget.usd is not None and estimate_usd > budget.usd:
+                raise BudgetExhausted(f"agent budget of ${budget.usd} is less than this turn may cost (${estimate_usd:.4f})")
+            estimate_tokens = prompt.total_tokens + max_tokens
+            spend.reserve(estimate_tokens, estimate_usd)
+            result = None
+            try:
+                result = await provider.turn(TurnRequest(agent, tick, windex.agents.get(agent, {}).get("persona", ""),
+                                                         world, TOOLS, prompt, model, max_tokens))
+            finally:
+                spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
+        allowed = cfg.agents[agent].actions if agent in cfg.agents else None
+        conv = to_ops(agent, tick, result.calls, world, allowed)
+        meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
         if conv.rejected:
             meta["rejected"] = conv.rejected
         if conv.noop is not None:
-            meta["noop"] = conv.noop
+            meta["noop"] = conv.noop if result.calls or not result.text else "answered without a tool call"
         body = delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=conv.ops, meta=meta)
         finished[agent] = body
         faults.point("work.during-streams")
@@ -104,17 +138,18 @@ async def run_turns(
     for t in pending:
         t.cancel()
     out = []
+    model = getattr(provider, "model", None)
     for i, (agent, t) in enumerate(zip(agents, tasks)):
         stream = f"s{i % streams + 1}"
         if t in pending:
             error = "the worker's deadline passed before this turn finished"
-        elif isinstance(t.exception(), TimeoutError):
-            error = str(t.exception())
+        elif isinstance(t.exception(), (TimeoutError, BudgetExhausted)):
+            error = f"not started: {t.exception()}" if isinstance(t.exception(), BudgetExhausted) else str(t.exception())
         elif t.exception() is not None:
             error = f"turn failed: {type(t.exception()).__name__}: {t.exception()}"
         else:
             out.append(t.result())
             continue
         out.append(delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent,
-                                  meta={**meta_base, "error": error}))
+                                  meta={"provider": provider.name, "model": model, "error": secrets.redact(error)[:2000]}))
     return out

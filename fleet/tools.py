@@ -71,13 +71,19 @@ class Conversion:
     noop: str | None
 
 
-def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World) -> Conversion:
-    """Turn one turn's tool calls into ops; reject what is malformed or out of reach."""
+def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World,
+           allowed: tuple[str, ...] | None = None) -> Conversion:
+    """Turn one turn's tool calls into ops; reject what is malformed or out of reach.
+
+    ``allowed``: the tools this agent may use (config agents.<id>.actions).
+    """
     ops: list[Op] = []
     rejected: list[dict[str, Any]] = []
     noop: str | None = None
     for n, call in enumerate(calls, 1):
         try:
+            if allowed is not None and call.name not in allowed and call.name != NOOP:
+                raise _Reject(f"tool {call.name!r} is not among this agent's actions")
             new = _one(agent, tick, n, call, world)
         except _Reject as e:
             rejected.append({"tool": call.name, "input": call.input, "reason": str(e)})

@@ -25,6 +25,7 @@ from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign
+from fleet.providers import choose
 from fleet.repo import FleetRepo
 from fleet.workspace import FLEET_DIR, remote_url
 
@@ -48,12 +49,15 @@ class RunReport:
     remote: str
     created_origin: bool
     ticks: list[TickLine] = field(default_factory=list)
+    provider: str = "offline"
+    note: str | None = None
     seconds: float = 0.0
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "remote": self.remote,
+            "provider": self.provider,
             "created_origin": self.created_origin,
             "tick": self.ticks[-1].tick if self.ticks else None,
             "ticks": [t.__dict__ for t in self.ticks],
@@ -104,11 +108,15 @@ def run(
     root = toplevel(path)
     url, created = ensure_origin(root, remote)
     report = RunReport(url, created)
-    on_start(report)
     merge_cache = common_dir(root) / FLEET_DIR / "merge.git"
     if not (merge_cache / "HEAD").exists():
         merge_cache.mkdir(parents=True, exist_ok=True)
         Git(merge_cache).run("init", "--quiet", "--bare")
+    repo = FleetRepo(merge_cache, url)
+    repo.fetch()
+    provider, note = choose(provider, repo.snapshot().config)
+    report.provider, report.note = provider, note
+    on_start(report)
     try:
         for _ in range(ticks):
             line = _tick(root, merge_cache, url, workers, provider, push, deadline)
@@ -133,6 +141,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     planned = [n for n, agents in assign(sorted(cfg.agents), count).items() if agents]
     outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
+    logs = tempfile.TemporaryFile()
     try:
         for name in planned:
             args = [sys.executable, "-m", "fleet", "work", "-C", str(root), "--worker", name[1:],
@@ -141,9 +150,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                 args += ["--provider", provider]
             if outbox is not None:
                 args += ["--outbox", str(outbox)]
-            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs))
         limit = time.monotonic() + (deadline if deadline is not None else cfg.run.deadline_seconds)
-        delivered = _wait(procs, limit)
+        delivered = _wait(procs, limit, logs)
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
             applied, quarantined, held = result.applied, len(result.quarantined), len(result.held)
@@ -153,11 +162,12 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                         round(time.monotonic() - t0, 3), mode)
     finally:
         _stop(procs)
+        logs.close()
         if outbox is not None:
             shutil.rmtree(outbox, ignore_errors=True)
 
 
-def _wait(procs: list[subprocess.Popen[bytes]], limit: float) -> int:
+def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
     """Wait for the workers until the deadline; a worker still running then is
     stopped (SIGTERM: it publishes what it finished) and its agents skip the tick."""
     for p in procs:
@@ -175,11 +185,10 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float) -> int:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    failed = [p for p in procs if p.returncode not in (0, 3)]
-    for p in failed:
-        err = (p.stderr.read().decode(errors="replace").strip() if p.stderr else "")
-        if err:
-            print(err.splitlines()[-1], file=sys.stderr)
+    if any(p.returncode not in (0, 3) for p in procs):
+        logs.seek(0)
+        for line in logs.read().decode(errors="replace").splitlines()[-5:]:
+            print(line, file=sys.stderr)
     return sum(1 for p in procs if p.returncode in (0, 3))
 
 
@@ -194,7 +203,4 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    for p in procs:
-        if p.stderr:
-            p.stderr.close()
 

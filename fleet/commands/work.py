@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, faults
+from fleet import canonical, faults, secrets
 from fleet import delta as delta_mod
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo
@@ -62,7 +62,7 @@ def work(
     remote: str | None = None,
     provider: str | None = None,
     outbox: Path | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     timeout: float | None = None,
     only_agents: list[str] | None = None,
 ) -> WorkReport:
@@ -93,13 +93,13 @@ def work(
         if outbox is None and ws.remote_has(url, branch):
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         wt = ws.add_worktree(main)
-        prov = get_provider(provider or cfg.run.provider, seed=cfg.run.seed)
+        prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = _turns(prov, snap, agents, nxt, name, concurrency, deadline)
+        bodies = _turns(prov, snap, agents, nxt, name, workers, concurrency, deadline)
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(canonical.dumps(body))
+            target.write_bytes(secrets.redact_bytes(canonical.dumps(body)))
         errors = sum(1 for b in bodies if b["meta"].get("error"))
         pushed = False
         if outbox is not None:
@@ -120,15 +120,15 @@ def work(
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage)
 
 
-def _turns(prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str,
-           concurrency: int, deadline: float | None) -> list[dict[str, Any]]:
+def _turns(prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
+           concurrency: int | None, deadline: float | None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
     async def main() -> list[dict[str, Any]]:
         try:
-            return await run_turns(prov, snap, agents, tick=tick, worker=worker, concurrency=concurrency,
-                                   deadline=deadline, finished=finished)
+            return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
+                                   concurrency=concurrency, deadline=deadline, finished=finished)
         finally:
             await prov.aclose()
 

@@ -24,6 +24,9 @@ class OfflineProvider:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def price(self, model: str) -> None:
+        return None  # offline turns cost nothing
+
     def _rng(self, tick: int, agent: str) -> random.Random:
         key = hashlib.sha256(f"{self.seed}\0{tick}\0{agent}".encode()).digest()
         return random.Random(int.from_bytes(key[:8], "big"))

@@ -1,0 +1,74 @@
+"""The Anthropic provider: the official SDK, Messages API, tool use.
+
+One call per agent turn. Tools come first, then the system prompt whose shared
+part ends in a cache breakpoint, so the tick's common prefix is paid for once.
+The SDK retries 429, 5xx and 529 (overloaded) with backoff and honours
+``retry-after``; each call has a timeout. ``ANTHROPIC_API_KEY`` and
+``ANTHROPIC_BASE_URL`` are read as every SDK user expects.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fleet import secrets
+from fleet.config import Config, Price
+from fleet.errors import FleetError
+from fleet.providers import TurnRequest, TurnResult
+from fleet.tools import ToolCall
+
+DEFAULT_PRICE = Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+
+
+def has_key() -> bool:
+    return bool(os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, cfg: Config, *, api_key: str | None = None, base_url: str | None = None) -> None:
+        import anthropic
+
+        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            raise FleetError("provider anthropic needs ANTHROPIC_API_KEY (or use --provider offline)", code=2)
+        secrets.register(key)
+        self.cfg = cfg
+        self.model = cfg.run.model
+        self.client = anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
+            max_retries=cfg.run.max_retries,
+            timeout=cfg.run.turn_timeout_seconds,
+        )
+
+    def price(self, model: str) -> Price:
+        return self.cfg.models.get(model, DEFAULT_PRICE)
+
+    async def turn(self, request: TurnRequest) -> TurnResult:
+        assert request.prompt is not None, "the anthropic provider needs an assembled prompt"
+        tools = [dict(t) for t in request.tools]
+        msg = await self.client.messages.create(
+            model=request.model,
+            max_tokens=request.max_tokens,
+            system=request.prompt.system,
+            messages=request.prompt.messages,
+            tools=tools,
+            metadata={"user_id": request.agent},
+        )
+        calls = [ToolCall(b.name, b.input) for b in msg.content if b.type == "tool_use"]
+        text = "".join(b.text for b in msg.content if b.type == "text")
+        u = msg.usage
+        usage: dict[str, Any] = {
+            "input_tokens": u.input_tokens or 0,
+            "output_tokens": u.output_tokens or 0,
+            "cache_read_input_tokens": getattr(u, "cache_read_input_tokens", 0) or 0,
+            "cache_creation_input_tokens": getattr(u, "cache_creation_input_tokens", 0) or 0,
+        }
+        usage["cost_usd"] = round(self.price(msg.model or request.model).cost(usage), 6)
+        return TurnResult(calls, msg.model or request.model, usage, text=text)
+
+    async def aclose(self) -> None:
+        await self.client.close()
