@@ -42,6 +42,7 @@ class Git:
 
     # -- running -------------------------------------------------------
     def proc(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run git; the caller reads the return code."""
         return subprocess.run(
             ["git", *args], cwd=self.path, input=input, capture_output=True, env=_env()
         )

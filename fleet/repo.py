@@ -94,22 +94,31 @@ class FleetRepo:
         return out
 
     # -- publishing ------------------------------------------------------
-    def publish(self, new: str, old: str) -> bool:
-        """Make ``new`` main if main is still ``old``. False if another merge won."""
+    def publish(self, new: str, old: str, merged: list[Source] = ()) -> bool:
+        """Make ``new`` main if main is still ``old``, and delete the merged worker
+        branches, in one atomic step. False if another merge won, or a worker
+        pushed to a merged branch meanwhile (the next attempt takes it in)."""
         if self.remote:
-            push = self.git.popen("push", "--porcelain", "--quiet", self.remote, f"{new}:refs/heads/main")
+            args = ["push", "--atomic", "--porcelain", "--quiet", self.remote,
+                    f"--force-with-lease=refs/heads/main:{old}"]
+            args += [f"--force-with-lease=refs/heads/{s.branch}:{s.ref.commit}" for s in merged]
+            args += [f"{new}:refs/heads/main"] + [f":refs/heads/{s.branch}" for s in merged]
+            push = self.git.popen(*args)
             faults.point("merge.during-push")
             out, err = push.communicate()
             if push.returncode == 0:
+                self._forget(merged)
                 self.git.update_ref(self.main_ref, new, old)
                 return True
             text = (out + err).decode(errors="replace")
-            if "[rejected]" in text or "non-fast-forward" in text or "fetch first" in text or "[remote rejected]" in text:
+            if any(w in text for w in ("[rejected]", "stale info", "non-fast-forward", "fetch first", "[remote rejected]", "atomic")):
                 return False
-            raise FleetError(f"push to {self.remote} failed: {text.strip().splitlines()[-1] if text.strip() else push.returncode}")
+            last = text.strip().splitlines()[-1] if text.strip() else f"exit {push.returncode}"
+            raise FleetError(f"push to {self.remote} failed: {last}")
         head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
         bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
         if head == "refs/heads/main" and not bare:
+            # A local fleet whose checkout is on main: move it like `git pull`.
             if self.git.rev_parse("HEAD") != old:
                 return False
             p = self.git.proc("merge", "--ff-only", "--quiet", new)
@@ -119,8 +128,11 @@ class FleetRepo:
                     f"({p.stderr.decode(errors='replace').strip().splitlines()[-1] if p.stderr.strip() else 'git merge failed'}); "
                     "main is written only by fleet merge: commit elsewhere or stash your changes"
                 )
+            self.delete_sources(merged)
             return True
-        return self.git.update_ref("refs/heads/main", new, old)
+        lines = [f"update refs/heads/main {new} {old}"] + [f"delete {s.ref.name} {s.ref.commit}" for s in merged]
+        p = self.git.proc("update-ref", "--stdin", input=("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode())
+        return p.returncode == 0
 
     def delete_sources(self, sources: list[Source]) -> None:
         """Delete merged worker branches, each only if nobody pushed to it since."""
@@ -131,11 +143,16 @@ class FleetRepo:
             args += [f"--force-with-lease=refs/heads/{s.branch}:{s.ref.commit}" for s in sources]
             args += [f":refs/heads/{s.branch}" for s in sources]
             self.git.proc(*args)  # a branch that moved keeps its new deltas for the next merge
-            for s in sources:
-                self.git.proc("update-ref", "-d", s.ref.name, s.ref.commit)
+            self._forget(sources)
         else:
-            for s in sources:
-                self.git.proc("update-ref", "-d", s.ref.name, s.ref.commit)
+            lines = [f"delete {s.ref.name} {s.ref.commit}" for s in sources]
+            self.git.proc("update-ref", "--stdin", input=("\n".join(lines) + "\n").encode())
+
+    def _forget(self, sources: list[Source]) -> None:
+        """Drop our tracking refs of deleted remote branches."""
+        if sources:
+            lines = [f"delete {s.ref.name} {s.ref.commit}" for s in sources]
+            self.git.proc("update-ref", "--stdin", input=("\n".join(lines) + "\n").encode())
 
     def arrivals(self, sources: list[Source]) -> list[Arrival]:
         """Every delta file on the given worker branches (two git processes in all)."""

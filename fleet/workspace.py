@@ -81,48 +81,57 @@ class Workspace:
     # -- residue ---------------------------------------------------------
     def recover(self) -> None:
         """Remove what an earlier run of this worker left if it was killed."""
-        for stale in self.tmp.glob(f"{self.worker}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        self.cleanup()
+        stale = list(self.tmp.glob(f"{self.worker}-*"))
+        admin = self.cache_path / "worktrees"
+        if not stale and not (admin.is_dir() and any(admin.iterdir())) and not self._has_branches():
+            return  # the usual case: nothing to do, no git process spent
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        self.cache.proc("worktree", "prune")
+        for ref in self.cache.refs("refs/heads/"):
+            self.cache.proc("update-ref", "-d", ref.name)
+        self.cache.drop_stale_scratch()
+
+    def _has_branches(self) -> bool:
+        heads = self.cache_path / "refs" / "heads"
+        packed = self.cache_path / "packed-refs"
+        return (heads.is_dir() and any(heads.rglob("*"))) or (
+            packed.is_file() and b" refs/heads/" in packed.read_bytes())
 
     def cleanup(self) -> None:
         if self.worktree is not None:
             self.cache.proc("worktree", "remove", "--force", str(self.worktree))
             shutil.rmtree(self.worktree, ignore_errors=True)
             self.worktree = None
-        self.cache.proc("worktree", "prune")
-        for ref in self.cache.refs("refs/heads/"):
-            self.cache.proc("update-ref", "-d", ref.name)
+        self.recover()
 
     # -- work ------------------------------------------------------------
-    def fetch_main(self, url: str) -> str:
-        """Shallow-fetch main: the only moment this worker's view of state changes."""
-        self.cache.run("fetch", "--quiet", "--depth=1", "--no-tags", url, "+refs/heads/main:refs/fleet/main")
+    def fetch(self, url: str) -> tuple[str, set[int]]:
+        """Shallow-fetch main, and learn which ticks this worker already delivered,
+        in one round trip: the only moment this worker's view of state changes."""
+        self.cache.run(
+            "fetch", "--quiet", "--depth=1", "--no-tags", "--prune", url,
+            "+refs/heads/main:refs/fleet/main",
+            f"+refs/heads/fleet/*/{self.worker}:refs/fleet/delivered/*",
+        )
         sha = self.cache.rev_parse("refs/fleet/main")
         if sha is None:
             raise FleetError(f"{url}: has no main branch")
-        return sha
+        delivered = {int(r.name.rsplit("/t", 1)[1]) for r in self.cache.refs("refs/fleet/delivered/")
+                     if r.name.rsplit("/", 1)[1][1:].isdigit()}
+        return sha, delivered
 
     def add_worktree(self, commit: str) -> Path:
-        """A worktree of ``commit`` with only deltas/ checked out (sparse)."""
+        """An isolated worktree of ``commit`` in which nothing is checked out:
+        the agents' delta files are all that is ever written there."""
         path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
         self.worktree = path
         self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
-        wt = Git(path)
-        wt.run("sparse-checkout", "set", "--no-cone", "/deltas/")
-        wt.run("checkout", "--quiet")
         return path
 
-    def commit(self, branch: str, message: str) -> str:
+    def commit(self, base: str, message: str) -> str:
+        """Commit the worktree's deltas/ on top of ``base``; returns the commit."""
         assert self.worktree is not None
-        wt = Git(self.worktree)
-        wt.run("add", "--force", "--sparse", "deltas")
-        wt.run("-c", "user.name=fleet", "-c", "user.email=fleet@localhost", "commit", "--quiet",
-               "--no-verify", "-m", message)
-        sha = wt.text("rev-parse", "HEAD")
-        self.cache.run("update-ref", f"refs/heads/{branch}", sha)
-        return sha
-
-    def remote_has(self, url: str, branch: str) -> bool:
-        out = self.cache.run("ls-remote", "--heads", url, f"refs/heads/{branch}")
-        return bool(out.strip())
+        files = {p.relative_to(self.worktree).as_posix(): p.read_bytes()
+                 for p in sorted((self.worktree / "deltas").rglob("*.json"))}
+        return self.cache.write_commit(base, message, files, [])

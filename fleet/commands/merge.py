@@ -125,11 +125,10 @@ def merge(
         faults.point("merge.after-commit")
         published = False
         if not dry_run:
-            if not repo.publish(commit, head):
-                continue  # another merge moved main: start over from it
+            if not repo.publish(commit, head, sources):
+                continue  # another merge moved main (or a branch moved): start over
             published = True
             faults.point("merge.after-push")
-            repo.delete_sources(sources)
             _remove(files)
             repo.git.gc_auto()
         return MergeReport(

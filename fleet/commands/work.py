@@ -73,7 +73,7 @@ def work(
     url = remote_url(Git(root), remote)
     name = worker_name(worker)
     with Workspace(common_dir(root), name) as ws:
-        main = ws.fetch_main(url)
+        main, delivered = ws.fetch(url)
         faults.point("work.after-fetch")
         snap = GitSnapshot(ws.cache, main)
         nxt = snap.tick + 1
@@ -90,7 +90,7 @@ def work(
         branch = worker_branch(nxt, name)
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
-        if outbox is None and ws.remote_has(url, branch):
+        if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
@@ -108,7 +108,7 @@ def work(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(wt / file_path(body), dest)
         else:
-            sha = ws.commit(branch, f"fleet: worker {name}, tick {nxt}: {len(bodies)} delta(s)\n")
+            sha = ws.commit(main, f"fleet: worker {name}, tick {nxt}: {len(bodies)} delta(s)\n")
             faults.point("work.after-commit")
             _push(ws.cache, url, sha, branch)
             pushed = True
