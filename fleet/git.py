@@ -55,9 +55,12 @@ class Git:
     def run(self, *args: str, input: bytes | None = None) -> bytes:
         p = self.proc(*args, input=input)
         if p.returncode:
-            msg = p.stderr.decode(errors="replace").strip().splitlines()
-            detail = msg[-1] if msg else f"exit {p.returncode}"
-            raise FleetError(f"git {args[0]} failed in {self.path}: {detail}")
+            lines = [ln.strip() for ln in p.stderr.decode(errors="replace").splitlines() if ln.strip()]
+            # git's useful line is often the first ("fatal: ..."), the last only adds advice
+            fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+            detail = "; ".join(fatal[:2] or lines[-2:]) or f"exit {p.returncode}"
+            verb = next((a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")), "")
+            raise FleetError(f"git {verb} failed in {self.path}: {detail}")
         return p.stdout
 
     def text(self, *args: str) -> str:

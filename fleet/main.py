@@ -50,7 +50,10 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FleetError as e:
-            click.echo(f"fleet: {redact(str(e))}", err=True)
+            message = redact(str(e))
+            click.echo(f"fleet: {message}", err=True)
+            if kwargs.get("as_json"):  # scripts reading --json get JSON on every exit
+                click.echo(json.dumps({"error": message, "exit": e.code}))
             sys.exit(e.code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise

@@ -24,9 +24,13 @@ def compile_schema(schema: Any, where: str) -> Validator:
     if not isinstance(schema, dict):
         raise FleetError(f"{where}: a schema must be a JSON object")
     try:
-        if not jsonschema_rs.meta.is_valid(schema):
-            err = next(iter(jsonschema_rs.meta.iter_errors(schema)), None)
-            raise FleetError(f"{where}: not a valid JSON Schema: {err.message if err else 'invalid'}")
+        jsonschema_rs.meta.validate(schema)
+    except jsonschema_rs.ValidationError as e:
+        at = "/" + "/".join(str(p) for p in e.instance_path)
+        raise FleetError(f"{where}: not a valid JSON Schema: at {at}: {e.message}") from None
+    except (ValueError, jsonschema_rs.ReferencingError) as e:
+        raise FleetError(f"{where}: not a usable JSON Schema: {e}") from None
+    try:
         return jsonschema_rs.validator_for(schema)
     except (ValueError, jsonschema_rs.ReferencingError) as e:
         raise FleetError(f"{where}: not a usable JSON Schema: {e}") from None

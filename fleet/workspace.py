@@ -50,12 +50,21 @@ def remote_url(repo: Git, remote: str | None) -> str:
     return url
 
 
+def private_repo(gitdir: Path, name: str) -> Path:
+    """A bare repository of fleet's own under ``<gitdir>/fleet/``, made on first use."""
+    path = gitdir / FLEET_DIR / name
+    if not (path / "HEAD").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        Git(path).run("init", "--quiet", "--bare")
+    return path
+
+
 class Workspace:
     """Context manager: a cache repository and, once asked, an isolated worktree."""
 
     def __init__(self, gitdir: Path, worker: str) -> None:
         self.root = gitdir / FLEET_DIR
-        self.cache_path = self.root / "workers" / f"{worker}.git"
+        self.cache_path = gitdir / FLEET_DIR / "workers" / f"{worker}.git"
         self.tmp = self.root / "tmp"
         self.worker = worker
         self.worktree: Path | None = None
@@ -63,10 +72,7 @@ class Workspace:
 
     def __enter__(self) -> Workspace:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        if not (self.cache_path / "HEAD").exists():
-            self.cache_path.mkdir(parents=True, exist_ok=True)
-            Git(self.cache_path).run("init", "--quiet", "--bare")
-        self.cache = Git(self.cache_path)
+        self.cache = Git(private_repo(self.cache_path.parent.parent.parent, f"workers/{self.worker}.git"))
         self.recover()
         self._old_term = signal.signal(signal.SIGTERM, _on_term)
         return self

@@ -23,11 +23,32 @@ world is `state/`, its rules are `state/config.json` and `schemas/`, and
 
 
 def init(directory: Path) -> str:
-    """Create the repository; return the genesis commit."""
+    """Create the repository; return the genesis commit.
+
+    All or nothing: if any step fails, what this call made is removed again, so
+    the same command can simply be run again once the cause is fixed.
+    """
     if directory.exists() and any(directory.iterdir()):
         raise FleetError(f"{directory}: already exists and is not empty; choose a new directory")
-    src = root()
+    existed = directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _populate(directory)
+    except BaseException as e:
+        if existed:
+            for child in directory.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(e, FleetError):
+            raise FleetError(f"{directory}: could not create the fleet repository ({e}); nothing was left behind") from None
+        if isinstance(e, OSError):
+            raise FleetError(f"{directory}: could not create the fleet repository: {e.strerror or e}") from None
+        raise
+
+
+def _populate(directory: Path) -> str:
+    src = root()
     for rel in COPIED:
         s, d = src / rel, directory / rel
         if s.is_dir():
@@ -40,8 +61,10 @@ def init(directory: Path) -> str:
     git = Git(directory)
     git.run("init", "--quiet", "--initial-branch=main")
     git.run("add", "--all")
+    # fleet's own commit, like every commit the merge engine writes: its identity,
+    # unsigned, and no user hooks (they belong to the user's own commits)
     git.run(
-        "-c", "user.name=fleet", "-c", "user.email=fleet@localhost",
-        "commit", "--quiet", "-m", "fleet: genesis (tick 0)\n\nThe example world, its schemas and config.",
+        "-c", "user.name=fleet", "-c", "user.email=fleet@localhost", "-c", "commit.gpgsign=false",
+        "commit", "--quiet", "--no-verify", "-m", "fleet: genesis (tick 0)\n\nThe example world, its schemas and config.",
     )
     return git.text("rev-parse", "HEAD")

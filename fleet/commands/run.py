@@ -27,7 +27,7 @@ from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign
 from fleet.providers import choose
 from fleet.repo import FleetRepo
-from fleet.workspace import FLEET_DIR, remote_url
+from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
 STOP_GRACE = 10.0
 
@@ -108,10 +108,7 @@ def run(
     root = toplevel(path)
     url, created = ensure_origin(root, remote)
     report = RunReport(url, created)
-    merge_cache = common_dir(root) / FLEET_DIR / "merge.git"
-    if not (merge_cache / "HEAD").exists():
-        merge_cache.mkdir(parents=True, exist_ok=True)
-        Git(merge_cache).run("init", "--quiet", "--bare")
+    merge_cache = private_repo(common_dir(root), "merge.git")
     repo = FleetRepo(merge_cache, url)
     repo.fetch()
     provider, note = choose(provider, repo.snapshot().config)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical
+from fleet import canonical, schemas
+from fleet.errors import FleetError
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 
@@ -20,13 +21,18 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     paths = snap.under(CONFLICT_DIR)
     for p, data in snap.read_many(paths).items():
         c = canonical.load(data or b"", p)
+        problem = schemas.first_error(schemas.protocol("conflict"), c)
+        if problem:
+            raise FleetError(f"{p}: {problem} (schemas/conflict.schema.json); fix the file or revert the commit that broke it")
         conflicts.append({"id": c["id"], "doc": f"{c['collection']}/{c['doc']}", "path": ".".join(c["path"]),
                           "candidates": len(c["candidates"]), "opened_tick": c["opened_tick"]})
     recent_q = []
     for p in snap.under(QUARANTINE_DIR):
         for line in (snap.read(p) or b"").splitlines():
-            q = canonical.parse(line)
-            recent_q.append({"tick": q["tick"], "path": q["path"], "reason": q["reason"]})
+            q = canonical.load(line, p)
+            if not isinstance(q, dict):
+                raise FleetError(f"{p}: a quarantine record must be a JSON object, one a line")
+            recent_q.append({"tick": q.get("tick"), "path": q.get("path"), "reason": q.get("reason")})
     pending = [s.branch for s in repo.sources()]
     return {
         "tick": fleet["tick"],

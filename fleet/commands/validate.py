@@ -32,14 +32,15 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
         raise FleetError(f"{root / CONFIG_PATH}: missing; is this a fleet repository?")
     if target is None:
         files = sorted(p for p in (root / "state").rglob("*") if p.is_file())
+        files += sorted(p for p in (root / "schemas").glob("*.json") if p.is_file())
         deltas = root / "deltas"
         if deltas.is_dir():
             files += sorted(p for p in deltas.rglob("*.json"))
     else:
-        target = target.resolve()
+        target = _resolve(root, target)
         if not target.exists():
             raise FleetError(f"{target}: no such file or directory")
-        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        files = _walk(root, target) if target.is_dir() else [target]
     problems: list[Problem] = []
     for f in files:
         try:
@@ -54,7 +55,15 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
 
 def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
     parts = rel.split("/")
-    if "deltas" in parts[:-1] or (parts[0] != "state" and rel.endswith(".json") and b'"ops"' in data):
+    if parts[0] == "schemas" and len(parts) == 2:
+        try:
+            schemas.compile_schema(canonical.parse(data), rel)
+        except canonical.JSONProblem as e:
+            return str(e)
+        except FleetError as e:
+            return str(e).removeprefix(f"{rel}: ")
+        return None
+    if parts[0] != "state":  # a delta file: under deltas/, in an inbox folder, or named on the command line
         i = parts.index("deltas") if "deltas" in parts else 0
         try:
             parse(Arrival("disk", "/".join(parts[i:]), data), cfg.limits)
@@ -85,14 +94,45 @@ def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
         schema = f"schemas/{coll.schema}"
         if not (root / schema).is_file():
             return f"{CONFIG_PATH} names {schema}, which does not exist"
-        validator = schemas.compile_bytes((root / schema).read_bytes(), schema)
-    elif rel.startswith("schemas/"):
         try:
-            schemas.compile_schema(doc, rel)
+            validator = schemas.compile_bytes((root / schema).read_bytes(), schema)
         except FleetError as e:
-            return str(e).removeprefix(f"{rel}: ")
-        return None
+            return f"cannot be checked: {e}"
     else:
         return None
     problem = schemas.first_error(validator, doc)
     return f"{problem} ({schema})" if problem else None
+
+
+def _resolve(root: Path, target: Path) -> Path:
+    """An absolute PATH; a relative one is taken from the current directory
+    when that is inside the fleet, else from the fleet (as with ``-C DIR``)."""
+    if target.is_absolute():
+        return target.resolve()
+    cwd, top = Path.cwd().resolve(), root.resolve()
+    base = cwd if cwd == top or top in cwd.parents else top
+    return (base / target).resolve()
+
+
+def _walk(root: Path, folder: Path) -> list[Path]:
+    """The files under ``folder`` that validate checks: in the fleet, state/,
+    schemas/*.json and delta files; outside it (an inbox), every JSON file.
+    Hidden folders (.git, .github) are never entered."""
+    top = root.resolve()
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        try:
+            rel = p.resolve().relative_to(top).parts
+        except ValueError:
+            if p.suffix == ".json" and not any(x.startswith(".") for x in p.relative_to(folder).parts):
+                out.append(p)
+            continue
+        if any(x.startswith(".") for x in rel):
+            continue
+        if rel[0] == "state" or (rel[0] == "schemas" and len(rel) == 2 and p.suffix == ".json") or (
+            "deltas" in rel[:-1] and p.suffix == ".json"
+        ):
+            out.append(p)
+    return out

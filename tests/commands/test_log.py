@@ -1,0 +1,168 @@
+"""`fleet log [DOC]`: which deltas changed a document, by whom, in which tick."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet
+from fleet.delta import Op
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Fleet:
+    from fleet.commands.init import init
+
+    init(tmp_path / "fresh")
+    return Fleet(tmp_path / "fresh")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Fleet, dict[str, dict[str, Any]]]:
+    """One history for the read-only tests below (log never writes main)."""
+    from fleet.commands.init import init
+
+    path = tmp_path_factory.mktemp("log") / "fleet"
+    init(path)
+    fleet = Fleet(path)
+    d = {
+        "t1_ada": fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "a"), worker="w1"),
+        "t1_basil": fleet.delta("basil", Op("incr", "agents", "basil", ("karma",), 1), worker="w2"),
+        "t1_bad": fleet.delta("cleo", Op("set", "posts", "ada-1", ("title",), "mine"), worker="w2"),
+    }
+    fleet.push(d["t1_ada"], d["t1_basil"], d["t1_bad"])
+    run(fleet, "merge")
+    d["t2_basil"] = fleet.delta("basil", Op("incr", "agents", "basil", ("karma",), 1), tick=2, worker="w1")
+    fleet.push(d["t2_basil"])
+    run(fleet, "merge")
+    d["t3_cleo"] = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), tick=3, worker="w3")
+    d["t3_ada"] = fleet.delta("ada", Op("incr", "agents", "basil", ("karma",), 2), Op("add", "posts", "ada-1", ("tags",), "b"),
+                              tick=3, worker="w1")
+    d["late"] = fleet.delta("eli", Op("incr", "posts", "ada-1", ("score",), 1), tick=2, worker="slow")
+    fleet.push(d["t3_cleo"], d["t3_ada"], d["late"])
+    run(fleet, "merge")
+    return fleet, d
+
+
+@pytest.fixture
+def fleet(shared: tuple[Fleet, dict[str, dict[str, Any]]]) -> Fleet:
+    """In this module, `fleet` is the shared history (conftest's fresh one is `fresh`)."""
+    return shared[0]
+
+
+@pytest.fixture
+def history(shared: tuple[Fleet, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return shared[1]
+
+
+def test_log_of_a_document(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    data = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
+    ids = [e["delta"] for e in data]
+    # newest tick first; t2 did not touch ada-1; the quarantined one did not change it
+    assert set(ids) == {history[k]["id"] for k in ("t1_ada", "t3_cleo", "t3_ada", "late")}
+    assert [e["tick"] for e in data] == [3, 3, 3, 1]
+    by_id = {e["delta"]: e for e in data}
+    e = by_id[history["t3_cleo"]["id"]]
+    assert (e["agent"], e["worker"], e["status"]) == ("cleo", "w3", "applied")
+    assert e["ops"] == ["incr posts/ada-1 score"]
+    assert e["utc"] == history["t3_cleo"]["utc"] and len(e["commit"]) == 40
+    assert by_id[history["t3_ada"]["id"]]["ops"] == ["incr agents/basil karma", "add posts/ada-1 tags"]
+    assert by_id[history["late"]["id"]]["worker"] == "slow"
+    assert by_id[history["t1_ada"]["id"]]["tick"] == 1
+
+
+def test_log_text(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    r = run(fleet, "log", "posts/ada-1")
+    lines = r.stdout.splitlines()
+    assert len(lines) == 4
+    line = next(ln for ln in lines if history["t1_ada"]["id"] in ln)
+    assert line.startswith("tick 1 ") and " ada " in line and " w1 " in line and "add posts/ada-1 tags" in line
+    # the same document by its file name
+    assert run(fleet, "log", "state/posts/ada-1.json").stdout == r.stdout
+
+
+def test_log_agent_filter(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    data = json.loads(run(fleet, "log", "agents/basil", "--agent", "basil", "--json").stdout)
+    assert [(e["delta"], e["tick"]) for e in data] == [(history["t2_basil"]["id"], 2), (history["t1_basil"]["id"], 1)]
+    data = json.loads(run(fleet, "log", "agents/basil", "--json").stdout)
+    assert history["t3_ada"]["id"] in [e["delta"] for e in data] and len(data) == 3
+    data = json.loads(run(fleet, "log", "--agent", "cleo", "--json").stdout)
+    assert {(e["delta"], e["status"]) for e in data} == {
+        (history["t3_cleo"]["id"], "applied"), (history["t1_bad"]["id"], "quarantined")}
+    q = next(e for e in data if e["status"] == "quarantined")
+    assert "may not set posts/ada-1 title" in q["reason"] and q["tick"] == 1
+    r = run(fleet, "log", "posts/ada-1", "--agent", "nobody")
+    assert r.stdout == "no deltas found\n"
+    assert json.loads(run(fleet, "log", "posts/ada-1", "--agent", "nobody", "--json").stdout) == []
+
+
+def test_log_everything_and_limit(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    data = json.loads(run(fleet, "log", "--json").stdout)
+    assert {e["delta"] for e in data} == {d["id"] for d in history.values()}
+    assert len(json.loads(run(fleet, "log", "-n", "2", "--json").stdout)) == 2
+    r = run(fleet, "log")
+    assert "QUARANTINED: agent cleo may not set posts/ada-1 title" in r.stdout
+
+
+def test_log_of_a_document_nobody_changed(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    assert json.loads(run(fleet, "log", "posts/cleo-1", "--json").stdout) == []
+
+
+def test_log_of_a_created_document(fresh: Fleet) -> None:
+    fleet = fresh
+    c = fleet.delta("cleo", Op("create", "comments", "cleo-9", (), {
+        "id": "cleo-9", "post": "ada-1", "author": "cleo", "body": "agreed"}))
+    fleet.push(c)
+    run(fleet, "merge")
+    data = json.loads(run(fleet, "log", "comments/cleo-9", "--json").stdout)
+    assert [(e["delta"], e["ops"]) for e in data] == [(c["id"], ["create comments/cleo-9"])]
+
+
+def test_log_bad_document_name(fresh: Fleet) -> None:
+    fleet = fresh
+    for bad in ("ada-1", "widgets/ada-1", "posts/"):
+        r = run(fleet, "log", bad, code=1)
+        assert len(r.stderr.splitlines()) == 1 and "<collection>/<id>" in r.stderr
+
+
+def test_log_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    d = f.delta("ada", Op("add", "posts", "ada-1", ("tags",), "o"))
+    f.push(d)
+    subprocess.run(["git", "push", "--quiet", "origin", "refs/heads/fleet/*:refs/heads/fleet/*"], cwd=f.path, check=True)
+    run(f, "merge")
+    data = json.loads(run(f, "log", "posts/ada-1", "--json").stdout)
+    assert [e["delta"] for e in data] == [d["id"]]
+
+
+def test_log_reads_history_made_under_older_limits(fresh: Fleet) -> None:
+    fleet = fresh
+    from fleet import canonical
+
+    d = fleet.delta("basil", *[Op("incr", "posts", "ada-1", ("score",), 1)] * 3)
+    fleet.push(d)
+    run(fleet, "merge")
+    cfg = json.loads(fleet.read("state/config.json"))
+    cfg["limits"]["max_ops"] = 2  # a person tightens the limit later
+    (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "config: max_ops 2"],
+                   cwd=fleet.path, check=True)
+    data = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
+    assert [e["delta"] for e in data] == [d["id"]] and len(data[0]["ops"]) == 3
+    assert run(fleet, "log").stdout.count(d["id"]) == 1

@@ -1,0 +1,356 @@
+"""`fleet merge`: one tick per merge, in real git repositories (local and with a bare origin)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet
+from fleet import canonical
+from fleet.delta import Op, file_path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
+
+
+def push_origin(f: Fleet) -> None:
+    """Workers push their branches to the origin."""
+    git(f.path, "push", "--quiet", "origin", "refs/heads/fleet/*:refs/heads/fleet/*")
+
+
+def origin_branches(bare: Path) -> list[str]:
+    return git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/fleet/").split()
+
+
+def trailers(f: Fleet, rev: str = "refs/heads/main") -> dict[str, str]:
+    out = git(f.path, "log", "-1", "--format=%(trailers:only,unfold)", rev)
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def tag(value: str) -> Op:
+    return Op("add", "posts", "ada-1", ("tags",), value)
+
+
+def score(by: int = 1) -> Op:
+    return Op("incr", "posts", "ada-1", ("score",), by)
+
+
+def post(f: Fleet, rev: str = "refs/heads/main") -> dict[str, Any]:
+    return json.loads(f.git.show(rev, "state/posts/ada-1.json"))
+
+
+def tick_of(f: Fleet, rev: str = "refs/heads/main") -> int:
+    return json.loads(f.git.show(rev, "state/fleet.json"))["tick"]
+
+
+# -- local mode ------------------------------------------------------------------
+
+
+def test_merge_local_applies_quarantines_holds_in_one_commit(fleet: Fleet) -> None:
+    before = fleet.main()
+    good = fleet.delta("ada", tag("merge"))
+    other = fleet.delta("basil", score(2), worker="w2")
+    bad = fleet.delta("cleo", Op("set", "posts", "ada-1", ("title",), "mine now"), worker="w2")
+    c1 = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general"), worker="w3")
+    c2 = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w4")
+    fleet.push(good, other, bad, c1, c2)
+
+    r = run(fleet, "merge")
+    assert r.output.splitlines()[0].startswith("tick 1: 4 applied, 1 quarantined, 1 held")
+    assert "published main" in r.output and "locally" in r.output
+    assert f"quarantined {file_path(bad)}" in r.output and "may not set posts/ada-1 title" in r.output
+
+    # one commit on top of genesis, first parent is the old main
+    assert git(fleet.path, "rev-list", "--count", f"{before}..main").strip() == "1"
+    assert git(fleet.path, "rev-parse", "main^").strip() == before
+    assert git(fleet.path, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "main").strip() == \
+        "fleet <fleet@localhost>|fleet <fleet@localhost>"  # main's one writer
+    t = trailers(fleet)
+    assert t["Fleet-Tick"] == "1"
+    assert t["Fleet-Applied"] == "4" and t["Fleet-Quarantined"] == "1" and t["Fleet-Held"] == "1"
+    msg = git(fleet.path, "log", "-1", "--format=%B", "main")
+    for d in (good, other, c1, c2):
+        assert d["id"] in msg
+    assert file_path(bad) in msg and "Quarantined:" in msg
+    conflict = json.loads(fleet.fleet("status", "--json").output)["open_conflicts"][0]["id"]
+    assert f"{conflict} (state/conflicts/{conflict}.json)" in msg
+
+    assert tick_of(fleet) == 1
+    p = post(fleet)
+    assert "merge" in p["tags"] and p["score"] == 2 and p["channel"] == "tools"
+    assert p["title"] == "Every invariant deserves a test that can fail"
+    # worker branches are gone; the checkout of main followed and is clean
+    assert fleet.branches() == []
+    assert git(fleet.path, "status", "--porcelain") == ""
+    assert json.loads((fleet.path / "state/posts/ada-1.json").read_text())["score"] == 2
+
+
+def test_merge_again_has_nothing_to_do(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", tag("x")))
+    run(fleet, "merge")
+    head = fleet.main()
+    r = run(fleet, "merge", code=3)
+    assert r.stdout == "" and r.stderr == "fleet: no pending deltas (main is at tick 1)\n"
+    assert fleet.main() == head
+
+
+def test_merge_advances_one_tick_per_merge(fleet: Fleet) -> None:
+    for t in (1, 2, 3):
+        fleet.push(fleet.delta("basil", score(), tick=t))
+        r = run(fleet, "merge")
+        assert r.output.startswith(f"tick {t}:")
+        assert tick_of(fleet) == t and trailers(fleet)["Fleet-Tick"] == str(t)
+    assert post(fleet)["score"] == 3
+    assert git(fleet.path, "rev-list", "--count", "--first-parent", "main").strip() == "4"
+
+
+def test_merge_json(fleet: Fleet) -> None:
+    bad = fleet.delta("nobody", score())
+    fleet.push(fleet.delta("ada", tag("j")), bad)
+    r = run(fleet, "merge", "--json")
+    data = json.loads(r.stdout)
+    assert data["tick"] == 1 and data["applied"] == 1 and data["published"] is True
+    assert data["commit"] == fleet.main() and data["remote"] is None
+    assert data["quarantined"] == [{
+        "path": file_path(bad), "source": "refs/heads/fleet/t1/w1",
+        "reason": "agent 'nobody' is not in state/config.json agents",
+    }]
+    assert data["held"] == [] and data["duplicates"] == 0
+
+
+def test_dry_run_publishes_nothing(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", tag("dry")))
+    head, branches = fleet.main(), fleet.branches()
+    r = run(fleet, "merge", "--dry-run", "--json")
+    data = json.loads(r.stdout)
+    assert data["published"] is False and data["applied"] == 1 and data["commit"] != head
+    assert fleet.main() == head and fleet.branches() == branches
+    assert git(fleet.path, "status", "--porcelain") == ""
+    r = run(fleet, "merge", "--dry-run")
+    assert "dry run" in r.output and "published nothing" in r.output
+    assert fleet.main() == head and fleet.branches() == branches
+    run(fleet, "merge")  # the real one still has everything
+    assert "dry" in post(fleet)["tags"]
+
+
+def test_tick_option(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", tag("t")))
+    head = fleet.main()
+    r = run(fleet, "merge", "--tick", "5", code=1)
+    assert "--tick 5" in r.stderr and "next merge is tick 1" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run(fleet, "merge", "--tick", "0", code=3)
+    assert "already merged" in r.stderr
+    assert fleet.main() == head and fleet.branches()
+    run(fleet, "merge", "--tick", "1")
+    assert tick_of(fleet) == 1
+
+
+def test_inbox_folder_is_merged_and_emptied(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    good = fleet.delta("ada", tag("inbox"), worker="laptop")
+    bad_path = inbox / "deltas/laptop/s1/broken.json"
+    for body in (good,):
+        p = inbox / file_path(body)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(canonical.dumps(body))
+    bad_path.write_bytes(b"{oops")
+    branch = fleet.delta("basil", score(), worker="w2")
+    fleet.push(branch)
+
+    head = fleet.main()
+    run(fleet, "merge", "--dry-run", "--inbox", str(inbox))
+    assert fleet.main() == head and bad_path.exists() and (inbox / file_path(good)).exists()
+
+    r = run(fleet, "merge", "--inbox", str(inbox))
+    assert r.output.startswith("tick 1: 2 applied, 1 quarantined")
+    assert "broken.json" in r.output and "malformed JSON" in r.output
+    assert not [p for p in inbox.rglob("*") if p.is_file()]
+    assert "inbox" in post(fleet)["tags"] and post(fleet)["score"] == 1
+    assert good["id"] in fleet.read("state/ledger/1/laptop.jsonl").decode()
+    assert b"broken.json" in fleet.read("state/quarantine/1/laptop.jsonl")
+    run(fleet, "merge", "--inbox", str(inbox), code=3)
+
+
+def test_inbox_missing_folder(fleet: Fleet, tmp_path: Path) -> None:
+    r = run(fleet, "merge", "--inbox", str(tmp_path / "nope"), code=1)
+    assert "inbox folder does not exist" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_branch_not_deleted_after_merge_gives_duplicates(fleet: Fleet) -> None:
+    d = fleet.delta("ada", tag("once"))
+    fleet.push(d)
+    saved = fleet.git.rev_parse("refs/heads/fleet/t1/w1")
+    run(fleet, "merge")
+    head = fleet.main()
+    # the branch comes back with the same content (a delete that never happened)
+    assert fleet.git.update_ref("refs/heads/fleet/t1/w1", saved, None)
+    r = run(fleet, "merge", code=3)
+    assert "nothing new" in r.stderr and "1 delta(s) were already applied" in r.stderr
+    assert fleet.main() == head and fleet.branches() == []
+    assert post(fleet)["tags"].count("once") == 1
+
+
+def test_duplicates_next_to_new_deltas_are_dropped(fleet: Fleet) -> None:
+    d = fleet.delta("basil", score())
+    fleet.push(d)
+    saved = fleet.git.rev_parse("refs/heads/fleet/t1/w1")
+    run(fleet, "merge")
+    assert fleet.git.update_ref("refs/heads/fleet/t1/w1", saved, None)
+    fleet.push(fleet.delta("cleo", score(), tick=2, worker="w2"))
+    r = run(fleet, "merge", "--json")
+    data = json.loads(r.stdout)
+    assert data["applied"] == 1 and data["duplicates"] == 1 and data["quarantined"] == []
+    assert post(fleet)["score"] == 2  # basil's +1 once, cleo's +1 once
+
+
+def test_late_delta_is_applied_next_tick(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("basil", score()))
+    run(fleet, "merge")
+    late = fleet.delta("cleo", score(5), tick=1, worker="slow")
+    fleet.push(late)
+    r = run(fleet, "merge")
+    assert "(1 late)" in r.output
+    assert trailers(fleet)["Fleet-Late"] == "1"
+    assert late["id"] in fleet.read("state/ledger/1/slow.jsonl").decode()
+    assert post(fleet)["score"] == 6
+
+
+def test_user_checkout_on_another_branch_is_left_alone(fleet: Fleet) -> None:
+    git(fleet.path, "checkout", "-q", "-b", "mine")
+    (fleet.path / "scratch.txt").write_text("wip\n")
+    fleet.push(fleet.delta("ada", tag("x")))
+    run(fleet, "merge")
+    assert git(fleet.path, "symbolic-ref", "HEAD").strip() == "refs/heads/mine"
+    assert tick_of(fleet) == 1 and tick_of(fleet, "refs/heads/mine") == 0
+    assert json.loads((fleet.path / "state/fleet.json").read_text())["tick"] == 0
+    assert (fleet.path / "scratch.txt").read_text() == "wip\n"
+
+
+def test_dirty_checkout_of_main_refuses_and_keeps_deltas(fleet: Fleet) -> None:
+    p = fleet.path / "state/posts/ada-1.json"
+    p.write_text(p.read_text().replace("decoration", "DECORATION"))
+    fleet.push(fleet.delta("ada", tag("x")))
+    head = fleet.main()
+    r = run(fleet, "merge", code=1)
+    assert len(r.stderr.splitlines()) == 1 and "checkout of main" in r.stderr
+    assert fleet.main() == head and fleet.branches() == ["refs/heads/fleet/t1/w1"]
+    assert "DECORATION" in p.read_text()  # the person's edit is still there
+    git(fleet.path, "checkout", "--", "state/posts/ada-1.json")
+    run(fleet, "merge")
+    assert "x" in post(fleet)["tags"]
+
+
+def test_main_tree_does_not_grow_with_ticks(fleet: Fleet) -> None:
+    cfg = json.loads(fleet.read("state/config.json"))
+    window = cfg["limits"]["window"] = 3  # a short window, so window + 5 ticks stay quick
+    (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "config: window 3")
+    sizes = {}
+    for t in range(1, window + 6):
+        fleet.push(
+            fleet.delta("basil", score(), tick=t, worker="w1"),
+            fleet.delta("cleo", score(), tick=t, worker="w2"),
+            fleet.delta("nobody", score(), tick=t, worker="w2"),  # quarantined every tick
+        )
+        run(fleet, "merge")
+        files = git(fleet.path, "ls-tree", "-r", "--name-only", "main").split()
+        ledger = [f for f in files if f.startswith("state/ledger/")]
+        quarantine = [f for f in files if f.startswith("state/quarantine/")]
+        assert len(ledger) <= 2 * (window + 1) and len(quarantine) <= window + 1
+        sizes[t] = len(files)
+    assert sizes[window + 1] == sizes[window + 5]
+    assert tick_of(fleet) == window + 5 and post(fleet)["score"] == 2 * (window + 5)
+    # old ledgers still live in history, where replay reads them
+    assert json.loads(run(fleet, "replay", "--check", "--json").stdout)["identical"] is True
+
+
+# -- with a bare origin -------------------------------------------------------------
+
+
+def test_merge_with_origin_publishes_there_and_leaves_the_user_alone(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    (f.path / "notes.txt").write_text("my own notes\n")
+    p = f.path / "state/posts/ada-1.json"
+    p.write_text(p.read_text().replace("decoration", "DECORATION"))  # an uncommitted edit
+    local_main = f.main()
+    f.push(f.delta("ada", tag("o")), f.delta("basil", score(), worker="w2"))
+    push_origin(f)
+    assert len(origin_branches(bare)) == 2
+
+    r = run(f, "merge")
+    assert "to origin" in r.output
+    origin_main = git(bare, "rev-parse", "main").strip()
+    assert origin_main != local_main
+    assert json.loads(git(bare, "show", "main:state/fleet.json"))["tick"] == 1
+    assert "Fleet-Tick: 1" in git(bare, "log", "-1", "--format=%B", "main")
+    assert git(bare, "rev-parse", "main^").strip() == local_main
+    # the worker branches are deleted on the origin
+    assert origin_branches(bare) == []
+    # the user's main, checkout and working tree did not move
+    assert f.main() == local_main
+    assert git(f.path, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert "DECORATION" in p.read_text()
+    assert (f.path / "notes.txt").read_text() == "my own notes\n"
+    assert json.loads((f.path / "state/fleet.json").read_text())["tick"] == 0
+    assert sorted(git(f.path, "status", "--porcelain").splitlines()) == [" M state/posts/ada-1.json", "?? notes.txt"]
+
+    r = run(f, "merge", code=3)
+    assert "no pending deltas" in r.stderr and "tick 1" in r.stderr
+
+
+def test_merge_with_origin_json_and_dry_run(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    f.push(f.delta("ada", tag("o")))
+    push_origin(f)
+    before = git(bare, "rev-parse", "main").strip()
+    data = json.loads(run(f, "merge", "--dry-run", "--json").stdout)
+    assert data["published"] is False and data["remote"] == "origin"
+    assert git(bare, "rev-parse", "main").strip() == before and len(origin_branches(bare)) == 1
+    data = json.loads(run(f, "merge", "--json").stdout)
+    assert data["published"] is True and data["remote"] == "origin"
+    assert git(bare, "rev-parse", "main").strip() == data["commit"]
+
+
+def test_merge_with_origin_duplicate_branch(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    f.push(f.delta("ada", tag("dup")))
+    push_origin(f)
+    run(f, "merge")
+    after = git(bare, "rev-parse", "main").strip()
+    push_origin(f)  # the same branch, again (a worker that retried its push)
+    assert len(origin_branches(bare)) == 1
+    r = run(f, "merge", code=3)
+    assert "already applied" in r.stderr
+    assert git(bare, "rev-parse", "main").strip() == after
+    assert origin_branches(bare) == []
+    assert json.loads(git(bare, "show", "main:state/posts/ada-1.json"))["tags"].count("dup") == 1
+
+
+def test_merge_with_origin_ignores_unpushed_local_branches(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    f.push(f.delta("ada", tag("local-only")))
+    r = run(f, "merge", code=3)
+    assert "no pending deltas" in r.stderr
+    assert f.branches() == ["refs/heads/fleet/t1/w1"]
+
+
+def test_unknown_remote(fleet: Fleet) -> None:
+    r = run(fleet, "merge", "--remote", "upstream", code=1)
+    assert "no remote named 'upstream'" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -1,0 +1,176 @@
+"""`fleet replay [--check]`: rebuild main from genesis and the ledger, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet
+from fleet import canonical
+from fleet.delta import Op
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
+
+
+def person_commit(f: Fleet, rel: str, data: bytes, message: str) -> None:
+    """A person's commit on main (the checkout is on main in these fleets)."""
+    (f.path / rel).write_bytes(data)
+    git(f.path, "add", rel)
+    git(f.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-q", "-m", message)
+
+
+def history(f: Fleet) -> None:
+    """Several ticks: applied, quarantined, held conflicts, late deltas, a person's commit."""
+    f.push(
+        f.delta("ada", Op("add", "posts", "ada-1", ("tags",), "a")),
+        f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 2), worker="w2"),
+        f.delta("cleo", Op("set", "posts", "ada-1", ("title",), "stolen"), worker="w2"),  # authority
+        f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general"), worker="w3"),
+        f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w4"),  # held
+    )
+    f.push_raw("w2", "deltas/w2/s1/junk.json", b"{not json")
+    run(f, "merge")
+    f.push(
+        f.delta("cleo", Op("create", "comments", "cleo-9", (), {
+            "id": "cleo-9", "post": "ada-1", "author": "cleo", "body": "agreed"}), tick=2),
+        f.delta("dara", Op("incr", "posts", "ada-1", ("comment_count",), 1), tick=2, worker="w2"),
+        f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "tools"), tick=2, worker="w2"),  # joins the conflict
+    )
+    run(f, "merge")
+    cfg = json.loads(f.read("state/config.json"))
+    cfg["policies"]["posts/channel"] = "lww"
+    person_commit(f, "state/config.json", canonical.dumps(cfg), "config: lww for posts/channel")
+    f.push(
+        f.delta("eli", Op("incr", "posts", "ada-1", ("score",), 1), tick=1, worker="slow"),  # late
+        f.delta("fen", Op("incr", "agents", "ada", ("karma",), 1), tick=3),
+        f.delta("ada", Op("delete", "posts", "cleo-1"), tick=3, worker="w5"),  # not hers
+        f.delta("ada", Op("set", "posts", "ada-1", ("tags",), ["x", "y"]), tick=3, worker="w6"),
+    )
+    run(f, "merge")
+    f.push(
+        f.delta("ada", Op("add", "posts", "ada-1", ("tags",), "z"), tick=4),
+        f.delta("basil", Op("add", "posts", "ada-1", ("tags",), "w"), tick=4, worker="w2"),  # not allowed
+    )
+    run(f, "merge")
+
+
+def test_replay_check_after_a_varied_history(fleet: Fleet) -> None:
+    history(fleet)
+    status = json.loads(run(fleet, "status", "--json").stdout)
+    assert status["tick"] == 4
+    assert status["totals"]["quarantined"] >= 4 and status["totals"]["held"] >= 1 and status["totals"]["late"] == 1
+    r = run(fleet, "replay", "--check")
+    assert "replayed 4 tick(s) over 6 commit(s)" in r.output and "byte-identical to main" in r.output
+    data = json.loads(run(fleet, "replay", "--check", "--json").stdout)
+    assert data["identical"] is True and data["first_difference"] is None
+    assert data["main_tree"] == git(fleet.path, "rev-parse", "main^{tree}").strip()
+    assert git(fleet.path, "rev-parse", "refs/fleet/replay^{tree}").strip() == data["main_tree"]
+    assert git(fleet.path, "status", "--porcelain") == ""  # replay never touches the checkout
+
+
+def test_replay_check_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    f.push(f.delta("ada", Op("add", "posts", "ada-1", ("tags",), "o")))
+    git(f.path, "push", "--quiet", "origin", "refs/heads/fleet/*:refs/heads/fleet/*")
+    run(f, "merge")
+    data = json.loads(run(f, "replay", "--check", "--json").stdout)
+    assert data["identical"] is True and data["ticks"] == 1
+    assert data["main"] == git(bare, "rev-parse", "main").strip()
+
+
+def tamper(f: Fleet, tick_rev: str) -> None:
+    """Rewrite a tick commit so it also changes a document, keeping its message (and its
+    Fleet-Tick trailer), then put the later tick commits back on top, as a force-push would."""
+    later = git(f.path, "rev-list", "--reverse", "--first-parent", f"{tick_rev}..main").split()
+    doc = json.loads(f.git.show(tick_rev, "state/posts/cleo-1.json"))
+    doc["title"] = "Quietly rewritten"
+    new = f.git.write_commit(f"{tick_rev}^", _message(f, tick_rev),
+                             {**_written(f, tick_rev), "state/posts/cleo-1.json": canonical.dumps(doc)},
+                             _deleted(f, tick_rev))
+    for c in later:
+        new = f.git.write_commit(new, _message(f, c), _written(f, c), _deleted(f, c))
+    git(f.path, "update-ref", "refs/heads/main", new)
+    git(f.path, "reset", "-q", "--hard", "main")
+
+
+def _message(f: Fleet, rev: str) -> str:
+    return git(f.path, "log", "-1", "--format=%B", rev)
+
+
+def _written(f: Fleet, rev: str) -> dict[str, bytes]:
+    paths = git(f.path, "diff-tree", "-r", "--name-only", "--no-commit-id", "--diff-filter=AM", f"{rev}^", rev).split()
+    return {path: f.git.show(rev, path) for path in paths}
+
+
+def _deleted(f: Fleet, rev: str) -> list[str]:
+    return git(f.path, "diff-tree", "-r", "--name-only", "--no-commit-id", "--diff-filter=D", f"{rev}^", rev).split()
+
+
+def tick_commit(f: Fleet, tick: int) -> str:
+    for line in git(f.path, "log", "--first-parent", "--format=%H %(trailers:key=Fleet-Tick,valueonly)", "main").splitlines():
+        sha, _, t = line.partition(" ")
+        if t.strip() == str(tick):
+            return sha
+    raise AssertionError(f"no commit for tick {tick}")
+
+
+def test_tampered_tick_commit_fails_check_and_names_the_tick(fleet: Fleet) -> None:
+    for t in (1, 2, 3):
+        fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=t))
+        run(fleet, "merge")
+    run(fleet, "replay", "--check")
+    tamper(fleet, tick_commit(fleet, 2))
+    assert "Fleet-Tick: 2" in git(fleet.path, "log", "-1", "--format=%B", tick_commit(fleet, 2))
+    assert json.loads(fleet.read("state/posts/cleo-1.json"))["title"] == "Quietly rewritten"
+    assert json.loads(fleet.read("state/posts/ada-1.json"))["score"] == 3
+
+    r = run(fleet, "replay", "--check", code=1)
+    assert "differs from main" in r.output
+    assert "first at tick 2 " in r.output and "state/posts/cleo-1.json" in r.output
+    data = json.loads(run(fleet, "replay", "--check", "--json", code=1).stdout)
+    assert data["identical"] is False and data["first_difference"].startswith("tick 2 ")
+    # without --check it reports, and succeeds
+    assert "differs from main" in run(fleet, "replay").output
+
+
+def test_forged_tick_commit_fails_check(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    doc = json.loads(fleet.read("state/posts/ada-1.json"))
+    doc["score"] = 42
+    fl = json.loads(fleet.read("state/fleet.json"))
+    fl["tick"] = 2
+    new = fleet.git.write_commit(fleet.main(), "fleet: tick 2: 0 applied\n\nFleet-Tick: 2\n",
+                                 {"state/posts/ada-1.json": canonical.dumps(doc), "state/fleet.json": canonical.dumps(fl)}, [])
+    git(fleet.path, "update-ref", "refs/heads/main", new)
+    r = run(fleet, "replay", "--check", code=1)
+    assert "first at tick 2 " in r.output and "state/posts/ada-1.json" in r.output
+
+
+def test_a_persons_commit_is_taken_as_it_is(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    doc = json.loads(fleet.read("state/posts/cleo-1.json"))
+    doc["title"] = "Edited by a person"
+    person_commit(fleet, "state/posts/cleo-1.json", canonical.dumps(doc), "fix a typo")
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2))
+    run(fleet, "merge")
+    assert json.loads(run(fleet, "replay", "--check", "--json").stdout)["identical"] is True

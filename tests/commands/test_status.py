@@ -1,0 +1,112 @@
+"""`fleet status`: tick, pending worker branches, open conflicts, usage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet
+from fleet.delta import Op
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
+def test_status_of_a_new_fleet(fleet: Fleet) -> None:
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert s["tick"] == 0 and s["main"] == fleet.main() and s["remote"] is None
+    assert s["open_conflicts"] == [] and s["pending_branches"] == [] and s["recent_quarantine"] == []
+    assert s["agents"] == 6
+    r = run(fleet, "status")
+    assert r.stdout.startswith(f"tick 0 (main {fleet.main()[:12]})")
+
+
+def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fleet) -> None:
+    usage = {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.25}
+    a = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general"), meta={"model": "m", "usage": usage})
+    b = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2", meta={"usage": usage})
+    q = fleet.delta("nobody", Op("incr", "posts", "ada-1", ("score",), 1), worker="w3")
+    fleet.push(a, b, q)
+    run(fleet, "merge")
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2, worker="w9"))
+
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert s["tick"] == 1
+    assert s["pending_branches"] == ["fleet/t2/w9"]
+    [c] = s["open_conflicts"]
+    assert c["doc"] == "posts/ada-1" and c["path"] == "channel" and c["candidates"] == 2 and c["opened_tick"] == 1
+    assert c["id"].startswith("c-")
+    assert fleet.read(f"state/conflicts/{c['id']}.json")
+    assert s["recent_quarantine"] == [{"tick": 1, "path": f"deltas/w3/s1/{q['id']}.json",
+                                       "reason": "agent 'nobody' is not in state/config.json agents"}]
+    assert s["last"]["applied"] == 2 and s["last"]["quarantined"] == 1 and s["last"]["held"] == 1
+    assert s["totals"]["usage"]["input_tokens"] == 200 and s["totals"]["usage"]["cost_usd"] == 0.5
+
+    out = run(fleet, "status").stdout
+    assert "tick 1 " in out and "pending worker branches: 1" in out
+    assert f"conflict {c['id']}: posts/ada-1 channel (2 candidates, since tick 1)" in out
+    assert "tokens: 200 in, 40 out; cost $0.5000" in out
+
+
+def test_status_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    f.push(f.delta("ada", Op("add", "posts", "ada-1", ("tags",), "o")))
+    subprocess.run(["git", "push", "--quiet", "origin", "refs/heads/fleet/*:refs/heads/fleet/*"], cwd=f.path, check=True)
+    s = json.loads(run(f, "status", "--json").stdout)
+    assert s["remote"] == "origin" and s["pending_branches"] == ["fleet/t1/w1"] and s["tick"] == 0
+    run(f, "merge")
+    s = json.loads(run(f, "status", "--json").stdout)
+    assert s["tick"] == 1 and s["pending_branches"] == []
+    assert "remote origin" in run(f, "status").stdout
+
+
+def test_status_outside_a_fleet(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from fleet.main import cli
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    subprocess.run(["git", "init", "-q", str(plain)], check=True)
+    r = CliRunner().invoke(cli, ["status", "-C", str(plain), "--json"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "internal error" not in r.output
+    assert len(r.stderr.splitlines()) == 1 and "no main branch" in r.stderr
+
+
+def test_status_with_a_hand_edited_conflict_file(fleet: Fleet) -> None:
+    from fleet import canonical
+
+    fleet.push(fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general")),
+               fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2"))
+    run(fleet, "merge")
+    [c] = json.loads(run(fleet, "status", "--json").stdout)["open_conflicts"]
+    rel = f"state/conflicts/{c['id']}.json"
+    doc = json.loads(fleet.read(rel))
+    del doc["candidates"]
+    (fleet.path / rel).write_bytes(canonical.dumps(doc))
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "decide by hand"],
+                   cwd=fleet.path, check=True)
+    r = run(fleet, "status", "--json", code=1)
+    assert json.loads(r.stdout) == {"error": r.stderr.removeprefix("fleet: ").strip(), "exit": 1}
+    assert len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(f'fleet: {rel}: at /: "candidates" is a required property (schemas/conflict.schema.json)')
+
+
+def test_status_with_an_unreachable_origin(fleet: Fleet, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.git"
+    subprocess.run(["git", "remote", "add", "origin", str(missing)], cwd=fleet.path, check=True)
+    r = run(fleet, "status", code=1)
+    assert len(r.stderr.splitlines()) == 1
+    assert str(missing) in r.stderr and "does not appear to be a git repository" in r.stderr

@@ -1,0 +1,231 @@
+"""`fleet validate [PATH]`: the working tree's state and delta files against their schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet
+from fleet import canonical
+from fleet.delta import Op, file_path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
+def edit(f: Fleet, rel: str, **changes: Any) -> Path:
+    p = f.path / rel
+    doc = json.loads(p.read_bytes())
+    doc.update(changes)
+    p.write_bytes(canonical.dumps(doc))
+    return p
+
+
+def problems(r: Any) -> list[str]:
+    """The problem lines (stdout); the summary goes to stderr when there are problems."""
+    return r.stdout.splitlines()
+
+
+def test_clean_repository_passes(fleet: Fleet) -> None:
+    r = run(fleet, "validate")
+    assert r.stdout.strip().endswith("0 problem(s)")
+    data = json.loads(run(fleet, "validate", "--json").stdout)
+    assert data["problems"] == [] and data["checked"] > 10
+
+
+def test_clean_repository_passes_after_ticks(fleet: Fleet) -> None:
+    a = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general"))
+    b = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2")
+    fleet.push(a, b, fleet.delta("nobody", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")  # a held conflict, a quarantine record and ledger lines in the tree
+    assert (fleet.path / "state/conflicts").is_dir()
+    run(fleet, "validate")
+
+
+def test_hand_edited_invalid_document(fleet: Fleet) -> None:
+    edit(fleet, "state/posts/ada-1.json", title="", score="high")
+    r = run(fleet, "validate", code=1)
+    lines = problems(r)
+    assert len(lines) == 1
+    assert lines[0].startswith("state/posts/ada-1.json: at /")
+    assert "(schemas/post.schema.json)" in lines[0]
+    assert "1 problem(s)" in r.stderr
+    data = json.loads(run(fleet, "validate", "--json", code=1).stdout)
+    assert data["problems"][0]["path"] == "state/posts/ada-1.json"
+    assert "schemas/post.schema.json" in data["problems"][0]["message"]
+
+
+def test_unknown_field_is_reported_with_the_rule(fleet: Fleet) -> None:
+    edit(fleet, "state/agents/ada.json", mood="grumpy")
+    lines = problems(run(fleet, "validate", code=1))
+    assert lines == [lines[0]] and lines[0].startswith("state/agents/ada.json:")
+    assert "mood" in lines[0] and "schemas/agent.schema.json" in lines[0]
+
+
+def test_file_name_and_id_mismatch(fleet: Fleet) -> None:
+    src = (fleet.path / "state/posts/ada-1.json").read_bytes()
+    (fleet.path / "state/posts/ada-9.json").write_bytes(src)
+    lines = problems(run(fleet, "validate", code=1))
+    assert lines == ["state/posts/ada-9.json: its 'id' must be 'ada-9', the file's name"]
+
+
+def test_document_in_the_wrong_folder(fleet: Fleet) -> None:
+    src = (fleet.path / "state/posts/ada-1.json").read_bytes()
+    (fleet.path / "state/posts/ab").mkdir()
+    (fleet.path / "state/posts/ab/ada-1.json").write_bytes(src)
+    (fleet.path / "state/widgets").mkdir()
+    (fleet.path / "state/widgets/w.json").write_bytes(b'{"id": "w"}\n')
+    lines = problems(run(fleet, "validate", code=1))
+    assert "state/posts/ab/ada-1.json: document 'ada-1' belongs at state/posts/ada-1.json (collections.posts.shard)" in lines
+    assert any(line.startswith("state/widgets/w.json: folder state/widgets/ is not a collection") for line in lines)
+    assert len(lines) == 2
+
+
+def test_sharded_collection_wants_shard_folders(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_bytes())
+    cfg["collections"]["posts"]["shard"] = 2
+    (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    lines = problems(run(fleet, "validate", code=1))
+    assert len(lines) == 2  # ada-1 and cleo-1 are now in the wrong place
+    assert all("(collections.posts.shard)" in line and line.startswith("state/posts/") for line in lines)
+    from fleet.config import parse
+    coll = parse((fleet.path / "state/config.json").read_bytes()).collections["posts"]
+    for name in ("ada-1", "cleo-1"):
+        old = fleet.path / f"state/posts/{name}.json"
+        new = fleet.path / coll.doc_path(name)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(new)
+    run(fleet, "validate")
+
+
+def test_bom_and_conflict_markers(fleet: Fleet) -> None:
+    p = fleet.path / "state/posts/ada-1.json"
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+    q = fleet.path / "state/agents/ada.json"
+    q.write_bytes(b"<<<<<<< HEAD\n" + q.read_bytes() + b"=======\n{}\n>>>>>>> theirs\n")
+    lines = problems(run(fleet, "validate", code=1))
+    assert lines == [
+        "state/agents/ada.json: contains git conflict markers (<<<<<<< / ======= / >>>>>>>)",
+        "state/posts/ada-1.json: starts with a byte-order mark (BOM); save it as UTF-8 without BOM",
+    ]
+
+
+def test_malformed_world_schema_is_reported(fleet: Fleet) -> None:
+    (fleet.path / "schemas/post.schema.json").write_bytes(b'{"type": "object",\n')
+    lines = problems(run(fleet, "validate", code=1))
+    assert "schemas/post.schema.json: malformed JSON: unexpected end of data: line 2 column 1 (char 19)" in lines
+    # and each post says why it was not checked
+    assert "state/posts/ada-1.json: cannot be checked: schemas/post.schema.json: malformed JSON: " \
+        "unexpected end of data: line 2 column 1 (char 19)" in lines
+    assert len(lines) == 3
+
+
+def test_invalid_world_schema_is_reported(fleet: Fleet) -> None:
+    (fleet.path / "schemas/post.schema.json").write_bytes(b'{"type": "object", "required": 7}\n')
+    r = run(fleet, "validate", code=1)
+    lines = problems(r)
+    assert any(line.startswith("schemas/post.schema.json: not a valid JSON Schema") for line in lines), lines
+    assert all("schemas/post.schema.json" in line for line in lines)
+
+
+def test_broken_config_is_one_line(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_bytes())
+    cfg["limits"]["max_delta_bytes"] = "big"
+    (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    r = run(fleet, "validate", code=1)
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        'fleet: state/config.json: at /limits/max_delta_bytes: "big" is not of type "integer" (schemas/config.schema.json)'
+    ]
+
+
+def test_a_delta_file_as_path(fleet: Fleet, tmp_path: Path) -> None:
+    good = fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "x"))
+    gp = tmp_path / "inbox" / file_path(good)
+    gp.parent.mkdir(parents=True)
+    gp.write_bytes(canonical.dumps(good))
+    r = run(fleet, "validate", str(gp))
+    assert "1 file(s) checked, 0 problem(s)" in r.output
+
+    bad = dict(good, ops=[{"op": "explode", "collection": "posts", "id": "ada-1"}])
+    bp = gp.with_name("bad.json")
+    bp.write_bytes(canonical.dumps(bad))
+    lines = problems(run(fleet, "validate", str(bp), code=1))
+    assert len(lines) == 1 and lines[0].startswith(f"{bp}: at /ops/0/op:")
+    assert "explode" in lines[0] and "(schemas/delta.schema.json)" in lines[0]
+
+    # a folder of deltas (an inbox): every JSON file in it, nothing else
+    (gp.parent / "README.txt").write_text("not a delta\n")
+    r = run(fleet, "validate", str(tmp_path / "inbox"), code=1)
+    assert "2 file(s) checked, 1 problem(s)" in r.stderr
+
+
+def test_delta_in_another_workers_folder(fleet: Fleet, tmp_path: Path) -> None:
+    d = fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "x"), worker="w1")
+    p = tmp_path / "deltas/w2/s1/x.json"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(canonical.dumps(d))
+    lines = problems(run(fleet, "validate", str(p), code=1))
+    assert lines == [f"{p}: worker 'w1' wrote into deltas/w2/, another worker's directory"]
+
+
+def test_delta_files_in_the_working_tree(fleet: Fleet) -> None:
+    d = fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "x"))
+    p = fleet.path / file_path(d)
+    p.parent.mkdir(parents=True)
+    p.write_bytes(canonical.dumps(d)[:40])
+    lines = problems(run(fleet, "validate", code=1))
+    assert len(lines) == 1 and lines[0].startswith(f"{file_path(d)}: malformed JSON")
+
+
+def test_a_state_document_as_path(fleet: Fleet) -> None:
+    edit(fleet, "state/posts/cleo-1.json", channel="../etc")
+    p = fleet.path / "state/posts/cleo-1.json"
+    r = run(fleet, "validate", str(p), code=1)
+    assert problems(r)[0].startswith("state/posts/cleo-1.json: at /channel")
+    run(fleet, "validate", str(fleet.path / "state/posts/ada-1.json"))
+
+
+def test_whole_repository_as_path_skips_git_and_other_files(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "x")))
+    run(fleet, "merge")
+    r = run(fleet, "validate", str(fleet.path))
+    assert "0 problem(s)" in r.output
+
+
+def test_relative_path_is_taken_from_the_fleet_with_C(fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    edit(fleet, "state/posts/ada-1.json", title="")
+    r = run(fleet, "validate", "state/posts/ada-1.json", code=1)
+    assert problems(r)[0].startswith("state/posts/ada-1.json: at /title")
+    monkeypatch.chdir(fleet.path / "state")
+    r = run(fleet, "validate", "posts/ada-1.json", code=1)
+    assert problems(r)[0].startswith("state/posts/ada-1.json: at /title")
+
+
+def test_missing_path(fleet: Fleet) -> None:
+    r = run(fleet, "validate", str(fleet.path / "state/posts/nope.json"), code=1)
+    assert "no such file or directory" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_not_a_fleet(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from fleet.main import cli
+
+    os.makedirs(tmp_path / "plain")
+    r = CliRunner().invoke(cli, ["validate", "-C", str(tmp_path / "plain")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len(r.stderr.splitlines()) == 1 and "not inside a git repository" in r.stderr
