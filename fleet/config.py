@@ -120,7 +120,7 @@ class RunSettings:
     deadline_seconds: float = 900
     provider: str = "offline"
     seed: int = 0
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 1024
     concurrency: int = 16
     turn_timeout_seconds: float = 120

@@ -94,9 +94,22 @@ async def run_turns(
     sem = asyncio.Semaphore(streams)
     spend = Ledger(_share(cfg.tick_budget, workers))
     price_of = getattr(provider, "price", None)
+    # The shared prefix can be read from the cache only once a response that
+    # wrote it has gone out: the first turn runs alone, the rest then read it.
+    primed = asyncio.Event()
+    # retry-after may ask for any wait: a turn as a whole has a limit too
+    turn_limit = cfg.run.turn_timeout_seconds * (cfg.run.max_retries + 1) + 60
 
     async def one(i: int, agent: str) -> dict[str, Any]:
         stream = f"s{i % streams + 1}"
+        if i:
+            await primed.wait()
+        try:
+            return await _turn(stream, agent)
+        finally:
+            primed.set()
+
+    async def _turn(stream: str, agent: str) -> dict[str, Any]:
         async with sem:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("the worker's deadline passed before this turn started")
@@ -116,8 +129,9 @@ async def run_turns(
             spend.reserve(estimate_tokens, estimate_usd)
             result = None
             try:
-                result = await provider.turn(TurnRequest(agent, tick, windex.agents.get(agent, {}).get("persona", ""),
-                                                         world, TOOLS, prompt, model, max_tokens))
+                request = TurnRequest(agent, tick, windex.agents.get(agent, {}).get("persona", ""),
+                                      world, TOOLS, prompt, model, max_tokens)
+                result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
         allowed = cfg.agents[agent].actions if agent in cfg.agents else None
@@ -138,8 +152,9 @@ async def run_turns(
     for t in pending:
         t.cancel()
     out = []
-    model = getattr(provider, "model", None)
+    offline = getattr(provider, "price", None) is None or provider.name == "offline"
     for i, (agent, t) in enumerate(zip(agents, tasks)):
+        model = getattr(provider, "model", None) if offline else cfg.model_of(agent)
         stream = f"s{i % streams + 1}"
         if t in pending:
             error = "the worker's deadline passed before this turn finished"

@@ -26,6 +26,7 @@ from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign
 from fleet.providers import choose
+from fleet.secrets import redact
 from fleet.repo import FleetRepo
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
@@ -185,7 +186,7 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
     if any(p.returncode not in (0, 3) for p in procs):
         logs.seek(0)
         for line in logs.read().decode(errors="replace").splitlines()[-5:]:
-            print(line, file=sys.stderr)
+            print(redact(line), file=sys.stderr)
     return sum(1 for p in procs if p.returncode in (0, 3))
 
 

@@ -45,7 +45,12 @@ class AnthropicProvider:
         )
 
     def price(self, model: str) -> Price:
-        return self.cfg.models.get(model, DEFAULT_PRICE)
+        """The price of ``model``: exact name, else the longest configured name it
+        starts with (the API answers an alias with a dated id), else the default."""
+        if model in self.cfg.models:
+            return self.cfg.models[model]
+        prefixes = [m for m in self.cfg.models if model.startswith(m)]
+        return self.cfg.models[max(prefixes, key=len)] if prefixes else DEFAULT_PRICE
 
     async def turn(self, request: TurnRequest) -> TurnResult:
         assert request.prompt is not None, "the anthropic provider needs an assembled prompt"
@@ -67,7 +72,7 @@ class AnthropicProvider:
             "cache_read_input_tokens": getattr(u, "cache_read_input_tokens", 0) or 0,
             "cache_creation_input_tokens": getattr(u, "cache_creation_input_tokens", 0) or 0,
         }
-        usage["cost_usd"] = round(self.price(msg.model or request.model).cost(usage), 6)
+        usage["cost_usd"] = round(self.price(request.model).cost(usage), 6)
         return TurnResult(calls, msg.model or request.model, usage, text=text)
 
     async def aclose(self) -> None:
