@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fleet import canonical, schemas
@@ -96,24 +97,45 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
     quarantined: list[Quarantined] = []
     duplicates: list[Arrival] = []
 
+    # A file quarantined by an earlier merge (one that raced this one, or
+    # whose sources were not deleted yet) is a duplicate, not a second verdict.
+    refused_before = _LazyRefused(base)
     parsed: list[tuple[Delta, Arrival]] = []
     for a in sorted(arrivals, key=lambda a: (a.path, a.source, a.data)):
         try:
             parsed.append((parse(a, cfg.limits), a))
         except Rejected as e:
-            quarantined.append(Quarantined(a, str(e)))
+            q = Quarantined(a, str(e))
+            if _raw_key(q.record(tick, cfg.limits.max_delta_bytes)) in refused_before.keys:
+                duplicates.append(a)
+            else:
+                quarantined.append(q)
 
     # One id, one content: the first copy (in delta order) stands; identical
     # copies are duplicates, different content under a used id is refused.
+    # What an earlier merge decided (the ledger, the quarantine) comes first:
+    # a re-sent delta is a duplicate whatever else arrives with it.
     parsed.sort(key=lambda da: (da[0].key, da[1].source, da[1].path))
     seen: dict[str, Delta] = {}
     ledger_cache: dict[tuple[int, str], dict[str, str]] = {}
+
+    def ledger(d: Delta) -> dict[str, str]:
+        if not tick - window <= d.tick < tick:
+            return {}
+        return ledger_cache.setdefault((d.tick, d.worker), base.ledger_ids(d.tick, d.worker))
+
     candidates: list[Delta] = []
+    arrival_of: dict[str, Arrival] = {}
+    reused: set[tuple[str, str]] = set()
     for d, a in parsed:
+        if ledger(d).get(d.id) == d.digest or (d.id, d.digest) in refused_before.keys:
+            duplicates.append(a)
+            continue
         if d.id in seen:
-            if seen[d.id].digest == d.digest:
-                duplicates.append(a)
+            if seen[d.id].digest == d.digest or (d.id, d.digest) in reused:
+                duplicates.append(a)  # a copy of the delta that stands, or of one refused here
             else:
+                reused.add((d.id, d.digest))
                 quarantined.append(Quarantined(a, f"delta id {d.id} is reused with different content", d))
             continue
         seen[d.id] = d
@@ -123,18 +145,11 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
             quarantined.append(Quarantined(a, f"tick {d.tick} was merged long ago: late deltas are accepted for {window} ticks (limits.window), main is at {tick - 1}", d))
         elif d.agent not in cfg.agents:
             quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
+        elif d.id in ledger(d):
+            quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
         else:
-            if d.tick < tick:
-                applied = ledger_cache.setdefault((d.tick, d.worker), base.ledger_ids(d.tick, d.worker))
-                if d.id in applied:
-                    if applied[d.id] == d.digest:
-                        duplicates.append(a)
-                    else:
-                        quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
-                    continue
             candidates.append(d)
-
-    arrival_of = {d.id: a for d, a in parsed}
+            arrival_of[d.id] = a  # the copy that stands, not a later duplicate
     # Remove deltas that cannot apply until what is left applies cleanly. The
     # set only shrinks, so this ends; each step is decided in delta order.
     apply = _Applier(base, cfg, tick)
@@ -142,10 +157,11 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
         outcome = apply.run(candidates)
         if not outcome.culprits:
             break
+        refuse = _refuse_now(candidates, outcome)
         keep = []
         for d in candidates:
-            if d.id in outcome.culprits:
-                quarantined.append(Quarantined(arrival_of[d.id], outcome.culprits[d.id], d))
+            if d.id in refuse:
+                quarantined.append(Quarantined(arrival_of[d.id], refuse[d.id], d))
             else:
                 keep.append(d)
         candidates = keep
@@ -154,6 +170,62 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
     result = _finish(base, tick, candidates, records, outcome)
     result.duplicates = duplicates
     return result
+
+
+class _LazyRefused:
+    """Keys of the quarantine records still in the tree, read when first needed."""
+
+    def __init__(self, base: Snapshot) -> None:
+        self.base = base
+
+    @cached_property
+    def keys(self) -> set[Any]:
+        out: set[Any] = set()
+        paths = self.base.under(QUARANTINE_DIR)
+        for path, data in self.base.read_many(paths).items():
+            for line in (data or b"").splitlines():
+                rec = canonical.load(line, path)
+                if isinstance(rec.get("delta"), dict):
+                    out.add((rec["delta"].get("id"), canonical.digest(rec["delta"])))
+                else:
+                    out.add(_raw_key(rec))
+        return out
+
+
+def _raw_key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies an unparseable file across merges: where it was and what it held."""
+    return ("raw", rec.get("path"), rec.get("size"), rec.get("raw"))
+
+
+def _refuse_now(candidates: list[Delta], outcome: _Outcome) -> dict[str, str]:
+    """The culprits to quarantine this round, with their reasons.
+
+    A document's verdicts were reached with every delta that touched it. If
+    one of those is itself refused (for another document), the verdicts there
+    may be its doing: they wait for a round without it. The earliest culprit
+    never waits, so every round removes at least one delta.
+    """
+    culprits = outcome.culprits
+    touching: dict[tuple[str, str], set[str]] = {}
+    for d in candidates:
+        for op in d.ops:
+            touching.setdefault((op.collection, op.id), set()).add(d.id)
+    firm: dict[str, str] = {}
+    waiting: set[str] = set()
+    for key in sorted(outcome.docs):
+        errors = outcome.docs[key].errors
+        if (touching.get(key, set()) & culprits.keys()) - errors.keys():
+            waiting.update(errors)
+        else:
+            for delta_id, reason in errors.items():
+                firm.setdefault(delta_id, reason)
+    for delta_id, reason in culprits.items():
+        if delta_id not in waiting:
+            firm.setdefault(delta_id, reason)  # e.g. an unknown collection
+    if not firm:
+        first = next(d.id for d in candidates if d.id in culprits)
+        firm[first] = culprits[first]
+    return firm
 
 
 def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str, Any]]) -> TickResult:
@@ -225,18 +297,20 @@ class _Applier:
                     )
             open_here = conflicts_by_doc.get(key, {})
             out = _combine(coll, key[1], raw, entries, open_here, cfg, self.tick)
-            if not out.errors and out.doc is not None:
-                problem = _doc_problem(self.base, coll, key[1], out.doc)
-                if problem:
-                    out = self._blame(coll, key[1], path, raw, entries, open_here)
+            # Refused ops or an invalid result: settle the document in delta
+            # order, so that a delta that is refused (an intruder's create, say)
+            # takes no later delta down with it.
+            if out.errors or (out.doc is not None and _doc_problem(self.base, coll, key[1], out.doc)):
+                out = self._blame(coll, key[1], path, raw, entries, open_here)
             for delta_id, reason in out.errors.items():
                 culprits.setdefault(delta_id, reason)
             docs[key] = out
         return _Outcome(docs, culprits, base_bytes, self.open_conflicts() if conflicts_by_doc else {})
 
     def _blame(self, coll, doc_id, path, raw, entries, open_here) -> _DocOutcome:
-        """The merged document is invalid: add deltas one by one, in delta
-        order, and blame each one whose ops make it invalid."""
+        """Add deltas one by one, in delta order, and blame each one whose
+        ops are refused or make the document invalid on top of the earlier
+        ones that stand."""
         order: list[Delta] = []
         for d, _ in entries:
             if not order or order[-1] is not d:
@@ -263,7 +337,13 @@ def _doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str
     if not isinstance(doc, dict) or doc.get("id") != doc_id:
         return f"its 'id' must be {doc_id!r}"
     problem = schemas.first_error(base.validator(coll.name), doc)
-    return f"{problem} (schemas/{coll.schema})" if problem else None
+    if problem:
+        return f"{problem} (schemas/{coll.schema})"
+    try:
+        canonical.dumps_line(doc)
+    except TypeError as e:  # orjson: an integer beyond 64 bits
+        return f"it cannot be written as JSON: {e}"
+    return None
 
 
 def _allowed(cfg: Config, coll: Collection, owner: str | None, d: Delta, op: Any) -> bool:
@@ -304,15 +384,18 @@ def _combine(
                 errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document's 'id' must be {doc_id!r}")
                 continue
             winner, doc = d, copy.deepcopy(op.arg)
-        elif canonical.digest(op.arg) != canonical.digest(doc) and d is not winner:
-            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: already created in this tick by delta {winner.id}")
+        elif canonical.digest(op.arg) != canonical.digest(doc):
+            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: already created in this tick by delta {winner.id}"
+                              if d is not winner else f"create {coll.name}/{doc_id}: the delta creates it twice, with different content")
 
     owner = coll.owner_of(doc_id, doc)
     for d, op in entries:
         if d.id in errors:
             continue
         if op.op == "create":
-            if d is winner and not _allowed(cfg, coll, coll.owner_of(doc_id, op.arg), d, op):
+            # Every create, not only the one that stands: a copy of another
+            # agent's create must not carry an agent past its rules.
+            if not _allowed(cfg, coll, coll.owner_of(doc_id, op.arg), d, op):
                 errors[d.id] = f"agent {d.agent} may not {_describe(op)} (owner: {coll.owner_of(doc_id, op.arg) or 'nobody'}; see collections.{coll.name} in state/config.json)"
             continue
         if doc is None:
@@ -329,13 +412,15 @@ def _combine(
     if any(op.op == "delete" for _, op in entries):
         return _DocOutcome(None, errors, [], exists)  # a delete wins
 
+    # Ops on overlapping fields cannot commute: they are grouped at the
+    # outermost field and held there together, as one conflict.
+    held_paths = _overlapping({op.path for _, op in entries if op.op != "create"})
     groups: dict[tuple[str, ...], list[tuple[Delta, Any]]] = {}
     for d, op in entries:
         if op.op != "create":
-            groups.setdefault(op.path, []).append((d, op))
+            groups.setdefault(held_paths.get(op.path, op.path), []).append((d, op))
 
     conflicts: list[dict[str, Any]] = []
-    held_paths = _overlapping(groups)
     for path in sorted(groups):
         ops = groups[path]
         kinds = {_family(op.op) for _, op in ops}
@@ -364,6 +449,11 @@ def _combine(
         except _OpError as e:
             for d, op in ops:
                 errors.setdefault(d.id, f"{_describe(op)}: {e}")
+    # A conflict is between deltas: one delta whose own ops compete for a
+    # field leaves nobody to choose between, so it is refused instead.
+    for c in conflicts:
+        if len(c["candidates"]) < 2:
+            errors.setdefault(c["candidates"][0]["delta"], f"{coll.name}/{doc_id} {'.'.join(c['path'])}: the delta's own ops compete for this field ({c['reason']})")
     return _DocOutcome(doc, errors, conflicts, exists)
 
 
@@ -371,16 +461,16 @@ def _family(op: str) -> str:
     return {"set": "set", "incr": "incr", "add": "set-member", "remove": "set-member", "append": "append", "delete": "delete"}[op]
 
 
-def _overlapping(groups: dict[tuple[str, ...], list]) -> set[tuple[str, ...]]:
-    """Paths where one is a proper prefix of another: their ops cannot commute."""
-    held: set[tuple[str, ...]] = set()
-    paths = sorted(groups)
-    for i, p in enumerate(paths):
-        for q in paths[i + 1 :]:
-            if q[: len(p)] == p:
-                held.update((p, q))
-            elif q[: len(p)] > p:
-                break
+def _overlapping(paths: set[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Paths where one is a proper prefix of another, each mapped to the
+    outermost path of its group: their ops cannot commute."""
+    held: dict[tuple[str, ...], tuple[str, ...]] = {}
+    outer: tuple[str, ...] | None = None
+    for p in sorted(paths):  # a path sorts right before the paths it prefixes
+        if outer is not None and p[: len(outer)] == outer:
+            held[outer] = held[p] = outer
+        else:
+            outer = p
     return held
 
 
@@ -528,6 +618,11 @@ def _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts) -> d
                 errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: item {item_id!r} already exists with other content")
             continue
         new.setdefault(item_id, []).append((d, op.arg))
+    for item_id, items in new.items():
+        mine: dict[str, str] = {}
+        for d, item in items:
+            if mine.setdefault(d.id, canonical.digest(item)) != canonical.digest(item):
+                errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: the delta appends two different items with id {item_id!r}")
     out = list(cur)
     for item_id, items in new.items():
         if len({canonical.digest(i) for _, i in items}) > 1 or (*path, item_id) in open_here:
