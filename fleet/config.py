@@ -52,6 +52,7 @@ class Collection:
     shard: int
     own: tuple[Rule, ...]
     others: tuple[Rule, ...]
+    fixed: tuple[str, ...] = ()  # top-level fields no op may change after create
 
     def doc_path(self, doc_id: str) -> str:
         """Where a document lives: state/<collection>/[<shard>/]<id>.json."""
@@ -157,12 +158,17 @@ class Config:
     def policy(self, collection: str, path: tuple[str, ...]) -> str:
         """The merge policy of a field: exact path, then collection/*, then *."""
         dotted = ".".join(path)
-        for key in (f"{collection}/{dotted}", f"{collection}/*", "*"):
+        field = f"{collection}/{dotted}"
+        if field in self.policies:
+            return self.policies[field]
+        # then patterns such as posts/meta.*, the longest (most specific) first
+        patterns = [k for k in self.policies if "*" in k and k not in (f"{collection}/*", "*")]
+        for key in sorted(patterns, key=lambda k: (-len(k), k)):
+            if fnmatch.fnmatchcase(field, key):
+                return self.policies[key]
+        for key in (f"{collection}/*", "*"):
             if key in self.policies:
                 return self.policies[key]
-        for key, value in self.policies.items():  # patterns such as posts/meta.*
-            if "*" in key and fnmatch.fnmatchcase(f"{collection}/{dotted}", key):
-                return value
         return "hold"
 
 
@@ -181,6 +187,8 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
             shard=c.get("shard", 0),
             own=rules(c.get("own", [])),
             others=rules(c.get("others", [])),
+            # the owner field is fixed too: a set must not hand a document over
+            fixed=tuple(sorted(set(c.get("fixed", [])) | ({c["owner"]} if c.get("owner") not in (None, "$id") else set()) | {"id"})),
         )
         for name, c in raw["collections"].items()
     }

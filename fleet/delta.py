@@ -104,6 +104,11 @@ def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:
     problem = schemas.first_error(schemas.protocol("delta"), body)
     if problem:
         raise Rejected(f"{problem} (schemas/delta.schema.json)")
+    prefix = f"t{body['tick']}-{body['worker']}-"
+    if not body["id"].startswith(prefix):
+        # An id names its tick and worker, so the ledger of (tick, worker) is
+        # the only place it can have been used before: reuse is always caught.
+        raise Rejected(f"delta id {body['id']!r} must start with {prefix!r} (its tick and worker; schemas/delta.schema.json)")
     if len(body["ops"]) > limits.max_ops:
         raise Rejected(f"delta has {len(body['ops'])} ops, over limits.max_ops ({limits.max_ops})")
     worker_dir = arrival.worker_dir

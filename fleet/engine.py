@@ -256,6 +256,7 @@ class _Applier:
         self.cfg = cfg
         self.tick = tick
         self._conflicts: dict[str, dict[str, Any]] | None = None
+        _RULE_CACHE.clear()
 
     def open_conflicts(self) -> dict[str, dict[str, Any]]:
         if self._conflicts is None:
@@ -347,12 +348,37 @@ def _doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str
 
 
 def _allowed(cfg: Config, coll: Collection, owner: str | None, d: Delta, op: Any) -> bool:
-    value = op.arg if op.op in ("set", "add", "remove") else None
-    rules: tuple[Rule, ...] = cfg.agents[d.agent].grants.get(coll.name, ())
-    if owner is not None and owner == d.agent:
+    if op.op != "create" and op.path and op.path[0] in coll.fixed:
+        return False
+    is_self = op.op in ("set", "add", "remove") and op.arg == d.agent
+    key = (id(cfg), coll.name, d.agent, owner is not None and owner == d.agent, op.op, op.path, is_self)
+    found = _RULE_CACHE.get(key)
+    if found is None:
+        found = _RULE_CACHE[key] = _rules_allow(cfg, coll, *key[2:])
+    return found
+
+
+# Whether the rules allow (agent, owns, op, path, value is the agent): a tick
+# asks the same question for thousands of ops. Cleared for every merge.
+_RULE_CACHE: dict[tuple[Any, ...], bool] = {}
+
+
+def _rules_allow(cfg: Config, coll: Collection, agent: str, owns: bool, op: str, path: tuple[str, ...],
+                 is_self: bool) -> bool:
+    rules: tuple[Rule, ...] = cfg.agents[agent].grants.get(coll.name, ())
+    if owns:
         rules = rules + coll.own
     rules = rules + coll.others
-    return any(r.allows(op.op, op.path, value, d.agent) for r in rules)
+    value = agent if is_self else None
+    return any(r.allows(op, path, value, agent) for r in rules)
+
+
+def _refusal(d: Delta, op: Any, coll: Collection, owner: str | None) -> str:
+    if op.op != "create" and op.path and op.path[0] in coll.fixed:
+        return (f"agent {d.agent} may not {_describe(op)}: field {op.path[0]!r} is fixed once the document "
+                f"exists (collections.{coll.name}.fixed and its owner field, in state/config.json)")
+    return (f"agent {d.agent} may not {_describe(op)} (owner: {owner or 'nobody'}; "
+            f"see collections.{coll.name} in state/config.json)")
 
 
 def _describe(op: Any) -> str:
@@ -396,12 +422,12 @@ def _combine(
             # Every create, not only the one that stands: a copy of another
             # agent's create must not carry an agent past its rules.
             if not _allowed(cfg, coll, coll.owner_of(doc_id, op.arg), d, op):
-                errors[d.id] = f"agent {d.agent} may not {_describe(op)} (owner: {coll.owner_of(doc_id, op.arg) or 'nobody'}; see collections.{coll.name} in state/config.json)"
+                errors[d.id] = _refusal(d, op, coll, coll.owner_of(doc_id, op.arg))
             continue
         if doc is None:
             errors[d.id] = f"{_describe(op)}: no such document"
         elif not _allowed(cfg, coll, owner, d, op):
-            errors[d.id] = f"agent {d.agent} may not {_describe(op)} (owner: {owner or 'nobody'}; see collections.{coll.name} in state/config.json)"
+            errors[d.id] = _refusal(d, op, coll, owner)
     if errors:
         entries = [(d, op) for d, op in entries if d.id not in errors]
         if winner is not None and winner.id in errors:
@@ -690,7 +716,10 @@ def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[d
                 deletes.append(f"{folder}/{t}")
 
     fleet = base.fleet
-    last = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late, "usage": _usage(applied)}
+    last = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
+            # tokens are spent whether or not the delta applied: count the quarantined too
+            "usage": _usage([d.meta for d in applied] + [q["delta"].get("meta") or {} for q in quarantined
+                                                         if isinstance(q.get("delta"), dict)])}
     totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late")}
     totals["usage"] = _add_usage(fleet["totals"].get("usage", {}), last["usage"])
     conflict_files = set(base.under(CONFLICT_DIR)) | {p for p in writes if p.startswith(CONFLICT_DIR + "/")}
@@ -710,11 +739,11 @@ def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[d
 _USAGE_INTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
-def _usage(deltas: list[Delta]) -> dict[str, Any]:
+def _usage(metas: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {k: 0 for k in _USAGE_INTS}
     micro = 0  # dollars summed as integer micro-dollars: exact in any order
-    for d in deltas:
-        u = d.meta.get("usage") or {}
+    for meta in metas:
+        u = meta.get("usage") or {} if isinstance(meta, dict) else {}
         for k in _USAGE_INTS:
             total[k] += u.get(k, 0)
         micro += round(u.get("cost_usd", 0) * 1_000_000)

@@ -169,9 +169,10 @@ def ticks(draw: st.DrawFn, max_deltas: int = 10, tick: int = 1, tag: str = "s") 
                 rival["value"] = ["rival"] if isinstance(op["value"], list) else 9 if isinstance(op["value"], int) else "rival"
             else:
                 rival["item"]["text"] = "rival"
-            bodies.append(make(tick=b["tick"], worker=draw(st.sampled_from(WORKERS)), stream=f"{tag}r{k}", agent=agent,
+            rival_worker = draw(st.sampled_from(WORKERS))
+            bodies.append(make(tick=b["tick"], worker=rival_worker, stream=f"{tag}r{k}", agent=agent,
                                ops=[Op.from_json(rival)], meta={}, utc=draw(st.sampled_from(UTCS)),
-                               delta_id=f"t{b['tick']}-{tag}r{k}"))
+                               delta_id=f"t{b['tick']}-{rival_worker}-{tag}r{k}"))
             break
     arrivals = [arrival(b) for b in bodies]
     for j, kind in enumerate(draw(st.lists(st.sampled_from(["copy", "reuse", "junk", "misplaced"]), max_size=3))):
@@ -407,7 +408,9 @@ def test_each_delta_applies_whole_or_not_at_all(base: MemorySnapshot, arrivals: 
     assert_files_valid(s)
     f = json.loads(s.read("state/fleet.json"))
     assert f["last"]["applied"] == len(r.applied) and f["last"]["quarantined"] == len(r.quarantined)
-    assert f["last"]["usage"]["input_tokens"] == sum(d.meta.get("usage", {}).get("input_tokens", 0) for d in r.applied)
+    # tokens count whether the delta applied or not: they were spent
+    spent = [d.meta for d in r.applied] + [q["delta"]["meta"] for q in r.quarantined if isinstance(q.get("delta"), dict)]
+    assert f["last"]["usage"]["input_tokens"] == sum(m.get("usage", {}).get("input_tokens", 0) for m in spent)
 
 
 # Ops that basil, dara, eli and fen may not do, on documents that sort

@@ -931,11 +931,14 @@ def test_usage_and_cost_add_up_in_the_fleet_document(base: MemorySnapshot) -> No
                                    "cache_creation_input_tokens": 0, "cost_usd": 0.3}
     assert f1["totals"]["usage"] == f1["last"]["usage"]
     assert f1["last_utc"] == max(d.utc for d in r1.applied)
-    r2 = merge(s1, delta("cleo", meta={"noop": "quiet", **usage(1, 1, 0.000001)}, tick=2))
+    # a quarantined delta's tokens were spent all the same: they count
+    r2 = merge(s1, delta("cleo", meta={"noop": "quiet", **usage(1, 1, 0.000001)}, tick=2),
+               delta("dara", set_("agents", "ada", "bio", "not mine"), meta=usage(7, 1, 0.05), tick=2))
+    assert len(r2.quarantined) == 1
     f2 = fleet_doc(after(s1, r2))
-    assert f2["last"]["usage"]["cost_usd"] == 0.000001
-    assert f2["totals"]["usage"]["cost_usd"] == 0.300001
-    assert f2["totals"]["usage"]["input_tokens"] == 151
+    assert f2["last"]["usage"]["cost_usd"] == 0.050001
+    assert f2["totals"]["usage"]["cost_usd"] == 0.350001
+    assert f2["totals"]["usage"]["input_tokens"] == 158
     assert f2["totals"]["applied"] == 3 and f2["tick"] == 2
 
 
@@ -959,3 +962,14 @@ def test_the_world_is_the_example_world(world: dict[str, bytes]) -> None:
     assert sorted(snap.config.agents) == ["ada", "basil", "cleo", "dara", "eli", "fen"]
     assert sorted(snap.config.collections) == ["agents", "channels", "comments", "follows", "posts", "reactions"]
     assert snap.tick == 0 and not snap.under("state/ledger") and read(snap, "posts", "cleo-1")["tags"] == ["history"]
+
+
+def test_the_owner_field_and_fixed_fields_cannot_be_set(base: MemorySnapshot) -> None:
+    """A set must not hand a document to another agent, nor move what config fixes."""
+    r = merge(base, delta("ada", set_("posts", "ada-1", "author", "basil")),
+              delta("ada", set_("posts", "ada-1", "tick", 7), stream="s2"),
+              delta("ada", set_("posts", "ada-1", "title", "Still mine"), stream="s3"))
+    reasons = sorted(q["reason"] for q in r.quarantined)
+    assert len(reasons) == 2 and all("is fixed once the document exists" in x for x in reasons)
+    post = json.loads(after(base, r).read("state/posts/ada-1.json"))
+    assert post["author"] == "ada" and post["tick"] == 0 and post["title"] == "Still mine"
