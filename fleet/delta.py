@@ -19,6 +19,10 @@ from fleet.ids import is_safe_id, new_delta_id
 DELTA_DIR = "deltas"
 
 
+# The key that carries each op's argument.
+_ARG = {"create": "doc", "set": "value", "incr": "by", "add": "value", "remove": "value", "append": "item"}
+
+
 class Rejected(Exception):
     """A delta that cannot be applied; the message is the quarantine reason."""
 
@@ -34,16 +38,14 @@ class Op:
     @classmethod
     def from_json(cls, o: dict[str, Any]) -> Op:
         kind = o["op"]
-        arg = {"create": "doc", "set": "value", "incr": "by", "add": "value",
-               "remove": "value", "append": "item"}.get(kind)
+        arg = _ARG.get(kind)
         return cls(kind, o["collection"], o["id"], tuple(o.get("path", ())), o.get(arg) if arg else None)
 
     def to_json(self) -> dict[str, Any]:
         o: dict[str, Any] = {"op": self.op, "collection": self.collection, "id": self.id}
         if self.path:
             o["path"] = list(self.path)
-        arg = {"create": "doc", "set": "value", "incr": "by", "add": "value",
-               "remove": "value", "append": "item"}.get(self.op)
+        arg = _ARG.get(self.op)
         if arg:
             o[arg] = self.arg
         return o
@@ -126,7 +128,7 @@ def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:
         meta=body["meta"],
         body=body,
         line=line,
-        digest=canonical.digest(body),
+        digest=canonical.digest_line(line),
     )
 
 

@@ -22,7 +22,6 @@ The tree does not grow with the number of ticks: ledger and quarantine keep
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -409,7 +408,7 @@ def _combine(
             if not isinstance(op.arg, dict) or op.arg.get("id") != doc_id:
                 errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document's 'id' must be {doc_id!r}")
                 continue
-            winner, doc = d, copy.deepcopy(op.arg)
+            winner, doc = d, canonical.clone(op.arg)
         elif canonical.digest(op.arg) != canonical.digest(doc):
             errors.setdefault(d.id, f"create {coll.name}/{doc_id}: already created in this tick by delta {winner.id}"
                               if d is not winner else f"create {coll.name}/{doc_id}: the delta creates it twice, with different content")
@@ -564,7 +563,7 @@ def _conflict(coll, doc_id, path, doc, ops, policy, reason, tick, open_here, as_
         except _OpError:
             base = _MISSING
         if base is not _MISSING:
-            c["base"] = copy.deepcopy(base)
+            c["base"] = canonical.clone(base)
     return c
 
 
@@ -601,7 +600,7 @@ def _apply_sets(coll, doc_id, doc, path, ops, cfg: Config, owner, tick, open_her
     if chosen is _MISSING:
         conflicts.append(_conflict(coll, doc_id, path, doc, writers, policy, reason, tick, open_here))
     else:
-        _put(doc, path, copy.deepcopy(chosen))
+        _put(doc, path, canonical.clone(chosen))
 
 
 def _member_key(v: Any) -> tuple:
@@ -654,7 +653,7 @@ def _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts) -> d
         if len({canonical.digest(i) for _, i in items}) > 1 or (*path, item_id) in open_here:
             conflicts.append(_conflict(coll, doc_id, (*path, item_id), doc, items, "append", f"different items with id {item_id!r}", tick, open_here))
         else:
-            out.append(copy.deepcopy(items[0][1]))
+            out.append(canonical.clone(items[0][1]))
     _put(doc, path, out)
     return errors
 

@@ -10,9 +10,11 @@ nothing: the next one sees the same deltas and applies each exactly once.
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fleet import faults
 from fleet.engine import TickResult, merge_tick
@@ -112,7 +114,8 @@ def merge(
         arrivals += [a for a, _ in files]
         if not arrivals and not allow_empty:
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick})")
-        result = merge_tick(base, arrivals)
+        with _no_gc():
+            result = merge_tick(base, arrivals)
         if not result.applied and not result.quarantined and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
@@ -146,6 +149,19 @@ def merge(
             sources=len(sources) + len(files),
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The engine makes hundreds of thousands of small objects and frees them all
+    at the end; the cycle collector's passes over them cost a fifth of a big tick."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _remove(files: list) -> None:
