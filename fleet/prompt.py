@@ -97,9 +97,22 @@ class PromptBuilder:
             parts.append(f"\n- {c['id']}: {c.get('description', '')[:160]} ({c.get('post_count', 0)} posts)")
         parts.append("\n\nRecent posts (newest first):")
         used = tokens("".join(parts))
+        posts_budget = used + (budget - used) * 2 // 3  # the rest is for the conversation under them
         for p in _recent(w.posts):
             line = (f"\n- {p['id']} in {p.get('channel')} by {p.get('author')} (tick {p.get('tick', 0)}, "
                     f"score {p.get('score', 0)}, {p.get('comment_count', 0)} comments): {p.get('title', '')[:120]}")
+            cost = tokens(line)
+            if used + cost > posts_budget:
+                break
+            parts.append(line)
+            used += cost
+        comments = sorted((c for cs in w.comments_on.values() for c in cs),
+                          key=lambda c: (-c.get("tick", 0), c.get("id", "")))
+        if comments:
+            parts.append("\n\nRecent comments (newest first):")
+            used += tokens(parts[-1])
+        for c in comments:
+            line = f"\n- {c.get('author')} on {c.get('post')} (tick {c.get('tick', 0)}): {c.get('body', '')[:200]}"
             cost = tokens(line)
             if used + cost > budget:
                 break

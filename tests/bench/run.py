@@ -35,8 +35,9 @@ BENCHMARKS: dict[str, str] = {
     "tick-overhead": "coordination cost of one tick (fleet work x W + fleet merge) for 1, 4, 16, 64 workers "
                      "over git daemon, against raw git fetch/commit/push of the same files",
     "history": "a fresh worker's shallow fetch (and whole fleet work) at tick 2,000 against tick 10",
-    # "streams": "...",
-    # "cache-prefix": "...",
+    "streams": "500 agent turns on the Anthropic SDK against a local Messages API with 1 s latency, "
+               "CPU per turn against bare SDK calls at the same concurrency",
+    "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
 }
 
 
