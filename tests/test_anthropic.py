@@ -515,3 +515,39 @@ def test_the_api_key_never_leaves_the_process(api: AnthropicAPI, tmp_path: Path)
         for f in root.rglob("*") if root.exists() else ():
             if f.is_file() and not f.is_symlink():
                 assert needle not in f.read_bytes(), f
+
+
+def test_sigterm_mid_tick_publishes_finished_turns_and_errors_for_the_rest(tmp_path: Path) -> None:
+    """A runner that stops the worker (SIGTERM) gets what finished, an explicit
+    empty delta with the error for every other agent, never a partial one,
+    and a worker that cleaned up after itself."""
+    import signal as _signal
+    import time as _time
+
+    repo = new_repo(tmp_path, fast_config())
+    bare = tmp_path / "o.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
+    with AnthropicAPI(latency=lambda s: 0.05 if s.agent == "ada" else 60.0) as api:
+        proc = subprocess.Popen([sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1",
+                                 "--remote", str(bare), "--provider", "anthropic", "--json"],
+                                cwd=repo, env=env(api, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        api.wait_for(len(AGENTS), timeout=30)  # ada answered; the five others are in flight
+        _time.sleep(0.2)
+        proc.send_signal(_signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in out + err
+    report = json.loads(out)
+    assert report["pushed"] and report["deltas"] == len(AGENTS) and report["errors"] == len(AGENTS) - 1
+    head = Git(bare).rev_parse("refs/heads/fleet/t1/w1")
+    files = Git(bare).ls_tree(head, "deltas/")
+    bodies = [json.loads(b) for b in Git(bare).cat_blobs(list(files.values())).values()]
+    by_agent = {b["agent"]: b for b in bodies}
+    assert by_agent["ada"]["ops"] and not by_agent["ada"]["meta"].get("error")
+    for agent in AGENTS:
+        if agent != "ada":
+            assert by_agent[agent]["ops"] == [] and "SIGTERM" in by_agent[agent]["meta"]["error"]
+    caches = repo / ".git" / "fleet"
+    assert not any((caches / "tmp").iterdir())
+    assert Git(caches / "workers" / "w1.git").text("worktree", "list").count("\n") == 0
