@@ -8,6 +8,9 @@ score highest on it; every other agent stays where it was.
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
+
+from fleet.errors import FleetError
 
 
 def worker_name(index: int) -> str:
@@ -17,6 +20,17 @@ def worker_name(index: int) -> str:
 
 def _score(worker: str, agent: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{worker}\0{agent}".encode()).digest()[:8], "big")
+
+
+def roster(configured: Iterable[str], only: list[str] | None = None) -> list[str]:
+    """The agents of a tick: all configured ones, or those ``--agents`` names."""
+    everyone = sorted(configured)
+    if not only:
+        return everyone
+    unknown = sorted(set(only) - set(everyone))
+    if unknown:
+        raise FleetError(f"--agents: {', '.join(unknown)} not in state/config.json agents", code=2)
+    return sorted(set(only))
 
 
 def assign(agents: list[str], workers: int) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.plan import assign
+from fleet.plan import assign, roster
 from fleet.repo import FleetRepo
 
 
@@ -20,13 +20,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     count = workers or cfg.run.workers
     if not 1 <= count <= 256:
         raise FleetError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)", code=2)
-    roster = sorted(cfg.agents)
-    if agents:
-        unknown = sorted(set(agents) - set(roster))
-        if unknown:
-            raise FleetError(f"--agents: {', '.join(unknown)} not in state/config.json agents", code=2)
-        roster = sorted(agents)
-    assignment = assign(roster, count)
+    assignment = assign(roster(cfg.agents, agents), count)
     include = [{"worker": int(name[1:]), "name": name, "agents": len(a)} for name, a in assignment.items() if a]
     return {
         "tick": snap.tick + 1,

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, toplevel
-from fleet.plan import assign
+from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
 from fleet.repo import FleetRepo
@@ -136,7 +136,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     count = workers or cfg.run.workers
     mode = push or cfg.run.push_mode(count)
     tick = snap.tick + 1
-    planned = [n for n, agents in assign(sorted(cfg.agents), count).items() if agents]
+    planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
     outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
     logs = tempfile.TemporaryFile()

@@ -25,7 +25,7 @@ from fleet import delta as delta_mod
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, toplevel
-from fleet.plan import assign, worker_name
+from fleet.plan import assign, roster, worker_name
 from fleet.providers import get as get_provider
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
@@ -80,13 +80,7 @@ def work(
         if tick is not None and tick != nxt:
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
-        roster = sorted(cfg.agents)
-        if only_agents:
-            unknown = sorted(set(only_agents) - set(roster))
-            if unknown:
-                raise FleetError(f"--agents: {', '.join(unknown)} not in state/config.json agents", code=2)
-            roster = sorted(only_agents)
-        agents = assign(roster, workers)[name]
+        agents = assign(roster(cfg.agents, only_agents), workers)[name]
         branch = worker_branch(nxt, name)
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
