@@ -192,7 +192,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         )
         for name, c in raw["collections"].items()
     }
-    for reserved in ("ledger", "quarantine", "conflicts"):
+    for reserved in ("ledger", "quarantine", "conflicts", "resolutions"):
         if reserved in collections:
             raise FleetError(f"{where}: collection name {reserved!r} is reserved for the merge engine")
     agents = {}

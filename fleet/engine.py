@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fleet import canonical, schemas
+from fleet import canonical, resolve, schemas
 from fleet.config import FLEET_PATH, Collection, Config, Rule
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.errors import FleetError
@@ -75,6 +75,7 @@ class TickResult:
     duplicates: list[Arrival] = field(default_factory=list)
     late: int = 0
     docs_changed: int = 0
+    resolved: list[str] = field(default_factory=list)  # conflict ids decided this tick
 
 
 @dataclass
@@ -88,8 +89,13 @@ class _DocOutcome:
 # -- ordering and triage ----------------------------------------------------
 
 
-def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
-    """Decide the next tick: which deltas apply, which are held, which are quarantined."""
+def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: list[dict[str, Any]] = ()) -> TickResult:
+    """Decide the next tick: which deltas apply, which are held, which are quarantined.
+
+    Decisions on held conflicts (resolution files on main, and ``outside``
+    fallbacks for pull requests closed unmerged) are applied first.
+    """
+    base, decided = resolve.apply(base, list(outside))
     cfg = base.config
     tick = base.tick + 1
     window = cfg.limits.window
@@ -166,7 +172,7 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival]) -> TickResult:
         candidates = keep
 
     records = [q.record(tick, cfg.limits.max_delta_bytes) for q in quarantined]
-    result = _finish(base, tick, candidates, records, outcome)
+    result = _finish(base, tick, candidates, records, outcome, decided)
     result.duplicates = duplicates
     return result
 
@@ -227,15 +233,18 @@ def _refuse_now(candidates: list[Delta], outcome: _Outcome) -> dict[str, str]:
     return firm
 
 
-def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str, Any]]) -> TickResult:
-    """Recompute a tick from the deltas its commit applied and the records it quarantined."""
+def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str, Any]],
+                outside: list[dict[str, Any]] = ()) -> TickResult:
+    """Recompute a tick from the deltas its commit applied, the records it
+    quarantined, and the fallback decisions it was handed."""
+    base, decided = resolve.apply(base, list(outside))
     tick = base.tick + 1
     applied = sorted(applied, key=lambda d: d.key)
     outcome = _Applier(base, base.config, tick).run(applied)
     if outcome.culprits:
         delta_id, reason = sorted(outcome.culprits.items())[0]
         raise FleetError(f"replay of tick {tick}: ledger delta {delta_id} does not apply: {reason}")
-    return _finish(base, tick, applied, quarantined, outcome)
+    return _finish(base, tick, applied, quarantined, outcome, decided)
 
 
 # -- applying ----------------------------------------------------------------
@@ -661,7 +670,8 @@ def _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts) -> d
 # -- writing -------------------------------------------------------------------
 
 
-def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: _Outcome) -> TickResult:
+def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: _Outcome,
+            decided: resolve.Resolved) -> TickResult:
     cfg = base.config
     writes: dict[str, bytes] = {}
     deletes: list[str] = []
@@ -714,12 +724,16 @@ def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[d
             if t < oldest:
                 deletes.append(f"{folder}/{t}")
 
+    if decided.records:
+        lines = sorted(canonical.dumps_line(r) for r in decided.records)
+        writes[resolve.records_path(tick)] = b"\n".join(lines) + b"\n"
     fleet = base.fleet
     last = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
+            "resolved": len(decided.records),
             # tokens are spent whether or not the delta applied: count the quarantined too
             "usage": _usage([d.meta for d in applied] + [q["delta"].get("meta") or {} for q in quarantined
                                                          if isinstance(q.get("delta"), dict)])}
-    totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late")}
+    totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
     totals["usage"] = _add_usage(fleet["totals"].get("usage", {}), last["usage"])
     conflict_files = set(base.under(CONFLICT_DIR)) | {p for p in writes if p.startswith(CONFLICT_DIR + "/")}
     conflict_files -= set(deletes)
@@ -732,7 +746,12 @@ def _finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[d
             "open_conflicts": len(conflict_files),
         }
     )
-    return TickResult(tick, writes, sorted(set(deletes)), applied, quarantined, held, late=late, docs_changed=changed)
+    # the decisions applied before the deltas: their documents, unless the tick wrote them again
+    changed += sum(1 for p in decided.writes if p not in writes)
+    writes = {**decided.writes, **writes}
+    deletes = sorted((set(deletes) | set(decided.deletes)) - set(writes))
+    return TickResult(tick, writes, deletes, applied, quarantined, held, late=late, docs_changed=changed,
+                      resolved=[r["conflict"] for r in decided.records])
 
 
 _USAGE_INTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")

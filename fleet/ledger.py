@@ -16,6 +16,7 @@ from fleet import canonical
 from fleet.config import Limits
 from fleet.delta import Arrival, Delta, file_path, from_body
 from fleet.git import Git
+from fleet.resolve import RECORDS, outside_of
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
 
 TRAILER_TICK = "Fleet-Tick"
@@ -32,6 +33,7 @@ def tick_of(message: str) -> int | None:
 class TickInputs:
     applied: list[Delta]
     quarantined: list[dict[str, Any]]
+    outside: list[dict[str, Any]]  # fallback decisions the merge was handed
 
 
 def _new_lines(git: Git, rows: list[tuple[str, str, str]]) -> dict[str, list[bytes]]:
@@ -52,11 +54,14 @@ def tick_inputs(git: Git, parent: str, commit: str, limits: Limits) -> TickInput
     rows = git.changed(parent, commit, [LEDGER_DIR + "/", QUARANTINE_DIR + "/"])
     applied: list[Delta] = []
     quarantined: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
     for path, lines in _new_lines(git, rows).items():
         for line in lines:
             body = canonical.load(line, path)
-            if path.startswith(LEDGER_DIR + "/"):
+            if path.endswith("/" + RECORDS):
+                decisions.append(body)
+            elif path.startswith(LEDGER_DIR + "/"):
                 applied.append(from_body(body, Arrival("ledger", file_path(body), line), limits))
             else:
                 quarantined.append(body)
-    return TickInputs(applied, quarantined)
+    return TickInputs(applied, quarantined, outside_of(decisions))

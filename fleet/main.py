@@ -128,6 +128,8 @@ def merge_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | No
             click.echo(f"  quarantined {q['path']} ({q['source']}): {q['reason']}")
         for c in r.held:
             click.echo(f"  held for a person: state/conflicts/{c}.json")
+        for c in r.resolved:
+            click.echo(f"  decided: {c} (a person's resolution applied)")
         where = f"to {r.remote}" if r.remote else "locally"
         if r.published:
             click.echo(f"published main {r.commit[:12]} {where}")

@@ -124,3 +124,21 @@ class MemorySnapshot(Snapshot):
                 del files[p]
         files.update(writes)
         return MemorySnapshot(files)
+
+
+class OverlaySnapshot(Snapshot):
+    """Another snapshot with some files written and some removed, without copying it."""
+
+    def __init__(self, base: Snapshot, writes: dict[str, bytes], deletes: Iterable[str]) -> None:
+        self.base = base
+        self.writes = dict(writes)
+        self.deleted = set(deletes) - set(writes)
+
+    def paths(self) -> Iterable[str]:
+        return [p for p in self.base.paths() if p not in self.deleted] + [
+            p for p in self.writes if p not in set(self.base.paths())]
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        paths = list(paths)
+        below = self.base.read_many([p for p in paths if p not in self.writes and p not in self.deleted])
+        return {p: self.writes[p] if p in self.writes else None if p in self.deleted else below[p] for p in paths}

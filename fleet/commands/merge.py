@@ -38,6 +38,7 @@ class MergeReport:
     quarantined: list[dict[str, Any]]
     held: list[str]
     docs_changed: int
+    resolved: list[str]
     attempts: int
     sources: int = 0
     notes: list[str] = field(default_factory=list)
@@ -53,6 +54,7 @@ class MergeReport:
             "duplicates": self.duplicates,
             "quarantined": [{k: q[k] for k in ("path", "source", "reason")} for q in self.quarantined],
             "held": self.held,
+            "resolved": self.resolved,
             "docs_changed": self.docs_changed,
             "attempts": self.attempts,
             "sources": self.sources,
@@ -78,6 +80,8 @@ def message(result: TickResult) -> str:
             lines += [f"  ... and {len(r.quarantined) - LIST_LIMIT} more in state/quarantine/{r.tick}/"]
     if r.held:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
+    if r.resolved:
+        lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
     lines += [
         "",
         f"{TRAILER_TICK}: {r.tick}",
@@ -85,6 +89,7 @@ def message(result: TickResult) -> str:
         f"Fleet-Late: {r.late}",
         f"Fleet-Quarantined: {len(r.quarantined)}",
         f"Fleet-Held: {len(r.held)}",
+        f"Fleet-Resolved: {len(r.resolved)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -97,7 +102,10 @@ def merge(
     remote: str | None = None,
     dry_run: bool = False,
     allow_empty: bool = False,
+    outside: list[dict[str, Any]] = (),
 ) -> MergeReport:
+    """Merge the next tick. ``outside``: fallback decisions on held conflicts
+    whose pull request was closed unmerged (fleet.github), applied first."""
     repo = FleetRepo(path, remote)
     for attempt in range(1, ATTEMPTS + 1):
         repo.fetch()
@@ -112,11 +120,11 @@ def merge(
         arrivals = repo.arrivals(sources)
         files = [f for folder in inbox for f in inbox_arrivals(folder)]
         arrivals += [a for a, _ in files]
-        if not arrivals and not allow_empty:
+        if not arrivals and not allow_empty and not outside and not base.under("state/resolutions"):
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick})")
         with _no_gc():
-            result = merge_tick(base, arrivals)
-        if not result.applied and not result.quarantined and not allow_empty:
+            result = merge_tick(base, arrivals, list(outside))
+        if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
                 _remove(files)
@@ -145,6 +153,7 @@ def merge(
             quarantined=result.quarantined,
             held=result.held,
             docs_changed=result.docs_changed,
+            resolved=result.resolved,
             attempts=attempt,
             sources=len(sources) + len(files),
         )

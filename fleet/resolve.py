@@ -1,0 +1,154 @@
+"""Applying a person's decisions on held conflicts.
+
+A decision is a resolution file, ``state/resolutions/<conflict id>.json``
+(schemas/resolution.schema.json), that reaches main when a person merges the
+conflict's pull request. The next merge applies it before the tick's deltas:
+the field takes the chosen value, and the conflict and resolution files go.
+A pull request closed without merging gets the documented fallback, a
+resolution that keeps the value from before the conflict, handed to the merge
+as an outside input; it is recorded in ``state/ledger/<tick>/_resolutions.jsonl``
+so that replay sees it too. The merge engine applies decisions; it never
+makes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, schemas
+from fleet.errors import FleetError
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
+
+RESOLUTION_DIR = "state/resolutions"
+RECORDS = "_resolutions.jsonl"  # in state/ledger/<tick>/; no worker id starts with "_"
+BASE = "base"
+_MISSING = object()
+
+
+@dataclass
+class Resolved:
+    writes: dict[str, bytes] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fallback(conflict_id: str, why: str) -> dict[str, Any]:
+    """The documented fallback of a conflict nobody decided: keep the old value."""
+    return {"conflict": conflict_id, "choose": BASE, "by": why}
+
+
+def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot, Resolved]:
+    """Apply the resolution files on main and the ``outside`` ones (fallbacks).
+
+    Returns the snapshot the tick's deltas then apply to, and what changed.
+    """
+    items: list[tuple[str | None, dict[str, Any]]] = []
+    for path, data in base.read_many(base.under(RESOLUTION_DIR)).items():
+        items.append((path, _checked(canonical.load(data or b"", path), path)))
+    for r in outside:
+        items.append((None, _checked(r, "a fallback resolution")))
+    if not items:
+        return base, Resolved()
+    done = Resolved()
+    docs: dict[str, dict[str, Any] | None] = {}
+    seen: set[str] = set()
+    for path, r in sorted(items, key=lambda i: (i[1]["conflict"], i[0] is None)):
+        cid = r["conflict"]
+        if path is not None:
+            done.deletes.append(path)
+        if cid in seen:
+            continue  # a file and a fallback for one conflict: the person's file wins
+        seen.add(cid)
+        cpath = f"{CONFLICT_DIR}/{cid}.json"
+        raw = base.read(cpath)
+        if raw is None:
+            continue  # decided already, or moot (its document was deleted)
+        c = canonical.load(raw, cpath)
+        coll = base.config.collections.get(c["collection"])
+        where = path or "fallback"
+        if coll is None:
+            raise FleetError(f"{cpath}: collection {c['collection']!r} is no longer in state/config.json")
+        dpath = coll.doc_path(c["doc"])
+        if dpath not in docs:
+            data = base.read(dpath)
+            docs[dpath] = canonical.load(data, dpath) if data is not None else None
+        doc = docs[dpath]
+        done.deletes.append(cpath)
+        if doc is not None:
+            _decide(doc, c, r, where)
+            problem = schemas.first_error(base.validator(coll.name), doc)
+            if problem:
+                raise FleetError(f"{where}: the decision on {cid} would make {dpath} invalid: {problem} "
+                                 f"(schemas/{coll.schema}); choose another candidate or value")
+        done.records.append({"conflict": cid, "collection": c["collection"], "doc": c["doc"], "path": c["path"],
+                             **{k: r[k] for k in ("choose", "value", "by") if k in r},
+                             "source": "file" if path else "fallback"})
+    for dpath, doc in docs.items():
+        if doc is not None:
+            done.writes[dpath] = canonical.dumps(doc)
+    return OverlaySnapshot(base, done.writes, done.deletes), done
+
+
+def outside_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fallbacks among a tick's resolution records (for replay)."""
+    return [{k: r[k] for k in ("conflict", "choose", "value", "by") if k in r}
+            for r in records if r.get("source") == "fallback"]
+
+
+def records_path(tick: int) -> str:
+    return f"{LEDGER_DIR}/{tick}/{RECORDS}"
+
+
+def _checked(r: Any, where: str) -> dict[str, Any]:
+    problem = schemas.first_error(schemas.protocol("resolution"), r)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/resolution.schema.json)")
+    return r
+
+
+def _decide(doc: dict[str, Any], c: dict[str, Any], r: dict[str, Any], where: str) -> None:
+    path = tuple(c["path"])
+    if "value" in r:
+        value = r["value"]
+    elif r["choose"] == BASE:
+        value = c.get("base", _MISSING)
+    else:
+        chosen = [x for x in c["candidates"] if x["delta"] == r["choose"]]
+        if not chosen:
+            raise FleetError(f"{where}: choose {r['choose']!r} is neither 'base' nor a candidate of {c['id']}")
+        if "value" not in chosen[0]:
+            raise FleetError(f"{where}: candidate {r['choose']} of {c['id']} changed the field in several ways; "
+                             "choose 'base' or give a value")
+        value = chosen[0]["value"]
+    if c.get("policy") == "append":  # an item of an id-keyed list: the path ends in the item's id
+        items = _get(doc, path[:-1])
+        items = [] if items is _MISSING else [i for i in items if i.get("id") != path[-1]]
+        if value is not _MISSING and value is not None:
+            items.append(value)
+        _put(doc, path[:-1], items)
+    elif value is _MISSING:
+        parent = _get(doc, path[:-1]) if len(path) > 1 else doc
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+    else:
+        _put(doc, path, canonical.clone(value))
+
+
+def _get(doc: Any, path: tuple[str, ...]) -> Any:
+    cur = doc
+    for k in path:
+        if not isinstance(cur, dict) or k not in cur:
+            return _MISSING
+        cur = cur[k]
+    return cur
+
+
+def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    cur = doc
+    for k in path[:-1]:
+        nxt = cur.get(k)
+        if not isinstance(nxt, dict):
+            nxt = cur[k] = {}
+        cur = nxt
+    cur[path[-1]] = value
