@@ -20,6 +20,7 @@ import click
 
 from fleet import __version__
 from fleet.errors import EXIT_FAILURE, FleetError
+from fleet import summary
 from fleet.secrets import redact
 
 _dir_option = click.option(
@@ -112,13 +113,19 @@ def init_cmd(directory: Path) -> None:
               help="Also take delta files from this folder (repeatable); they are removed once merged.")
 @click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")
 @click.option("--allow-empty", is_flag=True, help="Advance the tick even with no deltas.")
+@click.option("--github", "use_github", is_flag=True,
+              help="Open or update a pull request per held conflict, and apply the fallback of closed ones "
+                   "(GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).")
 @_handled
 def merge_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | None,
-              inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool) -> None:
+              inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
     from fleet.commands.merge import merge
+    from fleet.github import GitHubSettings
 
-    r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty)
+    settings = GitHubSettings.from_env() if use_github else None
+    r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
+              github=settings)
 
     def text() -> None:
         late = f" ({r.late} late)" if r.late else ""
@@ -130,6 +137,13 @@ def merge_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | No
             click.echo(f"  held for a person: state/conflicts/{c}.json")
         for c in r.resolved:
             click.echo(f"  decided: {c} (a person's resolution applied)")
+        if r.pulls:
+            p = r.pulls
+            click.echo(f"conflict pull requests: {len(p['opened'])} opened, {len(p['updated'])} updated, "
+                       f"{len(p['fallbacks']) if p.get('fallbacks') else 0} closed unmerged (fallback), "
+                       f"{len(p['deferred'])} deferred to the next run, {p['requests']} GitHub requests")
+            for o in p["opened"]:
+                click.echo(f"  opened #{o['number']} for {o['conflict']} ({o['branch']})")
         where = f"to {r.remote}" if r.remote else "locally"
         if r.published:
             click.echo(f"published main {r.commit[:12]} {where}")
@@ -137,6 +151,13 @@ def merge_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | No
             click.echo(f"dry run: built {r.commit[:12]}, published nothing")
 
     _emit(r.to_json(), as_json, text)
+    tokens, cost = summary.money(r.usage)
+    summary.table(f"fleet merge: tick {r.tick}" + ("" if r.published else " (dry run: nothing published)"),
+                  {"agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
+                   "tokens": tokens, "cost": cost},
+                  [f"decided: {c}" for c in r.resolved]
+                  + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])])
+    summary.quarantined(r.quarantined)
 
 
 @cli.command("validate")
@@ -292,6 +313,10 @@ def work_cmd(directory: Path, as_json: bool, remote: str | None, worker: int, wo
                    f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s)")
 
     _emit(r.to_json(), as_json, text)
+    tokens, cost = summary.money(r.usage)
+    summary.table(f"fleet work: worker {r.worker}, tick {r.tick}",
+                  {"agents": len(r.agents), "deltas": r.deltas, "errors": r.errors, "tokens": tokens, "cost": cost},
+                  [f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"])
 
 
 @cli.command("run")

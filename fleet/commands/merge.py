@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from fleet import faults
+from fleet import canonical, faults
+from fleet.config import FLEET_PATH
 from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
+from fleet.github import ConflictPRs, GitHubSettings
 from fleet.ledger import TRAILER_TICK
 from fleet.repo import FleetRepo, inbox_arrivals
 
@@ -41,7 +43,9 @@ class MergeReport:
     resolved: list[str]
     attempts: int
     sources: int = 0
-    notes: list[str] = field(default_factory=list)
+    pulls: dict[str, Any] | None = None  # conflict pull requests, with --github
+    agents: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,9 @@ class MergeReport:
             "docs_changed": self.docs_changed,
             "attempts": self.attempts,
             "sources": self.sources,
+            "pulls": self.pulls,
+            "agents": self.agents,
+            "usage": self.usage,
         }
 
 
@@ -103,14 +110,20 @@ def merge(
     dry_run: bool = False,
     allow_empty: bool = False,
     outside: list[dict[str, Any]] = (),
+    github: GitHubSettings | None = None,
 ) -> MergeReport:
     """Merge the next tick. ``outside``: fallback decisions on held conflicts
     whose pull request was closed unmerged (fleet.github), applied first."""
     repo = FleetRepo(path, remote)
+    prs = ConflictPRs(github) if github else None
     for attempt in range(1, ATTEMPTS + 1):
         repo.fetch()
         head = repo.main()
         base = repo.snapshot(head)
+        closed: list[dict[str, Any]] = []
+        if prs is not None:  # pull requests closed unmerged: their fallback applies this tick
+            closed = prs.fallbacks({p.rsplit("/", 1)[1][:-5] for p in base.under("state/conflicts")})
+        decided = list(outside) + closed
         nxt = base.tick + 1
         if tick is not None and tick != nxt:
             if tick <= base.tick:
@@ -120,10 +133,12 @@ def merge(
         arrivals = repo.arrivals(sources)
         files = [f for folder in inbox for f in inbox_arrivals(folder)]
         arrivals += [a for a, _ in files]
-        if not arrivals and not allow_empty and not outside and not base.under("state/resolutions"):
-            raise NothingToDo(f"no pending deltas (main is at tick {base.tick})")
+        if not arrivals and not allow_empty and not decided and not base.under("state/resolutions"):
+            synced = prs.sync(repo, base, head) if prs else None
+            opened = f"; opened {len(synced.opened)} conflict pull request(s)" if synced and synced.opened else ""
+            raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
         with _no_gc():
-            result = merge_tick(base, arrivals, list(outside))
+            result = merge_tick(base, arrivals, decided)
         if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
@@ -135,12 +150,16 @@ def merge(
         commit = repo.git.write_commit(head, message(result), result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
+        pr_report = None
         if not dry_run:
             if not repo.publish(commit, head, sources):
                 continue  # another merge moved main (or a branch moved): start over
             published = True
             faults.point("merge.after-push")
             _remove(files)
+            if prs is not None:
+                pr_report = prs.sync(repo, repo.snapshot(commit), commit)
+                pr_report.fallbacks = closed
             repo.git.gc_auto()
         return MergeReport(
             tick=result.tick,
@@ -155,6 +174,9 @@ def merge(
             docs_changed=result.docs_changed,
             resolved=result.resolved,
             attempts=attempt,
+            pulls=pr_report.to_json() if pr_report else None,
+            agents=len({d.agent for d in result.applied}),
+            usage=canonical.load(result.writes[FLEET_PATH], FLEET_PATH)["last"]["usage"],
             sources=len(sources) + len(files),
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")

@@ -1,0 +1,52 @@
+"""What a GitHub Actions job shows a person: a short summary table and one
+annotation per quarantined delta.
+
+Written only when the job provides ``GITHUB_STEP_SUMMARY`` (the table) and
+``GITHUB_ACTIONS=true`` (annotations, as workflow commands on stdout). Every
+line passes through secret redaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from fleet.secrets import redact
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def table(title: str, row: dict[str, Any], notes: list[str] = ()) -> None:
+    """Append a one-row table under ``title`` to the job summary, if there is one."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    head = "| " + " | ".join(row) + " |"
+    rule = "| " + " | ".join("---" for _ in row) + " |"
+    body = "| " + " | ".join(str(v) for v in row.values()) + " |"
+    text = "\n".join([f"### {title}", "", head, rule, body, "", *[f"- {n}" for n in notes], ""]) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(redact(text))
+
+
+def quarantined(records: list[dict[str, Any]]) -> None:
+    """One warning annotation per quarantined delta."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    for q in records:
+        title = _escape_property(f"fleet: quarantined {q['path']}")
+        sys.stdout.write(f"::warning title={title}::{_escape_data(redact(q['source'] + ': ' + q['reason']))}\n")
+    sys.stdout.flush()
+
+
+def money(usage: dict[str, Any]) -> tuple[str, str]:
+    tokens = sum(usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                           "cache_creation_input_tokens"))
+    return f"{tokens:,}", f"${usage.get('cost_usd', 0):.4f}"
