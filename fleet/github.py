@@ -1,0 +1,240 @@
+"""Conflict pull requests: where people decide what no policy could.
+
+For each held conflict the merge opens one pull request, on its own branch
+``fleet/conflict/<id>``, whose one change is a resolution file with a default
+choice (the latest candidate) that the reviewer can edit. A hidden marker in
+the body (``<!-- fleet-conflict-id: <id> -->``) lets every later run find and
+update its own pull request instead of opening another. Merging it puts the
+decision on main, which the next merge applies (fleet.resolve); closing it
+without merging applies the documented fallback, keeping the value from
+before the conflict.
+
+GitHub's budgets are respected: one labelled-issues listing finds every
+conflict pull request; writes are spaced (80 content-creating requests a
+minute at most); PyGithub's retry waits out 403/429 secondary limits as
+``retry-after`` says; a run stops opening pull requests when its request
+budget or the hour's remaining quota runs low, and says how many wait.
+Settings come from ``GITHUB_API_URL``, ``GITHUB_REPOSITORY`` and
+``GITHUB_TOKEN`` (or ``GH_TOKEN``), as every GitHub Action expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, secrets
+from fleet.errors import FleetError
+from fleet.repo import FleetRepo
+from fleet.resolve import RESOLUTION_DIR, fallback
+from fleet.state import CONFLICT_DIR, Snapshot
+
+LABEL = "fleet-conflict"
+LABEL_COLOR = "d93f0b"
+BRANCH_PREFIX = "fleet/conflict/"
+MARKER = "<!-- fleet-conflict-id: {id} -->"
+_MARKER = re.compile(r"<!-- fleet-conflict-id: (c-[0-9a-f]+) -->")
+RESERVE = 50  # requests left in the hour below which a run opens nothing more
+
+
+@dataclass
+class GitHubSettings:
+    api_url: str
+    repository: str
+    token: str
+    seconds_between_writes: float = 0.75  # 80 content-creating requests a minute
+    max_requests: int = 200  # per run; GITHUB_TOKEN has 1,000 an hour per repository
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> GitHubSettings:
+        env = dict(os.environ if env is None else env)
+        token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+        repository = env.get("GITHUB_REPOSITORY")
+        if not token or not repository:
+            raise FleetError("--github needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN", code=2)
+        secrets.register(token)
+        return cls(env.get("GITHUB_API_URL", "https://api.github.com"), repository, token,
+                   float(env.get("FLEET_GITHUB_WRITE_SPACING", cls.seconds_between_writes)))
+
+
+@dataclass
+class PRReport:
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    requests: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class ConflictPRs:
+    """The conflict pull requests of one repository."""
+
+    def __init__(self, settings: GitHubSettings) -> None:
+        from github import Auth, Github, GithubRetry
+
+        self.settings = settings
+        self.gh = Github(
+            base_url=settings.api_url.rstrip("/"),
+            auth=Auth.Token(settings.token),
+            retry=GithubRetry(total=6, secondary_rate_wait=60, max_rate_limit_wait=300),
+            seconds_between_requests=None,
+            seconds_between_writes=settings.seconds_between_writes,
+            per_page=100,
+        )
+        self.requests = 0
+        self._repo: Any = None
+        self._by_conflict: dict[str, Any] | None = None
+
+    # -- reading ---------------------------------------------------------
+    @property
+    def repo(self) -> Any:
+        if self._repo is None:
+            self._repo = self._call(self.gh.get_repo, self.settings.repository)
+        return self._repo
+
+    def pulls(self) -> dict[str, Any]:
+        """Conflict id -> its pull request (as an issue), newest first wins."""
+        if self._by_conflict is None:
+            found: dict[str, Any] = {}
+            issues = self._call(lambda: list(self.repo.get_issues(state="all", labels=[LABEL])))
+            self.requests += len(issues) // 100  # the listing's further pages
+            for issue in issues:
+                m = _MARKER.search(issue.body or "")
+                if m and issue.pull_request is not None:
+                    found.setdefault(m.group(1), issue)
+            self._by_conflict = found
+        return self._by_conflict
+
+    def fallbacks(self, open_conflicts: set[str]) -> list[dict[str, Any]]:
+        """Fallback decisions for conflicts whose pull request was closed unmerged."""
+        out = []
+        for cid, issue in sorted(self.pulls().items()):
+            if cid not in open_conflicts or issue.state != "closed":
+                continue
+            pr = self._call(self.repo.get_pull, issue.number)
+            if not pr.merged:
+                out.append(fallback(cid, f"pull request #{issue.number} was closed without merging: "
+                                         "the value from before the conflict stays"))
+        return out
+
+    # -- writing ---------------------------------------------------------
+    def sync(self, fleet: FleetRepo, snap: Snapshot, head: str) -> PRReport:
+        """Open or update one pull request per held conflict on main."""
+        report = PRReport()
+        conflicts = {p.rsplit("/", 1)[1][:-5]: canonical.load(d or b"", p)
+                     for p, d in snap.read_many(snap.under(CONFLICT_DIR)).items()}
+        pending = set(snap.under(RESOLUTION_DIR))
+        labelled = False
+        for cid, c in sorted(conflicts.items()):
+            if f"{RESOLUTION_DIR}/{cid}.json" in pending:
+                continue  # decided on main already; the next merge applies it
+            issue = self.pulls().get(cid)
+            body = _body(c)
+            if issue is not None and issue.state == "open":
+                if (issue.body or "").strip() != body.strip():
+                    self._call(issue.edit, body=body)
+                    report.updated.append({"conflict": cid, "number": issue.number})
+                else:
+                    report.unchanged.append(issue.number)
+                continue
+            if issue is not None:
+                continue  # closed: merged (its decision is on main) or handled by the fallback
+            if not self._budget_left():
+                report.deferred.append(cid)
+                continue
+            if not labelled:
+                self._ensure_label()
+                labelled = True
+            branch = BRANCH_PREFIX + cid
+            _push_branch(fleet, head, branch, c)
+            pr = self._call(self.repo.create_pull, title=_title(c), body=body, head=branch, base="main")
+            self._call(pr.add_to_labels, LABEL)
+            report.opened.append({"conflict": cid, "number": pr.number, "branch": branch})
+        report.requests = self.requests
+        return report
+
+    def _ensure_label(self) -> None:
+        from github import GithubException
+
+        try:
+            self._call(self.repo.get_label, LABEL)
+        except GithubException as e:
+            if e.status != 404:
+                raise
+            self._call(self.repo.create_label, LABEL, LABEL_COLOR, "A held conflict of fleet, waiting for a person")
+
+    def _budget_left(self) -> bool:
+        remaining, _limit = self.gh.rate_limiting
+        return self.requests + 4 <= self.settings.max_requests and (remaining < 0 or remaining > RESERVE)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from github import GithubException
+
+        self.requests += 1
+        try:
+            return fn(*args, **kwargs)
+        except GithubException as e:
+            message = e.data.get("message") if isinstance(e.data, dict) else e.data
+            raise FleetError(f"GitHub {self.settings.api_url} answered {e.status}: {secrets.redact(str(message))}") from None
+        except OSError as e:
+            raise FleetError(f"GitHub {self.settings.api_url} unreachable: {secrets.redact(str(e))}") from None
+
+
+def _default_choice(c: dict[str, Any]) -> dict[str, Any]:
+    valued = [x for x in c["candidates"] if "value" in x]
+    if valued:  # the latest candidate: what last-writer-wins would have picked
+        return {"choose": valued[-1]["delta"]}
+    return {"choose": "base"}
+
+
+def _push_branch(fleet: FleetRepo, head: str, branch: str, c: dict[str, Any]) -> None:
+    """A branch off main whose one change is the resolution file with the default choice."""
+    decision = {"conflict": c["id"], **_default_choice(c), "by": "the reviewer of this pull request"}
+    commit = fleet.git.write_commit(head, f"fleet: decide {c['collection']}/{c['doc']} {'.'.join(c['path'])}\n",
+                                    {f"{RESOLUTION_DIR}/{c['id']}.json": canonical.dumps(decision)}, [])
+    target = fleet.remote or "."
+    p = fleet.git.proc("push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/{branch}:",
+                       target, f"{commit}:refs/heads/{branch}")
+    if p.returncode and b"stale info" not in p.stdout + p.stderr:  # an earlier run's branch stays as it is
+        text = (p.stdout + p.stderr).decode(errors="replace").strip().splitlines()
+        raise FleetError(f"push of {branch} failed: {text[-1] if text else p.returncode}")
+
+
+def _title(c: dict[str, Any]) -> str:
+    return f"fleet: decide {c['collection']}/{c['doc']} {'.'.join(c['path'])}"
+
+
+def _cell(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+def _body(c: dict[str, Any]) -> str:
+    rows = ["| choose | agent | worker | tick | utc | value |", "| --- | --- | --- | --- | --- | --- |"]
+    for x in c["candidates"]:
+        value = _cell(x["value"]) if "value" in x else _cell(x.get("ops"))
+        rows.append(f"| `{x['delta']}` | {x['agent']} | {x['worker']} | {x['tick']} | {x['utc']} | {value} |")
+    before = _cell(c["base"]) if "base" in c else "(absent)"
+    path = f"{RESOLUTION_DIR}/{c['id']}.json"
+    return "\n".join([
+        MARKER.format(id=c["id"]),
+        f"## Held conflict on `{c['collection']}/{c['doc']}`, field `{'.'.join(c['path'])}`",
+        "",
+        f"Competing changes since tick {c['opened_tick']}; policy `{c['policy']}` could not decide "
+        f"({c.get('reason', '')}). The field keeps its value until you decide: {before}.",
+        "",
+        *rows,
+        "",
+        f"**To decide**, edit `{path}` on this branch: set `\"choose\"` to a delta from the table, "
+        "to `\"base\"` to keep the value from before the conflict, or replace it with `\"value\": ...`. "
+        "Then merge this pull request: the next `fleet merge` applies the decision. "
+        "**Closing it without merging** keeps the value from before the conflict (the fallback).",
+    ]) + "\n"
