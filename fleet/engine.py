@@ -158,6 +158,16 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: list[dict[str, 
     # Remove deltas that cannot apply until what is left applies cleanly. The
     # set only shrinks, so this ends; each step is decided in delta order.
     apply = _Applier(base, cfg, tick)
+    outcome = apply.run(candidates)
+    if outcome.culprits:  # decide in delta order; the loop below is only a safety net
+        refused = apply.sequential(candidates)
+        keep = []
+        for d in candidates:
+            if d.id in refused:
+                quarantined.append(Quarantined(arrival_of[d.id], refused[d.id], d))
+            else:
+                keep.append(d)
+        candidates = keep
     while True:
         outcome = apply.run(candidates)
         if not outcome.culprits:
@@ -315,6 +325,49 @@ class _Applier:
                 culprits.setdefault(delta_id, reason)
             docs[key] = out
         return _Outcome(docs, culprits, base_bytes, self.open_conflicts() if conflicts_by_doc else {})
+
+    def sequential(self, deltas: list[Delta]) -> dict[str, str]:
+        """The deltas to refuse, decided one by one in delta order: a delta
+        applies when all its ops apply, and leave every document it touches
+        valid, on top of the earlier deltas that apply. Used once the fast,
+        all-at-once pass found a culprit, so that no refusal found in one
+        document can take down a delta that the sequential answer keeps."""
+        cfg = self.cfg
+        keys = {(op.collection, op.id) for d in deltas for op in d.ops if op.collection in cfg.collections}
+        paths = {k: cfg.collections[k[0]].doc_path(k[1]) for k in keys}
+        base_bytes = self.base.read_many(paths.values())
+        open_by_doc: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
+        for c in self.open_conflicts().values():
+            open_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
+        accepted: dict[tuple[str, str], list[tuple[Delta, Any]]] = {}
+        refused: dict[str, str] = {}
+        for d in deltas:
+            unknown = next((op.collection for op in d.ops if op.collection not in cfg.collections), None)
+            if unknown is not None:
+                refused[d.id] = f"unknown collection {unknown!r} (state/config.json collections)"
+                continue
+            mine: dict[tuple[str, str], list[tuple[Delta, Any]]] = {}
+            for op in d.ops:
+                mine.setdefault((op.collection, op.id), []).append((d, op))
+            reason = None
+            for key, ops in mine.items():
+                coll = cfg.collections[key[0]]
+                out = _combine(coll, key[1], base_bytes[paths[key]], accepted.get(key, []) + ops,
+                               open_by_doc.get(key, {}), cfg, self.tick)
+                if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
+                    reason = out.errors.get(d.id) or next(iter(out.errors.values()))
+                elif out.doc is not None:
+                    problem = _doc_problem(self.base, coll, key[1], out.doc)
+                    if problem:
+                        reason = f"would make {paths[key]} invalid: {problem}"
+                if reason:
+                    break
+            if reason:
+                refused[d.id] = reason
+            else:
+                for key, ops in mine.items():
+                    accepted.setdefault(key, []).extend(ops)
+        return refused
 
     def _blame(self, coll, doc_id, path, raw, entries, open_here) -> _DocOutcome:
         """Add deltas one by one, in delta order, and blame each one whose

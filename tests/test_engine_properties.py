@@ -9,6 +9,7 @@ idempotent, replayable and all-or-nothing per delta.
 
 from __future__ import annotations
 
+import os
 import copy
 import functools
 import json
@@ -44,7 +45,7 @@ COUNTERS = (
 TRIAGE = ("is ahead of the next tick", "was merged long ago", "is not in state/config.json agents",
           "is reused with different content", "was applied in tick")
 
-PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=int(os.environ.get("FLEET_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")

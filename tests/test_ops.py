@@ -654,7 +654,6 @@ def test_a_refused_delta_does_not_take_a_valid_one_down_with_it(base: MemorySnap
     assert read(after(base, r), "posts", "ada-1")["comment_count"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a refusal that cascades through a third document")
 def test_a_refusal_two_documents_away_does_not_take_a_valid_delta_down(base: MemorySnapshot) -> None:
     """basil's +2 lets cleo's -1 on cleo-1 pass; cleo's -1 on ada-1 uses up
     the comment dara decrements. basil is refused (its reaction is not its
