@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,15 @@ from fleet.state import CONFLICT_DIR, Snapshot
 LABEL = "fleet-conflict"
 LABEL_COLOR = "d93f0b"
 BRANCH_PREFIX = "fleet/conflict/"
-MARKER = "<!-- fleet-conflict-id: {id} -->"
-_MARKER = re.compile(r"<!-- fleet-conflict-id: (c-[0-9a-f]+) -->")
+# A field that is contested again after a decision gets the same conflict id;
+# the tick it was opened in tells the episodes (and their pull requests) apart.
+MARKER = "<!-- fleet-conflict-id: {key} -->"
+_MARKER = re.compile(r"<!-- fleet-conflict-id: (c-[0-9a-f]+-t[0-9]+) -->")
+
+
+def episode(c: dict[str, Any]) -> str:
+    """The key of one conflict episode: its id and the tick it was opened."""
+    return f"{c['id']}-t{c['opened_tick']}"
 RESERVE = 50  # requests left in the hour below which a run opens nothing more
 
 
@@ -100,7 +108,7 @@ class ConflictPRs:
         return self._repo
 
     def pulls(self) -> dict[str, Any]:
-        """Conflict id -> its pull request (as an issue), newest first wins."""
+        """Conflict episode -> its pull request (as an issue), newest first wins."""
         if self._by_conflict is None:
             found: dict[str, Any] = {}
             issues = self._call(lambda: list(self.repo.get_issues(state="all", labels=[LABEL])))
@@ -112,11 +120,13 @@ class ConflictPRs:
             self._by_conflict = found
         return self._by_conflict
 
-    def fallbacks(self, open_conflicts: set[str]) -> list[dict[str, Any]]:
-        """Fallback decisions for conflicts whose pull request was closed unmerged."""
+    def fallbacks(self, snap: Snapshot) -> list[dict[str, Any]]:
+        """Fallback decisions for held conflicts whose pull request was closed unmerged."""
         out = []
-        for cid, issue in sorted(self.pulls().items()):
-            if cid not in open_conflicts or issue.state != "closed":
+        for c in _conflicts(snap).values():
+            issue = self.pulls().get(episode(c))
+            cid = c["id"]
+            if issue is None or issue.state != "closed":
                 continue
             pr = self._call(self.repo.get_pull, issue.number)
             if not pr.merged:
@@ -128,18 +138,17 @@ class ConflictPRs:
     def sync(self, fleet: FleetRepo, snap: Snapshot, head: str) -> PRReport:
         """Open or update one pull request per held conflict on main."""
         report = PRReport()
-        conflicts = {p.rsplit("/", 1)[1][:-5]: canonical.load(d or b"", p)
-                     for p, d in snap.read_many(snap.under(CONFLICT_DIR)).items()}
+        conflicts = _conflicts(snap)
         pending = set(snap.under(RESOLUTION_DIR))
         labelled = False
         for cid, c in sorted(conflicts.items()):
             if f"{RESOLUTION_DIR}/{cid}.json" in pending:
                 continue  # decided on main already; the next merge applies it
-            issue = self.pulls().get(cid)
+            issue = self.pulls().get(episode(c))
             body = _body(c)
             if issue is not None and issue.state == "open":
                 if (issue.body or "").strip() != body.strip():
-                    self._call(issue.edit, body=body)
+                    self._call(issue.edit, body=body)  # a PATCH: PyGithub does not retry it, _call does
                     report.updated.append({"conflict": cid, "number": issue.number})
                 else:
                     report.unchanged.append(issue.number)
@@ -152,39 +161,81 @@ class ConflictPRs:
             if not labelled:
                 self._ensure_label()
                 labelled = True
-            branch = BRANCH_PREFIX + cid
+            branch = BRANCH_PREFIX + episode(c)
             _push_branch(fleet, head, branch, c)
-            pr = self._call(self.repo.create_pull, title=_title(c), body=body, head=branch, base="main")
+            pr = self._create_pull(_title(c), body, branch)
             self._call(pr.add_to_labels, LABEL)
             report.opened.append({"conflict": cid, "number": pr.number, "branch": branch})
         report.requests = self.requests
         return report
 
-    def _ensure_label(self) -> None:
-        from github import GithubException
+    def _create_pull(self, title: str, body: str, branch: str) -> Any:
+        """Open the pull request; if a retried POST already made it (a 5xx after
+        GitHub acted), GitHub answers 422 and the one that exists is used."""
+        found = self._call(self.repo.create_pull, title=title, body=body, head=branch, base="main",
+                           absent_on=(422,))
+        if found is not None:
+            return found
+        owner = self.settings.repository.split("/")[0]
+        existing = self._call(lambda: list(self.repo.get_pulls(state="open", head=f"{owner}:{branch}")))
+        if not existing:
+            raise FleetError(f"GitHub refused the pull request for {branch} (422) and none exists")
+        return existing[0]
 
-        try:
-            self._call(self.repo.get_label, LABEL)
-        except GithubException as e:
-            if e.status != 404:
-                raise
+    def _ensure_label(self) -> None:
+        if self._call(self.repo.get_label, LABEL, absent_on=(404,)) is None:
             self._call(self.repo.create_label, LABEL, LABEL_COLOR, "A held conflict of fleet, waiting for a person")
 
     def _budget_left(self) -> bool:
         remaining, _limit = self.gh.rate_limiting
         return self.requests + 4 <= self.settings.max_requests and (remaining < 0 or remaining > RESERVE)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, absent_on: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """One API call, counted. Secondary rate limits (403/429 with
+        retry-after) are waited out here too, since PyGithub's retry does not
+        cover PATCH. A status in ``absent_on`` returns None instead of failing."""
         from github import GithubException
+        from requests.exceptions import RetryError
 
-        self.requests += 1
+        for attempt in range(1, 5):
+            self.requests += 1
+            try:
+                return fn(*args, **kwargs)
+            except GithubException as e:
+                if e.status in absent_on:
+                    return None
+                wait = _retry_after(e)
+                if wait is not None and attempt < 4:
+                    time.sleep(min(wait, 300))
+                    continue
+                message = e.data.get("message") if isinstance(e.data, dict) else e.data
+                raise FleetError(f"GitHub {self.settings.api_url} answered {e.status}: "
+                                 f"{secrets.redact(str(message))}") from None
+            except RetryError as e:
+                raise FleetError(f"GitHub {self.settings.api_url} kept failing after retries: "
+                                 f"{secrets.redact(str(e))[:300]}") from None
+            except OSError as e:
+                raise FleetError(f"GitHub {self.settings.api_url} unreachable: {secrets.redact(str(e))}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _conflicts(snap: Snapshot) -> dict[str, dict[str, Any]]:
+    return {p.rsplit("/", 1)[1][:-5]: canonical.load(d or b"", p)
+            for p, d in snap.read_many(snap.under(CONFLICT_DIR)).items()}
+
+
+def _retry_after(e: Any) -> float | None:
+    """Seconds a 403/429 secondary rate limit asks us to wait, if it is one."""
+    if e.status not in (403, 429):
+        return None
+    headers = {k.lower(): v for k, v in (e.headers or {}).items()}
+    if "retry-after" in headers:
         try:
-            return fn(*args, **kwargs)
-        except GithubException as e:
-            message = e.data.get("message") if isinstance(e.data, dict) else e.data
-            raise FleetError(f"GitHub {self.settings.api_url} answered {e.status}: {secrets.redact(str(message))}") from None
-        except OSError as e:
-            raise FleetError(f"GitHub {self.settings.api_url} unreachable: {secrets.redact(str(e))}") from None
+            return float(headers["retry-after"])
+        except ValueError:
+            return 60.0
+    message = str(e.data.get("message", "") if isinstance(e.data, dict) else e.data).lower()
+    return 60.0 if "secondary rate limit" in message else None
 
 
 def _default_choice(c: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +276,7 @@ def _body(c: dict[str, Any]) -> str:
     before = _cell(c["base"]) if "base" in c else "(absent)"
     path = f"{RESOLUTION_DIR}/{c['id']}.json"
     return "\n".join([
-        MARKER.format(id=c["id"]),
+        MARKER.format(key=episode(c)),
         f"## Held conflict on `{c['collection']}/{c['doc']}`, field `{'.'.join(c['path'])}`",
         "",
         f"Competing changes since tick {c['opened_tick']}; policy `{c['policy']}` could not decide "

@@ -122,7 +122,7 @@ def merge(
         base = repo.snapshot(head)
         closed: list[dict[str, Any]] = []
         if prs is not None:  # pull requests closed unmerged: their fallback applies this tick
-            closed = prs.fallbacks({p.rsplit("/", 1)[1][:-5] for p in base.under("state/conflicts")})
+            closed = prs.fallbacks(base)
         decided = list(outside) + closed
         nxt = base.tick + 1
         if tick is not None and tick != nxt:
