@@ -31,3 +31,18 @@ def test_zizmor_clean() -> None:
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "No findings" in p.stdout
+
+
+def test_the_readme_workflow_a_user_pastes_is_clean(tmp_path: Path) -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("A workflow you can paste")
+    block = re.search(r"```yaml\n(.*?)```", text[start:], re.S).group(1)
+    wf = tmp_path / ".github" / "workflows" / "tick.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text(block.replace("OWNER/fleet@REF", "acme/fleet@0123456789abcdef0123456789abcdef01234567"))
+    p = subprocess.run([_tool("actionlint"), str(wf)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    z = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert z.returncode == 0 and "No findings" in z.stdout, z.stdout + z.stderr

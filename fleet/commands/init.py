@@ -52,7 +52,9 @@ def _populate(directory: Path) -> str:
     for rel in COPIED:
         s, d = src / rel, directory / rel
         if s.is_dir():
-            shutil.copytree(s, d, ignore=shutil.ignore_patterns("__pycache__", "ledger", "quarantine", "conflicts"))
+            # ci.yml tests this package, not a fleet; a new fleet starts with no ledger or conflicts
+            shutil.copytree(s, d, ignore=shutil.ignore_patterns("__pycache__", "ledger", "quarantine", "conflicts",
+                                                                 "resolutions", "ci.yml"))
         elif s.is_file():
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, d)
