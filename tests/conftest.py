@@ -65,6 +65,20 @@ class Fleet:
         return out.split()
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Internal-error logs go to the test's own folder, not ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run(f: Fleet, *args: str, code: int = 0) -> Any:
+    """The CLI in ``f``: the expected exit code, and never a traceback."""
+    r = f.fleet(*args)
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == code, r.output
+    return r
+
+
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
     path = tmp_path / "fleet"

@@ -12,11 +12,6 @@ from click.testing import CliRunner
 from fleet.main import cli
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
 def fleet(*args: str, code: int = 0):
     r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert "Traceback" not in r.output and "internal error" not in r.output, r.output

@@ -9,20 +9,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Fleet
+from conftest import Fleet, run
 from fleet.delta import Op
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def run(f: Fleet, *args: str, code: int = 0) -> Any:
-    r = f.fleet(*args)
-    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
-    assert r.exit_code == code, r.output
-    return r
 
 
 @pytest.fixture
