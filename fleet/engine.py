@@ -280,7 +280,7 @@ class _Applier:
         if self._conflicts is None:
             paths = self.base.under(CONFLICT_DIR)
             blobs = self.base.read_many(paths)
-            self._conflicts = {p: canonical.load(blobs[p] or b"", p) for p in paths}
+            self._conflicts = {p: _conflict_file(blobs[p] or b"", p) for p in paths}
         return self._conflicts
 
     def run(self, deltas: list[Delta]) -> _Outcome:
@@ -393,6 +393,15 @@ class _Applier:
         out = _combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.cfg, self.tick)
         out.errors = errors
         return out
+
+
+def _conflict_file(data: bytes, path: str) -> dict[str, Any]:
+    """A held conflict on main, checked: a hand edit must not crash a merge."""
+    c = canonical.load(data, path)
+    problem = schemas.first_error(schemas.protocol("conflict"), c)
+    if problem:
+        raise FleetError(f"{path}: {problem} (schemas/conflict.schema.json); fix the file or revert the commit that broke it")
+    return c
 
 
 def _doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str | None:
