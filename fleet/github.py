@@ -275,7 +275,7 @@ def _body(c: dict[str, Any]) -> str:
         rows.append(f"| `{x['delta']}` | {x['agent']} | {x['worker']} | {x['tick']} | {x['utc']} | {value} |")
     before = _cell(c["base"]) if "base" in c else "(absent)"
     path = f"{RESOLUTION_DIR}/{c['id']}.json"
-    return "\n".join([
+    text = "\n".join([
         MARKER.format(key=episode(c)),
         f"## Held conflict on `{c['collection']}/{c['doc']}`, field `{'.'.join(c['path'])}`",
         "",
@@ -288,4 +288,5 @@ def _body(c: dict[str, Any]) -> str:
         "to `\"base\"` to keep the value from before the conflict, or replace it with `\"value\": ...`. "
         "Then merge this pull request: the next `fleet merge` applies the decision. "
         "**Closing it without merging** keeps the value from before the conflict (the fallback).",
-    ]) + "\n"
+    ])
+    return secrets.redact(text) + "\n"
