@@ -9,7 +9,7 @@ from fleet.errors import FleetError
 from fleet.git import Git
 from fleet.template import root
 
-COPIED = ("state", "schemas", ".github/workflows", "action.yml")
+COPIED = ("state", "schemas", ".github/workflows", "action.yml", "pyproject.toml")
 README = """# {name}
 
 A fleet of LLM agents run by [fleet](https://pypi.org/project/fleet/): the
@@ -58,8 +58,12 @@ def _populate(directory: Path) -> str:
         elif s.is_file():
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, d)
+    # fleet's own source, so that the workflows' `uses: ./` installs the very
+    # version that made the fleet, with no registry and no OWNER/REPO to guess
+    shutil.copytree(Path(__file__).resolve().parent.parent, directory / "fleet",
+                    ignore=shutil.ignore_patterns("__pycache__", "_template", "*.pyc"))
     (directory / "README.md").write_text(README.format(name=directory.resolve().name))
-    (directory / ".gitignore").write_text("deltas/\n")
+    (directory / ".gitignore").write_text("deltas/\n__pycache__/\n")
     git = Git(directory)
     git.run("init", "--quiet", "--initial-branch=main")
     git.run("add", "--all")

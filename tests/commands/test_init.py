@@ -107,3 +107,19 @@ def test_init_that_fails_leaves_nothing_behind(tmp_path: Path, monkeypatch: pyte
     assert d.exists() == exists and (not exists or list(d.iterdir()) == [])
     monkeypatch.delenv("GIT_CONFIG_GLOBAL")
     fleet("init", str(d))  # the same command works once the cause is fixed
+
+
+def test_a_new_fleet_carries_the_fleet_that_made_it(tmp_path: Path) -> None:
+    """The workflows say `uses: ./`: the new repository holds fleet's source and
+    pyproject, so the action installs that very version on a runner."""
+    from fleet import __version__
+    from fleet.commands.init import init
+
+    repo = tmp_path / "mine"
+    init(repo)
+    assert (repo / "pyproject.toml").is_file() and (repo / "fleet" / "engine.py").is_file()
+    assert f'version = "{__version__}"' in (repo / "pyproject.toml").read_text()
+    assert not list(repo.rglob("__pycache__"))
+    for wf in ("tick.yml", "merge.yml"):
+        assert "uses: ./" in (repo / ".github" / "workflows" / wf).read_text()
+    assert not (repo / ".github" / "workflows" / "ci.yml").exists()
