@@ -23,8 +23,15 @@ from fleet.errors import EXIT_FAILURE, FleetError
 from fleet import summary
 from fleet.secrets import redact
 
+def _inherit_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """`fleet -C DIR status` and `fleet status -C DIR` both work, as with git."""
+    if value is not None:
+        return value
+    return ctx.find_root().params.get("directory") or Path(".")
+
+
 _dir_option = click.option(
-    "-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+    "-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_inherit_dir,
     help="Run as if fleet was started in DIR (the fleet repository).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -61,6 +68,10 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("fleet: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `fleet log | head`: the reader left; leave quietly, as git does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as e:  # a bug: short message, traceback to a file
             log = _log_file()
             try:
@@ -84,7 +95,9 @@ def _emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleet")
-def cli() -> None:
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run as if fleet was started in DIR (the fleet repository).")
+def cli(directory: Path | None) -> None:
     """Run fleets of LLM agents with git as the only coordination layer.
 
     Exit codes: 0 success, 1 failure (the message says why), 2 usage error,

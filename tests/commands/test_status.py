@@ -96,3 +96,23 @@ def test_status_with_an_unreachable_origin(fleet: Fleet, tmp_path: Path) -> None
     r = run(fleet, "status", code=1)
     assert len(r.stderr.splitlines()) == 1
     assert str(missing) in r.stderr and "does not appear to be a git repository" in r.stderr
+
+
+def test_dash_c_works_before_the_command_too(fleet: Fleet) -> None:
+    from click.testing import CliRunner
+
+    from fleet.main import cli
+
+    for args in (["-C", str(fleet.path), "status", "--json"], ["status", "-C", str(fleet.path), "--json"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["tick"] == 0
+
+
+def test_a_reader_that_leaves_early_is_no_error(fleet: Fleet) -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run(f"{sys.executable} -m fleet -C {fleet.path} validate --json | head -c 1",
+                       shell=True, capture_output=True, text=True)
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr
