@@ -27,17 +27,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fleet import canonical, resolve, schemas
+from fleet import canonical, docpath, resolve, schemas
 from fleet.config import FLEET_PATH, Collection, Config, Rule
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.errors import FleetError
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, Snapshot
 
-_MISSING = object()
-
-
-class _OpError(Exception):
-    pass
+_MISSING = docpath.MISSING
+_OpError = docpath.PathError  # an op that cannot apply to the document as it is
 
 
 @dataclass
@@ -570,27 +567,8 @@ def _overlapping(paths: set[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str
     return held
 
 
-def _get(doc: Any, path: tuple[str, ...]) -> Any:
-    cur = doc
-    for k in path:
-        if not isinstance(cur, dict):
-            raise _OpError(f"{'.'.join(path)} crosses a value that is not an object")
-        if k not in cur:
-            return _MISSING
-        cur = cur[k]
-    return cur
-
-
-def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    cur = doc
-    for k in path[:-1]:
-        nxt = cur.get(k, _MISSING)
-        if nxt is _MISSING:
-            nxt = cur[k] = {}
-        if not isinstance(nxt, dict):
-            raise _OpError(f"{'.'.join(path)} crosses a value that is not an object")
-        cur = nxt
-    cur[path[-1]] = value
+_get = docpath.get
+_put = docpath.put
 
 
 def _candidate(d: Delta, **extra: Any) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, schemas
+from fleet import canonical, docpath, schemas
 from fleet.errors import FleetError
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
 
 RESOLUTION_DIR = "state/resolutions"
 RECORDS = "_resolutions.jsonl"  # in state/ledger/<tick>/; no worker id starts with "_"
 BASE = "base"
-_MISSING = object()
+_MISSING = docpath.MISSING
 
 
 @dataclass
@@ -76,7 +76,10 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
         doc = docs[dpath]
         done.deletes.append(cpath)
         if doc is not None:
-            _decide(doc, c, r, where)
+            try:
+                _decide(doc, c, r, where)
+            except docpath.PathError as e:
+                raise FleetError(f"{where}: the decision on {cid} cannot apply to {dpath}: {e}") from None
             problem = schemas.first_error(base.validator(coll.name), doc)
             if problem:
                 raise FleetError(f"{where}: the decision on {cid} would make {dpath} invalid: {problem} "
@@ -122,33 +125,14 @@ def _decide(doc: dict[str, Any], c: dict[str, Any], r: dict[str, Any], where: st
                              "choose 'base' or give a value")
         value = chosen[0]["value"]
     if c.get("policy") == "append":  # an item of an id-keyed list: the path ends in the item's id
-        items = _get(doc, path[:-1])
+        items = docpath.get(doc, path[:-1])
         items = [] if items is _MISSING else [i for i in items if i.get("id") != path[-1]]
         if value is not _MISSING and value is not None:
             items.append(value)
-        _put(doc, path[:-1], items)
+        docpath.put(doc, path[:-1], items)
     elif value is _MISSING:
-        parent = _get(doc, path[:-1]) if len(path) > 1 else doc
+        parent = docpath.get(doc, path[:-1]) if len(path) > 1 else doc
         if isinstance(parent, dict):
             parent.pop(path[-1], None)
     else:
-        _put(doc, path, canonical.clone(value))
-
-
-def _get(doc: Any, path: tuple[str, ...]) -> Any:
-    cur = doc
-    for k in path:
-        if not isinstance(cur, dict) or k not in cur:
-            return _MISSING
-        cur = cur[k]
-    return cur
-
-
-def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    cur = doc
-    for k in path[:-1]:
-        nxt = cur.get(k)
-        if not isinstance(nxt, dict):
-            nxt = cur[k] = {}
-        cur = nxt
-    cur[path[-1]] = value
+        docpath.put(doc, path, canonical.clone(value))

@@ -70,22 +70,20 @@ def origin_files(url: str) -> dict[str, bytes]:
     return out
 
 
-def ledger_ids(url: str, tick: int) -> list[str]:
+def ledger(url: str, tick: int) -> list[dict]:
+    """The deltas the origin's main applied for ``tick``."""
     git = Git(Path(url.removeprefix("file://")))
     entries = git.ls_tree("refs/heads/main", f"state/ledger/{tick}/")
-    ids = []
-    for data in git.cat_blobs(list(entries.values())).values():
-        ids += [orjson.loads(line)["id"] for line in data.splitlines()]
-    return ids
+    blobs = git.cat_blobs([sha for path, sha in entries.items() if not path.endswith("/_resolutions.jsonl")])
+    return [orjson.loads(line) for data in blobs.values() for line in data.splitlines()]
+
+
+def ledger_ids(url: str, tick: int) -> list[str]:
+    return [d["id"] for d in ledger(url, tick)]
 
 
 def agents_in_ledger(url: str, tick: int) -> list[str]:
-    git = Git(Path(url.removeprefix("file://")))
-    entries = git.ls_tree("refs/heads/main", f"state/ledger/{tick}/")
-    agents = []
-    for data in git.cat_blobs(list(entries.values())).values():
-        agents += [orjson.loads(line)["agent"] for line in data.splitlines()]
-    return sorted(agents)
+    return sorted(d["agent"] for d in ledger(url, tick))
 
 
 def assert_no_residue(repo: Path, url: str) -> None:
