@@ -16,6 +16,7 @@ import signal
 import tempfile
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from fleet.errors import FleetError
 from fleet.git import Git
@@ -24,11 +25,7 @@ FLEET_DIR = "fleet"
 
 
 class Terminated(BaseException):
-    """SIGTERM: the runner is stopping us; publish what we have, then clean up."""
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+    """SIGTERM during the agents' turns: stop them, publish what finished."""
 
 
 def remote_url(repo: Git, remote: str | None) -> str:
@@ -68,14 +65,24 @@ class Workspace:
         self.tmp = self.root / "tmp"
         self.worker = worker
         self.worktree: Path | None = None
-        self._old_term = None
+        self._old_term: Any = None
+        # SIGTERM (a runner's deadline) interrupts only the agents' turns; any
+        # other step (fetch, commit, push) is short and finishes, so that what
+        # the worker has is published and nothing is left half done.
+        self.terminated = False
+        self.interruptible = False
 
     def __enter__(self) -> Workspace:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cache = Git(private_repo(self.cache_path.parent.parent.parent, f"workers/{self.worker}.git"))
         self.recover()
-        self._old_term = signal.signal(signal.SIGTERM, _on_term)
+        self._old_term = signal.signal(signal.SIGTERM, self._on_term)
         return self
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.terminated = True
+        if self.interruptible:
+            raise Terminated()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:

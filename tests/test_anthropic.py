@@ -551,3 +551,23 @@ def test_sigterm_mid_tick_publishes_finished_turns_and_errors_for_the_rest(tmp_p
     caches = repo / ".git" / "fleet"
     assert not any((caches / "tmp").iterdir())
     assert Git(caches / "workers" / "w1.git").text("worktree", "list").count("\n") == 0
+
+
+def test_fleet_run_merges_what_arrived_by_the_deadline(tmp_path: Path) -> None:
+    """The clock: a tick waits for its workers until the deadline, then the
+    late ones are stopped (they publish what finished, the rest as errors) and
+    the merge goes on; the next tick starts from it."""
+    repo = new_repo(tmp_path, fast_config())
+    slow = {"basil", "dara"}
+    with AnthropicAPI(latency=lambda s: 60.0 if s.agent in slow else 0.05) as api:
+        p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--provider", "anthropic", "--deadline", "6",
+                  "--json", env=env(api, tmp_path), timeout=120)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["tick"] == 1 and report["applied"] == len(AGENTS), (report, p.stderr)
+    deltas = {d["agent"]: d for d in ledger(origin(repo))}
+    for agent in AGENTS:
+        if agent in slow:
+            assert deltas[agent]["ops"] == [] and deltas[agent]["meta"]["error"]
+    assert any(deltas[a]["ops"] for a in AGENTS if a not in slow)
+    assert not any((repo / ".git" / "fleet" / "tmp").iterdir())

@@ -174,15 +174,7 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
             p.wait(timeout=max(0.0, remaining))
         except subprocess.TimeoutExpired:
             pass
-    late = [p for p in procs if p.poll() is None]
-    for p in late:
-        p.send_signal(signal.SIGTERM)
-    for p in late:
-        try:
-            p.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    _signal_and_reap(procs, signal.SIGTERM)
     if any(p.returncode not in (0, 3) for p in procs):
         logs.seek(0)
         for line in logs.read().decode(errors="replace").splitlines()[-5:]:
@@ -192,9 +184,14 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     """No worker outlives the run: interrupt, then kill."""
+    _signal_and_reap(procs, signal.SIGINT)
+
+
+def _signal_and_reap(procs: list[subprocess.Popen[bytes]], sig: int) -> None:
+    """Send ``sig`` to the workers still running; kill those that outlast the grace."""
     alive = [p for p in procs if p.poll() is None]
     for p in alive:
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
     for p in alive:
         try:
             p.wait(timeout=STOP_GRACE)

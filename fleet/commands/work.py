@@ -89,7 +89,7 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = _turns(prov, snap, agents, nxt, name, workers, concurrency, deadline)
+        bodies = _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline)
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -114,10 +114,18 @@ def work(
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage)
 
 
-def _turns(prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
+def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
            concurrency: int | None, deadline: float | None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
+
+    def stopped(error: str) -> list[dict[str, Any]]:
+        return [finished.get(a) or delta_mod.make(tick=tick, worker=worker, stream="s1", agent=a,
+                                                  meta={"provider": prov.name, "error": error})
+                for a in agents]
+
+    if ws.terminated:  # SIGTERM came while we fetched: no turn starts
+        return stopped("the worker was terminated (SIGTERM) before this turn started")
 
     async def main() -> list[dict[str, Any]]:
         try:
@@ -126,13 +134,13 @@ def _turns(prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: s
         finally:
             await prov.aclose()
 
+    ws.interruptible = True
     try:
         return asyncio.run(main())
     except Terminated:
-        error = "the worker was terminated (SIGTERM) before this turn finished"
-        return [finished.get(a) or delta_mod.make(tick=tick, worker=worker, stream="s1", agent=a,
-                                                  meta={"provider": prov.name, "error": error})
-                for a in agents]
+        return stopped("the worker was terminated (SIGTERM) before this turn finished")
+    finally:
+        ws.interruptible = False
 
 
 def _push(cache: Git, url: str, sha: str, branch: str) -> None:
