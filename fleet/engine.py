@@ -337,6 +337,10 @@ class _Applier:
         for c in self.open_conflicts().values():
             open_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
         accepted: dict[tuple[str, str], list[tuple[Delta, Any]]] = {}
+        # A document only incremented so far (a hot counter) is carried as its
+        # current bytes: adding a delta costs its own ops, not all the earlier
+        # ones again. Sums are taken in the same order either way.
+        counted: dict[tuple[str, str], bytes | None] = {}
         refused: dict[str, str] = {}
         for d in deltas:
             unknown = next((op.collection for op in d.ops if op.collection not in cfg.collections), None)
@@ -347,10 +351,15 @@ class _Applier:
             for op in d.ops:
                 mine.setdefault((op.collection, op.id), []).append((d, op))
             reason = None
+            results: dict[tuple[str, str], _DocOutcome] = {}
             for key, ops in mine.items():
                 coll = cfg.collections[key[0]]
-                out = _combine(coll, key[1], base_bytes[paths[key]], accepted.get(key, []) + ops,
-                               open_by_doc.get(key, {}), cfg, self.tick)
+                if key not in accepted or (key in counted and all(op.op == "incr" for _, op in ops)):
+                    start, entries = counted.get(key, base_bytes[paths[key]]), ops
+                else:
+                    start, entries = base_bytes[paths[key]], accepted[key] + ops
+                out = _combine(coll, key[1], start, entries, open_by_doc.get(key, {}), cfg, self.tick)
+                results[key] = out
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
                 elif out.doc is not None:
@@ -363,7 +372,14 @@ class _Applier:
                 refused[d.id] = reason
             else:
                 for key, ops in mine.items():
+                    first = key not in accepted
                     accepted.setdefault(key, []).extend(ops)
+                    out = results[key]
+                    if (first or key in counted) and all(op.op == "incr" for _, op in ops) and out.doc is not None \
+                            and not out.conflicts:
+                        counted[key] = canonical.dumps(out.doc)
+                    else:
+                        counted.pop(key, None)
         return refused
 
     def _blame(self, coll, doc_id, path, raw, entries, open_here) -> _DocOutcome:
