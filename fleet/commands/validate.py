@@ -13,6 +13,7 @@ from fleet import canonical, config as config_mod, schemas
 from fleet.config import CONFIG_PATH, FLEET_PATH, Config
 from fleet.delta import Arrival, Rejected, parse
 from fleet.errors import FleetError
+from fleet.resolve import RESOLUTION_DIR
 from fleet.state import CONFLICT_DIR, ENGINE_DIRS
 
 
@@ -72,6 +73,8 @@ def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
         return None
     if any(rel.startswith(d + "/") for d in ENGINE_DIRS if d != CONFLICT_DIR):
         return None  # the ledger and quarantine are the engine's own records
+    if not rel.endswith(".json"):
+        return "state/ holds only JSON documents (<collection>/<id>.json); move this file elsewhere"
     try:
         doc = canonical.parse(data)
     except canonical.JSONProblem as e:
@@ -82,6 +85,8 @@ def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
         validator, schema = schemas.protocol("fleet"), "schemas/fleet.schema.json"
     elif rel.startswith(CONFLICT_DIR + "/"):
         validator, schema = schemas.protocol("conflict"), "schemas/conflict.schema.json"
+    elif rel.startswith(RESOLUTION_DIR + "/"):
+        validator, schema = schemas.protocol("resolution"), "schemas/resolution.schema.json"
     elif parts[0] == "state" and len(parts) >= 3:
         coll = cfg.collections.get(parts[1])
         if coll is None:

@@ -217,3 +217,16 @@ def test_not_a_fleet(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["validate", "-C", str(tmp_path / "plain")])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert len(r.stderr.splitlines()) == 1 and "not inside a git repository" in r.stderr
+
+
+def test_stray_files_and_resolutions(fleet: Fleet) -> None:
+    (fleet.path / "state" / "notes.txt").write_text("todo\n")
+    res = fleet.path / "state" / "resolutions" / "c-0123456789abcdef.json"
+    res.parent.mkdir()
+    res.write_text('{"conflict": "c-0123456789abcdef", "choose": "base"}\n')
+    r = run(fleet, "validate", code=1)
+    assert "state/notes.txt: state/ holds only JSON documents" in r.output
+    assert "resolutions" not in r.output  # a well-formed decision is fine
+    res.write_text('{"conflict": "c-0123456789abcdef"}\n')
+    r = run(fleet, "validate", code=1)
+    assert "state/resolutions/c-0123456789abcdef.json: " in r.output and "schemas/resolution.schema.json" in r.output
