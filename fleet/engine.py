@@ -152,31 +152,24 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: list[dict[str, 
         else:
             candidates.append(d)
             arrival_of[d.id] = a  # the copy that stands, not a later duplicate
-    # Remove deltas that cannot apply until what is left applies cleanly. The
-    # set only shrinks, so this ends; each step is decided in delta order.
-    apply = _Applier(base, cfg, tick)
-    outcome = apply.run(candidates)
-    if outcome.culprits:  # decide in delta order; the loop below is only a safety net
-        refused = apply.sequential(candidates)
-        keep = []
+    def split_off(refused: dict[str, str]) -> list[Delta]:
+        """Quarantine the refused deltas; the rest go on."""
         for d in candidates:
             if d.id in refused:
                 quarantined.append(Quarantined(arrival_of[d.id], refused[d.id], d))
-            else:
-                keep.append(d)
-        candidates = keep
-    while True:
+        return [d for d in candidates if d.id not in refused]
+
+    # The fast path applies everything at once. If anything is refused, the
+    # tick is decided delta by delta in delta order; the loop after that is a
+    # safety net whose set only shrinks, so it ends.
+    apply = _Applier(base, cfg, tick)
+    outcome = apply.run(candidates)
+    if outcome.culprits:
+        candidates = split_off(apply.sequential(candidates))
         outcome = apply.run(candidates)
-        if not outcome.culprits:
-            break
-        refuse = _refuse_now(candidates, outcome)
-        keep = []
-        for d in candidates:
-            if d.id in refuse:
-                quarantined.append(Quarantined(arrival_of[d.id], refuse[d.id], d))
-            else:
-                keep.append(d)
-        candidates = keep
+        while outcome.culprits:
+            candidates = split_off(_refuse_now(candidates, outcome))
+            outcome = apply.run(candidates)
 
     records = [q.record(tick, cfg.limits.max_delta_bytes) for q in quarantined]
     result = _finish(base, tick, candidates, records, outcome, decided)
