@@ -136,6 +136,18 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class TaskSettings:
+    lease_seconds: float = 1800
+    max_failures: int = 3
+    retry_delay_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    dead_after_ticks: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     collections: dict[str, Collection]
     agents: dict[str, Agent]
@@ -146,6 +158,8 @@ class Config:
     agent_budget: Budget = field(default_factory=Budget)
     tick_budget: Budget = field(default_factory=Budget)
     models: dict[str, Price] = field(default_factory=dict)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
     def budget_of(self, agent: str) -> Budget:
         a = self.agents.get(agent)
@@ -218,4 +232,6 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         agent_budget=Budget(**raw.get("budgets", {}).get("agent", {})),
         tick_budget=Budget(**raw.get("budgets", {}).get("tick", {})),
         models={m: Price(**p) for m, p in raw.get("models", {}).items()},
+        tasks=TaskSettings(**raw.get("tasks", {})),
+        watchdog=WatchdogSettings(**raw.get("watchdog", {})),
     )

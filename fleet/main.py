@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from fleet import __version__
-from fleet.errors import EXIT_FAILURE, FleetError
+from fleet.errors import EXIT_FAILURE, EXIT_NOTHING, FleetError
 from fleet import summary
 from fleet.secrets import redact
 
@@ -251,7 +251,7 @@ def log_cmd(directory: Path, as_json: bool, remote: str | None, doc: str | None,
 @_remote_option
 @_handled
 def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
-    """The merged tick, pending worker branches, open conflicts and usage."""
+    """The merged tick, workers' health, open conflicts, tasks by state, tokens and cost."""
     from fleet.commands.status import status
 
     s = status(directory, remote)
@@ -265,6 +265,13 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
         if u:
             click.echo(f"tokens: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out; cost ${u.get('cost_usd', 0):.4f}")
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
+        if s["workers"]:
+            click.echo("workers: " + ", ".join(
+                f"{w['worker']} {w['status']} (last tick {w['lastTick']})" for w in s["workers"]))
+        t = s["tasks"]
+        click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready), {t['in-progress']} in progress"
+                   f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "
+                   f"{t['done']} done, {t['failed']} failed")
         for c in s["open_conflicts"]:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
 
@@ -389,6 +396,315 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
             console.print("interrupted: nothing was left behind; `fleet run` resumes at the next unmerged tick")
     if report.interrupted:
         sys.exit(130)
+
+
+# -- the task queue ------------------------------------------------------
+@cli.group("task")
+def task_group() -> None:
+    """The task queue on the fleet/tasks branch: every change is a compare-and-swap push.
+
+    claim hands out a fencing token; renew, complete, fail and release must name it.
+    """
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    who = f" {t['claimedBy']}" if t["claimedBy"] else ""
+    extra = ""
+    if t["status"] == "in-progress":
+        extra = f" token {t['token']}, lease until {t['leaseUntil']}" + (" (EXPIRED)" if t.get("expired") else "")
+    elif t["status"] == "pending" and t.get("blockedBy"):
+        extra = f" waits for {', '.join(t['blockedBy'])}"
+    elif t["status"] == "pending" and t.get("notBefore") and not t.get("ready"):
+        extra = f" retry after {t['notBefore']}"
+    slung = f" for {t['for']}" if t["for"] else ""
+    return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+
+
+def _task_detail(t: dict[str, Any]) -> None:
+    click.echo(f"{t['id']}: {t['title']}")
+    click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
+               f"failures {t['failures']}")
+    if t["claimedBy"]:
+        click.echo(f"  claimed by {t['claimedBy']} at {t['claimedAt']}" +
+                   (f", lease until {t['leaseUntil']}" if t["leaseUntil"] else ""))
+    if t["for"]:
+        click.echo(f"  slung to {t['for']}")
+    if t["deps"]:
+        click.echo(f"  deps: {', '.join(t['deps'])}")
+    if t.get("error"):
+        click.echo(f"  last error: {t['error']}")
+    if t.get("body"):
+        click.echo("")
+        click.echo(t["body"])
+
+
+def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--token", type=int, required=True,
+                        help="The fencing token claim printed; a stale one is refused.")(fn)
+
+
+def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--as", "agent", required=required, default=None, metavar="AGENT",
+                        help="The agent acting" + ("." if required else " (checked against the holder)."))
+
+
+@task_group.command("add")
+@_dir_option
+@_json_option
+@_remote_option
+@click.argument("title", required=False)
+@click.option("--body", default=None, help="The whole task, for the agent that claims it.")
+@click.option("--priority", type=click.IntRange(0, 4), default=None, help="0 most urgent … 4 (default 2).")
+@click.option("--dep", "deps", multiple=True, help="A task that must be done first (repeatable).")
+@click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
+@click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Add every task in F.jsonl (one JSON object a line) in one push.")
+@click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
+@_handled
+def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
+                 priority: int | None, deps: tuple[str, ...], target: str | None, task_id: str | None,
+                 file: Path | None, dry_run: bool) -> None:
+    """Add a task (TITLE), or many from --file, in one commit and one push."""
+    from fleet.commands.task import add, read_items
+
+    if (title is None) == (file is None):
+        raise FleetError("give a TITLE or --file F.jsonl (one of them)", code=2)
+    if file is not None:
+        if any(v is not None for v in (body, priority, target, task_id)) or deps:
+            raise FleetError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
+                             "are for a single TITLE", code=2)
+        items = read_items(file)
+    else:
+        item: dict[str, Any] = {"title": title}
+        for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
+            if v is not None:
+                item[k] = v
+        if deps:
+            item["deps"] = list(deps)
+        items = [(item, "TITLE")]
+    r = add(directory, items, remote=remote, dry_run=dry_run)
+
+    def text() -> None:
+        for i in r["added"]:
+            click.echo(f"added {i}")
+        for i in r["existing"]:
+            click.echo(f"already there: {i}")
+        if r["added"]:
+            click.echo(f"dry run: {len(r['added'])} task(s) checked, nothing pushed" if dry_run
+                       else f"pushed {len(r['added'])} task(s) to {r['remote'] or 'this repository'}")
+
+    _emit(r, as_json, text)
+
+
+@task_group.command("claim")
+@_dir_option
+@_json_option
+@_remote_option
+@_as_option(required=True)
+@click.option("--task", "task_id", default=None, help="Claim this task rather than the first ready one.")
+@click.option("--lease", type=click.FloatRange(1, 604800), default=None,
+              help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
+@_handled
+def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
+                   lease: float | None) -> None:
+    """Claim the first ready task for AGENT; exit 3 when nothing is ready."""
+    from fleet.commands.task import claim
+
+    t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
+
+    def text() -> None:
+        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['leaseUntil']}")
+        _task_detail(t)
+
+    _emit(t, as_json, text)
+
+
+def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__doc__ = helptext
+        for deco in reversed((task_group.command(verb), _dir_option, _json_option, _remote_option,
+                              click.argument("task_id", metavar="TASK"), _token_option, _as_option())):
+            fn = deco(fn)
+        return fn
+    return wrap
+
+
+@_holder_command("renew", "Extend the lease on TASK (do it at half the lease).")
+@click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
+@_handled
+def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                   agent: str | None, lease: float | None) -> None:
+    from fleet.commands.task import renew
+
+    t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
+    _emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['leaseUntil']}"))
+
+
+@_holder_command("complete", "Mark TASK done, with an optional JSON result.")
+@click.option("--result", "result", default=None, help="The result, as JSON (a string is '\"text\"').")
+@click.option("--result-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The result, from a JSON file.")
+@_handled
+def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                      agent: str | None, result: str | None, result_file: Path | None) -> None:
+    from fleet import canonical
+    from fleet.commands.task import complete
+
+    value = None
+    if result is not None and result_file is not None:
+        raise FleetError("give --result or --result-file, not both", code=2)
+    if result is not None:
+        value = canonical.load(result.encode(), "--result")
+    elif result_file is not None:
+        try:
+            value = canonical.load(result_file.read_bytes(), str(result_file))
+        except OSError as e:
+            raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
+    t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
+    _emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimedBy']} (token {t['token']})"))
+
+
+@_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
+@click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
+@_handled
+def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                  agent: str | None, reason: str) -> None:
+    from fleet.commands.task import fail
+
+    t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
+    after = f"ready again at {t['notBefore']}" if t["status"] == "pending" else "failed for good: a person decides"
+    _emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
+
+
+@_holder_command("release", "Give TASK back unfinished, without counting a failure.")
+@_handled
+def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                     agent: str | None) -> None:
+    from fleet.commands.task import release
+
+    t = release(directory, task_id, token, agent=agent, remote=remote)
+    _emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
+
+
+@task_group.command("sling")
+@_dir_option
+@_json_option
+@_remote_option
+@click.argument("task_id", metavar="TASK")
+@click.argument("agent", metavar="AGENT", required=False)
+@_handled
+def task_sling_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, agent: str | None) -> None:
+    """Put pending TASK on AGENT's hook: only AGENT may claim it (no AGENT: anyone again)."""
+    from fleet.commands.task import sling
+
+    t = sling(directory, task_id, agent, remote=remote)
+    _emit(t, as_json, lambda: click.echo(f"{t['id']} is slung to {agent}" if agent else f"{t['id']} is anyone's"))
+
+
+def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) -> None:
+    from fleet.commands.task import listing
+
+    r = listing(directory, remote=remote, **kw)
+
+    def text() -> None:
+        if not r["tasks"]:
+            click.echo("no task is ready" if kw.get("ready_only") else "no tasks")
+        for t in r["tasks"]:
+            click.echo(_task_line(t))
+        c = r["counts"]
+        click.echo(", ".join(f"{n} {s}" for s, n in c.items()), err=True)
+
+    _emit(r, as_json, text)
+
+
+@task_group.command("ready")
+@_dir_option
+@_json_option
+@_remote_option
+@_as_option()
+@_handled
+def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None) -> None:
+    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order."""
+    _task_list(directory, as_json, remote, agent=agent, ready_only=True)
+
+
+@task_group.command("list")
+@_dir_option
+@_json_option
+@_remote_option
+@click.option("--status", type=click.Choice(["pending", "in-progress", "done", "failed"]), default=None)
+@click.option("--agent", default=None, help="Only tasks held by, done by or slung to this agent.")
+@_handled
+def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None) -> None:
+    """Every task: open ones first, by priority and age."""
+    _task_list(directory, as_json, remote, status=status, agent=agent)
+
+
+@task_group.command("show")
+@_dir_option
+@_json_option
+@_remote_option
+@click.argument("task_id", metavar="TASK")
+@_handled
+def task_show_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
+    """One task and its history: every commit that changed it."""
+    from fleet.commands.task import show
+
+    t = show(directory, task_id, remote=remote)
+
+    def text() -> None:
+        _task_detail(t)
+        click.echo("")
+        click.echo("history:")
+        for h in t["history"]:
+            click.echo(f"  {h['at']}  {h['commit'][:10]}  {h['what']}")
+
+    _emit(t, as_json, text)
+
+
+@cli.command("watchdog")
+@_dir_option
+@_json_option
+@_remote_option
+@click.option("--dry-run", is_flag=True, help="Say what would be returned and marked, commit nothing.")
+@click.option("--grace", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds past a lease's end before it is returned (for clocks a little apart).")
+@_handled
+def watchdog_cmd(directory: Path, as_json: bool, remote: str | None, dry_run: bool, grace: float) -> None:
+    """Return expired task leases and mark dead workers, a commit each that says why; exit 3 if all is well."""
+    from fleet.commands.watchdog import watchdog
+
+    r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
+
+    def text() -> None:
+        for t in r["returned"]:
+            click.echo(f"returned {t['id']}: lease of {t['holder']} (token {t['token']}) ran out")
+        for t in r["failed"]:
+            click.echo(f"failed {t['id']}: lease of {t['holder']} ran out, too many failures; a person decides")
+        for w in r["workers"]:
+            click.echo(f"worker {w['worker']} {w['status']}: {w['reason']}")
+        if r["stalled"]:
+            click.echo(f"warning: {r['stalled']}")
+        if not r["commits"]:
+            click.echo("all leases current, no worker changed")
+        elif dry_run:
+            click.echo(f"dry run: {r['commits']} commit(s) not made")
+        else:
+            click.echo(f"pushed {r['commits']} commit(s) to {r['branch']} on {r['remote'] or 'this repository'}")
+
+    _emit(r, as_json, text)
+    rows = {"returned": len(r["returned"]), "failed": len(r["failed"]),
+            "workers dead": sum(1 for w in r["workers"] if w["status"] == "dead"),
+            "workers back": sum(1 for w in r["workers"] if w["status"] == "alive")}
+    summary.table("fleet watchdog" + (" (dry run: nothing committed)" if dry_run else ""), rows,
+                  [f"returned {t['id']} (lease of {t['holder']})" for t in r["returned"]]
+                  + [f"worker {w['worker']} {w['status']}: {w['reason']}" for w in r["workers"]]
+                  + ([f"warning: {r['stalled']}"] if r["stalled"] else []))
+    if r["stalled"]:
+        summary.warning("fleet watchdog", r["stalled"])
+    if not r["commits"] and not r["stalled"]:
+        sys.exit(EXIT_NOTHING)
 
 
 def _split(value: str | None) -> list[str] | None:

@@ -46,6 +46,14 @@ def quarantined(records: list[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def warning(title: str, message: str) -> None:
+    """One warning annotation."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    sys.stdout.write(f"::warning title={_escape_property(title)}::{_escape_data(redact(message))}\n")
+    sys.stdout.flush()
+
+
 def money(usage: dict[str, Any]) -> tuple[str, str]:
     tokens = sum(usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                            "cache_creation_input_tokens"))

@@ -27,6 +27,7 @@ from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
+from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import FleetRepo
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
@@ -85,6 +86,10 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
             raise FleetError(f"{root}: has no main branch to seed the fleet from")
         origin.parent.mkdir(parents=True, exist_ok=True)
         git.run("clone", "--quiet", "--bare", "--single-branch", "--branch", "main", str(root), str(origin))
+        queue = git.rev_parse(f"refs/heads/{TASKS_BRANCH}")
+        if queue:  # the task queue moves to the origin with main, so it is not left behind
+            Git(origin).run("fetch", "--quiet", str(root), f"refs/heads/{TASKS_BRANCH}:refs/heads/{TASKS_BRANCH}")
+            git.proc("update-ref", "-d", f"refs/heads/{TASKS_BRANCH}", queue)
         created = True
     url = origin.as_uri()
     git.run("config", "fleet.remote", url)

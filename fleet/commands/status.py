@@ -1,4 +1,4 @@
-"""`fleet status`: the tick, pending worker branches, open conflicts, usage."""
+"""`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 from fleet import canonical, schemas
 from fleet.errors import FleetError
 from fleet.repo import FleetRepo
+from fleet.commands.watchdog import deliveries, health
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
+from fleet.tasks import TaskQueue, now, parse_stamp
 
 
 def status(path: Path, remote: str | None = None) -> dict[str, Any]:
@@ -34,6 +36,13 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
                 raise FleetError(f"{p}: a quarantine record must be a JSON object, one a line")
             recent_q.append({"tick": q.get("tick"), "path": q.get("path"), "reason": q.get("reason")})
     pending = [s.branch for s in repo.sources()]
+    queue = TaskQueue(repo).read()
+    at = now()
+    tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
+                 expired=sum(1 for t in queue.tasks.values() if t["status"] == "in-progress"
+                             and t["leaseUntil"] and parse_stamp(t["leaseUntil"]) < at))
+    tick, seen, _ = deliveries(repo)
+    workers = list(health(tick, seen, queue, snap.config).values())
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -44,5 +53,7 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "recent_quarantine": recent_q[-20:],
         "last": fleet["last"],
         "totals": fleet["totals"],
+        "tasks": tasks,
+        "workers": workers,
         "last_utc": fleet.get("last_utc"),
     }

@@ -1,0 +1,279 @@
+"""`fleet task ...`: the task queue (see fleet.tasks for how it is kept in git)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from fleet import canonical
+from fleet.config import Config
+from fleet.errors import FleetError, NothingToDo
+from fleet.repo import FleetRepo
+from fleet.tasks import (
+    BRANCH,
+    Change,
+    Queue,
+    TaskQueue,
+    cycle,
+    holder_check,
+    new_task,
+    new_task_id,
+    now,
+    parse_stamp,
+    public,
+    returned,
+    stamp,
+    task_path,
+)
+
+MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
+
+
+def _queue(path: Path, remote: str | None) -> TaskQueue:
+    return TaskQueue(FleetRepo(path, remote))
+
+
+def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
+    if agent not in cfg.agents:
+        known = ", ".join(sorted(cfg.agents)[:8])
+        raise FleetError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})",
+                         code=2)
+
+
+def read_items(file: Path) -> list[tuple[Any, str]]:
+    """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from."""
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise FleetError(f"{file}: cannot read: {e.strerror}") from None
+    if file.suffix == ".json":
+        items = canonical.load(data, str(file))
+        if not isinstance(items, list):
+            raise FleetError(f"{file}: a .json task file must hold an array of tasks (or use .jsonl, one a line)")
+        return [(it, f"{file}[{i}]") for i, it in enumerate(items)]
+    out = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            out.append((canonical.load(line, f"{file}:{n}"), f"{file}:{n}"))
+    if not out:
+        raise FleetError(f"{file}: no tasks in the file (one JSON object a line)")
+    return out
+
+
+def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Add tasks in one commit and one push. A task whose id exists with the
+    same content is already there (a rerun); with other content it is an error."""
+    if len(items) > MAX_BATCH:
+        raise FleetError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push", code=2)
+    tq = _queue(path, remote)
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        fresh: dict[str, dict[str, Any]] = {}
+        origin: dict[str, str] = {}
+        same: list[str] = []
+        for item, where in items:
+            t = new_task(item, where, cfg, at)
+            if t["id"]:
+                old = q.tasks.get(t["id"]) or fresh.get(t["id"])
+                if old is not None:
+                    mine = {k: old.get(k) for k in ("title", "body", "priority", "deps", "for")}
+                    theirs = {k: t.get(k) for k in ("title", "body", "priority", "deps", "for")}
+                    if mine != theirs or t["id"] in fresh:
+                        raise FleetError(f"{where}: task id {t['id']!r} already exists with other content "
+                                         f"({BRANCH}:{task_path(t['id'])}); pick another id")
+                    same.append(t["id"])
+                    continue
+            else:
+                while not t["id"] or t["id"] in q.tasks or t["id"] in fresh:
+                    t["id"] = new_task_id(len(q.tasks) + len(fresh) + len(items))
+            fresh[t["id"]] = t
+            origin[t["id"]] = where
+        everything = {**q.tasks, **fresh}
+        for t in fresh.values():
+            unknown = [d for d in t["deps"] if d not in everything]
+            if unknown:
+                raise FleetError(f"{origin[t['id']]}: deps: no task {unknown[0]!r} in the queue or this batch")
+        loop = cycle(everything, list(fresh))
+        if loop:
+            raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
+        result = {"added": sorted(fresh), "existing": sorted(same)}
+        if not fresh:
+            return Change([], result)
+        titles = [t["title"] for t in fresh.values()]
+        subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
+        body = "\n".join(f"- {i}: {t['title']}" for i, t in fresh.items()) if len(fresh) > 1 else ""
+        message = f"task {subject}\n\n{body}".strip() + "\n"
+        return Change([(message, {task_path(i): t for i, t in fresh.items()})], result)
+
+    ch, pushed = tq.change(decide, dry_run=dry_run)
+    return dict(ch.result, pushed=pushed, remote=tq.repo.remote)
+
+
+def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | None = None,
+          task_id: str | None = None) -> dict[str, Any]:
+    """Claim the first ready task (or ``task_id``) for ``agent``; exit 3 if none is ready."""
+    tq = _queue(path, remote)
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        _agent(cfg, agent)
+        seconds = lease if lease is not None else cfg.tasks.lease_seconds
+        if task_id is not None:
+            t = q.task(task_id)
+            if not q.is_ready(t, agent, at):
+                raise NothingToDo(_why_not_ready(q, t, agent, at))
+        else:
+            ready = q.ready(agent, at)
+            if not ready:
+                waits = sorted(t["notBefore"] for t in q.tasks.values() if t["status"] == "pending"
+                               and t["notBefore"] and t["for"] in (None, agent) and not q.blockers(t))
+                soon = f"; the next is ready at {waits[0]}" if waits else ""
+                raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
+            t = ready[0]
+        t = dict(t, status="in-progress", token=t["token"] + 1, attempts=t["attempts"] + 1, claimedBy=agent,
+                 claimedAt=stamp(at), leaseUntil=stamp(at + _dt.timedelta(seconds=seconds)), updatedAt=stamp(at),
+                 notBefore=None)
+        msg = (f"task claim {t['id']} by {agent} (token {t['token']})\n\n"
+               f"{t['title']}\nLease until {t['leaseUntil']}; attempt {t['attempts']}.\n\nFleet-Agent: {agent}\n")
+        return Change([(msg, {task_path(t["id"]): t})], t)
+
+    ch, _ = tq.change(decide)
+    return public(ch.result)
+
+
+def _summary(q: Queue) -> str:
+    c = q.counts()
+    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
+
+
+def _why_not_ready(q: Queue, t: dict[str, Any], agent: str, at: _dt.datetime) -> str:
+    if t["status"] != "pending":
+        by = f" by {t['claimedBy']}" if t["claimedBy"] else ""
+        return f"task {t['id']} is {t['status']}{by}"
+    if t["for"] not in (None, agent):
+        return f"task {t['id']} is slung to {t['for']}"
+    if t["notBefore"] and parse_stamp(t["notBefore"]) > at:
+        return f"task {t['id']} waits until {t['notBefore']} after its last failure"
+    return f"task {t['id']} waits for {', '.join(q.blockers(t))}"
+
+
+def _holder_change(path: Path, remote: str | None, task_id: str, token: int, agent: str | None, verb: str,
+                   apply: Any) -> dict[str, Any]:
+    tq = _queue(path, remote)
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        t = q.task(task_id)
+        if agent is not None:
+            _agent(cfg, agent)
+        done = apply(t, cfg, at, True)
+        if done is not None:  # the same call again: already recorded
+            return Change([], done)
+        holder_check(t, token, agent, verb)
+        new, line = apply(t, cfg, at, False)
+        new["updatedAt"] = stamp(at)
+        msg = f"task {verb} {t['id']} by {t['claimedBy']} (token {token}){line}\n\nFleet-Agent: {t['claimedBy']}\n"
+        return Change([(msg, {task_path(t["id"]): new})], new)
+
+    ch, _ = tq.change(decide)
+    return public(ch.result)
+
+
+def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
+          remote: str | None = None) -> dict[str, Any]:
+    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+        if probe:
+            return None
+        until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
+        return dict(t, leaseUntil=until), f"\n\nLease until {until}."
+
+    return _holder_change(path, remote, task_id, token, agent, "renew", apply)
+
+
+def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
+             remote: str | None = None) -> dict[str, Any]:
+    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+        if probe:
+            if t["status"] == "done" and t["token"] == token and t.get("result") == result:
+                return t  # a retried complete: the first one landed
+            return None
+        return dict(t, status="done", result=result, leaseUntil=None, doneAt=stamp(at), error=None), ""
+
+    return _holder_change(path, remote, task_id, token, agent, "complete", apply)
+
+
+def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None = None,
+         remote: str | None = None) -> dict[str, Any]:
+    reason = reason.strip() or "no reason given"
+
+    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+        if probe:
+            return None
+        return returned(t, cfg, at, reason[:4000])
+
+    return _holder_change(path, remote, task_id, token, agent, "fail", apply)
+
+
+def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
+            remote: str | None = None) -> dict[str, Any]:
+    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+        if probe:
+            return None
+        return dict(t, status="pending", claimedBy=None, claimedAt=None, leaseUntil=None), "\n\nGiven back unfinished."
+
+    return _holder_change(path, remote, task_id, token, agent, "release", apply)
+
+
+def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = None) -> dict[str, Any]:
+    """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
+    tq = _queue(path, remote)
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        t = q.task(task_id)
+        if agent is not None:
+            _agent(cfg, agent, "AGENT")
+        if t["for"] == agent:
+            return Change([], t)
+        if t["status"] != "pending":
+            raise FleetError(f"cannot sling task {task_id}: it is {t['status']}; only a pending task can be slung")
+        new = dict(t, updatedAt=stamp(at), **{"for": agent})
+        msg = f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n"
+        return Change([(msg, {task_path(task_id): new})], new)
+
+    ch, _ = tq.change(decide)
+    return public(ch.result)
+
+
+def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,
+            remote: str | None = None) -> dict[str, Any]:
+    tq = _queue(path, remote)
+    tq.fetch(main=True)
+    q = tq.read()
+    at = now()
+    if ready_only:
+        if agent is not None:
+            _agent(tq.config(), agent)
+        rows = q.ready(agent, at)
+    else:
+        rows = sorted(q.tasks.values(), key=lambda t: (t["status"] not in ("in-progress", "pending"), t["priority"],
+                                                     t["createdAt"], t["id"]))
+        if status:
+            rows = [t for t in rows if t["status"] == status]
+        if agent:
+            rows = [t for t in rows if agent in (t["claimedBy"], t["for"])]
+    return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+
+
+def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
+    """One task and its history: every commit that changed it, oldest first."""
+    tq = _queue(path, remote)
+    tq.fetch(main=False)
+    q = tq.read()
+    t = public(q.task(task_id), q)
+    out = tq.git.run("log", "--reverse", "--format=%H%x00%cI%x00%s%x1e", q.tip or "HEAD", "--", task_path(task_id))
+    history = []
+    for rec in out.decode().split("\x1e"):
+        rec = rec.strip("\n")
+        if rec:
+            sha, when, subject = rec.split("\x00")
+            history.append({"commit": sha, "at": when, "what": subject})
+    return dict(t, history=history)

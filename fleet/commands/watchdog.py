@@ -1,0 +1,123 @@
+"""`fleet watchdog`: return expired leases and mark dead workers, saying why.
+
+It writes only the queue branch (``fleet/tasks``), never ``main``, and only
+when a conclusion changes: a returned task, a worker found dead or back. A run
+that finds nothing commits nothing (exit 3), so a scheduled watchdog does not
+fill the history with syncs.
+
+- A task whose lease ran out goes back to pending after the retry delay, one
+  commit per task naming the holder, the token and how late it is; after
+  ``tasks.max_failures`` it is marked failed for a person instead. Its token
+  stays, so the next claim gets a higher one and the old holder is fenced out.
+- A tick worker that delivered deltas before (the ledger on main says when)
+  and none in ``watchdog.dead_after_ticks`` merged ticks since is marked dead
+  in ``workers/<worker>.json``, and alive again once it delivers. A dead
+  worker's agents simply skip ticks; the mark is for the people watching.
+- It also reports, without writing, when main has stopped advancing while
+  worker branches wait: the merge, not a worker, is what is dead then.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+from typing import Any
+
+from fleet.config import Config
+from fleet.repo import FleetRepo
+from fleet.state import LEDGER_DIR, QUARANTINE_DIR
+from fleet.tasks import (
+    BRANCH,
+    Change,
+    Queue,
+    TaskQueue,
+    ago,
+    parse_stamp,
+    returned,
+    stamp,
+    task_path,
+    worker_path,
+)
+
+_DELIVERY = re.compile(rf"^(?:{LEDGER_DIR}|{QUARANTINE_DIR})/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)\.jsonl$")
+
+
+def deliveries(repo: FleetRepo) -> tuple[int, dict[str, int], str | None]:
+    """Main's tick, the last tick each worker delivered in the ledger window,
+    and when main last advanced."""
+    snap = repo.snapshot()
+    last: dict[str, int] = {}
+    for path in snap.paths():
+        m = _DELIVERY.match(path)
+        if m and not m.group(2).startswith("_"):
+            tick, worker = int(m.group(1)), m.group(2)
+            last[worker] = max(last.get(worker, -1), tick)
+    return snap.tick, last, snap.fleet.get("last_utc")
+
+
+def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, dict[str, Any]]:
+    """Each worker's last delivered tick and what it is now: alive or dead."""
+    out = {}
+    for w in sorted(set(seen) | set(q.workers)):
+        record = q.workers.get(w)
+        last = max(seen.get(w, -1), record["lastTick"] if record else -1)
+        missed = tick - last
+        out[w] = {"worker": w, "lastTick": last, "missed": missed,
+                  "status": "dead" if missed >= cfg.watchdog.dead_after_ticks else "alive",
+                  "marked": record["status"] if record else None}
+    return out
+
+
+def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, grace: float = 0.0) -> dict[str, Any]:
+    repo = FleetRepo(path, remote)
+    repo.fetch()  # the worker branches too, to see a merge that stopped
+    tq = TaskQueue(repo)
+    report: dict[str, Any] = {}
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        commits: list[tuple[str, dict[str, Any]]] = []
+        returns, failed = [], []
+        for t in sorted(q.tasks.values(), key=lambda t: t["id"]):
+            if t["status"] != "in-progress" or t["leaseUntil"] is None:
+                continue
+            late = (at - parse_stamp(t["leaseUntil"])).total_seconds()
+            if late <= grace:
+                continue
+            why = (f"lease of {t['claimedBy']} (token {t['token']}) ran out at {t['leaseUntil']}, "
+                   f"{ago(late)} ago, without a renew or a result")
+            new, line = returned(t, cfg, at, why)
+            new["updatedAt"] = stamp(at)
+            verb = "fail" if new["status"] == "failed" else "return"
+            (failed if verb == "fail" else returns).append({"id": t["id"], "holder": t["claimedBy"],
+                                                            "token": t["token"], "late_seconds": round(late, 3)})
+            commits.append((f"watchdog: {verb} {t['id']}: lease of {t['claimedBy']} ran out {ago(late)} ago{line}\n\n"
+                            f"Fleet-Watchdog: lease\n", {task_path(t["id"]): new}))
+        tick, seen, last_utc = deliveries(repo)
+        marks = []
+        for w, h in health(tick, seen, q, cfg).items():
+            if h["status"] == h["marked"] or (h["marked"] is None and h["status"] == "alive"):
+                continue  # no change (a worker seen alive needs no record until it dies)
+            if h["status"] == "dead":
+                reason = (f"no deltas in {h['missed']} merged ticks (last delivered tick {h['lastTick']}, "
+                          f"main is at tick {tick}; watchdog.dead_after_ticks is {cfg.watchdog.dead_after_ticks}); "
+                          "its agents skip ticks until it delivers again")
+            else:
+                reason = f"delivered tick {h['lastTick']} again (main is at tick {tick})"
+            doc = {"worker": w, "status": h["status"], "lastTick": max(h["lastTick"], 0), "since": tick,
+                   "reason": reason, "updatedAt": stamp(at)}
+            marks.append({"worker": w, "status": h["status"], "reason": reason})
+            commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
+                            f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))
+        stalled = None
+        pending = [s.branch for s in repo.sources()]
+        if pending and last_utc:
+            idle = (at - parse_stamp(last_utc)).total_seconds()
+            if idle > cfg.run.deadline_seconds * 2:
+                stalled = (f"main has not advanced for {ago(idle)} (tick {tick}, at {last_utc}) while "
+                           f"{len(pending)} worker branch{'es' if len(pending) != 1 else ''} wait: is the merge running?")
+        report.update(returned=returns, failed=failed, workers=marks, stalled=stalled, tick=tick)
+        return Change(commits, report)
+
+    ch, pushed = tq.change(decide, dry_run=dry_run)
+    return dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote)

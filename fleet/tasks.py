@@ -1,0 +1,363 @@
+"""The task queue: one JSON file per task on the ``fleet/tasks`` branch.
+
+Every change (add, claim, renew, complete, fail, release, sling, a watchdog
+return) is a commit on that branch published with a compare-and-swap push:
+``--force-with-lease`` on the tip the change was computed from, or
+``update-ref`` with the old value when the fleet has no remote. Of two
+claimers that read the same tip, exactly one push lands; the other re-reads
+and takes the next ready task. The branch's history is the audit trail, one
+commit per change, each message saying who did what and why.
+
+The queue lives beside ``main``, not on it: ``main`` has one writer, the merge
+engine, and a claim must not wait for a tick. The queue reads its settings
+(lease, retries) and the agents from ``state/config.json`` on ``main``.
+
+A claim hands out a fencing token, a number that only goes up. Renew,
+complete, fail and release name it, so a holder whose lease ran out and whose
+task went to someone else is refused instead of overwriting their work.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fleet import canonical, faults, schemas
+from fleet.config import Config
+from fleet.errors import FleetError
+from fleet.ids import is_safe_id
+from fleet.repo import TRACKING, FleetRepo
+
+BRANCH = "fleet/tasks"
+TASK_DIR = "tasks"
+WORKER_DIR = "workers"
+STATUSES = ("pending", "in-progress", "done", "failed")
+OPEN = ("pending", "in-progress")
+INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for"}
+DEFAULT_PRIORITY = 2
+MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
+
+
+# -- time ----------------------------------------------------------------
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def stamp(when: _dt.datetime) -> str:
+    """UTC with milliseconds, e.g. 2026-11-22T12:38:12.345Z."""
+    return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_stamp(text: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def ago(seconds: float) -> str:
+    """A duration as a person says it: 45s, 31m, 2h05m."""
+    s = int(abs(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+# -- where things live ---------------------------------------------------
+def task_path(task_id: str) -> str:
+    """tasks/<hh>/<id>.json: 256 folders keep each under GitHub's 3,000 entries."""
+    return f"{TASK_DIR}/{hashlib.sha256(task_id.encode()).hexdigest()[:2]}/{task_id}.json"
+
+
+def worker_path(worker: str) -> str:
+    return f"{WORKER_DIR}/{worker}.json"
+
+
+def new_task_id(count: int) -> str:
+    """A short random id whose length grows with the queue, as beads does, so
+    collisions stay unlikely: 4 characters to ~500 tasks, 6 to ~20,000."""
+    length = 4 if count < 500 else 5 if count < 2000 else 6 if count < 20000 else 8
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return "tk-" + "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+# -- a read of the branch ------------------------------------------------
+@dataclass
+class Queue:
+    """The tasks and worker records at one commit of the branch."""
+
+    tip: str | None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        t = self.tasks.get(task_id)
+        if t is None:
+            raise FleetError(f"no task {task_id!r} in the queue ({len(self.tasks)} tasks; `fleet task list` shows them)")
+        return t
+
+    def blockers(self, t: dict[str, Any]) -> list[str]:
+        """The dependencies of ``t`` that are not done yet."""
+        return [d for d in t["deps"] if self.tasks.get(d, {}).get("status") != "done"]
+
+    def is_ready(self, t: dict[str, Any], agent: str | None, at: _dt.datetime) -> bool:
+        return (
+            t["status"] == "pending"
+            and (t["for"] is None or agent is None or t["for"] == agent)
+            and (t["notBefore"] is None or parse_stamp(t["notBefore"]) <= at)
+            and not self.blockers(t)
+        )
+
+    def ready(self, agent: str | None, at: _dt.datetime) -> list[dict[str, Any]]:
+        """Ready tasks in the order they are handed out: slung to this agent
+        first, then by priority (0 first), then oldest first."""
+        out = [t for t in self.tasks.values() if self.is_ready(t, agent, at)]
+        out.sort(key=lambda t: (t["for"] is None, t["priority"], t["createdAt"], t["id"]))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        c = {s: 0 for s in STATUSES}
+        for t in self.tasks.values():
+            c[t["status"]] += 1
+        return c
+
+
+@dataclass
+class Change:
+    """What one compare-and-swap round decided: commits to make, and the answer."""
+
+    commits: list[tuple[str, dict[str, Any]]]  # (message, {path: document})
+    result: Any
+
+
+def check_task(doc: Any, where: str) -> dict[str, Any]:
+    problem = schemas.first_error(schemas.protocol("task"), doc)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
+    return doc
+
+
+def check_worker(doc: Any, where: str) -> dict[str, Any]:
+    problem = schemas.first_error(schemas.protocol("worker"), doc)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/worker.schema.json)")
+    return doc
+
+
+class TaskQueue:
+    """The queue of one fleet repository and its remote."""
+
+    def __init__(self, repo: FleetRepo) -> None:
+        self.repo = repo
+        self.git = repo.git
+        self._docs: dict[str, Any] = {}  # blob sha -> parsed document, across rounds
+
+    @property
+    def ref(self) -> str:
+        return TRACKING + BRANCH if self.repo.remote else f"refs/heads/{BRANCH}"
+
+    # -- synchronising -----------------------------------------------------
+    def fetch(self, main: bool = True) -> None:
+        """Fetch the queue (and main, for the config): the moment state changes here."""
+        remote = self.repo.remote
+        if not remote:
+            return
+        specs = [f"+refs/heads/{BRANCH}:{self.ref}"]
+        if main:
+            specs.insert(0, f"+refs/heads/main:{TRACKING}main")
+        p = self.git.proc("fetch", "--quiet", "--no-tags", remote, *specs)
+        if p.returncode == 0:
+            return
+        err = p.stderr.decode(errors="replace")
+        if "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
+            self.git.proc("update-ref", "-d", self.ref)
+            if main:
+                self.git.run("fetch", "--quiet", "--no-tags", remote, specs[0])
+            return
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        raise FleetError(f"git fetch from {remote} failed: {lines[-1] if lines else f'exit {p.returncode}'}")
+
+    def config(self) -> Config:
+        return self.repo.snapshot().config
+
+    def read(self) -> Queue:
+        tip = self.git.rev_parse(self.ref)
+        q = Queue(tip)
+        if tip is None:
+            return q
+        entries = self.git.ls_tree(tip, TASK_DIR + "/", WORKER_DIR + "/")
+        missing = [sha for sha in entries.values() if sha not in self._docs]
+        for sha, data in self.git.cat_blobs(missing).items():
+            self._docs[sha] = data
+        for path, sha in entries.items():
+            doc = self._docs[sha]
+            if isinstance(doc, bytes):
+                doc = self._docs[sha] = canonical.load(doc, f"{BRANCH}:{path}")
+            where = f"{BRANCH}:{path}"
+            if path.startswith(TASK_DIR + "/"):
+                check_task(doc, where)
+                if path != task_path(doc["id"]):
+                    raise FleetError(f"{where}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
+                q.tasks[doc["id"]] = doc
+            else:
+                check_worker(doc, where)
+                q.workers[doc["worker"]] = doc
+        return q
+
+    def publish(self, new: str, old: str | None) -> bool:
+        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
+        remote = self.repo.remote
+        if not remote:
+            return self.git.update_ref(self.ref, new, old)
+        push = self.git.popen("push", "--porcelain", "--quiet", remote,
+                              f"--force-with-lease=refs/heads/{BRANCH}:{old or ''}", f"{new}:refs/heads/{BRANCH}")
+        faults.point("task.during-push")
+        out, err = push.communicate()
+        if push.returncode == 0:
+            self.git.proc("update-ref", self.ref, new)
+            return True
+        text = (out + err).decode(errors="replace")
+        if any(w in text for w in ("[rejected]", "stale info", "non-fast-forward", "fetch first",
+                                   "[remote rejected]", "cannot lock ref", "failed to update ref")):
+            return False
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        raise FleetError(f"push to {remote} failed: {lines[-1] if lines else f'exit {push.returncode}'}")
+
+    def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
+               dry_run: bool = False, patience: float = 120.0) -> tuple[Change, bool]:
+        """Fetch, decide, commit, push; on a lost race, re-read and decide again.
+
+        ``decide`` sees a fresh read each round, so a claimer that lost takes
+        the next ready task. Returns the change and whether anything was pushed.
+        """
+        self.fetch(main=True)
+        cfg = self.config()
+        start = time.monotonic()
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self.fetch(main=False)
+            q = self.read()
+            ch = decide(q, cfg, now())
+            if not ch.commits or dry_run:
+                return ch, False
+            tip = q.tip
+            for message, docs in ch.commits:
+                writes = {path: canonical.dumps(doc) for path, doc in docs.items()}
+                tip = self.git.write_commit(tip, message, writes, [])
+            faults.point("task.after-commit")
+            if self.publish(tip, q.tip):
+                return ch, True
+            if time.monotonic() - start > patience:
+                break
+            # lost the race: back off a little (jittered, growing) and re-read
+            time.sleep(random.uniform(0, min(1.0, 0.01 * (attempt + 1))))
+        raise FleetError(f"gave up after {attempt + 1} attempts: the queue on {self.repo.remote or 'this repository'} "
+                         "kept moving (too many writers at once); try again")
+
+
+# -- building and checking tasks ------------------------------------------
+def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> dict[str, Any]:
+    """A pending task from one input object ({title, body?, priority?, deps?, for?, id?})."""
+    if not isinstance(item, dict):
+        raise FleetError(f"{where}: a task must be a JSON object with at least a title")
+    unknown = sorted(set(item) - INPUT_KEYS)
+    if unknown:
+        raise FleetError(f"{where}: unknown field {unknown[0]!r} (a task has {', '.join(sorted(INPUT_KEYS))})")
+    if "id" in item and not is_safe_id(item["id"]):
+        raise FleetError(f"{where}: id {item['id']!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (no '..', at most 128 characters)")
+    target = item.get("for")
+    if target is not None and target not in cfg.agents:
+        raise FleetError(f"{where}: for: unknown agent {target!r} (agents are in state/config.json)")
+    stamp_ = stamp(at)
+    t = {
+        "id": item.get("id", ""),
+        "title": item.get("title"),
+        "status": "pending",
+        "priority": item.get("priority", DEFAULT_PRIORITY),
+        "deps": item.get("deps", []),
+        "for": target,
+        "token": 0,
+        "attempts": 0,
+        "failures": 0,
+        "claimedBy": None,
+        "claimedAt": None,
+        "leaseUntil": None,
+        "notBefore": None,
+        "createdAt": stamp_,
+        "updatedAt": stamp_,
+    }
+    if "body" in item:
+        t["body"] = item["body"]
+    probe = dict(t, id=t["id"] or "tk-probe")
+    problem = schemas.first_error(schemas.protocol("task"), probe)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
+    return t
+
+
+def cycle(tasks: dict[str, dict[str, Any]], ids: list[str]) -> list[str] | None:
+    """A dependency cycle through one of ``ids``, as a path, or None."""
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> list[str] | None:
+        if state.get(n) == 1:
+            return path[path.index(n):] + [n]
+        if state.get(n) == 2 or n not in tasks:
+            return None
+        state[n] = 1
+        for d in tasks[n]["deps"]:
+            found = visit(d, path + [n])
+            if found:
+                return found
+        state[n] = 2
+        return None
+
+    for i in ids:
+        found = visit(i, [])
+        if found:
+            return found
+    return None
+
+
+def holder_check(t: dict[str, Any], token: int, agent: str | None, verb: str) -> None:
+    """Refuse a stale or foreign holder: the fencing token must be the current one."""
+    if t["status"] != "in-progress":
+        held = f" by {t['claimedBy']}" if t["claimedBy"] else ""
+        raise FleetError(f"cannot {verb} task {t['id']}: it is {t['status']}{held} (token {t['token']}), not in progress; "
+                         "your lease ran out or it was never claimed")
+    if token > t["token"]:
+        raise FleetError(f"cannot {verb} task {t['id']}: no claim was given token {token} (the current one is "
+                         f"{t['token']}, held by {t['claimedBy']})")
+    if token != t["token"]:
+        raise FleetError(f"cannot {verb} task {t['id']}: token {token} is stale, the task was claimed again "
+                         f"(token {t['token']}, by {t['claimedBy']}); drop your result")
+    if agent is not None and agent != t["claimedBy"]:
+        raise FleetError(f"cannot {verb} task {t['id']}: it is held by {t['claimedBy']}, not {agent}")
+
+
+def public(t: dict[str, Any], q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
+    """A task as commands print it: the document plus what follows from the queue."""
+    out = dict(t, path=task_path(t["id"]))
+    if q is not None:
+        out["blockedBy"] = q.blockers(t)
+        out["ready"] = q.is_ready(t, None, at or now())
+    if t["status"] == "in-progress" and t["leaseUntil"]:
+        out["expired"] = parse_stamp(t["leaseUntil"]) < (at or now())
+    return out
+
+
+def returned(t: dict[str, Any], cfg: Config, at: _dt.datetime, reason: str) -> tuple[dict[str, Any], str]:
+    """A failed attempt: back to pending after the retry delay, or failed for
+    good after ``tasks.max_failures`` (the dead-letter state a person reads)."""
+    failures = t["failures"] + 1
+    if failures >= cfg.tasks.max_failures:
+        new = dict(t, status="failed", failures=failures, leaseUntil=None, error=reason)
+        return new, f"\n\n{reason}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
+    later = stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
+    new = dict(t, status="pending", failures=failures, claimedBy=None, claimedAt=None, leaseUntil=None,
+               notBefore=later, error=reason)
+    return new, f"\n\n{reason}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
