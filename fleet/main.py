@@ -27,7 +27,12 @@ def _inherit_dir(ctx: click.Context, param: click.Parameter, value: Path | None)
     """`fleet -C DIR status` and `fleet status -C DIR` both work, as with git."""
     if value is not None:
         return value
-    return ctx.find_root().params.get("directory") or Path(".")
+    parent = ctx.parent
+    while parent is not None:  # `fleet -C DIR task add` and `fleet task -C DIR add`
+        if parent.params.get("directory") is not None:
+            return parent.params["directory"]
+        parent = parent.parent
+    return Path(".")
 
 
 _dir_option = click.option(
@@ -400,7 +405,9 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
 
 # -- the task queue ------------------------------------------------------
 @cli.group("task")
-def task_group() -> None:
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run as if fleet was started in DIR (the fleet repository).")
+def task_group(directory: Path | None) -> None:
     """The task queue on the fleet/tasks branch: every change is a compare-and-swap push.
 
     claim hands out a fencing token; renew, complete, fail and release must name it.

@@ -253,8 +253,9 @@ class TaskQueue:
                 return ch, True
             if time.monotonic() - start > patience:
                 break
-            # lost the race: back off a little (jittered, growing) and re-read
-            time.sleep(random.uniform(0, min(1.0, 0.01 * (attempt + 1))))
+            # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
+            # losers must not keep the winner's machine busy with doomed attempts
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
         raise FleetError(f"gave up after {attempt + 1} attempts: the queue on {self.repo.remote or 'this repository'} "
                          "kept moving (too many writers at once); try again")
 

@@ -13,8 +13,9 @@ fill the history with syncs.
   and none in ``watchdog.dead_after_ticks`` merged ticks since is marked dead
   in ``workers/<worker>.json``, and alive again once it delivers. A dead
   worker's agents simply skip ticks; the mark is for the people watching.
-- It also reports, without writing, when main has stopped advancing while
-  worker branches wait: the merge, not a worker, is what is dead then.
+- It also reports, without writing, worker branches that have waited for
+  the merge more than twice the tick deadline: the merge, not a worker, is
+  what is dead then.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.config import Config
-from fleet.repo import FleetRepo
+from fleet.repo import TRACKING, FleetRepo
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
 from fleet.tasks import (
     BRANCH,
@@ -45,7 +46,7 @@ _DELIVERY = re.compile(rf"^(?:{LEDGER_DIR}|{QUARANTINE_DIR})/(\d+)/([A-Za-z0-9][
 
 def deliveries(repo: FleetRepo) -> tuple[int, dict[str, int], str | None]:
     """Main's tick, the last tick each worker delivered in the ledger window,
-    and when main last advanced."""
+    and when main last advanced (the newest applied delta)."""
     snap = repo.snapshot()
     last: dict[str, int] = {}
     for path in snap.paths():
@@ -54,6 +55,15 @@ def deliveries(repo: FleetRepo) -> tuple[int, dict[str, int], str | None]:
             tick, worker = int(m.group(1)), m.group(2)
             last[worker] = max(last.get(worker, -1), tick)
     return snap.tick, last, snap.fleet.get("last_utc")
+
+
+def waiting_since(repo: FleetRepo) -> list[_dt.datetime]:
+    """When each worker branch waiting for the merge was pushed, oldest first."""
+    prefix = TRACKING + "fleet/" if repo.remote else "refs/heads/fleet/"
+    names = {s.ref.name for s in repo.sources()}
+    out = repo.git.text("for-each-ref", "--format=%(refname) %(committerdate:unix)", prefix)
+    times = [int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.rsplit(" ", 1)[0] in names]
+    return [_dt.datetime.fromtimestamp(t, _dt.timezone.utc) for t in sorted(times)]
 
 
 def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, dict[str, Any]]:
@@ -110,12 +120,13 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
             commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
                             f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))
         stalled = None
-        pending = [s.branch for s in repo.sources()]
-        if pending and last_utc:
-            idle = (at - parse_stamp(last_utc)).total_seconds()
+        waiting = waiting_since(repo)
+        if waiting:
+            idle = (at - waiting[0]).total_seconds()
             if idle > cfg.run.deadline_seconds * 2:
-                stalled = (f"main has not advanced for {ago(idle)} (tick {tick}, at {last_utc}) while "
-                           f"{len(pending)} worker branch{'es' if len(pending) != 1 else ''} wait: is the merge running?")
+                stalled = (f"{len(waiting)} worker branch{'es have' if len(waiting) != 1 else ' has'} waited up to "
+                           f"{ago(idle)} (twice the tick deadline is {ago(cfg.run.deadline_seconds * 2)}) and main is "
+                           f"still at tick {tick}: is the merge running?")
         report.update(returned=returns, failed=failed, workers=marks, stalled=stalled, tick=tick)
         return Change(commits, report)
 

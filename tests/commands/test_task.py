@@ -1,0 +1,236 @@
+"""`fleet task ...`: the queue's life cycle, fencing tokens and bad input, on real git."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.git import Git
+from fleet.tasks import BRANCH, task_path
+from tests.conftest import Fleet, run
+
+
+def tasks(f: Fleet, *args: str) -> dict:
+    return json.loads(run(f, "task", "list", "--json", *args).output)
+
+
+def add(f: Fleet, title: str, *args: str) -> str:
+    out = json.loads(run(f, "task", "add", title, "--json", *args).output)
+    assert len(out["added"]) == 1
+    return out["added"][0]
+
+
+def claim(f: Fleet, agent: str, *args: str, code: int = 0) -> dict:
+    r = run(f, "task", "claim", "--as", agent, "--json", *args, code=code)
+    return json.loads(r.output.strip().splitlines()[-1] if code else r.output)
+
+
+def commits(f: Fleet, ref: str = f"refs/heads/{BRANCH}") -> list[str]:
+    return f.git.text("log", "--format=%s", ref).splitlines()
+
+
+def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
+    a = add(fleet, "write the docs", "--priority", "1", "--body", "All of them.")
+    b = add(fleet, "review the docs", "--dep", a)
+    ready = json.loads(run(fleet, "task", "ready", "--json").output)["tasks"]
+    assert [t["id"] for t in ready] == [a]  # b waits for a
+    t = claim(fleet, "ada")
+    assert (t["id"], t["token"], t["status"], t["claimedBy"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
+    assert claim(fleet, "basil", code=3)["exit"] == 3  # b is blocked, a is taken
+    renewed = json.loads(run(fleet, "task", "renew", a, "--token", "1", "--json", "--lease", "3600").output)
+    assert renewed["leaseUntil"] > t["leaseUntil"]
+    run(fleet, "task", "complete", a, "--token", "1", "--result", '{"pages": 3}')
+    done = json.loads(run(fleet, "task", "show", a, "--json").output)
+    assert (done["status"], done["result"], done["leaseUntil"]) == ("done", {"pages": 3}, None)
+    assert [h["what"].split(" ")[1] for h in done["history"]] == ["add", "claim", "renew", "complete"]
+    t2 = claim(fleet, "basil")  # b is ready now that a is done
+    assert t2["id"] == b
+    # the audit trail: one commit per change, saying who did what
+    log = commits(fleet)
+    assert log[0] == f"task claim {b} by basil (token 1)"
+    assert f"task complete {a} by ada (token 1)" in log
+    assert main_untouched(fleet)
+
+
+def main_untouched(f: Fleet) -> bool:
+    """The queue never writes main: main is still the genesis commit."""
+    return f.git.text("rev-list", "--count", "refs/heads/main") == "1"
+
+
+def test_claim_order_slung_first_then_priority_then_age(fleet: Fleet) -> None:
+    low = add(fleet, "low", "--priority", "4")
+    high = add(fleet, "high", "--priority", "0")
+    mid = add(fleet, "mid")
+    mine = add(fleet, "for cleo", "--priority", "4", "--for", "cleo")
+    assert [t["id"] for t in tasks(fleet)["tasks"]][:1] == [high]
+    ada = json.loads(run(fleet, "task", "ready", "--as", "ada", "--json").output)["tasks"]
+    assert [t["id"] for t in ada] == [high, mid, low]  # cleo's task is not ada's
+    cleo = json.loads(run(fleet, "task", "ready", "--as", "cleo", "--json").output)["tasks"]
+    assert [t["id"] for t in cleo] == [mine, high, mid, low]
+    assert claim(fleet, "cleo")["id"] == mine
+    assert claim(fleet, "ada")["id"] == high
+
+
+def test_sling_puts_a_task_on_one_hook(fleet: Fleet) -> None:
+    t = add(fleet, "only for dara")
+    run(fleet, "task", "sling", t, "dara")
+    assert claim(fleet, "ada", code=3)["exit"] == 3
+    assert claim(fleet, "ada", "--task", t, code=3)["exit"] == 3
+    run(fleet, "task", "sling", t)  # anyone again
+    assert claim(fleet, "ada")["id"] == t
+    r = run(fleet, "task", "sling", t, "dara", code=1)
+    assert "only a pending task can be slung" in r.output
+
+
+def test_fencing_token_refuses_a_stale_holder(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0}
+    commit_config(fleet, cfg)
+    t = add(fleet, "contested")
+    first = claim(fleet, "ada", "--lease", "1")
+    time.sleep(1.1)
+    run(fleet, "watchdog")
+    second = claim(fleet, "basil")
+    assert (second["id"], second["token"]) == (t, first["token"] + 1)
+    # ada comes back with her old token: refused, whatever she tries, and nothing is written
+    before = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    for verb, extra in (("complete", ["--result", "1"]), ("renew", []), ("release", []),
+                        ("fail", ["--reason", "x"])):
+        r = run(fleet, "task", verb, t, "--token", str(first["token"]), *extra, code=1)
+        assert "token 1 is stale" in r.output and "claimed again (token 2, by basil)" in r.output
+    assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") == before
+    r = run(fleet, "task", "complete", t, "--token", "2", "--as", "ada", code=1)
+    assert "held by basil, not ada" in r.output
+    r = run(fleet, "task", "complete", t, "--token", "7", code=1)
+    assert "no claim was given token 7" in r.output
+    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
+    # the same complete again is a retry whose first attempt landed: no error, no commit
+    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
+    assert commits(fleet)[0] == f"task complete {t} by basil (token 2)"
+    assert commits(fleet)[1].startswith(f"task claim {t} by basil")
+
+
+def commit_config(f: Fleet, cfg: dict) -> None:
+    (f.path / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@x", "-c", "commit.gpgsign=false"]
+    import subprocess
+
+    subprocess.run([*g, "commit", "-qam", "config"], cwd=f.path, check=True)
+
+
+def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 2}
+    commit_config(fleet, cfg)
+    t = add(fleet, "flaky")
+    c = claim(fleet, "ada")
+    r = json.loads(run(fleet, "task", "fail", t, "--token", str(c["token"]), "--reason", "tests red", "--json").output)
+    assert (r["status"], r["failures"], r["error"], r["claimedBy"]) == ("pending", 1, "tests red", None)
+    c = claim(fleet, "basil")
+    assert c["token"] == 2
+    r = json.loads(run(fleet, "task", "fail", t, "--token", "2", "--reason", "still red", "--json").output)
+    assert (r["status"], r["failures"]) == ("failed", 2)
+    assert claim(fleet, "ada", code=3)["exit"] == 3
+    assert tasks(fleet, "--status", "failed")["tasks"][0]["id"] == t
+
+
+def test_release_gives_back_without_a_failure(fleet: Fleet) -> None:
+    t = add(fleet, "later")
+    c = claim(fleet, "ada")
+    r = json.loads(run(fleet, "task", "release", t, "--token", str(c["token"]), "--json").output)
+    assert (r["status"], r["failures"], r["notBefore"]) == ("pending", 0, None)
+    assert claim(fleet, "basil")["token"] == 2
+
+
+def test_add_file_is_one_push_and_reruns_are_idempotent(fleet: Fleet, tmp_path: Path) -> None:
+    f = tmp_path / "tasks.jsonl"
+    lines = [{"id": f"job-{i}", "title": f"job {i}", "priority": i % 5} for i in range(300)]
+    lines.append({"id": "after", "title": "after all", "deps": ["job-0", "job-299"]})
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = json.loads(run(fleet, "task", "add", "--file", str(f), "--json").output)
+    assert len(out["added"]) == 301 and out["pushed"]
+    assert len(commits(fleet)) == 1
+    again = json.loads(run(fleet, "task", "add", "--file", str(f), "--json").output)
+    assert (again["added"], len(again["existing"]), again["pushed"]) == ([], 301, False)
+    assert len(commits(fleet)) == 1
+    # 256 folders at most, so no folder nears GitHub's 3,000 entries
+    tree = Git(fleet.path).ls_tree(f"refs/heads/{BRANCH}", "tasks/")
+    assert len({p.split("/")[1] for p in tree}) <= 256 and task_path("after") in tree
+
+
+def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps({"title": "same title"}) + "\n" for _ in range(200)))
+    out = json.loads(run(fleet, "task", "add", "--file", str(f), "--json").output)
+    assert len(set(out["added"])) == 200
+    assert all(len(i) == len("tk-") + 4 for i in out["added"])
+
+
+@pytest.mark.parametrize(
+    "content, rule",
+    [
+        ('{"title": "ok"}\n{"title": ""}\n', "tasks.jsonl:2: at /title"),
+        ('{"title": "ok"}\nnot json\n', "tasks.jsonl:2"),
+        ('{"title": "x", "owner": "me"}\n', "tasks.jsonl:1: unknown field 'owner'"),
+        ('{"title": "x", "id": "../etc"}\n', "tasks.jsonl:1: id '../etc' must match"),
+        ('{"title": "x", "priority": 9}\n', "tasks.jsonl:1: at /priority"),
+        ('{"title": "x", "for": "zed"}\n', "tasks.jsonl:1: for: unknown agent 'zed'"),
+        ('{"title": "x", "deps": ["nope"]}\n', "tasks.jsonl:1: deps: no task 'nope'"),
+        ('{"id": "a", "title": "a", "deps": ["b"]}\n{"id": "b", "title": "b", "deps": ["a"]}\n',
+         "deps: a cycle would never be ready: a -> b -> a"),
+        ('{"id": "a", "title": "a"}\n{"id": "a", "title": "other"}\n', "tasks.jsonl:2: task id 'a' already exists"),
+        ('["a list"]\n', "tasks.jsonl:1: a task must be a JSON object"),
+        ("\n\n", "tasks.jsonl: no tasks in the file"),
+        ('{"title": "line\\nbreak"}\n', "tasks.jsonl:1: at /title"),
+    ],
+)
+def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet, tmp_path: Path, content: str,
+                                                                   rule: str) -> None:
+    f = tmp_path / "tasks.jsonl"
+    f.write_text(content)
+    r = run(fleet, "task", "add", "--file", str(f), code=1)
+    assert rule in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") is None  # all or nothing
+
+
+def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
+    t = add(fleet, "one")
+    assert "unknown agent" in run(fleet, "task", "claim", "--as", "zed", code=2).output
+    assert "give a TITLE or --file" in run(fleet, "task", "add", code=2).output
+    assert "--file takes its fields" in run(fleet, "task", "add", "--file", str(tmp_path / "x.jsonl"),
+                                            "--priority", "1", code=2).output
+    assert "cannot read" in run(fleet, "task", "add", "--file", str(tmp_path / "missing.jsonl"), code=1).output
+    assert "no task 'nope'" in run(fleet, "task", "show", "nope", code=1).output
+    assert "not in progress" in run(fleet, "task", "complete", t, "--token", "0", code=1).output
+    r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=1)
+    assert r.output.startswith("fleet: --result") or "--result" in r.output
+    r = run(fleet, "task", "claim", "--as", "ada", "--lease", "0", code=2)
+    assert "--lease" in r.output
+    assert "already exists with other content" in run(fleet, "task", "add", "other", "--id", t, code=1).output
+
+
+def test_a_corrupt_task_file_is_named(fleet: Fleet) -> None:
+    add(fleet, "fine")
+    git = fleet.git
+    tip = git.rev_parse(f"refs/heads/{BRANCH}")
+    bad = git.write_commit(tip, "hand edit\n", {task_path("zz"): b'{"id": "zz", "title": "x"}\n'}, [])
+    git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
+    r = run(fleet, "task", "list", code=1)
+    assert f"{BRANCH}:{task_path('zz')}: at /: " in r.output and "schemas/task.schema.json" in r.output
+
+
+def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    t = add(f, "remote work")
+    assert Git(bare).rev_parse(f"refs/heads/{BRANCH}") is not None
+    assert f.git.rev_parse(f"refs/heads/{BRANCH}") is None  # nothing local but the tracking ref
+    c = claim(f, "ada")
+    assert c["id"] == t
+    remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
+    assert remote_doc["claimedBy"] == "ada" and remote_doc["token"] == 1
+    s = json.loads(run(f, "status", "--json").output)
+    assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0

@@ -1,0 +1,123 @@
+"""`fleet watchdog`: expired leases go back, dead workers are marked, each with a
+commit that says why, and a run with nothing to do commits nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fleet.git import Git
+from fleet.tasks import BRANCH, task_path, worker_path
+from tests.commands.test_task import add, claim, commit_config, commits
+from tests.conftest import Fleet, run
+
+
+def watchdog(f: Fleet, *args: str, code: int = 0) -> dict:
+    r = run(f, "watchdog", "--json", *args, code=code)
+    return json.loads(r.output[r.output.index("{"):])
+
+
+def test_an_expired_lease_goes_back_with_a_commit_that_says_why(fleet: Fleet) -> None:
+    t = add(fleet, "slow job")
+    keep = add(fleet, "renewed job")
+    c = claim(fleet, "ada", "--lease", "1", "--task", t)
+    claim(fleet, "basil", "--lease", "1", "--task", keep)
+    assert watchdog(fleet, code=3)["commits"] == 0  # nothing has run out yet
+    time.sleep(0.6)
+    run(fleet, "task", "renew", keep, "--token", "1", "--lease", "60")
+    time.sleep(0.6)
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert s["tasks"]["expired"] == 1
+    before = commits(fleet)
+    dry = watchdog(fleet, "--dry-run")
+    assert [r["id"] for r in dry["returned"]] == [t] and not dry["pushed"] and commits(fleet) == before
+    r = watchdog(fleet)
+    assert [x["id"] for x in r["returned"]] == [t] and r["commits"] == 1 and r["pushed"]
+    msg = fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+    assert msg.startswith(f"watchdog: return {t}: lease of ada ran out")
+    assert "(token 1) ran out at" in msg and "Ready again at" in msg
+    doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))
+    assert (doc["status"], doc["claimedBy"], doc["token"], doc["failures"]) == ("pending", None, c["token"], 1)
+    # the default retry delay keeps it back, and claim says until when
+    r = run(fleet, "task", "claim", "--as", "cleo", code=3)
+    assert "the next is ready at" in r.output
+    # the renewed lease was left alone; a second run has nothing to do
+    assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(keep)))["status"] == "in-progress"
+    assert watchdog(fleet, code=3)["commits"] == 0
+    assert fleet.git.text("rev-list", "--count", "refs/heads/main") == "1"  # main is never written
+
+
+def test_a_task_whose_leases_keep_running_out_is_failed_for_a_person(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 2}
+    commit_config(fleet, cfg)
+    t = add(fleet, "poison")
+    for attempt in (1, 2):
+        assert claim(fleet, "ada", "--lease", "1")["token"] == attempt
+        time.sleep(1.05)
+        r = watchdog(fleet)
+    assert r["failed"][0]["id"] == t and r["returned"] == []
+    doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))
+    assert (doc["status"], doc["failures"]) == ("failed", 2)
+    assert "given up until a person looks" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+
+
+def test_dead_workers_are_marked_and_come_back(fleet: Fleet) -> None:
+    run(fleet, "run", "--ticks", "1", "--workers", "3")
+    assert watchdog(fleet, code=3)["workers"] == []  # alive workers need no record
+    run(fleet, "run", "--ticks", "3", "--workers", "1")
+    r = watchdog(fleet)
+    assert sorted(w["worker"] for w in r["workers"]) == ["w2", "w3"]
+    assert all(w["status"] == "dead" for w in r["workers"]) and r["commits"] == 2
+    origin = Git(run_origin(fleet))
+    msg = origin.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+    assert msg.startswith("watchdog: w") and "no deltas in 3 merged ticks (last delivered tick 1, main is at tick 4" in msg
+    doc = json.loads(origin.show(f"refs/heads/{BRANCH}", worker_path("w2")))
+    assert (doc["status"], doc["lastTick"], doc["since"]) == ("dead", 1, 4)
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert {w["worker"]: w["status"] for w in s["workers"]} == {"w1": "alive", "w2": "dead", "w3": "dead"}
+    assert watchdog(fleet, code=3)["commits"] == 0  # marked once, not at every run
+    run(fleet, "run", "--ticks", "1", "--workers", "2")
+    r = watchdog(fleet)
+    assert r["workers"] == [{"worker": "w2", "status": "alive",
+                             "reason": "delivered tick 5 again (main is at tick 5)"}]
+    assert "watchdog: w2 back" in origin.text("log", "-1", "--format=%s", f"refs/heads/{BRANCH}")
+
+
+def run_origin(f: Fleet) -> Path:
+    url = f.git.text("config", "--get", "fleet.remote")
+    return Path(url.removeprefix("file://"))
+
+
+def test_a_stalled_merge_is_reported_not_blamed_on_workers(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["run"]["deadline_seconds"] = 0.2
+    commit_config(fleet, cfg)
+    env = dict(**__import__("os").environ)
+    subprocess.run([sys.executable, "-m", "fleet", "work", "-C", str(fleet.path), "--worker", "1", "--workers", "2"],
+                   check=True, capture_output=True, env=env)
+    time.sleep(0.5)
+    r = watchdog(fleet)
+    assert "1 worker branch has waited up to" in r["stalled"] and "is the merge running?" in r["stalled"]
+    assert r["commits"] == 0
+
+
+def test_two_watchdogs_at_once_return_a_lease_once(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = origin_fleet
+    add(f, "one")
+    claim(f, "ada", "--lease", "1")
+    time.sleep(1.1)
+    clones = []
+    for i in range(4):
+        d = tmp_path / f"dog{i}"
+        subprocess.run(["git", "clone", "-q", str(bare), str(d)], check=True)
+        clones.append(d)
+    procs = [subprocess.Popen([sys.executable, "-m", "fleet", "watchdog", "-C", str(d), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for d in clones]
+    outs = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
+    assert sorted(code for code, _ in outs) == [0, 3, 3, 3], outs
+    log = Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()
+    assert sum(1 for line in log if line.startswith("watchdog: return")) == 1

