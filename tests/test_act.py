@@ -83,3 +83,33 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=clone, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
     assert "| agents | deltas | conflicts | quarantined | tokens | cost |" in log
+
+
+@pytest.mark.slow
+def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) -> None:
+    repo, origin = tmp_path / "repo", tmp_path / "origin.git"
+    repo.mkdir()
+    _this_repository(repo)
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("GITHUB_TOKEN", None)
+    fleet = [sys.executable, "-m", "fleet"]
+    subprocess.run([*fleet, "task", "add", "stuck job", "--id", "stuck", "--remote", str(origin)], cwd=repo,
+                   check=True, capture_output=True)
+    subprocess.run([*fleet, "task", "claim", "--as", "ada", "--lease", "1", "--remote", str(origin)], cwd=repo,
+                   check=True, capture_output=True)
+    import time
+
+    time.sleep(1.1)
+    p = subprocess.run(
+        [_act(), "workflow_dispatch", "-W", ".github/workflows/watchdog.yml", "-P", "ubuntu-latest=-self-hosted",
+         "--var", f"FLEET_REMOTE={origin}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-4000:]
+    assert re.search(r"\[watchdog/watchdog\s*\] 🏁  Job succeeded", log), log[-3000:]
+    git = Git(origin)
+    assert git.text("log", "-1", "--format=%s", "refs/heads/fleet/tasks").startswith(
+        "watchdog: return stuck: lease of ada ran out")
+    assert git.text("rev-list", "--count", "refs/heads/main") == "1"  # the watchdog never writes main
+    assert "| returned | failed | workers dead | workers back |" in log

@@ -141,6 +141,7 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
     held: dict[str, tuple[str, int]] = {}  # task -> (agent, token) the model expects
     done: set[str] = set()
     last_token: dict[str, int] = {}
+    slung: dict[str, str] = {}
     changes = 0
     for n, (op, agent, k) in enumerate(ops):
         ids = sorted(last_token)
@@ -176,7 +177,8 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
                 assert git.rev_parse(f"refs/heads/{BRANCH}") == tip, "a refused holder changed the queue"
             elif op == "sling" and tid is not None and tid not in held and tid not in done:
                 task_cmd.sling(path, tid, agent)
-                changes += 1
+                changes += slung.get(tid) != agent  # slinging to the same agent again is no change
+                slung[tid] = agent
         except NothingToDo:
             assert git.rev_parse(f"refs/heads/{BRANCH}") == tip
         except FleetError as e:
