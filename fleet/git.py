@@ -180,6 +180,7 @@ class Git:
         writes: dict[str, bytes],
         deletes: list[str],
         when: int | None = None,
+        keep_scratch: bool = False,
     ) -> str:
         """A commit of ``parent``'s tree with files written and removed; returns its sha.
 
@@ -188,7 +189,7 @@ class Git:
         """
         name, email = FLEET_IDENT
         stamp = f"{int(when if when is not None else time.time())} +0000"
-        scratch = f"refs/fleet/scratch/{os.getpid()}"
+        scratch = self.scratch_ref()
         msg = message.encode()
         chunks = [
             f"commit {scratch}\nmark :1\ncommitter {name} <{email}> {stamp}\ndata {len(msg)}\n".encode(),
@@ -207,8 +208,20 @@ class Git:
         chunks.append(b"get-mark :1\ndone\n")
         out = self.run("fast-import", "--quiet", "--done", "--force", input=b"".join(chunks))
         sha = out.decode().strip().splitlines()[-1]
-        self.proc("update-ref", "-d", scratch)
+        if not keep_scratch:  # else the caller drops it (see scratch_ref) in a ref update it makes anyway
+            self.proc("update-ref", "-d", scratch)
         return sha
+
+    @staticmethod
+    def scratch_ref() -> str:
+        """The ref ``write_commit`` uses in this process."""
+        return f"refs/fleet/scratch/{os.getpid()}"
+
+    def ref_tips(self, *refs: str) -> dict[str, str]:
+        """The commits of those of ``refs`` that exist, with one process."""
+        out = self.text("for-each-ref", "--format=%(refname) %(objectname)", *refs)
+        tips = dict(line.split(" ") for line in out.splitlines() if line)
+        return {r: tips[r] for r in refs if r in tips}
 
     def drop_stale_scratch(self) -> None:
         """Scratch refs of fast-import runs whose process died (kill -9)."""
@@ -240,6 +253,11 @@ def toplevel(path: Path | str) -> Path:
     """The repository's top folder (the git dir itself for a bare repository)."""
     if not Path(path).is_dir():
         raise FleetError(f"{path}: no such directory")
+    both = subprocess.run(["git", "rev-parse", "--is-bare-repository", "--show-toplevel"], cwd=path,
+                          capture_output=True, env=_env())
+    lines = both.stdout.decode().splitlines()
+    if both.returncode == 0 and len(lines) == 2 and lines[0] == "false":  # the common case, one process
+        return Path(lines[1])
     bare = subprocess.run(["git", "rev-parse", "--is-bare-repository"], cwd=path, capture_output=True, env=_env())
     if bare.returncode == 0 and bare.stdout.strip() == b"true":
         return Path(path).resolve()

@@ -42,9 +42,12 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
     """Where the fleet's main lives: ``--remote``, else git config ``fleet.remote``
     (set by ``fleet run`` for the origin it creates), else ``origin``, else None
     (this repository itself)."""
-    remotes = git.text("remote").split()
+    # one process for both: the remotes (by their url) and fleet.remote
+    found = git.proc("config", "-z", "--get-regexp", r"^(remote\..*\.url|fleet\.remote)$").stdout.decode()
+    pairs = [rec.partition("\n") for rec in found.split("\0") if rec]
+    remotes = [k[len("remote."):-len(".url")] for k, _, _ in pairs if k.startswith("remote.")]
     if remote is None:
-        remote = git.proc("config", "--get", "fleet.remote").stdout.decode().strip() or None
+        remote = next((v for k, _, v in pairs if k == "fleet.remote"), "").strip() or None
     if remote is None:
         return "origin" if "origin" in remotes else None
     if remote not in remotes and "/" not in remote and ":" not in remote:

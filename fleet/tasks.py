@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fleet import canonical, faults, schemas
-from fleet.config import Config
+from fleet import config as config_mod
+from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.ids import is_safe_id
 from fleet.repo import TRACKING, FleetRepo
@@ -155,6 +156,8 @@ class TaskQueue:
         self.repo = repo
         self.git = repo.git
         self._docs: dict[str, Any] = {}  # blob sha -> parsed document, across rounds
+        self.last_config: Config | None = None
+        self._scratch = False  # this process's scratch ref (write_commit) is still there
 
     @property
     def ref(self) -> str:
@@ -184,20 +187,25 @@ class TaskQueue:
     def config(self) -> Config:
         return self.repo.snapshot().config
 
-    def read(self) -> Queue:
-        tip = self.git.rev_parse(self.ref)
-        q = Queue(tip)
+    def read(self, tip: str | None = None, *, config_of: str | None = None) -> Queue:
+        """The queue at ``tip`` (default: the branch as last fetched). With
+        ``config_of`` (a main commit), its config is read in the same git
+        process as the task files and left in ``self.last_config``."""
         if tip is None:
-            return q
-        entries = self.git.ls_tree(tip, TASK_DIR + "/", WORKER_DIR + "/")
-        missing = [sha for sha in entries.values() if sha not in self._docs]
-        for sha, data in self.git.cat_blobs(missing).items():
-            self._docs[sha] = data
+            tip = self.git.rev_parse(self.ref)
+        q = Queue(tip)
+        entries = self.git.ls_tree(tip, TASK_DIR + "/", WORKER_DIR + "/") if tip else {}
+        wanted = [sha for sha in entries.values() if sha not in self._docs]
+        config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
+        blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
+        if config_name:
+            self.last_config = config_mod.parse(blobs.pop(config_name))
+        self._docs.update(blobs)
         for path, sha in entries.items():
             doc = self._docs[sha]
-            if isinstance(doc, bytes):
-                doc = self._docs[sha] = canonical.load(doc, f"{BRANCH}:{path}")
             where = f"{BRANCH}:{path}"
+            if isinstance(doc, bytes):
+                doc = self._docs[sha] = canonical.load(doc, where)
             if path.startswith(TASK_DIR + "/"):
                 check_task(doc, where)
                 if path != task_path(doc["id"]):
@@ -209,16 +217,22 @@ class TaskQueue:
         return q
 
     def publish(self, new: str, old: str | None) -> bool:
-        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
+        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile
+        (and drop this process's scratch ref in the same ref update)."""
         remote = self.repo.remote
+        scratch = f"delete {self.git.scratch_ref()}\n"
         if not remote:
-            return self.git.update_ref(self.ref, new, old)
+            lines = f"start\nupdate {self.ref} {new} {old or '0' * 40}\n{scratch}prepare\ncommit\n"
+            won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
+            self._scratch = not won
+            return won
         push = self.git.popen("push", "--porcelain", "--quiet", remote,
                               f"--force-with-lease=refs/heads/{BRANCH}:{old or ''}", f"{new}:refs/heads/{BRANCH}")
         faults.point("task.during-push")
         out, err = push.communicate()
         if push.returncode == 0:
-            self.git.proc("update-ref", self.ref, new)
+            self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
+            self._scratch = False
             return True
         text = (out + err).decode(errors="replace")
         if any(w in text for w in ("[rejected]", "stale info", "non-fast-forward", "fetch first",
@@ -233,29 +247,44 @@ class TaskQueue:
 
         ``decide`` sees a fresh read each round, so a claimer that lost takes
         the next ready task. Returns the change and whether anything was pushed.
+        The first round costs one fetch, one ls-tree, one cat-file (the task
+        files and the config together), one fast-import, one push and one
+        ref update: a claim must stay cheap when many claimers race.
         """
         self.fetch(main=True)
-        cfg = self.config()
+        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
+        main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
+        cfg: Config | None = None
         start = time.monotonic()
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                self.fetch(main=False)
-            q = self.read()
-            ch = decide(q, cfg, now())
-            if not ch.commits or dry_run:
-                return ch, False
-            tip = q.tip
-            for message, docs in ch.commits:
-                writes = {path: canonical.dumps(doc) for path, doc in docs.items()}
-                tip = self.git.write_commit(tip, message, writes, [])
-            faults.point("task.after-commit")
-            if self.publish(tip, q.tip):
-                return ch, True
-            if time.monotonic() - start > patience:
-                break
-            # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
-            # losers must not keep the winner's machine busy with doomed attempts
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+        try:
+            for attempt in range(MAX_ATTEMPTS):
+                if attempt:
+                    self.fetch(main=False)
+                    tip = self.git.rev_parse(self.ref)
+                else:
+                    tip = tips.get(self.ref)
+                q = self.read(tip, config_of=None if cfg else main)
+                cfg = cfg or self.last_config
+                ch = decide(q, cfg, now())
+                if not ch.commits or dry_run:
+                    return ch, False
+                new = q.tip
+                for message, docs in ch.commits:
+                    writes = {path: canonical.dumps(doc) for path, doc in docs.items()}
+                    new = self.git.write_commit(new, message, writes, [], keep_scratch=True)
+                    self._scratch = True
+                faults.point("task.after-commit")
+                if self.publish(new, q.tip):
+                    return ch, True
+                if time.monotonic() - start > patience:
+                    break
+                # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
+                # losers must not keep the winner's machine busy with doomed attempts
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+        finally:
+            if self._scratch:  # a lost race or an error left this process's scratch ref behind
+                self.git.proc("update-ref", "-d", self.git.scratch_ref())
+                self._scratch = False
         raise FleetError(f"gave up after {attempt + 1} attempts: the queue on {self.repo.remote or 'this repository'} "
                          "kept moving (too many writers at once); try again")
 
