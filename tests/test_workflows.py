@@ -33,13 +33,15 @@ def test_zizmor_clean() -> None:
     assert "No findings" in p.stdout
 
 
-def test_the_readme_workflow_a_user_pastes_is_clean(tmp_path: Path) -> None:
+@pytest.mark.parametrize("heading, name", [("A workflow you can paste", "tick.yml"),
+                                           ("The watchdog, to paste beside it", "watchdog.yml")])
+def test_the_readme_workflows_a_user_pastes_are_clean(tmp_path: Path, heading: str, name: str) -> None:
     import re
 
     text = (ROOT / "README.md").read_text()
-    start = text.index("A workflow you can paste")
+    start = text.index(heading)
     block = re.search(r"```yaml\n(.*?)```", text[start:], re.S).group(1)
-    wf = tmp_path / ".github" / "workflows" / "tick.yml"
+    wf = tmp_path / ".github" / "workflows" / name
     wf.parent.mkdir(parents=True)
     wf.write_text(block.replace("OWNER/fleet@REF", "acme/fleet@0123456789abcdef0123456789abcdef01234567"))
     p = subprocess.run([_tool("actionlint"), str(wf)], capture_output=True, text=True)
