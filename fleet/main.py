@@ -93,7 +93,7 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+        click.echo(redact(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)))
     else:
         text()
 

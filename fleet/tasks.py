@@ -22,12 +22,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import random
-import secrets
+import secrets as _random_ids
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fleet import canonical, faults, schemas
+from fleet import canonical, faults, schemas, secrets
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
@@ -83,7 +83,7 @@ def new_task_id(count: int) -> str:
     collisions stay unlikely: 4 characters to ~500 tasks, 6 to ~20,000."""
     length = 4 if count < 500 else 5 if count < 2000 else 6 if count < 20000 else 8
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-    return "tk-" + "".join(secrets.choice(alphabet) for _ in range(length))
+    return "tk-" + "".join(_random_ids.choice(alphabet) for _ in range(length))
 
 
 # -- a read of the branch ------------------------------------------------
@@ -270,8 +270,9 @@ class TaskQueue:
                     return ch, False
                 new = q.tip
                 for message, docs in ch.commits:
-                    writes = {path: canonical.dumps(doc) for path, doc in docs.items()}
-                    new = self.git.write_commit(new, message, writes, [], keep_scratch=True)
+                    # a task's text and result come from outside: no key reaches the branch
+                    writes = {path: secrets.redact_bytes(canonical.dumps(doc)) for path, doc in docs.items()}
+                    new = self.git.write_commit(new, secrets.redact(message), writes, [], keep_scratch=True)
                     self._scratch = True
                 faults.point("task.after-commit")
                 if self.publish(new, q.tip):

@@ -234,3 +234,13 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     assert remote_doc["claimedBy"] == "ada" and remote_doc["token"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
+
+
+def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "sk-ant-canary-0123456789abcdef"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
+    t = add(fleet, f"rotate {canary}", "--body", f"the key is {canary}")
+    c = claim(fleet, "ada")
+    run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result", json.dumps({"leaked": canary}))
+    everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
+    assert canary.encode() not in everything and b"[REDACTED]" in everything
