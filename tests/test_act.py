@@ -113,3 +113,30 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
         "watchdog: return stuck: lease of ada ran out")
     assert git.text("rev-list", "--count", "refs/heads/main") == "1"  # the watchdog never writes main
     assert "| returned | failed | workers dead | workers back |" in log
+
+
+@pytest.mark.slow
+def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path) -> None:
+    repo, origin, laptop = tmp_path / "repo", tmp_path / "origin.git", tmp_path / "laptop"
+    repo.mkdir()
+    _this_repository(repo)
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
+    subprocess.run(["git", "clone", "-q", str(origin), str(laptop)], check=True)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("GITHUB_TOKEN", None)
+    env.pop("ANTHROPIC_API_KEY", None)
+    # a worker on a laptop works tick 1 and pushes its own branch
+    subprocess.run([sys.executable, "-m", "fleet", "work", "-C", str(laptop), "--worker", "1", "--workers", "2"],
+                   check=True, capture_output=True, env=env)
+    assert [r.name for r in Git(origin).refs("refs/heads/fleet/")] == ["refs/heads/fleet/t1/w1"]
+    p = subprocess.run(
+        [_act(), "workflow_dispatch", "-W", ".github/workflows/merge.yml", "-P", "ubuntu-latest=-self-hosted",
+         "--var", f"FLEET_REMOTE={origin}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-4000:]
+    assert re.search(r"\[merge/merge\s*\] 🏁  Job succeeded", log), log[-3000:]
+    git = Git(origin)
+    fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
+    assert fleet["tick"] == 1 and fleet["last"]["applied"] >= 1
+    assert git.refs("refs/heads/fleet/") == []  # the merged branch is gone, in the same push as main
