@@ -9,6 +9,7 @@ and writes commits with ``fast-import``, so nobody's checkout is touched.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -237,6 +238,30 @@ class Git:
 
     def gc_auto(self) -> None:
         self.proc("gc", "--auto", "--quiet")
+
+
+_RACE = re.compile(
+    r"\[rejected\]|stale info|non-fast-forward|fetch first"
+    r"|\[remote rejected\] \((?:cannot lock ref|failed to update ref|incorrect old value|"
+    r"reference already exists|atomic (?:push|transaction) failed)"
+)
+
+
+def lost_race(push_output: str) -> bool:
+    """Whether a rejected push lost a compare-and-swap (someone moved the ref
+    first: re-read and try again), rather than being refused for good (a
+    hook, a protected branch, a ruleset: retrying cannot help)."""
+    return bool(_RACE.search(push_output))
+
+
+def git_reason(stderr: str, fallback: str) -> str:
+    """git's useful line: the first fatal/error line (the last only adds advice)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    bad = [ln for ln in lines if ln.startswith(("fatal:", "error:", "!"))]
+    first = (bad or lines[-1:] or [fallback])[0]
+    if first.startswith("!"):  # push --porcelain: "!<TAB>src:dst<TAB>[remote rejected] (why)"
+        first = f"{first.split(chr(9))[1].split(':')[-1]} {first.split(chr(9))[-1]}" if first.count("\t") >= 2 else first
+    return first
 
 
 def _alive(pid: int) -> bool:

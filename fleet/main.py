@@ -419,6 +419,8 @@ def _task_line(t: dict[str, Any]) -> str:
     extra = ""
     if t["status"] == "in-progress":
         extra = f" token {t['token']}, lease until {t['leaseUntil']}" + (" (EXPIRED)" if t.get("expired") else "")
+    elif t["status"] == "pending" and t.get("doomedBy"):
+        extra = f" never ready: {t['doomedBy']} failed"
     elif t["status"] == "pending" and t.get("blockedBy"):
         extra = f" waits for {', '.join(t['blockedBy'])}"
     elif t["status"] == "pending" and t.get("notBefore") and not t.get("ready"):
@@ -446,7 +448,7 @@ def _task_detail(t: dict[str, Any]) -> None:
 
 
 def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--token", type=int, required=True,
+    return click.option("--token", type=click.IntRange(1), required=True,
                         help="The fencing token claim printed; a stale one is refused.")(fn)
 
 
@@ -481,7 +483,7 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
         if any(v is not None for v in (body, priority, target, task_id)) or deps:
             raise FleetError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
                              "are for a single TITLE", code=2)
-        items = read_items(file)
+        items = read_items(_under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
         for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
@@ -489,7 +491,7 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
                 item[k] = v
         if deps:
             item["deps"] = list(deps)
-        items = [(item, "TITLE")]
+        items = [(item, "add")]
     r = add(directory, items, remote=remote, dry_run=dry_run)
 
     def text() -> None:
@@ -564,6 +566,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
     if result is not None:
         value = canonical.load(result.encode(), "--result")
     elif result_file is not None:
+        result_file = _under(directory, result_file)
         try:
             value = canonical.load(result_file.read_bytes(), str(result_file))
         except OSError as e:
@@ -592,6 +595,25 @@ def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id
 
     t = release(directory, task_id, token, agent=agent, remote=remote)
     _emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
+
+
+@task_group.command("reopen")
+@_dir_option
+@_json_option
+@_remote_option
+@click.argument("task_id", metavar="TASK")
+@_handled
+def task_reopen_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
+    """Give a failed TASK another go: pending again, failures forgiven, token kept."""
+    from fleet.commands.task import reopen
+
+    t = reopen(directory, task_id, remote=remote)
+    _emit(t, as_json, lambda: click.echo(f"reopened {t['id']}: pending again"))
+
+
+def _under(directory: Path, file: Path) -> Path:
+    """A relative path given with -C DIR is relative to DIR, as with git -C."""
+    return file if file.is_absolute() else directory / file
 
 
 @task_group.command("sling")

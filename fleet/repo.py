@@ -11,14 +11,16 @@ local-only fleet whose checkout is on main is fast-forwarded like ``git pull``.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
-from fleet.git import EMPTY_TREE, Git, RefInfo, toplevel
+from fleet.git import EMPTY_TREE, Git, RefInfo, git_reason, lost_race, toplevel
 from fleet.state import GitSnapshot
 
 WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
@@ -71,11 +73,17 @@ class FleetRepo:
         """Fetch main and the worker branches: the one moment state changes here."""
         if not self.remote:
             return
-        self.git.run(
-            "fetch", "--quiet", "--prune", "--no-tags", self.remote,
-            f"+refs/heads/main:{TRACKING}main",
-            f"+refs/heads/fleet/*:{TRACKING}fleet/*",
-        )
+        args = ("fetch", "--quiet", "--prune", "--no-tags", "--refmap=", self.remote,
+                f"+refs/heads/main:{TRACKING}main", f"+refs/heads/fleet/*:{TRACKING}fleet/*")
+        for attempt in range(20):
+            p = self.git.proc(*args)
+            err = p.stderr.decode(errors="replace")
+            if p.returncode == 0:
+                return
+            if "cannot lock ref" not in err and "unable to update local ref" not in err:
+                break
+            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))  # another fleet process in this clone
+        raise FleetError(f"git fetch from {self.remote} failed: {git_reason(err, f'exit {p.returncode}')}")
 
     def main(self) -> str:
         sha = self.git.rev_parse(self.main_ref)
@@ -114,10 +122,10 @@ class FleetRepo:
                 self.git.update_ref(self.main_ref, new, old)
                 return True
             text = (out + err).decode(errors="replace")
-            if any(w in text for w in ("[rejected]", "stale info", "non-fast-forward", "fetch first", "[remote rejected]", "atomic")):
+            if lost_race(text):
                 return False
-            last = text.strip().splitlines()[-1] if text.strip() else f"exit {push.returncode}"
-            raise FleetError(f"push to {self.remote} failed: {last}")
+            raise FleetError(f"push to {self.remote} refused: {git_reason(text, f'exit {push.returncode}')} "
+                             "(main must accept pushes from the merge; see the README on branch protection)")
         head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
         bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
         if head == "refs/heads/main" and not bare:

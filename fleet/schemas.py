@@ -55,4 +55,5 @@ def first_error(validator: Validator, instance: Any) -> str | None:
         return None
     err = next(iter(validator.iter_errors(instance)))
     where = "/" + "/".join(str(p) for p in err.instance_path)
-    return f"at {where}: {err.message}"
+    message = err.message if len(err.message) <= 300 else err.message[:200] + " … " + err.message[-80:]
+    return f"at {where}: {message}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import random
+import re
 import secrets as _random_ids
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.ids import is_safe_id
+from fleet.git import git_reason, lost_race
 from fleet.repo import TRACKING, FleetRepo
 
 BRANCH = "fleet/tasks"
@@ -105,6 +107,21 @@ class Queue:
         """The dependencies of ``t`` that are not done yet."""
         return [d for d in t["deps"] if self.tasks.get(d, {}).get("status") != "done"]
 
+    def doomed_by(self, t: dict[str, Any], seen: frozenset[str] = frozenset()) -> str | None:
+        """A failed task that ``t`` waits for, directly or not: while it stays
+        failed, ``t`` can never be ready (`fleet task reopen` gives it another go)."""
+        for d in t["deps"]:
+            dep = self.tasks.get(d)
+            if dep is None or d in seen:
+                continue
+            if dep["status"] == "failed":
+                return d
+            if dep["status"] != "done":
+                found = self.doomed_by(dep, seen | {t["id"]})
+                if found:
+                    return found
+        return None
+
     def is_ready(self, t: dict[str, Any], agent: str | None, at: _dt.datetime) -> bool:
         return (
             t["status"] == "pending"
@@ -135,11 +152,32 @@ class Change:
     result: Any
 
 
+STAMPS = ("claimedAt", "leaseUntil", "notBefore", "createdAt", "updatedAt", "doneAt")
+
+
 def check_task(doc: Any, where: str) -> dict[str, Any]:
     problem = schemas.first_error(schemas.protocol("task"), doc)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
+    for key in STAMPS:
+        value = doc.get(key)
+        if value is not None and not _is_stamp(value):
+            raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as 2026-11-22T12:38:12.345Z "
+                             "(schemas/task.schema.json)")
     return doc
+
+
+_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _is_stamp(value: str) -> bool:
+    if not _STAMP.match(value):
+        return False
+    try:
+        parse_stamp(value)
+    except ValueError:
+        return False
+    return True
 
 
 def check_worker(doc: Any, where: str) -> dict[str, Any]:
@@ -165,24 +203,33 @@ class TaskQueue:
 
     # -- synchronising -----------------------------------------------------
     def fetch(self, main: bool = True) -> None:
-        """Fetch the queue (and main, for the config): the moment state changes here."""
+        """Fetch the queue (and main, for the config): the moment state changes here.
+
+        Only fleet's own tracking refs are written (``--refmap=``), and a fetch
+        that loses a ref lock to another fleet process in this clone is
+        retried: two claims from one clone are a race, not an error."""
         remote = self.repo.remote
         if not remote:
             return
         specs = [f"+refs/heads/{BRANCH}:{self.ref}"]
         if main:
             specs.insert(0, f"+refs/heads/main:{TRACKING}main")
-        p = self.git.proc("fetch", "--quiet", "--no-tags", remote, *specs)
-        if p.returncode == 0:
-            return
-        err = p.stderr.decode(errors="replace")
-        if "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
-            self.git.proc("update-ref", "-d", self.ref)
-            if main:
-                self.git.run("fetch", "--quiet", "--no-tags", remote, specs[0])
-            return
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        raise FleetError(f"git fetch from {remote} failed: {lines[-1] if lines else f'exit {p.returncode}'}")
+        for attempt in range(20):
+            p = self.git.proc("fetch", "--quiet", "--no-tags", "--refmap=", remote, *specs)
+            if p.returncode == 0:
+                return
+            err = p.stderr.decode(errors="replace")
+            if "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
+                self.git.proc("update-ref", "-d", self.ref)
+                if not main:
+                    return
+                specs = specs[:1]
+                continue
+            if "cannot lock ref" in err or "unable to update local ref" in err:
+                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+                continue
+            break
+        raise FleetError(f"git fetch from {remote} failed: {git_reason(err, f'exit {p.returncode}')}")
 
     def config(self) -> Config:
         return self.repo.snapshot().config
@@ -235,11 +282,10 @@ class TaskQueue:
             self._scratch = False
             return True
         text = (out + err).decode(errors="replace")
-        if any(w in text for w in ("[rejected]", "stale info", "non-fast-forward", "fetch first",
-                                   "[remote rejected]", "cannot lock ref", "failed to update ref")):
+        if lost_race(text):
             return False
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        raise FleetError(f"push to {remote} failed: {lines[-1] if lines else f'exit {push.returncode}'}")
+        raise FleetError(f"push of {BRANCH} to {remote} refused: {git_reason(text, f'exit {push.returncode}')} "
+                         f"(the task queue needs {BRANCH} writable; see the README on branch protection)")
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float = 120.0) -> tuple[Change, bool]:
@@ -299,10 +345,19 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> dict[str, 
     if unknown:
         raise FleetError(f"{where}: unknown field {unknown[0]!r} (a task has {', '.join(sorted(INPUT_KEYS))})")
     if "id" in item and not is_safe_id(item["id"]):
-        raise FleetError(f"{where}: id {item['id']!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (no '..', at most 128 characters)")
+        raise FleetError(f"{where}: id {str(item['id'])[:60]!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+                         "(no '..', at most 128 characters)")
+    if "id" in item and secrets.redact(item["id"]) != item["id"]:
+        raise FleetError(f"{where}: id contains a secret from the environment; pick another id")
     target = item.get("for")
+    if target is not None and not isinstance(target, str):
+        raise FleetError(f"{where}: at /for: must be an agent's name or null (schemas/task.schema.json)")
     if target is not None and target not in cfg.agents:
-        raise FleetError(f"{where}: for: unknown agent {target!r} (agents are in state/config.json)")
+        raise FleetError(f"{where}: for: unknown agent {target[:60]!r} (agents are in state/config.json)")
+    priority = item.get("priority", DEFAULT_PRIORITY)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
+                         "(schemas/task.schema.json)")
     stamp_ = stamp(at)
     t = {
         "id": item.get("id", ""),
@@ -356,10 +411,13 @@ def cycle(tasks: dict[str, dict[str, Any]], ids: list[str]) -> list[str] | None:
 
 def holder_check(t: dict[str, Any], token: int, agent: str | None, verb: str) -> None:
     """Refuse a stale or foreign holder: the fencing token must be the current one."""
+    if t["status"] == "done":
+        raise FleetError(f"cannot {verb} task {t['id']}: it is already done (by {t['claimedBy']}, token {t['token']})")
     if t["status"] != "in-progress":
-        held = f" by {t['claimedBy']}" if t["claimedBy"] else ""
-        raise FleetError(f"cannot {verb} task {t['id']}: it is {t['status']}{held} (token {t['token']}), not in progress; "
-                         "your lease ran out or it was never claimed")
+        why = ("it was never claimed" if t["token"] == 0 else
+               f"failed for good after {t['failures']} failures" if t["status"] == "failed" else
+               "it went back to the queue (the lease ran out, or it was failed or released)")
+        raise FleetError(f"cannot {verb} task {t['id']}: it is {t['status']}, not in progress (token {t['token']}): {why}")
     if token > t["token"]:
         raise FleetError(f"cannot {verb} task {t['id']}: no claim was given token {token} (the current one is "
                          f"{t['token']}, held by {t['claimedBy']})")
@@ -376,6 +434,7 @@ def public(t: dict[str, Any], q: Queue | None = None, at: _dt.datetime | None = 
     if q is not None:
         out["blockedBy"] = q.blockers(t)
         out["ready"] = q.is_ready(t, None, at or now())
+        out["doomedBy"] = q.doomed_by(t) if t["status"] == "pending" else None
     if t["status"] == "in-progress" and t["leaseUntil"]:
         out["expired"] = parse_stamp(t["leaseUntil"]) < (at or now())
     return out

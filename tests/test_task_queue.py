@@ -217,3 +217,20 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
         task_cmd.complete(fleet.path, "a", first["token"], result="late")
     assert cfg  # config untouched
     _ = _dt
+
+
+def test_claimers_sharing_one_clone_race_but_never_fail(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """Several claims from the same clone at once collide on its refs as well as
+    on the remote's; a collision is a race to retry, never an error."""
+    f, bare = origin_fleet
+    items = tmp_path / "t.jsonl"
+    items.write_text("".join(json.dumps({"id": f"s{i}", "title": f"s{i}"}) + "\n" for i in range(12)))
+    subprocess.run(fleet_cmd("task", "add", "-C", str(f.path), "--file", str(items)), check=True, capture_output=True)
+    (shared,) = clones(bare, tmp_path, 1)
+    procs = [subprocess.Popen(fleet_cmd("task", "claim", "-C", str(shared), "--as", AGENTS[i % 6], "--json"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(10)]
+    outs = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [c for c, _, _ in outs] == [0] * 10, [e[-300:] for c, _, e in outs if c]
+    won = [json.loads(o)["id"] for _, o, _ in outs]
+    assert len(set(won)) == 10
+    assert all(len(v) == 1 for v in claim_history(bare).values())

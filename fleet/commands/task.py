@@ -28,6 +28,7 @@ from fleet.tasks import (
 )
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
+MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
 
 
 def _queue(path: Path, remote: str | None) -> TaskQueue:
@@ -51,6 +52,8 @@ def read_items(file: Path) -> list[tuple[Any, str]]:
         items = canonical.load(data, str(file))
         if not isinstance(items, list):
             raise FleetError(f"{file}: a .json task file must hold an array of tasks (or use .jsonl, one a line)")
+        if not items:
+            raise FleetError(f"{file}: no tasks in the file (an empty array)")
         return [(it, f"{file}[{i}]") for i, it in enumerate(items)]
     out = []
     for n, line in enumerate(data.splitlines(), 1):
@@ -75,11 +78,14 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
         for item, where in items:
             t = new_task(item, where, cfg, at)
             if t["id"]:
-                old = q.tasks.get(t["id"]) or fresh.get(t["id"])
+                if t["id"] in fresh:
+                    raise FleetError(f"{where}: task id {t['id']!r} appears twice in this batch "
+                                     f"(first at {origin[t['id']]})")
+                old = q.tasks.get(t["id"])
                 if old is not None:
-                    mine = {k: old.get(k) for k in ("title", "body", "priority", "deps", "for")}
-                    theirs = {k: t.get(k) for k in ("title", "body", "priority", "deps", "for")}
-                    if mine != theirs or t["id"] in fresh:
+                    # what was given at creation; `for` may have been slung since
+                    fields = ("title", "body", "priority", "deps")
+                    if any(old.get(k) != t.get(k) for k in fields):
                         raise FleetError(f"{where}: task id {t['id']!r} already exists with other content "
                                          f"({BRANCH}:{task_path(t['id'])}); pick another id")
                     same.append(t["id"])
@@ -94,6 +100,10 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
             unknown = [d for d in t["deps"] if d not in everything]
             if unknown:
                 raise FleetError(f"{origin[t['id']]}: deps: no task {unknown[0]!r} in the queue or this batch")
+            failed = [d for d in t["deps"] if everything[d]["status"] == "failed"]
+            if failed:
+                raise FleetError(f"{origin[t['id']]}: deps: task {failed[0]!r} has failed, so this one could never "
+                                 f"be ready; `fleet task reopen {failed[0]}` first")
         loop = cycle(everything, list(fresh))
         if loop:
             raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
@@ -121,6 +131,12 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
         if task_id is not None:
             t = q.task(task_id)
             if not q.is_ready(t, agent, at):
+                doomed = q.doomed_by(t) if t["status"] == "pending" else None
+                if t["status"] in ("done", "failed") or doomed:
+                    # waiting cannot help: say so and fail, so a polling loop stops
+                    why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
+                           "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
+                    raise FleetError(f"cannot claim: {why}")
                 raise NothingToDo(_why_not_ready(q, t, agent, at))
         else:
             ready = q.ready(agent, at)
@@ -148,7 +164,8 @@ def _summary(q: Queue) -> str:
 
 def _why_not_ready(q: Queue, t: dict[str, Any], agent: str, at: _dt.datetime) -> str:
     if t["status"] != "pending":
-        by = f" by {t['claimedBy']}" if t["claimedBy"] else ""
+        by = {"in-progress": f", held by {t['claimedBy']}", "done": f", done by {t['claimedBy']}",
+              "failed": f" after {t['failures']} failures (`fleet task reopen {t['id']}`)"}[t["status"]]
         return f"task {t['id']} is {t['status']}{by}"
     if t["for"] not in (None, agent):
         return f"task {t['id']} is slung to {t['for']}"
@@ -198,6 +215,11 @@ def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent:
             return None
         return dict(t, status="done", result=result, leaseUntil=None, doneAt=stamp(at), error=None), ""
 
+    size = len(canonical.dumps_line(result))
+    if size > MAX_RESULT:
+        raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
+                         "in the repository or an artifact, and record where)")
+
     return _holder_change(path, remote, task_id, token, agent, "complete", apply)
 
 
@@ -221,6 +243,24 @@ def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
         return dict(t, status="pending", claimedBy=None, claimedAt=None, leaseUntil=None), "\n\nGiven back unfinished."
 
     return _holder_change(path, remote, task_id, token, agent, "release", apply)
+
+
+def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
+    """Give a failed task another go: pending again, its failures forgiven.
+    Its token stays, so the next claim gets a higher one."""
+    tq = _queue(path, remote)
+
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        t = q.task(task_id)
+        if t["status"] != "failed":
+            raise FleetError(f"cannot reopen task {task_id}: it is {t['status']}; only a failed task is reopened")
+        new = dict(t, status="pending", failures=0, claimedBy=None, claimedAt=None, leaseUntil=None,
+                   notBefore=None, updatedAt=stamp(at))
+        msg = f"task reopen {task_id} after {t['failures']} failures\n\nLast error: {t.get('error') or 'none recorded'}\n"
+        return Change([(msg, {task_path(task_id): new})], new)
+
+    ch, _ = tq.change(decide)
+    return public(ch.result)
 
 
 def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = None) -> dict[str, Any]:

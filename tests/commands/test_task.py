@@ -181,10 +181,15 @@ def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> N
         ('{"title": "x", "deps": ["nope"]}\n', "tasks.jsonl:1: deps: no task 'nope'"),
         ('{"id": "a", "title": "a", "deps": ["b"]}\n{"id": "b", "title": "b", "deps": ["a"]}\n',
          "deps: a cycle would never be ready: a -> b -> a"),
-        ('{"id": "a", "title": "a"}\n{"id": "a", "title": "other"}\n', "tasks.jsonl:2: task id 'a' already exists"),
+        ('{"id": "a", "title": "a"}\n{"id": "a", "title": "other"}\n', "tasks.jsonl:2: task id 'a' appears twice"),
         ('["a list"]\n', "tasks.jsonl:1: a task must be a JSON object"),
         ("\n\n", "tasks.jsonl: no tasks in the file"),
         ('{"title": "line\\nbreak"}\n', "tasks.jsonl:1: at /title"),
+        ('{"title": "esc \\u001b[31mred"}\n', "tasks.jsonl:1: at /title"),
+        ('{"title": "x", "for": ["ada"]}\n', "tasks.jsonl:1: at /for: must be an agent's name or null"),
+        ('{"title": "x", "priority": 1.0}\n', "tasks.jsonl:1: at /priority: 1.0 is not a whole number"),
+        ('{"title": "x", "body": "%s"}\n' % ("b" * 70000), "tasks.jsonl:1: at /body"),
+        ('{"id": "a", "title": "a"}\n{"id": "a", "title": "a"}\n', "tasks.jsonl:2: task id 'a' appears twice in this batch"),
     ],
 )
 def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet, tmp_path: Path, content: str,
@@ -193,7 +198,7 @@ def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet,
     f.write_text(content)
     r = run(fleet, "task", "add", "--file", str(f), code=1)
     assert rule in r.output, r.output
-    assert len(r.output.strip().splitlines()) == 1
+    assert len(r.output.strip().splitlines()) == 1 and len(r.output) < 600  # one line, a bad value cut short
     assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") is None  # all or nothing
 
 
@@ -205,7 +210,8 @@ def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
                                             "--priority", "1", code=2).output
     assert "cannot read" in run(fleet, "task", "add", "--file", str(tmp_path / "missing.jsonl"), code=1).output
     assert "no task 'nope'" in run(fleet, "task", "show", "nope", code=1).output
-    assert "not in progress" in run(fleet, "task", "complete", t, "--token", "0", code=1).output
+    assert "it was never claimed" in run(fleet, "task", "complete", t, "--token", "1", code=1).output
+    assert "--token" in run(fleet, "task", "complete", t, "--token", "0", code=2).output
     r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=1)
     assert r.output.startswith("fleet: --result") or "--result" in r.output
     r = run(fleet, "task", "claim", "--as", "ada", "--lease", "0", code=2)
@@ -244,3 +250,101 @@ def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkey
     run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result", json.dumps({"leaked": canary}))
     everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
     assert canary.encode() not in everything and b"[REDACTED]" in everything
+
+
+def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(fleet: Fleet) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 1}
+    commit_config(fleet, cfg)
+    add(fleet, "parent", "--id", "p1")
+    add(fleet, "child", "--id", "c1", "--dep", "p1")
+    c = claim(fleet, "ada")
+    run(fleet, "task", "fail", "p1", "--token", str(c["token"]), "--reason", "boom")
+    # waiting cannot help: an error (exit 1), not "nothing to do" (exit 3), so a polling loop stops
+    r = run(fleet, "task", "claim", "--as", "ada", "--task", "c1", code=1)
+    assert "waits for p1, which has failed; `fleet task reopen p1`" in r.output
+    r = run(fleet, "task", "claim", "--as", "ada", "--task", "p1", code=1)
+    assert "p1 is failed after 1 failures" in r.output
+    assert "[never ready: p1 failed]" in run(fleet, "task", "list").output
+    r = run(fleet, "task", "add", "another", "--dep", "p1", code=1)
+    assert "task 'p1' has failed, so this one could never be ready" in r.output
+    r = run(fleet, "task", "complete", "p1", "--token", "1", code=1)
+    assert "failed for good after 1 failures" in r.output
+    assert "only a failed task is reopened" in run(fleet, "task", "reopen", "c1", code=1).output
+    reopened = json.loads(run(fleet, "task", "reopen", "p1", "--json").output)
+    assert (reopened["status"], reopened["failures"], reopened["token"]) == ("pending", 0, 1)
+    assert claim(fleet, "basil")["token"] == 2  # the token still only goes up
+    assert commits(fleet)[1] == "task reopen p1 after 1 failures"
+
+
+def test_done_is_done(fleet: Fleet) -> None:
+    t = add(fleet, "once")
+    c = claim(fleet, "ada")
+    run(fleet, "task", "complete", t, "--token", str(c["token"]))
+    for verb in ("renew", "release"):
+        r = run(fleet, "task", verb, t, "--token", "1", code=1)
+        assert "it is already done (by ada, token 1)" in r.output
+    r = run(fleet, "task", "complete", t, "--token", "1", "--result", '"other"', code=1)
+    assert "already done" in r.output
+    assert "--token" in run(fleet, "task", "renew", t, "--token", "0", code=2).output
+
+
+def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
+    t = add(fleet, "big")
+    c = claim(fleet, "ada")
+    big = tmp_path / "r.json"
+    big.write_text(json.dumps({"blob": "x" * 70000}))
+    r = run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result-file", str(big), code=1)
+    assert "a task's result is at most 65,536" in r.output
+    assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))["status"] == "in-progress"
+
+
+def test_adding_again_after_a_sling_is_still_a_no_op(fleet: Fleet, tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"id": "s", "title": "s", "for": "ada"}) + "\n")
+    run(fleet, "task", "add", "--file", str(f))
+    run(fleet, "task", "sling", "s", "basil")
+    out = json.loads(run(fleet, "task", "add", "--file", str(f), "--json").output)
+    assert (out["added"], out["existing"]) == ([], ["s"])
+
+
+def test_with_dash_c_a_relative_file_is_in_that_folder(fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    (fleet.path / "mine.jsonl").write_text('{"id": "rel", "title": "relative"}\n')
+    monkeypatch.chdir(tmp_path)
+    from click.testing import CliRunner
+
+    from fleet.main import cli
+
+    r = CliRunner().invoke(cli, ["-C", str(fleet.path), "task", "add", "--file", "mine.jsonl"])
+    assert r.exit_code == 0, r.output
+    assert "added rel" in r.output
+
+
+def test_an_id_that_carries_a_secret_is_refused(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_secretvalue123")
+    r = run(fleet, "task", "add", "x", "--id", "ghs_secretvalue123", code=1)
+    assert "id contains a secret" in r.output and "ghs_secretvalue123" not in r.output
+
+
+def test_a_malformed_time_on_the_branch_is_named_not_a_crash(fleet: Fleet) -> None:
+    t = add(fleet, "fine")
+    tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    doc = json.loads(fleet.git.show(tip, task_path(t)))
+    doc["notBefore"] = "soon"
+    bad = fleet.git.write_commit(tip, "hand edit\n", {task_path(t): json.dumps(doc).encode()}, [])
+    fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
+    for args in (["task", "list"], ["task", "claim", "--as", "ada"], ["status"]):
+        r = run(fleet, *args, code=1)
+        assert f"{BRANCH}:{task_path(t)}: at /notBefore: 'soon' is not a UTC time" in r.output
+
+
+def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, bare = origin_fleet
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'fleet/tasks is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    start = time.monotonic()
+    r = run(f, "task", "add", "blocked", code=1)
+    assert time.monotonic() - start < 10  # not two minutes of retrying as if it were a race
+    assert "refused: refs/heads/fleet/tasks [remote rejected] (pre-receive hook declined)" in r.output
