@@ -330,10 +330,14 @@ class _Applier:
         for c in self.open_conflicts().values():
             open_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
         accepted: dict[tuple[str, str], list[tuple[Delta, Any]]] = {}
-        # A document only incremented so far (a hot counter) is carried as its
-        # current bytes: adding a delta costs its own ops, not all the earlier
-        # ones again. Sums are taken in the same order either way.
-        counted: dict[tuple[str, str], bytes | None] = {}
+        # A document that so far only took commutative ops (counters
+        # incremented, members added: a hot counter, a channel everyone joins)
+        # is carried as its current bytes and the field each op family
+        # touched: adding a delta then costs its own ops, not all the earlier
+        # ones again. Sums and unions come out the same either way, so the
+        # decisions do too; anything else (a set, a remove, a create, two
+        # families on overlapping fields) recombines from the base.
+        carried: dict[tuple[str, str], tuple[bytes, dict[tuple[str, ...], str]]] = {}
         refused: dict[str, str] = {}
         for d in deltas:
             unknown = next((op.collection for op in d.ops if op.collection not in cfg.collections), None)
@@ -347,8 +351,10 @@ class _Applier:
             results: dict[tuple[str, str], _DocOutcome] = {}
             for key, ops in mine.items():
                 coll = cfg.collections[key[0]]
-                if key not in accepted or (key in counted and all(op.op == "incr" for _, op in ops)):
-                    start, entries = counted.get(key, base_bytes[paths[key]]), ops
+                if key in carried and _carries(carried[key][1], ops):
+                    start, entries = carried[key][0], ops
+                elif key not in accepted:
+                    start, entries = base_bytes[paths[key]], ops
                 else:
                     start, entries = base_bytes[paths[key]], accepted[key] + ops
                 out = _combine(coll, key[1], start, entries, open_by_doc.get(key, {}), cfg, self.tick)
@@ -368,11 +374,11 @@ class _Applier:
                     first = key not in accepted
                     accepted.setdefault(key, []).extend(ops)
                     out = results[key]
-                    if (first or key in counted) and all(op.op == "incr" for _, op in ops) and out.doc is not None \
-                            and not out.conflicts:
-                        counted[key] = canonical.dumps(out.doc)
+                    fields = {} if first else carried[key][1] if key in carried else None
+                    if fields is not None and _carries(fields, ops) and out.doc is not None and not out.conflicts:
+                        carried[key] = (canonical.dumps(out.doc), {**fields, **{op.path: op.op for _, op in ops}})
                     else:
-                        counted.pop(key, None)
+                        carried.pop(key, None)
         return refused
 
     def _blame(self, coll, doc_id, path, raw, entries, open_here) -> _DocOutcome:
@@ -399,6 +405,28 @@ class _Applier:
         out = _combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.cfg, self.tick)
         out.errors = errors
         return out
+
+
+def _carries(fields: dict[tuple[str, ...], str], ops: list[tuple[Delta, Any]]) -> bool:
+    """Whether ``ops`` can be applied on top of a carried document whose
+    earlier ops were ``fields`` (path -> op) with the same result as
+    recombining them all: only increments and adds, each on a field that no
+    other kind of op touches and that does not overlap another field."""
+    mine: dict[tuple[str, ...], str] = {}
+    for _, op in ops:
+        if op.op not in ("incr", "add") or mine.setdefault(op.path, op.op) != op.op:
+            return False
+    for path, kind in mine.items():
+        for other, other_kind in fields.items():
+            if other == path:
+                if other_kind != kind:
+                    return False
+            elif other[: len(path)] == path or path[: len(other)] == other:
+                return False
+    for path in mine:
+        if any(p != path and (p[: len(path)] == path or path[: len(p)] == p) for p in mine):
+            return False
+    return True
 
 
 def _conflict_file(data: bytes, path: str) -> dict[str, Any]:

@@ -439,3 +439,29 @@ def test_a_refused_delta_takes_no_valid_one_down(base: MemorySnapshot, plan: lis
     assert_nothing_else_lost(base, r)
     count = counter(after(base, r), "posts", "ada-1", "comment_count")
     assert count == 1 + incr_sum(r.applied, "posts", "ada-1", "comment_count") and count >= 0
+
+
+# -- (f) the sequential pass's shortcut ----------------------------------------------
+
+
+@PROPERTY
+@given(arrivals=ticks(max_deltas=14), later=ticks(max_deltas=6, tick=2, tag="n"))
+def test_carrying_commutative_documents_forward_decides_as_recombining_does(
+    base: MemorySnapshot, arrivals: list[Arrival], later: list[Arrival]
+) -> None:
+    """Once a tick has a culprit, documents that only took increments and adds
+    are carried forward delta by delta instead of recombined from the base;
+    every decision and every byte must be what recombining gives."""
+    import fleet.engine as engine
+
+    fast = merge_tick(base, arrivals)
+    fast2 = merge_tick(after(base, fast), later + arrivals)
+    carries = engine._carries
+    engine._carries = lambda fields, ops: False
+    try:
+        slow = merge_tick(base, arrivals)
+        slow2 = merge_tick(after(base, slow), later + arrivals)
+    finally:
+        engine._carries = carries
+    assert signature(fast) == signature(slow)
+    assert signature(fast2) == signature(slow2)
