@@ -19,14 +19,22 @@ POINTS = (
     "work.during-streams",
     "work.after-commit",
     "work.during-push",
+    "work.cleanup",
     "merge.before-commit",
     "merge.after-commit",
     "merge.during-push",
     "merge.after-push",
+    "task.after-commit",
+    "task.during-push",
 )
 
 
 def point(name: str) -> None:
-    """Die here if the tests asked for it."""
-    if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Die here if the tests asked for it (``<point>:SIGINT`` or ``<point>:SIGTERM``
+    sends that signal instead, to test what an interrupt at that step leaves)."""
+    wanted = os.environ.get(ENV)
+    if wanted is None:
+        return
+    where, _, sig = wanted.partition(":")
+    if where == name:
+        os.kill(os.getpid(), getattr(signal, sig) if sig in ("SIGINT", "SIGTERM") else signal.SIGKILL)

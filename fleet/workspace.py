@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from fleet import faults
 from fleet.errors import FleetError
 from fleet.git import Git
 
@@ -112,11 +113,20 @@ class Workspace:
             packed.is_file() and b" refs/heads/" in packed.read_bytes())
 
     def cleanup(self) -> None:
-        if self.worktree is not None:
-            self.cache.proc("worktree", "remove", "--force", str(self.worktree))
-            shutil.rmtree(self.worktree, ignore_errors=True)
-            self.worktree = None
-        self.recover()
+        """Remove the worktree and anything else this worker made. An interrupt
+        that arrives meanwhile (Ctrl-C, a runner's deadline) waits until it is
+        done: a worker that finished its tick just as the run was stopped must
+        not leave half a worktree behind."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            faults.point("work.cleanup")
+            if self.worktree is not None:
+                self.cache.proc("worktree", "remove", "--force", str(self.worktree))
+                shutil.rmtree(self.worktree, ignore_errors=True)
+                self.worktree = None
+            self.recover()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     # -- work ------------------------------------------------------------
     def fetch(self, url: str) -> tuple[str, set[int]]:

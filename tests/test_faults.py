@@ -127,6 +127,20 @@ def test_worker_killed_then_recovered(tmp_path: Path, reference: dict[str, bytes
     assert fleet_cmd(repo, "replay", "--remote", url, "--check").returncode == 0
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_while_a_worker_cleans_up_waits_for_the_cleanup(tmp_path: Path, sig: str) -> None:
+    """A worker that finished its tick just as the run was stopped gets the
+    signal while it removes its worktree: it finishes cleaning, then stops."""
+    repo, url = make_fleet(tmp_path, "f")
+    p = fleet_cmd(repo, "work", "--worker", "1", "--workers", str(WORKERS), "--remote", url,
+                  crash=f"work.cleanup:{sig}")
+    assert p.returncode in ((130,) if sig == "SIGINT" else (0,)), p.stderr
+    tmp = repo / ".git" / "fleet" / "tmp"
+    assert not any(tmp.iterdir()), list(tmp.iterdir())
+    for cache in (repo / ".git" / "fleet" / "workers").glob("*.git"):
+        assert Git(cache).text("worktree", "list").count("\n") == 0
+
+
 @pytest.mark.parametrize("point", ["merge.before-commit", "merge.after-commit", "merge.during-push", "merge.after-push"])
 def test_merge_killed_then_recovered(tmp_path: Path, reference: dict[str, bytes], point: str) -> None:
     repo, url = make_fleet(tmp_path, "f")

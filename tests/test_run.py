@@ -33,7 +33,8 @@ def children_of(pid: int) -> list[int]:
 
 def assert_clean(repo: Path) -> None:
     fleet_dir = repo / ".git" / "fleet"
-    assert not any((fleet_dir / "tmp").iterdir())
+    left = sorted(str(p.relative_to(fleet_dir)) for p in (fleet_dir / "tmp").rglob("*"))
+    assert not left, left
     for cache in (fleet_dir / "workers").glob("*.git"):
         git = Git(cache)
         assert "\n" not in git.text("worktree", "list")
