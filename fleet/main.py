@@ -279,6 +279,8 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
                    f"{t['done']} done, {t['failed']} failed")
         for c in s["open_conflicts"]:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
+        if s["stalled"]:
+            click.echo(f"warning: {s['stalled']}")
 
     _emit(s, as_json, text)
 

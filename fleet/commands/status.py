@@ -8,7 +8,7 @@ from typing import Any
 from fleet import canonical, schemas
 from fleet.errors import FleetError
 from fleet.repo import FleetRepo
-from fleet.commands.watchdog import deliveries, health
+from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 from fleet.tasks import TaskQueue, now, parse_stamp
 
@@ -43,6 +43,7 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
                              and t["leaseUntil"] and parse_stamp(t["leaseUntil"]) < at))
     tick, seen, _ = deliveries(repo)
     workers = list(health(tick, seen, queue, snap.config).values())
+    stalled = stall(repo, snap.config, tick, at)
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -55,5 +56,6 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "totals": fleet["totals"],
         "tasks": tasks,
         "workers": workers,
+        "stalled": stalled,
         "last_utc": fleet.get("last_utc"),
     }

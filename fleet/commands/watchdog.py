@@ -66,6 +66,20 @@ def waiting_since(repo: FleetRepo) -> list[_dt.datetime]:
     return [_dt.datetime.fromtimestamp(t, _dt.timezone.utc) for t in sorted(times)]
 
 
+def stall(repo: FleetRepo, cfg: Config, tick: int, at: _dt.datetime) -> str | None:
+    """Worker branches waiting for the merge more than twice the tick
+    deadline: the merge, not a worker, has stopped. None if all is well."""
+    waiting = waiting_since(repo)
+    if not waiting:
+        return None
+    idle = (at - waiting[0]).total_seconds()
+    if idle <= cfg.run.deadline_seconds * 2:
+        return None
+    return (f"{len(waiting)} worker branch{'es have' if len(waiting) != 1 else ' has'} waited up to "
+            f"{ago(idle)} (twice the tick deadline is {ago(cfg.run.deadline_seconds * 2)}) and main is "
+            f"still at tick {tick}: is the merge running?")
+
+
 def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, dict[str, Any]]:
     """Each worker's last delivered tick and what it is now: alive or dead."""
     out = {}
@@ -119,14 +133,7 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
             marks.append({"worker": w, "status": h["status"], "reason": reason})
             commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
                             f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))
-        stalled = None
-        waiting = waiting_since(repo)
-        if waiting:
-            idle = (at - waiting[0]).total_seconds()
-            if idle > cfg.run.deadline_seconds * 2:
-                stalled = (f"{len(waiting)} worker branch{'es have' if len(waiting) != 1 else ' has'} waited up to "
-                           f"{ago(idle)} (twice the tick deadline is {ago(cfg.run.deadline_seconds * 2)}) and main is "
-                           f"still at tick {tick}: is the merge running?")
+        stalled = stall(repo, cfg, tick, at)
         report.update(returned=returns, failed=failed, workers=marks, stalled=stalled, tick=tick)
         return Change(commits, report)
 

@@ -103,6 +103,8 @@ def test_a_stalled_merge_is_reported_not_blamed_on_workers(fleet: Fleet) -> None
     r = watchdog(fleet)
     assert "1 worker branch has waited up to" in r["stalled"] and "is the merge running?" in r["stalled"]
     assert r["commits"] == 0
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert s["stalled"] and "is the merge running?" in run(fleet, "status").output
 
 
 def test_two_watchdogs_at_once_return_a_lease_once(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
