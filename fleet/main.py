@@ -11,8 +11,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +49,8 @@ def _log_file() -> Path:
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError:
+        import tempfile
+
         base = Path(tempfile.gettempdir())
     return base / "fleet.log"
 
@@ -78,6 +78,8 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)
         except Exception as e:  # a bug: short message, traceback to a file
+            import traceback
+
             log = _log_file()
             try:
                 with log.open("a") as f:
