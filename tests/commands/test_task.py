@@ -348,3 +348,37 @@ def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tu
     r = run(f, "task", "add", "blocked", code=1)
     assert time.monotonic() - start < 10  # not two minutes of retrying as if it were a race
     assert "refused: refs/heads/fleet/tasks [remote rejected] (pre-receive hook declined)" in r.output
+
+
+def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet: Fleet, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.commands.task import claim as claim_fn
+    from fleet.git import Git as GitClass
+
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps({"id": f"c{i}", "title": f"c{i}"}) + "\n" for i in range(50)))
+    run(fleet, "task", "add", "--file", str(f))
+    run(fleet, "task", "list")  # a first reader checks every file and caches them
+    asked: list[int] = []
+    real = GitClass.cat_blobs
+
+    def counting(self: GitClass, shas: list[str]) -> dict[str, bytes]:
+        asked.append(len(shas))
+        return real(self, shas)
+
+    monkeypatch.setattr(GitClass, "cat_blobs", counting)
+    claim_fn(fleet.path, "ada")
+    assert asked == [1]  # main's config only: the 50 task files came from the cache
+    cache = fleet.path / ".git" / "fleet" / "cache" / "queue.json"
+    assert cache.is_file()
+    cache.write_bytes(b"{not json")
+    asked.clear()
+    t = claim_fn(fleet.path, "basil")
+    assert t["token"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
+    # a cached file is trusted only under the rules that checked it
+    data = json.loads(cache.read_bytes())
+    data["version"] = "another"
+    cache.write_text(json.dumps(data))
+    asked.clear()
+    claim_fn(fleet.path, "cleo")
+    assert asked == [51]
