@@ -228,7 +228,7 @@ class Git:
         """Scratch refs of fast-import runs whose process died (kill -9)."""
         for ref in self.refs("refs/fleet/scratch/"):
             pid = ref.name.rsplit("/", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 self.proc("update-ref", "-d", ref.name, ref.commit)
 
     def update_ref(self, ref: str, new: str, old: str | None) -> bool:
@@ -264,7 +264,7 @@ def git_reason(stderr: str, fallback: str) -> str:
     return first
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

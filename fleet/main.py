@@ -40,7 +40,8 @@ _dir_option = click.option(
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 _remote_option = click.option(
     "--remote", default=None, metavar="NAME",
-    help="Remote whose main the fleet uses (default: origin if it exists, else this repository).",
+    help="Where the fleet's main lives: a remote name, URL or path (default: git config fleet.remote, "
+         "which fleet run sets, else origin, else this repository).",
 )
 
 
@@ -246,7 +247,8 @@ def log_cmd(directory: Path, as_json: bool, remote: str | None, doc: str | None,
         if not entries:
             click.echo("no deltas found")
         for e in entries:
-            what = "; ".join(e.ops) if e.status == "applied" else f"QUARANTINED: {e.reason}"
+            what = ("; ".join(e.ops) or f"no change: {e.reason or 'no reason given'}") if e.status == "applied" \
+                else f"QUARANTINED: {e.reason}"
             click.echo(f"tick {e.tick:<5} {e.utc}  {e.agent:<12} {e.worker:<8} {e.delta}  {what}")
 
     _emit([e.to_json() for e in entries], as_json, text)
@@ -291,7 +293,8 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
 @_dir_option
 @_json_option
 @_remote_option
-@click.option("--workers", type=int, default=None, help="Workers this tick (default: run.workers in config).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Workers this tick, 1 to 256 (default: run.workers in config).")
 @click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
 @click.option("--matrix", "matrix_only", is_flag=True, help="Print only the matrix, on one line, for $GITHUB_OUTPUT.")
 @_handled
@@ -318,7 +321,7 @@ def plan_cmd(directory: Path, as_json: bool, remote: str | None, workers: int | 
 @_json_option
 @_remote_option
 @click.option("--worker", type=int, required=True, help="This worker's number, 1..W.")
-@click.option("--workers", type=int, required=True, help="How many workers this tick has (W).")
+@click.option("--workers", type=click.IntRange(1, 256), required=True, help="How many workers this tick has (W, 1 to 256).")
 @click.option("--tick", type=int, default=None, help="Refuse to work unless this is the next tick.")
 @click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -352,7 +355,8 @@ def work_cmd(directory: Path, as_json: bool, remote: str | None, worker: int, wo
 @_dir_option
 @_json_option
 @click.option("--ticks", type=int, default=1, show_default=True, help="How many ticks to run.")
-@click.option("--workers", type=int, default=None, help="Worker processes per tick (default: run.workers).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes per tick, 1 to 256 (default: run.workers).")
 @click.option("--remote", default=None, metavar="URL",
               help="The fleet's remote; default: a local bare origin in .git/fleet/origin.git.")
 @click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
@@ -380,6 +384,9 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
             console.print(f"fleet remote: {r.remote}")
         if r.note:
             console.print(f"note: {r.note}")
+        if r.local_main:
+            console.print(r.local_main)
+        progress.start()  # only now: an error before the first tick prints one line, nothing else
 
     def ticked(t: Any) -> None:
         progress.advance(task)
@@ -387,10 +394,13 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
             f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
             f"{t.quarantined} quarantined, {t.held} held in {t.seconds:.1f}s")
 
-    with progress:
-        task = progress.add_task("run", total=ticks)
+    task = progress.add_task("run", total=ticks)
+    try:
         report = run(directory, ticks=ticks, workers=workers, remote=remote, provider=provider, push=push,
                      deadline=deadline, on_start=started, on_tick=ticked)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     data = report.to_json()
     if as_json:
         _emit(data, True, lambda: None)
@@ -402,7 +412,8 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
                       str(data["held"]), f"{report.seconds:.1f}")
         console.print(table)
         if report.interrupted:
-            console.print("interrupted: nothing was left behind; `fleet run` resumes at the next unmerged tick")
+            console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "
+                          "the merge, and `fleet run` resumes there")
     if report.interrupted:
         sys.exit(130)
 
@@ -568,7 +579,10 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
     if result is not None and result_file is not None:
         raise FleetError("give --result or --result-file, not both", code=2)
     if result is not None:
-        value = canonical.load(result.encode(), "--result")
+        try:
+            value = canonical.load(result.encode(), "--result")
+        except FleetError as e:
+            raise FleetError(f"{e} (a string is given as '\"text\"')", code=2) from None
     elif result_file is not None:
         result_file = _under(directory, result_file)
         try:

@@ -168,3 +168,59 @@ def test_worker_failure_publishes_explicit_empty_deltas(tmp_path: Path) -> None:
     assert m["applied"] == 6 and m["docs_changed"] == 0
     env = dict(os.environ)
     assert env is not None
+
+
+def test_a_change_committed_on_your_own_main_is_not_ignored(tmp_path: Path) -> None:
+    """After `fleet run` made its origin, the fleet's main moves on there. A
+    config change committed on your main behind it is refused with the way
+    out; put on top of the fleet's main, it becomes the fleet's main."""
+    repo = tmp_path / "x"
+    init(repo)
+    assert fleet(repo, "run", "--ticks", "2").returncode == 0
+    cfg = json.loads((repo / "state/config.json").read_text())
+    cfg["run"]["workers"] = 3
+    (repo / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@x", "-c", "commit.gpgsign=false"]
+    subprocess.run([*g, "commit", "-qam", "three workers"], cwd=repo, check=True)
+    p = fleet(repo, "run", "--ticks", "1")
+    assert p.returncode == 1
+    assert "your main has 1 commit(s) the fleet's main lacks" in p.stderr
+    assert "git rebase refs/fleet/origin/main main" in p.stderr
+    subprocess.run([*g, "rebase", "-q", "refs/fleet/origin/main", "main"], cwd=repo, check=True)
+    p = fleet(repo, "run", "--ticks", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["local_main"].startswith("your main's 1 new commit(s) are now the fleet's main")
+    assert out["ticks"][0]["workers"] == 3 and out["tick"] == 3
+    assert fleet(repo, "replay", "--check").returncode == 0
+
+
+def test_a_plain_repository_gets_a_clear_error_and_no_half_made_origin(tmp_path: Path) -> None:
+    repo = tmp_path / "plain"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=repo, check=True)
+    p = fleet(repo, "run")
+    assert p.returncode == 1 and "main has no state/config.json; is this a fleet repository?" in p.stderr
+    assert p.stdout == ""
+    assert not (repo / ".git" / "fleet" / "origin.git").exists()
+    assert subprocess.run(["git", "config", "fleet.remote"], cwd=repo, capture_output=True).stdout == b""
+
+
+def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "x"
+    init(repo)
+    first = subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "30"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = repo / ".git" / "fleet" / "run.lock"
+    deadline = time.monotonic() + 30
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = fleet(repo, "run", "--ticks", "1")
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=60)
+    assert second.returncode == 1 and f"another `fleet run` (pid {first.pid}) is running" in second.stderr
+    assert not lock.exists()
+    lock.write_text("999999999\n")  # a run that was killed -9 leaves its lock: a dead pid is no obstacle
+    assert fleet(repo, "run", "--ticks", "1").returncode == 0

@@ -12,7 +12,7 @@ from fleet.template import root
 COPIED = ("state", "schemas", ".github/workflows", "action.yml", "pyproject.toml")
 README = """# {name}
 
-A fleet of LLM agents run by [fleet](https://pypi.org/project/fleet/): the
+A fleet of LLM agents run by fleet (its source is in `fleet/`): the
 world is `state/`, its rules are `state/config.json` and `schemas/`, and
 `main` is written only by `fleet merge`.
 

@@ -54,7 +54,8 @@ def log(
         d = doc.removeprefix("state/").removesuffix(".json")
         coll, _, doc_id = d.partition("/")
         if coll not in cfg.collections or not doc_id:
-            raise FleetError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 (collections: {', '.join(cfg.collections)})")
+            raise FleetError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 (collections: {', '.join(cfg.collections)})",
+                             code=2)
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
         pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]
@@ -76,7 +77,8 @@ def log(
             if agent and d.agent != agent:
                 continue
             ops = [f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops]
-            entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, "applied"))
+            why = "" if ops else str(d.meta.get("noop") or d.meta.get("error") or "")  # an explicit no-op says why
+            entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, "applied", why))
         if not target:
             for q in inputs.quarantined:
                 body_ = q.get("delta") or {}

@@ -11,24 +11,26 @@ branch or lock behind, and the next run resumes at the next unmerged tick.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
-from fleet.git import Git, common_dir, toplevel
+from fleet.git import Git, process_alive, common_dir, git_reason, toplevel
 from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
-from fleet.repo import FleetRepo
+from fleet.repo import TRACKING, FleetRepo
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
 STOP_GRACE = 10.0
@@ -53,6 +55,7 @@ class RunReport:
     ticks: list[TickLine] = field(default_factory=list)
     provider: str = "offline"
     note: str | None = None
+    local_main: str | None = None  # what became of commits on your own main
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -68,6 +71,7 @@ class RunReport:
             "held": sum(t.held for t in self.ticks),
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
+            "local_main": self.local_main,
         }
 
 
@@ -84,16 +88,58 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if not (origin / "HEAD").exists():
         if git.rev_parse("refs/heads/main") is None:
             raise FleetError(f"{root}: has no main branch to seed the fleet from")
+        for needed in ("state/config.json", "state/fleet.json"):
+            if git.show("refs/heads/main", needed) is None:
+                raise FleetError(f"{root}: main has no {needed}; is this a fleet repository? "
+                                 "(`fleet init DIR` makes one; commit state/ and schemas/ to main)")
         origin.parent.mkdir(parents=True, exist_ok=True)
-        git.run("clone", "--quiet", "--bare", "--single-branch", "--branch", "main", str(root), str(origin))
+        shutil.rmtree(origin, ignore_errors=True)  # what an interrupted first run left
+        partial = origin.with_name(origin.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        git.run("clone", "--quiet", "--bare", "--single-branch", "--branch", "main", str(root), str(partial))
         queue = git.rev_parse(f"refs/heads/{TASKS_BRANCH}")
         if queue:  # the task queue moves to the origin with main, so it is not left behind
-            Git(origin).run("fetch", "--quiet", str(root), f"refs/heads/{TASKS_BRANCH}:refs/heads/{TASKS_BRANCH}")
+            Git(partial).run("fetch", "--quiet", str(root), f"refs/heads/{TASKS_BRANCH}:refs/heads/{TASKS_BRANCH}")
+        partial.rename(origin)  # all or nothing: no half-made origin is ever used
+        if queue:
             git.proc("update-ref", "-d", f"refs/heads/{TASKS_BRANCH}", queue)
         created = True
     url = origin.as_uri()
     git.run("config", "fleet.remote", url)
     return url, created
+
+
+def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
+    """Commits a person made on their own main (a config or schema change)
+    since the embedded origin was seeded: the fleet's main must not ignore them.
+
+    The fleet's state is in ``refs/fleet/origin/main`` of this repository. If
+    your main is behind it, nothing is to do. If it is ahead (you committed on
+    top of the fleet's main), your commits become the fleet's main, as a merged
+    pull request would; the next tick works under them. If the two diverged,
+    nothing is moved and the message says how to put yours on top.
+    """
+    git = Git(root)
+    local = git.rev_parse("refs/heads/main")
+    if local is None or local == fleet_main:
+        return None
+    git.run("fetch", "--quiet", "--no-tags", "--refmap=", url, f"+refs/heads/main:{TRACKING}main")
+    ancestor = lambda a, b: git.proc("merge-base", "--is-ancestor", a, b).returncode == 0  # noqa: E731
+    if ancestor(local, fleet_main):
+        return None  # the usual case: the fleet has merged ticks since; your main has nothing new
+    ours = int(git.text("rev-list", "--count", f"{fleet_main}..{local}"))
+    if not ancestor(fleet_main, local):
+        theirs = int(git.text("rev-list", "--count", f"{local}..{fleet_main}"))
+        raise FleetError(
+            f"your main has {ours} commit(s) the fleet's main lacks, and the fleet has {theirs} commit(s) "
+            f"(merged ticks) since: put yours on top with `git rebase {TRACKING}main main`, then run again "
+            f"(the fleet's state is {TRACKING}main; `git log {TRACKING}main` shows its ticks)")
+    p = git.proc("push", "--quiet", "--porcelain", f"--force-with-lease=refs/heads/main:{fleet_main}", url,
+                 f"{local}:refs/heads/main")
+    if p.returncode:
+        raise FleetError(f"could not hand your main to the fleet: {git_reason(p.stderr.decode(errors='replace'), 'push failed')}")
+    git.proc("update-ref", f"{TRACKING}main", local)
+    return f"your main's {ours} new commit(s) are now the fleet's main; the next tick works under them"
 
 
 def run(
@@ -112,11 +158,51 @@ def run(
         raise FleetError("--ticks must be at least 1", code=2)
     started = time.monotonic()
     root = toplevel(path)
+    with _one_run(root):
+        return _run(root, started, ticks, workers, remote, provider, push, deadline, on_start, on_tick)
+
+
+@contextmanager
+def _one_run(root: Path) -> Iterator[None]:
+    """One `fleet run` at a time in a repository: a second would race the
+    first for the same workers' caches and report ticks it did not run."""
+    lock = common_dir(root) / FLEET_DIR / "run.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and process_alive(pid):
+                raise FleetError(f"another `fleet run` (pid {pid}) is running in {root}; wait for it, "
+                                 "or stop it with Ctrl-C") from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    raise FleetError(f"{lock}: cannot take the run lock; remove the file if no `fleet run` is running")
+
+
+def _run(root: Path, started: float, ticks: int, workers: int | None, remote: str | None, provider: str | None,
+         push: str | None, deadline: float | None, on_start: Callable[[RunReport], None],
+         on_tick: Callable[[TickLine], None]) -> RunReport:
     url, created = ensure_origin(root, remote)
     report = RunReport(url, created)
     merge_cache = private_repo(common_dir(root), "merge.git")
     repo = FleetRepo(merge_cache, url)
     repo.fetch()
+    if remote is None and url == (common_dir(root) / FLEET_DIR / "origin.git").as_uri():
+        report.local_main = bring_in_local_main(root, url, repo.main())
+        if report.local_main:
+            repo.fetch()
     provider, note = choose(provider, repo.snapshot().config)
     report.provider, report.note = provider, note
     on_start(report)

@@ -287,11 +287,12 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             remote: str | None = None) -> dict[str, Any]:
     tq = _queue(path, remote)
     tq.fetch(main=True)
+    cfg = tq.config()  # also: is this a fleet at all?
     q = tq.read()
     at = now()
     if ready_only:
         if agent is not None:
-            _agent(tq.config(), agent)
+            _agent(cfg, agent)
         rows = q.ready(agent, at)
     else:
         rows = sorted(q.tasks.values(), key=lambda t: (t["status"] not in ("in-progress", "pending"), t["priority"],
@@ -306,7 +307,8 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
 def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
     """One task and its history: every commit that changed it, oldest first."""
     tq = _queue(path, remote)
-    tq.fetch(main=False)
+    tq.fetch(main=True)
+    tq.config()  # is this a fleet at all?
     q = tq.read()
     t = public(q.task(task_id), q)
     out = tq.git.run("log", "--reverse", "--format=%H%x00%cI%x00%s%x1e", q.tip or "HEAD", "--", task_path(task_id))

@@ -13,9 +13,11 @@ fleet's modules are byte-compiled first, as an installed package is (this
 machine sets PYTHONDONTWRITEBYTECODE, which would make every claim compile
 fleet from source and measure the compiler).
 
-Two results: ``claim`` is one claimer taking tasks one after another (the
-latency of an uncontended claim); ``claim-contention`` is C claimers started
-at once on C clones, each taking one task, timed until the last is done.
+Three results: ``claim`` is one claimer taking tasks one after another (the
+latency of an uncontended claim); ``claim-big`` is the same on a queue of
+10,000 tasks (beads' figure for ``ready``); ``claim-contention`` is C
+claimers started at once on C clones, each taking one task, timed until the
+last is done.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ sys.exit(1)
 def add_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--claimers", type=int, default=None, help="concurrent claimers (default 16; --small 6)")
     p.add_argument("--sequential", type=int, default=None, help="claims in the uncontended run (default 12; --small 4)")
+    p.add_argument("--big", type=int, default=None,
+                   help="tasks in the big queue of the third result (default 10,000, beads' figure; --small 2,000)")
 
 
 def _setup(root: Path, tasks: int, clones: int) -> tuple[Daemon, list[Path], list[Path]]:
@@ -145,11 +149,29 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         raise RuntimeError(f"{side}: a task was claimed twice: {sorted(taken[side])}")
             finally:
                 daemon.stop()
+    big = args.big or (2000 if args.small else 10000)
+    big_ours, big_floor = Stopwatch(), Stopwatch()
+    with workdir(args.tmp, "fleet-bench-claim-big-", args.keep) as root:
+        log(f"{sequential} sequential claims on a queue of {big:,} tasks")
+        daemon, ours, floor = _setup(root, big, 1)
+        try:
+            for start, clone in ((_ours, ours[0]), (_floor, floor[0])):
+                _all([start(clone, "ada")])  # the first claim of a clone reads the whole queue (and fleet caches it)
+            for r in range(args.repeat):
+                for sw, start, clone in ((big_ours, _ours, ours[0]), (big_floor, _floor, floor[0])):
+                    with sw:
+                        for i in range(sequential):
+                            _all([start(clone, agents[i % 6])])
+        finally:
+            daemon.stop()
     per = median(lat_ours.times) / sequential, median(lat_floor.times) / sequential
     return [
         result("claim", per[0], per[1], "s/claim", goal=1.5, claims=sequential, repeat=args.repeat,
                cpu_ours=round(median(lat_ours.cpu) / sequential, 4),
                cpu_floor=round(median(lat_floor.cpu) / sequential, 4)),
+        result("claim-big", median(big_ours.times) / sequential, median(big_floor.times) / sequential, "s/claim",
+               goal=1.5, tasks=big, claims=sequential, repeat=args.repeat,
+               note="after each side's first claim on its clone (fleet's reads the whole queue once)"),
         result("claim-contention", median(con_ours.times), median(con_floor.times), "s", goal=1.5,
                claimers=claimers, per_claim_ours=round(median(con_ours.times) / claimers, 4),
                per_claim_floor=round(median(con_floor.times) / claimers, 4), repeat=args.repeat),

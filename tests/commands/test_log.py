@@ -125,7 +125,7 @@ def test_log_of_a_created_document(fresh: Fleet) -> None:
 def test_log_bad_document_name(fresh: Fleet) -> None:
     fleet = fresh
     for bad in ("ada-1", "widgets/ada-1", "posts/"):
-        r = run(fleet, "log", bad, code=1)
+        r = run(fleet, "log", bad, code=2)  # a usage error: the argument is malformed
         assert len(r.stderr.splitlines()) == 1 and "<collection>/<id>" in r.stderr
 
 
@@ -154,3 +154,13 @@ def test_log_reads_history_made_under_older_limits(fresh: Fleet) -> None:
     data = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
     assert [e["delta"] for e in data] == [d["id"]] and len(data[0]["ops"]) == 3
     assert run(fleet, "log").stdout.count(d["id"]) == 1
+
+
+def test_log_says_why_an_agent_changed_nothing(fresh: Fleet) -> None:
+    fleet = fresh
+    fleet.push(fleet.delta("dara", meta={"noop": "nothing worth saying"}))
+    run(fleet, "merge")
+    r = run(fleet, "log", "--agent", "dara")
+    assert "no change: nothing worth saying" in r.output
+    entry = json.loads(run(fleet, "log", "--agent", "dara", "--json").output)[0]
+    assert (entry["ops"], entry["reason"]) == ([], "nothing worth saying")

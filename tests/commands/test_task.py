@@ -212,7 +212,7 @@ def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
     assert "no task 'nope'" in run(fleet, "task", "show", "nope", code=1).output
     assert "it was never claimed" in run(fleet, "task", "complete", t, "--token", "1", code=1).output
     assert "--token" in run(fleet, "task", "complete", t, "--token", "0", code=2).output
-    r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=1)
+    r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=2)
     assert r.output.startswith("fleet: --result") or "--result" in r.output
     r = run(fleet, "task", "claim", "--as", "ada", "--lease", "0", code=2)
     assert "--lease" in r.output
