@@ -115,14 +115,19 @@ def cli(directory: Path | None) -> None:
 
 @cli.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_json_option
 @_handled
-def init_cmd(directory: Path) -> None:
+def init_cmd(directory: Path, as_json: bool) -> None:
     """Create a new fleet repository in DIRECTORY with the example world."""
     from fleet.commands.init import init
 
     sha = init(directory)
-    click.echo(f"created fleet repository {directory} (genesis {sha[:12]}, tick 0)")
-    click.echo(f"next: cd {directory} && fleet status")
+
+    def text() -> None:
+        click.echo(f"created fleet repository {directory} (genesis {sha[:12]}, tick 0)")
+        click.echo(f"next: cd {directory} && fleet run")
+
+    _emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0}, as_json, text)
 
 
 @cli.command("merge")

@@ -123,3 +123,14 @@ def test_a_new_fleet_carries_the_fleet_that_made_it(tmp_path: Path) -> None:
     for wf in ("tick.yml", "merge.yml"):
         assert "uses: ./" in (repo / ".github" / "workflows" / wf).read_text()
     assert not (repo / ".github" / "workflows" / "ci.yml").exists()
+
+
+def test_init_json(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fleet.main import cli
+
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "j"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["tick"] == 0 and len(out["genesis"]) == 40 and out["path"] == str((tmp_path / "j").resolve())
