@@ -35,6 +35,14 @@ def _uses(action: str) -> str:
     return re.search(rf"uses: ({re.escape(action)}@[0-9a-f]{{40}})", text).group(1)
 
 
+def _act_env() -> dict[str, str]:
+    """act and this venv's fleet on the PATH; no key or token: the offline provider, no GitHub."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("GITHUB_TOKEN", None)
+    return env
+
+
 def _this_repository(dest: Path) -> None:
     """A copy of this repository as it is now (a fleet repository at tick 0)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -56,9 +64,7 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     repo.mkdir()
     _this_repository(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("ANTHROPIC_API_KEY", None)
-    env.pop("GITHUB_TOKEN", None)
+    env = _act_env()
     p = subprocess.run(
         [_act(), "workflow_dispatch", "-W", ".github/workflows/tick.yml", "-P", "ubuntu-latest=-self-hosted",
          "--var", f"FLEET_REMOTE={origin}", "--env", f"FLEET_ACT_HANDOFF={handoff}", "--input", "workers=2",
@@ -91,8 +97,7 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     repo.mkdir()
     _this_repository(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("GITHUB_TOKEN", None)
+    env = _act_env()
     fleet = [sys.executable, "-m", "fleet"]
     subprocess.run([*fleet, "task", "add", "stuck job", "--id", "stuck", "--remote", str(origin)], cwd=repo,
                    check=True, capture_output=True)
@@ -122,9 +127,7 @@ def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path) -
     _this_repository(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
     subprocess.run(["git", "clone", "-q", str(origin), str(laptop)], check=True)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("GITHUB_TOKEN", None)
-    env.pop("ANTHROPIC_API_KEY", None)
+    env = _act_env()
     # a worker on a laptop works tick 1 and pushes its own branch
     subprocess.run([sys.executable, "-m", "fleet", "work", "-C", str(laptop), "--worker", "1", "--workers", "2"],
                    check=True, capture_output=True, env=env)
