@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from fleet.errors import FleetError
 
@@ -240,28 +241,38 @@ class Git:
         self.proc("gc", "--auto", "--quiet")
 
 
-_RACE = re.compile(
-    r"\[rejected\]|stale info|non-fast-forward|fetch first"
-    r"|\[remote rejected\] \((?:cannot lock ref|failed to update ref|incorrect old value|"
+_RACE = re.compile(r"\[rejected\]|stale info|non-fast-forward|fetch first")
+_MAYBE = re.compile(
+    r"\[remote rejected\] \((?:cannot lock ref|failed to update ref|incorrect old value|"
     r"reference already exists|atomic (?:push|transaction) failed)"
 )
 
 
-def lost_race(push_output: str) -> bool:
+def lost_race(push_output: str, moved: Callable[[], bool]) -> bool:
     """Whether a rejected push lost a compare-and-swap (someone moved the ref
     first: re-read and try again), rather than being refused for good (a
-    hook, a protected branch, a ruleset: retrying cannot help)."""
-    return bool(_RACE.search(push_output))
+    hook, a protected branch, a ruleset, a name clash: retrying cannot help).
+
+    The remote's "failed to update ref" and "cannot lock ref" are said for a
+    race and for a permanent failure alike; then ``moved()`` asks the remote
+    whether the ref really moved."""
+    if _RACE.search(push_output):
+        return True
+    return bool(_MAYBE.search(push_output)) and moved()
 
 
 def git_reason(stderr: str, fallback: str) -> str:
     """git's useful line: the first fatal/error line (the last only adds advice)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    bad = [ln for ln in lines if ln.startswith(("fatal:", "error:", "!"))]
+    refused = [ln for ln in lines if ln.startswith("!")]
+    # an atomic push marks every other ref "atomic push failure": the cause is the one that is not
+    causes = [ln for ln in refused if "atomic push fail" not in ln] or refused
+    bad = causes or [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
     first = (bad or lines[-1:] or [fallback])[0]
-    if first.startswith("!"):  # push --porcelain: "!<TAB>src:dst<TAB>[remote rejected] (why)"
-        first = f"{first.split(chr(9))[1].split(':')[-1]} {first.split(chr(9))[-1]}" if first.count("\t") >= 2 else first
-    return first
+    if first.startswith("!") and first.count("\t") >= 2:  # push --porcelain: "!<TAB>src:dst<TAB>[remote rejected] (why)"
+        first = f"{first.split(chr(9))[1].split(':')[-1]} {first.split(chr(9))[-1]}"
+    said = [ln.removeprefix("remote:").strip() for ln in lines if ln.startswith("remote:") and ln[7:].strip()]
+    return first + (f" (the remote said: {'; '.join(said)[:300]})" if said else "")
 
 
 def process_alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
-from fleet.git import EMPTY_TREE, Git, RefInfo, git_reason, lost_race, toplevel
+from fleet.git import EMPTY_TREE, Git, RefInfo, common_dir, git_reason, lost_race, toplevel
 from fleet.state import GitSnapshot
 
 WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
@@ -40,6 +40,14 @@ class Source:
     ref: RefInfo  # the local ref we read (tracking ref with a remote)
 
 
+EMBEDDED = "embedded"  # the value of fleet.remote for the origin fleet run creates in .git/fleet/
+
+
+def embedded_origin(path: Path) -> Path:
+    """The bare origin `fleet run` makes for a fleet with no remote of its own."""
+    return common_dir(path) / "fleet" / "origin.git"
+
+
 def resolve_remote(git: Git, remote: str | None) -> str | None:
     """Where the fleet's main lives: ``--remote``, else git config ``fleet.remote``
     (set by ``fleet run`` for the origin it creates), else ``origin``, else None
@@ -50,6 +58,8 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
     remotes = [k[len("remote."):-len(".url")] for k, _, _ in pairs if k.startswith("remote.")]
     if remote is None:
         remote = next((v for k, _, v in pairs if k == "fleet.remote"), "").strip() or None
+        if remote == EMBEDDED:  # fleet run's own origin, found anew each time: copies and moves keep working
+            return embedded_origin(git.path).as_uri()
     if remote is None:
         return "origin" if "origin" in remotes else None
     if remote not in remotes and "/" not in remote and ":" not in remote:
@@ -122,7 +132,7 @@ class FleetRepo:
                 self.git.update_ref(self.main_ref, new, old)
                 return True
             text = (out + err).decode(errors="replace")
-            if lost_race(text):
+            if lost_race(text, lambda: self.remote_tip("main") != old):
                 return False
             raise FleetError(f"push to {self.remote} refused: {git_reason(text, f'exit {push.returncode}')} "
                              "(main must accept pushes from the merge; see the README on branch protection)")
@@ -144,6 +154,11 @@ class FleetRepo:
         lines = [f"update refs/heads/main {new} {old}"] + [f"delete {s.ref.name} {s.ref.commit}" for s in merged]
         p = self.git.proc("update-ref", "--stdin", input=("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode())
         return p.returncode == 0
+
+    def remote_tip(self, branch: str) -> str | None:
+        """The commit ``branch`` is at on the remote right now (one round trip)."""
+        out = self.git.proc("ls-remote", self.remote or ".", f"refs/heads/{branch}").stdout.decode().split()
+        return out[0] if out else None
 
     def delete_sources(self, sources: list[Source]) -> None:
         """Delete merged worker branches, each only if nobody pushed to it since."""

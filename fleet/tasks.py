@@ -173,6 +173,8 @@ def _cache_version() -> str:
     h = hashlib.sha256(f"{CACHE_FORMAT}:{__version__}".encode())
     for name in ("task", "worker"):
         h.update((protocol_schema_dir() / f"{name}.schema.json").read_bytes())
+    for module in (__file__, canonical.__file__):  # the checks themselves, not only the version string
+        h.update(Path(module).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -303,8 +305,10 @@ class TaskQueue:
             self._checked = {}
             try:
                 data = orjson.loads(self._cache_file().read_bytes())
-                if isinstance(data, dict) and data.get("version") == _cache_version():
-                    self._checked = dict(data["docs"])
+                docs = data.get("docs") if isinstance(data, dict) and data.get("version") == _cache_version() else None
+                if isinstance(docs, dict) and all(isinstance(d, dict) and isinstance(d.get("id" if k[:1] == "t" else "worker"), str)
+                                                  for k, d in docs.items()):
+                    self._checked = docs
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # no cache, or one from another version: read everything
         return self._checked
@@ -314,7 +318,11 @@ class TaskQueue:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".queue-", delete=False) as f:
-                f.write(orjson.dumps({"version": _cache_version(), "docs": docs}))
+                try:
+                    f.write(orjson.dumps({"version": _cache_version(), "docs": docs}))
+                except BaseException:
+                    os.unlink(f.name)
+                    raise
             os.replace(f.name, path)  # atomic: a reader sees the old cache or the new one
         except OSError:
             pass  # a cache that cannot be written costs speed, never correctness
@@ -338,7 +346,7 @@ class TaskQueue:
             self._scratch = False
             return True
         text = (out + err).decode(errors="replace")
-        if lost_race(text):
+        if lost_race(text, lambda: self.repo.remote_tip(BRANCH) != old):
             return False
         raise FleetError(f"push of {BRANCH} to {remote} refused: {git_reason(text, f'exit {push.returncode}')} "
                          f"(the task queue needs {BRANCH} writable; see the README on branch protection)")

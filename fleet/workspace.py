@@ -114,10 +114,13 @@ class Workspace:
 
     def cleanup(self) -> None:
         """Remove the worktree and anything else this worker made. An interrupt
-        that arrives meanwhile (Ctrl-C, a runner's deadline) waits until it is
-        done: a worker that finished its tick just as the run was stopped must
-        not leave half a worktree behind."""
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        that arrives meanwhile (Ctrl-C, a runner's deadline) is noted, not
+        obeyed: a worker that finished its tick just as the run was stopped
+        must not leave half a worktree behind, and its finished work stands
+        (whatever was already failing still fails)."""
+        noted: list[int] = []
+        old = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             faults.point("work.cleanup")
             if self.worktree is not None:
@@ -126,7 +129,8 @@ class Workspace:
                 self.worktree = None
             self.recover()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     # -- work ------------------------------------------------------------
     def fetch(self, url: str) -> tuple[str, set[int]]:

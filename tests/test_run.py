@@ -213,14 +213,20 @@ def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
     init(repo)
     first = subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "30"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = repo / ".git" / "fleet" / "run.lock"
+    lock = repo / ".git" / "fleet" / "run.pid"
     deadline = time.monotonic() + 30
-    while not lock.exists() and time.monotonic() < deadline:
+    while str(first.pid) not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.05)
     second = fleet(repo, "run", "--ticks", "1")
     first.send_signal(signal.SIGINT)
     first.wait(timeout=60)
     assert second.returncode == 1 and f"another `fleet run` (pid {first.pid}) is running" in second.stderr
-    assert not lock.exists()
-    lock.write_text("999999999\n")  # a run that was killed -9 leaves its lock: a dead pid is no obstacle
+    # a run killed -9 holds nothing: the kernel dropped its lock with it
+    killed = subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "30"], cwd=repo,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while str(killed.pid) not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
     assert fleet(repo, "run", "--ticks", "1").returncode == 0

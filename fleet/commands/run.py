@@ -11,6 +11,7 @@ branch or lock behind, and the next run resumes at the next unmerged tick.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -25,12 +26,12 @@ from typing import Any, Callable, Iterator
 
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
-from fleet.git import Git, process_alive, common_dir, git_reason, toplevel
+from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
-from fleet.repo import TRACKING, FleetRepo
+from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
 STOP_GRACE = 10.0
@@ -81,9 +82,9 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if remote is not None:
         return remote_url(git, remote), False
     configured = git.proc("config", "--get", "fleet.remote").stdout.decode().strip()
-    if configured:
+    origin = embedded_origin(root)
+    if configured and configured not in (EMBEDDED, origin.as_uri()):
         return remote_url(git, configured), False
-    origin = common_dir(root) / FLEET_DIR / "origin.git"
     created = False
     if not (origin / "HEAD").exists():
         if git.rev_parse("refs/heads/main") is None:
@@ -104,9 +105,9 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
         if queue:
             git.proc("update-ref", "-d", f"refs/heads/{TASKS_BRANCH}", queue)
         created = True
-    url = origin.as_uri()
-    git.run("config", "fleet.remote", url)
-    return url, created
+    if configured != EMBEDDED:  # not the absolute path: a copied or moved repository finds its own origin
+        git.run("config", "fleet.remote", EMBEDDED)
+    return origin.as_uri(), created
 
 
 def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
@@ -165,30 +166,26 @@ def run(
 @contextmanager
 def _one_run(root: Path) -> Iterator[None]:
     """One `fleet run` at a time in a repository: a second would race the
-    first for the same workers' caches and report ticks it did not run."""
-    lock = common_dir(root) / FLEET_DIR / "run.lock"
+    first for the same workers' caches and report ticks it did not run.
+
+    The lock is an flock on .git/fleet/run.pid, held for the whole run and
+    released by the kernel however the run ends (kill -9 included); the pid in
+    the file is only for the message."""
+    lock = common_dir(root) / FLEET_DIR / "run.pid"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and process_alive(pid):
-                raise FleetError(f"another `fleet run` (pid {pid}) is running in {root}; wait for it, "
-                                 "or stop it with Ctrl-C") from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-        return
-    raise FleetError(f"{lock}: cannot take the run lock; remove the file if no `fleet run` is running")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise FleetError(f"another `fleet run` (pid {holder}) is running in {root}; wait for it, "
+                             "or stop it with Ctrl-C") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _run(root: Path, started: float, ticks: int, workers: int | None, remote: str | None, provider: str | None,
@@ -199,7 +196,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
     merge_cache = private_repo(common_dir(root), "merge.git")
     repo = FleetRepo(merge_cache, url)
     repo.fetch()
-    if remote is None and url == (common_dir(root) / FLEET_DIR / "origin.git").as_uri():
+    if remote is None and url == embedded_origin(root).as_uri():
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()

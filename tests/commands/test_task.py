@@ -377,8 +377,25 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     assert t["token"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
     # a cached file is trusted only under the rules that checked it
     data = json.loads(cache.read_bytes())
-    data["version"] = "another"
-    cache.write_text(json.dumps(data))
+    cache.write_text(json.dumps(dict(data, version="another")))
     asked.clear()
     claim_fn(fleet.path, "cleo")
     assert asked == [51]
+    # a cache whose entries are not documents is no cache
+    data = json.loads(cache.read_bytes())
+    cache.write_text(json.dumps(dict(data, docs={k: ["x"] for k in data["docs"]})))
+    asked.clear()
+    assert claim_fn(fleet.path, "dara")["claimedBy"] == "dara"
+    assert asked == [51]
+    assert [p.name for p in cache.parent.iterdir()] == ["queue.json"]  # no temp files left
+
+
+def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tuple[Fleet, Path]) -> None:
+    """git says "failed to update ref" for a lost race and for a name clash
+    alike; fleet asks the remote whether the branch moved before retrying."""
+    f, bare = origin_fleet
+    Git(bare).run("branch", "fleet", "main")  # refs/heads/fleet blocks refs/heads/fleet/tasks
+    start = time.monotonic()
+    r = run(f, "task", "add", "clash", code=1)
+    assert time.monotonic() - start < 10
+    assert "'refs/heads/fleet' exists; cannot create 'refs/heads/fleet/tasks'" in r.output

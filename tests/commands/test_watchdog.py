@@ -88,8 +88,8 @@ def test_dead_workers_are_marked_and_come_back(fleet: Fleet) -> None:
 
 
 def run_origin(f: Fleet) -> Path:
-    url = f.git.text("config", "--get", "fleet.remote")
-    return Path(url.removeprefix("file://"))
+    assert f.git.text("config", "--get", "fleet.remote") == "embedded"
+    return f.path / ".git" / "fleet" / "origin.git"
 
 
 def test_a_stalled_merge_is_reported_not_blamed_on_workers(fleet: Fleet) -> None:
