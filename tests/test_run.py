@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,7 +81,8 @@ def test_run_coalesced_pushes_only_main(tmp_path: Path) -> None:
     assert reflog is not None
 
 
-def test_ctrl_c_leaves_nothing_behind_and_the_next_run_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_leaves_nothing_behind_and_the_next_run_resumes(tmp_path: Path, sig: int) -> None:
     repo = tmp_path / "x"
     init(repo)
     proc = subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "200", "--workers", "3"],
@@ -94,7 +96,7 @@ def test_ctrl_c_leaves_nothing_behind_and_the_next_run_resumes(tmp_path: Path) -
         time.sleep(0.05)
     time.sleep(0.3)
     kids = children_of(proc.pid)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # SIGTERM (kill, a service manager) stops the workers just as Ctrl-C does
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err

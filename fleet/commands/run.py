@@ -159,8 +159,22 @@ def run(
         raise FleetError("--ticks must be at least 1", code=2)
     started = time.monotonic()
     root = toplevel(path)
-    with _one_run(root):
+    with _one_run(root), _term_is_interrupt():
         return _run(root, started, ticks, workers, remote, provider, push, deadline, on_start, on_tick)
+
+
+@contextmanager
+def _term_is_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager, `kill`) stops a run as Ctrl-C does, so its
+    workers are stopped too instead of being orphaned mid-tick."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextmanager
