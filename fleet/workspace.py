@@ -14,9 +14,10 @@ import os
 import shutil
 import signal
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Iterator
 
 from fleet import faults
 from fleet.errors import FleetError
@@ -46,6 +47,24 @@ def remote_url(repo: Git, remote: str | None) -> str:
     if "://" not in url and not url.startswith("git@") and Path(url).exists():
         return Path(url).resolve().as_uri()  # file:// so that --depth is honoured
     return url
+
+
+@contextmanager
+def _deferred(obey: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done. With ``obey`` they
+    are then delivered to the handlers in force; without, they are dropped
+    (the block was the last thing to do)."""
+    noted: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if obey:
+        for sig in dict.fromkeys(noted):
+            signal.raise_signal(sig)
 
 
 def private_repo(gitdir: Path, name: str) -> Path:
@@ -87,7 +106,13 @@ class Workspace:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            self.cleanup()
+            try:
+                self.cleanup()
+            except KeyboardInterrupt:
+                # The interrupt came in the instant before cleanup could take it
+                # in hand: clean up again (it is idempotent), then let whatever
+                # was already happening stand: finished work stays finished.
+                self.cleanup()  # returning None lets an exception already under way go on
         finally:
             if self._old_term is not None:
                 signal.signal(signal.SIGTERM, self._old_term)
@@ -118,19 +143,13 @@ class Workspace:
         obeyed: a worker that finished its tick just as the run was stopped
         must not leave half a worktree behind, and its finished work stands
         (whatever was already failing still fails)."""
-        noted: list[int] = []
-        old = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
-               for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with _deferred(obey=False):
             faults.point("work.cleanup")
             if self.worktree is not None:
                 self.cache.proc("worktree", "remove", "--force", str(self.worktree))
                 shutil.rmtree(self.worktree, ignore_errors=True)
                 self.worktree = None
             self.recover()
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
 
     # -- work ------------------------------------------------------------
     def fetch(self, url: str) -> tuple[str, set[int]]:
@@ -151,9 +170,12 @@ class Workspace:
     def add_worktree(self, commit: str) -> Path:
         """An isolated worktree of ``commit`` in which nothing is checked out:
         the agents' delta files are all that is ever written there."""
-        path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
-        self.worktree = path
-        self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
+        # An interrupt waits until git has made the worktree: a git killed half
+        # way could write into the folder after cleanup removed it.
+        with _deferred(obey=True):
+            path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
+            self.worktree = path
+            self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
         return path
 
     def commit(self, base: str, message: str) -> str:
