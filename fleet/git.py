@@ -9,6 +9,7 @@ and writes commits with ``fast-import``, so nobody's checkout is touched.
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import time
@@ -170,6 +171,21 @@ class Git:
             shas = head.split()
             rows.append((shas[0], shas[1] if len(shas) > 1 else None, body))
         return rows
+
+    def fetch_refs(self, remote: str, *refspecs: str, prune: bool = False) -> str | None:
+        """Fetch into fleet's own tracking refs only (``--refmap=``); None on
+        success, else git's stderr. A fetch that loses a ref lock to another
+        fleet process in this clone is a race, retried, not an error."""
+        args = ["fetch", "--quiet", "--no-tags", "--refmap=", *(["--prune"] if prune else []), remote, *refspecs]
+        for attempt in range(20):
+            p = self.proc(*args)
+            if p.returncode == 0:
+                return None
+            err = p.stderr.decode(errors="replace") or f"exit {p.returncode}"
+            if "cannot lock ref" not in err and "unable to update local ref" not in err:
+                return err
+            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+        return err
 
     def commit_tree(self, rev: str) -> str:
         return self.text("rev-parse", f"{rev}^{{tree}}")

@@ -11,9 +11,7 @@ local-only fleet whose checkout is on main is fast-forwarded like ``git pull``.
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,17 +81,10 @@ class FleetRepo:
         """Fetch main and the worker branches: the one moment state changes here."""
         if not self.remote:
             return
-        args = ("fetch", "--quiet", "--prune", "--no-tags", "--refmap=", self.remote,
-                f"+refs/heads/main:{TRACKING}main", f"+refs/heads/fleet/*:{TRACKING}fleet/*")
-        for attempt in range(20):
-            p = self.git.proc(*args)
-            err = p.stderr.decode(errors="replace")
-            if p.returncode == 0:
-                return
-            if "cannot lock ref" not in err and "unable to update local ref" not in err:
-                break
-            time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))  # another fleet process in this clone
-        raise FleetError(f"git fetch from {self.remote} failed: {git_reason(err, f'exit {p.returncode}')}")
+        err = self.git.fetch_refs(self.remote, f"+refs/heads/main:{TRACKING}main",
+                                  f"+refs/heads/fleet/*:{TRACKING}fleet/*", prune=True)
+        if err is not None:
+            raise FleetError(f"git fetch from {self.remote} failed: {git_reason(err, 'no reason given')}")
 
     def main(self) -> str:
         sha = self.git.rev_parse(self.main_ref)

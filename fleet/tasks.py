@@ -234,28 +234,22 @@ class TaskQueue:
         remote = self.repo.remote
         if not remote:
             return
-        specs = [f"+refs/heads/{BRANCH}:{self.ref}"]
-        if main:
-            specs.insert(0, f"+refs/heads/main:{TRACKING}main")
-        for attempt in range(20):
-            p = self.git.proc("fetch", "--quiet", "--no-tags", "--refmap=", remote, *specs)
-            if p.returncode == 0:
-                return
-            err = p.stderr.decode(errors="replace")
-            if "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
-                self.git.proc("update-ref", "-d", self.ref)
-                if not main:
-                    return
-                specs = specs[:1]
-                continue
-            if "cannot lock ref" in err or "unable to update local ref" in err:
-                time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
-                continue
-            break
-        raise FleetError(f"git fetch from {remote} failed: {git_reason(err, f'exit {p.returncode}')}")
+        queue = f"+refs/heads/{BRANCH}:{self.ref}"
+        specs = [f"+refs/heads/main:{TRACKING}main", queue] if main else [queue]
+        err = self.git.fetch_refs(remote, *specs)
+        if err is not None and "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
+            self.git.proc("update-ref", "-d", self.ref)
+            err = self.git.fetch_refs(remote, specs[0]) if main else None
+        if err is not None:
+            raise FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
 
-    def config(self) -> Config:
-        return self.repo.snapshot().config
+    def load(self) -> tuple[Queue, Config]:
+        """Fetch, then read the queue and main's config together (which also
+        says plainly when this is no fleet repository)."""
+        self.fetch(main=True)
+        q = self.read(config_of=self.repo.main())
+        assert self.last_config is not None
+        return q, self.last_config
 
     def read(self, tip: str | None = None, *, config_of: str | None = None) -> Queue:
         """The queue at ``tip`` (default: the branch as last fetched). With
@@ -274,7 +268,13 @@ class TaskQueue:
         keys = {path: ("t:" if path.startswith(TASK_DIR + "/") else "w:") + sha for path, sha in entries.items()}
         wanted = [entries[p] for p, k in keys.items() if k not in checked]
         config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
-        blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
+        try:
+            blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
+        except FleetError:
+            if config_name and self.git.proc("cat-file", "-e", config_name).returncode:
+                raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
+                                 "(`fleet init DIR` makes one)") from None
+            raise
         if config_name:
             self.last_config = config_mod.parse(blobs.pop(config_name))
         for path, key in keys.items():
@@ -352,7 +352,7 @@ class TaskQueue:
                          f"(the task queue needs {BRANCH} writable; see the README on branch protection)")
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
-               dry_run: bool = False, patience: float = 120.0) -> tuple[Change, bool]:
+               dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again.
 
         ``decide`` sees a fresh read each round, so a claimer that lost takes
@@ -360,8 +360,10 @@ class TaskQueue:
         The first round costs one fetch, one ls-tree, one cat-file (the task
         files and the config together), one fast-import, one push and one
         ref update: a claim must stay cheap when many claimers race.
+        ``fetched``: the caller has just fetched main and the queue.
         """
-        self.fetch(main=True)
+        if not fetched:
+            self.fetch(main=True)
         tips = self.git.ref_tips(self.repo.main_ref, self.ref)
         main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
         cfg: Config | None = None

@@ -43,6 +43,20 @@ def _act_env() -> dict[str, str]:
     return env
 
 
+def _dispatch(repo: Path, workflow: str, origin: Path, jobs: list[str], *extra: str) -> str:
+    """Run ``workflow`` on workflow_dispatch under act in host mode against
+    ``origin``; every job named must succeed. Returns act's log."""
+    p = subprocess.run(
+        [_act(), "workflow_dispatch", "-W", f".github/workflows/{workflow}.yml", "-P", "ubuntu-latest=-self-hosted",
+         "--var", f"FLEET_REMOTE={origin}", *extra],
+        cwd=repo, env=_act_env(), capture_output=True, text=True, timeout=600)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-4000:]
+    for job in jobs:
+        assert re.search(rf"\[{workflow}/{job}\s*\] 🏁  Job succeeded", log), (job, log[-3000:])
+    return log
+
+
 def _this_repository(dest: Path) -> None:
     """A copy of this repository as it is now (a fleet repository at tick 0)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -64,17 +78,11 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     repo.mkdir()
     _this_repository(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
-    env = _act_env()
-    p = subprocess.run(
-        [_act(), "workflow_dispatch", "-W", ".github/workflows/tick.yml", "-P", "ubuntu-latest=-self-hosted",
-         "--var", f"FLEET_REMOTE={origin}", "--env", f"FLEET_ACT_HANDOFF={handoff}", "--input", "workers=2",
-         "--local-repository", f"{_uses('actions/upload-artifact')}={ROOT / 'tests/act/upload-artifact'}",
-         "--local-repository", f"{_uses('actions/download-artifact')}={ROOT / 'tests/act/download-artifact'}"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    log = p.stdout + p.stderr
-    assert p.returncode == 0, log[-4000:]
-    for job in ("plan", "work-1", "work-2", "merge"):
-        assert re.search(rf"\[tick/{job}\s*\] 🏁  Job succeeded", log), (job, log[-3000:])
+    log = _dispatch(
+        repo, "tick", origin, ["plan", "work-1", "work-2", "merge"],
+        "--env", f"FLEET_ACT_HANDOFF={handoff}", "--input", "workers=2",
+        "--local-repository", f"{_uses('actions/upload-artifact')}={ROOT / 'tests/act/upload-artifact'}",
+        "--local-repository", f"{_uses('actions/download-artifact')}={ROOT / 'tests/act/download-artifact'}")
     git = Git(origin)
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1
@@ -97,7 +105,6 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     repo.mkdir()
     _this_repository(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
-    env = _act_env()
     fleet = [sys.executable, "-m", "fleet"]
     subprocess.run([*fleet, "task", "add", "stuck job", "--id", "stuck", "--remote", str(origin)], cwd=repo,
                    check=True, capture_output=True)
@@ -106,13 +113,7 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     import time
 
     time.sleep(1.1)
-    p = subprocess.run(
-        [_act(), "workflow_dispatch", "-W", ".github/workflows/watchdog.yml", "-P", "ubuntu-latest=-self-hosted",
-         "--var", f"FLEET_REMOTE={origin}"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    log = p.stdout + p.stderr
-    assert p.returncode == 0, log[-4000:]
-    assert re.search(r"\[watchdog/watchdog\s*\] 🏁  Job succeeded", log), log[-3000:]
+    log = _dispatch(repo, "watchdog", origin, ["watchdog"])
     git = Git(origin)
     assert git.text("log", "-1", "--format=%s", "refs/heads/fleet/tasks").startswith(
         "watchdog: return stuck: lease of ada ran out")
@@ -132,13 +133,7 @@ def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path) -
     subprocess.run([sys.executable, "-m", "fleet", "work", "-C", str(laptop), "--worker", "1", "--workers", "2"],
                    check=True, capture_output=True, env=env)
     assert [r.name for r in Git(origin).refs("refs/heads/fleet/")] == ["refs/heads/fleet/t1/w1"]
-    p = subprocess.run(
-        [_act(), "workflow_dispatch", "-W", ".github/workflows/merge.yml", "-P", "ubuntu-latest=-self-hosted",
-         "--var", f"FLEET_REMOTE={origin}"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    log = p.stdout + p.stderr
-    assert p.returncode == 0, log[-4000:]
-    assert re.search(r"\[merge/merge\s*\] 🏁  Job succeeded", log), log[-3000:]
+    _dispatch(repo, "merge", origin, ["merge"])
     git = Git(origin)
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1 and fleet["last"]["applied"] >= 1

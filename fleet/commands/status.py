@@ -41,7 +41,7 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
                  expired=sum(1 for t in queue.tasks.values() if t["status"] == "in-progress"
                              and t["leaseUntil"] and parse_stamp(t["leaseUntil"]) < at))
-    tick, seen, _ = deliveries(repo)
+    tick, seen = deliveries(snap)
     workers = list(health(tick, seen, queue, snap.config).values())
     stalled = stall(repo, snap.config, tick, at)
     return {

@@ -285,10 +285,7 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
 
 def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,
             remote: str | None = None) -> dict[str, Any]:
-    tq = _queue(path, remote)
-    tq.fetch(main=True)
-    cfg = tq.config()  # also: is this a fleet at all?
-    q = tq.read()
+    q, cfg = _queue(path, remote).load()
     at = now()
     if ready_only:
         if agent is not None:
@@ -307,9 +304,7 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
 def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
     """One task and its history: every commit that changed it, oldest first."""
     tq = _queue(path, remote)
-    tq.fetch(main=True)
-    tq.config()  # is this a fleet at all?
-    q = tq.read()
+    q, _ = tq.load()
     t = public(q.task(task_id), q)
     out = tq.git.run("log", "--reverse", "--format=%H%x00%cI%x00%s%x1e", q.tip or "HEAD", "--", task_path(task_id))
     history = []

@@ -27,6 +27,7 @@ from typing import Any
 
 from fleet.config import Config
 from fleet.repo import TRACKING, FleetRepo
+from fleet.state import GitSnapshot
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
 from fleet.tasks import (
     BRANCH,
@@ -34,6 +35,7 @@ from fleet.tasks import (
     Queue,
     TaskQueue,
     ago,
+    now,
     parse_stamp,
     returned,
     stamp,
@@ -44,17 +46,15 @@ from fleet.tasks import (
 _DELIVERY = re.compile(rf"^(?:{LEDGER_DIR}|{QUARANTINE_DIR})/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)\.jsonl$")
 
 
-def deliveries(repo: FleetRepo) -> tuple[int, dict[str, int], str | None]:
-    """Main's tick, the last tick each worker delivered in the ledger window,
-    and when main last advanced (the newest applied delta)."""
-    snap = repo.snapshot()
+def deliveries(snap: GitSnapshot) -> tuple[int, dict[str, int]]:
+    """Main's tick, and the last tick each worker delivered in the ledger window."""
     last: dict[str, int] = {}
     for path in snap.paths():
         m = _DELIVERY.match(path)
         if m and not m.group(2).startswith("_"):
             tick, worker = int(m.group(1)), m.group(2)
             last[worker] = max(last.get(worker, -1), tick)
-    return snap.tick, last, snap.fleet.get("last_utc")
+    return snap.tick, last
 
 
 def waiting_since(repo: FleetRepo) -> list[_dt.datetime]:
@@ -95,8 +95,11 @@ def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, 
 
 def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, grace: float = 0.0) -> dict[str, Any]:
     repo = FleetRepo(path, remote)
-    repo.fetch()  # the worker branches too, to see a merge that stopped
+    repo.fetch()  # main, the queue and the worker branches (to see a merge that stopped), in one go
     tq = TaskQueue(repo)
+    snap = repo.snapshot()
+    tick, seen = deliveries(snap)  # main does not move while the queue is retried
+    stalled = stall(repo, snap.config, tick, now())
     report: dict[str, Any] = {}
 
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
@@ -117,7 +120,6 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
                                                             "token": t["token"], "late_seconds": round(late, 3)})
             commits.append((f"watchdog: {verb} {t['id']}: lease of {t['claimedBy']} ran out {ago(late)} ago{line}\n\n"
                             f"Fleet-Watchdog: lease\n", {task_path(t["id"]): new}))
-        tick, seen, last_utc = deliveries(repo)
         marks = []
         for w, h in health(tick, seen, q, cfg).items():
             if h["status"] == h["marked"] or (h["marked"] is None and h["status"] == "alive"):
@@ -133,9 +135,8 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
             marks.append({"worker": w, "status": h["status"], "reason": reason})
             commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
                             f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))
-        stalled = stall(repo, cfg, tick, at)
         report.update(returned=returns, failed=failed, workers=marks, stalled=stalled, tick=tick)
         return Change(commits, report)
 
-    ch, pushed = tq.change(decide, dry_run=dry_run)
+    ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True)
     return dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote)
