@@ -2,14 +2,22 @@
 
 Documents are written with sorted keys, two-space indentation and a trailing
 newline, so a diff shows what changed and a replay is byte-identical. Ledger
-lines are the compact form (sorted keys, no whitespace). Reading rejects what a
-careless edit or a bad merge leaves behind (a BOM, conflict markers) with a
-message that names the file.
+lines are the compact form (sorted keys, no whitespace).
+
+Reading is strict, because every byte read may come from a hostile worker, a
+model or a careless edit: it rejects what a bad merge leaves behind (a BOM,
+conflict markers), and whatever the writer could not write back or would
+change on the way (duplicate keys, NaN and Infinity, integers beyond 64 bits,
+lone surrogates, nesting deeper than :data:`MAX_DEPTH`), each with a message
+that names the rule. :func:`check` applies the same rules to values that
+arrive already parsed (a model's tool input).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from typing import Any
 
@@ -20,6 +28,15 @@ from fleet.errors import FleetError
 _DOC = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 _LINE = orjson.OPT_SORT_KEYS
 _MARKERS = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.M)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+# One depth limit for everything fleet reads. The writer (orjson) stops at 254
+# levels; fleet wraps what it read in at most a few more (a quarantine record
+# holds a delta, which holds a document), so this leaves a wide margin.
+MAX_DEPTH = 64
+# What the writer (orjson) writes exactly: signed and unsigned 64-bit integers.
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1
 
 
 class JSONProblem(ValueError):
@@ -51,16 +68,94 @@ def clone(obj: Any) -> Any:
     return orjson.loads(orjson.dumps(obj))
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise JSONProblem(f"duplicate key {_excerpt(dup)} in one object (each key may appear once)")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise JSONProblem(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
 def parse(data: bytes) -> Any:
-    """Parse JSON, raising :class:`JSONProblem` with the rule it broke."""
+    """Parse JSON strictly, raising :class:`JSONProblem` with the rule it broke."""
     if data.startswith(b"\xef\xbb\xbf"):
         raise JSONProblem("starts with a byte-order mark (BOM); save it as UTF-8 without BOM")
     if (b"<<<<<<<" in data or b"=======" in data or b">>>>>>>" in data) and _MARKERS.search(data):
         raise JSONProblem("contains git conflict markers (<<<<<<< / ======= / >>>>>>>)")
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JSONProblem(f"malformed JSON: not UTF-8 (byte {e.start} is {data[e.start:e.start + 1]!r})") from None
+    try:
+        obj = _DECODER.decode(text)
+    except json.JSONDecodeError as e:
         raise JSONProblem(f"malformed JSON: {e}") from None
+    except ValueError:  # Python's own cap on the digits of an integer
+        raise JSONProblem(f"an integer of thousands of digits is beyond 64 bits ({MIN_INT} to {MAX_INT})") from None
+    except RecursionError:
+        raise JSONProblem(f"nested deeper than {MAX_DEPTH} levels") from None
+    check(obj, strings=_SURROGATE_ESCAPE.search(data) is not None)
+    return obj
+
+
+def check(obj: Any, strings: bool = True) -> None:
+    """Raise :class:`JSONProblem` unless ``obj`` is JSON that fleet can write back
+    exactly: at most :data:`MAX_DEPTH` levels, integers within 64 bits, finite
+    numbers, string keys, and (with ``strings``) no lone surrogates."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is dict or kind is list:
+            if depth > MAX_DEPTH:
+                raise JSONProblem(f"nested deeper than {MAX_DEPTH} levels")
+            if kind is dict:
+                for k in value:
+                    if type(k) is not str:
+                        raise JSONProblem(f"an object key is {type(k).__name__}, not a string")
+                    if strings:
+                        _check_str(k)
+                items = value.values()
+            else:
+                items = value
+            stack.extend((v, depth + 1) for v in items if type(v) not in _PLAIN)
+        elif kind is int:
+            if not MIN_INT <= value <= MAX_INT:
+                digits = str(value)
+                shown = digits if len(digits) <= 40 else f"{digits[:12]}...({len(digits)} digits)"
+                raise JSONProblem(f"integer {shown} is beyond 64 bits ({MIN_INT} to {MAX_INT})")
+        elif kind is float:
+            if not math.isfinite(value):
+                raise JSONProblem(f"a number is {value}, not finite (too large, or NaN or Infinity)")
+        elif kind is str:
+            if strings:
+                _check_str(value)
+        elif value is not None and kind is not bool:
+            raise JSONProblem(f"{kind.__name__} is not a JSON value")
+
+
+_PLAIN = (bool, type(None))
+
+
+def _check_str(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JSONProblem("a string holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is not text") from None
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    """A short, printable quote of ``text`` for an error message."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 12] + "..." + r[-8:]
 
 
 def load(data: bytes, where: str) -> Any:

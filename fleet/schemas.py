@@ -42,11 +42,115 @@ def compile_bytes(data: bytes, where: str) -> Validator:
     return compile_schema(canonical.load(data, where), where)
 
 
+class ProtocolValidator:
+    """A validator of one of fleet's own formats, stricter than JSON Schema in one
+    way: where the schema says ``integer``, the JSON text must hold an integer.
+    JSON Schema counts ``2.0`` as an integer; fleet's records put ticks in paths
+    and sum token counts, so ``2.0`` there is refused."""
+
+    def __init__(self, schema: dict[str, Any], where: str) -> None:
+        self.inner = compile_schema(schema, where)
+        self.integers = _integer_plan(schema, schema, frozenset())
+
+    def is_valid(self, instance: Any) -> bool:
+        return self.inner.is_valid(instance) and _float_at(self.integers, instance, ()) is None
+
+    def iter_errors(self, instance: Any) -> Any:
+        yield from self.inner.iter_errors(instance)
+        at = _float_at(self.integers, instance, ())
+        if at is not None:
+            yield _IntegerError(list(at), f"{_dig(instance, at)!r} is not an integer in the JSON text (write it without a fraction)")
+
+
+class _IntegerError:
+    def __init__(self, instance_path: list[Any], message: str) -> None:
+        self.instance_path, self.message = instance_path, message
+
+
+def _dig(instance: Any, at: tuple[Any, ...]) -> Any:
+    for key in at:
+        instance = instance[key]
+    return instance
+
+
+# A plan is where integers are declared: (is an integer here, properties, items,
+# additionalProperties), each part None when no integer lies beneath.
+_Plan = tuple[bool, dict[str, Any], Any, Any]
+
+
+def _integer_plan(schema: Any, root: dict[str, Any], seen: frozenset[str]) -> _Plan | None:
+    if not isinstance(schema, dict):
+        return None
+    here = False
+    props: dict[str, Any] = {}
+    items = addl = None
+    parts: list[_Plan | None] = []
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+        target: Any = root
+        for key in ref[2:].split("/"):
+            target = target.get(key, {}) if isinstance(target, dict) else {}
+        parts.append(_integer_plan(target, root, seen | {ref}))
+    for key in ("allOf", "anyOf", "oneOf"):
+        parts += [_integer_plan(sub, root, seen) for sub in schema.get(key, [])]
+    parts += [_integer_plan(schema.get(k), root, seen) for k in ("then", "else")]
+    kind = schema.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind and "number" not in kind):
+        here = True
+    for name, sub in (schema.get("properties") or {}).items():
+        plan = _integer_plan(sub, root, seen)
+        if plan:
+            props[name] = plan
+    items = _integer_plan(schema.get("items"), root, seen)
+    addl = _integer_plan(schema.get("additionalProperties"), root, seen)
+    for p in parts:
+        if p:
+            here = here or p[0]
+            for name, sub in p[1].items():
+                props[name] = _join(props.get(name), sub)
+            items, addl = _join(items, p[2]), _join(addl, p[3])
+    if not here and not props and items is None and addl is None:
+        return None
+    return (here, props, items, addl)
+
+
+def _join(a: _Plan | None, b: _Plan | None) -> _Plan | None:
+    if a is None or b is None:
+        return a or b
+    props = dict(a[1])
+    for name, sub in b[1].items():
+        props[name] = _join(props.get(name), sub)
+    return (a[0] or b[0], props, _join(a[2], b[2]), _join(a[3], b[3]))
+
+
+def _float_at(plan: _Plan | None, instance: Any, at: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Where a float stands that the schema declares an integer, or None."""
+    if plan is None:
+        return None
+    here, props, items, addl = plan
+    if here and type(instance) is float:
+        return at
+    if type(instance) is dict:
+        for key, value in instance.items():
+            sub = props.get(key, addl)
+            if sub is not None:
+                found = _float_at(sub, value, (*at, key))
+                if found is not None:
+                    return found
+    elif type(instance) is list and items is not None:
+        for n, value in enumerate(instance):
+            found = _float_at(items, value, (*at, n))
+            if found is not None:
+                return found
+    return None
+
+
 @lru_cache(maxsize=None)
-def protocol(name: str) -> Validator:
+def protocol(name: str) -> ProtocolValidator:
     """The validator of one of fleet's own formats, e.g. ``"delta"``."""
-    path = protocol_schema_dir() / f"{name}.schema.json"
-    return compile_bytes(path.read_bytes(), f"schemas/{name}.schema.json")
+    where = f"schemas/{name}.schema.json"
+    schema = canonical.load((protocol_schema_dir() / f"{name}.schema.json").read_bytes(), where)
+    return ProtocolValidator(schema, where)
 
 
 def first_error(validator: Validator, instance: Any) -> str | None:

@@ -114,10 +114,10 @@ def test_bom_and_conflict_markers(fleet: Fleet) -> None:
 def test_malformed_world_schema_is_reported(fleet: Fleet) -> None:
     (fleet.path / "schemas/post.schema.json").write_bytes(b'{"type": "object",\n')
     lines = problems(run(fleet, "validate", code=1))
-    assert "schemas/post.schema.json: malformed JSON: unexpected end of data: line 2 column 1 (char 19)" in lines
+    assert "schemas/post.schema.json: malformed JSON: Expecting property name enclosed in double quotes: line 2 column 1 (char 19)" in lines
     # and each post says why it was not checked
     assert "state/posts/ada-1.json: cannot be checked: schemas/post.schema.json: malformed JSON: " \
-        "unexpected end of data: line 2 column 1 (char 19)" in lines
+        "Expecting property name enclosed in double quotes: line 2 column 1 (char 19)" in lines
     assert len(lines) == 3
 
 
