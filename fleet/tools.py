@@ -13,7 +13,9 @@ from typing import Any
 
 import jsonschema_rs
 
+from fleet import canonical, schemas
 from fleet.delta import Op
+from fleet.ids import is_safe_id, printable
 
 ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
 NOOP = "do_nothing"
@@ -79,19 +81,31 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World,
     """
     ops: list[Op] = []
     rejected: list[dict[str, Any]] = []
+    dropped = 0
     noop: str | None = None
     for n, call in enumerate(calls, 1):
         try:
+            if not isinstance(call.name, str) or not is_safe_id(call.name):
+                raise _Reject("the tool's name is not a tool name")
             if allowed is not None and call.name not in allowed and call.name != NOOP:
                 raise _Reject(f"tool {call.name!r} is not among this agent's actions")
+            try:
+                canonical.check(call.input)
+            except canonical.JSONProblem as e:
+                raise _Reject(f"input is not JSON fleet can keep: {e}") from None
             new = _one(agent, tick, n, call, world)
         except _Reject as e:
-            rejected.append({"tool": call.name, "input": call.input, "reason": str(e)})
+            if len(rejected) < MAX_REJECTED:
+                rejected.append(_rejection(call, str(e)))
+            else:
+                dropped += 1
             continue
         if new is None:
             noop = call.input.get("reason") or "no action"
         else:
             ops.extend(new)
+    if dropped:
+        rejected.append({"tool": "", "reason": f"{dropped} more rejected call(s) not recorded (at most {MAX_REJECTED} are)"})
     if not ops and noop is None:
         noop = "no valid action" if rejected else "no action"
     return Conversion(ops, rejected, noop if not ops else None)
@@ -101,13 +115,41 @@ class _Reject(Exception):
     pass
 
 
+# A rejected call is recorded compactly, so that what a model sends can never
+# push the delta past limits.max_delta_bytes and cost the turn's valid calls.
+MAX_REJECTED = 20
+EXCERPT = 200
+
+
+def _rejection(call: ToolCall, reason: str) -> dict[str, Any]:
+    """What a rejected call was, in bounded size: its tool, the reason, and the
+    input as sent if it is small and JSON fleet can keep, else its size, digest
+    and first characters."""
+    name = call.name if isinstance(call.name, str) else repr(call.name)
+    out: dict[str, Any] = {"tool": printable(name, 80), "reason": printable(reason, 2 * EXCERPT)}
+    try:
+        canonical.check(call.input)
+        line = canonical.dumps_line(call.input)
+    except (canonical.JSONProblem, TypeError, ValueError):  # not JSON fleet can write: describe it
+        line = repr(call.input)[: 4 * EXCERPT].encode("utf-8", errors="replace")
+    else:
+        if len(line) <= 2 * EXCERPT:
+            return {**out, "input": call.input}
+    text = line.decode("utf-8", errors="replace")
+    return {**out, "input_bytes": len(line), "input_digest": canonical.digest_line(line),
+            "input_excerpt": printable(text, EXCERPT)}
+
+
 def _one(agent: str, tick: int, n: int, call: ToolCall, world: World) -> list[Op] | None:
     v = _VALIDATORS.get(call.name)
     if v is None:
         raise _Reject(f"unknown tool {call.name!r}")
-    if not isinstance(call.input, dict) or not v.is_valid(call.input):
-        err = next(iter(v.iter_errors(call.input)))
-        raise _Reject(f"input does not match the tool's schema: {err.message}")
+    try:
+        problem = schemas.first_error(v, call.input)
+    except (ValueError, RecursionError) as e:  # the validator gave up on it
+        problem = f"cannot be checked ({type(e).__name__})"
+    if problem:
+        raise _Reject(f"input does not match the tool's schema: {problem}")
     a = call.input
     if call.name == NOOP:
         return None

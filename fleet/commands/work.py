@@ -89,7 +89,7 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline)
+        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +112,20 @@ def work(
                 usage[k] = usage.get(k, 0) + v
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage)
+
+
+def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
+    """``body`` if fleet can write it as JSON exactly, else the explicit empty
+    delta for that turn with the reason: one turn's bad output (a number
+    beyond 64 bits, say) never costs the worker its other agents' deltas."""
+    try:
+        canonical.check(body)
+        canonical.dumps(body)
+        return body
+    except (canonical.JSONProblem, TypeError, ValueError) as e:
+        error = f"the turn's output cannot be written as JSON: {e}"
+        return delta_mod.make(tick=body["tick"], worker=body["worker"], stream=body["stream"], agent=body["agent"],
+                              meta={"provider": provider, "error": secrets.redact(error)[:2000]})
 
 
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,

@@ -67,13 +67,31 @@ class AnthropicProvider:
         text = "".join(b.text for b in msg.content if b.type == "text")
         u = msg.usage
         usage: dict[str, Any] = {
-            "input_tokens": u.input_tokens or 0,
-            "output_tokens": u.output_tokens or 0,
-            "cache_read_input_tokens": getattr(u, "cache_read_input_tokens", 0) or 0,
-            "cache_creation_input_tokens": getattr(u, "cache_creation_input_tokens", 0) or 0,
+            "input_tokens": _count(u, "input_tokens"),
+            "output_tokens": _count(u, "output_tokens"),
+            "cache_read_input_tokens": _count(u, "cache_read_input_tokens"),
+            "cache_creation_input_tokens": _count(u, "cache_creation_input_tokens"),
         }
         usage["cost_usd"] = round(self.price(request.model).cost(usage), 6)
-        return TurnResult(calls, msg.model or request.model, usage, text=text)
+        model = msg.model if isinstance(msg.model, str) and is_safe_model(msg.model) else request.model
+        return TurnResult(calls, model, usage, text=text)
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+MAX_TOKENS_COUNT = 2**53  # far beyond any real turn; exact as a float too
+
+
+def _count(usage: Any, name: str) -> int:
+    """A token count from the API's answer, or a ValueError that fails this turn
+    (never the worker) if it is not one."""
+    value = getattr(usage, name, 0) or 0
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS_COUNT:
+        raise ValueError(f"the API answered usage.{name} = {str(value)[:40]}, which is not a token count")
+    return value
+
+
+def is_safe_model(name: str) -> bool:
+    """A model name as the API gives them (letters, digits, '.', '-', '_', ':', '@', '/')."""
+    return 0 < len(name) <= 128 and all(c.isascii() and (c.isalnum() or c in ".-_:@/") for c in name)
