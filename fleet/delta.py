@@ -14,7 +14,7 @@ from typing import Any
 
 from fleet import canonical, schemas
 from fleet.config import Limits
-from fleet.ids import is_safe_id, new_delta_id
+from fleet.ids import is_safe_id, new_delta_id, printable
 
 DELTA_DIR = "deltas"
 
@@ -73,14 +73,24 @@ class Delta:
 
 @dataclass(frozen=True)
 class Arrival:
-    """A delta file as the merge found it: where, and its bytes."""
+    """A delta file as the merge found it: where, and its bytes.
+
+    ``refused`` is set for an entry that is not a regular file of ours (a
+    symbolic link, a submodule, a FIFO, a folder named like a delta, a file
+    over the size limit): it is quarantined by its name, its content unread.
+    ``path`` is the name as found, which may hold any character; records and
+    messages show it through :func:`fleet.ids.printable`.
+    """
 
     source: str  # a ref name or an inbox directory
     path: str  # deltas/<worker>/<stream>/<id>.json
     data: bytes
+    refused: str | None = None
+    size: int | None = None  # the file's size when only part of it was read
 
     @property
     def worker_dir(self) -> str | None:
+        """The worker folder the file is in, if it is a safe name."""
         parts = self.path.split("/")
         if len(parts) >= 3 and parts[0] == DELTA_DIR and is_safe_id(parts[1]):
             return parts[1]
@@ -92,7 +102,9 @@ def parse(arrival: Arrival, limits: Limits, trusted: bool = False) -> Delta:
 
     ``trusted`` skips the size limit, for ledger lines already accepted once.
     """
-    size = len(arrival.data)
+    if arrival.refused is not None:
+        raise Rejected(arrival.refused)
+    size = arrival.size if arrival.size is not None else len(arrival.data)
     if not trusted and size > limits.max_delta_bytes:
         raise Rejected(f"delta is {size} bytes, over limits.max_delta_bytes ({limits.max_delta_bytes})")
     try:
@@ -113,9 +125,11 @@ def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:
         raise Rejected(f"delta id {body['id']!r} must start with {prefix!r} (its tick and worker; schemas/delta.schema.json)")
     if len(body["ops"]) > limits.max_ops:
         raise Rejected(f"delta has {len(body['ops'])} ops, over limits.max_ops ({limits.max_ops})")
-    worker_dir = arrival.worker_dir
-    if worker_dir is not None and worker_dir != body["worker"]:
-        raise Rejected(f"worker {body['worker']!r} wrote into deltas/{worker_dir}/, another worker's directory")
+    parts = arrival.path.split("/")
+    if len(parts) < 3 or parts[0] != DELTA_DIR:
+        raise Rejected(f"a delta file must be in its worker's folder, {DELTA_DIR}/{body['worker']}/<stream>/<id>.json")
+    if parts[1] != body["worker"]:
+        raise Rejected(f"worker {body['worker']!r} wrote into {DELTA_DIR}/{printable(parts[1], 80)}/, another worker's directory")
     line = canonical.dumps_line(body)
     return Delta(
         id=body["id"],

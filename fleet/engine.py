@@ -23,14 +23,16 @@ The tree does not grow with the number of ticks: ledger and quarantine keep
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fleet import canonical, docpath, resolve, schemas
+from fleet import canonical, docpath, resolve, schemas, secrets
 from fleet.config import FLEET_PATH, Collection, Config, Rule
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.errors import FleetError
+from fleet.ids import printable
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, Snapshot
 
 _MISSING = docpath.MISSING
@@ -44,19 +46,26 @@ class Quarantined:
     delta: Delta | None = None
 
     def record(self, tick: int, max_raw: int) -> dict[str, Any]:
+        """The quarantine record: names from outside in printable form, and the
+        file's content only if it was a regular file of ours."""
+        a = self.arrival
         rec: dict[str, Any] = {
             "tick": tick,
-            "worker": self.delta.worker if self.delta else (self.arrival.worker_dir or "_unknown"),
-            "source": self.arrival.source,
-            "path": self.arrival.path,
-            "reason": self.reason,
-            "size": len(self.arrival.data),
+            "worker": self.delta.worker if self.delta else (a.worker_dir or UNKNOWN_WORKER),
+            "source": printable(a.source),
+            "path": printable(a.path),
+            "reason": printable(self.reason, 2000),
+            "size": a.size if a.size is not None else len(a.data),
         }
         if self.delta is not None:
             rec["delta"] = self.delta.body
-        else:
-            rec["raw"] = self.arrival.data[:max_raw].decode("utf-8", errors="replace")
+        elif a.refused is None or a.data:  # a file over the size limit: its head
+            rec["raw"] = secrets.redact(a.data[:max_raw].decode("utf-8", errors="replace"))
         return rec
+
+
+UNKNOWN_WORKER = "_unknown"  # the quarantine file of entries whose folder names no worker
+
 
 
 @dataclass
@@ -103,8 +112,13 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: list[dict[str, 
     # whose sources were not deleted yet) is a duplicate, not a second verdict.
     refused_before = _LazyRefused(base)
     parsed: list[tuple[Delta, Arrival]] = []
+    keys = secrets.named()
     for a in sorted(arrivals, key=lambda a: (a.path, a.source, a.data)):
         try:
+            leaked = secrets.found_in(a.data, keys) if keys else None
+            if leaked is not None:
+                # Quarantined whole, its content masked: a key never reaches main.
+                raise Rejected(f"holds the value of the secret {leaked}; a delta never carries a key")
             parsed.append((parse(a, cfg.limits), a))
         except Rejected as e:
             q = Quarantined(a, str(e))
@@ -569,6 +583,9 @@ def _combine(
                 total = cur
                 for _, op in ops:
                     total += op.arg
+                if type(total) is float and not math.isfinite(total):  # orjson would write it as null
+                    raise _OpError(f"{'.'.join(path)} would be {total}, which JSON cannot hold")
+                # (an integer beyond 64 bits is refused where the document is written: _doc_problem)
                 _put(doc, path, total)
             elif family == "set-member":
                 _apply_members(doc, path, ops)

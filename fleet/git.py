@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fleet import secrets
 from fleet.errors import FleetError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -105,6 +106,17 @@ class Git:
             pos = nl + 1 + size + 1
         return blobs
 
+    def blob_head(self, sha: str, n: int) -> bytes:
+        """The first ``n`` bytes of a blob, without reading the rest."""
+        p = subprocess.Popen(["git", "cat-file", "blob", sha], cwd=self.path, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=_env())
+        try:
+            assert p.stdout is not None
+            return p.stdout.read(n)
+        finally:
+            p.kill()
+            p.wait()
+
     def show(self, rev: str, path: str) -> bytes | None:
         p = self.proc("cat-file", "blob", f"{rev}:{path}")
         return p.stdout if p.returncode == 0 else None
@@ -113,8 +125,26 @@ class Git:
         out = self.text("for-each-ref", "--format=%(refname) %(objectname) %(tree)", pattern)
         return [RefInfo(*line.split(" ")) for line in out.splitlines() if line]
 
-    def added_files(self, pairs: list[tuple[str, str]], prefix: str) -> list[list[tuple[str, str]]]:
-        """For each (old tree, new tree): the (path, blob) added or changed under prefix.
+    def sizes(self, shas: list[str]) -> dict[str, int]:
+        """The size of each object, with one ``cat-file --batch-check`` process,
+        so that nothing is read whole before its size is known."""
+        if not shas:
+            return {}
+        unique = list(dict.fromkeys(shas))
+        out = self.run("cat-file", "--batch-check", input=("\n".join(unique) + "\n").encode())
+        sizes: dict[str, int] = {}
+        for sha, line in zip(unique, out.decode().splitlines()):
+            header = line.split(" ")
+            if len(header) < 3 or header[1] == "missing":
+                raise FleetError(f"git object {sha} is missing from {self.path}")
+            sizes[sha] = int(header[2])
+        return sizes
+
+    def added_files(self, pairs: list[tuple[str, str]], prefix: str) -> list[list[tuple[str, str, str]]]:
+        """For each (old tree, new tree): the (path, object, mode) added or changed
+        under prefix. The mode tells a file (100644, 100755) from a symbolic link
+        (120000) or a submodule (160000); a path that is not UTF-8 keeps its bytes
+        as surrogates (``os.fsdecode``).
 
         One ``diff-tree --stdin`` process answers for any number of refs.
         """
@@ -122,9 +152,9 @@ class Git:
             return []
         data = "".join(f"{a} {b}\n" for a, b in pairs).encode()
         out = self.run("diff-tree", "--stdin", "-r", "-z", "--no-renames", "--", prefix, input=data)
-        result: list[list[tuple[str, str]]] = []
+        result: list[list[tuple[str, str, str]]] = []
         index = {f"{a} {b}": i for i, (a, b) in enumerate(pairs)}
-        per: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(pairs))}
+        per: dict[int, list[tuple[str, str, str]]] = {i: [] for i in range(len(pairs))}
         current = -1
         fields = out.split(b"\0")
         i = 0
@@ -135,9 +165,9 @@ class Git:
                 continue
             if f.startswith(b":"):
                 parts = f[1:].split(b" ")
-                status, path = parts[4], fields[i + 1].decode()
-                if status in (b"A", b"M"):
-                    per[current].append((path, parts[3].decode()))
+                status, path = parts[4], os.fsdecode(fields[i + 1])
+                if status in (b"A", b"M", b"T"):
+                    per[current].append((path, parts[3].decode(), parts[1].decode()))
                 i += 2
             else:  # the echoed "<tree> <tree>" line, ending in a newline
                 line, _, rest = f.partition(b"\n")
@@ -208,7 +238,8 @@ class Git:
         name, email = FLEET_IDENT
         stamp = f"{int(when if when is not None else time.time())} +0000"
         scratch = self.scratch_ref()
-        msg = message.encode()
+        keys = secrets.values()  # the last net: no key reaches a commit, whatever a record holds
+        msg = secrets.redact(message, keys).encode("utf-8", errors="backslashreplace")
         chunks = [
             f"commit {scratch}\nmark :1\ncommitter {name} <{email}> {stamp}\ndata {len(msg)}\n".encode(),
             msg,
@@ -216,10 +247,13 @@ class Git:
         ]
         if parent:
             chunks.append(f"from {parent}\n".encode())
+        for path in [*deletes, *writes]:
+            if "\n" in path or path.startswith('"'):  # fast-import would read it as another command
+                raise FleetError(f"refusing to write the path {path!r}: fleet writes only safe names")
         for path in deletes:
             chunks.append(f"D {path}\n".encode())
         for path in sorted(writes):
-            data = writes[path]
+            data = secrets.redact_bytes(writes[path], keys)
             chunks.append(f"M 100644 inline {path}\ndata {len(data)}\n".encode())
             chunks.append(data)
             chunks.append(b"\n")

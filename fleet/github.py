@@ -32,6 +32,7 @@ from fleet.errors import FleetError
 from fleet.repo import FleetRepo
 from fleet.resolve import RESOLUTION_DIR, fallback
 from fleet.state import CONFLICT_DIR, Snapshot
+from fleet.ids import printable
 
 LABEL = "fleet-conflict"
 LABEL_COLOR = "d93f0b"
@@ -248,7 +249,7 @@ def _default_choice(c: dict[str, Any]) -> dict[str, Any]:
 def _push_branch(fleet: FleetRepo, head: str, branch: str, c: dict[str, Any]) -> None:
     """A branch off main whose one change is the resolution file with the default choice."""
     decision = {"conflict": c["id"], **_default_choice(c), "by": "the reviewer of this pull request"}
-    commit = fleet.git.write_commit(head, f"fleet: decide {c['collection']}/{c['doc']} {'.'.join(c['path'])}\n",
+    commit = fleet.git.write_commit(head, f"fleet: decide {c['collection']}/{c['doc']} {printable('.'.join(c['path']))}\n",
                                     {f"{RESOLUTION_DIR}/{c['id']}.json": canonical.dumps(decision)}, [])
     target = fleet.remote or "."
     p = fleet.git.proc("push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/{branch}:",

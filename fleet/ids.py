@@ -8,13 +8,45 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ID = re.compile(ID_PATTERN)
 
 
 def is_safe_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_ID.match(value)) and ".." not in value
+    """Whether ``value`` may be a path component (a full match: ``$`` alone
+    would accept a trailing newline)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None and ".." not in value
+
+
+# Characters that would make a name print as something else: controls (a
+# newline forges a line), format characters (bidirectional overrides),
+# surrogates (bytes that are not UTF-8), unassigned and line separators.
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def printable(name: str, limit: int = 300) -> str:
+    """``name`` as one line of text that says what it is: every character that
+    could hide or forge something escaped (``\\n``, ``\\x1b``, ``\\u202e``,
+    ``\\udcff`` for a byte that is not UTF-8), and at most ``limit`` characters.
+
+    This is how a name from outside (a file in an inbox, a path in a worker's
+    tree) appears in a quarantine record, a commit message or an error."""
+    if name.isprintable() and name.isascii() and "\\" not in name:
+        out = name
+    else:
+        out = "".join(_escape(c) for c in name)
+    return out if len(out) <= limit else out[: limit - 20] + f"...({len(out)} chars)"
+
+
+def _escape(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if unicodedata.category(c) not in _HIDDEN:
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def new_delta_id(tick: int, worker: str, stream: str) -> str:

@@ -20,13 +20,26 @@ from fleet.resolve import RECORDS, outside_of
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
 
 TRAILER_TICK = "Fleet-Tick"
-_TICK = re.compile(rf"^{TRAILER_TICK}: (\d+)$", re.M)
+# The trailers a tick commit ends with (fleet.commands.merge.message), in order.
+TRAILERS = (TRAILER_TICK, "Fleet-Applied", "Fleet-Late", "Fleet-Quarantined", "Fleet-Held", "Fleet-Resolved")
+_TRAILER = re.compile(r"([A-Za-z-]+): ([0-9]{1,19})")
 
 
 def tick_of(message: str) -> int | None:
-    """The tick a commit message says it merged, or None for other commits."""
-    m = _TICK.search(message)
-    return int(m.group(1)) if m else None
+    """The tick a commit message says it merged, or None for other commits.
+
+    Only fleet's own trailers count: the last paragraph must be made of known
+    keys alone, each at most once, ``Fleet-Tick`` among them. A line that
+    merely looks like a trailer elsewhere (a forged file name in a list of
+    quarantined files, a person's message) is not read."""
+    last = message.rstrip("\n").rsplit("\n\n", 1)[-1]
+    found: dict[str, int] = {}
+    for line in last.split("\n"):
+        m = _TRAILER.fullmatch(line)
+        if m is None or m.group(1) not in TRAILERS or m.group(1) in found:
+            return None
+        found[m.group(1)] = int(m.group(2))
+    return found.get(TRAILER_TICK)
 
 
 @dataclass

@@ -11,13 +11,16 @@ local-only fleet whose checkout is on main is fast-forwarded like ``git pull``.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
+from fleet.ids import printable
 from fleet.git import EMPTY_TREE, Git, RefInfo, common_dir, git_reason, lost_race, toplevel
 from fleet.state import GitSnapshot
 
@@ -171,26 +174,136 @@ class FleetRepo:
             lines = [f"delete {s.ref.name} {s.ref.commit}" for s in sources]
             self.git.proc("update-ref", "--stdin", input=("\n".join(lines) + "\n").encode())
 
-    def arrivals(self, sources: list[Source]) -> list[Arrival]:
-        """Every delta file on the given worker branches (two git processes in all)."""
+    def arrivals(self, sources: list[Source], max_bytes: int) -> list[Arrival]:
+        """Every delta file on the given worker branches (three git processes in all).
+
+        Only regular files are read, and only up to ``max_bytes``: a symbolic
+        link or a submodule in a worker's tree is refused by its name, and a
+        file over the limit by its size, its content never read."""
         pairs = [(EMPTY_TREE, s.ref.tree) for s in sources]
         listed = self.git.added_files(pairs, DELTA_DIR + "/")
-        blobs = self.git.cat_blobs([sha for files in listed for _, sha in files])
-        return [
-            Arrival(f"refs/heads/{s.branch}", path, blobs[sha])
-            for s, files in zip(sources, listed)
-            for path, sha in files
-        ]
+        files = [sha for entries in listed for _, sha, mode in entries if mode in REGULAR_MODES]
+        sizes = self.git.sizes(files)
+        blobs = self.git.cat_blobs([sha for sha in files if sizes[sha] <= max_bytes])
+        out = []
+        for s, entries in zip(sources, listed):
+            for path, sha, mode in entries:
+                source = f"refs/heads/{s.branch}"
+                if mode not in REGULAR_MODES:
+                    kind = TREE_MODES.get(mode, f"an entry of mode {mode}")
+                    out.append(Arrival(source, path, b"", refused=f"is {kind}, not a file; only regular files are read"))
+                elif sha not in blobs:  # its head is kept in the record, as for an inbox file
+                    out.append(Arrival(source, path, self.git.blob_head(sha, max_bytes),
+                                       refused=_too_big(sizes[sha], max_bytes), size=sizes[sha]))
+                else:
+                    out.append(Arrival(source, path, blobs[sha]))
+        return out
 
 
-def inbox_arrivals(folder: Path) -> list[tuple[Arrival, Path]]:
-    """Delta files handed over as a folder (a workflow artifact, a coalesced push)."""
+REGULAR_MODES = ("100644", "100755")
+TREE_MODES = {"120000": "a symbolic link", "160000": "a submodule (gitlink)", "040000": "a folder"}
+
+
+def _too_big(size: int, limit: int) -> str:
+    return f"delta is {size} bytes, over limits.max_delta_bytes ({limit})"
+
+
+def inbox_arrivals(folder: Path, max_bytes: int) -> list[tuple[Arrival, Path]]:
+    """Delta files handed over as a folder (a workflow artifact, a coalesced push).
+
+    Every entry is decided, none is followed: regular files are read (up to
+    ``max_bytes``, without following a link even if one is swapped in after
+    the listing); a symbolic link, a FIFO, a device, a socket, a folder named
+    like a delta, a file not named ``*.json`` or one that cannot be read is
+    refused by its name, its content never read. Folders are walked, never
+    through a link, so nothing outside ``folder`` is read."""
     if not folder.is_dir():
         raise FleetError(f"{folder}: inbox folder does not exist")
-    out = []
-    for f in sorted(folder.rglob("*.json")):
-        rel = f.relative_to(folder).as_posix()
-        if not rel.startswith(DELTA_DIR + "/"):
-            rel = f"{DELTA_DIR}/{rel}"
-        out.append((Arrival(str(folder), rel, f.read_bytes()), f))
-    return out
+    out: list[tuple[Arrival, Path]] = []
+    source = str(folder)
+
+    def refuse(rel: str, entry: Path, why: str, size: int | None = None) -> None:
+        out.append((Arrival(source, rel, b"", refused=why, size=size), entry))
+
+    def walk(here: Path, rel_here: str) -> None:
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as e:
+            refuse(rel_here or ".", here, f"folder cannot be listed: {e.strerror}")
+            return
+        for e in entries:
+            rel = f"{rel_here}/{e.name}" if rel_here else e.name
+            path = Path(e.path)
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since the listing: nothing to decide
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = printable(os.readlink(e.path), 200)
+                except OSError:
+                    target = "?"
+                refuse(rel, path, f"is a symbolic link (to {target}); only regular files in the inbox are read")
+            elif stat.S_ISDIR(st.st_mode):
+                if e.name.endswith(".json"):
+                    refuse(rel, path, "is a folder named like a delta file, not a file")
+                walk(path, rel)
+            elif not stat.S_ISREG(st.st_mode):
+                refuse(rel, path, f"is {_kind(st.st_mode)}, not a file; only regular files in the inbox are read")
+            elif not e.name.endswith(".json"):
+                refuse(rel, path, "is not a delta file (a delta file's name ends in .json)")
+            else:
+                read = _read_regular(e.path, max_bytes)
+                if isinstance(read, bytes):
+                    out.append((Arrival(source, rel, read), path))
+                elif isinstance(read, tuple):  # over the limit: refused, its head kept in the record
+                    out.append((Arrival(source, rel, read[0], refused=_too_big(read[1], max_bytes), size=read[1]), path))
+                elif read is not None:
+                    refuse(rel, path, read)
+
+    walk(folder, "")
+    return [(a if a.path.startswith(DELTA_DIR + "/") else replace(a, path=f"{DELTA_DIR}/{a.path}"), p)
+            for a, p in out]
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str | None:
+    """The bytes of a regular file; (its first ``max_bytes``, its size) if it is
+    bigger; or why it cannot be read (None: it is gone)."""
+    try:
+        # O_NOFOLLOW and O_NONBLOCK: a link or a FIFO swapped in since the listing
+        # is neither followed nor waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return f"is {_kind(st.st_mode)}, not a file; only regular files in the inbox are read"
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            return data[:max_bytes], max(st.st_size, len(data))
+        return data
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    finally:
+        os.close(fd)

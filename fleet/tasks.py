@@ -39,7 +39,7 @@ from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.git import common_dir, git_reason, lost_race
-from fleet.ids import is_safe_id
+from fleet.ids import is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo
 
 BRANCH = "fleet/tasks"
@@ -512,8 +512,8 @@ def returned(t: dict[str, Any], cfg: Config, at: _dt.datetime, reason: str) -> t
     failures = t["failures"] + 1
     if failures >= cfg.tasks.max_failures:
         new = dict(t, status="failed", failures=failures, leaseUntil=None, error=reason)
-        return new, f"\n\n{reason}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
+        return new, f"\n\n{printable(reason, 2000)}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
     later = stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
     new = dict(t, status="pending", failures=failures, claimedBy=None, claimedAt=None, leaseUntil=None,
                notBefore=later, error=reason)
-    return new, f"\n\n{reason}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
+    return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."

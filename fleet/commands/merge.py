@@ -11,6 +11,7 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any, Iterator
 
 from fleet import canonical, faults
 from fleet.config import FLEET_PATH
+from fleet.delta import Arrival
 from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
 from fleet.github import ConflictPRs, GitHubSettings
-from fleet.ledger import TRAILER_TICK
+from fleet.ids import printable
+from fleet.ledger import TRAILERS
 from fleet.repo import FleetRepo, inbox_arrivals
 
 ATTEMPTS = 5
@@ -89,15 +92,11 @@ def message(result: TickResult) -> str:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
     if r.resolved:
         lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
-    lines += [
-        "",
-        f"{TRAILER_TICK}: {r.tick}",
-        f"Fleet-Applied: {len(r.applied)}",
-        f"Fleet-Late: {r.late}",
-        f"Fleet-Quarantined: {len(r.quarantined)}",
-        f"Fleet-Held: {len(r.held)}",
-        f"Fleet-Resolved: {len(r.resolved)}",
-    ]
+    # Text from outside (file names, reasons) is one printable line each: no
+    # input can add a line of its own, let alone a trailer.
+    lines = [printable(line, 2000) for line in lines]
+    counts = (r.tick, len(r.applied), r.late, len(r.quarantined), len(r.held), len(r.resolved))
+    lines += ["", *(f"{key}: {n}" for key, n in zip(TRAILERS, counts))]
     return "\n".join(lines) + "\n"
 
 
@@ -130,8 +129,9 @@ def merge(
                 raise NothingToDo(f"tick {tick} is already merged (main is at tick {base.tick})")
             raise FleetError(f"--tick {tick}: main is at tick {base.tick}, so the next merge is tick {nxt}")
         sources = repo.sources()
-        arrivals = repo.arrivals(sources)
-        files = [f for folder in inbox for f in inbox_arrivals(folder)]
+        max_bytes = base.config.limits.max_delta_bytes
+        arrivals = repo.arrivals(sources, max_bytes)
+        files = [f for folder in inbox for f in inbox_arrivals(folder, max_bytes)]
         arrivals += [a for a, _ in files]
         if not arrivals and not allow_empty and not decided and not base.under("state/resolutions"):
             synced = prs.sync(repo, base, head) if prs else None
@@ -142,7 +142,7 @@ def merge(
         if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
-                _remove(files)
+                _remove(files, inbox)
             raise NothingToDo(
                 f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
             )
@@ -156,7 +156,7 @@ def merge(
                 continue  # another merge moved main (or a branch moved): start over
             published = True
             faults.point("merge.after-push")
-            _remove(files)
+            _remove(files, inbox)
             if prs is not None:
                 pr_report = prs.sync(repo, repo.snapshot(commit), commit)
                 pr_report.fallbacks = closed
@@ -195,6 +195,13 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _remove(files: list) -> None:
+def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
+    """Take every decided entry out of the inbox (a link itself, never what it
+    points to), then the folders that are left empty."""
     for _, f in files:
-        f.unlink(missing_ok=True)
+        if not f.is_dir() or f.is_symlink():
+            f.unlink(missing_ok=True)
+    for folder in inbox:
+        for here, _, _ in os.walk(folder, topdown=False):  # deepest first, links not followed
+            if Path(here) != folder and not os.listdir(here):
+                os.rmdir(here)

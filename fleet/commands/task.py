@@ -10,6 +10,7 @@ from fleet import canonical
 from fleet.config import Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.repo import FleetRepo
+from fleet.ids import printable
 from fleet.tasks import (
     BRANCH,
     Change,
@@ -110,9 +111,9 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
         result = {"added": sorted(fresh), "existing": sorted(same)}
         if not fresh:
             return Change([], result)
-        titles = [t["title"] for t in fresh.values()]
+        titles = [printable(t["title"]) for t in fresh.values()]
         subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
-        body = "\n".join(f"- {i}: {t['title']}" for i, t in fresh.items()) if len(fresh) > 1 else ""
+        body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles)) if len(fresh) > 1 else ""
         message = f"task {subject}\n\n{body}".strip() + "\n"
         return Change([(message, {task_path(i): t for i, t in fresh.items()})], result)
 
@@ -150,7 +151,7 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
                  claimedAt=stamp(at), leaseUntil=stamp(at + _dt.timedelta(seconds=seconds)), updatedAt=stamp(at),
                  notBefore=None)
         msg = (f"task claim {t['id']} by {agent} (token {t['token']})\n\n"
-               f"{t['title']}\nLease until {t['leaseUntil']}; attempt {t['attempts']}.\n\nFleet-Agent: {agent}\n")
+               f"{printable(t['title'])}\nLease until {t['leaseUntil']}; attempt {t['attempts']}.\n\nFleet-Agent: {agent}\n")
         return Change([(msg, {task_path(t["id"]): t})], t)
 
     ch, _ = tq.change(decide)
@@ -256,7 +257,7 @@ def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, 
             raise FleetError(f"cannot reopen task {task_id}: it is {t['status']}; only a failed task is reopened")
         new = dict(t, status="pending", failures=0, claimedBy=None, claimedAt=None, leaseUntil=None,
                    notBefore=None, updatedAt=stamp(at))
-        msg = f"task reopen {task_id} after {t['failures']} failures\n\nLast error: {t.get('error') or 'none recorded'}\n"
+        msg = f"task reopen {task_id} after {t['failures']} failures\n\nLast error: {printable(t.get('error') or 'none recorded', 2000)}\n"
         return Change([(msg, {task_path(task_id): new})], new)
 
     ch, _ = tq.change(decide)
