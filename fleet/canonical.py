@@ -98,6 +98,8 @@ def parse(data: bytes) -> Any:
         obj = _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise JSONProblem(f"malformed JSON: {e}") from None
+    except JSONProblem:
+        raise
     except ValueError:  # Python's own cap on the digits of an integer
         raise JSONProblem(f"an integer of thousands of digits is beyond 64 bits ({MIN_INT} to {MAX_INT})") from None
     except RecursionError:

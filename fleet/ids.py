@@ -28,21 +28,17 @@ _HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 def printable(name: str, limit: int = 300) -> str:
     """``name`` as one line of text that says what it is: every character that
-    could hide or forge something escaped (``\\n``, ``\\x1b``, ``\\u202e``,
+    could hide or forge something escaped (``\\x0a``, ``\\x1b``, ``\\u202e``,
     ``\\udcff`` for a byte that is not UTF-8), and at most ``limit`` characters.
+    Applying it twice changes nothing (a backslash is kept as it is).
 
     This is how a name from outside (a file in an inbox, a path in a worker's
     tree) appears in a quarantine record, a commit message or an error."""
-    if name.isprintable() and name.isascii() and "\\" not in name:
-        out = name
-    else:
-        out = "".join(_escape(c) for c in name)
+    out = name if name.isprintable() and name.isascii() else "".join(_escape(c) for c in name)
     return out if len(out) <= limit else out[: limit - 20] + f"...({len(out)} chars)"
 
 
 def _escape(c: str) -> str:
-    if c == "\\":
-        return "\\\\"
     if unicodedata.category(c) not in _HIDDEN:
         return c
     code = ord(c)

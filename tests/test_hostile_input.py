@@ -1,0 +1,365 @@
+"""Hostile input at the merge: an inbox and worker branches that hold anything.
+
+Each test here is one defect a hostile or careless sender found (issue "Nothing a
+careless person or a hostile model sends can crash, brick or leak the fleet") and
+fails without its fix. The generated corpus in test_hostile_corpus.py tries the
+same kinds of input with cases these never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Fleet, run
+from fleet import canonical
+from fleet.delta import Op, file_path
+from fleet.ids import is_safe_id, printable
+from fleet.ledger import tick_of
+
+TOKEN = "ghs_" + "S3cr3tT0kenValue" * 3
+
+
+def git(path: Path, *args: str, input: bytes | None = None) -> bytes:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, input=input).stdout
+
+
+def good(f: Fleet, tick: int = 1, worker: str = "wgood") -> dict[str, Any]:
+    d = f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick, worker=worker)
+    f.push(d)
+    return d
+
+
+def score(f: Fleet) -> int:
+    return json.loads(f.read("state/posts/ada-1.json"))["score"]
+
+
+def ledger_ids(f: Fleet) -> set[str]:
+    out = set()
+    for path in git(f.path, "ls-tree", "-r", "--name-only", "main", "state/ledger/").decode().split():
+        out |= {json.loads(line)["id"] for line in f.read(path).splitlines()}
+    return out
+
+
+def records(f: Fleet) -> list[dict[str, Any]]:
+    out = []
+    for path in git(f.path, "ls-tree", "-r", "--name-only", "main", "state/quarantine/").decode().split():
+        out += [json.loads(line) for line in f.read(path).splitlines()]
+    return out
+
+
+def history(f: Fleet) -> bytes:
+    """Every commit message and every blob reachable from any ref."""
+    return git(f.path, "log", "--all", "-p", "--format=%B", "--text")
+
+
+def raw_tree_branch(f: Fleet, worker_ref: str, entries: list[tuple[bytes, str, bytes]]) -> None:
+    """A worker branch whose tree holds ``entries`` (path, mode, content), made
+    with git's plumbing so that any name and any mode (a symlink, a submodule)
+    can be in it, as a hostile worker could push."""
+
+    def tree(items: dict[bytes, Any]) -> str:
+        lines = []
+        for name, value in sorted(items.items()):
+            if isinstance(value, dict):
+                lines.append(b"040000 tree " + tree(value).encode() + b"\t" + name)
+            else:
+                mode, content = value
+                if mode == "160000":
+                    sha = content.decode()
+                else:
+                    sha = git(f.path, "hash-object", "-w", "--stdin", input=content).decode().strip()
+                kind = b"commit" if mode == "160000" else b"blob"
+                lines.append(mode.encode() + b" " + kind + b" " + sha.encode() + b"\t" + name)
+        return git(f.path, "mktree", "-z", input=b"".join(ln + b"\0" for ln in lines)).decode().strip()
+
+    root: dict[bytes, Any] = {}
+    for path, mode, content in entries:
+        parts = path.split(b"/")
+        here = root
+        for p in parts[:-1]:
+            here = here.setdefault(p, {})
+        here[parts[-1]] = (mode, content)
+    sha = tree(root)
+    env = dict(os.environ, GIT_AUTHOR_NAME="w", GIT_AUTHOR_EMAIL="w@x", GIT_COMMITTER_NAME="w", GIT_COMMITTER_EMAIL="w@x")
+    commit = subprocess.run(["git", "commit-tree", sha, "-p", f.main(), "-m", "raw"], cwd=f.path, env=env,
+                            check=True, capture_output=True).stdout.decode().strip()
+    git(f.path, "update-ref", worker_ref, commit)
+
+
+def body_bytes(f: Fleet, agent: str = "ada", worker: str = "w1", tick: int = 1, **over: Any) -> tuple[dict[str, Any], bytes]:
+    d = f.delta(agent, Op("incr", "posts", "ada-1", ("score",), 1), tick=tick, worker=worker)
+    d.update(over)
+    return d, canonical.dumps(d)
+
+
+def still_merges(f: Fleet) -> None:
+    """The fleet is not bricked: another tick merges, and replay agrees."""
+    g = good(f, tick=json.loads(f.read("state/fleet.json"))["tick"] + 1, worker="wlater")
+    run(f, "merge")
+    assert g["id"] in ledger_ids(f)
+    run(f, "replay", "--check")
+
+
+# -- 1, 2, 10: the inbox is read as files of ours, nothing else ---------------------------
+
+
+def test_inbox_links_fifos_devices_and_folders_are_quarantined_by_name_unread(
+        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    inbox = tmp_path / "inbox"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # a valid delta outside the inbox, reached through a link: must not apply
+    lured, data = body_bytes(fleet, worker="w1")
+    (outside / "valid.json").write_bytes(data)
+    wdir = inbox / "deltas" / "w1" / "s1"
+    wdir.mkdir(parents=True)
+    (wdir / "link.json").symlink_to(outside / "valid.json")
+    (wdir / "environ.json").symlink_to("/proc/self/environ")
+    (wdir / "dangling.json").symlink_to(tmp_path / "nowhere.json")
+    os.mkfifo(wdir / "fifo.json")
+    (wdir / "folder.json").mkdir()
+    (wdir / "notes.txt").write_bytes(b"not a delta")
+    (inbox / "deltas" / "w2").symlink_to(outside, target_is_directory=True)  # a linked folder is not walked
+    ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1")
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
+
+    r = run(fleet, "merge", "--inbox", str(inbox))
+    why = {q["path"]: q for q in records(fleet)}
+    assert ledger_ids(fleet) == {ok["id"]}  # the linked delta never applied
+    base = "deltas/w1/s1/"
+    assert "symbolic link" in why[base + "link.json"]["reason"] and "raw" not in why[base + "link.json"]
+    assert "symbolic link (to /proc/self/environ)" in why[base + "environ.json"]["reason"]
+    assert "symbolic link" in why[base + "dangling.json"]["reason"]
+    assert "FIFO" in why[base + "fifo.json"]["reason"]
+    assert "folder" in why[base + "folder.json"]["reason"]
+    assert "ends in .json" in why[base + "notes.txt"]["reason"]
+    assert "symbolic link" in why["deltas/w2"]["reason"]
+    for rec in why.values():
+        assert "raw" not in rec and "delta" not in rec  # content never read
+        assert rec["path"] in r.output
+    assert TOKEN.encode() not in history(fleet)
+    assert (outside / "valid.json").read_bytes() == data  # the link's target is left alone
+    assert not any(inbox.iterdir())  # every entry decided and taken out of the inbox
+    still_merges(fleet)
+
+
+def test_a_device_in_the_inbox_is_refused_unread(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "deltas" / "w1" / "s1").mkdir(parents=True)
+    os.symlink("/dev/zero", inbox / "deltas/w1/s1/zero.json")
+    sock_dir = inbox / "deltas/w1/s1"
+    import socket
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(sock_dir / "sock.json"))
+    except OSError:
+        pytest.skip("no unix sockets here")
+    try:
+        run(fleet, "merge", "--inbox", str(inbox))
+    finally:
+        s.close()
+    why = {q["path"]: q["reason"] for q in records(fleet)}
+    assert "socket" in why["deltas/w1/s1/sock.json"]
+    assert "symbolic link" in why["deltas/w1/s1/zero.json"]
+
+
+def test_a_file_over_the_limit_is_not_read_whole(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "deltas/w1/s1").mkdir(parents=True)
+    big = inbox / "deltas/w1/s1/big.json"
+    with big.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: a reader that reads it all takes 64 MB
+    run(fleet, "merge", "--inbox", str(inbox))
+    [rec] = records(fleet)
+    assert "over limits.max_delta_bytes" in rec["reason"] and rec["size"] == 64 * 1024 * 1024
+    assert len(rec["raw"]) <= 65536
+
+
+# -- 1 (worker branches): symlink and submodule entries --------------------------------
+
+
+def test_symlink_and_submodule_entries_of_a_worker_branch_are_refused(fleet: Fleet) -> None:
+    _, data = body_bytes(fleet, worker="w1")
+    raw_tree_branch(fleet, "refs/heads/fleet/t1/w1", [
+        (b"deltas/w1/s1/link.json", "120000", b"/proc/self/environ"),
+        (b"deltas/w1/s1/sub.json", "160000", fleet.main().encode()),
+        (b"deltas/w1/s1/ok.json", "100644", data),
+    ])
+    run(fleet, "merge")
+    why = {q["path"]: q for q in records(fleet)}
+    assert "symbolic link" in why["deltas/w1/s1/link.json"]["reason"]
+    assert "submodule" in why["deltas/w1/s1/sub.json"]["reason"]
+    assert "raw" not in why["deltas/w1/s1/link.json"]
+    assert len(ledger_ids(fleet)) == 1 and fleet.branches() == []
+    still_merges(fleet)
+
+
+# -- 2: every secret the process can see is redacted -----------------------------------
+
+
+@pytest.mark.parametrize("name", ["GITHUB_TOKEN", "GH_TOKEN", "ANTHROPIC_API_KEY", "MY_SERVICE_API_KEY", "CONFIGURED"])
+def test_a_delta_holding_a_secret_is_quarantined_masked(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    if name == "CONFIGURED":  # a variable no rule would guess: the config names it
+        cfg = json.loads(fleet.read("state/config.json"))
+        cfg["redact"] = ["CONFIGURED"]
+        (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+        git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "config: redact")
+    g = good(fleet)
+    leak = fleet.delta("ada", Op("set", "agents", "ada", ("bio",), f"my key is {TOKEN}"))
+    fleet.push(leak)  # (before the key is set: fleet's own writer would mask it on the way)
+    monkeypatch.setenv(name, TOKEN)
+    r = run(fleet, "merge")
+    assert ledger_ids(fleet) == {g["id"]}
+    [rec] = records(fleet)
+    assert f"holds the value of the secret {name}" in rec["reason"] and "[REDACTED]" in rec["raw"]
+    assert TOKEN.encode() not in history(fleet) and TOKEN not in r.output
+
+
+# -- 3, 9: names are full matches, the folder names the worker --------------------------
+
+
+@pytest.mark.parametrize("folder", [b"w9\n", b"..w9", b"w9\r", b"w 9", b"\xff\xfe", b"-w9", "w\u202e9".encode()])
+def test_an_unsafe_worker_folder_is_quarantined_and_never_bricks_the_merge(fleet: Fleet, folder: bytes) -> None:
+    worker = "w9"
+    _, data = body_bytes(fleet, worker=worker)
+    raw_tree_branch(fleet, "refs/heads/fleet/t1/w9", [(b"deltas/" + folder + b"/s1/d.json", "100644", data)])
+    run(fleet, "merge")
+    [rec] = records(fleet)
+    assert rec["worker"] == "_unknown"  # the folder names no worker: recorded under a safe name
+    assert "another worker's directory" in rec["reason"]
+    assert rec["path"] == printable(os.fsdecode(b"deltas/" + folder + b"/s1/d.json"))
+    assert "\n" not in rec["path"] and ledger_ids(fleet) == set()
+    still_merges(fleet)
+
+
+def test_is_safe_id_is_a_full_match() -> None:
+    assert is_safe_id("w9") and not is_safe_id("w9\n") and not is_safe_id("w9\n\n") and not is_safe_id("..")
+
+
+def test_an_unparseable_file_in_an_unsafe_folder_goes_to_the_unknown_record(fleet: Fleet) -> None:
+    raw_tree_branch(fleet, "refs/heads/fleet/t1/w9", [(b"deltas/w9\n/s1/d.json", "100644", b"{oops")])
+    run(fleet, "merge")
+    paths = git(fleet.path, "ls-tree", "-r", "--name-only", "main", "state/quarantine/").decode().split()
+    assert paths == ["state/quarantine/1/_unknown.jsonl"]
+    still_merges(fleet)
+
+
+# -- 4: no input text reaches a commit message unescaped ---------------------------------
+
+
+def test_a_forged_trailer_in_a_file_name_is_not_read(fleet: Fleet) -> None:
+    g = good(fleet)
+    raw_tree_branch(fleet, "refs/heads/fleet/t1/w1", [(b"deltas/w1/s1/x\nFleet-Tick: 99\n.json", "100644", b"{")])
+    run(fleet, "merge")
+    message = git(fleet.path, "log", "-1", "--format=%B", "main").decode()
+    assert "\nFleet-Tick: 99" not in message and "x\\x0aFleet-Tick: 99\\x0a.json" in message
+    assert tick_of(message) == 1 and g["id"] in ledger_ids(fleet)
+    run(fleet, "replay", "--check")
+    still_merges(fleet)
+
+
+def test_tick_of_reads_only_fleets_own_trailers() -> None:
+    ok = "fleet: tick 3\n\nApplied:\n  a\n\nFleet-Tick: 3\nFleet-Applied: 1\nFleet-Late: 0\n"
+    assert tick_of(ok) == 3
+    assert tick_of("x\nFleet-Tick: 99\n\nFleet-Tick: 3\n") == 3  # only the last paragraph
+    assert tick_of("fleet: tick 3\n\nFleet-Tick: 99\n\nQuarantined:\n  y\n") is None
+    assert tick_of("t\n\nFleet-Tick: 3\nFleet-Tick: 4\n") is None  # each key once
+    assert tick_of("t\n\nSigned-off-by: a\nFleet-Tick: 4\n") is None  # known keys alone
+    assert tick_of("t\n\nFleet-Tick: 4 \n") is None and tick_of("t\n\nFleet-Tick: -4\n") is None
+
+
+def test_control_characters_in_a_conflict_path_stay_on_one_line(fleet: Fleet) -> None:
+    from fleet.ids import printable as p
+    assert p("a\nb") == "a\\x0ab" and p("bidi\u202e") == "bidi\\u202e" and p("\udcff") == "\\udcff"
+    assert p("plain/é.json") == "plain/é.json" and p(p("a\nb")) == p("a\nb")
+
+
+# -- 5, 6, 7, 8: numbers, depth, duplicate keys -------------------------------------------
+
+
+def _merge_bad_text(f: Fleet, text: bytes, rule: str) -> None:
+    g = good(f)
+    raw_tree_branch(f, "refs/heads/fleet/t1/w9", [(b"deltas/w9/s1/bad.json", "100644", text)])
+    r = run(f, "merge")
+    [rec] = records(f)
+    assert rule in rec["reason"], rec
+    assert rule in r.output
+    assert g["id"] in ledger_ids(f) and score(f) == 1
+    still_merges(f)
+
+
+def _delta_text(f: Fleet, tick: str = "1", ops: str | None = None, extra: str = "") -> bytes:
+    ops = ops if ops is not None else '[{"op": "incr", "collection": "posts", "id": "ada-1", "path": ["score"], "by": 1}]'
+    return (f'{{"id": "t{tick}-w9-s1-x", "tick": {tick}, "utc": "2026-01-01T00:00:00.000000Z", "worker": "w9", '
+            f'"stream": "s1", "agent": "ada"{extra}, "ops": {ops}, "meta": {{}}}}').encode()
+
+
+def test_a_tick_of_2_0_is_refused_and_never_bricks(fleet: Fleet) -> None:
+    _merge_bad_text(fleet, _delta_text(fleet, tick="1.0"), "not an integer in the JSON text")
+    assert not git(fleet.path, "ls-tree", "-r", "--name-only", "main", "state/ledger/1.0/")
+
+
+@pytest.mark.parametrize("number,rule", [
+    (str(2**70 + 1), "beyond 64 bits"),
+    ("9" * 5000, "beyond 64 bits"),
+    ("NaN", "NaN"),
+    ("Infinity", "Infinity"),
+    ("-Infinity", "Infinity"),
+    ("1e400", "not finite"),
+])
+def test_numbers_json_cannot_hold_are_refused(fleet: Fleet, number: str, rule: str) -> None:
+    ops = f'[{{"op": "set", "collection": "agents", "id": "ada", "path": ["bio"], "value": {number}}}]'
+    _merge_bad_text(fleet, _delta_text(fleet, ops=ops), rule)
+
+
+def test_a_float_increment_that_overflows_is_refused_not_written_as_null(fleet: Fleet) -> None:
+    ds = [fleet.delta(a, Op("incr", "posts", "ada-1", ("score",), 1.7e308), worker="w1") for a in ("basil", "cleo")]
+    fleet.push(*ds)
+    run(fleet, "merge")
+    assert score(fleet) == 1.7e308 and len(ledger_ids(fleet)) == 1
+    [rec] = records(fleet)
+    assert "which JSON cannot hold" in rec["reason"]
+
+
+@pytest.mark.parametrize("depth", [65, 300, 5000, 200_000])
+def test_deep_nesting_is_refused_at_parse(fleet: Fleet, depth: int) -> None:
+    value = "[" * depth + "]" * depth
+    ops = f'[{{"op": "set", "collection": "agents", "id": "ada", "path": ["bio"], "value": {value}}}]'
+    cfg = json.loads(fleet.read("state/config.json"))
+    if len(_delta_text(fleet, ops=ops)) > cfg["limits"]["max_delta_bytes"]:
+        cfg["limits"]["max_delta_bytes"] = 1_000_000
+        (fleet.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+        git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "config: limits")
+    _merge_bad_text(fleet, _delta_text(fleet, ops=ops), "nested deeper than 64 levels")
+
+
+def test_duplicate_keys_are_refused(fleet: Fleet) -> None:
+    _merge_bad_text(fleet, _delta_text(fleet, extra=', "agent": "basil"'), "duplicate key 'agent'")
+
+
+# -- 10: one bad entry never stops a tick ------------------------------------------------
+
+
+def test_every_inbox_entry_is_decided_and_the_good_ones_apply(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1")
+    (inbox / "deltas/w1/s1").mkdir(parents=True)
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
+    (inbox / "deltas/w1/s1/d.json").mkdir()
+    (inbox / "deltas/w1/s1/d.json/inner.json").write_bytes(b"{")
+    (inbox / "deltas/w1/s1/gone.json").symlink_to(tmp_path / "missing")
+    (inbox / "top.json").write_bytes(canonical.dumps(ok))  # not in a worker folder
+    run(fleet, "merge", "--inbox", str(inbox))
+    why = {q["path"]: q["reason"] for q in records(fleet)}
+    assert set(why) == {"deltas/w1/s1/d.json", "deltas/w1/s1/d.json/inner.json", "deltas/w1/s1/gone.json",
+                        "deltas/top.json"}
+    assert "its worker's folder" in why["deltas/top.json"]
+    assert ledger_ids(fleet) == {ok["id"]}
+    assert not any(inbox.iterdir())
