@@ -381,3 +381,29 @@ def test_your_main_is_checked_before_it_seeds_the_fleet(tmp_path: Path) -> None:
     [line] = p.stderr.splitlines()
     assert line.startswith("fleet: state/posts/ada-1.json: malformed JSON") and "does not become the fleet's" in line
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
+
+
+@pytest.mark.parametrize("spoil", [_bad_json, _id, _schema])
+def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_once: Path, tmp_path: Path,
+                                                                        spoil: Any) -> None:
+    """A person's push straight to the fleet's main (a remote that fleet does not
+    guard) is not adopted by `fleet run`: the workers meet it. Each names the file;
+    the run stops at that tick, exit 1, and main does not advance on nothing."""
+    repo = _copy(ran_once, tmp_path)
+    expected = spoil(repo)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*G, "commit", "-qm", "pushed by hand"], cwd=repo, check=True)
+    subprocess.run(["git", "push", "-q", ".git/fleet/origin.git", "main:main"], cwd=repo, check=True)
+    pushed = _origin_main(repo)
+    p = fleet(repo, "run", "--ticks", "2", "--workers", "2")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "internal error" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert sum(line.startswith(f"fleet: {expected}") for line in lines) == 2  # each worker names the file
+    assert lines[-1].startswith(f"fleet: tick 2: none of 2 worker(s) delivered ({expected.removesuffix(': ')}")
+    assert lines[-1].endswith("nothing was merged and main stays at tick 1")
+    assert "tick 2:" not in p.stdout and "tick 3:" not in p.stdout
+    assert _origin_main(repo) == pushed  # no empty tick commit
+    status = json.loads(fleet(repo, "status", "--json").stdout)
+    assert status["tick"] == 1
+    assert {w["status"] for w in status["workers"]} == {"alive"}

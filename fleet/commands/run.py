@@ -261,6 +261,11 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs))
         limit = time.monotonic() + (deadline if deadline is not None else cfg.run.deadline_seconds)
         delivered = _wait(procs, limit, logs)
+        if not delivered:
+            # Ticks never advance on nothing: merging now would commit an empty tick, the
+            # watchdog would call every worker dead, and the next tick would fail the same way.
+            raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({_first_error(logs)}); "
+                             f"nothing was merged and main stays at tick {tick - 1}")
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
             applied, quarantined, held = result.applied, len(result.quarantined), len(result.held)
@@ -290,6 +295,15 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
         for line in logs.read().decode(errors="replace").splitlines()[-5:]:
             print(redact(line), file=sys.stderr)
     return sum(1 for p in procs if p.returncode in (0, 3))
+
+
+def _first_error(logs: Any) -> str:
+    """The first error a worker printed (``fleet: ...``), for the run's own message."""
+    logs.seek(0)
+    for line in logs.read().decode(errors="replace").splitlines():
+        if line.startswith("fleet: "):
+            return redact(line.removeprefix("fleet: ").strip())
+    return "no worker said why"
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
