@@ -358,7 +358,7 @@ def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path:
     assert _origin_main(repo) == before
 
 
-def test_a_valid_persons_commit_is_adopted(ran_once: Path, tmp_path: Path) -> None:
+def test_a_valid_persons_commit_is_adopted_and_named(ran_once: Path, tmp_path: Path) -> None:
     repo = _copy(ran_once, tmp_path)
     doc = _doc(repo, "state/posts/ada-1.json")
     doc["title"] = "Edited by a person"
@@ -368,7 +368,10 @@ def test_a_valid_persons_commit_is_adopted(ran_once: Path, tmp_path: Path) -> No
     p = fleet(repo, "run", "--ticks", "1")
     assert p.returncode == 0, p.stderr
     assert _origin_main(repo) != mine and Git(repo / ".git/fleet/origin.git").text("rev-parse", "main^") == mine
-    assert fleet(repo, "replay", "--check").returncode == 0
+    r = fleet(repo, "replay", "--check")  # an input, but never a silent one
+    assert r.returncode == 0
+    assert f"outside the merge engine: commit {mine[:12]} by p <p@x>" in r.stdout
+    assert "'fix a title'): modified state/posts/ada-1.json" in r.stdout
 
 
 def test_your_main_is_checked_before_it_seeds_the_fleet(tmp_path: Path) -> None:
