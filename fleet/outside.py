@@ -55,9 +55,11 @@ class Change:
     how: str  # added | modified | deleted
     path: str
     refused: str | None = None  # the rule, when the change is refused
+    fixed: str | None = None  # the rule it broke, when the file was invalid and is valid again at the tip
 
     def __str__(self) -> str:
-        return f"{self.how} {self.path}" + (f" (refused: {self.refused})" if self.refused else "")
+        return f"{self.how} {self.path}" + (f" (refused: {self.refused})" if self.refused else "") + (
+            f" (invalid, fixed since: {self.fixed})" if self.fixed else "")
 
 
 @dataclass
@@ -123,7 +125,9 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
                     last.changes.append(Change("left invalid", path, why))
         run.clear()
 
+    tip = None
     for commit, parent, body in history:
+        tip = commit
         if parent is None or tick_of(body) is not None:
             judge()
             continue
@@ -134,6 +138,17 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
         if oc.changes:
             found.append(oc)
     judge()
+    # An invalid file that a later commit fixed is named, not refused for ever: the
+    # merge refused to touch it meanwhile, so it spoiled nothing. A change to the
+    # engine's own files stays refused: later ticks built on it.
+    invalid = {c.path for oc in found for c in oc.refused if not refusal(c.path)}
+    if invalid and tip is not None:
+        snap = GitSnapshot(git, tip)
+        still = problems(snap, [p for p in invalid if p in set(snap.paths())])
+        for oc in found:
+            for c in oc.refused:
+                if c.path in invalid and c.path not in still:
+                    c.refused, c.fixed = None, c.refused
     return found
 
 

@@ -167,7 +167,7 @@ def test_a_persons_commit_is_taken_as_it_is(fleet: Fleet) -> None:
     mine = git(fleet.path, "rev-parse", "main^").strip()
     assert [(o["commit"], o["author"], o["subject"], o["refused"]) for o in data["outside"]] == [
         (mine, "p <p@x>", "fix a typo", [])]
-    assert data["outside"][0]["changes"] == [{"how": "modified", "path": "state/posts/cleo-1.json", "refused": None}]
+    assert data["outside"][0]["changes"] == [{"how": "modified", "path": "state/posts/cleo-1.json", "refused": None, "fixed": None}]
     r = run(fleet, "replay", "--check")
     assert f"outside the merge engine: commit {mine[:12]} by p <p@x>" in r.stdout
     assert "'fix a typo'): modified state/posts/cleo-1.json" in r.stdout

@@ -135,7 +135,7 @@ def test_status_names_commits_outside_the_merge_engine(fleet: Fleet) -> None:
     mine = fleet.main()
     s = json.loads(run(fleet, "status", "--json").stdout)
     assert [(o["commit"], o["author"], o["refused"]) for o in s["outside"]] == [(mine, "p <p@x>", [])]
-    assert s["outside"][0]["changes"] == [{"how": "added", "path": "state/posts/cleo-77.json", "refused": None}]
+    assert s["outside"][0]["changes"] == [{"how": "added", "path": "state/posts/cleo-77.json", "refused": None, "fixed": None}]
     assert (f"warning: commit {mine[:12]} by p <p@x> ('seed a post') changed state outside the merge engine: "
             "added state/posts/cleo-77.json") in run(fleet, "status").stdout
     window = json.loads(fleet.read("state/config.json"))["limits"]["window"]
