@@ -189,9 +189,14 @@ class Git:
             rows.append((parts[2].decode(), parts[3].decode(), fields[i + 1].decode()))
         return rows
 
-    def first_parent_log(self, rev: str) -> list[tuple[str, str | None, str]]:
-        """(commit, first parent, message) from the root to ``rev``."""
-        out = self.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%B%x1e", rev)
+    def first_parent_log(self, rev: str, *, exclude: str | None = None,
+                         limit: int | None = None) -> list[tuple[str, str | None, str]]:
+        """(commit, first parent, message) from the root to ``rev``, oldest first;
+        only those after ``exclude``, or only the newest ``limit``, if given."""
+        args = ["log", "--first-parent", "--reverse", "--format=%H %P%x00%B%x1e"]
+        if limit is not None:
+            args.append(f"--max-count={limit}")
+        out = self.run(*args, rev, *([f"^{exclude}"] if exclude else []))
         rows = []
         for rec in out.decode().split("\x1e"):
             rec = rec.lstrip("\n")

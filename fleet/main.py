@@ -228,9 +228,14 @@ def replay_cmd(directory: Path, as_json: bool, remote: str | None, check: bool) 
         else:
             click.echo(f"differs from main (tree {r.main_tree[:12]} vs {r.replay_tree[:12]}); "
                        f"first at {r.first_difference}")
+        for oc in r.outside:
+            click.echo(f"outside the merge engine{' (refused)' if oc.refused else ''}: {oc.summary()}")
+        if r.refused:
+            click.echo(f"{len(r.refused)} commit(s) outside the merge engine left changes fleet refuses "
+                       "(files only the merge engine writes, or invalid state): fix or revert them on main", err=True)
 
     _emit(r.to_json(), as_json, text)
-    if check and not r.identical:
+    if check and not r.ok:
         sys.exit(EXIT_FAILURE)
 
 
@@ -252,6 +257,10 @@ def log_cmd(directory: Path, as_json: bool, remote: str | None, doc: str | None,
         if not entries:
             click.echo("no deltas found")
         for e in entries:
+            if e.status == "outside":
+                click.echo(f"tick {e.tick:<5} {e.utc}  commit {e.commit[:12]} by {e.author}, outside the merge "
+                           f"engine ({e.reason!r}): {'; '.join(e.ops)}")
+                continue
             what = ("; ".join(e.ops) or f"no change: {e.reason or 'no reason given'}") if e.status == "applied" \
                 else f"QUARANTINED: {e.reason}"
             click.echo(f"tick {e.tick:<5} {e.utc}  {e.agent:<12} {e.worker:<8} {e.delta}  {what}")
@@ -290,6 +299,13 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
         if s["stalled"]:
             click.echo(f"warning: {s['stalled']}")
+        for oc in s["outside"]:
+            files = ", ".join(f"{c['how']} {c['path']}" for c in oc["changes"][:10])
+            more = f", and {len(oc['changes']) - 10} more" if len(oc["changes"]) > 10 else ""
+            click.echo(f"warning: commit {oc['commit'][:12]} by {oc['author']} ({oc['subject']!r}) changed state "
+                       f"outside the merge engine: {files}{more}")
+            for why in oc["refused"]:
+                click.echo(f"warning: refused: {why}; fix or revert it on main (`fleet replay --check` fails until then)")
 
     _emit(s, as_json, text)
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from fleet.commands.validate import check_in
+from fleet.errors import FleetError
 from fleet.state import Snapshot
 
 CHARS_PER_TOKEN = 4
@@ -57,7 +59,16 @@ def _docs(snap: Snapshot, collection: str) -> list[dict[str, Any]]:
     if collection not in snap.config.collections:
         return []
     paths = snap.under(f"state/{collection}")
-    return [orjson.loads(d) for d in snap.read_many(paths).values() if d]
+    docs = []
+    for path, data in snap.read_many(paths).items():
+        # Main should hold only valid documents, but a person's push to a remote main is
+        # not checked by fleet: a worker that cannot read one says which, and why.
+        problem = check_in(snap, path, data or b"")
+        if problem:
+            raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
+                             "fix the file or revert the commit that changed it")
+        docs.append(orjson.loads(data or b""))
+    return docs
 
 
 def index(snap: Snapshot) -> WorldIndex:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -232,3 +233,180 @@ def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
     killed.kill()
     killed.wait()
     assert fleet(repo, "run", "--ticks", "1").returncode == 0
+
+
+# -- a person's commit on main: checked before it is adopted; a tick never advances on nothing --
+
+G = ["git", "-c", "user.name=p", "-c", "user.email=p@x", "-c", "commit.gpgsign=false"]
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fleet that ran one tick, with your main moved up to the fleet's main
+    (as `git rebase refs/fleet/origin/main main` does), ready for a person's commit."""
+    repo = tmp_path_factory.mktemp("ran") / "x"
+    init(repo)
+    assert fleet(repo, "run", "--ticks", "1").returncode == 0
+    subprocess.run(["git", "fetch", "-q", ".git/fleet/origin.git", "+main:refs/fleet/origin/main"], cwd=repo, check=True)
+    subprocess.run(["git", "reset", "-q", "--hard", "refs/fleet/origin/main"], cwd=repo, check=True)
+    return repo
+
+
+def _copy(ran_once: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    repo = tmp_path / "x"
+    shutil.copytree(ran_once, repo, symlinks=True)  # fleet.remote=embedded: the copy finds its own origin
+    return repo
+
+
+def _origin_main(repo: Path) -> str:
+    return Git(repo / ".git" / "fleet" / "origin.git").text("rev-parse", "main")
+
+
+def _doc(repo: Path, rel: str) -> dict:
+    return json.loads((repo / rel).read_text())
+
+
+def _write(repo: Path, rel: str, data: bytes | dict) -> None:
+    (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+    (repo / rel).write_bytes(data if isinstance(data, bytes) else
+                             (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _bad_json(repo: Path) -> str:
+    _write(repo, "state/posts/ada-1.json", b'{"id": "ada-1", "title": x}\n')
+    return "state/posts/ada-1.json: malformed JSON"
+
+
+def _bom(repo: Path) -> str:
+    _write(repo, "state/posts/ada-1.json", b"\xef\xbb\xbf" + (repo / "state/posts/ada-1.json").read_bytes())
+    return "state/posts/ada-1.json: starts with a byte-order mark"
+
+
+def _schema(repo: Path) -> str:
+    doc = _doc(repo, "state/posts/ada-1.json")
+    doc["score"] = "lots"
+    _write(repo, "state/posts/ada-1.json", doc)
+    return "state/posts/ada-1.json: at /score: "
+
+
+def _collection(repo: Path) -> str:
+    _write(repo, "state/widgets/w-1.json", {"id": "w-1"})
+    return "state/widgets/w-1.json: folder state/widgets/ is not a collection in state/config.json"
+
+
+def _id(repo: Path) -> str:
+    doc = _doc(repo, "state/posts/ada-1.json")
+    _write(repo, "state/posts/ada-9.json", doc)
+    return "state/posts/ada-9.json: its 'id' must be 'ada-9', the file's name"
+
+
+def _schema_change(repo: Path) -> str:  # new rules make an old document invalid
+    schema = _doc(repo, "schemas/post.schema.json")
+    schema.setdefault("required", []).append("subtitle")
+    _write(repo, "schemas/post.schema.json", schema)
+    return "state/posts/"
+
+
+def _config(repo: Path) -> str:
+    _write(repo, "state/config.json", b"{")
+    return "state/config.json: malformed JSON"
+
+
+def _clock(repo: Path) -> str:
+    doc = _doc(repo, "state/fleet.json")
+    doc["tick"] = 7
+    _write(repo, "state/fleet.json", doc)
+    return "state/fleet.json: the clock and totals are written only by the merge engine"
+
+
+def _ledger(repo: Path) -> str:
+    [path] = sorted((repo / "state/ledger/1").glob("w1.jsonl"))
+    path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])
+    return "state/ledger/1/w1.jsonl: the ledger is written only by the merge engine"
+
+
+def _quarantine(repo: Path) -> str:
+    _write(repo, "state/quarantine/1/w1.jsonl", b'{"reason":"made up"}\n')
+    return "state/quarantine/1/w1.jsonl: the quarantine is written only by the merge engine"
+
+
+@pytest.mark.parametrize("spoil", [_bad_json, _bom, _schema, _collection, _id, _schema_change, _config, _clock,
+                                   _ledger, _quarantine])
+def test_a_persons_commit_is_checked_before_it_becomes_the_fleets_main(ran_once: Path, tmp_path: Path,
+                                                                      spoil: Any) -> None:
+    repo = _copy(ran_once, tmp_path)
+    before = _origin_main(repo)
+    expected = spoil(repo)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*G, "commit", "-qm", "by hand"], cwd=repo, check=True)
+    p = fleet(repo, "run", "--ticks", "2")
+    assert p.returncode == 1, p.stdout + p.stderr
+    [line] = p.stderr.splitlines()  # one line, naming the file and the rule
+    assert line.startswith(f"fleet: {expected}"), line
+    assert "not adopted" in line and "internal error" not in line
+    assert _origin_main(repo) == before  # nothing adopted, no tick run
+
+
+def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path: Path) -> None:
+    repo = _copy(ran_once, tmp_path)
+    before = _origin_main(repo)
+    subprocess.run([*G, "commit", "-q", "--allow-empty", "-m", "looks merged\n\nFleet-Tick: 2"], cwd=repo, check=True)
+    p = fleet(repo, "run", "--ticks", "1")
+    assert p.returncode == 1 and "only the merge engine makes tick commits; not adopted" in p.stderr, p.stderr
+    assert _origin_main(repo) == before
+
+
+def test_a_valid_persons_commit_is_adopted_and_named(ran_once: Path, tmp_path: Path) -> None:
+    repo = _copy(ran_once, tmp_path)
+    doc = _doc(repo, "state/posts/ada-1.json")
+    doc["title"] = "Edited by a person"
+    _write(repo, "state/posts/ada-1.json", doc)
+    subprocess.run([*G, "commit", "-qam", "fix a title"], cwd=repo, check=True)
+    mine = Git(repo).rev_parse("HEAD")
+    p = fleet(repo, "run", "--ticks", "1")
+    assert p.returncode == 0, p.stderr
+    assert _origin_main(repo) != mine and Git(repo / ".git/fleet/origin.git").text("rev-parse", "main^") == mine
+    r = fleet(repo, "replay", "--check")  # an input, but never a silent one
+    assert r.returncode == 0
+    assert f"outside the merge engine: commit {mine[:12]} by p <p@x>" in r.stdout
+    assert "'fix a title'): modified state/posts/ada-1.json" in r.stdout
+
+
+def test_your_main_is_checked_before_it_seeds_the_fleet(tmp_path: Path) -> None:
+    repo = tmp_path / "x"
+    init(repo)
+    _bad_json(repo)
+    subprocess.run([*G, "commit", "-qam", "by hand"], cwd=repo, check=True)
+    p = fleet(repo, "run", "--ticks", "1")
+    assert p.returncode == 1
+    [line] = p.stderr.splitlines()
+    assert line.startswith("fleet: state/posts/ada-1.json: malformed JSON") and "does not become the fleet's" in line
+    assert not (repo / ".git" / "fleet" / "origin.git").exists()
+
+
+@pytest.mark.parametrize("spoil", [_bad_json, _id, _schema])
+def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_once: Path, tmp_path: Path,
+                                                                        spoil: Any) -> None:
+    """A person's push straight to the fleet's main (a remote that fleet does not
+    guard) is not adopted by `fleet run`: the workers meet it. Each names the file;
+    the run stops at that tick, exit 1, and main does not advance on nothing."""
+    repo = _copy(ran_once, tmp_path)
+    expected = spoil(repo)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*G, "commit", "-qm", "pushed by hand"], cwd=repo, check=True)
+    subprocess.run(["git", "push", "-q", ".git/fleet/origin.git", "main:main"], cwd=repo, check=True)
+    pushed = _origin_main(repo)
+    p = fleet(repo, "run", "--ticks", "2", "--workers", "2")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "internal error" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert sum(line.startswith(f"fleet: {expected}") for line in lines) == 2  # each worker names the file
+    assert lines[-1].startswith(f"fleet: tick 2: none of 2 worker(s) delivered ({expected.removesuffix(': ')}")
+    assert lines[-1].endswith("nothing was merged and main stays at tick 1")
+    assert "tick 2:" not in p.stdout and "tick 3:" not in p.stdout
+    assert _origin_main(repo) == pushed  # no empty tick commit
+    status = json.loads(fleet(repo, "status", "--json").stdout)
+    assert status["tick"] == 1
+    assert {w["status"] for w in status["workers"]} == {"alive"}

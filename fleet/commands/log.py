@@ -1,7 +1,10 @@
 """`fleet log [DOC]`: the audit trail, read from history.
 
 Which deltas changed a document (or, with no document, every delta), with
-the tick, utc, agent and worker, newest first.
+the tick, utc, agent and worker, newest first. A commit on main that the
+merge engine did not make and that changed the document (or, with no
+document, anything under state/ or schemas/) is listed too, as ``outside``,
+with its author: main has one writer, and a person's change is never silent.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet import canonical
+from fleet.config import FLEET_PATH
 from fleet.errors import FleetError
+from fleet.git import Git
 from fleet.ledger import tick_inputs, tick_of
+from fleet.outside import describe
 from fleet.repo import FleetRepo
 
 
@@ -26,8 +33,9 @@ class LogEntry:
     agent: str
     worker: str
     ops: list[str]
-    status: str  # applied | quarantined
-    reason: str = ""
+    status: str  # applied | quarantined | outside (a commit not made by the merge engine)
+    reason: str = ""  # why nothing changed, why quarantined, or an outside commit's subject
+    author: str = ""  # an outside commit's author, "Name <email>"
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -68,7 +76,15 @@ def log(
         shas, _, body = rec.partition("\0")
         commit, *parents = shas.split()
         tick = tick_of(body)
-        if tick is None or not parents:
+        if not parents:
+            continue  # genesis: the starting state
+        if tick is None:
+            if not agent:  # a person's commit: attributed to its author, never skipped
+                entry = _outside(git, commit, parents[0], pathspec[1:])
+                if entry is not None:
+                    entries.append(entry)
+            if len(entries) >= limit:
+                break
             continue
         inputs = tick_inputs(git, parents[0], commit, trusted)
         for d in sorted(inputs.applied, key=lambda d: d.key, reverse=True):
@@ -89,3 +105,16 @@ def log(
         if len(entries) >= limit:
             break
     return entries[:limit]
+
+
+def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry | None:
+    """A commit the merge engine did not make, if it changed ``paths`` (or state/schemas)."""
+    oc = describe(git, commit, parent)
+    changes = [c for c in oc.changes if not paths or c.path in paths]
+    if not changes:
+        return None
+    try:
+        tick = int(canonical.parse(git.show(commit, FLEET_PATH) or b"")["tick"])
+    except (canonical.JSONProblem, KeyError, TypeError, ValueError):
+        tick = -1  # a clock edited by hand: fleet status and replay --check say so
+    return LogEntry(tick, commit, "", oc.date, "", "", [str(c) for c in changes], "outside", oc.subject, oc.author)

@@ -6,17 +6,23 @@ A person's commit is taken as it is; a tick commit is recomputed by the merge
 engine from the deltas its ledger lines name, on top of the rebuilt parent.
 The rebuilt history is written to ``refs/fleet/replay``; ``--check`` compares
 its tree with main's, byte for byte (same tree id).
+
+A person's commit is never a silent input: the report names every one that
+changed state or schemas (``outside``), with its author and files, and
+``--check`` fails when one left a change in a file only the merge engine
+writes (see ``fleet.outside``), even though replay reproduces it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.commands.merge import message
 from fleet.engine import replay_tick
 from fleet.errors import FleetError
 from fleet.ledger import tick_inputs, tick_of
+from fleet.outside import OutsideCommit, scan
 from fleet.repo import FleetRepo
 from fleet.state import GitSnapshot
 
@@ -33,9 +39,24 @@ class ReplayReport:
     replay_tree: str
     identical: bool
     first_difference: str | None
+    outside: list[OutsideCommit] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[OutsideCommit]:
+        """The person's commits that changed what only the merge engine writes."""
+        return [oc for oc in self.outside if oc.refused]
+
+    @property
+    def ok(self) -> bool:
+        """What ``--check`` asks: byte-identical, and no refused input."""
+        return self.identical and not self.refused
 
     def to_json(self) -> dict:
-        return self.__dict__.copy()
+        out = self.__dict__.copy()
+        out["outside"] = [oc.to_json() for oc in self.outside]
+        out["refused"] = len(self.refused)
+        out["ok"] = self.ok
+        return out
 
 
 def replay(path: Path, remote: str | None = None) -> ReplayReport:
@@ -69,4 +90,5 @@ def replay(path: Path, remote: str | None = None) -> ReplayReport:
     assert rebuilt is not None
     git.run("update-ref", REPLAY_REF, rebuilt)
     main_tree, replay_tree = git.commit_tree(head), git.commit_tree(rebuilt)
-    return ReplayReport(ticks, len(history), head, main_tree, rebuilt, replay_tree, main_tree == replay_tree, first_difference)
+    return ReplayReport(ticks, len(history), head, main_tree, rebuilt, replay_tree, main_tree == replay_tree,
+                        first_difference, scan(git, history))

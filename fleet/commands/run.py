@@ -27,11 +27,13 @@ from typing import Any, Callable, Iterator
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, git_reason, toplevel
+from fleet.outside import check_adoption, check_state
 from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
+from fleet.state import GitSnapshot
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
 STOP_GRACE = 10.0
@@ -93,6 +95,8 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
             if git.show("refs/heads/main", needed) is None:
                 raise FleetError(f"{root}: main has no {needed}; is this a fleet repository? "
                                  "(`fleet init DIR` makes one; commit state/ and schemas/ to main)")
+        # Your main becomes the fleet's genesis: it is checked as a person's commit is.
+        check_state(GitSnapshot(git, git.text("rev-parse", "refs/heads/main")), "your main does not become the fleet's")
         origin.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(origin, ignore_errors=True)  # what an interrupted first run left
         partial = origin.with_name(origin.name + ".partial")
@@ -116,9 +120,12 @@ def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
 
     The fleet's state is in ``refs/fleet/origin/main`` of this repository. If
     your main is behind it, nothing is to do. If it is ahead (you committed on
-    top of the fleet's main), your commits become the fleet's main, as a merged
-    pull request would; the next tick works under them. If the two diverged,
-    nothing is moved and the message says how to put yours on top.
+    top of the fleet's main), your commits are checked (``fleet.outside``:
+    valid state, nothing that only the merge engine may write) and become the
+    fleet's main, as a merged pull request would; the next tick works under
+    them; a commit that fails the check is named and nothing is adopted. If
+    the two diverged, nothing is moved and the message says how to put yours
+    on top.
     """
     git = Git(root)
     local = git.rev_parse("refs/heads/main")
@@ -135,6 +142,7 @@ def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
             f"your main has {ours} commit(s) the fleet's main lacks, and the fleet has {theirs} commit(s) "
             f"(merged ticks) since: put yours on top with `git rebase {TRACKING}main main`, then run again "
             f"(the fleet's state is {TRACKING}main; `git log {TRACKING}main` shows its ticks)")
+    check_adoption(git, fleet_main, local)  # nothing unchecked becomes the fleet's main
     p = git.proc("push", "--quiet", "--porcelain", f"--force-with-lease=refs/heads/main:{fleet_main}", url,
                  f"{local}:refs/heads/main")
     if p.returncode:
@@ -253,6 +261,11 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs))
         limit = time.monotonic() + (deadline if deadline is not None else cfg.run.deadline_seconds)
         delivered = _wait(procs, limit, logs)
+        if not delivered:
+            # Ticks never advance on nothing: merging now would commit an empty tick, the
+            # watchdog would call every worker dead, and the next tick would fail the same way.
+            raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({_first_error(logs)}); "
+                             f"nothing was merged and main stays at tick {tick - 1}")
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
             applied, quarantined, held = result.applied, len(result.quarantined), len(result.held)
@@ -282,6 +295,15 @@ def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
         for line in logs.read().decode(errors="replace").splitlines()[-5:]:
             print(redact(line), file=sys.stderr)
     return sum(1 for p in procs if p.returncode in (0, 3))
+
+
+def _first_error(logs: Any) -> str:
+    """The first error a worker printed (``fleet: ...``), for the run's own message."""
+    logs.seek(0)
+    for line in logs.read().decode(errors="replace").splitlines():
+        if line.startswith("fleet: "):
+            return redact(line.removeprefix("fleet: ").strip())
+    return "no worker said why"
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -1,4 +1,9 @@
-"""`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage."""
+"""`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage.
+
+It also names the commits of the last ``limits.window`` ticks that the merge
+engine did not make and that changed state or schemas (``outside``), and
+which of their changes are refused (see ``fleet.outside``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from fleet import canonical, schemas
 from fleet.errors import FleetError
+from fleet.outside import recent
 from fleet.repo import FleetRepo
 from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
@@ -44,6 +50,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     tick, seen = deliveries(snap)
     workers = list(health(tick, seen, queue, snap.config).values())
     stalled = stall(repo, snap.config, tick, at)
+    # Main has one writer: a person's commit of the last window ticks is named, never silent.
+    outside = recent(repo.git, head, snap.config.limits.window)
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -57,5 +65,6 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "tasks": tasks,
         "workers": workers,
         "stalled": stalled,
+        "outside": [oc.to_json() for oc in outside],
         "last_utc": fleet.get("last_utc"),
     }

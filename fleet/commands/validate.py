@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from fleet import canonical, config as config_mod, schemas
 from fleet.config import CONFIG_PATH, FLEET_PATH, Config
 from fleet.delta import Arrival, Rejected, parse
 from fleet.errors import FleetError
 from fleet.resolve import RESOLUTION_DIR
-from fleet.state import CONFLICT_DIR, ENGINE_DIRS
+from fleet.state import CONFLICT_DIR, ENGINE_DIRS, Snapshot
 
 
 @dataclass
@@ -48,13 +49,29 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
             rel = f.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             rel = str(f)
-        problem = _check(root, cfg, rel, f.read_bytes())
+        problem = check_file(cfg, rel, f.read_bytes(), lambda p: _read_disk(root, p))
         if problem:
             problems.append(Problem(rel, problem))
     return len(files), problems
 
 
-def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
+def _read_disk(root: Path, rel: str) -> bytes | None:
+    return (root / rel).read_bytes() if (root / rel).is_file() else None
+
+
+def check_in(snap: Snapshot, rel: str, data: bytes) -> str | None:
+    """:func:`check_file` for a file of a commit: its schemas are the commit's
+    own, so a person's commit and a worker's view of main are judged by the
+    same rules as ``fleet validate`` on disk."""
+    return check_file(snap.config, rel, data, snap.read)
+
+
+def check_file(cfg: Config, rel: str, data: bytes, read: Callable[[str], bytes | None]) -> str | None:
+    """Why the file ``rel`` with content ``data`` is not acceptable, or None.
+
+    ``read`` gives the bytes of another file of the same fleet (the world's
+    schemas), from disk or from a commit.
+    """
     parts = rel.split("/")
     if parts[0] == "schemas" and len(parts) == 2:
         try:
@@ -97,10 +114,11 @@ def _check(root: Path, cfg: Config, rel: str, data: bytes) -> str | None:
         if not isinstance(doc, dict) or doc.get("id") != doc_id:
             return f"its 'id' must be {doc_id!r}, the file's name"
         schema = f"schemas/{coll.schema}"
-        if not (root / schema).is_file():
+        schema_data = read(schema)
+        if schema_data is None:
             return f"{CONFIG_PATH} names {schema}, which does not exist"
         try:
-            validator = schemas.compile_bytes((root / schema).read_bytes(), schema)
+            validator = schemas.compile_bytes(schema_data, schema)
         except FleetError as e:
             return f"cannot be checked: {e}"
     else:

@@ -164,3 +164,34 @@ def test_log_says_why_an_agent_changed_nothing(fresh: Fleet) -> None:
     assert "no change: nothing worth saying" in r.output
     entry = json.loads(run(fleet, "log", "--agent", "dara", "--json").output)[0]
     assert (entry["ops"], entry["reason"]) == ([], "nothing worth saying")
+
+
+def test_log_attributes_a_hand_edit_to_its_commit_and_author(fresh: Fleet) -> None:
+    """Main has one writer: a person's change to a document is in its audit trail,
+    with the commit and the author, between the deltas around it."""
+    from fleet import canonical
+
+    fleet = fresh
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    doc = json.loads(fleet.read("state/posts/ada-1.json"))
+    doc["title"] = "Edited by a person"
+    (fleet.path / "state/posts/ada-1.json").write_bytes(canonical.dumps(doc))
+    subprocess.run(["git", "-c", "user.name=Pat", "-c", "user.email=pat@x", "commit", "-qam", "retitle"],
+                   cwd=fleet.path, check=True)
+    mine = fleet.main()
+    fleet.push(fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), tick=2))
+    run(fleet, "merge")
+    data = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
+    assert [(e["status"], e["tick"]) for e in data] == [("applied", 2), ("outside", 1), ("applied", 1)]
+    e = data[1]
+    assert (e["commit"], e["author"], e["reason"], e["ops"]) == (mine, "Pat <pat@x>", "retitle",
+                                                                 ["modified state/posts/ada-1.json"])
+    text = run(fleet, "log", "posts/ada-1").stdout.splitlines()
+    assert f"commit {mine[:12]} by Pat <pat@x>, outside the merge engine ('retitle'): " \
+           "modified state/posts/ada-1.json" in text[1]
+    # with no document, it is in the whole trail too; an agent's trail has no person in it
+    assert mine in [e["commit"] for e in json.loads(run(fleet, "log", "--json").stdout) if e["status"] == "outside"]
+    assert all(e["status"] != "outside" for e in json.loads(run(fleet, "log", "--agent", "cleo", "--json").stdout))
+    # a document it did not touch does not list it
+    assert all(e["status"] != "outside" for e in json.loads(run(fleet, "log", "posts/cleo-1", "--json").stdout))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 
 from conftest import Fleet, run
 from fleet import canonical
@@ -159,4 +161,75 @@ def test_a_persons_commit_is_taken_as_it_is(fleet: Fleet) -> None:
     person_commit(fleet, "state/posts/cleo-1.json", canonical.dumps(doc), "fix a typo")
     fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2))
     run(fleet, "merge")
-    assert json.loads(run(fleet, "replay", "--check", "--json").stdout)["identical"] is True
+    data = json.loads(run(fleet, "replay", "--check", "--json").stdout)
+    assert data["identical"] is True and data["ok"] is True and data["refused"] == 0
+    # ...but never a silent one: replay names the commit, its author and the files it changed
+    mine = git(fleet.path, "rev-parse", "main^").strip()
+    assert [(o["commit"], o["author"], o["subject"], o["refused"]) for o in data["outside"]] == [
+        (mine, "p <p@x>", "fix a typo", [])]
+    assert data["outside"][0]["changes"] == [{"how": "modified", "path": "state/posts/cleo-1.json", "refused": None, "fixed": None}]
+    r = run(fleet, "replay", "--check")
+    assert f"outside the merge engine: commit {mine[:12]} by p <p@x>" in r.stdout
+    assert "'fix a typo'): modified state/posts/cleo-1.json" in r.stdout
+
+
+def _edit_clock(f: Fleet) -> str:
+    doc = json.loads(f.read("state/fleet.json"))
+    doc["totals"]["applied"] += 100
+    person_commit(f, "state/fleet.json", canonical.dumps(doc), "by hand")
+    return "state/fleet.json: the clock and totals are written only by the merge engine"
+
+
+def _edit_ledger(f: Fleet) -> str:
+    rel = "state/ledger/1/w1.jsonl"
+    person_commit(f, rel, f.read(rel) + f.read(rel), "by hand")
+    return f"{rel}: the ledger is written only by the merge engine"
+
+
+def _edit_quarantine(f: Fleet) -> str:
+    rel = "state/quarantine/1/w9.jsonl"
+    (f.path / rel).parent.mkdir(parents=True, exist_ok=True)
+    person_commit(f, rel, b'{"reason":"made up"}\n', "by hand")
+    return f"{rel}: the quarantine is written only by the merge engine"
+
+
+def _edit_conflict(f: Fleet) -> str:
+    rel = "state/conflicts/c-made-up.json"
+    (f.path / rel).parent.mkdir(parents=True, exist_ok=True)
+    person_commit(f, rel, b"{}\n", "by hand")
+    return f"{rel}: held conflicts are written only by the merge engine"
+
+
+def _invalid_document(f: Fleet) -> str:
+    doc = json.loads(f.read("state/posts/cleo-1.json"))
+    doc["score"] = "lots"
+    person_commit(f, "state/posts/cleo-1.json", canonical.dumps(doc), "by hand")
+    return "state/posts/cleo-1.json: at /score: "
+
+
+@pytest.mark.parametrize("edit", [_edit_clock, _edit_ledger, _edit_quarantine, _edit_conflict, _invalid_document])
+def test_refused_changes_by_hand_fail_check_until_reverted(fleet: Fleet, edit: Any) -> None:
+    """Replay reproduces a hand edit of the engine's own files (it takes a person's
+    commit as it is), so only the rule can catch it: --check fails and names it."""
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    expected = edit(fleet)
+    mine = fleet.main()
+    r = run(fleet, "replay", "--check", code=1)
+    assert "byte-identical to main" in r.stdout  # the tree is reproduced: the rule is what fails
+    assert f"outside the merge engine (refused): commit {mine[:12]} by p <p@x>" in r.stdout
+    assert "1 commit(s) outside the merge engine left changes fleet refuses" in r.stderr
+    data = json.loads(run(fleet, "replay", "--check", "--json", code=1).stdout)
+    assert data["ok"] is False and data["refused"] == 1
+    [o] = data["outside"]
+    assert o["commit"] == mine and o["refused"][0].startswith(expected)
+    if edit is _edit_conflict:  # status reads the conflicts, and stops at one it cannot read
+        assert run(fleet, "status", code=1).stderr.startswith("fleet: state/conflicts/c-made-up.json: ")
+    else:
+        s = run(fleet, "status")
+        assert f"warning: commit {mine[:12]} by p <p@x> ('by hand') changed state outside the merge engine" in s.stdout
+        assert f"warning: refused: {expected}" in s.stdout
+    # A revert before the next tick leaves nothing refused behind: named, no longer failing.
+    git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "revert", "--no-edit", "HEAD")
+    data = json.loads(run(fleet, "replay", "--check", "--json").stdout)
+    assert data["ok"] is True and [o["refused"] for o in data["outside"]] == [[], []]

@@ -116,3 +116,30 @@ def test_a_reader_that_leaves_early_is_no_error(fleet: Fleet) -> None:
     p = subprocess.run(f"{sys.executable} -m fleet -C {fleet.path} validate --json | head -c 1",
                        shell=True, capture_output=True, text=True)
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_status_names_commits_outside_the_merge_engine(fleet: Fleet) -> None:
+    """A person's commit (here a seeded document) is an input, but never a silent
+    one: status warns, with the commit, the author and the files, for the last
+    limits.window ticks."""
+    from fleet import canonical
+
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    doc = json.loads(fleet.read("state/posts/cleo-1.json"))
+    doc.update(id="cleo-77", title="Seeded by hand")
+    (fleet.path / "state/posts/cleo-77.json").write_bytes(canonical.dumps(doc))
+    subprocess.run(["git", "add", "-A"], cwd=fleet.path, check=True)
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "seed a post"],
+                   cwd=fleet.path, check=True)
+    mine = fleet.main()
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert [(o["commit"], o["author"], o["refused"]) for o in s["outside"]] == [(mine, "p <p@x>", [])]
+    assert s["outside"][0]["changes"] == [{"how": "added", "path": "state/posts/cleo-77.json", "refused": None, "fixed": None}]
+    assert (f"warning: commit {mine[:12]} by p <p@x> ('seed a post') changed state outside the merge engine: "
+            "added state/posts/cleo-77.json") in run(fleet, "status").stdout
+    window = json.loads(fleet.read("state/config.json"))["limits"]["window"]
+    for t in range(2, window + 3):  # older than the window: no longer warned about
+        fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=t))
+        run(fleet, "merge")
+    assert json.loads(run(fleet, "status", "--json").stdout)["outside"] == []

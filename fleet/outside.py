@@ -1,0 +1,237 @@
+"""Commits on main that the merge engine did not make: inputs, never silent.
+
+Main has one writer, the merge engine; each of its commits names its tick
+(:func:`fleet.ledger.tick_of`). Every other first-parent commit after genesis
+is a person's: a config or schema change, seeded documents, a merged conflict
+pull request, a hand edit. Replay takes such a commit as an input as it is,
+and ``fleet replay``, ``fleet log`` and ``fleet status`` name it, with its
+author and the files under ``state/`` and ``schemas/`` it changed.
+
+Some files only the merge engine can write truthfully: the clock and totals
+(``state/fleet.json``), the ledger, the quarantine and the held conflicts. A
+person's change to them is never a legitimate input and is refused: ``fleet
+run`` does not adopt it, ``fleet replay --check`` fails on it and ``fleet
+status`` says so. What counts is what such changes leave behind for the next
+tick: the person's commits between two tick commits are judged together, so
+a change reverted before the next tick is named but no longer refused (history
+cannot be rewritten, and a check that can never pass again helps nobody).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from fleet.commands.validate import check_in
+from fleet.config import CONFIG_PATH, FLEET_PATH
+from fleet.errors import FleetError
+from fleet.git import Git
+from fleet.ledger import tick_of
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
+
+WATCHED = ["state/", "schemas/"]
+ZERO = "0" * 40
+
+# The merge engine's own files, and why a person may not write them.
+_ENGINE_ONLY = (
+    (FLEET_PATH, "the clock and totals are written only by the merge engine"),
+    (LEDGER_DIR + "/", "the ledger is written only by the merge engine"),
+    (QUARANTINE_DIR + "/", "the quarantine is written only by the merge engine"),
+    (CONFLICT_DIR + "/", "held conflicts are written only by the merge engine; "
+                         "decide one with state/resolutions/<conflict id>.json"),
+)
+
+
+def refusal(path: str) -> str | None:
+    """Why a person's change to ``path`` is refused, or None if it may be an input."""
+    for prefix, why in _ENGINE_ONLY:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return why
+    return None
+
+
+@dataclass
+class Change:
+    how: str  # added | modified | deleted
+    path: str
+    refused: str | None = None  # the rule, when the change is refused
+    fixed: str | None = None  # the rule it broke, when the file was invalid and is valid again at the tip
+
+    def __str__(self) -> str:
+        return f"{self.how} {self.path}" + (f" (refused: {self.refused})" if self.refused else "") + (
+            f" (invalid, fixed since: {self.fixed})" if self.fixed else "")
+
+
+@dataclass
+class OutsideCommit:
+    """A first-parent commit of main not made by the merge engine."""
+
+    commit: str
+    author: str
+    date: str
+    subject: str
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[Change]:
+        return [c for c in self.changes if c.refused]
+
+    def summary(self, most: int = 10) -> str:
+        """One line: the commit, its author and what it changed."""
+        shown = ", ".join(str(c) for c in self.changes[:most])
+        more = f", and {len(self.changes) - most} more" if len(self.changes) > most else ""
+        return f"commit {self.commit[:12]} by {self.author} ({self.date}, {self.subject!r}): {shown}{more}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "author": self.author, "date": self.date, "subject": self.subject,
+                "changes": [c.__dict__.copy() for c in self.changes],
+                "refused": [f"{c.path}: {c.refused}" for c in self.refused]}
+
+
+def changes(git: Git, parent: str, commit: str) -> list[Change]:
+    """What ``commit`` changed under state/ and schemas/, from its first parent."""
+    out = []
+    for old, new, path in git.changed(parent, commit, WATCHED):
+        how = "added" if old == ZERO else "deleted" if new == ZERO else "modified"
+        out.append(Change(how, path))
+    return out
+
+
+def describe(git: Git, commit: str, parent: str) -> OutsideCommit:
+    """A person's commit: who, when, what it says and what it changed."""
+    author, date, subject = git.text("show", "-s", "--format=%an <%ae>%x00%aI%x00%s", commit).split("\0", 2)
+    return OutsideCommit(commit, author, date, subject, changes(git, parent, commit))
+
+
+def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[OutsideCommit]:
+    """The commits of ``history`` (first-parent rows, oldest first, as
+    :meth:`Git.first_parent_log` gives them) that the merge engine did not
+    make and that changed state or schemas, with refused changes marked.
+
+    The root commit is genesis, the starting state, and is not listed.
+    """
+    found: list[OutsideCommit] = []
+    run: list[OutsideCommit] = []  # a person's commits since the last tick commit
+    base: str | None = None
+
+    def judge() -> None:
+        if run and base is not None:
+            for path, why in refused_left(git, base, run[-1].commit).items():
+                touched = [c for oc in run for c in oc.changes if c.path == path]
+                for c in touched:
+                    c.refused = why
+                if not touched:  # valid before, invalid under the run's new config or schemas
+                    last = next((oc for oc in reversed(run) if oc.changes), run[-1])
+                    last.changes.append(Change("left invalid", path, why))
+        run.clear()
+
+    tip = None
+    for commit, parent, body in history:
+        tip = commit
+        if parent is None or tick_of(body) is not None:
+            judge()
+            continue
+        if not run:
+            base = parent
+        oc = describe(git, commit, parent)
+        run.append(oc)
+        if oc.changes:
+            found.append(oc)
+    judge()
+    # An invalid file that a later commit fixed is named, not refused for ever: the
+    # merge refused to touch it meanwhile, so it spoiled nothing. A change to the
+    # engine's own files stays refused: later ticks built on it.
+    invalid = {c.path for oc in found for c in oc.refused if not refusal(c.path)}
+    if invalid and tip is not None:
+        snap = GitSnapshot(git, tip)
+        still = problems(snap, [p for p in invalid if p in set(snap.paths())])
+        for oc in found:
+            for c in oc.refused:
+                if c.path in invalid and c.path not in still:
+                    c.refused, c.fixed = None, c.refused
+    return found
+
+
+def refused_left(git: Git, base: str, tip: str) -> dict[str, str]:
+    """Path -> rule, for what a person's commits ``base..tip`` leave behind that
+    fleet refuses: a change to a file only the merge engine writes, and any
+    state file or schema that ``fleet validate`` rejects at ``tip``."""
+    changed = {p: new for _, new, p in git.changed(base, tip, WATCHED)}
+    out = {p: why for p in changed if (why := refusal(p))}
+    snap = GitSnapshot(git, tip)
+    if CONFIG_PATH in changed or any(p.startswith("schemas/") for p in changed):
+        paths = None  # the rules changed: every document is judged by the new ones
+    else:
+        paths = [p for p, new in changed.items() if new != ZERO]
+    for path, why in problems(snap, paths).items():
+        out.setdefault(path, why)
+    return out
+
+
+def recent(git: Git, head: str, ticks: int) -> list[OutsideCommit]:
+    """:func:`scan` of main's history back to the last ``ticks`` tick commits."""
+    limit = 4 * (ticks + 1) + 16
+    while True:
+        rows = git.first_parent_log(head, limit=limit)
+        seen = sum(1 for _, _, body in rows if tick_of(body) is not None)
+        if seen > ticks or len(rows) < limit or rows[0][1] is None:
+            break
+        limit *= 2
+    # Start at the oldest tick commit wanted, so a run of a person's commits is judged whole.
+    starts = [i for i, (_, _, body) in enumerate(rows) if tick_of(body) is not None]
+    if len(starts) > ticks:
+        rows = rows[starts[len(starts) - ticks - 1]:]
+    return scan(git, rows)
+
+
+def check_adoption(git: Git, base: str, tip: str) -> None:
+    """Refuse a person's commits ``base..tip`` (one line naming the file, the
+    rule and the commit) unless fleet may make ``tip`` the fleet's main.
+
+    Refused: a commit that claims to be a tick commit (only the merge engine
+    makes those), and whatever :func:`refused_left` finds.
+    """
+    rows = git.first_parent_log(tip, exclude=base)
+    for commit, _, body in rows:
+        tick = tick_of(body)
+        if tick is not None:
+            raise FleetError(f"commit {commit[:12]} says it merged tick {tick} (Fleet-Tick trailer), but only the "
+                             "merge engine makes tick commits; not adopted: drop it from your main")
+    for oc in scan(git, [(base, None, ""), *rows]):
+        bad = oc.refused
+        if bad:
+            more = f" (and {len(bad) - 1} more; `fleet validate` lists problems on disk)" if len(bad) > 1 else ""
+            raise FleetError(f"{bad[0].path}: {bad[0].refused}{more}; not adopted as the fleet's main: your commit "
+                             f"{oc.commit[:12]} ({oc.subject!r}): fix it and run again")
+
+
+def check_state(snap: GitSnapshot, outcome: str) -> None:
+    """Raise, naming the file and the rule, unless every state file and schema
+    of ``snap`` passes ``fleet validate``'s checks."""
+    found = problems(snap, None)
+    if found:
+        path, why = next(iter(found.items()))
+        more = f" (and {len(found) - 1} more; `fleet validate` lists them)" if len(found) > 1 else ""
+        raise FleetError(f"{path}: {why}{more}; {outcome}: fix that and commit again")
+
+
+def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
+    """Path -> what ``fleet validate`` says of it, for the state files and
+    schemas of ``snap`` (only ``paths``, if given) that it rejects."""
+    wanted = sorted(p for p in (snap.paths() if paths is None else paths) if _checked_file(p))
+    try:
+        snap.config  # noqa: B018  (a config that does not parse names itself)
+    except FleetError as e:
+        return {CONFIG_PATH: str(e).removeprefix(CONFIG_PATH + ": ")}
+    out = {}
+    for path, data in snap.read_many(wanted).items():
+        problem = check_in(snap, path, data or b"")
+        if problem:
+            out[path] = problem
+    return out
+
+
+def _checked_file(path: str) -> bool:
+    """The files ``fleet validate`` checks: everything under state/, schemas/*.json."""
+    parts = path.split("/")
+    return parts[0] == "state" or (parts[0] == "schemas" and len(parts) == 2 and path.endswith(".json"))
