@@ -290,6 +290,15 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
         if s["stalled"]:
             click.echo(f"warning: {s['stalled']}")
+        f = s["fleet"]
+        if f["carried"] is not None and not f["same"]:
+            edited = " with source that differs from it" if f["carried"] == f["installed"] else ""
+            click.echo(f"warning: this repository carries fleet {f['carried']} in {f['path']}, and fleet "
+                       f"{f['installed']} is installed{edited}: the workflows run the carried one, `fleet` here "
+                       "runs the installed one")
+            if f["shadows"]:
+                click.echo(f"warning: {f['path']} at the top shadows the installed fleet for `python -m fleet` run "
+                           "here; move it to .github/actions/fleet/, where `fleet init` puts it now")
 
     _emit(s, as_json, text)
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, git_reason, toplevel
+from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
 from fleet.providers import choose
 from fleet.secrets import redact
@@ -244,8 +245,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     logs = tempfile.TemporaryFile()
     try:
         for name in planned:
-            args = [sys.executable, "-m", "fleet", "work", "-C", str(root), "--worker", name[1:],
-                    "--workers", str(count), "--tick", str(tick), "--remote", url]
+            # the installed fleet, as the merge below runs it: never a ./fleet in the working folder
+            args = fleet_command("work", "-C", str(root), "--worker", name[1:],
+                                 "--workers", str(count), "--tick", str(tick), "--remote", url)
             if provider:
                 args += ["--provider", provider]
             if outbox is not None:

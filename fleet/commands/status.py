@@ -7,6 +7,7 @@ from typing import Any
 
 from fleet import canonical, schemas
 from fleet.errors import FleetError
+from fleet.installed import carried
 from fleet.repo import FleetRepo
 from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
@@ -58,4 +59,5 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "workers": workers,
         "stalled": stalled,
         "last_utc": fleet.get("last_utc"),
+        "fleet": carried(repo.git, head),
     }
