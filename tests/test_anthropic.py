@@ -466,15 +466,78 @@ def test_fleet_run_with_anthropic_records_usage_in_status(api: AnthropicAPI, tmp
     assert 0 < status["last"]["usage"]["cost_usd"] < status["totals"]["usage"]["cost_usd"]
 
 
-def test_without_a_key_fleet_run_runs_offline_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
-    repo = new_repo(tmp_path)
-    p = fleet(repo, "run", "--provider", "anthropic", "--ticks", "1", "--workers", "2",
-              env=env(api, tmp_path, key=None))
+def test_auto_runs_anthropic_when_a_key_is_set_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
+    """The shipped config says run.provider auto: setting the key is enough to run Claude."""
+    repo = new_repo(tmp_path, fast_config())
+    assert json.loads((repo / "state" / "config.json").read_text())["run"]["provider"] == "auto"
+    p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--json", env=env(api, tmp_path))
     assert p.returncode == 0, p.stderr
-    assert "no ANTHROPIC_API_KEY: running the offline provider instead" in p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert report["provider"] == "anthropic" and report["models"] == [MODEL], report
+    assert "provider auto: ANTHROPIC_API_KEY is set, so the anthropic provider runs" in p.stderr
+    assert sorted(s.agent for s in api.requests) == AGENTS
+    deltas = ledger(origin(repo))
+    assert len(deltas) == 6 and {(d["meta"]["provider"], d["meta"]["model"]) for d in deltas} == {("anthropic", MODEL)}
+    text = fleet(repo, "run", "--ticks", "1", "--workers", "2", env=env(api, tmp_path))
+    assert text.returncode == 0, text.stderr
+    assert f"provider anthropic, model {MODEL}" in text.stdout
+    for out in (p.stdout + p.stderr, text.stdout + text.stderr):
+        assert KEY not in out
+
+
+def test_auto_without_a_key_runs_offline_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    p = fleet(repo, "run", "--ticks", "1", "--workers", "2", env=env(api, tmp_path, key=None))
+    assert p.returncode == 0, p.stderr
+    assert "provider offline, model offline-1" in p.stdout
+    assert "provider auto: no ANTHROPIC_API_KEY, so the offline provider runs" in p.stdout
     assert api.requests == []
     deltas = ledger(origin(repo))
     assert len(deltas) == 6 and {d["meta"]["provider"] for d in deltas} == {"offline"}
+
+
+def test_an_explicit_provider_wins_over_auto(api: AnthropicAPI, tmp_path: Path) -> None:
+    # the flag: offline although a key is set
+    repo = new_repo(tmp_path, fast_config())
+    p = fleet(repo, "run", "--provider", "offline", "--ticks", "1", "--workers", "2", "--json", env=env(api, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (json.loads(p.stdout)["provider"], json.loads(p.stdout)["models"]) == ("offline", ["offline-1"])
+    assert api.requests == []
+    # the config: offline although a key is set
+    other = new_repo(tmp_path / "cfg", fast_config(run={"provider": "offline"}))
+    p = fleet(other, "work", "--worker", "1", "--workers", "1", "--json", env=env(api, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (json.loads(p.stdout)["provider"], json.loads(p.stdout)["models"]) == ("offline", ["offline-1"])
+    assert api.requests == []
+    # anthropic asked for without a key: a usage error naming the setting, nothing run on another provider
+    before = origin(repo).rev_parse("refs/heads/main")
+    for args in (("run", "--provider", "anthropic"), ("work", "--worker", "1", "--workers", "1", "--provider", "anthropic")):
+        p = fleet(repo, *args, env=env(api, tmp_path, key=None))
+        assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+        [line] = p.stderr.splitlines()
+        assert "--provider says anthropic, which needs ANTHROPIC_API_KEY" in line
+    assert origin(repo).rev_parse("refs/heads/main") == before and origin(repo).refs("refs/heads/fleet/t") == []
+
+
+def test_fleet_work_and_the_job_summaries_name_the_provider_and_model(api: AnthropicAPI, tmp_path: Path) -> None:
+    repo = new_repo(tmp_path, fast_config())
+    summary_md = tmp_path / "summary.md"
+    e = dict(env(api, tmp_path), GITHUB_STEP_SUMMARY=str(summary_md))
+    p = fleet(repo, "work", "--worker", "1", "--workers", "1", "--json", env=e)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["provider"] == "anthropic" and report["models"] == [MODEL]
+    work_table = summary_md.read_text()
+    assert "| provider | model | agents |" in work_table and f"| anthropic | {MODEL} | 6 |" in work_table
+    m = fleet(repo, "merge", "--json", env=dict(env(None, tmp_path, key=None), GITHUB_STEP_SUMMARY=str(summary_md)))
+    assert m.returncode == 0, m.stderr
+    assert json.loads(m.stdout)["models"] == [f"anthropic {MODEL}"]
+    assert "| models | agents |" in summary_md.read_text() and f"| anthropic {MODEL} | 6 |" in summary_md.read_text()
+    t = fleet(repo, "work", "--worker", "1", "--workers", "1", env=e)  # tick 2, as text
+    assert t.returncode == 0, t.stderr
+    assert f"provider anthropic, model {MODEL}" in t.stdout
+    for out in (p.stdout + p.stderr, m.stdout + m.stderr, t.stdout + t.stderr, summary_md.read_text()):
+        assert KEY not in out
 
 
 def test_the_api_key_never_leaves_the_process(api: AnthropicAPI, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
-from fleet.providers import choose
+from fleet.providers import choose, models
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
@@ -56,6 +56,7 @@ class RunReport:
     created_origin: bool
     ticks: list[TickLine] = field(default_factory=list)
     provider: str = "offline"
+    models: list[str] = field(default_factory=list)
     note: str | None = None
     local_main: str | None = None  # what became of commits on your own main
     seconds: float = 0.0
@@ -65,6 +66,7 @@ class RunReport:
         return {
             "remote": self.remote,
             "provider": self.provider,
+            "models": self.models,
             "created_origin": self.created_origin,
             "tick": self.ticks[-1].tick if self.ticks else None,
             "ticks": [t.__dict__ for t in self.ticks],
@@ -215,8 +217,9 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
-    provider, note = choose(provider, repo.snapshot().config)
-    report.provider, report.note = provider, note
+    cfg = repo.snapshot().config
+    provider, note = choose(provider, cfg)
+    report.provider, report.note, report.models = provider, note, models(provider, cfg)
     on_start(report)
     try:
         for _ in range(ticks):
