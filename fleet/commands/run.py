@@ -228,8 +228,22 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             on_tick(line)
     except KeyboardInterrupt:
         report.interrupted = True
+    finally:
+        if remote is None:  # the remote this repository's own commands read, embedded or configured
+            _track_main(root, url)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _track_main(root: Path, url: str) -> None:
+    """Point refs/fleet/origin/main, which the README tells you to inspect, at the
+    fleet's main as this run left it published. The run's merges work in a
+    private cache, so without this the ref would be missing after a first run
+    and one run behind after the others. Best effort: the origin stays the truth."""
+    err = Git(root).fetch_refs(url, f"+refs/heads/main:{TRACKING}main")
+    if err is not None:
+        print(redact(f"fleet: could not update {TRACKING}main from {url}: {git_reason(err, 'fetch failed')}"),
+              file=sys.stderr)
 
 
 def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider: str | None,
