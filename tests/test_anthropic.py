@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -258,12 +257,19 @@ def test_500_that_keeps_failing_is_an_empty_delta_for_that_agent_only(api: Anthr
 
 
 def test_a_call_slower_than_the_timeout_is_an_error_for_that_agent_only(api: AnthropicAPI, tmp_path: Path) -> None:
+    """Nobody waits for the slow call: the turns end, cleo's with the client's
+    timeout error, before the server has answered any of cleo's requests."""
     snap = snapshot(tmp_path, run={"turn_timeout_seconds": 0.5, "max_retries": 1})
-    api.rule(slow(4), agent="cleo")
-    t0 = time.monotonic()
+    # far beyond every limit a turn has (the SDK's 0.5 s timeout, and the turn's own
+    # limit of timeout x attempts + 60 s): if anything waited for it, the order below breaks
+    api.rule(slow(600), agent="cleo")
     deltas = turns(api, snap)
-    assert time.monotonic() - t0 < 3.5  # nobody waited for the slow call
-    assert len(api.requests_for("cleo")) == 2  # the SDK retries a timeout once (max_retries 1)
+    cleo = api.requests_for("cleo")
+    assert len(cleo) == 2  # the SDK retries a timeout once (max_retries 1)
+    assert all(s.answered is None for s in cleo)  # the turns were over before any answer to cleo was sent
+    others = [s for s in api.requests if s.agent != "cleo"]
+    assert sorted({s.agent for s in others}) == sorted(set(AGENTS) - {"cleo"})
+    assert all(s.answered is not None and s.status == 200 for s in others)
     d = deltas["cleo"]
     assert d["ops"] == [] and "timed out" in d["meta"]["error"].lower()
     for a in AGENTS:
@@ -619,18 +625,34 @@ def test_sigterm_mid_tick_publishes_finished_turns_and_errors_for_the_rest(tmp_p
 def test_fleet_run_merges_what_arrived_by_the_deadline(tmp_path: Path) -> None:
     """The clock: a tick waits for its workers until the deadline, then the
     late ones are stopped (they publish what finished, the rest as errors) and
-    the merge goes on; the next tick starts from it."""
-    repo = new_repo(tmp_path, fast_config())
+    the merge goes on; the next tick starts from it.
+
+    Proven by the order of events, not by a stopwatch: the slow agents' calls
+    are never answered (their latency is far beyond the deadline), so the tick
+    ended while they were in flight; the deadline itself is generous, so that
+    workers on a busy machine still have the time to start and finish the
+    fast turns."""
+    repo = new_repo(tmp_path, fast_config(run={"turn_timeout_seconds": 3600}))  # only the deadline stops a turn
     slow = {"basil", "dara"}
-    with AnthropicAPI(latency=lambda s: 60.0 if s.agent in slow else 0.05) as api:
-        p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--provider", "anthropic", "--deadline", "6",
-                  "--json", env=env(api, tmp_path), timeout=120)
+    deadline = 20
+    with AnthropicAPI(latency=lambda s: 3600.0 if s.agent in slow else 0.0) as api:
+        p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--provider", "anthropic", "--deadline",
+                  str(deadline), "--json", env=env(api, tmp_path), timeout=deadline + 300)
+        requests = list(api.requests)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["tick"] == 1 and report["applied"] == len(AGENTS), (report, p.stderr)
+    assert report["ticks"][0]["delivered"] == 2  # both workers were stopped at the deadline and published
+    late = [s for s in requests if s.agent in slow]
+    assert late and all(s.answered is None for s in late)  # the tick did not wait for them
+    answered = [s for s in requests if s.answered is not None]
+    assert answered and all(s.agent not in slow and s.status == 200 for s in answered)
     deltas = {d["agent"]: d for d in ledger(origin(repo))}
     for agent in AGENTS:
         if agent in slow:
             assert deltas[agent]["ops"] == [] and deltas[agent]["meta"]["error"]
+    # what arrived by the deadline was merged: every answered turn, and nothing else, made ops
+    assert all("error" not in deltas[s.agent]["meta"] for s in answered)
+    assert {a for a in AGENTS if deltas[a]["ops"]} <= {s.agent for s in answered}
     assert any(deltas[a]["ops"] for a in AGENTS if a not in slow)
     assert not any((repo / ".git" / "fleet" / "tmp").iterdir())
