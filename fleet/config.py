@@ -119,7 +119,7 @@ class RunSettings:
     push: str = "auto"
     direct_max_workers: int = 4
     deadline_seconds: float = 900
-    provider: str = "offline"
+    provider: str = "auto"  # anthropic when ANTHROPIC_API_KEY is set, else offline
     seed: int = 0
     model: str = "claude-sonnet-4-6"
     max_tokens: int = 1024

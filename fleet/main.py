@@ -179,7 +179,7 @@ def merge_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | No
     _emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
     summary.table(f"fleet merge: tick {r.tick}" + ("" if r.published else " (dry run: nothing published)"),
-                  {"agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
+                  {"models": summary.cell(", ".join(r.models) or "none"), "agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
                    "tokens": tokens, "cost": cost},
                   [f"decided: {c}" for c in r.resolved]
                   + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])])
@@ -306,6 +306,15 @@ def status_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
                        f"outside the merge engine: {files}{more}")
             for why in oc["refused"]:
                 click.echo(f"warning: refused: {why}; fix or revert it on main (`fleet replay --check` fails until then)")
+        f = s["fleet"]
+        if f["carried"] is not None and not f["same"]:
+            edited = " with source that differs from it" if f["carried"] == f["installed"] else ""
+            click.echo(f"warning: this repository carries fleet {f['carried']} in {f['path']}, and fleet "
+                       f"{f['installed']} is installed{edited}: the workflows run the carried one, `fleet` here "
+                       "runs the installed one")
+            if f["shadows"]:
+                click.echo(f"warning: {f['path']} at the top shadows the installed fleet for `python -m fleet` run "
+                           "here; move it to .github/actions/fleet/, where `fleet init` puts it now")
 
     _emit(s, as_json, text)
 
@@ -344,7 +353,7 @@ def plan_cmd(directory: Path, as_json: bool, remote: str | None, workers: int | 
 @click.option("--worker", type=int, required=True, help="This worker's number, 1..W.")
 @click.option("--workers", type=click.IntRange(1, 256), required=True, help="How many workers this tick has (W, 1 to 256).")
 @click.option("--tick", type=int, default=None, help="Refuse to work unless this is the next tick.")
-@click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
+@click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
 @click.option("--concurrency", type=int, default=None, help="Agent turns in flight at once (default: run.concurrency).")
@@ -363,12 +372,14 @@ def work_cmd(directory: Path, as_json: bool, remote: str | None, worker: int, wo
     def text() -> None:
         where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
         click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
-                   f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s)")
+                   f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
+                   f"provider {r.provider}, model {', '.join(r.models)}")
 
     _emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
     summary.table(f"fleet work: worker {r.worker}, tick {r.tick}",
-                  {"agents": len(r.agents), "deltas": r.deltas, "errors": r.errors, "tokens": tokens, "cost": cost},
+                  {"provider": r.provider, "model": summary.cell(", ".join(r.models)), "agents": len(r.agents),
+                   "deltas": r.deltas, "errors": r.errors, "tokens": tokens, "cost": cost},
                   [f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"])
 
 
@@ -380,7 +391,7 @@ def work_cmd(directory: Path, as_json: bool, remote: str | None, worker: int, wo
               help="Worker processes per tick, 1 to 256 (default: run.workers).")
 @click.option("--remote", default=None, metavar="URL",
               help="The fleet's remote; default: a local bare origin in .git/fleet/origin.git.")
-@click.option("--provider", default=None, help="Model provider (default: run.provider in config).")
+@click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
 @click.option("--push", type=click.Choice(["direct", "coalesced"]), default=None,
               help="Force a push mode (default: by fleet size, run.push in config).")
 @click.option("--deadline", type=float, default=None, help="Seconds a tick waits for its workers.")
@@ -403,8 +414,9 @@ def run_cmd(directory: Path, as_json: bool, ticks: int, workers: int | None, rem
             console.print(f"created a local bare origin for this fleet: {r.remote}")
         else:
             console.print(f"fleet remote: {r.remote}")
+        console.print(f"provider {r.provider}, model {', '.join(r.models)}", markup=False)
         if r.note:
-            console.print(f"note: {r.note}")
+            console.print(f"note: {r.note}", markup=False)
         if r.local_main:
             console.print(r.local_main)
         progress.start()  # only now: an error before the first tick prints one line, nothing else

@@ -54,6 +54,12 @@ def warning(title: str, message: str) -> None:
     sys.stdout.flush()
 
 
+def cell(text: str, limit: int = 120) -> str:
+    """Text from a delta (a model name a worker wrote) made safe for one table cell."""
+    flat = " ".join(text.split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
 def money(usage: dict[str, Any]) -> tuple[str, str]:
     tokens = sum(usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                            "cache_creation_input_tokens"))

@@ -67,8 +67,12 @@ class Fleet:
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Internal-error logs go to the test's own folder, not ~/.cache."""
+    """Internal-error logs go to the test's own folder, not ~/.cache; and no
+    key from the caller's environment: run.provider auto would take it and
+    call the real API. Tests that want the model set the key themselves."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def run(f: Fleet, *args: str, code: int = 0) -> Any:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,11 +122,20 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     assert "| returned | failed | workers dead | workers back |" in log
 
 
+def _a_new_fleet(dest: Path) -> None:
+    """A fleet repository made by `fleet init`: its workflows use the action it
+    carries in .github/actions/fleet/."""
+    from fleet.commands.init import init
+
+    init(dest)
+
+
 @pytest.mark.slow
-def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make", [_this_repository, _a_new_fleet], ids=["this-repository", "fleet-init"])
+def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path, make: Any) -> None:
     repo, origin, laptop = tmp_path / "repo", tmp_path / "origin.git", tmp_path / "laptop"
     repo.mkdir()
-    _this_repository(repo)
+    make(repo)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
     subprocess.run(["git", "clone", "-q", str(origin), str(laptop)], check=True)
     env = _act_env()

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -258,12 +257,19 @@ def test_500_that_keeps_failing_is_an_empty_delta_for_that_agent_only(api: Anthr
 
 
 def test_a_call_slower_than_the_timeout_is_an_error_for_that_agent_only(api: AnthropicAPI, tmp_path: Path) -> None:
+    """Nobody waits for the slow call: the turns end, cleo's with the client's
+    timeout error, before the server has answered any of cleo's requests."""
     snap = snapshot(tmp_path, run={"turn_timeout_seconds": 0.5, "max_retries": 1})
-    api.rule(slow(4), agent="cleo")
-    t0 = time.monotonic()
+    # far beyond every limit a turn has (the SDK's 0.5 s timeout, and the turn's own
+    # limit of timeout x attempts + 60 s): if anything waited for it, the order below breaks
+    api.rule(slow(600), agent="cleo")
     deltas = turns(api, snap)
-    assert time.monotonic() - t0 < 3.5  # nobody waited for the slow call
-    assert len(api.requests_for("cleo")) == 2  # the SDK retries a timeout once (max_retries 1)
+    cleo = api.requests_for("cleo")
+    assert len(cleo) == 2  # the SDK retries a timeout once (max_retries 1)
+    assert all(s.answered is None for s in cleo)  # the turns were over before any answer to cleo was sent
+    others = [s for s in api.requests if s.agent != "cleo"]
+    assert sorted({s.agent for s in others}) == sorted(set(AGENTS) - {"cleo"})
+    assert all(s.answered is not None and s.status == 200 for s in others)
     d = deltas["cleo"]
     assert d["ops"] == [] and "timed out" in d["meta"]["error"].lower()
     for a in AGENTS:
@@ -466,15 +472,78 @@ def test_fleet_run_with_anthropic_records_usage_in_status(api: AnthropicAPI, tmp
     assert 0 < status["last"]["usage"]["cost_usd"] < status["totals"]["usage"]["cost_usd"]
 
 
-def test_without_a_key_fleet_run_runs_offline_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
-    repo = new_repo(tmp_path)
-    p = fleet(repo, "run", "--provider", "anthropic", "--ticks", "1", "--workers", "2",
-              env=env(api, tmp_path, key=None))
+def test_auto_runs_anthropic_when_a_key_is_set_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
+    """The shipped config says run.provider auto: setting the key is enough to run Claude."""
+    repo = new_repo(tmp_path, fast_config())
+    assert json.loads((repo / "state" / "config.json").read_text())["run"]["provider"] == "auto"
+    p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--json", env=env(api, tmp_path))
     assert p.returncode == 0, p.stderr
-    assert "no ANTHROPIC_API_KEY: running the offline provider instead" in p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert report["provider"] == "anthropic" and report["models"] == [MODEL], report
+    assert "provider auto: ANTHROPIC_API_KEY is set, so the anthropic provider runs" in p.stderr
+    assert sorted(s.agent for s in api.requests) == AGENTS
+    deltas = ledger(origin(repo))
+    assert len(deltas) == 6 and {(d["meta"]["provider"], d["meta"]["model"]) for d in deltas} == {("anthropic", MODEL)}
+    text = fleet(repo, "run", "--ticks", "1", "--workers", "2", env=env(api, tmp_path))
+    assert text.returncode == 0, text.stderr
+    assert f"provider anthropic, model {MODEL}" in text.stdout
+    for out in (p.stdout + p.stderr, text.stdout + text.stderr):
+        assert KEY not in out
+
+
+def test_auto_without_a_key_runs_offline_and_says_so(api: AnthropicAPI, tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    p = fleet(repo, "run", "--ticks", "1", "--workers", "2", env=env(api, tmp_path, key=None))
+    assert p.returncode == 0, p.stderr
+    assert "provider offline, model offline-1" in p.stdout
+    assert "provider auto: no ANTHROPIC_API_KEY, so the offline provider runs" in p.stdout
     assert api.requests == []
     deltas = ledger(origin(repo))
     assert len(deltas) == 6 and {d["meta"]["provider"] for d in deltas} == {"offline"}
+
+
+def test_an_explicit_provider_wins_over_auto(api: AnthropicAPI, tmp_path: Path) -> None:
+    # the flag: offline although a key is set
+    repo = new_repo(tmp_path, fast_config())
+    p = fleet(repo, "run", "--provider", "offline", "--ticks", "1", "--workers", "2", "--json", env=env(api, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (json.loads(p.stdout)["provider"], json.loads(p.stdout)["models"]) == ("offline", ["offline-1"])
+    assert api.requests == []
+    # the config: offline although a key is set
+    other = new_repo(tmp_path / "cfg", fast_config(run={"provider": "offline"}))
+    p = fleet(other, "work", "--worker", "1", "--workers", "1", "--json", env=env(api, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (json.loads(p.stdout)["provider"], json.loads(p.stdout)["models"]) == ("offline", ["offline-1"])
+    assert api.requests == []
+    # anthropic asked for without a key: a usage error naming the setting, nothing run on another provider
+    before = origin(repo).rev_parse("refs/heads/main")
+    for args in (("run", "--provider", "anthropic"), ("work", "--worker", "1", "--workers", "1", "--provider", "anthropic")):
+        p = fleet(repo, *args, env=env(api, tmp_path, key=None))
+        assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+        [line] = p.stderr.splitlines()
+        assert "--provider says anthropic, which needs ANTHROPIC_API_KEY" in line
+    assert origin(repo).rev_parse("refs/heads/main") == before and origin(repo).refs("refs/heads/fleet/t") == []
+
+
+def test_fleet_work_and_the_job_summaries_name_the_provider_and_model(api: AnthropicAPI, tmp_path: Path) -> None:
+    repo = new_repo(tmp_path, fast_config())
+    summary_md = tmp_path / "summary.md"
+    e = dict(env(api, tmp_path), GITHUB_STEP_SUMMARY=str(summary_md))
+    p = fleet(repo, "work", "--worker", "1", "--workers", "1", "--json", env=e)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["provider"] == "anthropic" and report["models"] == [MODEL]
+    work_table = summary_md.read_text()
+    assert "| provider | model | agents |" in work_table and f"| anthropic | {MODEL} | 6 |" in work_table
+    m = fleet(repo, "merge", "--json", env=dict(env(None, tmp_path, key=None), GITHUB_STEP_SUMMARY=str(summary_md)))
+    assert m.returncode == 0, m.stderr
+    assert json.loads(m.stdout)["models"] == [f"anthropic {MODEL}"]
+    assert "| models | agents |" in summary_md.read_text() and f"| anthropic {MODEL} | 6 |" in summary_md.read_text()
+    t = fleet(repo, "work", "--worker", "1", "--workers", "1", env=e)  # tick 2, as text
+    assert t.returncode == 0, t.stderr
+    assert f"provider anthropic, model {MODEL}" in t.stdout
+    for out in (p.stdout + p.stderr, m.stdout + m.stderr, t.stdout + t.stderr, summary_md.read_text()):
+        assert KEY not in out
 
 
 def test_the_api_key_never_leaves_the_process(api: AnthropicAPI, tmp_path: Path) -> None:
@@ -556,18 +625,34 @@ def test_sigterm_mid_tick_publishes_finished_turns_and_errors_for_the_rest(tmp_p
 def test_fleet_run_merges_what_arrived_by_the_deadline(tmp_path: Path) -> None:
     """The clock: a tick waits for its workers until the deadline, then the
     late ones are stopped (they publish what finished, the rest as errors) and
-    the merge goes on; the next tick starts from it."""
-    repo = new_repo(tmp_path, fast_config())
+    the merge goes on; the next tick starts from it.
+
+    Proven by the order of events, not by a stopwatch: the slow agents' calls
+    are never answered (their latency is far beyond the deadline), so the tick
+    ended while they were in flight; the deadline itself is generous, so that
+    workers on a busy machine still have the time to start and finish the
+    fast turns."""
+    repo = new_repo(tmp_path, fast_config(run={"turn_timeout_seconds": 3600}))  # only the deadline stops a turn
     slow = {"basil", "dara"}
-    with AnthropicAPI(latency=lambda s: 60.0 if s.agent in slow else 0.05) as api:
-        p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--provider", "anthropic", "--deadline", "6",
-                  "--json", env=env(api, tmp_path), timeout=120)
+    deadline = 20
+    with AnthropicAPI(latency=lambda s: 3600.0 if s.agent in slow else 0.0) as api:
+        p = fleet(repo, "run", "--ticks", "1", "--workers", "2", "--provider", "anthropic", "--deadline",
+                  str(deadline), "--json", env=env(api, tmp_path), timeout=deadline + 300)
+        requests = list(api.requests)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["tick"] == 1 and report["applied"] == len(AGENTS), (report, p.stderr)
+    assert report["ticks"][0]["delivered"] == 2  # both workers were stopped at the deadline and published
+    late = [s for s in requests if s.agent in slow]
+    assert late and all(s.answered is None for s in late)  # the tick did not wait for them
+    answered = [s for s in requests if s.answered is not None]
+    assert answered and all(s.agent not in slow and s.status == 200 for s in answered)
     deltas = {d["agent"]: d for d in ledger(origin(repo))}
     for agent in AGENTS:
         if agent in slow:
             assert deltas[agent]["ops"] == [] and deltas[agent]["meta"]["error"]
+    # what arrived by the deadline was merged: every answered turn, and nothing else, made ops
+    assert all("error" not in deltas[s.agent]["meta"] for s in answered)
+    assert {a for a in AGENTS if deltas[a]["ops"]} <= {s.agent for s in answered}
     assert any(deltas[a]["ops"] for a in AGENTS if a not in slow)
     assert not any((repo / ".git" / "fleet" / "tmp").iterdir())

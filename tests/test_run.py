@@ -46,6 +46,23 @@ def assert_clean(repo: Path) -> None:
     assert Git(repo).text("worktree", "list").count("\n") == 0
 
 
+def test_run_leaves_refs_fleet_origin_main_at_the_published_main(tmp_path: Path) -> None:
+    """The README's Quickstart says to inspect refs/fleet/origin/main: it is there
+    right after the first run, and at the tick each later run published."""
+    repo = tmp_path / "x"
+    init(repo)
+    user, origin = Git(repo), Git(repo / ".git" / "fleet" / "origin.git")
+    for ticks, tick in ((1, 1), (2, 3)):
+        p = fleet(repo, "run", "--ticks", str(ticks), "--workers", "2")
+        assert p.returncode == 0, p.stderr
+        published = origin.rev_parse("refs/heads/main")
+        assert user.rev_parse("refs/fleet/origin/main") == published
+        assert json.loads(user.show("refs/fleet/origin/main", "state/fleet.json") or b"")["tick"] == tick
+        log = subprocess.run(["git", "log", "--format=%s", "refs/fleet/origin/main"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout
+        assert log.startswith(f"fleet: tick {tick}:")
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)

@@ -48,3 +48,17 @@ def test_the_readme_workflows_a_user_pastes_are_clean(tmp_path: Path, heading: s
     assert p.returncode == 0, p.stdout + p.stderr
     z = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "."], cwd=tmp_path, capture_output=True, text=True)
     assert z.returncode == 0 and "No findings" in z.stdout, z.stdout + z.stderr
+
+
+def test_a_new_fleets_workflows_and_carried_action_are_clean(tmp_path: Path) -> None:
+    """`fleet init` rewrites `uses: ./` to the action it carries in .github/actions/fleet/."""
+    from fleet.commands.init import init
+
+    repo = tmp_path / "mine"
+    init(repo)
+    files = sorted(str(p) for p in (repo / ".github" / "workflows").glob("*.yml"))
+    assert len(files) == 3
+    p = subprocess.run([_tool("actionlint"), *files], cwd=repo, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    z = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "."], cwd=repo, capture_output=True, text=True)
+    assert z.returncode == 0 and "No findings" in z.stdout, z.stdout + z.stderr

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
+from fleet import __version__
 from fleet.errors import FleetError
 from fleet.git import Git
+from fleet.installed import CARRIED
 from fleet.template import root
 
-COPIED = ("state", "schemas", ".github/workflows", "action.yml", "pyproject.toml")
+ACTION_README = """# fleet {version}, carried for this repository's workflows
+
+`uses: ./.github/actions/fleet` installs this copy on a runner that has no
+fleet installed. It lives here, not at the top of the repository, so that
+`python -m fleet` and the workers of `fleet run` never import it in place of
+the installed fleet. `fleet status` says when it and the installed fleet
+differ. To move to another fleet, replace this folder with that fleet's
+`fleet init` output (or point the workflows at `OWNER/fleet@REF`).
+"""
 README = """# {name}
 
-A fleet of LLM agents run by fleet (its source is in `fleet/`): the
-world is `state/`, its rules are `state/config.json` and `schemas/`, and
-`main` is written only by `fleet merge`.
+A fleet of LLM agents run by fleet: the world is `state/`, its rules are
+`state/config.json` and `schemas/`, and `main` is written only by
+`fleet merge`. The workflows run fleet through the action in
+`.github/actions/fleet/`, which carries the fleet that made this repository.
 
     fleet status      # tick, conflicts, cost
     fleet merge       # apply pending deltas
@@ -49,19 +62,13 @@ def init(directory: Path) -> str:
 
 def _populate(directory: Path) -> str:
     src = root()
-    for rel in COPIED:
-        s, d = src / rel, directory / rel
-        if s.is_dir():
-            # ci.yml tests this package, not a fleet; a new fleet starts with no ledger or conflicts
-            shutil.copytree(s, d, ignore=shutil.ignore_patterns("__pycache__", "ledger", "quarantine", "conflicts",
-                                                                 "resolutions", "ci.yml"))
-        elif s.is_file():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(s, d)
-    # fleet's own source, so that the workflows' `uses: ./` installs the very
-    # version that made the fleet, with no registry and no OWNER/REPO to guess
-    shutil.copytree(Path(__file__).resolve().parent.parent, directory / "fleet",
-                    ignore=shutil.ignore_patterns("__pycache__", "_template", "*.pyc"))
+    skip = shutil.ignore_patterns("__pycache__", "ledger", "quarantine", "conflicts", "resolutions", "ci.yml")
+    for rel in ("state", "schemas", ".github/workflows"):
+        # ci.yml tests this package, not a fleet; a new fleet starts with no ledger or conflicts
+        shutil.copytree(src / rel, directory / rel, ignore=skip)
+    for wf in sorted((directory / ".github" / "workflows").glob("*.yml")):
+        wf.write_text(_uses_carried(wf.read_text()))
+    _carry(src, directory / CARRIED, skip)
     (directory / "README.md").write_text(README.format(name=directory.resolve().name))
     (directory / ".gitignore").write_text("deltas/\n__pycache__/\n")
     git = Git(directory)
@@ -74,3 +81,30 @@ def _populate(directory: Path) -> str:
         "commit", "--quiet", "--no-verify", "-m", "fleet: genesis (tick 0)\n\nThe example world, its schemas and config.",
     )
     return git.text("rev-parse", "HEAD")
+
+
+def _uses_carried(text: str) -> str:
+    """The template's workflows say `uses: ./` (this repository is the action);
+    a fleet's own say where it carries the action."""
+    return re.sub(r"(?m)(\buses: )\./(?=[ \t]|$)", rf"\1./{CARRIED}", text)
+
+
+def _carry(src: Path, dest: Path, skip: Callable[[str, list[str]], set[str]]) -> None:
+    """fleet's source as an action, laid out as its wheel is (the template in
+    fleet/_template), so the workflows' `uses: ./.github/actions/fleet`
+    installs the very version that made the fleet, with no registry and no
+    OWNER/REPO to guess."""
+    package = Path(__file__).resolve().parent.parent
+    shutil.copytree(package, dest / "fleet", ignore=shutil.ignore_patterns("__pycache__", "_template", "*.pyc"))
+    template = dest / "fleet" / "_template"
+    for rel in ("state", "schemas", ".github/workflows"):
+        shutil.copytree(src / rel, template / rel, ignore=skip)
+    for rel in ("action.yml", "pyproject.toml"):
+        shutil.copy2(src / rel, template / rel)
+    shutil.copy2(src / "action.yml", dest / "action.yml")
+    # the template's pyproject force-includes state/ and schemas/ from beside it;
+    # here they are inside the package already
+    pyproject = re.sub(r"(?ms)^(#[^\n]*\n)*\[tool\.hatch\.build\.targets\.wheel\.force-include\]\n.*?(?=^\[|\Z)", "",
+                       (src / "pyproject.toml").read_text())
+    (dest / "pyproject.toml").write_text(pyproject)
+    (dest / "README.md").write_text(ACTION_README.format(version=__version__))

@@ -15,7 +15,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from fleet import canonical, faults
 from fleet.config import FLEET_PATH
@@ -49,6 +49,7 @@ class MergeReport:
     pulls: dict[str, Any] | None = None  # conflict pull requests, with --github
     agents: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class MergeReport:
             "pulls": self.pulls,
             "agents": self.agents,
             "usage": self.usage,
+            "models": self.models,
         }
 
 
@@ -177,6 +179,7 @@ def merge(
             pulls=pr_report.to_json() if pr_report else None,
             agents=len({d.agent for d in result.applied}),
             usage=canonical.load(result.writes[FLEET_PATH], FLEET_PATH)["last"]["usage"],
+            models=_models(d.meta for d in result.applied),
             sources=len(sources) + len(files),
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
@@ -193,6 +196,16 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _models(metas: Iterable[Any]) -> list[str]:
+    """Which providers and models made the applied deltas, "provider model" each."""
+    seen = set()
+    for meta in metas:
+        if isinstance(meta, dict) and (meta.get("provider") or meta.get("model")):
+            # worker-written text: bounded, so a hostile delta cannot flood the report
+            seen.add(printable(f"{str(meta.get('provider') or '?')[:40]} {str(meta.get('model') or '?')[:80]}"))
+    return sorted(seen)
 
 
 def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:

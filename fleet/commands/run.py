@@ -28,8 +28,9 @@ from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.outside import check_adoption, check_state
+from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
-from fleet.providers import choose
+from fleet.providers import choose, models
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
@@ -57,6 +58,7 @@ class RunReport:
     created_origin: bool
     ticks: list[TickLine] = field(default_factory=list)
     provider: str = "offline"
+    models: list[str] = field(default_factory=list)
     note: str | None = None
     local_main: str | None = None  # what became of commits on your own main
     seconds: float = 0.0
@@ -66,6 +68,7 @@ class RunReport:
         return {
             "remote": self.remote,
             "provider": self.provider,
+            "models": self.models,
             "created_origin": self.created_origin,
             "tick": self.ticks[-1].tick if self.ticks else None,
             "ticks": [t.__dict__ for t in self.ticks],
@@ -222,8 +225,9 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
-    provider, note = choose(provider, repo.snapshot().config)
-    report.provider, report.note = provider, note
+    cfg = repo.snapshot().config
+    provider, note = choose(provider, cfg)
+    report.provider, report.note, report.models = provider, note, models(provider, cfg)
     on_start(report)
     try:
         for _ in range(ticks):
@@ -232,8 +236,22 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             on_tick(line)
     except KeyboardInterrupt:
         report.interrupted = True
+    finally:
+        if remote is None:  # the remote this repository's own commands read, embedded or configured
+            _track_main(root, url)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _track_main(root: Path, url: str) -> None:
+    """Point refs/fleet/origin/main, which the README tells you to inspect, at the
+    fleet's main as this run left it published. The run's merges work in a
+    private cache, so without this the ref would be missing after a first run
+    and one run behind after the others. Best effort: the origin stays the truth."""
+    err = Git(root).fetch_refs(url, f"+refs/heads/main:{TRACKING}main")
+    if err is not None:
+        print(redact(f"fleet: could not update {TRACKING}main from {url}: {git_reason(err, 'fetch failed')}"),
+              file=sys.stderr)
 
 
 def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider: str | None,
@@ -252,8 +270,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     logs = tempfile.TemporaryFile()
     try:
         for name in planned:
-            args = [sys.executable, "-m", "fleet", "work", "-C", str(root), "--worker", name[1:],
-                    "--workers", str(count), "--tick", str(tick), "--remote", url]
+            # the installed fleet, as the merge below runs it: never a ./fleet in the working folder
+            args = fleet_command("work", "-C", str(root), "--worker", name[1:],
+                                 "--workers", str(count), "--tick", str(tick), "--remote", url)
             if provider:
                 args += ["--provider", provider]
             if outbox is not None:

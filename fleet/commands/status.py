@@ -13,6 +13,7 @@ from typing import Any
 from fleet import canonical, schemas
 from fleet.errors import FleetError
 from fleet.outside import recent
+from fleet.installed import carried
 from fleet.repo import FleetRepo
 from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
@@ -67,4 +68,5 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "stalled": stalled,
         "outside": [oc.to_json() for oc in outside],
         "last_utc": fleet.get("last_utc"),
+        "fleet": carried(repo.git, head),
     }

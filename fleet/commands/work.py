@@ -27,6 +27,7 @@ from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign, roster, worker_name
 from fleet.providers import get as get_provider
+from fleet.providers import models
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
 from fleet.streams import run_turns
@@ -48,6 +49,8 @@ class WorkReport:
     main: str
     seconds: float
     usage: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""
+    models: list[str] = field(default_factory=list)  # the models that answered (or were asked, if none did)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -110,8 +113,10 @@ def work(
         for b in bodies:
             for k, v in (b["meta"].get("usage") or {}).items():
                 usage[k] = usage.get(k, 0) + v
+        answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
-                          str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage)
+                          str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
+                          prov.name, answered or models(prov.name, cfg))
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:

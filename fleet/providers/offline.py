@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from fleet.providers import TurnRequest, TurnResult
+from fleet.providers import OFFLINE_MODEL, TurnRequest, TurnResult
 from fleet.tools import NOOP, ToolCall
 
 _WORDS = ("git", "tick", "delta", "merge", "ledger", "replay", "schema", "worker", "stream", "conflict",
@@ -19,7 +19,7 @@ _WORDS = ("git", "tick", "delta", "merge", "ledger", "replay", "schema", "worker
 
 class OfflineProvider:
     name = "offline"
-    model = "offline-1"
+    model = OFFLINE_MODEL
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -110,19 +110,45 @@ def test_init_that_fails_leaves_nothing_behind(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_new_fleet_carries_the_fleet_that_made_it(tmp_path: Path) -> None:
-    """The workflows say `uses: ./`: the new repository holds fleet's source and
-    pyproject, so the action installs that very version on a runner."""
+    """The workflows say `uses: ./.github/actions/fleet`: the new repository
+    holds fleet's source and pyproject there, so the action installs that very
+    version on a runner; nothing at the top can shadow the installed fleet."""
     from fleet import __version__
     from fleet.commands.init import init
 
     repo = tmp_path / "mine"
     init(repo)
-    assert (repo / "pyproject.toml").is_file() and (repo / "fleet" / "engine.py").is_file()
-    assert f'version = "{__version__}"' in (repo / "pyproject.toml").read_text()
+    action = repo / ".github" / "actions" / "fleet"
+    assert (action / "action.yml").is_file() and (action / "fleet" / "engine.py").is_file()
+    assert f'version = "{__version__}"' in (action / "pyproject.toml").read_text()
+    assert "force-include" not in (action / "pyproject.toml").read_text()  # the template is in the package
+    assert (action / "fleet" / "_template" / "schemas" / "delta.schema.json").is_file()
+    assert not (repo / "fleet").exists() and not (repo / "pyproject.toml").exists() and not (repo / "action.yml").exists()
     assert not list(repo.rglob("__pycache__"))
-    for wf in ("tick.yml", "merge.yml"):
-        assert "uses: ./" in (repo / ".github" / "workflows" / wf).read_text()
+    for wf in ("tick.yml", "merge.yml", "watchdog.yml"):
+        text = (repo / ".github" / "workflows" / wf).read_text()
+        assert "uses: ./.github/actions/fleet" in text and "uses: ./ " not in text, wf
     assert not (repo / ".github" / "workflows" / "ci.yml").exists()
+
+
+@pytest.mark.slow
+def test_the_carried_fleet_builds_into_a_wheel_with_its_template(tmp_path: Path) -> None:
+    """What the action's install step does with it (`pip install $ACTION_PATH`)."""
+    import sys
+    import zipfile
+
+    from fleet.commands.init import init
+
+    repo = tmp_path / "mine"
+    init(repo)
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"),
+                        str(repo / ".github" / "actions" / "fleet")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("fleet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for must in ("fleet/engine.py", "fleet/_template/schemas/delta.schema.json", "fleet/_template/state/config.json",
+                 "fleet/_template/.github/workflows/tick.yml", "fleet/_template/action.yml"):
+        assert must in names, must
 
 
 def test_init_json(tmp_path: Path) -> None:

@@ -339,14 +339,29 @@ def test_a_malformed_time_on_the_branch_is_named_not_a_crash(fleet: Fleet) -> No
         assert f"{BRANCH}:{task_path(t)}: at /notBefore: 'soon' is not a UTC time" in r.output
 
 
-def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tuple[Fleet, Path]) -> None:
+def git_trace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Have every git process log its events (trace2) to a file: how many pushes
+    a command made is counted there, not guessed from how long it took."""
+    trace = tmp_path / "trace2.jsonl"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    return trace
+
+
+def pushes(trace: Path) -> int:
+    """How many `git push` commands ran, from git's own trace2 event log."""
+    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    return sum(1 for e in events if e.get("event") == "cmd_name" and e.get("name") == "push")
+
+
+def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     f, bare = origin_fleet
     hook = bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'fleet/tasks is protected' >&2\nexit 1\n")
     hook.chmod(0o755)
-    start = time.monotonic()
+    trace = git_trace(monkeypatch, tmp_path)
     r = run(f, "task", "add", "blocked", code=1)
-    assert time.monotonic() - start < 10  # not two minutes of retrying as if it were a race
+    assert pushes(trace) == 1  # refused once, not retried as if it were a race
     assert "refused: refs/heads/fleet/tasks [remote rejected] (pre-receive hook declined)" in r.output
 
 
@@ -390,12 +405,13 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     assert [p.name for p in cache.parent.iterdir()] == ["queue.json"]  # no temp files left
 
 
-def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tuple[Fleet, Path]) -> None:
+def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """git says "failed to update ref" for a lost race and for a name clash
     alike; fleet asks the remote whether the branch moved before retrying."""
     f, bare = origin_fleet
     Git(bare).run("branch", "fleet", "main")  # refs/heads/fleet blocks refs/heads/fleet/tasks
-    start = time.monotonic()
+    trace = git_trace(monkeypatch, tmp_path)
     r = run(f, "task", "add", "clash", code=1)
-    assert time.monotonic() - start < 10
+    assert pushes(trace) == 1  # the remote said the branch did not move: no retry
     assert "'refs/heads/fleet' exists; cannot create 'refs/heads/fleet/tasks'" in r.output

@@ -25,7 +25,8 @@ def test_an_expired_lease_goes_back_with_a_commit_that_says_why(fleet: Fleet) ->
     keep = add(fleet, "renewed job")
     c = claim(fleet, "ada", "--lease", "1", "--task", t)
     claim(fleet, "basil", "--lease", "1", "--task", keep)
-    assert watchdog(fleet, code=3)["commits"] == 0  # nothing has run out yet
+    # nothing has run out by more than a minute: how long the claims took on a busy machine does not matter
+    assert watchdog(fleet, "--grace", "60", code=3)["commits"] == 0
     time.sleep(0.6)
     run(fleet, "task", "renew", keep, "--token", "1", "--lease", "60")
     time.sleep(0.6)
