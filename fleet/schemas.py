@@ -131,7 +131,8 @@ def _float_at(plan: _Plan | None, instance: Any, at: tuple[Any, ...]) -> tuple[A
     if here and type(instance) is float:
         return at
     if type(instance) is dict:
-        for key, value in instance.items():
+        pairs = instance.items() if addl is not None else [(k, instance[k]) for k in props if k in instance]
+        for key, value in pairs:
             sub = props.get(key, addl)
             if sub is not None:
                 found = _float_at(sub, value, (*at, key))
