@@ -363,3 +363,58 @@ def test_every_inbox_entry_is_decided_and_the_good_ones_apply(fleet: Fleet, tmp_
     assert "its worker's folder" in why["deltas/top.json"]
     assert ledger_ids(fleet) == {ok["id"]}
     assert not any(inbox.iterdir())
+
+
+# -- 11, 12, 13: a model's output ----------------------------------------------------------
+
+
+def _world() -> Any:
+    from fleet.tools import World
+    return World({"ada", "basil"}, {"general"}, {})
+
+
+def _nested(n: int) -> Any:
+    value: Any = []
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("bad", [
+    {"bio": 2**70},                                                   # 11: beyond 64 bits
+    {"bio": "x" * 1_000_000},                                         # 12: a megabyte
+    {"bio": _nested(300)},                                            # 13: 300 deep
+    {"bio": float("nan")},
+    {"bio": "\udcff"},
+])
+def test_a_bad_tool_input_is_rejected_alone_and_compactly(bad: dict[str, Any]) -> None:
+    from fleet.tools import ToolCall, to_ops
+    calls = [ToolCall("update_bio", bad), ToolCall("post", {"channel": "general", "title": "ok", "body": "fine"})] * 30
+    conv = to_ops("ada", 1, calls, _world())
+    assert len(conv.ops) == 30 * 3  # every valid call kept: a post is a create and two counters
+    assert len(conv.rejected) == 21 and "20" in conv.rejected[-1]["reason"]  # at most 20, then a count
+    line = canonical.dumps_line(conv.rejected)  # what the delta will hold can be written...
+    assert len(line) < 20_000  # ...and stays small, whatever the model sent
+
+
+def test_a_turn_that_cannot_be_written_becomes_that_agents_empty_delta() -> None:
+    from fleet import delta as delta_mod
+    from fleet.commands.work import _writable
+    good = delta_mod.make(tick=1, worker="w1", stream="s1", agent="ada", meta={"noop": "x"})
+    bad = delta_mod.make(tick=1, worker="w1", stream="s1", agent="basil", meta={"noop": "x", "usage": {"input_tokens": 2**70}})
+    assert _writable(good, "offline") is good
+    fixed = _writable(bad, "offline")
+    assert fixed["agent"] == "basil" and fixed["ops"] == [] and "beyond 64 bits" in fixed["meta"]["error"]
+    canonical.dumps(fixed)
+
+
+@pytest.mark.parametrize("value", [2**70, -1, 1.5, "12", None])
+def test_usage_from_the_api_must_be_token_counts(value: Any) -> None:
+    from types import SimpleNamespace
+
+    from fleet.providers.anthropic import _count
+    if value is None:
+        assert _count(SimpleNamespace(input_tokens=None), "input_tokens") == 0
+        return
+    with pytest.raises(ValueError, match="not a token count"):
+        _count(SimpleNamespace(input_tokens=value), "input_tokens")
