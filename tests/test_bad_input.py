@@ -37,9 +37,9 @@ def set_limits(f: Fleet, **limits: int) -> None:
     person_commit(f, "state/config.json", canonical.dumps(cfg), "config: limits")
 
 
-def good(f: Fleet, tick: int = 1) -> dict[str, Any]:
+def good(f: Fleet, tick: int = 1, worker: str = "wgood") -> dict[str, Any]:
     """A delta that applies: +1 on ada-1's score, from another worker."""
-    d = f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick, worker="wgood")
+    d = f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick, worker=worker)
     f.push(d)
     return d
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import Fleet, run
+from test_bad_input import good, ledger_ids, score
 from fleet import canonical
 from fleet.delta import Op, file_path
 from fleet.ids import is_safe_id, printable
@@ -27,23 +28,6 @@ TOKEN = "ghs_" + "S3cr3tT0kenValue" * 3
 
 def git(path: Path, *args: str, input: bytes | None = None) -> bytes:
     return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, input=input).stdout
-
-
-def good(f: Fleet, tick: int = 1, worker: str = "wgood") -> dict[str, Any]:
-    d = f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick, worker=worker)
-    f.push(d)
-    return d
-
-
-def score(f: Fleet) -> int:
-    return json.loads(f.read("state/posts/ada-1.json"))["score"]
-
-
-def ledger_ids(f: Fleet) -> set[str]:
-    out = set()
-    for path in git(f.path, "ls-tree", "-r", "--name-only", "main", "state/ledger/").decode().split():
-        out |= {json.loads(line)["id"] for line in f.read(path).splitlines()}
-    return out
 
 
 def records(f: Fleet) -> list[dict[str, Any]]:
