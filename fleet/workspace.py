@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from fleet import faults
 from fleet.errors import FleetError
 from fleet.git import Git
+from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
 
@@ -178,9 +179,9 @@ class Workspace:
             self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
         return path
 
-    def commit(self, base: str, message: str) -> str:
+    def commit(self, base: str, tick: int) -> str:
         """Commit the worktree's deltas/ on top of ``base``; returns the commit."""
         assert self.worktree is not None
         files = {p.relative_to(self.worktree).as_posix(): p.read_bytes()
                  for p in sorted((self.worktree / "deltas").rglob("*.json"))}
-        return self.cache.write_commit(base, message, files, [])
+        return commit_files(self.cache, base, tick, self.worker, files)

@@ -105,7 +105,7 @@ def work(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(wt / file_path(body), dest)
         else:
-            sha = ws.commit(main, f"fleet: worker {name}, tick {nxt}: {len(bodies)} delta(s)\n")
+            sha = ws.commit(main, nxt)
             faults.point("work.after-commit")
             _push(ws.cache, url, sha, branch)
             pushed = True
