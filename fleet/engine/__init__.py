@@ -22,7 +22,8 @@ The tree does not grow with the number of ticks: ledger and quarantine keep
 Where each part lives: ``order`` parses, orders and de-duplicates the
 arrivals; ``apply`` applies ops to documents; ``authority`` says who may do
 what; ``conflicts`` holds competing changes and applies the policies;
-``write`` turns the decisions into files; ``usage`` sums what deltas spent.
+``write`` turns the decisions into files. The records it reads and writes
+(conflicts, quarantine, usage) are types in ``fleet.records``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from fleet import resolve
 from fleet.delta import Arrival, Delta
 from fleet.engine.apply import Applier
 from fleet.engine.conflicts import conflict_id
-from fleet.engine.order import Quarantined, refuse_now, triage
+from fleet.engine.order import refuse_now, triage
 from fleet.engine.write import TickResult, finish
 from fleet.errors import FleetError
+from fleet.records import Quarantined
 from fleet.state import Snapshot
 
 __all__ = ["Quarantined", "TickResult", "conflict_id", "merge_tick", "replay_tick"]

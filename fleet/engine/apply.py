@@ -17,8 +17,8 @@ from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
 from fleet.engine.authority import Authority, describe, refusal
 from fleet.engine.conflicts import OpenHere, apply_sets, hold
-from fleet.engine.conflicts import parse as parse_conflict
 from fleet.errors import FleetError
+from fleet.records import Conflict
 from fleet.state import CONFLICT_DIR, Snapshot
 
 _MISSING = docpath.MISSING
@@ -36,7 +36,7 @@ class DocOutcome:
 
     doc: dict[str, Any] | None  # None: deleted or never existed
     errors: dict[str, str]  # delta id -> reason
-    conflicts: list[dict[str, Any]]
+    conflicts: list[Conflict]
     exists: bool
 
 
@@ -47,7 +47,7 @@ class Outcome:
     docs: dict[DocKey, DocOutcome]
     culprits: dict[str, str]
     base_bytes: dict[str, bytes | None]
-    open_conflicts: dict[str, dict[str, Any]]
+    open_conflicts: dict[str, Conflict]
 
 
 class Applier:
@@ -58,14 +58,14 @@ class Applier:
         self.cfg = cfg
         self.tick = tick
         self.authority = Authority(cfg)  # its answers live as long as this merge
-        self._conflicts: dict[str, dict[str, Any]] | None = None
+        self._conflicts: dict[str, Conflict] | None = None
 
-    def open_conflicts(self) -> dict[str, dict[str, Any]]:
+    def open_conflicts(self) -> dict[str, Conflict]:
         """The held conflicts on main, by file path, read once."""
         if self._conflicts is None:
             paths = self.base.under(CONFLICT_DIR)
             blobs = self.base.read_many(paths)
-            self._conflicts = {p: parse_conflict(blobs[p] or b"", p) for p in paths}
+            self._conflicts = {p: Conflict.parse(blobs[p] or b"", p) for p in paths}
         return self._conflicts
 
     def run(self, deltas: list[Delta]) -> Outcome:
@@ -85,7 +85,7 @@ class Applier:
         conflicts_by_doc: dict[DocKey, OpenHere] = {}
         if self.base.under(CONFLICT_DIR):
             for c in self.open_conflicts().values():
-                conflicts_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
+                conflicts_by_doc.setdefault((c.collection, c.doc), {})[c.path] = c
 
         docs: dict[DocKey, DocOutcome] = {}
         for key in sorted(by_doc):
@@ -125,7 +125,7 @@ class Applier:
         base_bytes = self.base.read_many(paths.values())
         open_by_doc: dict[DocKey, OpenHere] = {}
         for c in self.open_conflicts().values():
-            open_by_doc.setdefault((c["collection"], c["doc"]), {})[tuple(c["path"])] = c
+            open_by_doc.setdefault((c.collection, c.doc), {})[c.path] = c
         accepted: dict[DocKey, list[Entry]] = {}
         # A document that so far only took commutative ops (counters
         # incremented, members added: a hot counter, a channel everyone joins)
@@ -303,7 +303,7 @@ def combine(
         if op.op != "create":
             groups.setdefault(held_paths.get(op.path, op.path), []).append((d, op))
 
-    conflicts: list[dict[str, Any]] = []
+    conflicts: list[Conflict] = []
     for path in sorted(groups):
         ops = groups[path]
         kinds = {_family(op.op) for _, op in ops}
@@ -338,8 +338,8 @@ def combine(
     # A conflict is between deltas: one delta whose own ops compete for a
     # field leaves nobody to choose between, so it is refused instead.
     for c in conflicts:
-        if len(c["candidates"]) < 2:
-            errors.setdefault(c["candidates"][0]["delta"], f"{coll.name}/{doc_id} {'.'.join(c['path'])}: the delta's own ops compete for this field ({c['reason']})")
+        if len(c.candidates) < 2:
+            errors.setdefault(c.candidates[0]["delta"], f"{c.where}: the delta's own ops compete for this field ({c.reason})")
     return DocOutcome(doc, errors, conflicts, exists)
 
 
@@ -388,7 +388,7 @@ def _apply_members(doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry])
 
 
 def _apply_append(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry],
-                  tick: int, open_here: OpenHere, conflicts: list[dict[str, Any]]) -> dict[str, str]:
+                  tick: int, open_here: OpenHere, conflicts: list[Conflict]) -> dict[str, str]:
     """Append the id-keyed items of one list; returns the refused deltas with
     their reasons. Different items under one new id are held."""
     errors: dict[str, str] = {}

@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fleet import canonical, docpath, schemas
+from fleet import canonical, docpath
 from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
-from fleet.errors import FleetError
+from fleet.records import Candidate, Conflict
 
 _MISSING = docpath.MISSING
 
 # The open conflicts on one document, by the path they hold.
-OpenHere = dict[tuple[str, ...], dict[str, Any]]
+OpenHere = dict[tuple[str, ...], Conflict]
 
 
 def conflict_id(collection: str, doc_id: str, path: tuple[str, ...]) -> str:
@@ -30,13 +30,13 @@ def conflict_id(collection: str, doc_id: str, path: tuple[str, ...]) -> str:
     return "c-" + hashlib.sha256(key).hexdigest()[:16]
 
 
-def _candidate(d: Delta, **extra: Any) -> dict[str, Any]:
-    return {"delta": d.id, "agent": d.agent, "worker": d.worker, "tick": d.tick, "utc": d.utc, **extra}
+def _candidate(d: Delta) -> Candidate:
+    return {"delta": d.id, "agent": d.agent, "worker": d.worker, "tick": d.tick, "utc": d.utc}
 
 
 def hold(coll: Collection, doc_id: str, path: tuple[str, ...], doc: dict[str, Any],
          writers: list[tuple[Delta, Any]], policy: str, reason: str, tick: int, open_here: OpenHere,
-         as_ops: bool = False) -> dict[str, Any]:
+         as_ops: bool = False) -> Conflict:
     """A held conflict on one field: the field keeps its value, every candidate is kept.
 
     ``writers`` pairs each delta with its value, or with its op if ``as_ops``
@@ -44,41 +44,31 @@ def hold(coll: Collection, doc_id: str, path: tuple[str, ...], doc: dict[str, An
     """
     existing = open_here.get(path)
     if as_ops:
-        per: dict[str, dict[str, Any]] = {}
+        per: dict[str, Candidate] = {}
         for d, op in writers:
-            per.setdefault(d.id, _candidate(d, ops=[]))["ops"].append(op.to_json())
+            per.setdefault(d.id, {**_candidate(d), "ops": []})["ops"].append(op.to_json())
         new = list(per.values())
     else:
-        new = [_candidate(d, value=v) for d, v in writers]
-    cands = {c["delta"]: c for c in (existing["candidates"] if existing else [])}
+        new = [{**_candidate(d), "value": v} for d, v in writers]
+    cands = {c["delta"]: c for c in (existing.candidates if existing else [])}
     for x in new:
         cands.setdefault(x["delta"], x)
-    c: dict[str, Any] = {
-        "id": conflict_id(coll.name, doc_id, path),
-        "collection": coll.name,
-        "doc": doc_id,
-        "path": list(path),
-        "policy": existing["policy"] if existing else policy,
-        "reason": existing["reason"] if existing else reason,
-        "opened_tick": existing["opened_tick"] if existing else tick,
-        "candidates": sorted(cands.values(), key=lambda c: (c["tick"], c["utc"], c["worker"], c["delta"])),
-    }
+    candidates = sorted(cands.values(), key=lambda c: (c["tick"], c["utc"], c["worker"], c["delta"]))
+    cid = conflict_id(coll.name, doc_id, path)
     if existing:
-        if "base" in existing:
-            c["base"] = existing["base"]
-    else:
-        try:
-            base = docpath.get(doc, path)
-        except docpath.PathError:
-            base = _MISSING
-        if base is not _MISSING:
-            c["base"] = canonical.clone(base)
-    return c
+        return Conflict(cid, coll.name, doc_id, path, existing.policy, existing.reason, existing.opened_tick,
+                        candidates, existing.base)
+    try:
+        base = docpath.get(doc, path)
+    except docpath.PathError:
+        base = _MISSING
+    return Conflict(cid, coll.name, doc_id, path, policy, reason, tick, candidates,
+                    _MISSING if base is _MISSING else canonical.clone(base))
 
 
 def apply_sets(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[str, ...],
                ops: list[tuple[Delta, Op]], cfg: Config, owner: str | None, tick: int, open_here: OpenHere,
-               conflicts: list[dict[str, Any]]) -> None:
+               conflicts: list[Conflict]) -> None:
     """Apply the sets of one field: one value stands, a policy picks one, or
     the field is held (appended to ``conflicts``)."""
     last: dict[str, tuple[Delta, Any]] = {}
@@ -115,11 +105,3 @@ def apply_sets(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[s
     else:
         docpath.put(doc, path, canonical.clone(chosen))
 
-
-def parse(data: bytes, path: str) -> dict[str, Any]:
-    """A held conflict on main, checked: a hand edit must not crash a merge."""
-    c = canonical.load(data, path)
-    problem = schemas.first_error(schemas.protocol("conflict"), c)
-    if problem:
-        raise FleetError(f"{path}: {problem} (schemas/conflict.schema.json); fix the file or revert the commit that broke it")
-    return c

@@ -16,39 +16,8 @@ from typing import Any
 from fleet import canonical, secrets
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.engine.apply import Outcome
-from fleet.ids import printable
+from fleet.records import Quarantined
 from fleet.state import QUARANTINE_DIR, Snapshot
-
-
-@dataclass
-class Quarantined:
-    """An arrival the merge refused, with the reason; the delta if it parsed."""
-
-    arrival: Arrival
-    reason: str
-    delta: Delta | None = None
-
-    def record(self, tick: int, max_raw: int) -> dict[str, Any]:
-        """The quarantine record: names from outside in printable form, and the
-        file's content only if it was a regular file of ours."""
-        a = self.arrival
-        rec: dict[str, Any] = {
-            "tick": tick,
-            "worker": self.delta.worker if self.delta else (a.worker_dir or UNKNOWN_WORKER),
-            "source": printable(a.source),
-            "path": printable(a.path),
-            "reason": printable(self.reason, 2000),
-            "size": a.size if a.size is not None else len(a.data),
-        }
-        if self.delta is not None:
-            rec["delta"] = self.delta.body
-        elif a.refused is None or a.data:  # a file over the size limit: its head
-            rec["raw"] = secrets.redact(a.data[:max_raw].decode("utf-8", errors="replace"))
-        return rec
-
-
-UNKNOWN_WORKER = "_unknown"  # the quarantine file of entries whose folder names no worker
-
 
 
 @dataclass

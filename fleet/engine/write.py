@@ -16,7 +16,7 @@ from fleet import canonical, resolve
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival, Delta
 from fleet.engine.apply import Outcome
-from fleet.engine.usage import add_usage, usage
+from fleet.records import Usage
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, Snapshot
 
 
@@ -57,11 +57,11 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
                 writes[path] = data
                 changed += 1
         for c in out.conflicts:
-            writes[f"{CONFLICT_DIR}/{c['id']}.json"] = canonical.dumps(c)
-            held.append(c["id"])
+            writes[f"{CONFLICT_DIR}/{c.id}.json"] = canonical.dumps(c.to_json())
+            held.append(c.id)
     # Conflicts on deleted documents are moot: the delete won.
     for path, c in outcome.open_conflicts.items():
-        doc_out = outcome.docs.get((c["collection"], c["doc"]))
+        doc_out = outcome.docs.get((c.collection, c.doc))
         if doc_out is not None and doc_out.doc is None and doc_out.exists:
             deletes.append(path)
 
@@ -98,10 +98,12 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     last: dict[str, Any] = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
             "resolved": len(decided.records),
             # tokens are spent whether or not the delta applied: count the quarantined too
-            "usage": usage([d.meta for d in applied] + [q["delta"].get("meta") or {} for q in quarantined
-                                                         if isinstance(q.get("delta"), dict)])}
+            "usage": Usage.total(meta.get("usage") if isinstance(meta, dict) else None
+                                 for meta in [d.meta for d in applied] + [q["delta"].get("meta") for q in quarantined
+                                                                          if isinstance(q.get("delta"), dict)])}
     totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
-    totals["usage"] = add_usage(fleet["totals"].get("usage", {}), last["usage"])
+    totals["usage"] = (Usage.parse(fleet["totals"].get("usage")) + last["usage"]).to_json()
+    last["usage"] = last["usage"].to_json()
     conflict_files = set(base.under(CONFLICT_DIR)) | {p for p in writes if p.startswith(CONFLICT_DIR + "/")}
     conflict_files -= set(deletes)
     writes[FLEET_PATH] = canonical.dumps(
