@@ -29,6 +29,7 @@ from typing import Any
 
 from fleet import canonical, secrets
 from fleet.errors import FleetError
+from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
 from fleet.resolve import RESOLUTION_DIR, fallback
 from fleet.state import CONFLICT_DIR, Snapshot
@@ -43,9 +44,9 @@ MARKER = "<!-- fleet-conflict-id: {key} -->"
 _MARKER = re.compile(r"<!-- fleet-conflict-id: (c-[0-9a-f]+-t[0-9]+) -->")
 
 
-def episode(c: dict[str, Any]) -> str:
+def episode(c: Conflict) -> str:
     """The key of one conflict episode: its id and the tick it was opened."""
-    return f"{c['id']}-t{c['opened_tick']}"
+    return f"{c.id}-t{c.opened_tick}"
 RESERVE = 50  # requests left in the hour below which a run opens nothing more
 
 
@@ -126,7 +127,7 @@ class ConflictPRs:
         out = []
         for c in _conflicts(snap).values():
             issue = self.pulls().get(episode(c))
-            cid = c["id"]
+            cid = c.id
             if issue is None or issue.state != "closed":
                 continue
             pr = self._call(self.repo.get_pull, issue.number)
@@ -220,8 +221,8 @@ class ConflictPRs:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _conflicts(snap: Snapshot) -> dict[str, dict[str, Any]]:
-    return {p.rsplit("/", 1)[1][:-5]: canonical.load(d or b"", p)
+def _conflicts(snap: Snapshot) -> dict[str, Conflict]:
+    return {p.rsplit("/", 1)[1][:-5]: Conflict.parse(d or b"", p)
             for p, d in snap.read_many(snap.under(CONFLICT_DIR)).items()}
 
 
@@ -239,18 +240,18 @@ def _retry_after(e: Any) -> float | None:
     return 60.0 if "secondary rate limit" in message else None
 
 
-def _default_choice(c: dict[str, Any]) -> dict[str, Any]:
-    valued = [x for x in c["candidates"] if "value" in x]
+def _default_choice(c: Conflict) -> dict[str, Any]:
+    valued = [x for x in c.candidates if "value" in x]
     if valued:  # the latest candidate: what last-writer-wins would have picked
         return {"choose": valued[-1]["delta"]}
     return {"choose": "base"}
 
 
-def _push_branch(fleet: FleetRepo, head: str, branch: str, c: dict[str, Any]) -> None:
+def _push_branch(fleet: FleetRepo, head: str, branch: str, c: Conflict) -> None:
     """A branch off main whose one change is the resolution file with the default choice."""
-    decision = {"conflict": c["id"], **_default_choice(c), "by": "the reviewer of this pull request"}
-    commit = fleet.git.write_commit(head, f"fleet: decide {c['collection']}/{c['doc']} {printable('.'.join(c['path']))}\n",
-                                    {f"{RESOLUTION_DIR}/{c['id']}.json": canonical.dumps(decision)}, [])
+    decision = {"conflict": c.id, **_default_choice(c), "by": "the reviewer of this pull request"}
+    commit = fleet.git.write_commit(head, f"fleet: decide {c.collection}/{c.doc} {printable('.'.join(c.path))}\n",
+                                    {f"{RESOLUTION_DIR}/{c.id}.json": canonical.dumps(decision)}, [])
     target = fleet.remote or "."
     p = fleet.git.proc("push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/{branch}:",
                        target, f"{commit}:refs/heads/{branch}")
@@ -259,8 +260,8 @@ def _push_branch(fleet: FleetRepo, head: str, branch: str, c: dict[str, Any]) ->
         raise FleetError(f"push of {branch} failed: {text[-1] if text else p.returncode}")
 
 
-def _title(c: dict[str, Any]) -> str:
-    return f"fleet: decide {c['collection']}/{c['doc']} {'.'.join(c['path'])}"
+def _title(c: Conflict) -> str:
+    return f"fleet: decide {c.where}"
 
 
 def _cell(value: Any) -> str:
@@ -269,19 +270,19 @@ def _cell(value: Any) -> str:
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
-def _body(c: dict[str, Any]) -> str:
+def _body(c: Conflict) -> str:
     rows = ["| choose | agent | worker | tick | utc | value |", "| --- | --- | --- | --- | --- | --- |"]
-    for x in c["candidates"]:
+    for x in c.candidates:
         value = _cell(x["value"]) if "value" in x else _cell(x.get("ops"))
         rows.append(f"| `{x['delta']}` | {x['agent']} | {x['worker']} | {x['tick']} | {x['utc']} | {value} |")
-    before = _cell(c["base"]) if "base" in c else "(absent)"
-    path = f"{RESOLUTION_DIR}/{c['id']}.json"
+    before = _cell(c.base) if c.base is not MISSING else "(absent)"
+    path = f"{RESOLUTION_DIR}/{c.id}.json"
     text = "\n".join([
         MARKER.format(key=episode(c)),
-        f"## Held conflict on `{c['collection']}/{c['doc']}`, field `{'.'.join(c['path'])}`",
+        f"## Held conflict on `{c.collection}/{c.doc}`, field `{'.'.join(c.path)}`",
         "",
-        f"Competing changes since tick {c['opened_tick']}; policy `{c['policy']}` could not decide "
-        f"({c.get('reason', '')}). The field keeps its value until you decide: {before}.",
+        f"Competing changes since tick {c.opened_tick}; policy `{c.policy}` could not decide "
+        f"({c.reason or ''}). The field keeps its value until you decide: {before}.",
         "",
         *rows,
         "",

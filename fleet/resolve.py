@@ -18,6 +18,7 @@ from typing import Any
 
 from fleet import canonical, docpath, schemas
 from fleet.errors import FleetError
+from fleet.records import Conflict
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
 
 RESOLUTION_DIR = "state/resolutions"
@@ -64,12 +65,12 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
         raw = base.read(cpath)
         if raw is None:
             continue  # decided already, or moot (its document was deleted)
-        c = canonical.load(raw, cpath)
-        coll = base.config.collections.get(c["collection"])
+        c = Conflict.parse(raw, cpath)
+        coll = base.config.collections.get(c.collection)
         where = path or "fallback"
         if coll is None:
-            raise FleetError(f"{cpath}: collection {c['collection']!r} is no longer in state/config.json")
-        dpath = coll.doc_path(c["doc"])
+            raise FleetError(f"{cpath}: collection {c.collection!r} is no longer in state/config.json")
+        dpath = coll.doc_path(c.doc)
         if dpath not in docs:
             data = base.read(dpath)
             docs[dpath] = canonical.load(data, dpath) if data is not None else None
@@ -84,7 +85,7 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
             if problem:
                 raise FleetError(f"{where}: the decision on {cid} would make {dpath} invalid: {problem} "
                                  f"(schemas/{coll.schema}); choose another candidate or value")
-        done.records.append({"conflict": cid, "collection": c["collection"], "doc": c["doc"], "path": c["path"],
+        done.records.append({"conflict": cid, "collection": c.collection, "doc": c.doc, "path": list(c.path),
                              **{k: r[k] for k in ("choose", "value", "by") if k in r},
                              "source": "file" if path else "fallback"})
     for dpath, doc in docs.items():
@@ -110,21 +111,21 @@ def _checked(r: Any, where: str) -> dict[str, Any]:
     return r
 
 
-def _decide(doc: dict[str, Any], c: dict[str, Any], r: dict[str, Any], where: str) -> None:
-    path = tuple(c["path"])
+def _decide(doc: dict[str, Any], c: Conflict, r: dict[str, Any], where: str) -> None:
+    path = c.path
     if "value" in r:
         value = r["value"]
     elif r["choose"] == BASE:
-        value = c.get("base", _MISSING)
+        value = c.base
     else:
-        chosen = [x for x in c["candidates"] if x["delta"] == r["choose"]]
+        chosen = [x for x in c.candidates if x["delta"] == r["choose"]]
         if not chosen:
-            raise FleetError(f"{where}: choose {r['choose']!r} is neither 'base' nor a candidate of {c['id']}")
+            raise FleetError(f"{where}: choose {r['choose']!r} is neither 'base' nor a candidate of {c.id}")
         if "value" not in chosen[0]:
-            raise FleetError(f"{where}: candidate {r['choose']} of {c['id']} changed the field in several ways; "
+            raise FleetError(f"{where}: candidate {r['choose']} of {c.id} changed the field in several ways; "
                              "choose 'base' or give a value")
         value = chosen[0]["value"]
-    if c.get("policy") == "append":  # an item of an id-keyed list: the path ends in the item's id
+    if c.policy == "append":  # an item of an id-keyed list: the path ends in the item's id
         items = docpath.get(doc, path[:-1])
         items = [] if items is _MISSING else [i for i in items if i.get("id") != path[-1]]
         if value is not _MISSING and value is not None:

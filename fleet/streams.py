@@ -17,6 +17,7 @@ from fleet import delta as delta_mod
 from fleet import faults, secrets
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder, WorldIndex, index
+from fleet.records import Usage
 from fleet.providers import Provider, TurnRequest
 from fleet.state import Snapshot
 from fleet.tools import TOOLS, World, to_ops
@@ -40,16 +41,15 @@ class Ledger:
     """Tokens and dollars spent by this worker this tick, with in-flight reservations."""
 
     limit: Budget
-    tokens: int = 0
-    usd: float = 0.0
+    spent: Usage = Usage()
     reserved_tokens: int = 0
     reserved_usd: float = 0.0
     stops: list[str] = field(default_factory=list)
 
     def reserve(self, tokens: int, usd: float) -> None:
-        if self.limit.tokens is not None and self.tokens + self.reserved_tokens + tokens > self.limit.tokens:
+        if self.limit.tokens is not None and self.spent.tokens + self.reserved_tokens + tokens > self.limit.tokens:
             raise BudgetExhausted(f"the tick's token budget for this worker ({self.limit.tokens}) is spent")
-        if self.limit.usd is not None and self.usd + self.reserved_usd + usd > self.limit.usd:
+        if self.limit.usd is not None and self.spent.cost_usd + self.reserved_usd + usd > self.limit.usd:
             raise BudgetExhausted(f"the tick's dollar budget for this worker (${self.limit.usd}) is spent")
         self.reserved_tokens += tokens
         self.reserved_usd += usd
@@ -58,9 +58,7 @@ class Ledger:
         self.reserved_tokens -= tokens
         self.reserved_usd -= usd
         if used:
-            self.tokens += sum(used.get(k, 0) for k in ("input_tokens", "output_tokens",
-                                                         "cache_read_input_tokens", "cache_creation_input_tokens"))
-            self.usd += used.get("cost_usd", 0.0)
+            self.spent += Usage.parse(used)
 
 
 def _share(budget: Budget, workers: int) -> Budget:

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from fleet.records import Usage
 from fleet.secrets import redact
 
 
@@ -61,6 +62,6 @@ def cell(text: str, limit: int = 120) -> str:
 
 
 def money(usage: dict[str, Any]) -> tuple[str, str]:
-    tokens = sum(usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                                           "cache_creation_input_tokens"))
-    return f"{tokens:,}", f"${usage.get('cost_usd', 0):.4f}"
+    """A usage figure as written, for a table: every token, and the dollars."""
+    u = Usage.parse(usage)
+    return f"{u.tokens:,}", f"${u.cost_usd:.4f}"

@@ -452,16 +452,16 @@ def test_carrying_commutative_documents_forward_decides_as_recombining_does(
     """Once a tick has a culprit, documents that only took increments and adds
     are carried forward delta by delta instead of recombined from the base;
     every decision and every byte must be what recombining gives."""
-    import fleet.engine as engine
+    import fleet.engine.apply as engine_apply
 
     fast = merge_tick(base, arrivals)
     fast2 = merge_tick(after(base, fast), later + arrivals)
-    carries = engine._carries
-    engine._carries = lambda fields, ops: False
+    carries = engine_apply.carries
+    engine_apply.carries = lambda fields, ops: False
     try:
         slow = merge_tick(base, arrivals)
         slow2 = merge_tick(after(base, slow), later + arrivals)
     finally:
-        engine._carries = carries
+        engine_apply.carries = carries
     assert signature(fast) == signature(slow)
     assert signature(fast2) == signature(slow2)

@@ -105,7 +105,7 @@ def test_status_warns_of_a_copy_at_the_top_that_shadows_the_installed_fleet(tmp_
     init(repo)
     shutil.rmtree(repo / CARRIED)
     shutil.copytree(fleet_pkg.__path__[0], repo / "fleet", ignore=shutil.ignore_patterns("__pycache__", "_template"))
-    (repo / "fleet" / "engine.py").write_text("# edited\n")
+    (repo / "fleet" / "engine" / "__init__.py").write_text("# edited\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "the layout of old fleets"], cwd=repo, check=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, schemas
+from fleet import canonical
 from fleet.errors import FleetError
 from fleet.outside import recent
 from fleet.installed import carried
+from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
@@ -29,12 +30,9 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     conflicts = []
     paths = snap.under(CONFLICT_DIR)
     for p, data in snap.read_many(paths).items():
-        c = canonical.load(data or b"", p)
-        problem = schemas.first_error(schemas.protocol("conflict"), c)
-        if problem:
-            raise FleetError(f"{p}: {problem} (schemas/conflict.schema.json); fix the file or revert the commit that broke it")
-        conflicts.append({"id": c["id"], "doc": f"{c['collection']}/{c['doc']}", "path": ".".join(c["path"]),
-                          "candidates": len(c["candidates"]), "opened_tick": c["opened_tick"]})
+        c = Conflict.parse(data or b"", p)
+        conflicts.append({"id": c.id, "doc": f"{c.collection}/{c.doc}", "path": ".".join(c.path),
+                          "candidates": len(c.candidates), "opened_tick": c.opened_tick})
     recent_q = []
     for p in snap.under(QUARANTINE_DIR):
         for line in (snap.read(p) or b"").splitlines():

@@ -28,6 +28,7 @@ from fleet.git import Git, common_dir, toplevel
 from fleet.plan import assign, roster, worker_name
 from fleet.providers import get as get_provider
 from fleet.providers import models
+from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
 from fleet.streams import run_turns
@@ -109,10 +110,8 @@ def work(
             faults.point("work.after-commit")
             _push(ws.cache, url, sha, branch)
             pushed = True
-        usage: dict[str, Any] = {}
-        for b in bodies:
-            for k, v in (b["meta"].get("usage") or {}).items():
-                usage[k] = usage.get(k, 0) + v
+        # no turn, no figure: the report says {} as it always has
+        usage = Usage.total(b["meta"].get("usage") for b in bodies).to_json() if bodies else {}
         answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,

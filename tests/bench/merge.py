@@ -393,6 +393,8 @@ def _phase_timer() -> benchlib.PhaseTimer:
     import fleet.commands.merge as merge_cmd
     import fleet.config as config_mod
     import fleet.engine as engine
+    import fleet.engine.apply as engine_apply
+    import fleet.engine.order as engine_order
     from fleet.git import Git
     from fleet.repo import FleetRepo
 
@@ -403,11 +405,11 @@ def _phase_timer() -> benchlib.PhaseTimer:
         (FleetRepo, "sources", "repo.sources"),
         (FleetRepo, "arrivals", "repo.arrivals (read delta blobs)"),
         (merge_cmd, "merge_tick", "engine.merge_tick"),
-        (engine, "parse", "  engine: delta.parse (schema check)"),
-        (engine._Applier, "run", "  engine: _Applier.run"),
-        (engine, "_doc_problem", "    engine: _doc_problem (validate doc)"),
-        (engine, "_combine", "    engine: _combine (apply ops)"),
-        (engine, "_finish", "  engine: _finish (canonical dumps, ledger)"),
+        (engine_order, "parse", "  engine: delta.parse (schema check)"),
+        (engine_apply.Applier, "run", "  engine: Applier.run"),
+        (engine_apply, "doc_problem", "    engine: doc_problem (validate doc)"),
+        (engine_apply, "combine", "    engine: combine (apply ops)"),
+        (engine, "finish", "  engine: finish (canonical dumps, ledger)"),
         (merge_cmd, "message", "merge.message"),
         (Git, "write_commit", "git.write_commit (fast-import)"),
         (FleetRepo, "publish", "repo.publish (move main + checkout)"),

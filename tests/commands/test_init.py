@@ -119,7 +119,7 @@ def test_a_new_fleet_carries_the_fleet_that_made_it(tmp_path: Path) -> None:
     repo = tmp_path / "mine"
     init(repo)
     action = repo / ".github" / "actions" / "fleet"
-    assert (action / "action.yml").is_file() and (action / "fleet" / "engine.py").is_file()
+    assert (action / "action.yml").is_file() and (action / "fleet" / "engine" / "__init__.py").is_file()
     assert f'version = "{__version__}"' in (action / "pyproject.toml").read_text()
     assert "force-include" not in (action / "pyproject.toml").read_text()  # the template is in the package
     assert (action / "fleet" / "_template" / "schemas" / "delta.schema.json").is_file()
@@ -146,7 +146,7 @@ def test_the_carried_fleet_builds_into_a_wheel_with_its_template(tmp_path: Path)
     assert p.returncode == 0, p.stderr[-3000:]
     [wheel] = (tmp_path / "dist").glob("fleet-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for must in ("fleet/engine.py", "fleet/_template/schemas/delta.schema.json", "fleet/_template/state/config.json",
+    for must in ("fleet/engine/__init__.py", "fleet/_template/schemas/delta.schema.json", "fleet/_template/state/config.json",
                  "fleet/_template/.github/workflows/tick.yml", "fleet/_template/action.yml"):
         assert must in names, must
 

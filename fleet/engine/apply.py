@@ -1,0 +1,422 @@
+"""Applying ops to documents: every op of one tick on one document, at once.
+
+``combine`` applies the ops of a tick's deltas to one document in any order
+and says which deltas are refused and which fields are held. ``Applier`` runs
+it over every document a tick touches, validates the results, and, once
+anything is refused, decides delta by delta in delta order which deltas stand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fleet import canonical, docpath, schemas
+from fleet.config import Collection, Config
+from fleet.delta import Delta, Op
+from fleet.engine.authority import Authority, describe, refusal
+from fleet.engine.conflicts import OpenHere, apply_sets, hold
+from fleet.errors import FleetError
+from fleet.records import Conflict
+from fleet.state import CONFLICT_DIR, Snapshot
+
+_MISSING = docpath.MISSING
+_OpError = docpath.PathError  # an op that cannot apply to the document as it is
+_get = docpath.get
+_put = docpath.put
+
+Entry = tuple[Delta, Op]  # an op and the delta it belongs to
+DocKey = tuple[str, str]  # (collection, document id)
+
+
+@dataclass
+class DocOutcome:
+    """What a tick's ops did to one document."""
+
+    doc: dict[str, Any] | None  # None: deleted or never existed
+    errors: dict[str, str]  # delta id -> reason
+    conflicts: list[Conflict]
+    exists: bool
+
+
+@dataclass
+class Outcome:
+    """What a tick's ops did to every document they touch."""
+
+    docs: dict[DocKey, DocOutcome]
+    culprits: dict[str, str]
+    base_bytes: dict[str, bytes | None]
+    open_conflicts: dict[str, Conflict]
+
+
+class Applier:
+    """Applies deltas to the documents of one snapshot, for one tick."""
+
+    def __init__(self, base: Snapshot, cfg: Config, tick: int) -> None:
+        self.base = base
+        self.cfg = cfg
+        self.tick = tick
+        self.authority = Authority(cfg)  # its answers live as long as this merge
+        self._conflicts: dict[str, Conflict] | None = None
+
+    def open_conflicts(self) -> dict[str, Conflict]:
+        """The held conflicts on main, by file path, read once."""
+        if self._conflicts is None:
+            paths = self.base.under(CONFLICT_DIR)
+            blobs = self.base.read_many(paths)
+            self._conflicts = {p: Conflict.parse(blobs[p] or b"", p) for p in paths}
+        return self._conflicts
+
+    def run(self, deltas: list[Delta]) -> Outcome:
+        """Apply ``deltas`` all at once, document by document; ``culprits``
+        names every delta refused in some document."""
+        cfg = self.cfg
+        culprits: dict[str, str] = {}
+        by_doc: dict[DocKey, list[Entry]] = {}
+        for d in deltas:
+            for op in d.ops:
+                if op.collection not in cfg.collections:
+                    culprits.setdefault(d.id, f"unknown collection {op.collection!r} (state/config.json collections)")
+                    continue
+                by_doc.setdefault((op.collection, op.id), []).append((d, op))
+        paths = {key: cfg.collections[key[0]].doc_path(key[1]) for key in by_doc}
+        base_bytes = self.base.read_many(paths.values())
+        conflicts_by_doc: dict[DocKey, OpenHere] = {}
+        if self.base.under(CONFLICT_DIR):
+            for c in self.open_conflicts().values():
+                conflicts_by_doc.setdefault((c.collection, c.doc), {})[c.path] = c
+
+        docs: dict[DocKey, DocOutcome] = {}
+        for key in sorted(by_doc):
+            entries = [(d, op) for d, op in by_doc[key] if d.id not in culprits]
+            coll = cfg.collections[key[0]]
+            path = paths[key]
+            raw = base_bytes[path]
+            base_doc = None
+            if raw is not None:
+                base_doc = canonical.load(raw, path)
+                problem = doc_problem(self.base, coll, key[1], base_doc)
+                if problem:
+                    raise FleetError(
+                        f"{path}: the state on main is invalid: {problem}; fix the file or revert the commit that broke it"
+                    )
+            open_here = conflicts_by_doc.get(key, {})
+            out = combine(coll, key[1], raw, entries, open_here, self.authority, self.tick)
+            # Refused ops or an invalid result: settle the document in delta
+            # order, so that a delta that is refused (an intruder's create, say)
+            # takes no later delta down with it.
+            if out.errors or (out.doc is not None and doc_problem(self.base, coll, key[1], out.doc)):
+                out = self._blame(coll, key[1], path, raw, entries, open_here)
+            for delta_id, reason in out.errors.items():
+                culprits.setdefault(delta_id, reason)
+            docs[key] = out
+        return Outcome(docs, culprits, base_bytes, self.open_conflicts() if conflicts_by_doc else {})
+
+    def sequential(self, deltas: list[Delta]) -> dict[str, str]:
+        """The deltas to refuse, decided one by one in delta order: a delta
+        applies when all its ops apply, and leave every document it touches
+        valid, on top of the earlier deltas that apply. Used once the fast,
+        all-at-once pass found a culprit, so that no refusal found in one
+        document can take down a delta that the sequential answer keeps."""
+        cfg = self.cfg
+        keys = {(op.collection, op.id) for d in deltas for op in d.ops if op.collection in cfg.collections}
+        paths = {k: cfg.collections[k[0]].doc_path(k[1]) for k in keys}
+        base_bytes = self.base.read_many(paths.values())
+        open_by_doc: dict[DocKey, OpenHere] = {}
+        for c in self.open_conflicts().values():
+            open_by_doc.setdefault((c.collection, c.doc), {})[c.path] = c
+        accepted: dict[DocKey, list[Entry]] = {}
+        # A document that so far only took commutative ops (counters
+        # incremented, members added: a hot counter, a channel everyone joins)
+        # is carried as its current bytes and the field each op family
+        # touched: adding a delta then costs its own ops, not all the earlier
+        # ones again. Sums and unions come out the same either way, so the
+        # decisions do too; anything else (a set, a remove, a create, two
+        # families on overlapping fields) recombines from the base.
+        carried: dict[DocKey, tuple[bytes, dict[tuple[str, ...], str]]] = {}
+        refused: dict[str, str] = {}
+        for d in deltas:
+            unknown = next((op.collection for op in d.ops if op.collection not in cfg.collections), None)
+            if unknown is not None:
+                refused[d.id] = f"unknown collection {unknown!r} (state/config.json collections)"
+                continue
+            mine: dict[DocKey, list[Entry]] = {}
+            for op in d.ops:
+                mine.setdefault((op.collection, op.id), []).append((d, op))
+            reason = None
+            results: dict[DocKey, DocOutcome] = {}
+            start: bytes | None
+            for key, ops in mine.items():
+                coll = cfg.collections[key[0]]
+                if key in carried and carries(carried[key][1], ops):
+                    start, entries = carried[key][0], ops
+                elif key not in accepted:
+                    start, entries = base_bytes[paths[key]], ops
+                else:
+                    start, entries = base_bytes[paths[key]], accepted[key] + ops
+                out = combine(coll, key[1], start, entries, open_by_doc.get(key, {}), self.authority, self.tick)
+                results[key] = out
+                if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
+                    reason = out.errors.get(d.id) or next(iter(out.errors.values()))
+                elif out.doc is not None:
+                    problem = doc_problem(self.base, coll, key[1], out.doc)
+                    if problem:
+                        reason = f"would make {paths[key]} invalid: {problem}"
+                if reason:
+                    break
+            if reason:
+                refused[d.id] = reason
+            else:
+                for key, ops in mine.items():
+                    first = key not in accepted
+                    accepted.setdefault(key, []).extend(ops)
+                    out = results[key]
+                    fields = {} if first else carried[key][1] if key in carried else None
+                    if fields is not None and carries(fields, ops) and out.doc is not None and not out.conflicts:
+                        carried[key] = (canonical.dumps(out.doc), {**fields, **{op.path: op.op for _, op in ops}})
+                    else:
+                        carried.pop(key, None)
+        return refused
+
+    def _blame(self, coll: Collection, doc_id: str, path: str, raw: bytes | None, entries: list[Entry],
+               open_here: OpenHere) -> DocOutcome:
+        """Add deltas one by one, in delta order, and blame each one whose
+        ops are refused or make the document invalid on top of the earlier
+        ones that stand."""
+        order: list[Delta] = []
+        for d, _ in entries:
+            if not order or order[-1] is not d:
+                order.append(d)
+        accepted: set[str] = set()
+        errors: dict[str, str] = {}
+        for d in order:
+            trial = [(x, op) for x, op in entries if x.id in accepted or x is d]
+            out = combine(coll, doc_id, raw, trial, open_here, self.authority, self.tick)
+            if d.id in out.errors:
+                errors[d.id] = out.errors[d.id]
+                continue
+            problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc)
+            if problem:
+                errors[d.id] = f"would make {path} invalid: {problem}"
+            else:
+                accepted.add(d.id)
+        out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority, self.tick)
+        out.errors = errors
+        return out
+
+
+def carries(fields: dict[tuple[str, ...], str], ops: list[Entry]) -> bool:
+    """Whether ``ops`` can be applied on top of a carried document whose
+    earlier ops were ``fields`` (path -> op) with the same result as
+    recombining them all: only increments and adds, each on a field that no
+    other kind of op touches and that does not overlap another field."""
+    mine: dict[tuple[str, ...], str] = {}
+    for _, op in ops:
+        if op.op not in ("incr", "add") or mine.setdefault(op.path, op.op) != op.op:
+            return False
+    for path, kind in mine.items():
+        for other, other_kind in fields.items():
+            if other == path:
+                if other_kind != kind:
+                    return False
+            elif other[: len(path)] == path or path[: len(other)] == other:
+                return False
+    for path in mine:
+        if any(p != path and (p[: len(path)] == path or path[: len(p)] == p) for p in mine):
+            return False
+    return True
+
+
+def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str | None:
+    """Why ``doc`` cannot be document ``doc_id`` of ``coll``, or None if it can."""
+    if not isinstance(doc, dict) or doc.get("id") != doc_id:
+        return f"its 'id' must be {doc_id!r}"
+    problem = schemas.first_error(base.validator(coll.name), doc)
+    if problem:
+        return f"{problem} (schemas/{coll.schema})"
+    try:
+        canonical.dumps_line(doc)
+    except TypeError as e:  # orjson: an integer beyond 64 bits
+        return f"it cannot be written as JSON: {e}"
+    return None
+
+
+def combine(
+    coll: Collection,
+    doc_id: str,
+    raw: bytes | None,
+    entries: list[Entry],
+    open_here: OpenHere,
+    authority: Authority,
+    tick: int,
+) -> DocOutcome:
+    """Apply every op on one document from the deltas of one tick, in any order."""
+    errors: dict[str, str] = {}
+    # raw is main's document, checked where the tick read it (Applier.run), or bytes the engine wrote
+    doc: dict[str, Any] | None = canonical.parse_trusted(raw) if raw is not None else None
+    exists = doc is not None
+
+    creates = [(d, op) for d, op in entries if op.op == "create"]
+    winner: Delta | None = None
+    for d, op in creates:
+        if exists:
+            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document already exists")
+        elif winner is None:
+            if not isinstance(op.arg, dict) or op.arg.get("id") != doc_id:
+                errors.setdefault(d.id, f"create {coll.name}/{doc_id}: the document's 'id' must be {doc_id!r}")
+                continue
+            winner, doc = d, canonical.clone(op.arg)
+        elif canonical.digest(op.arg) != canonical.digest(doc):
+            errors.setdefault(d.id, f"create {coll.name}/{doc_id}: already created in this tick by delta {winner.id}"
+                              if d is not winner else f"create {coll.name}/{doc_id}: the delta creates it twice, with different content")
+
+    owner = coll.owner_of(doc_id, doc)
+    for d, op in entries:
+        if d.id in errors:
+            continue
+        if op.op == "create":
+            # Every create, not only the one that stands: a copy of another
+            # agent's create must not carry an agent past its rules.
+            if not authority.allows(coll, coll.owner_of(doc_id, op.arg), d, op):
+                errors[d.id] = refusal(d, op, coll, coll.owner_of(doc_id, op.arg))
+            continue
+        if doc is None:
+            errors[d.id] = f"{describe(op)}: no such document"
+        elif not authority.allows(coll, owner, d, op):
+            errors[d.id] = refusal(d, op, coll, owner)
+    if errors:
+        entries = [(d, op) for d, op in entries if d.id not in errors]
+        if winner is not None and winner.id in errors:
+            doc, winner = (None, None)
+
+    if doc is None:
+        return DocOutcome(None, errors, [], exists)
+    if any(op.op == "delete" for _, op in entries):
+        return DocOutcome(None, errors, [], exists)  # a delete wins
+
+    # Ops on overlapping fields cannot commute: they are grouped at the
+    # outermost field and held there together, as one conflict.
+    held_paths = _overlapping({op.path for _, op in entries if op.op != "create"})
+    groups: dict[tuple[str, ...], list[Entry]] = {}
+    for d, op in entries:
+        if op.op != "create":
+            groups.setdefault(held_paths.get(op.path, op.path), []).append((d, op))
+
+    conflicts: list[Conflict] = []
+    for path in sorted(groups):
+        ops = groups[path]
+        kinds = {_family(op.op) for _, op in ops}
+        if path in held_paths or len(kinds) > 1:
+            conflicts.append(hold(coll, doc_id, path, doc, ops, "mixed", "different kinds of change to overlapping fields", tick, open_here, as_ops=True))
+            continue
+        family = kinds.pop()
+        try:
+            if family == "set":
+                apply_sets(coll, doc_id, doc, path, ops, authority.cfg, owner, tick, open_here, conflicts)
+            elif family == "incr":
+                cur = _get(doc, path)
+                cur = 0 if cur is _MISSING else cur
+                if isinstance(cur, bool) or not isinstance(cur, (int, float)):
+                    raise _OpError(f"{'.'.join(path)} is not a number")
+                total = cur
+                for _, op in ops:
+                    total += op.arg
+                if type(total) is float and not math.isfinite(total):  # orjson would write it as null
+                    raise _OpError(f"{'.'.join(path)} would be {total}, which JSON cannot hold")
+                # (an integer beyond 64 bits is refused where the document is written: doc_problem)
+                _put(doc, path, total)
+            elif family == "set-member":
+                _apply_members(doc, path, ops)
+            else:
+                appended = _apply_append(coll, doc_id, doc, path, ops, tick, open_here, conflicts)
+                for delta_id, reason in appended.items():
+                    errors.setdefault(delta_id, reason)
+        except _OpError as e:
+            for d, op in ops:
+                errors.setdefault(d.id, f"{describe(op)}: {e}")
+    # A conflict is between deltas: one delta whose own ops compete for a
+    # field leaves nobody to choose between, so it is refused instead.
+    for c in conflicts:
+        if len(c.candidates) < 2:
+            errors.setdefault(c.candidates[0]["delta"], f"{c.where}: the delta's own ops compete for this field ({c.reason})")
+    return DocOutcome(doc, errors, conflicts, exists)
+
+
+def _family(op: str) -> str:
+    """The ops that combine with each other on one field."""
+    return {"set": "set", "incr": "incr", "add": "set-member", "remove": "set-member", "append": "append", "delete": "delete"}[op]
+
+
+def _overlapping(paths: set[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Paths where one is a proper prefix of another, each mapped to the
+    outermost path of its group: their ops cannot commute."""
+    held: dict[tuple[str, ...], tuple[str, ...]] = {}
+    outer: tuple[str, ...] | None = None
+    for p in sorted(paths):  # a path sorts right before the paths it prefixes
+        if outer is not None and p[: len(outer)] == outer:
+            held[outer] = held[p] = outer
+        else:
+            outer = p
+    return held
+
+
+def _member_key(v: Any) -> tuple[int, Any, Any]:
+    """The order of a set's members: null, booleans, numbers, strings."""
+    if v is None:
+        return (0, 0, "")
+    if isinstance(v, bool):
+        return (1, int(v), "")
+    if isinstance(v, (int, float)):
+        return (2, v, "")
+    return (3, 0, v)
+
+
+def _apply_members(doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry]) -> None:
+    cur = _get(doc, path)
+    cur = [] if cur is _MISSING else cur
+    if not isinstance(cur, list) or any(isinstance(v, (dict, list)) for v in cur):
+        raise _OpError(f"{'.'.join(path)} is not a set of scalars")
+    members = {canonical.dumps_line(v): v for v in cur}
+    adds = {canonical.dumps_line(op.arg): op.arg for _, op in ops if op.op == "add"}
+    for _, op in ops:  # an add and a remove of one value in one tick: the add wins
+        k = canonical.dumps_line(op.arg)
+        if op.op == "remove" and k not in adds:
+            members.pop(k, None)
+    members.update(adds)
+    _put(doc, path, sorted(members.values(), key=_member_key))
+
+
+def _apply_append(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry],
+                  tick: int, open_here: OpenHere, conflicts: list[Conflict]) -> dict[str, str]:
+    """Append the id-keyed items of one list; returns the refused deltas with
+    their reasons. Different items under one new id are held."""
+    errors: dict[str, str] = {}
+    cur = _get(doc, path)
+    cur = [] if cur is _MISSING else cur
+    if not isinstance(cur, list) or not all(isinstance(i, dict) and "id" in i for i in cur):
+        raise _OpError(f"{'.'.join(path)} is not a list of objects with an 'id'")
+    existing = {i["id"]: canonical.digest(i) for i in cur}
+    new: dict[str, list[tuple[Delta, Any]]] = {}  # item id -> (delta, item)
+    for d, op in ops:
+        item_id = op.arg["id"]
+        if item_id in existing:
+            if existing[item_id] != canonical.digest(op.arg):
+                errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: item {item_id!r} already exists with other content")
+            continue
+        new.setdefault(item_id, []).append((d, op.arg))
+    for item_id, items in new.items():
+        mine: dict[str, str] = {}
+        for d, item in items:
+            if mine.setdefault(d.id, canonical.digest(item)) != canonical.digest(item):
+                errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: the delta appends two different items with id {item_id!r}")
+    out = list(cur)
+    for item_id, items in new.items():
+        if len({canonical.digest(i) for _, i in items}) > 1 or (*path, item_id) in open_here:
+            conflicts.append(hold(coll, doc_id, (*path, item_id), doc, items, "append", f"different items with id {item_id!r}", tick, open_here))
+        else:
+            out.append(canonical.clone(items[0][1]))
+    _put(doc, path, out)
+    return errors
+
+

@@ -1,0 +1,123 @@
+"""Writing a tick: documents, conflicts, ledger, quarantine and ``state/fleet.json``.
+
+What the appliers decided becomes files: every changed document in canonical
+form, each held conflict, the applied deltas' lines in the ledger, the
+quarantine records, and the totals. Ledger and quarantine keep
+``limits.window`` ticks; older ones are deleted from the tree (history keeps
+them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import canonical, resolve
+from fleet.config import FLEET_PATH
+from fleet.delta import Arrival, Delta
+from fleet.engine.apply import Outcome
+from fleet.records import Usage
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, Snapshot
+
+
+@dataclass
+class TickResult:
+    """What one merge decided, and the files that make it so."""
+
+    tick: int
+    writes: dict[str, bytes]
+    deletes: list[str]
+    applied: list[Delta]
+    quarantined: list[dict[str, Any]]
+    held: list[str]  # conflict ids opened or joined this tick
+    duplicates: list[Arrival] = field(default_factory=list)
+    late: int = 0
+    docs_changed: int = 0
+    resolved: list[str] = field(default_factory=list)  # conflict ids decided this tick
+
+
+def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: Outcome,
+           decided: resolve.Resolved) -> TickResult:
+    """The files of tick ``tick``: what ``outcome`` decided, written on ``base``."""
+    cfg = base.config
+    writes: dict[str, bytes] = {}
+    deletes: list[str] = []
+    held: list[str] = []
+    changed = 0
+    for key, out in sorted(outcome.docs.items()):
+        path = cfg.collections[key[0]].doc_path(key[1])
+        before = outcome.base_bytes.get(path)
+        if out.doc is None:
+            if before is not None:
+                deletes.append(path)
+                changed += 1
+        else:
+            data = canonical.dumps(out.doc)
+            if data != before:
+                writes[path] = data
+                changed += 1
+        for c in out.conflicts:
+            writes[f"{CONFLICT_DIR}/{c.id}.json"] = canonical.dumps(c.to_json())
+            held.append(c.id)
+    # Conflicts on deleted documents are moot: the delete won.
+    for path, c in outcome.open_conflicts.items():
+        doc_out = outcome.docs.get((c.collection, c.doc))
+        if doc_out is not None and doc_out.doc is None and doc_out.exists:
+            deletes.append(path)
+
+    ledger: dict[tuple[int, str], dict[str, bytes]] = {}
+    late = 0
+    for d in applied:
+        ledger.setdefault((d.tick, d.worker), {})[d.id] = d.line
+        late += d.tick < tick
+    for (t, w), lines in ledger.items():
+        path = f"{LEDGER_DIR}/{t}/{w}.jsonl"
+        old = base.read(path)
+        if old:
+            for line in old.splitlines():
+                lines.setdefault(canonical.parse_trusted(line)["id"], line)
+        writes[path] = b"\n".join(lines[i] for i in sorted(lines)) + b"\n"
+    by_worker: dict[str, list[bytes]] = {}
+    for rec in quarantined:
+        by_worker.setdefault(rec["worker"], []).append(canonical.dumps_line(rec))
+    for w, records in by_worker.items():
+        path = f"{QUARANTINE_DIR}/{tick}/{w}.jsonl"
+        old = base.read(path)
+        merged = sorted(set(records) | set(old.splitlines() if old else []))
+        writes[path] = b"\n".join(merged) + b"\n"
+    oldest = tick - cfg.limits.window
+    for folder in (LEDGER_DIR, QUARANTINE_DIR):
+        for t in sorted({int(p.split("/")[2]) for p in base.under(folder)}):
+            if t < oldest:
+                deletes.append(f"{folder}/{t}")
+
+    if decided.records:
+        decisions = sorted(canonical.dumps_line(r) for r in decided.records)
+        writes[resolve.records_path(tick)] = b"\n".join(decisions) + b"\n"
+    fleet = base.fleet
+    last: dict[str, Any] = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
+            "resolved": len(decided.records),
+            # tokens are spent whether or not the delta applied: count the quarantined too
+            "usage": Usage.total(meta.get("usage") if isinstance(meta, dict) else None
+                                 for meta in [d.meta for d in applied] + [q["delta"].get("meta") for q in quarantined
+                                                                          if isinstance(q.get("delta"), dict)])}
+    totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
+    totals["usage"] = (Usage.parse(fleet["totals"].get("usage")) + last["usage"]).to_json()
+    last["usage"] = last["usage"].to_json()
+    conflict_files = set(base.under(CONFLICT_DIR)) | {p for p in writes if p.startswith(CONFLICT_DIR + "/")}
+    conflict_files -= set(deletes)
+    writes[FLEET_PATH] = canonical.dumps(
+        {
+            "tick": tick,
+            "totals": totals,
+            "last": last,
+            "last_utc": max((d.utc for d in applied), default=fleet.get("last_utc")),
+            "open_conflicts": len(conflict_files),
+        }
+    )
+    # the decisions applied before the deltas: their documents, unless the tick wrote them again
+    changed += sum(1 for p in decided.writes if p not in writes)
+    writes = {**decided.writes, **writes}
+    deletes = sorted((set(deletes) | set(decided.deletes)) - set(writes))
+    return TickResult(tick, writes, deletes, applied, quarantined, held, late=late, docs_changed=changed,
+                      resolved=[r["conflict"] for r in decided.records])
