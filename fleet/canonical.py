@@ -32,10 +32,14 @@ _MARKERS = re.compile(rb"^(<{7}|={7}|>{7})( |$)", re.M)
 _SHAPE = bytes(48 if 48 <= b <= 57 else 101 if b in (69, 101) else 43 if b == 43 else 32 for b in range(256))
 _DIGITS_19 = b"0" * 19
 
-# One depth limit for everything fleet reads. The writer (orjson) stops at 254
-# levels; fleet wraps what it read in at most a few more (a quarantine record
-# holds a delta, which holds a document), so this leaves a wide margin.
+# One depth limit for input from outside (a delta, a tool input, a task's
+# result, a decision): 64 levels. Fleet's own records wrap such input a few
+# levels deeper (a quarantine record holds a delta, a conflict holds ops that
+# hold values, a task holds its result), so they are read back with
+# RECORD_DEPTH: what fleet writes from accepted input, it can always read.
+# The writer (orjson) stops at 254, far beyond either.
 MAX_DEPTH = 64
+RECORD_DEPTH = MAX_DEPTH + 8
 # What the writer (orjson) writes exactly: signed and unsigned 64-bit integers.
 MIN_INT = -(2**63)
 MAX_INT = 2**64 - 1
@@ -86,8 +90,9 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
-def parse(data: bytes) -> Any:
-    """Parse JSON strictly, raising :class:`JSONProblem` with the rule it broke."""
+def parse(data: bytes, max_depth: int = RECORD_DEPTH) -> Any:
+    """Parse JSON strictly, raising :class:`JSONProblem` with the rule it broke.
+    Input from outside is parsed with ``max_depth=MAX_DEPTH``."""
     if data.startswith(b"\xef\xbb\xbf"):
         raise JSONProblem("starts with a byte-order mark (BOM); save it as UTF-8 without BOM")
     if (b"<<<<<<<" in data or b"=======" in data or b">>>>>>>" in data) and _MARKERS.search(data):
@@ -105,16 +110,16 @@ def parse(data: bytes) -> Any:
     except ValueError:  # Python's own cap on the digits of an integer
         raise JSONProblem(f"an integer of thousands of digits is beyond 64 bits ({MIN_INT} to {MAX_INT})") from None
     except RecursionError:
-        raise JSONProblem(f"nested deeper than {MAX_DEPTH} levels") from None
+        raise JSONProblem(f"nested deeper than {max_depth} levels") from None
     # The walk is needed only if the text could break a rule: more brackets
     # than the depth limit, a lone surrogate's escape, a number of 19 digits or
     # more, or an exponent of three digits.
     # (translate and find run at memory speed; a regex took longer than the parse)
     strings = b"\\u" in data
     shape = data.translate(_SHAPE)
-    if (strings or data.count(b"[") + data.count(b"{") > MAX_DEPTH
+    if (strings or data.count(b"[") + data.count(b"{") > max_depth
             or _DIGITS_19 in shape or b"e000" in shape or b"e+000" in shape):
-        check(obj, strings=strings)
+        check(obj, strings=strings, max_depth=max_depth)
     return obj
 
 
@@ -124,17 +129,17 @@ def parse_trusted(data: bytes) -> Any:
     return orjson.loads(data)
 
 
-def check(obj: Any, strings: bool = True) -> None:
+def check(obj: Any, strings: bool = True, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`JSONProblem` unless ``obj`` is JSON that fleet can write back
-    exactly: at most :data:`MAX_DEPTH` levels, integers within 64 bits, finite
+    exactly: at most ``max_depth`` levels, integers within 64 bits, finite
     numbers, string keys, and (with ``strings``) no lone surrogates."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         value, depth = stack.pop()
         kind = type(value)
         if kind is dict or kind is list:
-            if depth > MAX_DEPTH:
-                raise JSONProblem(f"nested deeper than {MAX_DEPTH} levels")
+            if depth > max_depth:
+                raise JSONProblem(f"nested deeper than {max_depth} levels")
             if kind is dict:
                 for k in value:
                     if type(k) is not str:
@@ -176,10 +181,10 @@ def _excerpt(text: str, limit: int = 60) -> str:
     return r if len(r) <= limit else r[: limit - 12] + "..." + r[-8:]
 
 
-def load(data: bytes, where: str) -> Any:
+def load(data: bytes, where: str, max_depth: int = RECORD_DEPTH) -> Any:
     """Parse JSON or raise a :class:`FleetError` naming ``where``."""
     try:
-        return parse(data)
+        return parse(data, max_depth)
     except JSONProblem as e:
         raise FleetError(f"{where}: {e}") from None
 

@@ -108,7 +108,7 @@ def parse(arrival: Arrival, limits: Limits, trusted: bool = False) -> Delta:
     if not trusted and size > limits.max_delta_bytes:
         raise Rejected(f"delta is {size} bytes, over limits.max_delta_bytes ({limits.max_delta_bytes})")
     try:
-        body = canonical.parse(arrival.data)
+        body = canonical.parse(arrival.data, canonical.MAX_DEPTH)
     except canonical.JSONProblem as e:
         raise Rejected(str(e)) from None
     return from_body(body, arrival, limits)

@@ -186,8 +186,21 @@ class Git:
             if not fields[i].startswith(b":"):
                 continue
             parts = fields[i][1:].split(b" ")
-            rows.append((parts[2].decode(), parts[3].decode(), fields[i + 1].decode()))
+            rows.append((parts[2].decode(), parts[3].decode(), os.fsdecode(fields[i + 1])))
         return rows
+
+    def special_entries(self, old: str, new: str, prefixes: list[str]) -> list[tuple[str, str]]:
+        """(path, mode) of what ``old..new`` added under ``prefixes`` that is not a
+        regular file: a symbolic link (120000) or a submodule (160000)."""
+        out = self.run("diff-tree", "-r", "-z", "--no-renames", old, new, "--", *prefixes)
+        fields = out.split(b"\0")
+        found = []
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i].startswith(b":"):
+                mode = fields[i][1:].split(b" ")[1].decode()
+                if mode in ("120000", "160000"):
+                    found.append((os.fsdecode(fields[i + 1]), mode))
+        return found
 
     def first_parent_log(self, rev: str, *, exclude: str | None = None,
                          limit: int | None = None) -> list[tuple[str, str | None, str]]:

@@ -613,13 +613,13 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
         raise FleetError("give --result or --result-file, not both", code=2)
     if result is not None:
         try:
-            value = canonical.load(result.encode(), "--result")
+            value = canonical.load(result.encode(), "--result", canonical.MAX_DEPTH)
         except FleetError as e:
             raise FleetError(f"{e} (a string is given as '\"text\"')", code=2) from None
     elif result_file is not None:
         result_file = _under(directory, result_file)
         try:
-            value = canonical.load(result_file.read_bytes(), str(result_file))
+            value = canonical.load(result_file.read_bytes(), str(result_file), canonical.MAX_DEPTH)
         except OSError as e:
             raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
     t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)

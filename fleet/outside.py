@@ -158,6 +158,9 @@ def refused_left(git: Git, base: str, tip: str) -> dict[str, str]:
     state file or schema that ``fleet validate`` rejects at ``tip``."""
     changed = {p: new for _, new, p in git.changed(base, tip, WATCHED)}
     out = {p: why for p in changed if (why := refusal(p))}
+    for path, mode in git.special_entries(base, tip, WATCHED):
+        kind = "a symbolic link" if mode == "120000" else "a submodule (gitlink)"
+        out.setdefault(path, f"is {kind}; state/ and schemas/ hold regular files only")
     snap = GitSnapshot(git, tip)
     if CONFIG_PATH in changed or any(p.startswith("schemas/") for p in changed):
         paths = None  # the rules changed: every document is judged by the new ones

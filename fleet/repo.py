@@ -208,29 +208,46 @@ def _too_big(size: int, limit: int) -> str:
     return f"delta is {size} bytes, over limits.max_delta_bytes ({limit})"
 
 
-def inbox_arrivals(folder: Path, max_bytes: int) -> list[tuple[Arrival, Path]]:
+MAX_INBOX_DEPTH = 32  # folders below the inbox; a worker's outbox needs three
+
+
+def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> list[tuple[Arrival, Path]]:
     """Delta files handed over as a folder (a workflow artifact, a coalesced push).
 
-    Every entry is decided, none is followed: regular files are read (up to
+    Every entry is decided, none is followed: a regular file of the delta
+    layout (``[deltas/]<worker>/<stream>/<id>.json``) is read, up to
     ``max_bytes``, without following a link even if one is swapped in after
-    the listing); a symbolic link, a FIFO, a device, a socket, a folder named
-    like a delta, a file not named ``*.json`` or one that cannot be read is
-    refused by its name, its content never read. Folders are walked, never
-    through a link, so nothing outside ``folder`` is read."""
+    the listing. Anything else (a symbolic link, a hard link, a FIFO, a
+    device, a socket, a folder named like a delta, a file outside the layout,
+    one that cannot be read) is refused by its name, its content never read.
+    Folders are walked, never through a link, so nothing outside ``folder`` is
+    read. A folder that holds a git repository, or holds ``repo`` or the home
+    folder, is no inbox: the merge refuses it before anything is read, since
+    it removes what it decided."""
     if not folder.is_dir():
         raise FleetError(f"{folder}: inbox folder does not exist")
+    here = folder.resolve()
+    for precious, what in ((repo, "the fleet repository"), (Path.home(), "your home folder")):
+        if precious is not None and (here == precious.resolve() or here in precious.resolve().parents):
+            raise FleetError(f"--inbox {folder}: holds {what}; an inbox is a folder of delta files only "
+                             "(the merge removes what it decides)")
     out: list[tuple[Arrival, Path]] = []
     source = str(folder)
 
     def refuse(rel: str, entry: Path, why: str, size: int | None = None) -> None:
         out.append((Arrival(source, rel, b"", refused=why, size=size), entry))
 
-    def walk(here: Path, rel_here: str) -> None:
+    stack: list[tuple[Path, str, int]] = [(folder, "", 0)]
+    while stack:
+        at, rel_here, depth = stack.pop()
         try:
-            entries = sorted(os.scandir(here), key=lambda e: e.name)
+            entries = sorted(os.scandir(at), key=lambda e: e.name)
         except OSError as e:
-            refuse(rel_here or ".", here, f"folder cannot be listed: {e.strerror}")
-            return
+            refuse(rel_here or ".", at, f"folder cannot be listed: {e.strerror}")
+            continue
+        if any(e.name == ".git" for e in entries):
+            raise FleetError(f"--inbox {folder}: {at} holds a git repository (.git); an inbox is a folder of "
+                             "delta files only (the merge removes what it decides)")
         for e in entries:
             rel = f"{rel_here}/{e.name}" if rel_here else e.name
             path = Path(e.path)
@@ -247,11 +264,18 @@ def inbox_arrivals(folder: Path, max_bytes: int) -> list[tuple[Arrival, Path]]:
             elif stat.S_ISDIR(st.st_mode):
                 if e.name.endswith(".json"):
                     refuse(rel, path, "is a folder named like a delta file, not a file")
-                walk(path, rel)
+                if depth + 1 >= MAX_INBOX_DEPTH:
+                    refuse(rel, path, f"folders nest deeper than {MAX_INBOX_DEPTH} levels; not walked")
+                else:
+                    stack.append((path, rel, depth + 1))
             elif not stat.S_ISREG(st.st_mode):
                 refuse(rel, path, f"is {_kind(st.st_mode)}, not a file; only regular files in the inbox are read")
             elif not e.name.endswith(".json"):
                 refuse(rel, path, "is not a delta file (a delta file's name ends in .json)")
+            elif len(_in_layout(rel).split("/")) < 4:
+                refuse(rel, path, f"is not in a worker's folder ({DELTA_DIR}/<worker>/<stream>/<id>.json); not read")
+            elif st.st_nlink > 1:
+                refuse(rel, path, f"has {st.st_nlink} hard links: a file linked from elsewhere is not read")
             else:
                 read = _read_regular(e.path, max_bytes)
                 if isinstance(read, bytes):
@@ -260,10 +284,13 @@ def inbox_arrivals(folder: Path, max_bytes: int) -> list[tuple[Arrival, Path]]:
                     out.append((Arrival(source, rel, read[0], refused=_too_big(read[1], max_bytes), size=read[1]), path))
                 elif read is not None:
                     refuse(rel, path, read)
+    out.sort(key=lambda ap: ap[0].path)
+    return [(replace(a, path=_in_layout(a.path)), p) for a, p in out]
 
-    walk(folder, "")
-    return [(a if a.path.startswith(DELTA_DIR + "/") else replace(a, path=f"{DELTA_DIR}/{a.path}"), p)
-            for a, p in out]
+
+def _in_layout(rel: str) -> str:
+    """An inbox path as a worker branch names it: under deltas/."""
+    return rel if rel.startswith(DELTA_DIR + "/") else f"{DELTA_DIR}/{rel}"
 
 
 def _kind(mode: int) -> str:

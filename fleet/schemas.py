@@ -31,9 +31,20 @@ def compile_schema(schema: Any, where: str) -> Validator:
     except (ValueError, jsonschema_rs.ReferencingError) as e:
         raise FleetError(f"{where}: not a usable JSON Schema: {e}") from None
     try:
-        return jsonschema_rs.validator_for(schema)
+        return jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
     except (ValueError, jsonschema_rs.ReferencingError) as e:
-        raise FleetError(f"{where}: not a usable JSON Schema: {e}") from None
+        raise FleetError(f"{where}: not a usable JSON Schema: {_first_line(str(e))}") from None
+
+
+def _no_retrieval(uri: str) -> Any:
+    """A schema's $ref never leaves the schema: a file or a URL would make a
+    merge depend on the machine it runs on (or hang on a server, or read
+    /dev/zero), and replay on another machine could disagree."""
+    raise ValueError(f"$ref {uri!r} points outside the schema; fleet resolves only references within it (#/...)")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "unknown reason"
 
 
 @lru_cache(maxsize=256)

@@ -46,10 +46,18 @@ def values() -> list[str]:
     return sorted((s for s in found if len(s) >= MIN_LENGTH), key=len, reverse=True)
 
 
+# user:password@ in a URL (a remote given with its credentials): git strips
+# them from its own messages, and so does every line fleet prints.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
 def redact(text: str, known: list[str] | None = None) -> str:
+    """``text`` with every secret value, and a URL's credentials, masked."""
     for s in values() if known is None else known:
         if s in text:
             text = text.replace(s, MASK)
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", text)
     return text
 
 

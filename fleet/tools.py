@@ -90,7 +90,7 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World,
             if allowed is not None and call.name not in allowed and call.name != NOOP:
                 raise _Reject(f"tool {call.name!r} is not among this agent's actions")
             try:
-                canonical.check(call.input)
+                canonical.check(call.input, max_depth=INPUT_DEPTH)
             except canonical.JSONProblem as e:
                 raise _Reject(f"input is not JSON fleet can keep: {e}") from None
             new = _one(agent, tick, n, call, world)
@@ -119,6 +119,10 @@ class _Reject(Exception):
 # push the delta past limits.max_delta_bytes and cost the turn's valid calls.
 MAX_REJECTED = 20
 EXCERPT = 200
+# A tool input may nest 48 levels: the delta wraps it at most 16 deeper (a
+# document in an op in a delta), within the 64 the merge reads.
+INPUT_DEPTH = canonical.MAX_DEPTH - 16
+KEPT_DEPTH = 8  # a rejected input is kept whole only if this shallow (and small)
 
 
 def _rejection(call: ToolCall, reason: str) -> dict[str, Any]:
@@ -128,7 +132,7 @@ def _rejection(call: ToolCall, reason: str) -> dict[str, Any]:
     name = call.name if isinstance(call.name, str) else repr(call.name)
     out: dict[str, Any] = {"tool": printable(name, 80), "reason": printable(reason, 2 * EXCERPT)}
     try:
-        canonical.check(call.input)
+        canonical.check(call.input, max_depth=KEPT_DEPTH)
         line = canonical.dumps_line(call.input)
     except (canonical.JSONProblem, TypeError, ValueError):  # not JSON fleet can write: describe it
         line = repr(call.input)[: 4 * EXCERPT].encode("utf-8", errors="replace")

@@ -344,7 +344,7 @@ def test_every_inbox_entry_is_decided_and_the_good_ones_apply(fleet: Fleet, tmp_
     why = {q["path"]: q["reason"] for q in records(fleet)}
     assert set(why) == {"deltas/w1/s1/d.json", "deltas/w1/s1/d.json/inner.json", "deltas/w1/s1/gone.json",
                         "deltas/top.json"}
-    assert "its worker's folder" in why["deltas/top.json"]
+    assert "not in a worker's folder" in why["deltas/top.json"]
     assert ledger_ids(fleet) == {ok["id"]}
     assert not any(inbox.iterdir())
 
@@ -402,3 +402,110 @@ def test_usage_from_the_api_must_be_token_counts(value: Any) -> None:
         return
     with pytest.raises(ValueError, match="not a token count"):
         _count(SimpleNamespace(input_tokens=value), "input_tokens")
+
+
+# -- found by an adversarial review after the first round ------------------------------
+
+
+@pytest.mark.parametrize("where", ["repo", "git-inside", "home"])
+def test_an_inbox_that_holds_a_repository_or_home_is_refused_and_nothing_removed(
+        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    if where == "repo":
+        inbox = fleet.path
+    elif where == "git-inside":
+        inbox = tmp_path / "inbox"
+        git(tmp_path, "init", "-q", str(inbox / "deltas" / "project"))
+        (inbox / "deltas/project/notes.json").write_bytes(b"{}")
+    else:
+        inbox = tmp_path / "home"
+        (inbox / "Documents").mkdir(parents=True)
+        (inbox / "Documents/thesis.json").write_bytes(b"{}")
+        monkeypatch.setenv("HOME", str(inbox / "Documents"))  # the inbox holds the home folder
+    before = sorted(p for p in inbox.rglob("*"))
+    head = fleet.main()
+    r = run(fleet, "merge", "--inbox", str(inbox), code=1)
+    assert "an inbox is a folder of delta files only" in r.output
+    assert sorted(p for p in inbox.rglob("*")) == before and fleet.main() == head
+
+
+def test_json_outside_the_worker_layout_and_hard_links_are_not_read(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "deltas/w1/s1").mkdir(parents=True)
+    (inbox / ".docker").mkdir()
+    (inbox / ".docker/config.json").write_bytes(b'{"auths": {"x": {"auth": "c2VjcmV0"}}}')
+    creds = tmp_path / "creds.json"
+    creds.write_bytes(b'{"url": "https://bob:ghp_notinenv@github.com"}')
+    os.link(creds, inbox / "deltas/w1/s1/h.json")
+    run(fleet, "merge", "--inbox", str(inbox))
+    why = {q["path"]: q for q in records(fleet)}
+    assert "not in a worker's folder" in why["deltas/.docker/config.json"]["reason"]
+    assert "hard links" in why["deltas/w1/s1/h.json"]["reason"]
+    assert all("raw" not in q for q in why.values())
+    assert b"c2VjcmV0" not in history(fleet) and b"ghp_notinenv" not in history(fleet)
+    assert creds.exists()
+
+
+def test_a_deep_inbox_folder_does_not_stop_the_merge(fleet: Fleet, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    deep = inbox / "w1"
+    deep.mkdir(parents=True)
+    for _ in range(1100):  # (os.makedirs itself recurses too deep for this)
+        deep = deep / "d"
+        deep.mkdir()
+    ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1")
+    (inbox / file_path(ok)).parent.mkdir(parents=True)
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
+    r = run(fleet, "merge", "--inbox", str(inbox))
+    assert ok["id"] in ledger_ids(fleet) and "deeper than 32 levels" in r.output
+
+
+def test_records_that_wrap_deep_input_can_always_be_read_back(fleet: Fleet) -> None:
+    """A delta nested 64 deep is accepted input; its quarantine record (one level
+    deeper) and a conflict holding its value as an op (more levels) must not
+    make status, merge or replay fail ever after."""
+    deep = _nested(60)
+    quarantined = fleet.delta("nobody", Op("set", "agents", "ada", ("bio",), _nested(58)), worker="w1")
+    mixed = [fleet.delta("ada", Op("set", "agents", "ada", ("bio",), deep), worker="w2"),
+             fleet.delta("ada", Op("incr", "agents", "ada", ("bio",), 1), worker="w3")]
+    fleet.push(quarantined, *mixed)
+    run(fleet, "merge")
+    assert len(records(fleet)) == 1
+    run(fleet, "status")
+    run(fleet, "replay", "--check")
+    still_merges(fleet)
+
+
+@pytest.mark.parametrize("usage", [{"cost_usd": 1e303}, {"input_tokens": 2**64 - 1}, {"output_tokens": 10**12}])
+def test_usage_beyond_any_real_turn_is_quarantined_not_a_crash(fleet: Fleet, usage: dict[str, Any]) -> None:
+    g = good(fleet)
+    bad = fleet.delta("ada", meta={"noop": "x", "usage": usage}, worker="w1")
+    fleet.push(bad)
+    run(fleet, "merge")
+    [rec] = records(fleet)
+    assert "maximum" in rec["reason"] and g["id"] in ledger_ids(fleet)
+    still_merges(fleet)
+
+
+def test_credentials_in_a_remote_url_are_never_printed(fleet: Fleet) -> None:
+    r = run(fleet, "merge", "--remote", "https://bob:ghp_UrlTokenNotInEnv999@127.0.0.1:9/x.git", code=1)
+    assert "ghp_UrlTokenNotInEnv999" not in r.output and "[REDACTED]@127.0.0.1" in r.output
+
+
+@pytest.mark.parametrize("ref", ["file:///etc/hostname", "http://127.0.0.1:9/s.json", "file:///dev/zero"])
+def test_a_schema_ref_never_leaves_the_schema(fleet: Fleet, ref: str) -> None:
+    schema = json.loads(fleet.read("schemas/post.schema.json"))
+    schema["properties"]["title"] = {"$ref": ref}
+    (fleet.path / "schemas/post.schema.json").write_bytes(canonical.dumps(schema))
+    r = run(fleet, "validate", code=1)
+    assert "points outside the schema" in r.output
+
+
+def test_a_symlink_or_submodule_in_state_is_refused(fleet: Fleet) -> None:
+    from fleet.outside import refused_left
+    base = fleet.main()
+    (fleet.path / "state/posts/link.json").symlink_to("ada-1.json")
+    git(fleet.path, "add", "state/posts/link.json")
+    git(fleet.path, "update-index", "--add", "--cacheinfo", f"160000,{base},state/posts/sub.json")
+    git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "odd entries")
+    found = refused_left(fleet.git, base, fleet.main())
+    assert "symbolic link" in found["state/posts/link.json"] and "submodule" in found["state/posts/sub.json"]

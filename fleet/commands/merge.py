@@ -11,7 +11,6 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +132,7 @@ def merge(
         sources = repo.sources()
         max_bytes = base.config.limits.max_delta_bytes
         arrivals = repo.arrivals(sources, max_bytes)
-        files = [f for folder in inbox for f in inbox_arrivals(folder, max_bytes)]
+        files = [f for folder in inbox for f in inbox_arrivals(folder, max_bytes, repo.path)]
         arrivals += [a for a, _ in files]
         if not arrivals and not allow_empty and not decided and not base.under("state/resolutions"):
             synced = prs.sync(repo, base, head) if prs else None
@@ -211,10 +210,18 @@ def _models(metas: Iterable[Any]) -> list[str]:
 def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
     """Take every decided entry out of the inbox (a link itself, never what it
     points to), then the folders that are left empty."""
+    roots = {folder.absolute() for folder in inbox}
+    parents: set[Path] = set()
     for _, f in files:
         if not f.is_dir() or f.is_symlink():
             f.unlink(missing_ok=True)
-    for folder in inbox:
-        for here, _, _ in os.walk(folder, topdown=False):  # deepest first, links not followed
-            if Path(here) != folder and not os.listdir(here):
-                os.rmdir(here)
+        parents.add(f.absolute() if f.is_dir() and not f.is_symlink() else f.absolute().parent)
+    # Up from each decided entry while folders are empty (deepest first; never
+    # the inbox itself, never a folder that still holds something).
+    for here in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        while here not in roots and any(root in here.parents for root in roots):
+            try:
+                here.rmdir()
+            except OSError:
+                break  # not empty, or gone
+            here = here.parent

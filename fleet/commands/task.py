@@ -50,7 +50,7 @@ def read_items(file: Path) -> list[tuple[Any, str]]:
     except OSError as e:
         raise FleetError(f"{file}: cannot read: {e.strerror}") from None
     if file.suffix == ".json":
-        items = canonical.load(data, str(file))
+        items = canonical.load(data, str(file), canonical.MAX_DEPTH)
         if not isinstance(items, list):
             raise FleetError(f"{file}: a .json task file must hold an array of tasks (or use .jsonl, one a line)")
         if not items:
@@ -59,7 +59,7 @@ def read_items(file: Path) -> list[tuple[Any, str]]:
     out = []
     for n, line in enumerate(data.splitlines(), 1):
         if line.strip():
-            out.append((canonical.load(line, f"{file}:{n}"), f"{file}:{n}"))
+            out.append((canonical.load(line, f"{file}:{n}", canonical.MAX_DEPTH), f"{file}:{n}"))
     if not out:
         raise FleetError(f"{file}: no tasks in the file (one JSON object a line)")
     return out
