@@ -38,7 +38,7 @@ from fleet import canonical, faults, schemas, secrets
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
-from fleet.git import common_dir, git_reason, lost_race
+from fleet.git import RefUpdate, common_dir, git_reason
 from fleet.ids import is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo
 
@@ -337,18 +337,15 @@ class TaskQueue:
             won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
             self._scratch = not won
             return won
-        push = self.git.popen("push", "--porcelain", "--quiet", remote,
-                              f"--force-with-lease=refs/heads/{BRANCH}:{old or ''}", f"{new}:refs/heads/{BRANCH}")
-        faults.point("task.during-push")
-        out, err = push.communicate()
-        if push.returncode == 0:
+        result = self.git.push(remote, [RefUpdate(f"refs/heads/{BRANCH}", new, old)],
+                               while_running=lambda: faults.point("task.during-push"))
+        if result.outcome == "won":
             self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
             self._scratch = False
             return True
-        text = (out + err).decode(errors="replace")
-        if lost_race(text, lambda: self.repo.remote_tip(BRANCH) != old):
+        if result.outcome == "lost":
             return False
-        raise FleetError(f"push of {BRANCH} to {remote} refused: {git_reason(text, f'exit {push.returncode}')} "
+        raise FleetError(f"push of {BRANCH} to {remote} refused: {result.reason} "
                          f"(the task queue needs {BRANCH} writable; see the README on branch protection)")
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
