@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, Sequence
 
 from fleet import secrets
 from fleet.errors import FleetError
@@ -38,6 +38,24 @@ class RefInfo:
     tree: str
 
 
+@dataclass(frozen=True)
+class RefUpdate:
+    """One ref a push moves: to ``new`` (None deletes it) if the remote has it
+    at ``old`` (None: only if it does not exist yet)."""
+
+    ref: str  # the full name on the remote, refs/heads/...
+    new: str | None
+    old: str | None
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a compare-and-swap push came to, and git's reason when it did not win."""
+
+    outcome: Literal["won", "lost", "refused"]
+    reason: str = ""
+
+
 class Git:
     """Git commands run in one repository."""
 
@@ -50,11 +68,6 @@ class Git:
         return subprocess.run(
             ["git", *args], cwd=self.path, input=input, capture_output=True, env=_env()
         )
-
-    def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a git command without waiting (so a crash test can die mid-command)."""
-        return subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=_env())
 
     def run(self, *args: str, input: bytes | None = None) -> bytes:
         p = self.proc(*args, input=input)
@@ -308,6 +321,40 @@ class Git:
     def gc_auto(self) -> None:
         self.proc("gc", "--auto", "--quiet")
 
+    # -- publishing ------------------------------------------------------
+    def push(self, remote: str, updates: Sequence[RefUpdate], *, atomic: bool = False,
+             while_running: Callable[[], None] | None = None) -> PushResult:
+        """Compare-and-swap refs on ``remote``: each of ``updates`` moves only if
+        the remote has it at its expected old value. The only push fleet makes.
+
+        Won: every ref moved. Lost: someone moved a ref first (re-read and try
+        again). Refused: a hook, a protected branch, a name clash or the network
+        said no, and retrying the same change cannot help; ``reason`` is git's.
+        ``atomic``: all refs move or none does. ``while_running`` is called once
+        the push has started and before it is waited for (a crash test dies there).
+        """
+        args = ["push", "--porcelain", "--quiet", *(["--atomic"] if atomic else [])]
+        args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
+        args += [remote, *(f"{u.new or ''}:{u.ref}" for u in updates)]
+        push = subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=_env())
+        if while_running is not None:
+            while_running()
+        out, err = push.communicate()
+        if push.returncode == 0:
+            return PushResult("won")
+        text = (out + err).decode(errors="replace")
+        reason = git_reason(text, f"exit {push.returncode}")
+        if _lost_race(text, lambda: self._moved(remote, updates)):
+            return PushResult("lost", reason)
+        return PushResult("refused", reason)
+
+    def _moved(self, remote: str, updates: Sequence[RefUpdate]) -> bool:
+        """Whether any of the refs is no longer where the push expected it (one round trip)."""
+        out = self.proc("ls-remote", remote, *(u.ref for u in updates)).stdout.decode()
+        tips = {name: sha for sha, _, name in (line.partition("\t") for line in out.splitlines())}
+        return any(tips.get(u.ref) != u.old for u in updates)
+
 
 _RACE = re.compile(r"\[rejected\]|stale info|non-fast-forward|fetch first")
 _MAYBE = re.compile(
@@ -316,7 +363,7 @@ _MAYBE = re.compile(
 )
 
 
-def lost_race(push_output: str, moved: Callable[[], bool]) -> bool:
+def _lost_race(push_output: str, moved: Callable[[], bool]) -> bool:
     """Whether a rejected push lost a compare-and-swap (someone moved the ref
     first: re-read and try again), rather than being refused for good (a
     hook, a protected branch, a ruleset, a name clash: retrying cannot help).

@@ -29,6 +29,7 @@ from typing import Any
 
 from fleet import canonical, secrets
 from fleet.errors import FleetError
+from fleet.git import RefUpdate
 from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
 from fleet.resolve import RESOLUTION_DIR, fallback
@@ -253,11 +254,9 @@ def _push_branch(fleet: FleetRepo, head: str, branch: str, c: Conflict) -> None:
     commit = fleet.git.write_commit(head, f"fleet: decide {c.collection}/{c.doc} {printable('.'.join(c.path))}\n",
                                     {f"{RESOLUTION_DIR}/{c.id}.json": canonical.dumps(decision)}, [])
     target = fleet.remote or "."
-    p = fleet.git.proc("push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/{branch}:",
-                       target, f"{commit}:refs/heads/{branch}")
-    if p.returncode and b"stale info" not in p.stdout + p.stderr:  # an earlier run's branch stays as it is
-        text = (p.stdout + p.stderr).decode(errors="replace").strip().splitlines()
-        raise FleetError(f"push of {branch} failed: {text[-1] if text else p.returncode}")
+    result = fleet.git.push(target, [RefUpdate(f"refs/heads/{branch}", commit, None)])
+    if result.outcome == "refused":  # lost: an earlier run's branch stays as it is
+        raise FleetError(f"push of {branch} failed: {result.reason}")
 
 
 def _title(c: Conflict) -> str:

@@ -21,7 +21,7 @@ from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
 from fleet.ids import printable
-from fleet.git import EMPTY_TREE, Git, RefInfo, common_dir, git_reason, lost_race, toplevel
+from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, toplevel
 from fleet.state import GitSnapshot
 
 WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
@@ -114,21 +114,17 @@ class FleetRepo:
         branches, in one atomic step. False if another merge won, or a worker
         pushed to a merged branch meanwhile (the next attempt takes it in)."""
         if self.remote:
-            args = ["push", "--atomic", "--porcelain", "--quiet", self.remote,
-                    f"--force-with-lease=refs/heads/main:{old}"]
-            args += [f"--force-with-lease=refs/heads/{s.branch}:{s.ref.commit}" for s in merged]
-            args += [f"{new}:refs/heads/main"] + [f":refs/heads/{s.branch}" for s in merged]
-            push = self.git.popen(*args)
-            faults.point("merge.during-push")
-            out, err = push.communicate()
-            if push.returncode == 0:
+            updates = [RefUpdate("refs/heads/main", new, old)]
+            updates += [RefUpdate(f"refs/heads/{s.branch}", None, s.ref.commit) for s in merged]
+            result = self.git.push(self.remote, updates, atomic=True,
+                                   while_running=lambda: faults.point("merge.during-push"))
+            if result.outcome == "won":
                 self._forget(merged)
                 self.git.update_ref(self.main_ref, new, old)
                 return True
-            text = (out + err).decode(errors="replace")
-            if lost_race(text, lambda: self.remote_tip("main") != old):
+            if result.outcome == "lost":
                 return False
-            raise FleetError(f"push to {self.remote} refused: {git_reason(text, f'exit {push.returncode}')} "
+            raise FleetError(f"push to {self.remote} refused: {result.reason} "
                              "(main must accept pushes from the merge; see the README on branch protection)")
         head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
         bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
@@ -149,20 +145,13 @@ class FleetRepo:
         p = self.git.proc("update-ref", "--stdin", input=("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode())
         return p.returncode == 0
 
-    def remote_tip(self, branch: str) -> str | None:
-        """The commit ``branch`` is at on the remote right now (one round trip)."""
-        out = self.git.proc("ls-remote", self.remote or ".", f"refs/heads/{branch}").stdout.decode().split()
-        return out[0] if out else None
-
     def delete_sources(self, sources: list[Source]) -> None:
         """Delete merged worker branches, each only if nobody pushed to it since."""
         if not sources:
             return
         if self.remote:
-            args = ["push", "--quiet", "--porcelain", self.remote]
-            args += [f"--force-with-lease=refs/heads/{s.branch}:{s.ref.commit}" for s in sources]
-            args += [f":refs/heads/{s.branch}" for s in sources]
-            self.git.proc(*args)  # a branch that moved keeps its new deltas for the next merge
+            # a branch that moved keeps its new deltas for the next merge, whatever the push says
+            self.git.push(self.remote, [RefUpdate(f"refs/heads/{s.branch}", None, s.ref.commit) for s in sources])
             self._forget(sources)
         else:
             lines = [f"delete {s.ref.name} {s.ref.commit}" for s in sources]

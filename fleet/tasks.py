@@ -1,16 +1,12 @@
 """The task queue: one JSON file per task on the ``fleet/tasks`` branch.
 
 Every change (add, claim, renew, complete, fail, release, sling, a watchdog
-return) is a commit on that branch published with a compare-and-swap push:
-``--force-with-lease`` on the tip the change was computed from, or
-``update-ref`` with the old value when the fleet has no remote. Of two
-claimers that read the same tip, exactly one push lands; the other re-reads
-and takes the next ready task. The branch's history is the audit trail, one
-commit per change, each message saying who did what and why.
-
-The queue lives beside ``main``, not on it: ``main`` has one writer, the merge
-engine, and a claim must not wait for a tick. The queue reads its settings
-(lease, retries) and the agents from ``state/config.json`` on ``main``.
+return) is a commit on that branch made through ``fleet.store``: a
+compare-and-swap on the tip the change was computed from. Of two claimers
+that read the same tip, exactly one lands; the other re-reads and takes the
+next ready task. The branch's history is the audit trail, one commit per
+change, each message saying who did what and why. The queue reads its
+settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
 A claim hands out a fencing token, a number that only goes up. Renew,
 complete, fail and release name it, so a holder whose lease ran out and whose
@@ -21,26 +17,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
-import random
 import re
 import secrets as _random_ids
-import tempfile
-import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
-import orjson
-
-from fleet import canonical, faults, schemas, secrets
-from fleet import config as config_mod
-from fleet.config import CONFIG_PATH, Config
+from fleet import schemas, secrets
+from fleet.config import Config
 from fleet.errors import FleetError
-from fleet.git import common_dir, git_reason, lost_race
 from fleet.ids import is_safe_id, printable
-from fleet.repo import TRACKING, FleetRepo
+from fleet.repo import FleetRepo
+from fleet.store import BranchStore, Change, Kind, Records, now
 
 BRANCH = "fleet/tasks"
 TASK_DIR = "tasks"
@@ -49,14 +36,9 @@ STATUSES = ("pending", "in-progress", "done", "failed")
 OPEN = ("pending", "in-progress")
 INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for"}
 DEFAULT_PRIORITY = 2
-MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
 
 
 # -- time ----------------------------------------------------------------
-def now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
-
-
 def stamp(when: _dt.datetime) -> str:
     """UTC with milliseconds, e.g. 2026-11-22T12:38:12.345Z."""
     return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
@@ -102,6 +84,19 @@ class Queue:
     tip: str | None
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Records) -> Queue:
+        """The queue the branch's records make; a task filed under another id's path is refused."""
+        q = cls(records.tip)
+        for path, doc in records.docs.items():
+            if path.startswith(TASK_DIR + "/"):
+                if path != task_path(doc["id"]):
+                    raise FleetError(f"{BRANCH}:{path}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
+                q.tasks[doc["id"]] = doc
+            else:
+                q.workers[doc["worker"]] = doc
+        return q
 
     def task(self, task_id: str) -> dict[str, Any]:
         t = self.tasks.get(task_id)
@@ -150,32 +145,7 @@ class Queue:
         return c
 
 
-@dataclass
-class Change:
-    """What one compare-and-swap round decided: commits to make, and the answer."""
-
-    commits: list[tuple[str, dict[str, Any]]]  # (message, {path: document})
-    result: Any
-
-
 STAMPS = ("claimedAt", "leaseUntil", "notBefore", "createdAt", "updatedAt", "doneAt")
-
-
-CACHE_FORMAT = 1
-
-
-@lru_cache(maxsize=1)
-def _cache_version() -> str:
-    """Checked files are cached under the rules that checked them: the schemas and this code."""
-    from fleet import __version__
-    from fleet.template import protocol_schema_dir
-
-    h = hashlib.sha256(f"{CACHE_FORMAT}:{__version__}".encode())
-    for name in ("task", "worker"):
-        h.update((protocol_schema_dir() / f"{name}.schema.json").read_bytes())
-    for module in (__file__, canonical.__file__):  # the checks themselves, not only the version string
-        h.update(Path(module).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def check_task(doc: Any, where: str) -> dict[str, Any]:
@@ -210,196 +180,44 @@ def check_worker(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
+KINDS = (Kind(TASK_DIR, "id", "task", check_task), Kind(WORKER_DIR, "worker", "worker", check_worker))
+
+
 class TaskQueue:
     """The queue of one fleet repository and its remote."""
 
     def __init__(self, repo: FleetRepo) -> None:
         self.repo = repo
         self.git = repo.git
-        self._checked: dict[str, Any] | None = None  # "t:"/"w:" + blob sha -> checked document
-        self.last_config: Config | None = None
-        self._scratch = False  # this process's scratch ref (write_commit) is still there
+        self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task")
 
-    @property
-    def ref(self) -> str:
-        return TRACKING + BRANCH if self.repo.remote else f"refs/heads/{BRANCH}"
-
-    # -- synchronising -----------------------------------------------------
-    def fetch(self, main: bool = True) -> None:
-        """Fetch the queue (and main, for the config): the moment state changes here.
-
-        Only fleet's own tracking refs are written (``--refmap=``), and a fetch
-        that loses a ref lock to another fleet process in this clone is
-        retried: two claims from one clone are a race, not an error."""
-        remote = self.repo.remote
-        if not remote:
-            return
-        queue = f"+refs/heads/{BRANCH}:{self.ref}"
-        specs = [f"+refs/heads/main:{TRACKING}main", queue] if main else [queue]
-        err = self.git.fetch_refs(remote, *specs)
-        if err is not None and "couldn't find remote ref" in err and BRANCH in err:  # no task was ever added
-            self.git.proc("update-ref", "-d", self.ref)
-            err = self.git.fetch_refs(remote, specs[0]) if main else None
-        if err is not None:
-            raise FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
+    def fetch(self) -> None:
+        """Fetch the queue and main: the moment state changes here."""
+        self.store.fetch(main=True)
 
     def load(self) -> tuple[Queue, Config]:
         """Fetch, then read the queue and main's config together (which also
         says plainly when this is no fleet repository)."""
-        self.fetch(main=True)
-        q = self.read(config_of=self.repo.main())
-        assert self.last_config is not None
-        return q, self.last_config
+        self.fetch()
+        records = self.store.read(config_of=self.repo.main())
+        assert records.config is not None
+        return Queue.of(records), records.config
 
-    def read(self, tip: str | None = None, *, config_of: str | None = None) -> Queue:
-        """The queue at ``tip`` (default: the branch as last fetched). With
-        ``config_of`` (a main commit), its config is read in the same git
-        process as the task files and left in ``self.last_config``.
-
-        Task files are content-addressed, so a file already parsed and checked
-        (in this process, or by an earlier one: ``.git/fleet/cache/``) is not
-        read, parsed or checked again: a claim on a queue of 10,000 tasks
-        reads the few files that changed since the last one."""
-        if tip is None:
-            tip = self.git.rev_parse(self.ref)
-        q = Queue(tip)
-        entries = self.git.ls_tree(tip, TASK_DIR + "/", WORKER_DIR + "/") if tip else {}
-        checked = self._cache()
-        keys = {path: ("t:" if path.startswith(TASK_DIR + "/") else "w:") + sha for path, sha in entries.items()}
-        wanted = [entries[p] for p, k in keys.items() if k not in checked]
-        config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
-        try:
-            blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
-        except FleetError:
-            if config_name and self.git.proc("cat-file", "-e", config_name).returncode:
-                raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
-                                 "(`fleet init DIR` makes one)") from None
-            raise
-        if config_name:
-            self.last_config = config_mod.parse(blobs.pop(config_name))
-        for path, key in keys.items():
-            where = f"{BRANCH}:{path}"
-            doc = checked.get(key)
-            if doc is None:
-                doc = canonical.load(blobs[entries[path]], where)
-                (check_task if key[0] == "t" else check_worker)(doc, where)
-                checked[key] = doc
-            if key[0] == "t":
-                if path != task_path(doc["id"]):
-                    raise FleetError(f"{where}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
-                q.tasks[doc["id"]] = doc
-            else:
-                q.workers[doc["worker"]] = doc
-        if wanted:
-            self._save_cache({k: checked[k] for k in keys.values()})
-        return q
-
-    # -- the local cache of checked task files ---------------------------------
-    def _cache_file(self) -> Path:
-        git_dir = self.git.path / ".git"
-        base = git_dir if git_dir.is_dir() else common_dir(self.git.path)
-        return base / "fleet" / "cache" / "queue.json"
-
-    def _cache(self) -> dict[str, Any]:
-        if self._checked is None:
-            self._checked = {}
-            try:
-                data = orjson.loads(self._cache_file().read_bytes())
-                docs = data.get("docs") if isinstance(data, dict) and data.get("version") == _cache_version() else None
-                if isinstance(docs, dict) and all(isinstance(d, dict) and isinstance(d.get("id" if k[:1] == "t" else "worker"), str)
-                                                  for k, d in docs.items()):
-                    self._checked = docs
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # no cache, or one from another version: read everything
-        return self._checked
-
-    def _save_cache(self, docs: dict[str, Any]) -> None:
-        path = self._cache_file()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".queue-", delete=False) as f:
-                try:
-                    f.write(orjson.dumps({"version": _cache_version(), "docs": docs}))
-                except BaseException:
-                    os.unlink(f.name)
-                    raise
-            os.replace(f.name, path)  # atomic: a reader sees the old cache or the new one
-        except OSError:
-            pass  # a cache that cannot be written costs speed, never correctness
+    def read(self, tip: str | None = None) -> Queue:
+        """The queue at ``tip`` (default: the branch as last fetched)."""
+        return Queue.of(self.store.read(tip))
 
     def publish(self, new: str, old: str | None) -> bool:
-        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile
-        (and drop this process's scratch ref in the same ref update)."""
-        remote = self.repo.remote
-        scratch = f"delete {self.git.scratch_ref()}\n"
-        if not remote:
-            lines = f"start\nupdate {self.ref} {new} {old or '0' * 40}\n{scratch}prepare\ncommit\n"
-            won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
-            self._scratch = not won
-            return won
-        push = self.git.popen("push", "--porcelain", "--quiet", remote,
-                              f"--force-with-lease=refs/heads/{BRANCH}:{old or ''}", f"{new}:refs/heads/{BRANCH}")
-        faults.point("task.during-push")
-        out, err = push.communicate()
-        if push.returncode == 0:
-            self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
-            self._scratch = False
-            return True
-        text = (out + err).decode(errors="replace")
-        if lost_race(text, lambda: self.repo.remote_tip(BRANCH) != old):
-            return False
-        raise FleetError(f"push of {BRANCH} to {remote} refused: {git_reason(text, f'exit {push.returncode}')} "
-                         f"(the task queue needs {BRANCH} writable; see the README on branch protection)")
+        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
+        return self.store.publish(new, old)
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
-        """Fetch, decide, commit, push; on a lost race, re-read and decide again.
-
-        ``decide`` sees a fresh read each round, so a claimer that lost takes
-        the next ready task. Returns the change and whether anything was pushed.
-        The first round costs one fetch, one ls-tree, one cat-file (the task
-        files and the config together), one fast-import, one push and one
-        ref update: a claim must stay cheap when many claimers race.
-        ``fetched``: the caller has just fetched main and the queue.
-        """
-        if not fetched:
-            self.fetch(main=True)
-        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
-        main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
-        cfg: Config | None = None
-        start = time.monotonic()
-        try:
-            for attempt in range(MAX_ATTEMPTS):
-                if attempt:
-                    self.fetch(main=False)
-                    tip = self.git.rev_parse(self.ref)
-                else:
-                    tip = tips.get(self.ref)
-                q = self.read(tip, config_of=None if cfg else main)
-                cfg = cfg or self.last_config
-                ch = decide(q, cfg, now())
-                if not ch.commits or dry_run:
-                    return ch, False
-                new = q.tip
-                for message, docs in ch.commits:
-                    # a task's text and result come from outside: no key reaches the branch
-                    writes = {path: secrets.redact_bytes(canonical.dumps(doc)) for path, doc in docs.items()}
-                    new = self.git.write_commit(new, secrets.redact(message), writes, [], keep_scratch=True)
-                    self._scratch = True
-                faults.point("task.after-commit")
-                if self.publish(new, q.tip):
-                    return ch, True
-                if time.monotonic() - start > patience:
-                    break
-                # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
-                # losers must not keep the winner's machine busy with doomed attempts
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
-        finally:
-            if self._scratch:  # a lost race or an error left this process's scratch ref behind
-                self.git.proc("update-ref", "-d", self.git.scratch_ref())
-                self._scratch = False
-        raise FleetError(f"gave up after {attempt + 1} attempts: the queue on {self.repo.remote or 'this repository'} "
-                         "kept moving (too many writers at once); try again")
+        """Fetch, decide, commit, push; on a lost race, re-read and decide again
+        (``BranchStore.change``): a claimer that lost takes the next ready task.
+        ``fetched``: the caller has just fetched main and the queue."""
+        return self.store.change(lambda records, cfg, at: decide(Queue.of(records), cfg, at),
+                                 dry_run=dry_run, patience=patience, fetched=fetched)
 
 
 # -- building and checking tasks ------------------------------------------

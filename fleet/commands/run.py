@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo
-from fleet.git import Git, common_dir, git_reason, toplevel
+from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.outside import check_adoption, check_state
 from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
@@ -146,10 +146,9 @@ def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
             f"(merged ticks) since: put yours on top with `git rebase {TRACKING}main main`, then run again "
             f"(the fleet's state is {TRACKING}main; `git log {TRACKING}main` shows its ticks)")
     check_adoption(git, fleet_main, local)  # nothing unchecked becomes the fleet's main
-    p = git.proc("push", "--quiet", "--porcelain", f"--force-with-lease=refs/heads/main:{fleet_main}", url,
-                 f"{local}:refs/heads/main")
-    if p.returncode:
-        raise FleetError(f"could not hand your main to the fleet: {git_reason(p.stderr.decode(errors='replace'), 'push failed')}")
+    result = git.push(url, [RefUpdate("refs/heads/main", local, fleet_main)])
+    if result.outcome != "won":
+        raise FleetError(f"could not hand your main to the fleet: {result.reason}")
     git.proc("update-ref", f"{TRACKING}main", local)
     return f"your main's {ours} new commit(s) are now the fleet's main; the next tick works under them"
 

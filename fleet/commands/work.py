@@ -24,7 +24,7 @@ from fleet import canonical, faults, secrets
 from fleet import delta as delta_mod
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo
-from fleet.git import Git, common_dir, toplevel
+from fleet.git import Git, RefUpdate, common_dir, toplevel
 from fleet.plan import assign, roster, worker_name
 from fleet.providers import get as get_provider
 from fleet.providers import models
@@ -165,16 +165,12 @@ def _push(cache: Git, url: str, sha: str, branch: str) -> None:
     """Push the worker branch; it must not exist yet (lease), with jittered retries."""
     ref = f"refs/heads/{branch}"
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        push = cache.popen("push", "--porcelain", "--quiet", f"--force-with-lease={ref}:", url, f"{sha}:{ref}")
-        faults.point("work.during-push")
-        out, err = push.communicate()
-        if push.returncode == 0:
+        result = cache.push(url, [RefUpdate(ref, sha, None)], while_running=lambda: faults.point("work.during-push"))
+        if result.outcome == "won":
             return
-        text = (out + err).decode(errors="replace")
-        if "stale info" in text or "already exists" in text:
+        if result.outcome == "lost":
             raise NothingToDo(f"{branch} already exists on the remote: this tick was delivered by another run")
         if attempt == PUSH_ATTEMPTS:
-            last = text.strip().splitlines()[-1] if text.strip() else f"exit {push.returncode}"
-            raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {last}")
+            raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {result.reason}")
         # Contention is per repository: back off with jitter so retries spread out.
         time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))

@@ -1,0 +1,273 @@
+"""Records on a side branch: one JSON file per record, changed by compare-and-swap.
+
+A store lives on a branch beside ``main`` (the task queue on ``fleet/tasks``),
+not on it: ``main`` has one writer, the merge engine, and a record must not
+wait for a tick. Every change is one commit per decision, published with a
+compare-and-swap on the tip it was computed from (``Git.push`` with the old
+value, or ``update-ref`` with the old value when the fleet has no remote). Of
+two writers that read the same tip, exactly one lands; the other re-reads,
+decides again and backs off with full jitter. The branch's history is the
+audit trail, each message saying who did what and why.
+
+Records are content-addressed, so a file already parsed and checked (in this
+process, or by an earlier one: ``.git/fleet/cache/<name>.json``, keyed by
+blob id) is not read, parsed or checked again: a change on a store of 10,000
+records reads the few files that changed since the last one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from fleet import canonical, faults, secrets
+from fleet import config as config_mod
+from fleet.config import CONFIG_PATH, Config
+from fleet.errors import FleetError
+from fleet.git import RefUpdate, common_dir, git_reason
+from fleet.repo import TRACKING, FleetRepo
+
+MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
+CACHE_FORMAT = 2
+
+
+def now() -> _dt.datetime:
+    """The time a change is decided at (UTC)."""
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of record: the folder its files live under, the field that names
+    a record, the protocol schema it follows and the check that parses it."""
+
+    folder: str  # "tasks": its files are tasks/**.json
+    name_field: str  # "id"
+    schema: str  # schemas/<schema>.schema.json
+    check: Callable[[Any, str], dict[str, Any]]  # raises FleetError naming the file and the rule
+
+
+@dataclass
+class Records:
+    """The checked records at one commit of the branch (``tip`` None: no branch yet),
+    and main's config when it was asked for."""
+
+    tip: str | None
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> record
+    config: Config | None = None
+
+
+@dataclass
+class Change:
+    """What one compare-and-swap round decided: commits to make, and the answer."""
+
+    commits: list[tuple[str, dict[str, Any]]]  # (message, {path: record})
+    result: Any
+
+
+@lru_cache(maxsize=None)
+def _cache_version(kinds: tuple[Kind, ...]) -> str:
+    """Checked files are cached under the rules that checked them: the schemas and the code."""
+    from fleet import __version__
+    from fleet.template import protocol_schema_dir
+
+    h = hashlib.sha256(f"{CACHE_FORMAT}:{__version__}".encode())
+    for kind in kinds:
+        h.update((protocol_schema_dir() / f"{kind.schema}.schema.json").read_bytes())
+    checks = {sys.modules[k.check.__module__].__file__ or "" for k in kinds}
+    for module in sorted({__file__, canonical.__file__, *checks}):  # the checks themselves, not only the version
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+class BranchStore:
+    """The records on one branch of a fleet repository and its remote."""
+
+    def __init__(self, repo: FleetRepo, branch: str, kinds: Sequence[Kind], *, what: str, cache: str,
+                 fault: str) -> None:
+        """``what`` names the store in messages ("task queue"); ``cache`` names its
+        cache file; ``fault`` prefixes its crash points (``<fault>.after-commit``,
+        ``<fault>.during-push``)."""
+        self.repo = repo
+        self.git = repo.git
+        self.branch = branch
+        self.kinds = tuple(kinds)
+        self.what = what
+        self.cache_name = cache
+        self.fault = fault
+        self._checked: dict[str, Any] | None = None  # "<folder>:<blob sha>" -> checked record
+        self._scratch = False  # this process's scratch ref (write_commit) is still there
+
+    @property
+    def ref(self) -> str:
+        """Where this clone keeps the branch as last fetched (or the branch itself, with no remote)."""
+        return TRACKING + self.branch if self.repo.remote else f"refs/heads/{self.branch}"
+
+    # -- synchronising -----------------------------------------------------
+    def fetch(self, main: bool = True) -> None:
+        """Fetch the branch (and main, for the config): the moment state changes here.
+
+        Only fleet's own tracking refs are written (``--refmap=``), and a fetch
+        that loses a ref lock to another fleet process in this clone is
+        retried: two changes from one clone are a race, not an error."""
+        remote = self.repo.remote
+        if not remote:
+            return
+        own = f"+refs/heads/{self.branch}:{self.ref}"
+        specs = [f"+refs/heads/main:{TRACKING}main", own] if main else [own]
+        err = self.git.fetch_refs(remote, *specs)
+        if err is not None and "couldn't find remote ref" in err and self.branch in err:  # nothing was ever written
+            self.git.proc("update-ref", "-d", self.ref)
+            err = self.git.fetch_refs(remote, specs[0]) if main else None
+        if err is not None:
+            raise FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
+
+    def read(self, tip: str | None = None, *, config_of: str | None = None) -> Records:
+        """The records at ``tip`` (default: the branch as last fetched). With
+        ``config_of`` (a main commit), its config is read in the same git
+        process as the record files."""
+        if tip is None:
+            tip = self.git.rev_parse(self.ref)
+        entries = self.git.ls_tree(tip, *(k.folder + "/" for k in self.kinds)) if tip else {}
+        checked = self._cache()
+        # the cache key is the kind's folder and the blob id: the path's first component
+        keys = {path: f"{path[:path.index('/')]}:{sha}" for path, sha in entries.items()}
+        wanted = [entries[p] for p, k in keys.items() if k not in checked]
+        config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
+        try:
+            blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
+        except FleetError:
+            if config_name and self.git.proc("cat-file", "-e", config_name).returncode:
+                raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
+                                 "(`fleet init DIR` makes one)") from None
+            raise
+        records = Records(tip, config=config_mod.parse(blobs.pop(config_name)) if config_name else None)
+        if wanted:
+            kinds = {k.folder: k for k in self.kinds}
+            for path, key in keys.items():
+                if key not in checked:
+                    where = f"{self.branch}:{path}"
+                    checked[key] = kinds[key.partition(":")[0]].check(canonical.load(blobs[entries[path]], where), where)
+        records.docs = {path: checked[key] for path, key in keys.items()}
+        if wanted:
+            self._save_cache({k: checked[k] for k in keys.values()})
+        return records
+
+    # -- the local cache of checked files ----------------------------------
+    def _cache_file(self) -> Path:
+        git_dir = self.git.path / ".git"
+        base = git_dir if git_dir.is_dir() else common_dir(self.git.path)
+        return base / "fleet" / "cache" / f"{self.cache_name}.json"
+
+    def _cache(self) -> dict[str, Any]:
+        if self._checked is None:
+            self._checked = {}
+            try:
+                data = orjson.loads(self._cache_file().read_bytes())
+                docs = data.get("docs") if isinstance(data, dict) and data.get("version") == _cache_version(self.kinds) else None
+                names = {k.folder: k.name_field for k in self.kinds}
+                if isinstance(docs, dict) and all(isinstance(d, dict) and isinstance(d.get(names[key.partition(":")[0]]), str)
+                                                  for key, d in docs.items()):
+                    self._checked = docs
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no cache, or one from another version: read everything
+        return self._checked
+
+    def _save_cache(self, docs: dict[str, Any]) -> None:
+        path = self._cache_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{self.cache_name}-", delete=False) as f:
+                try:
+                    f.write(orjson.dumps({"version": _cache_version(self.kinds), "docs": docs}))
+                except BaseException:
+                    os.unlink(f.name)
+                    raise
+            os.replace(f.name, path)  # atomic: a reader sees the old cache or the new one
+        except OSError:
+            pass  # a cache that cannot be written costs speed, never correctness
+
+    # -- changing ----------------------------------------------------------
+    def publish(self, new: str, old: str | None) -> bool:
+        """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile
+        (and drop this process's scratch ref in the same ref update)."""
+        remote = self.repo.remote
+        scratch = f"delete {self.git.scratch_ref()}\n"
+        if not remote:
+            lines = f"start\nupdate {self.ref} {new} {old or '0' * 40}\n{scratch}prepare\ncommit\n"
+            won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
+            self._scratch = not won
+            return won
+        result = self.git.push(remote, [RefUpdate(f"refs/heads/{self.branch}", new, old)],
+                               while_running=lambda: faults.point(f"{self.fault}.during-push"))
+        if result.outcome == "won":
+            self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
+            self._scratch = False
+            return True
+        if result.outcome == "lost":
+            return False
+        raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
+                         f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
+
+    def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
+               dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
+        """Fetch, decide, commit, push; on a lost race, re-read and decide again.
+
+        ``decide`` sees a fresh read each round, so a writer that lost decides
+        on what won. Returns the change and whether anything was pushed.
+        The first round costs one fetch, one ls-tree, one cat-file (the record
+        files and the config together), one fast-import, one push and one
+        ref update: a change must stay cheap when many writers race.
+        ``fetched``: the caller has just fetched main and the branch.
+        """
+        if not fetched:
+            self.fetch(main=True)
+        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
+        main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
+        cfg: Config | None = None
+        start = time.monotonic()
+        try:
+            for attempt in range(MAX_ATTEMPTS):
+                if attempt:
+                    self.fetch(main=False)
+                    tip = self.git.rev_parse(self.ref)
+                else:
+                    tip = tips.get(self.ref)
+                records = self.read(tip, config_of=None if cfg else main)
+                cfg = cfg or records.config
+                assert cfg is not None
+                ch = decide(records, cfg, now())
+                if not ch.commits or dry_run:
+                    return ch, False
+                new = records.tip
+                for message, docs in ch.commits:
+                    # a record's text comes from outside: no key reaches the branch
+                    writes = {path: secrets.redact_bytes(canonical.dumps(doc)) for path, doc in docs.items()}
+                    new = self.git.write_commit(new, secrets.redact(message), writes, [], keep_scratch=True)
+                    self._scratch = True
+                faults.point(f"{self.fault}.after-commit")
+                assert new is not None
+                if self.publish(new, records.tip):
+                    return ch, True
+                if time.monotonic() - start > patience:
+                    break
+                # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
+                # losers must not keep the winner's machine busy with doomed attempts
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+        finally:
+            if self._scratch:  # a lost race or an error left this process's scratch ref behind
+                self.git.proc("update-ref", "-d", self.git.scratch_ref())
+                self._scratch = False
+        raise FleetError(f"gave up after {attempt + 1} attempts: the {self.what} on {self.repo.remote or 'this repository'} "
+                         "kept moving (too many writers at once); try again")
