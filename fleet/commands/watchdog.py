@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
+from fleet import summary
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import Config
+from fleet.errors import EXIT_NOTHING
 from fleet.repo import TRACKING, FleetRepo
 from fleet.state import GitSnapshot
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
@@ -140,3 +146,45 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
 
     ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True)
     return dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote)
+
+
+# -- the command line --------------------------------------------------------
+@click.command("watchdog")
+@dir_option
+@json_option
+@remote_option
+@click.option("--dry-run", is_flag=True, help="Say what would be returned and marked, commit nothing.")
+@click.option("--grace", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds past a lease's end before it is returned (for clocks a little apart).")
+def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run: bool, grace: float) -> None:
+    """Return expired task leases and mark dead workers, a commit each that says why; exit 3 if all is well."""
+    r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
+
+    def text() -> None:
+        for t in r["returned"]:
+            click.echo(f"returned {t['id']}: lease of {t['holder']} (token {t['token']}) ran out")
+        for t in r["failed"]:
+            click.echo(f"failed {t['id']}: lease of {t['holder']} ran out, too many failures; a person decides")
+        for w in r["workers"]:
+            click.echo(f"worker {w['worker']} {w['status']}: {w['reason']}")
+        if r["stalled"]:
+            click.echo(f"warning: {r['stalled']}")
+        if not r["commits"]:
+            click.echo("all leases current, no worker changed")
+        elif dry_run:
+            click.echo(f"dry run: {r['commits']} commit(s) not made")
+        else:
+            click.echo(f"pushed {r['commits']} commit(s) to {r['branch']} on {r['remote'] or 'this repository'}")
+
+    emit(r, as_json, text)
+    rows = {"returned": len(r["returned"]), "failed": len(r["failed"]),
+            "workers dead": sum(1 for w in r["workers"] if w["status"] == "dead"),
+            "workers back": sum(1 for w in r["workers"] if w["status"] == "alive")}
+    summary.table("fleet watchdog" + (" (dry run: nothing committed)" if dry_run else ""), rows,
+                  [f"returned {t['id']} (lease of {t['holder']})" for t in r["returned"]]
+                  + [f"worker {w['worker']} {w['status']}: {w['reason']}" for w in r["workers"]]
+                  + ([f"warning: {r['stalled']}"] if r["stalled"] else []))
+    if r["stalled"]:
+        summary.warning("fleet watchdog", r["stalled"])
+    if not r["commits"] and not r["stalled"]:
+        sys.exit(EXIT_NOTHING)

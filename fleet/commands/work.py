@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, faults, secrets
+import click
+
+from fleet import canonical, faults, secrets, summary
+from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet import delta as delta_mod
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo
@@ -178,3 +181,38 @@ def _push(cache: Git, url: str, sha: str, branch: str) -> None:
             raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {last}")
         # Contention is per repository: back off with jitter so retries spread out.
         time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+# -- the command line --------------------------------------------------------
+@click.command("work")
+@dir_option
+@json_option
+@remote_option
+@click.option("--worker", type=int, required=True, help="This worker's number, 1..W.")
+@click.option("--workers", type=click.IntRange(1, 256), required=True, help="How many workers this tick has (W, 1 to 256).")
+@click.option("--tick", type=int, default=None, help="Refuse to work unless this is the next tick.")
+@click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
+@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
+@click.option("--concurrency", type=int, default=None, help="Agent turns in flight at once (default: run.concurrency).")
+@click.option("--timeout", type=float, default=None, help="Seconds until unfinished turns become error deltas.")
+@click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
+def work_command(directory: Path, as_json: bool, remote: str | None, worker: int, workers: int, tick: int | None,
+                 provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
+                 agents: str | None) -> None:
+    """One worker's slice of one tick, ending in a pushed delta set."""
+    r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
+             outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
+
+    def text() -> None:
+        where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
+        click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
+                   f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
+                   f"provider {r.provider}, model {', '.join(r.models)}")
+
+    emit(r.to_json(), as_json, text)
+    tokens, cost = summary.money(r.usage)
+    summary.table(f"fleet work: worker {r.worker}, tick {r.tick}",
+                  {"provider": r.provider, "model": summary.cell(", ".join(r.models)), "agents": len(r.agents),
+                   "deltas": r.deltas, "errors": r.errors, "tokens": tokens, "cost": cost},
+                  [f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"])
