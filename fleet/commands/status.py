@@ -15,11 +15,11 @@ import click
 from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import FleetError
+from fleet.health import deliveries, health, stall
 from fleet.outside import recent
 from fleet.installed import carried
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
-from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 from fleet.tasks import TaskQueue, now, parse_stamp
 
