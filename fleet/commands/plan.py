@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from fleet.cli import dir_option, emit, json_option, remote_option, split
-from fleet.errors import FleetError
-from fleet.plan import assign, roster
+from fleet.errors import FleetError, UsageError
+from fleet.plan import UnknownAgents, assign, roster
 from fleet.repo import FleetRepo
 
 
@@ -50,7 +50,10 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
 def plan_command(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
                  matrix_only: bool) -> None:
     """The workers and agents of the next tick, as JSON for a workflow's fromJSON."""
-    p = plan(directory, workers=workers, remote=remote, agents=split(agents))
+    try:
+        p = plan(directory, workers=workers, remote=remote, agents=split(agents))
+    except UnknownAgents as e:
+        raise UsageError(f"--agents: {e}") from None
     if matrix_only:
         click.echo(json.dumps(p["matrix"], separators=(",", ":"), sort_keys=True))
         return

@@ -28,12 +28,12 @@ import click
 
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.outside import check_adoption, check_state
 from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
-from fleet.providers import choose, models
+from fleet.providers import ProviderUnavailable, choose, models
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
@@ -392,6 +392,8 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
     try:
         report = run(directory, ticks=ticks, workers=workers, remote=remote, provider=provider, push=push,
                      deadline=deadline, on_start=started, on_tick=ticked)
+    except ProviderUnavailable as e:
+        raise UsageError(e.for_option("--provider")) from None
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -26,11 +26,11 @@ from fleet import canonical, faults, secrets, summary
 from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet import delta as delta_mod
 from fleet.delta import file_path
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, common_dir, toplevel
-from fleet.plan import assign, roster, worker_name
+from fleet.plan import UnknownAgents, assign, roster, worker_name
 from fleet.providers import get as get_provider
-from fleet.providers import models
+from fleet.providers import ProviderUnavailable, models
 from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
@@ -201,8 +201,13 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
                  provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
                  agents: str | None) -> None:
     """One worker's slice of one tick, ending in a pushed delta set."""
-    r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
-             outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
+    try:
+        r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
+                 outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
+    except UnknownAgents as e:
+        raise UsageError(f"--agents: {e}") from None
+    except ProviderUnavailable as e:
+        raise UsageError(e.for_option("--provider")) from None
 
     def text() -> None:
         where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
