@@ -20,7 +20,7 @@ import click
 from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
-from fleet.errors import FleetError
+from fleet.errors import UsageError
 from fleet.git import Git
 from fleet.ledger import tick_inputs, tick_of
 from fleet.outside import describe
@@ -65,8 +65,8 @@ def log(
         d = doc.removeprefix("state/").removesuffix(".json")
         coll, _, doc_id = d.partition("/")
         if coll not in cfg.collections or not doc_id:
-            raise FleetError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 (collections: {', '.join(cfg.collections)})",
-                             code=2)
+            raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 "
+                             f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
         pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]

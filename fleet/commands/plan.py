@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from fleet.cli import dir_option, emit, json_option, remote_option, split
-from fleet.errors import FleetError, UsageError
+from fleet.errors import UsageError
 from fleet.plan import UnknownAgents, assign, roster
 from fleet.repo import FleetRepo
 
@@ -23,7 +23,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     cfg = snap.config
     count = workers or cfg.run.workers
     if not 1 <= count <= 256:
-        raise FleetError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)", code=2)
+        raise UsageError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)")
     assignment = assign(roster(cfg.agents, agents), count)
     include = [{"worker": int(name[1:]), "name": name, "agents": len(a)} for name, a in assignment.items() if a]
     return {

@@ -170,7 +170,7 @@ def run(
     on_tick: Callable[[TickLine], None] = lambda t: None,
 ) -> RunReport:
     if ticks < 1:
-        raise FleetError("--ticks must be at least 1", code=2)
+        raise UsageError("--ticks must be at least 1")
     started = time.monotonic()
     root = toplevel(path)
     with _one_run(root), _term_is_interrupt():

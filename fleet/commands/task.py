@@ -11,7 +11,7 @@ import click
 from fleet import canonical
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.repo import FleetRepo
 from fleet.ids import printable
 from fleet.tasks import (
@@ -42,8 +42,7 @@ def _queue(path: Path, remote: str | None) -> TaskQueue:
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
     if agent not in cfg.agents:
         known = ", ".join(sorted(cfg.agents)[:8])
-        raise FleetError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})",
-                         code=2)
+        raise UsageError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})")
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
@@ -72,7 +71,7 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
     """Add tasks in one commit and one push. A task whose id exists with the
     same content is already there (a rerun); with other content it is an error."""
     if len(items) > MAX_BATCH:
-        raise FleetError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push", code=2)
+        raise UsageError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push")
     tq = _queue(path, remote)
 
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
@@ -391,11 +390,11 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
                  file: Path | None, dry_run: bool) -> None:
     """Add a task (TITLE), or many from --file, in one commit and one push."""
     if (title is None) == (file is None):
-        raise FleetError("give a TITLE or --file F.jsonl (one of them)", code=2)
+        raise UsageError("give a TITLE or --file F.jsonl (one of them)")
     if file is not None:
         if any(v is not None for v in (body, priority, target, task_id)) or deps:
-            raise FleetError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
-                             "are for a single TITLE", code=2)
+            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
+                             "are for a single TITLE")
         items = read_items(_under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
@@ -463,15 +462,14 @@ def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: 
               help="The result, from a JSON file.")
 def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
                       agent: str | None, result: str | None, result_file: Path | None) -> None:
-    from fleet import canonical
     value = None
     if result is not None and result_file is not None:
-        raise FleetError("give --result or --result-file, not both", code=2)
+        raise UsageError("give --result or --result-file, not both")
     if result is not None:
         try:
             value = canonical.load(result.encode(), "--result")
         except FleetError as e:
-            raise FleetError(f"{e} (a string is given as '\"text\"')", code=2) from None
+            raise UsageError(f"{e} (a string is given as '\"text\"')") from None
     elif result_file is not None:
         result_file = _under(directory, result_file)
         try:

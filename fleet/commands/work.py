@@ -74,7 +74,7 @@ def work(
     only_agents: list[str] | None = None,
 ) -> WorkReport:
     if not 1 <= worker <= workers:
-        raise FleetError(f"--worker {worker}: must be between 1 and --workers ({workers})", code=2)
+        raise UsageError(f"--worker {worker}: must be between 1 and --workers ({workers})")
     started = time.monotonic()
     root = toplevel(path)
     url = remote_url(Git(root), remote)
