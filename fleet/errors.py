@@ -21,6 +21,13 @@ class FleetError(Exception):
         self.code = code
 
 
+class UsageError(FleetError):
+    """Exit 2: the command was called wrongly; the message says what to change."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
 class NothingToDo(FleetError):
     """Exit 3: the command had nothing to do (no pending deltas, no ready task)."""
 

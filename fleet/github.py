@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical, secrets
-from fleet.errors import FleetError
+from fleet.errors import FleetError, UsageError
 from fleet.git import RefUpdate
 from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
@@ -65,7 +65,7 @@ class GitHubSettings:
         token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
         repository = env.get("GITHUB_REPOSITORY")
         if not token or not repository:
-            raise FleetError("--github needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN", code=2)
+            raise UsageError("--github needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN")
         secrets.register(token)
         return cls(env.get("GITHUB_API_URL", "https://api.github.com"), repository, token,
                    float(env.get("FLEET_GITHUB_WRITE_SPACING", cls.seconds_between_writes)))

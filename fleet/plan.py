@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable
 
-from fleet.errors import FleetError
+from fleet.errors import UsageError
 
 
 def worker_name(index: int) -> str:
@@ -18,18 +18,22 @@ def worker_name(index: int) -> str:
     return f"w{index}"
 
 
+class UnknownAgents(UsageError):
+    """Agents asked for that config does not have; a command names its option."""
+
+
 def _score(worker: str, agent: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{worker}\0{agent}".encode()).digest()[:8], "big")
 
 
 def roster(configured: Iterable[str], only: list[str] | None = None) -> list[str]:
-    """The agents of a tick: all configured ones, or those ``--agents`` names."""
+    """The agents of a tick: all configured ones, or those in ``only``."""
     everyone = sorted(configured)
     if not only:
         return everyone
     unknown = sorted(set(only) - set(everyone))
     if unknown:
-        raise FleetError(f"--agents: {', '.join(unknown)} not in state/config.json agents", code=2)
+        raise UnknownAgents(f"{', '.join(unknown)} not in state/config.json agents")
     return sorted(set(only))
 
 

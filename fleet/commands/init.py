@@ -7,7 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import click
+
 from fleet import __version__
+from fleet.cli import emit, json_option
 from fleet.errors import FleetError
 from fleet.git import Git
 from fleet.installed import CARRIED
@@ -108,3 +111,18 @@ def _carry(src: Path, dest: Path, skip: Callable[[str, list[str]], set[str]]) ->
                        (src / "pyproject.toml").read_text())
     (dest / "pyproject.toml").write_text(pyproject)
     (dest / "README.md").write_text(ACTION_README.format(version=__version__))
+
+
+# -- the command line --------------------------------------------------------
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def init_command(directory: Path, as_json: bool) -> None:
+    """Create a new fleet repository in DIRECTORY with the example world."""
+    sha = init(directory)
+
+    def text() -> None:
+        click.echo(f"created fleet repository {directory} (genesis {sha[:12]}, tick 0)")
+        click.echo(f"next: cd {directory} && fleet run")
+
+    emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0}, as_json, text)

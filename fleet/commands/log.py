@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from fleet import canonical
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
-from fleet.errors import FleetError
+from fleet.errors import UsageError
 from fleet.git import Git
 from fleet.ledger import tick_inputs, tick_of
 from fleet.outside import describe
@@ -62,8 +65,8 @@ def log(
         d = doc.removeprefix("state/").removesuffix(".json")
         coll, _, doc_id = d.partition("/")
         if coll not in cfg.collections or not doc_id:
-            raise FleetError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 (collections: {', '.join(cfg.collections)})",
-                             code=2)
+            raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 "
+                             f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
         pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]
@@ -118,3 +121,30 @@ def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry |
     except (canonical.JSONProblem, KeyError, TypeError, ValueError):
         tick = -1  # a clock edited by hand: fleet status and replay --check say so
     return LogEntry(tick, commit, "", oc.date, "", "", [str(c) for c in changes], "outside", oc.subject, oc.author)
+
+
+# -- the command line --------------------------------------------------------
+@click.command("log")
+@dir_option
+@json_option
+@remote_option
+@click.argument("doc", required=False)
+@click.option("--agent", default=None, help="Only this agent's deltas.")
+@click.option("-n", "--limit", default=50, show_default=True, help="At most this many entries.")
+def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | None, agent: str | None, limit: int) -> None:
+    """Which deltas changed DOC (collection/id), by whom, newest first."""
+    entries = log(directory, doc, agent, limit, remote)
+
+    def text() -> None:
+        if not entries:
+            click.echo("no deltas found")
+        for e in entries:
+            if e.status == "outside":
+                click.echo(f"tick {e.tick:<5} {e.utc}  commit {e.commit[:12]} by {e.author}, outside the merge "
+                           f"engine ({e.reason!r}): {'; '.join(e.ops)}")
+                continue
+            what = ("; ".join(e.ops) or f"no change: {e.reason or 'no reason given'}") if e.status == "applied" \
+                else f"QUARANTINED: {e.reason}"
+            click.echo(f"tick {e.tick:<5} {e.utc}  {e.agent:<12} {e.worker:<8} {e.delta}  {what}")
+
+    emit([e.to_json() for e in entries], as_json, text)

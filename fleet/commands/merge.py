@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from fleet import canonical, faults
+import click
+
+from fleet import canonical, faults, summary
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival
 from fleet.engine import TickResult, merge_tick
@@ -225,3 +228,56 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
             except OSError:
                 break  # not empty, or gone
             here = here.parent
+
+
+# -- the command line --------------------------------------------------------
+@click.command("merge")
+@dir_option
+@json_option
+@remote_option
+@click.option("--tick", type=int, default=None, help="Merge only if this is the next tick.")
+@click.option("--inbox", "inbox", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Also take delta files from this folder (repeatable); they are removed once merged.")
+@click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")
+@click.option("--allow-empty", is_flag=True, help="Advance the tick even with no deltas.")
+@click.option("--github", "use_github", is_flag=True,
+              help="Open or update a pull request per held conflict, and apply the fallback of closed ones "
+                   "(GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).")
+def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int | None,
+                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool) -> None:
+    """Apply pending deltas to main: validate, commit one tick, publish."""
+    settings = GitHubSettings.from_env() if use_github else None
+    r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
+              github=settings)
+
+    def text() -> None:
+        late = f" ({r.late} late)" if r.late else ""
+        click.echo(f"tick {r.tick}: {r.applied} applied{late}, {len(r.quarantined)} quarantined, "
+                   f"{len(r.held)} held, {r.duplicates} duplicate(s) dropped, {r.docs_changed} document(s) changed")
+        for q in r.quarantined:
+            click.echo(f"  quarantined {q['path']} ({q['source']}): {q['reason']}")
+        for c in r.held:
+            click.echo(f"  held for a person: state/conflicts/{c}.json")
+        for c in r.resolved:
+            click.echo(f"  decided: {c} (a person's resolution applied)")
+        if r.pulls:
+            p = r.pulls
+            click.echo(f"conflict pull requests: {len(p['opened'])} opened, {len(p['updated'])} updated, "
+                       f"{len(p['fallbacks']) if p.get('fallbacks') else 0} closed unmerged (fallback), "
+                       f"{len(p['deferred'])} deferred to the next run, {p['requests']} GitHub requests")
+            for o in p["opened"]:
+                click.echo(f"  opened #{o['number']} for {o['conflict']} ({o['branch']})")
+        where = f"to {r.remote}" if r.remote else "locally"
+        if r.published:
+            click.echo(f"published main {r.commit[:12]} {where}")
+        else:
+            click.echo(f"dry run: built {r.commit[:12]}, published nothing")
+
+    emit(r.to_json(), as_json, text)
+    tokens, cost = summary.money(r.usage)
+    summary.table(f"fleet merge: tick {r.tick}" + ("" if r.published else " (dry run: nothing published)"),
+                  {"models": summary.cell(", ".join(r.models) or "none"), "agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
+                   "tokens": tokens, "cost": cost},
+                  [f"decided: {c}" for c in r.resolved]
+                  + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])])
+    summary.quarantined(r.quarantined)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import FleetError
-from fleet.plan import assign, roster
+import click
+
+from fleet.cli import dir_option, emit, json_option, remote_option, split
+from fleet.errors import UsageError
+from fleet.plan import UnknownAgents, assign, roster
 from fleet.repo import FleetRepo
 
 
@@ -19,7 +23,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     cfg = snap.config
     count = workers or cfg.run.workers
     if not 1 <= count <= 256:
-        raise FleetError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)", code=2)
+        raise UsageError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)")
     assignment = assign(roster(cfg.agents, agents), count)
     include = [{"worker": int(name[1:]), "name": name, "agents": len(a)} for name, a in assignment.items() if a]
     return {
@@ -32,3 +36,31 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         "assignment": {k: v for k, v in assignment.items() if v},
         "agents": ",".join(agents) if agents else "",
     }
+
+
+# -- the command line --------------------------------------------------------
+@click.command("plan")
+@dir_option
+@json_option
+@remote_option
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Workers this tick, 1 to 256 (default: run.workers in config).")
+@click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
+@click.option("--matrix", "matrix_only", is_flag=True, help="Print only the matrix, on one line, for $GITHUB_OUTPUT.")
+def plan_command(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
+                 matrix_only: bool) -> None:
+    """The workers and agents of the next tick, as JSON for a workflow's fromJSON."""
+    try:
+        p = plan(directory, workers=workers, remote=remote, agents=split(agents))
+    except UnknownAgents as e:
+        raise UsageError(f"--agents: {e}") from None
+    if matrix_only:
+        click.echo(json.dumps(p["matrix"], separators=(",", ":"), sort_keys=True))
+        return
+
+    def text() -> None:
+        click.echo(f"tick {p['tick']}: {len(p['matrix']['include'])} worker(s) with agents, push {p['push']}")
+        for name, agents_ in p["assignment"].items():
+            click.echo(f"  {name}: {', '.join(agents_)}")
+
+    emit(p, as_json, text)

@@ -15,12 +15,16 @@ writes (see ``fleet.outside``), even though replay reproduces it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
+
 from fleet.commands.merge import message
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.engine import replay_tick
-from fleet.errors import FleetError
+from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.ledger import tick_inputs, tick_of
 from fleet.outside import OutsideCommit, scan
 from fleet.repo import FleetRepo
@@ -92,3 +96,31 @@ def replay(path: Path, remote: str | None = None) -> ReplayReport:
     main_tree, replay_tree = git.commit_tree(head), git.commit_tree(rebuilt)
     return ReplayReport(ticks, len(history), head, main_tree, rebuilt, replay_tree, main_tree == replay_tree,
                         first_difference, scan(git, history))
+
+
+# -- the command line --------------------------------------------------------
+@click.command("replay")
+@dir_option
+@json_option
+@remote_option
+@click.option("--check", is_flag=True, help="Exit 1 unless the rebuilt state is byte-identical to main.")
+def replay_command(directory: Path, as_json: bool, remote: str | None, check: bool) -> None:
+    """Rebuild state from genesis and the ledger (into refs/fleet/replay)."""
+    r = replay(directory, remote)
+
+    def text() -> None:
+        click.echo(f"replayed {r.ticks} tick(s) over {r.commits} commit(s) into {REPLAY_REF} ({r.replay[:12]})")
+        if r.identical:
+            click.echo(f"byte-identical to main: tree {r.main_tree[:12]}")
+        else:
+            click.echo(f"differs from main (tree {r.main_tree[:12]} vs {r.replay_tree[:12]}); "
+                       f"first at {r.first_difference}")
+        for oc in r.outside:
+            click.echo(f"outside the merge engine{' (refused)' if oc.refused else ''}: {oc.summary()}")
+        if r.refused:
+            click.echo(f"{len(r.refused)} commit(s) outside the merge engine left changes fleet refuses "
+                       "(files only the merge engine writes, or invalid state): fix or revert them on main", err=True)
+
+    emit(r.to_json(), as_json, text)
+    if check and not r.ok:
+        sys.exit(EXIT_FAILURE)

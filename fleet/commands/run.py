@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import click
+
+from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.outside import check_adoption, check_state
 from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
-from fleet.providers import choose, models
+from fleet.providers import ProviderUnavailable, choose, models
 from fleet.secrets import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
@@ -166,7 +169,7 @@ def run(
     on_tick: Callable[[TickLine], None] = lambda t: None,
 ) -> RunReport:
     if ticks < 1:
-        raise FleetError("--ticks must be at least 1", code=2)
+        raise UsageError("--ticks must be at least 1")
     started = time.monotonic()
     root = toplevel(path)
     with _one_run(root), _term_is_interrupt():
@@ -341,3 +344,70 @@ def _signal_and_reap(procs: list[subprocess.Popen[bytes]], sig: int) -> None:
             p.kill()
             p.wait()
 
+
+# -- the command line --------------------------------------------------------
+@click.command("run")
+@dir_option
+@json_option
+@click.option("--ticks", type=int, default=1, show_default=True, help="How many ticks to run.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes per tick, 1 to 256 (default: run.workers).")
+@click.option("--remote", default=None, metavar="URL",
+              help="The fleet's remote; default: a local bare origin in .git/fleet/origin.git.")
+@click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
+@click.option("--push", type=click.Choice(["direct", "coalesced"]), default=None,
+              help="Force a push mode (default: by fleet size, run.push in config).")
+@click.option("--deadline", type=float, default=None, help="Seconds a tick waits for its workers.")
+def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None, remote: str | None,
+                provider: str | None, push: str | None, deadline: float | None) -> None:
+    """The whole loop on one machine: W workers in parallel, then the merge, tick after tick."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+    progress = Progress(TextColumn("[bold]fleet run"), BarColumn(), TextColumn("{task.completed}/{task.total} ticks"),
+                        TimeElapsedColumn(), console=console, transient=True)
+
+    def started(r: RunReport) -> None:
+        if r.created_origin:
+            console.print(f"created a local bare origin for this fleet: {r.remote}")
+        else:
+            console.print(f"fleet remote: {r.remote}")
+        console.print(f"provider {r.provider}, model {', '.join(r.models)}", markup=False)
+        if r.note:
+            console.print(f"note: {r.note}", markup=False)
+        if r.local_main:
+            console.print(r.local_main)
+        progress.start()  # only now: an error before the first tick prints one line, nothing else
+
+    def ticked(t: TickLine) -> None:
+        progress.advance(task)
+        progress.console.print(
+            f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
+            f"{t.quarantined} quarantined, {t.held} held in {t.seconds:.1f}s")
+
+    task = progress.add_task("run", total=ticks)
+    try:
+        report = run(directory, ticks=ticks, workers=workers, remote=remote, provider=provider, push=push,
+                     deadline=deadline, on_start=started, on_tick=ticked)
+    except ProviderUnavailable as e:
+        raise UsageError(e.for_option("--provider")) from None
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+    data = report.to_json()
+    if as_json:
+        emit(data, True, lambda: None)
+    else:
+        table = Table(title="fleet run", show_header=True)
+        for col in ("ticks", "last tick", "applied", "quarantined", "held", "seconds"):
+            table.add_column(col, justify="right")
+        table.add_row(str(len(report.ticks)), str(data["tick"]), str(data["applied"]), str(data["quarantined"]),
+                      str(data["held"]), f"{report.seconds:.1f}")
+        console.print(table)
+        if report.interrupted:
+            console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "
+                          "the merge, and `fleet run` resumes there")
+    if report.interrupted:
+        sys.exit(130)

@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
+
 from fleet import canonical
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import FleetError
+from fleet.health import deliveries, health, stall
 from fleet.outside import recent
 from fleet.installed import carried
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
-from fleet.commands.watchdog import deliveries, health, stall
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 from fleet.tasks import TaskQueue, now, parse_stamp
 
@@ -68,3 +71,52 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "last_utc": fleet.get("last_utc"),
         "fleet": carried(repo.git, head),
     }
+
+
+# -- the command line --------------------------------------------------------
+@click.command("status")
+@dir_option
+@json_option
+@remote_option
+def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
+    """The merged tick, workers' health, open conflicts, tasks by state, tokens and cost."""
+    s = status(directory, remote)
+
+    def text() -> None:
+        click.echo(f"tick {s['tick']} (main {s['main'][:12]}{', remote ' + s['remote'] if s['remote'] else ''})")
+        last, tot = s["last"], s["totals"]
+        click.echo(f"last tick: {last['applied']} applied, {last['quarantined']} quarantined, {last['held']} held")
+        click.echo(f"all ticks: {tot['applied']} applied, {tot['quarantined']} quarantined, {tot['held']} held")
+        u = tot.get("usage") or {}
+        if u:
+            click.echo(f"tokens: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out; cost ${u.get('cost_usd', 0):.4f}")
+        click.echo(f"pending worker branches: {len(s['pending_branches'])}")
+        if s["workers"]:
+            click.echo("workers: " + ", ".join(
+                f"{w['worker']} {w['status']} (last tick {w['lastTick']})" for w in s["workers"]))
+        t = s["tasks"]
+        click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready), {t['in-progress']} in progress"
+                   f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "
+                   f"{t['done']} done, {t['failed']} failed")
+        for c in s["open_conflicts"]:
+            click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
+        if s["stalled"]:
+            click.echo(f"warning: {s['stalled']}")
+        for oc in s["outside"]:
+            files = ", ".join(f"{c['how']} {c['path']}" for c in oc["changes"][:10])
+            more = f", and {len(oc['changes']) - 10} more" if len(oc["changes"]) > 10 else ""
+            click.echo(f"warning: commit {oc['commit'][:12]} by {oc['author']} ({oc['subject']!r}) changed state "
+                       f"outside the merge engine: {files}{more}")
+            for why in oc["refused"]:
+                click.echo(f"warning: refused: {why}; fix or revert it on main (`fleet replay --check` fails until then)")
+        f = s["fleet"]
+        if f["carried"] is not None and not f["same"]:
+            edited = " with source that differs from it" if f["carried"] == f["installed"] else ""
+            click.echo(f"warning: this repository carries fleet {f['carried']} in {f['path']}, and fleet "
+                       f"{f['installed']} is installed{edited}: the workflows run the carried one, `fleet` here "
+                       "runs the installed one")
+            if f["shadows"]:
+                click.echo(f"warning: {f['path']} at the top shadows the installed fleet for `python -m fleet` run "
+                           "here; move it to .github/actions/fleet/, where `fleet init` puts it now")
+
+    emit(s, as_json, text)

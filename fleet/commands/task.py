@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import click
 
 from fleet import canonical
+from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.repo import FleetRepo
 from fleet.ids import printable
 from fleet.tasks import (
@@ -39,8 +42,7 @@ def _queue(path: Path, remote: str | None) -> TaskQueue:
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
     if agent not in cfg.agents:
         known = ", ".join(sorted(cfg.agents)[:8])
-        raise FleetError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})",
-                         code=2)
+        raise UsageError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})")
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
@@ -69,7 +71,7 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
     """Add tasks in one commit and one push. A task whose id exists with the
     same content is already there (a rerun); with other content it is an error."""
     if len(items) > MAX_BATCH:
-        raise FleetError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push", code=2)
+        raise UsageError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push")
     tq = _queue(path, remote)
 
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
@@ -315,3 +317,262 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
             sha, when, subject = rec.split("\x00")
             history.append({"commit": sha, "at": when, "what": subject})
     return dict(t, history=history)
+
+
+# -- the command line --------------------------------------------------------
+@click.group("task")
+@group_dir_option
+def task_command(directory: Path | None) -> None:
+    """The task queue on the fleet/tasks branch: every change is a compare-and-swap push.
+
+    claim hands out a fencing token; renew, complete, fail and release must name it.
+    """
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    who = f" {t['claimedBy']}" if t["claimedBy"] else ""
+    extra = ""
+    if t["status"] == "in-progress":
+        extra = f" token {t['token']}, lease until {t['leaseUntil']}" + (" (EXPIRED)" if t.get("expired") else "")
+    elif t["status"] == "pending" and t.get("doomedBy"):
+        extra = f" never ready: {t['doomedBy']} failed"
+    elif t["status"] == "pending" and t.get("blockedBy"):
+        extra = f" waits for {', '.join(t['blockedBy'])}"
+    elif t["status"] == "pending" and t.get("notBefore") and not t.get("ready"):
+        extra = f" retry after {t['notBefore']}"
+    slung = f" for {t['for']}" if t["for"] else ""
+    return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+
+
+def _task_detail(t: dict[str, Any]) -> None:
+    click.echo(f"{t['id']}: {t['title']}")
+    click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
+               f"failures {t['failures']}")
+    if t["claimedBy"]:
+        click.echo(f"  claimed by {t['claimedBy']} at {t['claimedAt']}" +
+                   (f", lease until {t['leaseUntil']}" if t["leaseUntil"] else ""))
+    if t["for"]:
+        click.echo(f"  slung to {t['for']}")
+    if t["deps"]:
+        click.echo(f"  deps: {', '.join(t['deps'])}")
+    if t.get("error"):
+        click.echo(f"  last error: {t['error']}")
+    if t.get("body"):
+        click.echo("")
+        click.echo(t["body"])
+
+
+def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--token", type=click.IntRange(1), required=True,
+                        help="The fencing token claim printed; a stale one is refused.")(fn)
+
+
+def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--as", "agent", required=required, default=None, metavar="AGENT",
+                        help="The agent acting" + ("." if required else " (checked against the holder)."))
+
+
+@task_command.command("add")
+@dir_option
+@json_option
+@remote_option
+@click.argument("title", required=False)
+@click.option("--body", default=None, help="The whole task, for the agent that claims it.")
+@click.option("--priority", type=click.IntRange(0, 4), default=None, help="0 most urgent … 4 (default 2).")
+@click.option("--dep", "deps", multiple=True, help="A task that must be done first (repeatable).")
+@click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
+@click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Add every task in F.jsonl (one JSON object a line) in one push.")
+@click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
+def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
+                 priority: int | None, deps: tuple[str, ...], target: str | None, task_id: str | None,
+                 file: Path | None, dry_run: bool) -> None:
+    """Add a task (TITLE), or many from --file, in one commit and one push."""
+    if (title is None) == (file is None):
+        raise UsageError("give a TITLE or --file F.jsonl (one of them)")
+    if file is not None:
+        if any(v is not None for v in (body, priority, target, task_id)) or deps:
+            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
+                             "are for a single TITLE")
+        items = read_items(_under(directory, file))
+    else:
+        item: dict[str, Any] = {"title": title}
+        for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
+            if v is not None:
+                item[k] = v
+        if deps:
+            item["deps"] = list(deps)
+        items = [(item, "add")]
+    r = add(directory, items, remote=remote, dry_run=dry_run)
+
+    def text() -> None:
+        for i in r["added"]:
+            click.echo(f"added {i}")
+        for i in r["existing"]:
+            click.echo(f"already there: {i}")
+        if r["added"]:
+            click.echo(f"dry run: {len(r['added'])} task(s) checked, nothing pushed" if dry_run
+                       else f"pushed {len(r['added'])} task(s) to {r['remote'] or 'this repository'}")
+
+    emit(r, as_json, text)
+
+
+@task_command.command("claim")
+@dir_option
+@json_option
+@remote_option
+@_as_option(required=True)
+@click.option("--task", "task_id", default=None, help="Claim this task rather than the first ready one.")
+@click.option("--lease", type=click.FloatRange(1, 604800), default=None,
+              help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
+def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
+                   lease: float | None) -> None:
+    """Claim the first ready task for AGENT; exit 3 when nothing is ready."""
+    t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
+
+    def text() -> None:
+        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['leaseUntil']}")
+        _task_detail(t)
+
+    emit(t, as_json, text)
+
+
+def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__doc__ = helptext
+        for deco in reversed((task_command.command(verb), dir_option, json_option, remote_option,
+                              click.argument("task_id", metavar="TASK"), _token_option, _as_option())):
+            fn = deco(fn)
+        return fn
+    return wrap
+
+
+@_holder_command("renew", "Extend the lease on TASK (do it at half the lease).")
+@click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
+def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                   agent: str | None, lease: float | None) -> None:
+    t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['leaseUntil']}"))
+
+
+@_holder_command("complete", "Mark TASK done, with an optional JSON result.")
+@click.option("--result", "result", default=None, help="The result, as JSON (a string is '\"text\"').")
+@click.option("--result-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The result, from a JSON file.")
+def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                      agent: str | None, result: str | None, result_file: Path | None) -> None:
+    value = None
+    if result is not None and result_file is not None:
+        raise UsageError("give --result or --result-file, not both")
+    if result is not None:
+        try:
+            value = canonical.load(result.encode(), "--result", canonical.MAX_DEPTH)
+        except FleetError as e:
+            raise UsageError(f"{e} (a string is given as '\"text\"')") from None
+    elif result_file is not None:
+        result_file = _under(directory, result_file)
+        try:
+            value = canonical.load(result_file.read_bytes(), str(result_file), canonical.MAX_DEPTH)
+        except OSError as e:
+            raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
+    t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimedBy']} (token {t['token']})"))
+
+
+@_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
+@click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
+def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                  agent: str | None, reason: str) -> None:
+    t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
+    after = f"ready again at {t['notBefore']}" if t["status"] == "pending" else "failed for good: a person decides"
+    emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
+
+
+@_holder_command("release", "Give TASK back unfinished, without counting a failure.")
+def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+                     agent: str | None) -> None:
+    t = release(directory, task_id, token, agent=agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
+
+
+@task_command.command("reopen")
+@dir_option
+@json_option
+@remote_option
+@click.argument("task_id", metavar="TASK")
+def task_reopen_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
+    """Give a failed TASK another go: pending again, failures forgiven, token kept."""
+    t = reopen(directory, task_id, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"reopened {t['id']}: pending again"))
+
+
+def _under(directory: Path, file: Path) -> Path:
+    """A relative path given with -C DIR is relative to DIR, as with git -C."""
+    return file if file.is_absolute() else directory / file
+
+
+@task_command.command("sling")
+@dir_option
+@json_option
+@remote_option
+@click.argument("task_id", metavar="TASK")
+@click.argument("agent", metavar="AGENT", required=False)
+def task_sling_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, agent: str | None) -> None:
+    """Put pending TASK on AGENT's hook: only AGENT may claim it (no AGENT: anyone again)."""
+    t = sling(directory, task_id, agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"{t['id']} is slung to {agent}" if agent else f"{t['id']} is anyone's"))
+
+
+def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) -> None:
+    r = listing(directory, remote=remote, **kw)
+
+    def text() -> None:
+        if not r["tasks"]:
+            click.echo("no task is ready" if kw.get("ready_only") else "no tasks")
+        for t in r["tasks"]:
+            click.echo(_task_line(t))
+        c = r["counts"]
+        click.echo(", ".join(f"{n} {s}" for s, n in c.items()), err=True)
+
+    emit(r, as_json, text)
+
+
+@task_command.command("ready")
+@dir_option
+@json_option
+@remote_option
+@_as_option()
+def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None) -> None:
+    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order."""
+    _task_list(directory, as_json, remote, agent=agent, ready_only=True)
+
+
+@task_command.command("list")
+@dir_option
+@json_option
+@remote_option
+@click.option("--status", type=click.Choice(["pending", "in-progress", "done", "failed"]), default=None)
+@click.option("--agent", default=None, help="Only tasks held by, done by or slung to this agent.")
+def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None) -> None:
+    """Every task: open ones first, by priority and age."""
+    _task_list(directory, as_json, remote, status=status, agent=agent)
+
+
+@task_command.command("show")
+@dir_option
+@json_option
+@remote_option
+@click.argument("task_id", metavar="TASK")
+def task_show_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
+    """One task and its history: every commit that changed it."""
+    t = show(directory, task_id, remote=remote)
+
+    def text() -> None:
+        _task_detail(t)
+        click.echo("")
+        click.echo("history:")
+        for h in t["history"]:
+            click.echo(f"  {h['at']}  {h['commit'][:10]}  {h['what']}")
+
+    emit(t, as_json, text)

@@ -7,13 +7,18 @@ reports every problem, one line each, naming the file and the rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Callable
 
+import click
+
 from fleet import canonical, config as config_mod, schemas
+from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH, FLEET_PATH, Config
 from fleet.delta import Arrival, Rejected, parse
-from fleet.errors import FleetError
+from fleet.errors import EXIT_FAILURE, FleetError
+from fleet.git import toplevel
 from fleet.resolve import RESOLUTION_DIR
 from fleet.state import CONFLICT_DIR, ENGINE_DIRS, Snapshot
 
@@ -159,3 +164,23 @@ def _walk(root: Path, folder: Path) -> list[Path]:
         ):
             out.append(p)
     return out
+
+
+# -- the command line --------------------------------------------------------
+@click.command("validate")
+@dir_option
+@json_option
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
+    """Check state documents and delta files on disk against their schemas."""
+    root = toplevel(directory)
+    count, problems = validate(root, path)
+
+    def text() -> None:
+        for p in problems:
+            click.echo(str(p))
+        click.echo(f"{count} file(s) checked, {len(problems)} problem(s)", err=bool(problems))
+
+    emit({"checked": count, "problems": [p.__dict__ for p in problems]}, as_json, text)
+    if problems:
+        sys.exit(EXIT_FAILURE)

@@ -21,14 +21,18 @@ fill the history with syncs.
 from __future__ import annotations
 
 import datetime as _dt
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
+from fleet import summary
+from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import Config
-from fleet.repo import TRACKING, FleetRepo
-from fleet.state import GitSnapshot
-from fleet.state import LEDGER_DIR, QUARANTINE_DIR
+from fleet.errors import EXIT_NOTHING
+from fleet.health import deliveries, health, stall
+from fleet.repo import FleetRepo
 from fleet.tasks import (
     BRANCH,
     Change,
@@ -42,55 +46,6 @@ from fleet.tasks import (
     task_path,
     worker_path,
 )
-
-_DELIVERY = re.compile(rf"^(?:{LEDGER_DIR}|{QUARANTINE_DIR})/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)\.jsonl$")
-
-
-def deliveries(snap: GitSnapshot) -> tuple[int, dict[str, int]]:
-    """Main's tick, and the last tick each worker delivered in the ledger window."""
-    last: dict[str, int] = {}
-    for path in snap.paths():
-        m = _DELIVERY.match(path)
-        if m and not m.group(2).startswith("_"):
-            tick, worker = int(m.group(1)), m.group(2)
-            last[worker] = max(last.get(worker, -1), tick)
-    return snap.tick, last
-
-
-def waiting_since(repo: FleetRepo) -> list[_dt.datetime]:
-    """When each worker branch waiting for the merge was pushed, oldest first."""
-    prefix = TRACKING + "fleet/" if repo.remote else "refs/heads/fleet/"
-    names = {s.ref.name for s in repo.sources()}
-    out = repo.git.text("for-each-ref", "--format=%(refname) %(committerdate:unix)", prefix)
-    times = [int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.rsplit(" ", 1)[0] in names]
-    return [_dt.datetime.fromtimestamp(t, _dt.timezone.utc) for t in sorted(times)]
-
-
-def stall(repo: FleetRepo, cfg: Config, tick: int, at: _dt.datetime) -> str | None:
-    """Worker branches waiting for the merge more than twice the tick
-    deadline: the merge, not a worker, has stopped. None if all is well."""
-    waiting = waiting_since(repo)
-    if not waiting:
-        return None
-    idle = (at - waiting[0]).total_seconds()
-    if idle <= cfg.run.deadline_seconds * 2:
-        return None
-    return (f"{len(waiting)} worker branch{'es have' if len(waiting) != 1 else ' has'} waited up to "
-            f"{ago(idle)} (twice the tick deadline is {ago(cfg.run.deadline_seconds * 2)}) and main is "
-            f"still at tick {tick}: is the merge running?")
-
-
-def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, dict[str, Any]]:
-    """Each worker's last delivered tick and what it is now: alive or dead."""
-    out = {}
-    for w in sorted(set(seen) | set(q.workers)):
-        record = q.workers.get(w)
-        last = max(seen.get(w, -1), record["lastTick"] if record else -1)
-        missed = tick - last
-        out[w] = {"worker": w, "lastTick": last, "missed": missed,
-                  "status": "dead" if missed >= cfg.watchdog.dead_after_ticks else "alive",
-                  "marked": record["status"] if record else None}
-    return out
 
 
 def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, grace: float = 0.0) -> dict[str, Any]:
@@ -140,3 +95,45 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
 
     ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True)
     return dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote)
+
+
+# -- the command line --------------------------------------------------------
+@click.command("watchdog")
+@dir_option
+@json_option
+@remote_option
+@click.option("--dry-run", is_flag=True, help="Say what would be returned and marked, commit nothing.")
+@click.option("--grace", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds past a lease's end before it is returned (for clocks a little apart).")
+def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run: bool, grace: float) -> None:
+    """Return expired task leases and mark dead workers, a commit each that says why; exit 3 if all is well."""
+    r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
+
+    def text() -> None:
+        for t in r["returned"]:
+            click.echo(f"returned {t['id']}: lease of {t['holder']} (token {t['token']}) ran out")
+        for t in r["failed"]:
+            click.echo(f"failed {t['id']}: lease of {t['holder']} ran out, too many failures; a person decides")
+        for w in r["workers"]:
+            click.echo(f"worker {w['worker']} {w['status']}: {w['reason']}")
+        if r["stalled"]:
+            click.echo(f"warning: {r['stalled']}")
+        if not r["commits"]:
+            click.echo("all leases current, no worker changed")
+        elif dry_run:
+            click.echo(f"dry run: {r['commits']} commit(s) not made")
+        else:
+            click.echo(f"pushed {r['commits']} commit(s) to {r['branch']} on {r['remote'] or 'this repository'}")
+
+    emit(r, as_json, text)
+    rows = {"returned": len(r["returned"]), "failed": len(r["failed"]),
+            "workers dead": sum(1 for w in r["workers"] if w["status"] == "dead"),
+            "workers back": sum(1 for w in r["workers"] if w["status"] == "alive")}
+    summary.table("fleet watchdog" + (" (dry run: nothing committed)" if dry_run else ""), rows,
+                  [f"returned {t['id']} (lease of {t['holder']})" for t in r["returned"]]
+                  + [f"worker {w['worker']} {w['status']}: {w['reason']}" for w in r["workers"]]
+                  + ([f"warning: {r['stalled']}"] if r["stalled"] else []))
+    if r["stalled"]:
+        summary.warning("fleet watchdog", r["stalled"])
+    if not r["commits"] and not r["stalled"]:
+        sys.exit(EXIT_NOTHING)

@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, faults, secrets
+import click
+
+from fleet import canonical, faults, secrets, summary
+from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet import delta as delta_mod
 from fleet.delta import file_path
-from fleet.errors import FleetError, NothingToDo
+from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, toplevel
-from fleet.plan import assign, roster, worker_name
+from fleet.plan import UnknownAgents, assign, roster, worker_name
 from fleet.providers import get as get_provider
-from fleet.providers import models
+from fleet.providers import ProviderUnavailable, models
 from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
@@ -71,7 +74,7 @@ def work(
     only_agents: list[str] | None = None,
 ) -> WorkReport:
     if not 1 <= worker <= workers:
-        raise FleetError(f"--worker {worker}: must be between 1 and --workers ({workers})", code=2)
+        raise UsageError(f"--worker {worker}: must be between 1 and --workers ({workers})")
     started = time.monotonic()
     root = toplevel(path)
     url = remote_url(Git(root), remote)
@@ -174,3 +177,43 @@ def _push(cache: Git, url: str, sha: str, branch: str) -> None:
             raise FleetError(f"push of {branch} failed {PUSH_ATTEMPTS} times: {result.reason}")
         # Contention is per repository: back off with jitter so retries spread out.
         time.sleep(min(8.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+# -- the command line --------------------------------------------------------
+@click.command("work")
+@dir_option
+@json_option
+@remote_option
+@click.option("--worker", type=int, required=True, help="This worker's number, 1..W.")
+@click.option("--workers", type=click.IntRange(1, 256), required=True, help="How many workers this tick has (W, 1 to 256).")
+@click.option("--tick", type=int, default=None, help="Refuse to work unless this is the next tick.")
+@click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
+@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
+@click.option("--concurrency", type=int, default=None, help="Agent turns in flight at once (default: run.concurrency).")
+@click.option("--timeout", type=float, default=None, help="Seconds until unfinished turns become error deltas.")
+@click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
+def work_command(directory: Path, as_json: bool, remote: str | None, worker: int, workers: int, tick: int | None,
+                 provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
+                 agents: str | None) -> None:
+    """One worker's slice of one tick, ending in a pushed delta set."""
+    try:
+        r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
+                 outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
+    except UnknownAgents as e:
+        raise UsageError(f"--agents: {e}") from None
+    except ProviderUnavailable as e:
+        raise UsageError(e.for_option("--provider")) from None
+
+    def text() -> None:
+        where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
+        click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
+                   f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
+                   f"provider {r.provider}, model {', '.join(r.models)}")
+
+    emit(r.to_json(), as_json, text)
+    tokens, cost = summary.money(r.usage)
+    summary.table(f"fleet work: worker {r.worker}, tick {r.tick}",
+                  {"provider": r.provider, "model": summary.cell(", ".join(r.models)), "agents": len(r.agents),
+                   "deltas": r.deltas, "errors": r.errors, "tokens": tokens, "cost": cost},
+                  [f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"])

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fleet.config import Config
-from fleet.errors import FleetError
+from fleet.errors import UsageError
 from fleet.prompt import Prompt
 from fleet.tools import ToolCall, World
 
 NAMES = ("auto", "offline", "anthropic")
 OFFLINE_MODEL = "offline-1"
+CONFIG_SETTING = "run.provider in state/config.json"
 
 
 @dataclass
@@ -49,28 +50,47 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ProviderUnavailable(UsageError):
+    """The provider asked for cannot run: unknown, or anthropic without a key.
+
+    ``from_config`` says whether run.provider named it; otherwise the caller
+    did, and a command says how with :meth:`for_option`.
+    """
+
+    def __init__(self, name: str, *, from_config: bool, missing_key: bool) -> None:
+        self.name, self.from_config, self.missing_key = name, from_config, missing_key
+        super().__init__(self.for_option("provider"))
+
+    def for_option(self, option: str) -> str:
+        """The message, naming ``option`` (``--provider``) as the way to choose a provider."""
+        source = CONFIG_SETTING if self.from_config else option
+        if self.missing_key:
+            return (f"{source} says anthropic, which needs ANTHROPIC_API_KEY; set it, or use "
+                    f"{option} auto (anthropic when a key is set) or {option} offline")
+        return f"{source}: unknown provider {self.name!r} (known: {', '.join(NAMES)})"
+
+
 def choose(name: str | None, cfg: Config) -> tuple[str, str | None]:
     """The provider that will run (``offline`` or ``anthropic``) and a note that
     says why, when ``auto`` chose it.
 
     ``auto`` (the default) is anthropic when ``ANTHROPIC_API_KEY`` (or
     ``ANTHROPIC_AUTH_TOKEN``) is set, offline otherwise. An explicit setting,
-    ``--provider`` or ``run.provider`` in config, wins; an explicit anthropic
-    without a key is a usage error, not a silent run on the offline provider.
+    ``name`` or ``run.provider`` in config, wins; an explicit anthropic without
+    a key is :class:`ProviderUnavailable`, not a silent run on the offline provider.
     """
     from fleet.providers.anthropic import has_key
 
-    source = "--provider" if name else "run.provider in state/config.json"
+    from_config = not name
     name = name or cfg.run.provider
     if name not in NAMES:
-        raise FleetError(f"{source}: unknown provider {name!r} (known: {', '.join(NAMES)})", code=2)
+        raise ProviderUnavailable(name, from_config=from_config, missing_key=False)
     if name == "auto":
         if has_key():
             return "anthropic", "provider auto: ANTHROPIC_API_KEY is set, so the anthropic provider runs"
         return "offline", "provider auto: no ANTHROPIC_API_KEY, so the offline provider runs"
     if name == "anthropic" and not has_key():
-        raise FleetError(f"{source} says anthropic, which needs ANTHROPIC_API_KEY; set it, or use "
-                         "--provider auto (anthropic when a key is set) or --provider offline", code=2)
+        raise ProviderUnavailable(name, from_config=from_config, missing_key=True)
     return name, None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fleet import secrets
 from fleet.config import Config, Price
-from fleet.errors import FleetError
+from fleet.errors import UsageError
 from fleet.providers import TurnRequest, TurnResult
 from fleet.tools import ToolCall
 
@@ -33,7 +33,7 @@ class AnthropicProvider:
 
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-            raise FleetError("provider anthropic needs ANTHROPIC_API_KEY (or use --provider offline)", code=2)
+            raise UsageError("provider anthropic needs ANTHROPIC_API_KEY (or use the offline provider)")
         secrets.register(key)
         self.cfg = cfg
         self.model = cfg.run.model

@@ -1,0 +1,72 @@
+"""What every command's command line shares: the `-C`, `--json` and `--remote`
+options and the one way output is printed (text, or JSON with `--json`).
+
+Each command's own options, its rendering and its job summary live in its
+module under ``fleet/commands``; ``fleet.main`` maps names to those modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from fleet.secrets import redact
+
+# ctx.meta is shared by every context of one invocation, so the error handler in
+# fleet.main can see --json on a subcommand it never parsed.
+JSON_META = "fleet.json"
+
+
+def _inherit_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """`fleet -C DIR status` and `fleet status -C DIR` both work, as with git."""
+    if value is not None:
+        return value
+    parent = ctx.parent
+    while parent is not None:  # `fleet -C DIR task add` and `fleet task -C DIR add`
+        if parent.params.get("directory") is not None:
+            return parent.params["directory"]
+        parent = parent.parent
+    return Path(".")
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[JSON_META] = value
+    return value
+
+
+DIR_HELP = "Run as if fleet was started in DIR (the fleet repository)."
+# A group's -C: recorded as given, for its subcommands' dir_option to inherit.
+group_dir_option = click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+                                help=DIR_HELP)
+dir_option = click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+                          callback=_inherit_dir, help=DIR_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+                           help="Print JSON instead of text.")
+remote_option = click.option(
+    "--remote", default=None, metavar="NAME",
+    help="Where the fleet's main lives: a remote name, URL or path (default: git config fleet.remote, "
+         "which fleet run sets, else origin, else this repository).",
+)
+
+
+def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else call ``text`` to print it for people."""
+    if as_json:
+        click.echo(redact(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)))
+    else:
+        # The text passes through redaction as a whole, as JSON does: a remote's
+        # URL with credentials, an error quoting a key, never reach the screen.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            text()
+        click.echo(redact(out.getvalue()), nl=False)
+
+
+def split(value: str | None) -> list[str] | None:
+    """A comma-separated option (``--agents a,b``) as a list; None when not given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
