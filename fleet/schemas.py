@@ -62,15 +62,45 @@ class ProtocolValidator:
     def __init__(self, schema: dict[str, Any], where: str) -> None:
         self.inner = compile_schema(schema, where)
         self.integers = _integer_plan(schema, schema, frozenset())
+        self._paths = _flat(self.integers, ())
 
     def is_valid(self, instance: Any) -> bool:
-        return self.inner.is_valid(instance) and _float_at(self.integers, instance, ()) is None
+        return self.inner.is_valid(instance) and self._float_at(instance) is None
 
     def iter_errors(self, instance: Any) -> Any:
         yield from self.inner.iter_errors(instance)
-        at = _float_at(self.integers, instance, ())
+        at = self._float_at(instance)
         if at is not None:
             yield _IntegerError(list(at), f"{_dig(instance, at)!r} is not an integer in the JSON text (write it without a fraction)")
+
+
+    def _float_at(self, instance: Any) -> tuple[Any, ...] | None:
+        if self._paths is None:
+            return _float_at(self.integers, instance, ())
+        for path in self._paths:  # a delta has five such places: look there, walk nothing
+            value = instance
+            for key in path:
+                value = value.get(key) if type(value) is dict else None
+            if type(value) is float:
+                return path
+        return None
+
+
+def _flat(plan: _Plan | None, at: tuple[str, ...]) -> list[tuple[str, ...]] | None:
+    """The places a plan names, if it names them by keys alone (no arrays, no
+    additionalProperties); None otherwise."""
+    if plan is None:
+        return []
+    here, props, items, addl = plan
+    if items is not None or addl is not None:
+        return None
+    out = [at] if here else []
+    for key, sub in props.items():
+        below = _flat(sub, (*at, key))
+        if below is None:
+            return None
+        out += below
+    return out
 
 
 class _IntegerError:

@@ -445,13 +445,16 @@ def test_json_outside_the_worker_layout_and_hard_links_are_not_read(fleet: Fleet
     assert creds.exists()
 
 
-def test_a_deep_inbox_folder_does_not_stop_the_merge(fleet: Fleet, tmp_path: Path) -> None:
+def test_a_deep_inbox_folder_does_not_stop_the_merge(fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     inbox = tmp_path / "inbox"
     deep = inbox / "w1"
     deep.mkdir(parents=True)
+    made = []
     for _ in range(1100):  # (os.makedirs itself recurses too deep for this)
         deep = deep / "d"
         deep.mkdir()
+        made.append(deep)
+    request.addfinalizer(lambda: [d.rmdir() for d in reversed(made) if d.exists()])  # rmtree recurses too
     ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1")
     (inbox / file_path(ok)).parent.mkdir(parents=True)
     (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
