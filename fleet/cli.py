@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import click
 
-from fleet.secrets import redact
+from fleet.keys import redact
 
 # ctx.meta is shared by every context of one invocation, so the error handler in
 # fleet.main can see --json on a subcommand it never parsed.

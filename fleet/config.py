@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, schemas, secrets
+from fleet import canonical, schemas, keys
 from fleet.errors import FleetError
 
 CONFIG_PATH = "state/config.json"
@@ -192,7 +192,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
     problem = schemas.first_error(schemas.protocol("config"), raw)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/config.schema.json)")
-    secrets.register_names(raw.get("redact", []))
+    keys.register_names(raw.get("redact", []))
     rules = lambda items: tuple(Rule.parse(t) for t in items)  # noqa: E731
     collections = {
         name: Collection(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from fleet import secrets
+from fleet import keys
 from fleet.errors import FleetError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -269,8 +269,8 @@ class Git:
         name, email = FLEET_IDENT
         stamp = f"{int(when if when is not None else time.time())} +0000"
         scratch = self.scratch_ref()
-        keys = secrets.values()  # the last net: no key reaches a commit, whatever a record holds
-        msg = secrets.redact(message, keys).encode("utf-8", errors="backslashreplace")
+        known = keys.values()  # the last net: no key reaches a commit, whatever a record holds
+        msg = keys.redact(message, known).encode("utf-8", errors="backslashreplace")
         chunks = [
             f"commit {scratch}\nmark :1\ncommitter {name} <{email}> {stamp}\ndata {len(msg)}\n".encode(),
             msg,
@@ -284,7 +284,7 @@ class Git:
         for path in deletes:
             chunks.append(f"D {path}\n".encode())
         for path in sorted(writes):
-            data = secrets.redact_bytes(writes[path], keys)
+            data = keys.redact_bytes(writes[path], known)
             chunks.append(f"M 100644 inline {path}\ndata {len(data)}\n".encode())
             chunks.append(data)
             chunks.append(b"\n")

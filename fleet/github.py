@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, secrets
+from fleet import canonical, keys
 from fleet.errors import FleetError, UsageError
 from fleet.git import RefUpdate
 from fleet.records import MISSING, Conflict
@@ -66,7 +66,7 @@ class GitHubSettings:
         repository = env.get("GITHUB_REPOSITORY")
         if not token or not repository:
             raise UsageError("--github needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN")
-        secrets.register(token)
+        keys.register(token)
         return cls(env.get("GITHUB_API_URL", "https://api.github.com"), repository, token,
                    float(env.get("FLEET_GITHUB_WRITE_SPACING", cls.seconds_between_writes)))
 
@@ -213,12 +213,12 @@ class ConflictPRs:
                     continue
                 message = e.data.get("message") if isinstance(e.data, dict) else e.data
                 raise FleetError(f"GitHub {self.settings.api_url} answered {e.status}: "
-                                 f"{secrets.redact(str(message))}") from None
+                                 f"{keys.redact(str(message))}") from None
             except RetryError as e:
                 raise FleetError(f"GitHub {self.settings.api_url} kept failing after retries: "
-                                 f"{secrets.redact(str(e))[:300]}") from None
+                                 f"{keys.redact(str(e))[:300]}") from None
             except OSError as e:
-                raise FleetError(f"GitHub {self.settings.api_url} unreachable: {secrets.redact(str(e))}") from None
+                raise FleetError(f"GitHub {self.settings.api_url} unreachable: {keys.redact(str(e))}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -290,4 +290,4 @@ def _body(c: Conflict) -> str:
         "Then merge this pull request: the next `fleet merge` applies the decision. "
         "**Closing it without merging** keeps the value from before the conflict (the fallback).",
     ])
-    return secrets.redact(text) + "\n"
+    return keys.redact(text) + "\n"

@@ -25,7 +25,7 @@ import click
 from fleet import __version__
 from fleet.cli import JSON_META, group_dir_option
 from fleet.errors import EXIT_FAILURE, FleetError
-from fleet.secrets import redact
+from fleet.keys import redact
 
 # Name -> the one-line help `fleet --help` lists, so listing imports no command.
 # Each module fleet.commands.<name> defines `<name>_command`; tests check the two agree.

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from fleet import canonical, docpath, schemas, secrets
+from fleet import canonical, docpath, schemas, keys
 from fleet.delta import Arrival, Delta
 from fleet.errors import FleetError
 from fleet.ids import printable
@@ -166,5 +166,5 @@ class Quarantined:
         if self.delta is not None:
             rec["delta"] = self.delta.body
         elif a.refused is None or a.data:  # a file over the size limit: its head
-            rec["raw"] = secrets.redact(a.data[:max_raw].decode("utf-8", errors="replace"))
+            rec["raw"] = keys.redact(a.data[:max_raw].decode("utf-8", errors="replace"))
         return rec

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from fleet import canonical, faults, secrets
+from fleet import canonical, faults, keys
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
@@ -253,8 +253,8 @@ class BranchStore:
                 new = records.tip
                 for message, docs in ch.commits:
                     # a record's text comes from outside: no key reaches the branch
-                    writes = {path: secrets.redact_bytes(canonical.dumps(doc)) for path, doc in docs.items()}
-                    new = self.git.write_commit(new, secrets.redact(message), writes, [], keep_scratch=True)
+                    writes = {path: keys.redact_bytes(canonical.dumps(doc)) for path, doc in docs.items()}
+                    new = self.git.write_commit(new, keys.redact(message), writes, [], keep_scratch=True)
                     self._scratch = True
                 faults.point(f"{self.fault}.after-commit")
                 assert new is not None

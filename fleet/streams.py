@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults, secrets
+from fleet import faults, keys
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder, WorldIndex, index
 from fleet.records import Usage
@@ -37,7 +37,7 @@ def world_of(w: WorldIndex, snap: Snapshot) -> World:
 
 
 @dataclass
-class Ledger:
+class Spending:
     """Tokens and dollars spent by this worker this tick, with in-flight reservations."""
 
     limit: Budget
@@ -90,7 +90,7 @@ async def run_turns(
     builder = PromptBuilder(windex, cfg.run.context_tokens)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
-    spend = Ledger(_share(cfg.tick_budget, workers))
+    spend = Spending(_share(cfg.tick_budget, workers))
     price_of = getattr(provider, "price", None)
     # The shared prefix can be read from the cache only once a response that
     # wrote it has gone out: the first turn runs alone, the rest then read it.
@@ -164,5 +164,5 @@ async def run_turns(
             out.append(t.result())
             continue
         out.append(delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent,
-                                  meta={"provider": provider.name, "model": model, "error": secrets.redact(error)[:2000]}))
+                                  meta={"provider": provider.name, "model": model, "error": keys.redact(error)[:2000]}))
     return out

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from fleet.records import Usage
-from fleet.secrets import redact
+from fleet.keys import redact
 
 
 def _escape_data(text: str) -> str:

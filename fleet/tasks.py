@@ -22,7 +22,7 @@ import secrets as _random_ids
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fleet import schemas, secrets
+from fleet import schemas, keys
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.ids import is_safe_id, printable
@@ -231,7 +231,7 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> dict[str, 
     if "id" in item and not is_safe_id(item["id"]):
         raise FleetError(f"{where}: id {str(item['id'])[:60]!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
                          "(no '..', at most 128 characters)")
-    if "id" in item and secrets.redact(item["id"]) != item["id"]:
+    if "id" in item and keys.redact(item["id"]) != item["id"]:
         raise FleetError(f"{where}: id contains a secret from the environment; pick another id")
     target = item.get("for")
     if target is not None and not isinstance(target, str):

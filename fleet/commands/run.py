@@ -34,7 +34,7 @@ from fleet.outside import check_adoption, check_state
 from fleet.installed import command as fleet_command
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
-from fleet.secrets import redact
+from fleet.keys import redact
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.state import GitSnapshot

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, secrets, summary
+from fleet import canonical, faults, keys, summary
 from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet import delta as delta_mod
 from fleet.delta import file_path
@@ -100,7 +100,7 @@ def work(
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(secrets.redact_bytes(canonical.dumps(body)))
+            target.write_bytes(keys.redact_bytes(canonical.dumps(body)))
         errors = sum(1 for b in bodies if b["meta"].get("error"))
         pushed = False
         if outbox is not None:
@@ -132,7 +132,7 @@ def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
     except (canonical.JSONProblem, TypeError, ValueError) as e:
         error = f"the turn's output cannot be written as JSON: {e}"
         return delta_mod.make(tick=body["tick"], worker=body["worker"], stream=body["stream"], agent=body["agent"],
-                              meta={"provider": provider, "error": secrets.redact(error)[:2000]})
+                              meta={"provider": provider, "error": keys.redact(error)[:2000]})
 
 
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,

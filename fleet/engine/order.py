@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fleet import canonical, secrets
+from fleet import canonical, keys
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.engine.apply import Outcome
 from fleet.records import Quarantined
@@ -42,10 +42,10 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int) -> Triage:
     # whose sources were not deleted yet) is a duplicate, not a second verdict.
     refused_before = _LazyRefused(base)
     parsed: list[tuple[Delta, Arrival]] = []
-    keys = secrets.named()
+    known = keys.named()
     for a in sorted(arrivals, key=lambda a: (a.path, a.source, a.data)):
         try:
-            leaked = secrets.found_in(a.data, keys) if keys else None
+            leaked = keys.found_in(a.data, known) if known else None
             if leaked is not None:
                 # Quarantined whole, its content masked: a key never reaches main.
                 raise Rejected(f"holds the value of the secret {leaked}; a delta never carries a key")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fleet import secrets
+from fleet import keys
 from fleet.config import Config, Price
 from fleet.errors import UsageError
 from fleet.providers import TurnRequest, TurnResult
@@ -34,7 +34,7 @@ class AnthropicProvider:
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
             raise UsageError("provider anthropic needs ANTHROPIC_API_KEY (or use the offline provider)")
-        secrets.register(key)
+        keys.register(key)
         self.cfg = cfg
         self.model = cfg.run.model
         self.client = anthropic.AsyncAnthropic(

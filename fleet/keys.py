@@ -1,5 +1,7 @@
 """Keys never leave the process: exact-string redaction of every secret it can see.
 
+(Named ``keys``, not ``secrets``, so as not to shadow the standard library.)
+
 A secret is the value of a variable fleet knows to hold one (``GITHUB_TOKEN``,
 ``GH_TOKEN``, ``ANTHROPIC_API_KEY``, ...), of any variable named like one (a
 token, key, secret, password or credential), of a variable the config names
