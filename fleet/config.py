@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, schemas, keys
+from fleet import canonical, keys, schemas
 from fleet.errors import FleetError
 
 CONFIG_PATH = "state/config.json"
@@ -38,7 +38,7 @@ class Rule:
             return False
         if self.path is not None and (
             len(path) != len(self.path)
-            or not all(p == "*" or p == k for p, k in zip(self.path, path))
+            or not all(p == "*" or p == k for p, k in zip(self.path, path, strict=True))
         ):
             return False
         return not self.self_only or value == agent

@@ -13,9 +13,10 @@ import random
 import re
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from fleet import keys
 from fleet.errors import FleetError
@@ -146,7 +147,7 @@ class Git:
         unique = list(dict.fromkeys(shas))
         out = self.run("cat-file", "--batch-check", input=("\n".join(unique) + "\n").encode())
         sizes: dict[str, int] = {}
-        for sha, line in zip(unique, out.decode().splitlines()):
+        for sha, line in zip(unique, out.decode().splitlines(), strict=True):
             header = line.split(" ")
             if len(header) < 3 or header[1] == "missing":
                 raise FleetError(f"git object {sha} is missing from {self.path}")

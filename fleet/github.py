@@ -30,11 +30,11 @@ from typing import Any
 from fleet import canonical, keys
 from fleet.errors import FleetError, UsageError
 from fleet.git import RefUpdate
+from fleet.ids import printable
 from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
 from fleet.resolve import RESOLUTION_DIR, fallback
 from fleet.state import CONFLICT_DIR, Snapshot
-from fleet.ids import printable
 
 LABEL = "fleet-conflict"
 LABEL_COLOR = "d93f0b"

@@ -36,7 +36,7 @@ def waiting_since(repo: FleetRepo) -> list[_dt.datetime]:
     names = {s.ref.name for s in repo.sources()}
     out = repo.git.text("for-each-ref", "--format=%(refname) %(committerdate:unix)", prefix)
     times = [int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.rsplit(" ", 1)[0] in names]
-    return [_dt.datetime.fromtimestamp(t, _dt.timezone.utc) for t in sorted(times)]
+    return [_dt.datetime.fromtimestamp(t, _dt.UTC) for t in sorted(times)]
 
 
 def stall(repo: FleetRepo, cfg: Config, tick: int, at: _dt.datetime) -> str | None:

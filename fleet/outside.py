@@ -19,8 +19,9 @@ cannot be rewritten, and a check that can never pass again helps nobody).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from fleet.commands.validate import check_in
 from fleet.config import CONFIG_PATH, FLEET_PATH

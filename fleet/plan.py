@@ -8,7 +8,7 @@ score highest on it; every other agent stays where it was.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from fleet.errors import UsageError
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from fleet import canonical, docpath, schemas, keys
+from fleet import canonical, docpath, keys, schemas
 from fleet.delta import Arrival, Delta
 from fleet.errors import FleetError
 from fleet.ids import printable

@@ -20,8 +20,8 @@ from pathlib import Path
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
-from fleet.ids import printable
 from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, toplevel
+from fleet.ids import printable
 from fleet.state import GitSnapshot
 
 WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
@@ -175,7 +175,7 @@ class FleetRepo:
         sizes = self.git.sizes(files)
         blobs = self.git.cat_blobs([sha for sha in files if sizes[sha] <= max_bytes])
         out = []
-        for s, entries in zip(sources, listed):
+        for s, entries in zip(sources, listed, strict=True):
             for path, sha, mode in entries:
                 source = f"refs/heads/{s.branch}"
                 if mode not in REGULAR_MODES:
@@ -231,8 +231,8 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
         at, rel_here, depth = stack.pop()
         try:
             entries = sorted(os.scandir(at), key=lambda e: e.name)
-        except OSError as e:
-            refuse(rel_here or ".", at, f"folder cannot be listed: {e.strerror}")
+        except OSError as err:
+            refuse(rel_here or ".", at, f"folder cannot be listed: {err.strerror}")
             continue
         if any(e.name == ".git" for e in entries):
             raise FleetError(f"--inbox {folder}: {at} holds a git repository (.git); an inbox is a folder of "

@@ -8,7 +8,7 @@ and its replay validate against the same bytes.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import jsonschema_rs
@@ -187,7 +187,7 @@ def _float_at(plan: _Plan | None, instance: Any, at: tuple[Any, ...]) -> tuple[A
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def protocol(name: str) -> ProtocolValidator:
     """The validator of one of fleet's own formats, e.g. ``"delta"``."""
     where = f"schemas/{name}.schema.json"

@@ -8,8 +8,9 @@ checks and property tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any
 
 from fleet import canonical, schemas
 from fleet import config as config_mod

@@ -24,10 +24,11 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -44,7 +45,7 @@ CACHE_FORMAT = 2
 
 def now() -> _dt.datetime:
     """The time a change is decided at (UTC)."""
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Change:
     result: Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_version(kinds: tuple[Kind, ...]) -> str:
     """Checked files are cached under the rules that checked them: the schemas and the code."""
     from fleet import __version__

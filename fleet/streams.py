@@ -17,8 +17,8 @@ from fleet import delta as delta_mod
 from fleet import faults, keys
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder, WorldIndex, index
-from fleet.records import Usage
 from fleet.providers import Provider, TurnRequest
+from fleet.records import Usage
 from fleet.state import Snapshot
 from fleet.tools import TOOLS, World, to_ops
 
@@ -151,7 +151,7 @@ async def run_turns(
         t.cancel()
     out = []
     offline = getattr(provider, "price", None) is None or provider.name == "offline"
-    for i, (agent, t) in enumerate(zip(agents, tasks)):
+    for i, (agent, t) in enumerate(zip(agents, tasks, strict=True)):
         model = getattr(provider, "model", None) if offline else cfg.model_of(agent)
         stream = f"s{i % streams + 1}"
         if t in pending:

@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Any
 
-from fleet.records import Usage
 from fleet.keys import redact
+from fleet.records import Usage
 
 
 def _escape_data(text: str) -> str:

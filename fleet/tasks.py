@@ -19,10 +19,11 @@ import datetime as _dt
 import hashlib
 import re
 import secrets as _random_ids
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from fleet import schemas, keys
+from fleet import keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.ids import is_safe_id, printable
@@ -41,7 +42,7 @@ DEFAULT_PRIORITY = 2
 # -- time ----------------------------------------------------------------
 def stamp(when: _dt.datetime) -> str:
     """UTC with milliseconds, e.g. 2026-11-22T12:38:12.345Z."""
-    return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return when.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def parse_stamp(text: str) -> _dt.datetime:

@@ -6,7 +6,8 @@ in a commit on ``fleet/t<tick>/<worker>``, on top of the main it read.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from fleet import canonical
 from fleet.delta import file_path

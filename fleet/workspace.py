@@ -14,10 +14,11 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Iterator
+from typing import Any
 
 from fleet import faults
 from fleet.errors import FleetError

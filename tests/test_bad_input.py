@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Fleet, run
+
 from fleet import canonical
 from fleet.delta import Op, file_path
 

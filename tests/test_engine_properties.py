@@ -9,10 +9,10 @@ idempotent, replayable and all-or-nothing per delta.
 
 from __future__ import annotations
 
-import os
 import copy
 import functools
 import json
+import os
 from collections import Counter
 from typing import Any
 

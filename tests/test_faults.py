@@ -198,7 +198,7 @@ def test_worker_with_clock_an_hour_off_lands_in_the_right_tick(tmp_path: Path, m
 
     repo, url = make_fleet(tmp_path, "f")
     real = delta.utc_now
-    skewed = lambda: (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+    skewed = lambda: (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
     monkeypatch.setattr(delta, "utc_now", skewed)
     report = work(repo, worker=1, workers=WORKERS, remote=url)
     monkeypatch.setattr(delta, "utc_now", real)

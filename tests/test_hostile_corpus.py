@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Fleet, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_hostile_input import TOKEN, history, ledger_ids, raw_tree_branch, records
 
-from conftest import Fleet, run
 from fleet import canonical
 from fleet.commands.init import init
 from fleet.delta import Op
 from fleet.ids import printable
-from test_hostile_input import TOKEN, history, ledger_ids, raw_tree_branch, records
 
 # -- names -------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def delta_text(draw: Any, worker: str, n: int) -> bytes:
     agent = draw(st.sampled_from(["ada", "basil", "cleo", "nobody", "ada\n"]))
     value = draw(_VALUES)
     op = draw(st.sampled_from([
-        f'{{"op": "incr", "collection": "posts", "id": "ada-1", "path": ["score"], "by": 1}}',
+        '{"op": "incr", "collection": "posts", "id": "ada-1", "path": ["score"], "by": 1}',
         f'{{"op": "set", "collection": "agents", "id": "{agent.strip()}", "path": ["bio"], "value": {value}}}',
         f'{{"op": "incr", "collection": "posts", "id": "ada-1", "path": ["score"], "by": {value}}}',
     ]))

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Fleet, run
 from test_bad_input import good, ledger_ids, score
+
 from fleet import canonical
 from fleet.delta import Op, file_path
 from fleet.ids import is_safe_id, printable

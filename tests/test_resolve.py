@@ -9,13 +9,12 @@ import subprocess
 from typing import Any
 
 import pytest
+from conftest import Fleet
 
 from fleet import canonical
 from fleet.commands.merge import merge
 from fleet.delta import Op
 from fleet.resolve import fallback
-
-from conftest import Fleet
 
 
 def held(fleet: Fleet) -> dict[str, Any]:

@@ -11,10 +11,11 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import click
 
@@ -100,7 +101,7 @@ def message(result: TickResult) -> str:
     # input can add a line of its own, let alone a trailer.
     lines = [printable(line, 2000) for line in lines]
     counts = (r.tick, len(r.applied), r.late, len(r.quarantined), len(r.held), len(r.resolved))
-    lines += ["", *(f"{key}: {n}" for key, n in zip(TRAILERS, counts))]
+    lines += ["", *(f"{key}: {n}" for key, n in zip(TRAILERS, counts, strict=True))]
     return "\n".join(lines) + "\n"
 
 

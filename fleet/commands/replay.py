@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from fleet.commands.merge import message
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.commands.merge import message
 from fleet.engine import replay_tick
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.ledger import tick_inputs, tick_of

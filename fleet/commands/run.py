@@ -19,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -30,14 +31,14 @@ from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
-from fleet.outside import check_adoption, check_state
 from fleet.installed import command as fleet_command
+from fleet.keys import redact
+from fleet.outside import check_adoption, check_state
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
-from fleet.keys import redact
-from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.state import GitSnapshot
+from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
 STOP_GRACE = 10.0

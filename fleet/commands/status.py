@@ -16,8 +16,8 @@ from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
-from fleet.outside import recent
 from fleet.installed import carried
+from fleet.outside import recent
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR

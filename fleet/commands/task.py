@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -12,8 +13,8 @@ from fleet import canonical
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.repo import FleetRepo
 from fleet.ids import printable
+from fleet.repo import FleetRepo
 from fleet.tasks import (
     BRANCH,
     Change,
@@ -115,7 +116,7 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
             return Change([], result)
         titles = [printable(t["title"]) for t in fresh.values()]
         subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
-        body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles)) if len(fresh) > 1 else ""
+        body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles, strict=True)) if len(fresh) > 1 else ""
         message = f"task {subject}\n\n{body}".strip() + "\n"
         return Change([(message, {task_path(i): t for i, t in fresh.items()})], result)
 

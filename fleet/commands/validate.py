@@ -6,14 +6,15 @@ reports every problem, one line each, naming the file and the rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import click
 
-from fleet import canonical, config as config_mod, schemas
+from fleet import canonical, schemas
+from fleet import config as config_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH, FLEET_PATH, Config
 from fleet.delta import Arrival, Rejected, parse

@@ -23,14 +23,14 @@ from typing import Any
 import click
 
 from fleet import canonical, faults, keys, summary
-from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet import delta as delta_mod
+from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, toplevel
 from fleet.plan import UnknownAgents, assign, roster, worker_name
-from fleet.providers import get as get_provider
 from fleet.providers import ProviderUnavailable, models
+from fleet.providers import get as get_provider
 from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot

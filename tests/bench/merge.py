@@ -103,7 +103,7 @@ def _text(rng: random.Random, n: int) -> str:
 
 
 def _utc(rng: random.Random) -> str:
-    t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=rng.randrange(600_000_000))
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=rng.randrange(600_000_000))
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Fleet, run
+
 from fleet.delta import Op
 
 

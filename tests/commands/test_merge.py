@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-
 from conftest import Fleet, run
+
 from fleet import canonical
 from fleet.delta import Op, file_path
 

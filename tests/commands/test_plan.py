@@ -4,11 +4,11 @@ the command adds its own."""
 from __future__ import annotations
 
 import pytest
+from conftest import Fleet, run
 
 from fleet.plan import UnknownAgents, roster
 from fleet.providers import ProviderUnavailable, choose
 from fleet.repo import FleetRepo
-from conftest import Fleet, run
 
 
 def test_unknown_agents_are_named_with_the_option_that_asked(fleet: Fleet) -> None:

@@ -6,8 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-
 from conftest import Fleet, run
+
 from fleet.delta import Op
 
 
@@ -61,6 +61,7 @@ def test_status_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
 
 def test_status_outside_a_fleet(tmp_path: Path) -> None:
     from click.testing import CliRunner
+
     from fleet.main import cli
 
     plain = tmp_path / "plain"

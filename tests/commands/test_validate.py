@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Fleet, run
+
 from fleet import canonical
 from fleet.delta import Op, file_path
 
@@ -211,6 +211,7 @@ def test_missing_path(fleet: Fleet) -> None:
 
 def test_not_a_fleet(tmp_path: Path) -> None:
     from click.testing import CliRunner
+
     from fleet.main import cli
 
     os.makedirs(tmp_path / "plain")

@@ -67,10 +67,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Union
 
 CHARS_PER_TOKEN = 4
 MASK = "[redacted]"
@@ -123,7 +124,7 @@ class Drop:
 
 
 Action = Union[Reply, Fail, Drop]
-Rule = Union[Action, Callable[["Seen"], Union[Action, None]]]
+Rule = Union[Action, Callable[["Seen"], Action | None]]
 
 
 def tool_use(name: str, input: Any, id: str | None = None) -> dict[str, Any]:
@@ -548,7 +549,7 @@ class AnthropicAPI:
             reason = "Overloaded" if status == 529 else "Unknown"
         head = [f"HTTP/1.1 {status} {reason}", f"content-length: {len(payload)}",
                 f"connection: {'keep-alive' if keep else 'close'}",
-                f"date: {datetime.now(timezone.utc).strftime('%a, %d %b %Y %H:%M:%S GMT')}"]
+                f"date: {datetime.now(UTC).strftime('%a, %d %b %Y %H:%M:%S GMT')}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
         with contextlib.suppress(ConnectionError):
@@ -634,7 +635,7 @@ class AnthropicAPI:
         return 200, {**base, **self._limits()}, json.dumps(doc).encode()
 
     def _limits(self) -> dict[str, str]:
-        reset = (datetime.now(timezone.utc) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reset = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
         out = {}
         for kind, limit in (("requests", 4000), ("tokens", 2_000_000), ("input-tokens", 2_000_000),
                             ("output-tokens", 400_000)):

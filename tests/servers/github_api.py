@@ -82,11 +82,12 @@ import time
 import traceback
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MASK = "[redacted]"
 AUTH_HEADERS = ("authorization", "proxy-authorization")
@@ -100,7 +101,7 @@ MERGE_METHODS = ("merge", "squash", "rebase")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fingerprint(token: str) -> str:
