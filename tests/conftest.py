@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,11 @@ def origin_fleet(tmp_path: Path) -> tuple[Fleet, Path]:
 
 def ops(*items: Iterable) -> list[Op]:
     return [Op(*i) for i in items]
+
+
+def fleet_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`fleet ARGS` as a user runs it, in its own process, in ``cwd``; never a traceback."""
+    p = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout)
+    assert "Traceback" not in p.stdout + p.stderr
+    return p

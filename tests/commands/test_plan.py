@@ -3,10 +3,16 @@ the command adds its own."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import Fleet, run
+import json
+from pathlib import Path
 
-from fleet.plan import UnknownAgents, roster
+import pytest
+from conftest import Fleet, fleet_cli, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleet.commands.init import init
+from fleet.plan import UnknownAgents, assign, roster
 from fleet.providers import ProviderUnavailable, choose
 from fleet.repo import FleetRepo
 
@@ -34,3 +40,32 @@ def test_an_unavailable_provider_is_named_with_the_option_that_asked(fleet: Flee
     assert e.value.for_option("--provider") == (
         "--provider says anthropic, which needs ANTHROPIC_API_KEY; set it, or use --provider auto (anthropic "
         "when a key is set) or --provider offline")
+
+
+def test_plan_is_json_for_from_json(tmp_path: Path) -> None:
+    repo = tmp_path / "x"
+    init(repo)
+    p = fleet_cli(repo, "plan", "--workers", "3", "--json")
+    plan = json.loads(p.stdout)
+    assert plan["tick"] == 1 and plan["push"] == "direct"
+    agents = sorted(a for v in plan["assignment"].values() for a in v)
+    assert agents == ["ada", "basil", "cleo", "dara", "eli", "fen"]
+    assert all({"worker", "name", "agents"} <= set(i) for i in plan["matrix"]["include"])
+    matrix = json.loads(fleet_cli(repo, "plan", "--workers", "3", "--matrix").stdout)
+    assert matrix == plan["matrix"]
+    assert json.loads(fleet_cli(repo, "plan", "--workers", "40", "--json").stdout)["push"] == "coalesced"
+    bad = fleet_cli(repo, "plan", "--workers", "300")
+    assert bad.returncode == 2 and "256" in bad.stderr
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text("abcdefghij0123456789-", min_size=1, max_size=12), min_size=1, max_size=80, unique=True),
+       st.integers(1, 40))
+def test_adding_a_worker_moves_only_its_share(agents: list[str], workers: int) -> None:
+    before = assign(agents, workers)
+    after = assign(agents, workers + 1)
+    new = f"w{workers + 1}"
+    for name, mine in before.items():
+        moved = set(mine) - set(after[name])
+        assert moved <= set(after[new])  # whoever moved, moved to the new worker
+    assert sorted(a for v in after.values() for a in v) == sorted(agents)

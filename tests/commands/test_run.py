@@ -1,9 +1,8 @@
-"""`fleet run`, `fleet plan` and `fleet work` end to end, as a user runs them."""
+"""`fleet run` end to end, as a user runs it."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import fleet_cli
 
 from fleet.commands.init import init
 from fleet.git import Git
-from fleet.plan import assign
-
-
-def fleet(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout)
-    assert "Traceback" not in p.stdout + p.stderr
-    return p
 
 
 def children_of(pid: int) -> list[int]:
@@ -53,7 +43,7 @@ def test_run_leaves_refs_fleet_origin_main_at_the_published_main(tmp_path: Path)
     init(repo)
     user, origin = Git(repo), Git(repo / ".git" / "fleet" / "origin.git")
     for ticks, tick in ((1, 1), (2, 3)):
-        p = fleet(repo, "run", "--ticks", str(ticks), "--workers", "2")
+        p = fleet_cli(repo, "run", "--ticks", str(ticks), "--workers", "2")
         assert p.returncode == 0, p.stderr
         published = origin.rev_parse("refs/heads/main")
         assert user.rev_parse("refs/fleet/origin/main") == published
@@ -67,27 +57,27 @@ def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
     genesis = Git(repo).rev_parse("HEAD")
-    p = fleet(repo, "run", "--ticks", "3", "--workers", "3")
+    p = fleet_cli(repo, "run", "--ticks", "3", "--workers", "3")
     assert p.returncode == 0, p.stderr
     assert "created a local bare origin" in p.stdout and ".git/fleet/origin.git" in p.stdout
-    status = json.loads(fleet(repo, "status", "--json").stdout)
+    status = json.loads(fleet_cli(repo, "status", "--json").stdout)
     assert status["tick"] == 3
     assert status["totals"]["applied"] == 18  # 6 agents x 3 ticks, one delta each
     assert status["totals"]["usage"]["input_tokens"] > 0
-    assert fleet(repo, "replay", "--check").returncode == 0
+    assert fleet_cli(repo, "replay", "--check").returncode == 0
     assert Git(repo).rev_parse("HEAD") == genesis  # the user's checkout did not move
     assert_clean(repo)
     origin = Git(repo / ".git" / "fleet" / "origin.git")
     assert origin.refs("refs/heads/fleet/") == []
     # The next run resumes at tick 4.
-    assert fleet(repo, "run", "--ticks", "1", "--workers", "2", "--json").returncode == 0
-    assert json.loads(fleet(repo, "status", "--json").stdout)["tick"] == 4
+    assert fleet_cli(repo, "run", "--ticks", "1", "--workers", "2", "--json").returncode == 0
+    assert json.loads(fleet_cli(repo, "status", "--json").stdout)["tick"] == 4
 
 
 def test_run_coalesced_pushes_only_main(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
-    p = fleet(repo, "run", "--ticks", "2", "--workers", "3", "--push", "coalesced", "--json")
+    p = fleet_cli(repo, "run", "--ticks", "2", "--workers", "3", "--push", "coalesced", "--json")
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert [t["mode"] for t in report["ticks"]] == ["coalesced", "coalesced"]
@@ -95,7 +85,7 @@ def test_run_coalesced_pushes_only_main(tmp_path: Path) -> None:
     origin = Git(repo / ".git" / "fleet" / "origin.git")
     assert origin.refs("refs/heads/fleet/") == []
     reflog = origin.proc("reflog", "show", "main").stdout
-    assert fleet(repo, "replay", "--check").returncode == 0
+    assert fleet_cli(repo, "replay", "--check").returncode == 0
     assert reflog is not None
 
 
@@ -122,72 +112,11 @@ def test_ctrl_c_leaves_nothing_behind_and_the_next_run_resumes(tmp_path: Path, s
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert_clean(repo)
     stopped = orjson.loads(Git(origin).show("refs/heads/main", "state/fleet.json"))["tick"]
-    p = fleet(repo, "run", "--ticks", "1", "--workers", "3", "--json")
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "3", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["tick"] == stopped + 1
-    assert fleet(repo, "replay", "--check").returncode == 0
+    assert fleet_cli(repo, "replay", "--check").returncode == 0
     assert_clean(repo)
-
-
-def test_plan_is_json_for_from_json(tmp_path: Path) -> None:
-    repo = tmp_path / "x"
-    init(repo)
-    p = fleet(repo, "plan", "--workers", "3", "--json")
-    plan = json.loads(p.stdout)
-    assert plan["tick"] == 1 and plan["push"] == "direct"
-    agents = sorted(a for v in plan["assignment"].values() for a in v)
-    assert agents == ["ada", "basil", "cleo", "dara", "eli", "fen"]
-    assert all({"worker", "name", "agents"} <= set(i) for i in plan["matrix"]["include"])
-    matrix = json.loads(fleet(repo, "plan", "--workers", "3", "--matrix").stdout)
-    assert matrix == plan["matrix"]
-    assert json.loads(fleet(repo, "plan", "--workers", "40", "--json").stdout)["push"] == "coalesced"
-    bad = fleet(repo, "plan", "--workers", "300")
-    assert bad.returncode == 2 and "256" in bad.stderr
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.text("abcdefghij0123456789-", min_size=1, max_size=12), min_size=1, max_size=80, unique=True),
-       st.integers(1, 40))
-def test_adding_a_worker_moves_only_its_share(agents: list[str], workers: int) -> None:
-    before = assign(agents, workers)
-    after = assign(agents, workers + 1)
-    new = f"w{workers + 1}"
-    for name, mine in before.items():
-        moved = set(mine) - set(after[name])
-        assert moved <= set(after[new])  # whoever moved, moved to the new worker
-    assert sorted(a for v in after.values() for a in v) == sorted(agents)
-
-
-def test_work_outbox_hands_files_to_merge_inbox(tmp_path: Path) -> None:
-    repo = tmp_path / "x"
-    init(repo)
-    bare = tmp_path / "o.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
-    outbox = tmp_path / "outbox"
-    for i in (1, 2):
-        p = fleet(repo, "work", "--worker", str(i), "--workers", "2", "--remote", str(bare), "--outbox", str(outbox))
-        assert p.returncode == 0, p.stderr
-    assert Git(bare).refs("refs/heads/fleet/") == []  # nothing pushed by workers
-    assert len(list(outbox.rglob("*.json"))) == 6
-    m = fleet(repo, "merge", "--remote", str(bare), "--inbox", str(outbox), "--json")
-    assert m.returncode == 0, m.stderr
-    assert json.loads(m.stdout)["applied"] == 6
-    assert list(outbox.rglob("*.json")) == []
-
-
-def test_worker_failure_publishes_explicit_empty_deltas(tmp_path: Path) -> None:
-    """A worker out of time publishes the error as an empty delta, never a partial one."""
-    repo = tmp_path / "x"
-    init(repo)
-    bare = tmp_path / "o.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
-    p = fleet(repo, "work", "--worker", "1", "--workers", "1", "--remote", str(bare), "--timeout", "0", "--json")
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["errors"] == 6
-    m = json.loads(fleet(repo, "merge", "--remote", str(bare), "--json").stdout)
-    assert m["applied"] == 6 and m["docs_changed"] == 0
-    env = dict(os.environ)
-    assert env is not None
 
 
 def test_a_change_committed_on_your_own_main_is_not_ignored(tmp_path: Path) -> None:
@@ -196,23 +125,23 @@ def test_a_change_committed_on_your_own_main_is_not_ignored(tmp_path: Path) -> N
     out; put on top of the fleet's main, it becomes the fleet's main."""
     repo = tmp_path / "x"
     init(repo)
-    assert fleet(repo, "run", "--ticks", "2").returncode == 0
+    assert fleet_cli(repo, "run", "--ticks", "2").returncode == 0
     cfg = json.loads((repo / "state/config.json").read_text())
     cfg["run"]["workers"] = 3
     (repo / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     g = ["git", "-c", "user.name=t", "-c", "user.email=t@x", "-c", "commit.gpgsign=false"]
     subprocess.run([*g, "commit", "-qam", "three workers"], cwd=repo, check=True)
-    p = fleet(repo, "run", "--ticks", "1")
+    p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 1
     assert "your main has 1 commit(s) the fleet's main lacks" in p.stderr
     assert "git rebase refs/fleet/origin/main main" in p.stderr
     subprocess.run([*g, "rebase", "-q", "refs/fleet/origin/main", "main"], cwd=repo, check=True)
-    p = fleet(repo, "run", "--ticks", "1", "--json")
+    p = fleet_cli(repo, "run", "--ticks", "1", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["local_main"].startswith("your main's 1 new commit(s) are now the fleet's main")
     assert out["ticks"][0]["workers"] == 3 and out["tick"] == 3
-    assert fleet(repo, "replay", "--check").returncode == 0
+    assert fleet_cli(repo, "replay", "--check").returncode == 0
 
 
 def test_a_plain_repository_gets_a_clear_error_and_no_half_made_origin(tmp_path: Path) -> None:
@@ -221,7 +150,7 @@ def test_a_plain_repository_gets_a_clear_error_and_no_half_made_origin(tmp_path:
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty", "-m", "x"],
                    cwd=repo, check=True)
-    p = fleet(repo, "run")
+    p = fleet_cli(repo, "run")
     assert p.returncode == 1 and "main has no state/config.json; is this a fleet repository?" in p.stderr
     assert p.stdout == ""
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
@@ -237,7 +166,7 @@ def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while str(first.pid) not in (lock.read_text() if lock.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = fleet(repo, "run", "--ticks", "1")
+    second = fleet_cli(repo, "run", "--ticks", "1")
     first.send_signal(signal.SIGINT)
     first.wait(timeout=60)
     assert second.returncode == 1 and f"another `fleet run` (pid {first.pid}) is running" in second.stderr
@@ -249,7 +178,7 @@ def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
         time.sleep(0.05)
     killed.kill()
     killed.wait()
-    assert fleet(repo, "run", "--ticks", "1").returncode == 0
+    assert fleet_cli(repo, "run", "--ticks", "1").returncode == 0
 
 
 # -- a person's commit on main: checked before it is adopted; a tick never advances on nothing --
@@ -263,7 +192,7 @@ def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (as `git rebase refs/fleet/origin/main main` does), ready for a person's commit."""
     repo = tmp_path_factory.mktemp("ran") / "x"
     init(repo)
-    assert fleet(repo, "run", "--ticks", "1").returncode == 0
+    assert fleet_cli(repo, "run", "--ticks", "1").returncode == 0
     subprocess.run(["git", "fetch", "-q", ".git/fleet/origin.git", "+main:refs/fleet/origin/main"], cwd=repo, check=True)
     subprocess.run(["git", "reset", "-q", "--hard", "refs/fleet/origin/main"], cwd=repo, check=True)
     return repo
@@ -358,7 +287,7 @@ def test_a_persons_commit_is_checked_before_it_becomes_the_fleets_main(ran_once:
     expected = spoil(repo)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run([*G, "commit", "-qm", "by hand"], cwd=repo, check=True)
-    p = fleet(repo, "run", "--ticks", "2")
+    p = fleet_cli(repo, "run", "--ticks", "2")
     assert p.returncode == 1, p.stdout + p.stderr
     [line] = p.stderr.splitlines()  # one line, naming the file and the rule
     assert line.startswith(f"fleet: {expected}"), line
@@ -370,7 +299,7 @@ def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path:
     repo = _copy(ran_once, tmp_path)
     before = _origin_main(repo)
     subprocess.run([*G, "commit", "-q", "--allow-empty", "-m", "looks merged\n\nFleet-Tick: 2"], cwd=repo, check=True)
-    p = fleet(repo, "run", "--ticks", "1")
+    p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 1 and "only the merge engine makes tick commits; not adopted" in p.stderr, p.stderr
     assert _origin_main(repo) == before
 
@@ -382,10 +311,10 @@ def test_a_valid_persons_commit_is_adopted_and_named(ran_once: Path, tmp_path: P
     _write(repo, "state/posts/ada-1.json", doc)
     subprocess.run([*G, "commit", "-qam", "fix a title"], cwd=repo, check=True)
     mine = Git(repo).rev_parse("HEAD")
-    p = fleet(repo, "run", "--ticks", "1")
+    p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 0, p.stderr
     assert _origin_main(repo) != mine and Git(repo / ".git/fleet/origin.git").text("rev-parse", "main^") == mine
-    r = fleet(repo, "replay", "--check")  # an input, but never a silent one
+    r = fleet_cli(repo, "replay", "--check")  # an input, but never a silent one
     assert r.returncode == 0
     assert f"outside the merge engine: commit {mine[:12]} by p <p@x>" in r.stdout
     assert "'fix a title'): modified state/posts/ada-1.json" in r.stdout
@@ -396,7 +325,7 @@ def test_your_main_is_checked_before_it_seeds_the_fleet(tmp_path: Path) -> None:
     init(repo)
     _bad_json(repo)
     subprocess.run([*G, "commit", "-qam", "by hand"], cwd=repo, check=True)
-    p = fleet(repo, "run", "--ticks", "1")
+    p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 1
     [line] = p.stderr.splitlines()
     assert line.startswith("fleet: state/posts/ada-1.json: malformed JSON") and "does not become the fleet's" in line
@@ -415,7 +344,7 @@ def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_on
     subprocess.run([*G, "commit", "-qm", "pushed by hand"], cwd=repo, check=True)
     subprocess.run(["git", "push", "-q", ".git/fleet/origin.git", "main:main"], cwd=repo, check=True)
     pushed = _origin_main(repo)
-    p = fleet(repo, "run", "--ticks", "2", "--workers", "2")
+    p = fleet_cli(repo, "run", "--ticks", "2", "--workers", "2")
     assert p.returncode == 1, p.stdout + p.stderr
     assert "internal error" not in p.stderr
     lines = p.stderr.splitlines()
@@ -424,6 +353,6 @@ def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_on
     assert lines[-1].endswith("nothing was merged and main stays at tick 1")
     assert "tick 2:" not in p.stdout and "tick 3:" not in p.stdout
     assert _origin_main(repo) == pushed  # no empty tick commit
-    status = json.loads(fleet(repo, "status", "--json").stdout)
+    status = json.loads(fleet_cli(repo, "status", "--json").stdout)
     assert status["tick"] == 1
     assert {w["status"] for w in status["workers"]} == {"alive"}
