@@ -47,8 +47,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     queue = TaskQueue(repo).read()
     at = now()
     tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
-                 expired=sum(1 for t in queue.tasks.values() if t["status"] == "in-progress"
-                             and t["leaseUntil"] and parse_stamp(t["leaseUntil"]) < at))
+                 expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
+                             and t.lease_until and parse_stamp(t.lease_until) < at))
     tick, seen = deliveries(snap)
     workers = list(health(tick, seen, queue, snap.config).values())
     stalled = stall(repo, snap.config, tick, at)

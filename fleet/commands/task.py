@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from fleet.ids import printable
 from fleet.repo import FleetRepo
 from fleet.tasks import (
     BRANCH,
+    MISSING,
     Change,
     Queue,
+    Task,
     TaskQueue,
     cycle,
     holder_check,
@@ -76,37 +79,36 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
     tq = _queue(path, remote)
 
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        fresh: dict[str, dict[str, Any]] = {}
+        fresh: dict[str, Task] = {}
         origin: dict[str, str] = {}
         same: list[str] = []
         for item, where in items:
             t = new_task(item, where, cfg, at)
-            if t["id"]:
-                if t["id"] in fresh:
-                    raise FleetError(f"{where}: task id {t['id']!r} appears twice in this batch "
-                                     f"(first at {origin[t['id']]})")
-                old = q.tasks.get(t["id"])
+            if t.id:
+                if t.id in fresh:
+                    raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch "
+                                     f"(first at {origin[t.id]})")
+                old = q.tasks.get(t.id)
                 if old is not None:
                     # what was given at creation; `for` may have been slung since
-                    fields = ("title", "body", "priority", "deps")
-                    if any(old.get(k) != t.get(k) for k in fields):
-                        raise FleetError(f"{where}: task id {t['id']!r} already exists with other content "
-                                         f"({BRANCH}:{task_path(t['id'])}); pick another id")
-                    same.append(t["id"])
+                    if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
+                        raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
+                                         f"({BRANCH}:{task_path(t.id)}); pick another id")
+                    same.append(t.id)
                     continue
             else:
-                while not t["id"] or t["id"] in q.tasks or t["id"] in fresh:
-                    t["id"] = new_task_id(len(q.tasks) + len(fresh) + len(items))
-            fresh[t["id"]] = t
-            origin[t["id"]] = where
+                while not t.id or t.id in q.tasks or t.id in fresh:
+                    t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
+            fresh[t.id] = t
+            origin[t.id] = where
         everything = {**q.tasks, **fresh}
         for t in fresh.values():
-            unknown = [d for d in t["deps"] if d not in everything]
+            unknown = [d for d in t.deps if d not in everything]
             if unknown:
-                raise FleetError(f"{origin[t['id']]}: deps: no task {unknown[0]!r} in the queue or this batch")
-            failed = [d for d in t["deps"] if everything[d]["status"] == "failed"]
+                raise FleetError(f"{origin[t.id]}: deps: no task {unknown[0]!r} in the queue or this batch")
+            failed = [d for d in t.deps if everything[d].status == "failed"]
             if failed:
-                raise FleetError(f"{origin[t['id']]}: deps: task {failed[0]!r} has failed, so this one could never "
+                raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
                                  f"be ready; `fleet task reopen {failed[0]}` first")
         loop = cycle(everything, list(fresh))
         if loop:
@@ -114,11 +116,11 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
         result = {"added": sorted(fresh), "existing": sorted(same)}
         if not fresh:
             return Change([], result)
-        titles = [printable(t["title"]) for t in fresh.values()]
+        titles = [printable(t.title) for t in fresh.values()]
         subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
         body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles, strict=True)) if len(fresh) > 1 else ""
         message = f"task {subject}\n\n{body}".strip() + "\n"
-        return Change([(message, {task_path(i): t for i, t in fresh.items()})], result)
+        return Change([(message, {task_path(i): t.to_json() for i, t in fresh.items()})], result)
 
     ch, pushed = tq.change(decide, dry_run=dry_run)
     return dict(ch.result, pushed=pushed, remote=tq.repo.remote)
@@ -135,8 +137,8 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
         if task_id is not None:
             t = q.task(task_id)
             if not q.is_ready(t, agent, at):
-                doomed = q.doomed_by(t) if t["status"] == "pending" else None
-                if t["status"] in ("done", "failed") or doomed:
+                doomed = q.doomed_by(t) if t.status == "pending" else None
+                if t.status in ("done", "failed") or doomed:
                     # waiting cannot help: say so and fail, so a polling loop stops
                     why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
                            "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
@@ -145,17 +147,17 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
         else:
             ready = q.ready(agent, at)
             if not ready:
-                waits = sorted(t["notBefore"] for t in q.tasks.values() if t["status"] == "pending"
-                               and t["notBefore"] and t["for"] in (None, agent) and not q.blockers(t))
+                waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
+                               and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
                 soon = f"; the next is ready at {waits[0]}" if waits else ""
                 raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
             t = ready[0]
-        t = dict(t, status="in-progress", token=t["token"] + 1, attempts=t["attempts"] + 1, claimedBy=agent,
-                 claimedAt=stamp(at), leaseUntil=stamp(at + _dt.timedelta(seconds=seconds)), updatedAt=stamp(at),
-                 notBefore=None)
-        msg = (f"task claim {t['id']} by {agent} (token {t['token']})\n\n"
-               f"{printable(t['title'])}\nLease until {t['leaseUntil']}; attempt {t['attempts']}.\n\nFleet-Agent: {agent}\n")
-        return Change([(msg, {task_path(t["id"]): t})], t)
+        t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
+                    claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
+                    updated_at=stamp(at), not_before=None)
+        msg = (f"task claim {t.id} by {agent} (token {t.token})\n\n"
+               f"{printable(t.title)}\nLease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
+        return Change([(msg, {task_path(t.id): t.to_json()})], t)
 
     ch, _ = tq.change(decide)
     return public(ch.result)
@@ -166,16 +168,16 @@ def _summary(q: Queue) -> str:
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
 
 
-def _why_not_ready(q: Queue, t: dict[str, Any], agent: str, at: _dt.datetime) -> str:
-    if t["status"] != "pending":
-        by = {"in-progress": f", held by {t['claimedBy']}", "done": f", done by {t['claimedBy']}",
-              "failed": f" after {t['failures']} failures (`fleet task reopen {t['id']}`)"}[t["status"]]
-        return f"task {t['id']} is {t['status']}{by}"
-    if t["for"] not in (None, agent):
-        return f"task {t['id']} is slung to {t['for']}"
-    if t["notBefore"] and parse_stamp(t["notBefore"]) > at:
-        return f"task {t['id']} waits until {t['notBefore']} after its last failure"
-    return f"task {t['id']} waits for {', '.join(q.blockers(t))}"
+def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
+    if t.status != "pending":
+        by = {"in-progress": f", held by {t.claimed_by}", "done": f", done by {t.claimed_by}",
+              "failed": f" after {t.failures} failures (`fleet task reopen {t.id}`)"}[t.status]
+        return f"task {t.id} is {t.status}{by}"
+    if t.for_ not in (None, agent):
+        return f"task {t.id} is slung to {t.for_}"
+    if t.not_before and parse_stamp(t.not_before) > at:
+        return f"task {t.id} waits until {t.not_before} after its last failure"
+    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
 
 
 def _holder_change(path: Path, remote: str | None, task_id: str, token: int, agent: str | None, verb: str,
@@ -191,9 +193,9 @@ def _holder_change(path: Path, remote: str | None, task_id: str, token: int, age
             return Change([], done)
         holder_check(t, token, agent, verb)
         new, line = apply(t, cfg, at, False)
-        new["updatedAt"] = stamp(at)
-        msg = f"task {verb} {t['id']} by {t['claimedBy']} (token {token}){line}\n\nFleet-Agent: {t['claimedBy']}\n"
-        return Change([(msg, {task_path(t["id"]): new})], new)
+        new = replace(new, updated_at=stamp(at))
+        msg = f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n"
+        return Change([(msg, {task_path(t.id): new.to_json()})], new)
 
     ch, _ = tq.change(decide)
     return public(ch.result)
@@ -201,23 +203,23 @@ def _holder_change(path: Path, remote: str | None, task_id: str, token: int, age
 
 def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
         if probe:
             return None
         until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
-        return dict(t, leaseUntil=until), f"\n\nLease until {until}."
+        return replace(t, lease_until=until), f"\n\nLease until {until}."
 
     return _holder_change(path, remote, task_id, token, agent, "renew", apply)
 
 
 def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
         if probe:
-            if t["status"] == "done" and t["token"] == token and t.get("result") == result:
+            if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
                 return t  # a retried complete: the first one landed
             return None
-        return dict(t, status="done", result=result, leaseUntil=None, doneAt=stamp(at), error=None), ""
+        return replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None), ""
 
     size = len(canonical.dumps_line(result))
     if size > MAX_RESULT:
@@ -231,7 +233,7 @@ def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None
          remote: str | None = None) -> dict[str, Any]:
     reason = reason.strip() or "no reason given"
 
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
         if probe:
             return None
         return returned(t, cfg, at, reason[:4000])
@@ -241,10 +243,10 @@ def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None
 
 def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
+    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
         if probe:
             return None
-        return dict(t, status="pending", claimedBy=None, claimedAt=None, leaseUntil=None), "\n\nGiven back unfinished."
+        return replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None), "\n\nGiven back unfinished."
 
     return _holder_change(path, remote, task_id, token, agent, "release", apply)
 
@@ -256,12 +258,12 @@ def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, 
 
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
         t = q.task(task_id)
-        if t["status"] != "failed":
-            raise FleetError(f"cannot reopen task {task_id}: it is {t['status']}; only a failed task is reopened")
-        new = dict(t, status="pending", failures=0, claimedBy=None, claimedAt=None, leaseUntil=None,
-                   notBefore=None, updatedAt=stamp(at))
-        msg = f"task reopen {task_id} after {t['failures']} failures\n\nLast error: {printable(t.get('error') or 'none recorded', 2000)}\n"
-        return Change([(msg, {task_path(task_id): new})], new)
+        if t.status != "failed":
+            raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
+        new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
+                      not_before=None, updated_at=stamp(at))
+        msg = f"task reopen {task_id} after {t.failures} failures\n\nLast error: {printable((None if t.error is MISSING else t.error) or 'none recorded', 2000)}\n"
+        return Change([(msg, {task_path(task_id): new.to_json()})], new)
 
     ch, _ = tq.change(decide)
     return public(ch.result)
@@ -275,13 +277,13 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
         t = q.task(task_id)
         if agent is not None:
             _agent(cfg, agent, "AGENT")
-        if t["for"] == agent:
+        if t.for_ == agent:
             return Change([], t)
-        if t["status"] != "pending":
-            raise FleetError(f"cannot sling task {task_id}: it is {t['status']}; only a pending task can be slung")
-        new = dict(t, updatedAt=stamp(at), **{"for": agent})
+        if t.status != "pending":
+            raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
+        new = replace(t, updated_at=stamp(at), for_=agent)
         msg = f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n"
-        return Change([(msg, {task_path(task_id): new})], new)
+        return Change([(msg, {task_path(task_id): new.to_json()})], new)
 
     ch, _ = tq.change(decide)
     return public(ch.result)
@@ -296,12 +298,12 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             _agent(cfg, agent)
         rows = q.ready(agent, at)
     else:
-        rows = sorted(q.tasks.values(), key=lambda t: (t["status"] not in ("in-progress", "pending"), t["priority"],
-                                                     t["createdAt"], t["id"]))
+        rows = sorted(q.tasks.values(), key=lambda t: (t.status not in ("in-progress", "pending"), t.priority,
+                                                     t.created_at, t.id))
         if status:
-            rows = [t for t in rows if t["status"] == status]
+            rows = [t for t in rows if t.status == status]
         if agent:
-            rows = [t for t in rows if agent in (t["claimedBy"], t["for"])]
+            rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +61,21 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
         commits: list[tuple[str, dict[str, Any]]] = []
         returns, failed = [], []
-        for t in sorted(q.tasks.values(), key=lambda t: t["id"]):
-            if t["status"] != "in-progress" or t["leaseUntil"] is None:
+        for t in sorted(q.tasks.values(), key=lambda t: t.id):
+            if t.status != "in-progress" or t.lease_until is None:
                 continue
-            late = (at - parse_stamp(t["leaseUntil"])).total_seconds()
+            late = (at - parse_stamp(t.lease_until)).total_seconds()
             if late <= grace:
                 continue
-            why = (f"lease of {t['claimedBy']} (token {t['token']}) ran out at {t['leaseUntil']}, "
+            why = (f"lease of {t.claimed_by} (token {t.token}) ran out at {t.lease_until}, "
                    f"{ago(late)} ago, without a renew or a result")
             new, line = returned(t, cfg, at, why)
-            new["updatedAt"] = stamp(at)
-            verb = "fail" if new["status"] == "failed" else "return"
-            (failed if verb == "fail" else returns).append({"id": t["id"], "holder": t["claimedBy"],
-                                                            "token": t["token"], "late_seconds": round(late, 3)})
-            commits.append((f"watchdog: {verb} {t['id']}: lease of {t['claimedBy']} ran out {ago(late)} ago{line}\n\n"
-                            f"Fleet-Watchdog: lease\n", {task_path(t["id"]): new}))
+            new = replace(new, updated_at=stamp(at))
+            verb = "fail" if new.status == "failed" else "return"
+            (failed if verb == "fail" else returns).append({"id": t.id, "holder": t.claimed_by,
+                                                            "token": t.token, "late_seconds": round(late, 3)})
+            commits.append((f"watchdog: {verb} {t.id}: lease of {t.claimed_by} ran out {ago(late)} ago{line}\n\n"
+                            f"Fleet-Watchdog: lease\n", {task_path(t.id): new.to_json()}))
         marks = []
         for w, h in health(tick, seen, q, cfg).items():
             if h["status"] == h["marked"] or (h["marked"] is None and h["status"] == "alive"):
