@@ -25,10 +25,10 @@ from typing import Any
 
 from fleet import docpath, keys, schemas
 from fleet.config import Config
-from fleet.errors import FleetError
+from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
 from fleet.repo import FleetRepo
-from fleet.store import BranchStore, Change, Kind, Records, now
+from fleet.store import BranchStore, Change, Kind, Records
 
 BRANCH = "fleet/tasks"
 TASK_DIR = "tasks"
@@ -355,18 +355,6 @@ def holder_check(t: Task, token: int, agent: str | None, verb: str) -> None:
         raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 
 
-def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
-    """A task as commands print it: the document plus what follows from the queue."""
-    out = dict(t.to_json(), path=task_path(t.id))
-    if q is not None:
-        out["blockedBy"] = q.blockers(t)
-        out["ready"] = q.is_ready(t, None, at or now())
-        out["doomedBy"] = q.doomed_by(t) if t.status == "pending" else None
-    if t.status == "in-progress" and t.lease_until:
-        out["expired"] = parse_stamp(t.lease_until) < (at or now())
-    return out
-
-
 def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task, str]:
     """A failed attempt: back to pending after the retry delay, or failed for
     good after ``tasks.max_failures`` (the dead-letter state a person reads)."""
@@ -378,3 +366,197 @@ def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task,
     new = replace(t, status="pending", failures=failures, claimed_by=None, claimed_at=None, lease_until=None,
                   not_before=later, error=reason)
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
+
+
+# -- changes of state ----------------------------------------------------------
+# Each takes the queue as read and plain values, and decides; the caller commits
+# the answer through ``TaskQueue.change``, which decides again on a lost race.
+@dataclass(frozen=True)
+class Step:
+    """One task's change: the task after it, and the commit message that says
+    who did what and why (None: the queue already says so, nothing to commit)."""
+
+    task: Task
+    message: str | None = None
+
+    def change(self) -> Change:
+        """The store's change: one commit of the task's file, or none."""
+        if self.message is None:
+            return Change([], self)
+        return Change([(self.message, {task_path(self.task.id): self.task.to_json()})], self)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What an add decided: the new tasks, in the order given, and the ids that
+    were already there with the same content (a rerun)."""
+
+    added: dict[str, Task]
+    existing: list[str]
+
+    def change(self) -> Change:
+        """One commit for every new task, or none."""
+        if not self.added:
+            return Change([], self)
+        titles = [printable(t.title) for t in self.added.values()]
+        first = next(iter(self.added))
+        subject = f"add {first}: {titles[0]}" if len(self.added) == 1 else f"add {len(self.added)} tasks"
+        body = "\n".join(f"- {i}: {title}" for i, title in zip(self.added, titles, strict=True)) if len(self.added) > 1 else ""
+        message = f"task {subject}\n\n{body}".strip() + "\n"
+        return Change([(message, {task_path(i): t.to_json() for i, t in self.added.items()})], self)
+
+
+def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -> Added:
+    """Pending tasks from input objects, each with where it came from. A task
+    whose id exists with the same content is already there (a rerun); with
+    other content, or with deps that are unknown, failed or circular, it is an error."""
+    fresh: dict[str, Task] = {}
+    origin: dict[str, str] = {}
+    same: list[str] = []
+    for item, where in items:
+        t = new_task(item, where, cfg, at)
+        if t.id:
+            if t.id in fresh:
+                raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch (first at {origin[t.id]})")
+            old = q.tasks.get(t.id)
+            if old is not None:
+                # what was given at creation; `for` may have been slung since
+                if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
+                    raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
+                                     f"({BRANCH}:{task_path(t.id)}); pick another id")
+                same.append(t.id)
+                continue
+        else:
+            while not t.id or t.id in q.tasks or t.id in fresh:
+                t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
+        fresh[t.id] = t
+        origin[t.id] = where
+    everything = {**q.tasks, **fresh}
+    for t in fresh.values():
+        unknown = [d for d in t.deps if d not in everything]
+        if unknown:
+            raise FleetError(f"{origin[t.id]}: deps: no task {unknown[0]!r} in the queue or this batch")
+        failed = [d for d in t.deps if everything[d].status == "failed"]
+        if failed:
+            raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
+                             f"be ready; `fleet task reopen {failed[0]}` first")
+    loop = cycle(everything, list(fresh))
+    if loop:
+        raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
+    return Added(fresh, same)
+
+
+def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
+          task_id: str | None = None) -> Step:
+    """``agent`` claims the first ready task (or ``task_id``): a new fencing
+    token and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
+    NothingToDo when none is ready yet; FleetError when waiting cannot help."""
+    seconds = lease if lease is not None else cfg.tasks.lease_seconds
+    if task_id is not None:
+        t = q.task(task_id)
+        if not q.is_ready(t, agent, at):
+            doomed = q.doomed_by(t) if t.status == "pending" else None
+            if t.status in ("done", "failed") or doomed:
+                # waiting cannot help: say so and fail, so a polling loop stops
+                why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
+                       "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
+                raise FleetError(f"cannot claim: {why}")
+            raise NothingToDo(_why_not_ready(q, t, agent, at))
+    else:
+        ready = q.ready(agent, at)
+        if not ready:
+            waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
+                           and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
+            soon = f"; the next is ready at {waits[0]}" if waits else ""
+            raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
+        t = ready[0]
+    t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
+                claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
+                updated_at=stamp(at), not_before=None)
+    return Step(t, f"task claim {t.id} by {agent} (token {t.token})\n\n{printable(t.title)}\n"
+                   f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
+
+
+def _summary(q: Queue) -> str:
+    c = q.counts()
+    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
+
+
+def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
+    if t.status != "pending":
+        by = {"in-progress": f", held by {t.claimed_by}", "done": f", done by {t.claimed_by}",
+              "failed": f" after {t.failures} failures (`fleet task reopen {t.id}`)"}[t.status]
+        return f"task {t.id} is {t.status}{by}"
+    if t.for_ not in (None, agent):
+        return f"task {t.id} is slung to {t.for_}"
+    if t.not_before and parse_stamp(t.not_before) > at:
+        return f"task {t.id} waits until {t.not_before} after its last failure"
+    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
+
+
+def _by_holder(t: Task, new: Task, token: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
+    """The holder's change to ``t``, recorded in the holder's name."""
+    return Step(replace(new, updated_at=stamp(at)),
+                f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n")
+
+
+def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None,
+          lease: float | None = None) -> Step:
+    """The holder of ``token`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "renew")
+    until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
+    return _by_holder(t, replace(t, lease_until=until), token, "renew", at, f"\n\nLease until {until}.")
+
+
+def complete(q: Queue, at: _dt.datetime, task_id: str, token: int, *, result: Any = None,
+             agent: str | None = None) -> Step:
+    """The holder of ``token`` marks the task done with ``result``. A retried
+    complete whose first attempt landed changes nothing and is no error."""
+    t = q.task(task_id)
+    if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
+        return Step(t)
+    holder_check(t, token, agent, "complete")
+    new = replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None)
+    return _by_holder(t, new, token, "complete", at)
+
+
+def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, reason: str,
+         agent: str | None = None) -> Step:
+    """The holder of ``token`` gives the task back as failed (``returned``)."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "fail")
+    new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:4000])
+    return _by_holder(t, new, token, "fail", at, line)
+
+
+def release(q: Queue, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None) -> Step:
+    """The holder of ``token`` gives the task back unfinished, no failure counted."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "release")
+    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None)
+    return _by_holder(t, new, token, "release", at, "\n\nGiven back unfinished.")
+
+
+def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
+    """Give a failed task another go: pending again, its failures forgiven.
+    Its token stays, so the next claim gets a higher one."""
+    t = q.task(task_id)
+    if t.status != "failed":
+        raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
+    new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
+                  not_before=None, updated_at=stamp(at))
+    error = None if t.error is MISSING else t.error
+    return Step(new, f"task reopen {task_id} after {t.failures} failures\n\n"
+                     f"Last error: {printable(error or 'none recorded', 2000)}\n")
+
+
+def sling(q: Queue, at: _dt.datetime, task_id: str, agent: str | None) -> Step:
+    """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
+    t = q.task(task_id)
+    if t.for_ == agent:
+        return Step(t)
+    if t.status != "pending":
+        raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
+    new = replace(t, updated_at=stamp(at), for_=agent)
+    return Step(new, f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n")

@@ -21,7 +21,8 @@ from fleet.outside import recent
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
-from fleet.tasks import TaskQueue, now, parse_stamp
+from fleet.store import now
+from fleet.tasks import TaskQueue, parse_stamp
 
 
 def status(path: Path, remote: str | None = None) -> dict[str, Any]:

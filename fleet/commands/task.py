@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fleet import canonical
+from fleet import canonical, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
-from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.ids import printable
+from fleet.errors import FleetError, UsageError
 from fleet.repo import FleetRepo
-from fleet.tasks import (
-    BRANCH,
-    MISSING,
-    Change,
-    Queue,
-    Task,
-    TaskQueue,
-    cycle,
-    holder_check,
-    new_task,
-    new_task_id,
-    now,
-    parse_stamp,
-    public,
-    returned,
-    stamp,
-    task_path,
-)
+from fleet.store import now
+from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
 MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
@@ -72,221 +54,95 @@ def read_items(file: Path) -> list[tuple[Any, str]]:
 
 
 def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Add tasks in one commit and one push. A task whose id exists with the
-    same content is already there (a rerun); with other content it is an error."""
+    """Add tasks in one commit and one push (``fleet.tasks.add`` decides)."""
     if len(items) > MAX_BATCH:
         raise UsageError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push")
     tq = _queue(path, remote)
+    ch, pushed = tq.change(lambda q, cfg, at: tasks.add(q, cfg, at, items).change(), dry_run=dry_run)
+    added: tasks.Added = ch.result
+    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote}
 
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        fresh: dict[str, Task] = {}
-        origin: dict[str, str] = {}
-        same: list[str] = []
-        for item, where in items:
-            t = new_task(item, where, cfg, at)
-            if t.id:
-                if t.id in fresh:
-                    raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch "
-                                     f"(first at {origin[t.id]})")
-                old = q.tasks.get(t.id)
-                if old is not None:
-                    # what was given at creation; `for` may have been slung since
-                    if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
-                        raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
-                                         f"({BRANCH}:{task_path(t.id)}); pick another id")
-                    same.append(t.id)
-                    continue
-            else:
-                while not t.id or t.id in q.tasks or t.id in fresh:
-                    t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
-            fresh[t.id] = t
-            origin[t.id] = where
-        everything = {**q.tasks, **fresh}
-        for t in fresh.values():
-            unknown = [d for d in t.deps if d not in everything]
-            if unknown:
-                raise FleetError(f"{origin[t.id]}: deps: no task {unknown[0]!r} in the queue or this batch")
-            failed = [d for d in t.deps if everything[d].status == "failed"]
-            if failed:
-                raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
-                                 f"be ready; `fleet task reopen {failed[0]}` first")
-        loop = cycle(everything, list(fresh))
-        if loop:
-            raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
-        result = {"added": sorted(fresh), "existing": sorted(same)}
-        if not fresh:
-            return Change([], result)
-        titles = [printable(t.title) for t in fresh.values()]
-        subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
-        body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles, strict=True)) if len(fresh) > 1 else ""
-        message = f"task {subject}\n\n{body}".strip() + "\n"
-        return Change([(message, {task_path(i): t.to_json() for i, t in fresh.items()})], result)
 
-    ch, pushed = tq.change(decide, dry_run=dry_run)
-    return dict(ch.result, pushed=pushed, remote=tq.repo.remote)
+def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
+    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change())
+    step: Step = ch.result
+    return public(step.task)
 
 
 def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | None = None,
           task_id: str | None = None) -> dict[str, Any]:
     """Claim the first ready task (or ``task_id``) for ``agent``; exit 3 if none is ready."""
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         _agent(cfg, agent)
-        seconds = lease if lease is not None else cfg.tasks.lease_seconds
-        if task_id is not None:
-            t = q.task(task_id)
-            if not q.is_ready(t, agent, at):
-                doomed = q.doomed_by(t) if t.status == "pending" else None
-                if t.status in ("done", "failed") or doomed:
-                    # waiting cannot help: say so and fail, so a polling loop stops
-                    why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
-                           "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
-                    raise FleetError(f"cannot claim: {why}")
-                raise NothingToDo(_why_not_ready(q, t, agent, at))
-        else:
-            ready = q.ready(agent, at)
-            if not ready:
-                waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
-                               and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
-                soon = f"; the next is ready at {waits[0]}" if waits else ""
-                raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
-            t = ready[0]
-        t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
-                    claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
-                    updated_at=stamp(at), not_before=None)
-        msg = (f"task claim {t.id} by {agent} (token {t.token})\n\n"
-               f"{printable(t.title)}\nLease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
-        return Change([(msg, {task_path(t.id): t.to_json()})], t)
+        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
 
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+    return _step(path, remote, decide)
 
 
-def _summary(q: Queue) -> str:
-    c = q.counts()
-    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
-
-
-def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
-    if t.status != "pending":
-        by = {"in-progress": f", held by {t.claimed_by}", "done": f", done by {t.claimed_by}",
-              "failed": f" after {t.failures} failures (`fleet task reopen {t.id}`)"}[t.status]
-        return f"task {t.id} is {t.status}{by}"
-    if t.for_ not in (None, agent):
-        return f"task {t.id} is slung to {t.for_}"
-    if t.not_before and parse_stamp(t.not_before) > at:
-        return f"task {t.id} waits until {t.not_before} after its last failure"
-    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
-
-
-def _holder_change(path: Path, remote: str | None, task_id: str, token: int, agent: str | None, verb: str,
-                   apply: Any) -> dict[str, Any]:
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
+def _checked(task_id: str, agent: str | None, flag: str,
+             decide: Callable[[Queue, Config, _dt.datetime], Step]) -> Callable[[Queue, Config, _dt.datetime], Step]:
+    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order)."""
+    def checked(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
+        q.task(task_id)
         if agent is not None:
-            _agent(cfg, agent)
-        done = apply(t, cfg, at, True)
-        if done is not None:  # the same call again: already recorded
-            return Change([], done)
-        holder_check(t, token, agent, verb)
-        new, line = apply(t, cfg, at, False)
-        new = replace(new, updated_at=stamp(at))
-        msg = f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n"
-        return Change([(msg, {task_path(t.id): new.to_json()})], new)
-
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+            _agent(cfg, agent, flag)
+        return decide(q, cfg, at)
+    return checked
 
 
 def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
-    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
-        return replace(t, lease_until=until), f"\n\nLease until {until}."
-
-    return _holder_change(path, remote, task_id, token, agent, "renew", apply)
+    """Extend the lease of the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
+        q, cfg, at, task_id, token, agent=agent, lease=lease)))
 
 
 def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
-    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
-                return t  # a retried complete: the first one landed
-            return None
-        return replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None), ""
-
+    """Mark the task done with ``result``, for the holder of ``token``."""
     size = len(canonical.dumps_line(result))
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
-
-    return _holder_change(path, remote, task_id, token, agent, "complete", apply)
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
+        q, at, task_id, token, result=result, agent=agent)))
 
 
 def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
-    reason = reason.strip() or "no reason given"
-
-    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        return returned(t, cfg, at, reason[:4000])
-
-    return _holder_change(path, remote, task_id, token, agent, "fail", apply)
+    """Give the task back as failed, for the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
+        q, cfg, at, task_id, token, reason=reason, agent=agent)))
 
 
 def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
-    def apply(t: Task, cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        return replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None), "\n\nGiven back unfinished."
-
-    return _holder_change(path, remote, task_id, token, agent, "release", apply)
+    """Give the task back unfinished, for the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
+        q, at, task_id, token, agent=agent)))
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
-    """Give a failed task another go: pending again, its failures forgiven.
-    Its token stays, so the next claim gets a higher one."""
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
-        if t.status != "failed":
-            raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
-        new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
-                      not_before=None, updated_at=stamp(at))
-        msg = f"task reopen {task_id} after {t.failures} failures\n\nLast error: {printable((None if t.error is MISSING else t.error) or 'none recorded', 2000)}\n"
-        return Change([(msg, {task_path(task_id): new.to_json()})], new)
-
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+    """Give a failed task another go (``fleet.tasks.reopen``)."""
+    return _step(path, remote, lambda q, cfg, at: tasks.reopen(q, at, task_id))
 
 
 def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = None) -> dict[str, Any]:
     """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
-    tq = _queue(path, remote)
+    return _step(path, remote, _checked(task_id, agent, "AGENT", lambda q, cfg, at: tasks.sling(q, at, task_id, agent)))
 
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
-        if agent is not None:
-            _agent(cfg, agent, "AGENT")
-        if t.for_ == agent:
-            return Change([], t)
-        if t.status != "pending":
-            raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
-        new = replace(t, updated_at=stamp(at), for_=agent)
-        msg = f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n"
-        return Change([(msg, {task_path(task_id): new.to_json()})], new)
 
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
+    """A task as commands print it: the document plus what follows from the queue."""
+    out = dict(t.to_json(), path=task_path(t.id))
+    if q is not None:
+        out["blockedBy"] = q.blockers(t)
+        out["ready"] = q.is_ready(t, None, at or now())
+        out["doomedBy"] = q.doomed_by(t) if t.status == "pending" else None
+    if t.status == "in-progress" and t.lease_until:
+        out["expired"] = parse_stamp(t.lease_until) < (at or now())
+    return out
 
 
 def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,

@@ -34,13 +34,13 @@ from fleet.config import Config
 from fleet.errors import EXIT_NOTHING
 from fleet.health import deliveries, health, stall
 from fleet.repo import FleetRepo
+from fleet.store import now
 from fleet.tasks import (
     BRANCH,
     Change,
     Queue,
     TaskQueue,
     ago,
-    now,
     parse_stamp,
     returned,
     stamp,
