@@ -80,11 +80,23 @@ def new_task_id(count: int) -> str:
 # -- a task ----------------------------------------------------------------
 MISSING = docpath.MISSING
 
-# Field name -> key on disk. Only these optional keys may be absent from a file:
-# a task never claimed has no result and no error, and one completed has "error": null.
-_KEYS = {"for_": "for", "claimed_by": "claimedBy", "claimed_at": "claimedAt", "lease_until": "leaseUntil",
-         "not_before": "notBefore", "created_at": "createdAt", "updated_at": "updatedAt", "done_at": "doneAt"}
+# The keys of fleet's own records are snake_case; a queue written by an earlier
+# fleet says claimedBy, leaseUntil, lastTick and so on, which are read as the new
+# keys and written back in the new spelling at the next change.
+_OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil": "lease_until",
+             "notBefore": "not_before", "createdAt": "created_at", "updatedAt": "updated_at", "doneAt": "done_at",
+             "lastTick": "last_tick"}
+# Only these keys may be absent from a task file: a task never claimed has no
+# result and no error, and a completed one has "error": null.
 _OPTIONAL = ("body", "done_at", "result", "error")
+
+
+def _respelled(doc: Any) -> Any:
+    """A record read from the queue branch with its keys in today's spelling. A
+    key given in both spellings is left for the schema check to refuse."""
+    if not isinstance(doc, dict) or not any(k in _OLD_KEYS for k in doc):
+        return doc
+    return {_OLD_KEYS[k] if k in _OLD_KEYS and _OLD_KEYS[k] not in doc else k: v for k, v in doc.items()}
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,9 @@ class Task:
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Task:
-        """A task file as read, checked against the protocol schema; the error names ``where``."""
+        """A task file as read (either spelling of its keys), checked against the
+        protocol schema; the error names ``where``."""
+        doc = _respelled(doc)
         problem = schemas.first_error(schemas.protocol("task"), doc)
         if problem:
             raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
@@ -127,17 +141,21 @@ class Task:
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Task:
         """A task from a record the store has already checked (``Task.parse``)."""
-        return cls(**{f: doc.get(_KEYS.get(f, f), MISSING) if f in _OPTIONAL else doc[_KEYS.get(f, f)]
-                      for f in _FIELDS})
+        return cls(**{f: doc.get(_key(f), MISSING) if f in _OPTIONAL else doc[_key(f)] for f in _FIELDS})
 
     def to_json(self) -> dict[str, Any]:
         """The file's content, for ``fleet.canonical``."""
-        out = {_KEYS.get(f, f): getattr(self, f) for f in _FIELDS}
+        out = {_key(f): getattr(self, f) for f in _FIELDS}
         return {k: v for k, v in out.items() if v is not MISSING}
 
 
 _FIELDS = tuple(Task.__dataclass_fields__)
-STAMPS = tuple(_KEYS[f] for f in ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at"))
+STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at")
+
+
+def _key(name: str) -> str:
+    """A field's key on disk: its name, but for ``for_`` ("for" is a Python keyword)."""
+    return "for" if name == "for_" else name
 
 
 # -- a read of the branch ------------------------------------------------
@@ -231,7 +249,8 @@ def _is_stamp(value: str) -> bool:
 
 
 def check_worker(doc: Any, where: str) -> dict[str, Any]:
-    """The store's check of a worker record."""
+    """The store's check of a worker record (either spelling of its keys)."""
+    doc = _respelled(doc)
     problem = schemas.first_error(schemas.protocol("worker"), doc)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/worker.schema.json)")

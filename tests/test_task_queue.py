@@ -206,7 +206,7 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
     cfg = json.loads((fleet.path / "state/config.json").read_text())
     assert watchdog(fleet.path)["returned"][0]["id"] == "a"
     tq = TaskQueue(FleetRepo(fleet.path))
-    doc = dict(tq.read().tasks["a"].to_json(), notBefore=None)  # a person waves the retry delay (as `sling` would for a pending task)
+    doc = dict(tq.read().tasks["a"].to_json(), not_before=None)  # a person waves the retry delay (as `sling` would for a pending task)
     tip = tq.read().tip
     new = tq.git.write_commit(tip, "hand\n", {task_path("a"): json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"}, [])
     assert tq.publish(new, tip)

@@ -94,7 +94,7 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
         if s["workers"]:
             click.echo("workers: " + ", ".join(
-                f"{w['worker']} {w['status']} (last tick {w['lastTick']})" for w in s["workers"]))
+                f"{w['worker']} {w['status']} (last tick {w['last_tick']})" for w in s["workers"]))
         t = s["tasks"]
         click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready), {t['in-progress']} in progress"
                    f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "

@@ -135,11 +135,12 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
 
 def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
     """A task as commands print it: the document plus what follows from the queue."""
-    out = dict(t.to_json(), path=task_path(t.id))
+    # "fence" is the fencing token under the name the brief gives it; "token" is the record's key
+    out = dict(t.to_json(), path=task_path(t.id), fence=t.token)
     if q is not None:
-        out["blockedBy"] = q.blockers(t)
+        out["blocked_by"] = q.blockers(t)
         out["ready"] = q.is_ready(t, None, at or now())
-        out["doomedBy"] = q.doomed_by(t) if t.status == "pending" else None
+        out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
     if t.status == "in-progress" and t.lease_until:
         out["expired"] = parse_stamp(t.lease_until) < (at or now())
     return out
@@ -189,16 +190,16 @@ def task_command(directory: Path | None) -> None:
 
 
 def _task_line(t: dict[str, Any]) -> str:
-    who = f" {t['claimedBy']}" if t["claimedBy"] else ""
+    who = f" {t['claimed_by']}" if t["claimed_by"] else ""
     extra = ""
     if t["status"] == "in-progress":
-        extra = f" token {t['token']}, lease until {t['leaseUntil']}" + (" (EXPIRED)" if t.get("expired") else "")
-    elif t["status"] == "pending" and t.get("doomedBy"):
-        extra = f" never ready: {t['doomedBy']} failed"
-    elif t["status"] == "pending" and t.get("blockedBy"):
-        extra = f" waits for {', '.join(t['blockedBy'])}"
-    elif t["status"] == "pending" and t.get("notBefore") and not t.get("ready"):
-        extra = f" retry after {t['notBefore']}"
+        extra = f" token {t['token']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
+    elif t["status"] == "pending" and t.get("doomed_by"):
+        extra = f" never ready: {t['doomed_by']} failed"
+    elif t["status"] == "pending" and t.get("blocked_by"):
+        extra = f" waits for {', '.join(t['blocked_by'])}"
+    elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
+        extra = f" retry after {t['not_before']}"
     slung = f" for {t['for']}" if t["for"] else ""
     return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
 
@@ -207,9 +208,9 @@ def _task_detail(t: dict[str, Any]) -> None:
     click.echo(f"{t['id']}: {t['title']}")
     click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
                f"failures {t['failures']}")
-    if t["claimedBy"]:
-        click.echo(f"  claimed by {t['claimedBy']} at {t['claimedAt']}" +
-                   (f", lease until {t['leaseUntil']}" if t["leaseUntil"] else ""))
+    if t["claimed_by"]:
+        click.echo(f"  claimed by {t['claimed_by']} at {t['claimed_at']}" +
+                   (f", lease until {t['lease_until']}" if t["lease_until"] else ""))
     if t["for"]:
         click.echo(f"  slung to {t['for']}")
     if t["deps"]:
@@ -291,7 +292,7 @@ def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
-        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['leaseUntil']}")
+        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['lease_until']}")
         _task_detail(t)
 
     emit(t, as_json, text)
@@ -312,7 +313,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
                    agent: str | None, lease: float | None) -> None:
     t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['leaseUntil']}"))
+    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['lease_until']}"))
 
 
 @_holder_command("complete", "Mark TASK done, with an optional JSON result.")
@@ -336,7 +337,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
         except OSError as e:
             raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
     t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimedBy']} (token {t['token']})"))
+    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (token {t['token']})"))
 
 
 @_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
@@ -344,7 +345,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
 def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
                   agent: str | None, reason: str) -> None:
     t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
-    after = f"ready again at {t['notBefore']}" if t["status"] == "pending" else "failed for good: a person decides"
+    after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
     emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
 
 

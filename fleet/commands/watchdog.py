@@ -81,13 +81,13 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
             if h["status"] == h["marked"] or (h["marked"] is None and h["status"] == "alive"):
                 continue  # no change (a worker seen alive needs no record until it dies)
             if h["status"] == "dead":
-                reason = (f"no deltas in {h['missed']} merged ticks (last delivered tick {h['lastTick']}, "
+                reason = (f"no deltas in {h['missed']} merged ticks (last delivered tick {h['last_tick']}, "
                           f"main is at tick {tick}; watchdog.dead_after_ticks is {cfg.watchdog.dead_after_ticks}); "
                           "its agents skip ticks until it delivers again")
             else:
-                reason = f"delivered tick {h['lastTick']} again (main is at tick {tick})"
-            doc = {"worker": w, "status": h["status"], "lastTick": max(h["lastTick"], 0), "since": tick,
-                   "reason": reason, "updatedAt": stamp(at)}
+                reason = f"delivered tick {h['last_tick']} again (main is at tick {tick})"
+            doc = {"worker": w, "status": h["status"], "last_tick": max(h["last_tick"], 0), "since": tick,
+                   "reason": reason, "updated_at": stamp(at)}
             marks.append({"worker": w, "status": h["status"], "reason": reason})
             commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
                             f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))
