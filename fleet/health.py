@@ -58,9 +58,9 @@ def health(tick: int, seen: dict[str, int], q: Queue, cfg: Config) -> dict[str, 
     out = {}
     for w in sorted(set(seen) | set(q.workers)):
         record = q.workers.get(w)
-        last = max(seen.get(w, -1), record["lastTick"] if record else -1)
+        last = max(seen.get(w, -1), record["last_tick"] if record else -1)
         missed = tick - last
-        out[w] = {"worker": w, "lastTick": last, "missed": missed,
+        out[w] = {"worker": w, "last_tick": last, "missed": missed,
                   "status": "dead" if missed >= cfg.watchdog.dead_after_ticks else "alive",
                   "marked": record["status"] if record else None}
     return out

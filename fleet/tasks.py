@@ -20,15 +20,15 @@ import hashlib
 import re
 import secrets as _random_ids
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fleet import keys, schemas
+from fleet import docpath, keys, schemas
 from fleet.config import Config
-from fleet.errors import FleetError
+from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
 from fleet.repo import FleetRepo
-from fleet.store import BranchStore, Change, Kind, Records, now
+from fleet.store import BranchStore, Change, Kind, Records
 
 BRANCH = "fleet/tasks"
 TASK_DIR = "tasks"
@@ -77,13 +77,97 @@ def new_task_id(count: int) -> str:
     return "tk-" + "".join(_random_ids.choice(alphabet) for _ in range(length))
 
 
+# -- a task ----------------------------------------------------------------
+MISSING = docpath.MISSING
+
+# The keys of fleet's own records are snake_case; a queue written by an earlier
+# fleet says claimedBy, leaseUntil, lastTick and so on, which are read as the new
+# keys and written back in the new spelling at the next change.
+_OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil": "lease_until",
+             "notBefore": "not_before", "createdAt": "created_at", "updatedAt": "updated_at", "doneAt": "done_at",
+             "lastTick": "last_tick"}
+# Only these keys may be absent from a task file: a task never claimed has no
+# result and no error, and a completed one has "error": null.
+_OPTIONAL = ("body", "done_at", "result", "error")
+
+
+def _respelled(doc: Any) -> Any:
+    """A record read from the queue branch with its keys in today's spelling. A
+    key given in both spellings is left for the schema check to refuse."""
+    if not isinstance(doc, dict) or not any(k in _OLD_KEYS for k in doc):
+        return doc
+    return {_OLD_KEYS[k] if k in _OLD_KEYS and _OLD_KEYS[k] not in doc else k: v for k, v in doc.items()}
+
+
+# Not frozen: a frozen dataclass is built four times slower, and a claim on a
+# queue of 10,000 tasks builds 10,000. Changes use dataclasses.replace all the same.
+@dataclass(slots=True)
+class Task:
+    """One task, ``tasks/<hh>/<id>.json`` on the queue branch (schemas/task.schema.json)."""
+
+    id: str
+    title: str
+    status: str  # one of STATUSES
+    priority: int
+    deps: list[str]
+    for_: str | None  # the agent it was slung to ("for" on disk)
+    token: int  # the fencing token: up by one at every claim
+    attempts: int
+    failures: int
+    claimed_by: str | None
+    claimed_at: str | None
+    lease_until: str | None
+    not_before: str | None
+    created_at: str
+    updated_at: str
+    body: Any = MISSING  # the optional keys: MISSING when the file has no such key
+    done_at: Any = MISSING
+    result: Any = MISSING
+    error: Any = MISSING
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> Task:
+        """A task file as read (either spelling of its keys), checked against the
+        protocol schema; the error names ``where``."""
+        doc = _respelled(doc)
+        problem = schemas.first_error(schemas.protocol("task"), doc)
+        if problem:
+            raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
+        for key in STAMPS:
+            value = doc.get(key)
+            if value is not None and not _is_stamp(value):
+                raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as "
+                                 "2026-11-22T12:38:12.345Z (schemas/task.schema.json)")
+        return cls.of(doc)
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Task:
+        """A task from a record the store has already checked (``Task.parse``)."""
+        return cls(*[doc.get(key, MISSING) if optional else doc[key] for key, optional in _READ])
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's content, for ``fleet.canonical``."""
+        out = {_key(f): getattr(self, f) for f in _FIELDS}
+        return {k: v for k, v in out.items() if v is not MISSING}
+
+
+def _key(name: str) -> str:
+    """A field's key on disk: its name, but for ``for_`` ("for" is a Python keyword)."""
+    return "for" if name == "for_" else name
+
+
+_FIELDS = tuple(Task.__dataclass_fields__)
+_READ = tuple((_key(f), f in _OPTIONAL) for f in _FIELDS)  # in field order: Task.of builds by position
+STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at")
+
+
 # -- a read of the branch ------------------------------------------------
 @dataclass
 class Queue:
     """The tasks and worker records at one commit of the branch."""
 
     tip: str | None
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -94,71 +178,64 @@ class Queue:
             if path.startswith(TASK_DIR + "/"):
                 if path != task_path(doc["id"]):
                     raise FleetError(f"{BRANCH}:{path}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
-                q.tasks[doc["id"]] = doc
+                q.tasks[doc["id"]] = Task.of(doc)
             else:
                 q.workers[doc["worker"]] = doc
         return q
 
-    def task(self, task_id: str) -> dict[str, Any]:
+    def task(self, task_id: str) -> Task:
+        """The task ``task_id``; an error that says how to list them if there is none."""
         t = self.tasks.get(task_id)
         if t is None:
             raise FleetError(f"no task {task_id!r} in the queue ({len(self.tasks)} tasks; `fleet task list` shows them)")
         return t
 
-    def blockers(self, t: dict[str, Any]) -> list[str]:
+    def blockers(self, t: Task) -> list[str]:
         """The dependencies of ``t`` that are not done yet."""
-        return [d for d in t["deps"] if self.tasks.get(d, {}).get("status") != "done"]
+        return [d for d in t.deps if d not in self.tasks or self.tasks[d].status != "done"]
 
-    def doomed_by(self, t: dict[str, Any], seen: frozenset[str] = frozenset()) -> str | None:
+    def doomed_by(self, t: Task, seen: frozenset[str] = frozenset()) -> str | None:
         """A failed task that ``t`` waits for, directly or not: while it stays
         failed, ``t`` can never be ready (`fleet task reopen` gives it another go)."""
-        for d in t["deps"]:
+        for d in t.deps:
             dep = self.tasks.get(d)
             if dep is None or d in seen:
                 continue
-            if dep["status"] == "failed":
+            if dep.status == "failed":
                 return d
-            if dep["status"] != "done":
-                found = self.doomed_by(dep, seen | {t["id"]})
+            if dep.status != "done":
+                found = self.doomed_by(dep, seen | {t.id})
                 if found:
                     return found
         return None
 
-    def is_ready(self, t: dict[str, Any], agent: str | None, at: _dt.datetime) -> bool:
+    def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
+        """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
         return (
-            t["status"] == "pending"
-            and (t["for"] is None or agent is None or t["for"] == agent)
-            and (t["notBefore"] is None or parse_stamp(t["notBefore"]) <= at)
+            t.status == "pending"
+            and (t.for_ is None or agent is None or t.for_ == agent)
+            and (t.not_before is None or parse_stamp(t.not_before) <= at)
             and not self.blockers(t)
         )
 
-    def ready(self, agent: str | None, at: _dt.datetime) -> list[dict[str, Any]]:
+    def ready(self, agent: str | None, at: _dt.datetime) -> list[Task]:
         """Ready tasks in the order they are handed out: slung to this agent
         first, then by priority (0 first), then oldest first."""
         out = [t for t in self.tasks.values() if self.is_ready(t, agent, at)]
-        out.sort(key=lambda t: (t["for"] is None, t["priority"], t["createdAt"], t["id"]))
+        out.sort(key=lambda t: (t.for_ is None, t.priority, t.created_at, t.id))
         return out
 
     def counts(self) -> dict[str, int]:
+        """How many tasks are in each status."""
         c = {s: 0 for s in STATUSES}
         for t in self.tasks.values():
-            c[t["status"]] += 1
+            c[t.status] += 1
         return c
 
 
-STAMPS = ("claimedAt", "leaseUntil", "notBefore", "createdAt", "updatedAt", "doneAt")
-
-
 def check_task(doc: Any, where: str) -> dict[str, Any]:
-    problem = schemas.first_error(schemas.protocol("task"), doc)
-    if problem:
-        raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
-    for key in STAMPS:
-        value = doc.get(key)
-        if value is not None and not _is_stamp(value):
-            raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as 2026-11-22T12:38:12.345Z "
-                             "(schemas/task.schema.json)")
-    return doc
+    """The store's check of a task file: parsed as a ``Task``, kept as its record."""
+    return Task.parse(doc, where).to_json()
 
 
 _STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
@@ -175,6 +252,8 @@ def _is_stamp(value: str) -> bool:
 
 
 def check_worker(doc: Any, where: str) -> dict[str, Any]:
+    """The store's check of a worker record (either spelling of its keys)."""
+    doc = _respelled(doc)
     problem = schemas.first_error(schemas.protocol("worker"), doc)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/worker.schema.json)")
@@ -222,7 +301,7 @@ class TaskQueue:
 
 
 # -- building and checking tasks ------------------------------------------
-def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> dict[str, Any]:
+def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     """A pending task from one input object ({title, body?, priority?, deps?, for?, id?})."""
     if not isinstance(item, dict):
         raise FleetError(f"{where}: a task must be a JSON object with at least a title")
@@ -244,33 +323,18 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> dict[str, 
         raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
                          "(schemas/task.schema.json)")
     stamp_ = stamp(at)
-    t = {
-        "id": item.get("id", ""),
-        "title": item.get("title"),
-        "status": "pending",
-        "priority": item.get("priority", DEFAULT_PRIORITY),
-        "deps": item.get("deps", []),
-        "for": target,
-        "token": 0,
-        "attempts": 0,
-        "failures": 0,
-        "claimedBy": None,
-        "claimedAt": None,
-        "leaseUntil": None,
-        "notBefore": None,
-        "createdAt": stamp_,
-        "updatedAt": stamp_,
-    }
-    if "body" in item:
-        t["body"] = item["body"]
-    probe = dict(t, id=t["id"] or "tk-probe")
+    t = Task(id=item.get("id", ""), title=item.get("title"), status="pending", priority=priority,
+             deps=item.get("deps", []), for_=target, token=0, attempts=0, failures=0, claimed_by=None,
+             claimed_at=None, lease_until=None, not_before=None, created_at=stamp_, updated_at=stamp_,
+             body=item.get("body", MISSING))
+    probe = dict(t.to_json(), id=t.id or "tk-probe")
     problem = schemas.first_error(schemas.protocol("task"), probe)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
     return t
 
 
-def cycle(tasks: dict[str, dict[str, Any]], ids: list[str]) -> list[str] | None:
+def cycle(tasks: dict[str, Task], ids: list[str]) -> list[str] | None:
     """A dependency cycle through one of ``ids``, as a path, or None."""
     state: dict[str, int] = {}
 
@@ -280,7 +344,7 @@ def cycle(tasks: dict[str, dict[str, Any]], ids: list[str]) -> list[str] | None:
         if state.get(n) == 2 or n not in tasks:
             return None
         state[n] = 1
-        for d in tasks[n]["deps"]:
+        for d in tasks[n].deps:
             found = visit(d, path + [n])
             if found:
                 return found
@@ -294,45 +358,227 @@ def cycle(tasks: dict[str, dict[str, Any]], ids: list[str]) -> list[str] | None:
     return None
 
 
-def holder_check(t: dict[str, Any], token: int, agent: str | None, verb: str) -> None:
+def holder_check(t: Task, token: int, agent: str | None, verb: str) -> None:
     """Refuse a stale or foreign holder: the fencing token must be the current one."""
-    if t["status"] == "done":
-        raise FleetError(f"cannot {verb} task {t['id']}: it is already done (by {t['claimedBy']}, token {t['token']})")
-    if t["status"] != "in-progress":
-        why = ("it was never claimed" if t["token"] == 0 else
-               f"failed for good after {t['failures']} failures" if t["status"] == "failed" else
+    if t.status == "done":
+        raise FleetError(f"cannot {verb} task {t.id}: it is already done (by {t.claimed_by}, token {t.token})")
+    if t.status != "in-progress":
+        why = ("it was never claimed" if t.token == 0 else
+               f"failed for good after {t.failures} failures" if t.status == "failed" else
                "it went back to the queue (the lease ran out, or it was failed or released)")
-        raise FleetError(f"cannot {verb} task {t['id']}: it is {t['status']}, not in progress (token {t['token']}): {why}")
-    if token > t["token"]:
-        raise FleetError(f"cannot {verb} task {t['id']}: no claim was given token {token} (the current one is "
-                         f"{t['token']}, held by {t['claimedBy']})")
-    if token != t["token"]:
-        raise FleetError(f"cannot {verb} task {t['id']}: token {token} is stale, the task was claimed again "
-                         f"(token {t['token']}, by {t['claimedBy']}); drop your result")
-    if agent is not None and agent != t["claimedBy"]:
-        raise FleetError(f"cannot {verb} task {t['id']}: it is held by {t['claimedBy']}, not {agent}")
+        raise FleetError(f"cannot {verb} task {t.id}: it is {t.status}, not in progress (token {t.token}): {why}")
+    if token > t.token:
+        raise FleetError(f"cannot {verb} task {t.id}: no claim was given token {token} (the current one is "
+                         f"{t.token}, held by {t.claimed_by})")
+    if token != t.token:
+        raise FleetError(f"cannot {verb} task {t.id}: token {token} is stale, the task was claimed again "
+                         f"(token {t.token}, by {t.claimed_by}); drop your result")
+    if agent is not None and agent != t.claimed_by:
+        raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 
 
-def public(t: dict[str, Any], q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
-    """A task as commands print it: the document plus what follows from the queue."""
-    out = dict(t, path=task_path(t["id"]))
-    if q is not None:
-        out["blockedBy"] = q.blockers(t)
-        out["ready"] = q.is_ready(t, None, at or now())
-        out["doomedBy"] = q.doomed_by(t) if t["status"] == "pending" else None
-    if t["status"] == "in-progress" and t["leaseUntil"]:
-        out["expired"] = parse_stamp(t["leaseUntil"]) < (at or now())
-    return out
-
-
-def returned(t: dict[str, Any], cfg: Config, at: _dt.datetime, reason: str) -> tuple[dict[str, Any], str]:
+def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task, str]:
     """A failed attempt: back to pending after the retry delay, or failed for
     good after ``tasks.max_failures`` (the dead-letter state a person reads)."""
-    failures = t["failures"] + 1
+    failures = t.failures + 1
     if failures >= cfg.tasks.max_failures:
-        new = dict(t, status="failed", failures=failures, leaseUntil=None, error=reason)
+        new = replace(t, status="failed", failures=failures, lease_until=None, error=reason)
         return new, f"\n\n{printable(reason, 2000)}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
     later = stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
-    new = dict(t, status="pending", failures=failures, claimedBy=None, claimedAt=None, leaseUntil=None,
-               notBefore=later, error=reason)
+    new = replace(t, status="pending", failures=failures, claimed_by=None, claimed_at=None, lease_until=None,
+                  not_before=later, error=reason)
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
+
+
+# -- changes of state ----------------------------------------------------------
+# Each takes the queue as read and plain values, and decides; the caller commits
+# the answer through ``TaskQueue.change``, which decides again on a lost race.
+@dataclass(frozen=True)
+class Step:
+    """One task's change: the task after it, and the commit message that says
+    who did what and why (None: the queue already says so, nothing to commit)."""
+
+    task: Task
+    message: str | None = None
+
+    def change(self) -> Change:
+        """The store's change: one commit of the task's file, or none."""
+        if self.message is None:
+            return Change([], self)
+        return Change([(self.message, {task_path(self.task.id): self.task.to_json()})], self)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What an add decided: the new tasks, in the order given, and the ids that
+    were already there with the same content (a rerun)."""
+
+    added: dict[str, Task]
+    existing: list[str]
+
+    def change(self) -> Change:
+        """One commit for every new task, or none."""
+        if not self.added:
+            return Change([], self)
+        titles = [printable(t.title) for t in self.added.values()]
+        first = next(iter(self.added))
+        subject = f"add {first}: {titles[0]}" if len(self.added) == 1 else f"add {len(self.added)} tasks"
+        body = "\n".join(f"- {i}: {title}" for i, title in zip(self.added, titles, strict=True)) if len(self.added) > 1 else ""
+        message = f"task {subject}\n\n{body}".strip() + "\n"
+        return Change([(message, {task_path(i): t.to_json() for i, t in self.added.items()})], self)
+
+
+def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -> Added:
+    """Pending tasks from input objects, each with where it came from. A task
+    whose id exists with the same content is already there (a rerun); with
+    other content, or with deps that are unknown, failed or circular, it is an error."""
+    fresh: dict[str, Task] = {}
+    origin: dict[str, str] = {}
+    same: list[str] = []
+    for item, where in items:
+        t = new_task(item, where, cfg, at)
+        if t.id:
+            if t.id in fresh:
+                raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch (first at {origin[t.id]})")
+            old = q.tasks.get(t.id)
+            if old is not None:
+                # what was given at creation; `for` may have been slung since
+                if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
+                    raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
+                                     f"({BRANCH}:{task_path(t.id)}); pick another id")
+                same.append(t.id)
+                continue
+        else:
+            while not t.id or t.id in q.tasks or t.id in fresh:
+                t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
+        fresh[t.id] = t
+        origin[t.id] = where
+    everything = {**q.tasks, **fresh}
+    for t in fresh.values():
+        unknown = [d for d in t.deps if d not in everything]
+        if unknown:
+            raise FleetError(f"{origin[t.id]}: deps: no task {unknown[0]!r} in the queue or this batch")
+        failed = [d for d in t.deps if everything[d].status == "failed"]
+        if failed:
+            raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
+                             f"be ready; `fleet task reopen {failed[0]}` first")
+    loop = cycle(everything, list(fresh))
+    if loop:
+        raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
+    return Added(fresh, same)
+
+
+def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
+          task_id: str | None = None) -> Step:
+    """``agent`` claims the first ready task (or ``task_id``): a new fencing
+    token and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
+    NothingToDo when none is ready yet; FleetError when waiting cannot help."""
+    seconds = lease if lease is not None else cfg.tasks.lease_seconds
+    if task_id is not None:
+        t = q.task(task_id)
+        if not q.is_ready(t, agent, at):
+            doomed = q.doomed_by(t) if t.status == "pending" else None
+            if t.status in ("done", "failed") or doomed:
+                # waiting cannot help: say so and fail, so a polling loop stops
+                why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
+                       "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
+                raise FleetError(f"cannot claim: {why}")
+            raise NothingToDo(_why_not_ready(q, t, agent, at))
+    else:
+        ready = q.ready(agent, at)
+        if not ready:
+            waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
+                           and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
+            soon = f"; the next is ready at {waits[0]}" if waits else ""
+            raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
+        t = ready[0]
+    t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
+                claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
+                updated_at=stamp(at), not_before=None)
+    return Step(t, f"task claim {t.id} by {agent} (token {t.token})\n\n{printable(t.title)}\n"
+                   f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
+
+
+def _summary(q: Queue) -> str:
+    c = q.counts()
+    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
+
+
+def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
+    if t.status != "pending":
+        by = {"in-progress": f", held by {t.claimed_by}", "done": f", done by {t.claimed_by}",
+              "failed": f" after {t.failures} failures (`fleet task reopen {t.id}`)"}[t.status]
+        return f"task {t.id} is {t.status}{by}"
+    if t.for_ not in (None, agent):
+        return f"task {t.id} is slung to {t.for_}"
+    if t.not_before and parse_stamp(t.not_before) > at:
+        return f"task {t.id} waits until {t.not_before} after its last failure"
+    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
+
+
+def _by_holder(t: Task, new: Task, token: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
+    """The holder's change to ``t``, recorded in the holder's name."""
+    return Step(replace(new, updated_at=stamp(at)),
+                f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n")
+
+
+def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None,
+          lease: float | None = None) -> Step:
+    """The holder of ``token`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "renew")
+    until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
+    return _by_holder(t, replace(t, lease_until=until), token, "renew", at, f"\n\nLease until {until}.")
+
+
+def complete(q: Queue, at: _dt.datetime, task_id: str, token: int, *, result: Any = None,
+             agent: str | None = None) -> Step:
+    """The holder of ``token`` marks the task done with ``result``. A retried
+    complete whose first attempt landed changes nothing and is no error."""
+    t = q.task(task_id)
+    if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
+        return Step(t)
+    holder_check(t, token, agent, "complete")
+    new = replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None)
+    return _by_holder(t, new, token, "complete", at)
+
+
+def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, reason: str,
+         agent: str | None = None) -> Step:
+    """The holder of ``token`` gives the task back as failed (``returned``)."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "fail")
+    new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:4000])
+    return _by_holder(t, new, token, "fail", at, line)
+
+
+def release(q: Queue, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None) -> Step:
+    """The holder of ``token`` gives the task back unfinished, no failure counted."""
+    t = q.task(task_id)
+    holder_check(t, token, agent, "release")
+    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None)
+    return _by_holder(t, new, token, "release", at, "\n\nGiven back unfinished.")
+
+
+def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
+    """Give a failed task another go: pending again, its failures forgiven.
+    Its token stays, so the next claim gets a higher one."""
+    t = q.task(task_id)
+    if t.status != "failed":
+        raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
+    new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
+                  not_before=None, updated_at=stamp(at))
+    error = None if t.error is MISSING else t.error
+    return Step(new, f"task reopen {task_id} after {t.failures} failures\n\n"
+                     f"Last error: {printable(error or 'none recorded', 2000)}\n")
+
+
+def sling(q: Queue, at: _dt.datetime, task_id: str, agent: str | None) -> Step:
+    """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
+    t = q.task(task_id)
+    if t.for_ == agent:
+        return Step(t)
+    if t.status != "pending":
+        raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
+    new = replace(t, updated_at=stamp(at), for_=agent)
+    return Step(new, f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n")

@@ -79,7 +79,7 @@ def test_many_claimers_on_many_clones_one_winner_per_task(origin_fleet: tuple[Fl
     assert all(len(v) == 1 for v in history.values()) and len(history) == tasks
     q = TaskQueue(FleetRepo(dirs[0]))
     q.fetch()
-    assert all(t["status"] == "in-progress" and t["token"] == 1 for t in q.read().tasks.values())
+    assert all(t.status == "in-progress" and t.token == 1 for t in q.read().tasks.values())
 
 
 @pytest.mark.parametrize("point", ["task.after-commit", "task.during-push"])
@@ -101,7 +101,7 @@ def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[F
     q = TaskQueue(FleetRepo(other))
     q.fetch()
     state = q.read().tasks
-    held = [t for t in state.values() if t["status"] == "in-progress"]
+    held = [t for t in state.values() if t.status == "in-progress"]
     assert len(held) == len(history)  # every claim that landed is one holder; none is half-written
     if len(history) == 3:  # the push landed before the kill: ada's lease runs out and the watchdog returns it
         time.sleep(1.1)
@@ -186,11 +186,11 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
                 raise
     q = TaskQueue(FleetRepo(path)).read()
     for tid, t in q.tasks.items():
-        assert t["token"] == last_token[tid]
-        assert (t["status"] == "in-progress") == (tid in held)
-        assert (t["status"] == "done") == (tid in done)
+        assert t.token == last_token[tid]
+        assert (t.status == "in-progress") == (tid in held)
+        assert (t.status == "done") == (tid in done)
         if tid in held:
-            assert (t["claimedBy"], t["token"]) == held[tid]
+            assert (t.claimed_by, t.token) == held[tid]
     count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
     assert count == changes
 
@@ -206,8 +206,7 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
     cfg = json.loads((fleet.path / "state/config.json").read_text())
     assert watchdog(fleet.path)["returned"][0]["id"] == "a"
     tq = TaskQueue(FleetRepo(fleet.path))
-    doc = tq.read().tasks["a"]
-    doc = dict(doc, notBefore=None)  # a person waves the retry delay (as `sling` would for a pending task)
+    doc = dict(tq.read().tasks["a"].to_json(), not_before=None)  # a person waves the retry delay (as `sling` would for a pending task)
     tip = tq.read().tip
     new = tq.git.write_commit(tip, "hand\n", {task_path("a"): json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"}, [])
     assert tq.publish(new, tip)

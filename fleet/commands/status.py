@@ -21,7 +21,8 @@ from fleet.outside import recent
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
-from fleet.tasks import TaskQueue, now, parse_stamp
+from fleet.store import now
+from fleet.tasks import TaskQueue, parse_stamp
 
 
 def status(path: Path, remote: str | None = None) -> dict[str, Any]:
@@ -47,8 +48,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     queue = TaskQueue(repo).read()
     at = now()
     tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
-                 expired=sum(1 for t in queue.tasks.values() if t["status"] == "in-progress"
-                             and t["leaseUntil"] and parse_stamp(t["leaseUntil"]) < at))
+                 expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
+                             and t.lease_until and parse_stamp(t.lease_until) < at))
     tick, seen = deliveries(snap)
     workers = list(health(tick, seen, queue, snap.config).values())
     stalled = stall(repo, snap.config, tick, at)
@@ -93,7 +94,7 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
         if s["workers"]:
             click.echo("workers: " + ", ".join(
-                f"{w['worker']} {w['status']} (last tick {w['lastTick']})" for w in s["workers"]))
+                f"{w['worker']} {w['status']} (last tick {w['last_tick']})" for w in s["workers"]))
         t = s["tasks"]
         click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready), {t['in-progress']} in progress"
                    f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "

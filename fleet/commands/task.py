@@ -9,28 +9,13 @@ from typing import Any
 
 import click
 
-from fleet import canonical
+from fleet import canonical, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
-from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.ids import printable
+from fleet.errors import FleetError, UsageError
 from fleet.repo import FleetRepo
-from fleet.tasks import (
-    BRANCH,
-    Change,
-    Queue,
-    TaskQueue,
-    cycle,
-    holder_check,
-    new_task,
-    new_task_id,
-    now,
-    parse_stamp,
-    public,
-    returned,
-    stamp,
-    task_path,
-)
+from fleet.store import now
+from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
 MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
@@ -69,222 +54,96 @@ def read_items(file: Path) -> list[tuple[Any, str]]:
 
 
 def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Add tasks in one commit and one push. A task whose id exists with the
-    same content is already there (a rerun); with other content it is an error."""
+    """Add tasks in one commit and one push (``fleet.tasks.add`` decides)."""
     if len(items) > MAX_BATCH:
         raise UsageError(f"{items[0][1].rsplit(':', 1)[0]}: {len(items)} tasks in one add; at most {MAX_BATCH} a push")
     tq = _queue(path, remote)
+    ch, pushed = tq.change(lambda q, cfg, at: tasks.add(q, cfg, at, items).change(), dry_run=dry_run)
+    added: tasks.Added = ch.result
+    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote}
 
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        fresh: dict[str, dict[str, Any]] = {}
-        origin: dict[str, str] = {}
-        same: list[str] = []
-        for item, where in items:
-            t = new_task(item, where, cfg, at)
-            if t["id"]:
-                if t["id"] in fresh:
-                    raise FleetError(f"{where}: task id {t['id']!r} appears twice in this batch "
-                                     f"(first at {origin[t['id']]})")
-                old = q.tasks.get(t["id"])
-                if old is not None:
-                    # what was given at creation; `for` may have been slung since
-                    fields = ("title", "body", "priority", "deps")
-                    if any(old.get(k) != t.get(k) for k in fields):
-                        raise FleetError(f"{where}: task id {t['id']!r} already exists with other content "
-                                         f"({BRANCH}:{task_path(t['id'])}); pick another id")
-                    same.append(t["id"])
-                    continue
-            else:
-                while not t["id"] or t["id"] in q.tasks or t["id"] in fresh:
-                    t["id"] = new_task_id(len(q.tasks) + len(fresh) + len(items))
-            fresh[t["id"]] = t
-            origin[t["id"]] = where
-        everything = {**q.tasks, **fresh}
-        for t in fresh.values():
-            unknown = [d for d in t["deps"] if d not in everything]
-            if unknown:
-                raise FleetError(f"{origin[t['id']]}: deps: no task {unknown[0]!r} in the queue or this batch")
-            failed = [d for d in t["deps"] if everything[d]["status"] == "failed"]
-            if failed:
-                raise FleetError(f"{origin[t['id']]}: deps: task {failed[0]!r} has failed, so this one could never "
-                                 f"be ready; `fleet task reopen {failed[0]}` first")
-        loop = cycle(everything, list(fresh))
-        if loop:
-            raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
-        result = {"added": sorted(fresh), "existing": sorted(same)}
-        if not fresh:
-            return Change([], result)
-        titles = [printable(t["title"]) for t in fresh.values()]
-        subject = f"add {next(iter(fresh))}: {titles[0]}" if len(fresh) == 1 else f"add {len(fresh)} tasks"
-        body = "\n".join(f"- {i}: {title}" for i, title in zip(fresh, titles, strict=True)) if len(fresh) > 1 else ""
-        message = f"task {subject}\n\n{body}".strip() + "\n"
-        return Change([(message, {task_path(i): t for i, t in fresh.items()})], result)
 
-    ch, pushed = tq.change(decide, dry_run=dry_run)
-    return dict(ch.result, pushed=pushed, remote=tq.repo.remote)
+def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
+    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change())
+    step: Step = ch.result
+    return public(step.task)
 
 
 def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | None = None,
           task_id: str | None = None) -> dict[str, Any]:
     """Claim the first ready task (or ``task_id``) for ``agent``; exit 3 if none is ready."""
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         _agent(cfg, agent)
-        seconds = lease if lease is not None else cfg.tasks.lease_seconds
-        if task_id is not None:
-            t = q.task(task_id)
-            if not q.is_ready(t, agent, at):
-                doomed = q.doomed_by(t) if t["status"] == "pending" else None
-                if t["status"] in ("done", "failed") or doomed:
-                    # waiting cannot help: say so and fail, so a polling loop stops
-                    why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
-                           "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
-                    raise FleetError(f"cannot claim: {why}")
-                raise NothingToDo(_why_not_ready(q, t, agent, at))
-        else:
-            ready = q.ready(agent, at)
-            if not ready:
-                waits = sorted(t["notBefore"] for t in q.tasks.values() if t["status"] == "pending"
-                               and t["notBefore"] and t["for"] in (None, agent) and not q.blockers(t))
-                soon = f"; the next is ready at {waits[0]}" if waits else ""
-                raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
-            t = ready[0]
-        t = dict(t, status="in-progress", token=t["token"] + 1, attempts=t["attempts"] + 1, claimedBy=agent,
-                 claimedAt=stamp(at), leaseUntil=stamp(at + _dt.timedelta(seconds=seconds)), updatedAt=stamp(at),
-                 notBefore=None)
-        msg = (f"task claim {t['id']} by {agent} (token {t['token']})\n\n"
-               f"{printable(t['title'])}\nLease until {t['leaseUntil']}; attempt {t['attempts']}.\n\nFleet-Agent: {agent}\n")
-        return Change([(msg, {task_path(t["id"]): t})], t)
+        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
 
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+    return _step(path, remote, decide)
 
 
-def _summary(q: Queue) -> str:
-    c = q.counts()
-    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"
-
-
-def _why_not_ready(q: Queue, t: dict[str, Any], agent: str, at: _dt.datetime) -> str:
-    if t["status"] != "pending":
-        by = {"in-progress": f", held by {t['claimedBy']}", "done": f", done by {t['claimedBy']}",
-              "failed": f" after {t['failures']} failures (`fleet task reopen {t['id']}`)"}[t["status"]]
-        return f"task {t['id']} is {t['status']}{by}"
-    if t["for"] not in (None, agent):
-        return f"task {t['id']} is slung to {t['for']}"
-    if t["notBefore"] and parse_stamp(t["notBefore"]) > at:
-        return f"task {t['id']} waits until {t['notBefore']} after its last failure"
-    return f"task {t['id']} waits for {', '.join(q.blockers(t))}"
-
-
-def _holder_change(path: Path, remote: str | None, task_id: str, token: int, agent: str | None, verb: str,
-                   apply: Any) -> dict[str, Any]:
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
+def _checked(task_id: str, agent: str | None, flag: str,
+             decide: Callable[[Queue, Config, _dt.datetime], Step]) -> Callable[[Queue, Config, _dt.datetime], Step]:
+    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order)."""
+    def checked(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
+        q.task(task_id)
         if agent is not None:
-            _agent(cfg, agent)
-        done = apply(t, cfg, at, True)
-        if done is not None:  # the same call again: already recorded
-            return Change([], done)
-        holder_check(t, token, agent, verb)
-        new, line = apply(t, cfg, at, False)
-        new["updatedAt"] = stamp(at)
-        msg = f"task {verb} {t['id']} by {t['claimedBy']} (token {token}){line}\n\nFleet-Agent: {t['claimedBy']}\n"
-        return Change([(msg, {task_path(t["id"]): new})], new)
-
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+            _agent(cfg, agent, flag)
+        return decide(q, cfg, at)
+    return checked
 
 
 def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
-        return dict(t, leaseUntil=until), f"\n\nLease until {until}."
-
-    return _holder_change(path, remote, task_id, token, agent, "renew", apply)
+    """Extend the lease of the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
+        q, cfg, at, task_id, token, agent=agent, lease=lease)))
 
 
 def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            if t["status"] == "done" and t["token"] == token and t.get("result") == result:
-                return t  # a retried complete: the first one landed
-            return None
-        return dict(t, status="done", result=result, leaseUntil=None, doneAt=stamp(at), error=None), ""
-
+    """Mark the task done with ``result``, for the holder of ``token``."""
     size = len(canonical.dumps_line(result))
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
-
-    return _holder_change(path, remote, task_id, token, agent, "complete", apply)
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
+        q, at, task_id, token, result=result, agent=agent)))
 
 
 def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
-    reason = reason.strip() or "no reason given"
-
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        return returned(t, cfg, at, reason[:4000])
-
-    return _holder_change(path, remote, task_id, token, agent, "fail", apply)
+    """Give the task back as failed, for the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
+        q, cfg, at, task_id, token, reason=reason, agent=agent)))
 
 
 def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
-    def apply(t: dict[str, Any], cfg: Config, at: _dt.datetime, probe: bool) -> Any:
-        if probe:
-            return None
-        return dict(t, status="pending", claimedBy=None, claimedAt=None, leaseUntil=None), "\n\nGiven back unfinished."
-
-    return _holder_change(path, remote, task_id, token, agent, "release", apply)
+    """Give the task back unfinished, for the holder of ``token``."""
+    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
+        q, at, task_id, token, agent=agent)))
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
-    """Give a failed task another go: pending again, its failures forgiven.
-    Its token stays, so the next claim gets a higher one."""
-    tq = _queue(path, remote)
-
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
-        if t["status"] != "failed":
-            raise FleetError(f"cannot reopen task {task_id}: it is {t['status']}; only a failed task is reopened")
-        new = dict(t, status="pending", failures=0, claimedBy=None, claimedAt=None, leaseUntil=None,
-                   notBefore=None, updatedAt=stamp(at))
-        msg = f"task reopen {task_id} after {t['failures']} failures\n\nLast error: {printable(t.get('error') or 'none recorded', 2000)}\n"
-        return Change([(msg, {task_path(task_id): new})], new)
-
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+    """Give a failed task another go (``fleet.tasks.reopen``)."""
+    return _step(path, remote, lambda q, cfg, at: tasks.reopen(q, at, task_id))
 
 
 def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = None) -> dict[str, Any]:
     """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
-    tq = _queue(path, remote)
+    return _step(path, remote, _checked(task_id, agent, "AGENT", lambda q, cfg, at: tasks.sling(q, at, task_id, agent)))
 
-    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
-        t = q.task(task_id)
-        if agent is not None:
-            _agent(cfg, agent, "AGENT")
-        if t["for"] == agent:
-            return Change([], t)
-        if t["status"] != "pending":
-            raise FleetError(f"cannot sling task {task_id}: it is {t['status']}; only a pending task can be slung")
-        new = dict(t, updatedAt=stamp(at), **{"for": agent})
-        msg = f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n"
-        return Change([(msg, {task_path(task_id): new})], new)
 
-    ch, _ = tq.change(decide)
-    return public(ch.result)
+def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
+    """A task as commands print it: the document plus what follows from the queue."""
+    # "fence" is the fencing token under the name the brief gives it; "token" is the record's key
+    out = dict(t.to_json(), path=task_path(t.id), fence=t.token)
+    if q is not None:
+        out["blocked_by"] = q.blockers(t)
+        out["ready"] = q.is_ready(t, None, at or now())
+        out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
+    if t.status == "in-progress" and t.lease_until:
+        out["expired"] = parse_stamp(t.lease_until) < (at or now())
+    return out
 
 
 def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,
@@ -296,12 +155,12 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             _agent(cfg, agent)
         rows = q.ready(agent, at)
     else:
-        rows = sorted(q.tasks.values(), key=lambda t: (t["status"] not in ("in-progress", "pending"), t["priority"],
-                                                     t["createdAt"], t["id"]))
+        rows = sorted(q.tasks.values(), key=lambda t: (t.status not in ("in-progress", "pending"), t.priority,
+                                                     t.created_at, t.id))
         if status:
-            rows = [t for t in rows if t["status"] == status]
+            rows = [t for t in rows if t.status == status]
         if agent:
-            rows = [t for t in rows if agent in (t["claimedBy"], t["for"])]
+            rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
 
 
@@ -331,16 +190,16 @@ def task_command(directory: Path | None) -> None:
 
 
 def _task_line(t: dict[str, Any]) -> str:
-    who = f" {t['claimedBy']}" if t["claimedBy"] else ""
+    who = f" {t['claimed_by']}" if t["claimed_by"] else ""
     extra = ""
     if t["status"] == "in-progress":
-        extra = f" token {t['token']}, lease until {t['leaseUntil']}" + (" (EXPIRED)" if t.get("expired") else "")
-    elif t["status"] == "pending" and t.get("doomedBy"):
-        extra = f" never ready: {t['doomedBy']} failed"
-    elif t["status"] == "pending" and t.get("blockedBy"):
-        extra = f" waits for {', '.join(t['blockedBy'])}"
-    elif t["status"] == "pending" and t.get("notBefore") and not t.get("ready"):
-        extra = f" retry after {t['notBefore']}"
+        extra = f" token {t['token']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
+    elif t["status"] == "pending" and t.get("doomed_by"):
+        extra = f" never ready: {t['doomed_by']} failed"
+    elif t["status"] == "pending" and t.get("blocked_by"):
+        extra = f" waits for {', '.join(t['blocked_by'])}"
+    elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
+        extra = f" retry after {t['not_before']}"
     slung = f" for {t['for']}" if t["for"] else ""
     return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
 
@@ -349,9 +208,9 @@ def _task_detail(t: dict[str, Any]) -> None:
     click.echo(f"{t['id']}: {t['title']}")
     click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
                f"failures {t['failures']}")
-    if t["claimedBy"]:
-        click.echo(f"  claimed by {t['claimedBy']} at {t['claimedAt']}" +
-                   (f", lease until {t['leaseUntil']}" if t["leaseUntil"] else ""))
+    if t["claimed_by"]:
+        click.echo(f"  claimed by {t['claimed_by']} at {t['claimed_at']}" +
+                   (f", lease until {t['lease_until']}" if t["lease_until"] else ""))
     if t["for"]:
         click.echo(f"  slung to {t['for']}")
     if t["deps"]:
@@ -433,7 +292,7 @@ def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
-        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['leaseUntil']}")
+        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['lease_until']}")
         _task_detail(t)
 
     emit(t, as_json, text)
@@ -454,7 +313,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
                    agent: str | None, lease: float | None) -> None:
     t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['leaseUntil']}"))
+    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['lease_until']}"))
 
 
 @_holder_command("complete", "Mark TASK done, with an optional JSON result.")
@@ -478,7 +337,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
         except OSError as e:
             raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
     t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimedBy']} (token {t['token']})"))
+    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (token {t['token']})"))
 
 
 @_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
@@ -486,7 +345,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
 def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
                   agent: str | None, reason: str) -> None:
     t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
-    after = f"ready again at {t['notBefore']}" if t["status"] == "pending" else "failed for good: a person decides"
+    after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
     emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,13 @@ from fleet.config import Config
 from fleet.errors import EXIT_NOTHING
 from fleet.health import deliveries, health, stall
 from fleet.repo import FleetRepo
+from fleet.store import now
 from fleet.tasks import (
     BRANCH,
     Change,
     Queue,
     TaskQueue,
     ago,
-    now,
     parse_stamp,
     returned,
     stamp,
@@ -60,33 +61,33 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
         commits: list[tuple[str, dict[str, Any]]] = []
         returns, failed = [], []
-        for t in sorted(q.tasks.values(), key=lambda t: t["id"]):
-            if t["status"] != "in-progress" or t["leaseUntil"] is None:
+        for t in sorted(q.tasks.values(), key=lambda t: t.id):
+            if t.status != "in-progress" or t.lease_until is None:
                 continue
-            late = (at - parse_stamp(t["leaseUntil"])).total_seconds()
+            late = (at - parse_stamp(t.lease_until)).total_seconds()
             if late <= grace:
                 continue
-            why = (f"lease of {t['claimedBy']} (token {t['token']}) ran out at {t['leaseUntil']}, "
+            why = (f"lease of {t.claimed_by} (token {t.token}) ran out at {t.lease_until}, "
                    f"{ago(late)} ago, without a renew or a result")
             new, line = returned(t, cfg, at, why)
-            new["updatedAt"] = stamp(at)
-            verb = "fail" if new["status"] == "failed" else "return"
-            (failed if verb == "fail" else returns).append({"id": t["id"], "holder": t["claimedBy"],
-                                                            "token": t["token"], "late_seconds": round(late, 3)})
-            commits.append((f"watchdog: {verb} {t['id']}: lease of {t['claimedBy']} ran out {ago(late)} ago{line}\n\n"
-                            f"Fleet-Watchdog: lease\n", {task_path(t["id"]): new}))
+            new = replace(new, updated_at=stamp(at))
+            verb = "fail" if new.status == "failed" else "return"
+            (failed if verb == "fail" else returns).append({"id": t.id, "holder": t.claimed_by,
+                                                            "token": t.token, "late_seconds": round(late, 3)})
+            commits.append((f"watchdog: {verb} {t.id}: lease of {t.claimed_by} ran out {ago(late)} ago{line}\n\n"
+                            f"Fleet-Watchdog: lease\n", {task_path(t.id): new.to_json()}))
         marks = []
         for w, h in health(tick, seen, q, cfg).items():
             if h["status"] == h["marked"] or (h["marked"] is None and h["status"] == "alive"):
                 continue  # no change (a worker seen alive needs no record until it dies)
             if h["status"] == "dead":
-                reason = (f"no deltas in {h['missed']} merged ticks (last delivered tick {h['lastTick']}, "
+                reason = (f"no deltas in {h['missed']} merged ticks (last delivered tick {h['last_tick']}, "
                           f"main is at tick {tick}; watchdog.dead_after_ticks is {cfg.watchdog.dead_after_ticks}); "
                           "its agents skip ticks until it delivers again")
             else:
-                reason = f"delivered tick {h['lastTick']} again (main is at tick {tick})"
-            doc = {"worker": w, "status": h["status"], "lastTick": max(h["lastTick"], 0), "since": tick,
-                   "reason": reason, "updatedAt": stamp(at)}
+                reason = f"delivered tick {h['last_tick']} again (main is at tick {tick})"
+            doc = {"worker": w, "status": h["status"], "last_tick": max(h["last_tick"], 0), "since": tick,
+                   "reason": reason, "updated_at": stamp(at)}
             marks.append({"worker": w, "status": h["status"], "reason": reason})
             commits.append((f"watchdog: {w} {'dead' if h['status'] == 'dead' else 'back'}: {reason}\n\n"
                             f"Fleet-Watchdog: worker\n", {worker_path(w): doc}))

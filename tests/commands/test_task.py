@@ -38,13 +38,13 @@ def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
     ready = json.loads(run(fleet, "task", "ready", "--json").output)["tasks"]
     assert [t["id"] for t in ready] == [a]  # b waits for a
     t = claim(fleet, "ada")
-    assert (t["id"], t["token"], t["status"], t["claimedBy"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
+    assert (t["id"], t["token"], t["status"], t["claimed_by"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
     assert claim(fleet, "basil", code=3)["exit"] == 3  # b is blocked, a is taken
     renewed = json.loads(run(fleet, "task", "renew", a, "--token", "1", "--json", "--lease", "3600").output)
-    assert renewed["leaseUntil"] > t["leaseUntil"]
+    assert renewed["lease_until"] > t["lease_until"]
     run(fleet, "task", "complete", a, "--token", "1", "--result", '{"pages": 3}')
     done = json.loads(run(fleet, "task", "show", a, "--json").output)
-    assert (done["status"], done["result"], done["leaseUntil"]) == ("done", {"pages": 3}, None)
+    assert (done["status"], done["result"], done["lease_until"]) == ("done", {"pages": 3}, None)
     assert [h["what"].split(" ")[1] for h in done["history"]] == ["add", "claim", "renew", "complete"]
     t2 = claim(fleet, "basil")  # b is ready now that a is done
     assert t2["id"] == b
@@ -128,7 +128,7 @@ def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
     t = add(fleet, "flaky")
     c = claim(fleet, "ada")
     r = json.loads(run(fleet, "task", "fail", t, "--token", str(c["token"]), "--reason", "tests red", "--json").output)
-    assert (r["status"], r["failures"], r["error"], r["claimedBy"]) == ("pending", 1, "tests red", None)
+    assert (r["status"], r["failures"], r["error"], r["claimed_by"]) == ("pending", 1, "tests red", None)
     c = claim(fleet, "basil")
     assert c["token"] == 2
     r = json.loads(run(fleet, "task", "fail", t, "--token", "2", "--reason", "still red", "--json").output)
@@ -141,7 +141,7 @@ def test_release_gives_back_without_a_failure(fleet: Fleet) -> None:
     t = add(fleet, "later")
     c = claim(fleet, "ada")
     r = json.loads(run(fleet, "task", "release", t, "--token", str(c["token"]), "--json").output)
-    assert (r["status"], r["failures"], r["notBefore"]) == ("pending", 0, None)
+    assert (r["status"], r["failures"], r["not_before"]) == ("pending", 0, None)
     assert claim(fleet, "basil")["token"] == 2
 
 
@@ -237,7 +237,7 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     c = claim(f, "ada")
     assert c["id"] == t
     remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
-    assert remote_doc["claimedBy"] == "ada" and remote_doc["token"] == 1
+    assert remote_doc["claimed_by"] == "ada" and remote_doc["token"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
 
@@ -331,12 +331,35 @@ def test_a_malformed_time_on_the_branch_is_named_not_a_crash(fleet: Fleet) -> No
     t = add(fleet, "fine")
     tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
     doc = json.loads(fleet.git.show(tip, task_path(t)))
-    doc["notBefore"] = "soon"
+    doc["not_before"] = "soon"
     bad = fleet.git.write_commit(tip, "hand edit\n", {task_path(t): json.dumps(doc).encode()}, [])
     fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
     for args in (["task", "list"], ["task", "claim", "--as", "ada"], ["status"]):
         r = run(fleet, *args, code=1)
-        assert f"{BRANCH}:{task_path(t)}: at /notBefore: 'soon' is not a UTC time" in r.output
+        assert f"{BRANCH}:{task_path(t)}: at /not_before: 'soon' is not a UTC time" in r.output
+
+
+def test_a_task_in_the_old_spelling_is_claimed_completed_and_rewritten_in_the_new(fleet: Fleet) -> None:
+    """A queue written by an earlier fleet says claimedBy, leaseUntil, ...: it keeps working, and
+    the first change writes the task back with snake_case keys."""
+    add(fleet, "placeholder")  # the branch exists
+    old = {"id": "tk-old1", "title": "from an earlier fleet", "status": "pending", "priority": 1, "deps": [],
+           "for": None, "token": 2, "attempts": 2, "failures": 1, "claimedBy": None, "claimedAt": None,
+           "leaseUntil": None, "notBefore": "2020-01-01T00:00:00.000Z", "createdAt": "2020-01-01T00:00:00.000Z",
+           "updatedAt": "2020-01-01T00:00:00.000Z", "error": "tests red"}
+    tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    hand = fleet.git.write_commit(tip, "by hand, in the old spelling\n",
+                                  {task_path("tk-old1"): json.dumps(old, indent=2, sort_keys=True).encode() + b"\n"}, [])
+    fleet.git.update_ref(f"refs/heads/{BRANCH}", hand, tip)
+    listed = {t["id"]: t for t in tasks(fleet)["tasks"]}
+    assert (listed["tk-old1"]["not_before"], listed["tk-old1"]["ready"]) == ("2020-01-01T00:00:00.000Z", True)
+    t = claim(fleet, "ada")  # priority 1 before the placeholder's 2
+    assert (t["id"], t["token"], t["fence"], t["claimed_by"], t["attempts"]) == ("tk-old1", 3, 3, "ada", 3)
+    run(fleet, "task", "complete", "tk-old1", "--token", "3", "--result", '"ok"')
+    doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path("tk-old1")))
+    assert (doc["status"], doc["claimed_by"], doc["result"], doc["created_at"]) == (
+        "done", "ada", "ok", "2020-01-01T00:00:00.000Z")
+    assert not [k for k in doc if any(c.isupper() for c in k)], doc
 
 
 def git_trace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -400,7 +423,7 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, docs={k: ["x"] for k in data["docs"]})))
     asked.clear()
-    assert claim_fn(fleet.path, "dara")["claimedBy"] == "dara"
+    assert claim_fn(fleet.path, "dara")["claimed_by"] == "dara"
     assert asked == [51]
     assert [p.name for p in cache.parent.iterdir()] == ["queue.json"]  # no temp files left
 

@@ -41,7 +41,7 @@ def test_an_expired_lease_goes_back_with_a_commit_that_says_why(fleet: Fleet) ->
     assert msg.startswith(f"watchdog: return {t}: lease of ada ran out")
     assert "(token 1) ran out at" in msg and "Ready again at" in msg
     doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))
-    assert (doc["status"], doc["claimedBy"], doc["token"], doc["failures"]) == ("pending", None, c["token"], 1)
+    assert (doc["status"], doc["claimed_by"], doc["token"], doc["failures"]) == ("pending", None, c["token"], 1)
     # the default retry delay keeps it back, and claim says until when
     r = run(fleet, "task", "claim", "--as", "cleo", code=3)
     assert "the next is ready at" in r.output
@@ -77,7 +77,7 @@ def test_dead_workers_are_marked_and_come_back(fleet: Fleet) -> None:
     msg = origin.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
     assert msg.startswith("watchdog: w") and "no deltas in 3 merged ticks (last delivered tick 1, main is at tick 4" in msg
     doc = json.loads(origin.show(f"refs/heads/{BRANCH}", worker_path("w2")))
-    assert (doc["status"], doc["lastTick"], doc["since"]) == ("dead", 1, 4)
+    assert (doc["status"], doc["last_tick"], doc["since"]) == ("dead", 1, 4)
     s = json.loads(run(fleet, "status", "--json").output)
     assert {w["worker"]: w["status"] for w in s["workers"]} == {"w1": "alive", "w2": "dead", "w3": "dead"}
     assert watchdog(fleet, code=3)["commits"] == 0  # marked once, not at every run
@@ -86,6 +86,20 @@ def test_dead_workers_are_marked_and_come_back(fleet: Fleet) -> None:
     assert r["workers"] == [{"worker": "w2", "status": "alive",
                              "reason": "delivered tick 5 again (main is at tick 5)"}]
     assert "watchdog: w2 back" in origin.text("log", "-1", "--format=%s", f"refs/heads/{BRANCH}")
+
+
+def test_a_worker_record_in_the_old_spelling_is_read_and_rewritten_in_the_new(fleet: Fleet) -> None:
+    add(fleet, "placeholder")  # the branch exists
+    old = {"worker": "w9", "status": "dead", "lastTick": 0, "since": 0, "reason": "by hand",
+           "updatedAt": "2020-01-01T00:00:00.000Z"}
+    tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    hand = fleet.git.write_commit(tip, "by hand, in the old spelling\n", {worker_path("w9"): json.dumps(old).encode()}, [])
+    fleet.git.update_ref(f"refs/heads/{BRANCH}", hand, tip)
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert [(w["worker"], w["last_tick"], w["marked"]) for w in s["workers"]] == [("w9", 0, "dead")]
+    assert watchdog(fleet)["workers"][0]["status"] == "alive"  # main is at tick 0, which w9 delivered
+    doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", worker_path("w9")))
+    assert (doc["status"], doc["last_tick"]) == ("alive", 0) and "updated_at" in doc and "lastTick" not in doc
 
 
 def run_origin(f: Fleet) -> Path:
