@@ -223,8 +223,10 @@ def _task_detail(t: dict[str, Any]) -> None:
 
 
 def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--token", type=click.IntRange(1), required=True,
-                        help="The fencing token claim printed; a stale one is refused.")(fn)
+    # --fence is the name the brief fixes ("token" means model tokens to anyone
+    # running LLM agents); --token, the earlier name, still works.
+    return click.option("--fence", "--token", "token", type=click.IntRange(1), required=True,
+                        help="The fence (fencing token) claim printed; a stale one is refused.")(fn)
 
 
 def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -438,3 +438,15 @@ def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tu
     r = run(f, "task", "add", "clash", code=1)
     assert pushes(trace) == 1  # the remote said the branch did not move: no retry
     assert "'refs/heads/fleet' exists; cannot create 'refs/heads/fleet/tasks'" in r.output
+
+
+def test_fence_is_the_option_and_token_still_works(tmp_path: Path) -> None:
+    """`--fence N` as the brief names it; `--token N`, the earlier name, is the same option."""
+    from click.testing import CliRunner
+
+    from fleet.commands.task import task_command
+    for name in ("renew", "complete", "fail", "release"):
+        params = {tuple(p.opts): p for p in task_command.commands[name].params}
+        assert ("--fence", "--token") in params and params[("--fence", "--token")].name == "token"
+    r = CliRunner().invoke(task_command, ["renew", "-C", str(tmp_path), "tk-x"])
+    assert r.exit_code == 2 and "--fence" in r.output
