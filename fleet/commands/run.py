@@ -41,7 +41,10 @@ from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
 
-STOP_GRACE = 10.0
+# How long a worker stopped at the deadline has to publish what it finished (a
+# commit and a push) before it is killed: a push over a slow network, or on a
+# busy machine, can take more than a few seconds.
+STOP_GRACE = 30.0
 
 
 @dataclass
