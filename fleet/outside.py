@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.commands.validate import check_in
+from fleet.checks import check_in
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
 from fleet.git import Git

@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from fleet.commands.validate import check_in
+from fleet.checks import load_in
 from fleet.errors import FleetError
 from fleet.state import Snapshot
 
@@ -63,11 +61,11 @@ def _docs(snap: Snapshot, collection: str) -> list[dict[str, Any]]:
     for path, data in snap.read_many(paths).items():
         # Main should hold only valid documents, but a person's push to a remote main is
         # not checked by fleet: a worker that cannot read one says which, and why.
-        problem = check_in(snap, path, data or b"")
+        doc, problem = load_in(snap, path, data or b"")
         if problem:
             raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
                              "fix the file or revert the commit that changed it")
-        docs.append(orjson.loads(data or b""))
+        docs.append(doc)
     return docs
 
 
