@@ -71,16 +71,18 @@ def redact_bytes(data: bytes, known: list[str] | None = None) -> bytes:
     return data
 
 
-def named() -> list[tuple[str, str]]:
-    """(name, value) of every secret this process can see; keys given to fleet
-    by flag or config are named as such."""
+def named() -> list[tuple[str, bytes]]:
+    """(name, value as bytes) of every secret this process can see; keys given
+    to fleet by flag or config are named as such. Encoded once, for a merge
+    that looks for them in every delta file."""
     out = [(k, v) for k, v in sorted(os.environ.items()) if is_secret_name(k) and len(v) >= MIN_LENGTH]
-    return out + [("a key given to fleet", v) for v in sorted(_extra)]
+    out += [("a key given to fleet", v) for v in sorted(_extra)]
+    return [(k, v.encode(errors="surrogateescape")) for k, v in out]
 
 
-def found_in(data: bytes, known: list[tuple[str, str]]) -> str | None:
+def found_in(data: bytes, known: list[tuple[str, bytes]]) -> str | None:
     """The name of the first of ``known`` (see :func:`named`) that ``data`` holds."""
     for name, value in known:
-        if value.encode(errors="surrogateescape") in data:
+        if value in data:
             return name
     return None
