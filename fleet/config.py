@@ -160,6 +160,9 @@ class Config:
     models: dict[str, Price] = field(default_factory=dict)
     tasks: TaskSettings = field(default_factory=TaskSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    # the world's declarations as written (tools, prompt), inline or file names;
+    # fleet.world checks and compiles them against this config
+    declared: dict[str, Any] = field(default_factory=dict)
 
     def budget_of(self, agent: str) -> Budget:
         a = self.agents.get(agent)
@@ -235,4 +238,5 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         models={m: Price(**p) for m, p in raw.get("models", {}).items()},
         tasks=TaskSettings(**raw.get("tasks", {})),
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
+        declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
     )

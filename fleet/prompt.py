@@ -1,32 +1,23 @@
 """Prompt assembly: a shared prefix for the tick, then each agent's own context.
 
-The part common to every agent of a tick (the rules, the roster, the world
-summary) comes first and ends in a ``cache_control`` breakpoint, so the model
-provider charges for it once a tick; the agent's own part (persona, memory,
-its posts and what mentions it) follows and is packed to what is left of
-``run.context_tokens``. Tokens are estimated at four characters each, which
-is how the packing and the cache-prefix benchmark count.
+What goes in is the world's declaration (config ``prompt``, fleet.world):
+the rules, then the ``shared`` sections, the same for every agent of a tick,
+ending in a ``cache_control`` breakpoint so the provider charges for them once
+a tick; then the agent's ``own`` sections, packed to what is left of
+``run.context_tokens``. Tokens are estimated at four characters each, which is
+how the packing and the cache-prefix benchmark count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from fleet.checks import load_in
-from fleet.errors import FleetError
-from fleet.state import Snapshot
+from fleet.refs import Scope, render
+from fleet.world import PromptSpec, Section, Selection, View, Where
 
 CHARS_PER_TOKEN = 4
 COMMON_SHARE = 0.8  # of the context budget, at most, for the shared prefix
-
-RULES = """You are one agent in a simulated social network run by fleet. The network
-moves in ticks; this is your one turn of this tick. You act only through the
-tools you are given; everything you do is recorded, validated and merged with
-what the other agents did in the same tick. You may make several tool calls.
-If nothing is worth doing, call do_nothing and say why. Never try to act as
-another agent: your calls are always made as yourself. Keep posts and
-comments short, concrete and in your own voice."""
 
 
 def tokens(text: str) -> int:
@@ -41,126 +32,141 @@ class Prompt:
     total_tokens: int
 
 
-@dataclass
-class WorldIndex:
-    """What prompts are built from, read once per tick per worker."""
-
-    tick: int
-    agents: dict[str, dict[str, Any]]
-    channels: dict[str, dict[str, Any]]
-    posts: dict[str, dict[str, Any]]
-    comments_on: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    followers: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _docs(snap: Snapshot, collection: str) -> list[dict[str, Any]]:
-    if collection not in snap.config.collections:
-        return []
-    paths = snap.under(f"state/{collection}")
-    docs = []
-    for path, data in snap.read_many(paths).items():
-        # Main should hold only valid documents, but a person's push to a remote main is
-        # not checked by fleet: a worker that cannot read one says which, and why.
-        doc, problem = load_in(snap, path, data or b"")
-        if problem:
-            raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
-                             "fix the file or revert the commit that changed it")
-        docs.append(doc)
-    return docs
-
-
-def index(snap: Snapshot) -> WorldIndex:
-    w = WorldIndex(
-        tick=snap.tick + 1,
-        agents={d["id"]: d for d in _docs(snap, "agents")},
-        channels={d["id"]: d for d in _docs(snap, "channels")},
-        posts={d["id"]: d for d in _docs(snap, "posts")},
-    )
-    for c in _docs(snap, "comments"):
-        w.comments_on.setdefault(c.get("post", ""), []).append(c)
-    for f in _docs(snap, "follows"):
-        w.followers.setdefault(f.get("followee", ""), []).append(f.get("follower", ""))
-    return w
-
-
-def _recent(posts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(posts.values(), key=lambda p: (-p.get("tick", 0), p["id"]))
-
-
 class PromptBuilder:
     """Builds every agent's prompt of one tick around one shared prefix."""
 
-    def __init__(self, world: WorldIndex, context_tokens: int) -> None:
-        self.world = world
+    def __init__(self, view: View, spec: PromptSpec, context_tokens: int, fleet_name: str = "") -> None:
+        self.view = view
+        self.spec = spec
         self.budget = context_tokens
+        self.names = {"tick": view.tick, "fleet": fleet_name or "a fleet"}
         self.common = self._common(int(context_tokens * COMMON_SHARE))
         self.common_tokens = tokens(self.common)
 
     def _common(self, budget: int) -> str:
-        w = self.world
-        parts = [RULES, f"\n\nIt is tick {w.tick}.", "\n\nAgents:"]
-        for a in sorted(w.agents.values(), key=lambda a: a["id"]):
-            parts.append(f"\n- {a['id']} ({a.get('name', '')}): {a.get('persona', '')[:160]}")
-        parts.append("\n\nChannels:")
-        for c in sorted(w.channels.values(), key=lambda c: c["id"]):
-            parts.append(f"\n- {c['id']}: {c.get('description', '')[:160]} ({c.get('post_count', 0)} posts)")
-        parts.append("\n\nRecent posts (newest first):")
+        scope = Scope(self.names)
+        parts = [self.spec.rules.text(scope), f"\n\nIt is tick {self.view.tick}."]
         used = tokens("".join(parts))
-        posts_budget = used + (budget - used) * 2 // 3  # the rest is for the conversation under them
-        for p in _recent(w.posts):
-            line = (f"\n- {p['id']} in {p.get('channel')} by {p.get('author')} (tick {p.get('tick', 0)}, "
-                    f"score {p.get('score', 0)}, {p.get('comment_count', 0)} comments): {p.get('title', '')[:120]}")
-            cost = tokens(line)
-            if used + cost > posts_budget:
-                break
-            parts.append(line)
-            used += cost
-        comments = sorted((c for cs in w.comments_on.values() for c in cs),
-                          key=lambda c: (-c.get("tick", 0), c.get("id", "")))
-        if comments:
-            parts.append("\n\nRecent comments (newest first):")
-            used += tokens(parts[-1])
-        for c in comments:
-            line = f"\n- {c.get('author')} on {c.get('post')} (tick {c.get('tick', 0)}): {c.get('body', '')[:200]}"
-            cost = tokens(line)
-            if used + cost > budget:
-                break
-            parts.append(line)
+        for s in self.spec.shared:
+            limit = used + int((budget - used) * s.share)
+            text, cost = _pack(self, s, scope, max(0, limit - used), "\n\n")
+            parts.append(text)
             used += cost
         return "".join(parts)
 
     def for_agent(self, agent: str) -> Prompt:
-        w = self.world
-        me = w.agents.get(agent, {})
+        scope = Scope({**self.names, "agent": agent})
         left = max(0, self.budget - self.common_tokens)
-        sections = [f"You are {agent}. {me.get('persona', '')}"]
-        if me.get("bio"):
-            sections.append(f"Your bio: {me['bio']}")
-        memory = me.get("memory") or []
-        if memory:
-            sections.append("Your notes, newest first:\n" + "\n".join(f"- {m.get('text', '')}" for m in reversed(memory[-10:])))
-        mine = [p for p in _recent(w.posts) if p.get("author") == agent][:5]
-        if mine:
-            lines = []
-            for p in mine:
-                lines.append(f"- {p['id']}: {p.get('title', '')} (score {p.get('score', 0)})")
-                for c in w.comments_on.get(p["id"], [])[-3:]:
-                    lines.append(f"  - {c.get('author')} commented: {c.get('body', '')[:200]}")
-            sections.append("Your posts and what others said about them:\n" + "\n".join(lines))
-        followers = w.followers.get(agent, [])
-        if followers:
-            sections.append(f"Followed by: {', '.join(sorted(followers))}")
         text, used = "", 0
-        for s in sections:  # most important first; stop when the budget is spent
-            cost = tokens("\n\n" + s)
-            if used + cost > left:
-                break
-            text += ("\n\n" if text else "") + s
+        for s in self.spec.own:  # in the declared order, most important first
+            block, cost = _pack(self, s, scope, left - used, "\n\n" if text else "")
+            text += block
             used += cost
-        ask = f"Tick {w.tick}: take your turn now, using the tools."
+        ask = self.spec.ask.text(scope)
         system = [
             {"type": "text", "text": self.common, "cache_control": {"type": "ephemeral"}},
             {"type": "text", "text": text or f"You are {agent}."},
         ]
         return Prompt(system, [{"role": "user", "content": ask}], self.common_tokens,
                       self.common_tokens + tokens(text) + tokens(ask))
+
+
+def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tuple[str, int]:
+    """A section within ``room`` tokens: (its text, its cost); ("", 0) if nothing fits."""
+    doc = None
+    if s.doc is not None:
+        doc_id = s.doc.id_in(scope)
+        doc = b.view.get(s.doc.collection, doc_id) if doc_id else None
+        if doc is None:
+            return "", 0
+    if s.line is None:  # a block of text
+        assert s.text is not None
+        body = s.text.text(Scope(scope.names, doc)).strip()
+        if not body:
+            return "", 0
+        block = sep + (s.title + "\n" if s.title else "") + body
+        cost = tokens(block)
+        return (block, cost) if cost <= room else ("", 0)
+    items = _items(b.view, s, scope, doc)
+    head = sep + s.title if s.title else sep.rstrip(" ")
+    out, used, lines = [head], tokens(head), 0
+    for item in items:
+        line = ("\n" if (s.title or lines) else "") + s.line.text(Scope(scope.names, item))
+        cost = tokens(line)
+        if used + cost > room:
+            break
+        out.append(line)
+        used += cost
+        lines += 1
+    return ("".join(out), used) if lines else ("", 0)
+
+
+def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> list[Any]:
+    if doc is not None:
+        raw = doc.get(s.list or "", [])
+        items = [i for i in raw if isinstance(i, dict)] if isinstance(raw, list) else []
+        tests = _resolve(view, s.where, scope)
+        items = [i for i in items if _matches(i, tests)]
+    else:
+        assert s.collection is not None
+        items = _select(view, s.collection, s.where, scope)
+    items = _ordered(items, s.order)
+    return items[: s.limit] if s.limit else items
+
+
+# a resolved condition: (field, the value wanted, or the set of ids it must be in)
+_Test = tuple[str, Any, bool]
+
+
+def _resolve(view: View, where: tuple[Where, ...], scope: Scope) -> list[_Test]:
+    out: list[_Test] = []
+    for w in where:
+        if isinstance(w.value, Selection):
+            out.append((w.field, {d["id"] for d in _select(view, w.value.collection, w.value.where, scope)}, True))
+        else:
+            out.append((w.field, render(w.value, scope), False))
+    return out
+
+
+def _select(view: View, collection: str, where: tuple[Where, ...], scope: Scope) -> list[dict[str, Any]]:
+    tests = _resolve(view, where, scope)
+    first = next((t for t in tests if not t[2]), None)
+    if first is not None:  # one field by the view's index, the rest by filter
+        candidates = view.by(collection, first[0], first[1])
+        tests = [t for t in tests if t is not first]
+    else:
+        candidates = list(view.docs(collection).values())
+    return [d for d in candidates if _matches(d, tests)]
+
+
+def _matches(item: dict[str, Any], tests: list[_Test]) -> bool:
+    for name, wanted, is_set in tests:
+        value = item.get(name)
+        if is_set:
+            if not isinstance(value, str) or value not in wanted:
+                return False
+        elif value != wanted or isinstance(value, bool) != isinstance(wanted, bool):
+            return False
+    return True
+
+
+def _ordered(items: list[Any], order: tuple[str, ...]) -> list[Any]:
+    """Sorted by the keys, each ascending or ('-') descending; missing values last,
+    ties in id order (or the list's own order, for items without ids)."""
+    out = sorted(items, key=lambda i: str(i.get("id", ""))) if items and "id" in items[0] else list(items)
+    for key in reversed(order):
+        desc = key.startswith("-")
+        name = key.lstrip("-")
+        present = [i for i in out if _sortable(i.get(name))]
+        missing = [i for i in out if not _sortable(i.get(name))]
+        present.sort(key=lambda i: _rank(i[name]), reverse=desc)
+        out = present + missing
+    return out
+
+
+def _sortable(v: Any) -> bool:
+    return isinstance(v, (int, float, str)) and not isinstance(v, bool)
+
+
+def _rank(v: Any) -> tuple[int, Any]:
+    return (0, v) if isinstance(v, (int, float)) else (1, v)

@@ -15,25 +15,18 @@ from typing import Any
 
 from fleet import delta as delta_mod
 from fleet import faults, keys
+from fleet import world as world_mod
 from fleet.config import Budget, Config, Price
-from fleet.prompt import PromptBuilder, WorldIndex, index
+from fleet.prompt import PromptBuilder
 from fleet.providers import Provider, TurnRequest
 from fleet.records import Usage
 from fleet.state import Snapshot
-from fleet.tools import TOOLS, World, to_ops
+from fleet.tools import to_ops
+from fleet.world import View
 
 
 class BudgetExhausted(Exception):
     """No new turn starts: the reason is recorded in the agent's empty delta."""
-
-
-def world_of(w: WorldIndex, snap: Snapshot) -> World:
-    """The view of the world the tools check calls against."""
-    following = {(f, a) for a, fs in w.followers.items() for f in fs}
-    reactions = {p.rsplit("/", 1)[1][:-5] for p in snap.under("state/reactions")}
-    return World(agents=set(snap.config.agents), channels=set(w.channels),
-                 posts={pid: p.get("author", "") for pid, p in w.posts.items()},
-                 following=following, reactions=reactions)
 
 
 @dataclass
@@ -85,9 +78,12 @@ async def run_turns(
     """
     finished = {} if finished is None else finished
     cfg: Config = snap.config
-    windex = index(snap)
-    world = world_of(windex, snap)
-    builder = PromptBuilder(windex, cfg.run.context_tokens)
+    world = world_mod.load(cfg, snap.read)
+    declared = frozenset(world.tools)
+    # every turn reads main as the tick started, never another turn's calls:
+    # what an agent does does not depend on which agents share its worker
+    view = View(snap, tick=snap.tick + 1)
+    builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
     spend = Spending(_share(cfg.tick_budget, workers))
@@ -111,6 +107,7 @@ async def run_turns(
         async with sem:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("the worker's deadline passed before this turn started")
+            tools = world.tools_of(cfg, agent)
             prompt = builder.for_agent(agent)
             model = cfg.model_of(agent)
             max_tokens = cfg.run.max_tokens
@@ -127,13 +124,11 @@ async def run_turns(
             spend.reserve(estimate_tokens, estimate_usd)
             result = None
             try:
-                request = TurnRequest(agent, tick, windex.agents.get(agent, {}).get("persona", ""),
-                                      world, TOOLS, prompt, model, max_tokens)
+                request = TurnRequest(agent, tick, view, world.definitions(tools), tools, prompt, model, max_tokens)
                 result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
-        allowed = cfg.agents[agent].actions if agent in cfg.agents else None
-        conv = to_ops(agent, tick, result.calls, world, allowed)
+        conv = to_ops(agent, tick, result.calls, view, tools, declared)
         meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
         if conv.rejected:
             meta["rejected"] = conv.rejected

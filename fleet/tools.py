@@ -1,52 +1,24 @@
-"""What an agent may do, as tools with JSON Schema inputs, and how calls become ops.
+"""How a model's tool calls become delta ops, by the tools the world declares.
 
-A provider returns tool calls; this module checks each call against its
-schema and the world, and turns it into delta ops for the acting agent. The
-acting agent is never a parameter: a call cannot act for another agent. A call
-that fails is recorded in the delta's ``meta.rejected`` and never applied.
+A provider returns tool calls; this module checks each call against the
+agent's own tools (fleet.world): the input schema, then the preconditions on
+main as the tick started and on what the same turn made, and turns the
+effects into ops for the acting agent. The acting agent is never a parameter:
+a call cannot act for another agent, and the merge's authority rules still
+decide. A call that fails is recorded in the delta's ``meta.rejected`` and
+never applied.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import jsonschema_rs
 
 from fleet import canonical, schemas
 from fleet.delta import Op
 from fleet.ids import is_safe_id, printable
-
-ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
-NOOP = "do_nothing"
-
-TOOLS: list[dict[str, Any]] = [
-    {"name": "post", "description": "Publish a new post in a channel.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["channel", "title", "body"],
-                      "properties": {"channel": ID, "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                                     "body": {"type": "string", "maxLength": 4000},
-                                     "tags": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 10}}}},
-    {"name": "comment", "description": "Comment on an existing post.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["post", "body"],
-                      "properties": {"post": ID, "body": {"type": "string", "minLength": 1, "maxLength": 2000}}}},
-    {"name": "react", "description": "React to a post: like, insight, disagree or laugh.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["post", "kind"],
-                      "properties": {"post": ID, "kind": {"enum": ["like", "insight", "disagree", "laugh"]}}}},
-    {"name": "follow", "description": "Follow another agent.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["agent"],
-                      "properties": {"agent": ID}}},
-    {"name": "remember", "description": "Write a short note to your own memory for later ticks.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["text"],
-                      "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 500}}}},
-    {"name": "update_bio", "description": "Replace your own bio.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["bio"],
-                      "properties": {"bio": {"type": "string", "maxLength": 500}}}},
-    {"name": NOOP, "description": "Do nothing this tick, and say why.",
-     "input_schema": {"type": "object", "additionalProperties": False, "required": ["reason"],
-                      "properties": {"reason": {"type": "string", "maxLength": 500}}}},
-]
-_VALIDATORS = {t["name"]: jsonschema_rs.validator_for(t["input_schema"]) for t in TOOLS}
-REACTION_SCORE = {"like": 1, "insight": 1, "disagree": 0, "laugh": 1}
+from fleet.refs import MISSING, Scope, render
+from fleet.world import NOOP, Tool, View
 
 
 @dataclass(frozen=True)
@@ -56,29 +28,20 @@ class ToolCall:
 
 
 @dataclass
-class World:
-    """What the tools need to know of the state at main."""
-
-    agents: set[str]
-    channels: set[str]
-    posts: dict[str, str]  # post id -> author
-    following: set[tuple[str, str]] = field(default_factory=set)
-    reactions: set[str] = field(default_factory=set)
-
-
-@dataclass
 class Conversion:
     ops: list[Op]
     rejected: list[dict[str, Any]]
     noop: str | None
 
 
-def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World,
-           allowed: tuple[str, ...] | None = None) -> Conversion:
+def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict[str, Tool],
+           declared: frozenset[str] | set[str] = frozenset()) -> Conversion:
     """Turn one turn's tool calls into ops; reject what is malformed or out of reach.
 
-    ``allowed``: the tools this agent may use (config agents.<id>.actions).
+    ``tools``: the tools this agent may use (config agents.<id>.actions);
+    ``declared``: every tool of the world, to say why another is refused.
     """
+    turn = _Turn(view)
     ops: list[Op] = []
     rejected: list[dict[str, Any]] = []
     dropped = 0
@@ -87,13 +50,15 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], world: World,
         try:
             if not isinstance(call.name, str) or not is_safe_id(call.name):
                 raise _Reject("the tool's name is not a tool name")
-            if allowed is not None and call.name not in allowed and call.name != NOOP:
-                raise _Reject(f"tool {call.name!r} is not among this agent's actions")
+            if call.name not in tools and call.name != NOOP:
+                if call.name in declared:
+                    raise _Reject(f"tool {call.name!r} is not among this agent's actions")
+                raise _Reject(f"unknown tool {call.name!r}")
             try:
                 canonical.check(call.input, max_depth=INPUT_DEPTH)
             except canonical.JSONProblem as e:
                 raise _Reject(f"input is not JSON fleet can keep: {e}") from None
-            new = _one(agent, tick, n, call, world)
+            new = turn.call(agent, tick, n, call, tools.get(call.name))
         except _Reject as e:
             if len(rejected) < MAX_REJECTED:
                 rejected.append(_rejection(call, str(e)))
@@ -144,59 +109,77 @@ def _rejection(call: ToolCall, reason: str) -> dict[str, Any]:
             "input_excerpt": printable(text, EXCERPT)}
 
 
-def _one(agent: str, tick: int, n: int, call: ToolCall, world: World) -> list[Op] | None:
-    v = _VALIDATORS.get(call.name)
-    if v is None:
-        raise _Reject(f"unknown tool {call.name!r}")
-    try:
-        problem = schemas.first_error(v, call.input)
-    except (ValueError, RecursionError) as e:  # the validator gave up on it
-        problem = f"cannot be checked ({type(e).__name__})"
-    if problem:
-        raise _Reject(f"input does not match the tool's schema: {problem}")
-    a = call.input
-    if call.name == NOOP:
-        return None
-    if call.name == "post":
-        if a["channel"] not in world.channels:
-            raise _Reject(f"no channel {a['channel']!r}")
-        pid = f"{agent}-t{tick}-{n}"
-        doc = {"id": pid, "channel": a["channel"], "author": agent, "title": a["title"], "body": a["body"],
-               "tick": tick, "tags": sorted(set(a.get("tags", []))), "score": 0, "comment_count": 0}
-        world.posts[pid] = agent
-        return [Op("create", "posts", pid, (), doc), Op("incr", "channels", a["channel"], ("post_count",), 1),
-                Op("incr", "agents", agent, ("post_count",), 1)]
-    if call.name == "comment":
-        if a["post"] not in world.posts:
-            raise _Reject(f"no post {a['post']!r}")
-        cid = f"{agent}-t{tick}-{n}"
-        return [Op("create", "comments", cid, (), {"id": cid, "post": a["post"], "author": agent, "body": a["body"], "tick": tick}),
-                Op("incr", "posts", a["post"], ("comment_count",), 1)]
-    if call.name == "react":
-        author = world.posts.get(a["post"])
-        if author is None:
-            raise _Reject(f"no post {a['post']!r}")
-        rid = f"{agent}-{a['post']}-{a['kind']}"
-        if rid in world.reactions:
-            raise _Reject(f"already reacted {a['kind']} to {a['post']}")
-        world.reactions.add(rid)
-        ops = [Op("create", "reactions", rid, (), {"id": rid, "post": a["post"], "agent": agent, "kind": a["kind"], "tick": tick})]
-        if REACTION_SCORE[a["kind"]]:
-            ops.append(Op("incr", "posts", a["post"], ("score",), REACTION_SCORE[a["kind"]]))
-            if author != agent:
-                ops.append(Op("incr", "agents", author, ("karma",), 1))
+class _Turn:
+    """One turn's calls against main as the tick started, plus what this turn
+    created or deleted, so a later call of the same turn sees its own work."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+        self.made: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted this turn
+
+    def doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        key = (collection, doc_id)
+        if key in self.made:
+            return self.made[key]
+        return self.view.get(collection, doc_id)
+
+    def call(self, agent: str, tick: int, n: int, call: ToolCall, tool: Tool | None) -> list[Op] | None:
+        if tool is None:  # do_nothing
+            if not isinstance(call.input, dict) or not isinstance(call.input.get("reason", ""), str):
+                raise _Reject("input does not match the tool's schema: do_nothing takes {\"reason\": text}")
+            return None
+        try:
+            problem = schemas.first_error(tool.validator, call.input)
+        except (ValueError, RecursionError) as e:  # the validator gave up on it
+            problem = f"cannot be checked ({type(e).__name__})"
+        if problem:
+            raise _Reject(f"input does not match the tool's schema: {problem}")
+        names: dict[str, Any] = {"input": _with_defaults(tool.input_schema, call.input), "agent": agent,
+                                 "tick": tick, "n": n, "id": f"{agent}-t{tick}-{n}"}
+        scope = Scope(names)
+        for alias, ref in tool.needs:
+            doc_id = ref.id_in(scope)
+            doc = self.doc(ref.collection, doc_id) if doc_id else None
+            if doc is None:
+                raise _Reject(f"no {ref.collection} document {_shown(ref.id.value(scope))} ({tool.name}: needs {ref.source})")
+            names[alias] = doc
+        for ref in tool.absent:
+            doc_id = ref.id_in(scope)
+            if doc_id and self.doc(ref.collection, doc_id) is not None:
+                raise _Reject(f"{ref.collection}/{doc_id} exists already ({tool.name}: absent {ref.source})")
+        for cond in tool.checks:
+            if not cond.holds(scope):
+                raise _Reject(f"{tool.name}: {cond.why_not(scope)}")
+        ops: list[Op] = []
+        made: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for e in tool.effects:
+            if not all(c.holds(scope) for c in e.when):
+                continue
+            doc_id = e.doc.id_in(scope)
+            if doc_id is None:
+                raise _Reject(f"{e.doc.source} gives {_shown(e.doc.id.value(scope))}, which is not a document id")
+            value = render(e.value, scope) if e.value is not None else None
+            if value is MISSING:
+                raise _Reject(f"{e.op} {e.doc.source}: its value names something the call did not give")
+            if e.op == "create":
+                value = {**value, "id": doc_id}
+                made[(e.doc.collection, doc_id)] = value
+            elif e.op == "delete":
+                made[(e.doc.collection, doc_id)] = None
+            ops.append(Op(e.op, e.doc.collection, doc_id, e.path, value))
+        self.made.update(made)
         return ops
-    if call.name == "follow":
-        other = a["agent"]
-        if other == agent or other not in world.agents:
-            raise _Reject(f"cannot follow {other!r}")
-        if (agent, other) in world.following:
-            raise _Reject(f"already following {other}")
-        world.following.add((agent, other))
-        fid = f"{agent}--{other}"
-        return [Op("create", "follows", fid, (), {"id": fid, "follower": agent, "followee": other, "tick": tick})]
-    if call.name == "remember":
-        return [Op("append", "agents", agent, ("memory",), {"id": f"m{tick}-{n}", "tick": tick, "text": a["text"]})]
-    if call.name == "update_bio":
-        return [Op("set", "agents", agent, ("bio",), a["bio"])]
-    raise _Reject(f"unknown tool {call.name!r}")  # pragma: no cover - guarded by _VALIDATORS
+
+
+def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The input with the defaults its schema declares for fields the call left out."""
+    props = schema.get("properties") or {}
+    out = dict(given)
+    for name, sub in props.items():
+        if name not in out and isinstance(sub, dict) and "default" in sub:
+            out[name] = sub["default"]
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "(missing)" if value is MISSING else repr(printable(str(value), 80))

@@ -25,13 +25,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.servers` from any working directory
 
 from fleet import canonical  # noqa: E402
+from fleet import world as world_mod  # noqa: E402
 from fleet.commands.init import init  # noqa: E402
 from fleet.config import Price  # noqa: E402
 from fleet.git import Git  # noqa: E402
 from fleet.providers.anthropic import AnthropicProvider  # noqa: E402
 from fleet.state import MemorySnapshot  # noqa: E402
 from fleet.streams import run_turns  # noqa: E402
-from fleet.tools import TOOLS  # noqa: E402
 from tests.servers.anthropic_api import (  # noqa: E402
     AnthropicAPI,
     api_error,
@@ -165,7 +165,8 @@ def test_tool_use_replies_become_delta_ops(api: AnthropicAPI, tmp_path: Path) ->
         b = s.body
         assert s.status == 200 and s.path == "/v1/messages" and s.headers["anthropic-version"]
         assert b["model"] == MODEL and isinstance(b["max_tokens"], int) and not b.get("stream")
-        assert [t["name"] for t in b["tools"]] == [t["name"] for t in TOOLS]
+        w = world_mod.load(snap.config, snap.read)  # each agent is offered its own tools, and do_nothing
+        assert [t["name"] for t in b["tools"]] == [t["name"] for t in w.definitions(w.tools_of(snap.config, s.agent))]
         assert b["messages"][0]["role"] == "user"
         call = s.response["content"][0]
         d = deltas[s.agent]

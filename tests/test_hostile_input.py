@@ -352,9 +352,9 @@ def test_every_inbox_entry_is_decided_and_the_good_ones_apply(fleet: Fleet, tmp_
 # -- 11, 12, 13: a model's output ----------------------------------------------------------
 
 
-def _world() -> Any:
-    from fleet.tools import World
-    return World({"ada", "basil"}, {"general"}, {})
+def _convert(calls: list[Any]) -> Any:
+    from test_tools import convert
+    return convert("ada", calls, tick=1)
 
 
 def _nested(n: int) -> Any:
@@ -372,9 +372,9 @@ def _nested(n: int) -> Any:
     {"bio": "\udcff"},
 ])
 def test_a_bad_tool_input_is_rejected_alone_and_compactly(bad: dict[str, Any]) -> None:
-    from fleet.tools import ToolCall, to_ops
+    from fleet.tools import ToolCall
     calls = [ToolCall("update_bio", bad), ToolCall("post", {"channel": "general", "title": "ok", "body": "fine"})] * 30
-    conv = to_ops("ada", 1, calls, _world())
+    conv = _convert(calls)
     assert len(conv.ops) == 30 * 3  # every valid call kept: a post is a create and two counters
     assert len(conv.rejected) == 21 and "20" in conv.rejected[-1]["reason"]  # at most 20, then a count
     line = canonical.dumps_line(conv.rejected)  # what the delta will hold can be written...

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from conftest import Fleet
 
-from fleet.prompt import PromptBuilder, index, tokens
+from fleet import world
+from fleet.prompt import PromptBuilder, tokens
 from fleet.state import GitSnapshot
+from fleet.world import View
 
 
 def snapshot(f: Fleet) -> GitSnapshot:
@@ -15,7 +17,7 @@ def snapshot(f: Fleet) -> GitSnapshot:
 
 def test_every_agent_shares_one_prefix_and_stays_in_budget(fleet: Fleet) -> None:
     snap = snapshot(fleet)
-    builder = PromptBuilder(index(snap), 2000)
+    builder = PromptBuilder(View(snap, tick=snap.tick + 1), world.load(snap.config, snap.read).prompt, 2000)
     prompts = {a: builder.for_agent(a) for a in snap.config.agents}
     prefixes = {p.system[0]["text"] for p in prompts.values()}
     assert len(prefixes) == 1  # one cacheable prefix for the whole tick

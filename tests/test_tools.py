@@ -1,29 +1,79 @@
-"""Tools (fleet/tools.py): calls become the caller's ops, or are rejected with a reason."""
+"""Tools (fleet/tools.py, declared by the world): calls become the caller's ops, or are rejected with a reason."""
 
 from __future__ import annotations
 
-from fleet.tools import NOOP, ToolCall, World, to_ops
+from pathlib import Path
+
+from fleet import world as world_mod
+from fleet.state import MemorySnapshot
+from fleet.tools import ToolCall, to_ops
+from fleet.world import NOOP, View
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def world() -> World:
-    return World({"ada", "basil"}, {"general"}, {"basil-1": "basil"})
+def example() -> MemorySnapshot:
+    """The default example world, from this repository's own files."""
+    files = {p.relative_to(REPO).as_posix(): p.read_bytes()
+             for folder in ("state", "schemas") for p in (REPO / folder).rglob("*.json")}
+    return MemorySnapshot(files)
+
+
+def convert(agent: str, calls: list[ToolCall], only: tuple[str, ...] | None = None, tick: int = 2):
+    snap = example()
+    w = world_mod.load(snap.config, snap.read)
+    tools = w.tools_of(snap.config, agent) if only is None else {n: w.tools[n] for n in only}
+    return to_ops(agent, tick, calls, View(snap, tick=tick), tools, set(w.tools))
 
 
 def test_a_call_acts_for_its_caller_only() -> None:
-    conv = to_ops("ada", 2, [ToolCall("update_bio", {"bio": "hi", "agent": "basil"})], world())
+    conv = convert("ada", [ToolCall("update_bio", {"bio": "hi", "agent": "basil"})])
     assert conv.ops == [] and "input does not match" in conv.rejected[0]["reason"]
-    conv = to_ops("ada", 2, [ToolCall("update_bio", {"bio": "hi"})], world())
-    assert [(o.op, o.collection, o.id) for o in conv.ops] == [("set", "agents", "ada")]
+    conv = convert("ada", [ToolCall("update_bio", {"bio": "hi"})])
+    assert [(o.op, o.collection, o.id, o.arg) for o in conv.ops] == [("set", "agents", "ada", "hi")]
 
 
 def test_actions_the_agent_lacks_and_unknown_tools_are_rejected_and_noop_says_why() -> None:
     calls = [ToolCall("post", {"channel": "general", "title": "t", "body": "b"}), ToolCall("nope", {}),
              ToolCall(NOOP, {"reason": "thinking"})]
-    conv = to_ops("ada", 2, calls, world(), allowed=("comment",))
+    conv = convert("ada", calls, only=("comment",))
     assert conv.ops == [] and [r["tool"] for r in conv.rejected] == ["post", "nope"]
-    assert "not among this agent's actions" in conv.rejected[0]["reason"] and conv.noop == "thinking"
+    assert "not among this agent's actions" in conv.rejected[0]["reason"]
+    assert "unknown tool" in conv.rejected[1]["reason"] and conv.noop == "thinking"
 
 
-def test_a_follow_refuses_doubles_within_a_turn() -> None:
-    conv = to_ops("ada", 2, [ToolCall("follow", {"agent": "basil"})] * 2, world())
-    assert len(conv.ops) == 1 and "already following" in conv.rejected[0]["reason"]
+def test_a_follow_refuses_doubles_and_oneself_within_a_turn() -> None:
+    conv = convert("ada", [ToolCall("follow", {"agent": "basil"})] * 2 + [ToolCall("follow", {"agent": "ada"})])
+    assert [(o.op, o.id) for o in conv.ops] == [("create", "ada--basil")]
+    assert "exists already" in conv.rejected[0]["reason"] and "!=" in conv.rejected[1]["reason"]
+    conv = convert("basil", [ToolCall("follow", {"agent": "cleo"})])  # basil--cleo is on main already
+    assert conv.ops == [] and "exists already" in conv.rejected[0]["reason"]
+    conv = convert("ada", [ToolCall("follow", {"agent": "nobody"})])
+    assert conv.ops == [] and "no agents document 'nobody'" in conv.rejected[0]["reason"]
+
+
+def test_a_reaction_bumps_score_and_the_authors_karma_but_not_ones_own() -> None:
+    conv = convert("ada", [ToolCall("react", {"post": "cleo-1", "kind": "like"})])
+    assert [(o.op, o.collection, o.id, o.path) for o in conv.ops] == [
+        ("create", "reactions", "ada-cleo-1-like", ()), ("incr", "posts", "cleo-1", ("score",)),
+        ("incr", "agents", "cleo", ("karma",))]
+    conv = convert("ada", [ToolCall("react", {"post": "ada-1", "kind": "insight"})])
+    assert [(o.collection, o.path) for o in conv.ops] == [("reactions", ()), ("posts", ("score",))]
+    conv = convert("ada", [ToolCall("react", {"post": "cleo-1", "kind": "disagree"})])
+    assert [o.collection for o in conv.ops] == ["reactions"]
+
+
+def test_a_post_made_in_a_turn_can_be_commented_later_in_that_turn() -> None:
+    conv = convert("ada", [ToolCall("post", {"channel": "general", "title": "t", "body": "b"}),
+                           ToolCall("comment", {"post": "ada-t2-1", "body": "and more"})])
+    assert [(o.op, o.collection, o.id) for o in conv.ops] == [
+        ("create", "posts", "ada-t2-1"), ("incr", "channels", "general"), ("incr", "agents", "ada"),
+        ("create", "comments", "ada-t2-2"), ("incr", "posts", "ada-t2-1")]
+    post = conv.ops[0].arg
+    assert post["author"] == "ada" and post["tick"] == 2 and post["tags"] == [] and post["id"] == "ada-t2-1"
+
+
+def test_a_note_is_appended_to_ones_own_memory() -> None:
+    conv = convert("basil", [ToolCall("remember", {"text": "water the tests"})], tick=7)
+    assert [(o.op, o.id, o.path, o.arg) for o in conv.ops] == [
+        ("append", "basil", ("memory",), {"id": "m7-1", "tick": 7, "text": "water the tests"})]

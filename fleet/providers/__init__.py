@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from fleet.config import Config
 from fleet.errors import UsageError
 from fleet.prompt import Prompt
-from fleet.tools import ToolCall, World
+from fleet.tools import ToolCall
+from fleet.world import Tool, View
 
 NAMES = ("auto", "offline", "anthropic")
 OFFLINE_MODEL = "offline-1"
@@ -26,9 +27,9 @@ CONFIG_SETTING = "run.provider in state/config.json"
 class TurnRequest:
     agent: str
     tick: int
-    persona: str
-    world: World
-    tools: list[dict[str, Any]]
+    view: View  # main as the tick started
+    tools: list[dict[str, Any]]  # the agent's own tools, as the model is given them
+    specs: dict[str, Tool] = field(default_factory=dict)  # the same, as the world declares them
     prompt: Prompt | None = None
     model: str = ""
     max_tokens: int = 1024

@@ -28,12 +28,13 @@ import orjson
 from benchlib import log, median, result, workdir
 
 from fleet import canonical
+from fleet import world as world_mod
 from fleet.commands.init import init
-from fleet.prompt import PromptBuilder, index
+from fleet.prompt import PromptBuilder
 from fleet.providers.anthropic import AnthropicProvider
 from fleet.state import MemorySnapshot
 from fleet.streams import run_turns
-from fleet.tools import TOOLS
+from fleet.world import View
 
 DEFAULT_REPEAT = 1
 KEY = "sk-bench-not-a-real-key"
@@ -87,7 +88,9 @@ async def ours(snap: MemorySnapshot, agents: list[str], url: str) -> tuple[float
 async def floor(snap: MemorySnapshot, agents: list[str], url: str, concurrency: int) -> tuple[float, float, int]:
     import anthropic
 
-    builder = PromptBuilder(index(snap), snap.config.run.context_tokens)
+    w = world_mod.load(snap.config, snap.read)
+    builder = PromptBuilder(View(snap, tick=snap.tick + 1), w.prompt, snap.config.run.context_tokens, snap.config.name)
+    tools = {a: w.definitions(w.tools_of(snap.config, a)) for a in agents}
     prompts = [builder.for_agent(a) for a in agents]  # fleet's own requests, made before the clock
     client = anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0, timeout=60)
     sem = asyncio.Semaphore(concurrency)
@@ -98,7 +101,7 @@ async def floor(snap: MemorySnapshot, agents: list[str], url: str, concurrency: 
         async with sem:
             try:
                 await client.messages.create(model=MODEL, max_tokens=1024, system=prompt.system,
-                                             messages=prompt.messages, tools=TOOLS, metadata={"user_id": agent})
+                                             messages=prompt.messages, tools=tools[agent], metadata={"user_id": agent})
             except anthropic.APIError:
                 failures += 1
 

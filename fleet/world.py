@@ -1,0 +1,546 @@
+"""A world's tools and prompt, declared in the fleet repository and checked at load.
+
+fleet knows no world. What agents may do (tools: an input schema,
+preconditions on main, effects as delta ops) and what they are told (the
+rules, the shared sections, each agent's own) are data: config ``tools`` and
+``prompt`` in ``state/config.json``, inline or in files under ``state/`` that
+it names (``schemas/tools.schema.json``, ``schemas/prompt.schema.json``).
+:func:`load` checks them against the config they live with, so a tool that
+names an unknown collection, an input field its schema does not declare, or an
+op the collection's authority can never allow is refused before any tick
+starts, with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema_rs
+
+from fleet import canonical, schemas
+from fleet.config import CONFIG_PATH, Collection, Config
+from fleet.errors import FleetError
+from fleet.ids import is_safe_id, printable
+from fleet.refs import MISSING, Ref, Scope, TemplateError, Text, compile_text, compile_value, refs_in, render
+
+NOOP = "do_nothing"
+NOOP_TOOL: dict[str, Any] = {
+    "name": NOOP, "description": "Do nothing this turn, and say why.",
+    "input_schema": {"type": "object", "additionalProperties": False, "required": ["reason"],
+                     "properties": {"reason": {"type": "string", "maxLength": 500}}},
+}
+CALL_NAMES = ("input", "agent", "tick", "n", "id")  # what every tool template may name
+ASK = "Tick {tick}: take your turn now, using the tools."
+RULES = [
+    "You are one agent of {fleet}, a world run by fleet. The world moves in ticks;",
+    "this is your one turn of this tick. You act only through the tools you are given;",
+    "everything you do is recorded, validated and merged with what the other agents",
+    "did in the same tick. You may make several tool calls. If nothing is worth doing,",
+    "call do_nothing and say why. Your calls are always made as yourself.",
+]
+
+
+class WorldError(FleetError):
+    """A declaration that cannot run: every problem, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more; `fleet validate` lists them)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+
+
+# -- what a declaration compiles to -------------------------------------------
+@dataclass(frozen=True)
+class Condition:
+    left: Any
+    op: str
+    right: Any
+    source: str
+
+    def holds(self, scope: Scope) -> bool:
+        return self._holds(render(self.left, scope), render(self.right, scope))
+
+    def why_not(self, scope: Scope) -> str:
+        """The condition with its values, for a rejected call's reason."""
+        left, right = render(self.left, scope), render(self.right, scope)
+        shown = " ".join(printable(repr(v), 80) for v in (left, self.op, right)).replace("MISSING", "(missing)")
+        return f"{self.source} does not hold: {shown}"
+
+    def _holds(self, left: Any, right: Any) -> bool:
+        if self.op in ("==", "!="):
+            return (left == right and type(left) is type(right)) == (self.op == "==")
+        found = isinstance(right, list) and any(left == r and type(left) is type(r) for r in right)
+        return found == (self.op == "in")
+
+
+@dataclass(frozen=True)
+class DocRef:
+    collection: str
+    id: Text
+    source: str
+
+    def id_in(self, scope: Scope) -> str | None:
+        value = self.id.value(scope)
+        return value if isinstance(value, str) and is_safe_id(value) else None
+
+
+@dataclass(frozen=True)
+class Effect:
+    op: str
+    doc: DocRef
+    path: tuple[str, ...]
+    value: Any  # compiled template; None when the op takes none
+    when: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    needs: tuple[tuple[str, DocRef], ...]
+    absent: tuple[DocRef, ...]
+    checks: tuple[Condition, ...]
+    effects: tuple[Effect, ...]
+    source: str  # the file that declares it
+    validator: Any = field(default=None, compare=False, repr=False)  # of input_schema
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        """The tool as a model provider is given it."""
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+@dataclass(frozen=True)
+class Where:
+    field: str
+    value: Any  # compiled template, or a Selection
+    source: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    collection: str
+    where: tuple[Where, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    collection: str | None
+    doc: DocRef | None
+    list: str | None
+    where: tuple[Where, ...]
+    order: tuple[str, ...]
+    limit: int | None
+    line: Text | None
+    text: Text | None
+    share: float
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    rules: Text
+    shared: tuple[Section, ...]
+    own: tuple[Section, ...]
+    ask: Text
+
+
+@dataclass(frozen=True)
+class World:
+    tools: dict[str, Tool]
+    prompt: PromptSpec
+    files: tuple[str, ...] = ()
+
+    def tools_of(self, cfg: Config, agent: str) -> dict[str, Tool]:
+        """The tools ``agent`` may use: its ``actions``, else every tool."""
+        a = cfg.agents.get(agent)
+        if a is None or a.actions is None:
+            return dict(self.tools)
+        return {n: self.tools[n] for n in a.actions if n in self.tools}
+
+    def definitions(self, tools: dict[str, Tool]) -> list[dict[str, Any]]:
+        return [tools[n].definition for n in sorted(tools)] + [NOOP_TOOL]
+
+
+# -- loading -------------------------------------------------------------------
+Reader = Callable[[str], "bytes | None"]
+
+
+def load(cfg: Config, read: Reader) -> World:
+    """The world ``cfg`` declares, or :class:`WorldError` with every problem."""
+    world, problems = check(cfg, read)
+    if problems:
+        raise WorldError(problems)
+    assert world is not None
+    return world
+
+
+def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
+    """(the world, []) or (None, every problem as 'file: key: what is wrong')."""
+    loader = _Loader(cfg, read)
+    tools = loader.tools()
+    prompt = loader.prompt()
+    for aid, agent in sorted(cfg.agents.items()):
+        for name in agent.actions or ():
+            if name not in tools and name != NOOP:
+                known = ", ".join(sorted(tools)) or "none"
+                loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
+    if loader.problems:
+        return None, loader.problems
+    assert prompt is not None
+    return World(tools, prompt, tuple(loader.files)), []
+
+
+class _Loader:
+    def __init__(self, cfg: Config, read: Reader) -> None:
+        self.cfg = cfg
+        self.read = read
+        self.problems: list[str] = []
+        self.files: list[str] = []
+
+    def problem(self, file: str, key: str, message: str) -> None:
+        self.problems.append(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+    def _file(self, path: Any, key: str) -> Any:
+        """The JSON of a declaration file config names (under state/)."""
+        if not isinstance(path, str) or not path.startswith("state/") or not path.endswith(".json") or ".." in path.split("/"):
+            self.problem(CONFIG_PATH, key, f"{str(path)[:80]!r} must name a .json file under state/")
+            return MISSING
+        data = self.read(path)
+        if data is None:
+            self.problem(CONFIG_PATH, key, f"names {path}, which does not exist")
+            return MISSING
+        try:
+            value = canonical.parse(data)
+        except canonical.JSONProblem as e:
+            self.problem(path, "", str(e))
+            return MISSING
+        self.files.append(path)
+        return value
+
+    def _declarations(self, key: str, schema: str) -> list[tuple[str, str, Any]]:
+        """(file, key prefix, declaration) for config ``key``, inline or in files."""
+        raw = self.cfg.declared.get(key)
+        if raw is None:
+            return []
+        found = []
+        sources = [(CONFIG_PATH, key, raw)] if isinstance(raw, dict) else []
+        files = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
+        for i, path in enumerate(files):
+            value = self._file(path, f"{key}[{i}]" if isinstance(raw, list) else key)
+            if value is not MISSING:
+                sources.append((path, "", value))
+        for file, prefix, value in sources:
+            problem = schemas.first_error(schemas.protocol(schema), value)
+            if problem:
+                where, _, message = problem.removeprefix("at ").partition(": ")
+                self.problem(file, _key(prefix, where), f"{message} (schemas/{schema}.schema.json)")
+                continue
+            found.append((file, prefix, value))
+        return found
+
+    # -- tools -----------------------------------------------------------
+    def tools(self) -> dict[str, Tool]:
+        out: dict[str, Tool] = {}
+        for file, prefix, decls in self._declarations("tools", "tools"):
+            for name, d in decls.items():
+                key = _key(prefix, "/" + name)
+                if name == NOOP:
+                    self.problem(file, key, f"{NOOP!r} is fleet's own tool (every agent has it); choose another name")
+                elif name in out:
+                    self.problem(file, key, f"tool {name!r} is declared twice (also in {out[name].source})")
+                else:
+                    tool = self._tool(file, key, name, d)
+                    if tool is not None:
+                        out[name] = tool
+        return out
+
+    def _tool(self, file: str, key: str, name: str, d: dict[str, Any]) -> Tool | None:
+        before = len(self.problems)
+        schema = d.get("input", {"type": "object", "properties": {}, "additionalProperties": False})
+        validator = None
+        try:
+            validator = jsonschema_rs.validator_for(schema)
+        except (ValueError, jsonschema_rs.ValidationError) as e:
+            self.problem(file, f"{key}.input", f"is not a JSON Schema: {str(e).splitlines()[0][:200]}")
+        if schema.get("type") != "object":
+            self.problem(file, f"{key}.input", "must be a schema of \"type\": \"object\" (tool inputs are objects)")
+        fields = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        aliases = tuple(d.get("needs", {}))
+        names = CALL_NAMES
+
+        def text(value: str, at: str, allowed: tuple[str, ...]) -> Text:
+            try:
+                t = compile_text(value)
+            except TemplateError as e:
+                self.problem(file, at, str(e))
+                return Text(())
+            self._refs(file, at, t.refs, allowed, fields)
+            return t
+
+        def doc(value: str, at: str, allowed: tuple[str, ...]) -> DocRef | None:
+            coll, _, ident = value.partition("/")
+            if coll not in self.cfg.collections:
+                self.problem(file, at, f"unknown collection {coll!r} (collections in {CONFIG_PATH}: "
+                                       f"{', '.join(sorted(self.cfg.collections))})")
+                return None
+            return DocRef(coll, text(ident, at, allowed), value)
+
+        def conditions(items: list[Any], at: str, allowed: tuple[str, ...]) -> tuple[Condition, ...]:
+            out = []
+            for i, (left, op, right) in enumerate(items):
+                where = f"{at}[{i}]"
+                lv, rv = self._value(file, where, left, allowed, fields), self._value(file, where, right, allowed, fields)
+                if op in ("in", "not in") and not isinstance(right, (list, str)):
+                    self.problem(file, where, f"{op!r} needs a list (or a reference to one) on the right")
+                out.append(Condition(lv, op, rv, canonical.dumps_line([left, op, right]).decode()))
+            return tuple(out)
+
+        needs = []
+        for alias, value in d.get("needs", {}).items():
+            ref = doc(value, f"{key}.needs.{alias}", names)
+            if ref is not None:
+                needs.append((alias, ref))
+        later = names + aliases
+        absent = [r for i, v in enumerate(d.get("absent", [])) if (r := doc(v, f"{key}.absent[{i}]", later)) is not None]
+        checks = conditions(d.get("check", []), f"{key}.check", later)
+        effects = []
+        for i, e in enumerate(d["effects"]):
+            at = f"{key}.effects[{i}]"
+            ref = doc(e["doc"], f"{at}.doc", later)
+            value = self._value(file, f"{at}.value", e["value"], later, fields) if "value" in e else None
+            when = conditions(e.get("when", []), f"{at}.when", later)
+            if ref is None:
+                continue
+            eff = Effect(e["op"], ref, tuple(e["path"].split(".")) if "path" in e else (), value, when)
+            self._effect_shape(file, at, eff, "value" in e)
+            self._authority(file, at, eff)
+            effects.append(eff)
+        if len(self.problems) > before:
+            return None
+        return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, validator)
+
+    def _value(self, file: str, at: str, value: Any, allowed: tuple[str, ...], fields: dict[str, Any]) -> Any:
+        try:
+            compiled = compile_value(value)
+        except TemplateError as e:
+            self.problem(file, at, str(e))
+            return None
+        self._refs(file, at, list(refs_in(compiled)), allowed, fields)
+        return compiled
+
+    def _refs(self, file: str, at: str, refs: Iterable[Ref], allowed: tuple[str, ...], fields: dict[str, Any]) -> None:
+        for r in refs:
+            if r.root not in allowed:
+                self.problem(file, at, f"{{{r.dotted}}} names {r.root!r}, which is not one of {', '.join(allowed)}")
+            elif r.root == "input":
+                if not r.path:
+                    continue
+                if r.path[0] not in fields:
+                    known = ", ".join(sorted(fields)) or "none"
+                    self.problem(file, at, f"{{{r.dotted}}}: the input schema has no field {r.path[0]!r} (fields: {known})")
+            elif r.root in ("agent", "tick", "n", "id") and r.path:
+                self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
+
+    def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool) -> None:
+        needs_path = e.op in ("set", "incr", "add", "remove", "append")
+        if needs_path and not e.path:
+            self.problem(file, at, f"op {e.op!r} needs a 'path' (the field it changes)")
+        if not needs_path and e.path:
+            self.problem(file, f"{at}.path", f"op {e.op!r} takes no path")
+        if e.op == "delete":
+            if has_value:
+                self.problem(file, f"{at}.value", "op 'delete' takes no value")
+            return
+        if not has_value:
+            self.problem(file, at, f"op {e.op!r} needs a 'value'")
+            return
+        v = e.value
+        if e.op == "create" and not isinstance(v, dict):
+            self.problem(file, f"{at}.value", "op 'create' needs the document, an object")
+        elif e.op == "append" and not (isinstance(v, dict) and "id" in v):
+            self.problem(file, f"{at}.value", "op 'append' needs an item that is an object with an 'id'")
+        elif e.op == "incr" and not (type(v) is int or (isinstance(v, Text) and v.whole is not None)):
+            self.problem(file, f"{at}.value", "op 'incr' needs an integer (or a reference to one)")
+
+    def _authority(self, file: str, at: str, e: Effect) -> None:
+        """Refuse an effect that no agent could ever apply under the collection's rules."""
+        coll = self.cfg.collections[e.doc.collection]
+        if e.op != "create" and e.path and e.path[0] in coll.fixed:
+            self.problem(file, at, f"{e.op} {e.doc.collection} {'.'.join(e.path)}: field {e.path[0]!r} is fixed once "
+                                   f"a document exists (collections.{coll.name}.fixed or its owner field); no agent may change it")
+            return
+        owns = _may_own(coll, e)
+        rules = list(coll.others) + [r for a in self.cfg.agents.values() for r in a.grants.get(coll.name, ())]
+        if owns:
+            rules += coll.own
+        me = "\0caller"
+        value = _self_value(e.value, me) if e.op in ("set", "add", "remove") else None
+        if not any(r.allows(e.op, e.path, value, me) for r in rules):
+            who = "its owner" if owns else "an agent that does not own it"
+            self.problem(file, at, f"{e.op} {e.doc.collection}{' ' + '.'.join(e.path) if e.path else ''}: "
+                                   f"collections.{coll.name} in {CONFIG_PATH} lets no agent do this as {who} "
+                                   "(add a rule to 'own', 'others' or an agent's 'grants')")
+
+    # -- the prompt ------------------------------------------------------
+    def prompt(self) -> PromptSpec | None:
+        found = self._declarations("prompt", "prompt")
+        if not found and self.cfg.declared.get("prompt") is None:
+            return self._prompt(CONFIG_PATH, "prompt", default_prompt(self.cfg))
+        if not found:
+            return None
+        file, prefix, value = found[0]
+        return self._prompt(file, prefix or "prompt", value)
+
+    def _prompt(self, file: str, key: str, d: dict[str, Any]) -> PromptSpec | None:
+        before = len(self.problems)
+        rules = d.get("rules", RULES)
+        rules_text = "\n".join(rules) if isinstance(rules, list) else rules
+
+        def text(value: str, at: str) -> Text:
+            try:
+                return compile_text(value)
+            except TemplateError as e:
+                self.problem(file, at, str(e))
+                return Text(())
+
+        def where(w: dict[str, Any], at: str) -> tuple[Where, ...]:
+            out = []
+            for f, v in w.items():
+                if isinstance(v, dict):
+                    if v["collection"] not in self.cfg.collections:
+                        self.problem(file, f"{at}.{f}.collection", f"unknown collection {v['collection']!r}")
+                        continue
+                    out.append(Where(f, Selection(v["collection"], where(v.get("where", {}), f"{at}.{f}.where")), at))
+                else:
+                    out.append(Where(f, text(v, f"{at}.{f}") if isinstance(v, str) else v, at))
+            return tuple(out)
+
+        def sections(items: list[dict[str, Any]], at: str) -> tuple[Section, ...]:
+            out = []
+            for i, s in enumerate(items):
+                where_at = f"{at}[{i}]"
+                kinds = [k for k in ("collection", "doc") if k in s]
+                if len(kinds) > 1:
+                    self.problem(file, where_at, "names both 'collection' and 'doc'; a section lists one")
+                if "collection" in s and s["collection"] not in self.cfg.collections:
+                    self.problem(file, f"{where_at}.collection", f"unknown collection {s['collection']!r} "
+                                                              f"(collections: {', '.join(sorted(self.cfg.collections))})")
+                ref = None
+                if "doc" in s:
+                    coll, _, ident = s["doc"].partition("/")
+                    if coll not in self.cfg.collections:
+                        self.problem(file, f"{where_at}.doc", f"unknown collection {coll!r}")
+                    ref = DocRef(coll, text(ident, f"{where_at}.doc"), s["doc"])
+                lists = "collection" in s or "list" in s
+                if lists and "line" not in s:
+                    self.problem(file, where_at, "lists documents or items, so it needs a 'line'")
+                if not lists and "text" not in s:
+                    self.problem(file, where_at, "needs 'collection' and 'line', 'doc' and 'list' and 'line', or 'text'")
+                if "list" in s and "doc" not in s:
+                    self.problem(file, f"{where_at}.list", "lists a field of one document, so it needs 'doc'")
+                out.append(Section(
+                    title=s.get("title", ""), collection=s.get("collection"), doc=ref, list=s.get("list"),
+                    where=where(s.get("where", {}), f"{where_at}.where"), order=tuple(s.get("order", ())),
+                    limit=s.get("limit"), line=text(s["line"], f"{where_at}.line") if "line" in s else None,
+                    text=text(s["text"], f"{where_at}.text") if "text" in s else None, share=float(s.get("share", 1.0))))
+            return tuple(out)
+
+        spec = PromptSpec(text(rules_text, f"{key}.rules"), sections(d.get("shared", []), f"{key}.shared"),
+                          sections(d.get("own", []), f"{key}.own"), text(d.get("ask", ASK), f"{key}.ask"))
+        return spec if len(self.problems) == before else None
+
+
+def default_prompt(cfg: Config) -> dict[str, Any]:
+    """The prompt of a world that declares none: every collection in the shared
+    part, and each agent's own documents (by the collection's owner field)."""
+    shared: list[dict[str, Any]] = []
+    own: list[dict[str, Any]] = [{"text": "You are {agent}."}]
+    for name, coll in sorted(cfg.collections.items()):
+        shared.append({"title": f"{name}:", "collection": name, "line": "- {$:300}", "share": 0.5})
+        if coll.owner == "$id":
+            own.append({"title": f"Your document in {name}:", "doc": f"{name}/{{agent}}", "text": "{$:1000}"})
+        elif coll.owner:
+            own.append({"title": f"Your {name}:", "collection": name, "where": {coll.owner: "{agent}"},
+                        "line": "- {$:300}", "limit": 20})
+    return {"rules": RULES, "shared": shared, "own": own}
+
+
+def _key(prefix: str, pointer: str) -> str:
+    """A JSON pointer from a schema error as a key: /post/effects/0/doc -> post.effects[0].doc."""
+    out = prefix
+    for part in [p for p in pointer.split("/") if p]:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def _may_own(coll: Collection, e: Effect) -> bool:
+    """Whether the caller may own the document the effect touches (False only when it cannot)."""
+    if coll.owner is None:
+        return False
+    if coll.owner == "$id":
+        return bool(e.doc.id.refs)
+    if e.op == "create":
+        v = e.value.get(coll.owner) if isinstance(e.value, dict) else None
+        return isinstance(v, Text) and bool(v.refs)
+    return True
+
+
+def _self_value(value: Any, me: str) -> Any:
+    """The value an effect sets, as the authority sees it: the caller if it may be."""
+    if isinstance(value, Text):
+        return me if value.refs else value.text(Scope({}))
+    return value
+
+
+# -- the state at main, as tools and prompts read it -------------------------
+@dataclass
+class View:
+    """Main's documents as the tick started, read once per worker and never
+    changed by a turn: what every agent sees does not depend on which agents
+    share its worker."""
+
+    snap: Any  # fleet.state.Snapshot
+    tick: int = 0
+    _docs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def docs(self, collection: str) -> dict[str, dict[str, Any]]:
+        found = self._docs.get(collection)
+        if found is None:
+            found = self._docs[collection] = self._load(collection)
+        return found
+
+    def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        return self.docs(collection).get(doc_id)
+
+    def by(self, collection: str, field_name: str, value: Any) -> list[dict[str, Any]]:
+        """The documents whose ``field_name`` is ``value`` (an index built once)."""
+        key = (collection, field_name)
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = {}
+            for doc in self.docs(collection).values():
+                v = doc.get(field_name)
+                if isinstance(v, (str, int)) and not isinstance(v, bool):
+                    idx.setdefault(v, []).append(doc)
+        return idx.get(value, []) if isinstance(value, (str, int)) and not isinstance(value, bool) else []
+
+    def _load(self, collection: str) -> dict[str, dict[str, Any]]:
+        from fleet.checks import load_in
+
+        if collection not in self.snap.config.collections:
+            return {}
+        out = {}
+        for path, data in sorted(self.snap.read_many(self.snap.under(f"state/{collection}")).items()):
+            # Main should hold only valid documents, but a person's push to a remote main is
+            # not checked by fleet: a worker that cannot read one says which, and why.
+            doc, problem = load_in(self.snap, path, data or b"")
+            if problem:
+                raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
+                                 "fix the file or revert the commit that changed it")
+            out[doc["id"]] = doc
+        return out
