@@ -32,6 +32,25 @@ def load_in(snap: Snapshot, rel: str, data: bytes) -> tuple[Any, str | None]:
     return _check(snap.config, rel, data, snap.read)
 
 
+def world_problems(cfg: Config, read: Callable[[str], bytes | None]) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each problem of the world's tools and prompt
+    (fleet.world): they are checked together, against the config."""
+    from fleet import world
+
+    out = []
+    for line in world.check(cfg, read)[1]:
+        path, _, message = line.partition(": ")
+        out.append((path, message))
+    return out
+
+
+def touches_world(paths: list[str]) -> bool:
+    """Whether a change to ``paths`` can change what fleet.world checks: the
+    config, a declaration file (state/<name>.json) or a schema."""
+    return any(p == CONFIG_PATH or (p.startswith("state/") and p.count("/") == 1) or p.startswith("schemas/")
+               for p in paths)
+
+
 def check_file(cfg: Config, rel: str, data: bytes, read: Callable[[str], bytes | None]) -> str | None:
     """Why the file ``rel`` with content ``data`` is not acceptable, or None.
 

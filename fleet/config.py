@@ -178,7 +178,7 @@ class Config:
         field = f"{collection}/{dotted}"
         if field in self.policies:
             return self.policies[field]
-        # then patterns such as posts/meta.*, the longest (most specific) first
+        # then patterns such as <collection>/meta.*, the longest (most specific) first
         patterns = [k for k in self.policies if "*" in k and k not in (f"{collection}/*", "*")]
         for key in sorted(patterns, key=lambda k: (-len(k), k)):
             if fnmatch.fnmatchcase(field, key):

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.checks import check_in
+from fleet.checks import check_in, touches_world, world_problems
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
 from fleet.git import Git
@@ -232,6 +232,9 @@ def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
         problem = check_in(snap, path, data or b"")
         if problem:
             out[path] = problem
+    if paths is None or touches_world(paths):
+        for path, problem in world_problems(snap.config, snap.read):
+            out.setdefault(path, problem)
     return out
 
 

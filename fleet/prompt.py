@@ -63,7 +63,7 @@ class PromptBuilder:
             text += block
             used += cost
         ask = self.spec.ask.text(scope)
-        system = [
+        system: list[dict[str, Any]] = [
             {"type": "text", "text": self.common, "cache_control": {"type": "ephemeral"}},
             {"type": "text", "text": text or f"You are {agent}."},
         ]

@@ -2,7 +2,7 @@
 
 A world's tools and prompt are JSON; where they need a value from the call or
 the state (the acting agent, the tick, an input field, a field of a document)
-a string names it in braces: ``"posts/{input.post}"``, ``"{agent}"``,
+a string names it in braces: ``"<collection>/{input.field}"``, ``"{agent}"``,
 ``"- {id}: {title:120}"``. A string that is exactly one reference is replaced
 by the value with its type (``"{tick}"`` is the integer); a reference inside
 other text is written as text, cut to ``:N`` characters if asked. ``{{`` and

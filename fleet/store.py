@@ -51,7 +51,7 @@ def now() -> _dt.datetime:
 @dataclass(frozen=True)
 class Kind:
     """One kind of record: the folder its files live under, the field that names
-    a record, the protocol schema it follows and the check that parses it."""
+    a record, the protocol schema that checks it and the check that parses it."""
 
     folder: str  # "tasks": its files are tasks/**.json
     name_field: str  # "id"

@@ -152,21 +152,21 @@ class _Turn:
                 raise _Reject(f"{tool.name}: {cond.why_not(scope)}")
         ops: list[Op] = []
         made: dict[tuple[str, str], dict[str, Any] | None] = {}
-        for e in tool.effects:
-            if not all(c.holds(scope) for c in e.when):
+        for eff in tool.effects:
+            if not all(c.holds(scope) for c in eff.when):
                 continue
-            doc_id = e.doc.id_in(scope)
+            doc_id = eff.doc.id_in(scope)
             if doc_id is None:
-                raise _Reject(f"{e.doc.source} gives {_shown(e.doc.id.value(scope))}, which is not a document id")
-            value = render(e.value, scope) if e.value is not None else None
+                raise _Reject(f"{eff.doc.source} gives {_shown(eff.doc.id.value(scope))}, which is not a document id")
+            value = render(eff.value, scope) if eff.value is not None else None
             if value is MISSING:
-                raise _Reject(f"{e.op} {e.doc.source}: its value names something the call did not give")
-            if e.op == "create":
-                value = {**value, "id": doc_id}
-                made[(e.doc.collection, doc_id)] = value
-            elif e.op == "delete":
-                made[(e.doc.collection, doc_id)] = None
-            ops.append(Op(e.op, e.doc.collection, doc_id, e.path, value))
+                raise _Reject(f"{eff.op} {eff.doc.source}: its value names something the call did not give")
+            if eff.op == "create":
+                value = {**(value or {}), "id": doc_id}
+                made[(eff.doc.collection, doc_id)] = value
+            elif eff.op == "delete":
+                made[(eff.doc.collection, doc_id)] = None
+            ops.append(Op(eff.op, eff.doc.collection, doc_id, eff.path, value))
         self.made.update(made)
         return ops
 

@@ -308,15 +308,15 @@ class _Loader:
         absent = [r for i, v in enumerate(d.get("absent", [])) if (r := doc(v, f"{key}.absent[{i}]", later)) is not None]
         checks = conditions(d.get("check", []), f"{key}.check", later)
         effects = []
-        for i, e in enumerate(d["effects"]):
+        for i, decl in enumerate(d["effects"]):
             at = f"{key}.effects[{i}]"
-            ref = doc(e["doc"], f"{at}.doc", later)
-            value = self._value(file, f"{at}.value", e["value"], later, fields) if "value" in e else None
-            when = conditions(e.get("when", []), f"{at}.when", later)
+            ref = doc(decl["doc"], f"{at}.doc", later)
+            value = self._value(file, f"{at}.value", decl["value"], later, fields) if "value" in decl else None
+            when = conditions(decl.get("when", []), f"{at}.when", later)
             if ref is None:
                 continue
-            eff = Effect(e["op"], ref, tuple(e["path"].split(".")) if "path" in e else (), value, when)
-            self._effect_shape(file, at, eff, "value" in e)
+            eff = Effect(decl["op"], ref, tuple(decl["path"].split(".")) if "path" in decl else (), value, when)
+            self._effect_shape(file, at, eff, "value" in decl)
             self._authority(file, at, eff)
             effects.append(eff)
         if len(self.problems) > before:
@@ -393,7 +393,7 @@ class _Loader:
         if not found:
             return None
         file, prefix, value = found[0]
-        return self._prompt(file, prefix or "prompt", value)
+        return self._prompt(file, prefix, value)
 
     def _prompt(self, file: str, key: str, d: dict[str, Any]) -> PromptSpec | None:
         before = len(self.problems)
@@ -449,8 +449,9 @@ class _Loader:
                     text=text(s["text"], f"{where_at}.text") if "text" in s else None, share=float(s.get("share", 1.0))))
             return tuple(out)
 
-        spec = PromptSpec(text(rules_text, f"{key}.rules"), sections(d.get("shared", []), f"{key}.shared"),
-                          sections(d.get("own", []), f"{key}.own"), text(d.get("ask", ASK), f"{key}.ask"))
+        at = (lambda k: f"{key}.{k}") if key else (lambda k: k)  # noqa: E731
+        spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared")),
+                          sections(d.get("own", []), at("own")), text(d.get("ask", ASK), at("ask")))
         return spec if len(self.problems) == before else None
 
 

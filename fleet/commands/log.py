@@ -65,7 +65,7 @@ def log(
         d = doc.removeprefix("state/").removesuffix(".json")
         coll, _, doc_id = d.partition("/")
         if coll not in cfg.collections or not doc_id:
-            raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. posts/ada-1 "
+            raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                              f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)

@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
@@ -231,7 +232,9 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
-    cfg = repo.snapshot().config
+    snap = repo.snapshot()
+    cfg = snap.config
+    world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any tick starts
     provider, note = choose(provider, cfg)
     report.provider, report.note, report.models = provider, note, models(provider, cfg)
     on_start(report)

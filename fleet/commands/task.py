@@ -134,7 +134,7 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
 
 
 def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
-    """A task as commands print it: the document plus what follows from the queue."""
+    """A task as commands print it: the document plus what the queue makes of it."""
     # "fence" is the fencing token under the name the brief gives it; "token" is the record's key
     out = dict(t.to_json(), path=task_path(t.id), fence=t.token)
     if q is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fleet import config as config_mod
-from fleet.checks import check_file
+from fleet.checks import check_file, touches_world, world_problems
 from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
@@ -47,14 +47,21 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
         files = _walk(root, target) if target.is_dir() else [target]
     problems: list[Problem] = []
     for f in files:
-        try:
-            rel = f.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            rel = str(f)
+        rel = _rel(root, f)
         problem = check_file(cfg, rel, f.read_bytes(), lambda p: _read_disk(root, p))
         if problem:
             problems.append(Problem(rel, problem))
+    rels = [_rel(root, f) for f in files]
+    if target is None or touches_world(rels):  # the world's tools and prompt, checked together
+        problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
     return len(files), problems
+
+
+def _rel(root: Path, f: Path) -> str:
+    try:
+        return f.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(f)
 
 
 def _read_disk(root: Path, rel: str) -> bytes | None:

@@ -24,6 +24,7 @@ import click
 
 from fleet import canonical, faults, keys, summary
 from fleet import delta as delta_mod
+from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
@@ -87,6 +88,7 @@ def work(
         if tick is not None and tick != nxt:
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
+        world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
         agents = assign(roster(cfg.agents, only_agents), workers)[name]
         branch = worker_branch(nxt, name)
         if not agents:

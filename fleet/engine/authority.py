@@ -53,6 +53,6 @@ def refusal(d: Delta, op: Op, coll: Collection, owner: str | None) -> str:
 
 
 def describe(op: Op) -> str:
-    """An op in words for a reason: ``set posts/p-1 title``."""
+    """An op in words for a reason: ``set <collection>/<id> title``."""
     where = f"{op.collection}/{op.id}"
     return f"{op.op} {where}" + (f" {'.'.join(op.path)}" if op.path else "")
