@@ -104,6 +104,7 @@ class Agent:
     grants: dict[str, tuple[Rule, ...]]
     actions: tuple[str, ...] | None = None
     budget: Budget | None = None
+    persona: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
             grants={c: rules(r) for c, r in a.get("grants", {}).items()},
             actions=tuple(a["actions"]) if "actions" in a else None,
             budget=Budget(**a["budget"]) if "budget" in a else None,
+            persona=a.get("persona", ""),
         )
     return Config(
         collections=collections,

@@ -55,7 +55,8 @@ class PromptBuilder:
         return "".join(parts)
 
     def for_agent(self, agent: str) -> Prompt:
-        scope = Scope({**self.names, "agent": agent})
+        a = self.view.snap.config.agents.get(agent)
+        scope = Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
         left = max(0, self.budget - self.common_tokens)
         text, used = "", 0
         for s in self.spec.own:  # in the declared order, most important first

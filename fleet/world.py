@@ -459,7 +459,7 @@ def default_prompt(cfg: Config) -> dict[str, Any]:
     """The prompt of a world that declares none: every collection in the shared
     part, and each agent's own documents (by the collection's owner field)."""
     shared: list[dict[str, Any]] = []
-    own: list[dict[str, Any]] = [{"text": "You are {agent}."}]
+    own: list[dict[str, Any]] = [{"text": "You are {agent}. {persona}"}]
     for name, coll in sorted(cfg.collections.items()):
         shared.append({"title": f"{name}:", "collection": name, "line": "- {$:300}", "share": 0.5})
         if coll.owner == "$id":
