@@ -208,6 +208,10 @@ def test_validate_and_run_refuse_a_bad_world_before_any_tick(tmp_path: Path) -> 
     p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("fleet: state/tools.json: follow.effects[0].doc: unknown collection")
+    for command in (["plan"], ["work", "--worker", "1", "--workers", "1"]):  # a main someone pushed to directly
+        p = fleet_cli(repo, *command, "--remote", repo.as_uri())
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "state/tools.json: follow.effects[0].doc: unknown collection 'followers'" in p.stderr
 
 
 # -- a world these tests never saw -------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
 from fleet.errors import UsageError
 from fleet.plan import UnknownAgents, assign, roster
@@ -21,6 +22,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     head = repo.main()
     snap = repo.snapshot(head)
     cfg = snap.config
+    world_mod.load(cfg, snap.read)  # on Actions the plan job starts a tick: a world that cannot run stops here
     count = workers or cfg.run.workers
     if not 1 <= count <= 256:
         raise UsageError(f"--workers {count}: a tick has 1 to 256 workers (a GitHub matrix holds 256 jobs)")
