@@ -116,6 +116,7 @@ class _Turn:
     def __init__(self, view: View) -> None:
         self.view = view
         self.made: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted this turn
+        self.calls: dict[str, int] = {}  # accepted calls per tool
 
     def doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         key = (collection, doc_id)
@@ -134,6 +135,8 @@ class _Turn:
             problem = f"cannot be checked ({type(e).__name__})"
         if problem:
             raise _Reject(f"input does not match the tool's schema: {problem}")
+        if tool.max is not None and self.calls.get(tool.name, 0) >= tool.max:
+            raise _Reject(f"at most {tool.max} call(s) of {tool.name} in one turn (its 'max')")
         names: dict[str, Any] = {"input": _with_defaults(tool.input_schema, call.input), "agent": agent,
                                  "tick": tick, "n": n, "id": f"{agent}-t{tick}-{n}"}
         scope = Scope(names)
@@ -168,6 +171,7 @@ class _Turn:
                 made[(eff.doc.collection, doc_id)] = None
             ops.append(Op(eff.op, eff.doc.collection, doc_id, eff.path, value))
         self.made.update(made)
+        self.calls[tool.name] = self.calls.get(tool.name, 0) + 1
         return ops
 
 

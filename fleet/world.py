@@ -105,6 +105,7 @@ class Tool:
     checks: tuple[Condition, ...]
     effects: tuple[Effect, ...]
     source: str  # the file that declares it
+    max: int | None = None  # calls per turn
     validator: Any = field(default=None, compare=False, repr=False)  # of input_schema
 
     @property
@@ -321,7 +322,7 @@ class _Loader:
             effects.append(eff)
         if len(self.problems) > before:
             return None
-        return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, validator)
+        return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, d.get("max"), validator)
 
     def _value(self, file: str, at: str, value: Any, allowed: tuple[str, ...], fields: dict[str, Any]) -> Any:
         try:

@@ -77,3 +77,13 @@ def test_a_note_is_appended_to_ones_own_memory() -> None:
     conv = convert("basil", [ToolCall("remember", {"text": "water the tests"})], tick=7)
     assert [(o.op, o.id, o.path, o.arg) for o in conv.ops] == [
         ("append", "basil", ("memory",), {"id": "m7-1", "tick": 7, "text": "water the tests"})]
+
+
+def test_a_tools_max_caps_its_calls_in_one_turn() -> None:
+    from fleet.tools import to_ops as run
+    snap = example()
+    w = world_mod.load(snap.config, snap.read)
+    import dataclasses
+    tools = {"remember": dataclasses.replace(w.tools["remember"], max=2)}
+    conv = run("ada", 2, [ToolCall("remember", {"text": f"n{i}"}) for i in range(4)], View(snap, tick=2), tools, set(w.tools))
+    assert len(conv.ops) == 2 and len(conv.rejected) == 2 and "at most 2" in conv.rejected[0]["reason"]
