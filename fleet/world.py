@@ -31,6 +31,7 @@ NOOP_TOOL: dict[str, Any] = {
     "input_schema": {"type": "object", "additionalProperties": False, "required": ["reason"],
                      "properties": {"reason": {"type": "string", "maxLength": 500}}},
 }
+TASK_TOOLS = ("complete_task", "fail_task")  # fleet's own, for agents that work on tasks (fleet.tick_tasks)
 CALL_NAMES = ("input", "agent", "tick", "n", "id")  # what every tool template may name
 ASK = "Tick {tick}: take your turn now, using the tools."
 RULES = [
@@ -186,7 +187,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     prompt = loader.prompt()
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
-            if name not in tools and name != NOOP:
+            if name not in tools and name != NOOP and name not in TASK_TOOLS:
                 known = ", ".join(sorted(tools)) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
@@ -249,8 +250,8 @@ class _Loader:
         for file, prefix, decls in self._declarations("tools", "tools"):
             for name, d in decls.items():
                 key = _key(prefix, "/" + name)
-                if name == NOOP:
-                    self.problem(file, key, f"{NOOP!r} is fleet's own tool (every agent has it); choose another name")
+                if name == NOOP or name in TASK_TOOLS:
+                    self.problem(file, key, f"{name!r} is fleet's own tool; choose another name")
                 elif name in out:
                     self.problem(file, key, f"tool {name!r} is declared twice (also in {out[name].source})")
                 else:

@@ -11,7 +11,7 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, summary
+from fleet import canonical, faults, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival
@@ -53,6 +53,7 @@ class MergeReport:
     agents: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
+    tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,11 +74,12 @@ class MergeReport:
             "agents": self.agents,
             "usage": self.usage,
             "models": self.models,
+            "tasks": self.tasks,
         }
 
 
-def message(result: TickResult) -> str:
-    """The tick commit's message: a summary line, the deltas by name, trailers."""
+def message(result: TickResult, notes: Sequence[str] = ()) -> str:
+    """The tick commit's message: a summary line, the deltas by name, ``notes``, trailers."""
     r = result
     lines = [
         f"fleet: tick {r.tick}: {len(r.applied)} applied, {len(r.quarantined)} quarantined, {len(r.held)} held",
@@ -97,6 +99,7 @@ def message(result: TickResult) -> str:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
     if r.resolved:
         lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
+    lines += list(notes)
     # Text from outside (file names, reasons) is one printable line each: no
     # input can add a line of its own, let alone a trailer.
     lines = [printable(line, 2000) for line in lines]
@@ -151,8 +154,12 @@ def merge(
             raise NothingToDo(
                 f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
             )
+        # Task outcomes go to the queue before main moves: applying them again on a
+        # retry changes nothing, and none is lost if this merge dies in between.
+        worked = None if dry_run else _task_outcomes(repo, result)
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result), result.writes, result.deletes)
+        commit = repo.git.write_commit(head, message(result, worked.lines() if worked else []),
+                                       result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
         pr_report = None
@@ -184,8 +191,21 @@ def merge(
             usage=canonical.load(result.writes[FLEET_PATH], FLEET_PATH)["last"]["usage"],
             models=_models(d.meta for d in result.applied),
             sources=len(sources) + len(files),
+            tasks=worked.to_json() if worked else None,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
+
+
+def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | None:
+    """Complete or fail, each with its fence, the tasks the tick's applied deltas report on."""
+    reported = [(d.agent, o) for d in result.applied for o in d.meta.get("tasks") or []]
+    if not reported:
+        return None
+    from fleet.tasks import TaskQueue
+
+    ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported))
+    applied: tick_tasks.Applied = ch.result
+    return applied
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from fleet import tick_tasks
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
@@ -274,6 +275,8 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     mode = push or cfg.run.push_mode(count)
     tick = snap.tick + 1
     planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
+    if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
+        tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
     outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
     logs = tempfile.TemporaryFile()

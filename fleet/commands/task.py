@@ -438,3 +438,28 @@ def task_show_cmd(directory: Path, as_json: bool, remote: str | None, task_id: s
             click.echo(f"  {h['at']}  {h['commit'][:10]}  {h['what']}")
 
     emit(t, as_json, text)
+
+
+@task_command.command("hand-out")
+@dir_option
+@json_option
+@remote_option
+def task_hand_out_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
+    """Claim a ready task for each agent whose actions name complete_task or
+    fail_task and that holds none: the step before a tick's workers, which run
+    the model and hold no credential (fleet.tick_tasks)."""
+    from fleet import tick_tasks
+
+    out = tick_tasks.hand_out_now(FleetRepo(directory, remote))
+
+    def text() -> None:
+        for agent, t in sorted(out.claimed.items()):
+            click.echo(f"{agent}: claimed {t['id']} (fence {t['fence']}): {t['title']}")
+        for agent, t in sorted(out.holding.items()):
+            click.echo(f"{agent}: still holds {t['id']} (fence {t['fence']})")
+        for agent, why in sorted(out.idle.items()):
+            click.echo(f"{agent}: no task ({why})")
+        if not (out.claimed or out.holding or out.idle):
+            click.echo("no agent has task tools (complete_task or fail_task in its actions)")
+
+    emit({"claimed": out.claimed, "holding": out.holding, "idle": out.idle}, as_json, text)

@@ -45,6 +45,13 @@ class OfflineProvider:
         rng = self._rng(request.tick, request.agent)
         usable = [t for _, t in sorted(request.specs.items()) if _ids_for(t, request.view) is not None]
         calls: list[ToolCall] = []
+        task = request.task
+        offered = {t.get("name") for t in request.tools}
+        if task is not None and offered & {"complete_task", "fail_task"}:  # its task first, most often done
+            if "complete_task" in offered and ("fail_task" not in offered or rng.random() < 0.8):
+                calls.append(ToolCall("complete_task", {"task": task["id"], "result": f"{request.agent} did {task['id']}."}))
+            else:
+                calls.append(ToolCall("fail_task", {"task": task["id"], "reason": f"{request.agent} could not finish it."}))
         for _ in range(rng.choice((1, 1, 2, 3))):
             if not usable or rng.random() < 0.05:
                 calls.append(ToolCall(NOOP, {"reason": "nothing worth doing"}))
