@@ -170,6 +170,22 @@ def test_every_example_is_listed_with_a_description_and_social_is_the_default() 
         assert len(names) == len(set(names)) and "delta.schema.json" in names and "config.schema.json" in names
 
 
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_world_loads_with_no_problem(example: str) -> None:
+    """Its tools and prompt pass fleet.world's checks against its own config and schemas."""
+    from fleet import config, world
+
+    e = examples()[example]
+    files = {f"schemas/{p.name}": p.read_bytes() for p in e.schemas}
+    files.update({f"state/{p.relative_to(e.state).as_posix()}": p.read_bytes() for p in e.state.rglob("*.json")})
+    cfg = config.parse(files["state/config.json"])
+    loaded, problems = world.check(cfg, files.get)
+    assert problems == [] and loaded is not None
+    for coll in cfg.collections.values():
+        assert f"schemas/{coll.schema}" in files, coll.schema
+    assert set(loaded.tools) >= {n for a in cfg.agents.values() for n in a.actions or ()}
+
+
 def test_no_collection_of_an_example_is_named_in_fleets_python() -> None:
     """A world is configuration: fleet's code names none of the tickets world's
     collections (the social network's are checked where fleet's code is)."""
