@@ -109,6 +109,23 @@ class _Reject(Exception):
     pass
 
 
+class Preview:
+    """One turn's calls checked one after another as :func:`to_ops` checks them
+    (a later call sees what an earlier one created or deleted), making no ops:
+    for a provider that tries a call before it sends it."""
+
+    def __init__(self, view: View) -> None:
+        self._turn = _Turn(view)
+
+    def why_not(self, agent: str, tick: int, n: int, call: ToolCall, tool: Tool | None) -> str | None:
+        """Why ``call``, the turn's ``n``-th, would be rejected; None if it would not (it then counts as made)."""
+        try:
+            self._turn.call(agent, tick, n, call, tool)
+        except _Reject as e:
+            return str(e)
+        return None
+
+
 # A rejected call is recorded compactly, so that what a model sends can never
 # push the delta past limits.max_delta_bytes and cost the turn's valid calls.
 MAX_REJECTED = 20
