@@ -61,11 +61,11 @@ class Condition:
     source: str
 
     def holds(self, scope: Scope) -> bool:
-        return self._holds(render(self.left, scope), render(self.right, scope))
+        return self._holds(_null(render(self.left, scope)), _null(render(self.right, scope)))
 
     def why_not(self, scope: Scope) -> str:
         """The condition with its values, for a rejected call's reason."""
-        left, right = render(self.left, scope), render(self.right, scope)
+        left, right = _null(render(self.left, scope)), _null(render(self.right, scope))
         shown = " ".join(printable(repr(v), 80) for v in (left, self.op, right)).replace("MISSING", "(missing)")
         return f"{self.source} does not hold: {shown}"
 
@@ -74,6 +74,11 @@ class Condition:
             return (left == right and type(left) is type(right)) == (self.op == "==")
         found = isinstance(right, list) and any(left == r and type(left) is type(r) for r in right)
         return found == (self.op == "in")
+
+
+def _null(value: Any) -> Any:
+    """In a condition a field or input that is not there is null: ["{ticket.assignee}", "==", null]."""
+    return None if value is MISSING else value
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     loader = _Loader(cfg, read)
     tools = loader.tools()
     prompt = loader.prompt()
+    loader.agents_may(tools)
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
             if name not in tools and name != NOOP and name not in TASK_TOOLS:
@@ -375,17 +381,28 @@ class _Loader:
             self.problem(file, at, f"{e.op} {e.doc.collection} {'.'.join(e.path)}: field {e.path[0]!r} is fixed once "
                                    f"a document exists (collections.{coll.name}.fixed or its owner field); no agent may change it")
             return
-        owns = _may_own(coll, e)
-        rules = list(coll.others) + [r for a in self.cfg.agents.values() for r in a.grants.get(coll.name, ())]
-        if owns:
-            rules += coll.own
-        me = "\0caller"
-        value = _self_value(e.value, me) if e.op in ("set", "add", "remove") else None
-        if not any(r.allows(e.op, e.path, value, me) for r in rules):
-            who = "its owner" if owns else "an agent that does not own it"
-            self.problem(file, at, f"{e.op} {e.doc.collection}{' ' + '.'.join(e.path) if e.path else ''}: "
-                                   f"collections.{coll.name} in {CONFIG_PATH} lets no agent do this as {who} "
+        grants = [r for a in self.cfg.agents.values() for r in a.grants.get(coll.name, ())]
+        if not _allowed(coll, e, grants):
+            who = "its owner" if _may_own(coll, e) else "an agent that does not own it"
+            self.problem(file, at, f"{_describe(e)}: collections.{coll.name} in {CONFIG_PATH} lets no agent do this as {who} "
                                    "(add a rule to 'own', 'others' or an agent's 'grants')")
+
+    def agents_may(self, tools: dict[str, Tool]) -> None:
+        """Refuse an agent offered a tool whose unconditional effect its rules never allow:
+        every call of it would be quarantined (a triager given `assign` without the grant)."""
+        for aid, agent in sorted(self.cfg.agents.items()):
+            offered = sorted(tools) if agent.actions is None else [n for n in agent.actions if n in tools]
+            for name in offered:
+                for i, e in enumerate(tools[name].effects):
+                    coll = self.cfg.collections[e.doc.collection]
+                    if e.when or _allowed(coll, e, list(agent.grants.get(coll.name, ()))):
+                        continue
+                    key = f"agents.{aid}.actions" if agent.actions is not None else f"agents.{aid}"
+                    self.problem(CONFIG_PATH, key, f"{aid} has tool {name!r}, whose effect {_describe(e)} "
+                                                   f"({tools[name].source}: {name}.effects[{i}]) collections.{coll.name} "
+                                                   f"and agents.{aid}.grants never allow {aid}: every such call would "
+                                                   "be quarantined (grant it, or leave the tool out of its actions)")
+                    break
 
     # -- the prompt ------------------------------------------------------
     def prompt(self) -> PromptSpec | None:
@@ -478,6 +495,19 @@ def _key(prefix: str, pointer: str) -> str:
     for part in [p for p in pointer.split("/") if p]:
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
     return out
+
+
+def _allowed(coll: Collection, e: Effect, grants: list[Any]) -> bool:
+    """Whether some caller with ``grants`` could apply the effect (the caller is
+    taken to be the owner, or the value, wherever the templates may make it so)."""
+    rules = list(coll.others) + grants + (list(coll.own) if _may_own(coll, e) else [])
+    me = "\0caller"
+    value = _self_value(e.value, me) if e.op in ("set", "add", "remove") else None
+    return any(r.allows(e.op, e.path, value, me) for r in rules)
+
+
+def _describe(e: Effect) -> str:
+    return f"{e.op} {e.doc.collection}{' ' + '.'.join(e.path) if e.path else ''}"
 
 
 def _may_own(coll: Collection, e: Effect) -> bool:

@@ -373,3 +373,36 @@ def test_default_prompt_of_a_world_that_declares_none_shows_its_collections() ->
     assert "channels:" in b.common and "general" in b.common
     own = b.for_agent("ada").system[1]["text"]
     assert own.startswith("You are ada.") and "Ada is a systems programmer" in own
+
+
+def test_an_agent_offered_a_tool_its_rules_never_allow_is_refused_by_name() -> None:
+    files = example_files()
+    tools = example_tools()
+    tools["describe"] = {"description": "Describe a channel.",
+                         "input": {"type": "object", "required": ["channel", "text"],
+                                   "properties": {"channel": {"type": "string"}, "text": {"type": "string"}}},
+                         "effects": [{"op": "set", "doc": "channels/{input.channel}", "path": "description", "value": "{input.text}"}]}
+    files[TOOLS] = json.dumps(tools).encode()
+    cfg = json.loads(files["state/config.json"])
+    for aid in cfg["agents"]:
+        if aid != "ada":
+            cfg["agents"][aid]["actions"] = ["post", "comment"]
+    cfg["agents"]["basil"]["actions"].append("describe")  # no grant: every call would be quarantined
+    cfg["agents"]["ada"].setdefault("grants", {})["channels"] = ["set:description"]  # ada has every tool, and the grant
+    files["state/config.json"] = json.dumps(cfg).encode()
+    found = problems_with(files)
+    assert len(found) == 1, found
+    assert found[0].startswith("state/config.json: agents.basil.actions: basil has tool 'describe', whose effect "
+                               "set channels description")
+    cfg["agents"]["basil"]["grants"] = {"channels": ["set:description"]}
+    files["state/config.json"] = json.dumps(cfg).encode()
+    assert problems_with(files) == []
+
+
+def test_in_a_condition_a_missing_field_is_null() -> None:
+    from fleet.refs import Scope, compile_value
+    from fleet.world import Condition
+    c = Condition(compile_value("{doc.assignee}"), "in", compile_value([None, "{agent}"]), "")
+    assert c.holds(Scope({"doc": {}, "agent": "ada"}))
+    assert c.holds(Scope({"doc": {"assignee": "ada"}, "agent": "ada"}))
+    assert not c.holds(Scope({"doc": {"assignee": "bob"}, "agent": "ada"}))
