@@ -174,10 +174,14 @@ class Workspace:
         its tip, or None when the fleet has no queue yet."""
         from fleet.tasks import BRANCH
 
+        listed = self.cache.proc("ls-remote", "--heads", url, f"refs/heads/{BRANCH}")
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return None  # no task was ever added: no queue, no task
         p = self.cache.proc("fetch", "--quiet", "--depth=1", "--no-tags", "--refmap=", url,
-                            f"+refs/heads/{BRANCH}*:refs/fleet/queue/{BRANCH}*")
+                            f"+refs/heads/{BRANCH}:refs/fleet/queue/{BRANCH}")
         if p.returncode != 0:
-            raise FleetError(f"{url}: could not fetch the task queue: {p.stderr.decode(errors='replace').strip()[:300]}")
+            why = p.stderr.decode(errors="replace").strip()[:300] or listed.stderr.decode(errors="replace").strip()[:300]
+            raise FleetError(f"{url}: could not fetch the task queue: {why or f'git fetch exited {p.returncode}'}")
         return self.cache.rev_parse(f"refs/fleet/queue/{BRANCH}")
 
     def add_worktree(self, commit: str) -> Path:

@@ -188,12 +188,15 @@ def load(cfg: Config, read: Reader) -> World:
 def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     """(the world, []) or (None, every problem as 'file: key: what is wrong')."""
     loader = _Loader(cfg, read)
+    for name, coll in sorted(cfg.collections.items()):
+        if read(f"schemas/{coll.schema}") is None:
+            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which does not exist")
     tools = loader.tools()
     prompt = loader.prompt()
     loader.agents_may(tools)
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
-            if name not in tools and name != NOOP and name not in TASK_TOOLS:
+            if name not in tools and name != NOOP and name not in TASK_TOOLS and name not in loader.broken:
                 known = ", ".join(sorted(tools)) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
@@ -208,14 +211,16 @@ class _Loader:
         self.read = read
         self.problems: list[str] = []
         self.files: list[str] = []
+        self.broken: set[str] = set()  # tools declared with a problem already reported
 
     def problem(self, file: str, key: str, message: str) -> None:
         self.problems.append(f"{file}: {key}: {message}" if key else f"{file}: {message}")
 
     def _file(self, path: Any, key: str) -> Any:
         """The JSON of a declaration file config names (under state/)."""
-        if not isinstance(path, str) or not path.startswith("state/") or not path.endswith(".json") or ".." in path.split("/"):
-            self.problem(CONFIG_PATH, key, f"{str(path)[:80]!r} must name a .json file under state/")
+        if not isinstance(path, str) or not path.startswith("state/") or not path.endswith(".json") or path.count("/") != 1:
+            self.problem(CONFIG_PATH, key, f"{str(path)[:80]!r} must name a .json file directly in state/ "
+                                           "(state/<name>.json; a folder of state/ is a collection)")
             return MISSING
         data = self.read(path)
         if data is None:
@@ -242,6 +247,9 @@ class _Loader:
             if value is not MISSING:
                 sources.append((path, "", value))
         for file, prefix, value in sources:
+            if schema == "tools" and isinstance(value, dict):
+                found.append((file, prefix, self._each_tool(file, prefix, value)))
+                continue
             problem = schemas.first_error(schemas.protocol(schema), value)
             if problem:
                 where, _, message = problem.removeprefix("at ").partition(": ")
@@ -249,6 +257,29 @@ class _Loader:
                 continue
             found.append((file, prefix, value))
         return found
+
+    def _each_tool(self, file: str, prefix: str, decls: dict[str, Any]) -> dict[str, Any]:
+        """The declarations of a tools object that pass the schema, each checked on its
+        own: one broken tool is reported, and the others still load."""
+        whole = schemas.protocol("tools").schema
+        one = schemas.compile_schema({"$defs": whole["$defs"], "$ref": "#/$defs/tool"}, "schemas/tools.schema.json")
+        name_ok = schemas.compile_schema({"$defs": whole["$defs"], "$ref": "#/$defs/name"}, "schemas/tools.schema.json")
+        good = {}
+        for name, d in decls.items():
+            key = _key(prefix, "/" + name)
+            problem = schemas.first_error(name_ok, name)
+            if problem:
+                self.problem(file, key, f"{name[:80]!r} is not a tool name (letters, digits, '_' and '-', "
+                                        "starting with a letter, at most 64) (schemas/tools.schema.json)")
+                continue
+            problem = schemas.first_error(one, d)
+            if problem:
+                where, _, message = problem.removeprefix("at ").partition(": ")
+                self.problem(file, _key(key, where), f"{message} (schemas/tools.schema.json)")
+                self.broken.add(name)
+                continue
+            good[name] = d
+        return good
 
     # -- tools -----------------------------------------------------------
     def tools(self) -> dict[str, Tool]:
@@ -264,6 +295,8 @@ class _Loader:
                     tool = self._tool(file, key, name, d)
                     if tool is not None:
                         out[name] = tool
+                    else:
+                        self.broken.add(name)
         return out
 
     def _tool(self, file: str, key: str, name: str, d: dict[str, Any]) -> Tool | None:
@@ -295,7 +328,12 @@ class _Loader:
                 self.problem(file, at, f"unknown collection {coll!r} (collections in {CONFIG_PATH}: "
                                        f"{', '.join(sorted(self.cfg.collections))})")
                 return None
-            return DocRef(coll, text(ident, at, allowed), value)
+            t = text(ident, at, allowed)
+            literal = "".join(p for p in t.parts if isinstance(p, str))
+            if ".." in literal or any(not (c.isascii() and (c.isalnum() or c in "_.-")) for c in literal):
+                self.problem(file, at, f"{value[:80]!r}: a document id is letters, digits, '_', '.' and '-' "
+                                       "(no '/', no '..') around its {references}")
+            return DocRef(coll, t, value)
 
         def conditions(items: list[Any], at: str, allowed: tuple[str, ...]) -> tuple[Condition, ...]:
             out = []
@@ -318,13 +356,14 @@ class _Loader:
         effects = []
         for i, decl in enumerate(d["effects"]):
             at = f"{key}.effects[{i}]"
+            seen = len(self.problems)
             ref = doc(decl["doc"], f"{at}.doc", later)
             value = self._value(file, f"{at}.value", decl["value"], later, fields) if "value" in decl else None
             when = conditions(decl.get("when", []), f"{at}.when", later)
-            if ref is None:
-                continue
+            if ref is None or len(self.problems) > seen:
+                continue  # one line for this effect's mistake, not more that follow from it
             eff = Effect(decl["op"], ref, tuple(decl["path"].split(".")) if "path" in decl else (), value, when)
-            self._effect_shape(file, at, eff, "value" in decl)
+            self._effect_shape(file, at, eff, "value" in decl, fields)
             self._authority(file, at, eff)
             effects.append(eff)
         if len(self.problems) > before:
@@ -332,6 +371,10 @@ class _Loader:
         return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, d.get("max"), validator)
 
     def _value(self, file: str, at: str, value: Any, allowed: tuple[str, ...], fields: dict[str, Any]) -> Any:
+        if _depth(value) > TEMPLATE_DEPTH:
+            self.problem(file, at, f"nests deeper than {TEMPLATE_DEPTH} levels: with a call's input inside, "
+                                   "the delta could not be written")
+            return None
         try:
             compiled = compile_value(value)
         except TemplateError as e:
@@ -353,7 +396,7 @@ class _Loader:
             elif r.root in ("agent", "tick", "n", "id") and r.path:
                 self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
 
-    def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool) -> None:
+    def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")
         if needs_path and not e.path:
             self.problem(file, at, f"op {e.op!r} needs a 'path' (the field it changes)")
@@ -373,6 +416,11 @@ class _Loader:
             self.problem(file, f"{at}.value", "op 'append' needs an item that is an object with an 'id'")
         elif e.op == "incr" and not (type(v) is int or (isinstance(v, Text) and v.whole is not None)):
             self.problem(file, f"{at}.value", "op 'incr' needs an integer (or a reference to one)")
+        elif e.op == "incr" and isinstance(v, Text) and v.whole is not None and v.whole.root == "input":
+            sub = fields.get(v.whole.path[0]) if v.whole.path else None
+            if isinstance(sub, dict) and "type" in sub and sub["type"] != "integer":
+                self.problem(file, f"{at}.value", f"op 'incr' adds {{{v.whole.dotted}}}, which the input schema "
+                                                  f"says is {sub['type']!r}, not an integer")
 
     def _authority(self, file: str, at: str, e: Effect) -> None:
         """Refuse an effect that no agent could ever apply under the collection's rules."""
@@ -419,26 +467,35 @@ class _Loader:
         rules = d.get("rules", RULES)
         rules_text = "\n".join(rules) if isinstance(rules, list) else rules
 
-        def text(value: str, at: str) -> Text:
+        def text(value: str, at: str, names: tuple[str, ...] = SHARED_NAMES, fields: frozenset[str] | set[str] | None = frozenset(),
+                 of: str = "") -> Text:
+            """A template whose names are ``names`` and, when known, the item's ``fields`` (None: any)."""
             try:
-                return compile_text(value)
+                t = compile_text(value)
             except TemplateError as e:
                 self.problem(file, at, str(e))
                 return Text(())
+            for r in t.refs:
+                if r.root in names or r.root == "$" or fields is None or r.root in fields:
+                    continue
+                own = " (only an agent's own sections know {agent} and {persona})" if r.root in OWN_NAMES else ""
+                item = f"not a field of {of} documents (their schema's properties) and " if of else ""
+                self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} is {item}not one of {', '.join(names)}{own}")
+            return t
 
-        def where(w: dict[str, Any], at: str) -> tuple[Where, ...]:
+        def where(w: dict[str, Any], at: str, names: tuple[str, ...] = SHARED_NAMES) -> tuple[Where, ...]:
             out = []
             for f, v in w.items():
                 if isinstance(v, dict):
                     if v["collection"] not in self.cfg.collections:
                         self.problem(file, f"{at}.{f}.collection", f"unknown collection {v['collection']!r}")
                         continue
-                    out.append(Where(f, Selection(v["collection"], where(v.get("where", {}), f"{at}.{f}.where")), at))
+                    out.append(Where(f, Selection(v["collection"], where(v.get("where", {}), f"{at}.{f}.where", names)), at))
                 else:
-                    out.append(Where(f, text(v, f"{at}.{f}") if isinstance(v, str) else v, at))
+                    out.append(Where(f, text(v, f"{at}.{f}", names) if isinstance(v, str) else v, at))
             return tuple(out)
 
-        def sections(items: list[dict[str, Any]], at: str) -> tuple[Section, ...]:
+        def sections(items: list[dict[str, Any]], at: str, names: tuple[str, ...]) -> tuple[Section, ...]:
             out = []
             for i, s in enumerate(items):
                 where_at = f"{at}[{i}]"
@@ -453,8 +510,10 @@ class _Loader:
                     coll, _, ident = s["doc"].partition("/")
                     if coll not in self.cfg.collections:
                         self.problem(file, f"{where_at}.doc", f"unknown collection {coll!r}")
-                    ref = DocRef(coll, text(ident, f"{where_at}.doc"), s["doc"])
+                    ref = DocRef(coll, text(ident, f"{where_at}.doc", names), s["doc"])
                 lists = "collection" in s or "list" in s
+                shown = s.get("collection") or (ref.collection if ref else "")
+                fields = self._fields(shown, s.get("list"))
                 if lists and "line" not in s:
                     self.problem(file, where_at, "lists documents or items, so it needs a 'line'")
                 if not lists and "text" not in s:
@@ -463,15 +522,50 @@ class _Loader:
                     self.problem(file, f"{where_at}.list", "lists a field of one document, so it needs 'doc'")
                 out.append(Section(
                     title=s.get("title", ""), collection=s.get("collection"), doc=ref, list=s.get("list"),
-                    where=where(s.get("where", {}), f"{where_at}.where"), order=tuple(s.get("order", ())),
-                    limit=s.get("limit"), line=text(s["line"], f"{where_at}.line") if "line" in s else None,
-                    text=text(s["text"], f"{where_at}.text") if "text" in s else None, share=float(s.get("share", 1.0))))
+                    where=where(s.get("where", {}), f"{where_at}.where", names), order=tuple(s.get("order", ())),
+                    limit=s.get("limit"),
+                    line=text(s["line"], f"{where_at}.line", names, fields, shown) if "line" in s else None,
+                    text=text(s["text"], f"{where_at}.text", names, fields if ref else set(), shown if ref else "")
+                    if "text" in s else None, share=float(s.get("share", 1.0))))
             return tuple(out)
 
         at = (lambda k: f"{key}.{k}") if key else (lambda k: k)  # noqa: E731
-        spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared")),
-                          sections(d.get("own", []), at("own")), text(d.get("ask", ASK), at("ask")))
+        spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared"), SHARED_NAMES),
+                          sections(d.get("own", []), at("own"), SHARED_NAMES + OWN_NAMES),
+                          text(d.get("ask", ASK), at("ask"), SHARED_NAMES + OWN_NAMES))
         return spec if len(self.problems) == before else None
+
+    def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
+        """The fields a template may name for an item of ``collection`` (or of its
+        ``list_field``): its schema's properties; None when the schema does not say."""
+        coll = self.cfg.collections.get(collection)
+        data = self.read(f"schemas/{coll.schema}") if coll else None
+        try:
+            schema = canonical.parse(data) if data else None
+        except canonical.JSONProblem:
+            return None
+        for step in ([list_field, "items"] if list_field else []):
+            props = schema.get("properties") if isinstance(schema, dict) else None
+            schema = props.get(step) if isinstance(props, dict) and step != "items" else (
+                schema.get("items") if isinstance(schema, dict) and step == "items" else None)
+        if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+            return None
+        if schema.get("additionalProperties", True) is not False or "patternProperties" in schema:
+            return None  # documents may hold fields the schema does not name
+        return set(schema["properties"])
+
+
+SHARED_NAMES = ("tick", "fleet")  # what every prompt template may name
+OWN_NAMES = ("agent", "persona")  # and an agent's own sections
+TEMPLATE_DEPTH = 12  # a value template's nesting: the input in it may nest 48, a delta holds 64
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def default_prompt(cfg: Config) -> dict[str, Any]:
@@ -529,6 +623,20 @@ def _self_value(value: Any, me: str) -> Any:
     return value
 
 
+def _index_key(v: Any) -> Any:
+    """A scalar as an index key that keeps JSON's kinds apart (true is not 1); a
+    missing field is null. None for lists and objects, which are not indexed."""
+    if v is None:
+        return ("null",)
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, (int, float)):
+        return ("number", v)
+    if isinstance(v, str):
+        return ("string", v)
+    return None
+
+
 # -- the state at main, as tools and prompts read it -------------------------
 @dataclass
 class View:
@@ -557,10 +665,11 @@ class View:
         if idx is None:
             idx = self._index[key] = {}
             for doc in self.docs(collection).values():
-                v = doc.get(field_name)
-                if isinstance(v, (str, int)) and not isinstance(v, bool):
-                    idx.setdefault(v, []).append(doc)
-        return idx.get(value, []) if isinstance(value, (str, int)) and not isinstance(value, bool) else []
+                k = _index_key(doc.get(field_name))
+                if k is not None:
+                    idx.setdefault(k, []).append(doc)
+        k = _index_key(None if value is MISSING else value)
+        return idx.get(k, []) if k is not None else [d for d in self.docs(collection).values() if d.get(field_name) == value]
 
     def _load(self, collection: str) -> dict[str, dict[str, Any]]:
         from fleet.checks import load_in

@@ -139,3 +139,18 @@ def test_on_claude_the_turn_sees_its_task_and_reports_it_through_a_tool(tmp_path
     assert bodies["ada"]["meta"]["tasks"] == [{"task": "fix-a", "fence": 4, "outcome": "done", "result": "pinned the seed"}]
     assert "noop" not in bodies["ada"]["meta"] and bodies["ada"]["ops"] == []
     assert "tasks" not in bodies["basil"]["meta"] and "complete_task" in bodies["basil"]["meta"]["rejected"][0]["reason"]
+
+
+def test_agents_with_task_tools_and_no_queue_yet_take_their_turns(tmp_path: Path) -> None:
+    """No task was ever added: there is no queue branch, and that means no task, not a failed worker."""
+    fleet_cli(tmp_path, "init", "f")
+    repo = tmp_path / "f"
+    cfg = json.loads((repo / "state/config.json").read_bytes())
+    cfg["agents"]["ada"]["actions"] = ["post", "comment", "complete_task"]
+    (repo / "state/config.json").write_bytes(canonical.dumps(cfg))
+    git(repo, "commit", "-qam", "ada works on tasks")
+    p = fleet_cli(repo, "run", "--ticks", "2", "--workers", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    ticks = json.loads(p.stdout)["ticks"]
+    assert all(t["delivered"] == t["workers"] for t in ticks), ticks
+    assert "could not fetch the task queue" not in p.stderr

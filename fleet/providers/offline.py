@@ -28,6 +28,12 @@ from fleet.world import NOOP, Tool, View
 _WORDS = ("git", "tick", "delta", "merge", "ledger", "replay", "schema", "worker", "stream", "conflict",
           "garden", "history", "design", "error bars", "poem", "test", "benchmark", "patience")
 MAX_DEPTH = 6  # of a made-up input
+MAX_ITEMS = 16  # a made-up array holds at most this many, whatever minItems says
+MAX_TEXT = 4000  # a made-up string, whatever minLength says
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12 else default
 ATTEMPTS = 8  # calls tried against the tools' preconditions before one is sent anyway
 CARELESS = 0.05  # how often a call is sent untried
 
@@ -182,17 +188,17 @@ class _Maker:
             return {k: self.value(sub, root, depth + 1, k) for k, sub in sorted(props.items())
                     if k in required or rng.random() < 0.5}
         if kind == "array":
-            lo = int(schema.get("minItems", 0))
-            hi = max(lo, min(int(schema.get("maxItems", lo + 2)), lo + 2))
+            lo = min(_int(schema.get("minItems"), 0), MAX_ITEMS)  # a schema may ask for more than any call holds
+            hi = max(lo, min(_int(schema.get("maxItems"), lo + 2), lo + 2))
             items = [self.value(schema.get("items", {}), root, depth + 1, name) for _ in range(rng.randint(lo, hi))]
             if schema.get("uniqueItems"):
                 seen: list[Any] = []
                 items = [i for i in items if not (i in seen or seen.append(i))]
             return items
         if kind in ("integer", "number"):
-            lo = schema.get("minimum", 0)
-            hi = schema.get("maximum", lo + 10)
-            n = rng.randint(int(lo), max(int(lo), int(hi)))
+            lo = _int(schema.get("minimum"), 0)
+            hi = _int(schema.get("maximum"), lo + 10)
+            n = rng.randint(lo, max(lo, min(hi, lo + 1_000_000)))
             return n if kind == "integer" else float(n)
         if kind == "boolean":
             return rng.random() < 0.5
@@ -212,7 +218,7 @@ class _Maker:
             except re.error:
                 pass
         text = f"{r.agent} on {topic} at tick {r.tick}" if name not in ("reason",) else "nothing worth doing"
-        lo, hi = int(schema.get("minLength", 0)), int(schema.get("maxLength", 200))
+        lo, hi = min(_int(schema.get("minLength"), 0), MAX_TEXT), _int(schema.get("maxLength"), 200)
         while len(text) < lo:
             text += f" {rng.choice(_WORDS)}"
         return text[:hi]
