@@ -8,9 +8,9 @@ next ready task. The branch's history is the audit trail, one commit per
 change, each message saying who did what and why. The queue reads its
 settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
-A claim hands out a fencing token, a number that only goes up. Renew,
-complete, fail and release name it, so a holder whose lease ran out and whose
-task went to someone else is refused instead of overwriting their work.
+A claim hands out a fence (a fencing token), a number that only goes up.
+Renew, complete, fail and release name it, so a holder whose lease ran out and
+whose task went to someone else is refused instead of overwriting their work.
 """
 
 from __future__ import annotations
@@ -81,11 +81,13 @@ def new_task_id(count: int) -> str:
 MISSING = docpath.MISSING
 
 # The keys of fleet's own records are snake_case; a queue written by an earlier
-# fleet says claimedBy, leaseUntil, lastTick and so on, which are read as the new
-# keys and written back in the new spelling at the next change.
+# fleet says claimedBy, leaseUntil, lastTick and so on (and "token" for the
+# fence), which are read as the new keys and written back in the new spelling
+# at the next change.
 _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil": "lease_until",
              "notBefore": "not_before", "createdAt": "created_at", "updatedAt": "updated_at", "doneAt": "done_at",
-             "lastTick": "last_tick"}
+             "lastTick": "last_tick",
+             "token": "fence"}
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
 _OPTIONAL = ("body", "done_at", "result", "error")
@@ -111,7 +113,7 @@ class Task:
     priority: int
     deps: list[str]
     for_: str | None  # the agent it was slung to ("for" on disk)
-    token: int  # the fencing token: up by one at every claim
+    fence: int  # the fencing token: up by one at every claim
     attempts: int
     failures: int
     claimed_by: str | None
@@ -324,7 +326,7 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
                          "(schemas/task.schema.json)")
     stamp_ = stamp(at)
     t = Task(id=item.get("id", ""), title=item.get("title"), status="pending", priority=priority,
-             deps=item.get("deps", []), for_=target, token=0, attempts=0, failures=0, claimed_by=None,
+             deps=item.get("deps", []), for_=target, fence=0, attempts=0, failures=0, claimed_by=None,
              claimed_at=None, lease_until=None, not_before=None, created_at=stamp_, updated_at=stamp_,
              body=item.get("body", MISSING))
     probe = dict(t.to_json(), id=t.id or "tk-probe")
@@ -358,21 +360,21 @@ def cycle(tasks: dict[str, Task], ids: list[str]) -> list[str] | None:
     return None
 
 
-def holder_check(t: Task, token: int, agent: str | None, verb: str) -> None:
-    """Refuse a stale or foreign holder: the fencing token must be the current one."""
+def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
+    """Refuse a stale or foreign holder: the fence must be the current one."""
     if t.status == "done":
-        raise FleetError(f"cannot {verb} task {t.id}: it is already done (by {t.claimed_by}, token {t.token})")
+        raise FleetError(f"cannot {verb} task {t.id}: it is already done (by {t.claimed_by}, fence {t.fence})")
     if t.status != "in-progress":
-        why = ("it was never claimed" if t.token == 0 else
+        why = ("it was never claimed" if t.fence == 0 else
                f"failed for good after {t.failures} failures" if t.status == "failed" else
                "it went back to the queue (the lease ran out, or it was failed or released)")
-        raise FleetError(f"cannot {verb} task {t.id}: it is {t.status}, not in progress (token {t.token}): {why}")
-    if token > t.token:
-        raise FleetError(f"cannot {verb} task {t.id}: no claim was given token {token} (the current one is "
-                         f"{t.token}, held by {t.claimed_by})")
-    if token != t.token:
-        raise FleetError(f"cannot {verb} task {t.id}: token {token} is stale, the task was claimed again "
-                         f"(token {t.token}, by {t.claimed_by}); drop your result")
+        raise FleetError(f"cannot {verb} task {t.id}: it is {t.status}, not in progress (fence {t.fence}): {why}")
+    if fence > t.fence:
+        raise FleetError(f"cannot {verb} task {t.id}: no claim was given fence {fence} (the current one is "
+                         f"{t.fence}, held by {t.claimed_by})")
+    if fence != t.fence:
+        raise FleetError(f"cannot {verb} task {t.id}: fence {fence} is stale, the task was claimed again "
+                         f"(fence {t.fence}, by {t.claimed_by}); drop your result")
     if agent is not None and agent != t.claimed_by:
         raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 
@@ -470,8 +472,8 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
 
 def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
           task_id: str | None = None) -> Step:
-    """``agent`` claims the first ready task (or ``task_id``): a new fencing
-    token and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
+    """``agent`` claims the first ready task (or ``task_id``): a new fence
+    and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
     NothingToDo when none is ready yet; FleetError when waiting cannot help."""
     seconds = lease if lease is not None else cfg.tasks.lease_seconds
     if task_id is not None:
@@ -492,10 +494,10 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
             soon = f"; the next is ready at {waits[0]}" if waits else ""
             raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
         t = ready[0]
-    t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
+    t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)
-    return Step(t, f"task claim {t.id} by {agent} (token {t.token})\n\n{printable(t.title)}\n"
+    return Step(t, f"task claim {t.id} by {agent} (fence {t.fence})\n\n{printable(t.title)}\n"
                    f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
 
 
@@ -516,53 +518,53 @@ def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
     return f"task {t.id} waits for {', '.join(q.blockers(t))}"
 
 
-def _by_holder(t: Task, new: Task, token: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
+def _by_holder(t: Task, new: Task, fence: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
     """The holder's change to ``t``, recorded in the holder's name."""
     return Step(replace(new, updated_at=stamp(at)),
-                f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n")
+                f"task {verb} {t.id} by {t.claimed_by} (fence {fence}){line}\n\nFleet-Agent: {t.claimed_by}\n")
 
 
-def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None,
+def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None,
           lease: float | None = None) -> Step:
-    """The holder of ``token`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
+    """The holder of ``fence`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "renew")
+    holder_check(t, fence, agent, "renew")
     until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
-    return _by_holder(t, replace(t, lease_until=until), token, "renew", at, f"\n\nLease until {until}.")
+    return _by_holder(t, replace(t, lease_until=until), fence, "renew", at, f"\n\nLease until {until}.")
 
 
-def complete(q: Queue, at: _dt.datetime, task_id: str, token: int, *, result: Any = None,
+def complete(q: Queue, at: _dt.datetime, task_id: str, fence: int, *, result: Any = None,
              agent: str | None = None) -> Step:
-    """The holder of ``token`` marks the task done with ``result``. A retried
+    """The holder of ``fence`` marks the task done with ``result``. A retried
     complete whose first attempt landed changes nothing and is no error."""
     t = q.task(task_id)
-    if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
+    if t.status == "done" and t.fence == fence and (None if t.result is MISSING else t.result) == result:
         return Step(t)
-    holder_check(t, token, agent, "complete")
+    holder_check(t, fence, agent, "complete")
     new = replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None)
-    return _by_holder(t, new, token, "complete", at)
+    return _by_holder(t, new, fence, "complete", at)
 
 
-def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, reason: str,
+def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, reason: str,
          agent: str | None = None) -> Step:
-    """The holder of ``token`` gives the task back as failed (``returned``)."""
+    """The holder of ``fence`` gives the task back as failed (``returned``)."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "fail")
+    holder_check(t, fence, agent, "fail")
     new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:4000])
-    return _by_holder(t, new, token, "fail", at, line)
+    return _by_holder(t, new, fence, "fail", at, line)
 
 
-def release(q: Queue, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None) -> Step:
-    """The holder of ``token`` gives the task back unfinished, no failure counted."""
+def release(q: Queue, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None) -> Step:
+    """The holder of ``fence`` gives the task back unfinished, no failure counted."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "release")
+    holder_check(t, fence, agent, "release")
     new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None)
-    return _by_holder(t, new, token, "release", at, "\n\nGiven back unfinished.")
+    return _by_holder(t, new, fence, "release", at, "\n\nGiven back unfinished.")
 
 
 def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
     """Give a failed task another go: pending again, its failures forgiven.
-    Its token stays, so the next claim gets a higher one."""
+    Its fence stays, so the next claim gets a higher one."""
     t = q.task(task_id)
     if t.status != "failed":
         raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")

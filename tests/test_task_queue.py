@@ -79,7 +79,7 @@ def test_many_claimers_on_many_clones_one_winner_per_task(origin_fleet: tuple[Fl
     assert all(len(v) == 1 for v in history.values()) and len(history) == tasks
     q = TaskQueue(FleetRepo(dirs[0]))
     q.fetch()
-    assert all(t.status == "in-progress" and t.token == 1 for t in q.read().tasks.values())
+    assert all(t.status == "in-progress" and t.fence == 1 for t in q.read().tasks.values())
 
 
 @pytest.mark.parametrize("point", ["task.after-commit", "task.during-push"])
@@ -155,9 +155,9 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
             elif op == "claim":
                 t = task_cmd.claim(path, agent)
                 assert t["id"] not in held and t["id"] not in done, "claimed a task that is held or done"
-                assert t["token"] == last_token[t["id"]] + 1
-                held[t["id"]] = (agent, t["token"])
-                last_token[t["id"]] = t["token"]
+                assert t["fence"] == last_token[t["id"]] + 1
+                held[t["id"]] = (agent, t["fence"])
+                last_token[t["id"]] = t["fence"]
                 changes += 1
             elif op in ("complete", "fail", "release", "renew") and tid in held:
                 who, token = held[tid]
@@ -186,11 +186,11 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
                 raise
     q = TaskQueue(FleetRepo(path)).read()
     for tid, t in q.tasks.items():
-        assert t.token == last_token[tid]
+        assert t.fence == last_token[tid]
         assert (t.status == "in-progress") == (tid in held)
         assert (t.status == "done") == (tid in done)
         if tid in held:
-            assert (t.claimed_by, t.token) == held[tid]
+            assert (t.claimed_by, t.fence) == held[tid]
     count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
     assert count == changes
 
@@ -211,9 +211,9 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
     new = tq.git.write_commit(tip, "hand\n", {task_path("a"): json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"}, [])
     assert tq.publish(new, tip)
     second = task_cmd.claim(fleet.path, "basil")
-    assert second["token"] == first["token"] + 1
+    assert second["fence"] == first["fence"] + 1
     with pytest.raises(FleetError, match="stale"):
-        task_cmd.complete(fleet.path, "a", first["token"], result="late")
+        task_cmd.complete(fleet.path, "a", first["fence"], result="late")
     assert cfg  # config untouched
     _ = _dt
 

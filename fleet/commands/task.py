@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,36 +92,36 @@ def _checked(task_id: str, agent: str | None, flag: str,
     return checked
 
 
-def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
+def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
-    """Extend the lease of the holder of ``token``."""
+    """Extend the lease of the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, token, agent=agent, lease=lease)))
+        q, cfg, at, task_id, fence, agent=agent, lease=lease)))
 
 
-def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
+def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
-    """Mark the task done with ``result``, for the holder of ``token``."""
+    """Mark the task done with ``result``, for the holder of ``fence``."""
     size = len(canonical.dumps_line(result))
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, token, result=result, agent=agent)))
+        q, at, task_id, fence, result=result, agent=agent)))
 
 
-def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None = None,
+def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
-    """Give the task back as failed, for the holder of ``token``."""
+    """Give the task back as failed, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, token, reason=reason, agent=agent)))
+        q, cfg, at, task_id, fence, reason=reason, agent=agent)))
 
 
-def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
+def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
-    """Give the task back unfinished, for the holder of ``token``."""
+    """Give the task back unfinished, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, at, task_id, token, agent=agent)))
+        q, at, task_id, fence, agent=agent)))
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -135,8 +136,8 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
 
 def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
     """A task as commands print it: the document plus what the queue makes of it."""
-    # "fence" is the fencing token under the name the brief gives it; "token" is the record's key
-    out = dict(t.to_json(), path=task_path(t.id), fence=t.token)
+    # "token", the fence's earlier name, is printed too until --token goes (deprecated)
+    out = dict(t.to_json(), path=task_path(t.id), token=t.fence)
     if q is not None:
         out["blocked_by"] = q.blockers(t)
         out["ready"] = q.is_ready(t, None, at or now())
@@ -185,7 +186,7 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
 def task_command(directory: Path | None) -> None:
     """The task queue on the fleet/tasks branch: every change is a compare-and-swap push.
 
-    claim hands out a fencing token; renew, complete, fail and release must name it.
+    claim hands out a fence (a fencing token); renew, complete, fail and release must name it.
     """
 
 
@@ -193,7 +194,7 @@ def _task_line(t: dict[str, Any]) -> str:
     who = f" {t['claimed_by']}" if t["claimed_by"] else ""
     extra = ""
     if t["status"] == "in-progress":
-        extra = f" token {t['token']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
+        extra = f" fence {t['fence']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
     elif t["status"] == "pending" and t.get("doomed_by"):
         extra = f" never ready: {t['doomed_by']} failed"
     elif t["status"] == "pending" and t.get("blocked_by"):
@@ -206,7 +207,7 @@ def _task_line(t: dict[str, Any]) -> str:
 
 def _task_detail(t: dict[str, Any]) -> None:
     click.echo(f"{t['id']}: {t['title']}")
-    click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
+    click.echo(f"  status {t['status']}, priority {t['priority']}, fence {t['fence']}, attempts {t['attempts']}, "
                f"failures {t['failures']}")
     if t["claimed_by"]:
         click.echo(f"  claimed by {t['claimed_by']} at {t['claimed_at']}" +
@@ -222,11 +223,28 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(t["body"])
 
 
-def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # --fence is the name the brief fixes ("token" means model tokens to anyone
-    # running LLM agents); --token, the earlier name, still works.
-    return click.option("--fence", "--token", "token", type=click.IntRange(1), required=True,
-                        help="The fence (fencing token) claim printed; a stale one is refused.")(fn)
+MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
+
+
+def _fence_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--fence N``, the name the brief fixes ("token" means model tokens to
+    anyone running LLM agents). ``--token N``, the earlier name, is accepted for
+    one release with a note on stderr; the command sees ``fence`` either way."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, fence: int | None, old_token: int | None, **kwargs: Any) -> Any:
+        if old_token is not None:
+            click.echo("warning: --token is deprecated and goes away in the next release; use --fence", err=True)
+            if fence is not None and fence != old_token:
+                raise UsageError(f"--fence {fence} and --token {old_token} disagree; give --fence alone")
+            fence = old_token
+        if fence is None:
+            raise UsageError("missing option --fence N: the fence that `fleet task claim` printed")
+        return fn(*args, fence=fence, **kwargs)
+
+    wrapper = click.option("--token", "old_token", type=click.IntRange(1, MAX_FENCE), default=None, hidden=True,
+                           help="Deprecated: the earlier name of --fence.")(wrapper)
+    return click.option("--fence", "fence", type=click.IntRange(1, MAX_FENCE), default=None, metavar="N",
+                        help="The fence (fencing token) claim printed; a stale one is refused. [required]")(wrapper)
 
 
 def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -294,7 +312,7 @@ def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
-        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['lease_until']}")
+        click.echo(f"claimed {t['id']} for {agent}: fence {t['fence']}, lease until {t['lease_until']}")
         _task_detail(t)
 
     emit(t, as_json, text)
@@ -304,7 +322,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__doc__ = helptext
         for deco in reversed((task_command.command(verb), dir_option, json_option, remote_option,
-                              click.argument("task_id", metavar="TASK"), _token_option, _as_option())):
+                              click.argument("task_id", metavar="TASK"), _fence_option, _as_option())):
             fn = deco(fn)
         return fn
     return wrap
@@ -312,17 +330,17 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 
 @_holder_command("renew", "Extend the lease on TASK (do it at half the lease).")
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
-def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                    agent: str | None, lease: float | None) -> None:
-    t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['lease_until']}"))
+    t = renew(directory, task_id, fence, agent=agent, lease=lease, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: fence {t['fence']}, lease until {t['lease_until']}"))
 
 
 @_holder_command("complete", "Mark TASK done, with an optional JSON result.")
 @click.option("--result", "result", default=None, help="The result, as JSON (a string is '\"text\"').")
 @click.option("--result-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The result, from a JSON file.")
-def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                       agent: str | None, result: str | None, result_file: Path | None) -> None:
     value = None
     if result is not None and result_file is not None:
@@ -338,23 +356,23 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
             value = canonical.load(result_file.read_bytes(), str(result_file), canonical.MAX_DEPTH)
         except OSError as e:
             raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
-    t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (token {t['token']})"))
+    t = complete(directory, task_id, fence, result=value, agent=agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (fence {t['fence']})"))
 
 
 @_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
 @click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
-def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                   agent: str | None, reason: str) -> None:
-    t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
+    t = fail(directory, task_id, fence, reason=reason, agent=agent, remote=remote)
     after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
     emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
 
 
 @_holder_command("release", "Give TASK back unfinished, without counting a failure.")
-def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                      agent: str | None) -> None:
-    t = release(directory, task_id, token, agent=agent, remote=remote)
+    t = release(directory, task_id, fence, agent=agent, remote=remote)
     emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
 
 
@@ -364,7 +382,7 @@ def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id
 @remote_option
 @click.argument("task_id", metavar="TASK")
 def task_reopen_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
-    """Give a failed TASK another go: pending again, failures forgiven, token kept."""
+    """Give a failed TASK another go: pending again, failures forgiven, fence kept."""
     t = reopen(directory, task_id, remote=remote)
     emit(t, as_json, lambda: click.echo(f"reopened {t['id']}: pending again"))
 

@@ -6,8 +6,8 @@ that finds nothing commits nothing (exit 3), so a scheduled watchdog does not
 fill the history with syncs.
 
 - A task whose lease ran out goes back to pending after the retry delay, one
-  commit per task naming the holder, the token and how late it is; after
-  ``tasks.max_failures`` it is marked failed for a person instead. Its token
+  commit per task naming the holder, the fence and how late it is; after
+  ``tasks.max_failures`` it is marked failed for a person instead. Its fence
   stays, so the next claim gets a higher one and the old holder is fenced out.
 - A tick worker that delivered deltas before (the ledger on main says when)
   and none in ``watchdog.dead_after_ticks`` merged ticks since is marked dead
@@ -67,13 +67,13 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
             late = (at - parse_stamp(t.lease_until)).total_seconds()
             if late <= grace:
                 continue
-            why = (f"lease of {t.claimed_by} (token {t.token}) ran out at {t.lease_until}, "
+            why = (f"lease of {t.claimed_by} (fence {t.fence}) ran out at {t.lease_until}, "
                    f"{ago(late)} ago, without a renew or a result")
             new, line = returned(t, cfg, at, why)
             new = replace(new, updated_at=stamp(at))
             verb = "fail" if new.status == "failed" else "return"
             (failed if verb == "fail" else returns).append({"id": t.id, "holder": t.claimed_by,
-                                                            "token": t.token, "late_seconds": round(late, 3)})
+                                                            "fence": t.fence, "late_seconds": round(late, 3)})
             commits.append((f"watchdog: {verb} {t.id}: lease of {t.claimed_by} ran out {ago(late)} ago{line}\n\n"
                             f"Fleet-Watchdog: lease\n", {task_path(t.id): new.to_json()}))
         marks = []
@@ -112,7 +112,7 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
 
     def text() -> None:
         for t in r["returned"]:
-            click.echo(f"returned {t['id']}: lease of {t['holder']} (token {t['token']}) ran out")
+            click.echo(f"returned {t['id']}: lease of {t['holder']} (fence {t['fence']}) ran out")
         for t in r["failed"]:
             click.echo(f"failed {t['id']}: lease of {t['holder']} ran out, too many failures; a person decides")
         for w in r["workers"]:

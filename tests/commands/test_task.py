@@ -38,11 +38,11 @@ def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
     ready = json.loads(run(fleet, "task", "ready", "--json").output)["tasks"]
     assert [t["id"] for t in ready] == [a]  # b waits for a
     t = claim(fleet, "ada")
-    assert (t["id"], t["token"], t["status"], t["claimed_by"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
+    assert (t["id"], t["fence"], t["status"], t["claimed_by"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
     assert claim(fleet, "basil", code=3)["exit"] == 3  # b is blocked, a is taken
-    renewed = json.loads(run(fleet, "task", "renew", a, "--token", "1", "--json", "--lease", "3600").output)
+    renewed = json.loads(run(fleet, "task", "renew", a, "--fence", "1", "--json", "--lease", "3600").output)
     assert renewed["lease_until"] > t["lease_until"]
-    run(fleet, "task", "complete", a, "--token", "1", "--result", '{"pages": 3}')
+    run(fleet, "task", "complete", a, "--fence", "1", "--result", '{"pages": 3}')
     done = json.loads(run(fleet, "task", "show", a, "--json").output)
     assert (done["status"], done["result"], done["lease_until"]) == ("done", {"pages": 3}, None)
     assert [h["what"].split(" ")[1] for h in done["history"]] == ["add", "claim", "renew", "complete"]
@@ -50,8 +50,8 @@ def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
     assert t2["id"] == b
     # the audit trail: one commit per change, saying who did what
     log = commits(fleet)
-    assert log[0] == f"task claim {b} by basil (token 1)"
-    assert f"task complete {a} by ada (token 1)" in log
+    assert log[0] == f"task claim {b} by basil (fence 1)"
+    assert f"task complete {a} by ada (fence 1)" in log
     assert main_untouched(fleet)
 
 
@@ -94,22 +94,22 @@ def test_fencing_token_refuses_a_stale_holder(fleet: Fleet) -> None:
     time.sleep(1.1)
     run(fleet, "watchdog")
     second = claim(fleet, "basil")
-    assert (second["id"], second["token"]) == (t, first["token"] + 1)
+    assert (second["id"], second["fence"]) == (t, first["fence"] + 1)
     # ada comes back with her old token: refused, whatever she tries, and nothing is written
     before = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
     for verb, extra in (("complete", ["--result", "1"]), ("renew", []), ("release", []),
                         ("fail", ["--reason", "x"])):
-        r = run(fleet, "task", verb, t, "--token", str(first["token"]), *extra, code=1)
-        assert "token 1 is stale" in r.output and "claimed again (token 2, by basil)" in r.output
+        r = run(fleet, "task", verb, t, "--fence", str(first["fence"]), *extra, code=1)
+        assert "fence 1 is stale" in r.output and "claimed again (fence 2, by basil)" in r.output
     assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") == before
-    r = run(fleet, "task", "complete", t, "--token", "2", "--as", "ada", code=1)
+    r = run(fleet, "task", "complete", t, "--fence", "2", "--as", "ada", code=1)
     assert "held by basil, not ada" in r.output
-    r = run(fleet, "task", "complete", t, "--token", "7", code=1)
-    assert "no claim was given token 7" in r.output
-    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
+    r = run(fleet, "task", "complete", t, "--fence", "7", code=1)
+    assert "no claim was given fence 7" in r.output
+    run(fleet, "task", "complete", t, "--fence", "2", "--as", "basil")
     # the same complete again is a retry whose first attempt landed: no error, no commit
-    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
-    assert commits(fleet)[0] == f"task complete {t} by basil (token 2)"
+    run(fleet, "task", "complete", t, "--fence", "2", "--as", "basil")
+    assert commits(fleet)[0] == f"task complete {t} by basil (fence 2)"
     assert commits(fleet)[1].startswith(f"task claim {t} by basil")
 
 
@@ -127,11 +127,11 @@ def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
     commit_config(fleet, cfg)
     t = add(fleet, "flaky")
     c = claim(fleet, "ada")
-    r = json.loads(run(fleet, "task", "fail", t, "--token", str(c["token"]), "--reason", "tests red", "--json").output)
+    r = json.loads(run(fleet, "task", "fail", t, "--fence", str(c["fence"]), "--reason", "tests red", "--json").output)
     assert (r["status"], r["failures"], r["error"], r["claimed_by"]) == ("pending", 1, "tests red", None)
     c = claim(fleet, "basil")
-    assert c["token"] == 2
-    r = json.loads(run(fleet, "task", "fail", t, "--token", "2", "--reason", "still red", "--json").output)
+    assert c["fence"] == 2
+    r = json.loads(run(fleet, "task", "fail", t, "--fence", "2", "--reason", "still red", "--json").output)
     assert (r["status"], r["failures"]) == ("failed", 2)
     assert claim(fleet, "ada", code=3)["exit"] == 3
     assert tasks(fleet, "--status", "failed")["tasks"][0]["id"] == t
@@ -140,9 +140,9 @@ def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
 def test_release_gives_back_without_a_failure(fleet: Fleet) -> None:
     t = add(fleet, "later")
     c = claim(fleet, "ada")
-    r = json.loads(run(fleet, "task", "release", t, "--token", str(c["token"]), "--json").output)
+    r = json.loads(run(fleet, "task", "release", t, "--fence", str(c["fence"]), "--json").output)
     assert (r["status"], r["failures"], r["not_before"]) == ("pending", 0, None)
-    assert claim(fleet, "basil")["token"] == 2
+    assert claim(fleet, "basil")["fence"] == 2
 
 
 def test_add_file_is_one_push_and_reruns_are_idempotent(fleet: Fleet, tmp_path: Path) -> None:
@@ -210,9 +210,9 @@ def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
                                             "--priority", "1", code=2).output
     assert "cannot read" in run(fleet, "task", "add", "--file", str(tmp_path / "missing.jsonl"), code=1).output
     assert "no task 'nope'" in run(fleet, "task", "show", "nope", code=1).output
-    assert "it was never claimed" in run(fleet, "task", "complete", t, "--token", "1", code=1).output
-    assert "--token" in run(fleet, "task", "complete", t, "--token", "0", code=2).output
-    r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=2)
+    assert "it was never claimed" in run(fleet, "task", "complete", t, "--fence", "1", code=1).output
+    assert "--fence" in run(fleet, "task", "complete", t, "--fence", "0", code=2).output
+    r = run(fleet, "task", "complete", t, "--fence", "1", "--result", "not json", code=2)
     assert r.output.startswith("fleet: --result") or "--result" in r.output
     r = run(fleet, "task", "claim", "--as", "ada", "--lease", "0", code=2)
     assert "--lease" in r.output
@@ -237,7 +237,7 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     c = claim(f, "ada")
     assert c["id"] == t
     remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
-    assert remote_doc["claimed_by"] == "ada" and remote_doc["token"] == 1
+    assert remote_doc["claimed_by"] == "ada" and remote_doc["fence"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
 
@@ -247,7 +247,7 @@ def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkey
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
     t = add(fleet, f"rotate {canary}", "--body", f"the key is {canary}")
     c = claim(fleet, "ada")
-    run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result", json.dumps({"leaked": canary}))
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}))
     everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
     assert canary.encode() not in everything and b"[REDACTED]" in everything
 
@@ -259,7 +259,7 @@ def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(flee
     add(fleet, "parent", "--id", "p1")
     add(fleet, "child", "--id", "c1", "--dep", "p1")
     c = claim(fleet, "ada")
-    run(fleet, "task", "fail", "p1", "--token", str(c["token"]), "--reason", "boom")
+    run(fleet, "task", "fail", "p1", "--fence", str(c["fence"]), "--reason", "boom")
     # waiting cannot help: an error (exit 1), not "nothing to do" (exit 3), so a polling loop stops
     r = run(fleet, "task", "claim", "--as", "ada", "--task", "c1", code=1)
     assert "waits for p1, which has failed; `fleet task reopen p1`" in r.output
@@ -268,25 +268,25 @@ def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(flee
     assert "[never ready: p1 failed]" in run(fleet, "task", "list").output
     r = run(fleet, "task", "add", "another", "--dep", "p1", code=1)
     assert "task 'p1' has failed, so this one could never be ready" in r.output
-    r = run(fleet, "task", "complete", "p1", "--token", "1", code=1)
+    r = run(fleet, "task", "complete", "p1", "--fence", "1", code=1)
     assert "failed for good after 1 failures" in r.output
     assert "only a failed task is reopened" in run(fleet, "task", "reopen", "c1", code=1).output
     reopened = json.loads(run(fleet, "task", "reopen", "p1", "--json").output)
-    assert (reopened["status"], reopened["failures"], reopened["token"]) == ("pending", 0, 1)
-    assert claim(fleet, "basil")["token"] == 2  # the token still only goes up
+    assert (reopened["status"], reopened["failures"], reopened["fence"]) == ("pending", 0, 1)
+    assert claim(fleet, "basil")["fence"] == 2  # the fence still only goes up
     assert commits(fleet)[1] == "task reopen p1 after 1 failures"
 
 
 def test_done_is_done(fleet: Fleet) -> None:
     t = add(fleet, "once")
     c = claim(fleet, "ada")
-    run(fleet, "task", "complete", t, "--token", str(c["token"]))
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]))
     for verb in ("renew", "release"):
-        r = run(fleet, "task", verb, t, "--token", "1", code=1)
-        assert "it is already done (by ada, token 1)" in r.output
-    r = run(fleet, "task", "complete", t, "--token", "1", "--result", '"other"', code=1)
+        r = run(fleet, "task", verb, t, "--fence", "1", code=1)
+        assert "it is already done (by ada, fence 1)" in r.output
+    r = run(fleet, "task", "complete", t, "--fence", "1", "--result", '"other"', code=1)
     assert "already done" in r.output
-    assert "--token" in run(fleet, "task", "renew", t, "--token", "0", code=2).output
+    assert "--fence" in run(fleet, "task", "renew", t, "--fence", "0", code=2).output
 
 
 def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
@@ -294,7 +294,7 @@ def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
     c = claim(fleet, "ada")
     big = tmp_path / "r.json"
     big.write_text(json.dumps({"blob": "x" * 70000}))
-    r = run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result-file", str(big), code=1)
+    r = run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result-file", str(big), code=1)
     assert "a task's result is at most 65,536" in r.output
     assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))["status"] == "in-progress"
 
@@ -354,12 +354,13 @@ def test_a_task_in_the_old_spelling_is_claimed_completed_and_rewritten_in_the_ne
     listed = {t["id"]: t for t in tasks(fleet)["tasks"]}
     assert (listed["tk-old1"]["not_before"], listed["tk-old1"]["ready"]) == ("2020-01-01T00:00:00.000Z", True)
     t = claim(fleet, "ada")  # priority 1 before the placeholder's 2
-    assert (t["id"], t["token"], t["fence"], t["claimed_by"], t["attempts"]) == ("tk-old1", 3, 3, "ada", 3)
-    run(fleet, "task", "complete", "tk-old1", "--token", "3", "--result", '"ok"')
+    assert (t["id"], t["fence"], t["token"], t["claimed_by"], t["attempts"]) == ("tk-old1", 3, 3, "ada", 3)
+    run(fleet, "task", "complete", "tk-old1", "--fence", "3", "--result", '"ok"')
     doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path("tk-old1")))
     assert (doc["status"], doc["claimed_by"], doc["result"], doc["created_at"]) == (
         "done", "ada", "ok", "2020-01-01T00:00:00.000Z")
     assert not [k for k in doc if any(c.isupper() for c in k)], doc
+    assert doc["fence"] == 3 and "token" not in doc  # the record, too, calls it a fence now
 
 
 def git_trace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -412,7 +413,7 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     cache.write_bytes(b"{not json")
     asked.clear()
     t = claim_fn(fleet.path, "basil")
-    assert t["token"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
+    assert t["fence"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
     # a cached file is trusted only under the rules that checked it
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, version="another")))
@@ -440,13 +441,28 @@ def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tu
     assert "'refs/heads/fleet' exists; cannot create 'refs/heads/fleet/tasks'" in r.output
 
 
-def test_fence_is_the_option_and_token_still_works(tmp_path: Path) -> None:
-    """`--fence N` as the brief names it; `--token N`, the earlier name, is the same option."""
+def test_fence_is_the_option_and_token_still_works_with_a_note(fleet: Fleet) -> None:
+    """`--fence N` as the brief names it, in flags, JSON and text; `--token N`, the
+    earlier name, still works for one release and says so on stderr."""
     from click.testing import CliRunner
 
-    from fleet.commands.task import task_command
-    for name in ("renew", "complete", "fail", "release"):
-        params = {tuple(p.opts): p for p in task_command.commands[name].params}
-        assert ("--fence", "--token") in params and params[("--fence", "--token")].name == "token"
-    r = CliRunner().invoke(task_command, ["renew", "-C", str(tmp_path), "tk-x"])
-    assert r.exit_code == 2 and "--fence" in r.output
+    from fleet.main import cli
+
+    t = add(fleet, "named")
+    c = claim(fleet, "ada")
+    assert (c["fence"], c["token"]) == (1, 1)  # "token" in JSON is kept for one release too
+    r = run(fleet, "task", "renew", t, "--fence", "1")
+    assert r.output.startswith(f"renewed {t}: fence 1, lease until")
+    r = CliRunner().invoke(cli, ["task", "renew", "-C", str(fleet.path), t, "--token", "1", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["fence"] == 1
+    assert "--token is deprecated" in r.stderr and "use --fence" in r.stderr
+    r = run(fleet, "task", "renew", t, "--fence", "1", "--token", "2", code=2)
+    assert "--fence 1 and --token 2 disagree" in r.output
+    r = run(fleet, "task", "renew", t, code=2)
+    assert "missing option --fence N" in r.output
+    r = run(fleet, "task", "renew", t, "--fence", str(2**80), code=2)
+    assert "--fence" in r.output and "Traceback" not in r.output
+    assert "--token" not in run(fleet, "task", "renew", "--help").output  # hidden: new scripts learn --fence
+    text = run(fleet, "task", "show", t).output
+    assert "fence 1" in text and "token" not in text
+    assert commits(fleet)[0] == f"task renew {t} by ada (fence 1)"

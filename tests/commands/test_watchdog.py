@@ -28,7 +28,7 @@ def test_an_expired_lease_goes_back_with_a_commit_that_says_why(fleet: Fleet) ->
     # nothing has run out by more than a minute: how long the claims took on a busy machine does not matter
     assert watchdog(fleet, "--grace", "60", code=3)["commits"] == 0
     time.sleep(0.6)
-    run(fleet, "task", "renew", keep, "--token", "1", "--lease", "60")
+    run(fleet, "task", "renew", keep, "--fence", "1", "--lease", "60")
     time.sleep(0.6)
     s = json.loads(run(fleet, "status", "--json").output)
     assert s["tasks"]["expired"] == 1
@@ -39,9 +39,9 @@ def test_an_expired_lease_goes_back_with_a_commit_that_says_why(fleet: Fleet) ->
     assert [x["id"] for x in r["returned"]] == [t] and r["commits"] == 1 and r["pushed"]
     msg = fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
     assert msg.startswith(f"watchdog: return {t}: lease of ada ran out")
-    assert "(token 1) ran out at" in msg and "Ready again at" in msg
+    assert "(fence 1) ran out at" in msg and "Ready again at" in msg
     doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))
-    assert (doc["status"], doc["claimed_by"], doc["token"], doc["failures"]) == ("pending", None, c["token"], 1)
+    assert (doc["status"], doc["claimed_by"], doc["fence"], doc["failures"]) == ("pending", None, c["fence"], 1)
     # the default retry delay keeps it back, and claim says until when
     r = run(fleet, "task", "claim", "--as", "cleo", code=3)
     assert "the next is ready at" in r.output
@@ -57,7 +57,7 @@ def test_a_task_whose_leases_keep_running_out_is_failed_for_a_person(fleet: Flee
     commit_config(fleet, cfg)
     t = add(fleet, "poison")
     for attempt in (1, 2):
-        assert claim(fleet, "ada", "--lease", "1")["token"] == attempt
+        assert claim(fleet, "ada", "--lease", "1")["fence"] == attempt
         time.sleep(1.05)
         r = watchdog(fleet)
     assert r["failed"][0]["id"] == t and r["returned"] == []
