@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet import docpath, keys, schemas
-from fleet.config import Config
+from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
 from fleet.repo import FleetRepo
@@ -318,8 +318,10 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     target = item.get("for")
     if target is not None and not isinstance(target, str):
         raise FleetError(f"{where}: at /for: must be an agent's name or null (schemas/task.schema.json)")
-    if target is not None and target not in cfg.agents:
-        raise FleetError(f"{where}: for: unknown agent {target[:60]!r} (agents are in state/config.json)")
+    if target is not None:
+        problem = claimer_problem(cfg, target)
+        if problem:
+            raise FleetError(f"{where}: for: {problem}")
     priority = item.get("priority", DEFAULT_PRIORITY)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
@@ -334,6 +336,21 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
     return t
+
+
+def claimer_problem(cfg: Config, name: str) -> str | None:
+    """Why ``name`` may not claim tasks (or have one slung to it), or None when it may.
+    Claimers are configured apart from the tick agents (``tasks.claimers``)."""
+    if not is_safe_id(name):
+        return (f"{printable(name, 60)!r} is no claimer's name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+                "(no '..', at most 128 characters)")
+    if cfg.tasks.may_claim(name, cfg.agents):
+        return None
+    if name in cfg.agents:
+        return f"{name} is a tick agent and tasks.agents_claim is false, so only tasks.claimers may claim ({CONFIG_PATH})"
+    patterns = ", ".join(cfg.tasks.claimers[:6]) + (", …" if len(cfg.tasks.claimers) > 6 else "")
+    return (f"{name} may not claim tasks: it is no tick agent and matches nothing in tasks.claimers "
+            f"({patterns or 'none set'}; {CONFIG_PATH})")
 
 
 def cycle(tasks: dict[str, Task], ids: list[str]) -> list[str] | None:

@@ -27,9 +27,10 @@ def _queue(path: Path, remote: str | None) -> TaskQueue:
 
 
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
-    if agent not in cfg.agents:
-        known = ", ".join(sorted(cfg.agents)[:8])
-        raise UsageError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})")
+    """Refuse a name that may not claim tasks (``tasks.claimers``, or a tick agent): exit 2."""
+    problem = tasks.claimer_problem(cfg, agent)
+    if problem:
+        raise UsageError(f"{flag}: {problem}")
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:

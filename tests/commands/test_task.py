@@ -177,7 +177,9 @@ def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> N
         ('{"title": "x", "owner": "me"}\n', "tasks.jsonl:1: unknown field 'owner'"),
         ('{"title": "x", "id": "../etc"}\n', "tasks.jsonl:1: id '../etc' must match"),
         ('{"title": "x", "priority": 9}\n', "tasks.jsonl:1: at /priority"),
-        ('{"title": "x", "for": "zed"}\n', "tasks.jsonl:1: for: unknown agent 'zed'"),
+        ('{"title": "x", "for": "zed"}\n', "tasks.jsonl:1: for: zed may not claim tasks: it is no tick agent and "
+                                          "matches nothing in tasks.claimers"),
+        ('{"title": "x", "for": "a/../b"}\n', "tasks.jsonl:1: for: 'a/../b' is no claimer's name"),
         ('{"title": "x", "deps": ["nope"]}\n', "tasks.jsonl:1: deps: no task 'nope'"),
         ('{"id": "a", "title": "a", "deps": ["b"]}\n{"id": "b", "title": "b", "deps": ["a"]}\n',
          "deps: a cycle would never be ready: a -> b -> a"),
@@ -204,7 +206,7 @@ def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet,
 
 def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
     t = add(fleet, "one")
-    assert "unknown agent" in run(fleet, "task", "claim", "--as", "zed", code=2).output
+    assert "zed may not claim tasks" in run(fleet, "task", "claim", "--as", "zed", code=2).output
     assert "give a TITLE or --file" in run(fleet, "task", "add", code=2).output
     assert "--file takes its fields" in run(fleet, "task", "add", "--file", str(tmp_path / "x.jsonl"),
                                             "--priority", "1", code=2).output
@@ -466,3 +468,46 @@ def test_fence_is_the_option_and_token_still_works_with_a_note(fleet: Fleet) -> 
     text = run(fleet, "task", "show", t).output
     assert "fence 1" in text and "token" not in text
     assert commits(fleet)[0] == f"task renew {t} by ada (fence 1)"
+
+
+def test_claimers_are_configured_apart_from_tick_agents(fleet: Fleet) -> None:
+    """tasks.claimers (names or globs) may claim without taking turns in ticks; the
+    tick agents may too unless tasks.agents_claim is false; anyone else is a usage
+    error that names the config key."""
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"claimers": ["laptop-*", "ci-?", "reviewer"]}
+    commit_config(fleet, cfg)
+    for i in range(4):
+        add(fleet, f"job {i}")
+    assert claim(fleet, "laptop-3")["claimed_by"] == "laptop-3"
+    assert claim(fleet, "ci-7")["claimed_by"] == "ci-7"
+    assert claim(fleet, "ada")["claimed_by"] == "ada"  # a tick agent still may
+    r = run(fleet, "task", "claim", "--as", "bob", code=2)
+    assert r.output.strip().count("\n") == 0 and "tasks.claimers" in r.output and "laptop-*" in r.output
+    assert "ci-12" not in json.dumps(tasks(fleet))
+    run(fleet, "task", "claim", "--as", "ci-12", code=2)  # ? is one character
+    r = run(fleet, "task", "claim", "--as", "laptop-../x", code=2)
+    assert "is no claimer's name: it must match" in r.output
+    # a claimer takes no turns in ticks: the plan knows only the tick agents
+    plan = json.loads(run(fleet, "plan", "--json").output)
+    assert "laptop-3" not in json.dumps(plan) and "ada" in json.dumps(plan)
+    # slinging to a claimer, and its holder commands, work as for an agent
+    t = add(fleet, "for the reviewer", "--for", "reviewer")
+    assert claim(fleet, "reviewer")["id"] == t
+    run(fleet, "task", "complete", t, "--fence", "1", "--as", "reviewer")
+    # the author takes the tick agents' right away
+    cfg["tasks"]["agents_claim"] = False
+    commit_config(fleet, cfg)
+    r = run(fleet, "task", "claim", "--as", "basil", code=2)
+    assert "basil is a tick agent and tasks.agents_claim is false" in r.output
+    assert "tasks.agents_claim" in run(fleet, "task", "ready", "--as", "basil", code=2).output
+    assert claim(fleet, "laptop-9")["claimed_by"] == "laptop-9"
+
+
+@pytest.mark.parametrize("claimers", [["a" * 65], ["bad/slash"], [7], ["x"] * 2, "laptop-*"])
+def test_bad_claimers_in_config_name_the_file_and_the_rule(fleet: Fleet, claimers: object) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"claimers": claimers}
+    commit_config(fleet, cfg)
+    r = run(fleet, "task", "claim", "--as", "ada", code=1)
+    assert "state/config.json: at /tasks/claimers" in r.output and "schemas/config.schema.json" in r.output
