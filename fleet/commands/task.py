@@ -143,13 +143,15 @@ def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> d
         out["blocked_by"] = q.blockers(t)
         out["ready"] = q.is_ready(t, None, at or now())
         out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
+        out["wave"] = q.waves()[t.id]
     if t.status == "in-progress" and t.lease_until:
         out["expired"] = parse_stamp(t.lease_until) < (at or now())
     return out
 
 
 def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,
-            remote: str | None = None) -> dict[str, Any]:
+            wave: int | None = None, remote: str | None = None) -> dict[str, Any]:
+    """Every task (or the ready ones, in claim order), each with its wave; ``wave``: only that wave."""
     q, cfg = _queue(path, remote).load()
     at = now()
     if ready_only:
@@ -163,6 +165,8 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if t.status == status]
         if agent:
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
+    if wave is not None:
+        rows = [t for t in rows if q.waves()[t.id] == wave]
     return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
 
 
@@ -203,7 +207,7 @@ def _task_line(t: dict[str, Any]) -> str:
     elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
         extra = f" retry after {t['not_before']}"
     slung = f" for {t['for']}" if t["for"] else ""
-    return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+    return f"{t['id']:<14} P{t['priority']} W{t['wave']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
 
 
 def _task_detail(t: dict[str, Any]) -> None:
@@ -419,14 +423,20 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
     emit(r, as_json, text)
 
 
+# a wave is at most the number of tasks; beyond any queue's size it is a typo
+_wave_option = click.option("--wave", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
+                            help="Only tasks of wave N: 0 has no deps, N waits for tasks of lower waves only.")
+
+
 @task_command.command("ready")
 @dir_option
 @json_option
 @remote_option
 @_as_option()
-def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None) -> None:
+@_wave_option
+def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None, wave: int | None) -> None:
     """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order."""
-    _task_list(directory, as_json, remote, agent=agent, ready_only=True)
+    _task_list(directory, as_json, remote, agent=agent, ready_only=True, wave=wave)
 
 
 @task_command.command("list")
@@ -435,9 +445,11 @@ def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
 @remote_option
 @click.option("--status", type=click.Choice(["pending", "in-progress", "done", "failed"]), default=None)
 @click.option("--agent", default=None, help="Only tasks held by, done by or slung to this agent.")
-def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None) -> None:
-    """Every task: open ones first, by priority and age."""
-    _task_list(directory, as_json, remote, status=status, agent=agent)
+@_wave_option
+def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None,
+                  wave: int | None) -> None:
+    """Every task with its wave (W0: no deps; else one more than its deps' highest): open ones first, by priority and age."""
+    _task_list(directory, as_json, remote, status=status, agent=agent, wave=wave)
 
 
 @task_command.command("show")

@@ -511,3 +511,24 @@ def test_bad_claimers_in_config_name_the_file_and_the_rule(fleet: Fleet, claimer
     commit_config(fleet, cfg)
     r = run(fleet, "task", "claim", "--as", "ada", code=1)
     assert "state/config.json: at /tasks/claimers" in r.output and "schemas/config.schema.json" in r.output
+
+
+def test_list_and_ready_show_waves_and_filter_by_one(fleet: Fleet) -> None:
+    """A task's wave is its dependency depth: W0 has no deps, W1 waits for W0 only, ..."""
+    a = add(fleet, "types", "--id", "types")
+    b = add(fleet, "module b", "--dep", a)
+    c = add(fleet, "module c", "--dep", a)
+    d = add(fleet, "integration", "--dep", b, "--dep", c)
+    lone = add(fleet, "docs")
+    waves = {t["id"]: t["wave"] for t in tasks(fleet)["tasks"]}
+    assert waves == {a: 0, b: 1, c: 1, d: 2, lone: 0}
+    assert sorted(t["id"] for t in tasks(fleet, "--wave", "1")["tasks"]) == sorted([b, c])
+    text = run(fleet, "task", "list", "--wave", "2").output
+    assert [line.split()[:3] for line in text.splitlines() if line.startswith("tk-")] == [[d, "P2", "W2"]]
+    ready = json.loads(run(fleet, "task", "ready", "--wave", "0", "--json").output)["tasks"]
+    assert sorted(t["id"] for t in ready) == sorted([a, lone])
+    assert json.loads(run(fleet, "task", "ready", "--wave", "1", "--json").output)["tasks"] == []  # b and c wait
+    assert run(fleet, "task", "ready", "--wave", "1").stdout == "no task is ready\n"
+    r = run(fleet, "task", "list", "--wave", str(10**30), code=2)
+    assert "--wave" in r.output and "Traceback" not in r.output
+    run(fleet, "task", "list", "--wave", "-1", code=2)

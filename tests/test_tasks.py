@@ -1,0 +1,98 @@
+"""fleet.tasks without git: the queue's decisions as pure functions, proven by
+properties over random queues (waves, dependency order)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleet import config as config_mod
+from fleet.tasks import DependencyCycle, Queue, Task, dependency_order, new_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = config_mod.parse((ROOT / "state/config.json").read_bytes())
+AT = _dt.datetime(2026, 11, 22, 12, 0, tzinfo=_dt.UTC)
+
+
+def task(tid: str, deps: list[str] | tuple[str, ...] = (), status: str = "pending", **kw: object) -> Task:
+    t = new_task({"id": tid, "title": tid, "deps": list(deps), **kw}, tid, CFG, AT)
+    return replace(t, status=status)
+
+
+def queue(*items: Task) -> Queue:
+    return Queue("tip", {t.id: t for t in items})
+
+
+# -- waves ---------------------------------------------------------------------
+@st.composite
+def dags(draw: st.DrawFn) -> dict[str, list[str]]:
+    """A random dependency graph without cycles: task i waits only for tasks below i."""
+    n = draw(st.integers(1, 9))
+    return {f"t{i}": sorted(draw(st.sets(st.sampled_from([f"t{j}" for j in range(i)]), max_size=min(i, 4))))
+            if i else [] for i in range(n)}
+
+
+def longest_chain(graph: dict[str, list[str]], start: str) -> int:
+    """The number of edges on the longest chain of deps from ``start``, by walking every chain."""
+    best, stack = 0, [(start, 0)]
+    while stack:
+        node, length = stack.pop()
+        best = max(best, length)
+        stack.extend((d, length + 1) for d in graph[node])
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(graph=dags(), seed=st.integers(0, 2**32))
+def test_a_tasks_wave_is_its_longest_chain_of_deps(graph: dict[str, list[str]], seed: int) -> None:
+    ids = list(graph)
+    random.Random(seed).shuffle(ids)  # the order the branch lists them in does not matter
+    q = queue(*(task(i, graph[i]) for i in ids))
+    waves = q.waves()
+    assert waves == {i: longest_chain(graph, i) for i in graph}
+    for i, deps in graph.items():  # so a wave never waits for its own wave or a later one
+        assert all(waves[d] < waves[i] for d in deps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edges=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=14))
+def test_dependency_order_puts_deps_first_or_names_a_real_cycle(edges: list[tuple[int, int]]) -> None:
+    graph: dict[str, list[str]] = {f"t{i}": [] for i in range(7)}
+    for a, b in edges:
+        if f"t{b}" not in graph[f"t{a}"]:
+            graph[f"t{a}"].append(f"t{b}")
+    tasks = {i: replace(task(i), deps=deps) for i, deps in graph.items()}
+    try:
+        order = dependency_order(tasks, list(tasks))
+    except DependencyCycle as e:
+        assert e.path[0] == e.path[-1] and len(e.path) >= 2
+        assert all(b in graph[a] for a, b in zip(e.path, e.path[1:]))
+        return
+    assert sorted(order) == sorted(graph)
+    seen: set[str] = set()
+    for i in order:
+        assert set(graph[i]) <= seen
+        seen.add(i)
+
+
+def test_a_chain_of_ten_thousand_is_no_deeper_than_one() -> None:
+    """Waves, cycles and doomed tasks are found without recursion: a long chain is no crash."""
+    n = 10_000
+    tasks = [task("c0", status="failed")] + [task(f"c{i}", [f"c{i - 1}"]) for i in range(1, n)]
+    q = queue(*tasks)
+    assert q.waves()[f"c{n - 1}"] == n - 1
+    assert q.doomed_by(tasks[-1]) == "c0"
+
+
+def test_a_cycle_on_the_branch_is_named() -> None:
+    from fleet.errors import FleetError
+
+    q = queue(replace(task("a"), deps=["b"]), replace(task("b"), deps=["a"]), task("c"))
+    with pytest.raises(FleetError, match=r"fleet/tasks: tasks wait for each other in a circle.*a -> b -> a"):
+        q.waves()
