@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fleet import docpath, keys, schemas
+from fleet import docpath, keys, overlap, schemas
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
@@ -35,7 +35,7 @@ TASK_DIR = "tasks"
 WORKER_DIR = "workers"
 STATUSES = ("pending", "in-progress", "done", "failed")
 OPEN = ("pending", "in-progress")
-INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for"}
+INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for", "paths"}
 DEFAULT_PRIORITY = 2
 
 
@@ -90,7 +90,7 @@ _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil":
              "token": "fence"}
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
-_OPTIONAL = ("body", "done_at", "result", "error")
+_OPTIONAL = ("body", "done_at", "result", "error", "paths")
 
 
 def _respelled(doc: Any) -> Any:
@@ -126,6 +126,7 @@ class Task:
     done_at: Any = MISSING
     result: Any = MISSING
     error: Any = MISSING
+    paths: Any = MISSING  # the paths it will touch (fleet.overlap), a list; MISSING: none declared
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Task:
@@ -140,6 +141,11 @@ class Task:
             if value is not None and not _is_stamp(value):
                 raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as "
                                  "2026-11-22T12:38:12.345Z (schemas/task.schema.json)")
+        if "paths" in doc:
+            try:
+                overlap.check(doc["paths"])
+            except overlap.PathRule as e:
+                raise FleetError(f"{where}: {e} (fleet/overlap.py)") from None
         return cls.of(doc)
 
     @classmethod
@@ -164,6 +170,21 @@ STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at",
 
 
 # -- a read of the branch ------------------------------------------------
+@dataclass(frozen=True)
+class Held:
+    """Why a task is held back: a task in flight (``by``) declares paths that overlap its own."""
+
+    by: Task
+    where: overlap.Shared
+
+    def __str__(self) -> str:
+        return f"shares paths with {self.by.id} (in progress, held by {self.by.claimed_by}): {self.where}"
+
+
+def _hand_out_order(t: Task) -> tuple[bool, int, str, str]:
+    return (t.for_ is None, t.priority, t.created_at, t.id)
+
+
 @dataclass
 class Queue:
     """The tasks and worker records at one commit of the branch."""
@@ -175,6 +196,7 @@ class Queue:
     _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
     _doomed: dict[str, str | None] | None = field(default=None, init=False, repr=False, compare=False)
+    _in_flight: overlap.Index | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, records: Records) -> Queue:
@@ -240,8 +262,25 @@ class Queue:
             self._waves = waves
         return self._waves
 
-    def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
-        """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
+    def paths_held_by(self, t: Task) -> Held | None:
+        """The task in progress whose paths overlap those ``t`` declares, if any
+        (fleet.overlap): while it is in flight, ``t`` is not handed out."""
+        if t.paths is MISSING:
+            return None
+        if self._in_flight is None:
+            index = overlap.Index()
+            for other in self.tasks.values():
+                if other.status == "in-progress" and other.paths is not MISSING:
+                    index.add(other.id, other.paths)
+            self._in_flight = index
+        for other_id in sorted(self._in_flight.candidates(t.paths)):
+            if other_id != t.id:
+                found = overlap.shared(t.paths, self.tasks[other_id].paths)
+                if found is not None:
+                    return Held(self.tasks[other_id], found)
+        return None
+
+    def _ready_but_paths(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
         return (
             t.status == "pending"
             and (t.for_ is None or agent is None or t.for_ == agent)
@@ -249,11 +288,26 @@ class Queue:
             and not self.blockers(t)
         )
 
+    def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
+        """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
+        return self._ready_but_paths(t, agent, at) and self.paths_held_by(t) is None
+
     def ready(self, agent: str | None, at: _dt.datetime) -> list[Task]:
         """Ready tasks in the order they are handed out: slung to this agent
         first, then by priority (0 first), then oldest first."""
         out = [t for t in self.tasks.values() if self.is_ready(t, agent, at)]
-        out.sort(key=lambda t: (t.for_ is None, t.priority, t.created_at, t.id))
+        out.sort(key=_hand_out_order)
+        return out
+
+    def held_back(self, agent: str | None, at: _dt.datetime) -> list[tuple[Task, Held]]:
+        """Tasks that would be ready but for a task in flight whose paths overlap theirs, in claim order."""
+        out = []
+        for t in self.tasks.values():
+            if t.paths is not MISSING and self._ready_but_paths(t, agent, at):
+                held = self.paths_held_by(t)
+                if held is not None:
+                    out.append((t, held))
+        out.sort(key=lambda pair: _hand_out_order(pair[0]))
         return out
 
     def counts(self) -> dict[str, int]:
@@ -355,11 +409,17 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
                          "(schemas/task.schema.json)")
+    paths = item.get("paths", MISSING)
+    if paths is not MISSING:
+        try:
+            paths = overlap.check(paths) or MISSING  # no paths declared: none stored
+        except overlap.PathRule as e:
+            raise FleetError(f"{where}: {e}") from None
     stamp_ = stamp(at)
     t = Task(id=item.get("id", ""), title=item.get("title"), status="pending", priority=priority,
              deps=item.get("deps", []), for_=target, fence=0, attempts=0, failures=0, claimed_by=None,
              claimed_at=None, lease_until=None, not_before=None, created_at=stamp_, updated_at=stamp_,
-             body=item.get("body", MISSING))
+             body=item.get("body", MISSING), paths=paths)
     probe = dict(t.to_json(), id=t.id or "tk-probe")
     problem = schemas.first_error(schemas.protocol("task"), probe)
     if problem:
@@ -471,12 +531,30 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """A new task whose paths overlap those of an open task (not an error: a warning)."""
+
+    task: str
+    other: str
+    status: str  # the other task's
+    where: overlap.Shared
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "with": self.other, "status": self.status, "mine": self.where.mine,
+                "theirs": self.where.theirs, "covers": self.where.covers}
+
+    def __str__(self) -> str:
+        return f"{self.task} shares paths with {self.other} ({self.status}): {self.where}"
+
+
+@dataclass(frozen=True)
 class Added:
     """What an add decided: the new tasks, in the order given, and the ids that
     were already there with the same content (a rerun)."""
 
     added: dict[str, Task]
     existing: list[str]
+    overlaps: list[Overlap] = field(default_factory=list)
 
     def change(self) -> Change:
         """One commit for every new task, or none."""
@@ -505,7 +583,7 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
             old = q.tasks.get(t.id)
             if old is not None:
                 # what was given at creation; `for` may have been slung since
-                if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
+                if (old.title, old.body, old.priority, old.deps, old.paths) != (t.title, t.body, t.priority, t.deps, t.paths):
                     raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
                                      f"({BRANCH}:{task_path(t.id)}); pick another id")
                 same.append(t.id)
@@ -525,7 +603,28 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
             raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
                              f"be ready; `fleet task reopen {failed[0]}` first")
     dependency_order(everything, list(fresh))  # refuses a cycle
-    return Added(fresh, same)
+    return Added(fresh, same, _overlaps(q, fresh, everything))
+
+
+def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> list[Overlap]:
+    """Each new task's overlaps with open tasks (and with the others of its batch),
+    but for pairs that deps already order: those never run at once anyway."""
+    index = overlap.Index()
+    for t in q.tasks.values():
+        if t.status in OPEN and t.paths is not MISSING:
+            index.add(t.id, t.paths)
+    out = []
+    for t in fresh.values():
+        if t.paths is MISSING:
+            continue
+        for other_id in sorted(index.candidates(t.paths)):
+            other = everything[other_id]
+            found = overlap.shared(t.paths, other.paths)
+            if found is not None and other_id not in dependency_order(everything, [t.id]) \
+                    and t.id not in dependency_order(everything, [other_id]):
+                out.append(Overlap(t.id, other_id, other.status, found))
+        index.add(t.id, t.paths)
+    return out
 
 
 def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
@@ -550,6 +649,10 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
             waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
                            and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
             soon = f"; the next is ready at {waits[0]}" if waits else ""
+            held = q.held_back(agent, at)
+            if held:
+                soon += (f"; {len(held)} held back while a task in flight shares their paths, such as "
+                         f"{held[0][0].id}, which {held[0][1]}")
             raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
         t = ready[0]
     t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
@@ -573,7 +676,10 @@ def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
         return f"task {t.id} is slung to {t.for_}"
     if t.not_before and parse_stamp(t.not_before) > at:
         return f"task {t.id} waits until {t.not_before} after its last failure"
-    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
+    blockers = q.blockers(t)
+    if blockers:
+        return f"task {t.id} waits for {', '.join(blockers)}"
+    return f"task {t.id} {q.paths_held_by(t)}"
 
 
 def _by_holder(t: Task, new: Task, fence: int, verb: str, at: _dt.datetime, line: str = "") -> Step:

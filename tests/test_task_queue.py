@@ -26,6 +26,7 @@ from fleet.commands import task as task_cmd
 from fleet.errors import FleetError, NothingToDo
 from fleet.faults import ENV as CRASH_ENV
 from fleet.git import Git
+from fleet.overlap import shared
 from fleet.repo import FleetRepo
 from fleet.tasks import BRANCH, TaskQueue, task_path
 from tests.conftest import Fleet
@@ -114,6 +115,7 @@ def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[F
 
 
 # -- a model of the queue, against the real thing --------------------------
+PATHS = [[], ["src"], ["src/app.py"], ["docs", "src/*.py"], ["tests"], ["**/test_*.py"]]  # by k
 OPS = st.lists(
     st.tuples(st.sampled_from(["add", "claim", "complete", "fail", "release", "renew", "stale", "sling"]),
               st.sampled_from(AGENTS[:3]), st.integers(0, 5)),
@@ -125,9 +127,10 @@ OPS = st.lists(
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=OPS)
 def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
-    """Whatever agents do, in any order: a task has at most one holder, tokens
-    only go up, a done task stays done, a stale token never changes anything,
-    and the branch history holds one commit per change."""
+    """Whatever agents do, in any order: a task has at most one holder, fences
+    only go up, a done task stays done, a stale fence never changes anything,
+    two tasks whose paths overlap are never in flight at once, and the branch
+    history holds one commit per change."""
     from fleet.commands.init import init
 
     path = tmp_path_factory.mktemp("q") / "fleet"
@@ -142,6 +145,7 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
     done: set[str] = set()
     last_token: dict[str, int] = {}
     slung: dict[str, str] = {}
+    paths: dict[str, list[str]] = {}
     changes = 0
     for n, (op, agent, k) in enumerate(ops):
         ids = sorted(last_token)
@@ -149,12 +153,15 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
         tip = git.rev_parse(f"refs/heads/{BRANCH}")
         try:
             if op == "add":
-                task_cmd.add(path, [({"id": f"t{n}", "title": f"t{n}", "deps": ids[:1] if k == 0 else []}, "p")])
+                paths[f"t{n}"] = PATHS[k]
+                task_cmd.add(path, [({"id": f"t{n}", "title": f"t{n}", "deps": ids[:1] if k == 0 else [],
+                                      "paths": PATHS[k]}, "p")])
                 last_token[f"t{n}"] = 0
                 changes += 1
             elif op == "claim":
                 t = task_cmd.claim(path, agent)
                 assert t["id"] not in held and t["id"] not in done, "claimed a task that is held or done"
+                assert not [h for h in held if shared(paths[t["id"]], paths[h])], "two tasks share paths in flight"
                 assert t["fence"] == last_token[t["id"]] + 1
                 held[t["id"]] = (agent, t["fence"])
                 last_token[t["id"]] = t["fence"]

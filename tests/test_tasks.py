@@ -4,16 +4,17 @@ properties over random queues (waves, dependency order)."""
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from fleet import config as config_mod
-from fleet.tasks import DependencyCycle, Queue, Task, dependency_order, new_task
+from fleet.tasks import MISSING, DependencyCycle, Queue, Task, dependency_order, new_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = config_mod.parse((ROOT / "state/config.json").read_bytes())
@@ -96,3 +97,61 @@ def test_a_cycle_on_the_branch_is_named() -> None:
     q = queue(replace(task("a"), deps=["b"]), replace(task("b"), deps=["a"]), task("c"))
     with pytest.raises(FleetError, match=r"fleet/tasks: tasks wait for each other in a circle.*a -> b -> a"):
         q.waves()
+
+
+# -- shared paths: never two overlapping tasks in flight ------------------------
+PATHS = ["src", "src/app.py", "src/*.py", "src/web/app.py", "docs", "docs/*.md", "**/test_*.py",
+         "tests/test_app.py", "README.md", "*"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(declared=st.lists(st.lists(st.sampled_from(PATHS), max_size=2, unique=True), min_size=1, max_size=7),
+       ops=st.lists(st.tuples(st.sampled_from(["claim", "claim-task", "claim-task", "complete", "fail", "release",
+                                               "return"]), st.integers(0, 6)), min_size=4, max_size=30))
+def test_no_two_overlapping_tasks_are_ever_in_flight(declared: list[list[str]], ops: list[tuple[str, int]]) -> None:
+    """Whatever agents do, in any order, a claim never puts a task in flight
+    beside one whose paths overlap its own; and a task held back for that
+    reason is named, with the task in flight that holds it."""
+    from fleet.errors import FleetError, NothingToDo
+    from fleet.overlap import shared
+    from fleet.tasks import claim, complete, fail, release, returned
+
+    cfg = replace(CFG, tasks=replace(CFG.tasks, retry_delay_seconds=0, max_failures=100))
+    items = {f"t{i}": task(f"t{i}", paths=p) if p else task(f"t{i}") for i, p in enumerate(declared)}
+    for n, (op, k) in enumerate(ops):
+        q = queue(*items.values())
+        at = AT + _dt.timedelta(seconds=n)
+        ids = sorted(items)
+        tid = ids[k % len(ids)]
+        held = [t for t in items.values() if t.status == "in-progress"]
+        try:
+            if op == "claim":
+                step = claim(q, cfg, at, "ada")
+            elif op == "claim-task":
+                step = claim(q, cfg, at, "ada", task_id=tid)
+            elif op in ("complete", "fail", "release") and held:
+                t = held[k % len(held)]
+                step = {"complete": lambda: complete(q, at, t.id, t.fence),
+                        "fail": lambda: fail(q, cfg, at, t.id, t.fence, reason="x"),
+                        "release": lambda: release(q, at, t.id, t.fence)}[op]()
+            elif op == "return" and held:  # the watchdog's return of an expired lease
+                step = type("S", (), {"task": returned(held[k % len(held)], cfg, at, "late")[0]})()
+            else:
+                continue
+        except NothingToDo as e:
+            if op == "claim-task" and items[tid].status == "pending" and not q.blockers(items[tid]):
+                event("a claim refused for a task in flight that shares paths")
+                other = q.paths_held_by(items[tid])
+                assert other is not None and other.by.id in str(e)  # the refusal names the other task
+            continue
+        except FleetError:
+            assert op == "claim-task" and items[tid].status in ("done", "in-progress")
+            continue
+        items[step.task.id] = step.task
+        event(f"{op} landed")
+        flying = [t for t in items.values() if t.status == "in-progress"]
+        for a, b in itertools.combinations(flying, 2):
+            assert a.paths is MISSING or b.paths is MISSING or shared(a.paths, b.paths) is None, (a.id, b.id)
+    q = queue(*items.values())
+    for t, why in q.held_back(None, AT + _dt.timedelta(days=1)):  # what is held back says by whom
+        assert why.by.status == "in-progress" and shared(t.paths, why.by.paths) == why.where

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fleet import canonical, tasks
+from fleet import canonical, overlap, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -62,7 +63,8 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
     tq = _queue(path, remote)
     ch, pushed = tq.change(lambda q, cfg, at: tasks.add(q, cfg, at, items).change(), dry_run=dry_run)
     added: tasks.Added = ch.result
-    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote}
+    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote,
+            "overlaps": [o.to_json() for o in added.overlaps]}
 
 
 def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
@@ -144,6 +146,8 @@ def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> d
         out["ready"] = q.is_ready(t, None, at or now())
         out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
         out["wave"] = q.waves()[t.id]
+        held = q.paths_held_by(t) if t.status == "pending" else None
+        out["paths_held_by"] = held.by.id if held else None
     if t.status == "in-progress" and t.lease_until:
         out["expired"] = parse_stamp(t.lease_until) < (at or now())
     return out
@@ -167,7 +171,11 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     if wave is not None:
         rows = [t for t in rows if q.waves()[t.id] == wave]
-    return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    if ready_only:  # and why the others that could be are not
+        out["held_back"] = [dict(asdict(h.where), id=t.id, title=t.title, held_by=h.by.id, holder=h.by.claimed_by)
+                            for t, h in q.held_back(agent, at) if wave is None or q.waves()[t.id] == wave]
+    return out
 
 
 def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -204,10 +212,17 @@ def _task_line(t: dict[str, Any]) -> str:
         extra = f" never ready: {t['doomed_by']} failed"
     elif t["status"] == "pending" and t.get("blocked_by"):
         extra = f" waits for {', '.join(t['blocked_by'])}"
+    elif t["status"] == "pending" and t.get("paths_held_by"):
+        extra = f" paths held by {t['paths_held_by']}"
     elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
         extra = f" retry after {t['not_before']}"
     slung = f" for {t['for']}" if t["for"] else ""
     return f"{t['id']:<14} P{t['priority']} W{t['wave']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+
+
+def _shared_text(o: dict[str, Any]) -> str:
+    """Where two tasks' paths meet, as fleet.overlap.Shared says it."""
+    return str(overlap.Shared(o["mine"], o["theirs"], o["covers"]))
 
 
 def _task_detail(t: dict[str, Any]) -> None:
@@ -221,6 +236,8 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(f"  slung to {t['for']}")
     if t["deps"]:
         click.echo(f"  deps: {', '.join(t['deps'])}")
+    if t.get("paths"):
+        click.echo(f"  paths: {', '.join(t['paths'])}")
     if t.get("error"):
         click.echo(f"  last error: {t['error']}")
     if t.get("body"):
@@ -265,21 +282,24 @@ def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callabl
 @click.option("--body", default=None, help="The whole task, for the agent that claims it.")
 @click.option("--priority", type=click.IntRange(0, 4), default=None, help="0 most urgent … 4 (default 2).")
 @click.option("--dep", "deps", multiple=True, help="A task that must be done first (repeatable).")
+@click.option("--path", "paths", multiple=True, metavar="PATH",
+              help="A file, folder or glob (src/*.py, docs/) of the code repository this task will touch "
+                   "(repeatable). Tasks whose paths overlap are never in progress at once.")
 @click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
 @click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Add every task in F.jsonl (one JSON object a line) in one push.")
 @click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
 def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
-                 priority: int | None, deps: tuple[str, ...], target: str | None, task_id: str | None,
-                 file: Path | None, dry_run: bool) -> None:
+                 priority: int | None, deps: tuple[str, ...], paths: tuple[str, ...], target: str | None,
+                 task_id: str | None, file: Path | None, dry_run: bool) -> None:
     """Add a task (TITLE), or many from --file, in one commit and one push."""
     if (title is None) == (file is None):
         raise UsageError("give a TITLE or --file F.jsonl (one of them)")
     if file is not None:
-        if any(v is not None for v in (body, priority, target, task_id)) or deps:
-            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
-                             "are for a single TITLE")
+        if any(v is not None for v in (body, priority, target, task_id)) or deps or paths:
+            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --path, --for and "
+                             "--id are for a single TITLE")
         items = read_items(_under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
@@ -288,6 +308,13 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
                 item[k] = v
         if deps:
             item["deps"] = list(deps)
+        if paths:
+            for p in paths:  # a bad flag is a usage error, found before anything is fetched
+                try:
+                    overlap.parse(p)
+                except overlap.PathRule as e:
+                    raise UsageError(f"--path {p[:60]!r}: {e}") from None
+            item["paths"] = list(paths)
         items = [(item, "add")]
     r = add(directory, items, remote=remote, dry_run=dry_run)
 
@@ -296,6 +323,9 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
             click.echo(f"added {i}")
         for i in r["existing"]:
             click.echo(f"already there: {i}")
+        for o in r["overlaps"]:
+            click.echo(f"warning: {o['task']} shares paths with {o['with']} ({o['status']}): "
+                       f"{_shared_text(o)}; they will not be in progress at once", err=True)
         if r["added"]:
             click.echo(f"dry run: {len(r['added'])} task(s) checked, nothing pushed" if dry_run
                        else f"pushed {len(r['added'])} task(s) to {r['remote'] or 'this repository'}")
@@ -417,6 +447,9 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
             click.echo("no task is ready" if kw.get("ready_only") else "no tasks")
         for t in r["tasks"]:
             click.echo(_task_line(t))
+        for h in r.get("held_back", []):
+            click.echo(f"held back: {h['id']} shares paths with {h['held_by']} (in progress, held by {h['holder']}): "
+                       f"{_shared_text(h)}", err=True)
         c = r["counts"]
         click.echo(", ".join(f"{n} {s}" for s, n in c.items()), err=True)
 

@@ -192,6 +192,13 @@ def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> N
         ('{"title": "x", "priority": 1.0}\n', "tasks.jsonl:1: at /priority: 1.0 is not a whole number"),
         ('{"title": "x", "body": "%s"}\n' % ("b" * 70000), "tasks.jsonl:1: at /body"),
         ('{"id": "a", "title": "a"}\n{"id": "a", "title": "a"}\n', "tasks.jsonl:2: task id 'a' appears twice in this batch"),
+        ('{"title": "x", "paths": ["src/../../etc"]}\n', "tasks.jsonl:1: at /paths/0: 'src/../../etc': no empty, '.' or '..'"),
+        ('{"title": "x", "paths": ["/etc/passwd"]}\n', "tasks.jsonl:1: at /paths/0: '/etc/passwd': a path is relative"),
+        ('{"title": "x", "paths": ["src/[a-"]}\n', "tasks.jsonl:1: at /paths/0: 'src/[a-': a '[' without its ']'"),
+        ('{"title": "x", "paths": ["a**b"]}\n', "tasks.jsonl:1: at /paths/0: 'a**b': '**' stands alone"),
+        ('{"title": "x", "paths": "src"}\n', "tasks.jsonl:1: at /paths: a list of paths"),
+        (json.dumps({"title": "x", "paths": [f"p{i}" for i in range(65)]}) + "\n", "tasks.jsonl:1: at /paths: 65 paths"),
+        ('{"title": "x", "paths": ["%s"]}\n' % ("a/" * 200), "tasks.jsonl:1: at /paths/0:"),
     ],
 )
 def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet, tmp_path: Path, content: str,
@@ -532,3 +539,56 @@ def test_list_and_ready_show_waves_and_filter_by_one(fleet: Fleet) -> None:
     r = run(fleet, "task", "list", "--wave", str(10**30), code=2)
     assert "--wave" in r.output and "Traceback" not in r.output
     run(fleet, "task", "list", "--wave", "-1", code=2)
+
+
+def test_tasks_that_share_paths_are_never_in_flight_at_once(fleet: Fleet) -> None:
+    """Seed 003: shared files are found before work starts. add warns, claim and
+    ready hold a task back while one in flight shares its paths, and say which."""
+    app = add(fleet, "refactor the app", "--id", "app", "--path", "src/app.py", "--path", "docs/")
+    r = run(fleet, "task", "add", "touch all of src", "--id", "src", "--path", "src", "--json")
+    out = json.loads(r.stdout)
+    assert out["added"] == ["src"] and out["overlaps"] == [
+        {"task": "src", "with": app, "status": "pending", "mine": "src", "theirs": "src/app.py", "covers": "src/app.py"}]
+    r = run(fleet, "task", "add", "web tests", "--id", "web", "--path", "tests/web/*.py")
+    assert "warning" not in r.output  # nothing shared: no warning
+    r = run(fleet, "task", "add", "after the app", "--id", "later", "--path", "src/*.py", "--dep", app)
+    assert r.stderr.strip() == ("warning: later shares paths with src (pending): 'src/*.py' and 'src' both cover "
+                                "src/.py; they will not be in progress at once")  # not with app: deps order them
+    assert claim(fleet, "ada", "--task", "src")["id"] == "src"
+    # ready skips app (src holds its paths), and says so
+    r = json.loads(run(fleet, "task", "ready", "--json").output)
+    assert [t["id"] for t in r["tasks"]] == ["web"]
+    assert [(h["id"], h["held_by"], h["holder"], h["covers"]) for h in r["held_back"]] == [
+        ("app", "src", "ada", "src/app.py")]
+    r = run(fleet, "task", "ready")
+    assert "held back: app shares paths with src (in progress, held by ada): 'src/app.py' and 'src' both cover " \
+           "src/app.py" in r.stderr
+    # claim refuses it by name (exit 3: waiting helps), and hands out what is free
+    r = run(fleet, "task", "claim", "--as", "basil", "--task", app, code=3)
+    assert "task app shares paths with src (in progress, held by ada)" in r.output
+    assert claim(fleet, "basil")["id"] == "web"
+    r = run(fleet, "task", "claim", "--as", "basil", code=3)
+    assert "1 held back while a task in flight shares their paths, such as app" in r.output
+    listed = {t["id"]: t for t in tasks(fleet)["tasks"]}
+    assert (listed[app]["paths_held_by"], listed["later"]["paths_held_by"]) == ("src", "src")
+    assert "[paths held by src]" in run(fleet, "task", "list").output
+    # once src is done, app goes out; and later waits for app as deps say
+    run(fleet, "task", "complete", "src", "--fence", "1")
+    assert claim(fleet, "basil")["id"] == app
+    assert "paths: src/app.py, docs" in run(fleet, "task", "show", app).output
+
+
+def test_bad_paths_are_refused_by_flag_and_on_the_branch(fleet: Fleet) -> None:
+    r = run(fleet, "task", "add", "x", "--path", "ok", "--path", "../secrets", code=2)
+    assert r.output.strip() == "fleet: --path '../secrets': no empty, '.' or '..' names in a path"
+    assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") is None
+    # a task file edited by hand on the branch is named, with the rule, never a traceback
+    t = add(fleet, "fine", "--path", "src")
+    tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    doc = json.loads(fleet.git.show(tip, task_path(t)))
+    doc["paths"] = ["src", "a/../../b"]
+    bad = fleet.git.write_commit(tip, "by hand\n", {task_path(t): json.dumps(doc).encode()}, [])
+    fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
+    for args in (["task", "list"], ["task", "claim", "--as", "ada"]):
+        r = run(fleet, *args, code=1)
+        assert f"{BRANCH}:{task_path(t)}: at /paths/1: 'a/../../b': no empty, '.' or '..' names" in r.output
