@@ -213,7 +213,10 @@ def _names_meet(p: Name, q: Name) -> str | None:
             while state != start:
                 state, c = parent[state]
                 out.append(c)
-            return "".join(reversed(out))
+            found = "".join(reversed(out))
+            # the shortest name may be a hidden one ("*.py" meets "*" in ".py"); "x.py" reads better
+            return "x" + found if found.startswith(".") and _matches(p, "x" + found) and _matches(q, "x" + found) \
+                else found
         moves: list[tuple[tuple[int, int, bool], str]] = []
         a = p[i] if i < len(p) else None
         b = q[j] if j < len(q) else None
@@ -225,14 +228,38 @@ def _names_meet(p: Name, q: Name) -> str | None:
             sa = _ANY if a == STAR else a
             sb = _ANY if b == STAR else b
             assert isinstance(sa, CharSet) and isinstance(sb, CharSet)
-            c = _pick(sa, sb)
-            if c is not None:
-                moves.append(((i if a == STAR else i + 1, j if b == STAR else j + 1, True), chr(c)))
-        for nxt, c in moves:
+            code = _pick(sa, sb)
+            if code is not None:
+                moves.append(((i if a == STAR else i + 1, j if b == STAR else j + 1, True), chr(code)))
+        for nxt, read in moves:
             if nxt not in parent:
-                parent[nxt] = (state, c)
+                parent[nxt] = (state, read)
                 todo.append(nxt)
     return None
+
+
+def _matches(name: Name, text: str) -> bool:
+    """Whether one name pattern matches ``text`` (positions of the pattern reachable after each character)."""
+    def close(states: set[int]) -> set[int]:
+        out = set(states)
+        for k in sorted(states):
+            while k < len(name) and name[k] == STAR:
+                k += 1
+                out.add(k)
+        return out
+
+    states = close({0})
+    for ch in text:
+        step = set()
+        for k in states:
+            if k < len(name):
+                token = name[k]
+                if token == STAR:
+                    step.add(k)
+                elif isinstance(token, CharSet) and token.has(ord(ch)):
+                    step.add(k + 1)
+        states = close(step)
+    return len(name) in states
 
 
 @lru_cache(maxsize=65536)

@@ -553,7 +553,7 @@ def test_tasks_that_share_paths_are_never_in_flight_at_once(fleet: Fleet) -> Non
     assert "warning" not in r.output  # nothing shared: no warning
     r = run(fleet, "task", "add", "after the app", "--id", "later", "--path", "src/*.py", "--dep", app)
     assert r.stderr.strip() == ("warning: later shares paths with src (pending): 'src/*.py' and 'src' both cover "
-                                "src/.py; they will not be in progress at once")  # not with app: deps order them
+                                "src/x.py; they will not be in progress at once")  # not with app: deps order them
     assert claim(fleet, "ada", "--task", "src")["id"] == "src"
     # ready skips app (src holds its paths), and says so
     r = json.loads(run(fleet, "task", "ready", "--json").output)
