@@ -145,6 +145,10 @@ class TaskSettings:
     # patterns (laptop-*, ci-*); the tick agents too unless agents_claim is false.
     claimers: tuple[str, ...] = ()
     agents_claim: bool = True
+    # The watchdog does not return a task claimed less than this ago, lease or not:
+    # its holder may still be starting (a runner takes a minute or two to set up).
+    grace_seconds: float = 60
+    escalate: str = "none"  # or "issue": one GitHub issue per escalated task, opened by the watchdog
 
     def may_claim(self, name: str, agents: dict[str, Any]) -> bool:
         """Whether ``name`` may claim, renew, complete, fail or release a task, or have one slung to it."""

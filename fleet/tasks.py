@@ -90,7 +90,7 @@ _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil":
              "token": "fence"}
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
-_OPTIONAL = ("body", "done_at", "result", "error", "paths")
+_OPTIONAL = ("body", "done_at", "result", "error", "paths", "escalated_at")
 
 
 def _respelled(doc: Any) -> Any:
@@ -127,6 +127,13 @@ class Task:
     result: Any = MISSING
     error: Any = MISSING
     paths: Any = MISSING  # the paths it will touch (fleet.overlap), a list; MISSING: none declared
+    escalated_at: Any = MISSING  # when it failed tasks.max_failures times and went to a person
+
+    @property
+    def escalated(self) -> bool:
+        """Failed for good: a person must look (status "failed"; a queue from an
+        earlier fleet has no escalated_at on such a task, and it is escalated all the same)."""
+        return self.status == "failed"
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Task:
@@ -166,7 +173,7 @@ def _key(name: str) -> str:
 
 _FIELDS = tuple(Task.__dataclass_fields__)
 _READ = tuple((_key(f), f in _OPTIONAL) for f in _FIELDS)  # in field order: Task.of builds by position
-STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at")
+STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at", "escalated_at")
 
 
 # -- a read of the branch ------------------------------------------------
@@ -499,14 +506,21 @@ def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
         raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 
 
+def cooldown(cfg: Config, at: _dt.datetime) -> str:
+    """When a task that came back unfinished is handed out again (``tasks.retry_delay_seconds``)."""
+    return stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
+
+
 def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task, str]:
-    """A failed attempt: back to pending after the retry delay, or failed for
-    good after ``tasks.max_failures`` (the dead-letter state a person reads)."""
+    """A failed attempt: back to pending after the cooldown, or, after
+    ``tasks.max_failures``, failed for good and escalated to a person (the
+    dead-letter state: ``fleet status`` flags it, the watchdog may open an issue)."""
     failures = t.failures + 1
     if failures >= cfg.tasks.max_failures:
-        new = replace(t, status="failed", failures=failures, lease_until=None, error=reason)
-        return new, f"\n\n{printable(reason, 2000)}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
-    later = stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
+        new = replace(t, status="failed", failures=failures, lease_until=None, error=reason, escalated_at=stamp(at))
+        return new, (f"\n\n{printable(reason, 2000)}\nFailed {failures} times: escalated, given up until a person "
+                     f"looks (tasks.max_failures); `fleet task reopen {t.id}` gives it another go.")
+    later = cooldown(cfg, at)
     new = replace(t, status="pending", failures=failures, claimed_by=None, claimed_at=None, lease_until=None,
                   not_before=later, error=reason)
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
@@ -718,12 +732,16 @@ def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, r
     return _by_holder(t, new, fence, "fail", at, line)
 
 
-def release(q: Queue, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None) -> Step:
-    """The holder of ``fence`` gives the task back unfinished, no failure counted."""
+def release(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None) -> Step:
+    """The holder of ``fence`` gives the task back unfinished, no failure counted.
+    It is handed out again after the cooldown, as a failed or returned one is:
+    a holder that cannot do it would otherwise claim it straight back."""
     t = q.task(task_id)
     holder_check(t, fence, agent, "release")
-    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None)
-    return _by_holder(t, new, fence, "release", at, "\n\nGiven back unfinished.")
+    later = cooldown(cfg, at)
+    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None, not_before=later)
+    return _by_holder(t, new, fence, "release", at, f"\n\nGiven back unfinished; ready again at {later} "
+                                                     "(tasks.retry_delay_seconds).")
 
 
 def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
@@ -733,18 +751,23 @@ def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
     if t.status != "failed":
         raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
     new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
-                  not_before=None, updated_at=stamp(at))
+                  not_before=None, updated_at=stamp(at), escalated_at=MISSING)
     error = None if t.error is MISSING else t.error
     return Step(new, f"task reopen {task_id} after {t.failures} failures\n\n"
                      f"Last error: {printable(error or 'none recorded', 2000)}\n")
 
 
 def sling(q: Queue, at: _dt.datetime, task_id: str, agent: str | None) -> Step:
-    """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
+    """Put a pending task on one agent's hook (or, with no agent, back on everyone's).
+    A person's sling to an agent hands it out at once: it ends any cooldown."""
     t = q.task(task_id)
-    if t.for_ == agent:
+    cooling = agent is not None and t.not_before is not None and parse_stamp(t.not_before) > at
+    if t.for_ == agent and not cooling:
         return Step(t)
     if t.status != "pending":
         raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
-    new = replace(t, updated_at=stamp(at), for_=agent)
-    return Step(new, f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n")
+    new = replace(t, updated_at=stamp(at), for_=agent, not_before=None if cooling else t.not_before)
+    if agent is None:
+        return Step(new, f"task unsling {task_id}: anyone may claim it\n")
+    ends = f"\nIts cooldown (until {t.not_before}) ends: a person's sling hands it out now.\n" if cooling else ""
+    return Step(new, f"task sling {task_id} to {agent}\n{ends}")

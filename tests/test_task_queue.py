@@ -106,7 +106,8 @@ def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[F
     assert len(held) == len(history)  # every claim that landed is one holder; none is half-written
     if len(history) == 3:  # the push landed before the kill: ada's lease runs out and the watchdog returns it
         time.sleep(1.1)
-        r = subprocess.run(fleet_cmd("watchdog", "-C", str(other), "--json"), capture_output=True, check=True)
+        r = subprocess.run(fleet_cmd("watchdog", "-C", str(other), "--json", "--grace", "0"), capture_output=True,
+                           check=True)
         assert [x["holder"] for x in json.loads(r.stdout)["returned"]] == ["ada"]
     else:
         assert point == "task.after-commit" or len(history) == 2
@@ -211,7 +212,7 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
     from fleet.commands.watchdog import watchdog
 
     cfg = json.loads((fleet.path / "state/config.json").read_text())
-    assert watchdog(fleet.path)["returned"][0]["id"] == "a"
+    assert watchdog(fleet.path, grace=0)["returned"][0]["id"] == "a"
     tq = TaskQueue(FleetRepo(fleet.path))
     doc = dict(tq.read().tasks["a"].to_json(), not_before=None)  # a person waves the retry delay (as `sling` would for a pending task)
     tip = tq.read().tip

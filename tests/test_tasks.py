@@ -133,7 +133,7 @@ def test_no_two_overlapping_tasks_are_ever_in_flight(declared: list[list[str]], 
                 t = held[k % len(held)]
                 step = {"complete": lambda: complete(q, at, t.id, t.fence),
                         "fail": lambda: fail(q, cfg, at, t.id, t.fence, reason="x"),
-                        "release": lambda: release(q, at, t.id, t.fence)}[op]()
+                        "release": lambda: release(q, cfg, at, t.id, t.fence)}[op]()
             elif op == "return" and held:  # the watchdog's return of an expired lease
                 step = type("S", (), {"task": returned(held[k % len(held)], cfg, at, "late")[0]})()
             else:
@@ -155,3 +155,43 @@ def test_no_two_overlapping_tasks_are_ever_in_flight(declared: list[list[str]], 
     q = queue(*items.values())
     for t, why in q.held_back(None, AT + _dt.timedelta(days=1)):  # what is held back says by whom
         assert why.by.status == "in-progress" and shared(t.paths, why.by.paths) == why.where
+
+
+# -- failures: the cooldown, escalation ------------------------------------------
+@pytest.mark.parametrize("how", ["fail", "release", "return"])
+def test_a_task_that_came_back_cools_down_before_it_is_handed_out_again(how: str) -> None:
+    from fleet.errors import NothingToDo
+    from fleet.tasks import claim, fail, release, returned, sling
+
+    cfg = replace(CFG, tasks=replace(CFG.tasks, retry_delay_seconds=300, max_failures=3))
+    q = queue(task("a"))
+    held = claim(q, cfg, AT, "ada").task
+    back_at = AT + _dt.timedelta(seconds=10)
+    q = queue(held)
+    back = {"fail": lambda: fail(q, cfg, back_at, "a", held.fence, reason="red").task,
+            "release": lambda: release(q, cfg, back_at, "a", held.fence).task,
+            "return": lambda: returned(held, cfg, back_at, "lease ran out")[0]}[how]()
+    assert (back.status, back.failures) == ("pending", 0 if how == "release" else 1)
+    q = queue(back)
+    with pytest.raises(NothingToDo, match="the next is ready at"):
+        claim(q, cfg, back_at + _dt.timedelta(seconds=299), "ada")
+    assert claim(q, cfg, back_at + _dt.timedelta(seconds=300), "basil").task.fence == 2
+    slung = sling(q, back_at, "a", "basil")  # a person's sling hands it out at once
+    assert slung.task.not_before is None and "cooldown" in (slung.message or "")
+    assert claim(queue(slung.task), cfg, back_at, "basil").task.claimed_by == "basil"
+
+
+def test_max_failures_escalates_and_reopen_takes_it_back() -> None:
+    from fleet.tasks import claim, fail, reopen
+
+    cfg = replace(CFG, tasks=replace(CFG.tasks, retry_delay_seconds=0, max_failures=2))
+    t = task("a")
+    for n in (1, 2):
+        t = claim(queue(t), cfg, AT + _dt.timedelta(seconds=n - 1), "ada").task
+        step = fail(queue(t), cfg, AT + _dt.timedelta(seconds=n), "a", t.fence, reason=f"red {n}")
+        t = step.task
+    assert (t.status, t.escalated, t.escalated_at) == ("failed", True, "2026-11-22T12:00:02.000Z")
+    assert "escalated" in (step.message or "")
+    assert "escalated_at" in t.to_json()
+    t = reopen(queue(t), AT, "a").task
+    assert (t.status, t.escalated, t.failures) == ("pending", False, 0) and "escalated_at" not in t.to_json()

@@ -124,7 +124,7 @@ def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
     """Give the task back unfinished, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, at, task_id, fence, agent=agent)))
+        q, cfg, at, task_id, fence, agent=agent)))
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -408,7 +408,7 @@ def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: s
 def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                      agent: str | None) -> None:
     t = release(directory, task_id, fence, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
+    emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again, ready at {t['not_before']}"))
 
 
 @task_command.command("reopen")

@@ -87,7 +87,7 @@ def test_sling_puts_a_task_on_one_hook(fleet: Fleet) -> None:
 
 def test_fencing_token_refuses_a_stale_holder(fleet: Fleet) -> None:
     cfg = json.loads((fleet.path / "state/config.json").read_text())
-    cfg["tasks"] = {"retry_delay_seconds": 0}
+    cfg["tasks"] = {"retry_delay_seconds": 0, "grace_seconds": 0}
     commit_config(fleet, cfg)
     t = add(fleet, "contested")
     first = claim(fleet, "ada", "--lease", "1")
@@ -137,11 +137,21 @@ def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
     assert tasks(fleet, "--status", "failed")["tasks"][0]["id"] == t
 
 
-def test_release_gives_back_without_a_failure(fleet: Fleet) -> None:
+def test_release_gives_back_without_a_failure_after_the_cooldown(fleet: Fleet) -> None:
+    """A released task is not handed out again at once (its holder would claim it
+    straight back), but no failure is counted; a person's sling ends the cooldown."""
     t = add(fleet, "later")
     c = claim(fleet, "ada")
     r = json.loads(run(fleet, "task", "release", t, "--fence", str(c["fence"]), "--json").output)
-    assert (r["status"], r["failures"], r["not_before"]) == ("pending", 0, None)
+    assert (r["status"], r["failures"], r["claimed_by"]) == ("pending", 0, None)
+    assert r["not_before"] > r["updated_at"]  # tasks.retry_delay_seconds, 5 minutes by default
+    assert "(tasks.retry_delay_seconds)" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+    r = run(fleet, "task", "claim", "--as", "ada", code=3)
+    assert f"the next is ready at {json.loads(run(fleet, 'task', 'show', t, '--json').output)['not_before']}" in r.output
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert s["tasks"]["cooling"] == 1 and "1 cooling down" in run(fleet, "status").output
+    run(fleet, "task", "sling", t, "basil")
+    assert "cooldown (until" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
     assert claim(fleet, "basil")["fence"] == 2
 
 
