@@ -343,7 +343,11 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
               help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
 def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
                    lease: float | None) -> None:
-    """Claim the first ready task for AGENT; exit 3 when nothing is ready."""
+    """Claim the first ready task for AGENT; exit 3 when nothing is ready.
+
+    AGENT is a tick agent or a name tasks.claimers matches. A task whose paths
+    overlap those of a task in progress is not handed out until that one is done.
+    """
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
@@ -468,7 +472,11 @@ _wave_option = click.option("--wave", type=click.IntRange(0, 1_000_000), default
 @_as_option()
 @_wave_option
 def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None, wave: int | None) -> None:
-    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order."""
+    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order.
+
+    Tasks held back only because a task in progress shares their paths are named
+    on stderr, with the task that holds them ("held_back" in --json).
+    """
     _task_list(directory, as_json, remote, agent=agent, ready_only=True, wave=wave)
 
 

@@ -145,8 +145,11 @@ def _escalate(q: Queue, github: GitHubSettings | None, dry_run: bool) -> dict[st
               help="Leave alone a task claimed less than S seconds ago, lease or not: its holder may still be "
                    "starting (default: tasks.grace_seconds in config, 60).")
 def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run: bool, grace: float | None) -> None:
-    """Return expired task leases and mark dead workers, a commit each that says why; with tasks.escalate
-    "issue", keep one GitHub issue per escalated task. Exit 3 if all is well and nothing changed."""
+    """Return expired task leases and mark dead workers, a commit each that says why; exit 3 if all is well.
+
+    A task claimed less than tasks.grace_seconds ago is left alone: its holder may still be starting.
+    With tasks.escalate "issue", it also keeps one GitHub issue per escalated task.
+    """
     r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
 
     def text() -> None:
