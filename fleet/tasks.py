@@ -297,7 +297,8 @@ class Queue:
 
     def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
         """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
-        return self._ready_but_paths(t, agent, at) and self.paths_held_by(t) is None
+        # most tasks declare no paths: no call for them (ready() asks this of every task)
+        return self._ready_but_paths(t, agent, at) and (t.paths is MISSING or self.paths_held_by(t) is None)
 
     def ready(self, agent: str | None, at: _dt.datetime) -> list[Task]:
         """Ready tasks in the order they are handed out: slung to this agent
