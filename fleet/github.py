@@ -407,7 +407,8 @@ def _escalation(t: Task) -> str:
 
 
 def _task_title(t: Task) -> str:
-    return keys.redact(f"fleet: task {t.id} failed {t.failures} times: {printable(t.title, 120)}")
+    times = "once" if t.failures == 1 else f"{t.failures} times"
+    return keys.redact(f"fleet: task {t.id} failed {times}: {printable(t.title, 120)}")
 
 
 def _fenced(text: str) -> str:
@@ -429,7 +430,7 @@ def _task_body(t: Task) -> str:
             ("record", f"`fleet/tasks:{task_path(t.id)}`")]
     text = "\n".join([
         TASK_MARKER.format(id=t.id, at=_escalation(t)),
-        f"## Task `{t.id}` is escalated: it failed {t.failures} times",
+        f"## Task `{t.id}` is escalated: it failed {'once' if t.failures == 1 else f'{t.failures} times'}",
         "",
         "Its title:",
         "",

@@ -211,7 +211,7 @@ def test_escalated_tasks_get_one_issue_each_found_again_by_its_marker(origin_fle
         numbers = {i["task"]: i["number"] for i in r["issues"]["opened"]}
         issue = api.issues[numbers[one]]
         assert issue.body.startswith(f"<!-- fleet-task: {one} -->") and TASK_LABEL in issue.labels
-        assert issue.title == f"fleet: task {one} failed 1 times: one"
+        assert issue.title == f"fleet: task {one} failed once: one"
         assert "\n`````text\ntests red\n```\n@octocat" in issue.body  # untrusted text in a fence it cannot close
         assert f"fleet task reopen {one}" in issue.body
         assert not any(TEST_TOKEN in (i.body or "") for i in api.issues.values())
