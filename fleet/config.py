@@ -141,6 +141,23 @@ class TaskSettings:
     lease_seconds: float = 1800
     max_failures: int = 3
     retry_delay_seconds: float = 300
+    # Who may claim tasks, apart from who takes turns in ticks: names or glob
+    # patterns (laptop-*, ci-*); the tick agents too unless agents_claim is false.
+    claimers: tuple[str, ...] = ()
+    agents_claim: bool = True
+    # The watchdog does not return a task claimed less than this ago, lease or not:
+    # its holder may still be starting (a runner takes a minute or two to set up).
+    grace_seconds: float = 60
+    escalate: str = "none"  # or "issue": one GitHub issue per escalated task, opened by the watchdog
+
+    def may_claim(self, name: str, agents: dict[str, Any]) -> bool:
+        """Whether ``name`` may claim, renew, complete, fail or release a task, or have one slung to it."""
+        return (self.agents_claim and name in agents) or any(fnmatch.fnmatchcase(name, p) for p in self.claimers)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> TaskSettings:
+        """The ``tasks`` object of a config the schema has checked."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 @dataclass(frozen=True)
@@ -238,7 +255,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         agent_budget=Budget(**raw.get("budgets", {}).get("agent", {})),
         tick_budget=Budget(**raw.get("budgets", {}).get("tick", {})),
         models={m: Price(**p) for m, p in raw.get("models", {}).items()},
-        tasks=TaskSettings(**raw.get("tasks", {})),
+        tasks=TaskSettings.parse(raw.get("tasks", {})),
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
     )

@@ -16,13 +16,14 @@ from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
+from fleet.ids import printable
 from fleet.installed import carried
 from fleet.outside import recent
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 from fleet.store import now
-from fleet.tasks import TaskQueue, parse_stamp
+from fleet.tasks import MISSING, TaskQueue, parse_stamp
 
 
 def status(path: Path, remote: str | None = None) -> dict[str, Any]:
@@ -49,7 +50,13 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     at = now()
     tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
                  expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
-                             and t.lease_until and parse_stamp(t.lease_until) < at))
+                             and t.lease_until and parse_stamp(t.lease_until) < at),
+                 cooling=sum(1 for t in queue.tasks.values() if t.status == "pending"
+                             and t.not_before and parse_stamp(t.not_before) > at))
+    # the flag a person must not miss: tasks the queue gave up on after tasks.max_failures
+    escalated = [{"id": t.id, "title": t.title, "failures": t.failures, "error": None if t.error is MISSING else t.error,
+                  "escalated_at": t.updated_at if t.escalated_at is MISSING else t.escalated_at}
+                 for t in sorted(queue.tasks.values(), key=lambda t: t.id) if t.escalated]
     tick, seen = deliveries(snap)
     workers = list(health(tick, seen, queue, snap.config).values())
     stalled = stall(repo, snap.config, tick, at)
@@ -66,6 +73,7 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "last": fleet["last"],
         "totals": fleet["totals"],
         "tasks": tasks,
+        "escalated": escalated,
         "workers": workers,
         "stalled": stalled,
         "outside": [oc.to_json() for oc in outside],
@@ -96,9 +104,16 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo("workers: " + ", ".join(
                 f"{w['worker']} {w['status']} (last tick {w['last_tick']})" for w in s["workers"]))
         t = s["tasks"]
-        click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready), {t['in-progress']} in progress"
+        cooling = f", {t['cooling']} cooling down after a failure or a return" if t["cooling"] else ""
+        click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready{cooling}), {t['in-progress']} in progress"
                    f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "
                    f"{t['done']} done, {t['failed']} failed")
+        if s["escalated"]:
+            shown = "; ".join(f"{e['id']} ({e['failures']} failures: {printable(e['error'] or 'no error recorded', 80)})"
+                              for e in s["escalated"][:5])
+            more = f"; and {len(s['escalated']) - 5} more" if len(s["escalated"]) > 5 else ""
+            click.echo(f"ESCALATED: {len(s['escalated'])} task(s) failed tasks.max_failures times and wait for a "
+                       f"person: {shown}{more} (`fleet task reopen ID` gives one another go)")
         for c in s["open_conflicts"]:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
         if s["stalled"]:
