@@ -62,7 +62,7 @@ def held(q: Queue, agent: str, at: _dt.datetime) -> Task | None:
 
 def brief(t: Task) -> dict[str, Any]:
     """What the turn gets of its task: id, fence, title and body."""
-    out: dict[str, Any] = {"id": t.id, "fence": t.token, "title": t.title}
+    out: dict[str, Any] = {"id": t.id, "fence": t.fence, "title": t.title}
     if t.body is not tasks.MISSING and t.body is not None:
         out["body"] = t.body
     return out
@@ -81,10 +81,10 @@ def hand_out(q: Queue, cfg: Config, at: _dt.datetime, agents: list[str] | None =
     out = HandOut()
     commits: list[tuple[str, dict[str, Any]]] = []
     tasks_now = dict(q.tasks)
-    view = Queue(q.tip, tasks_now, q.workers)
     for agent in agents if agents is not None else task_agents(cfg):
         if not task_tools(cfg, agent):
             continue
+        view = Queue(q.tip, dict(tasks_now), q.workers)  # a Queue is one read: a fresh one after each claim
         mine = held(view, agent, at)
         if mine is not None:
             out.holding[agent] = brief(mine)
@@ -135,20 +135,20 @@ def apply_outcomes(q: Queue, cfg: Config, at: _dt.datetime, reported: list[tuple
     out = Applied()
     commits: list[tuple[str, dict[str, Any]]] = []
     now = dict(q.tasks)
-    view = Queue(q.tip, now, q.workers)
     for agent, o in reported:
+        view = Queue(q.tip, dict(now), q.workers)  # a Queue is one read: a fresh one after each change
         t = now.get(o["task"])
         try:
             if t is None:
                 raise FleetError(f"no task {o['task']!r} in the queue")
             if o["outcome"] == "done":
-                if t.status == "done" and t.token == o["fence"] and t.claimed_by == agent:
+                if t.status == "done" and t.fence == o["fence"] and t.claimed_by == agent:
                     out.done.append(t.id)  # applied by an earlier attempt of this merge
                     continue
                 step = tasks.complete(view, at, t.id, o["fence"], result=o.get("result"), agent=agent)
                 out.done.append(t.id)
             else:
-                if t.token == o["fence"] and t.status != "in-progress" and t.error == o.get("reason"):
+                if t.fence == o["fence"] and t.status != "in-progress" and t.error == o.get("reason"):
                     out.failed.append(t.id)  # applied by an earlier attempt of this merge
                     continue
                 step = tasks.fail(view, cfg, at, t.id, o["fence"], reason=str(o.get("reason", "")), agent=agent)

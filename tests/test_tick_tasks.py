@@ -77,6 +77,7 @@ def test_a_completion_whose_lease_ran_out_is_refused_and_recorded_not_lost(tmp_p
         assert p.returncode == 0, p.stderr
     # meanwhile ada's lease is gone and cleo holds the task with a newer fence
     assert fleet_cli(repo, "task", "release", ada_task, "--fence", str(fence), "--as", "ada").returncode == 0
+    assert fleet_cli(repo, "task", "sling", ada_task, "cleo").returncode == 0  # a person hands it on at once
     p = fleet_cli(repo, "task", "claim", "--task", ada_task, "--as", "cleo", "--json")
     assert p.returncode == 0, p.stderr
     p = fleet_cli(repo, "merge", "--json")
