@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleet import canonical, world
-from fleet.errors import FleetError
 from fleet.delta import Arrival, file_path
 from fleet.engine import merge_tick
+from fleet.errors import FleetError
 from fleet.plan import assign, roster
 from fleet.providers.offline import OfflineProvider
 from fleet.state import MemorySnapshot
