@@ -133,7 +133,7 @@ class Git:
         for name in unique:
             nl = out.index(b"\n", pos)
             header = out[pos:nl].split(b" ")
-            if len(header) < 3:  # "<name> missing" (or ambiguous): nothing follows
+            if len(header) < 3:  # "<name> missing" (or ambiguous), and no content
                 found[name] = None
                 pos = nl + 1
                 continue

@@ -143,7 +143,7 @@ def test_status_shows_the_day_and_the_month(fleet: Fleet) -> None:
     day = s["budgets"]["day"]
     assert (day["tokens"], day["cost_usd"], day["left"]) == (1234, 0.25, {"tokens": 10 ** 9 - 1234, "usd": 2.75})
     assert day["budget"] == {"tokens": 10 ** 9, "usd": 3.0} and not day["spent"]
-    assert s["budgets"]["month"]["budget"] is None
+    assert s["budgets"]["month"]["budget"] is None and s["clock"]["due"] is True
     text = run(fleet, "status").output
     assert "today: $0.2500 and 1,234 tokens spent, $2.7500 and 999,998,766 tokens left of budgets.day" in text
     assert "this month: $0.2500 and 1,234 tokens spent (no budgets.month)" in text

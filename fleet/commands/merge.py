@@ -11,6 +11,7 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import click
 
 from fleet import canonical, faults, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.clock import Clock
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival
 from fleet.engine import TickResult, merge_tick
@@ -120,7 +122,10 @@ def merge(
     github: GitHubSettings | None = None,
 ) -> MergeReport:
     """Merge the next tick. ``outside``: fallback decisions on held conflicts
-    whose pull request was closed unmerged (fleet.github), applied first."""
+    whose pull request was closed unmerged (fleet.github), applied first.
+
+    Without ``tick``, a tick that a run started and still holds (its start
+    record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
     for attempt in range(1, ATTEMPTS + 1):
@@ -136,6 +141,13 @@ def merge(
             if tick <= base.tick:
                 raise NothingToDo(f"tick {tick} is already merged (main is at tick {base.tick})")
             raise FleetError(f"--tick {tick}: main is at tick {base.tick}, so the next merge is tick {nxt}")
+        if tick is None and attempt == 1:
+            held = Clock(repo).read()
+            if held is not None and held.tick == nxt and held.lease_until > time.time():
+                raise NothingToDo(
+                    f"tick {nxt} is under way: {held.by} started it ({held.how}) and its own merge publishes it; "
+                    f"this merge leaves the deltas to it until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))} "
+                    f"(`fleet merge --tick {nxt}` merges them now)")
         sources = repo.sources()
         max_bytes = base.config.limits.max_delta_bytes
         arrivals = repo.arrivals(sources, max_bytes)

@@ -1,5 +1,5 @@
 """`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage,
-and what this UTC day and month spent against their budgets.
+what this UTC day and month spent against their budgets, and when the next tick is due.
 
 It also names the commits of the last ``limits.window`` ticks that the merge
 engine did not make and that changed state or schemas (``outside``), and
@@ -15,6 +15,7 @@ import click
 
 from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.clock import due_now
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.installed import carried
@@ -57,7 +58,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     stalled = stall(repo, snap.config, tick, at)
     # Main has one writer: a person's commit of the last window ticks is named, never silent.
     outside = recent(repo.git, head, snap.config.limits.window)
-    spent = spending(repo, head, snap.config, at)
+    spent = spending(repo, head, snap.config, at, tick=fleet["tick"])
+    due, start = due_now(repo, snap.config, fleet["tick"] + 1, spent, at.timestamp())
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -75,6 +77,7 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "last_utc": fleet.get("last_utc"),
         "fleet": carried(repo.git, head),
         "budgets": spent.to_json(),
+        "clock": {**due.to_json(), "started": start.to_json() if start else None},
     }
 
 
@@ -106,6 +109,8 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
                                                 else "") if x)
                 line += f", {left} left of budgets.{key}" + (" (spent)" if p["spent"] else "")
             click.echo(line)
+        c = s["clock"]
+        click.echo(f"next tick: {c['why']}")
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
         if s["workers"]:
             click.echo("workers: " + ", ".join(
