@@ -371,7 +371,7 @@ class Git:
         ``atomic``: all refs move or none does. ``while_running`` is called once
         the push has started and before it is waited for (a crash test dies there).
         """
-        args = ["push", "--porcelain", "--quiet", *(["--atomic"] if atomic else [])]
+        args = ["push", "--porcelain", *(["--atomic"] if atomic else [])]
         args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
         args += [remote, *(f"{u.new or ''}:{u.ref}" for u in updates)]
         push = subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
@@ -380,6 +380,11 @@ class Git:
             while_running()
         out, err = push.communicate()
         if push.returncode == 0:
+            # "=": the remote had the ref at our new value already, whatever the lease said (git
+            # checks no lease for a ref it need not move). Another writer made the same commit
+            # first (a merge is deterministic: the same deltas in the same second): it won, not us.
+            if any(line.startswith("=\t") for line in out.decode(errors="replace").splitlines()):
+                return PushResult("lost", "the remote had this commit already: another writer published it")
             return PushResult("won")
         text = (out + err).decode(errors="replace")
         reason = git_reason(text, f"exit {push.returncode}")
