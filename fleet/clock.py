@@ -114,7 +114,7 @@ class Due:
     """Whether tick ``tick`` may start at ``at``, and why (or why not)."""
 
     due: bool
-    reason: str  # due, by-hand | paced-out, in-progress, merged, budget, stopped
+    reason: str  # due, by-hand | paced-out, in-progress, merged, superseded, budget, stopped
     why: str
     tick: int
     at: float

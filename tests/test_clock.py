@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet import canonical
-from fleet.clock import BRANCH, Clock, Start, decide, may_start
+from fleet.clock import BRANCH, Start, decide, may_start
 from fleet.commands.merge import merge
 from fleet.commands.plan import plan
 from fleet.errors import NothingToDo
 from fleet.git import Git
-from fleet.repo import FleetRepo
 
 EVERY = 600
 T0 = 1_800_000_000  # a slot boundary: 1_800_000_000 / 600 is whole
@@ -226,27 +226,27 @@ def test_the_cli_prints_the_plan_and_exits_3_when_not_due(origin_fleet: tuple[Fl
     assert "--now and --wait" in run(fleet, "plan", "--now", "--wait", code=2).output
 
 
-def test_two_runs_racing_for_one_tick_start_it_once(origin_fleet: tuple[Fleet, Path]) -> None:
+def test_two_runs_racing_for_one_tick_start_it_once(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """Four runs, each on its own runner (its own clone and process), find the tick
+    due at once: one records its start and goes on; the others exit 3, writing nothing."""
     fleet, bare = origin_fleet
     paced(fleet, bare)
-    results: dict[str, dict[str, Any]] = {}
-
-    def start(who: str) -> None:
-        results[who] = plan(fleet.path, start=True, now=lambda: T0 + 5, by=who)
-
-    threads = [threading.Thread(target=start, args=(f"run {i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [who for who, p in results.items() if p["due"]]
-    assert len(winners) == 1
-    for who, p in results.items():
-        if who not in winners:
+    runs_ = []
+    for i in range(4):
+        subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / f"run{i}")], check=True)
+        runs_.append(subprocess.Popen([sys.executable, "-m", "fleet", "plan", "--start", "--json"],
+                                      cwd=tmp_path / f"run{i}", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    codes = [p.wait(timeout=120) for p in runs_]
+    plans = [json.loads(p.stdout.read()) for p in runs_]
+    assert sorted(codes) == [0, 3, 3, 3]
+    [winner] = [p for p in plans if p["due"]]
+    for p in plans:
+        if p is not winner:
             assert p["reason"] == "in-progress" and p["start"] is None
-            assert p["why"].startswith(f"tick 1 is under way: {winners[0]} started it")
-    record = Clock(FleetRepo(fleet.path)).read()
-    assert record is not None and record.by == winners[0]
+            assert p["why"].startswith(f"tick 1 is under way: {winner['start']['by']} started it")
+    log = Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()
+    assert len(log) == 1 and log[0].startswith("clock: tick 1 starts (schedule, ")  # one start, one commit
 
 
 def test_a_merge_without_tick_leaves_a_tick_under_way_to_its_own_run(origin_fleet: tuple[Fleet, Path]) -> None:

@@ -36,7 +36,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
          agents: list[str] | None = None, hand_out: bool = False, start: bool = False, mode: str = "schedule",
          wait: bool = False, stopped: str | None = None, now: Callable[[], float] = time.time,
          sleep: Callable[[float], None] = time.sleep, say: Callable[[str], None] = _say,
-         by: str | None = None) -> dict[str, Any]:
+         by: str | None = None, after: int | None = None) -> dict[str, Any]:
     """The next tick's plan, and whether it is due now.
 
     ``mode``: ``schedule`` (a run that found its way here by itself: the pace
@@ -46,8 +46,10 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     ``start``: record the start on fleet/clock (compare-and-swap), so that no
     other run starts this tick. ``stopped``: the stop switch is on (a
     dispatched run then starts nothing). ``by``: who starts it (default: this
-    GitHub Actions run, or this machine and process). Writes nothing when the
-    tick is not due."""
+    GitHub Actions run, or this machine and process). ``after``: the tick whose
+    merge dispatched this run, which is for the tick after it and no other:
+    once another run started that one, this run starts nothing. Writes
+    nothing when the tick is not due."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r}: one of {', '.join(MODES)}")
     repo = FleetRepo(path, remote)
@@ -67,6 +69,11 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         spent = spending(repo, head, cfg, utc(at), tick=snap.tick)
         stop = (stopped or stop_switch({}, cfg)) if mode == "dispatched" else None
         due, _ = due_now(repo, cfg, tick, spent, at, by_hand=mode == "hand", stopped=stop, me=me)
+        if after is not None and snap.tick > after and due.reason != "stopped":
+            # the chain went on without this run (a scheduled run started tick after + 1, and dispatched its own next)
+            due = replace(due, due=False, reason="superseded", next_due=None, late_seconds=None,
+                          why=f"tick {after + 1}, the one this run was dispatched for after tick {after}, was started "
+                              f"by another run (main is at tick {snap.tick}); that run's merge passes the chain on")
         if wait and not due.due and due.reason == "paced-out" and due.next_due is not None and cfg.run.every:
             pause = due.next_due - at + 0.05
             limit = min(cfg.run.every, MAX_WAIT)
@@ -145,11 +152,17 @@ def _summary(p: dict[str, Any]) -> None:
 @click.option("--now", "by_hand", is_flag=True,
               help="A person asks for this tick now: run.every does not hold it back (budgets and a tick under "
                    "way still do).")
+@click.option("--ticks", type=click.IntRange(1, 100000), default=None,
+              help="Ticks the chain this run starts runs, this one included (the workflow's ticks input, which the "
+                   "merge passes on); checked here, so that a bad value stops the run before any work.")
 @click.option("--wait", is_flag=True,
               help="A run the last tick dispatched: wait until the tick is due (at most run.every, saying why), and "
                    "start nothing if the stop switch (FLEET_STOP, run.self_dispatch false) is on.")
+@click.option("--after", type=click.IntRange(0), default=None, metavar="N",
+              help="With --wait: the tick whose merge dispatched this run; it starts tick N+1 or nothing.")
 def plan_command(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
-                 matrix_only: bool, hand_out: bool, start: bool, by_hand: bool, wait: bool) -> None:
+                 matrix_only: bool, hand_out: bool, start: bool, by_hand: bool, ticks: int | None, wait: bool,
+                 after: int | None) -> None:
     """The workers and agents of the next tick, as JSON for a workflow's fromJSON.
 
     Says whether the tick is due (run.every, budgets.day and budgets.month, a
@@ -157,12 +170,15 @@ def plan_command(directory: Path, as_json: bool, remote: str | None, workers: in
     prints the same JSON with "due": false, writes nothing and exits 3."""
     if by_hand and wait:
         raise UsageError("--now and --wait: a run is started by hand or dispatched, not both")
+    if after is not None and not wait:
+        raise UsageError("--after names the tick that dispatched this run: it goes with --wait")
     mode = "hand" if by_hand else "dispatched" if wait else "schedule"
     try:
         p = plan(directory, workers=workers, remote=remote, agents=split(agents), hand_out=hand_out, start=start,
-                 mode=mode, wait=wait, stopped=stop_switch() if wait else None)
+                 mode=mode, wait=wait, stopped=stop_switch() if wait else None, after=after)
     except UnknownAgents as e:
         raise UsageError(f"--agents: {e}") from None
+    p["ticks"] = ticks
     _summary(p)
     if matrix_only:
         click.echo(json.dumps(p["matrix"], separators=(",", ":"), sort_keys=True))
