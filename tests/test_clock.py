@@ -293,3 +293,43 @@ def test_status_says_when_the_next_tick_is_due(origin_fleet: tuple[Fleet, Path])
     assert s["clock"]["due"] is False and s["clock"]["reason"] == "paced-out" and s["clock"]["every"] == "1d"
     assert s["clock"]["started"]["tick"] == 1
     assert "next tick: tick 2 is not due: tick 1 started at " in run(fleet, "status").output
+
+
+def test_a_malformed_pace_or_budget_on_main_is_one_line_naming_the_file_and_the_key(fleet: Fleet) -> None:
+    for change, line in (({"run": {"every": "ten minutes"}},
+                          "fleet: state/config.json: run.every: 'ten minutes' is not a duration (a number and a unit: "
+                          "90s, 10m, 1h, 1d, or 1h30m)\n"),
+                         ({"budgets": {"day": {"usd": -5}}},
+                          "fleet: state/config.json: at /budgets/day/usd: -5 is less than the minimum of 0 "
+                          "(schemas/config.schema.json)\n")):
+        raw = json.loads(fleet.read("state/config.json"))
+        raw.update(change)
+        before = fleet.main()
+        fleet.git.run("update-ref", "refs/heads/main", fleet.git.write_commit(
+            before, "a bad config\n", {"state/config.json": canonical.dumps(raw)}, []))
+        for args in (("plan",), ("status",), ("run", "--ticks", "1")):
+            r = fleet.fleet(*args)
+            assert r.exit_code == 1 and r.output.startswith(line.rstrip("\n")) and r.output.count("\n") == 1, \
+                (args, r.output)
+        fleet.git.run("update-ref", "refs/heads/main", before)
+
+
+def test_the_plan_writes_how_late_its_tick_started_to_the_job_summary(origin_fleet: tuple[Fleet, Path],
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet, bare = origin_fleet
+    paced(fleet, bare, "1d")
+    page = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(page))
+    r = run(fleet, "plan", "--start", "--json")
+    p = json.loads(r.stdout)
+    text = page.read_text()
+    assert "### fleet plan: tick 1 starts" in text
+    assert "| due | how | every | slot | started | late | next due | spent today | left today |" in text
+    row = text.splitlines()[4]
+    assert row.startswith(f"| yes | schedule | 1d | {p['slot']} | {p['at']} | ") and "no budget" in row
+    assert p["why"] in text
+    tick_now(fleet, 1)
+    page.write_text("")
+    run(fleet, "plan", "--start", code=3)
+    assert "### fleet plan: tick 2 is not started" in page.read_text() and "| no | schedule | 1d |" in page.read_text()
