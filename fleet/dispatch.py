@@ -101,6 +101,10 @@ def next_run(repo: FleetRepo, cfg: Config, tick: int, commit: str, d: Dispatch,
         out["why"] = f"no next run: {spent.why()}; the first scheduled run after that starts the chain again"
         return out
     inputs = {"after": str(tick)}
+    if every and every > MAX_WAIT:
+        out["why"] = (f"run.every {format_duration(every)} is longer than a dispatched run may wait "
+                      f"({format_duration(MAX_WAIT)}, under GitHub's 6-hour job limit): cron starts the next tick")
+        return out
     if d.ticks_left is not None and d.ticks_left > 1:
         inputs.update(ticks=str(d.ticks_left - 1), **{k: v for k, v in (("workers", d.workers),
                                                                         ("agents", d.agents)) if v})
@@ -108,10 +112,6 @@ def next_run(repo: FleetRepo, cfg: Config, tick: int, commit: str, d: Dispatch,
     elif not every:
         out["why"] = "no run.every: the next tick starts by cron or by hand" + (
             " (the ticks asked for are done)" if d.ticks_left is not None else "")
-        return out
-    elif every > MAX_WAIT:
-        out["why"] = (f"run.every {format_duration(every)} is longer than a dispatched run may wait "
-                      f"({format_duration(MAX_WAIT)}, under GitHub's 6-hour job limit): cron starts the next tick")
         return out
     else:
         out["why"] = f"the fleet keeps its own time: the next run waits until {out['next_due']}"
@@ -127,6 +127,10 @@ def next_run(repo: FleetRepo, cfg: Config, tick: int, commit: str, d: Dispatch,
         out["why"] = (f"GitHub refused the dispatch of {d.workflow} on {d.ref}: {e.status} "
                       f"{printable(str(message or e), 300)}; the chain is broken until a scheduled run starts it "
                       "(the merge job needs permissions: actions: write)")
+        return out
+    except OSError as e:  # the network (requests' errors are OSErrors): the tick is published all the same
+        out["why"] = (f"GitHub refused the dispatch of {d.workflow} on {d.ref}: it could not be reached "
+                      f"({printable(str(e), 300)}); the chain is broken until a scheduled run starts it")
         return out
     out["dispatched"] = True
     return out

@@ -239,3 +239,20 @@ def test_a_chain_never_forks_when_cron_runs_cut_in(gh: Any) -> None:
     ticks = [d.inputs["after"] for d in api.dispatches]
     assert ticks == ["1", "2", "3", "4"]  # one next run per published tick
     assert json.loads(Git(bare).show("refs/heads/main", "state/fleet.json"))["tick"] == 4
+
+
+def test_a_github_that_cannot_be_reached_leaves_the_tick_published_and_says_so(gh: Any) -> None:
+    fleet, bare, api, settings = gh
+    configure(bare, {"every": "10m"})
+    nowhere = GitHubSettings("http://127.0.0.1:9", "acme/fleet", TEST_TOKEN, seconds_between_writes=0)
+    r = merge(fleet.path, tick=1, allow_empty=True, dispatch=chain(nowhere))
+    assert r.published and not r.dispatch["dispatched"]
+    assert r.dispatch["why"].startswith("GitHub refused the dispatch of tick.yml on main: it could not be reached (")
+
+
+def test_a_pace_longer_than_a_run_may_wait_is_not_chained_even_by_hand(gh: Any) -> None:
+    fleet, bare, api, settings = gh
+    configure(bare, {"every": "6h"})
+    r = merge(fleet.path, tick=1, allow_empty=True, dispatch=chain(settings, ticks_left=3))
+    assert not r.dispatch["dispatched"] and "run.every 6h is longer than a dispatched run may wait" in r.dispatch["why"]
+    assert api.dispatches == []
