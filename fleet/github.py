@@ -75,12 +75,12 @@ class GitHubSettings:
     max_requests: int = 200  # per run; GITHUB_TOKEN has 1,000 an hour per repository
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> GitHubSettings:
+    def from_env(cls, env: dict[str, str] | None = None, what: str = "--github") -> GitHubSettings:
         env = dict(os.environ if env is None else env)
         token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
         repository = env.get("GITHUB_REPOSITORY")
         if not token or not repository:
-            raise UsageError("--github needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN")
+            raise UsageError(f"{what} needs GITHUB_REPOSITORY (owner/name) and GITHUB_TOKEN or GH_TOKEN")
         keys.register(token)
         return cls(env.get("GITHUB_API_URL", "https://api.github.com"), repository, token,
                    float(env.get("FLEET_GITHUB_WRITE_SPACING", cls.seconds_between_writes)))

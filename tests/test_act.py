@@ -91,7 +91,10 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1
     assert fleet["last"]["applied"] == 6  # every agent of the example world, one delta each
-    assert git.refs("refs/heads/fleet/") == []  # workers pushed nothing: they had no write credential
+    # workers pushed nothing (they had no write credential); the plan recorded the start of its tick
+    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock"]
+    start = json.loads(git.show("refs/heads/fleet/clock", "clock/start.json"))
+    assert start["tick"] == 1 and start["how"] == "by hand" and start["by"].startswith("run ")
     log_line = git.text("log", "-1", "--format=%B", "refs/heads/main")
     assert "Fleet-Tick: 1" in log_line
     # the state is valid and replays byte for byte
@@ -101,6 +104,7 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=clone, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
     assert "| agents | deltas | conflicts | quarantined | tokens | cost |" in log
+    assert "| due | how | every | slot | started | late | next due | spent today | left today |" in log
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage.
+"""`fleet status`: the tick, workers' health, pending branches, open conflicts, tasks, usage,
+what this UTC day and month spent against their budgets, and when the next tick is due.
 
 It also names the commits of the last ``limits.window`` ticks that the merge
 engine did not make and that changed state or schemas (``outside``), and
@@ -14,6 +15,7 @@ import click
 
 from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.clock import due_now
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.ids import printable
@@ -21,6 +23,7 @@ from fleet.installed import carried
 from fleet.outside import recent
 from fleet.records import Conflict
 from fleet.repo import FleetRepo
+from fleet.spend import spending
 from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
 from fleet.store import now
 from fleet.tasks import MISSING, TaskQueue, parse_stamp
@@ -62,6 +65,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
     stalled = stall(repo, snap.config, tick, at)
     # Main has one writer: a person's commit of the last window ticks is named, never silent.
     outside = recent(repo.git, head, snap.config.limits.window)
+    spent = spending(repo, head, snap.config, at, tick=fleet["tick"])
+    due, start = due_now(repo, snap.config, fleet["tick"] + 1, spent, at.timestamp())
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -79,6 +84,8 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "outside": [oc.to_json() for oc in outside],
         "last_utc": fleet.get("last_utc"),
         "fleet": carried(repo.git, head),
+        "budgets": spent.to_json(),
+        "clock": {**due.to_json(), "started": start.to_json() if start else None},
     }
 
 
@@ -99,6 +106,19 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
         u = tot.get("usage") or {}
         if u:
             click.echo(f"tokens: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out; cost ${u.get('cost_usd', 0):.4f}")
+        for name, key in (("today", "day"), ("this month", "month")):
+            p = s["budgets"][key]
+            line = f"{name}: ${p['cost_usd']:.4f} and {p['tokens']:,} tokens spent"
+            if p["budget"] is None:
+                line += f" (no budgets.{key})"
+            else:
+                left = " and ".join(x for x in (f"${p['left']['usd']:.4f}" if p["left"]["usd"] is not None else "",
+                                                f"{p['left']['tokens']:,} tokens" if p["left"]["tokens"] is not None
+                                                else "") if x)
+                line += f", {left} left of budgets.{key}" + (" (spent)" if p["spent"] else "")
+            click.echo(line)
+        c = s["clock"]
+        click.echo(f"next tick: {c['why']}")
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
         if s["workers"]:
             click.echo("workers: " + ", ".join(
