@@ -7,7 +7,8 @@ Prints one line per event, flushed, for the test to read:
 ``done ID FENCE``, ``dropped ID FENCE REASON`` (a complete that was refused:
 the lease ran out and the task went back) and ``holding ID FENCE`` (with
 ``--hold-after N``: after N tasks done it claims one more and stops, mid-task,
-to be killed). It exits 0 when every task in the queue is done.
+to be killed) and ``retry WHAT REASON`` (a change that lost every race for
+fleet's patience, tried again). It exits 0 when every task in the queue is done.
 
 ``--cli`` drives ``python -m fleet task ...`` (a process per step, exit 3 when
 nothing is ready, as a shell loop would); without it the library calls the
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+GAVE_UP = "gave up after"  # fleet's words when a change lost every race for its patience (120 s)
 
 
 def main() -> int:
@@ -44,31 +47,45 @@ def main() -> int:
 
     def claim() -> dict | None:
         """The task claimed, or None when nothing is ready."""
-        if a.cli:
-            r = subprocess.run([*fleet, "task", "claim", "-C", str(a.clone), "--as", a.agent, "--json", *lease],
-                               capture_output=True, text=True)
-            if r.returncode == 3:
-                return None
-            if r.returncode:
-                raise SystemExit(f"claim exited {r.returncode}: {r.stderr.strip()}")
-            return json.loads(r.stdout)
-        try:
-            return task_cmd.claim(a.clone, a.agent, lease=a.lease)
-        except NothingToDo:
-            return None
+        while True:
+            if a.cli:
+                r = subprocess.run([*fleet, "task", "claim", "-C", str(a.clone), "--as", a.agent, "--json", *lease],
+                                   capture_output=True, text=True)
+                if r.returncode == 3:
+                    return None
+                if r.returncode == 0:
+                    return json.loads(r.stdout)
+                why = r.stderr.strip()
+            else:
+                try:
+                    return task_cmd.claim(a.clone, a.agent, lease=a.lease)
+                except NothingToDo:
+                    return None
+                except FleetError as e:
+                    why = str(e)
+            if GAVE_UP not in why:
+                raise SystemExit(f"claim failed: {why}")
+            say("retry", "claim", why.replace("\n", " "))  # lost every race for a while: nothing was claimed
 
     def complete(t: dict) -> str | None:
-        """None when the task is done; git's or fleet's reason when the complete was refused."""
+        """None when the task is done; fleet's reason when the complete was refused.
+        A complete that lost every race for a while is tried again, as a holder
+        should: it still holds the fence, and a retried complete that landed is no error."""
         result = json.dumps({"by": a.agent})
-        if a.cli:
-            r = subprocess.run([*fleet, "task", "complete", t["id"], "-C", str(a.clone), "--fence", str(t["fence"]),
-                                "--as", a.agent, "--result", result], capture_output=True, text=True)
-            return (r.stderr.strip() or f"exit {r.returncode}") if r.returncode else None
-        try:
-            task_cmd.complete(a.clone, t["id"], t["fence"], result=json.loads(result), agent=a.agent)
-        except FleetError as e:
-            return str(e)
-        return None
+        while True:
+            if a.cli:
+                r = subprocess.run([*fleet, "task", "complete", t["id"], "-C", str(a.clone), "--fence",
+                                    str(t["fence"]), "--as", a.agent, "--result", result], capture_output=True, text=True)
+                why = (r.stderr.strip() or f"exit {r.returncode}") if r.returncode else None
+            else:
+                try:
+                    task_cmd.complete(a.clone, t["id"], t["fence"], result=json.loads(result), agent=a.agent)
+                    why = None
+                except FleetError as e:
+                    why = str(e)
+            if why is None or GAVE_UP not in why:
+                return why
+            say("retry", t["id"], why.replace("\n", " "))
 
     done = 0
     while True:

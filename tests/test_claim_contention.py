@@ -248,7 +248,10 @@ def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks
         while any(w.proc.poll() is None for w in workers if not w.victim):
             if time.monotonic() - t0 > timeout:
                 raise AssertionError(f"not done in {timeout:.0f} s: "
-                                     + "; ".join(f"{w.agent} {len(w.lines)} lines" for w in workers))
+                                     + "; ".join(f"{w.agent}: {w.lines[-1:]}" for w in workers))
+            for w in workers:  # a live holder never drops a task it holds: fail now, not at the timeout
+                lost = [x for x in w.lines if x[0] == "dropped"]
+                assert w.victim or not lost, f"{w.agent} dropped a task it held: {lost}"
             time.sleep(WATCHDOG_EVERY)
             r = subprocess.run([sys.executable, "-m", "fleet", "watchdog", "-C", str(dirs[-1]), "--json"],
                                capture_output=True, text=True, timeout=300)
