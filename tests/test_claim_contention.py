@@ -9,10 +9,11 @@ state of the queue, and against the ``fleet/tasks`` history, commit by commit
 it was claimed with; no fence is handed out twice; every task a killed holder
 held is returned by the watchdog and then done by another).
 
-The full size (16 processes, 1,000 tasks) takes minutes on two cores and is
-marked slow; a smaller run (8 processes, 120 tasks) is in the default suite,
-so the invariant is always tested. ``FLEET_CONTENTION=PROCS,TASKS`` runs
-another size.
+The full size (16 processes, 1,000 tasks) takes 15 to 20 minutes on two cores:
+it is marked slow and runs only when asked for (``pytest -m slow`` or
+FLEET_CONTENTION_FULL=1). A smaller run (8 processes, 120 tasks, about a
+minute) is in the default suite, so the invariant is always tested.
+``FLEET_CONTENTION=PROCS,TASKS`` gives the smaller run another size.
 """
 
 from __future__ import annotations
@@ -324,9 +325,17 @@ def test_eight_claimers_do_120_tasks_each_exactly_once_with_holders_killed(daemo
 
 
 @pytest.mark.slow
-def test_sixteen_claimers_do_1000_tasks_each_exactly_once_with_holders_killed(daemon, tmp_path: Path) -> None:
+def test_sixteen_claimers_do_1000_tasks_each_exactly_once_with_holders_killed(request: pytest.FixtureRequest,
+                                                                             tmp_path: Path) -> None:
     """The size the issue asks for: 16 processes, 1,000 tasks; 3 killed holding a
-    task, 1 killed at a random moment, 2 claiming through the CLI."""
-    d, served = daemon
+    task, 1 killed at a random moment, 2 claiming through the CLI.
+
+    It takes 15 to 20 minutes on two cores (about two claims or completes a
+    second), half of the CI job's limit, where the other slow tests take one:
+    so it runs only when asked for, by ``-m slow`` or FLEET_CONTENTION_FULL=1."""
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("FLEET_CONTENTION_FULL"):
+        pytest.skip("16 claimers x 1,000 tasks take 15-20 min on 2 cores: run with -m slow or FLEET_CONTENTION_FULL=1 "
+                    "(the 8 x 120 version runs always)")
+    d, served = request.getfixturevalue("daemon")
     stats = run_contention(tmp_path, d, served, 16, 1000, victims=3, anytime=1, cli=2, timeout=3000)
     print(f"\ncontention 16 x 1000: {stats}")
