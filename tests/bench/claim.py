@@ -18,14 +18,34 @@ latency of an uncontended claim); ``claim-big`` is the same on a queue of
 10,000 tasks (beads' figure for ``ready``); ``claim-contention`` is C
 claimers started at once on C clones, each taking one task, timed until the
 last is done.
+
+Then throughput, on a queue of 1,000 tasks through ``git daemon``
+(``claim-throughput-C`` for C = 1, 4, 16 claimers): C long-lived processes,
+each on its own clone, started, warmed up (fleet's reads the queue once) and
+then let go at the same moment, each taking its share of the claims; timed
+until the last is done. Its floor is the ceiling of the claim path, measured in
+the same run on the same origin: compare-and-swap pushes made one after
+another (``git push --force-with-lease`` of a commit changing one task file),
+one over their median round trip, since no claim can land faster than its
+push. ``ours`` is seconds per claim (wall time over claims), ``floor`` the
+median push, so ``ratio`` is how far below the ceiling fleet claims (1.67 is
+60% of it). Beside it, at the same concurrency, seed 001's naive scheme as
+written (one ``tasks.json``; ``git pull --rebase``, claim the first pending
+task, commit, push; on a rejection pull --rebase again, taking the remote's
+file and claiming again on a conflict), with the same backoff as fleet. Both
+sides' claims are checked: a task claimed twice is counted and reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +82,87 @@ sys.exit(1)
 """
 
 
+# A long-lived claimer for the throughput results: warms up, says "ready",
+# waits for a line on stdin, takes its share of the claims one after another.
+THROUGHPUT_OURS = r"""
+import json, sys, time
+from pathlib import Path
+from fleet.commands import task as task_cmd
+from fleet.repo import FleetRepo
+from fleet.store import BranchStore
+from fleet.tasks import TaskQueue
+clone, agent, quota = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+TaskQueue(FleetRepo(clone)).load()  # the first read of a clone reads the whole queue (and caches it)
+pushes = 0
+publish = BranchStore.publish
+def counted(self, new, old):
+    global pushes
+    pushes += 1
+    return publish(self, new, old)
+BranchStore.publish = counted
+print("ready", flush=True)
+sys.stdin.readline()
+won = [task_cmd.claim(clone, agent)["id"] for _ in range(quota)]
+print(json.dumps({"won": won, "pushes": pushes}), flush=True)
+"""
+
+# Seed 001's queue as it describes it: pull --rebase, claim, commit, push, and on
+# a rejection pull --rebase again (on a conflict: the remote's tasks.json, claimed again).
+THROUGHPUT_NAIVE = r"""
+import json, random, subprocess, sys, time
+repo, agent, quota = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def g(*a):
+    return subprocess.run(["git", *a], cwd=repo, capture_output=True)
+def take():
+    with open(repo + "/tasks.json") as f:
+        tasks = json.load(f)
+    t = next((t for t in tasks if t["status"] == "pending"), None)
+    if t is None:
+        sys.exit("no pending task left")
+    t.update(status="in-progress", claimedBy=agent, claimedAt=time.time())
+    with open(repo + "/tasks.json", "w") as f:
+        json.dump(tasks, f, indent=2)
+    return t["id"]
+print("ready", flush=True)
+sys.stdin.readline()
+won, pushes = [], 0
+while len(won) < quota:
+    g("pull", "-q", "--rebase", "origin", "queue")
+    tid = take()
+    g("commit", "-qam", "claim " + tid + " by " + agent)
+    for attempt in range(400):
+        pushes += 1
+        if g("push", "-q", "origin", "HEAD:refs/heads/queue").returncode == 0:
+            won.append(tid)
+            break
+        time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+        if g("pull", "-q", "--rebase", "origin", "queue").returncode:
+            # both claimed the same task: take the remote's file (in a rebase, "ours" is
+            # the upstream) and claim again on it
+            g("checkout", "--ours", "tasks.json")
+            tid = take()
+            g("add", "tasks.json")
+            g("-c", "core.editor=true", "rebase", "--continue")
+    else:
+        sys.exit("gave up after 400 pushes")
+print(json.dumps({"won": won, "pushes": pushes}), flush=True)
+"""
+
+LEVELS = (1, 4, 16)
+THROUGHPUT_TASKS = 1000
+
+
 def add_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--claimers", type=int, default=None, help="concurrent claimers (default 16; --small 6)")
     p.add_argument("--sequential", type=int, default=None, help="claims in the uncontended run (default 12; --small 4)")
     p.add_argument("--big", type=int, default=None,
                    help="tasks in the big queue of the third result (default 10,000, beads' figure; --small 2,000)")
+    p.add_argument("--throughput-claims", type=int, default=None,
+                   help="claims at each concurrency of the throughput results, shared by the claimers "
+                        "(default 96; --small 32)")
+    p.add_argument("--pushes", type=int, default=30,
+                   help="compare-and-swap pushes timed for the throughput floor (default 30)")
+    p.add_argument("--only-throughput", action="store_true", help="only the throughput results")
 
 
 def _setup(root: Path, tasks: int, clones: int) -> tuple[Daemon, list[Path], list[Path]]:
@@ -121,12 +217,141 @@ def _all(procs: list[subprocess.Popen[bytes]]) -> list[str]:
     return won
 
 
+def _racer(script: str, clone: Path, agent: str, quota: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script, str(clone), agent, str(quota)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _race(procs: list[subprocess.Popen[str]]) -> tuple[float, list[dict[str, Any]]]:
+    """Wait until every claimer is ready, let them all go at once; the wall time until
+    the last is done, and what each claimed."""
+    for p in procs:
+        line = p.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            p.wait()
+            raise RuntimeError(f"a claimer did not start: {p.stderr.read()[-600:]}")  # type: ignore[union-attr]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    outs = [p.communicate(timeout=1800) for p in procs]
+    seconds = time.perf_counter() - t0
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode:
+            raise RuntimeError(f"a claimer exited {p.returncode}: {err[-600:]}")
+    return seconds, [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def _cas_pushes(root: Path, url: str, n: int) -> list[float]:
+    """``n`` compare-and-swap pushes one after another on the queue's origin, each of
+    a commit changing one task file (what a claim pushes), to a branch of their
+    own; the round trip of each."""
+    clone = root / f"cas-{time.monotonic_ns()}"
+    git(root, "clone", "-q", url, str(clone))
+    git(clone, "fetch", "-q", "origin", "+refs/heads/fleet/tasks:refs/remotes/origin/fleet/tasks")
+    git(clone, "checkout", "-q", "-B", "cas", "origin/fleet/tasks")
+    rel = git(clone, "ls-files", "tasks").decode().splitlines()[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    doc = json.loads((clone / rel).read_text())
+    old, times = "", []
+    for i in range(n):
+        (clone / rel).write_text(json.dumps(dict(doc, updated_at=f"cas {i}"), indent=2, sort_keys=True) + "\n")
+        git(clone, "commit", "-qam", f"cas {i}")
+        new = git(clone, "rev-parse", "HEAD").decode().strip()
+        t0 = time.perf_counter()
+        p = subprocess.run(["git", "push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/floor/cas:{old}",
+                            "origin", f"{new}:refs/heads/floor/cas"], cwd=clone, capture_output=True, env=env)
+        times.append(time.perf_counter() - t0)
+        if p.returncode:
+            raise RuntimeError(f"a compare-and-swap push failed: {p.stderr.decode(errors='replace')}")
+        old = new
+    git(clone, "push", "-q", "origin", ":refs/heads/floor/cas")
+    shutil.rmtree(clone, ignore_errors=True)
+    return times
+
+
+def _throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """claim-throughput-C for C in LEVELS: see the module's docstring."""
+    total = args.throughput_claims or (32 if args.small else 96)
+    levels = [c for c in LEVELS if c <= total]
+    agents = ["ada", "basil", "cleo", "dara", "eli", "fen"]
+    rtts: list[float] = []
+    ours_s: dict[int, list[float]] = {c: [] for c in levels}
+    naive_s: dict[int, list[float]] = {c: [] for c in levels}
+    pushes: dict[str, dict[int, int]] = {"ours": {c: 0 for c in levels}, "naive": {c: 0 for c in levels}}
+    won: dict[str, list[tuple[str, str]]] = {"ours": [], "naive": []}  # (task, claimer)
+    if args.repeat * sum(total // c * c for c in levels) > THROUGHPUT_TASKS:
+        raise SystemExit(f"claim: {args.repeat} x {total} claims at {len(levels)} concurrencies do not fit "
+                         f"in a queue of {THROUGHPUT_TASKS}; lower --repeat or --throughput-claims")
+    with workdir(args.tmp, "fleet-bench-claim-throughput-", args.keep) as root:
+        log(f"throughput: a queue of {THROUGHPUT_TASKS:,} tasks, {total} claims at each of {levels} claimers")
+        daemon, ours, naive = _setup(root, THROUGHPUT_TASKS, max(levels))
+        try:
+            for c in naive:
+                git(c, "config", "pull.rebase", "true")
+            for r in range(args.repeat):
+                rtts += _cas_pushes(root, daemon.url("ours.git"), args.pushes)
+                for c in levels:
+                    quota = total // c
+                    log(f"run {r + 1}/{args.repeat}: {c} claimer(s) x {quota} claims, ours then naive")
+                    sec, res = _race([_racer(THROUGHPUT_OURS, ours[i], agents[i % 6], quota) for i in range(c)])
+                    ours_s[c].append(sec / (quota * c))
+                    pushes["ours"][c] += sum(x["pushes"] for x in res)
+                    won["ours"] += [(t, f"ours-{i}") for i, x in enumerate(res) for t in x["won"]]
+                    sec, res = _race([_racer(THROUGHPUT_NAIVE, naive[i], f"c{i:02d}", quota) for i in range(c)])
+                    naive_s[c].append(sec / (quota * c))
+                    pushes["naive"][c] += sum(x["pushes"] for x in res)
+                    won["naive"] += [(t, f"c{i:02d}") for i, x in enumerate(res) for t in x["won"]]
+            rtts += _cas_pushes(root, daemon.url("ours.git"), args.pushes)
+            doubles = _double_claims(root, won)
+        finally:
+            daemon.stop()
+    floor = median(rtts)
+    out = []
+    for c in levels:
+        claims = total // c * c * args.repeat
+        per, naive_per = median(ours_s[c]), median(naive_s[c])
+        out.append(result(
+            f"claim-throughput-{c}", per, floor, "s/claim", goal=1.67 if c == max(levels) else None,
+            claimers=c, tasks=THROUGHPUT_TASKS, claims=total // c * c, repeat=args.repeat,
+            claims_per_s=round(1 / per, 2), ceiling_per_s=round(1 / floor, 2),
+            share_of_ceiling=round(floor / per, 3), push_rtt_median=round(floor, 4),
+            push_rtt_p90=round(sorted(rtts)[int(len(rtts) * 0.9)], 4),
+            naive_claims_per_s=round(1 / naive_per, 2), vs_naive=round(naive_per / per, 2),
+            pushes_per_claim=round(pushes["ours"][c] / claims, 2),
+            naive_pushes_per_claim=round(pushes["naive"][c] / claims, 2),
+            double_claims=doubles["ours"], naive_double_claims=doubles["naive"],
+        ))
+    return out
+
+
+def _double_claims(root: Path, won: dict[str, list[tuple[str, str]]]) -> dict[str, int]:
+    """Claims of a task someone else also claimed, per side: from what the claimers
+    said, and from each origin (fleet's history: claim commits per task; the naive
+    tasks.json: the claimer it names)."""
+    out = {}
+    for side, pairs in won.items():
+        said = len(pairs) - len({t for t, _ in pairs})
+        if side == "ours":
+            subjects = git(root / "served" / "ours.git", "log", "--format=%s", "refs/heads/fleet/tasks").decode()
+            per = Counter(line.split()[2] for line in subjects.splitlines() if line.startswith("task claim "))
+            recorded = sum(n - 1 for n in per.values())
+        else:
+            tasks = json.loads(git(root / "served" / "floor.git", "show", "queue:tasks.json"))
+            holder = {t["id"]: t["claimedBy"] for t in tasks if t["status"] == "in-progress"}
+            recorded = sum(1 for t, who in pairs if holder.get(t) != who) + abs(len(holder) - len(pairs))
+        out[side] = max(said, recorded)
+    return out
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     import compileall
 
     import fleet
 
     compileall.compile_dir(str(Path(fleet.__file__).parent), quiet=1)
+    if args.only_throughput:
+        return _throughput(args)
     claimers = args.claimers or (6 if args.small else 16)
     sequential = args.sequential or (4 if args.small else 12)
     agents = ["ada", "basil", "cleo", "dara", "eli", "fen"]
@@ -175,4 +400,5 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         result("claim-contention", median(con_ours.times), median(con_floor.times), "s", goal=1.5,
                claimers=claimers, per_claim_ours=round(median(con_ours.times) / claimers, 4),
                per_claim_floor=round(median(con_floor.times) / claimers, 4), repeat=args.repeat),
+        *_throughput(args),
     ]

@@ -1,0 +1,341 @@
+"""Proof under contention: many processes, each on its own clone, claim and
+complete every task of one queue through one origin served by ``git daemon``,
+while some holders are killed with SIGKILL mid-task and the watchdog runs on
+its schedule.
+
+Every task is done exactly once, and this is checked twice: against the final
+state of the queue, and against the ``fleet/tasks`` history, commit by commit
+(each task goes to done in exactly one commit, by the one holder of the fence
+it was claimed with; no fence is handed out twice; every task a killed holder
+held is returned by the watchdog and then done by another).
+
+The full size (16 processes, 1,000 tasks) takes 15 to 20 minutes on two cores:
+it is marked slow and runs only when asked for (``pytest -m slow`` or
+FLEET_CONTENTION_FULL=1). A smaller run (8 processes, 120 tasks, about a
+minute) is in the default suite, so the invariant is always tested.
+``FLEET_CONTENTION=PROCS,TASKS`` gives the smaller run another size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fleet import canonical
+from fleet.commands.init import init
+from fleet.git import Git
+from fleet.repo import FleetRepo
+from fleet.tasks import BRANCH, TaskQueue
+
+CLAIMER = Path(__file__).with_name("claimer.py")
+VICTIM_LEASE = 3.0  # seconds: a killed holder's task comes back this long after its claim
+WATCHDOG_EVERY = 1.5  # seconds between watchdog runs, its schedule here
+
+
+class GitDaemon:
+    """``git daemon`` serving ``base`` on 127.0.0.1 with pushes enabled; stopped by ``stop``."""
+
+    def __init__(self, base: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
+             "--listen=127.0.0.1", f"--port={self.port}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"git daemon exited: {self.proc.stderr.read().decode(errors='replace')}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("git daemon did not start listening")
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    served = tmp_path / "served"
+    served.mkdir()
+    d = GitDaemon(served)
+    try:
+        yield d, served
+    finally:
+        d.stop()
+
+
+def _origin(tmp: Path, served: Path, agents: list[str], tasks: int) -> Path:
+    """A fleet whose config knows ``agents`` and returns a task at once (no retry
+    delay; failures never exhaust it), with ``tasks`` tasks on its queue; its bare origin."""
+    seed = tmp / "seed"
+    init(seed)
+    cfg_path = seed / "state" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["agents"].update({a: {"priority": 0} for a in agents})
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 100}
+    cfg_path.write_bytes(canonical.dumps(cfg))
+    for a in agents:
+        (seed / "state" / "agents" / f"{a}.json").write_bytes(canonical.dumps(
+            {"id": a, "name": a, "persona": f"{a} claims tasks.", "bio": "", "interests": [], "karma": 0,
+             "post_count": 0, "memory": []}))
+    Git(seed).run("add", "-A")
+    Git(seed).run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "contention agents")
+    bare = served / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+    items = tmp / "tasks.jsonl"
+    items.write_text("".join(json.dumps({"id": f"job-{i:04d}", "title": f"job {i}"}) + "\n" for i in range(tasks)))
+    subprocess.run([sys.executable, "-m", "fleet", "task", "add", "-C", str(seed), "--remote", str(bare),
+                    "--file", str(items)], check=True, capture_output=True)
+    return bare
+
+
+@dataclass
+class Worker:
+    agent: str
+    proc: subprocess.Popen[str]
+    victim: str | None = None  # "holds" (killed once it says it holds a task) or "anytime" (killed at a random moment)
+    lines: list[list[str]] = field(default_factory=list)
+    killed_at: float | None = None
+
+    def kill(self) -> None:
+        if self.killed_at is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.killed_at = time.monotonic()
+
+
+def _read(w: Worker) -> None:
+    for line in w.proc.stdout:  # type: ignore[union-attr]
+        words = line.split(maxsplit=3)
+        w.lines.append(words)
+        if words and words[0] == "holding":
+            w.kill()  # mid-task, before it completes
+
+
+def _history(bare: Path) -> list[tuple[str, str, dict[str, dict]]]:
+    """The queue branch oldest first: (commit, message, {task id: task as that commit left it}),
+    checking on the way that the history is one line of commits (every change a compare-and-swap)."""
+    out = Git(bare).run("log", "--reverse", "--root", "--no-renames", "--raw", "--no-abbrev",
+                        "--format=%x1e%H %P%x00%B%x00", f"refs/heads/{BRANCH}").decode()
+    commits, blobs = [], []
+    for rec in out.split("\x1e")[1:]:
+        head, message, raw = rec.split("\x00")
+        sha, *parents = head.split()
+        changed = {}
+        for line in raw.strip().splitlines():
+            meta, path = line.split("\t")
+            changed[path] = meta.split()[3]
+            blobs.append(meta.split()[3])
+        commits.append((sha, parents, message, changed))
+    for (prev, _, _, _), (_, parents, _, _) in zip(commits, commits[1:]):
+        assert parents == [prev], "the queue's history is not one line of commits"
+    batch = subprocess.run(["git", "cat-file", "--batch"], cwd=bare, input="\n".join(blobs).encode() + b"\n",
+                           capture_output=True, check=True).stdout
+    docs, at = {}, 0
+    while at < len(batch):
+        nl = batch.index(b"\n", at)
+        sha, _, size = batch[at:nl].decode().split()
+        docs[sha] = json.loads(batch[nl + 1:nl + 1 + int(size)])
+        at = nl + 1 + int(size) + 1
+    return [(sha, message, {path.rsplit("/", 1)[1].removesuffix(".json"): docs[b] for path, b in changed.items()
+                            if path.startswith("tasks/")})
+            for sha, _, message, changed in commits]
+
+
+def _check_history(bare: Path, tasks: int) -> tuple[dict[str, tuple[str, int]], list[tuple[str, str, int]], int]:
+    """Walk the queue's history and check every change against the one before it.
+
+    Returns each task's completion (holder, fence), the watchdog's returns
+    (task, holder, fence) in order, and the number of claims."""
+    history = _history(bare)
+    _, first, added = history[0]
+    assert first.startswith(f"task add {tasks} tasks"), first
+    assert sorted(added) == [f"job-{i:04d}" for i in range(tasks)]
+    state = dict(added)
+    assert all(t["status"] == "pending" and t["token"] == 0 for t in state.values())
+    done: dict[str, tuple[str, int]] = {}
+    returns: list[tuple[str, str, int]] = []
+    fences: set[tuple[str, int]] = set()
+    claims = 0
+    for sha, message, changed in history[1:]:
+        assert len(changed) == 1, f"{sha}: one task per commit, not {sorted(changed)}"
+        (tid, new), = changed.items()
+        old = state[tid]
+        words = message.split()
+        if message.startswith("task claim "):  # task claim ID by AGENT (token N)
+            holder, fence = words[4], int(words[6].rstrip(")"))
+            assert words[2] == tid and old["status"] == "pending", f"{sha}: {message!r} from {old['status']}"
+            assert new["status"] == "in-progress" and new["claimed_by"] == holder
+            assert new["token"] == fence == old["token"] + 1, f"{sha}: fence {fence} after {old['token']}"
+            assert (tid, fence) not in fences, f"{sha}: fence {fence} of {tid} handed out twice"
+            fences.add((tid, fence))
+            claims += 1
+        elif message.startswith("task complete "):  # task complete ID by AGENT (token N)
+            holder, fence = words[4], int(words[6].rstrip(")"))
+            assert words[2] == tid and old["status"] == "in-progress", f"{sha}: {message!r} from {old['status']}"
+            assert (old["claimed_by"], old["token"]) == (holder, fence), f"{sha}: {holder} does not hold fence {fence}"
+            assert new["status"] == "done" and new["result"] == {"by": holder}
+            assert tid not in done, f"{sha}: {tid} done twice (first by {done[tid]})"
+            done[tid] = (holder, fence)
+        elif message.startswith("watchdog: return "):  # watchdog: return ID: lease of AGENT ran out ...
+            assert words[2] == f"{tid}:" and old["status"] == "in-progress", f"{sha}: {message!r} from {old['status']}"
+            assert new["status"] == "pending" and new["token"] == old["token"]
+            returns.append((tid, old["claimed_by"], old["token"]))
+        else:
+            raise AssertionError(f"{sha}: unexpected change {message.splitlines()[0]!r}")
+        state[tid] = new
+    assert sorted(done) == sorted(state), "a task was never done"
+    return done, returns, claims
+
+
+def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks: int, *, victims: int,
+                   anytime: int, cli: int, timeout: float) -> dict[str, float]:
+    """``procs`` claimers (``cli`` of them through the command line, the rest
+    through the library), ``victims`` of them killed holding a task and
+    ``anytime`` of them killed at a random moment; the watchdog every
+    WATCHDOG_EVERY seconds. Checks everything; returns timings."""
+    agents = [f"w{i:02d}" for i in range(procs)]
+    bare = _origin(tmp, served, agents, tasks)
+    url = daemon.url("origin.git")
+    dirs = []
+    for name in [*agents, "watchdog"]:
+        d = tmp / "clones" / name
+        subprocess.run(["git", "clone", "-q", "--no-checkout", url, str(d)], check=True)
+        dirs.append(d)
+    rng = random.Random(7)
+    kinds = ["holds"] * victims + ["anytime"] * anytime + [None] * (procs - victims - anytime)
+    workers: list[Worker] = []
+    t0 = time.monotonic()
+    for i, (agent, d) in enumerate(zip(agents, dirs)):
+        kind = kinds[i]
+        args = [sys.executable, str(CLAIMER), str(d), agent]
+        if i >= procs - cli:  # the last ones go through `python -m fleet task ...`
+            args.append("--cli")
+        if kind:  # a short lease, so that what it holds when it dies comes back soon
+            args += ["--lease", str(VICTIM_LEASE)]
+        if kind == "holds":
+            args += ["--hold-after", str(rng.randrange(1, 4))]
+        w = Worker(agent, subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), kind)
+        threading.Thread(target=_read, args=(w,), daemon=True).start()
+        if kind == "anytime":
+            threading.Timer(rng.uniform(1.0, 4.0), w.kill).start()
+        workers.append(w)
+    watchdog_runs = 0
+    try:
+        while any(w.proc.poll() is None for w in workers if not w.victim):
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"not done in {timeout:.0f} s: "
+                                     + "; ".join(f"{w.agent}: {w.lines[-1:]}" for w in workers))
+            for w in workers:  # a live holder never drops a task it holds: fail now, not at the timeout
+                lost = [x for x in w.lines if x[0] == "dropped"]
+                assert w.victim or not lost, f"{w.agent} dropped a task it held: {lost}"
+            time.sleep(WATCHDOG_EVERY)
+            r = subprocess.run([sys.executable, "-m", "fleet", "watchdog", "-C", str(dirs[-1]), "--json"],
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode in (0, 3), r.stderr
+            watchdog_runs += 1
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.kill()
+    elapsed = time.monotonic() - t0
+    for w in workers:
+        w.proc.wait(timeout=30)
+        err = w.proc.stderr.read()  # type: ignore[union-attr]
+        if w.victim:
+            assert w.proc.returncode == -signal.SIGKILL, (w.agent, w.proc.returncode, err[-500:])
+        else:
+            assert w.proc.returncode == 0, (w.agent, w.proc.returncode, err[-500:])
+            assert "Traceback" not in err, err[-1000:]
+    time.sleep(0.2)  # the reader threads see the last lines
+
+    # 1. the final state: every task done, once, by the holder of its last fence
+    clone = dirs[-1]
+    tq = TaskQueue(FleetRepo(clone))
+    q, _ = tq.load()
+    assert len(q.tasks) == tasks
+    assert Counter(t.status for t in q.tasks.values()) == {"done": tasks}
+    # 2. the history, commit by commit
+    done, returns, claims = _check_history(bare, tasks)
+    for t in q.tasks.values():
+        assert done[t.id] == (t.claimed_by, t.token), t.id
+    # 3. what the claimers said agrees with both
+    said: dict[str, tuple[str, int]] = {}
+    victims_of = {w.agent: w for w in workers if w.victim}
+    for w in workers:
+        for words in w.lines:
+            if words[0] == "done":
+                assert words[1] not in said, f"{words[1]} completed by {said[words[1]]} and {w.agent}"
+                said[words[1]] = (w.agent, int(words[2]))
+                assert done[words[1]] == said[words[1]]
+            elif words[0] == "dropped":  # only a short lease runs out, and the refusal says why
+                assert w.agent in victims_of and (words[1], w.agent, int(words[2])) in returns, words
+                assert any(why in words[3] for why in ("stale", "went back to the queue", "already done")), words
+    finished = {tid for tid, (holder, _) in done.items() if holder not in victims_of}
+    assert finished <= set(said), "a live claimer's completion is missing from its own report"
+    # 4. the killed holders: the watchdog returned every task they held, then another did it
+    returned_from = Counter(holder for _, holder, _ in returns)
+    assert set(returned_from) <= set(victims_of), f"a live holder's lease was returned: {returned_from}"
+    held = [(w.agent, words[1], int(words[2])) for w in workers for words in w.lines if words[0] == "holding"]
+    assert len(held) == victims, held
+    for agent, tid, fence in held:
+        assert (tid, agent, fence) in returns, f"{tid} held by {agent} (killed) was never returned"
+        assert done[tid][0] != agent and done[tid][1] > fence
+    # (every other claim is followed by its holder's complete or the watchdog's return: _check_history)
+    return {"seconds": round(elapsed, 1), "claims": claims, "returns": len(returns),
+            "watchdog_runs": watchdog_runs}
+
+
+def _size(default: tuple[int, int]) -> tuple[int, int]:
+    env = os.environ.get("FLEET_CONTENTION")
+    return tuple(int(x) for x in env.split(",")) if env else default  # type: ignore[return-value]
+
+
+def test_eight_claimers_do_120_tasks_each_exactly_once_with_holders_killed(daemon, tmp_path: Path) -> None:
+    """8 processes on 8 clones, 120 tasks over git daemon: 2 of them killed with
+    -9 holding a task, 1 killed at a random moment, 1 claiming through the CLI."""
+    d, served = daemon
+    procs, tasks = _size((8, 120))
+    stats = run_contention(tmp_path, d, served, procs, tasks, victims=2, anytime=1, cli=1, timeout=600)
+    print(f"\ncontention {procs} x {tasks}: {stats}")
+
+
+@pytest.mark.slow
+def test_sixteen_claimers_do_1000_tasks_each_exactly_once_with_holders_killed(request: pytest.FixtureRequest,
+                                                                             tmp_path: Path) -> None:
+    """The size the issue asks for: 16 processes, 1,000 tasks; 3 killed holding a
+    task, 1 killed at a random moment, 2 claiming through the CLI.
+
+    It takes 15 to 20 minutes on two cores (about two claims or completes a
+    second), half of the CI job's limit, where the other slow tests take one:
+    so it runs only when asked for, by ``-m slow`` or FLEET_CONTENTION_FULL=1."""
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("FLEET_CONTENTION_FULL"):
+        pytest.skip("16 claimers x 1,000 tasks take 15-20 min on 2 cores: run with -m slow or FLEET_CONTENTION_FULL=1 "
+                    "(the 8 x 120 version runs always)")
+    d, served = request.getfixturevalue("daemon")
+    stats = run_contention(tmp_path, d, served, 16, 1000, victims=3, anytime=1, cli=2, timeout=3000)
+    print(f"\ncontention 16 x 1000: {stats}")
