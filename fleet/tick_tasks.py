@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleet import tasks
 from fleet.config import Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.ids import printable
-from fleet.store import Change
-from fleet.tasks import Queue, Task, parse_stamp
+
+if TYPE_CHECKING:  # the queue is imported where it is used: a worker whose agents have no task never loads it
+    from fleet.store import Change
+    from fleet.tasks import Queue, Task
 
 COMPLETE = "complete_task"
 FAIL = "fail_task"
@@ -55,6 +56,8 @@ def task_agents(cfg: Config) -> list[str]:
 
 def held(q: Queue, agent: str, at: _dt.datetime) -> Task | None:
     """The task ``agent`` holds with a live lease, if any (the oldest claim)."""
+    from fleet.tasks import parse_stamp
+
     mine = [t for t in q.tasks.values() if t.status == "in-progress" and t.claimed_by == agent
             and t.lease_until is not None and parse_stamp(t.lease_until) > at]
     return min(mine, key=lambda t: (t.claimed_at or "", t.id)) if mine else None
@@ -62,6 +65,8 @@ def held(q: Queue, agent: str, at: _dt.datetime) -> Task | None:
 
 def brief(t: Task) -> dict[str, Any]:
     """What the turn gets of its task: id, fence, title and body."""
+    from fleet import tasks
+
     out: dict[str, Any] = {"id": t.id, "fence": t.fence, "title": t.title}
     if t.body is not tasks.MISSING and t.body is not None:
         out["body"] = t.body
@@ -79,6 +84,10 @@ def hand_out(q: Queue, cfg: Config, at: _dt.datetime, agents: list[str] | None =
     """Claim a ready task for every agent with task tools that holds none: one
     commit per claim, one push for all (``TaskQueue.change`` decides again on a lost race)."""
     out = HandOut()
+    from fleet import tasks
+    from fleet.store import Change
+    from fleet.tasks import Queue
+
     commits: list[tuple[str, dict[str, Any]]] = []
     tasks_now = dict(q.tasks)
     for agent in agents if agents is not None else task_agents(cfg):
@@ -132,6 +141,10 @@ def apply_outcomes(q: Queue, cfg: Config, at: _dt.datetime, reported: list[tuple
     """The queue's change for the outcomes of the tick's applied deltas, (agent, outcome) in
     merge order. Each goes through the holder check with its fence; one that cannot be
     applied is refused with the reason. Applying the same outcomes again changes nothing."""
+    from fleet import tasks
+    from fleet.store import Change
+    from fleet.tasks import Queue
+
     out = Applied()
     commits: list[tuple[str, dict[str, Any]]] = []
     now = dict(q.tasks)
