@@ -87,6 +87,7 @@ async def run_turns(
     # every turn reads main as the tick started, never another turn's calls:
     # what an agent does does not depend on which agents share its worker
     view = View(snap, tick=snap.tick + 1)
+    view.preload(sorted(cfg.collections))
     builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)

@@ -60,6 +60,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         head = repo.main()
         snap = repo.snapshot(head)
         cfg = snap.config
+        world_mod.warm(snap)
         world_mod.load(cfg, snap.read)  # on Actions the plan job starts a tick: a world that cannot run stops here
         count = workers or cfg.run.workers
         if not 1 <= count <= 256:

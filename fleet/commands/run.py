@@ -244,6 +244,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             repo.fetch()
     snap = repo.snapshot()
     cfg = snap.config
+    world_mod.warm(snap)
     world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any tick starts
     provider, note = choose(provider, cfg)
     report.provider, report.note, report.models = provider, note, models(provider, cfg)

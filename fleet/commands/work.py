@@ -88,6 +88,7 @@ def work(
         if tick is not None and tick != nxt:
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
+        world_mod.warm(snap)
         world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
         agents = assign(roster(cfg.agents, only_agents), workers)[name]
         branch = worker_branch(nxt, name)
