@@ -71,6 +71,7 @@ async def run_turns(
     deadline: float | None = None,
     finished: dict[str, dict[str, Any]] | None = None,
     tasks: dict[str, dict[str, Any]] | None = None,
+    world: world_mod.World | None = None,
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
@@ -82,7 +83,7 @@ async def run_turns(
     finished = {} if finished is None else finished
     held = dict(tasks or {})
     cfg: Config = snap.config
-    world = world_mod.load(cfg, snap.read)
+    world = world if world is not None else world_mod.load(cfg, snap.read)
     declared = frozenset(world.tools)
     # every turn reads main as the tick started, never another turn's calls:
     # what an agent does does not depend on which agents share its worker

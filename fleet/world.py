@@ -444,18 +444,25 @@ class _Loader:
     def agents_may(self, tools: dict[str, Tool]) -> None:
         """Refuse an agent offered a tool whose unconditional effect its rules never allow:
         every call of it would be quarantined (a triager given `assign` without the grant)."""
+        answers: dict[tuple[str, int, tuple[Any, ...]], bool] = {}  # agents alike share answers
         for aid, agent in sorted(self.cfg.agents.items()):
             offered = sorted(tools) if agent.actions is None else [n for n in agent.actions if n in tools]
             for name in offered:
                 for i, e in enumerate(tools[name].effects):
                     coll = self.cfg.collections[e.doc.collection]
-                    if e.when or _allowed(coll, e, list(agent.grants.get(coll.name, ()))):
+                    if e.when:
                         continue
-                    key = f"agents.{aid}.actions" if agent.actions is not None else f"agents.{aid}"
-                    self.problem(CONFIG_PATH, key, f"{aid} has tool {name!r}, whose effect {_describe(e)} "
-                                                   f"({tools[name].source}: {name}.effects[{i}]) collections.{coll.name} "
-                                                   f"and agents.{aid}.grants never allow {aid}: every such call would "
-                                                   "be quarantined (grant it, or leave the tool out of its actions)")
+                    grants = agent.grants.get(coll.name, ())
+                    key = (name, i, grants)
+                    if key not in answers:
+                        answers[key] = _allowed(coll, e, list(grants))
+                    if answers[key]:
+                        continue
+                    where = f"agents.{aid}.actions" if agent.actions is not None else f"agents.{aid}"
+                    self.problem(CONFIG_PATH, where, f"{aid} has tool {name!r}, whose effect {_describe(e)} "
+                                                     f"({tools[name].source}: {name}.effects[{i}]) collections.{coll.name} "
+                                                     f"and agents.{aid}.grants never allow {aid}: every such call would "
+                                                     "be quarantined (grant it, or leave the tool out of its actions)")
                     break
 
     # -- the prompt ------------------------------------------------------

@@ -89,7 +89,7 @@ def work(
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
         world_mod.warm(snap)
-        world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
+        world = world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
         agents = assign(roster(cfg.agents, only_agents), workers)[name]
         branch = worker_branch(nxt, name)
         if not agents:
@@ -100,7 +100,7 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held)]
+        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held, world)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[st
 
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
            concurrency: int | None, deadline: float | None,
-           held: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+           held: dict[str, dict[str, Any]] | None = None, world: Any = None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -174,7 +174,8 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
     async def main() -> list[dict[str, Any]]:
         try:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
-                                   concurrency=concurrency, deadline=deadline, finished=finished, tasks=held)
+                                   concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
+                                   world=world)
         finally:
             await prov.aclose()
 
