@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, str] = {
     "streams": "500 agent turns on the Anthropic SDK against a local Messages API with 1 s latency, "
                "CPU per turn against bare SDK calls at the same concurrency",
     "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
+    "bigworld": "a world the size of Rappterbook's (138 agents, 11,434 posts, 52,842 comments, tick 488): "
+                "fleet validate against orjson + jsonschema-rs, a fresh worker against its shallow checkout",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
 }
