@@ -40,6 +40,8 @@ BENCHMARKS: dict[str, str] = {
     "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
     "bigworld": "a world the size of Rappterbook's (138 agents, 11,434 posts, 52,842 comments, tick 488): "
                 "fleet validate against orjson + jsonschema-rs, a fresh worker against its shallow checkout",
+    "scale": "a tick of 256 workers x 40 agents in coalesced mode over git daemon: pushes per tick, the merge and "
+             "the whole coordination time against raw git",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
 }
