@@ -42,6 +42,8 @@ BENCHMARKS: dict[str, str] = {
                 "fleet validate against orjson + jsonschema-rs, a fresh worker against its shallow checkout",
     "scale": "a tick of 256 workers x 40 agents in coalesced mode over git daemon: pushes per tick, the merge and "
              "the whole coordination time against raw git",
+    "growth": "1,000 ticks of one fleet: main's tree, a shallow clone and replay per tick at tick 1,000 against "
+              "tick 100, with the repository's size",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
 }
