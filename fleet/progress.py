@@ -14,6 +14,8 @@ import sys
 from types import TracebackType
 from typing import Any
 
+from fleet.ids import printable
+
 
 def wanted(as_json: bool = False) -> bool:
     """Whether to draw progress: text output, stderr a terminal, and not ``FLEET_PROGRESS=0``."""
@@ -45,7 +47,8 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as Bar
 
-            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+            # markup off: a description may hold a file's name, and "[x]" in it is text
+            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}", markup=False)]
             if self.total is not None:
                 columns += [BarColumn(), MofNCompleteColumn()]
             columns.append(TimeElapsedColumn())
@@ -58,7 +61,7 @@ class Progress:
         """``n`` more steps done; ``doing``: what the work is on now."""
         if self._bar is not None:
             self._bar.update(self._task, advance=n,
-                             description=f"{self.label}: {doing}" if doing else self.label)
+                             description=f"{self.label}: {printable(doing, 60)}" if doing else self.label)
 
     def total_is(self, total: int) -> None:
         """The number of steps, once it is known."""

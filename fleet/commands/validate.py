@@ -18,6 +18,7 @@ from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
+from fleet.progress import Progress
 
 
 @dataclass
@@ -29,8 +30,9 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]]:
-    """(files checked, problems) for the fleet at ``root``, or only ``target``."""
+def validate(root: Path, target: Path | None = None, bar: Progress | None = None) -> tuple[int, list[Problem]]:
+    """(files checked, problems) for the fleet at ``root``, or only ``target``;
+    ``bar`` is moved on a file at a time."""
     cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
     if cfg is None:
         raise FleetError(f"{root / CONFIG_PATH}: missing; is this a fleet repository?")
@@ -46,8 +48,12 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
             raise FleetError(f"{target}: no such file or directory")
         files = _walk(root, target) if target.is_dir() else [target]
     problems: list[Problem] = []
+    if bar is not None:
+        bar.total_is(len(files))
     for f in files:
         rel = _rel(root, f)
+        if bar is not None:
+            bar.advance(1, rel)
         problem = check_file(cfg, rel, f.read_bytes(), lambda p: _read_disk(root, p))
         if problem:
             problems.append(Problem(rel, problem))
@@ -110,7 +116,8 @@ def _walk(root: Path, folder: Path) -> list[Path]:
 def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
     """Check state documents and delta files on disk against their schemas."""
     root = toplevel(directory)
-    count, problems = validate(root, path)
+    with Progress("validate", total=0, as_json=as_json) as bar:
+        count, problems = validate(root, path, bar)
 
     def text() -> None:
         for p in problems:
