@@ -442,3 +442,22 @@ def test_hostile_strings_stay_text(s: str) -> None:
         assert data["name"] == s and data["conflicts"][0]["where"] == s and s in data["agents"]
     finally:
         shutil.rmtree(out)
+
+
+# -- the workflow that publishes it ---------------------------------------------------------
+
+
+def test_the_report_workflow_is_optional_least_privilege_and_pinned() -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / ".github/workflows/report.yml").read_text()
+    jobs = text[text.index("\njobs:\n"):]
+    build, deploy = re.split(r"\n  deploy:\n", jobs)
+    assert "if: vars.FLEET_REPORT == 'pages'" in build and "needs: build" in deploy  # nothing runs unless asked
+    assert re.findall(r"^      \S+: (\S+)", build[build.index("permissions:"):build.index("steps:")], re.M) == ["read"]
+    assert "contents: read" in build and "write" not in build
+    assert set(re.findall(r"^      ([a-z-]+): write", deploy, re.M)) == {"pages", "id-token"}
+    assert "command: report" in build and "command: work" not in text  # no model runs here
+    for uses in re.findall(r"uses: (\S+)", text):
+        assert uses == "./" or re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), uses

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fleet import report as report_mod
+from fleet import summary
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import UsageError
 from fleet.progress import Progress
@@ -40,6 +41,9 @@ def report_command(directory: Path, as_json: bool, remote: str | None, out: Path
     activity, workers' health and the task queue, in one index.html that
     needs no server (GitHub Pages serves it as it is)."""
     w = report(directory, out, None if ticks == 0 else ticks, remote, as_json)
+    summary.table("fleet report", {"ticks": f"{w.first_tick} to {w.last_tick}" if w.ticks else "none",
+                                   "agents": w.agents, "workers": w.workers, "tasks": w.tasks,
+                                   "page": f"{w.bytes // 1024:,} KiB"})
 
     def text() -> None:
         span = f"ticks {w.first_tick} to {w.last_tick}" if w.ticks else "no ticks yet"
