@@ -107,6 +107,7 @@ def _populate(directory: Path, world: Example) -> str:
         wf.write_text(_uses_carried(wf.read_text()))
     # the stand-ins for the artifact actions, so tick.yml runs under act here too
     shutil.copytree(src / ACT, directory / ACT, ignore=skip)
+    (directory / ACT / "tick.sh").chmod(0o755)  # a wheel need not keep the mode
     _carry(src, directory / CARRIED, skip)
     (directory / "README.md").write_text(README.format(name=directory.resolve().name, example=world.name,
                                                        description=world.description))
