@@ -90,10 +90,10 @@ class Activity:
     noop: int = 0  # applied with no ops
     errors: int = 0  # applied with meta.error: a failed turn's explicit empty delta
     quarantined: int = 0
-    usage: Usage = field(default_factory=Usage)
     last_tick: int = -1
+    usages: list[Any] = field(default_factory=list)  # each delta's meta.usage, summed once by Usage.total
 
-    def add(self, tick: int, ops: int, error: bool, usage: Usage, quarantined: bool = False) -> None:
+    def add(self, tick: int, ops: int, error: bool, usage: Any, quarantined: bool = False) -> None:
         if quarantined:
             self.quarantined += 1
         else:
@@ -101,12 +101,19 @@ class Activity:
             self.ops += ops
             self.noop += ops == 0 and not error
             self.errors += error
-        self.usage = self.usage + usage
-        self.last_tick = max(self.last_tick, tick)
+        if usage is not None:
+            self.usages.append(usage)
+        if tick > self.last_tick:
+            self.last_tick = tick
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.total(self.usages)
 
     def to_json(self) -> dict[str, Any]:
+        usage = self.usage
         return {"deltas": self.deltas, "ops": self.ops, "noop": self.noop, "errors": self.errors,
-                "quarantined": self.quarantined, "tokens": self.usage.tokens, "cost_usd": self.usage.cost_usd,
+                "quarantined": self.quarantined, "tokens": usage.tokens, "cost_usd": usage.cost_usd,
                 "last_tick": self.last_tick}
 
 
@@ -217,17 +224,30 @@ def _tick_rows(repo: FleetRepo, commits: list[_Commit]) -> list[TickRow]:
     return rows
 
 
-def _delta_facts(body: Any) -> tuple[str | None, str | None, int, bool, Usage]:
-    """(agent, worker, ops, error, usage) of a delta body as the ledger keeps it."""
+def _line(line: bytes, where: str) -> Any:
+    """A ledger or quarantine line, read strictly: the merge engine writes them in
+    compact canonical form, so a line that parses fast and writes back to the same
+    bytes broke no rule; any other goes through the strict reader, which names
+    the rule it breaks (a person's edit of the ledger, say)."""
+    try:
+        obj = canonical.parse_trusted(line)
+        if canonical.dumps_line(obj) == line:
+            return obj
+    except (ValueError, TypeError):  # orjson's errors: malformed, or beyond what it reads
+        pass
+    return canonical.load(line, where)
+
+
+def _delta_facts(body: Any) -> tuple[str | None, str | None, int, bool, Any]:
+    """(agent, worker, ops, error, meta.usage) of a delta body as the ledger keeps it."""
     if not isinstance(body, dict):
-        return None, None, 0, False, Usage()
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-    assert isinstance(meta, dict)
-    ops = body.get("ops")
-    agent, worker = body.get("agent"), body.get("worker")
+        return None, None, 0, False, None
+    meta = body.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    ops, agent, worker, usage = body.get("ops"), body.get("agent"), body.get("worker"), meta.get("usage")
     return (agent if isinstance(agent, str) else None, worker if isinstance(worker, str) else None,
             len(ops) if isinstance(ops, list) else 0, bool(meta.get("error")),
-            Usage.parse(meta.get("usage") if isinstance(meta.get("usage"), dict) else None))
+            usage if isinstance(usage, dict) else None)
 
 
 def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[TickRow]) -> tuple[
@@ -240,18 +260,26 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
     blobs = repo.git.cat_blobs([s for rows in changes for old, new, _ in rows for s in (old, new) if s != ZERO])
     agents: dict[str, Activity] = {}
     workers: dict[str, Activity] = {}
-    per_agent: dict[tuple[int, str], Activity] = {}
-    per_worker: dict[tuple[int, str], Activity] = {}
+    per_agent: dict[tuple[int, str], list[int]] = {}  # deltas, ops, errors, quarantined
+    per_worker: dict[tuple[int, str], list[int]] = {}
+    names: dict[str, str] = {}  # a name from outside, as it may be shown
+
+    def shown(name: str) -> str:
+        if name not in names:
+            names[name] = printable(name, 80)
+        return names[name]
+
     for row, commit, rows in zip(ticks, commits, changes, strict=True):
         for old, new, path in rows:
             if new == ZERO or path.endswith("/" + RECORDS):
                 continue
             before = set(blobs[old].splitlines()) if old != ZERO else set()
             quarantine = path.startswith(QUARANTINE_DIR + "/")
+            where = f"{commit.sha[:12]}:{path}"
             for line in blobs[new].splitlines():
                 if not line or line in before:
                     continue
-                body = canonical.load(line, f"{commit.sha[:12]}:{path}")
+                body = _line(line, where)
                 if quarantine:
                     rec = body if isinstance(body, dict) else {}
                     agent, _, ops, error, usage = _delta_facts(rec.get("delta"))
@@ -261,13 +289,24 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
                 for name, total, per in ((agent, agents, per_agent), (worker, workers, per_worker)):
                     if name is None:
                         continue
-                    name = printable(name, 80)
-                    for act in (total.setdefault(name, Activity()), per.setdefault((row.tick, name), Activity())):
-                        act.add(row.tick, ops, error, usage, quarantined=quarantine)
-    agent_ticks = [{"tick": t, "agent": a, "deltas": act.deltas, "ops": act.ops, "errors": act.errors,
-                    "quarantined": act.quarantined} for (t, a), act in sorted(per_agent.items())]
-    worker_ticks = [{"tick": t, "worker": w, "deltas": act.deltas, "errors": act.errors,
-                     "quarantined": act.quarantined} for (t, w), act in sorted(per_worker.items())]
+                    name = shown(name)
+                    act = total.get(name)
+                    if act is None:
+                        act = total[name] = Activity()
+                    act.add(row.tick, ops, error, usage, quarantined=quarantine)
+                    cell = per.get((row.tick, name))
+                    if cell is None:
+                        cell = per[(row.tick, name)] = [0, 0, 0, 0]
+                    if quarantine:
+                        cell[3] += 1
+                    else:
+                        cell[0] += 1
+                        cell[1] += ops
+                        cell[2] += error
+    agent_ticks = [{"tick": t, "agent": a, "deltas": c[0], "ops": c[1], "errors": c[2], "quarantined": c[3]}
+                   for (t, a), c in sorted(per_agent.items())]
+    worker_ticks = [{"tick": t, "worker": w, "deltas": c[0], "errors": c[2], "quarantined": c[3]}
+                    for (t, w), c in sorted(per_worker.items())]
     return agents, workers, agent_ticks, worker_ticks
 
 

@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, str] = {
     "streams": "500 agent turns on the Anthropic SDK against a local Messages API with 1 s latency, "
                "CPU per turn against bare SDK calls at the same concurrency",
     "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
+    "report": "fleet report's reading of 2,000 ticks of history (60 agents, 3 workers) against one "
+              "git log -p of the ledger and state/fleet.json parsed with orjson",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
 }
