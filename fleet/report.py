@@ -500,6 +500,8 @@ def render(d: ReportData) -> str:
     shown = [a for a, act in agents if act.deltas or act.quarantined][:HEATMAP_ROWS]
     data = d.to_json()
     data["agents_shown"] = shown
+    drawn = set(shown)  # the grid draws these; the table has every agent's totals
+    data["agent_ticks"] = [r for r in data["agent_ticks"] if r["agent"] in drawn]
     dead = [w for w in d.workers if w["status"] == "dead"]
 
     stats = [("tick", "stat-tick", f"{d.tick}"),

@@ -324,6 +324,14 @@ def test_the_report_renders_in_chromium(history: tuple[Path, dict[str, Any], Pat
         }
         return worst; })()""")
     assert worst >= 4.5
+    # and every bar and cell at least 3:1 (WCAG's figure for graphics)
+    marks = browser.eval("""(() => {
+        const lum = c => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(v => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const fills = [...document.querySelectorAll('figure svg g[aria-label=bar] rect, figure svg g[aria-label=cell] rect')]
+            .map(r => getComputedStyle(r).fill).filter(f => f.startsWith('rgb'));
+        return [fills.length, Math.min(...fills.map(f => 1.05 / (lum(f) + 0.05)))]; })()""")
+    assert marks[0] > 0 and marks[1] >= 3, marks
     # keyboard: Tab reaches the skip link first, then every section link, every data table's summary
     seen = []
     for _ in range(60):

@@ -55,7 +55,7 @@
       const rows = data.agent_ticks.filter((r) => shown.has(r.agent));
       return {
         x: tickX, y: {label: null, domain: data.agents_shown}, marginLeft: 110,
-        color: {type: "linear", range: ["#c6dbef", "#08306b"], legend: true, label: "ops applied"},
+        color: {type: "linear", range: ["#6d94c5", "#08306b"], legend: true, label: "ops applied"},
         marks: [Plot.cell(rows, {x: "tick", y: "agent", fill: "ops", inset: 0.5, tip: true})],
       };
     },
