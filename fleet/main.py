@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "merge": "Apply pending deltas to main: validate, commit one tick, publish.",
     "plan": "The workers and agents of the next tick, as JSON for a workflow's fromJSON.",
     "replay": "Rebuild state from genesis and the ledger (into refs/fleet/replay).",
+    "report": "A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.",
     "run": "The whole loop on one machine: W workers in parallel, then the merge, tick after tick.",
     "status": "The merged tick, workers' health, open conflicts, tasks by state, tokens and cost.",
     "task": "The task queue on the fleet/tasks branch: every change is a compare-and-swap push.",

@@ -20,6 +20,7 @@ from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
+from fleet.progress import Progress
 
 
 @dataclass
@@ -38,8 +39,9 @@ class _File:
     link: bool  # known from the directory read: a link is reported, never followed
 
 
-def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]]:
-    """(files checked, problems) for the fleet at ``root``, or only ``target``."""
+def validate(root: Path, target: Path | None = None, bar: Progress | None = None) -> tuple[int, list[Problem]]:
+    """(files checked, problems) for the fleet at ``root``, or only ``target``;
+    ``bar`` is moved on a file at a time."""
     root = root.resolve()
     cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
     if cfg is None:
@@ -64,7 +66,11 @@ def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]
             schema_files[rel] = _read_disk(root, rel)
         return schema_files[rel]
 
+    if bar is not None:
+        bar.total_is(len(files))
     for f in files:
+        if bar is not None:
+            bar.advance(1, f.rel)
         if f.link:
             problems.append(Problem(f.rel, "a symbolic link: fleet reads files, never where a link points"))
             continue
@@ -158,7 +164,8 @@ def _walk_target(root: Path, folder: Path) -> list[_File]:
 def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
     """Check state documents and delta files on disk against their schemas."""
     root = toplevel(directory)
-    count, problems = validate(root, path)
+    with Progress("validate", total=0, as_json=as_json) as bar:
+        count, problems = validate(root, path, bar)
 
     def text() -> None:
         for p in problems:

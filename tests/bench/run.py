@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, str] = {
              "the whole coordination time against raw git",
     "growth": "1,000 ticks of one fleet: main's tree, a shallow clone and replay per tick at tick 1,000 against "
               "tick 100, with the repository's size",
+    "report": "fleet report's reading of 2,000 ticks of history (60 agents, 3 workers) against one "
+              "git log -p of the ledger and state/fleet.json parsed with orjson",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
 }
