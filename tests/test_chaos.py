@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 RUN = Path(__file__).resolve().parent / "chaos" / "run.py"
 
 
@@ -20,9 +18,8 @@ def campaign(*args: str) -> tuple[int, dict]:
     return p.returncode, json.loads(p.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("seed", ["11", pytest.param("12", marks=pytest.mark.slow)])
-def test_a_short_campaign_loses_doubles_and_breaks_nothing(seed: str) -> None:
-    code, out = campaign("--ticks", "3", "--seed", seed)
+def test_a_short_campaign_loses_doubles_and_breaks_nothing() -> None:
+    code, out = campaign("--ticks", "3", "--seed", "11")
     assert (out["lost"], out["doubled"], out["invalid"]) == (0, 0, 0), out["problems"]
     assert code == 0 and out["faults"] >= 6 and len(out["kinds"]) >= 4
 
