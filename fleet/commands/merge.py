@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, summary, tick_tasks
+from fleet import canonical, faults, profile_merge, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH
@@ -134,6 +134,7 @@ def merge(
     record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
+    asked: dict[str, dict[str, Any]] = {}  # the model's merges ('meaning' policy) by inputs, across attempts
     for attempt in range(1, ATTEMPTS + 1):
         repo.fetch()
         head = repo.main()
@@ -165,6 +166,10 @@ def merge(
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
         with _no_gc():
             result = merge_tick(base, arrivals, decided)
+        meanings = profile_merge.propose(base, result, asked)  # texts held under 'meaning': the model merges
+        if meanings:
+            with _no_gc():
+                result = merge_tick(base, arrivals, decided, meanings)
         if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
@@ -176,7 +181,8 @@ def merge(
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result, worked.lines() if worked else []),
+        commit = repo.git.write_commit(head, message(result, (worked.lines() if worked else [])
+                                                     + profile_merge.lines(meanings)),
                                        result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False

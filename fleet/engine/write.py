@@ -9,10 +9,11 @@ them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, resolve
+from fleet import canonical, profile_merge, resolve
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival, Delta
 from fleet.engine.apply import Outcome
@@ -37,7 +38,7 @@ class TickResult:
 
 
 def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: Outcome,
-           decided: resolve.Resolved) -> TickResult:
+           decided: resolve.Resolved, meanings: Sequence[dict[str, Any]] = ()) -> TickResult:
     """The files of tick ``tick``: what ``outcome`` decided, written on ``base``."""
     cfg = base.config
     writes: dict[str, bytes] = {}
@@ -91,6 +92,8 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
             if t < oldest:
                 deletes.append(f"{folder}/{t}")
 
+    if meanings:  # the model's answers ('meaning' policy): inputs of this tick, for replay
+        writes[profile_merge.records_path(tick)] = b"".join(sorted(canonical.dumps_line(m) + b"\n" for m in meanings))
     if decided.records:
         decisions = sorted(canonical.dumps_line(r) for r in decided.records)
         writes[resolve.records_path(tick)] = b"\n".join(decisions) + b"\n"

@@ -1,0 +1,233 @@
+"""Profiles merged by meaning (fleet.profile_merge): a text of facts that two
+agents edited in one tick, merged by the model through the local Messages API
+server, checked, recorded in the ledger, and replayed without a model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleet import canonical, profile_merge
+from fleet.commands.init import init
+from fleet.delta import Op
+from fleet.engine.conflicts import conflict_id
+from tests.conftest import Fleet, run
+from tests.servers.anthropic_api import AnthropicAPI, api_error, reply, text, tool_use
+
+KEY = "sk-ant-test-" + "m" * 24
+BEFORE = "# Team\n- works in UTC\n"
+ADA = "# Team\n- works in UTC\n- lives in Berlin\n- prefers short answers\n"
+BASIL = "# Team\n- works in UTC\n- based in Berlin, Germany\n- Prefers short answers.\n- drinks tea, not coffee\n"
+GOOD = {"text": "# Team\n- works in UTC\n- lives in Berlin, Germany\n- prefers short answers\n- drinks tea, not coffee\n",
+        "folded": [{"into": "lives in Berlin, Germany", "facts": ["lives in Berlin", "based in Berlin, Germany"]}]}
+CID = conflict_id("profiles", "team", ("text",))
+PROFILE_SCHEMA = {"type": "object", "required": ["id", "text"], "additionalProperties": False,
+                  "properties": {"id": {"type": "string"}, "text": {"type": "string", "maxLength": 400}}}
+
+
+@pytest.fixture
+def api() -> Iterator[AnthropicAPI]:
+    with AnthropicAPI() as server:
+        yield server
+        assert server.errors == [], server.errors
+
+
+@pytest.fixture
+def pf(tmp_path: Path) -> Fleet:
+    """A fleet with a shared profile whose text is merged by meaning."""
+    path = tmp_path / "fleet"
+    init(path)
+    cfg_path = path / "state" / "config.json"
+    cfg = json.loads(cfg_path.read_bytes())
+    cfg["collections"]["profiles"] = {"schema": "profile.schema.json", "owner": None, "others": ["set:text"]}
+    cfg["policies"]["profiles/text"] = "meaning"
+    cfg["run"] = {**cfg.get("run", {}), "model": "claude-test-1", "max_retries": 0, "turn_timeout_seconds": 20}
+    cfg["meaning"] = {"max_chars": 300}
+    cfg_path.write_bytes(canonical.dumps(cfg))
+    (path / "schemas" / "profile.schema.json").write_bytes(canonical.dumps(PROFILE_SCHEMA))
+    (path / "state" / "profiles").mkdir()
+    (path / "state" / "profiles" / "team.json").write_bytes(canonical.dumps({"id": "team", "text": BEFORE}))
+    f = Fleet(path)
+    f.git.run("add", "-A")
+    f.git.run("-c", "user.name=Person", "-c", "user.email=p@example.com", "commit", "-qm", "a shared profile")
+    return f
+
+
+def edits(f: Fleet, *versions: tuple[str, str]) -> None:
+    f.push(*[f.delta(agent, Op("set", "profiles", "team", ("text",), value), worker=f"w{i}")
+             for i, (agent, value) in enumerate(versions, 1)])
+
+
+def profile(f: Fleet) -> str:
+    return str(json.loads(f.read("state/profiles/team.json"))["text"])
+
+
+def meanings(f: Fleet, tick: int = 1) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in f.read(f"state/ledger/{tick}/_meanings.jsonl").splitlines()]
+
+
+def with_model(monkeypatch: pytest.MonkeyPatch, api: AnthropicAPI) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+
+
+def without_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+
+
+def replay_identical(f: Fleet, monkeypatch: pytest.MonkeyPatch, api: AnthropicAPI | None = None) -> None:
+    """`fleet replay --check` with no key and no server: byte-identical, and no model was asked."""
+    seen = len(api.requests) if api else 0
+    without_model(monkeypatch)
+    out = json.loads(run(f, "replay", "--check", "--json").output)
+    assert out["identical"] and out["ok"], out
+    if api:
+        assert len(api.requests) == seen
+
+
+def test_a_good_merge_keeps_every_fact_folds_duplicates_and_replays_without_a_model(
+        pf: Fleet, api: AnthropicAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    api.script(reply(tool_use("merged_profile", GOOD)))
+    with_model(monkeypatch, api)
+    r = run(pf, "merge", "--json")
+    out = json.loads(r.output)
+    assert out["applied"] == 2 and out["held"] == [] and out["quarantined"] == []
+    assert profile(pf) == GOOD["text"]
+    # the request: both versions and the value before, the tool forced, the key never in the body
+    (seen,) = api.requests
+    assert seen.body["tool_choice"] == {"type": "tool", "name": "merged_profile"}
+    asked = json.loads(seen.body["messages"][0]["content"])
+    assert asked["before"] == BEFORE and sorted(v["by"] for v in asked["versions"]) == ["ada", "basil"]
+    assert api.saw_key(KEY) and KEY not in json.dumps(seen.body)
+    # recorded as an input of the tick, and named in the audit trail
+    (rec,) = meanings(pf)
+    assert rec["conflict"] == CID and rec["value"] == GOOD["text"] and rec["folded"] == GOOD["folded"]
+    assert rec["model"] == "claude-test-1"
+    assert pf.git.show("refs/heads/main", f"state/conflicts/{CID}.json") is None
+    body = pf.git.text("log", "-1", "--format=%B", "refs/heads/main")
+    assert f"Merged by meaning: profiles/team text ({CID}) by claude-test-1, 1 fold(s)" in body
+    assert KEY not in body and KEY.encode() not in pf.read("state/ledger/1/_meanings.jsonl")
+    replay_identical(pf, monkeypatch, api)
+
+
+def test_a_merge_that_drops_a_fact_is_refused_and_held_for_a_person(
+        pf: Fleet, api: AnthropicAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    dropped = {"text": GOOD["text"].replace("- drinks tea, not coffee\n", ""), "folded": GOOD["folded"]}
+    api.script(reply(tool_use("merged_profile", dropped)))
+    with_model(monkeypatch, api)
+    out = json.loads(run(pf, "merge", "--json").output)
+    assert out["held"] == [CID] and out["applied"] == 2
+    assert profile(pf) == BEFORE  # the field keeps its value; both versions wait for a person
+    conflict = json.loads(pf.read(f"state/conflicts/{CID}.json"))
+    assert conflict["policy"] == "meaning"
+    assert "drops the fact 'drinks tea, not coffee' of basil's version" in conflict["reason"]
+    assert sorted(c["value"] for c in conflict["candidates"]) == sorted([ADA, BASIL])
+    (rec,) = meanings(pf)
+    assert "value" not in rec and "drops the fact" in rec["rejected"]
+    replay_identical(pf, monkeypatch, api)
+    # a person decides through the existing machinery (a merged conflict pull request puts this file
+    # on main): the resolution applies at the next merge
+    pf.git.run("reset", "-q", "--hard", "refs/heads/main")
+    (pf.path / "state" / "resolutions").mkdir()
+    decision = {"conflict": CID, "value": GOOD["text"], "by": "a person"}
+    (pf.path / "state" / "resolutions" / f"{CID}.json").write_bytes(canonical.dumps(decision))
+    pf.git.run("add", "-A")
+    pf.git.run("-c", "user.name=Person", "-c", "user.email=p@example.com", "commit", "-qm", "decide the profile")
+    run(pf, "merge", "--allow-empty")
+    assert profile(pf) == GOOD["text"]
+    assert pf.git.show("refs/heads/main", f"state/conflicts/{CID}.json") is None
+    replay_identical(pf, monkeypatch)
+
+
+@pytest.mark.parametrize("answer,why", [
+    (reply(text("Here is the merged profile, in prose.")), "without calling merged_profile"),
+    (api_error(), "the model's merge failed: InternalServerError"),
+    (reply(tool_use("merged_profile", {"text": GOOD["text"] + "- " + "x" * 300 + "\n", "folded": GOOD["folded"]})),
+     "over meaning.max_chars (300)"),
+    (reply(tool_use("merged_profile", {"text": GOOD["text"], "folded": [{"into": "lives on the moon", "facts": []}]})),
+     "a line the merged text does not keep"),
+    (reply(tool_use("merged_profile", {"text": 12, "folded": []})), "does not match the merged_profile schema"),
+])
+def test_a_model_failure_or_a_bad_answer_is_held(pf: Fleet, api: AnthropicAPI, monkeypatch: pytest.MonkeyPatch,
+                                                 answer: Any, why: str) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    api.script(answer)
+    with_model(monkeypatch, api)
+    out = json.loads(run(pf, "merge", "--json").output)
+    assert out["held"] == [CID] and profile(pf) == BEFORE
+    assert why in json.loads(pf.read(f"state/conflicts/{CID}.json"))["reason"]
+    replay_identical(pf, monkeypatch, api)
+
+
+def test_the_schema_is_a_check_too(pf: Fleet, api: AnthropicAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """meaning.max_chars allows it, the collection's schema (maxLength 400) does not."""
+    cfg = json.loads(pf.read("state/config.json"))
+    cfg["meaning"]["max_chars"] = 4000
+    (pf.path / "state" / "config.json").write_bytes(canonical.dumps(cfg))
+    pf.git.run("-c", "user.name=Person", "-c", "user.email=p@example.com", "commit", "-qam", "longer profiles")
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    long = {"text": GOOD["text"] + "- " + "y" * 390 + "\n", "folded": GOOD["folded"]}
+    api.script(reply(tool_use("merged_profile", long)))
+    with_model(monkeypatch, api)
+    out = json.loads(run(pf, "merge", "--json").output)
+    assert out["held"] == [CID] and out["quarantined"] == []
+    assert "would make state/profiles/team.json invalid" in json.loads(pf.read(f"state/conflicts/{CID}.json"))["reason"]
+    replay_identical(pf, monkeypatch, api)
+
+
+def test_no_model_holds_the_edits_for_a_person(pf: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    without_model(monkeypatch)
+    out = json.loads(run(pf, "merge", "--json").output)
+    assert out["held"] == [CID]
+    assert "no model to merge with: no ANTHROPIC_API_KEY" in json.loads(pf.read(f"state/conflicts/{CID}.json"))["reason"]
+    replay_identical(pf, monkeypatch)
+
+
+def test_one_version_needs_no_model(pf: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    edits(pf, ("ada", ADA))
+    without_model(monkeypatch)
+    run(pf, "merge")
+    assert profile(pf) == ADA
+    assert pf.git.show("refs/heads/main", "state/ledger/1/_meanings.jsonl") is None
+
+
+def test_a_record_for_other_versions_does_not_apply() -> None:
+    """The engine takes a recorded merge only for the exact versions it answered."""
+    rec = {"conflict": CID, "inputs": profile_merge.inputs_key(BEFORE, [("d1", ADA), ("d2", BASIL)]), "value": "x"}
+    assert profile_merge.decided(rec, BEFORE, [("d2", BASIL), ("d1", ADA)]) == ("x", "")
+    chosen, why = profile_merge.decided(rec, BEFORE, [("d1", ADA), ("d2", BASIL + "- more\n")])
+    assert chosen is profile_merge._MISSING and "for other versions" in why
+
+
+# -- the check, as a property ---------------------------------------------------
+
+_fact = st.text(alphabet="abcdefghij ", min_size=1, max_size=12).map(str.strip).filter(bool)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_fact, min_size=1, max_size=5), min_size=2, max_size=3), st.data())
+def test_every_fact_kept_passes_and_any_fact_dropped_fails(versions: list[list[str]], data: st.DataObject) -> None:
+    texts = [(f"a{i}", "".join(f"- {x}\n" for x in v)) for i, v in enumerate(versions)]
+    every = list(dict.fromkeys(profile_merge.norm(x) for v in versions for x in v))
+    merged = "".join(f"- {x}\n" for x in every)
+    value, why = profile_merge.check({"text": merged, "folded": []}, texts, 10_000)
+    assert value == merged, why
+    gone = data.draw(st.sampled_from(every))
+    rest = [x for x in every if x != gone]
+    if rest:  # drop it: refused, naming it
+        value, why = profile_merge.check({"text": "".join(f"- {x}\n" for x in rest), "folded": []}, texts, 10_000)
+        assert value is None and "drops the fact" in why
+        # fold it into a kept fact instead: accepted
+        folded = [{"into": rest[0], "facts": [gone]}]
+        value, why = profile_merge.check({"text": "".join(f"- {x}\n" for x in rest), "folded": folded}, texts, 10_000)
+        assert value is not None, why
