@@ -23,7 +23,7 @@ import click
 from fleet import canonical, faults, profile_merge, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
-from fleet.config import FLEET_PATH
+from fleet.config import FLEET_PATH, Config
 from fleet.delta import Arrival
 from fleet.dispatch import Dispatch, next_run, parse_ticks
 from fleet.engine import TickResult, merge_tick
@@ -58,6 +58,7 @@ class MergeReport:
     models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
     tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
+    lessons: dict[str, Any] | None = None  # lessons written to the knowledge repository (fleet.knowledge)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class MergeReport:
             "models": self.models,
             "tasks": self.tasks,
             "dispatch": self.dispatch,
+            "lessons": self.lessons,
         }
 
 
@@ -180,9 +182,10 @@ def merge(
         # Task outcomes go to the queue before main moves: applying them again on a
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
+        lessons = None if dry_run else _lessons(repo, base.config, result)  # likewise: a rerun writes no file twice
         faults.point("merge.before-commit")
         commit = repo.git.write_commit(head, message(result, (worked.lines() if worked else [])
-                                                     + profile_merge.lines(meanings)),
+                                                     + profile_merge.lines(meanings) + _lesson_lines(lessons)),
                                        result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
@@ -218,6 +221,7 @@ def merge(
             sources=len(sources) + len(files),
             tasks=worked.to_json() if worked else None,
             dispatch=chained,
+            lessons=lessons,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
 
@@ -232,6 +236,25 @@ def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | 
     ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported))
     applied: tick_tasks.Applied = ch.result
     return applied
+
+
+def _lessons(repo: FleetRepo, cfg: Config, result: TickResult) -> dict[str, Any] | None:
+    """Write the lessons of the applied deltas to the knowledge repository (fleet.knowledge)."""
+    if cfg.knowledge.lessons is None:
+        return None
+    from fleet import knowledge
+
+    return knowledge.write_report(repo.path, cfg, result.applied, result.tick)
+
+
+def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
+    if not lessons:
+        return []
+    if lessons.get("error"):
+        return [f"Lessons not written: {lessons['error']}"]
+    pushed = f", pushed {lessons['commit'][:12]}" if lessons["commit"] else ""
+    return [f"Lessons written to remote {lessons['remote']} ({lessons['ref']}): {len(lessons['files'])} new, "
+            f"{lessons['present']} there already{pushed}"]
 
 
 @contextmanager
@@ -333,6 +356,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(f"dry run: built {r.commit[:12]}, published nothing")
         if r.dispatch is not None:
             click.echo(_chained(r.dispatch))
+        for line in _lesson_lines(r.lessons):
+            click.echo(line, err=bool(r.lessons and r.lessons.get("error")))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
