@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from fleet import canonical, config, knowledge
 from fleet.commands.init import init
 from fleet.errors import FleetError
-from fleet.git import Git
 from fleet.prompt import tokens
 from tests.conftest import Fleet, run
 from tests.servers.anthropic_api import AnthropicAPI, reply, tool_use
