@@ -29,9 +29,11 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleet import canonical, docpath, keys, schemas
+from fleet.errors import FleetError
 from fleet.ids import printable
 from fleet.state import LEDGER_DIR
 
@@ -232,35 +234,125 @@ def propose(base: Snapshot, result: TickResult, asked: dict[str, dict[str, Any]]
     why_not = available(cfg)
     out = []
     for c in conflicts:
-        writers = [(x["delta"], x.get("value", _MISSING)) for x in c.candidates]
-        record: dict[str, Any] = {"conflict": c.id, "collection": c.collection, "doc": c.doc, "path": list(c.path),
-                                  "inputs": inputs_key(c.base, writers)}
+        record = _record(c)
         if record["inputs"] in asked:
             out.append(asked[record["inputs"]])
             continue
-        versions = [(str(x.get("agent")), x.get("value")) for x in c.candidates]
-        if any(not isinstance(v, str) for _, v in versions) or (c.base is not _MISSING and not isinstance(c.base, str)):
-            record["rejected"] = "the versions are not all texts; the 'meaning' policy merges texts"
+        problem = _not_texts(c)
+        if problem:
+            record["rejected"] = problem
         elif why_not:
             record["rejected"] = f"no model to merge with: {why_not}"
         else:
             try:
                 answer, model, usage = ask(cfg, c)
                 record["model"], record["usage"] = model, usage
-                text, problem = check(answer, [(a, v) for a, v in versions if isinstance(v, str)],
-                                      cfg.meaning.max_chars)
-                if text is not None:
-                    problem = _schema_problem(base, result, c, text)
-                if text is None or problem:
-                    record["rejected"] = problem
-                else:
-                    record["value"] = keys.redact(text)
-                    record["folded"] = answer["folded"]
+                _judge(base, result, c, answer, record)
             except ModelFailure as e:
                 record["rejected"] = f"the model's merge failed: {printable(keys.redact(str(e)), 500)}"
-        record = canonical.parse_trusted(keys.redact_bytes(canonical.dumps_line(record)))
+        record = _clean(record)
         asked[record["inputs"]] = record
         out.append(record)
+    return out
+
+
+def recheck(base: Snapshot, result: TickResult, given: Sequence[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Records for this tick's fields under ``meaning`` from answers a job that ran
+    the model handed over (``fleet merge --meanings FILE``): each checked again
+    here, as if the model had just answered; no answer for a field's exact
+    versions holds it."""
+    found = by_conflict(given)
+    out = []
+    for c in meaning_conflicts(base, result):
+        record = _record(c)
+        theirs = found.get(c.id)
+        problem = _not_texts(c)
+        if problem:
+            record["rejected"] = problem
+        elif theirs is None or theirs.get("inputs") != record["inputs"]:
+            record["rejected"] = f"{where} has no model's answer for these versions"
+        elif "value" not in theirs:
+            record["rejected"] = printable(str(theirs.get("rejected", "no answer")), 600)
+        else:
+            for k in ("model", "usage"):
+                if k in theirs:
+                    record[k] = theirs[k]
+            _judge(base, result, c, {"text": theirs["value"], "folded": theirs.get("folded", [])}, record)
+        out.append(_clean(record))
+    return out
+
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["conflict", "inputs"],
+    "properties": {"conflict": {"type": "string", "pattern": "^c-[0-9a-f]{16}$"},
+                   "inputs": {"type": "string", "maxLength": 100},
+                   "value": {"type": "string"}, "folded": ANSWER_SCHEMA["properties"]["folded"],
+                   "rejected": {"type": "string", "maxLength": 4000}, "model": {"type": "string", "maxLength": 200},
+                   "usage": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}},
+}
+MAX_FILE = 4 * 1024 * 1024
+
+
+def read_answers(path: Path) -> list[dict[str, Any]]:
+    """The answers ``fleet merge --propose-meanings FILE`` wrote: hostile bytes, read
+    strictly and bounded; a bad line is a FleetError naming the file, the line and the rule."""
+    import jsonschema_rs
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE + 1)
+    except OSError as e:
+        raise FleetError(f"{path}: cannot read the model's answers: {e.strerror or e}") from None
+    if len(data) > MAX_FILE:
+        raise FleetError(f"{path}: over {MAX_FILE} bytes: not answers fleet wrote")
+    validator = jsonschema_rs.validator_for(RECORD_SCHEMA)
+    out = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        rec = canonical.load(line, where)
+        problem = schemas.first_error(validator, rec)
+        if problem:
+            raise FleetError(f"{where}: {problem} (an answer of the 'meaning' policy)")
+        out.append(rec)
+    return out
+
+
+def write_answers(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """What a job that runs the model hands to the merge job (one JSON line each)."""
+    path.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
+
+
+def _record(c: Conflict) -> dict[str, Any]:
+    writers = [(x["delta"], x.get("value", _MISSING)) for x in c.candidates]
+    return {"conflict": c.id, "collection": c.collection, "doc": c.doc, "path": list(c.path),
+            "inputs": inputs_key(c.base, writers)}
+
+
+def _not_texts(c: Conflict) -> str:
+    if any(not isinstance(x.get("value"), str) for x in c.candidates) or (c.base is not _MISSING
+                                                                          and not isinstance(c.base, str)):
+        return "the versions are not all texts; the 'meaning' policy merges texts"
+    return ""
+
+
+def _judge(base: Snapshot, result: TickResult, c: Conflict, answer: Any, record: dict[str, Any]) -> None:
+    """Check ``answer`` for conflict ``c``: ``record`` gets its value, or why it has none."""
+    versions = [(str(x.get("agent")), str(x.get("value"))) for x in c.candidates]
+    text, problem = check(answer, versions, base.config.meaning.max_chars)
+    if text is not None:
+        problem = _schema_problem(base, result, c, text)
+    if text is None or problem:
+        record["rejected"] = problem
+    else:
+        record["value"] = keys.redact(text)
+        record["folded"] = answer["folded"]
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as written: no key anywhere in it."""
+    out: dict[str, Any] = canonical.parse_trusted(keys.redact_bytes(canonical.dumps_line(record)))
     return out
 
 

@@ -231,3 +231,60 @@ def test_every_fact_kept_passes_and_any_fact_dropped_fails(versions: list[list[s
         folded = [{"into": rest[0], "facts": [gone]}]
         value, why = profile_merge.check({"text": "".join(f"- {x}\n" for x in rest), "folded": folded}, texts, 10_000)
         assert value is not None, why
+
+
+# -- on GitHub Actions: the model runs in a job that cannot write main ------------------
+
+def test_a_job_without_a_write_token_asks_the_model_and_the_merge_job_checks_its_answers_again(
+        pf: Fleet, api: AnthropicAPI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    api.script(reply(tool_use("merged_profile", GOOD)))
+    with_model(monkeypatch, api)
+    answers = tmp_path / "answers.jsonl"
+    before = pf.main()
+    out = json.loads(run(pf, "merge", "--propose-meanings", str(answers), "--json").output)
+    assert not out["published"] and pf.main() == before  # a dry run: nothing written to main
+    (proposed,) = [json.loads(line) for line in answers.read_bytes().splitlines()]
+    assert proposed["value"] == GOOD["text"] and KEY not in answers.read_text()
+    # the merge job holds no model key and calls no model
+    without_model(monkeypatch)
+    seen = len(api.requests)
+    out = json.loads(run(pf, "merge", "--meanings", str(answers), "--json").output)
+    assert out["published"] and out["held"] == [] and profile(pf) == GOOD["text"] and len(api.requests) == seen
+    replay_identical(pf, monkeypatch, api)
+
+
+def test_answers_handed_over_are_checked_again(pf: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    without_model(monkeypatch)
+    key = profile_merge.inputs_key(BEFORE, sorted((b["id"], v) for b, v in _pushed(pf)))
+    forged = {"conflict": CID, "inputs": key, "value": "- works in UTC\n", "folded": []}
+    answers = tmp_path / "answers.jsonl"
+    answers.write_bytes(canonical.dumps_line(forged) + b"\n")
+    out = json.loads(run(pf, "merge", "--meanings", str(answers), "--json").output)
+    assert out["held"] == [CID] and profile(pf) == BEFORE
+    assert "drops the fact 'lives in Berlin' of ada's version" in json.loads(
+        pf.read(f"state/conflicts/{CID}.json"))["reason"]
+    replay_identical(pf, monkeypatch)
+
+
+def test_a_malformed_answers_file_is_one_line_naming_it(pf: Fleet, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    edits(pf, ("ada", ADA), ("basil", BASIL))
+    without_model(monkeypatch)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_bytes(b'{"conflict": "c-0000000000000000", "inputs": "x", "inputs": "y"}\n')
+    before = pf.main()
+    r = run(pf, "merge", "--meanings", str(answers), code=1)
+    assert r.output.count("\n") == 1 and f"{answers}:1" in r.output and "duplicate" in r.output.lower()
+    assert pf.main() == before and len(pf.branches()) == 2  # nothing merged, nothing lost
+
+
+def _pushed(f: Fleet) -> list[tuple[dict[str, Any], str]]:
+    """The deltas on the worker branches, with the text each sets."""
+    out = []
+    for ref in f.branches():
+        for path in f.git.text("ls-tree", "-r", "--name-only", ref, "deltas/").split():
+            body = json.loads(f.git.show(ref, path) or b"{}")
+            out.append((body, body["ops"][0]["value"]))
+    return out

@@ -126,6 +126,8 @@ def merge(
     outside: list[dict[str, Any]] = (),
     github: GitHubSettings | None = None,
     dispatch: Dispatch | None = None,
+    meanings_from: Path | None = None,
+    propose_to: Path | None = None,
 ) -> MergeReport:
     """Merge the next tick. ``outside``: fallback decisions on held conflicts
     whose pull request was closed unmerged (fleet.github), applied first.
@@ -168,7 +170,12 @@ def merge(
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
         with _no_gc():
             result = merge_tick(base, arrivals, decided)
-        meanings = profile_merge.propose(base, result, asked)  # texts held under 'meaning': the model merges
+        if meanings_from is not None:  # texts held under 'meaning': the model merges, here or in a job of its own
+            meanings = profile_merge.recheck(base, result, profile_merge.read_answers(meanings_from), str(meanings_from))
+        else:
+            meanings = profile_merge.propose(base, result, asked)
+        if propose_to is not None:
+            profile_merge.write_answers(propose_to, meanings)
         if meanings:
             with _no_gc():
                 result = merge_tick(base, arrivals, decided, meanings)
@@ -310,6 +317,12 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
               help="Also take delta files from this folder (repeatable); they are removed once merged.")
 @click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")
 @click.option("--allow-empty", is_flag=True, help="Advance the tick even with no deltas.")
+@click.option("--meanings", "meanings_from", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The model's answers for fields under the 'meaning' policy, written by --propose-meanings in a "
+                   "job that runs the model; each is checked again, and this merge calls no model.")
+@click.option("--propose-meanings", "propose_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ask the model to merge the fields held under the 'meaning' policy and write its checked answers "
+                   "to this file, for a later --meanings; implies --dry-run (for a job that holds no write token).")
 @click.option("--github", "use_github", is_flag=True,
               help="Open or update a pull request per held conflict, and apply the fallback of closed ones "
                    "(GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).")
@@ -323,14 +336,16 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
 @click.option("--next-workers", default="", metavar="W", help="With --ticks-left: the next run's workers input.")
 @click.option("--next-agents", default="", metavar="A,B", help="With --ticks-left: the next run's agents input.")
 def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int | None,
-                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool, dispatch_next: bool,
+                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, meanings_from: Path | None,
+                  propose_to: Path | None, use_github: bool, dispatch_next: bool,
                   ticks_left: str | None, next_workers: str, next_agents: str) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
+    dry_run = dry_run or propose_to is not None
     settings = GitHubSettings.from_env() if use_github else None
     chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                               agents=next_agents.strip()) if dispatch_next and not dry_run else None
     r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
-              github=settings, dispatch=chain)
+              github=settings, dispatch=chain, meanings_from=meanings_from, propose_to=propose_to)
 
     def text() -> None:
         late = f" ({r.late} late)" if r.late else ""
