@@ -4,7 +4,7 @@ agent, packed into its prompt; lessons agents record, written back.
 A fleet names other repositories by purpose in config ``remotes`` (a URL, or
 a path relative to the fleet repository) and knowledge folders in them in
 ``knowledge.sources`` (remote, folder, branch). Each worker fetches them at
-the start of its tick into a private cache (``.git/fleet/knowledge.git``):
+the start of its tick into a private cache (``.git/fleet/knowledge/<worker>.git``):
 shallow (``--depth 1``) and sparse (blobs over :data:`MAX_FILE_BYTES` are
 never downloaded: ``--filter=blob:limit``; only the named folder is read).
 That fetch is the only moment the worker's knowledge changes. A source that
@@ -37,7 +37,11 @@ never leave the machine.
 from __future__ import annotations
 
 import os
+import random
 import re
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +62,8 @@ MAX_FILES = 200  # per source
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 8  # folders below the source's folder
 MAX_OWN_CHARS = 20_000  # of an agent's own documents, for its terms
-CACHE = "knowledge.git"
-LESSONS_CACHE = "lessons.git"
-PUSH_ATTEMPTS = 5
+CACHE = "knowledge"  # .git/fleet/knowledge/<worker>.git
+PUSH_ATTEMPTS = 12
 
 LESSON_TOOL = "record_lesson"
 LESSON_DEFINITION: dict[str, Any] = {
@@ -177,16 +180,17 @@ def _shown(text: str) -> str:
     return printable(_USERINFO.sub("://***@", keys.redact(text)), 300)
 
 
-def fetch(gitdir: Path, root: Path, cfg: Config) -> Fetched:
+def fetch(gitdir: Path, root: Path, cfg: Config, worker: str = "w1") -> Fetched:
     """Every knowledge source of ``cfg``, fetched shallow and sparse into the
-    private cache under ``gitdir``/fleet/, and read within the bounds."""
+    worker's private cache under ``gitdir``/fleet/knowledge/ (one per worker, so
+    the workers of one clone never wait for each other), and read within the bounds."""
     from fleet.git import Git
     from fleet.workspace import private_repo
 
     out = Fetched()
     if not cfg.knowledge.sources:
         return out
-    cache = Git(private_repo(gitdir, CACHE))
+    cache = Git(private_repo(gitdir, f"{CACHE}/{worker}.git"))
     for i, place in enumerate(cfg.knowledge.sources):
         where = f"knowledge source {i + 1} (remote {place.remote}, {place.path or '/'} on {place.ref})"
         ref = f"refs/fleet/knowledge/{i}"
@@ -353,17 +357,37 @@ def write_lessons(gitdir: Path, root: Path, cfg: Config, applied: Sequence[Delta
     """Commit the lessons of ``applied`` to the lessons repository and push them
     with a compare-and-swap (re-read and retried when another writer won);
     None when there is none. FleetError when the remote refuses or cannot be reached."""
-    from fleet.git import Git, RefUpdate
-    from fleet.workspace import private_repo
+    from fleet.git import Git, process_alive
 
     files = lesson_files(cfg, applied)
     place = cfg.knowledge.lessons
     if not files or place is None:
         return None
     url = url_of(root, cfg.remotes[place.remote])
-    cache = Git(private_repo(gitdir, LESSONS_CACHE))
+    # a scratch repository of this merge's own: two merges of one clone never share a lock
+    tmp = gitdir / "fleet" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for stale in tmp.glob("lessons-*-*"):  # left by a merge that was killed (-9)
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"lessons-{os.getpid()}-", dir=tmp))
+    try:
+        cache = Git(scratch)
+        cache.run("init", "--quiet", "--bare")
+        return _push_lessons(cache, url, place, files, tick, cfg.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _push_lessons(cache: Git, url: str, place: KnowledgePlace, files: dict[str, bytes], tick: int,
+                  fleet_name: str) -> Written:
+    from fleet.git import RefUpdate
+
     ref = f"refs/heads/{place.ref}"
-    for _ in range(PUSH_ATTEMPTS):
+    for attempt in range(PUSH_ATTEMPTS):
+        if attempt:  # another writer won the compare-and-swap: back off with jitter, then re-read
+            time.sleep(min(4.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.5))
         listed = cache.proc("ls-remote", "--heads", url, ref)
         if listed.returncode:
             raise FleetError(f"lessons (remote {place.remote}): cannot reach it: "
@@ -381,7 +405,7 @@ def write_lessons(gitdir: Path, root: Path, cfg: Config, applied: Sequence[Delta
         todo = {p: data for p, data in sorted(files.items()) if p not in present}
         if not todo:
             return Written(place.remote, place.ref, None, [], len(files))
-        message = (f"fleet: {len(todo)} lesson(s) from tick {tick} of {printable(cfg.name or 'a fleet', 200)}\n\n"
+        message = (f"fleet: {len(todo)} lesson(s) from tick {tick} of {printable(fleet_name or 'a fleet', 200)}\n\n"
                    + "".join(f"  {p}\n" for p in todo))
         commit = cache.write_commit(tip, message, todo, [])
         result = cache.push(url, [RefUpdate(ref, commit, tip)])

@@ -127,7 +127,7 @@ def test_knowledge_from_a_second_repository_reaches_the_prompt_most_relevant_fir
     assert read["remote"] == "kb" and read["files"] == 3 and read["refused"] == 5
     assert read["commit"] == git(kb, "rev-parse", "main").strip()
     # sparse: the huge file's blob never reached the worker's cache
-    cache = f.path / ".git" / "fleet" / knowledge.CACHE
+    cache = f.path / ".git" / "fleet" / knowledge.CACHE / "w1.git"
     huge = git(kb, "rev-parse", "main:notes/huge.md").strip()
     missing = git(cache, "rev-list", "--objects", "--missing=print", "refs/fleet/knowledge/0").split()
     assert f"?{huge}" in missing
@@ -277,3 +277,52 @@ def test_ranking_orders_by_shared_terms_with_deterministic_ties_and_packs_within
 
 def test_terms_leave_out_short_and_common_words() -> None:
     assert knowledge.terms("The tomatoes, and THE Garden of an ox!") == frozenset({"tomatoes", "garden"})
+
+
+def _write_from_process(args: tuple[str, str, int]) -> list[str]:
+    """One merge job of one fleet writing its lessons (its own process, racing the others)."""
+    fleet_path, worker, n = args
+    from fleet import delta as delta_mod
+    from fleet.config import Limits
+    from fleet.delta import Arrival, file_path, from_body
+    from fleet.repo import FleetRepo
+
+    repo = FleetRepo(Path(fleet_path))
+    cfg = repo.snapshot(repo.main()).config
+    deltas = []
+    for i in range(n):
+        body = delta_mod.make(tick=1, worker=worker, stream="s1", agent="ada",
+                              meta={"noop": "a lesson", "lessons": [{"title": f"{worker} {i}", "text": "x"}]})
+        deltas.append(from_body(body, Arrival("test", file_path(body), canonical.dumps_line(body)), Limits()))
+    done = knowledge.write_lessons(Path(fleet_path) / ".git", Path(fleet_path), cfg, deltas, 1)
+    assert done is not None
+    return done.files
+
+
+@pytest.mark.slow
+def test_many_merge_jobs_write_lessons_to_one_repository_at_once_and_every_file_lands_once(tmp_path: Path) -> None:
+    import multiprocessing
+
+    kb = knowledge_repo(tmp_path, {"README.md": b"kb\n"})
+    f = fleet_with(tmp_path, "one", {"remotes": {"kb": str(kb)}, "knowledge": {"lessons": {"remote": "kb"}}})
+    jobs = [(str(f.path), f"w{i}", 3) for i in range(1, 7)]
+    with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+        written = pool.map(_write_from_process, jobs)
+    files = [p for w in written for p in w]
+    assert len(files) == 18 == len(set(files))
+    tree = git(kb, "ls-tree", "-r", "--name-only", "main").split()
+    assert sorted(tree) == sorted(["README.md", *files])
+    # one commit per job that won its compare-and-swap, in one line of history
+    log = git(kb, "log", "--format=%H %P", "main").splitlines()
+    assert len(log) == 1 + len(jobs) and all(len(line.split()) <= 2 for line in log)
+
+
+def test_fleet_run_with_several_workers_reads_knowledge_in_each(tmp_path: Path) -> None:
+    """The workers of one clone fetch at once, each into its own cache: no lock is shared."""
+    knowledge_repo(tmp_path, {"notes/tomatoes.md": TOMATOES.encode()})
+    f = fleet_with(tmp_path, "fleet", {"remotes": {"kb": "../kb.git"},
+                                       "knowledge": {"sources": [{"remote": "kb", "path": "notes"}]}})
+    r = run(f, "run", "--ticks", "2", "--workers", "3")
+    assert "warning: knowledge" not in r.output
+    caches = sorted(p.name for p in (f.path / ".git" / "fleet" / knowledge.CACHE).iterdir())
+    assert len(caches) >= 2 and all(c.startswith("w") and c.endswith(".git") for c in caches)

@@ -98,7 +98,7 @@ def work(
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         held = _held_tasks(ws, url, cfg, agents)
-        known = knowledge.fetch(common_dir(root), root, cfg)  # the one moment this worker's knowledge changes
+        known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
         for warning in known.warnings:
             click.echo(f"fleet: warning: {warning}", err=True)
         wt = ws.add_worktree(main)
