@@ -47,6 +47,7 @@ RECORDS = "_meanings.jsonl"  # in state/ledger/<tick>/; no worker id starts with
 POLICY = "meaning"
 TOOL = "merged_profile"
 MAX_FACT = 1000  # characters of one fact the model may name
+MAX_ANSWER_BYTES = 64 * 1024  # of one answer, as JSON: it goes into the ledger
 _MISSING = docpath.MISSING
 
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -123,6 +124,13 @@ def facts(text: str) -> list[str]:
 def check(answer: Any, versions: Sequence[tuple[str, str]], max_chars: int) -> tuple[str | None, str]:
     """The merged text if ``answer`` keeps or folds every fact of every version
     (agent, text) within ``max_chars``; else None and the rule it broke."""
+    try:  # a model's output is hostile: JSON fleet can keep, and bounded, before anything else
+        canonical.check(answer, max_depth=6)
+        size = len(canonical.dumps_line(answer))
+    except (canonical.JSONProblem, TypeError, ValueError) as e:
+        return None, f"the model's answer is not JSON fleet can keep: {e}"
+    if size > MAX_ANSWER_BYTES:
+        return None, f"the model's answer is {size} bytes, over {MAX_ANSWER_BYTES}"
     problem = schemas.first_error(_validator(), answer)
     if problem:
         return None, f"the model's answer does not match the {TOOL} schema: {problem}"
@@ -204,7 +212,7 @@ def ask(cfg: Config, c: Conflict) -> tuple[Any, str, dict[str, Any]]:
         raise ModelFailure(f"the model answered without calling {TOOL}")
     u = msg.usage
     usage = {k: int(getattr(u, k, 0) or 0) for k in ("input_tokens", "output_tokens")}
-    return calls[0].input, str(getattr(msg, "model", model))[:200], usage
+    return calls[0].input, printable(str(getattr(msg, "model", model)), 200), usage
 
 
 def meaning_conflicts(base: Snapshot, result: TickResult) -> list[Conflict]:

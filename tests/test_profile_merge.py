@@ -288,3 +288,14 @@ def _pushed(f: Fleet) -> list[tuple[dict[str, Any], str]]:
             body = json.loads(f.git.show(ref, path) or b"{}")
             out.append((body, body["ops"][0]["value"]))
     return out
+
+
+@pytest.mark.parametrize("answer,why", [
+    ({"text": "- a\n", "folded": [{"into": "a", "facts": ["b" * 900] * 100}]}, "over 65536"),
+    ({"text": "- a\ud800\n", "folded": []}, "not JSON fleet can keep"),
+    ({"text": "- a\n", "folded": [], "extra": 1}, "does not match the merged_profile schema"),
+    ("just text", "does not match the merged_profile schema"),
+])
+def test_hostile_answers_are_refused_with_the_rule(answer: Any, why: str) -> None:
+    value, problem = profile_merge.check(answer, [("ada", "- a\n")], 4000)
+    assert value is None and why in problem
