@@ -326,3 +326,12 @@ def test_fleet_run_with_several_workers_reads_knowledge_in_each(tmp_path: Path) 
     assert "warning: knowledge" not in r.output
     caches = sorted(p.name for p in (f.path / ".git" / "fleet" / knowledge.CACHE).iterdir())
     assert len(caches) >= 2 and all(c.startswith("w") and c.endswith(".git") for c in caches)
+
+
+def test_work_says_which_commit_of_each_source_it_read(tmp_path: Path) -> None:
+    kb = knowledge_repo(tmp_path, {"notes/tomatoes.md": TOMATOES.encode()})
+    f = fleet_with(tmp_path, "fleet", {"remotes": {"kb": "../kb.git"},
+                                       "knowledge": {"sources": [{"remote": "kb", "path": "notes"}]}})
+    r = run(f, "work", "--worker", "1", "--workers", "1")
+    tip = git(kb, "rev-parse", "main").strip()
+    assert f"knowledge: fetched kb main {tip[:12]}: 1 file(s) under notes" in r.output

@@ -240,6 +240,9 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
         click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
                    f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
                    f"provider {r.provider}, model {', '.join(r.models)}")
+        for k in r.knowledge:  # what this worker read of other repositories, and at which commit
+            click.echo(f"knowledge: fetched {k['remote']} {k['ref']} {k['commit'][:12]}: {k['files']} file(s) "
+                       f"under {k['path'] or '/'}" + (f", {k['refused']} refused" if k["refused"] else ""))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
