@@ -82,7 +82,6 @@ class PromptBuilder:
         return Prompt(system, [{"role": "user", "content": ask}], self.common_tokens,
                       self.common_tokens + tokens(text) + tokens(ask))
 
-
     def _knowledge(self, agent: str, task: dict[str, Any] | None, room: int) -> tuple[str, int]:
         """The knowledge block for ``agent``: the most relevant documents first, within
         ``knowledge.tokens`` and ``room``."""

@@ -299,3 +299,44 @@ def _pushed(f: Fleet) -> list[tuple[dict[str, Any], str]]:
 def test_hostile_answers_are_refused_with_the_rule(answer: Any, why: str) -> None:
     value, problem = profile_merge.check(answer, [("ada", "- a\n")], 4000)
     assert value is None and why in problem
+
+
+# -- the engine with recorded merges: same inputs, same state, in any order ------------
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(range(3)), st.lists(st.sampled_from(["- works in UTC", "- likes tea", "- lives in Berlin",
+                                                          "- Likes tea."]), min_size=1, max_size=3, unique=True))
+def test_a_recorded_merge_gives_the_same_tick_whatever_order_the_deltas_arrive_in(
+        tmp_path_factory: pytest.TempPathFactory, order: list[int], extra: list[str]) -> None:
+    from fleet.delta import Arrival, file_path
+    from fleet.engine import merge_tick, replay_tick
+    from fleet.state import MemorySnapshot
+
+    root = tmp_path_factory.mktemp("pm") / "fleet"
+    init(root)
+    cfg = json.loads((root / "state" / "config.json").read_bytes())
+    cfg["collections"]["profiles"] = {"schema": "profile.schema.json", "owner": None, "others": ["set:text"]}
+    cfg["policies"]["profiles/text"] = "meaning"
+    files = {p.relative_to(root).as_posix(): p.read_bytes()
+             for top in ("state", "schemas") for p in sorted((root / top).rglob("*")) if p.is_file()}
+    files["state/config.json"] = canonical.dumps(cfg)
+    files["schemas/profile.schema.json"] = canonical.dumps(PROFILE_SCHEMA)
+    files["state/profiles/team.json"] = canonical.dumps({"id": "team", "text": BEFORE})
+    base = MemorySnapshot(files)
+    f = Fleet(root)
+    texts = [BEFORE + "\n".join(extra[: i + 1]) + "\n" for i in range(3)]
+    bodies = [f.delta(a, Op("set", "profiles", "team", ("text",), t), worker=f"w{i + 1}")
+              for i, (a, t) in enumerate(zip(["ada", "basil", "cleo"], texts, strict=True))]
+    arrivals = [Arrival(f"refs/heads/fleet/t1/{b['worker']}", file_path(b), canonical.dumps(b)) for b in bodies]
+    first = merge_tick(base, arrivals)
+    (c,) = profile_merge.meaning_conflicts(base, first) if len({*texts}) > 1 else (None,)
+    if c is None:
+        return  # one text: nothing to merge
+    merged = "".join(f"- {x}\n" for x in dict.fromkeys(profile_merge.norm(x) for t in texts
+                                                         for x in profile_merge.facts(t)))
+    record = {**profile_merge._record(c), "value": merged, "folded": []}
+    results = [merge_tick(base, [arrivals[i] for i in perm], (), [record]) for perm in (order, [0, 1, 2])]
+    assert results[0].writes == results[1].writes and results[0].held == []
+    assert json.loads(results[0].writes["state/profiles/team.json"])["text"] == merged
+    again = replay_tick(base, results[0].applied, results[0].quarantined, (), [record])
+    assert again.writes == results[0].writes

@@ -5,7 +5,9 @@ policy (``policies`` in config): ``lww``, ``priority`` or ``authority`` pick a
 value; ``hold`` (the default), a tie, or an owner who did not write leaves
 the field as it is and holds every competing value in
 ``state/conflicts/<id>.json`` for a person. Later sets of a held field join
-its conflict.
+its conflict. ``meaning`` takes the model's merge of the competing texts from
+a record the merge job made (fleet.profile_merge), only for exactly these
+versions; without one, the field is held.
 """
 
 from __future__ import annotations
