@@ -116,6 +116,9 @@ def test_a_good_merge_keeps_every_fact_folds_duplicates_and_replays_without_a_mo
     assert f"Merged by meaning: profiles/team text ({CID}) by claude-test-1, 1 fold(s)" in body
     assert KEY not in body and KEY.encode() not in pf.read("state/ledger/1/_meanings.jsonl")
     replay_identical(pf, monkeypatch, api)
+    # the audit trail reads the tick as any other: both deltas changed the profile
+    trail = json.loads(run(pf, "log", "profiles/team", "--json").output)
+    assert sorted(e["agent"] for e in trail if e["tick"] == 1 and e["status"] == "applied") == ["ada", "basil"]
 
 
 def test_a_merge_that_drops_a_fact_is_refused_and_held_for_a_person(
