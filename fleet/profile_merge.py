@@ -210,9 +210,15 @@ def ask(cfg: Config, c: Conflict) -> tuple[Any, str, dict[str, Any]]:
     calls: list[Any] = [b for b in msg.content if getattr(b, "type", None) == "tool_use" and getattr(b, "name", None) == TOOL]
     if not calls:
         raise ModelFailure(f"the model answered without calling {TOOL}")
+    from fleet.providers.anthropic import DEFAULT_PRICE
+
     u = msg.usage
-    usage = {k: int(getattr(u, k, 0) or 0) for k in ("input_tokens", "output_tokens")}
-    return calls[0].input, printable(str(getattr(msg, "model", model)), 200), usage
+    usage: dict[str, Any] = {k: max(0, min(int(getattr(u, k, 0) or 0), 10**9)) for k in ("input_tokens", "output_tokens")}
+    answered = printable(str(getattr(msg, "model", model)), 200)
+    prices = cfg.models
+    price = prices.get(answered) or prices.get(model) or DEFAULT_PRICE
+    usage["cost_usd"] = round(price.cost(usage), 6)
+    return calls[0].input, answered, usage
 
 
 def meaning_conflicts(base: Snapshot, result: TickResult) -> list[Conflict]:
@@ -296,7 +302,10 @@ RECORD_SCHEMA: dict[str, Any] = {
                    "inputs": {"type": "string", "maxLength": 100},
                    "value": {"type": "string"}, "folded": ANSWER_SCHEMA["properties"]["folded"],
                    "rejected": {"type": "string", "maxLength": 4000}, "model": {"type": "string", "maxLength": 200},
-                   "usage": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}},
+                   "usage": {"type": "object", "additionalProperties": False,
+                             "properties": {"input_tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000},
+                                            "output_tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000},
+                                            "cost_usd": {"type": "number", "minimum": 0, "maximum": 1000000}}}},
 }
 MAX_FILE = 4 * 1024 * 1024
 

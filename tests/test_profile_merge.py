@@ -111,6 +111,9 @@ def test_a_good_merge_keeps_every_fact_folds_duplicates_and_replays_without_a_mo
     (rec,) = meanings(pf)
     assert rec["conflict"] == CID and rec["value"] == GOOD["text"] and rec["folded"] == GOOD["folded"]
     assert rec["model"] == "claude-test-1"
+    # what the merge cost counts in the tick's usage, as a turn's does
+    spent = json.loads(pf.read("state/fleet.json"))["last"]["usage"]
+    assert spent["input_tokens"] >= rec["usage"]["input_tokens"] > 0 and rec["usage"]["cost_usd"] > 0
     assert pf.git.show("refs/heads/main", f"state/conflicts/{CID}.json") is None
     body = pf.git.text("log", "-1", "--format=%B", "refs/heads/main")
     assert f"Merged by meaning: profiles/team text ({CID}) by claude-test-1, 1 fold(s)" in body

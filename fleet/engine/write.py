@@ -103,7 +103,8 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
             # tokens are spent whether or not the delta applied: count the quarantined too
             "usage": Usage.total(meta.get("usage") if isinstance(meta, dict) else None
                                  for meta in [d.meta for d in applied] + [q["delta"].get("meta") for q in quarantined
-                                                                          if isinstance(q.get("delta"), dict)])}
+                                                                          if isinstance(q.get("delta"), dict)]
+                                 + [{"usage": m.get("usage")} for m in meanings])}  # a merge by meaning spends too
     totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
     totals["usage"] = (Usage.parse(fleet["totals"].get("usage")) + last["usage"]).to_json()
     last["usage"] = last["usage"].to_json()
