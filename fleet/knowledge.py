@@ -207,7 +207,7 @@ def fetch(gitdir: Path, root: Path, cfg: Config, worker: str = "w1") -> Fetched:
         out.read.append({"remote": place.remote, "ref": place.ref, "path": place.path, "commit": commit,
                          "files": len(docs), "refused": len(refused)})
         if refused:
-            shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+            shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
             out.warnings.append(printable(f"{where}: {len(refused)} file(s) refused: {shown}", 1000))
     return out
 
@@ -233,6 +233,8 @@ def read_source(cache: Git, index: int, place: KnowledgePlace, commit: str) -> t
             refused.append(f"{name} (a submodule)")
         elif rel.count("/") > MAX_DEPTH:
             refused.append(f"{name} (deeper than {MAX_DEPTH} folders)")
+        elif not rel.isprintable() or any("\udc80" <= ch <= "\udcff" for ch in rel):
+            refused.append(f"{name} (a name that is not printable UTF-8)")
         elif sha in missing:
             refused.append(f"{name} (over {MAX_FILE_BYTES} bytes)")
         elif len(wanted) >= MAX_FILES:
@@ -258,9 +260,6 @@ def read_source(cache: Git, index: int, place: KnowledgePlace, commit: str) -> t
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             refused.append(f"{name} (not UTF-8)")
-            continue
-        if "\udcff" in path or not path.isprintable():
-            refused.append(f"{name} (a name fleet does not print)")
             continue
         total += len(data)
         if text.strip():

@@ -57,6 +57,7 @@ def knowledge_repo(tmp_path: Path, files: dict[str, bytes], hostile: bool = Fals
         deep.mkdir(parents=True)
         (deep / "deep.md").write_text("tomatoes down deep\n")
         (seed / "notes" / "latin1.md").write_bytes("caf\xe9 tomatoes".encode("latin-1"))
+        (seed / "notes" / "evil\x1b[2Jname.md").write_text("tomatoes\n")
     git(seed, "add", "-A")
     git(seed, "-c", "user.name=K", "-c", "user.email=k@example.com", "commit", "-qm", "knowledge")
     bare = tmp_path / "kb.git"
@@ -120,11 +121,12 @@ def test_knowledge_from_a_second_repository_reaches_the_prompt_most_relevant_fir
     # the hostile files: refused one by one, named, in one warning line; the tick went on
     warning = next(line for line in r.output.splitlines() if "refused" in line)
     for why in ("link.md (a symbolic link)", "blob.md (binary)", "huge.md (over 65536 bytes)",
-                "deep.md (deeper than 8 folders)", "latin1.md (not UTF-8)"):
+                "deep.md (deeper than 8 folders)", "latin1.md (not UTF-8)",
+                "evil\\x1b[2Jname.md (a name that is not printable UTF-8)"):
         assert why in warning, warning
     report = report_of(r.output)
     (read,) = report["knowledge"]
-    assert read["remote"] == "kb" and read["files"] == 3 and read["refused"] == 5
+    assert read["remote"] == "kb" and read["files"] == 3 and read["refused"] == 6
     assert read["commit"] == git(kb, "rev-parse", "main").strip()
     # sparse: the huge file's blob never reached the worker's cache
     cache = f.path / ".git" / "fleet" / knowledge.CACHE / "w1.git"
