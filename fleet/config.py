@@ -169,6 +169,44 @@ class WatchdogSettings:
 
 
 @dataclass(frozen=True)
+class MeaningSettings:
+    """Fields under the ``meaning`` merge policy: the model that merges them, the length limit."""
+
+    model: str | None = None  # None: run.model
+    max_chars: int = 4000
+    max_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class KnowledgePlace:
+    """A folder on a branch of a repository named in ``remotes``."""
+
+    remote: str
+    path: str = ""
+    ref: str = "main"
+
+
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    """Knowledge folders read at tick start, and where recorded lessons go (fleet.knowledge)."""
+
+    sources: tuple[KnowledgePlace, ...] = ()
+    lessons: KnowledgePlace | None = None
+    tokens: int = 1000
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], remotes: dict[str, str], where: str) -> KnowledgeSettings:
+        """The ``knowledge`` object of a config the schema has checked; every remote it names must exist."""
+        places = [("knowledge.sources", s) for s in raw.get("sources", [])]
+        places += [("knowledge.lessons", raw["lessons"])] if "lessons" in raw else []
+        for key, p in places:
+            if p["remote"] not in remotes:
+                raise FleetError(f"{where}: {key} names remote {p['remote']!r}, which 'remotes' does not declare")
+        return cls(tuple(KnowledgePlace(**s) for s in raw.get("sources", [])),
+                   KnowledgePlace(**raw["lessons"]) if "lessons" in raw else None, raw.get("tokens", 1000))
+
+
+@dataclass(frozen=True)
 class Config:
     collections: dict[str, Collection]
     agents: dict[str, Agent]
@@ -187,6 +225,9 @@ class Config:
     # the world's declarations as written (tools, prompt), inline or file names;
     # fleet.world checks and compiles them against this config
     declared: dict[str, Any] = field(default_factory=dict)
+    meaning: MeaningSettings = field(default_factory=MeaningSettings)  # the 'meaning' merge policy
+    remotes: dict[str, str] = field(default_factory=dict)  # other repositories by purpose, by name
+    knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
 
     def budget_of(self, agent: str) -> Budget:
         a = self.agents.get(agent)
@@ -306,4 +347,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
         allowed_signers=raw.get("signing", {}).get("allowed_signers"),
+        meaning=MeaningSettings(**raw.get("meaning", {})),
+        remotes=dict(raw.get("remotes", {})),
+        knowledge=KnowledgeSettings.parse(raw.get("knowledge", {}), raw.get("remotes", {}), where),
     )

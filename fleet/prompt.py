@@ -10,9 +10,11 @@ how the packing and the cache-prefix benchmark count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet import knowledge
 from fleet.refs import Scope, render
 from fleet.world import PromptSpec, Section, Selection, View, Where
 
@@ -35,7 +37,9 @@ class Prompt:
 class PromptBuilder:
     """Builds every agent's prompt of one tick around one shared prefix."""
 
-    def __init__(self, view: View, spec: PromptSpec, context_tokens: int, fleet_name: str = "") -> None:
+    def __init__(self, view: View, spec: PromptSpec, context_tokens: int, fleet_name: str = "",
+                 knowledge_docs: Sequence[knowledge.Doc] = ()) -> None:
+        self.knowledge = list(knowledge_docs)  # from other repositories (fleet.knowledge), ranked per agent
         self.view = view
         self.spec = spec
         self.budget = context_tokens
@@ -62,10 +66,14 @@ class PromptBuilder:
         if task is not None:  # fleet's own section: the task comes first, whatever the world
             block = _task_text(task)
             text, used = block, tokens(block)
+        known, known_cost = self._knowledge(agent, task, left - used)
         for s in self.spec.own:  # in the declared order, most important first
-            block, cost = _pack(self, s, scope, left - used, "\n\n" if text else "")
+            block, cost = _pack(self, s, scope, left - used - known_cost, "\n\n" if text else "")
             text += block
             used += cost
+        if known:  # its room was kept for it: knowledge.tokens at most
+            text += known if text else known.lstrip("\n")
+            used += known_cost
         ask = self.spec.ask.text(scope)
         system: list[dict[str, Any]] = [
             {"type": "text", "text": self.common, "cache_control": {"type": "ephemeral"}},
@@ -73,6 +81,15 @@ class PromptBuilder:
         ]
         return Prompt(system, [{"role": "user", "content": ask}], self.common_tokens,
                       self.common_tokens + tokens(text) + tokens(ask))
+
+    def _knowledge(self, agent: str, task: dict[str, Any] | None, room: int) -> tuple[str, int]:
+        """The knowledge block for ``agent``: the most relevant documents first, within
+        ``knowledge.tokens`` and ``room``."""
+        if not self.knowledge:
+            return "", 0
+        cfg = self.view.snap.config
+        ranked = knowledge.rank(self.knowledge, knowledge.agent_terms(cfg, agent, task, self.view))
+        return knowledge.pack(ranked, min(cfg.knowledge.tokens, room), tokens)
 
 
 def _task_text(task: dict[str, Any]) -> str:

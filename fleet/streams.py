@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults, keys, tick_tasks
+from fleet import faults, keys, knowledge, tick_tasks
 from fleet import world as world_mod
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder
@@ -72,13 +73,15 @@ async def run_turns(
     finished: dict[str, dict[str, Any]] | None = None,
     tasks: dict[str, dict[str, Any]] | None = None,
     world: world_mod.World | None = None,
+    knowledge_docs: Sequence[knowledge.Doc] = (),
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
     ``finished`` (agent -> delta) fills as turns complete, so a caller that is
     interrupted keeps the work already done. ``tasks``: the task each agent
     holds this tick (fleet.tick_tasks), shown in its prompt with the tools to
-    report on it.
+    report on it. ``knowledge_docs``: knowledge from other repositories
+    (fleet.knowledge), ranked for each agent in its prompt.
     """
     finished = {} if finished is None else finished
     held = dict(tasks or {})
@@ -89,7 +92,7 @@ async def run_turns(
     # what an agent does does not depend on which agents share its worker
     view = View(snap, tick=snap.tick + 1)
     view.preload(sorted(cfg.collections))
-    builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name)
+    builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name, knowledge_docs)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
     spend = Spending(_share(cfg.tick_budget, workers))
@@ -116,7 +119,9 @@ async def run_turns(
             tools = world.tools_of(cfg, agent)
             task = held.get(agent)
             ttools = tick_tasks.task_tools(cfg, agent) if task else ()
+            ltools = knowledge.lesson_tools(cfg, agent)
             offered = world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
+            offered += [knowledge.LESSON_DEFINITION] if ltools else []
             prompt = builder.for_agent(agent, task)
             model = cfg.model_of(agent)
             max_tokens = cfg.run.max_tokens
@@ -137,14 +142,19 @@ async def run_turns(
                 result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
-        conv = to_ops(agent, tick, result.calls, view, tools, declared, task=task, task_tools=ttools)
+        calls, lessons, lesson_rejected = knowledge.take_lessons(result.calls, ltools)
+        conv = to_ops(agent, tick, calls, view, tools, declared, task=task, task_tools=ttools)
         meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
-        if conv.rejected:
-            meta["rejected"] = conv.rejected
+        if conv.rejected or lesson_rejected:
+            meta["rejected"] = (conv.rejected + lesson_rejected)[:21]
+        if lessons:
+            meta["lessons"] = lessons
         if conv.tasks:
             meta["tasks"] = conv.tasks
         if conv.noop is not None:
             meta["noop"] = conv.noop if result.calls or not result.text else "answered without a tool call"
+            if lessons and not calls:
+                meta["noop"] = "recorded a lesson, changed nothing"
         body = delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=conv.ops, meta=meta)
         finished[agent] = body
         faults.point("work.during-streams")

@@ -20,10 +20,10 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, summary, tick_tasks
+from fleet import canonical, faults, profile_merge, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
-from fleet.config import FLEET_PATH
+from fleet.config import FLEET_PATH, Config
 from fleet.delta import Arrival
 from fleet.dispatch import Dispatch, next_run, parse_ticks
 from fleet.engine import TickResult, merge_tick
@@ -58,6 +58,7 @@ class MergeReport:
     models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
     tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
+    lessons: dict[str, Any] | None = None  # lessons written to the knowledge repository (fleet.knowledge)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class MergeReport:
             "models": self.models,
             "tasks": self.tasks,
             "dispatch": self.dispatch,
+            "lessons": self.lessons,
         }
 
 
@@ -124,6 +126,8 @@ def merge(
     outside: list[dict[str, Any]] = (),
     github: GitHubSettings | None = None,
     dispatch: Dispatch | None = None,
+    meanings_from: Path | None = None,
+    propose_to: Path | None = None,
 ) -> MergeReport:
     """Merge the next tick. ``outside``: fallback decisions on held conflicts
     whose pull request was closed unmerged (fleet.github), applied first.
@@ -134,6 +138,7 @@ def merge(
     record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
+    asked: dict[str, dict[str, Any]] = {}  # the model's merges ('meaning' policy) by inputs, across attempts
     for attempt in range(1, ATTEMPTS + 1):
         repo.fetch()
         head = repo.main()
@@ -166,6 +171,15 @@ def merge(
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
         with _no_gc():
             result = merge_tick(base, arrivals, decided)
+        if meanings_from is not None:  # texts held under 'meaning': the model merges, here or in a job of its own
+            meanings = profile_merge.recheck(base, result, profile_merge.read_answers(meanings_from), str(meanings_from))
+        else:
+            meanings = profile_merge.propose(base, result, asked)
+        if propose_to is not None:
+            profile_merge.write_answers(propose_to, meanings)
+        if meanings:
+            with _no_gc():
+                result = merge_tick(base, arrivals, decided, meanings)
         if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
@@ -176,8 +190,10 @@ def merge(
         # Task outcomes go to the queue before main moves: applying them again on a
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
+        lessons = None if dry_run else _lessons(repo, base.config, result)  # likewise: a rerun writes no file twice
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result, worked.lines() if worked else []),
+        commit = repo.git.write_commit(head, message(result, (worked.lines() if worked else [])
+                                                     + profile_merge.lines(meanings) + _lesson_lines(lessons)),
                                        result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
@@ -213,6 +229,7 @@ def merge(
             sources=len(sources) + len(files),
             tasks=worked.to_json() if worked else None,
             dispatch=chained,
+            lessons=lessons,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
 
@@ -227,6 +244,25 @@ def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | 
     ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported))
     applied: tick_tasks.Applied = ch.result
     return applied
+
+
+def _lessons(repo: FleetRepo, cfg: Config, result: TickResult) -> dict[str, Any] | None:
+    """Write the lessons of the applied deltas to the knowledge repository (fleet.knowledge)."""
+    if cfg.knowledge.lessons is None:
+        return None
+    from fleet import knowledge
+
+    return knowledge.write_report(repo.path, cfg, result.applied, result.tick)
+
+
+def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
+    if not lessons:
+        return []
+    if lessons.get("error"):
+        return [f"Lessons not written: {lessons['error']}"]
+    pushed = f", pushed {lessons['commit'][:12]}" if lessons["commit"] else ""
+    return [f"Lessons written to remote {lessons['remote']} ({lessons['ref']}): {len(lessons['files'])} new, "
+            f"{lessons['present']} there already{pushed}"]
 
 
 @contextmanager
@@ -282,6 +318,12 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
               help="Also take delta files from this folder (repeatable); they are removed once merged.")
 @click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")
 @click.option("--allow-empty", is_flag=True, help="Advance the tick even with no deltas.")
+@click.option("--meanings", "meanings_from", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The model's answers for fields under the 'meaning' policy, written by --propose-meanings in a "
+                   "job that runs the model; each is checked again, and this merge calls no model.")
+@click.option("--propose-meanings", "propose_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ask the model to merge the fields held under the 'meaning' policy and write its checked answers "
+                   "to this file, for a later --meanings; implies --dry-run (for a job that holds no write token).")
 @click.option("--github", "use_github", is_flag=True,
               help="Open or update a pull request per held conflict, and apply the fallback of closed ones "
                    "(GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).")
@@ -295,14 +337,16 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
 @click.option("--next-workers", default="", metavar="W", help="With --ticks-left: the next run's workers input.")
 @click.option("--next-agents", default="", metavar="A,B", help="With --ticks-left: the next run's agents input.")
 def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int | None,
-                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool, dispatch_next: bool,
+                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, meanings_from: Path | None,
+                  propose_to: Path | None, use_github: bool, dispatch_next: bool,
                   ticks_left: str | None, next_workers: str, next_agents: str) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
+    dry_run = dry_run or propose_to is not None
     settings = GitHubSettings.from_env() if use_github else None
     chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                               agents=next_agents.strip()) if dispatch_next and not dry_run else None
     r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
-              github=settings, dispatch=chain)
+              github=settings, dispatch=chain, meanings_from=meanings_from, propose_to=propose_to)
 
     def text() -> None:
         late = f" ({r.late} late)" if r.late else ""
@@ -328,6 +372,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(f"dry run: built {r.commit[:12]}, published nothing")
         if r.dispatch is not None:
             click.echo(_chained(r.dispatch))
+        for line in _lesson_lines(r.lessons):
+            click.echo(line, err=bool(r.lessons and r.lessons.get("error")))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)

@@ -91,7 +91,7 @@ def replay(path: Path, remote: str | None = None, bar: Progress | None = None) -
         if base.tick + 1 != tick:
             raise FleetError(f"commit {commit[:12]} says tick {tick} but its parent is at tick {base.tick}")
         inputs = tick_inputs(git, parent, commit, base.config.limits)
-        result = replay_tick(base, inputs.applied, inputs.quarantined, inputs.outside)
+        result = replay_tick(base, inputs.applied, inputs.quarantined, inputs.outside, inputs.meanings)
         rebuilt = git.write_commit(rebuilt, message(result), result.writes, result.deletes, when=0)
         ticks += 1
         if first_difference is None and git.commit_tree(rebuilt) != git.commit_tree(commit):

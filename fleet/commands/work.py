@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, keys, signing, summary, tick_tasks
+from fleet import canonical, faults, keys, knowledge, signing, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
@@ -57,6 +57,7 @@ class WorkReport:
     usage: dict[str, Any] = field(default_factory=dict)
     provider: str = ""
     models: list[str] = field(default_factory=list)  # the models that answered (or were asked, if none did)
+    knowledge: list[dict[str, Any]] = field(default_factory=list)  # each knowledge source read: its commit, files
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -100,10 +101,14 @@ def work(
         # a fleet that wants signed branches: know the key before any turn spends a token
         key = signing.signing_key(Git(root), CONFIG_PATH) if cfg.allowed_signers and outbox is None else None
         held = _held_tasks(ws, url, cfg, agents)
+        known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
+        for warning in known.warnings:
+            click.echo(f"fleet: warning: {warning}", err=True)
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held, world)]
+        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline,
+                                                          held, world, known.docs)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,7 @@ def work(
         answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
-                          prov.name, answered or models(prov.name, cfg))
+                          prov.name, answered or models(prov.name, cfg), known.read)
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -164,7 +169,8 @@ def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[st
 
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
            concurrency: int | None, deadline: float | None,
-           held: dict[str, dict[str, Any]] | None = None, world: Any = None) -> list[dict[str, Any]]:
+           held: dict[str, dict[str, Any]] | None = None, world: Any = None,
+           knowledge_docs: Any = ()) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -180,7 +186,7 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
         try:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
                                    concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
-                                   world=world)
+                                   world=world, knowledge_docs=knowledge_docs)
         finally:
             await prov.aclose()
 
@@ -239,6 +245,9 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
         click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
                    f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
                    f"provider {r.provider}, model {', '.join(r.models)}")
+        for k in r.knowledge:  # what this worker read of other repositories, and at which commit
+            click.echo(f"knowledge: fetched {k['remote']} {k['ref']} {k['commit'][:12]}: {k['files']} file(s) "
+                       f"under {k['path'] or '/'}" + (f", {k['refused']} refused" if k["refused"] else ""))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)

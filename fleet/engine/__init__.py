@@ -38,17 +38,21 @@ from fleet.engine.conflicts import conflict_id
 from fleet.engine.order import refuse_now, triage
 from fleet.engine.write import TickResult, finish
 from fleet.errors import FleetError
+from fleet.profile_merge import by_conflict
 from fleet.records import Quarantined
 from fleet.state import Snapshot
 
 __all__ = ["Quarantined", "TickResult", "conflict_id", "merge_tick", "replay_tick"]
 
 
-def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[str, Any]] = ()) -> TickResult:
+def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[str, Any]] = (),
+               meanings: Sequence[dict[str, Any]] = ()) -> TickResult:
     """Decide the next tick: which deltas apply, which are held, which are quarantined.
 
     Decisions on held conflicts (resolution files on main, and ``outside``
     fallbacks for pull requests closed unmerged) are applied first.
+    ``meanings``: the model's answers for fields under the ``meaning`` policy
+    (fleet.profile_merge), inputs like the deltas: recorded in the ledger.
     """
     base, decided = resolve.apply(base, list(outside))
     cfg = base.config
@@ -66,7 +70,7 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[s
     # The fast path applies everything at once. If anything is refused, the
     # tick is decided delta by delta in delta order; the loop after that is a
     # safety net whose set only shrinks, so it ends.
-    apply = Applier(base, cfg, tick)
+    apply = Applier(base, cfg, tick, by_conflict(meanings))
     outcome = apply.run(candidates)
     if outcome.culprits:
         candidates = split_off(apply.sequential(candidates))
@@ -76,20 +80,20 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[s
             outcome = apply.run(candidates)
 
     records = [q.record(tick, cfg.limits.max_delta_bytes) for q in quarantined]
-    result = finish(base, tick, candidates, records, outcome, decided)
+    result = finish(base, tick, candidates, records, outcome, decided, meanings)
     result.duplicates = found.duplicates
     return result
 
 
 def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str, Any]],
-                outside: Sequence[dict[str, Any]] = ()) -> TickResult:
+                outside: Sequence[dict[str, Any]] = (), meanings: Sequence[dict[str, Any]] = ()) -> TickResult:
     """Recompute a tick from the deltas its commit applied, the records it
     quarantined, and the fallback decisions it was handed."""
     base, decided = resolve.apply(base, list(outside))
     tick = base.tick + 1
     applied = sorted(applied, key=lambda d: d.key)
-    outcome = Applier(base, base.config, tick).run(applied)
+    outcome = Applier(base, base.config, tick, by_conflict(meanings)).run(applied)
     if outcome.culprits:
         delta_id, reason = sorted(outcome.culprits.items())[0]
         raise FleetError(f"replay of tick {tick}: ledger delta {delta_id} does not apply: {reason}")
-    return finish(base, tick, applied, quarantined, outcome, decided)
+    return finish(base, tick, applied, quarantined, outcome, decided, meanings)

@@ -16,7 +16,7 @@ from fleet import canonical, docpath, schemas
 from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
 from fleet.engine.authority import Authority, describe, refusal
-from fleet.engine.conflicts import OpenHere, apply_sets, hold
+from fleet.engine.conflicts import Meanings, OpenHere, apply_sets, hold
 from fleet.errors import FleetError
 from fleet.records import Conflict
 from fleet.state import CONFLICT_DIR, Snapshot
@@ -53,7 +53,8 @@ class Outcome:
 class Applier:
     """Applies deltas to the documents of one snapshot, for one tick."""
 
-    def __init__(self, base: Snapshot, cfg: Config, tick: int) -> None:
+    def __init__(self, base: Snapshot, cfg: Config, tick: int, meanings: Meanings | None = None) -> None:
+        self.meanings = meanings or {}  # the model's recorded merges ('meaning' policy), by conflict id
         self.base = base
         self.cfg = cfg
         self.tick = tick
@@ -102,7 +103,7 @@ class Applier:
                         f"{path}: the state on main is invalid: {problem}; fix the file or revert the commit that broke it"
                     )
             open_here = conflicts_by_doc.get(key, {})
-            out = combine(coll, key[1], raw, entries, open_here, self.authority, self.tick)
+            out = combine(coll, key[1], raw, entries, open_here, self.authority, self.tick, self.meanings)
             # Refused ops or an invalid result: settle the document in delta
             # order, so that a delta that is refused (an intruder's create, say)
             # takes no later delta down with it.
@@ -155,7 +156,7 @@ class Applier:
                     start, entries = base_bytes[paths[key]], ops
                 else:
                     start, entries = base_bytes[paths[key]], accepted[key] + ops
-                out = combine(coll, key[1], start, entries, open_by_doc.get(key, {}), self.authority, self.tick)
+                out = combine(coll, key[1], start, entries, open_by_doc.get(key, {}), self.authority, self.tick, self.meanings)
                 results[key] = out
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
@@ -192,7 +193,7 @@ class Applier:
         errors: dict[str, str] = {}
         for d in order:
             trial = [(x, op) for x, op in entries if x.id in accepted or x is d]
-            out = combine(coll, doc_id, raw, trial, open_here, self.authority, self.tick)
+            out = combine(coll, doc_id, raw, trial, open_here, self.authority, self.tick, self.meanings)
             if d.id in out.errors:
                 errors[d.id] = out.errors[d.id]
                 continue
@@ -201,7 +202,7 @@ class Applier:
                 errors[d.id] = f"would make {path} invalid: {problem}"
             else:
                 accepted.add(d.id)
-        out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority, self.tick)
+        out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority, self.tick, self.meanings)
         out.errors = errors
         return out
 
@@ -250,6 +251,7 @@ def combine(
     open_here: OpenHere,
     authority: Authority,
     tick: int,
+    meanings: Meanings | None = None,
 ) -> DocOutcome:
     """Apply every op on one document from the deltas of one tick, in any order."""
     errors: dict[str, str] = {}
@@ -313,7 +315,7 @@ def combine(
         family = kinds.pop()
         try:
             if family == "set":
-                apply_sets(coll, doc_id, doc, path, ops, authority.cfg, owner, tick, open_here, conflicts)
+                apply_sets(coll, doc_id, doc, path, ops, authority.cfg, owner, tick, open_here, conflicts, meanings)
             elif family == "incr":
                 cur = _get(doc, path)
                 cur = 0 if cur is _MISSING else cur

@@ -5,7 +5,9 @@ policy (``policies`` in config): ``lww``, ``priority`` or ``authority`` pick a
 value; ``hold`` (the default), a tie, or an owner who did not write leaves
 the field as it is and holds every competing value in
 ``state/conflicts/<id>.json`` for a person. Later sets of a held field join
-its conflict.
+its conflict. ``meaning`` takes the model's merge of the competing texts from
+a record the merge job made (fleet.profile_merge), only for exactly these
+versions; without one, the field is held.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fleet import canonical, docpath
+from fleet import canonical, docpath, profile_merge
 from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
 from fleet.records import Candidate, Conflict
@@ -22,6 +24,8 @@ _MISSING = docpath.MISSING
 
 # The open conflicts on one document, by the path they hold.
 OpenHere = dict[tuple[str, ...], Conflict]
+# The model's recorded merges of fields under the 'meaning' policy, by conflict id (fleet.profile_merge).
+Meanings = dict[str, dict[str, Any]]
 
 
 def conflict_id(collection: str, doc_id: str, path: tuple[str, ...]) -> str:
@@ -68,9 +72,10 @@ def hold(coll: Collection, doc_id: str, path: tuple[str, ...], doc: dict[str, An
 
 def apply_sets(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[str, ...],
                ops: list[tuple[Delta, Op]], cfg: Config, owner: str | None, tick: int, open_here: OpenHere,
-               conflicts: list[Conflict]) -> None:
+               conflicts: list[Conflict], meanings: Meanings | None = None) -> None:
     """Apply the sets of one field: one value stands, a policy picks one, or
-    the field is held (appended to ``conflicts``)."""
+    the field is held (appended to ``conflicts``). ``meanings``: the model's
+    recorded merges for fields under the ``meaning`` policy, by conflict id."""
     last: dict[str, tuple[Delta, Any]] = {}
     for d, op in ops:  # within one delta, ops run in order: its last set counts
         last[d.id] = (d, op.arg)
@@ -100,6 +105,13 @@ def apply_sets(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[s
             chosen = next(iter(mine.values()))
         else:
             reason = f"policy 'authority': the owner ({owner}) " + ("set several values" if mine else "did not write")
+    elif policy == "meaning":
+        try:
+            current = docpath.get(doc, path)
+        except docpath.PathError:
+            current = _MISSING
+        chosen, reason = profile_merge.decided((meanings or {}).get(conflict_id(coll.name, doc_id, path)),
+                                               current, [(d.id, v) for d, v in writers])
     if chosen is _MISSING:
         conflicts.append(hold(coll, doc_id, path, doc, writers, policy, reason, tick, open_here))
     else:

@@ -9,10 +9,11 @@ them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, resolve
+from fleet import canonical, profile_merge, resolve
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival, Delta
 from fleet.engine.apply import Outcome
@@ -37,7 +38,7 @@ class TickResult:
 
 
 def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: Outcome,
-           decided: resolve.Resolved) -> TickResult:
+           decided: resolve.Resolved, meanings: Sequence[dict[str, Any]] = ()) -> TickResult:
     """The files of tick ``tick``: what ``outcome`` decided, written on ``base``."""
     cfg = base.config
     writes: dict[str, bytes] = {}
@@ -91,6 +92,8 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
             if t < oldest:
                 deletes.append(f"{folder}/{t}")
 
+    if meanings:  # the model's answers ('meaning' policy): inputs of this tick, for replay
+        writes[profile_merge.records_path(tick)] = b"".join(sorted(canonical.dumps_line(m) + b"\n" for m in meanings))
     if decided.records:
         decisions = sorted(canonical.dumps_line(r) for r in decided.records)
         writes[resolve.records_path(tick)] = b"\n".join(decisions) + b"\n"
@@ -100,7 +103,8 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
             # tokens are spent whether or not the delta applied: count the quarantined too
             "usage": Usage.total(meta.get("usage") if isinstance(meta, dict) else None
                                  for meta in [d.meta for d in applied] + [q["delta"].get("meta") for q in quarantined
-                                                                          if isinstance(q.get("delta"), dict)])}
+                                                                          if isinstance(q.get("delta"), dict)]
+                                 + [{"usage": m.get("usage")} for m in meanings])}  # a merge by meaning spends too
     totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
     totals["usage"] = (Usage.parse(fleet["totals"].get("usage")) + last["usage"]).to_json()
     last["usage"] = last["usage"].to_json()
