@@ -338,6 +338,7 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
 
 def write_answers(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """What a job that runs the model hands to the merge job (one JSON line each)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
 
 

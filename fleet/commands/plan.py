@@ -144,6 +144,8 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         "waited_seconds": round(waited, 3),
         "start": started,
         "relay": relayed,
+        # a field under the 'meaning' policy: the workflow runs the model's merge in a job with no write token
+        "meanings": any(policy == "meaning" for policy in cfg.policies.values()),
         "budgets": spent.to_json(),
     }
 
