@@ -23,8 +23,9 @@ and which was pushed.
 Message ids are unique per sender (``m-<utc>-<random>``); a message an agent
 sends in a tick gets an id derived from its delta, so the merge delivers it
 once however often it runs. An id that comes back with other content is
-refused at send, and quarantined (reported, skipped, left in place) where an
-inbox is read, as is any file that is not a valid message.
+refused at send; where an inbox is read, every copy of a reused id is
+quarantined (reported, not delivered, left in place: git cannot tell which is
+genuine), as is any file that is not a valid message.
 """
 
 from __future__ import annotations
@@ -499,20 +500,15 @@ class Bus:
             for mid, rows in sorted(found[a].items()):
                 if mid in archived.get(a, ()):
                     continue
-                kept: Message | None = None
-                for where, sha, _ in sorted(rows):
-                    msg = self._message(where, sha, sizes, blobs, a, box.quarantined)
-                    if msg is None:
-                        continue
-                    if kept is None or msg.same(kept):
-                        kept = kept or msg
-                        continue
-                    first, other = sorted((kept, msg), key=lambda m: (m.ts, m.where))
-                    kept = first
-                    box.quarantined.append(Quarantined(other.where, f"message id {mid} is reused with other content "
-                                                                    f"(also {first.where}); kept the earlier"))
-                if kept is not None:
-                    box.messages.append(kept)
+                copies = [m for where, sha, _ in sorted(rows)
+                          if (m := self._message(where, sha, sizes, blobs, a, box.quarantined)) is not None]
+                if copies and all(m.same(copies[0]) for m in copies):
+                    box.messages.append(copies[0])
+                elif copies:  # whichever is genuine, git cannot tell: none is delivered, every copy is named
+                    wheres = ", ".join(m.where for m in copies)
+                    box.quarantined += [Quarantined(m.where, f"message id {mid} is reused with other content "
+                                                             f"({wheres}); none of them is delivered")
+                                        for m in copies]
             box.messages.sort(key=lambda m: (m.ts, m.id))
         return out
 
@@ -622,14 +618,15 @@ class Bus:
             except FleetError as e:
                 bad.append(Quarantined(where, printable(str(e), 300)))
                 continue
-            why = (problem(doc, where, "heartbeat") if isinstance(doc, dict)
-                   else f"{where}: not a heartbeat record (schemas/heartbeat.schema.json)")
-            if why is None and path != beat_path(doc["name"]):
-                why = f"{where}: the file's name must be its name ({doc['name']}.json)"
-            if why:
-                bad.append(Quarantined(where, printable(why, 300)))
+            if not isinstance(doc, dict):
+                why: str | None = f"{where}: not a heartbeat record (schemas/heartbeat.schema.json)"
+            else:
+                why = problem(doc, where, "heartbeat")
+                if why is None and path != beat_path(doc["name"]):
+                    why = f"{where}: the file's name must be its name ({doc['name']}.json)"
+            if why or not isinstance(doc, dict):
+                bad.append(Quarantined(where, printable(why or "", 300)))
                 continue
-            assert isinstance(doc, dict)
             if doc["name"] not in newest or doc["ts"] > newest[doc["name"]]["ts"]:
                 newest[doc["name"]] = {**doc, "lane": branch.rsplit("/", 1)[-1]}
         return newest, bad
@@ -655,7 +652,7 @@ class Acked:
 def liveness(beats: dict[str, dict[str, Any]], cfg: Config, at: _dt.datetime) -> list[dict[str, Any]]:
     """Each name that posted a heartbeat, and every agent: alive, late or silent
     (bus.late_seconds, bus.silent_seconds), and when it was last seen."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(set(beats) | set(cfg.agents)):
         b = beats.get(name)
         if b is None:

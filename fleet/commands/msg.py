@@ -6,6 +6,7 @@ commits they read; writes push at once and say what they pushed.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def msg_send_cmd(directory: Path, as_json: bool, remote: str | None, sender: str
                  msg_id: str | None, lane: str | None) -> None:
     """Send a message to an agent's inbox: one file, one push."""
     if body == "-":
-        body = click.get_text_stream("stdin").read()
+        body = sys.stdin.read()
     r = send(directory, sender, to, mtype, body, remote=remote, lane=lane, msg_id=msg_id)
 
     def text() -> None:
