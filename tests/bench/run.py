@@ -40,6 +40,8 @@ BENCHMARKS: dict[str, str] = {
     "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
+    "bus": "fleet msg send from 1, 4 and 16 senders on their own clones over git daemon, against the "
+           "ceiling of serialised compare-and-swap pushes on the same origin",
 }
 
 
