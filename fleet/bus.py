@@ -322,14 +322,19 @@ class Bus:
         if err is not None:
             raise FleetError(f"git fetch from {self.repo.remote} failed: {git_reason(err, 'no reason given')}")
 
-    def fetch(self, main: bool = True) -> None:
-        """Fetch every bus branch (and main, for the config): the moment the bus changes here."""
+    def fetch(self, main: bool = True, *, shallow: bool = False) -> None:
+        """Fetch every bus branch (and main, for the config): the moment the bus changes here.
+        ``shallow``: only the tips (a worker's cache reads the bus, never its history)."""
         if main:
             self.fetch_main()
         if not self.remote:
             return
         spec = f"+refs/heads/{self.prefix}/*:{self.tracking(self.prefix)}/*"
-        err = self.git.fetch_refs(self.remote, spec, prune=True)
+        if shallow:
+            p = self.git.proc("fetch", "--quiet", "--no-tags", "--refmap=", "--prune", "--depth=1", self.remote, spec)
+            err = None if p.returncode == 0 else p.stderr.decode(errors="replace") or f"exit {p.returncode}"
+        else:
+            err = self.git.fetch_refs(self.remote, spec, prune=True)
         if err is not None:
             raise FleetError(f"message bus: git fetch from {self.remote} failed: {git_reason(err, 'no reason given')}")
 
@@ -442,12 +447,16 @@ class Bus:
                     raise
                 refused.append({"item": item, "why": str(e)})
         for b in beats:
+            had = records.docs.get(beat_path(b["name"]))
+            if had is not None and not had.get("problem") and had["ts"] >= b["ts"]:
+                continue  # as new already (a merge run again): a heartbeat never goes back
             writes[beat_path(b["name"])] = {k: v for k, v in b.items() if v is not None}
         if not writes:
             return Change([], out)
         names = ", ".join(f"{m['from']} -> {m['to']} ({m['type']}) {m['id']}" for m in out.messages[:20])
         more = f" and {len(out.messages) - 20} more" if len(out.messages) > 20 else ""
-        head = f"bus: {len(out.messages)} message(s)" + (f", {len(beats)} heartbeat(s)" if beats else "")
+        posted = sum(1 for p in writes if p.startswith(BEAT_DIR + "/"))
+        head = f"bus: {len(out.messages)} message(s)" + (f", {posted} heartbeat(s)" if posted else "")
         return Change([(f"{head}\n\n{names}{more}\n", writes)], out)
 
     # -- reading -----------------------------------------------------------
@@ -554,9 +563,10 @@ class Bus:
         return msgs, records.tip, bad
 
     # -- acking ------------------------------------------------------------
-    def ack(self, agent: str, ids: list[str] | None, *, fetch: bool = True) -> Acked:
+    def ack(self, agent: str, ids: list[str] | None, *, fetch: bool = True, missing_ok: bool = False) -> Acked:
         """Move messages of ``agent``'s inbox (``ids``; None: all of them) to its
-        archive: one commit, one compare-and-swap push on the agent's own branch."""
+        archive: one commit, one compare-and-swap push on the agent's own branch.
+        ``missing_ok``: an id in neither the inbox nor the archive is skipped, not an error."""
         box = self.inbox(agent, fetch=fetch)
         if agent not in self.cfg.agents:
             raise FleetError(f"unknown agent {printable(agent, 80)!r}: not among the agents of state/config.json")
@@ -573,6 +583,9 @@ class Bus:
                     out.already.append(mid)
                     continue
                 msg = by_id.get(mid)
+                if msg is None and missing_ok:
+                    out.missing.append(mid)
+                    continue
                 if msg is None:
                     raise FleetError(f"no message {printable(mid, 80)!r} in {agent}'s inbox "
                                      f"(`fleet msg inbox {agent}` lists them; `fleet msg archive {agent}` the acked)")
@@ -642,6 +655,7 @@ class Acked:
     read: str | None = None
     remote: str | None = None
     inbox_read: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # with missing_ok: in neither the inbox nor the archive
 
     def to_json(self) -> dict[str, Any]:
         return {"agent": self.agent, "acked": self.acked, "already": self.already, "branch": self.branch,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults, keys, tick_tasks
+from fleet import faults, keys, tick_messages, tick_tasks
 from fleet import world as world_mod
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder
@@ -72,13 +72,15 @@ async def run_turns(
     finished: dict[str, dict[str, Any]] | None = None,
     tasks: dict[str, dict[str, Any]] | None = None,
     world: world_mod.World | None = None,
+    inboxes: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
     ``finished`` (agent -> delta) fills as turns complete, so a caller that is
     interrupted keeps the work already done. ``tasks``: the task each agent
     holds this tick (fleet.tick_tasks), shown in its prompt with the tools to
-    report on it.
+    report on it. ``inboxes``: the unacked messages of each agent on the bus
+    (fleet.tick_messages), shown in its prompt.
     """
     finished = {} if finished is None else finished
     held = dict(tasks or {})
@@ -116,8 +118,11 @@ async def run_turns(
             tools = world.tools_of(cfg, agent)
             task = held.get(agent)
             ttools = tick_tasks.task_tools(cfg, agent) if task else ()
-            offered = world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
-            prompt = builder.for_agent(agent, task)
+            mtools = tick_messages.message_tools(cfg, agent)
+            inbox = (inboxes or {}).get(agent) if mtools else None
+            offered = (world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
+                       + [tick_messages.DEFINITIONS[n] for n in mtools])
+            prompt = builder.for_agent(agent, task, inbox)
             model = cfg.model_of(agent)
             max_tokens = cfg.run.max_tokens
             budget = cfg.budget_of(agent)
@@ -133,16 +138,21 @@ async def run_turns(
             spend.reserve(estimate_tokens, estimate_usd)
             result = None
             try:
-                request = TurnRequest(agent, tick, view, offered, tools, prompt, model, max_tokens, task)
+                request = TurnRequest(agent, tick, view, offered, tools, prompt, model, max_tokens, task, inbox)
                 result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
-        conv = to_ops(agent, tick, result.calls, view, tools, declared, task=task, task_tools=ttools)
+        conv = to_ops(agent, tick, result.calls, view, tools, declared, task=task, task_tools=ttools,
+                      message_tools=mtools, inbox_ids={m["id"] for m in inbox or ()}, cfg=cfg)
         meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
         if conv.rejected:
             meta["rejected"] = conv.rejected
         if conv.tasks:
             meta["tasks"] = conv.tasks
+        if conv.messages:
+            meta["messages"] = conv.messages
+        if conv.acks:
+            meta["acks"] = conv.acks
         if conv.noop is not None:
             meta["noop"] = conv.noop if result.calls or not result.text else "answered without a tool call"
         body = delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=conv.ops, meta=meta)

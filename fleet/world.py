@@ -32,6 +32,7 @@ NOOP_TOOL: dict[str, Any] = {
                      "properties": {"reason": {"type": "string", "maxLength": 500}}},
 }
 TASK_TOOLS = ("complete_task", "fail_task")  # fleet's own, for agents that work on tasks (fleet.tick_tasks)
+MESSAGE_TOOLS = ("send_message", "ack_message")  # fleet's own, for agents on the message bus (fleet.tick_messages)
 CALL_NAMES = ("input", "agent", "tick", "n", "id")  # what every tool template may name
 ASK = "Tick {tick}: take your turn now, using the tools."
 RULES = [
@@ -202,7 +203,8 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     loader.agents_may(tools)
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
-            if name not in tools and name != NOOP and name not in TASK_TOOLS and name not in loader.broken:
+            if (name not in tools and name != NOOP and name not in TASK_TOOLS + MESSAGE_TOOLS
+                    and name not in loader.broken):
                 known = ", ".join(sorted(tools)) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
@@ -293,7 +295,7 @@ class _Loader:
         for file, prefix, decls in self._declarations("tools", "tools"):
             for name, d in decls.items():
                 key = _key(prefix, "/" + name)
-                if name == NOOP or name in TASK_TOOLS:
+                if name == NOOP or name in TASK_TOOLS + MESSAGE_TOOLS:
                     self.problem(file, key, f"{name!r} is fleet's own tool; choose another name")
                 elif name in out:
                     self.problem(file, key, f"tool {name!r} is declared twice (also in {out[name].source})")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, summary, tick_tasks
+from fleet import canonical, faults, summary, tick_messages, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH
@@ -58,6 +58,7 @@ class MergeReport:
     models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
     tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
+    messages: dict[str, Any] | None = None  # the message bus: delivered, refused, acked, heartbeats (fleet.tick_messages)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class MergeReport:
             "models": self.models,
             "tasks": self.tasks,
             "dispatch": self.dispatch,
+            "messages": self.messages,
         }
 
 
@@ -175,9 +177,11 @@ def merge(
         # Task outcomes go to the queue before main moves: applying them again on a
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
+        # Messages too, with ids of their deltas: delivered again on a retry, they are there once.
+        sent = None if dry_run else tick_messages.deliver(repo, base.config, result.tick, result.applied)
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result, worked.lines() if worked else []),
-                                       result.writes, result.deletes)
+        notes = (worked.lines() if worked else []) + (sent.lines() if sent else [])
+        commit = repo.git.write_commit(head, message(result, notes), result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
         pr_report = None
@@ -212,6 +216,7 @@ def merge(
             sources=len(sources) + len(files),
             tasks=worked.to_json() if worked else None,
             dispatch=chained,
+            messages=sent.to_json() if sent else None,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
 
@@ -327,6 +332,12 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(f"dry run: built {r.commit[:12]}, published nothing")
         if r.dispatch is not None:
             click.echo(_chained(r.dispatch))
+        if r.messages:
+            m = r.messages
+            click.echo(f"messages: {m['delivered']} delivered ({m['already']} already), {len(m['refused'])} refused, "
+                       f"{m['acked']} acked, {m['heartbeats']} heartbeat(s)"
+                       + (f"; pushed {m['pushed'][:12]}" if m["pushed"] else "")
+                       + (f"; NOT DELIVERED: {m['error']}" if m["error"] else ""))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)

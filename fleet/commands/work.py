@@ -56,6 +56,7 @@ class WorkReport:
     usage: dict[str, Any] = field(default_factory=dict)
     provider: str = ""
     models: list[str] = field(default_factory=list)  # the models that answered (or were asked, if none did)
+    bus_error: str | None = None  # the message bus could not be read: its agents saw no inbox this tick
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -97,10 +98,12 @@ def work(
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         held = _held_tasks(ws, url, cfg, agents)
+        inboxes, bus_error = _inboxes(ws, url, cfg, agents)
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held, world)]
+        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held, world,
+                                                          inboxes)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,7 @@ def work(
         answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
-                          prov.name, answered or models(prov.name, cfg))
+                          prov.name, answered or models(prov.name, cfg), bus_error)
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -157,9 +160,20 @@ def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[st
     return {a: tick_tasks.brief(t) for a in wanted if (t := tick_tasks.held(q, a, at)) is not None}
 
 
+def _inboxes(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> tuple[dict[str, list[dict[str, Any]]] | None, str | None]:
+    """The unacked messages of ``agents`` on the message bus (fleet.tick_messages): this job only reads them."""
+    from fleet import tick_messages
+    from fleet.repo import FleetRepo
+
+    if not tick_messages.message_agents(cfg, agents):
+        return None, None
+    return tick_messages.read_inboxes(FleetRepo(ws.cache.path, url), cfg, agents)
+
+
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
            concurrency: int | None, deadline: float | None,
-           held: dict[str, dict[str, Any]] | None = None, world: Any = None) -> list[dict[str, Any]]:
+           held: dict[str, dict[str, Any]] | None = None, world: Any = None,
+           inboxes: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -175,7 +189,7 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
         try:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
                                    concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
-                                   world=world)
+                                   world=world, inboxes=inboxes)
         finally:
             await prov.aclose()
 
@@ -234,6 +248,8 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
         click.echo(f"worker {r.worker}, tick {r.tick}: fetched main {r.main[:12]}; {r.deltas} delta(s) "
                    f"for {len(r.agents)} agent(s), {r.errors} error(s); {where} ({r.seconds:.1f}s); "
                    f"provider {r.provider}, model {', '.join(r.models)}")
+        if r.bus_error:
+            click.echo(f"warning: the message bus could not be read, so no agent saw its inbox: {r.bus_error}")
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
