@@ -49,7 +49,7 @@ from fleet.repo import TRACKING, FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records, now
 
 TYPES = ("note", "ack", "heartbeat", "state")
-KINDS = ("worker", "agent", "machine")  # who posts heartbeats
+KINDS = ("worker", "agent", "machine")  # who sends heartbeats
 MSG_DIR = "to"
 ARCHIVE_DIR = "archive"
 BEAT_DIR = "beat"

@@ -9,7 +9,7 @@ into one of ``meta.acks`` (a message id from the inbox it was shown). The
 merge job, the only writer, delivers them for the deltas it applied: each
 message gets an id derived from its delta and its place there, and the
 delta's time, so a merge that runs again (after a crash, or a lost race)
-delivers it once. It also posts the heartbeat of every agent and worker whose
+delivers it once. It also records the heartbeat of every agent and worker whose
 delta it applied, once the fleet uses the bus (``in_use``). A message the bus refuses (an agent that left the config)
 is named in the tick's commit; a bus that cannot be reached costs the
 delivery, never the tick: the deltas, messages included, stay in the ledger.
