@@ -14,12 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet import canonical, schemas
+from fleet import canonical, schemas, tick_messages
+from fleet import delta as delta_mod
 from fleet.bus import Bus, message_path
 from fleet.commands.init import init
+from fleet.config import Config, Limits
+from fleet.config import parse as config_parse
+from fleet.delta import Arrival, Delta, from_body
 from fleet.errors import FleetError
 from fleet.git import Git
 from fleet.repo import FleetRepo
+from fleet.tools import ToolCall, to_ops
 from tests.test_claim_contention import GitDaemon
 
 SENDER = r"""
@@ -288,3 +293,72 @@ def test_send_refuses_what_no_inbox_may_hold(tmp_path: Path) -> None:
         bus.send("ada", "basil", "note", "y", lane="l", msg_id="k1")
     assert [m.body for m in bus.inbox("basil").messages] == ["x"]  # nothing else lost
     assert message_path("basil", "k1") in bus.git.text("ls-tree", "-r", "--name-only", "refs/heads/fleet-bus/out/l")
+
+
+# -- delivery at the merge, and the tools' checks ------------------------------------------
+
+def _delta(agent: str, worker: str, messages: list[dict[str, str]], acks: list[str] | None = None) -> Delta:
+    meta: dict[str, object] = {"messages": messages}
+    if acks:
+        meta["acks"] = acks
+    body = delta_mod.make(tick=1, worker=worker, stream="s1", agent=agent, meta=meta)
+    return from_body(body, Arrival("refs/heads/fleet/t1/" + worker, delta_mod.file_path(body), b""), Limits())
+
+
+def test_merge_delivery_is_once_refuses_unknown_recipients_and_keeps_the_rest(tmp_path: Path) -> None:
+    init(tmp_path / "f")
+    repo = FleetRepo(tmp_path / "f")
+    cfg = repo.snapshot().config
+    hello = Bus(repo, cfg).send("person", "ada", "note", "hi ada", lane="desk").messages[0]["id"]
+    applied = [_delta("ada", "w1", [{"to": "basil", "type": "note", "body": "one"},
+                                    {"to": "ghost", "type": "note", "body": "to an agent that left"}], acks=[hello, "m-gone"]),
+               _delta("basil", "w2", [{"to": "ada", "type": "state", "body": "two"}])]
+    first = tick_messages.deliver(repo, cfg, 1, applied)
+    assert first is not None and first.error is None
+    assert len(first.delivered) == 2 and first.acked == [hello] and first.heartbeats == 4
+    assert [(r["to"], r["from"]) for r in first.refused] == [("ghost", "ada")] and "unknown agent" in first.refused[0]["why"]
+    assert any("Message refused: ada to ghost" in line for line in first.lines())
+    again = tick_messages.deliver(repo, cfg, 1, applied)  # the same tick merged again
+    assert again is not None and again.delivered == [] and sorted(again.already) == sorted(first.delivered)
+    assert again.acked == [] and again.pushed is None  # nothing new: no push at all
+    bus = Bus(repo, cfg)
+    assert [m.body for m in bus.inbox("basil").messages] == ["one"]
+    assert [(m.body, m.from_, m.type) for m in bus.inbox("ada").messages] == [("two", "basil", "state")]
+    assert [m.id for m in bus.archive("ada")[0]] == [hello]
+
+
+_agents = st.sampled_from(["ada", "basil", "ghost", "", "../x", "a" * 200])
+_calls = st.one_of(
+    st.fixed_dictionaries({"to": _agents, "body": st.text(min_size=0, max_size=50)},
+                          optional={"type": st.sampled_from(["note", "state", "gossip", "X"])}).map(lambda d: ("send_message", d)),
+    st.fixed_dictionaries({"id": st.sampled_from(["m-1", "m-2", "nope", ""])}).map(lambda d: ("ack_message", d)),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3).map(lambda d: ("send_message", d)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(calls=st.lists(_calls, max_size=20))  # at most 20 rejections are recorded one by one
+def test_message_tool_calls_become_checked_entries_or_are_rejected(calls: list[tuple[str, dict[str, object]]]) -> None:
+    cfg = _CFG
+    conv = to_ops("ada", 1, [ToolCall(n, i) for n, i in calls], None, {}, message_tools=("send_message", "ack_message"),
+                  inbox_ids={"m-1", "m-2"}, cfg=cfg)  # type: ignore[arg-type]
+    assert not conv.ops
+    assert len(conv.messages) + len(conv.acks) + len([r for r in conv.rejected if r["tool"]]) == len(calls)
+    for m in conv.messages:
+        assert m["to"] in cfg.agents and m["type"] in ("note", "state") and m["body"]
+    assert len(conv.messages) <= tick_messages.MAX_SENT and set(conv.acks) <= {"m-1", "m-2"}
+    assert len(conv.acks) == len(set(conv.acks))
+    if not conv.messages and not conv.acks:
+        assert conv.noop is not None  # nothing done is said, never silent
+    body = delta_mod.make(tick=1, worker="w1", stream="s1", agent="ada", meta={
+        k: v for k, v in (("messages", conv.messages), ("acks", conv.acks), ("noop", conv.noop)) if v})
+    assert schemas.first_error(schemas.protocol("delta"), body) is None
+
+
+def _config() -> Config:
+    from fleet.template import root
+
+    return config_parse((root() / "state" / "config.json").read_bytes())
+
+
+_CFG = _config()
