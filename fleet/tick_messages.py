@@ -189,3 +189,21 @@ def deliver(repo: FleetRepo, cfg: Config, tick: int, applied: list[Delta]) -> De
     except FleetError as e:
         out.error = printable(str(e), 300)
     return out
+
+
+def redeliver(repo: FleetRepo, tick: int | None = None) -> tuple[int, Delivery | None]:
+    """Deliver again the messages of a merged tick (default: the last), read from the
+    ledger on main: for a tick whose merge could not reach the bus. Safe to repeat:
+    what was delivered already is not delivered twice."""
+    from fleet.ledger import tick_inputs, tick_of
+
+    repo.fetch()
+    head = repo.main()
+    cfg = repo.snapshot(head).config
+    for commit, parent, text in reversed(repo.git.first_parent_log(head)):
+        found = tick_of(text)
+        if found is None or parent is None or (tick is not None and found != tick):
+            continue
+        applied = tick_inputs(repo.git, parent, commit, cfg.limits).applied
+        return found, deliver(repo, cfg, found, applied)
+    raise FleetError(f"no merged tick {tick} on main" if tick is not None else "no tick merged on main yet")

@@ -182,6 +182,33 @@ def msg_archive_cmd(directory: Path, as_json: bool, remote: str | None, agent: s
     emit(r, as_json, text)
 
 
+@msg_command.command("deliver")
+@dir_option
+@json_option
+@remote_option
+@click.option("--tick", type=click.IntRange(1), default=None, help="The merged tick (default: the last).")
+def msg_deliver_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | None) -> None:
+    """Deliver the messages of a merged tick again, from the ledger (after a merge that could not reach the bus).
+
+    Safe to repeat: a message delivered already is not delivered twice."""
+    from fleet import tick_messages
+
+    found, d = tick_messages.redeliver(FleetRepo(directory, remote), tick)
+    r = {"tick": found, **(d.to_json() if d else {"delivered": 0, "already": 0, "refused": [], "acked": 0,
+                                                  "heartbeats": 0, "pushed": None, "error": None})}
+    if r["error"]:
+        raise FleetError(f"tick {found}: messages not delivered: {r['error']}")
+
+    def text() -> None:
+        click.echo(f"tick {found}: {r['delivered']} message(s) delivered, {r['already']} delivered already, "
+                   f"{len(r['refused'])} refused, {r['acked']} acked"
+                   + (f"; pushed {r['pushed'][:12]}" if r["pushed"] else "; pushed nothing"))
+        for x in r["refused"]:
+            click.echo(f"  refused {x['id']} from {x['from']} to {x['to']}: {x['why']}")
+
+    emit(r, as_json, text)
+
+
 @msg_command.command("heartbeat")
 @dir_option
 @json_option

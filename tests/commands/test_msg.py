@@ -191,3 +191,13 @@ def test_a_bus_that_cannot_be_reached_costs_the_delivery_never_the_tick(tmp_path
     assert _ledger_messages(tmp_path / "origin.git")
     s = fleet_cli(repo, "status")
     assert s.returncode == 0 and "heartbeats: the message bus cannot be read" in s.stdout
+    again = fleet_cli(repo, "msg", "deliver")
+    assert again.returncode == 1 and "tick 1: messages not delivered" in again.stderr
+    # the bus is back (a repository at that path now): the ledger's messages are delivered, once
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "gone.git")], check=True)
+    for _ in range(2):
+        p = fleet_cli(repo, "msg", "deliver", "--tick", "1", "--json")
+        assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["delivered"] == 0 and r["already"] == len(_ledger_messages(tmp_path / "origin.git"))
+    assert dict(_all_messages(repo)) == dict.fromkeys(_ledger_messages(tmp_path / "origin.git"), 1)
