@@ -484,7 +484,13 @@ class Bus:
         out = {a: Inbox(a, [], [], {}, self.remote) for a in agents}
         folders = [f"{MSG_DIR}/{a}/" for a in agents]
         for branch, commit in sorted(lanes.items()):
-            entries = self.git.ls_tree(commit, *folders)
+            try:
+                entries = self.git.ls_tree(commit, *folders)
+            except (FleetError, UnicodeDecodeError) as e:  # a lane written by hand: it costs itself only
+                why = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else printable(str(e), 200)
+                for a in agents:
+                    out[a].quarantined.append(Quarantined(f"{branch}:{MSG_DIR}/", f"lane not read: {why}"))
+                continue
             for path, sha in entries.items():
                 parts = path.split("/")
                 agent = parts[1]
@@ -664,10 +670,12 @@ class Acked:
 
 # -- who is alive -------------------------------------------------------------
 def liveness(beats: dict[str, dict[str, Any]], cfg: Config, at: _dt.datetime) -> list[dict[str, Any]]:
-    """Each name that posted a heartbeat, and every agent: alive, late or silent
-    (bus.late_seconds, bus.silent_seconds), and when it was last seen."""
+    """Each name that sent a heartbeat, and every agent once the fleet uses the bus:
+    alive, late or silent (bus.late_seconds, bus.silent_seconds), and when it was last seen."""
+    from fleet.tick_messages import in_use
+
     rows: list[dict[str, Any]] = []
-    for name in sorted(set(beats) | set(cfg.agents)):
+    for name in sorted(set(beats) | (set(cfg.agents) if in_use(cfg) else set())):
         b = beats.get(name)
         if b is None:
             rows.append({"name": name, "kind": "agent", "status": "silent", "last_seen": None, "age_seconds": None,

@@ -96,8 +96,8 @@ def inbox_text(inbox: list[dict[str, Any]], room: int, cost: Any) -> str:
     head = f"Your inbox ({len(inbox)} message(s); call ack_message with an id once you have dealt with one):"
     text, used = head, cost(head)
     for m in inbox[:SHOWN]:
-        body = str(m["body"])
-        body = body if len(body) <= SHOWN_BODY else body[:SHOWN_BODY] + " [...]"
+        # one line each, control characters shown escaped: a body cannot pass for the prompt's own text
+        body = printable(str(m["body"]), SHOWN_BODY)
         line = f"\n- {m['id']} from {m['from']} ({m['type']}, {m['ts']}): {body}"
         if used + cost(line) > room:
             break

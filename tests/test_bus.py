@@ -5,6 +5,7 @@ hostile files in inboxes, generated."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -217,7 +218,7 @@ def test_a_bus_remote_that_cannot_be_fetched_is_one_clear_error(tmp_path: Path) 
 
 GOOD = {"id": "m-good", "ts": "2026-12-01T00:00:00.000000Z", "from": "ada", "to": "basil", "type": "note", "body": "hi"}
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+_json = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
                      lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
                      max_leaves=8)
 _broken_field = st.sampled_from(["id", "ts", "from", "to", "type", "body"]).flatmap(
@@ -231,12 +232,23 @@ _bad_file = st.one_of(
 )
 
 
+_TEMPLATE: list[Path] = []
+
+
+def _template(factory: pytest.TempPathFactory) -> Path:
+    """One fleet made by init, copied for each example (init is the slow part)."""
+    if not _TEMPLATE:
+        _TEMPLATE.append(factory.mktemp("template") / "f")
+        init(_TEMPLATE[0])
+    return _TEMPLATE[0]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(_bad_file, min_size=1, max_size=4))
 def test_hostile_inbox_files_are_quarantined_and_nothing_else_is_lost(tmp_path_factory: pytest.TempPathFactory,
                                                                     bad: list[tuple[str, bytes]]) -> None:
     root = tmp_path_factory.mktemp("hostile")
-    init(root / "f")
+    shutil.copytree(_template(tmp_path_factory), root / "f", symlinks=True)
     bus = Bus(FleetRepo(root / "f"))
     good = bus.send("ada", "basil", "note", "hi", lane="good", msg_id="m-good")
     also = bus.send("cleo", "basil", "note", "still here", lane="good")
@@ -362,3 +374,19 @@ def _config() -> Config:
 
 
 _CFG = _config()
+
+
+def test_a_lane_with_a_file_name_that_is_not_utf8_costs_only_itself(tmp_path: Path) -> None:
+    init(tmp_path / "f")
+    bus = Bus(FleetRepo(tmp_path / "f"))
+    kept = bus.send("ada", "basil", "note", "kept", lane="good").messages[0]["id"]
+    git = bus.git
+    blob = git.run("hash-object", "-w", "--stdin", input=canonical.dumps(GOOD)).decode().strip()
+    inner = git.run("mktree", input=b"100644 blob " + blob.encode() + b"\t\xff\xfe.json\n").decode().strip()
+    to = git.run("mktree", input=f"040000 tree {inner}\tbasil\n".encode()).decode().strip()
+    root = git.run("mktree", input=f"040000 tree {to}\tto\n".encode()).decode().strip()
+    commit = git.run("commit-tree", root, "-m", "hostile", input=b"").decode().strip()
+    assert git.update_ref("refs/heads/fleet-bus/out/bad", commit, None)
+    box = bus.inbox("basil")
+    assert [m.id for m in box.messages] == [kept]
+    assert [q.where for q in box.quarantined] == ["fleet-bus/out/bad:to/"] and "not UTF-8" in box.quarantined[0].reason
