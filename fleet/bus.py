@@ -212,6 +212,7 @@ class _Branch(BranchStore):
     def __init__(self, bus: Bus, branch: str, kinds: tuple[Kind, ...], cache: str) -> None:
         super().__init__(bus.store_repo, branch, kinds, what="message bus", cache=cache, fault="bus")
         self.bus = bus
+        self.pushed: str | None = None
 
     @property
     def ref(self) -> str:
@@ -219,6 +220,11 @@ class _Branch(BranchStore):
 
     def fetch(self, main: bool = True) -> None:
         self.bus.fetch_branches([self.branch])
+
+    def publish(self, new: str, old: str | None) -> bool:
+        won = super().publish(new, old)
+        self.pushed = new if won else None  # what the caller reports, without asking git again
+        return won
 
 
 def lane_of(repo: FleetRepo, given: str | None = None) -> str:
@@ -266,6 +272,8 @@ class Bus:
         self.git = repo.git
         self._cfg = cfg
         self._remote: str | None | bool = False  # False: not resolved yet
+        self._lane: str | None = None
+        self._has_main = False
 
     # -- settings --------------------------------------------------------
     @property
@@ -390,11 +398,16 @@ class Bus:
         holds with the same content is not sent again; with other content it is
         refused. ``skip_refused``: collect refused messages there ({item, why})
         instead of failing the whole post."""
-        lane = lane_of(self.repo, lane)
+        if lane is None:  # this clone's own, looked up once per Bus
+            self._lane = self._lane or lane_of(self.repo)
+            lane = self._lane
+        else:
+            lane = lane_of(self.repo, lane)
         beats = list(beats)
         store = _Branch(self, self.outbox(lane), _OUT_KINDS, f"bus-out-{lane}")
-        if not self.git.rev_parse(self.repo.main_ref):
+        if not self._has_main:
             self._main()
+            self._has_main = True
         fixed = [dict(i) for i in items]
         for attempt in (1, 2):
             try:
@@ -409,7 +422,7 @@ class Bus:
                     skip_refused.clear()
         sent: Sent = ch.result
         sent.branch, sent.remote = store.branch, self.remote
-        sent.commit = self.git.rev_parse(store.ref) if pushed else None
+        sent.commit = store.pushed if pushed else None
         return sent
 
     def _decide_post(self, records: Records, cfg: Config, at: _dt.datetime, lane: str, items: list[dict[str, Any]],
@@ -605,7 +618,7 @@ class Bus:
         ch, pushed = store.change(decide, fetched=True)
         acked: Acked = ch.result
         acked.branch, acked.remote = store.branch, self.remote
-        acked.commit = self.git.rev_parse(store.ref) if pushed else None
+        acked.commit = store.pushed if pushed else None
         acked.inbox_read = box.read
         return acked
 

@@ -100,6 +100,7 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_two_clones_send_200_each_at_once_each_delivered_acked_and_archived_once(served) -> None:  # type: ignore[no-untyped-def]
     (one, two), origin = served
     sent = _race([[SENDER, str(one), "200", "one"], [SENDER, str(two), "200", "two"]])
