@@ -494,7 +494,7 @@ class Bus:
         lanes = self.lanes()
         boxes = {a: self.git.rev_parse(self.tracking(self.box(a))) for a in agents}
         found: dict[str, dict[str, list[tuple[str, str, str]]]] = {a: {} for a in agents}  # agent -> id -> [(where, sha)]
-        out = {a: Inbox(a, [], [], {}, self.remote) for a in agents}
+        out = {a: Inbox(a, [], [], dict(lanes), self.remote) for a in agents}  # every outbox is read
         folders = [f"{MSG_DIR}/{a}/" for a in agents]
         for branch, commit in sorted(lanes.items()):
             try:
@@ -509,7 +509,6 @@ class Bus:
                 agent = parts[1]
                 if agent not in out:
                     continue
-                out[agent].read[branch] = commit
                 where = f"{branch}:{path}"
                 if len(parts) != 3 or not parts[2].endswith(".json"):
                     out[agent].quarantined.append(Quarantined(where, "not a message file (to/<agent>/<id>.json)"))

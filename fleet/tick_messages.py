@@ -154,11 +154,13 @@ class Delivery:
 def deliver(repo: FleetRepo, cfg: Config, tick: int, applied: list[Delta]) -> Delivery | None:
     """Deliver the messages and acks of the tick's applied deltas, and post the
     heartbeats of their agents and workers, on the merge's lane of the bus."""
-    from fleet.bus import MERGE_LANE, Bus
+    from fleet.bus import MERGE_LANE, Bus, stamp
+    from fleet.store import now
 
     items: list[dict[str, Any]] = []
     acks: dict[str, list[str]] = {}
     beats: dict[str, dict[str, Any]] = {}
+    latest = stamp(now())  # a worker's clock says when its turns ended, never that it is alive in the future
     for d in applied:
         for n, m in enumerate(d.meta.get("messages") or []):
             items.append({"id": message_id(d.id, n), "ts": d.utc, "from": d.agent, "to": m["to"],
@@ -166,8 +168,9 @@ def deliver(repo: FleetRepo, cfg: Config, tick: int, applied: list[Delta]) -> De
         for mid in d.meta.get("acks") or []:
             acks.setdefault(d.agent, []).append(mid)
         for name, kind in ((d.agent, "agent"), (d.worker, "worker")):
-            if name not in beats or d.utc > beats[name]["ts"]:
-                beats[name] = {"name": name, "kind": kind, "ts": d.utc, "tick": tick}
+            seen = min(d.utc, latest)
+            if name not in beats or seen > beats[name]["ts"]:
+                beats[name] = {"name": name, "kind": kind, "ts": seen, "tick": tick}
     if not items and not acks and not in_use(cfg):
         return None  # a fleet that does not use the bus gets no heartbeat push either
     out = Delivery()
