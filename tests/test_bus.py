@@ -391,3 +391,19 @@ def test_a_lane_with_a_file_name_that_is_not_utf8_costs_only_itself(tmp_path: Pa
     box = bus.inbox("basil")
     assert [m.id for m in box.messages] == [kept]
     assert [q.where for q in box.quarantined] == ["fleet-bus/out/bad:to/"] and "not UTF-8" in box.quarantined[0].reason
+
+
+def test_bus_remote_may_name_a_git_remote_of_the_clone(tmp_path: Path) -> None:
+    init(tmp_path / "f")
+    cfg_path = tmp_path / "f" / "state" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["bus"] = {"remote": "messages", "branch": "talk"}
+    cfg_path.write_bytes(canonical.dumps(cfg))
+    _git(tmp_path / "f", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "bus on a named remote")
+    _git(tmp_path, "init", "-q", "--bare", str(tmp_path / "messages.git"))
+    _git(tmp_path / "f", "remote", "add", "messages", str(tmp_path / "messages.git"))
+    bus = Bus(FleetRepo(tmp_path / "f"))
+    sent = bus.send("ada", "basil", "note", "over there", lane="l1")
+    assert sent.remote == "messages" and sent.branch == "talk/out/l1"
+    assert Git(tmp_path / "messages.git").rev_parse("refs/heads/talk/out/l1") == sent.commit
+    assert [m.body for m in Bus(FleetRepo(tmp_path / "f")).inbox("basil").messages] == ["over there"]
