@@ -201,3 +201,25 @@ def test_a_bus_that_cannot_be_reached_costs_the_delivery_never_the_tick(tmp_path
     r = json.loads(p.stdout)
     assert r["delivered"] == 0 and r["already"] == len(_ledger_messages(tmp_path / "origin.git"))
     assert dict(_all_messages(repo)) == dict.fromkeys(_ledger_messages(tmp_path / "origin.git"), 1)
+
+
+def test_two_clones_talk_as_a_new_user_tries_it(tmp_path: Path) -> None:
+    """fleet init, a bare origin, two clones: one sends, the other reads and acks, the first sees the archive."""
+    fleet_cli(tmp_path, "init", "f")
+    subprocess.run(["git", "clone", "-q", "--bare", str(tmp_path / "f"), str(tmp_path / "origin.git")], check=True)
+    for name in ("laptop", "desktop"):
+        subprocess.run(["git", "clone", "-q", str(tmp_path / "origin.git"), str(tmp_path / name)], check=True)
+    laptop, desktop = tmp_path / "laptop", tmp_path / "desktop"
+    p = fleet_cli(laptop, "msg", "send", "--from", "me", "--to", "cleo", "--body", "deploy at noon")
+    assert p.returncode == 0 and "pushed fleet-bus/out/" in p.stdout, p.stderr
+    p = fleet_cli(desktop, "msg", "inbox", "cleo", "--json")
+    (m,) = json.loads(p.stdout)["messages"]
+    assert (m["from"], m["body"]) == ("me", "deploy at noon")
+    assert fleet_cli(desktop, "msg", "ack", "cleo", m["id"]).returncode == 0
+    p = fleet_cli(laptop, "msg", "archive", "cleo")
+    assert p.returncode == 0 and m["id"] in p.stdout and "deploy at noon" in p.stdout
+    assert "0 message(s) in the inbox" in fleet_cli(laptop, "msg", "inbox", "cleo").stdout
+    # each clone has a lane of its own, kept in its own git config (never pushed)
+    lanes = [subprocess.run(["git", "config", "fleet.buslane"], cwd=c, capture_output=True, text=True).stdout.strip()
+             for c in (laptop, desktop)]
+    assert lanes[0] and lanes[1] == ""  # the desktop only read and acked: it never needed an outbox
