@@ -47,8 +47,8 @@ from fleet.git import git_reason
 from fleet.ids import is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records, now
+from fleet.tick_messages import message_types
 
-TYPES = ("note", "ack", "heartbeat", "state")
 KINDS = ("worker", "agent", "machine")  # who sends heartbeats
 MSG_DIR = "to"
 ARCHIVE_DIR = "archive"
@@ -319,9 +319,6 @@ class Bus:
             return f"refs/heads/{branch}"
         return (TRACKING if self.own else OTHER_TRACKING) + branch
 
-    def types(self) -> tuple[str, ...]:
-        return TYPES + tuple(t for t in self.cfg.bus.types if t not in TYPES)
-
     # -- synchronising -----------------------------------------------------
     def fetch_main(self) -> None:
         if not self.repo.remote:
@@ -374,7 +371,7 @@ class Bus:
         if to not in cfg.agents:
             raise _Unknown(f"unknown agent {printable(to, 80)!r}: a message goes to one of the agents of "
                            f"state/config.json ({', '.join(sorted(cfg.agents)[:20]) or 'none'})")
-        types = TYPES + tuple(cfg.bus.types)
+        types = message_types(cfg)
         if mtype not in types:
             raise FleetError(f"unknown message type {printable(mtype, 40)!r} (types: {', '.join(types)}; "
                              "more are added in state/config.json bus.types)")

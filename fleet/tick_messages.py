@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from fleet.delta import Delta
     from fleet.repo import FleetRepo
 
+TYPES = ("note", "ack", "heartbeat", "state")  # fleet's own message types; config's bus.types adds more
 SEND = "send_message"
 ACK = "ack_message"
 TOOLS = (SEND, ACK)
@@ -58,6 +59,11 @@ def message_tools(cfg: Config, agent: str) -> tuple[str, ...]:
     return tuple(t for t in TOOLS if t in a.actions)
 
 
+def message_types(cfg: Config) -> tuple[str, ...]:
+    """fleet's own types, then those config's bus.types adds."""
+    return TYPES + tuple(t for t in cfg.bus.types if t not in TYPES)
+
+
 def in_use(cfg: Config) -> bool:
     """Whether the fleet uses the bus: an agent has a message tool, or config has a ``bus`` key."""
     from fleet.config import BusSettings
@@ -77,7 +83,7 @@ def call(cfg: Config, agent: str, name: str, given: dict[str, Any], inbox_ids: s
         to, mtype, body = given["to"], given.get("type", "note"), given["body"]
         if to not in cfg.agents:
             raise ValueError(f"no agent {printable(to, 80)!r} (agents: {', '.join(sorted(cfg.agents)[:20])})")
-        types = ("note", "ack", "heartbeat", "state") + tuple(cfg.bus.types)
+        types = message_types(cfg)
         if mtype not in types:
             raise ValueError(f"unknown message type {printable(mtype, 40)!r} (types: {', '.join(types)})")
         if len(body.encode("utf-8", errors="surrogatepass")) > cfg.bus.max_body_bytes:
