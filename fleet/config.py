@@ -195,6 +195,7 @@ class Config:
     models: dict[str, Price] = field(default_factory=dict)
     tasks: TaskSettings = field(default_factory=TaskSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    allowed_signers: str | None = None  # signing.allowed_signers: a file of main; worker branches must be signed
     bus: BusSettings = field(default_factory=BusSettings)
     # the world's declarations as written (tools, prompt), inline or file names;
     # fleet.world checks and compiles them against this config
@@ -318,4 +319,5 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
         bus=BusSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("bus", {}).items()}),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
+        allowed_signers=raw.get("signing", {}).get("allowed_signers"),
     )
