@@ -207,6 +207,18 @@ class KnowledgeSettings:
 
 
 @dataclass(frozen=True)
+class BusSettings:
+    """The message bus (fleet.bus): where it lives, its branches, its extra types and limits."""
+
+    remote: str | None = None  # a name under remotes, a git remote, a URL or a path; None: the fleet's own
+    branch: str = "fleet-bus"
+    types: tuple[str, ...] = ()
+    max_body_bytes: int = 16384
+    late_seconds: float = 900
+    silent_seconds: float = 3600
+
+
+@dataclass(frozen=True)
 class Config:
     collections: dict[str, Collection]
     agents: dict[str, Agent]
@@ -222,6 +234,7 @@ class Config:
     tasks: TaskSettings = field(default_factory=TaskSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     allowed_signers: str | None = None  # signing.allowed_signers: a file of main; worker branches must be signed
+    bus: BusSettings = field(default_factory=BusSettings)
     # the world's declarations as written (tools, prompt), inline or file names;
     # fleet.world checks and compiles them against this config
     declared: dict[str, Any] = field(default_factory=dict)
@@ -345,6 +358,7 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         models={m: Price(**p) for m, p in raw.get("models", {}).items()},
         tasks=TaskSettings.parse(raw.get("tasks", {})),
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
+        bus=BusSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("bus", {}).items()}),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
         allowed_signers=raw.get("signing", {}).get("allowed_signers"),
         meaning=MeaningSettings(**raw.get("meaning", {})),

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "init": "Create a new fleet repository in DIRECTORY with the example world.",
     "log": "Which deltas changed DOC (collection/id), by whom, newest first.",
     "merge": "Apply pending deltas to main: validate, commit one tick, publish.",
+    "msg": "The message bus: per-agent inboxes and archives, and heartbeats, on the bus's branches.",
     "plan": "The workers and agents of the next tick, as JSON for a workflow's fromJSON.",
     "replay": "Rebuild state from genesis and the ledger (into refs/fleet/replay).",
     "report": "A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.",

@@ -16,6 +16,7 @@ from typing import Any
 
 from fleet import knowledge
 from fleet.refs import Scope, render
+from fleet.tick_messages import inbox_text
 from fleet.world import PromptSpec, Section, Selection, View, Where
 
 CHARS_PER_TOKEN = 4
@@ -58,7 +59,8 @@ class PromptBuilder:
             used += cost
         return "".join(parts)
 
-    def for_agent(self, agent: str, task: dict[str, Any] | None = None) -> Prompt:
+    def for_agent(self, agent: str, task: dict[str, Any] | None = None,
+                  inbox: list[dict[str, Any]] | None = None) -> Prompt:
         a = self.view.snap.config.agents.get(agent)
         scope = Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
         left = max(0, self.budget - self.common_tokens)
@@ -66,6 +68,11 @@ class PromptBuilder:
         if task is not None:  # fleet's own section: the task comes first, whatever the world
             block = _task_text(task)
             text, used = block, tokens(block)
+        if inbox:  # fleet's own too: the agent's unacked messages (fleet.tick_messages), within the budget
+            block = inbox_text(inbox, max(0, left - used - 2), tokens)
+            if block:
+                block = ("\n\n" if text else "") + block
+                text, used = text + block, used + tokens(block)
         known, known_cost = self._knowledge(agent, task, left - used)
         for s in self.spec.own:  # in the declared order, most important first
             block, cost = _pack(self, s, scope, left - used - known_cost, "\n\n" if text else "")

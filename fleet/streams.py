@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults, keys, knowledge, tick_tasks
+from fleet import faults, keys, knowledge, tick_messages, tick_tasks
 from fleet import world as world_mod
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder
@@ -74,6 +74,7 @@ async def run_turns(
     tasks: dict[str, dict[str, Any]] | None = None,
     world: world_mod.World | None = None,
     knowledge_docs: Sequence[knowledge.Doc] = (),
+    inboxes: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
@@ -81,7 +82,9 @@ async def run_turns(
     interrupted keeps the work already done. ``tasks``: the task each agent
     holds this tick (fleet.tick_tasks), shown in its prompt with the tools to
     report on it. ``knowledge_docs``: knowledge from other repositories
-    (fleet.knowledge), ranked for each agent in its prompt.
+    (fleet.knowledge), ranked for each agent in its prompt. ``inboxes``: the
+    unacked messages of each agent on the bus (fleet.tick_messages), shown in
+    its prompt.
     """
     finished = {} if finished is None else finished
     held = dict(tasks or {})
@@ -120,9 +123,12 @@ async def run_turns(
             task = held.get(agent)
             ttools = tick_tasks.task_tools(cfg, agent) if task else ()
             ltools = knowledge.lesson_tools(cfg, agent)
-            offered = world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
+            mtools = tick_messages.message_tools(cfg, agent)
+            inbox = (inboxes or {}).get(agent) if mtools else None
+            offered = (world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
+                       + [tick_messages.DEFINITIONS[n] for n in mtools])
             offered += [knowledge.LESSON_DEFINITION] if ltools else []
-            prompt = builder.for_agent(agent, task)
+            prompt = builder.for_agent(agent, task, inbox)
             model = cfg.model_of(agent)
             max_tokens = cfg.run.max_tokens
             budget = cfg.budget_of(agent)
@@ -138,12 +144,13 @@ async def run_turns(
             spend.reserve(estimate_tokens, estimate_usd)
             result = None
             try:
-                request = TurnRequest(agent, tick, view, offered, tools, prompt, model, max_tokens, task)
+                request = TurnRequest(agent, tick, view, offered, tools, prompt, model, max_tokens, task, inbox)
                 result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
         calls, lessons, lesson_rejected = knowledge.take_lessons(result.calls, ltools)
-        conv = to_ops(agent, tick, calls, view, tools, declared, task=task, task_tools=ttools)
+        conv = to_ops(agent, tick, calls, view, tools, declared, task=task, task_tools=ttools,
+                      message_tools=mtools, inbox_ids={m["id"] for m in inbox or ()}, cfg=cfg)
         meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
         if conv.rejected or lesson_rejected:
             meta["rejected"] = (conv.rejected + lesson_rejected)[:21]
@@ -151,6 +158,10 @@ async def run_turns(
             meta["lessons"] = lessons
         if conv.tasks:
             meta["tasks"] = conv.tasks
+        if conv.messages:
+            meta["messages"] = conv.messages
+        if conv.acks:
+            meta["acks"] = conv.acks
         if conv.noop is not None:
             meta["noop"] = conv.noop if result.calls or not result.text else "answered without a tool call"
             if lessons and not calls:

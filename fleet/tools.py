@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from fleet import canonical, schemas, tick_tasks
+from fleet import canonical, schemas, tick_messages, tick_tasks
 from fleet.delta import Op
 from fleet.ids import is_safe_id, printable
 from fleet.refs import MISSING, Scope, render
@@ -35,19 +35,25 @@ class Conversion:
     rejected: list[dict[str, Any]]
     noop: str | None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # outcomes of task tools (fleet.tick_tasks)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # send_message calls (fleet.tick_messages)
+    acks: list[str] = field(default_factory=list)  # ack_message calls
 
 
 def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict[str, Tool],
            declared: frozenset[str] | set[str] = frozenset(), *, task: dict[str, Any] | None = None,
-           task_tools: tuple[str, ...] = ()) -> Conversion:
+           task_tools: tuple[str, ...] = (), message_tools: tuple[str, ...] = (),
+           inbox_ids: frozenset[str] | set[str] = frozenset(), cfg: Any = None) -> Conversion:
     """Turn one turn's tool calls into ops; reject what is malformed or out of reach.
 
     ``tools``: the tools this agent may use (config agents.<id>.actions);
     ``declared``: every tool of the world, to say why another is refused;
-    ``task``: the task the agent holds this tick, which ``task_tools`` report on.
+    ``task``: the task the agent holds this tick, which ``task_tools`` report on;
+    ``message_tools``: the bus's tools it has, ``inbox_ids`` the messages it was
+    shown, ``cfg`` the config they are checked against.
     """
     turn = _Turn(view)
     outcomes: list[dict[str, Any]] = []
+    said: dict[str, list[Any]] = {"messages": [], "acks": []}
     ops: list[Op] = []
     rejected: list[dict[str, Any]] = []
     dropped = 0
@@ -59,8 +65,12 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict
             if call.name in tick_tasks.TOOLS and call.name in task_tools:
                 outcomes.append(_task_call(call, task, outcomes))
                 continue
+            if call.name in tick_messages.TOOLS and call.name in message_tools:
+                key, entry = _message_call(call, agent, cfg, inbox_ids, said)
+                said[key].append(entry)
+                continue
             if call.name not in tools and call.name != NOOP:
-                if call.name in declared or call.name in tick_tasks.TOOLS:
+                if call.name in declared or call.name in tick_tasks.TOOLS or call.name in tick_messages.TOOLS:
                     raise _Reject(f"tool {call.name!r} is not among this agent's actions")
                 raise _Reject(f"unknown tool {call.name!r}")
             try:
@@ -80,9 +90,10 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict
             ops.extend(new)
     if dropped:
         rejected.append({"tool": "", "reason": f"{dropped} more rejected call(s) not recorded (at most {MAX_REJECTED} are)"})
-    if not ops and noop is None and not outcomes:
+    acted = outcomes or said["messages"] or said["acks"]
+    if not ops and noop is None and not acted:
         noop = "no valid action" if rejected else "no action"
-    return Conversion(ops, rejected, noop if not ops and not outcomes else None, outcomes)
+    return Conversion(ops, rejected, noop if not ops and not acted else None, outcomes, said["messages"], said["acks"])
 
 
 def _task_call(call: ToolCall, task: dict[str, Any] | None, done: list[dict[str, Any]]) -> dict[str, Any]:
@@ -103,6 +114,31 @@ def _task_call(call: ToolCall, task: dict[str, Any] | None, done: list[dict[str,
 
 
 _TASK_VALIDATORS = {n: jsonschema_rs.validator_for(d["input_schema"]) for n, d in tick_tasks.DEFINITIONS.items()}
+_MESSAGE_VALIDATORS = {n: jsonschema_rs.validator_for(d["input_schema"]) for n, d in tick_messages.DEFINITIONS.items()}
+_SAID_LIMITS = {"messages": tick_messages.MAX_SENT, "acks": tick_messages.MAX_ACKS}
+
+
+def _message_call(call: ToolCall, agent: str, cfg: Any, inbox_ids: frozenset[str] | set[str],
+                  said: dict[str, list[Any]]) -> tuple[str, Any]:
+    """What a message tool's call adds to the delta, or why it is rejected."""
+    try:
+        canonical.check(call.input, max_depth=4)
+    except canonical.JSONProblem as e:
+        raise _Reject(f"input is not JSON fleet can keep: {e}") from None
+    problem = schemas.first_error(_MESSAGE_VALIDATORS[call.name], call.input)
+    if problem:
+        raise _Reject(f"input does not match the tool's schema: {problem}")
+    if cfg is None:
+        raise _Reject("the message bus is not open to this turn")
+    try:
+        key, entry = tick_messages.call(cfg, agent, call.name, call.input, set(inbox_ids))
+    except ValueError as e:
+        raise _Reject(str(e)) from None
+    if len(said[key]) >= _SAID_LIMITS[key]:
+        raise _Reject(f"at most {_SAID_LIMITS[key]} {key} in one turn")
+    if key == "acks" and entry in said["acks"]:
+        raise _Reject(f"message {entry} is acked already this turn")
+    return key, entry
 
 
 class _Reject(Exception):

@@ -33,6 +33,7 @@ NOOP_TOOL: dict[str, Any] = {
 }
 TASK_TOOLS = ("complete_task", "fail_task")  # fleet's own, for agents that work on tasks (fleet.tick_tasks)
 LESSON_TOOL = "record_lesson"  # fleet's own, with knowledge.lessons (fleet.knowledge)
+MESSAGE_TOOLS = ("send_message", "ack_message")  # fleet's own, for agents on the message bus (fleet.tick_messages)
 CALL_NAMES = ("input", "agent", "tick", "n", "id")  # what every tool template may name
 ASK = "Tick {tick}: take your turn now, using the tools."
 RULES = [
@@ -203,7 +204,8 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     loader.agents_may(tools)
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
-            if name not in tools and name not in (NOOP, LESSON_TOOL) and name not in TASK_TOOLS and name not in loader.broken:
+            if (name not in tools and name not in (NOOP, LESSON_TOOL) and name not in TASK_TOOLS + MESSAGE_TOOLS
+                    and name not in loader.broken):
                 known = ", ".join(sorted(tools)) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
@@ -294,7 +296,7 @@ class _Loader:
         for file, prefix, decls in self._declarations("tools", "tools"):
             for name, d in decls.items():
                 key = _key(prefix, "/" + name)
-                if name in (NOOP, LESSON_TOOL) or name in TASK_TOOLS:
+                if name in (NOOP, LESSON_TOOL) or name in TASK_TOOLS + MESSAGE_TOOLS:
                     self.problem(file, key, f"{name!r} is fleet's own tool; choose another name")
                 elif name in out:
                     self.problem(file, key, f"tool {name!r} is declared twice (also in {out[name].source})")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, profile_merge, summary, tick_tasks
+from fleet import canonical, faults, profile_merge, summary, tick_messages, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
@@ -59,6 +59,7 @@ class MergeReport:
     tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
     lessons: dict[str, Any] | None = None  # lessons written to the knowledge repository (fleet.knowledge)
+    messages: dict[str, Any] | None = None  # the message bus: delivered, refused, acked, heartbeats (fleet.tick_messages)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class MergeReport:
             "tasks": self.tasks,
             "dispatch": self.dispatch,
             "lessons": self.lessons,
+            "messages": self.messages,
         }
 
 
@@ -191,10 +193,12 @@ def merge(
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
         lessons = None if dry_run else _lessons(repo, base.config, result)  # likewise: a rerun writes no file twice
+        # Messages too, with ids of their deltas: delivered again on a retry, they are there once.
+        sent = None if dry_run else tick_messages.deliver(repo, base.config, result.tick, result.applied)
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result, (worked.lines() if worked else [])
-                                                     + profile_merge.lines(meanings) + _lesson_lines(lessons)),
-                                       result.writes, result.deletes)
+        notes = ((worked.lines() if worked else []) + profile_merge.lines(meanings) + _lesson_lines(lessons)
+                 + (sent.lines() if sent else []))
+        commit = repo.git.write_commit(head, message(result, notes), result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
         pr_report = None
@@ -230,6 +234,7 @@ def merge(
             tasks=worked.to_json() if worked else None,
             dispatch=chained,
             lessons=lessons,
+            messages=sent.to_json() if sent else None,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
 
@@ -374,6 +379,12 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(_chained(r.dispatch))
         for line in _lesson_lines(r.lessons):
             click.echo(line, err=bool(r.lessons and r.lessons.get("error")))
+        if r.messages:
+            m = r.messages
+            click.echo(f"messages: {m['delivered']} delivered ({m['already']} already), {len(m['refused'])} refused, "
+                       f"{m['acked']} acked, {m['heartbeats']} heartbeat(s)"
+                       + (f"; pushed {m['pushed'][:12]}" if m["pushed"] else "")
+                       + (f"; NOT DELIVERED: {m['error']}" if m["error"] else ""))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)

@@ -86,7 +86,15 @@ def status(path: Path, remote: str | None = None) -> dict[str, Any]:
         "fleet": carried(repo.git, head),
         "budgets": spent.to_json(),
         "clock": {**due.to_json(), "started": start.to_json() if start else None},
+        "heartbeats": _heartbeats(repo, snap.config, at),
     }
+
+
+def _heartbeats(repo: FleetRepo, cfg: Any, at: Any) -> dict[str, Any]:
+    """Who is alive, late or silent by their heartbeats on the message bus (fleet.bus)."""
+    from fleet import bus
+
+    return bus.status_of(repo, cfg, at)
 
 
 # -- the command line --------------------------------------------------------
@@ -138,6 +146,13 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
         if s["stalled"]:
             click.echo(f"warning: {s['stalled']}")
+        hb = s["heartbeats"]
+        if hb["error"]:
+            click.echo(f"heartbeats: the message bus cannot be read: {hb['error']}")
+        elif hb["who"]:
+            click.echo("heartbeats: " + ", ".join(
+                f"{w['name']} {w['status']} ({'last seen ' + w['last_seen'] if w['last_seen'] else 'never seen'})"
+                for w in hb["who"]))
         for oc in s["outside"]:
             files = ", ".join(f"{c['how']} {c['path']}" for c in oc["changes"][:10])
             more = f", and {len(oc['changes']) - 10} more" if len(oc["changes"]) > 10 else ""

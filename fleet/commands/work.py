@@ -58,6 +58,7 @@ class WorkReport:
     provider: str = ""
     models: list[str] = field(default_factory=list)  # the models that answered (or were asked, if none did)
     knowledge: list[dict[str, Any]] = field(default_factory=list)  # each knowledge source read: its commit, files
+    bus_error: str | None = None  # the message bus could not be read: its agents saw no inbox this tick
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -104,11 +105,12 @@ def work(
         known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
         for warning in known.warnings:
             click.echo(f"fleet: warning: {warning}", err=True)
+        inboxes, bus_error = _inboxes(ws, url, cfg, agents)
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
         bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline,
-                                                          held, world, known.docs)]
+                                                          held, world, known.docs, inboxes)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def work(
         answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
-                          prov.name, answered or models(prov.name, cfg), known.read)
+                          prov.name, answered or models(prov.name, cfg), known.read, bus_error)
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -167,10 +169,21 @@ def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[st
     return {a: tick_tasks.brief(t) for a in wanted if (t := tick_tasks.held(q, a, at)) is not None}
 
 
+def _inboxes(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> tuple[dict[str, list[dict[str, Any]]] | None, str | None]:
+    """The unacked messages of ``agents`` on the message bus (fleet.tick_messages): this job only reads them."""
+    from fleet import tick_messages
+    from fleet.repo import FleetRepo
+
+    if not tick_messages.message_agents(cfg, agents):
+        return None, None
+    return tick_messages.read_inboxes(FleetRepo(ws.cache.path, url), cfg, agents)
+
+
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
            concurrency: int | None, deadline: float | None,
            held: dict[str, dict[str, Any]] | None = None, world: Any = None,
-           knowledge_docs: Any = ()) -> list[dict[str, Any]]:
+           knowledge_docs: Any = (),
+           inboxes: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -186,7 +199,8 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
         try:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
                                    concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
-                                   world=world, knowledge_docs=knowledge_docs)
+                                   world=world, knowledge_docs=knowledge_docs,
+                                   inboxes=inboxes)
         finally:
             await prov.aclose()
 
@@ -248,6 +262,8 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
         for k in r.knowledge:  # what this worker read of other repositories, and at which commit
             click.echo(f"knowledge: fetched {k['remote']} {k['ref']} {k['commit'][:12]}: {k['files']} file(s) "
                        f"under {k['path'] or '/'}" + (f", {k['refused']} refused" if k["refused"] else ""))
+        if r.bus_error:
+            click.echo(f"warning: the message bus could not be read, so no agent saw its inbox: {r.bus_error}")
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)

@@ -34,6 +34,7 @@ class TurnRequest:
     model: str = ""
     max_tokens: int = 1024
     task: dict[str, Any] | None = None  # the task the agent holds this tick (fleet.tick_tasks.brief)
+    inbox: list[dict[str, Any]] | None = None  # its unacked messages, if it is on the bus (fleet.tick_messages)
 
 
 @dataclass

@@ -65,6 +65,7 @@ class OfflineProvider:
                 calls.append(ToolCall("complete_task", {"task": task["id"], "result": f"{request.agent} did {task['id']}."}))
             else:
                 calls.append(ToolCall("fail_task", {"task": task["id"], "reason": f"{request.agent} could not finish it."}))
+        calls += _bus_calls(self._rng(request.tick, request.agent + "\0bus"), request, offered)
         preview = Preview(request.view)
         for _ in range(rng.choice((1, 1, 2, 3))):
             if not usable or rng.random() < 0.05:
@@ -87,6 +88,20 @@ class OfflineProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _bus_calls(rng: random.Random, request: TurnRequest, offered: set[Any]) -> list[ToolCall]:
+    """Now and then a note to another agent, and an ack of the oldest message read,
+    for an agent on the message bus (its own generator: the world's calls stay as they were)."""
+    calls = []
+    if "ack_message" in offered and request.inbox and rng.random() < 0.7:
+        calls.append(ToolCall("ack_message", {"id": request.inbox[0]["id"]}))
+    others = sorted(a for a in request.view.snap.config.agents if a != request.agent)
+    if "send_message" in offered and others and rng.random() < 0.6:
+        to = rng.choice(others)
+        calls.append(ToolCall("send_message", {"to": to, "type": "note",
+                                               "body": f"{request.agent} to {to}, tick {request.tick}: {rng.choice(_WORDS)}"}))
+    return calls
 
 
 def _ids_for(tool: Tool, view: View) -> dict[str, list[str]] | None:

@@ -48,6 +48,8 @@ BENCHMARKS: dict[str, str] = {
               "git log -p of the ledger and state/fleet.json parsed with orjson",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001)",
+    "bus": "fleet msg send from 1, 4 and 16 senders on their own clones over git daemon, against the "
+           "ceiling of serialised compare-and-swap pushes on the same origin",
 }
 
 
