@@ -37,7 +37,16 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert c["id"].startswith("c-")
     assert fleet.read(f"state/conflicts/{c['id']}.json")
     assert s["recent_quarantine"] == [{"tick": 1, "path": f"deltas/w3/s1/{q['id']}.json",
-                                       "reason": "agent 'nobody' is not in state/config.json agents"}]
+                                       "reason": "agent 'nobody' is not in state/config.json agents",
+                                       "delta": q["id"], "agent": "nobody", "worker": "w3"}]
+    # the held deltas are not counted as applied: each delta is counted once
+    assert s["deltas"] == {"applied": 0, "noop": 0, "held": 2, "quarantined": 1, "conflicts": 1, "resolved": 0}
+    assert c["decide"] == f"fleet resolve {c['id']} --choose {b['id'] if b['utc'] > a['utc'] else a['id']}"
+    assert {x["value"] for x in c["choices"]} == {"general", "ideas"} and c["decided"] is False
+    assert s["merged_utc"] and s["age_seconds"] >= 0
+    assert s["provider"] == {"configured": "auto", "last_tick": ["? m"]}
+    by_worker = {w["worker"]: w for w in s["workers"]}
+    assert by_worker["w1"]["last_delta"]["delta"] == a["id"] and by_worker["w1"]["last_error"] is None
     assert s["last"]["applied"] == 2 and s["last"]["quarantined"] == 1 and s["last"]["held"] == 1
     assert s["totals"]["usage"]["input_tokens"] == 200 and s["totals"]["usage"]["cost_usd"] == 0.5
 
@@ -45,6 +54,9 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert "tick 1 " in out and "pending worker branches: 1" in out
     assert f"conflict {c['id']}: posts/ada-1 channel (2 candidates, since tick 1)" in out
     assert "tokens: 200 in, 40 out; cost $0.5000" in out
+    assert "last tick: 0 applied, 0 no-op, 2 held (1 conflict(s) opened or joined), 1 quarantined" in out
+    assert f"decide: {c['decide']} (or --choose base, or --value JSON)" in out
+    assert f"tick 1 deltas/w3/s1/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
 
 
 def test_status_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
