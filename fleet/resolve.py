@@ -137,3 +137,78 @@ def _decide(doc: dict[str, Any], c: Conflict, r: dict[str, Any], where: str) -> 
             parent.pop(path[-1], None)
     else:
         docpath.put(doc, path, canonical.clone(value))
+
+
+# -- a person's decision, made on this machine (`fleet resolve`) ------------------
+ATTEMPTS = 5
+
+
+@dataclass
+class Proposed:
+    """A person's file committed on the fleet's main for the next merge to apply."""
+
+    path: str
+    commit: str
+    body: dict[str, Any]
+    replaced: bool  # a pending decision of the same thing was replaced
+    remote: str | None
+
+
+def person(git: Any) -> str:
+    """Who is deciding: git's author identity here, as a commit by hand would have."""
+    p = git.proc("var", "GIT_AUTHOR_IDENT")
+    ident = p.stdout.decode(errors="replace").strip() if p.returncode == 0 else ""
+    return ident.rsplit(" ", 2)[0] if ident else "a person (no git identity set)"
+
+
+def propose(repo: Any, build: Any, subject: str) -> Proposed:
+    """Commit a person's file on the fleet's main, as merging a pull request would,
+    with a compare-and-swap: ``build(snapshot)`` checks what it decides against
+    main as it is now and returns (path, body). Main moving meanwhile is retried."""
+    from fleet.git import FLEET_IDENT
+
+    for _ in range(ATTEMPTS):
+        repo.fetch()
+        head = repo.main()
+        snap = repo.snapshot(head)
+        path, body = build(snap)
+        replaced = snap.read(path) is not None
+        tree_commit = repo.git.write_commit(head, subject, {path: canonical.dumps(body)}, [])
+        who = person(repo.git)
+        name, _, email = who.partition(" <")
+        ident = ["-c", f"author.name={name}", "-c", f"author.email={email.rstrip('>') or 'unknown'}",
+                 "-c", f"committer.name={FLEET_IDENT[0]}", "-c", f"committer.email={FLEET_IDENT[1]}"]
+        commit = repo.git.run(*ident, "commit-tree", repo.git.commit_tree(tree_commit), "-p", head,
+                              "-m", subject).decode().strip()
+        if repo.publish(commit, head):
+            return Proposed(path, commit, body, replaced, repo.remote)
+    raise FleetError(f"the fleet's main kept moving: gave up after {ATTEMPTS} attempts; run the command again")
+
+
+def decision(snap: Snapshot, conflict_id: str, choose: str | None, value: Any, by: str) -> tuple[str, dict[str, Any]]:
+    """The resolution file deciding ``conflict_id`` on ``snap``, checked as the
+    merge will check it: the conflict is open, the candidate is one of its
+    own, and the document stays valid."""
+    from fleet.ids import is_safe_id, printable
+
+    cpath = f"{CONFLICT_DIR}/{conflict_id}.json"
+    raw = snap.read(cpath) if is_safe_id(conflict_id) else None
+    if raw is None:
+        open_ = [p.rsplit("/", 1)[1].removesuffix(".json") for p in snap.under(CONFLICT_DIR)]
+        listed = f"open: {', '.join(open_[:10])}" if open_ else "none is open"
+        raise FleetError(f"{printable(conflict_id, 100)}: no open conflict with this id on the fleet's main "
+                         f"(tick {snap.tick}; {listed}; `fleet status` lists them)")
+    c = Conflict.parse(raw, cpath)
+    body: dict[str, Any] = {"conflict": c.id}
+    if choose is not None:
+        ids = [x["delta"] for x in c.candidates]
+        if choose != BASE and choose not in ids:
+            raise FleetError(f"{printable(choose, 100)}: not a candidate of conflict {c.id} "
+                             f"(candidates: {', '.join(ids)}; or 'base', the value from before the conflict)")
+        body["choose"] = choose
+    else:
+        body["value"] = value
+    body["by"] = by
+    path = f"{RESOLUTION_DIR}/{c.id}.json"
+    apply(OverlaySnapshot(snap, {path: canonical.dumps(body)}, []))  # refuses what the merge would refuse
+    return path, body
