@@ -9,14 +9,14 @@ lines). Replay and ``fleet log`` read history this way, however old.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical
 from fleet.config import Limits
 from fleet.delta import Arrival, Delta, file_path, from_body
 from fleet.git import Git
-from fleet.resolve import RECORDS, outside_of
+from fleet.resolve import RECORDS, REVERTS, outside_of
 from fleet.state import LEDGER_DIR, QUARANTINE_DIR
 
 TRAILER_TICK = "Fleet-Tick"
@@ -47,6 +47,8 @@ class TickInputs:
     applied: list[Delta]
     quarantined: list[dict[str, Any]]
     outside: list[dict[str, Any]]  # fallback decisions the merge was handed
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # every decision on a conflict it applied
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # reverts it applied or refused
 
 
 def _new_lines(git: Git, rows: list[tuple[str, str, str]]) -> dict[str, list[bytes]]:
@@ -68,13 +70,16 @@ def tick_inputs(git: Git, parent: str, commit: str, limits: Limits) -> TickInput
     applied: list[Delta] = []
     quarantined: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
+    reverts: list[dict[str, Any]] = []
     for path, lines in _new_lines(git, rows).items():
         for line in lines:
             body = canonical.load(line, path)
             if path.endswith("/" + RECORDS):
                 decisions.append(body)
+            elif path.endswith("/" + REVERTS):
+                reverts.append(body)
             elif path.startswith(LEDGER_DIR + "/"):
                 applied.append(from_body(body, Arrival("ledger", file_path(body), line), limits))
             else:
                 quarantined.append(body)
-    return TickInputs(applied, quarantined, outside_of(decisions))
+    return TickInputs(applied, quarantined, outside_of(decisions), decisions, reverts)

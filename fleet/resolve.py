@@ -23,6 +23,8 @@ from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
 
 RESOLUTION_DIR = "state/resolutions"
 RECORDS = "_resolutions.jsonl"  # in state/ledger/<tick>/; no worker id starts with "_"
+REVERTS = "_reverts.jsonl"  # reverts applied or refused, beside them
+REVERT_PREFIX = "revert-"  # state/resolutions/revert-<delta id>.json: a revert asked for by `fleet revert`
 BASE = "base"
 _MISSING = docpath.MISSING
 
@@ -32,6 +34,7 @@ class Resolved:
     writes: dict[str, bytes] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # one record per revert file: applied or refused
 
 
 def fallback(conflict_id: str, why: str) -> dict[str, Any]:
@@ -45,11 +48,16 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
     Returns the snapshot the tick's deltas then apply to, and what changed.
     """
     items: list[tuple[str | None, dict[str, Any]]] = []
+    reverts: list[tuple[str, dict[str, Any]]] = []
     for path, data in base.read_many(base.under(RESOLUTION_DIR)).items():
-        items.append((path, _checked(canonical.load(data or b"", path), path)))
+        body = _checked(canonical.load(data or b"", path), path)
+        if "revert" in body:
+            reverts.append((path, body))
+        else:
+            items.append((path, body))
     for r in outside:
         items.append((None, _checked(r, "a fallback resolution")))
-    if not items:
+    if not items and not reverts:
         return base, Resolved()
     done = Resolved()
     docs: dict[str, dict[str, Any] | None] = {}
@@ -91,7 +99,59 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
     for dpath, doc in docs.items():
         if doc is not None:
             done.writes[dpath] = canonical.dumps(doc)
+    for path, r in sorted(reverts):  # after the conflicts' decisions, in the order of the delta ids
+        _revert(OverlaySnapshot(base, done.writes, done.deletes), path, r, done)
     return OverlaySnapshot(base, done.writes, done.deletes), done
+
+
+def _revert(snap: Snapshot, path: str, r: dict[str, Any], done: Resolved) -> None:
+    """Apply one revert file, all of it or nothing: each document must still be
+    the one `fleet revert` saw (``expect``) and its new content valid; else the
+    revert is refused with the reason. The file goes either way: it is decided."""
+    done.deletes.append(path)
+    rec: dict[str, Any] = {"revert": r["revert"], "tick": r["tick"], "docs": [d["path"] for d in r["docs"]],
+                           **({"by": r["by"]} if "by" in r else {})}
+    problem = None
+    new: dict[str, bytes | None] = {}
+    current = snap.read_many(d["path"] for d in r["docs"])
+    for d in r["docs"]:
+        dpath, doc = d["path"], d["doc"]
+        parts = dpath.split("/")
+        coll = snap.config.collections.get(parts[1])
+        doc_id = parts[-1].removesuffix(".json")
+        if coll is None or coll.doc_path(doc_id) != dpath:
+            problem = f"{dpath} is no document of a collection in state/config.json"
+            break
+        cur = current[dpath]
+        if (canonical.digest_line(cur) if cur is not None else None) != d["expect"]:
+            problem = (f"{dpath} changed since `fleet revert` looked at it; run `fleet revert {r['revert']}` again "
+                       "to see what built on it since")
+            break
+        if doc is not None:
+            if doc.get("id") != doc_id:
+                problem = f"{dpath}: its 'id' must be {doc_id!r}"
+                break
+            invalid = schemas.first_error(snap.validator(coll.name), doc)
+            if invalid:
+                problem = f"{dpath} would be invalid: {invalid} (schemas/{coll.schema})"
+                break
+        new[dpath] = None if doc is None else canonical.dumps(doc)
+    if problem is not None:
+        done.reverts.append({**rec, "status": "refused", "reason": problem})
+        return
+    for dpath, data in new.items():
+        if data is None:
+            done.writes.pop(dpath, None)
+            done.deletes.append(dpath)
+        else:
+            done.writes[dpath] = data
+            if dpath in done.deletes:
+                done.deletes.remove(dpath)
+    done.reverts.append({**rec, "status": "applied"})
+
+
+def reverts_path(tick: int) -> str:
+    return f"{LEDGER_DIR}/{tick}/{REVERTS}"
 
 
 def outside_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -61,6 +61,7 @@ class MergeReport:
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
     noop: int = 0  # explicit empty deltas: in the ledger, nothing changed
     held_deltas: int = 0  # deltas with a change held for a person (``held`` names the conflicts)
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # `fleet revert`s applied or refused
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class MergeReport:
             "noop": self.noop,
             "held_deltas": self.held_deltas,
             "merged": self.applied + self.noop + self.held_deltas,
+            "reverts": self.reverts,
             "late": self.late,
             "duplicates": self.duplicates,
             "quarantined": [{k: q[k] for k in ("path", "source", "reason")} for q in self.quarantined],
@@ -111,6 +113,9 @@ def message(result: TickResult, notes: Sequence[str] = ()) -> str:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
     if r.resolved:
         lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
+    if r.reverts:
+        lines += ["Reverted (fleet revert):"] + [f"  {v['revert']}: {v['status']}" + (f" ({v['reason']})" if "reason" in v else "")
+                                                 for v in r.reverts]
     lines += list(notes)
     # Text from outside (file names, reasons) is one printable line each: no
     # input can add a line of its own, let alone a trailer.
@@ -172,7 +177,8 @@ def merge(
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
         with _no_gc():
             result = merge_tick(base, arrivals, decided)
-        if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
+        if not result.applied and not result.quarantined and not result.resolved and not result.reverts \
+                and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
                 _remove(files, inbox)
@@ -207,6 +213,7 @@ def merge(
             applied=result.changed,
             noop=len(result.noop),
             held_deltas=len(result.held_deltas),
+            reverts=result.reverts,
             late=result.late,
             duplicates=len(result.duplicates),
             quarantined=result.quarantined,
@@ -326,6 +333,11 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(f"  held for a person: state/conflicts/{c}.json")
         for c in r.resolved:
             click.echo(f"  decided: {c} (a person's resolution applied)")
+        for v in r.reverts:
+            if v["status"] == "applied":
+                click.echo(f"  reverted: {v['revert']} ({', '.join(v['docs'])} as if it never came)")
+            else:
+                click.echo(f"  revert of {v['revert']} refused: {v['reason']}")
         if r.pulls:
             p = r.pulls
             click.echo(f"conflict pull requests: {len(p['opened'])} opened, {len(p['updated'])} updated, "

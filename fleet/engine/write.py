@@ -35,6 +35,7 @@ class TickResult:
     docs_changed: int = 0
     resolved: list[str] = field(default_factory=list)  # conflict ids decided this tick
     held_deltas: list[str] = field(default_factory=list)  # applied deltas with a change held in a conflict
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # reverts a person asked for: applied or refused
 
     @property
     def noop(self) -> list[str]:
@@ -108,6 +109,9 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     if decided.records:
         decisions = sorted(canonical.dumps_line(r) for r in decided.records)
         writes[resolve.records_path(tick)] = b"\n".join(decisions) + b"\n"
+    if decided.reverts:
+        reverts = sorted(canonical.dumps_line(r) for r in decided.reverts)
+        writes[resolve.reverts_path(tick)] = b"\n".join(reverts) + b"\n"
     fleet = base.fleet
     last: dict[str, Any] = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
             "resolved": len(decided.records),
@@ -135,4 +139,5 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     deletes = sorted((set(deletes) | set(decided.deletes)) - set(writes))
     mine = {d.id for d in applied if d.ops}  # candidates from earlier ticks were counted then
     return TickResult(tick, writes, deletes, applied, quarantined, held, late=late, docs_changed=changed,
-                      resolved=[r["conflict"] for r in decided.records], held_deltas=sorted(held_deltas & mine))
+                      resolved=[r["conflict"] for r in decided.records], held_deltas=sorted(held_deltas & mine),
+                      reverts=decided.reverts)
