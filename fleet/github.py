@@ -213,7 +213,7 @@ class ConflictPRs(_Client):
             issue = self.pulls().get(episode(c))
             body = _body(c)
             if issue is not None and issue.state == "open":
-                # A new candidate joined: the default the reviewer merges unedited follows it (issue 14).
+                # A new candidate joined: the default the reviewer merges unedited moves with it (issue 14).
                 refreshed = _refresh_default(fleet, BRANCH_PREFIX + episode(c), c)
                 if (issue.body or "").strip() != body.strip() or refreshed:
                     self._call(issue.edit, body=body)  # a PATCH: PyGithub does not retry it, _call does
@@ -305,7 +305,7 @@ def _refresh_default(fleet: FleetRepo, branch: str, c: Conflict) -> bool:
     decision = {"conflict": c.id, **_default_choice(c), "by": DEFAULT_BY}
     if current == decision:
         return False
-    commit = fleet.git.write_commit(tip, f"fleet: the default follows the latest candidate of {c.id}\n",
+    commit = fleet.git.write_commit(tip, f"fleet: the default is the latest candidate of {c.id}\n",
                                     {path: canonical.dumps(decision)}, [])
     result = fleet.git.push(fleet.remote or ".", [RefUpdate(f"refs/heads/{branch}", commit, tip)])
     if result.outcome == "refused":

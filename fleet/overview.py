@@ -95,6 +95,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         "agents": len(cfg.agents),
         "pending_branches": [s.branch for s in repo.sources()],
         "open_conflicts": _conflicts(repo, snap),
+        "pending_decisions": _pending(snap),
         "recent_quarantine": _quarantine(snap)[-QUARANTINE_SHOWN:],
         "last": fleet["last"],
         "totals": fleet["totals"],
@@ -189,6 +190,22 @@ def _conflicts(repo: FleetRepo, snap: GitSnapshot) -> list[dict[str, Any]]:
                        if github and branch else None),
         })
     return sorted(out, key=lambda c: (c["opened_tick"], c["id"]))
+
+
+def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
+    """A person's decisions on main that the next merge applies: conflicts decided, reverts asked for."""
+    out = []
+    for p, data in snap.read_many(snap.under(RESOLUTION_DIR)).items():
+        try:
+            r = canonical.load(data or b"", p)
+        except FleetError as e:
+            out.append({"path": p, "kind": "unreadable", "what": str(e)})
+            continue
+        if isinstance(r, dict) and "revert" in r:
+            out.append({"path": p, "kind": "revert", "what": f"revert of {r.get('revert')}", "by": r.get("by")})
+        elif isinstance(r, dict):
+            out.append({"path": p, "kind": "decision", "what": f"decision on {r.get('conflict')}", "by": r.get("by")})
+    return out
 
 
 def _github_repo(repo: FleetRepo) -> str | None:

@@ -99,6 +99,8 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             else:
                 pr = f"; or review {c['pr_url'] or 'the pull request on branch ' + c['pr_branch']}" if c["pr_branch"] else ""
                 click.echo(f"    decide: {c['decide']} (or --choose base, or --value JSON){pr}")
+        for d in s["pending_decisions"]:
+            click.echo(f"waiting for the next merge: {d['what']} ({d['path']})")
         if s["recent_quarantine"]:
             click.echo(f"quarantined (last {len(s['recent_quarantine'])} in the ledger window):")
         for q in s["recent_quarantine"]:

@@ -156,3 +156,31 @@ def test_status_names_commits_outside_the_merge_engine(fleet: Fleet) -> None:
         fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=t))
         run(fleet, "merge")
     assert json.loads(run(fleet, "status", "--json").stdout)["outside"] == []
+
+
+def test_status_says_why_a_worker_is_dead_and_its_last_error(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1"),
+               fleet.delta("basil", meta={"error": "the model timed out"}, worker="w2"))
+    run(fleet, "merge")
+    for t in range(2, 6):  # w2 delivers nothing for 4 ticks (watchdog.dead_after_ticks is 3)
+        fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), tick=t, worker="w1"))
+        run(fleet, "merge")
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    w = {x["worker"]: x for x in s["workers"]}
+    assert w["w1"]["status"] == "alive" and w["w1"]["why"] is None and w["w1"]["heartbeat"] is None
+    assert w["w2"]["status"] == "dead"
+    assert w["w2"]["why"] == "delivered nothing in the 4 merged tick(s) since tick 1 (watchdog.dead_after_ticks is 3)"
+    assert w["w2"]["last_error"]["error"] == "the model timed out" and w["w2"]["last_error"]["agent"] == "basil"
+    out = run(fleet, "status").stdout
+    assert "  dead: delivered nothing in the 4 merged tick(s) since tick 1" in out
+    assert "  last error (tick 1, basil): the model timed out" in out
+
+
+def test_status_lists_decisions_and_reverts_waiting_for_the_merge(fleet: Fleet) -> None:
+    d = fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1))
+    fleet.push(d)
+    run(fleet, "merge")
+    run(fleet, "revert", d["id"])
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert [(p["kind"], p["what"]) for p in s["pending_decisions"]] == [("revert", f"revert of {d['id']}")]
+    assert f"waiting for the next merge: revert of {d['id']}" in run(fleet, "status").stdout
