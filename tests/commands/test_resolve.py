@@ -148,3 +148,28 @@ def test_a_hand_written_decision_on_your_main_is_applied_by_fleet_merge_and_said
     assert "your main's 1 new commit(s) are now the fleet's main" in m.stderr
     assert f"decided: {cid} (a person's resolution applied)" in m.stdout
     assert title(fleet, "refs/fleet/origin/main") == "Every invariant deserves a test that can fail"
+
+
+def test_fleet_run_says_it_applied_a_decision_from_your_main(fleet: Fleet) -> None:
+    """Issue 14: `fleet run` adopted a hand-written decision without saying it decided anything."""
+    from conftest import fleet_cli
+
+    origin = embedded(fleet)
+    push_to(fleet, origin, *[fleet.delta("ada", Op("set", "posts", "ada-1", TITLE, v), worker=f"w{i}")
+                             for i, v in enumerate(("One", "Two"))])
+    [cid] = json.loads(run(fleet, "merge", "--json").stdout)["held"]
+    subprocess.run(["git", "merge", "--ff-only", "-q", "refs/fleet/origin/main"], cwd=fleet.path, check=True)
+    rel = f"state/resolutions/{cid}.json"
+    (fleet.path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (fleet.path / rel).write_bytes(canonical.dumps({"conflict": cid, "value": "Mine", "by": "me"}))
+    subprocess.run(["git", "add", rel], cwd=fleet.path, check=True)
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "decide"], cwd=fleet.path,
+                   check=True)
+    p = fleet_cli(fleet.path, "run", "--ticks", "1", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert f"decided {cid} (a person's resolution applied)" in p.stdout
+    assert title(fleet, "refs/fleet/origin/main") == "Mine"
+    data = json.loads(fleet_cli(fleet.path, "run", "--ticks", "1", "--workers", "2", "--json").stdout)
+    t = data["ticks"][0]
+    assert data["applied"] + data["noop"] + data["held_deltas"] > 0 and data["tokens"] > 0
+    assert set(t) >= {"applied", "noop", "held_deltas", "quarantined", "held", "resolved", "tokens", "cost_usd"}
