@@ -240,7 +240,12 @@ def propose(repo: Any, build: Any, subject: str) -> Proposed:
                  "-c", f"committer.name={FLEET_IDENT[0]}", "-c", f"committer.email={FLEET_IDENT[1]}"]
         commit = repo.git.run(*ident, "commit-tree", repo.git.commit_tree(tree_commit), "-p", head,
                               "-m", subject).decode().strip()
-        if repo.publish(commit, head):
+        try:
+            published = repo.publish(commit, head)
+        except FleetError as e:  # a protected main: people decide through pull requests there
+            raise FleetError(f"{e}; where main takes no pushes from people, merge the conflict's pull request "
+                             f"(or one adding {path}) instead") from None
+        if published:
             return Proposed(path, commit, body, replaced, repo.remote)
     raise FleetError(f"the fleet's main kept moving: gave up after {ATTEMPTS} attempts; run the command again")
 

@@ -80,13 +80,34 @@ def test_a_field_set_again_later_is_refused(fleet: Fleet) -> None:
     assert f"agents/ada bio: delta {later['id']} (ada, tick 2)" in r.output
 
 
-def test_a_revert_whose_document_moved_before_the_merge_is_refused_by_the_merge(fleet: Fleet) -> None:
+def test_the_next_ticks_deltas_apply_after_the_revert(fleet: Fleet) -> None:
     d = fleet.delta("ada", Op("set", "agents", "ada", ("bio",), "one"))
     merged(fleet, d)
     run(fleet, "revert", d["id"])
     # the next tick's own deltas come after the revert: the bio is set again in the same merge
     merged(fleet, fleet.delta("ada", Op("set", "agents", "ada", ("bio",), "two"), tick=2))
     assert doc(fleet, "state/agents/ada.json")["bio"] == "two"
+    run(fleet, "replay", "--check")
+
+
+def test_a_revert_whose_document_moved_before_the_merge_is_refused_by_the_merge(fleet: Fleet) -> None:
+    import subprocess
+
+    from fleet import canonical
+
+    d = fleet.delta("ada", Op("set", "agents", "ada", ("bio",), "one"))
+    merged(fleet, d)
+    run(fleet, "revert", d["id"])
+    edited = {**doc(fleet, "state/agents/ada.json"), "bio": "by hand"}
+    (fleet.path / "state/agents/ada.json").write_bytes(canonical.dumps(edited))
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "edit"], cwd=fleet.path,
+                   check=True)
+    m = run(fleet, "merge")
+    assert f"revert of {d['id']} refused: state/agents/ada.json changed since `fleet revert` looked at it" in m.stdout
+    assert doc(fleet, "state/agents/ada.json")["bio"] == "by hand"
+    rec = json.loads(fleet.read("state/ledger/2/_reverts.jsonl"))
+    assert rec["status"] == "refused" and "state/resolutions/revert-" not in "".join(
+        fleet.git.ls_tree("refs/heads/main", "state/"))
     run(fleet, "replay", "--check")
 
 
