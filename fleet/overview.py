@@ -186,7 +186,7 @@ def _conflicts(repo: FleetRepo, snap: GitSnapshot) -> list[dict[str, Any]]:
             "decided": f"{RESOLUTION_DIR}/{c.id}.json" in pending,
             "decide": f"fleet resolve {c.id} --choose {latest}",
             "pr_branch": branch,
-            "pr_url": (f"https://github.com/{github}/pulls?q=is%3Apr+head%3A{branch}"
+            "pr_url": (f"{github[0]}/{github[1]}/pulls?q=is%3Apr+head%3A{branch}"
                        if github and branch else None),
         })
     return sorted(out, key=lambda c: (c["opened_tick"], c["id"]))
@@ -194,7 +194,7 @@ def _conflicts(repo: FleetRepo, snap: GitSnapshot) -> list[dict[str, Any]]:
 
 def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
     """A person's decisions on main that the next merge applies: conflicts decided, reverts asked for."""
-    out = []
+    out: list[dict[str, Any]] = []
     for p, data in snap.read_many(snap.under(RESOLUTION_DIR)).items():
         try:
             r = canonical.load(data or b"", p)
@@ -208,13 +208,21 @@ def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
     return out
 
 
-def _github_repo(repo: FleetRepo) -> str | None:
-    """owner/name when the fleet's main lives on github.com."""
+def _github_repo(repo: FleetRepo) -> tuple[str, str] | None:
+    """(server, owner/name) when the fleet's main lives on github.com, or on
+    the server a GitHub Actions job names (GITHUB_SERVER_URL, GITHUB_REPOSITORY)."""
+    import os
+
     url = repo.remote or ""
     if url and "/" not in url and ":" not in url:  # a remote's name
         url = repo.git.proc("config", "--get", f"remote.{url}.url").stdout.decode().strip()
     m = _GITHUB.match(url)
-    return m.group(1) if m else None
+    if m:
+        return "https://github.com", m.group(1)
+    named = os.environ.get("GITHUB_REPOSITORY", "")
+    if re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", named):
+        return os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/"), named
+    return None
 
 
 def _quarantine(snap: GitSnapshot) -> list[dict[str, Any]]:

@@ -155,3 +155,16 @@ def test_github_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     s = GitHubSettings.from_env({"GITHUB_REPOSITORY": "a/b", "GH_TOKEN": "tok-12345678",
                                  "GITHUB_API_URL": "http://127.0.0.1:1"})
     assert (s.repository, s.token, s.api_url) == ("a/b", "tok-12345678", "http://127.0.0.1:1")
+
+
+def test_status_links_each_open_conflict_to_its_pull_request(gh: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.overview import overview
+
+    fleet, bare, api, settings = gh
+    push_origin(fleet, bare, *rival_titles(fleet, 1, "First", "Second"))
+    [opened] = merge(fleet.path, remote=str(bare), github=settings).pulls["opened"]
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/fleet")
+    [c] = overview(fleet.path, str(bare))["open_conflicts"]
+    assert c["pr_branch"] == opened["branch"]
+    assert c["pr_url"] == f"https://github.com/acme/fleet/pulls?q=is%3Apr+head%3A{opened['branch']}"
+    assert c["decide"].startswith(f"fleet resolve {opened['conflict']} --choose t1-w2-")
