@@ -173,3 +173,38 @@ def test_fleet_run_says_it_applied_a_decision_from_your_main(fleet: Fleet) -> No
     t = data["ticks"][0]
     assert data["applied"] + data["noop"] + data["held_deltas"] > 0 and data["tokens"] > 0
     assert set(t) >= {"applied", "noop", "held_deltas", "quarantined", "held", "resolved", "tokens", "cost_usd"}
+
+
+def test_resolve_racing_merges_on_one_remote_is_applied_once(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """A decision and merges pushed at once from other clones: the compare-and-swap
+    lets each land on the main it read; the decision is applied exactly once, every
+    delta too, and the history replays."""
+    import sys
+
+    fleet, bare = origin_fleet
+    push_to(fleet, Git(bare), *[fleet.delta("ada", Op("set", "posts", "ada-1", TITLE, v), worker=f"w{i}")
+                                for i, v in enumerate(("One", "Two"))])
+    [cid] = json.loads(run(fleet, "merge", "--json").stdout)["held"]
+    clones = []
+    for name in ("a", "b", "c"):
+        subprocess.run(["git", "clone", "-q", str(bare), str(tmp_path / name)], check=True)
+        clones.append(tmp_path / name)
+    scores = [fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2, worker=w)
+              for w in ("w8", "w9")]
+    push_to(fleet, Git(bare), *scores)
+    procs = [subprocess.Popen([sys.executable, "-m", "fleet", "resolve", cid, "--value", '"Decided"'], cwd=clones[0],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+             *[subprocess.Popen([sys.executable, "-m", "fleet", "merge"], cwd=c, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for c in clones[1:]]]
+    results = [(p.wait(), p.stderr.read().decode()) for p in procs]
+    assert results[0][0] == 0, results[0][1]
+    assert all(code in (0, 3) for code, _ in results[1:]), results  # 3: the other merge took the deltas
+    while fleet.fleet("merge").exit_code == 0:  # what is left: the decision, or deltas
+        pass
+    origin = Git(bare)
+    doc = json.loads(origin.show("refs/heads/main", "state/posts/ada-1.json") or b"")
+    assert doc["title"] == "Decided" and doc["score"] == 2
+    assert f"state/conflicts/{cid}.json" not in origin.ls_tree("refs/heads/main", "state/")
+    decided = origin.text("log", "--format=%B", "refs/heads/main").count("Fleet-Resolved: 1")
+    assert decided == 1
+    run(fleet, "replay", "--check")
