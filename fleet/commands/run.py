@@ -99,6 +99,7 @@ class RunReport:
             "applied": sum(t.applied for t in self.ticks),
             "noop": sum(t.noop for t in self.ticks),
             "held_deltas": sum(t.held_deltas for t in self.ticks),
+            "merged": sum(t.applied + t.noop + t.held_deltas for t in self.ticks),  # every delta in the ledger
             "quarantined": sum(t.quarantined for t in self.ticks),
             "held": sum(t.held for t in self.ticks),
             "resolved": [c for t in self.ticks for c in t.resolved],
