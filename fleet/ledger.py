@@ -17,7 +17,7 @@ from fleet.config import Limits
 from fleet.delta import Arrival, Delta, file_path, from_body
 from fleet.git import Git
 from fleet.resolve import RECORDS, REVERTS, outside_of
-from fleet.state import LEDGER_DIR, QUARANTINE_DIR
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR
 
 TRAILER_TICK = "Fleet-Tick"
 # The trailers a tick commit ends with (fleet.commands.merge.message), in order.
@@ -83,3 +83,21 @@ def tick_inputs(git: Git, parent: str, commit: str, limits: Limits) -> TickInput
             else:
                 quarantined.append(body)
     return TickInputs(applied, quarantined, outside_of(decisions), decisions, reverts)
+
+
+def held_in(git: Git, parent: str, commit: str) -> dict[str, list[str]]:
+    """Delta id -> the conflicts that tick commit ``commit`` opened or joined with its changes."""
+    from fleet.errors import FleetError
+    from fleet.records import Conflict
+
+    out: dict[str, list[str]] = {}
+    rows = [r for r in git.changed(parent, commit, [CONFLICT_DIR + "/"]) if r[1] != "0" * 40]
+    blobs = git.cat_blobs([new for _, new, _ in rows])
+    for _, new, path in rows:
+        try:
+            c = Conflict.parse(blobs[new], path)
+        except FleetError:
+            continue  # a hand-edited conflict file: status and replay name it
+        for x in c.candidates:
+            out.setdefault(x["delta"], []).append(f"{c.where} held in conflict {c.id} (since tick {c.opened_tick})")
+    return out

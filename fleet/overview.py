@@ -13,8 +13,10 @@ outside the merge engine.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from fleet.clock import due_now
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.installed import carried
-from fleet.ledger import tick_of
+from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
 from fleet.outside import recent
 from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
@@ -81,10 +83,9 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     age = None
     if merged_utc:
         age = max(0, int((at - _dt.datetime.fromisoformat(merged_utc)).total_seconds()))
-    last_models = sorted({f"{d['meta'].get('provider') or '?'} {d['meta'].get('model') or '?'}"[:120]
-                          for ds in recent_deltas.values() for d in ds
-                          if d.get("tick") == fleet["tick"] and isinstance(d.get("meta"), dict)
-                          and (d["meta"].get("provider") or d["meta"].get("model"))})
+    last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
+    last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
+                          for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
     return {
         "tick": fleet["tick"],
         "main": head,
@@ -99,7 +100,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         "recent_quarantine": _quarantine(snap)[-QUARANTINE_SHOWN:],
         "last": fleet["last"],
         "totals": fleet["totals"],
-        "deltas": _split(snap, recent_deltas, fleet["tick"], fleet["last"]),
+        "deltas": _split(repo, merged[0] if merged else None, last_tick, fleet["last"]),
         "tasks": tasks,
         "escalated": escalated,
         "workers": workers,
@@ -144,22 +145,23 @@ def _brief(d: dict[str, Any]) -> dict[str, Any]:
             "ops": len(d.get("ops") or [])}
 
 
-def _split(snap: GitSnapshot, window: dict[str, list[dict[str, Any]]], tick: int,
-           last: dict[str, Any]) -> dict[str, int]:
-    """The last tick's deltas, each counted once: changed something (applied),
-    an explicit empty delta (noop), a change held for a person (held), or
-    quarantined. ``conflicts`` is how many conflicts they opened or joined."""
-    held_ids: set[Any] = set()
-    for data in snap.read_many(snap.under(CONFLICT_DIR)).values():
-        try:
-            held_ids.update(c.get("delta") for c in canonical.load(data or b"", CONFLICT_DIR)["candidates"])
-        except (FleetError, KeyError, TypeError):
-            continue  # an unreadable conflict file is reported where conflicts are listed
-    mine = [d for ds in window.values() for d in ds if d.get("tick") == tick]
-    noop = sum(1 for d in mine if not d.get("ops"))
-    held = sum(1 for d in mine if d.get("ops") and d.get("id") in held_ids)
-    return {"applied": len(mine) - noop - held, "noop": noop, "held": held,
-            "quarantined": int(last.get("quarantined", 0)), "conflicts": int(last.get("held", 0)),
+def _last_tick(repo: FleetRepo, commit: str | None, cfg: Any) -> TickInputs:
+    """What the newest tick commit applied and quarantined (nothing before the first tick)."""
+    if commit is None:
+        return TickInputs([], [], [])
+    parent = repo.git.text("rev-parse", f"{commit}^")
+    return tick_inputs(repo.git, parent, commit, dataclasses.replace(cfg.limits, max_ops=sys.maxsize))
+
+
+def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[str, Any]) -> dict[str, int]:
+    """The last tick's deltas, each counted once: every change took effect
+    (applied), an explicit empty delta (noop), a change held for a person
+    (held), or quarantined. ``conflicts``: how many conflicts they opened or joined."""
+    held_ids = held_in(repo.git, repo.git.text("rev-parse", f"{commit}^"), commit) if commit else {}
+    noop = sum(1 for d in inputs.applied if not d.ops)
+    held = sum(1 for d in inputs.applied if d.ops and d.id in held_ids)
+    return {"applied": len(inputs.applied) - noop - held, "noop": noop, "held": held,
+            "quarantined": len(inputs.quarantined), "conflicts": int(last.get("held", 0)),
             "resolved": int(last.get("resolved", 0))}
 
 

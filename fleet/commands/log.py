@@ -22,9 +22,8 @@ from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
-from fleet.ledger import TickInputs, tick_inputs, tick_of
+from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
 from fleet.outside import describe
-from fleet.records import Conflict
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR
 
@@ -108,7 +107,7 @@ def log(
             ops = [f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops]
             why = "" if ops else str(d.meta.get("noop") or d.meta.get("error") or "")  # an explicit no-op says why
             if held is None:
-                held = _held(git, parents[0], commit)
+                held = held_in(git, parents[0], commit)
             status = "noop" if not ops else "held" if d.id in held else "applied"
             if status == "held":
                 why = "; ".join(held[d.id])
@@ -246,7 +245,7 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
     d = found.delta
     out.update(agent=d.agent, worker=d.worker, utc=d.utc, delta_tick=d.tick, meta_error=d.meta.get("error"),
                ops=[f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops])
-    held = _held(git, found.parent, found.commit).get(d.id, [])
+    held = held_in(git, found.parent, found.commit).get(d.id, [])
     if not d.ops:
         out.update(status="noop", reason=str(d.meta.get("noop") or d.meta.get("error") or "no reason given"))
     elif held:
@@ -257,21 +256,6 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
     out["duplicates"] = "a copy arriving again is dropped as a duplicate: the ledger has it"
     if found.reverted is not None:
         out["reverted"] = {"tick": found.reverted["in_tick"], "by": found.reverted.get("by")}
-    return out
-
-
-def _held(git: Git, parent: str, commit: str) -> dict[str, list[str]]:
-    """Delta id -> the conflicts that ``commit`` opened or joined with its changes."""
-    out: dict[str, list[str]] = {}
-    rows = [r for r in git.changed(parent, commit, [CONFLICT_DIR + "/"]) if r[1] != "0" * 40]
-    blobs = git.cat_blobs([new for _, new, _ in rows])
-    for _, new, path in rows:
-        try:
-            c = Conflict.parse(blobs[new], path)
-        except FleetError:
-            continue  # a hand-edited conflict file: status and replay name it
-        for x in c.candidates:
-            out.setdefault(x["delta"], []).append(f"{c.where} held in conflict {c.id} (since tick {c.opened_tick})")
     return out
 
 

@@ -135,6 +135,8 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     )
     # the decisions applied before the deltas: their documents, unless the tick wrote them again
     changed += sum(1 for p in decided.writes if p not in writes)
+    changed += sum(1 for r in decided.reverts if r["status"] == "applied" for p in r["docs"]
+                   if p not in decided.writes and p not in writes)  # documents a revert removed
     writes = {**decided.writes, **writes}
     deletes = sorted((set(deletes) | set(decided.deletes)) - set(writes))
     mine = {d.id for d in applied if d.ops}  # candidates from earlier ticks were counted then

@@ -184,3 +184,14 @@ def test_status_lists_decisions_and_reverts_waiting_for_the_merge(fleet: Fleet) 
     s = json.loads(run(fleet, "status", "--json").stdout)
     assert [(p["kind"], p["what"]) for p in s["pending_decisions"]] == [("revert", f"revert of {d['id']}")]
     assert f"waiting for the next merge: revert of {d['id']}" in run(fleet, "status").stdout
+
+
+def test_the_last_ticks_counts_include_its_late_deltas(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2),
+               fleet.delta("eli", Op("incr", "posts", "ada-1", ("score",), 1), tick=1, worker="slow"),
+               fleet.delta("dara", meta={"noop": "quiet"}, tick=2, worker="w2"))
+    run(fleet, "merge")
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert s["deltas"] == {"applied": 2, "noop": 1, "held": 0, "quarantined": 0, "conflicts": 0, "resolved": 0}
