@@ -86,7 +86,33 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
     last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
                           for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
+    conflicts = _conflicts(repo, snap)
+    quarantine = _quarantine(snap)
+    stalled = stall(repo, cfg, tick, at)
+    outside_json = [oc.to_json() for oc in outside]
+    needs = []  # what a person should look at, in one list
+    undecided = [c for c in conflicts if not c["decided"]]
+    if undecided:
+        needs.append(f"{len(undecided)} open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, "
+                     "or their pull requests)")
+    if quarantine:
+        needs.append(f"{len(quarantine)} quarantined delta(s) in the last {cfg.limits.window} ticks: read why "
+                     "(`fleet log --delta ID`)")
+    if escalated:
+        needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
+    dead = [w["worker"] for w in workers if w["status"] == "dead"]
+    if dead:
+        needs.append(f"dead worker(s): {', '.join(dead)}")
+    if stalled:
+        needs.append(stalled)
+    refused = [r for oc in outside_json for r in oc["refused"]]
+    if refused:
+        needs.append(f"{len(refused)} change(s) on main that fleet refuses: fix or revert them")
+    stop = spent.stop()
+    if stop is not None:
+        needs.append(f"a budget is spent: {stop.why()}")
     return {
+        "needs_you": needs,
         "tick": fleet["tick"],
         "main": head,
         "merged_utc": merged_utc,
@@ -95,18 +121,18 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         "provider": {"configured": cfg.run.provider, "last_tick": last_models},
         "agents": len(cfg.agents),
         "pending_branches": [s.branch for s in repo.sources()],
-        "open_conflicts": _conflicts(repo, snap),
+        "open_conflicts": conflicts,
         "pending_decisions": _pending(snap),
-        "recent_quarantine": _quarantine(snap)[-QUARANTINE_SHOWN:],
+        "recent_quarantine": quarantine[-QUARANTINE_SHOWN:],
         "last": fleet["last"],
         "totals": fleet["totals"],
         "deltas": _split(repo, merged[0] if merged else None, last_tick, fleet["last"]),
         "tasks": tasks,
         "escalated": escalated,
         "workers": workers,
-        "stalled": stall(repo, cfg, tick, at),
+        "stalled": stalled,
         # Main has one writer: a person's commit of the last window ticks is named, never silent.
-        "outside": [oc.to_json() for oc in outside],
+        "outside": outside_json,
         "last_utc": fleet.get("last_utc"),
         "fleet": carried(repo.git, head),
         "budgets": spent.to_json(),

@@ -114,6 +114,7 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
                        f"outside the merge engine: {files}{more}")
             for why in oc["refused"]:
                 click.echo(f"warning: refused: {why}; fix or revert it on main (`fleet replay --check` fails until then)")
+        click.echo("needs you: " + ("; ".join(s["needs_you"]) or "nothing"))
         f = s["fleet"]
         if f["carried"] is not None and not f["same"]:
             edited = " with source that differs from it" if f["carried"] == f["installed"] else ""

@@ -14,6 +14,7 @@ from fleet.delta import Op
 def test_status_of_a_new_fleet(fleet: Fleet) -> None:
     s = json.loads(run(fleet, "status", "--json").stdout)
     assert s["tick"] == 0 and s["main"] == fleet.main() and s["remote"] is None
+    assert s["needs_you"] == [] and "needs you: nothing" in run(fleet, "status").stdout
     assert s["open_conflicts"] == [] and s["pending_branches"] == [] and s["recent_quarantine"] == []
     assert s["agents"] == 6
     r = run(fleet, "status")
@@ -57,6 +58,10 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert "last tick: 0 applied, 0 no-op, 2 held (1 conflict(s) opened or joined), 1 quarantined" in out
     assert f"decide: {c['decide']} (or --choose base, or --value JSON)" in out
     assert f"tick 1 deltas/w3/s1/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
+    assert s["needs_you"][:2] == [
+        "1 open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, or their pull requests)",
+        "1 quarantined delta(s) in the last 8 ticks: read why (`fleet log --delta ID`)"]
+    assert "needs you: 1 open conflict(s) to decide" in out
 
 
 def test_status_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
