@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,7 @@ def find(git: Git, head: str, delta_id: str, snap: GitSnapshot) -> Found | None:
     return found
 
 
-def plan(git: Git, head: str, delta_id: str, by: str, pending: list[str] = ()) -> tuple[str, dict[str, Any]]:
+def plan(git: Git, head: str, delta_id: str, by: str, pending: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
     """The revert file that undoes ``delta_id`` on main at ``head``, or a
     FleetError saying why not (naming the later changes that built on it).
     ``pending``: the delta ids waiting on worker branches, for the message."""

@@ -67,8 +67,8 @@ def log(
     held_spec: list[str] = []
     target: tuple[str, str] | None = None
     if doc:
-        d = doc.removeprefix("state/").removesuffix(".json")
-        coll, _, doc_id = d.partition("/")
+        name = doc.removeprefix("state/").removesuffix(".json")
+        coll, _, doc_id = name.partition("/")
         if coll not in cfg.collections or not doc_id:
             raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                              f"(collections: {', '.join(cfg.collections)})")
