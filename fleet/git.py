@@ -240,6 +240,34 @@ class Git:
             rows.append((parts[2].decode(), parts[3].decode(), os.fsdecode(fields[i + 1])))
         return rows
 
+    def changed_many(self, pairs: list[tuple[str, str]],
+                     prefixes: list[str]) -> list[list[tuple[str, str, str]]]:
+        """``changed`` for many (old tree, new tree) pairs with one ``diff-tree
+        --stdin`` process: for each pair, (old blob or zeros, new blob or zeros,
+        path) of the blobs under ``prefixes`` that differ."""
+        unique = list(dict.fromkeys(pairs))
+        if not unique:
+            return [[] for _ in pairs]
+        data = "".join(f"{a} {b}\n" for a, b in unique).encode()
+        out = self.run("diff-tree", "--stdin", "-r", "-z", "--no-renames", "--", *prefixes, input=data)
+        index = {f"{a} {b}": i for i, (a, b) in enumerate(unique)}
+        per: list[list[tuple[str, str, str]]] = [[] for _ in unique]
+        fields = out.split(b"\0")
+        current, i = -1, 0
+        while i < len(fields):
+            f = fields[i]
+            if not f:
+                i += 1
+            elif f.startswith(b":"):
+                parts = f[1:].split(b" ")
+                per[current].append((parts[2].decode(), parts[3].decode(), os.fsdecode(fields[i + 1])))
+                i += 2
+            else:  # the echoed "<tree> <tree>" line, ending in a newline
+                line, _, rest = f.partition(b"\n")
+                current = index[line.decode()]
+                fields[i] = rest
+        return [per[index[f"{a} {b}"]] for a, b in pairs]
+
     def special_entries(self, old: str, new: str, prefixes: list[str]) -> list[tuple[str, str]]:
         """(path, mode) of what ``old..new`` added under ``prefixes`` that is not a
         regular file: a symbolic link (120000) or a submodule (160000)."""

@@ -31,11 +31,14 @@ from fleet.keys import redact
 # Name -> the one-line help `fleet --help` lists, so listing imports no command.
 # Each module fleet.commands.<name> defines `<name>_command`; tests check the two agree.
 COMMANDS: dict[str, str] = {
+    "dispatch": "Pass a chain of dispatched runs on: dispatch the next run of the tick workflow, which waits "
+                "in turn.",
     "init": "Create a new fleet repository in DIRECTORY with the example world.",
     "log": "Which deltas changed DOC (collection/id), by whom, newest first.",
     "merge": "Apply pending deltas to main: validate, commit one tick, publish.",
     "plan": "The workers and agents of the next tick, as JSON for a workflow's fromJSON.",
     "replay": "Rebuild state from genesis and the ledger (into refs/fleet/replay).",
+    "report": "A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.",
     "resolve": "Decide a held conflict without GitHub: the next fleet merge applies it.",
     "revert": "Undo one delta with a compensating change at the next merge, or say which later deltas built on it.",
     "run": "The whole loop on one machine: W workers in parallel, then the merge, tick after tick.",

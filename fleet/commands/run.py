@@ -368,9 +368,11 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from fleet.progress import wanted
+
     console = Console(stderr=as_json, highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[bold]fleet run"), BarColumn(), TextColumn("{task.completed}/{task.total} ticks"),
-                        TimeElapsedColumn(), console=console, transient=True)
+                        TimeElapsedColumn(), console=console, transient=True, disable=not wanted(as_json))
 
     def started(r: RunReport) -> None:
         if r.created_origin:

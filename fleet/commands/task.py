@@ -15,6 +15,7 @@ from fleet import canonical, overlap, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
+from fleet.progress import Progress
 from fleet.repo import FleetRepo
 from fleet.store import now
 from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
@@ -300,7 +301,8 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
         if any(v is not None for v in (body, priority, target, task_id)) or deps or paths:
             raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --path, --for and "
                              "--id are for a single TITLE")
-        items = read_items(_under(directory, file))
+        with Progress(f"task add: reading {file}", as_json=as_json):  # a spinner on a terminal: files can be big
+            items = read_items(_under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
         for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
@@ -316,7 +318,8 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
                     raise UsageError(f"--path {p[:60]!r}: {e}") from None
             item["paths"] = list(paths)
         items = [(item, "add")]
-    r = add(directory, items, remote=remote, dry_run=dry_run)
+    with Progress(f"task add: checking and pushing {len(items)} task(s)", as_json=as_json or file is None):
+        r = add(directory, items, remote=remote, dry_run=dry_run)
 
     def text() -> None:
         for i in r["added"]:

@@ -1,0 +1,53 @@
+"""`fleet report --out DIR`: the fleet's history as a static HTML page (fleet.report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fleet import report as report_mod
+from fleet import summary
+from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.errors import UsageError
+from fleet.progress import Progress
+
+
+def report(path: Path, out: Path, ticks: int | None = 500, remote: str | None = None,
+           as_json: bool = False) -> report_mod.Written:
+    """Read the fleet's history and write ``out/index.html``; a progress bar on a terminal."""
+    if ticks is not None and ticks < 1:
+        raise UsageError("--ticks: must be 1 or more (0: every tick)")
+    with Progress("report", total=len(report_mod.STEPS), as_json=as_json) as bar:
+        data = report_mod.collect(path, remote, ticks, step=lambda name: bar.advance(0, f"reading {name}"))
+        bar.advance(len(report_mod.STEPS) - 1, "writing the page")
+        written = report_mod.write(out, data)
+        bar.advance(1)
+    return written
+
+
+@click.command("report")
+@dir_option
+@json_option
+@remote_option
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder to write index.html into (made if missing): serve it anywhere, e.g. GitHub Pages.")
+@click.option("--ticks", "ticks", type=int, default=500, show_default=True,
+              help="Chart the newest N ticks (0: every tick). Totals are always the fleet's whole life.")
+def report_command(directory: Path, as_json: bool, remote: str | None, out: Path, ticks: int) -> None:
+    """A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.
+
+    Deltas, conflicts, quarantines, tokens and cost per tick, each agent's
+    activity, workers' health and the task queue, in one index.html that
+    needs no server (GitHub Pages serves it as it is)."""
+    w = report(directory, out, None if ticks == 0 else ticks, remote, as_json)
+    summary.table("fleet report", {"ticks": f"{w.first_tick} to {w.last_tick}" if w.ticks else "none",
+                                   "agents": w.agents, "workers": w.workers, "tasks": w.tasks,
+                                   "page": f"{w.bytes // 1024:,} KiB"})
+
+    def text() -> None:
+        span = f"ticks {w.first_tick} to {w.last_tick}" if w.ticks else "no ticks yet"
+        click.echo(f"report: {span}, {w.agents} agents, {w.workers} workers, {w.tasks} tasks -> {w.index} "
+                   f"({w.bytes // 1024:,} KiB)")
+
+    emit(w.to_json(), as_json, text)
