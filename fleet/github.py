@@ -213,7 +213,9 @@ class ConflictPRs(_Client):
             issue = self.pulls().get(episode(c))
             body = _body(c)
             if issue is not None and issue.state == "open":
-                if (issue.body or "").strip() != body.strip():
+                # A new candidate joined: the default the reviewer merges unedited moves with it (issue 14).
+                refreshed = _refresh_default(fleet, BRANCH_PREFIX + episode(c), c)
+                if (issue.body or "").strip() != body.strip() or refreshed:
                     self._call(issue.edit, body=body)  # a PATCH: PyGithub does not retry it, _call does
                     report.updated.append({"conflict": cid, "number": issue.number})
                 else:
@@ -275,9 +277,45 @@ def _default_choice(c: Conflict) -> dict[str, Any]:
     return {"choose": "base"}
 
 
+DEFAULT_BY = "the reviewer of this pull request"
+
+
+def _refresh_default(fleet: FleetRepo, branch: str, c: Conflict) -> bool:
+    """Point the resolution file on the pull request's branch at the latest
+    candidate again, if fleet wrote it and nobody edited it since: a reviewer
+    who merges it unedited gets the value the README promises, never an older
+    one. A branch a person committed to is theirs and is left alone. True if
+    the branch moved."""
+    from fleet.git import FLEET_IDENT
+    from fleet.repo import TRACKING
+
+    ref = (TRACKING if fleet.remote else "refs/heads/") + branch
+    tip = fleet.git.rev_parse(ref)
+    if tip is None:
+        return False
+    path = f"{RESOLUTION_DIR}/{c.id}.json"
+    author = fleet.git.text("log", "-1", "--format=%an <%ae>", tip)
+    try:
+        current = canonical.load(fleet.git.show(tip, path) or b"", path)
+    except FleetError:
+        return False  # edited into something else: the reviewer's to fix
+    if author != f"{FLEET_IDENT[0]} <{FLEET_IDENT[1]}>" or not isinstance(current, dict) \
+            or set(current) != {"conflict", "choose", "by"} or current.get("by") != DEFAULT_BY:
+        return False
+    decision = {"conflict": c.id, **_default_choice(c), "by": DEFAULT_BY}
+    if current == decision:
+        return False
+    commit = fleet.git.write_commit(tip, f"fleet: the default is the latest candidate of {c.id}\n",
+                                    {path: canonical.dumps(decision)}, [])
+    result = fleet.git.push(fleet.remote or ".", [RefUpdate(f"refs/heads/{branch}", commit, tip)])
+    if result.outcome == "refused":
+        raise FleetError(f"push of {branch} failed: {result.reason}")
+    return result.outcome == "won"
+
+
 def _push_branch(fleet: FleetRepo, head: str, branch: str, c: Conflict) -> None:
     """A branch off main whose one change is the resolution file with the default choice."""
-    decision = {"conflict": c.id, **_default_choice(c), "by": "the reviewer of this pull request"}
+    decision = {"conflict": c.id, **_default_choice(c), "by": DEFAULT_BY}
     commit = fleet.git.write_commit(head, f"fleet: decide {c.collection}/{c.doc} {printable('.'.join(c.path))}\n",
                                     {f"{RESOLUTION_DIR}/{c.id}.json": canonical.dumps(decision)}, [])
     target = fleet.remote or "."

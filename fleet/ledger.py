@@ -17,8 +17,8 @@ from fleet.config import Limits
 from fleet.delta import Arrival, Delta, file_path, from_body
 from fleet.git import Git
 from fleet.profile_merge import RECORDS as MEANINGS
-from fleet.resolve import RECORDS, outside_of
-from fleet.state import LEDGER_DIR, QUARANTINE_DIR
+from fleet.resolve import RECORDS, REVERTS, outside_of
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR
 
 TRAILER_TICK = "Fleet-Tick"
 # The trailers a tick commit ends with (fleet.commands.merge.message), in order.
@@ -49,6 +49,8 @@ class TickInputs:
     quarantined: list[dict[str, Any]]
     outside: list[dict[str, Any]]  # fallback decisions the merge was handed
     meanings: list[dict[str, Any]] = field(default_factory=list)  # the model's merges (fleet.profile_merge)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # every decision on a conflict it applied
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # reverts it applied or refused
 
 
 def _new_lines(git: Git, rows: list[tuple[str, str, str]]) -> dict[str, list[bytes]]:
@@ -71,6 +73,7 @@ def tick_inputs(git: Git, parent: str, commit: str, limits: Limits) -> TickInput
     quarantined: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     meanings: list[dict[str, Any]] = []
+    reverts: list[dict[str, Any]] = []
     for path, lines in _new_lines(git, rows).items():
         for line in lines:
             body = canonical.load(line, path)
@@ -78,8 +81,28 @@ def tick_inputs(git: Git, parent: str, commit: str, limits: Limits) -> TickInput
                 decisions.append(body)
             elif path.endswith("/" + MEANINGS):
                 meanings.append(body)
+            elif path.endswith("/" + REVERTS):
+                reverts.append(body)
             elif path.startswith(LEDGER_DIR + "/"):
                 applied.append(from_body(body, Arrival("ledger", file_path(body), line), limits))
             else:
                 quarantined.append(body)
-    return TickInputs(applied, quarantined, outside_of(decisions), meanings)
+    return TickInputs(applied, quarantined, outside_of(decisions), meanings, decisions, reverts)
+
+
+def held_in(git: Git, parent: str, commit: str) -> dict[str, list[str]]:
+    """Delta id -> the conflicts that tick commit ``commit`` opened or joined with its changes."""
+    from fleet.errors import FleetError
+    from fleet.records import Conflict
+
+    out: dict[str, list[str]] = {}
+    rows = [r for r in git.changed(parent, commit, [CONFLICT_DIR + "/"]) if r[1] != "0" * 40]
+    blobs = git.cat_blobs([new for _, new, _ in rows])
+    for _, new, path in rows:
+        try:
+            c = Conflict.parse(blobs[new], path)
+        except FleetError:
+            continue  # a hand-edited conflict file: status and replay name it
+        for x in c.candidates:
+            out.setdefault(x["delta"], []).append(f"{c.where} held in conflict {c.id} (since tick {c.opened_tick})")
+    return out

@@ -40,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "plan": "The workers and agents of the next tick, as JSON for a workflow's fromJSON.",
     "replay": "Rebuild state from genesis and the ledger (into refs/fleet/replay).",
     "report": "A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.",
+    "resolve": "Decide a held conflict without GitHub: the next fleet merge applies it.",
+    "revert": "Undo one delta with a compensating change at the next merge, or say which later deltas built on it.",
     "run": "The whole loop on one machine: W workers in parallel, then the merge, tick after tick.",
     "status": "The merged tick, workers' health, open conflicts, tasks by state, tokens and cost.",
     "task": "The task queue on the fleet/tasks branch: every change is a compare-and-swap push.",

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fleet.checks import check_in, touches_world, world_problems
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
-from fleet.git import Git
+from fleet.git import Git, RefUpdate
 from fleet.ledger import tick_of
+from fleet.repo import TRACKING
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
 
 WATCHED = ["state/", "schemas/"]
@@ -242,3 +244,61 @@ def _checked_file(path: str) -> bool:
     """The files ``fleet validate`` checks: everything under state/, schemas/*.json."""
     parts = path.split("/")
     return parts[0] == "state" or (parts[0] == "schemas" and len(parts) == 2 and path.endswith(".json"))
+
+
+def bring_in_local_main(root: Path | str, url: str, fleet_main: str) -> str | None:
+    """Commits a person made on their own main (a config or schema change)
+    since the embedded origin was seeded: the fleet's main must not ignore them.
+
+    The fleet's state is in ``refs/fleet/origin/main`` of this repository. If
+    your main is behind it, nothing is to do. If it is ahead (you committed on
+    top of the fleet's main), your commits are checked (``fleet.outside``:
+    valid state, nothing that only the merge engine may write) and become the
+    fleet's main, as a merged pull request would; the next tick works under
+    them; a commit that fails the check is named and nothing is adopted. If
+    the two diverged, nothing is moved and the message says how to put yours
+    on top.
+    """
+    git = Git(root)
+    local = git.rev_parse("refs/heads/main")
+    if local is None or local == fleet_main:
+        return None
+    git.run("fetch", "--quiet", "--no-tags", "--refmap=", url, f"+refs/heads/main:{TRACKING}main")
+    ancestor = lambda a, b: git.proc("merge-base", "--is-ancestor", a, b).returncode == 0  # noqa: E731
+    if ancestor(local, fleet_main):
+        return None  # the usual case: the fleet has merged ticks since; your main has nothing new
+    ours = int(git.text("rev-list", "--count", f"{fleet_main}..{local}"))
+    if not ancestor(fleet_main, local):
+        theirs = int(git.text("rev-list", "--count", f"{local}..{fleet_main}"))
+        raise FleetError(
+            f"your main has {ours} commit(s) the fleet's main lacks, and the fleet has {theirs} commit(s) "
+            f"(merged ticks) since: put yours on top with `git rebase {TRACKING}main main`, then run again "
+            f"(the fleet's state is {TRACKING}main; `git log {TRACKING}main` shows its ticks)")
+    check_adoption(git, fleet_main, local)  # nothing unchecked becomes the fleet's main
+    result = git.push(url, [RefUpdate("refs/heads/main", local, fleet_main)])
+    if result.outcome != "won":
+        raise FleetError(f"could not hand your main to the fleet: {result.reason}")
+    git.proc("update-ref", f"{TRACKING}main", local)
+    return f"your main's {ours} new commit(s) are now the fleet's main; the next tick works under them"
+
+
+def adopt_local_main(path: Path | str, remote: str | None) -> str | None:
+    """`fleet merge` in your repository, whose fleet lives in the embedded origin
+    that `fleet run` made: your commits on main (a decision in
+    ``state/resolutions/``, a config change) become the fleet's main first, as
+    `fleet run` would make them, so that this merge applies them and says so,
+    instead of finding nothing to do. None when there is nothing to bring in."""
+    from fleet.git import toplevel
+    from fleet.repo import EMBEDDED, embedded_origin
+
+    if remote is not None:
+        return None
+    root = toplevel(path)
+    git = Git(root)
+    if git.proc("config", "--get", "fleet.remote").stdout.decode().strip() != EMBEDDED:
+        return None
+    url = embedded_origin(root).as_uri()
+    if git.fetch_refs(url, f"+refs/heads/main:{TRACKING}main") is not None:
+        return None  # the merge's own fetch says what is wrong
+    fleet_main = git.rev_parse(f"{TRACKING}main")
+    return bring_in_local_main(root, url, fleet_main) if fleet_main else None

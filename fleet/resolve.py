@@ -23,6 +23,8 @@ from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
 
 RESOLUTION_DIR = "state/resolutions"
 RECORDS = "_resolutions.jsonl"  # in state/ledger/<tick>/; no worker id starts with "_"
+REVERTS = "_reverts.jsonl"  # reverts applied or refused, beside them
+REVERT_PREFIX = "revert-"  # state/resolutions/revert-<delta id>.json: a revert asked for by `fleet revert`
 BASE = "base"
 _MISSING = docpath.MISSING
 
@@ -32,6 +34,7 @@ class Resolved:
     writes: dict[str, bytes] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # one record per revert file: applied or refused
 
 
 def fallback(conflict_id: str, why: str) -> dict[str, Any]:
@@ -45,11 +48,16 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
     Returns the snapshot the tick's deltas then apply to, and what changed.
     """
     items: list[tuple[str | None, dict[str, Any]]] = []
+    reverts: list[tuple[str, dict[str, Any]]] = []
     for path, data in base.read_many(base.under(RESOLUTION_DIR)).items():
-        items.append((path, _checked(canonical.load(data or b"", path), path)))
+        body = _checked(canonical.load(data or b"", path), path)
+        if "revert" in body:
+            reverts.append((path, body))
+        else:
+            items.append((path, body))
     for r in outside:
         items.append((None, _checked(r, "a fallback resolution")))
-    if not items:
+    if not items and not reverts:
         return base, Resolved()
     done = Resolved()
     docs: dict[str, dict[str, Any] | None] = {}
@@ -91,7 +99,59 @@ def apply(base: Snapshot, outside: list[dict[str, Any]] = ()) -> tuple[Snapshot,
     for dpath, doc in docs.items():
         if doc is not None:
             done.writes[dpath] = canonical.dumps(doc)
+    for path, r in sorted(reverts):  # after the conflicts' decisions, in the order of the delta ids
+        _revert(OverlaySnapshot(base, done.writes, done.deletes), path, r, done)
     return OverlaySnapshot(base, done.writes, done.deletes), done
+
+
+def _revert(snap: Snapshot, path: str, r: dict[str, Any], done: Resolved) -> None:
+    """Apply one revert file, all of it or nothing: each document must still be
+    the one `fleet revert` saw (``expect``) and its new content valid; else the
+    revert is refused with the reason. The file goes either way: it is decided."""
+    done.deletes.append(path)
+    rec: dict[str, Any] = {"revert": r["revert"], "tick": r["tick"], "docs": [d["path"] for d in r["docs"]],
+                           **({"by": r["by"]} if "by" in r else {})}
+    problem = None
+    new: dict[str, bytes | None] = {}
+    current = snap.read_many(d["path"] for d in r["docs"])
+    for d in r["docs"]:
+        dpath, doc = d["path"], d["doc"]
+        parts = dpath.split("/")
+        coll = snap.config.collections.get(parts[1])
+        doc_id = parts[-1].removesuffix(".json")
+        if coll is None or coll.doc_path(doc_id) != dpath:
+            problem = f"{dpath} is no document of a collection in state/config.json"
+            break
+        cur = current[dpath]
+        if (canonical.digest_line(cur) if cur is not None else None) != d["expect"]:
+            problem = (f"{dpath} changed since `fleet revert` looked at it; run `fleet revert {r['revert']}` again "
+                       "to see what built on it since")
+            break
+        if doc is not None:
+            if doc.get("id") != doc_id:
+                problem = f"{dpath}: its 'id' must be {doc_id!r}"
+                break
+            invalid = schemas.first_error(snap.validator(coll.name), doc)
+            if invalid:
+                problem = f"{dpath} would be invalid: {invalid} (schemas/{coll.schema})"
+                break
+        new[dpath] = None if doc is None else canonical.dumps(doc)
+    if problem is not None:
+        done.reverts.append({**rec, "status": "refused", "reason": problem})
+        return
+    for dpath, data in new.items():
+        if data is None:
+            done.writes.pop(dpath, None)
+            done.deletes.append(dpath)
+        else:
+            done.writes[dpath] = data
+            if dpath in done.deletes:
+                done.deletes.remove(dpath)
+    done.reverts.append({**rec, "status": "applied"})
+
+
+def reverts_path(tick: int) -> str:
+    return f"{LEDGER_DIR}/{tick}/{REVERTS}"
 
 
 def outside_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -137,3 +197,83 @@ def _decide(doc: dict[str, Any], c: Conflict, r: dict[str, Any], where: str) -> 
             parent.pop(path[-1], None)
     else:
         docpath.put(doc, path, canonical.clone(value))
+
+
+# -- a person's decision, made on this machine (`fleet resolve`) ------------------
+ATTEMPTS = 5
+
+
+@dataclass
+class Proposed:
+    """A person's file committed on the fleet's main for the next merge to apply."""
+
+    path: str
+    commit: str
+    body: dict[str, Any]
+    replaced: bool  # a pending decision of the same thing was replaced
+    remote: str | None
+
+
+def person(git: Any) -> str:
+    """Who is deciding: git's author identity here, as a commit by hand would have."""
+    p = git.proc("var", "GIT_AUTHOR_IDENT")
+    ident = p.stdout.decode(errors="replace").strip() if p.returncode == 0 else ""
+    return ident.rsplit(" ", 2)[0] if ident else "a person (no git identity set)"
+
+
+def propose(repo: Any, build: Any, subject: str) -> Proposed:
+    """Commit a person's file on the fleet's main, as merging a pull request would,
+    with a compare-and-swap: ``build(snapshot)`` checks what it decides against
+    main as it is now and returns (path, body). Main moving meanwhile is retried."""
+    from fleet.git import FLEET_IDENT
+
+    for _ in range(ATTEMPTS):
+        repo.fetch()
+        head = repo.main()
+        snap = repo.snapshot(head)
+        path, body = build(snap)
+        replaced = snap.read(path) is not None
+        tree_commit = repo.git.write_commit(head, subject, {path: canonical.dumps(body)}, [])
+        who = person(repo.git)
+        name, _, email = who.partition(" <")
+        ident = ["-c", f"author.name={name}", "-c", f"author.email={email.rstrip('>') or 'unknown'}",
+                 "-c", f"committer.name={FLEET_IDENT[0]}", "-c", f"committer.email={FLEET_IDENT[1]}"]
+        commit = repo.git.run(*ident, "commit-tree", repo.git.commit_tree(tree_commit), "-p", head,
+                              "-m", subject).decode().strip()
+        try:
+            published = repo.publish(commit, head)
+        except FleetError as e:  # a protected main: people decide through pull requests there
+            raise FleetError(f"{e}; where main takes no pushes from people, merge the conflict's pull request "
+                             f"(or one adding {path}) instead") from None
+        if published:
+            return Proposed(path, commit, body, replaced, repo.remote)
+    raise FleetError(f"the fleet's main kept moving: gave up after {ATTEMPTS} attempts; run the command again")
+
+
+def decision(snap: Snapshot, conflict_id: str, choose: str | None, value: Any, by: str) -> tuple[str, dict[str, Any]]:
+    """The resolution file deciding ``conflict_id`` on ``snap``, checked as the
+    merge will check it: the conflict is open, the candidate is one of its
+    own, and the document stays valid."""
+    from fleet.ids import is_safe_id, printable
+
+    cpath = f"{CONFLICT_DIR}/{conflict_id}.json"
+    raw = snap.read(cpath) if is_safe_id(conflict_id) else None
+    if raw is None:
+        open_ = [p.rsplit("/", 1)[1].removesuffix(".json") for p in snap.under(CONFLICT_DIR)]
+        listed = f"open: {', '.join(open_[:10])}" if open_ else "none is open"
+        raise FleetError(f"{printable(conflict_id, 100)}: no open conflict with this id on the fleet's main "
+                         f"(tick {snap.tick}; {listed}; `fleet status` lists them)")
+    c = Conflict.parse(raw, cpath)
+    body: dict[str, Any] = {"conflict": c.id}
+    if choose is not None:
+        ids = [x["delta"] for x in c.candidates]
+        if choose != BASE and choose not in ids:
+            raise FleetError(f"{printable(choose, 100)}: not a candidate of conflict {c.id} "
+                             f"(candidates: {', '.join(ids)}; or 'base', the value from before the conflict)")
+        body["choose"] = choose
+    else:
+        body["value"] = value
+    body["by"] = by
+    path = f"{RESOLUTION_DIR}/{c.id}.json"
+    apply(OverlaySnapshot(snap, {path: canonical.dumps(body)}, []))  # refuses what the merge would refuse
+    return path, body

@@ -103,7 +103,7 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     for args in (["validate"], ["replay", "--check"]):
         r = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=clone, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
-    assert "| agents | deltas | conflicts | quarantined | tokens | cost |" in log
+    assert "| agents | applied | no-op | held | conflicts | quarantined | tokens | cost |" in log
     assert "| due | how | every | slot | started | late | next due | spent today | left today |" in log
 
 

@@ -435,7 +435,8 @@ def test_fleet_work_turns_tool_calls_into_pushed_deltas(api: AnthropicAPI, tmp_p
     assert deltas["basil"]["ops"] == [] and deltas["basil"]["meta"]["noop"] == "answered without a tool call"
     m = fleet(repo, "merge", "--json", env=env(None, tmp_path, key=None))
     assert m.returncode == 0, m.stderr
-    assert json.loads(m.stdout)["applied"] == 6
+    merged = json.loads(m.stdout)
+    assert (merged["merged"], merged["noop"]) == (6, 1)  # basil's turn changed nothing, and is counted so
     assert json.loads(git.show("refs/heads/main", "state/posts/ada-t1-1.json") or b"")["title"] == "Deltas"
     assert json.loads(git.show("refs/heads/main", "state/agents/basil.json") or b"").get("bio") != "mine now"
     assert not any("no title" in (git.show("refs/heads/main", f) or b"").decode()
@@ -448,7 +449,7 @@ def test_fleet_run_with_anthropic_records_usage_in_status(api: AnthropicAPI, tmp
               env=env(api, tmp_path))
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
-    assert report["provider"] == "anthropic" and report["applied"] == 12
+    assert report["provider"] == "anthropic" and report["merged"] == 12
     ticks = by_tick(api.requests)
     assert sorted(ticks) == [1, 2]
     for t, seen in ticks.items():
@@ -643,7 +644,7 @@ def test_fleet_run_merges_what_arrived_by_the_deadline(tmp_path: Path) -> None:
         requests = list(api.requests)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
-    assert report["tick"] == 1 and report["applied"] == len(AGENTS), (report, p.stderr)
+    assert report["tick"] == 1 and report["merged"] == len(AGENTS), (report, p.stderr)
     assert report["ticks"][0]["delivered"] == 2  # both workers were stopped at the deadline and published
     late = [s for s in requests if s.agent in slow]
     assert late and all(s.answered is None for s in late)  # the tick did not wait for them

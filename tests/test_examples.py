@@ -147,7 +147,7 @@ def test_an_example_runs_on_the_anthropic_provider(tmp_path: Path, example: str)
         assert api.errors == []
         seen = api.requests
     report = json.loads(p.stdout)
-    assert report["provider"] == "anthropic" and report["applied"] == 2 * len(agents), report
+    assert report["provider"] == "anthropic" and report["merged"] == 2 * len(agents), report
     assert sorted(s.agent for s in seen) == sorted(agents * 2)
     assert all(s.status == 200 for s in seen)
     # the server's default answer knows no world: it fills id-like fields with ids the prompt lists,

@@ -71,12 +71,16 @@ def test_open_rerun_merge_close(gh: Any) -> None:
     assert r2.pulls["opened"] == [] and [u["number"] for u in r2.pulls["updated"]] == [opened["number"]]
     assert api.count("POST", r"/pulls$") == 1
     assert '`"Third"`' in api.pulls[opened["number"]].body
+    # ... and its resolution file follows: the default is the latest candidate again (issue 14)
+    third = [c for c in main_doc(bare, f"state/conflicts/{cid}.json")["candidates"] if c["value"] == "Third"][0]
+    decision = json.loads(Git(bare).show(f"refs/heads/fleet/conflict/{cid}-t1", f"state/resolutions/{cid}.json"))
+    assert decision["choose"] == third["delta"]
 
-    # the person merges it: the next merge applies the choice
+    # the person merges it unedited: the next merge applies the default the README promises
     api.merge(opened["number"])
     r3 = merge(fleet.path, remote=str(bare), github=settings)
     assert r3.resolved == [cid]
-    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "Second"
+    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "Third"
     assert f"state/conflicts/{cid}.json" not in Git(bare).ls_tree("refs/heads/main", "state/")
 
     # another conflict, whose pull request is closed unmerged: the fallback keeps the old value
@@ -87,7 +91,7 @@ def test_open_rerun_merge_close(gh: Any) -> None:
     api.close(second_pr["number"])
     r5 = merge(fleet.path, remote=str(bare), github=settings)
     assert r5.resolved == [second_pr["conflict"]] and len(r5.pulls["fallbacks"]) == 1
-    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "Second"  # the value before that conflict
+    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "Third"  # the value before that conflict
     assert "closed without merging" in Git(bare).show("refs/heads/main", "state/ledger/5/_resolutions.jsonl").decode()
 
     # history stays replayable, pull request merge commit included
@@ -95,8 +99,26 @@ def test_open_rerun_merge_close(gh: Any) -> None:
     subprocess.run(["git", "clone", "-q", str(bare), str(clone)], check=True)
     p = subprocess.run([sys.executable, "-m", "fleet", "replay", "--check"], cwd=clone, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert before != "Second"
+    assert before != "Third"
     assert not any(TEST_TOKEN in (pr.body or "") for pr in api.pulls.values())
+
+
+def test_a_reviewers_edit_of_the_default_is_never_overwritten(gh: Any) -> None:
+    from tests.servers.github_api import commit_files
+
+    fleet, bare, api, settings = gh
+    push_origin(fleet, bare, *rival_titles(fleet, 1, "First", "Second"))
+    [opened] = merge(fleet.path, remote=str(bare), github=settings).pulls["opened"]
+    cid, branch = opened["conflict"], opened["branch"]
+    rel = f"state/resolutions/{cid}.json"
+    commit_files(bare, branch, {rel: json.dumps({"conflict": cid, "value": "Mine"})}, "my decision")
+    push_origin(fleet, bare, *rival_titles(fleet, 2, "Third"))
+    r2 = merge(fleet.path, remote=str(bare), github=settings)
+    assert [u["number"] for u in r2.pulls["updated"]] == [opened["number"]]
+    assert json.loads(Git(bare).show(f"refs/heads/{branch}", rel)) == {"conflict": cid, "value": "Mine"}
+    api.merge(opened["number"])
+    merge(fleet.path, remote=str(bare), github=settings)
+    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "Mine"
 
 
 def test_secondary_rate_limits_are_waited_out(gh: Any) -> None:
@@ -133,3 +155,16 @@ def test_github_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     s = GitHubSettings.from_env({"GITHUB_REPOSITORY": "a/b", "GH_TOKEN": "tok-12345678",
                                  "GITHUB_API_URL": "http://127.0.0.1:1"})
     assert (s.repository, s.token, s.api_url) == ("a/b", "tok-12345678", "http://127.0.0.1:1")
+
+
+def test_status_links_each_open_conflict_to_its_pull_request(gh: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.overview import overview
+
+    fleet, bare, api, settings = gh
+    push_origin(fleet, bare, *rival_titles(fleet, 1, "First", "Second"))
+    [opened] = merge(fleet.path, remote=str(bare), github=settings).pulls["opened"]
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/fleet")
+    [c] = overview(fleet.path, str(bare))["open_conflicts"]
+    assert c["pr_branch"] == opened["branch"]
+    assert c["pr_url"] == f"https://github.com/acme/fleet/pulls?q=is%3Apr+head%3A{opened['branch']}"
+    assert c["decide"].startswith(f"fleet resolve {opened['conflict']} --choose t1-w2-")

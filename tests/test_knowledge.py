@@ -167,7 +167,7 @@ def test_a_lesson_recorded_in_one_fleet_reaches_another_fleets_prompt_and_nothin
     run(one, "work", "--worker", "1", "--workers", "1", "--agents", "ada")
     assert "record_lesson" in api.requests_for("ada")[0].tool_names
     out = json.loads(run(one, "merge", "--json").output)
-    assert out["applied"] == 1 and out["lessons"]["commit"] and len(out["lessons"]["files"]) == 1
+    assert out["merged"] == 1 and out["lessons"]["commit"] and len(out["lessons"]["files"]) == 1
     (path,) = out["lessons"]["files"]
     assert path.startswith("lessons/t1-w1-") and path.endswith("-1.md")
     assert git(kb, "rev-parse", "main").strip() == out["lessons"]["commit"]
@@ -224,7 +224,7 @@ def test_a_lessons_repository_that_cannot_be_reached_is_said_and_the_merge_publi
     with_model(monkeypatch, api)
     run(f, "work", "--worker", "1", "--workers", "1", "--agents", "ada")
     out = json.loads(run(f, "merge", "--json").output)
-    assert out["published"] and out["applied"] == 1
+    assert out["published"] and out["merged"] == 1
     assert out["lessons"]["error"].startswith("lessons (remote kb): cannot reach it")
     # the lesson is not lost: it is in the ledger with its delta
     ledger = f.read("state/ledger/1/w1.jsonl").decode()

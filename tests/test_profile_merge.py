@@ -131,7 +131,7 @@ def test_a_merge_that_drops_a_fact_is_refused_and_held_for_a_person(
     api.script(reply(tool_use("merged_profile", dropped)))
     with_model(monkeypatch, api)
     out = json.loads(run(pf, "merge", "--json").output)
-    assert out["held"] == [CID] and out["applied"] == 2
+    assert out["held"] == [CID] and out["held_deltas"] == 2
     assert profile(pf) == BEFORE  # the field keeps its value; both versions wait for a person
     conflict = json.loads(pf.read(f"state/conflicts/{CID}.json"))
     assert conflict["policy"] == "meaning"

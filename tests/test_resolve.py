@@ -117,3 +117,31 @@ def test_an_append_conflict_is_decided_by_its_item(fleet: Fleet) -> None:
     assert fleet.fleet("merge").exit_code == 0
     assert json.loads(fleet.read("state/agents/ada.json"))["memory"] == [{**item, "text": "two"}]
     assert fleet.fleet("replay", "--check").exit_code == 0
+
+
+@pytest.mark.parametrize("entry, says", [
+    ({"path": "state/conflicts/c-1.json", "expect": None, "doc": {"id": "c-1"}},
+     "state/conflicts/c-1.json is no document of a collection"),
+    ({"path": "state/posts/ada-1.json", "expect": "0" * 16, "doc": None}, "changed since `fleet revert` looked at it"),
+    ({"path": "state/posts/ada-1.json", "expect": "{digest}", "doc": {"id": "ada-1"}}, "would be invalid"),
+    ({"path": "state/posts/ada-1.json", "expect": "{digest}", "doc": {"id": "other"}}, "its 'id' must be 'ada-1'"),
+])
+def test_a_revert_file_by_hand_that_cannot_apply_is_refused_with_the_reason(fleet: Fleet, entry: dict[str, Any],
+                                                                          says: str) -> None:
+    """A revert file is a person's input like any other: the merge checks it, and
+    one it cannot apply is refused, recorded with the reason, and removed; the
+    tick goes on and nothing else changes."""
+    doc = fleet.read("state/posts/ada-1.json")
+    entry = {**entry, "expect": entry["expect"].replace("{digest}", canonical.digest_line(doc))
+             if entry["expect"] else None}
+    person_commits(fleet, "state/resolutions/revert-t1-w1-s1-x.json",
+                   {"revert": "t1-w1-s1-x", "tick": 1, "docs": [entry], "by": "someone"})
+    fleet.push(fleet.delta("basil", Op("set", "agents", "basil", ("bio",), "still here")))
+    r = fleet.fleet("merge")
+    assert r.exit_code == 0, r.output
+    assert "revert of t1-w1-s1-x refused: " in r.output and says in r.output
+    assert fleet.read("state/posts/ada-1.json") == doc
+    rec = json.loads(fleet.read("state/ledger/1/_reverts.jsonl"))
+    assert rec["status"] == "refused" and says in rec["reason"]
+    assert json.loads(fleet.read("state/agents/basil.json"))["bio"] == "still here"
+    assert fleet.fleet("replay", "--check").exit_code == 0

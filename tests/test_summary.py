@@ -22,8 +22,8 @@ def test_merge_writes_a_summary_table_and_one_annotation_per_quarantined_delta(
     r = fleet.fleet("merge")
     assert r.exit_code == 0, r.output
     text = out.read_text()
-    assert "| agents | deltas | conflicts | quarantined | tokens | cost |" in text
-    assert "| 1 | 1 | 0 | 1 | 2,284 | $0.0082 |" in text  # the quarantined turn's tokens were spent too
+    assert "| agents | applied | no-op | held | conflicts | quarantined | tokens | cost |" in text
+    assert "| 1 | 1 | 0 | 0 | 0 | 1 | 2,284 | $0.0082 |" in text  # the quarantined turn's tokens were spent too
     warnings = [ln for ln in r.output.splitlines() if ln.startswith("::warning ")]
     assert len(warnings) == 1 and "agent basil may not set posts/ada-1 title" in warnings[0]
     assert "title=fleet%3A quarantined deltas/w1/s1/" in warnings[0]

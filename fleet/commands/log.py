@@ -17,14 +17,15 @@ from typing import Any
 
 import click
 
-from fleet import canonical
+from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
-from fleet.errors import UsageError
+from fleet.errors import FleetError, UsageError
 from fleet.git import Git
-from fleet.ledger import tick_inputs, tick_of
+from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
 from fleet.outside import describe
 from fleet.repo import FleetRepo
+from fleet.state import CONFLICT_DIR
 
 
 @dataclass
@@ -36,7 +37,10 @@ class LogEntry:
     agent: str
     worker: str
     ops: list[str]
-    status: str  # applied | quarantined | outside (a commit not made by the merge engine)
+    # applied | noop (an explicit empty delta) | held (a change held in a conflict) | quarantined |
+    # decided (a person's decision on a conflict) | reverted / revert refused (`fleet revert`) |
+    # outside (a commit not made by the merge engine)
+    status: str
     reason: str = ""  # why nothing changed, why quarantined, or an outside commit's subject
     author: str = ""  # an outside commit's author, "Name <email>"
 
@@ -60,17 +64,19 @@ def log(
     # limits.max_ops, say) must not make history unreadable.
     trusted = dataclasses.replace(cfg.limits, max_ops=sys.maxsize)
     pathspec: list[str] = []
+    held_spec: list[str] = []
     target: tuple[str, str] | None = None
     if doc:
-        d = doc.removeprefix("state/").removesuffix(".json")
-        coll, _, doc_id = d.partition("/")
+        name = doc.removeprefix("state/").removesuffix(".json")
+        coll, _, doc_id = name.partition("/")
         if coll not in cfg.collections or not doc_id:
             raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                              f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
         pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]
-    out = git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec).decode()
+        held_spec = [CONFLICT_DIR + "/"]  # a held set leaves the document as it was: it is in the conflict files
+    out = git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec, *held_spec).decode()
     entries: list[LogEntry] = []
     for rec in out.split("\x1e"):
         rec = rec.lstrip("\n")
@@ -90,6 +96,9 @@ def log(
                 break
             continue
         inputs = tick_inputs(git, parents[0], commit, trusted)
+        if not agent:  # a person's decisions applied by this merge
+            entries += _decisions(tick, commit, inputs, target, pathspec[1:])
+        held: dict[str, list[str]] | None = None
         for d in sorted(inputs.applied, key=lambda d: d.key, reverse=True):
             if target and not any((o.collection, o.id) == target for o in d.ops):
                 continue
@@ -97,7 +106,12 @@ def log(
                 continue
             ops = [f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops]
             why = "" if ops else str(d.meta.get("noop") or d.meta.get("error") or "")  # an explicit no-op says why
-            entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, "applied", why))
+            if held is None:
+                held = held_in(git, parents[0], commit)
+            status = "noop" if not ops else "held" if d.id in held else "applied"
+            if status == "held":
+                why = "; ".join(held[d.id])
+            entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, status, why))
         if not target:
             for q in inputs.quarantined:
                 body_ = q.get("delta") or {}
@@ -107,8 +121,163 @@ def log(
                                         body_.get("agent", "?"), q["worker"], [], "quarantined", q["reason"]))
         if len(entries) >= limit:
             break
+    if target and not entries and repo.snapshot(head).read(pathspec[1]) is None:
+        raise FleetError(f"{doc}: no such document on the fleet's main (tick {repo.snapshot(head).tick}), "
+                         "and none in its history")
     return entries[:limit]
 
+
+def _target(cfg: Any, doc: str) -> tuple[str, str, str]:
+    """(collection, id, file path) of a document named ``collection/id`` or by its file."""
+    d = doc.removeprefix("state/").removesuffix(".json")
+    coll, _, doc_id = d.partition("/")
+    if coll not in cfg.collections or not doc_id:
+        raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
+                         f"(collections: {', '.join(cfg.collections)})")
+    doc_id = doc_id.rsplit("/", 1)[-1]
+    return coll, doc_id, cfg.collections[coll].doc_path(doc_id)
+
+
+def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) -> list[dict[str, Any]]:
+    """Which delta (agent, worker, tick, utc), decision, revert or commit by hand
+    last changed each field of ``doc`` (``*``: every top-level field)."""
+    repo = FleetRepo(path, remote)
+    repo.fetch()
+    git, head = repo.git, repo.main()
+    snap = repo.snapshot(head)
+    coll, doc_id, rel = _target(snap.config, doc)
+    now = snap.read(rel)
+    if now is None:
+        raise FleetError(f"{doc}: no such document on the fleet's main (tick {snap.tick})")
+    current = canonical.load(now, rel)
+    wanted = sorted(current) if "*" in fields else fields
+    paths = {f: tuple(f.split(".")) for f in wanted}
+    for f, p in paths.items():
+        if docpath.get(current, p) is docpath.MISSING and "*" not in fields:
+            raise FleetError(f"{doc}: has no field {f!r} (its fields: {', '.join(sorted(current))})")
+    trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
+    last: dict[str, dict[str, Any]] = {f: {"field": f, "how": "genesis", "tick": 0} for f in wanted}
+    out = git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e", head,
+                  "--", rel).decode()
+    for rec in out.split("\x1e"):
+        rec = rec.lstrip("\n")
+        if not rec:
+            continue
+        shas, author, body = rec.split("\0", 2)
+        commit, *parents = shas.split()
+        if not parents:
+            continue
+        before, after = (_doc_at(git, c, rel) for c in (parents[0], commit))
+        changed = [f for f, p in paths.items() if not _same_at(before, after, p)]
+        if not changed:
+            continue
+        tick = tick_of(body)
+        if tick is None:
+            for f in changed:
+                last[f] = {"field": f, "how": "outside", "commit": commit, "author": author,
+                           "subject": body.split("\n", 1)[0]}
+            continue
+        inputs = tick_inputs(git, parents[0], commit, trusted)
+        for f in changed:
+            p = paths[f]
+            by = [d for d in sorted(inputs.applied, key=lambda d: d.key)
+                  if any(o.collection == coll and o.id == doc_id and (o.op in ("create", "delete")
+                         or o.path[: len(p)] == p or p[: len(o.path)] == o.path) for o in d.ops)]
+            decided = [r for r in inputs.decisions if (r.get("collection"), r.get("doc")) == (coll, doc_id)]
+            reverted = [r for r in inputs.reverts if rel in (r.get("docs") or []) and r.get("status") == "applied"]
+            entry: dict[str, Any] = {"field": f, "tick": tick, "commit": commit}
+            if by:
+                d = by[-1]
+                entry.update(how="delta", delta=d.id, agent=d.agent, worker=d.worker, utc=d.utc,
+                             also=[x.id for x in by[:-1]])  # counters: every delta of the tick added to it
+            elif decided:
+                entry.update(how="decision", conflict=decided[-1].get("conflict"), by=decided[-1].get("by"))
+            elif reverted:
+                entry.update(how="revert", delta=reverted[-1].get("revert"), by=reverted[-1].get("by"))
+            else:
+                entry.update(how="merge")
+            last[f] = entry
+    for f, p in paths.items():
+        v = docpath.get(current, p)
+        last[f]["value"] = None if v is docpath.MISSING else v
+    return [last[f] for f in wanted]
+
+
+def _doc_at(git: Git, commit: str, rel: str) -> Any:
+    data = git.show(commit, rel)
+    return None if data is None else canonical.load(data, f"{commit[:12]}:{rel}")
+
+
+def _same_at(a: Any, b: Any, p: tuple[str, ...]) -> bool:
+    va = docpath.MISSING if a is None else docpath.get(a, p)
+    vb = docpath.MISSING if b is None else docpath.get(b, p)
+    if va is docpath.MISSING or vb is docpath.MISSING:
+        return va is vb
+    return bool(canonical.dumps_line(va) == canonical.dumps_line(vb))
+
+
+def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]:
+    """One delta and what became of it: applied, noop, held, quarantined, pending
+    (on a worker branch), reverted; where, when and why."""
+    from fleet.ids import is_safe_id, printable
+    from fleet.revert import find
+
+    repo = FleetRepo(path, remote)
+    repo.fetch()
+    git, head = repo.git, repo.main()
+    snap = repo.snapshot(head)
+    if not is_safe_id(delta_id):
+        raise FleetError(f"{printable(delta_id, 100)}: not a delta id")
+    found = find(git, head, delta_id, snap)
+    if found is None:
+        for a in repo.arrivals(repo.sources(), snap.config.limits.max_delta_bytes):
+            if a.path.rsplit("/", 1)[-1] == f"{delta_id}.json":
+                return {"delta": delta_id, "status": "pending", "source": a.source, "path": a.path,
+                        "reason": f"waits on {a.source.removeprefix('refs/heads/')} for the next merge"}
+        raise FleetError(f"{delta_id}: no delta with this id in the fleet's history or on a worker branch")
+    out: dict[str, Any] = {"delta": delta_id, "tick": found.tick, "commit": found.commit}
+    if found.delta is None:
+        q = found.quarantined or {}
+        d = q.get("delta") or {}
+        out.update(status="quarantined", reason=q.get("reason"), agent=d.get("agent"), worker=q.get("worker"),
+                   utc=d.get("utc"), path=q.get("path"))
+        return out
+    d = found.delta
+    out.update(agent=d.agent, worker=d.worker, utc=d.utc, delta_tick=d.tick, meta_error=d.meta.get("error"),
+               ops=[f"{o.op} {o.collection}/{o.id}" + (f" {'.'.join(o.path)}" if o.path else "") for o in d.ops])
+    held = held_in(git, found.parent, found.commit).get(d.id, [])
+    if not d.ops:
+        out.update(status="noop", reason=str(d.meta.get("noop") or d.meta.get("error") or "no reason given"))
+    elif held:
+        out.update(status="held", reason="; ".join(held))
+    else:
+        out.update(status="applied", reason=f"merged in tick {found.tick}" + (
+            f" (late: made for tick {d.tick})" if d.tick < found.tick else ""))
+    out["duplicates"] = "a copy arriving again is dropped as a duplicate: the ledger has it"
+    if found.reverted is not None:
+        out["reverted"] = {"tick": found.reverted["in_tick"], "by": found.reverted.get("by")}
+    return out
+
+
+def _decisions(tick: int, commit: str, inputs: TickInputs, target: tuple[str, str] | None,
+               paths: list[str]) -> list[LogEntry]:
+    """The decisions and reverts a tick commit applied, on ``target`` (or all)."""
+    out = []
+    for r in inputs.decisions:
+        if target and (r.get("collection"), r.get("doc")) != target:
+            continue
+        how = f"value {canonical.dumps_line(r['value']).decode()[:200]}" if "value" in r else f"choose {r.get('choose')}"
+        where = f"{r.get('collection')}/{r.get('doc')} {'.'.join(map(str, r.get('path') or []))}"
+        out.append(LogEntry(tick, commit, str(r.get("conflict")), "", "", "", [f"decide {where}: {how}"], "decided",
+                            str(r.get("by") or r.get("source") or ""), str(r.get("by") or "")))
+    for r in inputs.reverts:
+        docs = [str(p) for p in r.get("docs") or []]
+        if paths and not set(paths) & set(docs):
+            continue
+        status = "reverted" if r.get("status") == "applied" else "revert refused"
+        out.append(LogEntry(tick, commit, str(r.get("revert")), "", "", "", [f"revert {p}" for p in docs], status,
+                            str(r.get("reason") or r.get("by") or ""), str(r.get("by") or "")))
+    return out
 
 def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry | None:
     """A commit the merge engine did not make, if it changed ``paths`` (or state/schemas)."""
@@ -131,8 +300,25 @@ def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry |
 @click.argument("doc", required=False)
 @click.option("--agent", default=None, help="Only this agent's deltas.")
 @click.option("-n", "--limit", default=50, show_default=True, help="At most this many entries.")
-def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | None, agent: str | None, limit: int) -> None:
+@click.option("--field", "fields", multiple=True, metavar="F",
+              help="Blame: which delta (agent, worker, tick, utc) last changed field F of DOC (dotted; * for all).")
+@click.option("--delta", "delta_id", default=None, metavar="ID",
+              help="One delta and what became of it: applied, noop, held, quarantined, pending, reverted, and why.")
+def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | None, agent: str | None, limit: int,
+                fields: tuple[str, ...], delta_id: str | None) -> None:
     """Which deltas changed DOC (collection/id), by whom, newest first."""
+    if delta_id is not None:
+        if doc or fields:
+            raise UsageError("--delta ID stands alone: give no DOC or --field with it")
+        f = fate(directory, delta_id, remote)
+        emit(f, as_json, lambda: _fate_text(f))
+        return
+    if fields:
+        if not doc:
+            raise UsageError("--field needs a document: fleet log COLLECTION/ID --field F")
+        rows = blame(directory, doc, list(fields), remote)
+        emit(rows, as_json, lambda: _blame_text(rows))
+        return
     entries = log(directory, doc, agent, limit, remote)
 
     def text() -> None:
@@ -143,8 +329,44 @@ def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | N
                 click.echo(f"tick {e.tick:<5} {e.utc}  commit {e.commit[:12]} by {e.author}, outside the merge "
                            f"engine ({e.reason!r}): {'; '.join(e.ops)}")
                 continue
-            what = ("; ".join(e.ops) or f"no change: {e.reason or 'no reason given'}") if e.status == "applied" \
-                else f"QUARANTINED: {e.reason}"
+            if e.status in ("decided", "reverted", "revert refused"):
+                tail = f" ({e.reason})" if e.reason else ""
+                click.echo(f"tick {e.tick:<5} {e.status.upper()} {e.delta}: {'; '.join(e.ops)}{tail}")
+                continue
+            what = {"applied": "; ".join(e.ops), "noop": f"no change: {e.reason or 'no reason given'}",
+                    "held": f"HELD: {'; '.join(e.ops)} ({e.reason})"}.get(e.status, f"QUARANTINED: {e.reason}")
             click.echo(f"tick {e.tick:<5} {e.utc}  {e.agent:<12} {e.worker:<8} {e.delta}  {what}")
 
     emit([e.to_json() for e in entries], as_json, text)
+
+
+def _blame_text(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        value = canonical.dumps_line(r["value"]).decode()
+        value = value if len(value) <= 60 else value[:57] + "..."
+        if r["how"] == "delta":
+            also = f" (and {len(r['also'])} more in that tick)" if r["also"] else ""
+            who = f"delta {r['delta']} by {r['agent']} on {r['worker']}, tick {r['tick']}, {r['utc']}{also}"
+        elif r["how"] == "decision":
+            who = f"the decision on {r['conflict']} ({r['by']}), tick {r['tick']}"
+        elif r["how"] == "revert":
+            who = f"the revert of {r['delta']} ({r['by']}), tick {r['tick']}"
+        elif r["how"] == "outside":
+            who = f"commit {r['commit'][:12]} by {r['author']}, outside the merge engine ({r['subject']!r})"
+        elif r["how"] == "genesis":
+            who = "unchanged since genesis"
+        else:
+            who = f"the merge of tick {r['tick']}"
+        click.echo(f"{r['field']} = {value}: {who}")
+
+
+def _fate_text(f: dict[str, Any]) -> None:
+    click.echo(f"delta {f['delta']}: {f['status'].upper()}: {f['reason']}")
+    if f["status"] == "pending":
+        return
+    click.echo(f"  agent {f.get('agent')}, worker {f.get('worker')}, utc {f.get('utc')}, merged by tick {f['tick']} "
+               f"(commit {f['commit'][:12]})")
+    for op in f.get("ops") or []:
+        click.echo(f"  {op}")
+    if f.get("reverted"):
+        click.echo(f"  reverted in tick {f['reverted']['tick']} ({f['reverted']['by']})")

@@ -31,6 +31,7 @@ from fleet.errors import FleetError, NothingToDo
 from fleet.github import ConflictPRs, GitHubSettings
 from fleet.ids import printable
 from fleet.ledger import TRAILERS
+from fleet.outside import adopt_local_main
 from fleet.repo import FleetRepo, inbox_arrivals
 
 ATTEMPTS = 5
@@ -43,7 +44,7 @@ class MergeReport:
     commit: str
     published: bool
     remote: str | None
-    applied: int
+    applied: int  # deltas whose changes all took effect; no-op and held ones are counted apart
     late: int
     duplicates: int
     quarantined: list[dict[str, Any]]
@@ -60,6 +61,9 @@ class MergeReport:
     dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
     lessons: dict[str, Any] | None = None  # lessons written to the knowledge repository (fleet.knowledge)
     messages: dict[str, Any] | None = None  # the message bus: delivered, refused, acked, heartbeats (fleet.tick_messages)
+    noop: int = 0  # explicit empty deltas: in the ledger, nothing changed
+    held_deltas: int = 0  # deltas with a change held for a person (``held`` names the conflicts)
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # `fleet revert`s applied or refused
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,10 @@ class MergeReport:
             "published": self.published,
             "remote": self.remote,
             "applied": self.applied,
+            "noop": self.noop,
+            "held_deltas": self.held_deltas,
+            "merged": self.applied + self.noop + self.held_deltas,
+            "reverts": self.reverts,
             "late": self.late,
             "duplicates": self.duplicates,
             "quarantined": [{k: q[k] for k in ("path", "source", "reason")} for q in self.quarantined],
@@ -91,7 +99,8 @@ def message(result: TickResult, notes: Sequence[str] = ()) -> str:
     """The tick commit's message: a summary line, the deltas by name, ``notes``, trailers."""
     r = result
     lines = [
-        f"fleet: tick {r.tick}: {len(r.applied)} applied, {len(r.quarantined)} quarantined, {len(r.held)} held",
+        f"fleet: tick {r.tick}: {r.changed} applied, {len(r.quarantined)} quarantined, {len(r.noop)} no-op, "
+        f"{len(r.held_deltas)} held",
         "",
     ]
     if r.applied:
@@ -108,6 +117,9 @@ def message(result: TickResult, notes: Sequence[str] = ()) -> str:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
     if r.resolved:
         lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
+    if r.reverts:
+        lines += ["Reverted (fleet revert):"] + [f"  {v['revert']}: {v['status']}" + (f" ({v['reason']})" if "reason" in v else "")
+                                                 for v in r.reverts]
     lines += list(notes)
     # Text from outside (file names, reasons) is one printable line each: no
     # input can add a line of its own, let alone a trailer.
@@ -182,7 +194,8 @@ def merge(
         if meanings:
             with _no_gc():
                 result = merge_tick(base, arrivals, decided, meanings)
-        if not result.applied and not result.quarantined and not result.resolved and not allow_empty:
+        if not result.applied and not result.quarantined and not result.resolved and not result.reverts \
+                and not allow_empty:
             if not dry_run:
                 repo.delete_sources(sources)
                 _remove(files, inbox)
@@ -218,7 +231,10 @@ def merge(
             commit=commit,
             published=published,
             remote=repo.remote,
-            applied=len(result.applied),
+            applied=result.changed,
+            noop=len(result.noop),
+            held_deltas=len(result.held_deltas),
+            reverts=result.reverts,
             late=result.late,
             duplicates=len(result.duplicates),
             quarantined=result.quarantined,
@@ -350,19 +366,28 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
     settings = GitHubSettings.from_env() if use_github else None
     chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                               agents=next_agents.strip()) if dispatch_next and not dry_run else None
+    adopted = None if dry_run else adopt_local_main(directory, remote)  # your decisions on main are applied, not ignored
+    if adopted:
+        click.echo(adopted, err=True)
     r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
               github=settings, dispatch=chain, meanings_from=meanings_from, propose_to=propose_to)
 
     def text() -> None:
         late = f" ({r.late} late)" if r.late else ""
-        click.echo(f"tick {r.tick}: {r.applied} applied{late}, {len(r.quarantined)} quarantined, "
-                   f"{len(r.held)} held, {r.duplicates} duplicate(s) dropped, {r.docs_changed} document(s) changed")
+        click.echo(f"tick {r.tick}: {r.applied} applied{late}, {len(r.quarantined)} quarantined, {r.noop} no-op, "
+                   f"{r.held_deltas} held ({len(r.held)} conflict(s) opened or joined), {r.duplicates} duplicate(s) dropped, {r.docs_changed} document(s) changed"
+                   + (f", {len(r.resolved)} decision(s) applied" if r.resolved else ""))
         for q in r.quarantined:
             click.echo(f"  quarantined {q['path']} ({q['source']}): {q['reason']}")
         for c in r.held:
             click.echo(f"  held for a person: state/conflicts/{c}.json")
         for c in r.resolved:
             click.echo(f"  decided: {c} (a person's resolution applied)")
+        for v in r.reverts:
+            if v["status"] == "applied":
+                click.echo(f"  reverted: {v['revert']} ({', '.join(v['docs'])} as if it never came)")
+            else:
+                click.echo(f"  revert of {v['revert']} refused: {v['reason']}")
         if r.pulls:
             p = r.pulls
             click.echo(f"conflict pull requests: {len(p['opened'])} opened, {len(p['updated'])} updated, "
@@ -389,7 +414,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
     summary.table(f"fleet merge: tick {r.tick}" + ("" if r.published else " (dry run: nothing published)"),
-                  {"models": summary.cell(", ".join(r.models) or "none"), "agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
+                  {"models": summary.cell(", ".join(r.models) or "none"), "agents": r.agents, "applied": r.applied,
+                   "no-op": r.noop, "held": r.held_deltas, "conflicts": len(r.held), "quarantined": len(r.quarantined),
                    "tokens": tokens, "cost": cost},
                   [f"decided: {c}" for c in r.resolved]
                   + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])]

@@ -33,12 +33,13 @@ from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
+from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
-from fleet.outside import check_adoption, check_state
+from fleet.outside import bring_in_local_main, check_state
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
+from fleet.records import Usage
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.spend import spending
 from fleet.state import GitSnapshot
@@ -66,6 +67,12 @@ class TickLine:
     held: int
     seconds: float
     mode: str
+    noop: int = 0  # each delta counts once: applied, noop, held or quarantined (issue 14)
+    held_deltas: int = 0  # ``held`` is the conflicts opened or joined
+    resolved: list[str] = field(default_factory=list)  # conflicts a person's decision settled this tick
+    tokens: int = 0
+    cost_usd: float = 0.0
+    asked: int = 0  # the workers asked for; ``workers`` ran (a worker with no agent is not started)
 
 
 @dataclass
@@ -90,8 +97,14 @@ class RunReport:
             "tick": self.ticks[-1].tick if self.ticks else None,
             "ticks": [t.__dict__ for t in self.ticks],
             "applied": sum(t.applied for t in self.ticks),
+            "noop": sum(t.noop for t in self.ticks),
+            "held_deltas": sum(t.held_deltas for t in self.ticks),
+            "merged": sum(t.applied + t.noop + t.held_deltas for t in self.ticks),  # every delta in the ledger
             "quarantined": sum(t.quarantined for t in self.ticks),
             "held": sum(t.held for t in self.ticks),
+            "resolved": [c for t in self.ticks for c in t.resolved],
+            "tokens": sum(t.tokens for t in self.ticks),
+            "cost_usd": sum(round(t.cost_usd * 1_000_000) for t in self.ticks) / 1_000_000,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "stopped": self.stopped,
@@ -133,42 +146,6 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if configured != EMBEDDED:  # not the absolute path: a copied or moved repository finds its own origin
         git.run("config", "fleet.remote", EMBEDDED)
     return origin.as_uri(), created
-
-
-def bring_in_local_main(root: Path, url: str, fleet_main: str) -> str | None:
-    """Commits a person made on their own main (a config or schema change)
-    since the embedded origin was seeded: the fleet's main must not ignore them.
-
-    The fleet's state is in ``refs/fleet/origin/main`` of this repository. If
-    your main is behind it, nothing is to do. If it is ahead (you committed on
-    top of the fleet's main), your commits are checked (``fleet.outside``:
-    valid state, nothing that only the merge engine may write) and become the
-    fleet's main, as a merged pull request would; the next tick works under
-    them; a commit that fails the check is named and nothing is adopted. If
-    the two diverged, nothing is moved and the message says how to put yours
-    on top.
-    """
-    git = Git(root)
-    local = git.rev_parse("refs/heads/main")
-    if local is None or local == fleet_main:
-        return None
-    git.run("fetch", "--quiet", "--no-tags", "--refmap=", url, f"+refs/heads/main:{TRACKING}main")
-    ancestor = lambda a, b: git.proc("merge-base", "--is-ancestor", a, b).returncode == 0  # noqa: E731
-    if ancestor(local, fleet_main):
-        return None  # the usual case: the fleet has merged ticks since; your main has nothing new
-    ours = int(git.text("rev-list", "--count", f"{fleet_main}..{local}"))
-    if not ancestor(fleet_main, local):
-        theirs = int(git.text("rev-list", "--count", f"{local}..{fleet_main}"))
-        raise FleetError(
-            f"your main has {ours} commit(s) the fleet's main lacks, and the fleet has {theirs} commit(s) "
-            f"(merged ticks) since: put yours on top with `git rebase {TRACKING}main main`, then run again "
-            f"(the fleet's state is {TRACKING}main; `git log {TRACKING}main` shows its ticks)")
-    check_adoption(git, fleet_main, local)  # nothing unchecked becomes the fleet's main
-    result = git.push(url, [RefUpdate("refs/heads/main", local, fleet_main)])
-    if result.outcome != "won":
-        raise FleetError(f"could not hand your main to the fleet: {result.reason}")
-    git.proc("update-ref", f"{TRACKING}main", local)
-    return f"your main's {ours} new commit(s) are now the fleet's main; the next tick works under them"
 
 
 def run(
@@ -314,11 +291,12 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                              f"nothing was merged and main stays at tick {tick - 1}")
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
-            applied, quarantined, held = result.applied, len(result.quarantined), len(result.held)
         except NothingToDo:
-            applied = quarantined = held = 0
-        return TickLine(tick, len(planned), delivered, applied, quarantined, held,
-                        round(time.monotonic() - t0, 3), mode)
+            return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count)
+        spent = Usage.parse(result.usage)
+        return TickLine(tick, len(planned), delivered, result.applied, len(result.quarantined), len(result.held),
+                        round(time.monotonic() - t0, 3), mode, result.noop, result.held_deltas, result.resolved,
+                        spent.tokens, spent.cost_usd, count)
     finally:
         _stop(procs)
         logs.close()
@@ -412,9 +390,17 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         progress.advance(task)
         progress.console.print(
             f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
-            f"{t.quarantined} quarantined, {t.held} held in {t.seconds:.1f}s")
+            f"{t.quarantined} quarantined, {t.noop} no-op, {t.held_deltas} held in {t.seconds:.1f}s"
+            + "".join(f"; decided {c} (a person's resolution applied)" for c in t.resolved), markup=False)
+        if t.asked > t.workers and not spread_told:
+            spread_told.append(t.tick)
+            progress.console.print(
+                f"note: {t.workers} of the {t.asked} workers asked for ran: agents are spread over workers by "
+                f"hashing, and a worker with no agent is not started (`fleet plan --workers {t.asked}` shows the "
+                "spread)", markup=False)
 
     task = progress.add_task("run", total=ticks)
+    spread_told: list[int] = []
     try:
         report = run(directory, ticks=ticks, workers=workers, remote=remote, provider=provider, push=push,
                      deadline=deadline, on_start=started, on_tick=ticked)
@@ -427,11 +413,17 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
     if as_json:
         emit(data, True, lambda: None)
     else:
-        table = Table(title="fleet run", show_header=True)
-        for col in ("ticks", "last tick", "applied", "quarantined", "held", "seconds"):
-            table.add_column(col, justify="right")
-        table.add_row(str(len(report.ticks)), str(data["tick"]), str(data["applied"]), str(data["quarantined"]),
-                      str(data["held"]), f"{report.seconds:.1f}")
+        # one row per figure: it fits any terminal, and no two figures share a number
+        table = Table(title="fleet run", show_header=False)
+        table.add_column("what")
+        table.add_column("", justify="right")
+        for what, value in (("ticks", len(report.ticks)), ("last tick", data["tick"]),
+                            ("applied", data["applied"]), ("no-op", data["noop"]),
+                            ("held for a person", data["held_deltas"]), ("quarantined", data["quarantined"]),
+                            ("conflicts opened or joined", data["held"]), ("decisions applied", len(data["resolved"])),
+                            ("tokens", f"{data['tokens']:,}"), ("cost", f"${data['cost_usd']:.4f}"),
+                            ("seconds", f"{report.seconds:.1f}")):
+            table.add_row(what, str(value))
         console.print(table)
         if report.interrupted:
             console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "

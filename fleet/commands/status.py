@@ -13,88 +13,15 @@ from typing import Any
 
 import click
 
-from fleet import canonical
 from fleet.cli import dir_option, emit, json_option, remote_option
-from fleet.clock import due_now
-from fleet.errors import FleetError
-from fleet.health import deliveries, health, stall
 from fleet.ids import printable
-from fleet.installed import carried
-from fleet.outside import recent
-from fleet.records import Conflict
-from fleet.repo import FleetRepo
-from fleet.spend import spending
-from fleet.state import CONFLICT_DIR, QUARANTINE_DIR
-from fleet.store import now
-from fleet.tasks import MISSING, TaskQueue, parse_stamp
+from fleet.overview import overview
+from fleet.records import Usage
 
 
 def status(path: Path, remote: str | None = None) -> dict[str, Any]:
-    repo = FleetRepo(path, remote)
-    repo.fetch()
-    head = repo.main()
-    snap = repo.snapshot(head)
-    fleet = snap.fleet
-    conflicts = []
-    paths = snap.under(CONFLICT_DIR)
-    for p, data in snap.read_many(paths).items():
-        c = Conflict.parse(data or b"", p)
-        conflicts.append({"id": c.id, "doc": f"{c.collection}/{c.doc}", "path": ".".join(c.path),
-                          "candidates": len(c.candidates), "opened_tick": c.opened_tick})
-    recent_q = []
-    for p in snap.under(QUARANTINE_DIR):
-        for line in (snap.read(p) or b"").splitlines():
-            q = canonical.load(line, p)
-            if not isinstance(q, dict):
-                raise FleetError(f"{p}: a quarantine record must be a JSON object, one a line")
-            recent_q.append({"tick": q.get("tick"), "path": q.get("path"), "reason": q.get("reason")})
-    pending = [s.branch for s in repo.sources()]
-    queue = TaskQueue(repo).read()
-    at = now()
-    tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
-                 expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
-                             and t.lease_until and parse_stamp(t.lease_until) < at),
-                 cooling=sum(1 for t in queue.tasks.values() if t.status == "pending"
-                             and t.not_before and parse_stamp(t.not_before) > at))
-    # the flag a person must not miss: tasks the queue gave up on after tasks.max_failures
-    escalated = [{"id": t.id, "title": t.title, "failures": t.failures, "error": None if t.error is MISSING else t.error,
-                  "escalated_at": t.updated_at if t.escalated_at is MISSING else t.escalated_at}
-                 for t in sorted(queue.tasks.values(), key=lambda t: t.id) if t.escalated]
-    tick, seen = deliveries(snap)
-    workers = list(health(tick, seen, queue, snap.config).values())
-    stalled = stall(repo, snap.config, tick, at)
-    # Main has one writer: a person's commit of the last window ticks is named, never silent.
-    outside = recent(repo.git, head, snap.config.limits.window)
-    spent = spending(repo, head, snap.config, at, tick=fleet["tick"])
-    due, start = due_now(repo, snap.config, fleet["tick"] + 1, spent, at.timestamp())
-    return {
-        "tick": fleet["tick"],
-        "main": head,
-        "remote": repo.remote,
-        "agents": len(snap.config.agents),
-        "pending_branches": pending,
-        "open_conflicts": conflicts,
-        "recent_quarantine": recent_q[-20:],
-        "last": fleet["last"],
-        "totals": fleet["totals"],
-        "tasks": tasks,
-        "escalated": escalated,
-        "workers": workers,
-        "stalled": stalled,
-        "outside": [oc.to_json() for oc in outside],
-        "last_utc": fleet.get("last_utc"),
-        "fleet": carried(repo.git, head),
-        "budgets": spent.to_json(),
-        "clock": {**due.to_json(), "started": start.to_json() if start else None},
-        "heartbeats": _heartbeats(repo, snap.config, at),
-    }
-
-
-def _heartbeats(repo: FleetRepo, cfg: Any, at: Any) -> dict[str, Any]:
-    """Who is alive, late or silent by their heartbeats on the message bus (fleet.bus)."""
-    from fleet import bus
-
-    return bus.status_of(repo, cfg, at)
+    """The status as data (``fleet.overview``), which the HTML report reads too."""
+    return overview(path, remote)
 
 
 # -- the command line --------------------------------------------------------
@@ -107,10 +34,18 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
     s = status(directory, remote)
 
     def text() -> None:
-        click.echo(f"tick {s['tick']} (main {s['main'][:12]}{', remote ' + s['remote'] if s['remote'] else ''})")
-        last, tot = s["last"], s["totals"]
-        click.echo(f"last tick: {last['applied']} applied, {last['quarantined']} quarantined, {last['held']} held")
-        click.echo(f"all ticks: {tot['applied']} applied, {tot['quarantined']} quarantined, {tot['held']} held")
+        age = f", merged {_ago(s['age_seconds'])} ago" if s["age_seconds"] is not None else ""
+        click.echo(f"tick {s['tick']} (main {s['main'][:12]}{', remote ' + s['remote'] if s['remote'] else ''}{age})")
+        p = s["provider"]
+        click.echo(f"provider: {p['configured']} (run.provider)"
+                   + (f"; the last tick ran {', '.join(p['last_tick'])}" if p["last_tick"] else ""))
+        d, tot = s["deltas"], s["totals"]
+        click.echo(f"last tick: {d['applied']} applied, {d['noop']} no-op, {d['held']} held "
+                   f"({d['conflicts']} conflict(s) opened or joined), {d['quarantined']} quarantined"
+                   + (f", {d['resolved']} decision(s) applied" if d["resolved"] else "")
+                   + f"; {_money(s['last'].get('usage'))}")
+        click.echo(f"all ticks: {tot['applied']} deltas merged, {tot['quarantined']} quarantined, "
+                   f"{tot['held']} conflict(s) held, {tot.get('resolved', 0)} decided; {_money(tot.get('usage'))}")
         u = tot.get("usage") or {}
         if u:
             click.echo(f"tokens: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out; cost ${u.get('cost_usd', 0):.4f}")
@@ -128,9 +63,19 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
         c = s["clock"]
         click.echo(f"next tick: {c['why']}")
         click.echo(f"pending worker branches: {len(s['pending_branches'])}")
-        if s["workers"]:
-            click.echo("workers: " + ", ".join(
-                f"{w['worker']} {w['status']} (last tick {w['last_tick']})" for w in s["workers"]))
+        for w in s["workers"]:
+            last = w["last_delta"]
+            line = f"worker {w['worker']}: {w['status']}, last tick {w['last_tick']}"
+            if last:
+                line += f", last delta {last['delta']} ({last['agent']}, {last['ops']} op(s), {last['utc']})"
+            if w.get("heartbeat"):
+                line += f", heartbeat {w['heartbeat']}"
+            click.echo(line)
+            if w["why"]:
+                click.echo(f"  dead: {w['why']}")
+            if w["last_error"]:
+                e = w["last_error"]
+                click.echo(f"  last error (tick {e['tick']}, {e['agent']}): {printable(e['error'], 200)}")
         t = s["tasks"]
         cooling = f", {t['cooling']} cooling down after a failure or a return" if t["cooling"] else ""
         click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready{cooling}), {t['in-progress']} in progress"
@@ -142,8 +87,24 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             more = f"; and {len(s['escalated']) - 5} more" if len(s["escalated"]) > 5 else ""
             click.echo(f"ESCALATED: {len(s['escalated'])} task(s) failed tasks.max_failures times and wait for a "
                        f"person: {shown}{more} (`fleet task reopen ID` gives one another go)")
+        if s["open_conflicts"]:
+            click.echo(f"open conflicts: {len(s['open_conflicts'])}, waiting for a person")
         for c in s["open_conflicts"]:
             click.echo(f"  conflict {c['id']}: {c['doc']} {c['path']} ({c['candidates']} candidates, since tick {c['opened_tick']})")
+            for x in c["choices"]:
+                what = printable(_value(x["value"]), 80) if "value" in x else f"{x['ops']} op(s)"
+                click.echo(f"    {x['delta']} ({x['agent']}, tick {x['tick']}): {what}")
+            if c["decided"]:
+                click.echo("    decided: the next fleet merge applies it")
+            else:
+                pr = f"; or review {c['pr_url'] or 'the pull request on branch ' + c['pr_branch']}" if c["pr_branch"] else ""
+                click.echo(f"    decide: {c['decide']} (or --choose base, or --value JSON){pr}")
+        for d in s["pending_decisions"]:
+            click.echo(f"waiting for the next merge: {d['what']} ({d['path']})")
+        if s["recent_quarantine"]:
+            click.echo(f"quarantined (last {len(s['recent_quarantine'])} in the ledger window):")
+        for q in s["recent_quarantine"]:
+            click.echo(f"  tick {q['tick']} {q['path']}: {printable(str(q['reason']), 300)}")
         if s["stalled"]:
             click.echo(f"warning: {s['stalled']}")
         hb = s["heartbeats"]
@@ -160,6 +121,7 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
                        f"outside the merge engine: {files}{more}")
             for why in oc["refused"]:
                 click.echo(f"warning: refused: {why}; fix or revert it on main (`fleet replay --check` fails until then)")
+        click.echo("needs you: " + ("; ".join(s["needs_you"]) or "nothing"))
         f = s["fleet"]
         if f["carried"] is not None and not f["same"]:
             edited = " with source that differs from it" if f["carried"] == f["installed"] else ""
@@ -171,3 +133,21 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
                            "here; move it to .github/actions/fleet/, where `fleet init` puts it now")
 
     emit(s, as_json, text)
+
+
+def _ago(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _money(usage: Any) -> str:
+    u = Usage.parse(usage)
+    return f"{u.tokens:,} tokens, ${u.cost_usd:.4f}"
+
+
+def _value(v: Any) -> str:
+    import json
+
+    return json.dumps(v, ensure_ascii=False, sort_keys=True)

@@ -35,6 +35,19 @@ class TickResult:
     late: int = 0
     docs_changed: int = 0
     resolved: list[str] = field(default_factory=list)  # conflict ids decided this tick
+    held_deltas: list[str] = field(default_factory=list)  # applied deltas with a change held in a conflict
+    reverts: list[dict[str, Any]] = field(default_factory=list)  # reverts a person asked for: applied or refused
+
+    @property
+    def noop(self) -> list[str]:
+        """The explicit empty deltas: in the ledger, but they changed nothing (``meta.noop`` or ``meta.error``)."""
+        return [d.id for d in self.applied if not d.ops]
+
+    @property
+    def changed(self) -> int:
+        """Deltas whose every change took effect: applied, not no-op, nothing held.
+        Each delta of a tick counts in exactly one of changed, noop, held_deltas, quarantined."""
+        return len(self.applied) - len(self.noop) - len(self.held_deltas)
 
 
 def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[dict[str, Any]], outcome: Outcome,
@@ -44,6 +57,7 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     writes: dict[str, bytes] = {}
     deletes: list[str] = []
     held: list[str] = []
+    held_deltas: set[str] = set()
     changed = 0
     for key, out in sorted(outcome.docs.items()):
         path = cfg.collections[key[0]].doc_path(key[1])
@@ -60,6 +74,7 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
         for c in out.conflicts:
             writes[f"{CONFLICT_DIR}/{c.id}.json"] = canonical.dumps(c.to_json())
             held.append(c.id)
+            held_deltas.update(x["delta"] for x in c.candidates)
     # Conflicts on deleted documents are moot: the delete won.
     for path, c in outcome.open_conflicts.items():
         doc_out = outcome.docs.get((c.collection, c.doc))
@@ -97,6 +112,9 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     if decided.records:
         decisions = sorted(canonical.dumps_line(r) for r in decided.records)
         writes[resolve.records_path(tick)] = b"\n".join(decisions) + b"\n"
+    if decided.reverts:
+        reverts = sorted(canonical.dumps_line(r) for r in decided.reverts)
+        writes[resolve.reverts_path(tick)] = b"\n".join(reverts) + b"\n"
     fleet = base.fleet
     last: dict[str, Any] = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
             "resolved": len(decided.records),
@@ -121,7 +139,11 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     )
     # the decisions applied before the deltas: their documents, unless the tick wrote them again
     changed += sum(1 for p in decided.writes if p not in writes)
+    changed += sum(1 for r in decided.reverts if r["status"] == "applied" for p in r["docs"]
+                   if p not in decided.writes and p not in writes)  # documents a revert removed
     writes = {**decided.writes, **writes}
     deletes = sorted((set(deletes) | set(decided.deletes)) - set(writes))
+    mine = {d.id for d in applied if d.ops}  # candidates from earlier ticks were counted then
     return TickResult(tick, writes, deletes, applied, quarantined, held, late=late, docs_changed=changed,
-                      resolved=[r["conflict"] for r in decided.records])
+                      resolved=[r["conflict"] for r in decided.records], held_deltas=sorted(held_deltas & mine),
+                      reverts=decided.reverts)

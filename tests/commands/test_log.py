@@ -195,3 +195,86 @@ def test_log_attributes_a_hand_edit_to_its_commit_and_author(fresh: Fleet) -> No
     assert all(e["status"] != "outside" for e in json.loads(run(fleet, "log", "--agent", "cleo", "--json").stdout))
     # a document it did not touch does not list it
     assert all(e["status"] != "outside" for e in json.loads(run(fleet, "log", "posts/cleo-1", "--json").stdout))
+
+
+# -- issue 14: blame, one delta's fate, held sets, decisions and reverts in the trail ----------
+def test_log_of_a_document_that_never_was_exits_1(fleet: Fleet) -> None:
+    r = run(fleet, "log", "posts/nope", code=1)
+    assert r.output.strip() == "fleet: posts/nope: no such document on the fleet's main (tick 3), and none in its history"
+    r = run(fleet, "log", "posts/nope", "--field", "title", code=1)
+    assert len(r.output.strip().splitlines()) == 1 and "posts/nope: no such document" in r.output
+
+
+def test_blame_names_the_delta_that_last_changed_each_field(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    rows = json.loads(run(fleet, "log", "agents/basil", "--field", "karma", "--field", "name", "--json").stdout)
+    karma, name = rows
+    d = history["t3_ada"]
+    assert (karma["how"], karma["delta"], karma["agent"], karma["worker"], karma["tick"], karma["utc"]) == \
+        ("delta", d["id"], "ada", "w1", 3, d["utc"])
+    assert karma["value"] == json.loads(fleet.read("state/agents/basil.json"))["karma"]
+    assert name["how"] == "genesis"
+    # two deltas of one tick added to the score: the last in delta order, and the other named too
+    [score] = json.loads(run(fleet, "log", "posts/ada-1", "--field", "score", "--json").stdout)
+    first, second = sorted([history["late"], history["t3_cleo"]], key=lambda b: (b["tick"], b["utc"]))
+    assert score["delta"] == second["id"] and score["also"] == [first["id"]]
+    text = run(fleet, "log", "agents/basil", "--field", "karma").stdout
+    assert text.startswith(f"karma = {karma['value']}: delta {d['id']} by ada on w1, tick 3, {d['utc']}")
+    every = json.loads(run(fleet, "log", "agents/basil", "--field", "*", "--json").stdout)
+    assert [r["field"] for r in every] == sorted(json.loads(fleet.read("state/agents/basil.json")))
+
+
+def test_blame_bad_input(fleet: Fleet) -> None:
+    r = run(fleet, "log", "agents/basil", "--field", "nope", code=1)
+    assert len(r.output.strip().splitlines()) == 1 and "agents/basil: has no field 'nope'" in r.output
+    r = run(fleet, "log", "--field", "karma", code=2)
+    assert "--field needs a document" in r.output
+
+
+def test_one_deltas_fate(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
+    f = json.loads(run(fleet, "log", "--delta", history["late"]["id"], "--json").stdout)
+    assert (f["status"], f["tick"], f["delta_tick"], f["agent"], f["worker"]) == ("applied", 3, 2, "eli", "slow")
+    assert "late: made for tick 2" in f["reason"]
+    q = json.loads(run(fleet, "log", "--delta", history["t1_bad"]["id"], "--json").stdout)
+    assert q["status"] == "quarantined" and "may not set posts/ada-1 title" in q["reason"] and q["tick"] == 1
+    out = run(fleet, "log", "--delta", history["t1_bad"]["id"]).stdout
+    assert out.startswith(f"delta {history['t1_bad']['id']}: QUARANTINED: agent cleo may not set")
+    r = run(fleet, "log", "--delta", "t1-w1-s1-0000000000000000", code=1)
+    assert r.output.strip() == ("fleet: t1-w1-s1-0000000000000000: no delta with this id in the fleet's history "
+                                "or on a worker branch")
+    assert "not a delta id" in run(fleet, "log", "--delta", "../x", code=1).output
+
+
+def test_held_decided_noop_pending_and_reverted_in_the_trail(fresh: Fleet) -> None:
+    fleet = fresh
+    a = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general"), worker="w1")
+    b = fleet.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2")
+    n = fleet.delta("dara", meta={"noop": "quiet"}, worker="w3")
+    fleet.push(a, b, n)
+    [cid] = json.loads(run(fleet, "merge", "--json").stdout)["held"]
+    data = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
+    assert {(e["delta"], e["status"]) for e in data} == {(a["id"], "held"), (b["id"], "held")}
+    assert f"held in conflict {cid}" in data[0]["reason"]
+    assert "HELD: set posts/ada-1 channel" in run(fleet, "log", "posts/ada-1").stdout
+    assert json.loads(run(fleet, "log", "--delta", a["id"], "--json").stdout)["status"] == "held"
+    assert json.loads(run(fleet, "log", "--delta", n["id"], "--json").stdout)["status"] == "noop"
+    run(fleet, "resolve", cid, "--choose", b["id"])
+    run(fleet, "merge")
+    top = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)[0]
+    assert (top["status"], top["delta"], top["tick"]) == ("decided", cid, 2)
+    assert top["ops"] == [f"decide posts/ada-1 channel: choose {b['id']}"]
+    [blamed] = json.loads(run(fleet, "log", "posts/ada-1", "--field", "channel", "--json").stdout)
+    assert (blamed["how"], blamed["conflict"], blamed["value"]) == ("decision", cid, "ideas")
+
+    s = fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 3), tick=3)
+    fleet.push(s)
+    run(fleet, "merge")
+    run(fleet, "revert", s["id"])
+    run(fleet, "merge")
+    top = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)[0]
+    assert (top["status"], top["delta"], top["tick"]) == ("reverted", s["id"], 4)
+    f = json.loads(run(fleet, "log", "--delta", s["id"], "--json").stdout)
+    assert f["status"] == "applied" and f["reverted"]["tick"] == 4
+    waiting = fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=5)
+    fleet.push(waiting)
+    p = json.loads(run(fleet, "log", "--delta", waiting["id"], "--json").stdout)
+    assert p["status"] == "pending" and "fleet/t5/w1" in p["reason"]

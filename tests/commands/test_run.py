@@ -378,3 +378,16 @@ def test_a_spent_day_budget_stops_the_run_before_the_next_tick_and_keeps_what_ra
     assert again.returncode == 3 and "stopped: tick 2 did not start: budgets.day is spent" in again.stdout + again.stderr
     plan = fleet_cli(repo, "plan", "--json")
     assert plan.returncode == 3 and json.loads(plan.stdout)["reason"] == "budget"
+
+
+def test_more_workers_than_the_agents_spread_says_why_fewer_ran(tmp_path: Path) -> None:
+    """Issue 14: six agents hashed over nine workers leave some workers without an agent."""
+    repo = tmp_path / "x"
+    init(repo)
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "9")
+    assert p.returncode == 0, p.stderr
+    [line] = [ln for ln in p.stdout.splitlines() if ln.startswith("note: ") and "workers asked for ran" in ln]
+    ran = int(line.split()[1])
+    assert ran < 9 and f"note: {ran} of the 9 workers asked for ran: agents are spread over workers by hashing" in line
+    for what in ("applied", "no-op", "held for a person", "quarantined", "tokens", "cost"):
+        assert what in p.stdout

@@ -14,6 +14,7 @@ from fleet.delta import Op
 def test_status_of_a_new_fleet(fleet: Fleet) -> None:
     s = json.loads(run(fleet, "status", "--json").stdout)
     assert s["tick"] == 0 and s["main"] == fleet.main() and s["remote"] is None
+    assert s["needs_you"] == [] and "needs you: nothing" in run(fleet, "status").stdout
     assert s["open_conflicts"] == [] and s["pending_branches"] == [] and s["recent_quarantine"] == []
     assert s["agents"] == 6
     r = run(fleet, "status")
@@ -37,7 +38,16 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert c["id"].startswith("c-")
     assert fleet.read(f"state/conflicts/{c['id']}.json")
     assert s["recent_quarantine"] == [{"tick": 1, "path": f"deltas/w3/s1/{q['id']}.json",
-                                       "reason": "agent 'nobody' is not in state/config.json agents"}]
+                                       "reason": "agent 'nobody' is not in state/config.json agents",
+                                       "delta": q["id"], "agent": "nobody", "worker": "w3"}]
+    # the held deltas are not counted as applied: each delta is counted once
+    assert s["deltas"] == {"applied": 0, "noop": 0, "held": 2, "quarantined": 1, "conflicts": 1, "resolved": 0}
+    assert c["decide"] == f"fleet resolve {c['id']} --choose {b['id'] if b['utc'] > a['utc'] else a['id']}"
+    assert {x["value"] for x in c["choices"]} == {"general", "ideas"} and c["decided"] is False
+    assert s["merged_utc"] and s["age_seconds"] >= 0
+    assert s["provider"] == {"configured": "auto", "last_tick": ["? m"]}
+    by_worker = {w["worker"]: w for w in s["workers"]}
+    assert by_worker["w1"]["last_delta"]["delta"] == a["id"] and by_worker["w1"]["last_error"] is None
     assert s["last"]["applied"] == 2 and s["last"]["quarantined"] == 1 and s["last"]["held"] == 1
     assert s["totals"]["usage"]["input_tokens"] == 200 and s["totals"]["usage"]["cost_usd"] == 0.5
 
@@ -45,6 +55,13 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert "tick 1 " in out and "pending worker branches: 1" in out
     assert f"conflict {c['id']}: posts/ada-1 channel (2 candidates, since tick 1)" in out
     assert "tokens: 200 in, 40 out; cost $0.5000" in out
+    assert "last tick: 0 applied, 0 no-op, 2 held (1 conflict(s) opened or joined), 1 quarantined" in out
+    assert f"decide: {c['decide']} (or --choose base, or --value JSON)" in out
+    assert f"tick 1 deltas/w3/s1/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
+    assert s["needs_you"][:2] == [
+        "1 open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, or their pull requests)",
+        "1 quarantined delta(s) in the last 8 ticks: read why (`fleet log --delta ID`)"]
+    assert "needs you: 1 open conflict(s) to decide" in out
 
 
 def test_status_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
@@ -144,3 +161,42 @@ def test_status_names_commits_outside_the_merge_engine(fleet: Fleet) -> None:
         fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=t))
         run(fleet, "merge")
     assert json.loads(run(fleet, "status", "--json").stdout)["outside"] == []
+
+
+def test_status_says_why_a_worker_is_dead_and_its_last_error(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1"),
+               fleet.delta("basil", meta={"error": "the model timed out"}, worker="w2"))
+    run(fleet, "merge")
+    for t in range(2, 6):  # w2 delivers nothing for 4 ticks (watchdog.dead_after_ticks is 3)
+        fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), tick=t, worker="w1"))
+        run(fleet, "merge")
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    w = {x["worker"]: x for x in s["workers"]}
+    assert w["w1"]["status"] == "alive" and w["w1"]["why"] is None and w["w1"]["heartbeat"] is None
+    assert w["w2"]["status"] == "dead"
+    assert w["w2"]["why"] == "delivered nothing in the 4 merged tick(s) since tick 1 (watchdog.dead_after_ticks is 3)"
+    assert w["w2"]["last_error"]["error"] == "the model timed out" and w["w2"]["last_error"]["agent"] == "basil"
+    out = run(fleet, "status").stdout
+    assert "  dead: delivered nothing in the 4 merged tick(s) since tick 1" in out
+    assert "  last error (tick 1, basil): the model timed out" in out
+
+
+def test_status_lists_decisions_and_reverts_waiting_for_the_merge(fleet: Fleet) -> None:
+    d = fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1))
+    fleet.push(d)
+    run(fleet, "merge")
+    run(fleet, "revert", d["id"])
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert [(p["kind"], p["what"]) for p in s["pending_decisions"]] == [("revert", f"revert of {d['id']}")]
+    assert f"waiting for the next merge: revert of {d['id']}" in run(fleet, "status").stdout
+
+
+def test_the_last_ticks_counts_include_its_late_deltas(fleet: Fleet) -> None:
+    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=2),
+               fleet.delta("eli", Op("incr", "posts", "ada-1", ("score",), 1), tick=1, worker="slow"),
+               fleet.delta("dara", meta={"noop": "quiet"}, tick=2, worker="w2"))
+    run(fleet, "merge")
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert s["deltas"] == {"applied": 2, "noop": 1, "held": 0, "quarantined": 0, "conflicts": 0, "resolved": 0}

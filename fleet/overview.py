@@ -1,0 +1,280 @@
+"""What `fleet status` shows, as data: one function, :func:`overview`, that the
+status command renders and the HTML report reads.
+
+Everything is read from the fleet's main, its history and the side branches,
+once: the merged tick and when it was merged, the provider and models of the
+last tick, each worker's last delta, last error and health (and why a dead
+one counts as dead), open conflicts with the command that decides each (and
+their pull request, where there is one), quarantined deltas with their
+reasons, tasks by state, tokens and cost of the last tick and in total, what
+the day and month spent against their budgets, and commits on main made
+outside the merge engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleet import canonical
+from fleet.clock import due_now
+from fleet.errors import FleetError
+from fleet.health import deliveries, health, stall
+from fleet.installed import carried
+from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
+from fleet.outside import recent
+from fleet.records import MISSING, Conflict
+from fleet.repo import FleetRepo
+from fleet.resolve import RESOLUTION_DIR
+from fleet.spend import spending
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
+from fleet.store import now
+from fleet.tasks import MISSING as TASK_MISSING
+from fleet.tasks import TaskQueue, parse_stamp
+
+QUARANTINE_SHOWN = 20
+_GITHUB = re.compile(r"(?:https://|git@|ssh://git@)github\.com[/:]([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
+
+
+def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
+    """The status of the fleet in ``path`` (its main at ``remote``), as JSON-ready data."""
+    repo = FleetRepo(path, remote)
+    repo.fetch()
+    head = repo.main()
+    snap = repo.snapshot(head)
+    fleet = snap.fleet
+    cfg = snap.config
+    at = now()
+    merged = _last_tick_commit(repo, head)
+    queue = TaskQueue(repo).read()
+    tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
+                 expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
+                             and t.lease_until and parse_stamp(t.lease_until) < at),
+                 cooling=sum(1 for t in queue.tasks.values() if t.status == "pending"
+                             and t.not_before and parse_stamp(t.not_before) > at))
+    # the flag a person must not miss: tasks the queue gave up on after tasks.max_failures
+    escalated = [{"id": t.id, "title": t.title, "failures": t.failures,
+                  "error": None if t.error is TASK_MISSING else t.error,
+                  "escalated_at": t.updated_at if t.escalated_at is TASK_MISSING else t.escalated_at}
+                 for t in sorted(queue.tasks.values(), key=lambda t: t.id) if t.escalated]
+    tick, seen = deliveries(snap)
+    recent_deltas = _ledger_window(snap)
+    workers = []
+    for w in health(tick, seen, queue, cfg).values():
+        mine = recent_deltas.get(w["worker"], [])
+        last = mine[-1] if mine else None
+        errors = [d for d in mine if isinstance(d.get("meta"), dict) and d["meta"].get("error")]
+        w["last_delta"] = _brief(last) if last else None
+        w["last_error"] = ({**_brief(errors[-1]), "error": str(errors[-1]["meta"]["error"])[:500]}
+                           if errors else None)
+        w["why"] = (f"delivered nothing in the {w['missed']} merged tick(s) since tick {w['last_tick']} "
+                    f"(watchdog.dead_after_ticks is {cfg.watchdog.dead_after_ticks})"
+                    if w["status"] == "dead" else None)
+        workers.append(w)
+    outside = recent(repo.git, head, cfg.limits.window)
+    spent = spending(repo, head, cfg, at, tick=fleet["tick"])
+    due, start = due_now(repo, cfg, fleet["tick"] + 1, spent, at.timestamp())
+    merged_utc = merged[1] if merged else None
+    age = None
+    if merged_utc:
+        age = max(0, int((at - _dt.datetime.fromisoformat(merged_utc)).total_seconds()))
+    last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
+    last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
+                          for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
+    conflicts = _conflicts(repo, snap)
+    quarantine = _quarantine(snap)
+    stalled = stall(repo, cfg, tick, at)
+    outside_json = [oc.to_json() for oc in outside]
+    needs = []  # what a person should look at, in one list
+    undecided = [c for c in conflicts if not c["decided"]]
+    if undecided:
+        needs.append(f"{len(undecided)} open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, "
+                     "or their pull requests)")
+    if quarantine:
+        needs.append(f"{len(quarantine)} quarantined delta(s) in the last {cfg.limits.window} ticks: read why "
+                     "(`fleet log --delta ID`)")
+    if escalated:
+        needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
+    dead = [w["worker"] for w in workers if w["status"] == "dead"]
+    if dead:
+        needs.append(f"dead worker(s): {', '.join(dead)}")
+    if stalled:
+        needs.append(stalled)
+    refused = [r for oc in outside_json for r in oc["refused"]]
+    if refused:
+        needs.append(f"{len(refused)} change(s) on main that fleet refuses: fix or revert them")
+    stop = spent.stop()
+    if stop is not None:
+        needs.append(f"a budget is spent: {stop.why()}")
+    beats = _heartbeats(repo, cfg, at)
+    seen_last = {w["name"]: w for w in beats.get("who") or []}
+    for w in workers:  # a worker's own heartbeat on the bus, when it posts one
+        hb = seen_last.get(w["worker"])
+        w["heartbeat"] = f"{hb['status']} (last seen {hb['last_seen']})" if hb and hb.get("last_seen") else None
+    return {
+        "needs_you": needs,
+        "tick": fleet["tick"],
+        "main": head,
+        "merged_utc": merged_utc,
+        "age_seconds": age,
+        "remote": repo.remote,
+        "provider": {"configured": cfg.run.provider, "last_tick": last_models},
+        "agents": len(cfg.agents),
+        "pending_branches": [s.branch for s in repo.sources()],
+        "open_conflicts": conflicts,
+        "pending_decisions": _pending(snap),
+        "recent_quarantine": quarantine[-QUARANTINE_SHOWN:],
+        "last": fleet["last"],
+        "totals": fleet["totals"],
+        "deltas": _split(repo, merged[0] if merged else None, last_tick, fleet["last"]),
+        "tasks": tasks,
+        "escalated": escalated,
+        "workers": workers,
+        "stalled": stalled,
+        # Main has one writer: a person's commit of the last window ticks is named, never silent.
+        "outside": outside_json,
+        "last_utc": fleet.get("last_utc"),
+        "fleet": carried(repo.git, head),
+        "budgets": spent.to_json(),
+        "clock": {**due.to_json(), "started": start.to_json() if start else None},
+        "heartbeats": beats,
+    }
+
+
+def _heartbeats(repo: FleetRepo, cfg: Any, at: Any) -> dict[str, Any]:
+    """Who is alive, late or silent by their heartbeats on the message bus (fleet.bus)."""
+    from fleet import bus
+
+    return bus.status_of(repo, cfg, at)
+
+
+def _last_tick_commit(repo: FleetRepo, head: str) -> tuple[str, str] | None:
+    """The newest commit the merge engine made on main, and its commit time (UTC)."""
+    out = repo.git.run("log", "--first-parent", "--max-count=64", "--format=%H%x00%ct%x00%B%x1e", head).decode()
+    for rec in out.split("\x1e"):
+        commit, _, rest = rec.lstrip("\n").partition("\0")
+        stamp, _, body = rest.partition("\0")
+        if commit and tick_of(body) is not None:
+            when = _dt.datetime.fromtimestamp(int(stamp), _dt.UTC)
+            return commit, when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def _ledger_window(snap: GitSnapshot) -> dict[str, list[dict[str, Any]]]:
+    """The deltas of the ledger still in the tree (``limits.window`` ticks), by worker, in delta order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    paths = [p for p in snap.under(LEDGER_DIR) if not p.rsplit("/", 1)[-1].startswith("_")]
+    for p, data in snap.read_many(paths).items():
+        for line in (data or b"").splitlines():
+            d = canonical.load(line, p)
+            if isinstance(d, dict) and isinstance(d.get("worker"), str):
+                out.setdefault(d["worker"], []).append(d)
+    for ds in out.values():
+        ds.sort(key=lambda d: (d.get("tick", 0), str(d.get("utc", "")), str(d.get("id", ""))))
+    return out
+
+
+def _brief(d: dict[str, Any]) -> dict[str, Any]:
+    return {"delta": d.get("id"), "agent": d.get("agent"), "tick": d.get("tick"), "utc": d.get("utc"),
+            "ops": len(d.get("ops") or [])}
+
+
+def _last_tick(repo: FleetRepo, commit: str | None, cfg: Any) -> TickInputs:
+    """What the newest tick commit applied and quarantined (nothing before the first tick)."""
+    if commit is None:
+        return TickInputs([], [], [])
+    parent = repo.git.text("rev-parse", f"{commit}^")
+    return tick_inputs(repo.git, parent, commit, dataclasses.replace(cfg.limits, max_ops=sys.maxsize))
+
+
+def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[str, Any]) -> dict[str, int]:
+    """The last tick's deltas, each counted once: every change took effect
+    (applied), an explicit empty delta (noop), a change held for a person
+    (held), or quarantined. ``conflicts``: how many conflicts they opened or joined."""
+    held_ids = held_in(repo.git, repo.git.text("rev-parse", f"{commit}^"), commit) if commit else {}
+    noop = sum(1 for d in inputs.applied if not d.ops)
+    held = sum(1 for d in inputs.applied if d.ops and d.id in held_ids)
+    return {"applied": len(inputs.applied) - noop - held, "noop": noop, "held": held,
+            "quarantined": len(inputs.quarantined), "conflicts": int(last.get("held", 0)),
+            "resolved": int(last.get("resolved", 0))}
+
+
+def _conflicts(repo: FleetRepo, snap: GitSnapshot) -> list[dict[str, Any]]:
+    """Open conflicts: where, the candidates, the pending decision if any, how to decide."""
+    pending = set(snap.under(RESOLUTION_DIR))
+    branches = {r.name.rsplit("fleet/conflict/", 1)[-1] for r in repo.git.refs("refs/")
+                if "/fleet/conflict/" in r.name}
+    github = _github_repo(repo)
+    out = []
+    for p, data in snap.read_many(snap.under(CONFLICT_DIR)).items():
+        c = Conflict.parse(data or b"", p)
+        valued = [x for x in c.candidates if "value" in x]
+        latest = valued[-1]["delta"] if valued else "base"
+        key = f"{c.id}-t{c.opened_tick}"
+        branch = f"fleet/conflict/{key}" if key in branches else None
+        out.append({
+            "id": c.id, "doc": f"{c.collection}/{c.doc}", "path": ".".join(c.path),
+            "candidates": len(c.candidates), "opened_tick": c.opened_tick, "policy": c.policy, "reason": c.reason,
+            "base": None if c.base is MISSING else c.base,
+            "choices": [{"delta": x["delta"], "agent": x["agent"], "tick": x["tick"],
+                         **({"value": x["value"]} if "value" in x else {"ops": len(x.get("ops") or [])})}
+                        for x in c.candidates],
+            "decided": f"{RESOLUTION_DIR}/{c.id}.json" in pending,
+            "decide": f"fleet resolve {c.id} --choose {latest}",
+            "pr_branch": branch,
+            "pr_url": (f"{github[0]}/{github[1]}/pulls?q=is%3Apr+head%3A{branch}"
+                       if github and branch else None),
+        })
+    return sorted(out, key=lambda c: (c["opened_tick"], c["id"]))
+
+
+def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
+    """A person's decisions on main that the next merge applies: conflicts decided, reverts asked for."""
+    out: list[dict[str, Any]] = []
+    for p, data in snap.read_many(snap.under(RESOLUTION_DIR)).items():
+        try:
+            r = canonical.load(data or b"", p)
+        except FleetError as e:
+            out.append({"path": p, "kind": "unreadable", "what": str(e)})
+            continue
+        if isinstance(r, dict) and "revert" in r:
+            out.append({"path": p, "kind": "revert", "what": f"revert of {r.get('revert')}", "by": r.get("by")})
+        elif isinstance(r, dict):
+            out.append({"path": p, "kind": "decision", "what": f"decision on {r.get('conflict')}", "by": r.get("by")})
+    return out
+
+
+def _github_repo(repo: FleetRepo) -> tuple[str, str] | None:
+    """(server, owner/name) when the fleet's main lives on github.com, or on
+    the server a GitHub Actions job names (GITHUB_SERVER_URL, GITHUB_REPOSITORY)."""
+    import os
+
+    url = repo.remote or ""
+    if url and "/" not in url and ":" not in url:  # a remote's name
+        url = repo.git.proc("config", "--get", f"remote.{url}.url").stdout.decode().strip()
+    m = _GITHUB.match(url)
+    if m:
+        return "https://github.com", m.group(1)
+    named = os.environ.get("GITHUB_REPOSITORY", "")
+    if re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", named):
+        return os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/"), named
+    return None
+
+
+def _quarantine(snap: GitSnapshot) -> list[dict[str, Any]]:
+    out = []
+    for p, data in snap.read_many(snap.under(QUARANTINE_DIR)).items():
+        for line in (data or b"").splitlines():
+            q = canonical.load(line, p)
+            if not isinstance(q, dict):
+                raise FleetError(f"{p}: a quarantine record must be a JSON object, one a line")
+            d: dict[str, Any] = q["delta"] if isinstance(q.get("delta"), dict) else {}
+            out.append({"tick": q.get("tick"), "path": q.get("path"), "reason": q.get("reason"),
+                        "delta": d.get("id"), "agent": d.get("agent"), "worker": q.get("worker")})
+    return sorted(out, key=lambda q: (q["tick"] or 0, str(q["path"])))
+
+

@@ -1,0 +1,291 @@
+"""Undoing one delta (seed 003: one unit of work reverts cleanly).
+
+`fleet revert DELTA` finds the tick commit that applied the delta, recomputes
+that tick without it (the engine's replay of the tick, minus one delta), and
+so knows exactly what the delta changed: for each document it touched, the
+document with the delta and the document had it never come. What later
+ticks did to those documents is kept where it does not depend on the
+delta's change (a counter others incremented since stays incremented, by
+their amount); where a later change touched what the delta changed (a field
+set since, an item edited, a document created by the delta and changed
+since), the revert is refused, naming the later deltas, decisions or
+commits that built on it.
+
+The result is a revert file, ``state/resolutions/revert-<delta>.json``
+(schemas/resolution.schema.json), committed on the fleet's main as a person's
+decision is: each document's new content and a digest of the document as it
+was when the revert was computed. The next merge applies it before the
+tick's deltas, only if every document is still that very one, and records
+it in ``state/ledger/<tick>/_reverts.jsonl``; replay applies it the same way,
+so exactly-once and replay hold as for every other change to main.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fleet import canonical, docpath
+from fleet.delta import Delta
+from fleet.engine import replay_tick
+from fleet.errors import FleetError
+from fleet.git import Git
+from fleet.ids import is_safe_id, printable
+from fleet.ledger import tick_inputs, tick_of
+from fleet.records import Conflict
+from fleet.resolve import RESOLUTION_DIR, REVERT_PREFIX, REVERTS
+from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
+
+MISSING = docpath.MISSING
+
+
+@dataclass
+class Found:
+    """Where a delta went: the commit that applied (or quarantined) it."""
+
+    commit: str
+    parent: str
+    tick: int
+    delta: Delta | None = None  # applied
+    quarantined: dict[str, Any] | None = None  # its quarantine record
+    reverted: dict[str, Any] | None = None  # a revert record of it, with the tick that applied it
+
+
+def request_path(delta_id: str) -> str:
+    return f"{RESOLUTION_DIR}/{REVERT_PREFIX}{delta_id}.json"
+
+
+def find(git: Git, head: str, delta_id: str, snap: GitSnapshot) -> Found | None:
+    """The commit whose ledger (or quarantine) gained ``delta_id``, and any revert of it since."""
+    trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
+    out = git.text("log", "--first-parent", "--reverse", "--format=%H %P", "-F", "-S", delta_id, head,
+                   "--", LEDGER_DIR + "/", QUARANTINE_DIR + "/")
+    found: Found | None = None
+    for line in out.splitlines():
+        commit, *parents = line.split()
+        if not parents:
+            continue
+        tick = tick_of(git.text("show", "-s", "--format=%B", commit))
+        if tick is None:
+            continue
+        inputs = tick_inputs(git, parents[0], commit, trusted)
+        applied = next((d for d in inputs.applied if d.id == delta_id), None)
+        if applied is not None and (found is None or found.delta is None):
+            found = Found(commit, parents[0], tick, delta=applied)
+            continue
+        q = next((q for q in inputs.quarantined if isinstance(q.get("delta"), dict)
+                  and q["delta"].get("id") == delta_id), None)
+        if q is not None and found is None:
+            found = Found(commit, parents[0], tick, quarantined=q)
+        rv = next((r for r in inputs.reverts if r.get("revert") == delta_id and r.get("status") == "applied"), None)
+        if rv is not None and found is not None:
+            found.reverted = {**rv, "in_tick": tick}
+    return found
+
+
+def plan(git: Git, head: str, delta_id: str, by: str, pending: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+    """The revert file that undoes ``delta_id`` on main at ``head``, or a
+    FleetError saying why not (naming the later changes that built on it).
+    ``pending``: the delta ids waiting on worker branches, for the message."""
+    if not is_safe_id(delta_id):
+        raise FleetError(f"{printable(delta_id, 100)}: not a delta id")
+    snap = GitSnapshot(git, head)
+    found = find(git, head, delta_id, snap)
+    if found is None:
+        if delta_id in pending:
+            raise FleetError(f"{delta_id}: waits on a worker branch and is not merged yet: nothing to revert")
+        raise FleetError(f"{delta_id}: no delta with this id in the fleet's history (`fleet log` lists them)")
+    if found.delta is None:
+        why = (found.quarantined or {}).get("reason", "")
+        raise FleetError(f"{delta_id}: was quarantined in tick {found.tick} ({printable(str(why), 200)}): "
+                         "it changed nothing, so there is nothing to revert")
+    if found.reverted is not None:
+        raise FleetError(f"{delta_id}: already reverted, in tick {found.reverted['in_tick']}")
+    d = found.delta
+    if not d.ops:
+        raise FleetError(f"{delta_id}: an explicit empty delta (no-op): it changed nothing")
+    at = GitSnapshot(git, found.commit)
+    before = GitSnapshot(git, found.parent)
+    _refuse_held(at, snap, d)
+    inputs = tick_inputs(git, found.parent, found.commit,
+                         dataclasses.replace(at.config.limits, max_ops=sys.maxsize))
+    try:
+        without = replay_tick(before, [x for x in inputs.applied if x.id != d.id], inputs.quarantined, inputs.outside)
+    except FleetError as e:  # another delta of its tick does not apply without it
+        raise FleetError(f"{delta_id} cannot be reverted: other deltas of tick {found.tick} built on it "
+                         f"({printable(str(e), 300)})") from None
+    cfg = at.config
+    touched = sorted({cfg.collections[o.collection].doc_path(o.id) for o in d.ops if o.collection in cfg.collections})
+    with_d = at.read_many(touched)
+    old = before.read_many(touched)
+    now = snap.read_many(touched)
+    docs: list[dict[str, Any]] = []
+    clashes: dict[str, list[tuple[str, ...]]] = {}
+    for path in touched:
+        w = with_d[path]
+        wo = without.writes[path] if path in without.writes else None if path in without.deletes else old[path]
+        if w == wo:
+            continue  # its change here made no difference (an add of a member already there, say)
+        cur = now[path]
+        if cur == w:
+            target = _load(wo, path)
+        else:
+            target, bad = merge3(_load(w, path), _load(cur, path), _load(wo, path))
+            if bad:
+                clashes[path] = bad
+                continue
+        if target is not MISSING and _load(cur, path) == target:
+            continue
+        docs.append({"path": path, "expect": canonical.digest_line(cur) if cur is not None else None,
+                     "doc": None if target is MISSING else target})
+    if clashes:
+        raise FleetError(f"{delta_id} cannot be reverted cleanly: later changes built on it: "
+                         + "; ".join(_later(git, found.commit, head, clashes, cfg)))
+    if not docs:
+        raise FleetError(f"{delta_id}: reverting it would change nothing on main now")
+    for doc in docs:  # what the merge will check, checked now: one line naming the file
+        if doc["doc"] is not None:
+            coll = cfg.collections[doc["path"].split("/")[1]]
+            from fleet import schemas
+
+            problem = schemas.first_error(snap.validator(coll.name), doc["doc"])
+            if problem:
+                raise FleetError(f"{delta_id} cannot be reverted: {doc['path']} would be invalid: {problem} "
+                                 f"(schemas/{coll.schema})")
+    return request_path(delta_id), {"revert": delta_id, "tick": found.tick, "docs": docs, "by": by}
+
+
+def _load(data: bytes | None, path: str) -> Any:
+    return MISSING if data is None else canonical.load(data, path)
+
+
+def _refuse_held(at: GitSnapshot, now: GitSnapshot, d: Delta) -> None:
+    """A change of the delta that a conflict held is not the delta's to undo: a person decides it."""
+    for path, data in at.read_many(at.under(CONFLICT_DIR)).items():
+        c = Conflict.parse(data or b"", path)
+        if not any(x["delta"] == d.id for x in c.candidates):
+            continue
+        if now.read(path) is not None:
+            raise FleetError(f"{d.id}: its change of {c.where} is held in conflict {c.id}: decide that instead "
+                             f"(`fleet resolve {c.id} --choose base` keeps the value from before)")
+        raise FleetError(f"{d.id}: its change of {c.where} was held in conflict {c.id}, which a person has "
+                         "decided since; that decision built on it")
+
+
+# -- a three-way merge: the delta's change, taken back out of what main is now ----------
+def _same(a: Any, b: Any) -> bool:
+    if a is MISSING or b is MISSING:
+        return a is b
+    return bool(canonical.dumps_line(a) == canonical.dumps_line(b))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scalars(v: Any) -> bool:
+    return isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v)
+
+
+def _items(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, dict) and "id" in x for x in v)
+
+
+def _member_key(v: Any) -> tuple[int, Any, Any]:
+    """The engine's order of a set's members (fleet.engine.apply): null, booleans, numbers, strings."""
+    if v is None:
+        return (0, 0, "")
+    if isinstance(v, bool):
+        return (1, int(v), "")
+    if isinstance(v, (int, float)):
+        return (2, v, "")
+    return (3, 0, v)
+
+
+def merge3(w: Any, cur: Any, wo: Any, at: tuple[str, ...] = ()) -> tuple[Any, list[tuple[str, ...]]]:
+    """``cur`` with the change from ``w`` (with the delta) to ``wo`` (without
+    it) taken out. Counters give back the delta's amount, sets and id-keyed
+    lists lose or regain its members and items, objects are merged key by key.
+    Returns the result and the fields where a later change touched what the
+    delta changed (then the result is not to be used)."""
+    if _same(w, wo):
+        return cur, []
+    if _same(cur, w):
+        return wo, []
+    if _same(cur, wo):
+        return cur, []
+    if _number(w) and _number(cur) and _number(wo):
+        return cur + (wo - w), []
+    if isinstance(w, dict) and isinstance(cur, dict) and isinstance(wo, dict):
+        out: dict[str, Any] = {}
+        bad: list[tuple[str, ...]] = []
+        for k in sorted(set(w) | set(cur) | set(wo)):
+            v, b = merge3(w.get(k, MISSING), cur.get(k, MISSING), wo.get(k, MISSING), (*at, k))
+            bad += b
+            if v is not MISSING:
+                out[k] = v
+        return out, bad
+    if _scalars(w) and _scalars(cur) and _scalars(wo):
+        gone = {canonical.dumps_line(x) for x in w} - {canonical.dumps_line(x) for x in wo}
+        back = {canonical.dumps_line(x): x for x in wo if x not in w}
+        members = {canonical.dumps_line(x): x for x in cur if canonical.dumps_line(x) not in gone}
+        members.update(back)
+        return sorted(members.values(), key=_member_key), []
+    if _items(w) and _items(cur) and _items(wo):
+        wi, woi = {x["id"]: x for x in w}, {x["id"]: x for x in wo}
+        curi = {x["id"]: x for x in cur}
+        bad = [(*at, str(i)) for i in set(wi) | set(woi)
+               if not _same(wi.get(i, MISSING), woi.get(i, MISSING)) and i in curi
+               and not _same(curi[i], wi.get(i, MISSING))]
+        if bad:
+            return cur, sorted(bad)
+        items = [x if x["id"] not in woi or x["id"] not in wi else woi[x["id"]] for x in cur if x["id"] in woi or x["id"] not in wi]
+        items += [x for i, x in woi.items() if i not in wi and i not in curi]
+        return items, []
+    return cur, [at]
+
+
+def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, ...]]], cfg: Any) -> list[str]:
+    """Each clash, with the later deltas (and decisions, and commits by hand) that changed it."""
+    trusted = dataclasses.replace(cfg.limits, max_ops=sys.maxsize)
+    out = []
+    for path, fields in sorted(clashes.items()):
+        coll, doc_id = path.split("/")[1], path.rsplit("/", 1)[-1].removesuffix(".json")
+        who: list[str] = []
+        log = git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e",
+                      f"{since}..{head}", "--", path).decode()
+        for rec in log.split("\x1e"):
+            rec = rec.lstrip("\n")
+            if not rec:
+                continue
+            shas, author, body = rec.split("\0", 2)
+            commit, *parents = shas.split()
+            tick = tick_of(body)
+            if tick is None:
+                who.append(f"commit {commit[:12]} by {author}")
+                continue
+            inputs = tick_inputs(git, parents[0], commit, trusted)
+            for d in inputs.applied:
+                if any(o.collection == coll and o.id == doc_id and _overlaps(o.op, o.path, fields) for o in d.ops):
+                    who.append(f"delta {d.id} ({d.agent}, tick {d.tick})")
+            for r in inputs.decisions:
+                if r.get("collection") == coll and r.get("doc") == doc_id:
+                    who.append(f"the decision on {r.get('conflict')} (tick {tick})")
+            for r in inputs.reverts:
+                if path in r.get("docs", []) and r.get("status") == "applied":
+                    who.append(f"the revert of {r.get('revert')} (tick {tick})")
+        names = ", ".join(".".join(f) or "the document" for f in fields)
+        out.append(f"{coll}/{doc_id} {names}: " + (", ".join(dict.fromkeys(who)) or "a change fleet cannot name"))
+    return out
+
+
+def _overlaps(op: str, path: tuple[str, ...], fields: list[tuple[str, ...]]) -> bool:
+    if op in ("create", "delete"):
+        return True
+    return any(path[: len(f)] == f or f[: len(path)] == path for f in fields)
+
+
+__all__ = ["Found", "MISSING", "REVERTS", "find", "merge3", "plan", "request_path"]
