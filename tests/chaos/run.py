@@ -20,11 +20,14 @@ holder held):
 - ``disk-full``: the process may write no file larger than a few kilobytes
   (RLIMIT_FSIZE), as on a full disk;
 - ``merge-race``: two merges of one tick from two clones at once;
-- ``claimer-killed``: a task holder killed -9 between claim and complete.
+- ``claimer-killed``: a task holder killed -9 between claim and complete;
+- a sender off GitHub and an inbox reader (``fleet msg send`` / ``ack``) under
+  the same faults, each sending or acking again with the same id until it lands.
 
 Then it checks what must never happen: ``lost`` (an agent with no delta
-applied or quarantined in a tick, or a task never done), ``doubled`` (a
-delta applied twice, an agent twice in one tick, a task done twice) and
+applied or quarantined in a tick, a completion or a message that landed and
+is gone), ``doubled`` (a delta applied twice, an agent twice in one tick, a
+task done twice, a message there twice) and
 ``invalid`` (main fails ``fleet validate``, or ``fleet replay --check`` does not
 rebuild it byte for byte). It prints a table for people on stderr and a final
 JSON line with ``faults``, ``kinds``, ``lost``, ``doubled`` and ``invalid``; the
@@ -167,6 +170,7 @@ class Campaign:
         self.faults: Counter[str] = Counter()
         self.rows: list[tuple[int, str, str, str]] = []  # (tick, who, fault, outcome)
         self.completed: Counter[str] = Counter()  # task id -> completions that a holder saw succeed
+        self.sent: list[str] = []  # message ids whose send landed
 
     def env(self, crash: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("FLEET_CRASH_AT", "ANTHROPIC_API_KEY")}
@@ -225,6 +229,7 @@ class Campaign:
             if p.returncode not in (0, 3):
                 self.until_done(self.repo, "work", "--worker", str(i), "--workers", str(WORKERS), "--remote", self.url)
         self.claim_and_complete(t)
+        self.send_and_ack(t)
         fault = self.rng.choice(["none", *[f"kill@{p}" for p in MERGE_POINTS], "kill@random", "dropped-connection",
                                  "disk-full", "merge-race"])
         if fault == "merge-race":
@@ -259,6 +264,22 @@ class Campaign:
         self.note(t, "claimer", fault, done)
         if done.returncode == 0:
             self.completed[tid] += 1
+
+    def send_and_ack(self, t: int) -> None:
+        """A sender off GitHub sends one message under a fault, and sends it again with the
+        same id until it lands (the way to retry safely); the recipient acks the one
+        before, under a fault too, and acks again until it lands."""
+        mid = f"m-chaos-{t}"
+        fault = self.rng.choice(["none", "kill@random", "dropped-connection", "disk-full"])
+        args = ["msg", "send", "--from", "ops", "--to", "ada", "--body", f"tick {t}", "--id", mid, "--remote", self.url]
+        self.note(t, "sender", fault, self.fleet(self.repo, *args, fault=fault))
+        self.until_done(self.repo, *args, ok=(0,))
+        self.sent.append(mid)
+        if t > 1:
+            fault = self.rng.choice(["none", "kill@random", "dropped-connection"])
+            ack = ["msg", "ack", "ada", f"m-chaos-{t - 1}", "--remote", self.url]
+            self.note(t, "reader", fault, self.fleet(self.repo, *ack, fault=fault))
+            self.until_done(self.repo, *ack, ok=(0,))
 
     def note(self, t: int, who: str, fault: str, p: subprocess.CompletedProcess[str]) -> None:
         if fault != "none":
@@ -362,6 +383,15 @@ class Campaign:
                  for tid in self.completed if status.get(tid) != "done"]
         lost += [f"task {tid} is done without a completion on fleet/tasks" for tid, st in status.items()
                  if st == "done" and done[tid] == 0]
+        # every message sent is there once: in the inbox, or (acked) in the archive, never both
+        box = json.loads(self.until_done(self.repo, "msg", "inbox", "ada", "--remote", self.url, "--json", ok=(0,)).stdout)
+        kept = json.loads(self.until_done(self.repo, "msg", "archive", "ada", "--remote", self.url, "--json",
+                                          ok=(0,)).stdout)
+        where = Counter(m["id"] for m in box["messages"] + kept["messages"] if m["id"].startswith("m-chaos-"))
+        lost += [f"message {i} is neither in ada's inbox nor in her archive" for i in self.sent if where[i] == 0]
+        doubled += [f"message {i} is in ada's inbox and archive {n} times" for i, n in where.items() if n > 1]
+        acked = {m["id"] for m in kept["messages"]}
+        lost += [f"message {i} was acked but is not archived" for i in self.sent[:-1] if i not in acked]
         check = self.root / "check"
         subprocess.run(["git", "clone", "-q", self.bare.as_uri(), str(check)], check=True)
         v = self.fleet(check, "validate")
