@@ -425,6 +425,11 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
                             ("seconds", f"{report.seconds:.1f}")):
             table.add_row(what, str(value))
         console.print(table)
+        first = report.ticks[0].tick if report.ticks else None
+        span = f"tick {first}" if first == data["tick"] else f"ticks {first}-{data['tick']}" if first else "no tick"
+        console.print(f"fleet run: {span} merged, {data['applied']} applied, {data['noop']} no-op, "
+                      f"{data['held_deltas']} held, {data['quarantined']} quarantined, {data['tokens']:,} tokens, "
+                      f"${data['cost_usd']:.4f}, {report.seconds:.1f}s", markup=False, highlight=False)
         if report.interrupted:
             console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "
                           "the merge, and `fleet run` resumes there")
