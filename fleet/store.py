@@ -201,9 +201,11 @@ class BranchStore:
             pass  # a cache that cannot be written costs speed, never correctness
 
     # -- changing ----------------------------------------------------------
-    def publish(self, new: str, old: str | None) -> bool:
+    def publish(self, new: str, old: str | None, *, main: str | None = None) -> bool:
         """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile
-        (and drop this process's scratch ref in the same ref update)."""
+        (and drop this process's scratch ref in the same ref update). With
+        ``main``, only if the remote's main is still that commit too: an atomic
+        push whose lease on main moves nothing (git sends no update for it)."""
         remote = self.repo.remote
         scratch = f"delete {self.git.scratch_ref()}\n"
         if not remote:
@@ -211,7 +213,10 @@ class BranchStore:
             won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
             self._scratch = not won
             return won
-        result = self.git.push(remote, [RefUpdate(f"refs/heads/{self.branch}", new, old)],
+        updates = [RefUpdate(f"refs/heads/{self.branch}", new, old)]
+        if main is not None:
+            updates.append(RefUpdate("refs/heads/main", main, main))
+        result = self.git.push(remote, updates, atomic=main is not None,
                                while_running=lambda: faults.point(f"{self.fault}.during-push"))
         if result.outcome == "won":
             self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
@@ -222,34 +227,63 @@ class BranchStore:
         raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
                          f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
 
+    def _fetched_tips(self) -> tuple[str | None, str]:
+        """Fetch main and the branch; their tips (main() says why main is missing)."""
+        self.fetch(main=True)
+        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
+        return tips.get(self.ref), tips.get(self.repo.main_ref) or self.repo.main()
+
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
-        """Fetch, decide, commit, push; on a lost race, re-read and decide again.
+        """Decide, commit, push; on a lost race, fetch, re-read and decide again.
 
         ``decide`` sees a fresh read each round, so a writer that lost decides
         on what won. Returns the change and whether anything was pushed.
-        The first round costs one fetch, one ls-tree, one cat-file (the record
-        files and the config together), one fast-import, one push and one
-        ref update: a change must stay cheap when many writers race.
+
+        Push first: when this clone has seen main and the branch before, the
+        first round decides on them as last seen, without a fetch, and its
+        push checks both (the branch's tip, and an atomic lease on main that
+        moves nothing). If either has moved, git refuses the push before any
+        object is sent, and the change is decided again after a fetch. Only a
+        push that lands is taken from a view not fetched: any other answer
+        (nothing to do, an error, no commit) is decided again on a fetch. A
+        claimer whose own last change is still the tip so claims with one
+        push and no fetch; one whose view is old pays a refused push.
+        Otherwise a round costs one fetch, one ls-tree, one cat-file (the
+        record files and the config together), one fast-import, one push and
+        one ref update: a change must stay cheap when many writers race.
         ``fetched``: the caller has just fetched main and the branch.
         """
-        if not fetched:
-            self.fetch(main=True)
-        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
-        main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
+        seen = {} if fetched or dry_run or not self.repo.remote else self.git.ref_tips(self.repo.main_ref, self.ref)
+        unfetched = len(seen) == 2  # the first round decides on the view this clone last saw
+        if unfetched:
+            tip, main = seen[self.ref], seen[self.repo.main_ref]
+        elif not fetched and self.repo.remote:
+            tip, main = self._fetched_tips()
+        else:
+            tips = self.git.ref_tips(self.repo.main_ref, self.ref)
+            tip, main = tips.get(self.ref), tips.get(self.repo.main_ref) or self.repo.main()
         cfg: Config | None = None
         start = time.monotonic()
+        lost = 0  # races lost to other writers, for the backoff
+        attempts = 0
         try:
-            for attempt in range(MAX_ATTEMPTS):
-                if attempt:
-                    self.fetch(main=False)
-                    tip = self.git.rev_parse(self.ref)
-                else:
-                    tip = tips.get(self.ref)
-                records = self.read(tip, config_of=None if cfg else main)
-                cfg = cfg or records.config
-                assert cfg is not None
-                ch = decide(records, cfg, now())
+            while attempts < MAX_ATTEMPTS:
+                attempts += 1
+                try:
+                    records = self.read(tip, config_of=None if cfg else main)
+                    cfg = cfg or records.config
+                    assert cfg is not None
+                    ch = decide(records, cfg, now())
+                except FleetError:
+                    if not unfetched:
+                        raise
+                    ch = None
+                if unfetched and (ch is None or not ch.commits):
+                    # an answer that is not a landed push is given on a fetched view only
+                    (tip, main), cfg, unfetched = self._fetched_tips(), None, False
+                    continue
+                assert ch is not None
                 if not ch.commits or dry_run:
                     return ch, False
                 new = records.tip
@@ -260,16 +294,22 @@ class BranchStore:
                     self._scratch = True
                 faults.point(f"{self.fault}.after-commit")
                 assert new is not None
-                if self.publish(new, records.tip):
+                if self.publish(new, records.tip, main=main if unfetched else None):
                     return ch, True
                 if time.monotonic() - start > patience:
                     break
+                if unfetched:  # the view was old, not contended: fetch and go again at once
+                    (tip, main), cfg, unfetched = self._fetched_tips(), None, False
+                    continue
                 # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
                 # losers must not keep the winner's machine busy with doomed attempts
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(lost, 6))))
+                lost += 1
+                self.fetch(main=False)
+                tip = self.git.rev_parse(self.ref)
         finally:
             if self._scratch:  # a lost race or an error left this process's scratch ref behind
                 self.git.proc("update-ref", "-d", self.git.scratch_ref())
                 self._scratch = False
-        raise FleetError(f"gave up after {attempt + 1} attempts: the {self.what} on {self.repo.remote or 'this repository'} "
+        raise FleetError(f"gave up after {attempts} attempts: the {self.what} on {self.repo.remote or 'this repository'} "
                          "kept moving (too many writers at once); try again")
