@@ -95,10 +95,10 @@ clone, agent, quota = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 TaskQueue(FleetRepo(clone)).load()  # the first read of a clone reads the whole queue (and caches it)
 pushes = 0
 publish = BranchStore.publish
-def counted(self, new, old):
+def counted(self, *args, **kw):
     global pushes
     pushes += 1
-    return publish(self, new, old)
+    return publish(self, *args, **kw)
 BranchStore.publish = counted
 print("ready", flush=True)
 sys.stdin.readline()
