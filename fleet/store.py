@@ -224,6 +224,8 @@ class BranchStore:
             return True
         if result.outcome == "lost":
             return False
+        if main is not None and "--atomic" in result.reason:  # a server without atomic pushes: fetch instead
+            return False
         raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
                          f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
 

@@ -116,3 +116,12 @@ def test_nothing_ready_on_an_old_view_is_asked_again_on_a_fetch(queue: tuple[Fle
         task_cmd.claim(a, "ada")
     task_cmd.add(f.path, [({"id": "late", "title": "late"}, "test")])  # a's view says nothing is ready
     assert task_cmd.claim(a, "ada")["id"] == "late"
+
+
+def test_a_remote_without_atomic_pushes_is_fetched_from_instead(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "ada")
+    Git(bare).run("config", "receive.advertiseAtomic", "false")  # the push-first round needs an atomic push
+    task_cmd.claim(a, "ada")
+    assert len(claims(bare)) == 2
