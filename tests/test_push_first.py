@@ -4,18 +4,20 @@ lands is taken from that view (fleet/store.py, ``BranchStore.change``).
 
 What must hold: a current view claims with no fetch at all; an old view never
 claims what someone else claimed, never uses a config main no longer has, and
-never says "nothing to do" or refuses without a fetch first.
+never says "nothing to do" or refuses without a fetch first; and a process
+changing back to back fetches first, so that it cannot starve the others.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fleet import canonical
+from fleet import canonical, store
 from fleet.commands import task as task_cmd
 from fleet.errors import FleetError, NothingToDo
 from fleet.git import Git
@@ -53,23 +55,46 @@ def set_agents(f: Fleet, change: dict) -> None:
 
 
 @pytest.fixture
-def queue(origin_fleet: tuple[Fleet, Path]) -> tuple[Fleet, Path]:
+def queue(origin_fleet: tuple[Fleet, Path], monkeypatch: pytest.MonkeyPatch) -> tuple[Fleet, Path]:
+    """Three tasks on origin's queue; this process pushes first even right after
+    a change of its own (as a new process, or one that paused, would)."""
     f, bare = origin_fleet
     task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)
     return f, bare
 
 
-def test_a_claim_on_the_view_its_clone_left_makes_no_fetch(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
-    f, bare = queue
+def test_a_claim_on_the_view_its_clone_left_makes_no_fetch(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
     a = clone(bare, tmp_path / "a")
     first = task_cmd.claim(a, "ada")  # a fresh clone has no view yet: it fetches
     no_fetch(a)
     with pytest.raises(FleetError, match="git fetch"):
         task_cmd.listing(a)
-    second = task_cmd.claim(a, "ada")  # its own claim is still the tip: one push, no fetch
+    fleet = [sys.executable, "-m", "fleet", "task"]
+    r = subprocess.run([*fleet, "claim", "-C", str(a), "--as", "ada", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # the next command: its clone's claim is still the tip, one push, no fetch
+    second = json.loads(r.stdout)
     assert first["id"] != second["id"] and len(claims(bare)) == 2
-    done = task_cmd.complete(a, second["id"], second["fence"], agent="ada")
-    assert done["status"] == "done"
+    r = subprocess.run([*fleet, "complete", second["id"], "-C", str(a), "--fence", str(second["fence"])],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_process_changing_back_to_back_fetches_first(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else it would keep winning, a fetch quicker than every other writer, and starve them."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "ada")
+    no_fetch(a)
+    with pytest.raises(FleetError, match="git fetch"):
+        task_cmd.claim(a, "ada")
+    monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)  # as after a pause
+    task_cmd.claim(a, "ada")
+    assert len(claims(bare)) == 2
 
 
 def test_an_old_view_loses_and_claims_the_next_task_after_a_fetch(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
