@@ -215,9 +215,10 @@ def _check_history(bare: Path, tasks: int) -> tuple[dict[str, tuple[str, int]], 
 def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks: int, *, victims: int,
                    anytime: int, cli: int, timeout: float) -> dict[str, float]:
     """``procs`` claimers (``cli`` of them through the command line, the rest
-    through the library), ``victims`` of them killed holding a task and
-    ``anytime`` of them killed at a random moment; the watchdog every
-    WATCHDOG_EVERY seconds. Checks everything; returns timings."""
+    through the library), ``victims`` of them killed holding a task (they
+    claim first) and ``anytime`` of them killed at a random moment while all
+    race; the watchdog every WATCHDOG_EVERY seconds. Checks everything;
+    returns timings."""
     agents = [f"w{i:02d}" for i in range(procs)]
     bare = _origin(tmp, served, agents, tasks)
     url = daemon.url("origin.git")
@@ -237,13 +238,20 @@ def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks
             args.append("--cli")
         if kind:  # a short lease, so that what it holds when it dies comes back soon
             args += ["--lease", str(VICTIM_LEASE)]
-        if kind == "holds":
-            args += ["--hold-after", str(rng.randrange(1, 4))]
+        if kind == "holds":  # it holds the first task it claims until it is killed
+            args += ["--hold-at", "0"]
         w = Worker(agent, subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), kind)
         threading.Thread(target=_read, args=(w,), daemon=True).start()
         if kind == "anytime":
             threading.Timer(rng.uniform(1.0, 4.0), w.kill).start()
         workers.append(w)
+        if i == victims - 1:
+            # The holders go first, so that each surely gets a task to die holding: a claimer can
+            # lose every race for a while, to others pushing back to back on views they just made
+            # (push first). Their tasks come back from the watchdog while the rest race.
+            while any(w.killed_at is None and w.proc.poll() is None for w in workers):
+                assert time.monotonic() - t0 < 120, [w.lines for w in workers]
+                time.sleep(0.05)
     watchdog_runs = 0
     try:
         while any(w.proc.poll() is None for w in workers if not w.victim):
@@ -306,8 +314,11 @@ def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks
         assert (tid, agent, fence) in returns, f"{tid} held by {agent} (killed) was never returned"
         assert done[tid][0] != agent and done[tid][1] > fence
     # (every other claim is followed by its holder's complete or the watchdog's return: _check_history)
+    per_holder = Counter(holder for holder, _ in done.values())
     return {"seconds": round(elapsed, 1), "claims": claims, "returns": len(returns),
-            "watchdog_runs": watchdog_runs}
+            "watchdog_runs": watchdog_runs,
+            "done_by": {w.agent + (" (cli)" if "--cli" in w.proc.args else ""): per_holder[w.agent]
+                        for w in workers if not w.victim}}
 
 
 def _size(default: tuple[int, int]) -> tuple[int, int]:
