@@ -40,8 +40,8 @@ from fleet.git import RefUpdate, common_dir, git_reason
 from fleet.repo import TRACKING, FleetRepo
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
-# A change follows one this process landed on the same branch less than this
-# long ago (seconds): it fetches first rather than push first (see BranchStore.change).
+# A change made less than this long (seconds) after one this process landed on the
+# same branch fetches first rather than push first (see BranchStore.change).
 PUSH_FIRST_AFTER = 1.0
 _landed: dict[tuple[str, str], float] = {}  # (clone, branch) -> when this process last landed a change there
 CACHE_FORMAT = 2
@@ -255,7 +255,7 @@ class BranchStore:
         (nothing to do, an error, no commit) is decided again on a fetch. A
         claimer whose own last change is still the tip so claims with one
         push and no fetch; one whose view is old pays a refused push.
-        Push first serves a change that follows a pause (a command, an
+        Push first serves a change made after a pause (a command, an
         agent's complete after its work), not a loop: a process that landed a
         change on this branch less than PUSH_FIRST_AFTER ago fetches first.
         Otherwise a writer changing back to back would keep winning, its
