@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class Collection:
 
 @dataclass(frozen=True)
 class Budget:
-    """A limit per tick; None means unlimited."""
+    """A limit (per agent per tick, per tick, per UTC day or month); None means unlimited."""
 
     tokens: int | None = None
     usd: float | None = None
@@ -128,6 +129,8 @@ class RunSettings:
     turn_timeout_seconds: float = 120
     max_retries: int = 4
     context_tokens: int = 6000
+    every: int | None = None  # seconds: at most one tick starts per slot of this length; None: no pace
+    self_dispatch: bool = True  # with every: the merge dispatches the next run of the tick workflow
 
     def push_mode(self, workers: int) -> str:
         """direct or coalesced: auto is direct for small fleets only (6 pushes a minute)."""
@@ -141,6 +144,23 @@ class TaskSettings:
     lease_seconds: float = 1800
     max_failures: int = 3
     retry_delay_seconds: float = 300
+    # Who may claim tasks, apart from who takes turns in ticks: names or glob
+    # patterns (laptop-*, ci-*); the tick agents too unless agents_claim is false.
+    claimers: tuple[str, ...] = ()
+    agents_claim: bool = True
+    # The watchdog does not return a task claimed less than this ago, lease or not:
+    # its holder may still be starting (a runner takes a minute or two to set up).
+    grace_seconds: float = 60
+    escalate: str = "none"  # or "issue": one GitHub issue per escalated task, opened by the watchdog
+
+    def may_claim(self, name: str, agents: dict[str, Any]) -> bool:
+        """Whether ``name`` may claim, renew, complete, fail or release a task, or have one slung to it."""
+        return (self.agents_claim and name in agents) or any(fnmatch.fnmatchcase(name, p) for p in self.claimers)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> TaskSettings:
+        """The ``tasks`` object of a config the schema has checked."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,8 @@ class Config:
     run: RunSettings = field(default_factory=RunSettings)
     agent_budget: Budget = field(default_factory=Budget)
     tick_budget: Budget = field(default_factory=Budget)
+    day_budget: Budget = field(default_factory=Budget)  # per UTC day, whole fleet
+    month_budget: Budget = field(default_factory=Budget)  # per UTC month, whole fleet
     models: dict[str, Price] = field(default_factory=dict)
     tasks: TaskSettings = field(default_factory=TaskSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
@@ -190,9 +212,48 @@ class Config:
         return "hold"
 
 
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_UNITS = (86400, 3600, 60, 1)
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in a duration such as ``90s``, ``10m``, ``1h``, ``1d`` or ``1h30m``; None if it is not one."""
+    m = _DURATION.fullmatch(text) if isinstance(text, str) and text and len(text) <= 32 else None
+    if m is None:
+        return None
+    return sum(int(n) * unit for n, unit in zip(m.groups(), _UNITS, strict=True) if n)
+
+
+def format_duration(seconds: float) -> str:
+    """``600`` -> ``10m``, ``5400`` -> ``1h30m``: as run.every is written."""
+    left = max(0, int(seconds))
+    parts = []
+    for unit, name in zip(_UNITS, "dhms", strict=True):
+        if left >= unit or (name == "s" and not parts):
+            parts.append(f"{left // unit}{name}")
+            left %= unit
+    return "".join(parts)
+
+
+def _every(raw: dict[str, Any], where: str) -> int | None:
+    """run.every in seconds, checked before the schema so that the message says what a duration is."""
+    run = raw.get("run")
+    if not isinstance(run, dict) or "every" not in run:
+        return None
+    text = run["every"]
+    seconds = parse_duration(text) if isinstance(text, str) else None
+    if seconds is None:
+        raise FleetError(f"{where}: run.every: {text!r} is not a duration (a number and a unit: 90s, 10m, 1h, 1d, "
+                         "or 1h30m)")
+    if seconds < 1:
+        raise FleetError(f"{where}: run.every: {text!r} is no time at all; a pace is at least 1s")
+    return seconds
+
+
 def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
     """Parse and check a config file; errors name the file and the rule."""
     raw = canonical.load(data, where)
+    every = _every(raw, where) if isinstance(raw, dict) else None
     problem = schemas.first_error(schemas.protocol("config"), raw)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/config.schema.json)")
@@ -234,11 +295,13 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         limits=Limits(**raw.get("limits", {})),
         policies=dict(raw.get("policies", {})),
         name=raw.get("fleet", {}).get("name", ""),
-        run=RunSettings(**raw.get("run", {})),
+        run=RunSettings(**{**raw.get("run", {}), "every": every}),
         agent_budget=Budget(**raw.get("budgets", {}).get("agent", {})),
         tick_budget=Budget(**raw.get("budgets", {}).get("tick", {})),
+        day_budget=Budget(**raw.get("budgets", {}).get("day", {})),
+        month_budget=Budget(**raw.get("budgets", {}).get("month", {})),
         models={m: Price(**p) for m, p in raw.get("models", {}).items()},
-        tasks=TaskSettings(**raw.get("tasks", {})),
+        tasks=TaskSettings.parse(raw.get("tasks", {})),
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
     )

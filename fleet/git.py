@@ -13,10 +13,11 @@ import random
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from fleet import keys
 from fleet.errors import FleetError
@@ -119,6 +120,42 @@ class Git:
             blobs[sha] = out[nl + 1 : nl + 1 + size]
             pos = nl + 1 + size + 1
         return blobs
+
+    def cat_maybe(self, names: list[str]) -> dict[str, bytes | None]:
+        """Read many objects (``rev:path`` names too) with one ``cat-file --batch``;
+        None for a name that does not exist."""
+        unique = list(dict.fromkeys(names))
+        if not unique:
+            return {}
+        out = self.run("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+        found: dict[str, bytes | None] = {}
+        pos = 0
+        for name in unique:
+            nl = out.index(b"\n", pos)
+            header = out[pos:nl].split(b" ")
+            if len(header) < 3:  # "<name> missing" (or ambiguous), and no content
+                found[name] = None
+                pos = nl + 1
+                continue
+            size = int(header[2])
+            found[name] = out[nl + 1 : nl + 1 + size]
+            pos = nl + 1 + size + 1
+        return found
+
+    @contextmanager
+    def stream(self, *args: str) -> Iterator[IO[bytes]]:
+        """Run git and read its output as it comes; leaving the block early stops git
+        (a walk of history that found what it wanted reads no further)."""
+        p = subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             env=_env())
+        assert p.stdout is not None
+        try:
+            yield p.stdout
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.stdout.close()
+            p.wait()
 
     def blob_head(self, sha: str, n: int) -> bytes:
         """The first ``n`` bytes of a blob, without reading the rest."""
@@ -334,7 +371,7 @@ class Git:
         ``atomic``: all refs move or none does. ``while_running`` is called once
         the push has started and before it is waited for (a crash test dies there).
         """
-        args = ["push", "--porcelain", "--quiet", *(["--atomic"] if atomic else [])]
+        args = ["push", "--porcelain", *(["--atomic"] if atomic else [])]
         args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
         args += [remote, *(f"{u.new or ''}:{u.ref}" for u in updates)]
         push = subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
@@ -343,6 +380,11 @@ class Git:
             while_running()
         out, err = push.communicate()
         if push.returncode == 0:
+            # "=": the remote had the ref at our new value already, whatever the lease said (git
+            # checks no lease for a ref it need not move). Another writer made the same commit
+            # first (a merge is deterministic: the same deltas in the same second): it won, not us.
+            if any(line.startswith("=\t") for line in out.decode(errors="replace").splitlines()):
+                return PushResult("lost", "the remote had this commit already: another writer published it")
             return PushResult("won")
         text = (out + err).decode(errors="replace")
         reason = git_reason(text, f"exit {push.returncode}")

@@ -54,11 +54,14 @@ class PromptBuilder:
             used += cost
         return "".join(parts)
 
-    def for_agent(self, agent: str) -> Prompt:
+    def for_agent(self, agent: str, task: dict[str, Any] | None = None) -> Prompt:
         a = self.view.snap.config.agents.get(agent)
         scope = Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
         left = max(0, self.budget - self.common_tokens)
         text, used = "", 0
+        if task is not None:  # fleet's own section: the task comes first, whatever the world
+            block = _task_text(task)
+            text, used = block, tokens(block)
         for s in self.spec.own:  # in the declared order, most important first
             block, cost = _pack(self, s, scope, left - used, "\n\n" if text else "")
             text += block
@@ -70,6 +73,13 @@ class PromptBuilder:
         ]
         return Prompt(system, [{"role": "user", "content": ask}], self.common_tokens,
                       self.common_tokens + tokens(text) + tokens(ask))
+
+
+def _task_text(task: dict[str, Any]) -> str:
+    body = str(task.get("body") or "")[:4000]
+    return (f"Your task this tick: {task['id']}: {task['title']}" + (f"\n{body}" if body else "")
+            + "\nWhen it is done, call complete_task with what you did; if you cannot do it, call fail_task "
+              "and say why.")
 
 
 def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tuple[str, int]:

@@ -61,6 +61,13 @@ class Usage:
                      self.cache_creation_input_tokens + other.cache_creation_input_tokens,
                      self.micro_usd + other.micro_usd)
 
+    def __sub__(self, other: Usage) -> Usage:
+        """What was spent between two totals (``other`` the earlier)."""
+        return Usage(self.input_tokens - other.input_tokens, self.output_tokens - other.output_tokens,
+                     self.cache_read_input_tokens - other.cache_read_input_tokens,
+                     self.cache_creation_input_tokens - other.cache_creation_input_tokens,
+                     self.micro_usd - other.micro_usd)
+
     @property
     def tokens(self) -> int:
         """Every token, read, written or cached."""

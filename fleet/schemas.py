@@ -60,6 +60,7 @@ class ProtocolValidator:
     and sum token counts, so ``2.0`` there is refused."""
 
     def __init__(self, schema: dict[str, Any], where: str) -> None:
+        self.schema = schema
         self.inner = compile_schema(schema, where)
         self.integers = _integer_plan(schema, schema, frozenset())
         self._paths = _flat(self.integers, ())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import delta as delta_mod
-from fleet import faults, keys
+from fleet import faults, keys, tick_tasks
 from fleet import world as world_mod
 from fleet.config import Budget, Config, Price
 from fleet.prompt import PromptBuilder
@@ -70,19 +70,25 @@ async def run_turns(
     concurrency: int | None = None,
     deadline: float | None = None,
     finished: dict[str, dict[str, Any]] | None = None,
+    tasks: dict[str, dict[str, Any]] | None = None,
+    world: world_mod.World | None = None,
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
     ``finished`` (agent -> delta) fills as turns complete, so a caller that is
-    interrupted keeps the work already done.
+    interrupted keeps the work already done. ``tasks``: the task each agent
+    holds this tick (fleet.tick_tasks), shown in its prompt with the tools to
+    report on it.
     """
     finished = {} if finished is None else finished
+    held = dict(tasks or {})
     cfg: Config = snap.config
-    world = world_mod.load(cfg, snap.read)
+    world = world if world is not None else world_mod.load(cfg, snap.read)
     declared = frozenset(world.tools)
     # every turn reads main as the tick started, never another turn's calls:
     # what an agent does does not depend on which agents share its worker
     view = View(snap, tick=snap.tick + 1)
+    view.preload(sorted(cfg.collections))
     builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
@@ -108,7 +114,10 @@ async def run_turns(
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("the worker's deadline passed before this turn started")
             tools = world.tools_of(cfg, agent)
-            prompt = builder.for_agent(agent)
+            task = held.get(agent)
+            ttools = tick_tasks.task_tools(cfg, agent) if task else ()
+            offered = world.definitions(tools) + [tick_tasks.DEFINITIONS[n] for n in ttools]
+            prompt = builder.for_agent(agent, task)
             model = cfg.model_of(agent)
             max_tokens = cfg.run.max_tokens
             budget = cfg.budget_of(agent)
@@ -124,14 +133,16 @@ async def run_turns(
             spend.reserve(estimate_tokens, estimate_usd)
             result = None
             try:
-                request = TurnRequest(agent, tick, view, world.definitions(tools), tools, prompt, model, max_tokens)
+                request = TurnRequest(agent, tick, view, offered, tools, prompt, model, max_tokens, task)
                 result = await asyncio.wait_for(provider.turn(request), turn_limit)
             finally:
                 spend.settle(estimate_tokens, estimate_usd, result.usage if result else None)
-        conv = to_ops(agent, tick, result.calls, view, tools, declared)
+        conv = to_ops(agent, tick, result.calls, view, tools, declared, task=task, task_tools=ttools)
         meta: dict[str, Any] = {"provider": provider.name, "model": result.model, "usage": result.usage}
         if conv.rejected:
             meta["rejected"] = conv.rejected
+        if conv.tasks:
+            meta["tasks"] = conv.tasks
         if conv.noop is not None:
             meta["noop"] = conv.noop if result.calls or not result.text else "answered without a tool call"
         body = delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=conv.ops, meta=meta)

@@ -8,9 +8,9 @@ next ready task. The branch's history is the audit trail, one commit per
 change, each message saying who did what and why. The queue reads its
 settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
-A claim hands out a fencing token, a number that only goes up. Renew,
-complete, fail and release name it, so a holder whose lease ran out and whose
-task went to someone else is refused instead of overwriting their work.
+A claim hands out a fence (a fencing token), a number that only goes up.
+Renew, complete, fail and release name it, so a holder whose lease ran out and
+whose task went to someone else is refused instead of overwriting their work.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fleet import docpath, keys, schemas
-from fleet.config import Config
+from fleet import docpath, keys, overlap, schemas
+from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
 from fleet.repo import FleetRepo
@@ -35,7 +35,7 @@ TASK_DIR = "tasks"
 WORKER_DIR = "workers"
 STATUSES = ("pending", "in-progress", "done", "failed")
 OPEN = ("pending", "in-progress")
-INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for"}
+INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for", "paths"}
 DEFAULT_PRIORITY = 2
 
 
@@ -81,14 +81,16 @@ def new_task_id(count: int) -> str:
 MISSING = docpath.MISSING
 
 # The keys of fleet's own records are snake_case; a queue written by an earlier
-# fleet says claimedBy, leaseUntil, lastTick and so on, which are read as the new
-# keys and written back in the new spelling at the next change.
+# fleet says claimedBy, leaseUntil, lastTick and so on (and "token" for the
+# fence), which are read as the new keys and written back in the new spelling
+# at the next change.
 _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil": "lease_until",
              "notBefore": "not_before", "createdAt": "created_at", "updatedAt": "updated_at", "doneAt": "done_at",
-             "lastTick": "last_tick"}
+             "lastTick": "last_tick",
+             "token": "fence"}
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
-_OPTIONAL = ("body", "done_at", "result", "error")
+_OPTIONAL = ("body", "done_at", "result", "error", "paths", "escalated_at")
 
 
 def _respelled(doc: Any) -> Any:
@@ -111,7 +113,7 @@ class Task:
     priority: int
     deps: list[str]
     for_: str | None  # the agent it was slung to ("for" on disk)
-    token: int  # the fencing token: up by one at every claim
+    fence: int  # the fencing token: up by one at every claim
     attempts: int
     failures: int
     claimed_by: str | None
@@ -124,6 +126,14 @@ class Task:
     done_at: Any = MISSING
     result: Any = MISSING
     error: Any = MISSING
+    paths: Any = MISSING  # the paths it will touch (fleet.overlap), a list; MISSING: none declared
+    escalated_at: Any = MISSING  # when it failed tasks.max_failures times and went to a person
+
+    @property
+    def escalated(self) -> bool:
+        """Failed for good: a person must look (status "failed"; a queue from an
+        earlier fleet has no escalated_at on such a task, and it is escalated all the same)."""
+        return self.status == "failed"
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Task:
@@ -138,6 +148,11 @@ class Task:
             if value is not None and not _is_stamp(value):
                 raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as "
                                  "2026-11-22T12:38:12.345Z (schemas/task.schema.json)")
+        if "paths" in doc:
+            try:
+                overlap.check(doc["paths"])
+            except overlap.PathRule as e:
+                raise FleetError(f"{where}: {e} (fleet/overlap.py)") from None
         return cls.of(doc)
 
     @classmethod
@@ -158,10 +173,25 @@ def _key(name: str) -> str:
 
 _FIELDS = tuple(Task.__dataclass_fields__)
 _READ = tuple((_key(f), f in _OPTIONAL) for f in _FIELDS)  # in field order: Task.of builds by position
-STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at")
+STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at", "done_at", "escalated_at")
 
 
 # -- a read of the branch ------------------------------------------------
+@dataclass(frozen=True)
+class Held:
+    """Why a task is held back: a task in flight (``by``) declares paths that overlap its own."""
+
+    by: Task
+    where: overlap.Shared
+
+    def __str__(self) -> str:
+        return f"shares paths with {self.by.id} (in progress, held by {self.by.claimed_by}): {self.where}"
+
+
+def _hand_out_order(t: Task) -> tuple[bool, int, str, str]:
+    return (t.for_ is None, t.priority, t.created_at, t.id)
+
+
 @dataclass
 class Queue:
     """The tasks and worker records at one commit of the branch."""
@@ -169,6 +199,11 @@ class Queue:
     tip: str | None
     tasks: dict[str, Task] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # derived from tasks on first use (a Queue is one read of the branch, never changed)
+    _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _doomed: dict[str, str | None] | None = field(default=None, init=False, repr=False, compare=False)
+    _in_flight: overlap.Index | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, records: Records) -> Queue:
@@ -194,23 +229,65 @@ class Queue:
         """The dependencies of ``t`` that are not done yet."""
         return [d for d in t.deps if d not in self.tasks or self.tasks[d].status != "done"]
 
-    def doomed_by(self, t: Task, seen: frozenset[str] = frozenset()) -> str | None:
+    def _order(self) -> list[str]:
+        """Every task after its deps; a cycle on the branch (only a hand edit makes one) is named."""
+        if self._topo is None:
+            try:
+                self._topo = dependency_order(self.tasks, list(self.tasks))
+            except DependencyCycle as e:
+                raise FleetError(f"{BRANCH}: tasks wait for each other in a circle, so none of them can ever be "
+                                 f"ready: {' -> '.join(e.path)} (fix their deps on the branch)") from None
+        return self._topo
+
+    def doomed_by(self, t: Task) -> str | None:
         """A failed task that ``t`` waits for, directly or not: while it stays
         failed, ``t`` can never be ready (`fleet task reopen` gives it another go)."""
-        for d in t.deps:
-            dep = self.tasks.get(d)
-            if dep is None or d in seen:
-                continue
-            if dep.status == "failed":
-                return d
-            if dep.status != "done":
-                found = self.doomed_by(dep, seen | {t.id})
-                if found:
-                    return found
+        if self._doomed is None:
+            doomed: dict[str, str | None] = {}
+            for i in self._order():
+                found = None
+                for d in self.tasks[i].deps:
+                    dep = self.tasks.get(d)
+                    if dep is not None and dep.status == "failed":
+                        found = d
+                    elif dep is not None and dep.status != "done":
+                        found = doomed[d]
+                    if found:
+                        break
+                doomed[i] = found
+            self._doomed = doomed
+        return self._doomed.get(t.id)
+
+    def waves(self) -> dict[str, int]:
+        """Each task's wave, its depth in the dependency graph: 0 with no deps,
+        else one more than the highest wave among its deps. Tasks of one wave
+        never wait for each other; a wave runs once the waves before it are done."""
+        if self._waves is None:
+            waves: dict[str, int] = {}
+            for i in self._order():
+                waves[i] = max((waves.get(d, 0) + 1 for d in self.tasks[i].deps), default=0)
+            self._waves = waves
+        return self._waves
+
+    def paths_held_by(self, t: Task) -> Held | None:
+        """The task in progress whose paths overlap those ``t`` declares, if any
+        (fleet.overlap): while it is in flight, ``t`` is not handed out."""
+        if t.paths is MISSING:
+            return None
+        if self._in_flight is None:
+            index = overlap.Index()
+            for other in self.tasks.values():
+                if other.status == "in-progress" and other.paths is not MISSING:
+                    index.add(other.id, other.paths)
+            self._in_flight = index
+        for other_id in sorted(self._in_flight.candidates(t.paths)):
+            if other_id != t.id:
+                found = overlap.shared(t.paths, self.tasks[other_id].paths)
+                if found is not None:
+                    return Held(self.tasks[other_id], found)
         return None
 
-    def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
-        """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
+    def _ready_but_paths(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
         return (
             t.status == "pending"
             and (t.for_ is None or agent is None or t.for_ == agent)
@@ -218,11 +295,27 @@ class Queue:
             and not self.blockers(t)
         )
 
+    def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
+        """Whether ``agent`` (None: anyone) may claim ``t`` at ``at``."""
+        # most tasks declare no paths: no call for them (ready() asks this of every task)
+        return self._ready_but_paths(t, agent, at) and (t.paths is MISSING or self.paths_held_by(t) is None)
+
     def ready(self, agent: str | None, at: _dt.datetime) -> list[Task]:
         """Ready tasks in the order they are handed out: slung to this agent
         first, then by priority (0 first), then oldest first."""
         out = [t for t in self.tasks.values() if self.is_ready(t, agent, at)]
-        out.sort(key=lambda t: (t.for_ is None, t.priority, t.created_at, t.id))
+        out.sort(key=_hand_out_order)
+        return out
+
+    def held_back(self, agent: str | None, at: _dt.datetime) -> list[tuple[Task, Held]]:
+        """Tasks that would be ready but for a task in flight whose paths overlap theirs, in claim order."""
+        out = []
+        for t in self.tasks.values():
+            if t.paths is not MISSING and self._ready_but_paths(t, agent, at):
+                held = self.paths_held_by(t)
+                if held is not None:
+                    out.append((t, held))
+        out.sort(key=lambda pair: _hand_out_order(pair[0]))
         return out
 
     def counts(self) -> dict[str, int]:
@@ -316,17 +409,25 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     target = item.get("for")
     if target is not None and not isinstance(target, str):
         raise FleetError(f"{where}: at /for: must be an agent's name or null (schemas/task.schema.json)")
-    if target is not None and target not in cfg.agents:
-        raise FleetError(f"{where}: for: unknown agent {target[:60]!r} (agents are in state/config.json)")
+    if target is not None:
+        problem = claimer_problem(cfg, target)
+        if problem:
+            raise FleetError(f"{where}: for: {problem}")
     priority = item.get("priority", DEFAULT_PRIORITY)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
                          "(schemas/task.schema.json)")
+    paths = item.get("paths", MISSING)
+    if paths is not MISSING:
+        try:
+            paths = overlap.check(paths) or MISSING  # no paths declared: none stored
+        except overlap.PathRule as e:
+            raise FleetError(f"{where}: {e}") from None
     stamp_ = stamp(at)
     t = Task(id=item.get("id", ""), title=item.get("title"), status="pending", priority=priority,
-             deps=item.get("deps", []), for_=target, token=0, attempts=0, failures=0, claimed_by=None,
+             deps=item.get("deps", []), for_=target, fence=0, attempts=0, failures=0, claimed_by=None,
              claimed_at=None, lease_until=None, not_before=None, created_at=stamp_, updated_at=stamp_,
-             body=item.get("body", MISSING))
+             body=item.get("body", MISSING), paths=paths)
     probe = dict(t.to_json(), id=t.id or "tk-probe")
     problem = schemas.first_error(schemas.protocol("task"), probe)
     if problem:
@@ -334,57 +435,93 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     return t
 
 
-def cycle(tasks: dict[str, Task], ids: list[str]) -> list[str] | None:
-    """A dependency cycle through one of ``ids``, as a path, or None."""
-    state: dict[str, int] = {}
-
-    def visit(n: str, path: list[str]) -> list[str] | None:
-        if state.get(n) == 1:
-            return path[path.index(n):] + [n]
-        if state.get(n) == 2 or n not in tasks:
-            return None
-        state[n] = 1
-        for d in tasks[n].deps:
-            found = visit(d, path + [n])
-            if found:
-                return found
-        state[n] = 2
+def claimer_problem(cfg: Config, name: str) -> str | None:
+    """Why ``name`` may not claim tasks (or have one slung to it), or None when it may.
+    Claimers are configured apart from the tick agents (``tasks.claimers``)."""
+    if not is_safe_id(name):
+        return (f"{printable(name, 60)!r} is no claimer's name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+                "(no '..', at most 128 characters)")
+    if cfg.tasks.may_claim(name, cfg.agents):
         return None
+    if name in cfg.agents:
+        return f"{name} is a tick agent and tasks.agents_claim is false, so only tasks.claimers may claim ({CONFIG_PATH})"
+    patterns = ", ".join(cfg.tasks.claimers[:6]) + (", …" if len(cfg.tasks.claimers) > 6 else "")
+    return (f"{name} may not claim tasks: it is no tick agent and matches nothing in tasks.claimers "
+            f"({patterns or 'none set'}; {CONFIG_PATH})")
 
-    for i in ids:
-        found = visit(i, [])
-        if found:
-            return found
-    return None
+
+class DependencyCycle(FleetError):
+    """Tasks that wait for each other in a circle: none of them can ever be ready."""
+
+    def __init__(self, path: list[str]) -> None:
+        super().__init__(f"deps: a cycle would never be ready: {' -> '.join(path)}")
+        self.path = path
 
 
-def holder_check(t: Task, token: int, agent: str | None, verb: str) -> None:
-    """Refuse a stale or foreign holder: the fencing token must be the current one."""
+def dependency_order(tasks: dict[str, Task], roots: list[str]) -> list[str]:
+    """``roots`` and every task they wait for, each after its deps (a dep not in
+    ``tasks`` is left out); DependencyCycle when deps go round in a circle.
+    Iterative: a chain of 10,000 tasks is no deeper than one."""
+    order: list[str] = []
+    finished: set[str] = set()
+    for root in roots:
+        if root in finished or root not in tasks:
+            continue
+        stack = [(root, iter(tasks[root].deps))]
+        on_path = {root: 0}
+        while stack:
+            node, deps = stack[-1]
+            for d in deps:
+                if d in finished or d not in tasks:
+                    continue
+                if d in on_path:
+                    path = [n for n, _ in stack][on_path[d]:]
+                    raise DependencyCycle([*path, d])
+                on_path[d] = len(stack)
+                stack.append((d, iter(tasks[d].deps)))
+                break
+            else:
+                stack.pop()
+                del on_path[node]
+                finished.add(node)
+                order.append(node)
+    return order
+
+
+def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
+    """Refuse a stale or foreign holder: the fence must be the current one."""
     if t.status == "done":
-        raise FleetError(f"cannot {verb} task {t.id}: it is already done (by {t.claimed_by}, token {t.token})")
+        raise FleetError(f"cannot {verb} task {t.id}: it is already done (by {t.claimed_by}, fence {t.fence})")
     if t.status != "in-progress":
-        why = ("it was never claimed" if t.token == 0 else
+        why = ("it was never claimed" if t.fence == 0 else
                f"failed for good after {t.failures} failures" if t.status == "failed" else
                "it went back to the queue (the lease ran out, or it was failed or released)")
-        raise FleetError(f"cannot {verb} task {t.id}: it is {t.status}, not in progress (token {t.token}): {why}")
-    if token > t.token:
-        raise FleetError(f"cannot {verb} task {t.id}: no claim was given token {token} (the current one is "
-                         f"{t.token}, held by {t.claimed_by})")
-    if token != t.token:
-        raise FleetError(f"cannot {verb} task {t.id}: token {token} is stale, the task was claimed again "
-                         f"(token {t.token}, by {t.claimed_by}); drop your result")
+        raise FleetError(f"cannot {verb} task {t.id}: it is {t.status}, not in progress (fence {t.fence}): {why}")
+    if fence > t.fence:
+        raise FleetError(f"cannot {verb} task {t.id}: no claim was given fence {fence} (the current one is "
+                         f"{t.fence}, held by {t.claimed_by})")
+    if fence != t.fence:
+        raise FleetError(f"cannot {verb} task {t.id}: fence {fence} is stale, the task was claimed again "
+                         f"(fence {t.fence}, by {t.claimed_by}); drop your result")
     if agent is not None and agent != t.claimed_by:
         raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 
 
+def cooldown(cfg: Config, at: _dt.datetime) -> str:
+    """When a task that came back unfinished is handed out again (``tasks.retry_delay_seconds``)."""
+    return stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
+
+
 def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task, str]:
-    """A failed attempt: back to pending after the retry delay, or failed for
-    good after ``tasks.max_failures`` (the dead-letter state a person reads)."""
+    """A failed attempt: back to pending after the cooldown, or, after
+    ``tasks.max_failures``, failed for good and escalated to a person (the
+    dead-letter state: ``fleet status`` flags it, the watchdog may open an issue)."""
     failures = t.failures + 1
     if failures >= cfg.tasks.max_failures:
-        new = replace(t, status="failed", failures=failures, lease_until=None, error=reason)
-        return new, f"\n\n{printable(reason, 2000)}\nFailed {failures} times: given up until a person looks (tasks.max_failures)."
-    later = stamp(at + _dt.timedelta(seconds=cfg.tasks.retry_delay_seconds))
+        new = replace(t, status="failed", failures=failures, lease_until=None, error=reason, escalated_at=stamp(at))
+        return new, (f"\n\n{printable(reason, 2000)}\nFailed {failures} times: escalated, given up until a person "
+                     f"looks (tasks.max_failures); `fleet task reopen {t.id}` gives it another go.")
+    later = cooldown(cfg, at)
     new = replace(t, status="pending", failures=failures, claimed_by=None, claimed_at=None, lease_until=None,
                   not_before=later, error=reason)
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
@@ -409,12 +546,30 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """A new task whose paths overlap those of an open task (not an error: a warning)."""
+
+    task: str
+    other: str
+    status: str  # the other task's
+    where: overlap.Shared
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "with": self.other, "status": self.status, "mine": self.where.mine,
+                "theirs": self.where.theirs, "covers": self.where.covers}
+
+    def __str__(self) -> str:
+        return f"{self.task} shares paths with {self.other} ({self.status}): {self.where}"
+
+
+@dataclass(frozen=True)
 class Added:
     """What an add decided: the new tasks, in the order given, and the ids that
     were already there with the same content (a rerun)."""
 
     added: dict[str, Task]
     existing: list[str]
+    overlaps: list[Overlap] = field(default_factory=list)
 
     def change(self) -> Change:
         """One commit for every new task, or none."""
@@ -443,7 +598,7 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
             old = q.tasks.get(t.id)
             if old is not None:
                 # what was given at creation; `for` may have been slung since
-                if (old.title, old.body, old.priority, old.deps) != (t.title, t.body, t.priority, t.deps):
+                if (old.title, old.body, old.priority, old.deps, old.paths) != (t.title, t.body, t.priority, t.deps, t.paths):
                     raise FleetError(f"{where}: task id {t.id!r} already exists with other content "
                                      f"({BRANCH}:{task_path(t.id)}); pick another id")
                 same.append(t.id)
@@ -462,16 +617,35 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
         if failed:
             raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
                              f"be ready; `fleet task reopen {failed[0]}` first")
-    loop = cycle(everything, list(fresh))
-    if loop:
-        raise FleetError(f"deps: a cycle would never be ready: {' -> '.join(loop)}")
-    return Added(fresh, same)
+    dependency_order(everything, list(fresh))  # refuses a cycle
+    return Added(fresh, same, _overlaps(q, fresh, everything))
+
+
+def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> list[Overlap]:
+    """Each new task's overlaps with open tasks (and with the others of its batch),
+    but for pairs that deps already order: those never run at once anyway."""
+    index = overlap.Index()
+    for t in q.tasks.values():
+        if t.status in OPEN and t.paths is not MISSING:
+            index.add(t.id, t.paths)
+    out = []
+    for t in fresh.values():
+        if t.paths is MISSING:
+            continue
+        for other_id in sorted(index.candidates(t.paths)):
+            other = everything[other_id]
+            found = overlap.shared(t.paths, other.paths)
+            if found is not None and other_id not in dependency_order(everything, [t.id]) \
+                    and t.id not in dependency_order(everything, [other_id]):
+                out.append(Overlap(t.id, other_id, other.status, found))
+        index.add(t.id, t.paths)
+    return out
 
 
 def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
           task_id: str | None = None) -> Step:
-    """``agent`` claims the first ready task (or ``task_id``): a new fencing
-    token and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
+    """``agent`` claims the first ready task (or ``task_id``): a new fence
+    and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
     NothingToDo when none is ready yet; FleetError when waiting cannot help."""
     seconds = lease if lease is not None else cfg.tasks.lease_seconds
     if task_id is not None:
@@ -490,12 +664,16 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
             waits = sorted(t.not_before for t in q.tasks.values() if t.status == "pending"
                            and t.not_before and t.for_ in (None, agent) and not q.blockers(t))
             soon = f"; the next is ready at {waits[0]}" if waits else ""
+            held = q.held_back(agent, at)
+            if held:
+                soon += (f"; {len(held)} held back while a task in flight shares their paths, such as "
+                         f"{held[0][0].id}, which {held[0][1]}")
             raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
         t = ready[0]
-    t = replace(t, status="in-progress", token=t.token + 1, attempts=t.attempts + 1, claimed_by=agent,
+    t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)
-    return Step(t, f"task claim {t.id} by {agent} (token {t.token})\n\n{printable(t.title)}\n"
+    return Step(t, f"task claim {t.id} by {agent} (fence {t.fence})\n\n{printable(t.title)}\n"
                    f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
 
 
@@ -513,72 +691,84 @@ def _why_not_ready(q: Queue, t: Task, agent: str, at: _dt.datetime) -> str:
         return f"task {t.id} is slung to {t.for_}"
     if t.not_before and parse_stamp(t.not_before) > at:
         return f"task {t.id} waits until {t.not_before} after its last failure"
-    return f"task {t.id} waits for {', '.join(q.blockers(t))}"
+    blockers = q.blockers(t)
+    if blockers:
+        return f"task {t.id} waits for {', '.join(blockers)}"
+    return f"task {t.id} {q.paths_held_by(t)}"
 
 
-def _by_holder(t: Task, new: Task, token: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
+def _by_holder(t: Task, new: Task, fence: int, verb: str, at: _dt.datetime, line: str = "") -> Step:
     """The holder's change to ``t``, recorded in the holder's name."""
     return Step(replace(new, updated_at=stamp(at)),
-                f"task {verb} {t.id} by {t.claimed_by} (token {token}){line}\n\nFleet-Agent: {t.claimed_by}\n")
+                f"task {verb} {t.id} by {t.claimed_by} (fence {fence}){line}\n\nFleet-Agent: {t.claimed_by}\n")
 
 
-def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None,
+def renew(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None,
           lease: float | None = None) -> Step:
-    """The holder of ``token`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
+    """The holder of ``fence`` extends the lease to ``lease`` seconds from ``at`` (default ``tasks.lease_seconds``)."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "renew")
+    holder_check(t, fence, agent, "renew")
     until = stamp(at + _dt.timedelta(seconds=lease if lease is not None else cfg.tasks.lease_seconds))
-    return _by_holder(t, replace(t, lease_until=until), token, "renew", at, f"\n\nLease until {until}.")
+    return _by_holder(t, replace(t, lease_until=until), fence, "renew", at, f"\n\nLease until {until}.")
 
 
-def complete(q: Queue, at: _dt.datetime, task_id: str, token: int, *, result: Any = None,
+def complete(q: Queue, at: _dt.datetime, task_id: str, fence: int, *, result: Any = None,
              agent: str | None = None) -> Step:
-    """The holder of ``token`` marks the task done with ``result``. A retried
+    """The holder of ``fence`` marks the task done with ``result``. A retried
     complete whose first attempt landed changes nothing and is no error."""
     t = q.task(task_id)
-    if t.status == "done" and t.token == token and (None if t.result is MISSING else t.result) == result:
+    if t.status == "done" and t.fence == fence and (None if t.result is MISSING else t.result) == result:
         return Step(t)
-    holder_check(t, token, agent, "complete")
+    holder_check(t, fence, agent, "complete")
     new = replace(t, status="done", result=result, lease_until=None, done_at=stamp(at), error=None)
-    return _by_holder(t, new, token, "complete", at)
+    return _by_holder(t, new, fence, "complete", at)
 
 
-def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, token: int, *, reason: str,
+def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, reason: str,
          agent: str | None = None) -> Step:
-    """The holder of ``token`` gives the task back as failed (``returned``)."""
+    """The holder of ``fence`` gives the task back as failed (``returned``)."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "fail")
+    holder_check(t, fence, agent, "fail")
     new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:4000])
-    return _by_holder(t, new, token, "fail", at, line)
+    return _by_holder(t, new, fence, "fail", at, line)
 
 
-def release(q: Queue, at: _dt.datetime, task_id: str, token: int, *, agent: str | None = None) -> Step:
-    """The holder of ``token`` gives the task back unfinished, no failure counted."""
+def release(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, agent: str | None = None) -> Step:
+    """The holder of ``fence`` gives the task back unfinished, no failure counted.
+    It is handed out again after the cooldown, as a failed or returned one is:
+    a holder that cannot do it would otherwise claim it straight back."""
     t = q.task(task_id)
-    holder_check(t, token, agent, "release")
-    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None)
-    return _by_holder(t, new, token, "release", at, "\n\nGiven back unfinished.")
+    holder_check(t, fence, agent, "release")
+    later = cooldown(cfg, at)
+    new = replace(t, status="pending", claimed_by=None, claimed_at=None, lease_until=None, not_before=later)
+    return _by_holder(t, new, fence, "release", at, f"\n\nGiven back unfinished; ready again at {later} "
+                                                     "(tasks.retry_delay_seconds).")
 
 
 def reopen(q: Queue, at: _dt.datetime, task_id: str) -> Step:
     """Give a failed task another go: pending again, its failures forgiven.
-    Its token stays, so the next claim gets a higher one."""
+    Its fence stays, so the next claim gets a higher one."""
     t = q.task(task_id)
     if t.status != "failed":
         raise FleetError(f"cannot reopen task {task_id}: it is {t.status}; only a failed task is reopened")
     new = replace(t, status="pending", failures=0, claimed_by=None, claimed_at=None, lease_until=None,
-                  not_before=None, updated_at=stamp(at))
+                  not_before=None, updated_at=stamp(at), escalated_at=MISSING)
     error = None if t.error is MISSING else t.error
     return Step(new, f"task reopen {task_id} after {t.failures} failures\n\n"
                      f"Last error: {printable(error or 'none recorded', 2000)}\n")
 
 
 def sling(q: Queue, at: _dt.datetime, task_id: str, agent: str | None) -> Step:
-    """Put a pending task on one agent's hook (or, with no agent, back on everyone's)."""
+    """Put a pending task on one agent's hook (or, with no agent, back on everyone's).
+    A person's sling to an agent hands it out at once: it ends any cooldown."""
     t = q.task(task_id)
-    if t.for_ == agent:
+    cooling = agent is not None and t.not_before is not None and parse_stamp(t.not_before) > at
+    if t.for_ == agent and not cooling:
         return Step(t)
     if t.status != "pending":
         raise FleetError(f"cannot sling task {task_id}: it is {t.status}; only a pending task can be slung")
-    new = replace(t, updated_at=stamp(at), for_=agent)
-    return Step(new, f"task sling {task_id} to {agent}\n" if agent else f"task unsling {task_id}: anyone may claim it\n")
+    new = replace(t, updated_at=stamp(at), for_=agent, not_before=None if cooling else t.not_before)
+    if agent is None:
+        return Step(new, f"task unsling {task_id}: anyone may claim it\n")
+    ends = f"\nIts cooldown (until {t.not_before}) ends: a person's sling hands it out now.\n" if cooling else ""
+    return Step(new, f"task sling {task_id} to {agent}\n{ends}")

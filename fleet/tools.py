@@ -11,10 +11,12 @@ never applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, schemas
+import jsonschema_rs
+
+from fleet import canonical, schemas, tick_tasks
 from fleet.delta import Op
 from fleet.ids import is_safe_id, printable
 from fleet.refs import MISSING, Scope, render
@@ -32,16 +34,20 @@ class Conversion:
     ops: list[Op]
     rejected: list[dict[str, Any]]
     noop: str | None
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # outcomes of task tools (fleet.tick_tasks)
 
 
 def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict[str, Tool],
-           declared: frozenset[str] | set[str] = frozenset()) -> Conversion:
+           declared: frozenset[str] | set[str] = frozenset(), *, task: dict[str, Any] | None = None,
+           task_tools: tuple[str, ...] = ()) -> Conversion:
     """Turn one turn's tool calls into ops; reject what is malformed or out of reach.
 
     ``tools``: the tools this agent may use (config agents.<id>.actions);
-    ``declared``: every tool of the world, to say why another is refused.
+    ``declared``: every tool of the world, to say why another is refused;
+    ``task``: the task the agent holds this tick, which ``task_tools`` report on.
     """
     turn = _Turn(view)
+    outcomes: list[dict[str, Any]] = []
     ops: list[Op] = []
     rejected: list[dict[str, Any]] = []
     dropped = 0
@@ -50,8 +56,11 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict
         try:
             if not isinstance(call.name, str) or not is_safe_id(call.name):
                 raise _Reject("the tool's name is not a tool name")
+            if call.name in tick_tasks.TOOLS and call.name in task_tools:
+                outcomes.append(_task_call(call, task, outcomes))
+                continue
             if call.name not in tools and call.name != NOOP:
-                if call.name in declared:
+                if call.name in declared or call.name in tick_tasks.TOOLS:
                     raise _Reject(f"tool {call.name!r} is not among this agent's actions")
                 raise _Reject(f"unknown tool {call.name!r}")
             try:
@@ -71,13 +80,50 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict
             ops.extend(new)
     if dropped:
         rejected.append({"tool": "", "reason": f"{dropped} more rejected call(s) not recorded (at most {MAX_REJECTED} are)"})
-    if not ops and noop is None:
+    if not ops and noop is None and not outcomes:
         noop = "no valid action" if rejected else "no action"
-    return Conversion(ops, rejected, noop if not ops else None)
+    return Conversion(ops, rejected, noop if not ops and not outcomes else None, outcomes)
+
+
+def _task_call(call: ToolCall, task: dict[str, Any] | None, done: list[dict[str, Any]]) -> dict[str, Any]:
+    """The outcome a task tool's call reports, or why it is rejected."""
+    try:
+        canonical.check(call.input, max_depth=4)
+    except canonical.JSONProblem as e:
+        raise _Reject(f"input is not JSON fleet can keep: {e}") from None
+    problem = schemas.first_error(_TASK_VALIDATORS[call.name], call.input)
+    if problem:
+        raise _Reject(f"input does not match the tool's schema: {problem}")
+    if done:
+        raise _Reject(f"the outcome of task {done[0]['task']} is reported already this turn")
+    try:
+        return tick_tasks.outcome(task, call.name, call.input)
+    except ValueError as e:
+        raise _Reject(str(e)) from None
+
+
+_TASK_VALIDATORS = {n: jsonschema_rs.validator_for(d["input_schema"]) for n, d in tick_tasks.DEFINITIONS.items()}
 
 
 class _Reject(Exception):
     pass
+
+
+class Preview:
+    """One turn's calls checked one after another as :func:`to_ops` checks them
+    (a later call sees what an earlier one created or deleted), making no ops:
+    for a provider that tries a call before it sends it."""
+
+    def __init__(self, view: View) -> None:
+        self._turn = _Turn(view)
+
+    def why_not(self, agent: str, tick: int, n: int, call: ToolCall, tool: Tool | None) -> str | None:
+        """Why ``call``, the turn's ``n``-th, would be rejected; None if it would not (it then counts as made)."""
+        try:
+            self._turn.call(agent, tick, n, call, tool)
+        except _Reject as e:
+            return str(e)
+        return None
 
 
 # A rejected call is recorded compactly, so that what a model sends can never
@@ -116,6 +162,7 @@ class _Turn:
     def __init__(self, view: View) -> None:
         self.view = view
         self.made: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted this turn
+        self.calls: dict[str, int] = {}  # accepted calls per tool
 
     def doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         key = (collection, doc_id)
@@ -134,6 +181,8 @@ class _Turn:
             problem = f"cannot be checked ({type(e).__name__})"
         if problem:
             raise _Reject(f"input does not match the tool's schema: {problem}")
+        if tool.max is not None and self.calls.get(tool.name, 0) >= tool.max:
+            raise _Reject(f"at most {tool.max} call(s) of {tool.name} in one turn (its 'max')")
         names: dict[str, Any] = {"input": _with_defaults(tool.input_schema, call.input), "agent": agent,
                                  "tick": tick, "n": n, "id": f"{agent}-t{tick}-{n}"}
         scope = Scope(names)
@@ -168,6 +217,7 @@ class _Turn:
                 made[(eff.doc.collection, doc_id)] = None
             ops.append(Op(eff.op, eff.doc.collection, doc_id, eff.path, value))
         self.made.update(made)
+        self.calls[tool.name] = self.calls.get(tool.name, 0) + 1
         return ops
 
 

@@ -169,6 +169,21 @@ class Workspace:
                      if r.name.rsplit("/", 1)[1][1:].isdigit()}
         return sha, delivered
 
+    def fetch_tasks(self, url: str) -> str | None:
+        """Shallow-fetch the task queue (read only), for agents that work on tasks;
+        its tip, or None when the fleet has no queue yet."""
+        from fleet.tasks import BRANCH
+
+        listed = self.cache.proc("ls-remote", "--heads", url, f"refs/heads/{BRANCH}")
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return None  # no task was ever added: no queue, no task
+        p = self.cache.proc("fetch", "--quiet", "--depth=1", "--no-tags", "--refmap=", url,
+                            f"+refs/heads/{BRANCH}:refs/fleet/queue/{BRANCH}")
+        if p.returncode != 0:
+            why = p.stderr.decode(errors="replace").strip()[:300] or listed.stderr.decode(errors="replace").strip()[:300]
+            raise FleetError(f"{url}: could not fetch the task queue: {why or f'git fetch exited {p.returncode}'}")
+        return self.cache.rev_parse(f"refs/fleet/queue/{BRANCH}")
+
     def add_worktree(self, commit: str) -> Path:
         """An isolated worktree of ``commit`` in which nothing is checked out:
         the agents' delta files are all that is ever written there."""

@@ -31,6 +31,7 @@ NOOP_TOOL: dict[str, Any] = {
     "input_schema": {"type": "object", "additionalProperties": False, "required": ["reason"],
                      "properties": {"reason": {"type": "string", "maxLength": 500}}},
 }
+TASK_TOOLS = ("complete_task", "fail_task")  # fleet's own, for agents that work on tasks (fleet.tick_tasks)
 CALL_NAMES = ("input", "agent", "tick", "n", "id")  # what every tool template may name
 ASK = "Tick {tick}: take your turn now, using the tools."
 RULES = [
@@ -60,11 +61,11 @@ class Condition:
     source: str
 
     def holds(self, scope: Scope) -> bool:
-        return self._holds(render(self.left, scope), render(self.right, scope))
+        return self._holds(_null(render(self.left, scope)), _null(render(self.right, scope)))
 
     def why_not(self, scope: Scope) -> str:
         """The condition with its values, for a rejected call's reason."""
-        left, right = render(self.left, scope), render(self.right, scope)
+        left, right = _null(render(self.left, scope)), _null(render(self.right, scope))
         shown = " ".join(printable(repr(v), 80) for v in (left, self.op, right)).replace("MISSING", "(missing)")
         return f"{self.source} does not hold: {shown}"
 
@@ -73,6 +74,11 @@ class Condition:
             return (left == right and type(left) is type(right)) == (self.op == "==")
         found = isinstance(right, list) and any(left == r and type(left) is type(r) for r in right)
         return found == (self.op == "in")
+
+
+def _null(value: Any) -> Any:
+    """In a condition a field or input that is not there is null: ["{ticket.assignee}", "==", null]."""
+    return None if value is MISSING else value
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Tool:
     checks: tuple[Condition, ...]
     effects: tuple[Effect, ...]
     source: str  # the file that declares it
+    max: int | None = None  # calls per turn
     validator: Any = field(default=None, compare=False, repr=False)  # of input_schema
 
     @property
@@ -169,6 +176,12 @@ class World:
 Reader = Callable[[str], "bytes | None"]
 
 
+def warm(snap: Any) -> None:
+    """Read the files a world's check reads (schemas, declaration files) in one
+    batch into a snapshot's cache: one git process, not one per file."""
+    snap.read_many([p for p in snap.paths() if p.startswith("schemas/") or (p.startswith("state/") and p.count("/") == 1)])
+
+
 def load(cfg: Config, read: Reader) -> World:
     """The world ``cfg`` declares, or :class:`WorldError` with every problem."""
     world, problems = check(cfg, read)
@@ -181,11 +194,15 @@ def load(cfg: Config, read: Reader) -> World:
 def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     """(the world, []) or (None, every problem as 'file: key: what is wrong')."""
     loader = _Loader(cfg, read)
+    for name, coll in sorted(cfg.collections.items()):
+        if read(f"schemas/{coll.schema}") is None:
+            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which does not exist")
     tools = loader.tools()
     prompt = loader.prompt()
+    loader.agents_may(tools)
     for aid, agent in sorted(cfg.agents.items()):
         for name in agent.actions or ():
-            if name not in tools and name != NOOP:
+            if name not in tools and name != NOOP and name not in TASK_TOOLS and name not in loader.broken:
                 known = ", ".join(sorted(tools)) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
@@ -200,14 +217,16 @@ class _Loader:
         self.read = read
         self.problems: list[str] = []
         self.files: list[str] = []
+        self.broken: set[str] = set()  # tools declared with a problem already reported
 
     def problem(self, file: str, key: str, message: str) -> None:
         self.problems.append(f"{file}: {key}: {message}" if key else f"{file}: {message}")
 
     def _file(self, path: Any, key: str) -> Any:
         """The JSON of a declaration file config names (under state/)."""
-        if not isinstance(path, str) or not path.startswith("state/") or not path.endswith(".json") or ".." in path.split("/"):
-            self.problem(CONFIG_PATH, key, f"{str(path)[:80]!r} must name a .json file under state/")
+        if not isinstance(path, str) or not path.startswith("state/") or not path.endswith(".json") or path.count("/") != 1:
+            self.problem(CONFIG_PATH, key, f"{str(path)[:80]!r} must name a .json file directly in state/ "
+                                           "(state/<name>.json; a folder of state/ is a collection)")
             return MISSING
         data = self.read(path)
         if data is None:
@@ -234,6 +253,9 @@ class _Loader:
             if value is not MISSING:
                 sources.append((path, "", value))
         for file, prefix, value in sources:
+            if schema == "tools" and isinstance(value, dict):
+                found.append((file, prefix, self._each_tool(file, prefix, value)))
+                continue
             problem = schemas.first_error(schemas.protocol(schema), value)
             if problem:
                 where, _, message = problem.removeprefix("at ").partition(": ")
@@ -242,20 +264,45 @@ class _Loader:
             found.append((file, prefix, value))
         return found
 
+    def _each_tool(self, file: str, prefix: str, decls: dict[str, Any]) -> dict[str, Any]:
+        """The declarations of a tools object that pass the schema, each checked on its
+        own: one broken tool is reported, and the others still load."""
+        whole = schemas.protocol("tools").schema
+        one = schemas.compile_schema({"$defs": whole["$defs"], "$ref": "#/$defs/tool"}, "schemas/tools.schema.json")
+        name_ok = schemas.compile_schema({"$defs": whole["$defs"], "$ref": "#/$defs/name"}, "schemas/tools.schema.json")
+        good = {}
+        for name, d in decls.items():
+            key = _key(prefix, "/" + name)
+            problem = schemas.first_error(name_ok, name)
+            if problem:
+                self.problem(file, key, f"{name[:80]!r} is not a tool name (letters, digits, '_' and '-', "
+                                        "starting with a letter, at most 64) (schemas/tools.schema.json)")
+                continue
+            problem = schemas.first_error(one, d)
+            if problem:
+                where, _, message = problem.removeprefix("at ").partition(": ")
+                self.problem(file, _key(key, where), f"{message} (schemas/tools.schema.json)")
+                self.broken.add(name)
+                continue
+            good[name] = d
+        return good
+
     # -- tools -----------------------------------------------------------
     def tools(self) -> dict[str, Tool]:
         out: dict[str, Tool] = {}
         for file, prefix, decls in self._declarations("tools", "tools"):
             for name, d in decls.items():
                 key = _key(prefix, "/" + name)
-                if name == NOOP:
-                    self.problem(file, key, f"{NOOP!r} is fleet's own tool (every agent has it); choose another name")
+                if name == NOOP or name in TASK_TOOLS:
+                    self.problem(file, key, f"{name!r} is fleet's own tool; choose another name")
                 elif name in out:
                     self.problem(file, key, f"tool {name!r} is declared twice (also in {out[name].source})")
                 else:
                     tool = self._tool(file, key, name, d)
                     if tool is not None:
                         out[name] = tool
+                    else:
+                        self.broken.add(name)
         return out
 
     def _tool(self, file: str, key: str, name: str, d: dict[str, Any]) -> Tool | None:
@@ -287,7 +334,12 @@ class _Loader:
                 self.problem(file, at, f"unknown collection {coll!r} (collections in {CONFIG_PATH}: "
                                        f"{', '.join(sorted(self.cfg.collections))})")
                 return None
-            return DocRef(coll, text(ident, at, allowed), value)
+            t = text(ident, at, allowed)
+            literal = "".join(p for p in t.parts if isinstance(p, str))
+            if ".." in literal or any(not (c.isascii() and (c.isalnum() or c in "_.-")) for c in literal):
+                self.problem(file, at, f"{value[:80]!r}: a document id is letters, digits, '_', '.' and '-' "
+                                       "(no '/', no '..') around its {references}")
+            return DocRef(coll, t, value)
 
         def conditions(items: list[Any], at: str, allowed: tuple[str, ...]) -> tuple[Condition, ...]:
             out = []
@@ -310,20 +362,25 @@ class _Loader:
         effects = []
         for i, decl in enumerate(d["effects"]):
             at = f"{key}.effects[{i}]"
+            seen = len(self.problems)
             ref = doc(decl["doc"], f"{at}.doc", later)
             value = self._value(file, f"{at}.value", decl["value"], later, fields) if "value" in decl else None
             when = conditions(decl.get("when", []), f"{at}.when", later)
-            if ref is None:
-                continue
+            if ref is None or len(self.problems) > seen:
+                continue  # one line for this effect's mistake, not more that follow from it
             eff = Effect(decl["op"], ref, tuple(decl["path"].split(".")) if "path" in decl else (), value, when)
-            self._effect_shape(file, at, eff, "value" in decl)
+            self._effect_shape(file, at, eff, "value" in decl, fields)
             self._authority(file, at, eff)
             effects.append(eff)
         if len(self.problems) > before:
             return None
-        return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, validator)
+        return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, d.get("max"), validator)
 
     def _value(self, file: str, at: str, value: Any, allowed: tuple[str, ...], fields: dict[str, Any]) -> Any:
+        if _depth(value) > TEMPLATE_DEPTH:
+            self.problem(file, at, f"nests deeper than {TEMPLATE_DEPTH} levels: with a call's input inside, "
+                                   "the delta could not be written")
+            return None
         try:
             compiled = compile_value(value)
         except TemplateError as e:
@@ -345,7 +402,7 @@ class _Loader:
             elif r.root in ("agent", "tick", "n", "id") and r.path:
                 self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
 
-    def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool) -> None:
+    def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")
         if needs_path and not e.path:
             self.problem(file, at, f"op {e.op!r} needs a 'path' (the field it changes)")
@@ -365,6 +422,11 @@ class _Loader:
             self.problem(file, f"{at}.value", "op 'append' needs an item that is an object with an 'id'")
         elif e.op == "incr" and not (type(v) is int or (isinstance(v, Text) and v.whole is not None)):
             self.problem(file, f"{at}.value", "op 'incr' needs an integer (or a reference to one)")
+        elif e.op == "incr" and isinstance(v, Text) and v.whole is not None and v.whole.root == "input":
+            sub = fields.get(v.whole.path[0]) if v.whole.path else None
+            if isinstance(sub, dict) and "type" in sub and sub["type"] != "integer":
+                self.problem(file, f"{at}.value", f"op 'incr' adds {{{v.whole.dotted}}}, which the input schema "
+                                                  f"says is {sub['type']!r}, not an integer")
 
     def _authority(self, file: str, at: str, e: Effect) -> None:
         """Refuse an effect that no agent could ever apply under the collection's rules."""
@@ -373,17 +435,35 @@ class _Loader:
             self.problem(file, at, f"{e.op} {e.doc.collection} {'.'.join(e.path)}: field {e.path[0]!r} is fixed once "
                                    f"a document exists (collections.{coll.name}.fixed or its owner field); no agent may change it")
             return
-        owns = _may_own(coll, e)
-        rules = list(coll.others) + [r for a in self.cfg.agents.values() for r in a.grants.get(coll.name, ())]
-        if owns:
-            rules += coll.own
-        me = "\0caller"
-        value = _self_value(e.value, me) if e.op in ("set", "add", "remove") else None
-        if not any(r.allows(e.op, e.path, value, me) for r in rules):
-            who = "its owner" if owns else "an agent that does not own it"
-            self.problem(file, at, f"{e.op} {e.doc.collection}{' ' + '.'.join(e.path) if e.path else ''}: "
-                                   f"collections.{coll.name} in {CONFIG_PATH} lets no agent do this as {who} "
+        grants = [r for a in self.cfg.agents.values() for r in a.grants.get(coll.name, ())]
+        if not _allowed(coll, e, grants):
+            who = "its owner" if _may_own(coll, e) else "an agent that does not own it"
+            self.problem(file, at, f"{_describe(e)}: collections.{coll.name} in {CONFIG_PATH} lets no agent do this as {who} "
                                    "(add a rule to 'own', 'others' or an agent's 'grants')")
+
+    def agents_may(self, tools: dict[str, Tool]) -> None:
+        """Refuse an agent offered a tool whose unconditional effect its rules never allow:
+        every call of it would be quarantined (a triager given `assign` without the grant)."""
+        answers: dict[tuple[str, int, tuple[Any, ...]], bool] = {}  # agents alike share answers
+        for aid, agent in sorted(self.cfg.agents.items()):
+            offered = sorted(tools) if agent.actions is None else [n for n in agent.actions if n in tools]
+            for name in offered:
+                for i, e in enumerate(tools[name].effects):
+                    coll = self.cfg.collections[e.doc.collection]
+                    if e.when:
+                        continue
+                    grants = agent.grants.get(coll.name, ())
+                    key = (name, i, grants)
+                    if key not in answers:
+                        answers[key] = _allowed(coll, e, list(grants))
+                    if answers[key]:
+                        continue
+                    where = f"agents.{aid}.actions" if agent.actions is not None else f"agents.{aid}"
+                    self.problem(CONFIG_PATH, where, f"{aid} has tool {name!r}, whose effect {_describe(e)} "
+                                                     f"({tools[name].source}: {name}.effects[{i}]) collections.{coll.name} "
+                                                     f"and agents.{aid}.grants never allow {aid}: every such call would "
+                                                     "be quarantined (grant it, or leave the tool out of its actions)")
+                    break
 
     # -- the prompt ------------------------------------------------------
     def prompt(self) -> PromptSpec | None:
@@ -400,26 +480,35 @@ class _Loader:
         rules = d.get("rules", RULES)
         rules_text = "\n".join(rules) if isinstance(rules, list) else rules
 
-        def text(value: str, at: str) -> Text:
+        def text(value: str, at: str, names: tuple[str, ...] = SHARED_NAMES, fields: frozenset[str] | set[str] | None = frozenset(),
+                 of: str = "") -> Text:
+            """A template whose names are ``names`` and, when known, the item's ``fields`` (None: any)."""
             try:
-                return compile_text(value)
+                t = compile_text(value)
             except TemplateError as e:
                 self.problem(file, at, str(e))
                 return Text(())
+            for r in t.refs:
+                if r.root in names or r.root == "$" or fields is None or r.root in fields:
+                    continue
+                own = " (only an agent's own sections know {agent} and {persona})" if r.root in OWN_NAMES else ""
+                item = f"not a field of {of} documents (their schema's properties) and " if of else ""
+                self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} is {item}not one of {', '.join(names)}{own}")
+            return t
 
-        def where(w: dict[str, Any], at: str) -> tuple[Where, ...]:
+        def where(w: dict[str, Any], at: str, names: tuple[str, ...] = SHARED_NAMES) -> tuple[Where, ...]:
             out = []
             for f, v in w.items():
                 if isinstance(v, dict):
                     if v["collection"] not in self.cfg.collections:
                         self.problem(file, f"{at}.{f}.collection", f"unknown collection {v['collection']!r}")
                         continue
-                    out.append(Where(f, Selection(v["collection"], where(v.get("where", {}), f"{at}.{f}.where")), at))
+                    out.append(Where(f, Selection(v["collection"], where(v.get("where", {}), f"{at}.{f}.where", names)), at))
                 else:
-                    out.append(Where(f, text(v, f"{at}.{f}") if isinstance(v, str) else v, at))
+                    out.append(Where(f, text(v, f"{at}.{f}", names) if isinstance(v, str) else v, at))
             return tuple(out)
 
-        def sections(items: list[dict[str, Any]], at: str) -> tuple[Section, ...]:
+        def sections(items: list[dict[str, Any]], at: str, names: tuple[str, ...]) -> tuple[Section, ...]:
             out = []
             for i, s in enumerate(items):
                 where_at = f"{at}[{i}]"
@@ -434,8 +523,10 @@ class _Loader:
                     coll, _, ident = s["doc"].partition("/")
                     if coll not in self.cfg.collections:
                         self.problem(file, f"{where_at}.doc", f"unknown collection {coll!r}")
-                    ref = DocRef(coll, text(ident, f"{where_at}.doc"), s["doc"])
+                    ref = DocRef(coll, text(ident, f"{where_at}.doc", names), s["doc"])
                 lists = "collection" in s or "list" in s
+                shown = s.get("collection") or (ref.collection if ref else "")
+                fields = self._fields(shown, s.get("list"))
                 if lists and "line" not in s:
                     self.problem(file, where_at, "lists documents or items, so it needs a 'line'")
                 if not lists and "text" not in s:
@@ -444,15 +535,50 @@ class _Loader:
                     self.problem(file, f"{where_at}.list", "lists a field of one document, so it needs 'doc'")
                 out.append(Section(
                     title=s.get("title", ""), collection=s.get("collection"), doc=ref, list=s.get("list"),
-                    where=where(s.get("where", {}), f"{where_at}.where"), order=tuple(s.get("order", ())),
-                    limit=s.get("limit"), line=text(s["line"], f"{where_at}.line") if "line" in s else None,
-                    text=text(s["text"], f"{where_at}.text") if "text" in s else None, share=float(s.get("share", 1.0))))
+                    where=where(s.get("where", {}), f"{where_at}.where", names), order=tuple(s.get("order", ())),
+                    limit=s.get("limit"),
+                    line=text(s["line"], f"{where_at}.line", names, fields, shown) if "line" in s else None,
+                    text=text(s["text"], f"{where_at}.text", names, fields if ref else set(), shown if ref else "")
+                    if "text" in s else None, share=float(s.get("share", 1.0))))
             return tuple(out)
 
         at = (lambda k: f"{key}.{k}") if key else (lambda k: k)  # noqa: E731
-        spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared")),
-                          sections(d.get("own", []), at("own")), text(d.get("ask", ASK), at("ask")))
+        spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared"), SHARED_NAMES),
+                          sections(d.get("own", []), at("own"), SHARED_NAMES + OWN_NAMES),
+                          text(d.get("ask", ASK), at("ask"), SHARED_NAMES + OWN_NAMES))
         return spec if len(self.problems) == before else None
+
+    def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
+        """The fields a template may name for an item of ``collection`` (or of its
+        ``list_field``): its schema's properties; None when the schema does not say."""
+        coll = self.cfg.collections.get(collection)
+        data = self.read(f"schemas/{coll.schema}") if coll else None
+        try:
+            schema = canonical.parse(data) if data else None
+        except canonical.JSONProblem:
+            return None
+        for step in ([list_field, "items"] if list_field else []):
+            props = schema.get("properties") if isinstance(schema, dict) else None
+            schema = props.get(step) if isinstance(props, dict) and step != "items" else (
+                schema.get("items") if isinstance(schema, dict) and step == "items" else None)
+        if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+            return None
+        if schema.get("additionalProperties", True) is not False or "patternProperties" in schema:
+            return None  # documents may hold fields the schema does not name
+        return set(schema["properties"])
+
+
+SHARED_NAMES = ("tick", "fleet")  # what every prompt template may name
+OWN_NAMES = ("agent", "persona")  # and an agent's own sections
+TEMPLATE_DEPTH = 12  # a value template's nesting: the input in it may nest 48, a delta holds 64
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def default_prompt(cfg: Config) -> dict[str, Any]:
@@ -478,6 +604,19 @@ def _key(prefix: str, pointer: str) -> str:
     return out
 
 
+def _allowed(coll: Collection, e: Effect, grants: list[Any]) -> bool:
+    """Whether some caller with ``grants`` could apply the effect (the caller is
+    taken to be the owner, or the value, wherever the templates may make it so)."""
+    rules = list(coll.others) + grants + (list(coll.own) if _may_own(coll, e) else [])
+    me = "\0caller"
+    value = _self_value(e.value, me) if e.op in ("set", "add", "remove") else None
+    return any(r.allows(e.op, e.path, value, me) for r in rules)
+
+
+def _describe(e: Effect) -> str:
+    return f"{e.op} {e.doc.collection}{' ' + '.'.join(e.path) if e.path else ''}"
+
+
 def _may_own(coll: Collection, e: Effect) -> bool:
     """Whether the caller may own the document the effect touches (False only when it cannot)."""
     if coll.owner is None:
@@ -497,6 +636,20 @@ def _self_value(value: Any, me: str) -> Any:
     return value
 
 
+def _index_key(v: Any) -> Any:
+    """A scalar as an index key that keeps JSON's kinds apart (true is not 1); a
+    missing field is null. None for lists and objects, which are not indexed."""
+    if v is None:
+        return ("null",)
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, (int, float)):
+        return ("number", v)
+    if isinstance(v, str):
+        return ("string", v)
+    return None
+
+
 # -- the state at main, as tools and prompts read it -------------------------
 @dataclass
 class View:
@@ -508,6 +661,12 @@ class View:
     tick: int = 0
     _docs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     _index: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def preload(self, collections: list[str]) -> None:
+        """Read the documents of ``collections`` in one batch (one git process), before any turn."""
+        wanted = tuple(f"state/{c}/" for c in collections if c not in self._docs)
+        if wanted:
+            self.snap.read_many([p for p in self.snap.paths() if p.startswith(wanted)])
 
     def docs(self, collection: str) -> dict[str, dict[str, Any]]:
         found = self._docs.get(collection)
@@ -525,10 +684,11 @@ class View:
         if idx is None:
             idx = self._index[key] = {}
             for doc in self.docs(collection).values():
-                v = doc.get(field_name)
-                if isinstance(v, (str, int)) and not isinstance(v, bool):
-                    idx.setdefault(v, []).append(doc)
-        return idx.get(value, []) if isinstance(value, (str, int)) and not isinstance(value, bool) else []
+                k = _index_key(doc.get(field_name))
+                if k is not None:
+                    idx.setdefault(k, []).append(doc)
+        k = _index_key(None if value is MISSING else value)
+        return idx.get(k, []) if k is not None else [d for d in self.docs(collection).values() if d.get(field_name) == value]
 
     def _load(self, collection: str) -> dict[str, dict[str, Any]]:
         from fleet.checks import load_in

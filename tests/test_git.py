@@ -70,6 +70,22 @@ def test_lost_when_another_push_moved_the_ref_first(tmp_path: Path) -> None:
     assert a.push("origin", [RefUpdate(MAIN, ours, None)]).outcome == "lost"
 
 
+def test_lost_when_another_writer_published_the_very_same_commit_first(tmp_path: Path) -> None:
+    """A merge is deterministic: two merges of the same deltas in the same second make the
+    same commit. git then moves nothing for the second and checks no lease, exit 0; that
+    writer did not win (it must not, say, dispatch the next run as well)."""
+    origin = bare(tmp_path)
+    a, b = clone_of(origin, tmp_path, "a"), clone_of(origin, tmp_path, "b")
+    base = commit(a, None, "base")
+    assert a.push("origin", [RefUpdate(MAIN, base, None)]).outcome == "won"
+    b.run("fetch", "--quiet", "origin", "main")
+    same_a, same_b = commit(a, base, "tick 1"), commit(b, base, "tick 1")
+    assert same_a == same_b
+    assert a.push("origin", [RefUpdate(MAIN, same_a, base)]).outcome == "won"
+    result = b.push("origin", [RefUpdate(MAIN, same_b, base)])
+    assert result.outcome == "lost" and "another writer published it" in result.reason
+
+
 def test_lost_when_the_ref_moves_while_the_push_runs(tmp_path: Path) -> None:
     """The remote's own check: the ref moves after git advertised it and before
     the update lands, so the remote (not the client) rejects the update and

@@ -189,8 +189,14 @@ def test_any_inbox_and_branch_leave_main_valid_and_every_file_decided(
     branch_paths = [os.fsdecode(p) for p in branch_paths if p]
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
 
+    before = _inbox_files(inbox)
     r = f.fleet("merge", "--inbox", str(inbox), "--json")
     assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    if any(e["where"] == "inbox" and e["folder"] == ".git" for e in items):
+        # an inbox holding a .git folder may be a repository: refused whole, nothing read or removed
+        assert r.exit_code == 1 and "holds a git repository (.git)" in r.output, r.output
+        assert _inbox_files(inbox) == before
+        return
     assert r.exit_code in (0, 3), r.output
 
     # every entry decided: applied (its id in the ledger) or quarantined by its name

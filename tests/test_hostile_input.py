@@ -373,9 +373,9 @@ def _nested(n: int) -> Any:
 ])
 def test_a_bad_tool_input_is_rejected_alone_and_compactly(bad: dict[str, Any]) -> None:
     from fleet.tools import ToolCall
-    calls = [ToolCall("update_bio", bad), ToolCall("post", {"channel": "general", "title": "ok", "body": "fine"})] * 30
+    calls = [ToolCall("update_bio", bad), ToolCall("comment", {"post": "ada-1", "body": "fine"})] * 30
     conv = _convert(calls)
-    assert len(conv.ops) == 30 * 3  # every valid call kept: a post is a create and two counters
+    assert len(conv.ops) == 30 * 2  # every valid call kept: a comment is a create and a counter
     assert len(conv.rejected) == 21 and "20" in conv.rejected[-1]["reason"]  # at most 20, then a count
     line = canonical.dumps_line(conv.rejected)  # what the delta will hold can be written...
     assert len(line) < 20_000  # ...and stays small, whatever the model sent

@@ -26,6 +26,7 @@ from fleet.commands import task as task_cmd
 from fleet.errors import FleetError, NothingToDo
 from fleet.faults import ENV as CRASH_ENV
 from fleet.git import Git
+from fleet.overlap import shared
 from fleet.repo import FleetRepo
 from fleet.tasks import BRANCH, TaskQueue, task_path
 from tests.conftest import Fleet
@@ -79,7 +80,7 @@ def test_many_claimers_on_many_clones_one_winner_per_task(origin_fleet: tuple[Fl
     assert all(len(v) == 1 for v in history.values()) and len(history) == tasks
     q = TaskQueue(FleetRepo(dirs[0]))
     q.fetch()
-    assert all(t.status == "in-progress" and t.token == 1 for t in q.read().tasks.values())
+    assert all(t.status == "in-progress" and t.fence == 1 for t in q.read().tasks.values())
 
 
 @pytest.mark.parametrize("point", ["task.after-commit", "task.during-push"])
@@ -105,7 +106,8 @@ def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[F
     assert len(held) == len(history)  # every claim that landed is one holder; none is half-written
     if len(history) == 3:  # the push landed before the kill: ada's lease runs out and the watchdog returns it
         time.sleep(1.1)
-        r = subprocess.run(fleet_cmd("watchdog", "-C", str(other), "--json"), capture_output=True, check=True)
+        r = subprocess.run(fleet_cmd("watchdog", "-C", str(other), "--json", "--grace", "0"), capture_output=True,
+                           check=True)
         assert [x["holder"] for x in json.loads(r.stdout)["returned"]] == ["ada"]
     else:
         assert point == "task.after-commit" or len(history) == 2
@@ -114,6 +116,7 @@ def test_a_claimer_killed_at_any_step_claims_nothing_twice(origin_fleet: tuple[F
 
 
 # -- a model of the queue, against the real thing --------------------------
+PATHS = [[], ["src"], ["src/app.py"], ["docs", "src/*.py"], ["tests"], ["**/test_*.py"]]  # by k
 OPS = st.lists(
     st.tuples(st.sampled_from(["add", "claim", "complete", "fail", "release", "renew", "stale", "sling"]),
               st.sampled_from(AGENTS[:3]), st.integers(0, 5)),
@@ -125,9 +128,10 @@ OPS = st.lists(
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=OPS)
 def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
-    """Whatever agents do, in any order: a task has at most one holder, tokens
-    only go up, a done task stays done, a stale token never changes anything,
-    and the branch history holds one commit per change."""
+    """Whatever agents do, in any order: a task has at most one holder, fences
+    only go up, a done task stays done, a stale fence never changes anything,
+    two tasks whose paths overlap are never in flight at once, and the branch
+    history holds one commit per change."""
     from fleet.commands.init import init
 
     path = tmp_path_factory.mktemp("q") / "fleet"
@@ -142,6 +146,7 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
     done: set[str] = set()
     last_token: dict[str, int] = {}
     slung: dict[str, str] = {}
+    paths: dict[str, list[str]] = {}
     changes = 0
     for n, (op, agent, k) in enumerate(ops):
         ids = sorted(last_token)
@@ -149,15 +154,18 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
         tip = git.rev_parse(f"refs/heads/{BRANCH}")
         try:
             if op == "add":
-                task_cmd.add(path, [({"id": f"t{n}", "title": f"t{n}", "deps": ids[:1] if k == 0 else []}, "p")])
+                paths[f"t{n}"] = PATHS[k]
+                task_cmd.add(path, [({"id": f"t{n}", "title": f"t{n}", "deps": ids[:1] if k == 0 else [],
+                                      "paths": PATHS[k]}, "p")])
                 last_token[f"t{n}"] = 0
                 changes += 1
             elif op == "claim":
                 t = task_cmd.claim(path, agent)
                 assert t["id"] not in held and t["id"] not in done, "claimed a task that is held or done"
-                assert t["token"] == last_token[t["id"]] + 1
-                held[t["id"]] = (agent, t["token"])
-                last_token[t["id"]] = t["token"]
+                assert not [h for h in held if shared(paths[t["id"]], paths[h])], "two tasks share paths in flight"
+                assert t["fence"] == last_token[t["id"]] + 1
+                held[t["id"]] = (agent, t["fence"])
+                last_token[t["id"]] = t["fence"]
                 changes += 1
             elif op in ("complete", "fail", "release", "renew") and tid in held:
                 who, token = held[tid]
@@ -186,11 +194,11 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
                 raise
     q = TaskQueue(FleetRepo(path)).read()
     for tid, t in q.tasks.items():
-        assert t.token == last_token[tid]
+        assert t.fence == last_token[tid]
         assert (t.status == "in-progress") == (tid in held)
         assert (t.status == "done") == (tid in done)
         if tid in held:
-            assert (t.claimed_by, t.token) == held[tid]
+            assert (t.claimed_by, t.fence) == held[tid]
     count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
     assert count == changes
 
@@ -204,16 +212,16 @@ def test_claims_from_a_clock_an_hour_off_are_still_fenced(fleet: Fleet) -> None:
     from fleet.commands.watchdog import watchdog
 
     cfg = json.loads((fleet.path / "state/config.json").read_text())
-    assert watchdog(fleet.path)["returned"][0]["id"] == "a"
+    assert watchdog(fleet.path, grace=0)["returned"][0]["id"] == "a"
     tq = TaskQueue(FleetRepo(fleet.path))
     doc = dict(tq.read().tasks["a"].to_json(), not_before=None)  # a person waves the retry delay (as `sling` would for a pending task)
     tip = tq.read().tip
     new = tq.git.write_commit(tip, "hand\n", {task_path("a"): json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"}, [])
     assert tq.publish(new, tip)
     second = task_cmd.claim(fleet.path, "basil")
-    assert second["token"] == first["token"] + 1
+    assert second["fence"] == first["fence"] + 1
     with pytest.raises(FleetError, match="stale"):
-        task_cmd.complete(fleet.path, "a", first["token"], result="late")
+        task_cmd.complete(fleet.path, "a", first["fence"], result="late")
     assert cfg  # config untouched
     _ = _dt
 

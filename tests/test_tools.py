@@ -77,3 +77,29 @@ def test_a_note_is_appended_to_ones_own_memory() -> None:
     conv = convert("basil", [ToolCall("remember", {"text": "water the tests"})], tick=7)
     assert [(o.op, o.id, o.path, o.arg) for o in conv.ops] == [
         ("append", "basil", ("memory",), {"id": "m7-1", "tick": 7, "text": "water the tests"})]
+
+
+def test_a_tools_max_caps_its_calls_in_one_turn() -> None:
+    from fleet.tools import to_ops as run
+    snap = example()
+    w = world_mod.load(snap.config, snap.read)
+    import dataclasses
+    tools = {"remember": dataclasses.replace(w.tools["remember"], max=2)}
+    conv = run("ada", 2, [ToolCall("remember", {"text": f"n{i}"}) for i in range(4)], View(snap, tick=2), tools, set(w.tools))
+    assert len(conv.ops) == 2 and len(conv.rejected) == 2 and "at most 2" in conv.rejected[0]["reason"]
+
+
+def test_a_preview_rejects_what_to_ops_rejects_and_sees_the_turns_own_work() -> None:
+    """What the offline provider tries a call with before it sends it."""
+    from fleet.tools import Preview
+
+    snap = example()
+    w = world_mod.load(snap.config, snap.read)
+    preview = Preview(View(snap, tick=2))
+    follow = w.tools["follow"]
+    assert preview.why_not("ada", 2, 1, ToolCall("follow", {"agent": "basil"}), follow) is None
+    again = preview.why_not("ada", 2, 2, ToolCall("follow", {"agent": "basil"}), follow)
+    assert again is not None and "exists already" in again  # the first call counts as made
+    assert "!=" in (preview.why_not("ada", 2, 3, ToolCall("follow", {"agent": "ada"}), follow) or "")
+    assert "input does not match" in (preview.why_not("ada", 2, 4, ToolCall("follow", {}), follow) or "")
+    assert preview.why_not("ada", 2, 5, ToolCall(NOOP, {"reason": "r"}), None) is None

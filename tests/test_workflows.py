@@ -62,3 +62,25 @@ def test_a_new_fleets_workflows_and_carried_action_are_clean(tmp_path: Path) -> 
     assert p.returncode == 0, p.stdout + p.stderr
     z = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "."], cwd=repo, capture_output=True, text=True)
     assert z.returncode == 0 and "No findings" in z.stdout, z.stdout + z.stderr
+
+
+def _jobs(name: str) -> dict[str, str]:
+    """Each job's block of a workflow, by job id (the workflows are plain YAML: two-space job keys)."""
+    import re
+
+    text = (ROOT / ".github" / "workflows" / name).read_text()
+    body = text[text.index("\njobs:\n"):]
+    parts = re.split(r"\n  ([A-Za-z0-9_-]+):\n", body)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_the_token_that_opens_issues_is_only_where_no_model_runs() -> None:
+    """Escalated tasks' issues are the watchdog's, whose job runs no model; the
+    job that runs a model holds no token that can write, issues included."""
+    every = {f"{wf}:{job}": block for wf in ("tick.yml", "merge.yml", "watchdog.yml") for job, block in _jobs(wf).items()}
+    models = [k for k, b in every.items() if "command: work" in b]
+    assert models
+    for key in models:
+        assert "write" not in every[key] and "GITHUB_TOKEN" not in every[key], key
+    watchdog = every["watchdog.yml:watchdog"]
+    assert "command: watchdog" in watchdog and "issues: write" in watchdog and "GITHUB_TOKEN: ${{ github.token }}" in watchdog

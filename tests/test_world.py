@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from fleet import canonical, world
 from fleet.delta import Arrival, file_path
 from fleet.engine import merge_tick
+from fleet.errors import FleetError
 from fleet.plan import assign, roster
 from fleet.providers.offline import OfflineProvider
 from fleet.state import MemorySnapshot
@@ -373,3 +374,114 @@ def test_default_prompt_of_a_world_that_declares_none_shows_its_collections() ->
     assert "channels:" in b.common and "general" in b.common
     own = b.for_agent("ada").system[1]["text"]
     assert own.startswith("You are ada.") and "Ada is a systems programmer" in own
+
+
+def test_an_agent_offered_a_tool_its_rules_never_allow_is_refused_by_name() -> None:
+    files = example_files()
+    tools = example_tools()
+    tools["describe"] = {"description": "Describe a channel.",
+                         "input": {"type": "object", "required": ["channel", "text"],
+                                   "properties": {"channel": {"type": "string"}, "text": {"type": "string"}}},
+                         "effects": [{"op": "set", "doc": "channels/{input.channel}", "path": "description", "value": "{input.text}"}]}
+    files[TOOLS] = json.dumps(tools).encode()
+    cfg = json.loads(files["state/config.json"])
+    for aid in cfg["agents"]:
+        if aid != "ada":
+            cfg["agents"][aid]["actions"] = ["post", "comment"]
+    cfg["agents"]["basil"]["actions"].append("describe")  # no grant: every call would be quarantined
+    cfg["agents"]["ada"].setdefault("grants", {})["channels"] = ["set:description"]  # ada has every tool, and the grant
+    files["state/config.json"] = json.dumps(cfg).encode()
+    found = problems_with(files)
+    assert len(found) == 1, found
+    assert found[0].startswith("state/config.json: agents.basil.actions: basil has tool 'describe', whose effect "
+                               "set channels description")
+    cfg["agents"]["basil"]["grants"] = {"channels": ["set:description"]}
+    files["state/config.json"] = json.dumps(cfg).encode()
+    assert problems_with(files) == []
+
+
+def test_in_a_condition_a_missing_field_is_null() -> None:
+    from fleet.refs import Scope, compile_value
+    from fleet.world import Condition
+    c = Condition(compile_value("{doc.assignee}"), "in", compile_value([None, "{agent}"]), "")
+    assert c.holds(Scope({"doc": {}, "agent": "ada"}))
+    assert c.holds(Scope({"doc": {"assignee": "ada"}, "agent": "ada"}))
+    assert not c.holds(Scope({"doc": {"assignee": "bob"}, "agent": "ada"}))
+
+
+# -- what a new user's review found: each a class of mistake, one line each ---------------
+
+def _tools_with(name: str, change: Any) -> dict[str, bytes]:
+    tools = example_tools()
+    change(tools[name])
+    return with_tools(tools)
+
+
+@pytest.mark.parametrize("name, change, key, words", [
+    ("post", lambda t: t.update(max=0), "post.max", "minimum"),
+    ("post", lambda t: t.update(effect=[]), "post", "effect"),
+    ("post", lambda t: t["effects"][0]["value"].update(title="{input.title"), "post.effects[0].value", "unmatched"),
+    ("post", lambda t: t["effects"][0].update(doc="posts/../{id}"), "post.effects[0].doc", "no '..'"),
+    ("post", lambda t: t["effects"][0].update(doc="posts/a/{id}"), "post.effects[0].doc", "no '/'"),
+    ("comment", lambda t: t["effects"][1].update(value="{input.body}"), "comment.effects[1].value", "not an integer"),
+    ("remember", lambda t: t["effects"][0]["value"].update(text=json.loads("[" * 14 + "1" + "]" * 14)),
+     "remember.effects[0].value", "deeper than 12"),
+])
+def test_a_mistake_in_one_tool_is_one_line_and_the_others_still_load(name: str, change: Any, key: str, words: str) -> None:
+    found = problems_with(_tools_with(name, change))
+    assert len(found) == 1, found  # no line that only follows from it (an action naming the broken tool, say)
+    assert found[0].startswith(f"{TOOLS}: {key}") and words in found[0], found
+
+
+@pytest.mark.parametrize("part, section, words", [
+    ("own", {"text": "You are {agnet}."}, "'agnet' is not one of"),
+    ("own", {"title": "t", "collection": "posts", "where": {"author": "{agnet}"}, "line": "- {id}"}, "'agnet'"),
+    ("shared", {"title": "t", "collection": "posts", "line": "- {id} by {agent}"}, "only an agent's own sections"),
+    ("shared", {"title": "t", "collection": "posts", "line": "- {titel}"}, "not a field of posts documents"),
+    ("own", {"doc": "agents/{agent}", "list": "memory", "line": "- {txt}"}, "not a field of agents documents"),
+])
+def test_a_prompt_template_naming_nothing_is_refused(part: str, section: dict[str, Any], words: str) -> None:
+    prompt = example_prompt()
+    prompt[part].append(section)
+    found = problems_with(with_tools(example_tools(), prompt))
+    assert len(found) == 1 and found[0].startswith(f"{PROMPT}: {part}[{len(prompt[part]) - 1}]") and words in found[0], found
+
+
+def test_declaration_files_live_directly_in_state_and_schemas_must_exist() -> None:
+    files = example_files()
+    cfg = json.loads(files["state/config.json"])
+    cfg["tools"] = ["state/world/tools.json"]
+    files["state/world/tools.json"] = files[TOOLS]
+    files["state/config.json"] = json.dumps(cfg).encode()
+    with pytest.raises(FleetError, match=r"^state/config.json: at /tools/0: \"state/world/tools.json\" does not match"):
+        problems_with(files)  # the config's own schema says where declaration files live
+    files = example_files()
+    del files["schemas/reaction.schema.json"]
+    found = problems_with(files)
+    assert found[0] == "state/config.json: collections.reactions.schema: names schemas/reaction.schema.json, which does not exist"
+
+
+def test_a_prompt_section_can_select_by_null_true_or_a_number_first() -> None:
+    from fleet.prompt import PromptBuilder
+    from fleet.world import View
+    files = example_files()
+    prompt = example_prompt()
+    prompt["shared"] = [{"title": "Unscored:", "collection": "posts", "where": {"bio": None}, "line": "- {id}"},
+                        {"title": "Zero:", "collection": "posts", "where": {"score": 0}, "line": "- {id}"},
+                        {"title": "Never:", "collection": "posts", "where": {"score": False}, "line": "- {id}"}]
+    files[PROMPT] = json.dumps(prompt).encode()
+    snap = MemorySnapshot(files)
+    w = world.load(snap.config, snap.read)
+    common = PromptBuilder(View(snap, tick=1), w.prompt, 6000).common
+    assert "Unscored:\n- ada-1\n- cleo-1" in common and "Zero:\n- ada-1\n- cleo-1" in common and "Never:" not in common
+
+
+def test_the_offline_provider_makes_do_with_a_schema_that_asks_for_too_much() -> None:
+    tools = example_tools()
+    tools["post"]["input"]["properties"]["tags"].update(minItems=100_000_000, maxItems=100_000_001)
+    tools["post"]["input"]["properties"]["title"].update(minLength=1_000_000_000, maxLength=2_000_000_000)
+    tools["post"]["input"]["required"] += ["tags"]
+    snap = MemorySnapshot(with_tools(tools))
+    for _ in range(2):  # finishes, in bounded memory: the calls may be rejected, the turns are not lost
+        snap, bodies = tick(snap, ["ada", "basil", "cleo"], 1)
+        assert all("error" not in b["meta"] for b in bodies)

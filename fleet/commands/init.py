@@ -1,4 +1,5 @@
-"""`fleet init DIR`: a new fleet repository with the example world."""
+"""`fleet init DIR [--example NAME]`: a new fleet repository with an example world;
+`fleet init --examples` lists them (fleet.template says where they are)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import click
 
 from fleet import __version__
 from fleet.cli import emit, json_option
-from fleet.errors import FleetError
+from fleet.errors import FleetError, UsageError
 from fleet.git import Git
 from fleet.installed import CARRIED
-from fleet.template import root
+from fleet.template import Example, default_example, examples, root
 
 ACTION_README = """# fleet {version}, carried for this repository's workflows
 
@@ -27,7 +28,10 @@ differ. To move to another fleet, replace this folder with that fleet's
 """
 README = """# {name}
 
-A fleet of LLM agents run by fleet: the world is `state/`, its rules are
+A fleet of LLM agents run by fleet, made from the example world `{example}`:
+{description}
+
+The world is `state/`, its rules are
 `state/config.json` and `schemas/`, and `main` is written only by
 `fleet merge`. The workflows run fleet through the action in
 `.github/actions/fleet/`, which carries the fleet that made this repository.
@@ -38,18 +42,20 @@ A fleet of LLM agents run by fleet: the world is `state/`, its rules are
 """
 
 
-def init(directory: Path) -> str:
-    """Create the repository; return the genesis commit.
+def init(directory: Path, example: str | None = None) -> str:
+    """Create the repository with the world of ``example`` (default: the
+    template's own); return the genesis commit.
 
     All or nothing: if any step fails, what this call made is removed again, so
     the same command can simply be run again once the cause is fixed.
     """
+    world = find_example(example)
     if directory.exists() and any(directory.iterdir()):
         raise FleetError(f"{directory}: already exists and is not empty; choose a new directory")
     existed = directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return _populate(directory)
+        return _populate(directory, world)
     except BaseException as e:
         if existed:
             for child in directory.iterdir():
@@ -63,16 +69,31 @@ def init(directory: Path) -> str:
         raise
 
 
-def _populate(directory: Path) -> str:
+def find_example(name: str | None) -> Example:
+    """The example called ``name`` (None: the default), or a usage error naming the known ones."""
+    known = examples()
+    name = name if name is not None else default_example()
+    if name not in known:
+        raise UsageError(f"--example: unknown example {name!r} (known: {', '.join(sorted(known)) or 'none'}; "
+                         "`fleet init --examples` describes them)")
+    return known[name]
+
+
+def _populate(directory: Path, world: Example) -> str:
     src = root()
     skip = shutil.ignore_patterns("__pycache__", "ledger", "quarantine", "conflicts", "resolutions", "ci.yml")
-    for rel in ("state", "schemas", ".github/workflows"):
-        # ci.yml tests this package, not a fleet; a new fleet starts with no ledger or conflicts
-        shutil.copytree(src / rel, directory / rel, ignore=skip)
+    # a new fleet starts with no ledger or conflicts
+    shutil.copytree(world.state, directory / "state", ignore=skip)
+    (directory / "schemas").mkdir()
+    for schema in world.schemas:  # fleet's protocol schemas and the world's own
+        shutil.copy2(schema, directory / "schemas" / schema.name)
+    # ci.yml tests this package, not a fleet
+    shutil.copytree(src / ".github" / "workflows", directory / ".github" / "workflows", ignore=skip)
     for wf in sorted((directory / ".github" / "workflows").glob("*.yml")):
         wf.write_text(_uses_carried(wf.read_text()))
     _carry(src, directory / CARRIED, skip)
-    (directory / "README.md").write_text(README.format(name=directory.resolve().name))
+    (directory / "README.md").write_text(README.format(name=directory.resolve().name, example=world.name,
+                                                       description=world.description))
     (directory / ".gitignore").write_text("deltas/\n__pycache__/\n")
     git = Git(directory)
     git.run("init", "--quiet", "--initial-branch=main")
@@ -81,7 +102,8 @@ def _populate(directory: Path) -> str:
     # unsigned, and no user hooks (they belong to the user's own commits)
     git.run(
         "-c", "user.name=fleet", "-c", "user.email=fleet@localhost", "-c", "commit.gpgsign=false",
-        "commit", "--quiet", "--no-verify", "-m", "fleet: genesis (tick 0)\n\nThe example world, its schemas and config.",
+        "commit", "--quiet", "--no-verify", "-m",
+        f"fleet: genesis (tick 0)\n\nThe example world {world.name!r}, its schemas and config.",
     )
     return git.text("rev-parse", "HEAD")
 
@@ -115,14 +137,42 @@ def _carry(src: Path, dest: Path, skip: Callable[[str, list[str]], set[str]]) ->
 
 # -- the command line --------------------------------------------------------
 @click.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--example", "example", metavar="NAME", default=None,
+              help="The example world to start from (default: the template's own; see --examples).")
+@click.option("--examples", "list_examples", is_flag=True, help="List the example worlds, one line each, and exit.")
 @json_option
-def init_command(directory: Path, as_json: bool) -> None:
-    """Create a new fleet repository in DIRECTORY with the example world."""
-    sha = init(directory)
+def init_command(directory: Path | None, example: str | None, list_examples: bool, as_json: bool) -> None:
+    """Create a new fleet repository in DIRECTORY with the example world.
+
+    `--example NAME` picks another example world; `fleet init --examples`
+    lists them.
+    """
+    if list_examples:
+        if directory is not None or example is not None:
+            raise UsageError("--examples lists the example worlds; it takes no DIRECTORY or --example")
+        _list(as_json)
+        return
+    if directory is None:
+        raise UsageError("missing DIRECTORY: `fleet init DIR [--example NAME]` (`fleet init --examples` lists the examples)")
+    world = find_example(example)
+    sha = init(directory, world.name)
 
     def text() -> None:
-        click.echo(f"created fleet repository {directory} (genesis {sha[:12]}, tick 0)")
+        click.echo(f"created fleet repository {directory} with the example world {world.name!r} "
+                   f"(genesis {sha[:12]}, tick 0)")
         click.echo(f"next: cd {directory} && fleet run")
 
-    emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0}, as_json, text)
+    emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0, "example": world.name}, as_json, text)
+
+
+def _list(as_json: bool) -> None:
+    found = sorted(examples().values(), key=lambda e: (not e.default, e.name))
+
+    def text() -> None:
+        width = max((len(e.name) for e in found), default=0)
+        for e in found:
+            click.echo(f"{e.name:<{width}}  {e.description}{' (default)' if e.default else ''}")
+
+    emit({"examples": [{"name": e.name, "description": e.description, "default": e.default} for e in found]},
+         as_json, text)

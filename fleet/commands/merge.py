@@ -11,7 +11,8 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, summary
+from fleet import canonical, faults, summary, tick_tasks
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.clock import Clock
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival
+from fleet.dispatch import Dispatch, next_run, parse_ticks
 from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
 from fleet.github import ConflictPRs, GitHubSettings
@@ -53,6 +56,8 @@ class MergeReport:
     agents: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)  # "provider model" of the applied deltas
+    tasks: dict[str, Any] | None = None  # outcomes of tasks worked in the tick: done, failed, refused
+    dispatch: dict[str, Any] | None = None  # with --dispatch: the next run of the tick workflow, or why none
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,11 +78,13 @@ class MergeReport:
             "agents": self.agents,
             "usage": self.usage,
             "models": self.models,
+            "tasks": self.tasks,
+            "dispatch": self.dispatch,
         }
 
 
-def message(result: TickResult) -> str:
-    """The tick commit's message: a summary line, the deltas by name, trailers."""
+def message(result: TickResult, notes: Sequence[str] = ()) -> str:
+    """The tick commit's message: a summary line, the deltas by name, ``notes``, trailers."""
     r = result
     lines = [
         f"fleet: tick {r.tick}: {len(r.applied)} applied, {len(r.quarantined)} quarantined, {len(r.held)} held",
@@ -97,6 +104,7 @@ def message(result: TickResult) -> str:
         lines += ["Held for a person:"] + [f"  {c} (state/conflicts/{c}.json)" for c in r.held]
     if r.resolved:
         lines += ["Decided (resolutions applied):"] + [f"  {c}" for c in r.resolved]
+    lines += list(notes)
     # Text from outside (file names, reasons) is one printable line each: no
     # input can add a line of its own, let alone a trailer.
     lines = [printable(line, 2000) for line in lines]
@@ -115,9 +123,15 @@ def merge(
     allow_empty: bool = False,
     outside: list[dict[str, Any]] = (),
     github: GitHubSettings | None = None,
+    dispatch: Dispatch | None = None,
 ) -> MergeReport:
     """Merge the next tick. ``outside``: fallback decisions on held conflicts
-    whose pull request was closed unmerged (fleet.github), applied first."""
+    whose pull request was closed unmerged (fleet.github), applied first.
+    ``dispatch``: once this merge published, start the next run of the tick
+    workflow (fleet.dispatch); a merge that did not publish dispatches nothing.
+
+    Without ``tick``, a tick that a run started and still holds (its start
+    record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
     for attempt in range(1, ATTEMPTS + 1):
@@ -133,6 +147,13 @@ def merge(
             if tick <= base.tick:
                 raise NothingToDo(f"tick {tick} is already merged (main is at tick {base.tick})")
             raise FleetError(f"--tick {tick}: main is at tick {base.tick}, so the next merge is tick {nxt}")
+        if tick is None and attempt == 1:
+            held = Clock(repo).read()
+            if held is not None and held.tick == nxt and held.lease_until > time.time():
+                raise NothingToDo(
+                    f"tick {nxt} is under way: {held.by} started it ({held.how}) and its own merge publishes it; "
+                    f"this merge leaves the deltas to it until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))} "
+                    f"(`fleet merge --tick {nxt}` merges them now)")
         sources = repo.sources()
         max_bytes = base.config.limits.max_delta_bytes
         arrivals = repo.arrivals(sources, max_bytes)
@@ -151,8 +172,12 @@ def merge(
             raise NothingToDo(
                 f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
             )
+        # Task outcomes go to the queue before main moves: applying them again on a
+        # retry changes nothing, and none is lost if this merge dies in between.
+        worked = None if dry_run else _task_outcomes(repo, result)
         faults.point("merge.before-commit")
-        commit = repo.git.write_commit(head, message(result), result.writes, result.deletes)
+        commit = repo.git.write_commit(head, message(result, worked.lines() if worked else []),
+                                       result.writes, result.deletes)
         faults.point("merge.after-commit")
         published = False
         pr_report = None
@@ -166,6 +191,7 @@ def merge(
                 pr_report = prs.sync(repo, repo.snapshot(commit), commit)
                 pr_report.fallbacks = closed
             repo.git.gc_auto()
+        chained = next_run(repo, base.config, result.tick, commit, dispatch) if dispatch and published else None
         return MergeReport(
             tick=result.tick,
             commit=commit,
@@ -184,8 +210,22 @@ def merge(
             usage=canonical.load(result.writes[FLEET_PATH], FLEET_PATH)["last"]["usage"],
             models=_models(d.meta for d in result.applied),
             sources=len(sources) + len(files),
+            tasks=worked.to_json() if worked else None,
+            dispatch=chained,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
+
+
+def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | None:
+    """Complete or fail, each with its fence, the tasks the tick's applied deltas report on."""
+    reported = [(d.agent, o) for d in result.applied for o in d.meta.get("tasks") or []]
+    if not reported:
+        return None
+    from fleet.tasks import TaskQueue
+
+    ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported))
+    applied: tick_tasks.Applied = ch.result
+    return applied
 
 
 @contextmanager
@@ -244,12 +284,24 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
 @click.option("--github", "use_github", is_flag=True,
               help="Open or update a pull request per held conflict, and apply the fallback of closed ones "
                    "(GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).")
+@click.option("--dispatch", "dispatch_next", is_flag=True,
+              help="Once this merge published, dispatch the next run of this workflow (GITHUB_WORKFLOW_REF, else "
+                   "tick.yml on main) through the GitHub API, unless the stop switch (FLEET_STOP, "
+                   "run.self_dispatch false) is on, a day or month budget is spent, or no run.every is set.")
+@click.option("--ticks-left", default=None, metavar="N",
+              help="With --dispatch: the ticks a chain started by hand still runs, this one included; the next run "
+                   "gets N-1 (empty: none).")
+@click.option("--next-workers", default="", metavar="W", help="With --ticks-left: the next run's workers input.")
+@click.option("--next-agents", default="", metavar="A,B", help="With --ticks-left: the next run's agents input.")
 def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int | None,
-                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool) -> None:
+                  inbox: tuple[Path, ...], dry_run: bool, allow_empty: bool, use_github: bool, dispatch_next: bool,
+                  ticks_left: str | None, next_workers: str, next_agents: str) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
     settings = GitHubSettings.from_env() if use_github else None
+    chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
+                              agents=next_agents.strip()) if dispatch_next and not dry_run else None
     r = merge(directory, tick=tick, inbox=inbox, remote=remote, dry_run=dry_run, allow_empty=allow_empty,
-              github=settings)
+              github=settings, dispatch=chain)
 
     def text() -> None:
         late = f" ({r.late} late)" if r.late else ""
@@ -273,6 +325,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
             click.echo(f"published main {r.commit[:12]} {where}")
         else:
             click.echo(f"dry run: built {r.commit[:12]}, published nothing")
+        if r.dispatch is not None:
+            click.echo(_chained(r.dispatch))
 
     emit(r.to_json(), as_json, text)
     tokens, cost = summary.money(r.usage)
@@ -280,5 +334,16 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
                   {"models": summary.cell(", ".join(r.models) or "none"), "agents": r.agents, "deltas": r.applied, "conflicts": len(r.held), "quarantined": len(r.quarantined),
                    "tokens": tokens, "cost": cost},
                   [f"decided: {c}" for c in r.resolved]
-                  + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])])
+                  + [f"pull request #{o['number']} opened for {o['conflict']}" for o in (r.pulls or {}).get("opened", [])]
+                  + ([_chained(r.dispatch)] if r.dispatch is not None else []))
     summary.quarantined(r.quarantined)
+    if r.dispatch is not None and not r.dispatch["dispatched"] and "refused" in r.dispatch["why"]:
+        summary.warning("fleet: next run not dispatched", r.dispatch["why"])
+
+
+def _chained(d: dict[str, Any]) -> str:
+    """One line on the next run: dispatched (with what), or why not."""
+    if d["dispatched"]:
+        inputs = ", ".join(f"{k}={v}" for k, v in sorted(d["inputs"].items()))
+        return f"next run: dispatched {d['workflow']} on {d['ref']} ({inputs}): {d['why']}"
+    return f"next run: none: {d['why']}"

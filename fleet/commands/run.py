@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from fleet import tick_tasks
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
@@ -38,9 +40,15 @@ from fleet.outside import check_adoption, check_state
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
 from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
+from fleet.spend import spending
 from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.workspace import FLEET_DIR, private_repo, remote_url
+
+
+class BudgetSpent(Exception):
+    """A day or month budget stops the next tick (the message says which, and when it resumes)."""
+
 
 # How long a worker stopped at the deadline has to publish what it finished (a
 # commit and a push) before it is killed: a push over a slow network, or on a
@@ -71,6 +79,7 @@ class RunReport:
     local_main: str | None = None  # what became of commits on your own main
     seconds: float = 0.0
     interrupted: bool = False
+    stopped: str | None = None  # why no further tick started (a day or month budget is spent)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +94,7 @@ class RunReport:
             "held": sum(t.held for t in self.ticks),
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
+            "stopped": self.stopped,
             "local_main": self.local_main,
         }
 
@@ -234,6 +244,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             repo.fetch()
     snap = repo.snapshot()
     cfg = snap.config
+    world_mod.warm(snap)
     world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any tick starts
     provider, note = choose(provider, cfg)
     report.provider, report.note, report.models = provider, note, models(provider, cfg)
@@ -243,6 +254,8 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             line = _tick(root, merge_cache, url, workers, provider, push, deadline)
             report.ticks.append(line)
             on_tick(line)
+    except BudgetSpent as e:
+        report.stopped = str(e)  # the ticks that ran are merged: nothing finished is lost
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -273,7 +286,12 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     count = workers or cfg.run.workers
     mode = push or cfg.run.push_mode(count)
     tick = snap.tick + 1
+    spent = spending(repo, snap.commit, cfg, datetime.now(UTC)).stop()
+    if spent is not None:  # before any worker starts: a budget stops new ticks, never work under way
+        raise BudgetSpent(f"tick {tick} did not start: {spent.why()}")
     planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
+    if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
+        tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
     outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
     logs = tempfile.TemporaryFile()
@@ -416,5 +434,10 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         if report.interrupted:
             console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "
                           "the merge, and `fleet run` resumes there")
+    if report.stopped:
+        done = f"{len(report.ticks)} tick(s) ran and are merged; " if report.ticks else ""
+        console.print(f"stopped: {done}{report.stopped}", markup=False)
     if report.interrupted:
         sys.exit(130)
+    if report.stopped and not report.ticks:
+        sys.exit(3)  # nothing to do until the budget resumes

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fleet import canonical, tasks
+from fleet import canonical, overlap, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -26,9 +28,10 @@ def _queue(path: Path, remote: str | None) -> TaskQueue:
 
 
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
-    if agent not in cfg.agents:
-        known = ", ".join(sorted(cfg.agents)[:8])
-        raise UsageError(f"{flag} {agent}: unknown agent (state/config.json has {known}{', …' if len(cfg.agents) > 8 else ''})")
+    """Refuse a name that may not claim tasks (``tasks.claimers``, or a tick agent): exit 2."""
+    problem = tasks.claimer_problem(cfg, agent)
+    if problem:
+        raise UsageError(f"{flag}: {problem}")
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
@@ -60,7 +63,8 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
     tq = _queue(path, remote)
     ch, pushed = tq.change(lambda q, cfg, at: tasks.add(q, cfg, at, items).change(), dry_run=dry_run)
     added: tasks.Added = ch.result
-    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote}
+    return {"added": sorted(added.added), "existing": sorted(added.existing), "pushed": pushed, "remote": tq.repo.remote,
+            "overlaps": [o.to_json() for o in added.overlaps]}
 
 
 def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
@@ -91,36 +95,36 @@ def _checked(task_id: str, agent: str | None, flag: str,
     return checked
 
 
-def renew(path: Path, task_id: str, token: int, *, agent: str | None = None, lease: float | None = None,
+def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
-    """Extend the lease of the holder of ``token``."""
+    """Extend the lease of the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, token, agent=agent, lease=lease)))
+        q, cfg, at, task_id, fence, agent=agent, lease=lease)))
 
 
-def complete(path: Path, task_id: str, token: int, *, result: Any = None, agent: str | None = None,
+def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
-    """Mark the task done with ``result``, for the holder of ``token``."""
+    """Mark the task done with ``result``, for the holder of ``fence``."""
     size = len(canonical.dumps_line(result))
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, token, result=result, agent=agent)))
+        q, at, task_id, fence, result=result, agent=agent)))
 
 
-def fail(path: Path, task_id: str, token: int, *, reason: str, agent: str | None = None,
+def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
-    """Give the task back as failed, for the holder of ``token``."""
+    """Give the task back as failed, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, token, reason=reason, agent=agent)))
+        q, cfg, at, task_id, fence, reason=reason, agent=agent)))
 
 
-def release(path: Path, task_id: str, token: int, *, agent: str | None = None,
+def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
-    """Give the task back unfinished, for the holder of ``token``."""
+    """Give the task back unfinished, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, at, task_id, token, agent=agent)))
+        q, cfg, at, task_id, fence, agent=agent)))
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -135,19 +139,23 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
 
 def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
     """A task as commands print it: the document plus what the queue makes of it."""
-    # "fence" is the fencing token under the name the brief gives it; "token" is the record's key
-    out = dict(t.to_json(), path=task_path(t.id), fence=t.token)
+    # "token", the fence's earlier name, is printed too until --token goes (deprecated)
+    out = dict(t.to_json(), path=task_path(t.id), token=t.fence)
     if q is not None:
         out["blocked_by"] = q.blockers(t)
         out["ready"] = q.is_ready(t, None, at or now())
         out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
+        out["wave"] = q.waves()[t.id]
+        held = q.paths_held_by(t) if t.status == "pending" else None
+        out["paths_held_by"] = held.by.id if held else None
     if t.status == "in-progress" and t.lease_until:
         out["expired"] = parse_stamp(t.lease_until) < (at or now())
     return out
 
 
 def listing(path: Path, *, status: str | None = None, agent: str | None = None, ready_only: bool = False,
-            remote: str | None = None) -> dict[str, Any]:
+            wave: int | None = None, remote: str | None = None) -> dict[str, Any]:
+    """Every task (or the ready ones, in claim order), each with its wave; ``wave``: only that wave."""
     q, cfg = _queue(path, remote).load()
     at = now()
     if ready_only:
@@ -161,7 +169,13 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if t.status == status]
         if agent:
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
-    return {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    if wave is not None:
+        rows = [t for t in rows if q.waves()[t.id] == wave]
+    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    if ready_only:  # and why the others that could be are not
+        out["held_back"] = [dict(asdict(h.where), id=t.id, title=t.title, held_by=h.by.id, holder=h.by.claimed_by)
+                            for t, h in q.held_back(agent, at) if wave is None or q.waves()[t.id] == wave]
+    return out
 
 
 def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -185,7 +199,7 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
 def task_command(directory: Path | None) -> None:
     """The task queue on the fleet/tasks branch: every change is a compare-and-swap push.
 
-    claim hands out a fencing token; renew, complete, fail and release must name it.
+    claim hands out a fence (a fencing token); renew, complete, fail and release must name it.
     """
 
 
@@ -193,20 +207,27 @@ def _task_line(t: dict[str, Any]) -> str:
     who = f" {t['claimed_by']}" if t["claimed_by"] else ""
     extra = ""
     if t["status"] == "in-progress":
-        extra = f" token {t['token']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
+        extra = f" fence {t['fence']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
     elif t["status"] == "pending" and t.get("doomed_by"):
         extra = f" never ready: {t['doomed_by']} failed"
     elif t["status"] == "pending" and t.get("blocked_by"):
         extra = f" waits for {', '.join(t['blocked_by'])}"
+    elif t["status"] == "pending" and t.get("paths_held_by"):
+        extra = f" paths held by {t['paths_held_by']}"
     elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
         extra = f" retry after {t['not_before']}"
     slung = f" for {t['for']}" if t["for"] else ""
-    return f"{t['id']:<14} P{t['priority']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+    return f"{t['id']:<14} P{t['priority']} W{t['wave']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
+
+
+def _shared_text(o: dict[str, Any]) -> str:
+    """Where two tasks' paths meet, as fleet.overlap.Shared says it."""
+    return str(overlap.Shared(o["mine"], o["theirs"], o["covers"]))
 
 
 def _task_detail(t: dict[str, Any]) -> None:
     click.echo(f"{t['id']}: {t['title']}")
-    click.echo(f"  status {t['status']}, priority {t['priority']}, token {t['token']}, attempts {t['attempts']}, "
+    click.echo(f"  status {t['status']}, priority {t['priority']}, fence {t['fence']}, attempts {t['attempts']}, "
                f"failures {t['failures']}")
     if t["claimed_by"]:
         click.echo(f"  claimed by {t['claimed_by']} at {t['claimed_at']}" +
@@ -215,6 +236,8 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(f"  slung to {t['for']}")
     if t["deps"]:
         click.echo(f"  deps: {', '.join(t['deps'])}")
+    if t.get("paths"):
+        click.echo(f"  paths: {', '.join(t['paths'])}")
     if t.get("error"):
         click.echo(f"  last error: {t['error']}")
     if t.get("body"):
@@ -222,11 +245,28 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(t["body"])
 
 
-def _token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # --fence is the name the brief fixes ("token" means model tokens to anyone
-    # running LLM agents); --token, the earlier name, still works.
-    return click.option("--fence", "--token", "token", type=click.IntRange(1), required=True,
-                        help="The fence (fencing token) claim printed; a stale one is refused.")(fn)
+MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
+
+
+def _fence_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--fence N``, the name the brief fixes ("token" means model tokens to
+    anyone running LLM agents). ``--token N``, the earlier name, is accepted for
+    one release with a note on stderr; the command sees ``fence`` either way."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, fence: int | None, old_token: int | None, **kwargs: Any) -> Any:
+        if old_token is not None:
+            click.echo("warning: --token is deprecated and goes away in the next release; use --fence", err=True)
+            if fence is not None and fence != old_token:
+                raise UsageError(f"--fence {fence} and --token {old_token} disagree; give --fence alone")
+            fence = old_token
+        if fence is None:
+            raise UsageError("missing option --fence N: the fence that `fleet task claim` printed")
+        return fn(*args, fence=fence, **kwargs)
+
+    wrapper = click.option("--token", "old_token", type=click.IntRange(1, MAX_FENCE), default=None, hidden=True,
+                           help="Deprecated: the earlier name of --fence.")(wrapper)
+    return click.option("--fence", "fence", type=click.IntRange(1, MAX_FENCE), default=None, metavar="N",
+                        help="The fence (fencing token) claim printed; a stale one is refused. [required]")(wrapper)
 
 
 def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -242,21 +282,24 @@ def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callabl
 @click.option("--body", default=None, help="The whole task, for the agent that claims it.")
 @click.option("--priority", type=click.IntRange(0, 4), default=None, help="0 most urgent … 4 (default 2).")
 @click.option("--dep", "deps", multiple=True, help="A task that must be done first (repeatable).")
+@click.option("--path", "paths", multiple=True, metavar="PATH",
+              help="A file, folder or glob (src/*.py, docs/) of the code repository this task will touch "
+                   "(repeatable). Tasks whose paths overlap are never in progress at once.")
 @click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
 @click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Add every task in F.jsonl (one JSON object a line) in one push.")
 @click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
 def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
-                 priority: int | None, deps: tuple[str, ...], target: str | None, task_id: str | None,
-                 file: Path | None, dry_run: bool) -> None:
+                 priority: int | None, deps: tuple[str, ...], paths: tuple[str, ...], target: str | None,
+                 task_id: str | None, file: Path | None, dry_run: bool) -> None:
     """Add a task (TITLE), or many from --file, in one commit and one push."""
     if (title is None) == (file is None):
         raise UsageError("give a TITLE or --file F.jsonl (one of them)")
     if file is not None:
-        if any(v is not None for v in (body, priority, target, task_id)) or deps:
-            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --for and --id "
-                             "are for a single TITLE")
+        if any(v is not None for v in (body, priority, target, task_id)) or deps or paths:
+            raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --path, --for and "
+                             "--id are for a single TITLE")
         items = read_items(_under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
@@ -265,6 +308,13 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
                 item[k] = v
         if deps:
             item["deps"] = list(deps)
+        if paths:
+            for p in paths:  # a bad flag is a usage error, found before anything is fetched
+                try:
+                    overlap.parse(p)
+                except overlap.PathRule as e:
+                    raise UsageError(f"--path {p[:60]!r}: {e}") from None
+            item["paths"] = list(paths)
         items = [(item, "add")]
     r = add(directory, items, remote=remote, dry_run=dry_run)
 
@@ -273,6 +323,9 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
             click.echo(f"added {i}")
         for i in r["existing"]:
             click.echo(f"already there: {i}")
+        for o in r["overlaps"]:
+            click.echo(f"warning: {o['task']} shares paths with {o['with']} ({o['status']}): "
+                       f"{_shared_text(o)}; they will not be in progress at once", err=True)
         if r["added"]:
             click.echo(f"dry run: {len(r['added'])} task(s) checked, nothing pushed" if dry_run
                        else f"pushed {len(r['added'])} task(s) to {r['remote'] or 'this repository'}")
@@ -290,11 +343,15 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
               help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
 def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
                    lease: float | None) -> None:
-    """Claim the first ready task for AGENT; exit 3 when nothing is ready."""
+    """Claim the first ready task for AGENT; exit 3 when nothing is ready.
+
+    AGENT is a tick agent or a name tasks.claimers matches. A task whose paths
+    overlap those of a task in progress is not handed out until that one is done.
+    """
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
-        click.echo(f"claimed {t['id']} for {agent}: token {t['token']}, lease until {t['lease_until']}")
+        click.echo(f"claimed {t['id']} for {agent}: fence {t['fence']}, lease until {t['lease_until']}")
         _task_detail(t)
 
     emit(t, as_json, text)
@@ -304,7 +361,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__doc__ = helptext
         for deco in reversed((task_command.command(verb), dir_option, json_option, remote_option,
-                              click.argument("task_id", metavar="TASK"), _token_option, _as_option())):
+                              click.argument("task_id", metavar="TASK"), _fence_option, _as_option())):
             fn = deco(fn)
         return fn
     return wrap
@@ -312,17 +369,17 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 
 @_holder_command("renew", "Extend the lease on TASK (do it at half the lease).")
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
-def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                    agent: str | None, lease: float | None) -> None:
-    t = renew(directory, task_id, token, agent=agent, lease=lease, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: token {t['token']}, lease until {t['lease_until']}"))
+    t = renew(directory, task_id, fence, agent=agent, lease=lease, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: fence {t['fence']}, lease until {t['lease_until']}"))
 
 
 @_holder_command("complete", "Mark TASK done, with an optional JSON result.")
 @click.option("--result", "result", default=None, help="The result, as JSON (a string is '\"text\"').")
 @click.option("--result-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The result, from a JSON file.")
-def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                       agent: str | None, result: str | None, result_file: Path | None) -> None:
     value = None
     if result is not None and result_file is not None:
@@ -338,24 +395,24 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
             value = canonical.load(result_file.read_bytes(), str(result_file), canonical.MAX_DEPTH)
         except OSError as e:
             raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
-    t = complete(directory, task_id, token, result=value, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (token {t['token']})"))
+    t = complete(directory, task_id, fence, result=value, agent=agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (fence {t['fence']})"))
 
 
 @_holder_command("fail", "Give TASK back as failed: retried after a delay, or failed for good after max_failures.")
 @click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
-def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                   agent: str | None, reason: str) -> None:
-    t = fail(directory, task_id, token, reason=reason, agent=agent, remote=remote)
+    t = fail(directory, task_id, fence, reason=reason, agent=agent, remote=remote)
     after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
     emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))
 
 
 @_holder_command("release", "Give TASK back unfinished, without counting a failure.")
-def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, token: int,
+def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                      agent: str | None) -> None:
-    t = release(directory, task_id, token, agent=agent, remote=remote)
-    emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again"))
+    t = release(directory, task_id, fence, agent=agent, remote=remote)
+    emit(t, as_json, lambda: click.echo(f"released {t['id']}: pending again, ready at {t['not_before']}"))
 
 
 @task_command.command("reopen")
@@ -364,7 +421,7 @@ def task_release_cmd(directory: Path, as_json: bool, remote: str | None, task_id
 @remote_option
 @click.argument("task_id", metavar="TASK")
 def task_reopen_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str) -> None:
-    """Give a failed TASK another go: pending again, failures forgiven, token kept."""
+    """Give a failed TASK another go: pending again, failures forgiven, fence kept."""
     t = reopen(directory, task_id, remote=remote)
     emit(t, as_json, lambda: click.echo(f"reopened {t['id']}: pending again"))
 
@@ -394,10 +451,18 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
             click.echo("no task is ready" if kw.get("ready_only") else "no tasks")
         for t in r["tasks"]:
             click.echo(_task_line(t))
+        for h in r.get("held_back", []):
+            click.echo(f"held back: {h['id']} shares paths with {h['held_by']} (in progress, held by {h['holder']}): "
+                       f"{_shared_text(h)}", err=True)
         c = r["counts"]
         click.echo(", ".join(f"{n} {s}" for s, n in c.items()), err=True)
 
     emit(r, as_json, text)
+
+
+# a wave is at most the number of tasks; beyond any queue's size it is a typo
+_wave_option = click.option("--wave", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
+                            help="Only tasks of wave N: 0 has no deps, N waits for tasks of lower waves only.")
 
 
 @task_command.command("ready")
@@ -405,9 +470,14 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
 @json_option
 @remote_option
 @_as_option()
-def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None) -> None:
-    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order."""
-    _task_list(directory, as_json, remote, agent=agent, ready_only=True)
+@_wave_option
+def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: str | None, wave: int | None) -> None:
+    """Tasks that can be claimed now (for AGENT: including those slung to it), in claim order.
+
+    Tasks held back only because a task in progress shares their paths are named
+    on stderr, with the task that holds them ("held_back" in --json).
+    """
+    _task_list(directory, as_json, remote, agent=agent, ready_only=True, wave=wave)
 
 
 @task_command.command("list")
@@ -416,9 +486,11 @@ def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
 @remote_option
 @click.option("--status", type=click.Choice(["pending", "in-progress", "done", "failed"]), default=None)
 @click.option("--agent", default=None, help="Only tasks held by, done by or slung to this agent.")
-def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None) -> None:
-    """Every task: open ones first, by priority and age."""
-    _task_list(directory, as_json, remote, status=status, agent=agent)
+@_wave_option
+def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None,
+                  wave: int | None) -> None:
+    """Every task with its wave (W0: no deps; else one more than its deps' highest): open ones first, by priority and age."""
+    _task_list(directory, as_json, remote, status=status, agent=agent, wave=wave)
 
 
 @task_command.command("show")
@@ -438,3 +510,28 @@ def task_show_cmd(directory: Path, as_json: bool, remote: str | None, task_id: s
             click.echo(f"  {h['at']}  {h['commit'][:10]}  {h['what']}")
 
     emit(t, as_json, text)
+
+
+@task_command.command("hand-out")
+@dir_option
+@json_option
+@remote_option
+def task_hand_out_cmd(directory: Path, as_json: bool, remote: str | None) -> None:
+    """Claim a ready task for each agent whose actions name complete_task or
+    fail_task and that holds none: the step before a tick's workers, which run
+    the model and hold no credential (fleet.tick_tasks)."""
+    from fleet import tick_tasks
+
+    out = tick_tasks.hand_out_now(FleetRepo(directory, remote))
+
+    def text() -> None:
+        for agent, t in sorted(out.claimed.items()):
+            click.echo(f"{agent}: claimed {t['id']} (fence {t['fence']}): {t['title']}")
+        for agent, t in sorted(out.holding.items()):
+            click.echo(f"{agent}: still holds {t['id']} (fence {t['fence']})")
+        for agent, why in sorted(out.idle.items()):
+            click.echo(f"{agent}: no task ({why})")
+        if not (out.claimed or out.holding or out.idle):
+            click.echo("no agent has task tools (complete_task or fail_task in its actions)")
+
+    emit({"claimed": out.claimed, "holding": out.holding, "idle": out.idle}, as_json, text)

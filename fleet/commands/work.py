@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, keys, summary
+from fleet import canonical, faults, keys, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
@@ -88,17 +88,19 @@ def work(
         if tick is not None and tick != nxt:
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
-        world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
+        world_mod.warm(snap)
+        world = world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
         agents = assign(roster(cfg.agents, only_agents), workers)[name]
         branch = worker_branch(nxt, name)
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
+        held = _held_tasks(ws, url, cfg, agents)
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline)]
+        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline, held, world)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +139,27 @@ def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
                               meta={"provider": provider, "error": keys.redact(error)[:2000]})
 
 
+def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[str, dict[str, Any]]:
+    """The task each of ``agents`` with task tools holds (handed out before the
+    workers start), read from the queue: this job only reads it."""
+    from fleet.repo import FleetRepo
+    from fleet.store import now
+    from fleet.tasks import TaskQueue
+
+    wanted = [a for a in agents if tick_tasks.task_tools(cfg, a)]
+    if not wanted:
+        return {}
+    tip = ws.fetch_tasks(url)
+    if tip is None:
+        return {}
+    q = TaskQueue(FleetRepo(ws.cache.path)).read(tip)
+    at = now()
+    return {a: tick_tasks.brief(t) for a in wanted if (t := tick_tasks.held(q, a, at)) is not None}
+
+
 def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick: int, worker: str, workers: int,
-           concurrency: int | None, deadline: float | None) -> list[dict[str, Any]]:
+           concurrency: int | None, deadline: float | None,
+           held: dict[str, dict[str, Any]] | None = None, world: Any = None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -153,7 +174,8 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
     async def main() -> list[dict[str, Any]]:
         try:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
-                                   concurrency=concurrency, deadline=deadline, finished=finished)
+                                   concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
+                                   world=world)
         finally:
             await prov.aclose()
 

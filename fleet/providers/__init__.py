@@ -33,6 +33,7 @@ class TurnRequest:
     prompt: Prompt | None = None
     model: str = ""
     max_tokens: int = 1024
+    task: dict[str, Any] | None = None  # the task the agent holds this tick (fleet.tick_tasks.brief)
 
 
 @dataclass

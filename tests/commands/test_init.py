@@ -147,7 +147,9 @@ def test_the_carried_fleet_builds_into_a_wheel_with_its_template(tmp_path: Path)
     [wheel] = (tmp_path / "dist").glob("fleet-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for must in ("fleet/engine/__init__.py", "fleet/_template/schemas/delta.schema.json", "fleet/_template/state/config.json",
-                 "fleet/_template/.github/workflows/tick.yml", "fleet/_template/action.yml"):
+                 "fleet/_template/.github/workflows/tick.yml", "fleet/_template/action.yml",
+                 "fleet/examples/social/README.md", "fleet/examples/tickets/README.md",
+                 "fleet/examples/tickets/state/config.json", "fleet/examples/tickets/schemas/ticket.schema.json"):
         assert must in names, must
 
 
@@ -160,3 +162,64 @@ def test_init_json(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["tick"] == 0 and len(out["genesis"]) == 40 and out["path"] == str((tmp_path / "j").resolve())
+
+
+# -- example worlds --------------------------------------------------------------
+
+def test_init_examples_lists_each_example_with_a_description(tmp_path: Path) -> None:
+    out = json.loads(fleet("init", "--examples", "--json").output)
+    by_name = {e["name"]: e for e in out["examples"]}
+    assert {"social", "tickets"} <= set(by_name)
+    assert [e["name"] for e in out["examples"] if e["default"]] == ["social"]
+    assert all(e["description"] and "\n" not in e["description"] for e in out["examples"])
+    text = fleet("init", "--examples").output.splitlines()
+    assert len(text) == len(out["examples"])
+    assert any(line.startswith("tickets ") and by_name["tickets"]["description"] in line for line in text)
+    assert any(line.startswith("social ") and line.endswith("(default)") for line in text)
+    assert list(tmp_path.iterdir()) == []  # listing creates nothing
+
+
+def test_init_with_an_unknown_example_is_a_usage_error_that_creates_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "new"
+    r = fleet("init", str(d), "--example", "nosuch", code=2)
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "unknown example 'nosuch'" in r.stderr and "social" in r.stderr and "tickets" in r.stderr
+    assert not d.exists()
+    r = fleet("init", str(d), "--example", "nosuch", "--json", code=2)
+    assert json.loads(r.stdout)["exit"] == 2 and not d.exists()
+
+
+def test_init_needs_a_directory_unless_it_lists_the_examples(tmp_path: Path) -> None:
+    r = fleet("init", code=2)
+    assert "DIRECTORY" in r.stderr and "--examples" in r.stderr and len(r.stderr.splitlines()) == 1
+    fleet("init", str(tmp_path / "x"), "--examples", code=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_init_with_the_tickets_example_has_its_world_and_fleets_schemas_only(tmp_path: Path) -> None:
+    d = tmp_path / "team"
+    r = fleet("init", str(d), "--example", "tickets", "--json")
+    assert json.loads(r.output)["example"] == "tickets"
+    files = git(d, "ls-tree", "-r", "--name-only", "main").split()
+    schemas = sorted(f.removeprefix("schemas/") for f in files if f.startswith("schemas/"))
+    protocol = ["clock", "config", "conflict", "delta", "fleet", "prompt", "resolution", "task", "tools", "worker"]
+    world = ["comment", "person", "review", "ticket"]
+    assert schemas == sorted(f"{n}.schema.json" for n in protocol + world)
+    assert "state/tools.json" in files and "state/prompt.json" in files
+    assert any(f.startswith("state/tickets/") and f.count("/") == 3 for f in files)  # sharded
+    assert not any(f.startswith(("state/posts/", "state/channels/", "state/agents/")) for f in files)
+    config = json.loads(git(d, "show", "main:state/config.json"))
+    assert config["collections"]["tickets"]["shard"] == 1
+    assert "tickets" in git(d, "log", "-1", "--format=%b", "main")
+    assert "0 problem(s)" in fleet("validate", "-C", str(d)).output
+    assert json.loads(fleet("replay", "-C", str(d), "--check", "--json").output)["identical"] is True
+    # the carried action and workflows are every fleet's
+    assert (d / ".github" / "actions" / "fleet" / "fleet" / "examples" / "tickets" / "state" / "config.json").is_file()
+    assert "uses: ./.github/actions/fleet" in (d / ".github" / "workflows" / "tick.yml").read_text()
+
+
+def test_init_with_the_social_example_is_the_default(tmp_path: Path) -> None:
+    fleet("init", str(tmp_path / "a"))
+    fleet("init", str(tmp_path / "b"), "--example", "social")
+    tree = lambda d: [line for line in git(d, "ls-tree", "-r", "main").splitlines() if not line.endswith("\tREADME.md")]
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")  # all but the README, which names its folder

@@ -356,3 +356,25 @@ def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_on
     status = json.loads(fleet_cli(repo, "status", "--json").stdout)
     assert status["tick"] == 1
     assert {w["status"] for w in status["workers"]} == {"alive"}
+
+
+def test_a_spent_day_budget_stops_the_run_before_the_next_tick_and_keeps_what_ran(tmp_path: Path) -> None:
+    repo = tmp_path / "x"
+    init(repo)
+    cfg = json.loads((repo / "state" / "config.json").read_text())
+    cfg["budgets"]["day"] = {"tokens": 100}  # one tick of the offline provider spends more
+    (repo / "state" / "config.json").write_text(json.dumps(cfg, indent=2))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "a day budget"],
+                   cwd=repo, check=True)
+    p = fleet_cli(repo, "run", "--ticks", "3", "--workers", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert [t["tick"] for t in r["ticks"]] == [1]  # the first tick ran and is merged; the second never started
+    assert r["stopped"].startswith("tick 2 did not start: budgets.day is spent (")
+    assert "of 100 tokens since " in r["stopped"] and "midnight UTC" in r["stopped"]
+    origin = Git(repo / ".git" / "fleet" / "origin.git")
+    assert json.loads(origin.show("refs/heads/main", "state/fleet.json"))["tick"] == 1
+    again = fleet_cli(repo, "run", "--ticks", "1")
+    assert again.returncode == 3 and "stopped: tick 2 did not start: budgets.day is spent" in again.stdout + again.stderr
+    plan = fleet_cli(repo, "plan", "--json")
+    assert plan.returncode == 3 and json.loads(plan.stdout)["reason"] == "budget"

@@ -38,11 +38,11 @@ def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
     ready = json.loads(run(fleet, "task", "ready", "--json").output)["tasks"]
     assert [t["id"] for t in ready] == [a]  # b waits for a
     t = claim(fleet, "ada")
-    assert (t["id"], t["token"], t["status"], t["claimed_by"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
+    assert (t["id"], t["fence"], t["status"], t["claimed_by"], t["body"]) == (a, 1, "in-progress", "ada", "All of them.")
     assert claim(fleet, "basil", code=3)["exit"] == 3  # b is blocked, a is taken
-    renewed = json.loads(run(fleet, "task", "renew", a, "--token", "1", "--json", "--lease", "3600").output)
+    renewed = json.loads(run(fleet, "task", "renew", a, "--fence", "1", "--json", "--lease", "3600").output)
     assert renewed["lease_until"] > t["lease_until"]
-    run(fleet, "task", "complete", a, "--token", "1", "--result", '{"pages": 3}')
+    run(fleet, "task", "complete", a, "--fence", "1", "--result", '{"pages": 3}')
     done = json.loads(run(fleet, "task", "show", a, "--json").output)
     assert (done["status"], done["result"], done["lease_until"]) == ("done", {"pages": 3}, None)
     assert [h["what"].split(" ")[1] for h in done["history"]] == ["add", "claim", "renew", "complete"]
@@ -50,8 +50,8 @@ def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
     assert t2["id"] == b
     # the audit trail: one commit per change, saying who did what
     log = commits(fleet)
-    assert log[0] == f"task claim {b} by basil (token 1)"
-    assert f"task complete {a} by ada (token 1)" in log
+    assert log[0] == f"task claim {b} by basil (fence 1)"
+    assert f"task complete {a} by ada (fence 1)" in log
     assert main_untouched(fleet)
 
 
@@ -87,29 +87,29 @@ def test_sling_puts_a_task_on_one_hook(fleet: Fleet) -> None:
 
 def test_fencing_token_refuses_a_stale_holder(fleet: Fleet) -> None:
     cfg = json.loads((fleet.path / "state/config.json").read_text())
-    cfg["tasks"] = {"retry_delay_seconds": 0}
+    cfg["tasks"] = {"retry_delay_seconds": 0, "grace_seconds": 0}
     commit_config(fleet, cfg)
     t = add(fleet, "contested")
     first = claim(fleet, "ada", "--lease", "1")
     time.sleep(1.1)
     run(fleet, "watchdog")
     second = claim(fleet, "basil")
-    assert (second["id"], second["token"]) == (t, first["token"] + 1)
+    assert (second["id"], second["fence"]) == (t, first["fence"] + 1)
     # ada comes back with her old token: refused, whatever she tries, and nothing is written
     before = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
     for verb, extra in (("complete", ["--result", "1"]), ("renew", []), ("release", []),
                         ("fail", ["--reason", "x"])):
-        r = run(fleet, "task", verb, t, "--token", str(first["token"]), *extra, code=1)
-        assert "token 1 is stale" in r.output and "claimed again (token 2, by basil)" in r.output
+        r = run(fleet, "task", verb, t, "--fence", str(first["fence"]), *extra, code=1)
+        assert "fence 1 is stale" in r.output and "claimed again (fence 2, by basil)" in r.output
     assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") == before
-    r = run(fleet, "task", "complete", t, "--token", "2", "--as", "ada", code=1)
+    r = run(fleet, "task", "complete", t, "--fence", "2", "--as", "ada", code=1)
     assert "held by basil, not ada" in r.output
-    r = run(fleet, "task", "complete", t, "--token", "7", code=1)
-    assert "no claim was given token 7" in r.output
-    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
+    r = run(fleet, "task", "complete", t, "--fence", "7", code=1)
+    assert "no claim was given fence 7" in r.output
+    run(fleet, "task", "complete", t, "--fence", "2", "--as", "basil")
     # the same complete again is a retry whose first attempt landed: no error, no commit
-    run(fleet, "task", "complete", t, "--token", "2", "--as", "basil")
-    assert commits(fleet)[0] == f"task complete {t} by basil (token 2)"
+    run(fleet, "task", "complete", t, "--fence", "2", "--as", "basil")
+    assert commits(fleet)[0] == f"task complete {t} by basil (fence 2)"
     assert commits(fleet)[1].startswith(f"task claim {t} by basil")
 
 
@@ -127,22 +127,32 @@ def test_fail_retries_after_a_delay_then_gives_up(fleet: Fleet) -> None:
     commit_config(fleet, cfg)
     t = add(fleet, "flaky")
     c = claim(fleet, "ada")
-    r = json.loads(run(fleet, "task", "fail", t, "--token", str(c["token"]), "--reason", "tests red", "--json").output)
+    r = json.loads(run(fleet, "task", "fail", t, "--fence", str(c["fence"]), "--reason", "tests red", "--json").output)
     assert (r["status"], r["failures"], r["error"], r["claimed_by"]) == ("pending", 1, "tests red", None)
     c = claim(fleet, "basil")
-    assert c["token"] == 2
-    r = json.loads(run(fleet, "task", "fail", t, "--token", "2", "--reason", "still red", "--json").output)
+    assert c["fence"] == 2
+    r = json.loads(run(fleet, "task", "fail", t, "--fence", "2", "--reason", "still red", "--json").output)
     assert (r["status"], r["failures"]) == ("failed", 2)
     assert claim(fleet, "ada", code=3)["exit"] == 3
     assert tasks(fleet, "--status", "failed")["tasks"][0]["id"] == t
 
 
-def test_release_gives_back_without_a_failure(fleet: Fleet) -> None:
+def test_release_gives_back_without_a_failure_after_the_cooldown(fleet: Fleet) -> None:
+    """A released task is not handed out again at once (its holder would claim it
+    straight back), but no failure is counted; a person's sling ends the cooldown."""
     t = add(fleet, "later")
     c = claim(fleet, "ada")
-    r = json.loads(run(fleet, "task", "release", t, "--token", str(c["token"]), "--json").output)
-    assert (r["status"], r["failures"], r["not_before"]) == ("pending", 0, None)
-    assert claim(fleet, "basil")["token"] == 2
+    r = json.loads(run(fleet, "task", "release", t, "--fence", str(c["fence"]), "--json").output)
+    assert (r["status"], r["failures"], r["claimed_by"]) == ("pending", 0, None)
+    assert r["not_before"] > r["updated_at"]  # tasks.retry_delay_seconds, 5 minutes by default
+    assert "(tasks.retry_delay_seconds)" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+    r = run(fleet, "task", "claim", "--as", "ada", code=3)
+    assert f"the next is ready at {json.loads(run(fleet, 'task', 'show', t, '--json').output)['not_before']}" in r.output
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert s["tasks"]["cooling"] == 1 and "1 cooling down" in run(fleet, "status").output
+    run(fleet, "task", "sling", t, "basil")
+    assert "cooldown (until" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
+    assert claim(fleet, "basil")["fence"] == 2
 
 
 def test_add_file_is_one_push_and_reruns_are_idempotent(fleet: Fleet, tmp_path: Path) -> None:
@@ -177,7 +187,9 @@ def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> N
         ('{"title": "x", "owner": "me"}\n', "tasks.jsonl:1: unknown field 'owner'"),
         ('{"title": "x", "id": "../etc"}\n', "tasks.jsonl:1: id '../etc' must match"),
         ('{"title": "x", "priority": 9}\n', "tasks.jsonl:1: at /priority"),
-        ('{"title": "x", "for": "zed"}\n', "tasks.jsonl:1: for: unknown agent 'zed'"),
+        ('{"title": "x", "for": "zed"}\n', "tasks.jsonl:1: for: zed may not claim tasks: it is no tick agent and "
+                                          "matches nothing in tasks.claimers"),
+        ('{"title": "x", "for": "a/../b"}\n', "tasks.jsonl:1: for: 'a/../b' is no claimer's name"),
         ('{"title": "x", "deps": ["nope"]}\n', "tasks.jsonl:1: deps: no task 'nope'"),
         ('{"id": "a", "title": "a", "deps": ["b"]}\n{"id": "b", "title": "b", "deps": ["a"]}\n',
          "deps: a cycle would never be ready: a -> b -> a"),
@@ -190,6 +202,13 @@ def test_generated_ids_are_short_and_distinct(fleet: Fleet, tmp_path: Path) -> N
         ('{"title": "x", "priority": 1.0}\n', "tasks.jsonl:1: at /priority: 1.0 is not a whole number"),
         ('{"title": "x", "body": "%s"}\n' % ("b" * 70000), "tasks.jsonl:1: at /body"),
         ('{"id": "a", "title": "a"}\n{"id": "a", "title": "a"}\n', "tasks.jsonl:2: task id 'a' appears twice in this batch"),
+        ('{"title": "x", "paths": ["src/../../etc"]}\n', "tasks.jsonl:1: at /paths/0: 'src/../../etc': no empty, '.' or '..'"),
+        ('{"title": "x", "paths": ["/etc/passwd"]}\n', "tasks.jsonl:1: at /paths/0: '/etc/passwd': a path is relative"),
+        ('{"title": "x", "paths": ["src/[a-"]}\n', "tasks.jsonl:1: at /paths/0: 'src/[a-': a '[' without its ']'"),
+        ('{"title": "x", "paths": ["a**b"]}\n', "tasks.jsonl:1: at /paths/0: 'a**b': '**' stands alone"),
+        ('{"title": "x", "paths": "src"}\n', "tasks.jsonl:1: at /paths: a list of paths"),
+        (json.dumps({"title": "x", "paths": [f"p{i}" for i in range(65)]}) + "\n", "tasks.jsonl:1: at /paths: 65 paths"),
+        ('{"title": "x", "paths": ["%s"]}\n' % ("a/" * 200), "tasks.jsonl:1: at /paths/0:"),
     ],
 )
 def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet, tmp_path: Path, content: str,
@@ -204,15 +223,15 @@ def test_bad_task_files_name_the_line_and_the_rule_and_add_nothing(fleet: Fleet,
 
 def test_bad_commands_are_usage_errors(fleet: Fleet, tmp_path: Path) -> None:
     t = add(fleet, "one")
-    assert "unknown agent" in run(fleet, "task", "claim", "--as", "zed", code=2).output
+    assert "zed may not claim tasks" in run(fleet, "task", "claim", "--as", "zed", code=2).output
     assert "give a TITLE or --file" in run(fleet, "task", "add", code=2).output
     assert "--file takes its fields" in run(fleet, "task", "add", "--file", str(tmp_path / "x.jsonl"),
                                             "--priority", "1", code=2).output
     assert "cannot read" in run(fleet, "task", "add", "--file", str(tmp_path / "missing.jsonl"), code=1).output
     assert "no task 'nope'" in run(fleet, "task", "show", "nope", code=1).output
-    assert "it was never claimed" in run(fleet, "task", "complete", t, "--token", "1", code=1).output
-    assert "--token" in run(fleet, "task", "complete", t, "--token", "0", code=2).output
-    r = run(fleet, "task", "complete", t, "--token", "1", "--result", "not json", code=2)
+    assert "it was never claimed" in run(fleet, "task", "complete", t, "--fence", "1", code=1).output
+    assert "--fence" in run(fleet, "task", "complete", t, "--fence", "0", code=2).output
+    r = run(fleet, "task", "complete", t, "--fence", "1", "--result", "not json", code=2)
     assert r.output.startswith("fleet: --result") or "--result" in r.output
     r = run(fleet, "task", "claim", "--as", "ada", "--lease", "0", code=2)
     assert "--lease" in r.output
@@ -237,7 +256,7 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     c = claim(f, "ada")
     assert c["id"] == t
     remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
-    assert remote_doc["claimed_by"] == "ada" and remote_doc["token"] == 1
+    assert remote_doc["claimed_by"] == "ada" and remote_doc["fence"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
 
@@ -247,7 +266,7 @@ def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkey
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
     t = add(fleet, f"rotate {canary}", "--body", f"the key is {canary}")
     c = claim(fleet, "ada")
-    run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result", json.dumps({"leaked": canary}))
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}))
     everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
     assert canary.encode() not in everything and b"[REDACTED]" in everything
 
@@ -259,7 +278,7 @@ def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(flee
     add(fleet, "parent", "--id", "p1")
     add(fleet, "child", "--id", "c1", "--dep", "p1")
     c = claim(fleet, "ada")
-    run(fleet, "task", "fail", "p1", "--token", str(c["token"]), "--reason", "boom")
+    run(fleet, "task", "fail", "p1", "--fence", str(c["fence"]), "--reason", "boom")
     # waiting cannot help: an error (exit 1), not "nothing to do" (exit 3), so a polling loop stops
     r = run(fleet, "task", "claim", "--as", "ada", "--task", "c1", code=1)
     assert "waits for p1, which has failed; `fleet task reopen p1`" in r.output
@@ -268,25 +287,25 @@ def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(flee
     assert "[never ready: p1 failed]" in run(fleet, "task", "list").output
     r = run(fleet, "task", "add", "another", "--dep", "p1", code=1)
     assert "task 'p1' has failed, so this one could never be ready" in r.output
-    r = run(fleet, "task", "complete", "p1", "--token", "1", code=1)
+    r = run(fleet, "task", "complete", "p1", "--fence", "1", code=1)
     assert "failed for good after 1 failures" in r.output
     assert "only a failed task is reopened" in run(fleet, "task", "reopen", "c1", code=1).output
     reopened = json.loads(run(fleet, "task", "reopen", "p1", "--json").output)
-    assert (reopened["status"], reopened["failures"], reopened["token"]) == ("pending", 0, 1)
-    assert claim(fleet, "basil")["token"] == 2  # the token still only goes up
+    assert (reopened["status"], reopened["failures"], reopened["fence"]) == ("pending", 0, 1)
+    assert claim(fleet, "basil")["fence"] == 2  # the fence still only goes up
     assert commits(fleet)[1] == "task reopen p1 after 1 failures"
 
 
 def test_done_is_done(fleet: Fleet) -> None:
     t = add(fleet, "once")
     c = claim(fleet, "ada")
-    run(fleet, "task", "complete", t, "--token", str(c["token"]))
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]))
     for verb in ("renew", "release"):
-        r = run(fleet, "task", verb, t, "--token", "1", code=1)
-        assert "it is already done (by ada, token 1)" in r.output
-    r = run(fleet, "task", "complete", t, "--token", "1", "--result", '"other"', code=1)
+        r = run(fleet, "task", verb, t, "--fence", "1", code=1)
+        assert "it is already done (by ada, fence 1)" in r.output
+    r = run(fleet, "task", "complete", t, "--fence", "1", "--result", '"other"', code=1)
     assert "already done" in r.output
-    assert "--token" in run(fleet, "task", "renew", t, "--token", "0", code=2).output
+    assert "--fence" in run(fleet, "task", "renew", t, "--fence", "0", code=2).output
 
 
 def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
@@ -294,7 +313,7 @@ def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
     c = claim(fleet, "ada")
     big = tmp_path / "r.json"
     big.write_text(json.dumps({"blob": "x" * 70000}))
-    r = run(fleet, "task", "complete", t, "--token", str(c["token"]), "--result-file", str(big), code=1)
+    r = run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result-file", str(big), code=1)
     assert "a task's result is at most 65,536" in r.output
     assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))["status"] == "in-progress"
 
@@ -354,12 +373,13 @@ def test_a_task_in_the_old_spelling_is_claimed_completed_and_rewritten_in_the_ne
     listed = {t["id"]: t for t in tasks(fleet)["tasks"]}
     assert (listed["tk-old1"]["not_before"], listed["tk-old1"]["ready"]) == ("2020-01-01T00:00:00.000Z", True)
     t = claim(fleet, "ada")  # priority 1 before the placeholder's 2
-    assert (t["id"], t["token"], t["fence"], t["claimed_by"], t["attempts"]) == ("tk-old1", 3, 3, "ada", 3)
-    run(fleet, "task", "complete", "tk-old1", "--token", "3", "--result", '"ok"')
+    assert (t["id"], t["fence"], t["token"], t["claimed_by"], t["attempts"]) == ("tk-old1", 3, 3, "ada", 3)
+    run(fleet, "task", "complete", "tk-old1", "--fence", "3", "--result", '"ok"')
     doc = json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path("tk-old1")))
     assert (doc["status"], doc["claimed_by"], doc["result"], doc["created_at"]) == (
         "done", "ada", "ok", "2020-01-01T00:00:00.000Z")
     assert not [k for k in doc if any(c.isupper() for c in k)], doc
+    assert doc["fence"] == 3 and "token" not in doc  # the record, too, calls it a fence now
 
 
 def git_trace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -412,7 +432,7 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     cache.write_bytes(b"{not json")
     asked.clear()
     t = claim_fn(fleet.path, "basil")
-    assert t["token"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
+    assert t["fence"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
     # a cached file is trusted only under the rules that checked it
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, version="another")))
@@ -440,13 +460,145 @@ def test_a_ref_the_remote_cannot_create_is_a_refusal_not_a_race(origin_fleet: tu
     assert "'refs/heads/fleet' exists; cannot create 'refs/heads/fleet/tasks'" in r.output
 
 
-def test_fence_is_the_option_and_token_still_works(tmp_path: Path) -> None:
-    """`--fence N` as the brief names it; `--token N`, the earlier name, is the same option."""
+def test_fence_is_the_option_and_token_still_works_with_a_note(fleet: Fleet) -> None:
+    """`--fence N` as the brief names it, in flags, JSON and text; `--token N`, the
+    earlier name, still works for one release and says so on stderr."""
     from click.testing import CliRunner
 
-    from fleet.commands.task import task_command
-    for name in ("renew", "complete", "fail", "release"):
-        params = {tuple(p.opts): p for p in task_command.commands[name].params}
-        assert ("--fence", "--token") in params and params[("--fence", "--token")].name == "token"
-    r = CliRunner().invoke(task_command, ["renew", "-C", str(tmp_path), "tk-x"])
-    assert r.exit_code == 2 and "--fence" in r.output
+    from fleet.main import cli
+
+    t = add(fleet, "named")
+    c = claim(fleet, "ada")
+    assert (c["fence"], c["token"]) == (1, 1)  # "token" in JSON is kept for one release too
+    r = run(fleet, "task", "renew", t, "--fence", "1")
+    assert r.output.startswith(f"renewed {t}: fence 1, lease until")
+    r = CliRunner().invoke(cli, ["task", "renew", "-C", str(fleet.path), t, "--token", "1", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["fence"] == 1
+    assert "--token is deprecated" in r.stderr and "use --fence" in r.stderr
+    r = run(fleet, "task", "renew", t, "--fence", "1", "--token", "2", code=2)
+    assert "--fence 1 and --token 2 disagree" in r.output
+    r = run(fleet, "task", "renew", t, code=2)
+    assert "missing option --fence N" in r.output
+    r = run(fleet, "task", "renew", t, "--fence", str(2**80), code=2)
+    assert "--fence" in r.output and "Traceback" not in r.output
+    assert "--token" not in run(fleet, "task", "renew", "--help").output  # hidden: new scripts learn --fence
+    text = run(fleet, "task", "show", t).output
+    assert "fence 1" in text and "token" not in text
+    assert commits(fleet)[0] == f"task renew {t} by ada (fence 1)"
+
+
+def test_claimers_are_configured_apart_from_tick_agents(fleet: Fleet) -> None:
+    """tasks.claimers (names or globs) may claim without taking turns in ticks; the
+    tick agents may too unless tasks.agents_claim is false; anyone else is a usage
+    error that names the config key."""
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"claimers": ["laptop-*", "ci-?", "reviewer"]}
+    commit_config(fleet, cfg)
+    for i in range(4):
+        add(fleet, f"job {i}")
+    assert claim(fleet, "laptop-3")["claimed_by"] == "laptop-3"
+    assert claim(fleet, "ci-7")["claimed_by"] == "ci-7"
+    assert claim(fleet, "ada")["claimed_by"] == "ada"  # a tick agent still may
+    r = run(fleet, "task", "claim", "--as", "bob", code=2)
+    assert r.output.strip().count("\n") == 0 and "tasks.claimers" in r.output and "laptop-*" in r.output
+    assert "ci-12" not in json.dumps(tasks(fleet))
+    run(fleet, "task", "claim", "--as", "ci-12", code=2)  # ? is one character
+    r = run(fleet, "task", "claim", "--as", "laptop-../x", code=2)
+    assert "is no claimer's name: it must match" in r.output
+    # a claimer takes no turns in ticks: the plan knows only the tick agents
+    plan = json.loads(run(fleet, "plan", "--json").output)
+    assert "laptop-3" not in json.dumps(plan) and "ada" in json.dumps(plan)
+    # slinging to a claimer, and its holder commands, work as for an agent
+    t = add(fleet, "for the reviewer", "--for", "reviewer")
+    assert claim(fleet, "reviewer")["id"] == t
+    run(fleet, "task", "complete", t, "--fence", "1", "--as", "reviewer")
+    # the author takes the tick agents' right away
+    cfg["tasks"]["agents_claim"] = False
+    commit_config(fleet, cfg)
+    r = run(fleet, "task", "claim", "--as", "basil", code=2)
+    assert "basil is a tick agent and tasks.agents_claim is false" in r.output
+    assert "tasks.agents_claim" in run(fleet, "task", "ready", "--as", "basil", code=2).output
+    assert claim(fleet, "laptop-9")["claimed_by"] == "laptop-9"
+
+
+@pytest.mark.parametrize("claimers", [["a" * 65], ["bad/slash"], [7], ["x"] * 2, "laptop-*"])
+def test_bad_claimers_in_config_name_the_file_and_the_rule(fleet: Fleet, claimers: object) -> None:
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    cfg["tasks"] = {"claimers": claimers}
+    commit_config(fleet, cfg)
+    r = run(fleet, "task", "claim", "--as", "ada", code=1)
+    assert "state/config.json: at /tasks/claimers" in r.output and "schemas/config.schema.json" in r.output
+
+
+def test_list_and_ready_show_waves_and_filter_by_one(fleet: Fleet) -> None:
+    """A task's wave is its dependency depth: W0 has no deps, W1 waits for W0 only, ..."""
+    a = add(fleet, "types", "--id", "types")
+    b = add(fleet, "module b", "--dep", a)
+    c = add(fleet, "module c", "--dep", a)
+    d = add(fleet, "integration", "--dep", b, "--dep", c)
+    lone = add(fleet, "docs")
+    waves = {t["id"]: t["wave"] for t in tasks(fleet)["tasks"]}
+    assert waves == {a: 0, b: 1, c: 1, d: 2, lone: 0}
+    assert sorted(t["id"] for t in tasks(fleet, "--wave", "1")["tasks"]) == sorted([b, c])
+    text = run(fleet, "task", "list", "--wave", "2").output
+    assert [line.split()[:3] for line in text.splitlines() if line.startswith("tk-")] == [[d, "P2", "W2"]]
+    ready = json.loads(run(fleet, "task", "ready", "--wave", "0", "--json").output)["tasks"]
+    assert sorted(t["id"] for t in ready) == sorted([a, lone])
+    assert json.loads(run(fleet, "task", "ready", "--wave", "1", "--json").output)["tasks"] == []  # b and c wait
+    assert run(fleet, "task", "ready", "--wave", "1").stdout == "no task is ready\n"
+    r = run(fleet, "task", "list", "--wave", str(10**30), code=2)
+    assert "--wave" in r.output and "Traceback" not in r.output
+    run(fleet, "task", "list", "--wave", "-1", code=2)
+
+
+def test_tasks_that_share_paths_are_never_in_flight_at_once(fleet: Fleet) -> None:
+    """Seed 003: shared files are found before work starts. add warns, claim and
+    ready hold a task back while one in flight shares its paths, and say which."""
+    app = add(fleet, "refactor the app", "--id", "app", "--path", "src/app.py", "--path", "docs/")
+    r = run(fleet, "task", "add", "touch all of src", "--id", "src", "--path", "src", "--json")
+    out = json.loads(r.stdout)
+    assert out["added"] == ["src"] and out["overlaps"] == [
+        {"task": "src", "with": app, "status": "pending", "mine": "src", "theirs": "src/app.py", "covers": "src/app.py"}]
+    r = run(fleet, "task", "add", "web tests", "--id", "web", "--path", "tests/web/*.py")
+    assert "warning" not in r.output  # nothing shared: no warning
+    r = run(fleet, "task", "add", "after the app", "--id", "later", "--path", "src/*.py", "--dep", app)
+    assert r.stderr.strip() == ("warning: later shares paths with src (pending): 'src/*.py' and 'src' both cover "
+                                "src/x.py; they will not be in progress at once")  # not with app: deps order them
+    assert claim(fleet, "ada", "--task", "src")["id"] == "src"
+    # ready skips app (src holds its paths), and says so
+    r = json.loads(run(fleet, "task", "ready", "--json").output)
+    assert [t["id"] for t in r["tasks"]] == ["web"]
+    assert [(h["id"], h["held_by"], h["holder"], h["covers"]) for h in r["held_back"]] == [
+        ("app", "src", "ada", "src/app.py")]
+    r = run(fleet, "task", "ready")
+    assert "held back: app shares paths with src (in progress, held by ada): 'src/app.py' and 'src' both cover " \
+           "src/app.py" in r.stderr
+    # claim refuses it by name (exit 3: waiting helps), and hands out what is free
+    r = run(fleet, "task", "claim", "--as", "basil", "--task", app, code=3)
+    assert "task app shares paths with src (in progress, held by ada)" in r.output
+    assert claim(fleet, "basil")["id"] == "web"
+    r = run(fleet, "task", "claim", "--as", "basil", code=3)
+    assert "1 held back while a task in flight shares their paths, such as app" in r.output
+    listed = {t["id"]: t for t in tasks(fleet)["tasks"]}
+    assert (listed[app]["paths_held_by"], listed["later"]["paths_held_by"]) == ("src", "src")
+    assert "[paths held by src]" in run(fleet, "task", "list").output
+    # once src is done, app goes out; and later waits for app as deps say
+    run(fleet, "task", "complete", "src", "--fence", "1")
+    assert claim(fleet, "basil")["id"] == app
+    assert "paths: src/app.py, docs" in run(fleet, "task", "show", app).output
+
+
+def test_bad_paths_are_refused_by_flag_and_on_the_branch(fleet: Fleet) -> None:
+    r = run(fleet, "task", "add", "x", "--path", "ok", "--path", "../secrets", code=2)
+    assert r.output.strip() == "fleet: --path '../secrets': no empty, '.' or '..' names in a path"
+    assert fleet.git.rev_parse(f"refs/heads/{BRANCH}") is None
+    # a task file edited by hand on the branch is named, with the rule, never a traceback
+    t = add(fleet, "fine", "--path", "src")
+    tip = fleet.git.rev_parse(f"refs/heads/{BRANCH}")
+    doc = json.loads(fleet.git.show(tip, task_path(t)))
+    doc["paths"] = ["src", "a/../../b"]
+    bad = fleet.git.write_commit(tip, "by hand\n", {task_path(t): json.dumps(doc).encode()}, [])
+    fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
+    for args in (["task", "list"], ["task", "claim", "--as", "ada"]):
+        r = run(fleet, *args, code=1)
+        assert f"{BRANCH}:{task_path(t)}: at /paths/1: 'a/../../b': no empty, '.' or '..' names" in r.output

@@ -27,9 +27,13 @@ the default behaviour. Actions are :class:`Reply`, :class:`Fail` and
 :class:`Seen` request returning an action or None.
 
 The default behaviour is deterministic for (seed, agent, tick): one tool call
-chosen among the request's tools, with input that fits the world described in
-the system prompt (a ``post`` in a channel it names, or a ``comment`` on a
-post it lists); an unknown tool gets input made from its JSON Schema.
+chosen among the request's tools (not ``do_nothing`` when there are others),
+with input made from its JSON Schema; an id-like string field (one with a
+``pattern``) gets an id the system prompt lists (a token that starts a
+``- `` line), so calls in any world often succeed. A prompt that describes the
+example social network (channels, recent posts) gets what the older tests
+expect of it: a ``post`` in a channel it names, or a ``comment`` on a post it
+lists.
 
 Usage reflects prompt caching: the prefix up to a ``cache_control``
 breakpoint (tools, then system, then messages) is written to the cache the
@@ -59,6 +63,7 @@ import http
 import itertools
 import json
 import math
+import random
 import re
 import signal
 import subprocess
@@ -285,33 +290,73 @@ def parse_world(system: str) -> PromptWorld:
     return w
 
 
-def example_for(schema: Any, depth: int = 0) -> Any:
-    """A small value that satisfies a simple JSON Schema."""
+_ID_LINE = re.compile(r"^- ([A-Za-z0-9][A-Za-z0-9_.-]*)")
+
+
+def prompt_ids(system: str) -> dict[str, list[str]]:
+    """The tokens that start the prompt's list lines (``- ID ...``) by the title
+    above them, once each, in order: the ids of the documents a fleet prompt
+    lists (and a few words)."""
+    out: dict[str, list[str]] = {}
+    title = ""
+    for line in system.splitlines():
+        m = _ID_LINE.match(line)
+        if m:
+            found = out.setdefault(title, [])
+            if m.group(1).rstrip(".") not in found:
+                found.append(m.group(1).rstrip("."))
+        elif line.strip():
+            title = line.strip()
+    return out
+
+
+def ids_for(field_name: str, ids: dict[str, list[str]]) -> list[str]:
+    """The ids listed under titles that name the field in their first two words
+    (``ticket`` under "New tickets:", not under "Comments on tickets:"), else every id."""
+    words = {field_name.lower(), field_name.lower() + "s"}
+    named = [i for title, found in ids.items() if words & set(re.findall(r"[a-z0-9]+", title.lower())[:2])
+             for i in found]
+    return list(dict.fromkeys(named or [i for found in ids.values() for i in found]))
+
+
+def input_for(schema: Any, rng: random.Random, ids: dict[str, list[str]], said: str, depth: int = 0,
+              name: str = "") -> Any:
+    """A value for a JSON Schema; for an id-like string (one with a ``pattern``),
+    one of ``ids`` (:func:`prompt_ids`), preferably listed under its field's name."""
     if not isinstance(schema, dict) or depth > 6:
-        return "x"
+        return said
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
+        return rng.choice(schema["enum"])
+    for key in ("anyOf", "oneOf"):
         if schema.get(key):
-            return example_for(schema[key][0], depth + 1)
+            options = [o for o in schema[key] if not (isinstance(o, dict) and o.get("type") == "null")] or schema[key]
+            return input_for(rng.choice(options), rng, ids, said, depth + 1, name)
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         props = schema.get("properties", {})
-        names = schema.get("required") or list(props)[:1]
-        return {n: example_for(props.get(n, {}), depth + 1) for n in names}
+        return {n: input_for(props.get(n, {}), rng, ids, said, depth + 1, n) for n in schema.get("required") or []}
     if kind == "array":
-        return [example_for(schema.get("items", {}), depth + 1) for _ in range(schema.get("minItems", 0))]
+        return [input_for(schema.get("items", {}), rng, ids, said, depth + 1, name) for _ in range(schema.get("minItems", 0))]
     if kind in ("integer", "number"):
         return schema.get("minimum", 0)
     if kind == "boolean":
         return False
     if kind == "null":
         return None
-    return "a" * max(1, schema.get("minLength", 1))
+    lo, hi = schema.get("minLength", 0), schema.get("maxLength", 200)
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            fits = [i for i in ids_for(name, ids) if re.search(pattern, i) and lo <= len(i) <= hi]
+        except re.error:
+            fits = []
+        if fits:
+            return rng.choice(fits)
+    return (said + "." * lo)[:max(lo, min(hi, len(said)))]
 
 
 def default_blocks(seen: Seen, seed: int = 0) -> list[dict[str, Any]]:
@@ -321,7 +366,7 @@ def default_blocks(seen: Seen, seed: int = 0) -> list[dict[str, Any]]:
     w = parse_world(seen.system_text)
     h = int.from_bytes(hashlib.sha256(f"{seed}|{agent}|{w.tick}".encode()).digest()[:8], "big")
     options: list[dict[str, Any]] = []
-    if "post" in tools and w.channels:
+    if "post" in tools and w.channels:  # the example social network
         ch = w.channels[h % len(w.channels)]
         options.append(tool_use("post", {"channel": ch, "title": f"{agent} at tick {w.tick}",
                                          "body": f"What {agent} noticed at tick {w.tick}.", "tags": ["test"]}))
@@ -331,10 +376,13 @@ def default_blocks(seen: Seen, seed: int = 0) -> list[dict[str, Any]]:
         options.append(tool_use("comment", {"post": pid, "body": f"{agent} agrees, at tick {w.tick}."}))
     if options:
         return [options[(h >> 16) % len(options)]]
-    if tools:
-        name = sorted(tools)[h % len(tools)]
-        return [tool_use(name, example_for(tools[name].get("input_schema", {})))]
-    return [text("Nothing to do: no tools were offered.")]
+    names = sorted(n for n in tools if n != "do_nothing") or sorted(tools)
+    if not names:
+        return [text("Nothing to do: no tools were offered.")]
+    name = names[h % len(names)]
+    rng = random.Random(h)
+    said = f"{agent} at tick {w.tick}"
+    return [tool_use(name, input_for(tools[name].get("input_schema", {}), rng, prompt_ids(seen.system_text), said))]
 
 
 # -- the server --------------------------------------------------------------

@@ -6,7 +6,10 @@ as PyGithub 2.x calls it: the repository, pull requests (list with
 with ``labels``/``state``, get, create, edit; pull requests share the issue
 numbers and appear in the issue listing with a ``pull_request`` key, as on
 GitHub), labels (list, get, create, add to / set on / remove from an issue),
-git refs (get, delete) and branches (get), and ``/rate_limit``. Bodies,
+git refs (get, delete) and branches (get), workflows (list, get, and the
+``workflow_dispatch`` event: ``POST .../actions/workflows/{id}/dispatches``,
+checked against the workflow file at the ref as GitHub checks it), workflow
+runs (list: one queued run per dispatch), and ``/rate_limit``. Bodies,
 status codes and error shapes follow GitHub's: errors are ``{"message",
 "documentation_url", "status"}`` and a 422 adds ``"errors": [...]``, e.g. a
 second pull request for the same head answers 422 ``Validation Failed`` with
@@ -41,6 +44,7 @@ Usage::
         api.count("POST", r"/pulls$")
         api.pulls[1].merged
         api.merge(2); api.close(3)                  # a person pressing the buttons
+        api.dispatches                              # every workflow_dispatch event: workflow, ref, inputs
 
 Scripted failures: ``api.fail(method, path_re, status, body=None,
 headers=None, times=1, delay=0.0)`` queues responses, each used once by the
@@ -162,6 +166,24 @@ class Label:
 
 
 @dataclass
+class Dispatched:
+    """One ``workflow_dispatch`` event GitHub accepted: the workflow run it queued."""
+
+    run_id: int
+    run_number: int
+    workflow_id: int
+    path: str  # .github/workflows/<file>
+    name: str
+    ref: str  # as the request named it
+    head_branch: str
+    head_sha: str
+    inputs: dict[str, Any]
+    actor: str
+    created_at: str = field(default_factory=_now)
+    wall: float = field(default_factory=time.time)
+
+
+@dataclass
 class Seen:
     """One request as received, and the status it was answered with."""
 
@@ -221,6 +243,8 @@ DOC_CREATE_PULL = "https://docs.github.com/rest/pulls/pulls#create-a-pull-reques
 DOC_MERGE = "https://docs.github.com/rest/pulls/pulls#merge-a-pull-request"
 DOC_LABELS = "https://docs.github.com/rest/issues/labels"
 DOC_REFS = "https://docs.github.com/rest/git/refs"
+DOC_WORKFLOWS = "https://docs.github.com/rest/actions/workflows#get-a-workflow"
+DOC_DISPATCH = "https://docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event"
 DOC_SECONDARY = ("https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
                  "#about-secondary-rate-limits")
 DOC_PRIMARY = "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting"
@@ -370,6 +394,8 @@ class GitHubAPI:
         self._mergeable: dict[tuple[str, str], str | None] = {}  # (base sha, head sha) -> merged tree or None
         self._numbers = itertools.count(1)
         self._ids = itertools.count(1_000_001)
+        self._dispatched: list[Dispatched] = []
+        self._run_ids = itertools.count(9_000_000_001)
         self._counter = itertools.count(1)
         self.rate_limit = rate_limit
         self.rate_window = rate_window
@@ -516,6 +542,12 @@ class GitHubAPI:
         with self._lock:
             self._refresh()
             return {n: dataclasses.replace(i) for n, i in self._items.items()}
+
+    @property
+    def dispatches(self) -> list[Dispatched]:
+        """Every workflow_dispatch event accepted, oldest first (copies)."""
+        with self._lock:
+            return [dataclasses.replace(d, inputs=dict(d.inputs)) for d in self._dispatched]
 
     @property
     def labels(self) -> dict[str, Label]:
@@ -755,6 +787,10 @@ class GitHubAPI:
             ("GET", r"/git/refs?/(heads/.+)", self._get_ref),
             ("DELETE", r"/git/refs/(heads/.+)", self._delete_ref),
             ("GET", r"/branches/(.+)", self._get_branch),
+            ("GET", r"/actions/workflows", self._list_workflows),
+            ("GET", r"/actions/workflows/([^/]+)", self._get_workflow),
+            ("POST", r"/actions/workflows/([^/]+)/dispatches", self._dispatch_workflow),
+            ("GET", r"/actions/runs", self._list_runs),
         ]
 
     # -- git state ----------------------------------------------------------------
@@ -1275,6 +1311,177 @@ class GitHubAPI:
                                                                                 "contexts": [], "checks": []}},
                      "protection_url": f"{url}/protection"}, {}
 
+    # -- routes: actions ----------------------------------------------------------------
+    def _workflow_files(self, rev: str) -> dict[str, str]:
+        """Path -> blob of every workflow file at ``rev`` (.github/workflows/*.yml or *.yaml)."""
+        out = _git(self.bare, "ls-tree", rev, ".github/workflows/", check=False).stdout.decode()
+        files = {}
+        for line in out.splitlines():
+            meta, _, path = line.partition("\t")
+            if meta.split()[1:2] == ["blob"] and path.endswith((".yml", ".yaml")):
+                files[path] = meta.split()[2]
+        return files
+
+    @staticmethod
+    def _workflow_id(path: str) -> int:
+        return 100_000 + int(hashlib.sha256(path.encode()).hexdigest()[:6], 16)
+
+    def _workflow_json(self, path: str, text: str) -> dict[str, Any]:
+        wid = self._workflow_id(path)
+        name = next((ln.split(":", 1)[1].strip().strip("'\"") for ln in text.splitlines()
+                     if ln.startswith("name:")), path)
+        return {"id": wid, "node_id": f"W_kwDO{wid}", "name": name, "path": path, "state": "active",
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                "url": f"{self._api}/actions/workflows/{wid}", "html_url": f"{self._html}/blob/{self.default_branch}/{path}",
+                "badge_url": f"{self._html}/workflows/{urllib.parse.quote(name)}/badge.svg"}
+
+    def _find_workflow(self, rev: str, workflow_id: str) -> tuple[str, str] | None:
+        """(path, text) of the workflow named by file name or id at ``rev``."""
+        for path, blob in self._workflow_files(rev).items():
+            if workflow_id in (path.rsplit("/", 1)[-1], str(self._workflow_id(path))):
+                return path, _git(self.bare, "cat-file", "blob", blob).stdout.decode()
+        return None
+
+    def _list_workflows(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        found = [self._workflow_json(path, _git(self.bare, "cat-file", "blob", blob).stdout.decode())
+                 for path, blob in self._workflow_files(f"refs/heads/{self.default_branch}").items()]
+        return 200, {"total_count": len(found), "workflows": found}, {}
+
+    def _get_workflow(self, seen: Seen, workflow_id: str) -> tuple[int, Any, dict[str, str]]:
+        found = self._find_workflow(f"refs/heads/{self.default_branch}", workflow_id)
+        if found is None:
+            raise _Answer(404, "Not Found", doc=DOC_WORKFLOWS)
+        return 200, self._workflow_json(*found), {}
+
+    def _dispatch_workflow(self, seen: Seen, workflow_id: str) -> tuple[int, Any, dict[str, str]]:
+        """GitHub's checks, in its order: the body, the workflow, the ref, the trigger, the inputs."""
+        body = seen.body if isinstance(seen.body, dict) else {}
+        ref = body.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise _Answer(422, 'Invalid request.\n\n"ref" wasn\'t supplied.', doc=DOC_DISPATCH)
+        inputs = body.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise _Answer(422, "Invalid request.\n\nFor 'properties/inputs', is not an object.", doc=DOC_DISPATCH)
+        if self._find_workflow(f"refs/heads/{self.default_branch}", workflow_id) is None:
+            raise _Answer(404, "Not Found", doc=DOC_DISPATCH)
+        short = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        sha = None
+        for candidate in (f"refs/heads/{short}", f"refs/tags/{short}"):
+            p = _git(self.bare, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False)
+            if p.returncode == 0:
+                sha = p.stdout.decode().strip()
+                break
+        if sha is None:
+            raise _Answer(422, f"No ref found for: {ref}", doc=DOC_DISPATCH)
+        found = self._find_workflow(sha, workflow_id)
+        declared = dispatch_inputs(found[1]) if found else None
+        if found is None or declared is None:
+            raise _Answer(422, "Workflow does not have 'workflow_dispatch' trigger", doc=DOC_DISPATCH)
+        if len(inputs) > 25:
+            raise _Answer(422, "you may only define up to 25 `inputs` for a `workflow_dispatch` event", doc=DOC_DISPATCH)
+        unexpected = sorted(set(inputs) - set(declared))
+        if unexpected:
+            raise _Answer(422, "Unexpected inputs provided: " + json.dumps(unexpected), doc=DOC_DISPATCH)
+        for name, spec in declared.items():
+            value = inputs.get(name)
+            if value is None:
+                if spec.get("required") == "true" and spec.get("default") is None:
+                    raise _Answer(422, f"Required input '{name}' not provided", doc=DOC_DISPATCH)
+                continue
+            if not isinstance(value, (str, bool, int, float)):
+                raise _Answer(422, f"Invalid request.\n\nFor 'properties/{name}', {json.dumps(value)} is not a string.",
+                              doc=DOC_DISPATCH)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            allowed = (["true", "false"] if spec.get("type") == "boolean"
+                       else spec.get("options") if spec.get("type") == "choice" else None)
+            if allowed is not None and text not in allowed:
+                raise _Answer(422, f"Provided value '{text}' for input '{name}' not in the list of allowed values",
+                              doc=DOC_DISPATCH)
+        path, text = found
+        d = Dispatched(next(self._run_ids), len(self._dispatched) + 1, self._workflow_id(path), path,
+                       self._workflow_json(path, text)["name"], ref, short, sha, dict(inputs), self.actor)
+        self._dispatched.append(d)
+        return 204, None, {}
+
+    def _run_json(self, d: Dispatched) -> dict[str, Any]:
+        actor = self._user(d.actor)
+        return {"id": d.run_id, "name": d.name, "node_id": f"WFR_kwLO{d.run_id}", "head_branch": d.head_branch,
+                "head_sha": d.head_sha, "path": d.path, "display_title": d.name, "run_number": d.run_number,
+                "event": "workflow_dispatch", "status": "queued", "conclusion": None, "workflow_id": d.workflow_id,
+                "run_attempt": 1, "created_at": d.created_at, "updated_at": d.created_at,
+                "run_started_at": d.created_at, "actor": actor, "triggering_actor": actor,
+                "url": f"{self._api}/actions/runs/{d.run_id}", "html_url": f"{self._html}/actions/runs/{d.run_id}",
+                "workflow_url": f"{self._api}/actions/workflows/{d.workflow_id}", "pull_requests": []}
+
+    def _list_runs(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        runs = [d for d in reversed(self._dispatched)
+                if seen.query.get("event") in (None, "workflow_dispatch")
+                and seen.query.get("branch") in (None, d.head_branch)]
+        page, headers = self._paginate(seen, runs)
+        return 200, {"total_count": len(runs), "workflow_runs": [self._run_json(d) for d in page]}, headers
+
+
+def dispatch_inputs(text: str) -> dict[str, dict[str, Any]] | None:
+    """The inputs a workflow file declares for ``workflow_dispatch`` (name -> required, type,
+    default, options, as written), or None if it has no such trigger. A reader of the YAML
+    that workflows are written in (block mappings by indentation, ``on: [a, b]`` and
+    ``on: a``), not of all of YAML."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+    def key(line: str) -> tuple[int, str, str]:
+        stripped = line.lstrip()
+        name, _, rest = stripped.partition(":")
+        return len(line) - len(stripped), name.strip().strip("'\""), rest.split(" #", 1)[0].strip()
+
+    def block(start: int, indent: int) -> list[int]:
+        """The lines of the block under line ``start`` (indented more than ``indent``)."""
+        out = []
+        for i in range(start + 1, len(lines)):
+            if key(lines[i])[0] <= indent:
+                break
+            out.append(i)
+        return out
+
+    top = next((i for i, ln in enumerate(lines) if key(ln)[0] == 0 and key(ln)[1] in ("on", "true")), None)
+    if top is None:
+        return None
+    inline = key(lines[top])[2]
+    if inline:
+        names = [n.strip() for n in inline.strip("[]").split(",")]
+        return {} if "workflow_dispatch" in names else None
+    inner = block(top, 0)
+    level = min((key(lines[i])[0] for i in inner), default=0)
+    wd = next((i for i in inner if key(lines[i])[0] == level and key(lines[i])[1] == "workflow_dispatch"), None)
+    if wd is None:
+        return None
+    under = block(wd, level)
+    if not under:
+        return {}
+    level2 = key(lines[under[0]])[0]
+    ins = next((i for i in under if key(lines[i])[0] == level2 and key(lines[i])[1] == "inputs"), None)
+    if ins is None:
+        return {}
+    declared: dict[str, dict[str, Any]] = {}
+    names = block(ins, level2)
+    if not names:
+        return declared
+    level3 = key(lines[names[0]])[0]
+    for i in names:
+        ind, name, _ = key(lines[i])
+        if ind != level3:
+            continue
+        spec: dict[str, Any] = {}
+        props = block(i, level3)
+        for j in props:
+            _, prop, value = key(lines[j])
+            if prop == "options":
+                spec["options"] = [lines[k].strip().removeprefix("-").strip().strip("'\"")
+                                   for k in block(j, key(lines[j])[0]) if lines[k].strip().startswith("-")]
+            elif prop in ("required", "type", "default", "description"):
+                spec[prop] = value.strip("'\"") if value else None
+        declared[name] = spec
+    return declared
+
 
 def http_phrase(status: int) -> str:
     try:
@@ -1407,6 +1614,28 @@ def _self_test() -> None:
             api.commit("feature", {"b.txt": "edited by the reviewer\n"}, "Edit b")
             repo.get_git_ref("heads/clash").delete()
             assert api.pulls[3].state == "closed"  # deleting its head closed it
+
+            # workflow_dispatch: checked against the workflow file at the ref, one queued run each
+            commit_files(bare, "main", {".github/workflows/tick.yml": (
+                "name: tick\non:\n  schedule:\n    - cron: '7 * * * *'\n  workflow_dispatch:\n    inputs:\n"
+                "      ticks:\n        required: false\n        default: ''\n      dry_run:\n        type: boolean\n")},
+                "Add a workflow")
+            wf = repo.get_workflow("tick.yml")
+            assert wf.name == "tick" and wf.path == ".github/workflows/tick.yml", wf.raw_data
+            assert wf.create_dispatch("main", {"ticks": "3"}, throw=True)
+            assert [(d.path, d.ref, d.inputs) for d in api.dispatches] == [(".github/workflows/tick.yml", "main",
+                                                                            {"ticks": "3"})]
+            for bad, message in (({"nope": "1"}, 'Unexpected inputs provided: ["nope"]'),
+                                 ({"dry_run": "maybe"}, "Provided value 'maybe' for input 'dry_run' not in the list")):
+                try:
+                    wf.create_dispatch("main", bad, throw=True)
+                    raise AssertionError(f"{bad} should 422")
+                except GithubException as e:
+                    assert e.status == 422 and e.data["message"].startswith(message), e.data
+            assert not repo.get_workflow("tick.yml").create_dispatch("no-such-branch", {})
+            [listed] = list(repo.get_workflow_runs(event="workflow_dispatch"))
+            assert listed.event == "workflow_dispatch" and listed.status == "queued" and listed.head_branch == "main"
+            assert len(api.dispatches) == 1
 
             rl = gh.get_rate_limit()
             assert rl.resources.core.limit == 1000 and rl.resources.core.remaining == api.remaining
