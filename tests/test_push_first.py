@@ -119,7 +119,7 @@ def test_an_agent_main_no_longer_has_cannot_claim_on_an_old_view(queue: tuple[Fl
     a = clone(bare, tmp_path / "a")
     task_cmd.claim(a, "fen")  # a's view of main knows fen
     set_agents(f, {"fen": None})
-    with pytest.raises(FleetError, match="unknown agent"):
+    with pytest.raises(FleetError, match="fen may not claim tasks"):
         task_cmd.claim(a, "fen")
     assert len(claims(bare)) == 1
 
