@@ -385,12 +385,14 @@ class TaskQueue:
         return self.store.publish(new, old)
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
-               dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
+               dry_run: bool = False, patience: float | None = None, fetched: bool = False,
+               priority: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again
         (``BranchStore.change``): a claimer that lost takes the next ready task.
-        ``fetched``: the caller has just fetched main and the queue."""
+        ``fetched``: the caller has just fetched main and the queue. ``priority``:
+        a holder's change (complete, renew, fail, release), which claims yield to."""
         return self.store.change(lambda records, cfg, at: decide(Queue.of(records), cfg, at),
-                                 dry_run=dry_run, patience=patience, fetched=fetched)
+                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority)
 
 
 # -- building and checking tasks ------------------------------------------

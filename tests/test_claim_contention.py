@@ -350,3 +350,117 @@ def test_sixteen_claimers_do_1000_tasks_each_exactly_once_with_holders_killed(re
     d, served = request.getfixturevalue("daemon")
     stats = run_contention(tmp_path, d, served, 16, 1000, victims=3, anytime=1, cli=2, timeout=3000)
     print(f"\ncontention 16 x 1000: {stats}")
+
+
+# -- a holder's change is not starved by claimers ------------------------------------------
+HAMMER = r"""
+import sys
+from pathlib import Path
+from fleet.commands import task as task_cmd
+from fleet.errors import FleetError, NothingToDo
+clone, agent = Path(sys.argv[1]), sys.argv[2]
+while True:  # claim, claim, claim: never complete, never pause
+    try:
+        task_cmd.claim(clone, agent)
+    except NothingToDo:
+        sys.exit(0)
+    except FleetError as e:
+        if "gave up after" not in str(e):
+            raise
+"""
+
+# The holder's complete, with the test's hands on the order of events: its first two
+# rounds push only once a claim has landed on top of the view they decided on (so it
+# surely loses two races, the second on a fetched view, and sets its waiting mark); its
+# third round waits until the test has seen the mark and released it.
+HOLDER = r"""
+import json, subprocess, sys, time
+from pathlib import Path
+from fleet import faults
+from fleet.commands import task as task_cmd
+clone, bare, task_id, fence, go = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+point, rounds = faults.point, []
+def tip(where, ref):
+    return subprocess.run(["git", "rev-parse", ref], cwd=where, capture_output=True, text=True).stdout.strip()
+def hold(name):
+    if name == "task.after-commit":
+        rounds.append(name)
+        if len(rounds) <= 2:
+            seen = tip(clone, "refs/fleet/origin/fleet/tasks")  # the view this round decided on
+            while tip(bare, "refs/heads/fleet/tasks") == seen:
+                time.sleep(0.01)
+        elif len(rounds) == 3:
+            while not go.exists():
+                time.sleep(0.01)
+    point(name)
+faults.point = hold
+task_cmd.complete(clone, task_id, fence, result={"by": "holder"}, agent="holder")
+print(json.dumps({"rounds": len(rounds)}), flush=True)
+"""
+
+
+def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) -> None:
+    """Claimers yield to a holder that lost a race: once its waiting mark is on the
+    origin, each claimer lands at most the one claim it had decided before it could
+    see it, however long the holder then takes, and the holder's complete lands;
+    its mark goes and the claimers go on."""
+    d, served = daemon
+    claimers = [f"w{i:02d}" for i in range(4)]
+    bare = _origin(tmp_path, served, [*claimers, "holder"], 300)
+    url = d.url("origin.git")
+    dirs = {}
+    for name in [*claimers, "holder"]:
+        dirs[name] = tmp_path / "clones" / name
+        subprocess.run(["git", "clone", "-q", "--no-checkout", url, str(dirs[name])], check=True)
+    from fleet.commands import task as task_cmd
+    mine = task_cmd.claim(dirs["holder"], "holder")
+    git = Git(bare)
+
+    def tip() -> str:
+        return git.text("rev-parse", f"refs/heads/{BRANCH}")
+
+    def claims_since(base: str, until: str | None = None) -> list[str]:
+        out = git.text("log", "--format=%s", f"{base}..{until or f'refs/heads/{BRANCH}'}").splitlines()
+        return [s for s in out if s.startswith("task claim ")]
+
+    started = tip()
+    hammer = [subprocess.Popen([sys.executable, "-c", HAMMER, str(dirs[c]), c], stderr=subprocess.PIPE, text=True)
+              for c in claimers]
+    go = tmp_path / "go"
+    holder = None
+    try:
+        while len(claims_since(started)) < 2 * len(claimers):  # the claimers are racing
+            assert all(p.poll() is None for p in hammer), [p.stderr.read() for p in hammer if p.poll() is not None]
+            time.sleep(0.05)
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(dirs["holder"]), str(bare), mine["id"],
+                                   str(mine["fence"]), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        while not git.text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"):  # the holder lost, and says so
+            assert holder.poll() is None, holder.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.01)
+        marked = tip()  # the mark was up before this tip was read: every claim after it saw it, or was in flight
+        # hold the holder back until more claims than there are claimers land after the mark (what claimers
+        # that do not yield would do), or for a while if they do yield
+        deadline = time.monotonic() + 5
+        while len(claims_since(marked)) <= len(claimers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        out, err = holder.communicate(timeout=600)
+        assert holder.returncode == 0, err
+        assert json.loads(out)["rounds"] >= 3
+        subjects = git.text("log", "--format=%H %s", f"refs/heads/{BRANCH}").splitlines()
+        landed = next(line.split()[0] for line in subjects if line.split()[1:3] == ["task", "complete"])
+        assert f"task complete {mine['id']} by holder (fence {mine['fence']})" in git.text("log", "-1", "--format=%s",
+                                                                                             landed)
+        assert len(claims_since(marked, landed)) <= len(claimers), claims_since(marked, landed)
+        assert not git.text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"), "the mark stayed"
+        after = tip() if claims_since(landed) else None
+        while after is None:  # the claimers go on once the holder has landed
+            assert all(p.poll() is None for p in hammer)
+            time.sleep(0.05)
+            after = tip() if claims_since(landed) else None
+    finally:
+        for p in [*hammer, *([holder] if holder else [])]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()

@@ -67,9 +67,11 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
             "overlaps": [o.to_json() for o in added.overlaps]}
 
 
-def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
-    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed."""
-    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change())
+def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step], *,
+          priority: bool = False) -> dict[str, Any]:
+    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed.
+    ``priority``: a holder's change, which claims yield to (``BranchStore.change``)."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority)
     step: Step = ch.result
     return public(step.task)
 
@@ -99,7 +101,7 @@ def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lea
           remote: str | None = None) -> dict[str, Any]:
     """Extend the lease of the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, fence, agent=agent, lease=lease)))
+        q, cfg, at, task_id, fence, agent=agent, lease=lease)), priority=True)
 
 
 def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
@@ -110,21 +112,21 @@ def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, fence, result=result, agent=agent)))
+        q, at, task_id, fence, result=result, agent=agent)), priority=True)
 
 
 def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
     """Give the task back as failed, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, fence, reason=reason, agent=agent)))
+        q, cfg, at, task_id, fence, reason=reason, agent=agent)), priority=True)
 
 
 def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
     """Give the task back unfinished, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, cfg, at, task_id, fence, agent=agent)))
+        q, cfg, at, task_id, fence, agent=agent)), priority=True)
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
