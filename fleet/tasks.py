@@ -679,6 +679,37 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
                    f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim of several tasks decided: one step per task, in the order handed out."""
+
+    steps: list[Step]
+
+    def change(self) -> Change:
+        """One commit per claim (the history stays one task a commit), one push for all."""
+        return Change([c for s in self.steps for c in s.change().commits], self)
+
+
+def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, *,
+               lease: float | None = None) -> Claimed:
+    """``agent`` claims up to ``count`` ready tasks at once, each as ``claim``
+    would on the queue the claims before it left: a task whose paths overlap
+    one claimed before it in the same batch is held back like any other.
+    NothingToDo only when none is ready."""
+    steps: list[Step] = []
+    view = q
+    for _ in range(count):
+        try:
+            step = claim(view, cfg, at, agent, lease=lease)
+        except NothingToDo:
+            if steps:
+                break
+            raise
+        steps.append(step)
+        view = Queue(q.tip, {**view.tasks, step.task.id: step.task}, q.workers)  # a Queue is one read
+    return Claimed(steps)
+
+
 def _summary(q: Queue) -> str:
     c = q.counts()
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "the queue is empty"

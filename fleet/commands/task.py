@@ -16,11 +16,12 @@ from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_op
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.repo import FleetRepo
-from fleet.store import now
+from fleet.store import Change, now
 from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
 MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
+MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
 
 def _queue(path: Path, remote: str | None) -> TaskQueue:
@@ -84,6 +85,19 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
         return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
 
     return _step(path, remote, decide)
+
+
+def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None,
+               remote: str | None = None) -> list[dict[str, Any]]:
+    """Claim up to ``count`` ready tasks for ``agent`` in one push (``fleet.tasks.claim_many``);
+    exit 3 if none is ready."""
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        _agent(cfg, agent)
+        return tasks.claim_many(q, cfg, at, agent, count, lease=lease).change()
+
+    ch, _ = _queue(path, remote).change(decide)
+    claimed: tasks.Claimed = ch.result
+    return [public(s.task) for s in claimed.steps]
 
 
 def _checked(task_id: str, agent: str | None, flag: str,
@@ -343,13 +357,27 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
 @click.option("--task", "task_id", default=None, help="Claim this task rather than the first ready one.")
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None,
               help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
+@click.option("--count", type=click.IntRange(1, MAX_CLAIM), default=None,
+              help=f"Claim up to N ready tasks in one push (at most {MAX_CLAIM}); prints {{\"tasks\": [...]}}.")
 def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
-                   lease: float | None) -> None:
+                   lease: float | None, count: int | None) -> None:
     """Claim the first ready task for AGENT; exit 3 when nothing is ready.
 
     AGENT is a tick agent or a name tasks.claimers matches. A task whose paths
     overlap those of a task in progress is not handed out until that one is done.
+    With --count N, up to N tasks in one push, each with its own fence.
     """
+    if count is not None:
+        if task_id is not None:
+            raise UsageError("--count: claims the first ready tasks; --task names one, give one or the other")
+        got = claim_many(directory, agent, count, lease=lease, remote=remote)
+
+        def many() -> None:
+            for t in got:
+                click.echo(f"claimed {t['id']} for {agent}: fence {t['fence']}, lease until {t['lease_until']}")
+
+        emit({"tasks": got}, as_json, many)
+        return
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:
