@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, overlap, tasks
+from fleet import canonical, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -238,6 +238,8 @@ def _task_line(t: dict[str, Any]) -> str:
 
 def _shared_text(o: dict[str, Any]) -> str:
     """Where two tasks' paths meet, as fleet.overlap.Shared says it."""
+    from fleet import overlap
+
     return str(overlap.Shared(o["mine"], o["theirs"], o["covers"]))
 
 
@@ -325,6 +327,8 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
         if deps:
             item["deps"] = list(deps)
         if paths:
+            from fleet import overlap
+
             for p in paths:  # a bad flag is a usage error, found before anything is fetched
                 try:
                     overlap.parse(p)
