@@ -281,12 +281,24 @@ class BranchStore:
         return mark
 
     def _unmark(self, mark: tuple[str, str | None, float] | None) -> None:
-        """Take a waiting mark back (best effort: an old one is ignored by everyone anyway)."""
-        if mark is not None and mark[1] is not None and self.repo.remote:
-            try:
-                self.git.push(self.repo.remote, [RefUpdate(mark[0], None, mark[1])])
-            except FleetError:
-                pass
+        """Take a waiting mark back, and with it those this clone last fetched that
+        are older than WAITING_TTL (their holders died: everyone ignores them, and
+        this clears them away). Best effort, one push; each ref on its own."""
+        if mark is None or mark[1] is None or not self.repo.remote:
+            return
+        drop = [RefUpdate(mark[0], None, mark[1])]
+        out = self.git.proc("for-each-ref", "--format=%(refname) %(objectname) %(committerdate:unix)",
+                            self.waiting).stdout.decode()
+        old = time.time() - WAITING_TTL
+        for line in out.splitlines():
+            name, sha, when = line.split(" ")
+            ref = f"refs/heads/{self.branch}-waiting/{name[len(self.waiting):]}"
+            if int(when or 0) < old and ref != mark[0]:
+                drop.append(RefUpdate(ref, None, sha))
+        try:
+            self.git.push(self.repo.remote, drop)
+        except FleetError:
+            pass
 
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,

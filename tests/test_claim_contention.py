@@ -403,7 +403,8 @@ def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) 
     """Claimers yield to a holder that lost a race: once its waiting mark is on the
     origin, each claimer lands at most the one claim it had decided before it could
     see it, however long the holder then takes, and the holder's complete lands;
-    its mark goes and the claimers go on."""
+    its mark goes and the claimers go on. A mark a killed holder left an hour ago
+    stops nobody, and the holder clears it away with its own."""
     d, served = daemon
     claimers = [f"w{i:02d}" for i in range(4)]
     bare = _origin(tmp_path, served, [*claimers, "holder"], 300)
@@ -423,6 +424,15 @@ def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) 
         out = git.text("log", "--format=%s", f"{base}..{until or f'refs/heads/{BRANCH}'}").splitlines()
         return [s for s in out if s.startswith("task claim ")]
 
+    dead = subprocess.run(["git", "commit-tree", "-m", "a holder killed while it waited", f"refs/heads/{BRANCH}^{{tree}}"],
+                          cwd=bare, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, GIT_COMMITTER_DATE=f"{int(time.time()) - 3600} +0000")).stdout.strip()
+    git.run("update-ref", f"refs/heads/{BRANCH}-waiting/dead", dead)
+
+    def marks() -> list[str]:
+        return [r for r in git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-waiting/").split()
+                if not r.endswith("/dead")]
+
     started = tip()
     hammer = [subprocess.Popen([sys.executable, "-c", HAMMER, str(dirs[c]), c], stderr=subprocess.PIPE, text=True)
               for c in claimers]
@@ -435,7 +445,7 @@ def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) 
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(dirs["holder"]), str(bare), mine["id"],
                                    str(mine["fence"]), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
-        while not git.text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"):  # the holder lost, and says so
+        while not marks():  # the holder lost, and says so
             assert holder.poll() is None, holder.stderr.read()  # type: ignore[union-attr]
             time.sleep(0.01)
         marked = tip()  # the mark was up before this tip was read: every claim after it saw it, or was in flight
@@ -453,7 +463,7 @@ def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) 
         assert f"task complete {mine['id']} by holder (fence {mine['fence']})" in git.text("log", "-1", "--format=%s",
                                                                                              landed)
         assert len(claims_since(marked, landed)) <= len(claimers), claims_since(marked, landed)
-        assert not git.text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"), "the mark stayed"
+        assert not git.text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"), "a mark stayed"
         after = tip() if claims_since(landed) else None
         while after is None:  # the claimers go on once the holder has landed
             assert all(p.poll() is None for p in hammer)
