@@ -93,6 +93,42 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_c
 def parse(data: bytes, max_depth: int = RECORD_DEPTH) -> Any:
     """Parse JSON strictly, raising :class:`JSONProblem` with the rule it broke.
     Input from outside is parsed with ``max_depth=MAX_DEPTH``."""
+    obj = _canonical(data)
+    if obj is _NOT:
+        obj = _strict(data, max_depth)
+    # The walk is needed only if the text could break a rule: more brackets
+    # than the depth limit, a lone surrogate's escape, a number of 19 digits or
+    # more, or an exponent of three digits.
+    # (translate and find run at memory speed; a regex took longer than the parse)
+    strings = b"\\u" in data
+    shape = data.translate(_SHAPE)
+    if (strings or data.count(b"[") + data.count(b"{") > max_depth
+            or _DIGITS_19 in shape or b"e000" in shape or b"e+000" in shape):
+        check(obj, strings=strings, max_depth=max_depth)
+    return obj
+
+
+_NOT = object()
+
+
+def _canonical(data: bytes) -> Any:
+    """The fast way, for text already in canonical form (every document fleet
+    wrote): orjson parses it, and writing the value back gives the same bytes.
+    Text that did not come back the same (a duplicate key, which orjson keeps
+    the last of; a big integer it made a float; any other layout) is _NOT, and
+    goes the strict way, which names the rule it broke."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _NOT
+    try:
+        same = orjson.dumps(obj, option=_DOC) == data
+    except orjson.JSONEncodeError:  # nested beyond the writer's limit
+        return _NOT
+    return obj if same else _NOT
+
+
+def _strict(data: bytes, max_depth: int) -> Any:
     if data.startswith(b"\xef\xbb\xbf"):
         raise JSONProblem("starts with a byte-order mark (BOM); save it as UTF-8 without BOM")
     if (b"<<<<<<<" in data or b"=======" in data or b">>>>>>>" in data) and _MARKERS.search(data):
@@ -111,15 +147,6 @@ def parse(data: bytes, max_depth: int = RECORD_DEPTH) -> Any:
         raise JSONProblem(f"an integer of thousands of digits is beyond 64 bits ({MIN_INT} to {MAX_INT})") from None
     except RecursionError:
         raise JSONProblem(f"nested deeper than {max_depth} levels") from None
-    # The walk is needed only if the text could break a rule: more brackets
-    # than the depth limit, a lone surrogate's escape, a number of 19 digits or
-    # more, or an exponent of three digits.
-    # (translate and find run at memory speed; a regex took longer than the parse)
-    strings = b"\\u" in data
-    shape = data.translate(_SHAPE)
-    if (strings or data.count(b"[") + data.count(b"{") > max_depth
-            or _DIGITS_19 in shape or b"e000" in shape or b"e+000" in shape):
-        check(obj, strings=strings, max_depth=max_depth)
     return obj
 
 

@@ -18,6 +18,8 @@ from fleet.errors import FleetError
 from fleet.resolve import RESOLUTION_DIR
 from fleet.state import CONFLICT_DIR, ENGINE_DIRS, Snapshot
 
+_ENGINE_OWN = tuple(d + "/" for d in ENGINE_DIRS if d != CONFLICT_DIR)  # the ledger, quarantine: the engine's records
+
 
 def check_in(snap: Snapshot, rel: str, data: bytes) -> str | None:
     """:func:`check_file` for a file of a commit: its schemas are the commit's
@@ -78,7 +80,7 @@ def _check(cfg: Config, rel: str, data: bytes, read: Callable[[str], bytes | Non
         except Rejected as e:
             return None, str(e)
         return None, None
-    if any(rel.startswith(d + "/") for d in ENGINE_DIRS if d != CONFLICT_DIR):
+    if rel.startswith(_ENGINE_OWN):
         return None, None  # the ledger and quarantine are the engine's own records
     if not rel.endswith(".json"):
         return None, "state/ holds only JSON documents (<collection>/<id>.json); move this file elsewhere"

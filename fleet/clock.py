@@ -65,7 +65,23 @@ def check_start(doc: Any, where: str) -> dict[str, Any]:
     return dict(doc)
 
 
-KINDS = (Kind(FOLDER, "id", "clock", check_start),)
+RELAY = "relay/chain.json"
+
+
+def check_relay(doc: Any, where: str) -> dict[str, Any]:
+    """The store's check of the relay record: its schema, and a time fleet can read."""
+    problem = schemas.first_error(schemas.protocol("relay"), doc)
+    if problem:
+        raise FleetError(f"{where}: {problem} (schemas/relay.schema.json)")
+    try:
+        parse_stamp(doc["at"])
+    except ValueError:
+        raise FleetError(f"{where}: at: {doc['at']!r} is not a UTC time such as 2026-05-01T10:00:00Z "
+                         "(schemas/relay.schema.json)") from None
+    return dict(doc)
+
+
+KINDS = (Kind(FOLDER, "id", "clock", check_start), Kind("relay", "id", "relay", check_relay))
 
 
 @dataclass(frozen=True)
@@ -221,6 +237,25 @@ class Clock:
         ch, _ = self.store.change(decide_)
         won: Start | None = ch.result
         return won == mine, won
+
+
+    def relay(self, after: int, seq: int, at: float, by: str) -> bool:
+        """Record the ``seq``-th relay of the chain that tick ``after``'s merge started:
+        True when this run passes the chain on, False when another run of the same
+        chain did already (a run GitHub started twice), or the chain moved on."""
+
+        def decide_(records: Records, _cfg: Config, _now: _dt.datetime) -> Change:
+            doc = records.docs.get(RELAY)
+            if doc is not None and (doc["after"], doc["seq"]) >= (after, seq):
+                return Change([], False)
+            merged = self.repo.snapshot(self.repo.main()).tick
+            if merged != after:  # a tick was merged meanwhile: its merge passed the chain on
+                return Change([], False)
+            record = {"id": "chain", "after": after, "seq": seq, "by": by, "at": stamp(utc(at))}
+            return Change([(f"clock: relay {seq} of the chain after tick {after} ({by})\n", {RELAY: record})], True)
+
+        ch, _ = self.store.change(decide_)
+        return bool(ch.result)
 
 
 def may_start(held: Start | None, tick: int, at: float, by: str, merged: int) -> bool:

@@ -183,6 +183,7 @@ class Config:
     models: dict[str, Price] = field(default_factory=dict)
     tasks: TaskSettings = field(default_factory=TaskSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    allowed_signers: str | None = None  # signing.allowed_signers: a file of main; worker branches must be signed
     # the world's declarations as written (tools, prompt), inline or file names;
     # fleet.world checks and compiles them against this config
     declared: dict[str, Any] = field(default_factory=dict)
@@ -304,4 +305,5 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         tasks=TaskSettings.parse(raw.get("tasks", {})),
         watchdog=WatchdogSettings(**raw.get("watchdog", {})),
         declared={k: raw[k] for k in ("tools", "prompt") if k in raw},
+        allowed_signers=raw.get("signing", {}).get("allowed_signers"),
     )

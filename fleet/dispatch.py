@@ -18,10 +18,12 @@ What ends it: the stop switch (the repository variable ``FLEET_STOP``, or
 ``run.self_dispatch: false``), a spent day or month budget (the plan says
 when it resumes; cron starts the first tick after), a fleet with no pace
 (``run.every`` absent: cron and dispatches by hand start ticks, as before),
-or a pace longer than a run may wait. A chain started by hand with ``ticks``
-counts down: each run passes ``ticks - 1`` (and its ``workers`` and
-``agents``) on; when the count is done the fleet's own paced chain, if any,
-goes on.
+or GitHub's refusal. A pace longer than a run may wait (a job ends after six
+hours) is kept by relays: the waiting run records a relay on fleet/clock and
+its relay job dispatches the next run, which waits in turn. A chain started
+by hand with ``ticks`` counts down: each run passes ``ticks - 1`` (and its
+``workers`` and ``agents``) on; when the count is done the fleet's own paced
+chain, if any, goes on.
 """
 
 from __future__ import annotations
@@ -101,10 +103,6 @@ def next_run(repo: FleetRepo, cfg: Config, tick: int, commit: str, d: Dispatch,
         out["why"] = f"no next run: {spent.why()}; the first scheduled run after that starts the chain again"
         return out
     inputs = {"after": str(tick)}
-    if every and every > MAX_WAIT:
-        out["why"] = (f"run.every {format_duration(every)} is longer than a dispatched run may wait "
-                      f"({format_duration(MAX_WAIT)}, under GitHub's 6-hour job limit): cron starts the next tick")
-        return out
     if d.ticks_left is not None and d.ticks_left > 1:
         inputs.update(ticks=str(d.ticks_left - 1), **{k: v for k, v in (("workers", d.workers),
                                                                         ("agents", d.agents)) if v})
@@ -113,8 +111,34 @@ def next_run(repo: FleetRepo, cfg: Config, tick: int, commit: str, d: Dispatch,
         out["why"] = "no run.every: the next tick starts by cron or by hand" + (
             " (the ticks asked for are done)" if d.ticks_left is not None else "")
         return out
+    elif every > MAX_WAIT:
+        out["why"] = (f"the fleet keeps its own time: the next tick is due at {out['next_due']}, further away than "
+                      f"a job may wait ({format_duration(MAX_WAIT)}), so runs wait in turn, each passing the chain on")
     else:
         out["why"] = f"the fleet keeps its own time: the next run waits until {out['next_due']}"
+    return _send(d, inputs, out)
+
+
+def relay_run(cfg: Config, after: int, relay: int, d: Dispatch) -> dict[str, Any]:
+    """Pass the chain on: dispatch the run that waits after this one, which ``fleet
+    plan --relay`` recorded on fleet/clock (one run of a chain relays once). The
+    stop switch ends a chain here too."""
+    out: dict[str, Any] = {"dispatched": False, "workflow": d.workflow, "ref": d.ref, "inputs": None,
+                           "after": after, "relay": relay, "next_due": None, "why": ""}
+    stop = stop_switch(d.env, cfg)
+    if stop:
+        out["why"] = stop
+        return out
+    inputs = {"after": str(after), "relay": str(relay)}
+    if d.ticks_left is not None:  # the chain started by hand counts ticks, not relays: its count passes on whole
+        inputs.update(ticks=str(d.ticks_left), **{k: v for k, v in (("workers", d.workers),
+                                                                    ("agents", d.agents)) if v})
+    out["why"] = f"relay {relay} of the chain after tick {after}: the next run waits in turn"
+    return _send(d, inputs, out)
+
+
+def _send(d: Dispatch, inputs: dict[str, str], out: dict[str, Any]) -> dict[str, Any]:
+    """The dispatch itself; GitHub's refusal, or no GitHub at all, is an answer, not an error."""
     out["inputs"] = inputs
     from github import GithubException
 

@@ -31,6 +31,8 @@ from fleet.keys import redact
 # Name -> the one-line help `fleet --help` lists, so listing imports no command.
 # Each module fleet.commands.<name> defines `<name>_command`; tests check the two agree.
 COMMANDS: dict[str, str] = {
+    "dispatch": "Pass a chain of dispatched runs on: dispatch the next run of the tick workflow, which waits "
+                "in turn.",
     "init": "Create a new fleet repository in DIRECTORY with the example world.",
     "log": "Which deltas changed DOC (collection/id), by whom, newest first.",
     "merge": "Apply pending deltas to main: validate, commit one tick, publish.",

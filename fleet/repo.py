@@ -163,12 +163,22 @@ class FleetRepo:
             lines = [f"delete {s.ref.name} {s.ref.commit}" for s in sources]
             self.git.proc("update-ref", "--stdin", input=("\n".join(lines) + "\n").encode())
 
-    def arrivals(self, sources: list[Source], max_bytes: int) -> list[Arrival]:
+    def arrivals(self, sources: list[Source], max_bytes: int, signers: tuple[str, bytes | None] | None = None
+                 ) -> list[Arrival]:
         """Every delta file on the given worker branches (three git processes in all).
 
         Only regular files are read, and only up to ``max_bytes``: a symbolic
         link or a submodule in a worker's tree is refused by its name, and a
-        file over the limit by its size, its content never read."""
+        file over the limit by its size, its content never read. With
+        ``signers`` (the allowed signers' path on main and its content), a
+        branch whose tip is not signed by a key allowed for its worker has
+        every file refused, unread, with the reason (``fleet.signing``)."""
+        unsigned: dict[str, str] = {}
+        if signers is not None:
+            from fleet.signing import verify
+
+            tips = {s.branch: (s.ref.commit, _branch_worker(s.branch)) for s in sources}
+            unsigned = verify(self.git, tips, signers[1], signers[0])
         pairs = [(EMPTY_TREE, s.ref.tree) for s in sources]
         listed = self.git.added_files(pairs, DELTA_DIR + "/")
         files = [sha for entries in listed for _, sha, mode in entries if mode in REGULAR_MODES]
@@ -178,7 +188,13 @@ class FleetRepo:
         for s, entries in zip(sources, listed, strict=True):
             for path, sha, mode in entries:
                 source = f"refs/heads/{s.branch}"
-                if mode not in REGULAR_MODES:
+                worker = _branch_worker(s.branch)
+                if s.branch in unsigned:
+                    out.append(Arrival(source, path, b"", refused=f"worker branch {s.branch}: {unsigned[s.branch]}"))
+                elif signers is not None and not path.startswith(f"{DELTA_DIR}/{worker}/"):
+                    out.append(Arrival(source, path, b"", refused=f"is not in {DELTA_DIR}/{worker}/, on worker "
+                                                                  f"{worker}'s signed branch {s.branch}"))
+                elif mode not in REGULAR_MODES:
                     kind = TREE_MODES.get(mode, f"an entry of mode {mode}")
                     out.append(Arrival(source, path, b"", refused=f"is {kind}, not a file; only regular files are read"))
                 elif sha not in blobs:  # its head is kept in the record, as for an inbox file
@@ -187,6 +203,11 @@ class FleetRepo:
                 else:
                     out.append(Arrival(source, path, blobs[sha]))
         return out
+
+
+def _branch_worker(branch: str) -> str:
+    m = WORKER_BRANCH.match(branch)
+    return m.group(2) if m else ""
 
 
 REGULAR_MODES = ("100644", "100755")

@@ -93,6 +93,10 @@ class GitSnapshot(Snapshot):
     def paths(self) -> Iterable[str]:
         return self._entries.keys()
 
+    def read(self, path: str) -> bytes | None:
+        found = self._cache.get(path)  # a document's schema, asked for once per document read
+        return found if found is not None else self.read_many([path])[path]
+
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
         wanted = [self._entries[p] for p in paths if p in self._entries and p not in self._cache]

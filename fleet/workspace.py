@@ -22,7 +22,7 @@ from typing import Any
 
 from fleet import faults
 from fleet.errors import FleetError
-from fleet.git import Git
+from fleet.git import Git, git_reason
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
@@ -154,20 +154,84 @@ class Workspace:
             self.recover()
 
     # -- work ------------------------------------------------------------
+    def seed(self) -> bool:
+        """A new cache starts from what the repository it runs in already has, so that
+        a fresh worker (on Actions, every worker: a fresh runner with a checkout of
+        main) downloads only what changed since that checkout, not all of main again.
+
+        The repository's packs are hard-linked into the cache (as ``git clone
+        --local`` does: the cache keeps its links whatever later happens to the
+        repository's own files) with its shallow boundary, and its tips become
+        refs of the cache, which the fetch offers the remote as haves. The
+        seeded fetch is checked for every object main needs; if anything is
+        missing (a tip whose objects were loose), the cache is emptied and
+        fetched plainly. False when there was nothing to seed from."""
+        gitdir = self.root.parent
+        packs = gitdir / "objects" / "pack"
+        if self.cache.rev_parse("refs/fleet/main") is not None or not packs.is_dir():
+            return False
+        names = [p for p in packs.iterdir() if p.suffix in (".pack", ".idx") and p.stem.startswith("pack-")]
+        stems = {p.stem for p in names if p.suffix == ".idx"} & {p.stem for p in names if p.suffix == ".pack"}
+        if not stems:
+            return False
+        into = self.cache_path / "objects" / "pack"
+        try:
+            for stem in sorted(stems):
+                for suffix in (".pack", ".idx"):  # the pack first: an index never names a pack not there
+                    target = into / f"{stem}{suffix}"
+                    if not target.exists():
+                        os.link(packs / f"{stem}{suffix}", target)
+        except OSError:  # another file system, or links refused: a plain fetch
+            return False
+        shallow = gitdir / "shallow"
+        if shallow.is_file():
+            (self.cache_path / "shallow").write_bytes(shallow.read_bytes())
+        user = Git(gitdir)
+        tips = {r.commit for r in user.refs("refs/") if r.name.endswith("/main") or r.name == "refs/heads/main"}
+        head = user.rev_parse("HEAD")
+        if head:
+            tips.add(head)
+        present = [t for t in sorted(tips) if self.cache.proc("cat-file", "-e", f"{t}^{{commit}}").returncode == 0]
+        for i, sha in enumerate(present):
+            self.cache.run("update-ref", f"refs/fleet/seed/{i}", sha)
+        return bool(present)
+
+    def _unseed(self) -> None:
+        """Back to an empty cache: the seed could not stand for main."""
+        for ref in self.cache.refs("refs/"):
+            self.cache.proc("update-ref", "-d", ref.name)
+        shutil.rmtree(self.cache_path / "objects" / "pack", ignore_errors=True)
+        (self.cache_path / "objects" / "pack").mkdir(parents=True, exist_ok=True)
+        (self.cache_path / "shallow").unlink(missing_ok=True)
+
     def fetch(self, url: str) -> tuple[str, set[int]]:
         """Shallow-fetch main, and learn which ticks this worker already delivered,
         in one round trip: the only moment this worker's view of state changes."""
-        self.cache.run(
-            "fetch", "--quiet", "--depth=1", "--no-tags", "--prune", url,
-            "+refs/heads/main:refs/fleet/main",
-            f"+refs/heads/fleet/*/{self.worker}:refs/fleet/delivered/*",
-        )
+        seeded = self.seed()
+        p = self._fetch(url)
+        if seeded and (p.returncode != 0 or self.cache.proc(
+                "rev-list", "--objects", "--quiet", "refs/fleet/main").returncode != 0):
+            self._unseed()  # a seed that lacked objects it claimed: start again without it
+            p = self._fetch(url)
+        elif seeded:
+            for ref in self.cache.refs("refs/fleet/seed/"):
+                self.cache.proc("update-ref", "-d", ref.name)
+        if p.returncode != 0:
+            raise FleetError(f"git fetch failed in {self.cache_path}: "
+                             f"{git_reason(p.stderr.decode(errors='replace'), f'exit {p.returncode}')}")
         sha = self.cache.rev_parse("refs/fleet/main")
         if sha is None:
             raise FleetError(f"{url}: has no main branch")
         delivered = {int(r.name.rsplit("/t", 1)[1]) for r in self.cache.refs("refs/fleet/delivered/")
                      if r.name.rsplit("/", 1)[1][1:].isdigit()}
         return sha, delivered
+
+    def _fetch(self, url: str) -> Any:
+        return self.cache.proc(
+            "fetch", "--quiet", "--depth=1", "--no-tags", "--prune", url,
+            "+refs/heads/main:refs/fleet/main",
+            f"+refs/heads/fleet/*/{self.worker}:refs/fleet/delivered/*",
+        )
 
     def fetch_tasks(self, url: str) -> str | None:
         """Shallow-fetch the task queue (read only), for agents that work on tasks;

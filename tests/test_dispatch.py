@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import Fleet
 
 from fleet import canonical
+from fleet.clock import MAX_WAIT
 from fleet.commands.merge import merge
 from fleet.commands.plan import plan
 from fleet.delta import Op
@@ -121,7 +122,6 @@ def test_two_merges_racing_for_one_tick_start_one_next_run(gh: Any, tmp_path: Pa
     ({"FLEET_STOP": "true"}, {"every": "10m"}, "the stop switch is on (FLEET_STOP=true)"),
     ({"FLEET_STOP": "false"}, {"every": "10m", "self_dispatch": False}, "run.self_dispatch is false"),
     ({}, {}, "no run.every: the next tick starts by cron or by hand"),
-    ({}, {"every": "1d"}, "run.every 1d is longer than a dispatched run may wait (5h50m"),
 ])
 def test_what_dispatches_nothing_says_why(gh: Any, env: dict[str, str], run: dict[str, Any], why: str) -> None:
     fleet, bare, api, settings = gh
@@ -250,9 +250,47 @@ def test_a_github_that_cannot_be_reached_leaves_the_tick_published_and_says_so(g
     assert r.dispatch["why"].startswith("GitHub refused the dispatch of tick.yml on main: it could not be reached (")
 
 
-def test_a_pace_longer_than_a_run_may_wait_is_not_chained_even_by_hand(gh: Any) -> None:
+def test_a_pace_longer_than_a_job_may_wait_is_chained_by_relays(gh: Any) -> None:
+    """A pace of a day: the merge dispatches the next run all the same; that run waits
+    all a job may, then records a relay and its relay job (`fleet dispatch`) starts the
+    next run, which waits in turn, until the tick is due. A run GitHub started twice
+    relays once; the stop switch ends the chain at a relay too."""
     fleet, bare, api, settings = gh
-    configure(bare, {"every": "6h"})
-    r = merge(fleet.path, tick=1, allow_empty=True, dispatch=chain(settings, ticks_left=3))
-    assert not r.dispatch["dispatched"] and "run.every 6h is longer than a dispatched run may wait" in r.dispatch["why"]
-    assert api.dispatches == []
+    configure(bare, {"every": "1d"})
+    at = [float(T0 + 60)]
+
+    def now() -> float:
+        return at[0]
+
+    def sleep(s: float) -> None:
+        at[0] += s
+
+    assert plan(fleet.path, start=True, now=now, by="run 1")["due"]  # tick 1 starts a minute into its day
+    r = merge(fleet.path, tick=1, allow_empty=True, dispatch=chain(settings))
+    assert r.dispatch["dispatched"] and "further away than a job may wait (5h50m)" in r.dispatch["why"]
+    assert [d.inputs for d in api.dispatches] == [{"after": "1"}]
+    start = Git(bare).rev_parse("refs/heads/main")
+
+    p = plan(fleet.path, start=True, mode="dispatched", wait=True, after=1, now=now, sleep=sleep, by="run 2")
+    assert not p["due"] and p["waited_seconds"] == MAX_WAIT and p["relay"] == {"after": 1, "relay": 1}
+    assert "so this run passes the chain on (relay 1 after tick 1)" in p["why"]
+    twin_at = [float(T0 + 60)]  # GitHub started run 2 twice: its twin waited beside it
+    twin = plan(fleet.path, start=True, mode="dispatched", wait=True, after=1, now=lambda: twin_at[0],
+                sleep=lambda s: twin_at.__setitem__(0, twin_at[0] + s), by="run 2b")
+    assert twin["relay"] is None and "another run of this chain passed the chain on" in twin["why"]
+    assert Git(bare).rev_parse("refs/heads/main") == start  # waiting and relaying write nothing on main
+    out = CliRunner().invoke(cli, ["dispatch", "-C", str(fleet.path), "--after", "1", "--relay", "1", "--json"],
+                             env=job_env(api))
+    assert out.exit_code == 0, out.output
+    assert [d.inputs for d in api.dispatches] == [{"after": "1"}, {"after": "1", "relay": "1"}]
+    # the relayed run waits in turn; the next relay is its own, once
+    p = plan(fleet.path, start=True, mode="dispatched", wait=True, after=1, relay=1, now=now, sleep=sleep, by="run 3")
+    assert p["relay"] == {"after": 1, "relay": 2}
+    stopped = CliRunner().invoke(cli, ["dispatch", "-C", str(fleet.path), "--after", "1", "--relay", "2"],
+                                 env={**job_env(api), "FLEET_STOP": "1"})
+    assert stopped.exit_code == 3 and "the stop switch is on" in stopped.output
+    assert len(api.dispatches) == 2
+    # the fourth run finds its tick due within what a job may wait, and starts it
+    p = plan(fleet.path, start=True, mode="dispatched", wait=True, after=1, relay=2, now=now, sleep=sleep, by="run 4")
+    assert p["due"] and p["tick"] == 2 and p["relay"] is None and p["start"]["by"] == "run 4"
+    assert now() >= (T0 // 86400 + 1) * 86400  # not before the next day's slot

@@ -156,7 +156,8 @@ def merge(
                     f"(`fleet merge --tick {nxt}` merges them now)")
         sources = repo.sources()
         max_bytes = base.config.limits.max_delta_bytes
-        arrivals = repo.arrivals(sources, max_bytes)
+        signed = base.config.allowed_signers
+        arrivals = repo.arrivals(sources, max_bytes, (signed, repo.git.show(head, signed)) if signed else None)
         files = [f for folder in inbox for f in inbox_arrivals(folder, max_bytes, repo.path)]
         arrivals += [a for a, _ in files]
         if not arrivals and not allow_empty and not decided and not base.under("state/resolutions"):

@@ -26,6 +26,7 @@ from fleet.repo import FleetRepo
 from fleet.spend import spending, utc
 
 MODES = {"schedule": "schedule", "hand": "by hand", "dispatched": "dispatched"}
+RELAY_MIN = 60  # a run with less than this left to wait relays at once rather than wait a moment more
 
 
 def _say(line: str) -> None:
@@ -36,7 +37,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
          agents: list[str] | None = None, hand_out: bool = False, start: bool = False, mode: str = "schedule",
          wait: bool = False, stopped: str | None = None, now: Callable[[], float] = time.time,
          sleep: Callable[[float], None] = time.sleep, say: Callable[[str], None] = _say,
-         by: str | None = None, after: int | None = None) -> dict[str, Any]:
+         by: str | None = None, after: int | None = None, relay: int = 0) -> dict[str, Any]:
     """The next tick's plan, and whether it is due now.
 
     ``mode``: ``schedule`` (a run that found its way here by itself: the pace
@@ -48,13 +49,21 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     dispatched run then starts nothing). ``by``: who starts it (default: this
     GitHub Actions run, or this machine and process). ``after``: the tick whose
     merge dispatched this run, which is for the tick after it and no other:
-    once another run started that one, this run starts nothing. Writes
-    nothing when the tick is not due."""
+    once another run started that one, this run starts nothing. ``relay``:
+    how many runs of this chain waited before this one (``fleet.dispatch``).
+
+    A dispatched run waits at most as long as a job may (``MAX_WAIT``); a tick
+    due later than that (a pace of a day, say) is reached by relays: the run
+    waits all it may, records a relay on fleet/clock (compare-and-swap, so one
+    run of a chain relays once) and answers ``"relay"``, for the workflow's
+    relay job to dispatch the next run, which waits in turn. Writes nothing
+    but that record when the tick is not due."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r}: one of {', '.join(MODES)}")
     repo = FleetRepo(path, remote)
     waited = 0.0
     me = by or runner()
+    relay_now = False
     while True:
         repo.fetch()  # main, worker branches and fleet/clock: the one moment state changes here
         head = repo.main()
@@ -77,14 +86,32 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
                               f"by another run (main is at tick {snap.tick}); that run's merge passes the chain on")
         if wait and not due.due and due.reason == "paced-out" and due.next_due is not None and cfg.run.every:
             pause = due.next_due - at + 0.05
-            limit = min(cfg.run.every, MAX_WAIT)
-            if waited + pause <= limit + 1:
+            room = MAX_WAIT - waited
+            if pause <= room + 1:
                 say(f"{due.why}; waiting {format_duration(pause)} for it")
                 sleep(pause)
                 waited += pause
                 continue
-            due.why += f" (more than the {format_duration(limit)} a dispatched run waits)"
+            if room >= RELAY_MIN:  # wait all a job may, then look again: the chain is passed on only when it must be
+                say(f"{due.why}; waiting {format_duration(room)}, as long as a job may, then passing the chain on")
+                sleep(room)
+                waited += room
+                continue
+            relay_now = True
         break
+    relayed: dict[str, Any] | None = None
+    if relay_now:
+        chain = after if after is not None else snap.tick
+        if not start:
+            due.why += (f"; it is more than {format_duration(MAX_WAIT)} away, as long as a job may wait "
+                        "(a dry run passes no chain on)")
+        elif Clock(repo).relay(chain, relay + 1, at, me):
+            relayed = {"after": chain, "relay": relay + 1}
+            due.why += (f"; it is more than {format_duration(MAX_WAIT)} away, as long as a job may wait, so this "
+                        f"run passes the chain on (relay {relay + 1} after tick {chain})")
+        else:
+            due.why += ("; it is more than a job may wait, and another run of this chain passed the chain on "
+                        "(or a tick was merged meanwhile): this run ends here")
     started = None
     if due.due and start:
         won, record = Clock(repo).start(tick, at, cfg, me, MODES[mode])
@@ -116,6 +143,7 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         "mode": MODES[mode],
         "waited_seconds": round(waited, 3),
         "start": started,
+        "relay": relayed,
         "budgets": spent.to_json(),
     }
 
@@ -157,13 +185,17 @@ def _summary(p: dict[str, Any]) -> None:
               help="Ticks the chain this run starts runs, this one included (the workflow's ticks input, which the "
                    "merge passes on); checked here, so that a bad value stops the run before any work.")
 @click.option("--wait", is_flag=True,
-              help="A run the last tick dispatched: wait until the tick is due (at most run.every, saying why), and "
+              help="A run the last tick dispatched: wait until the tick is due (saying why; a tick further away than "
+                   "a job may wait is passed on to a new run: see --relay), and "
                    "start nothing if the stop switch (FLEET_STOP, run.self_dispatch false) is on.")
 @click.option("--after", type=click.IntRange(0), default=None, metavar="N",
               help="With --wait: the tick whose merge dispatched this run; it starts tick N+1 or nothing.")
+@click.option("--relay", type=click.IntRange(0), default=0, metavar="N",
+              help="With --wait: how many runs of this chain already waited as long as a job may (the workflow's "
+                   "relay input); a tick still further away than that is passed on to run N+1.")
 def plan_command(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
                  matrix_only: bool, hand_out: bool, start: bool, by_hand: bool, ticks: int | None, wait: bool,
-                 after: int | None) -> None:
+                 after: int | None, relay: int) -> None:
     """The workers and agents of the next tick, as JSON for a workflow's fromJSON.
 
     Says whether the tick is due (run.every, budgets.day and budgets.month, a
@@ -173,10 +205,12 @@ def plan_command(directory: Path, as_json: bool, remote: str | None, workers: in
         raise UsageError("--now and --wait: a run is started by hand or dispatched, not both")
     if after is not None and not wait:
         raise UsageError("--after names the tick that dispatched this run: it goes with --wait")
+    if relay and not wait:
+        raise UsageError("--relay counts the runs of a dispatched chain: it goes with --wait")
     mode = "hand" if by_hand else "dispatched" if wait else "schedule"
     try:
         p = plan(directory, workers=workers, remote=remote, agents=split(agents), hand_out=hand_out, start=start,
-                 mode=mode, wait=wait, stopped=stop_switch() if wait else None, after=after)
+                 mode=mode, wait=wait, stopped=stop_switch() if wait else None, after=after, relay=relay)
     except UnknownAgents as e:
         raise UsageError(f"--agents: {e}") from None
     p["ticks"] = ticks

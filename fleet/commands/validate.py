@@ -6,7 +6,9 @@ reports every problem, one line each, naming the file and the rule.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,37 +31,56 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
+@dataclass(frozen=True)
+class _File:
+    rel: str  # its path in the fleet (outside it, as given)
+    path: str
+    link: bool  # known from the directory read: a link is reported, never followed
+
+
 def validate(root: Path, target: Path | None = None) -> tuple[int, list[Problem]]:
     """(files checked, problems) for the fleet at ``root``, or only ``target``."""
+    root = root.resolve()
     cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
     if cfg is None:
         raise FleetError(f"{root / CONFIG_PATH}: missing; is this a fleet repository?")
     if target is None:
-        files = sorted(p for p in (root / "state").rglob("*") if p.is_file())
-        files += sorted(p for p in (root / "schemas").glob("*.json") if p.is_file())
-        deltas = root / "deltas"
-        if deltas.is_dir():
-            files += sorted(p for p in deltas.rglob("*.json"))
+        files = _walk(root, "state", lambda parts: True)
+        files += _walk(root, "schemas", lambda parts: len(parts) == 2 and parts[1].endswith(".json"))
+        files += _walk(root, "deltas", lambda parts: parts[-1].endswith(".json"))
     else:
         target = _resolve(root, target)
         if not target.exists():
             raise FleetError(f"{target}: no such file or directory")
-        files = _walk(root, target) if target.is_dir() else [target]
+        if target.is_dir():
+            files = _walk_target(root, target)
+        else:
+            files = [_File(_rel(root, target), str(target), False)]
     problems: list[Problem] = []
+    schema_files: dict[str, bytes | None] = {}  # the world's schemas, read once, not once per document
+
+    def read(rel: str) -> bytes | None:
+        if rel not in schema_files:
+            schema_files[rel] = _read_disk(root, rel)
+        return schema_files[rel]
+
     for f in files:
-        rel = _rel(root, f)
-        problem = check_file(cfg, rel, f.read_bytes(), lambda p: _read_disk(root, p))
+        if f.link:
+            problems.append(Problem(f.rel, "a symbolic link: fleet reads files, never where a link points"))
+            continue
+        with open(f.path, "rb") as fh:
+            data = fh.read()
+        problem = check_file(cfg, f.rel, data, read)
         if problem:
-            problems.append(Problem(rel, problem))
-    rels = [_rel(root, f) for f in files]
-    if target is None or touches_world(rels):  # the world's tools and prompt, checked together
+            problems.append(Problem(f.rel, problem))
+    if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
     return len(files), problems
 
 
 def _rel(root: Path, f: Path) -> str:
     try:
-        return f.resolve().relative_to(root.resolve()).as_posix()
+        return f.relative_to(root).as_posix()
     except ValueError:
         return str(f)
 
@@ -78,27 +99,54 @@ def _resolve(root: Path, target: Path) -> Path:
     return (base / target).resolve()
 
 
-def _walk(root: Path, folder: Path) -> list[Path]:
-    """The files under ``folder`` that validate checks: in the fleet, state/,
-    schemas/*.json and delta files; outside it (an inbox), every JSON file.
-    Hidden folders (.git, .github) are never entered."""
-    top = root.resolve()
-    out = []
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
+def _files(folder: Path, hidden: bool = False) -> list[tuple[tuple[str, ...], str, bool]]:
+    """Every file under ``folder`` as (parts below ``folder``, path, is a link), in
+    sorted order, and every link as a file (never followed, a link to a folder
+    included, so that it is reported); hidden folders (.git, .github) are entered
+    only with ``hidden``. One directory read per folder: no stat and no path
+    resolution per file."""
+    out: list[tuple[tuple[str, ...], str, bool]] = []
+    todo: list[tuple[tuple[str, ...], str]] = [((), str(folder))]
+    while todo:
+        below, here = todo.pop()
         try:
-            rel = p.resolve().relative_to(top).parts
-        except ValueError:
-            if p.suffix == ".json" and not any(x.startswith(".") for x in p.relative_to(folder).parts):
-                out.append(p)
+            entries = list(os.scandir(here))
+        except (FileNotFoundError, NotADirectoryError):
             continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                if hidden or not e.name.startswith("."):
+                    todo.append(((*below, e.name), e.path))
+            else:
+                out.append(((*below, e.name), e.path, e.is_symlink()))
+    out.sort()
+    return out
+
+
+def _walk(root: Path, top: str, keep: Callable[[tuple[str, ...]], bool]) -> list[_File]:
+    """The files of the fleet's ``top`` folder that ``keep`` takes (given their parts
+    from the fleet's root)."""
+    return [_File("/".join((top, *parts)), path, link) for parts, path, link in _files(root / top, top == "state")
+            if keep((top, *parts))]
+
+
+def _walk_target(root: Path, folder: Path) -> list[_File]:
+    """The files under ``folder`` that validate checks: in the fleet, state/,
+    schemas/*.json and delta files; outside it (an inbox), every JSON file."""
+    try:
+        prefix = folder.relative_to(root).parts
+    except ValueError:
+        return [_File(path, path, link) for parts, path, link in _files(folder) if parts[-1].endswith(".json")]
+    out = []
+    for parts, path, link in _files(folder):
+        rel = (*prefix, *parts)
         if any(x.startswith(".") for x in rel):
             continue
-        if rel[0] == "state" or (rel[0] == "schemas" and len(rel) == 2 and p.suffix == ".json") or (
-            "deltas" in rel[:-1] and p.suffix == ".json"
+        json_file = rel[-1].endswith(".json")
+        if rel[0] == "state" or (rel[0] == "schemas" and len(rel) == 2 and json_file) or (
+            "deltas" in rel[:-1] and json_file
         ):
-            out.append(p)
+            out.append(_File("/".join(rel), path, link))
     return out
 
 

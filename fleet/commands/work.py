@@ -22,10 +22,11 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, keys, summary, tick_tasks
+from fleet import canonical, faults, keys, signing, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
+from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, toplevel
@@ -96,6 +97,8 @@ def work(
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
+        # a fleet that wants signed branches: know the key before any turn spends a token
+        key = signing.signing_key(Git(root), CONFIG_PATH) if cfg.allowed_signers and outbox is None else None
         held = _held_tasks(ws, url, cfg, agents)
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
@@ -114,6 +117,8 @@ def work(
                 shutil.copyfile(wt / file_path(body), dest)
         else:
             sha = ws.commit(main, nxt)
+            if key is not None:
+                sha = signing.sign(ws.cache, sha, key)
             faults.point("work.after-commit")
             _push(ws.cache, url, sha, branch)
             pushed = True

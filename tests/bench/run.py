@@ -38,6 +38,12 @@ BENCHMARKS: dict[str, str] = {
     "streams": "500 agent turns on the Anthropic SDK against a local Messages API with 1 s latency, "
                "CPU per turn against bare SDK calls at the same concurrency",
     "cache-prefix": "share of each prompt's tokens read from the cache from the second agent of a tick on",
+    "bigworld": "a world the size of Rappterbook's (138 agents, 11,434 posts, 52,842 comments, tick 488): "
+                "fleet validate against orjson + jsonschema-rs, a fresh worker against its shallow checkout",
+    "scale": "a tick of 256 workers x 40 agents in coalesced mode over git daemon: pushes per tick, the merge and "
+             "the whole coordination time against raw git",
+    "growth": "1,000 ticks of one fleet: main's tree, a shallow clone and replay per tick at tick 1,000 against "
+              "tick 100, with the repository's size",
     "claim": "fleet task claim, one claimer and 16 at once over git daemon, against a one-file queue "
              "claimed by fetch/reset/commit/push (seed 001); then claims per second at 1, 4 and 16 "
              "claimers on 1,000 tasks against the ceiling of serialised compare-and-swap pushes",

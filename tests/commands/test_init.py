@@ -202,7 +202,7 @@ def test_init_with_the_tickets_example_has_its_world_and_fleets_schemas_only(tmp
     assert json.loads(r.output)["example"] == "tickets"
     files = git(d, "ls-tree", "-r", "--name-only", "main").split()
     schemas = sorted(f.removeprefix("schemas/") for f in files if f.startswith("schemas/"))
-    protocol = ["clock", "config", "conflict", "delta", "fleet", "prompt", "resolution", "task", "tools", "worker"]
+    protocol = ["clock", "config", "conflict", "delta", "fleet", "prompt", "relay", "resolution", "task", "tools", "worker"]
     world = ["comment", "person", "review", "ticket"]
     assert schemas == sorted(f"{n}.schema.json" for n in protocol + world)
     assert "state/tools.json" in files and "state/prompt.json" in files

@@ -231,3 +231,28 @@ def test_stray_files_and_resolutions(fleet: Fleet) -> None:
     res.write_text('{"conflict": "c-0123456789abcdef"}\n')
     r = run(fleet, "validate", code=1)
     assert "state/resolutions/c-0123456789abcdef.json: " in r.output and "schemas/resolution.schema.json" in r.output
+
+
+@pytest.mark.parametrize("where", ["state/posts/link.json", "state/linked", "state/.hidden/x.json"])
+def test_links_and_hidden_folders_in_state_are_reported_never_followed(fleet: Fleet, tmp_path: Path,
+                                                                       where: str) -> None:
+    """A link in state/ (to a file or a folder, inside the fleet or out of it) is named,
+    and what it points to is never read; a hidden folder in state/ is not skipped."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"id": "secret"}\n')
+    p = fleet.path / where
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if where.endswith("link.json"):
+        os.symlink(outside / "secret.json", p)
+    elif where.endswith("linked"):
+        os.symlink(outside, p)
+    else:
+        p.write_text('{"id": "x"}\n')
+    r = run(fleet, "validate", code=1)
+    [line] = problems(r)
+    assert line.startswith(f"{where}: ") and "secret" not in line
+    if ".hidden" in where:
+        assert "is not a collection" in line
+    else:
+        assert "a symbolic link" in line

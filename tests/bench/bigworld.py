@@ -1,0 +1,202 @@
+"""bigworld: a world the size of Rappterbook's, the largest deployment in the seeds.
+
+138 agents, 11,434 posts, 52,842 comments, 20,000 reactions and 1,500 follows
+at tick 488 (about 86,000 files, the size at which the defects were found), in
+the example world's schemas with its big collections sharded. Each line
+measures fleet against a floor in the same run:
+
+- ``bigworld-validate``: ``fleet validate`` on the checkout, against a plain
+  read, parse (orjson) and jsonschema-rs check of the same files, one
+  validator per schema compiled once, in a process of its own as well.
+- ``bigworld-worker``: a fresh worker (``fleet work`` in a new shallow
+  checkout, as a runner has, on the offline provider) against the
+  checkout alone (``git clone --depth 1``), over ``git daemon``; the objects
+  each downloaded are reported beside.
+
+``--small`` builds a tenth of the world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchlib import Stopwatch, git, log, median, result, workdir
+from tick_overhead import Daemon
+
+from fleet import canonical
+from fleet.commands.init import init
+from fleet.git import Git
+
+DEFAULT_REPEAT = 3
+SMALL_REPEAT = 1
+SIZES = {"agents": 138, "posts": 11_434, "comments": 52_842, "reactions": 20_000, "follows": 1_500}
+TICK = 488
+KINDS = ("like", "insight", "disagree", "laugh")
+WORDS = ("git", "merge", "agent", "fleet", "tick", "delta", "schema", "world", "queue", "lease", "fence",
+         "prompt", "model", "cache", "clock", "budget", "review", "test", "ship", "idea")
+
+FLOOR = r"""
+import json, sys, time
+from pathlib import Path
+import orjson, jsonschema_rs
+root = Path(sys.argv[1])
+config = orjson.loads((root / "state/config.json").read_bytes())
+validators = {}
+for name, coll in config["collections"].items():
+    validators[name] = jsonschema_rs.validator_for(orjson.loads((root / "schemas" / coll["schema"]).read_bytes()))
+bad = n = 0
+for p in (root / "state").rglob("*.json"):
+    rel = p.relative_to(root).parts
+    doc = orjson.loads(p.read_bytes())
+    n += 1
+    if len(rel) >= 3 and rel[1] in validators and not validators[rel[1]].is_valid(doc):
+        bad += 1
+for p in (root / "schemas").glob("*.json"):
+    jsonschema_rs.validator_for(orjson.loads(p.read_bytes()))
+    n += 1
+print(json.dumps({"checked": n, "bad": bad}))
+"""
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def generate(scale: float, seed: int = 488) -> dict[str, dict[str, Any]]:
+    """Every document of the world, by collection and id."""
+    rng = random.Random(seed)
+    n = {k: max(1, int(v * scale)) for k, v in SIZES.items()}
+    agents = [f"a{i:03d}" for i in range(n["agents"])]
+    out: dict[str, dict[str, Any]] = {c: {} for c in ("agents", "posts", "comments", "reactions", "follows")}
+    for a in agents:
+        out["agents"][a] = {"id": a, "name": f"Agent {a}", "persona": _text(rng, 30), "bio": _text(rng, 12),
+                            "interests": sorted(set(rng.sample(WORDS, 3))), "karma": rng.randrange(500),
+                            "post_count": 0,
+                            "memory": [{"id": f"m{k}", "tick": k, "text": _text(rng, 10)} for k in range(rng.randrange(6))]}
+    posts = [f"p{i:05d}" for i in range(n["posts"])]
+    for p in posts:
+        author = rng.choice(agents)
+        out["agents"][author]["post_count"] += 1
+        out["posts"][p] = {"id": p, "channel": rng.choice(("general", "ideas")), "author": author,
+                           "title": _text(rng, 6), "body": _text(rng, rng.randrange(20, 120)),
+                           "tick": rng.randrange(1, TICK), "score": rng.randrange(-5, 50), "comment_count": 0,
+                           "tags": sorted(set(rng.sample(WORDS, rng.randrange(4))))}
+    for i in range(n["comments"]):
+        post = rng.choice(posts)
+        out["posts"][post]["comment_count"] += 1
+        c = f"c{i:06d}"
+        out["comments"][c] = {"id": c, "post": post, "author": rng.choice(agents), "body": _text(rng, rng.randrange(5, 60)),
+                              "tick": rng.randrange(1, TICK)}
+    for i in range(n["reactions"]):
+        r = f"r{i:06d}"
+        out["reactions"][r] = {"id": r, "post": rng.choice(posts), "agent": rng.choice(agents), "kind": rng.choice(KINDS),
+                               "tick": rng.randrange(1, TICK)}
+    for i in range(n["follows"]):
+        f = f"f{i:05d}"
+        a, b = rng.sample(agents, 2)
+        out["follows"][f] = {"id": f, "follower": a, "followee": b, "tick": rng.randrange(1, TICK)}
+    return out
+
+
+def build(root: Path, scale: float) -> tuple[Path, int]:
+    """A fleet repository at tick 488 with the world on main and checked out; (path, files)."""
+    repo = root / "fleet"
+    init(repo)
+    g = Git(repo)
+    config = json.loads((repo / "state" / "config.json").read_text())
+    for big in ("posts", "comments", "reactions"):
+        config["collections"][big]["shard"] = 2  # 256 folders: none nears GitHub's 3,000 entries
+    world = generate(scale)
+    config["agents"] = {a: {"priority": 0} for a in world["agents"]}
+    fleet_doc = json.loads((repo / "state" / "fleet.json").read_text())
+    fleet_doc["tick"] = TICK
+    writes: dict[str, bytes] = {"state/config.json": canonical.dumps(config), "state/fleet.json": canonical.dumps(fleet_doc)}
+    deletes = [f"state/agents/{p.name}" for p in (repo / "state" / "agents").glob("*.json")]
+    deletes += [str(p.relative_to(repo)) for c in ("posts", "comments", "reactions", "follows")
+                for p in (repo / "state" / c).rglob("*.json")]
+    from fleet.config import parse as parse_config
+
+    cfg = parse_config(canonical.dumps(config))
+    for coll, docs in world.items():
+        for doc_id, doc in docs.items():
+            writes[cfg.collections[coll].doc_path(doc_id)] = canonical.dumps(doc)
+    head = g.rev_parse("HEAD")
+    commit = g.write_commit(head, f"a world the size of Rappterbook's, at tick {TICK}\n", writes, deletes)
+    g.run("update-ref", "refs/heads/main", commit)
+    g.run("reset", "--quiet", "--hard", "main")
+    files = int(g.text("ls-tree", "-r", "--name-only", "main", "state").count("\n")) + 1
+    return repo, files
+
+
+def _timed(sw: Stopwatch, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    with sw:
+        p = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if p.returncode not in (0,):
+        raise SystemExit(f"bigworld: {' '.join(args[:4])} exited {p.returncode}: {p.stderr[-2000:]}")
+    return p
+
+
+def _received(gitdir: Path, skip: set[str]) -> int:
+    """Objects a repository received: loose, or in packs not in ``skip``."""
+    n = 0
+    for idx in (gitdir / "objects" / "pack").glob("pack-*.idx"):
+        if idx.stem not in skip:
+            with idx.open("rb") as f:
+                n += len(subprocess.run(["git", "show-index"], stdin=f, capture_output=True, check=True).stdout.splitlines())
+    loose = subprocess.run(["git", "count-objects", "-v"], cwd=gitdir, capture_output=True, text=True, check=True)
+    return n + int(dict(line.split(": ") for line in loose.stdout.splitlines())["count"])
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    scale = 0.1 if args.small else 1.0
+    repeat = args.repeat
+    out: list[dict[str, Any]] = []
+    with workdir(args.tmp, "fleet-bigworld-", args.keep) as tmp:
+        log(f"building the world (scale {scale}) in {tmp}")
+        repo, files = build(tmp, scale)
+        log(f"{files} state files at tick {TICK}")
+        # -- validate -------------------------------------------------------------
+        ours, floor = Stopwatch(), Stopwatch()
+        for _ in range(repeat):
+            p = _timed(ours, [sys.executable, "-m", "fleet", "validate", "--json"], repo)
+            checked = json.loads(p.stdout)["checked"]
+            f = _timed(floor, [sys.executable, "-c", FLOOR, str(repo)], repo)
+            assert json.loads(f.stdout)["bad"] == 0
+        out.append(result("bigworld-validate", median(ours.times), median(floor.times), "s", files=checked,
+                          goal=1.5, cpu_ratio=round(median(ours.cpu) / median(floor.cpu), 3)))
+        log(f"validate: {out[-1]}")
+        # -- a fresh worker ------------------------------------------------------------
+        bare = tmp / "origin.git"
+        git(tmp, "clone", "--quiet", "--bare", str(repo), str(bare))
+        daemon = Daemon(tmp)
+        try:
+            url = daemon.url("origin.git")
+            ours, floor = Stopwatch(), Stopwatch()
+            got_ours = got_floor = 0
+            for i in range(repeat):
+                clone = tmp / f"floor{i}"
+                _timed(floor, ["git", "clone", "--quiet", "--depth", "1", "-b", "main", url, str(clone)], tmp)
+                got_floor = _received(clone / ".git", set())
+                runner = tmp / f"runner{i}"
+                git(tmp, "clone", "--quiet", "--depth", "1", "-b", "main", url, str(runner))
+                linked = {p.stem for p in (runner / ".git" / "objects" / "pack").glob("pack-*.idx")}
+                _timed(ours, [sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1", "--remote", url,
+                              "--agents", "a000", "--json", "--provider", "offline"], runner)
+                got_ours = _received(runner / ".git" / "fleet" / "workers" / "w1.git", linked)
+            out.append(result("bigworld-worker", median(ours.times) + median(floor.times), median(floor.times), "s",
+                              files=files, goal=1.5, objects_ours=got_ours + got_floor, objects_floor=got_floor,
+                              detail="ours: the runner's checkout and its fleet work; floor: the checkout alone"))
+            log(f"worker: {out[-1]}")
+        finally:
+            daemon.stop()
+    return out
+
+
+def add_arguments(p: argparse._ArgumentGroup) -> None:
+    pass

@@ -1,0 +1,139 @@
+"""Signed deltas (fleet/signing.py): workers off GitHub sign their branch commits
+with an SSH key; the merge verifies every branch tip against main's allowed
+signers and quarantines, unread, the deltas of a branch whose signer, worker or
+folder do not match. Real keys (ssh-keygen), real signatures, real git."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Fleet, run
+
+from fleet import canonical
+from fleet.commands.merge import merge
+from fleet.commands.work import work
+from fleet.delta import Op
+from fleet.errors import FleetError
+from fleet.git import Git
+from fleet.signing import sign
+
+SIGNERS = "keys/allowed_signers"
+
+
+def keypair(where: Path, name: str) -> tuple[Path, str]:
+    """A new ed25519 key: (private key file, public key line)."""
+    key = where / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key, (where / f"{name}.pub").read_text().strip()
+
+
+def require_signatures(git: Git, allowed: str) -> None:
+    """Main with signing.allowed_signers in config and the file beside it, as a merged PR makes it."""
+    head = git.rev_parse("refs/heads/main")
+    raw = json.loads(git.show(head, "state/config.json"))
+    raw["signing"] = {"allowed_signers": SIGNERS}
+    commit = git.write_commit(head, "require signed worker branches\n",
+                              {"state/config.json": canonical.dumps(raw), SIGNERS: allowed.encode()}, [])
+    git.run("update-ref", "refs/heads/main", commit)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    return {name: keypair(folder, name) for name in ("w1", "w2", "stranger", "nobody")}
+
+
+def test_a_worker_signs_its_branch_and_the_merge_applies_it(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                            keys: dict[str, tuple[Path, str]]) -> None:
+    fleet, bare = origin_fleet
+    require_signatures(Git(bare), f"w1 {keys['w1'][1]}\n")
+    runner = tmp_path / "laptop"
+    subprocess.run(["git", "clone", "--quiet", str(bare), str(runner)], check=True)
+    with pytest.raises(FleetError, match="signing.allowed_signers is set, so worker branches must be signed"):
+        work(runner, worker=1, workers=3, remote=str(bare))  # refused before any turn, nothing pushed
+    assert Git(bare).refs("refs/heads/fleet/") == []
+    subprocess.run(["git", "config", "user.signingkey", str(keys["w1"][0])], cwd=runner, check=True)
+    r = work(runner, worker=1, workers=3, remote=str(bare))
+    assert r.pushed and r.deltas > 0
+    tip = Git(bare).rev_parse(f"refs/heads/{r.branch}")
+    shown = subprocess.run(["git", "-c", f"gpg.ssh.allowedSignersFile={tmp_path / 'a'}", "cat-file", "commit", tip],
+                           cwd=bare, capture_output=True, text=True, check=True).stdout
+    assert "-----BEGIN SSH SIGNATURE-----" in shown
+    m = merge(fleet.path, tick=1)
+    assert m.applied == r.deltas - r.errors and m.quarantined == []
+
+
+def test_the_merge_quarantines_what_is_not_signed_by_the_branchs_worker(origin_fleet: tuple[Fleet, Path],
+                                                                        keys: dict[str, tuple[Path, str]]) -> None:
+    """Four worker branches: unsigned; signed by a key no one allowed; signed by w2's key on
+    w1's branch; and signed by w3's own key with a file in another worker's folder."""
+    fleet, bare = origin_fleet
+    require_signatures(Git(bare), f"w1 {keys['w1'][1]}\nw2 {keys['w2'][1]}\nw3 {keys['stranger'][1]}\n")
+    fleet.git.run("fetch", "--quiet", "origin")
+    fleet.git.run("reset", "--quiet", "--hard", "origin/main")
+    git = fleet.git
+
+    def branch(worker: str, key: Path | None, extra: dict[str, bytes] | None = None) -> None:
+        body = fleet.delta("ada", Op("incr", "agents", "ada", ("karma",), 1), worker=worker, stream=f"s-{worker}")
+        fleet.push(body)
+        ref = f"refs/heads/fleet/t1/{worker}"
+        tip = git.rev_parse(ref)
+        if extra:
+            tip = git.write_commit(tip, "more\n", extra, [])
+        if key is not None:
+            tip = sign(git, tip, str(key))
+        git.run("update-ref", ref, tip)
+        git.run("push", "--quiet", str(bare), f"{ref}:{ref}")
+        git.run("update-ref", "-d", ref)
+
+    branch("w4", None)
+    branch("w5", keys["nobody"][0])
+    branch("w1", keys["w2"][0])
+    sneaky = fleet.delta("basil", Op("incr", "agents", "basil", ("karma",), 5), worker="w2", stream="s9")
+    branch("w3", keys["stranger"][0], {f"deltas/w2/s9/{sneaky['id']}.json": canonical.dumps(sneaky)})
+    m = merge(fleet.path, tick=1)
+    reasons = {q["path"]: q["reason"] for q in m.quarantined}
+    assert m.applied == 1  # w3's own delta, signed by the key allowed for w3
+    assert len(reasons) == 4, reasons
+    by_worker = {p.split("/")[1]: r for p, r in reasons.items() if p.split("/")[1] != "w2"}
+    assert "worker branch fleet/t1/w4: its commit is not signed" in by_worker["w4"]
+    assert "signed by a key that the allowed signers do not name" in by_worker["w5"]
+    assert "signed by w2, but the branch is worker w1's" in by_worker["w1"]
+    [(path, why)] = [(p, r) for p, r in reasons.items() if p.startswith("deltas/w2/")]
+    assert "is not in deltas/w3/, on worker w3's signed branch fleet/t1/w3" in why
+    assert json.loads(Git(bare).show("refs/heads/main", "state/agents/basil.json"))["karma"] == \
+        json.loads(fleet.read("state/agents/basil.json"))["karma"]  # the smuggled increment never applied
+
+
+def test_an_allowed_signers_file_missing_from_main_quarantines_every_branch(origin_fleet: tuple[Fleet, Path],
+                                                                            keys: dict[str, tuple[Path, str]]) -> None:
+    fleet, bare = origin_fleet
+    git = Git(bare)
+    require_signatures(git, f"w1 {keys['w1'][1]}\n")
+    head = git.rev_parse("refs/heads/main")
+    git.run("update-ref", "refs/heads/main", git.write_commit(head, "oops\n", {}, [SIGNERS]))
+    fleet.git.run("fetch", "--quiet", "origin")
+    fleet.git.run("reset", "--quiet", "--hard", "origin/main")
+    fleet.push(fleet.delta("ada", Op("incr", "agents", "ada", ("karma",), 1)))
+    fleet.git.run("push", "--quiet", str(bare), "refs/heads/fleet/t1/w1:refs/heads/fleet/t1/w1")
+    fleet.git.run("update-ref", "-d", "refs/heads/fleet/t1/w1")
+    m = merge(fleet.path, tick=1)
+    [q] = m.quarantined
+    assert f"signing.allowed_signers names {SIGNERS}, which main does not have" in q["reason"]
+
+
+def test_inbox_deltas_are_the_runs_own_and_need_no_signature(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                             keys: dict[str, tuple[Path, str]]) -> None:
+    fleet, bare = origin_fleet
+    require_signatures(Git(bare), f"w1 {keys['w1'][1]}\n")
+    runner = tmp_path / "runner"
+    subprocess.run(["git", "clone", "--quiet", str(bare), str(runner)], check=True)
+    outbox = tmp_path / "outbox"
+    r = work(runner, worker=1, workers=3, remote=str(bare), outbox=outbox)  # no key: the matrix hands files over
+    m = merge(runner, tick=1, inbox=(outbox,), remote=str(bare))
+    assert m.applied == r.deltas - r.errors and m.quarantined == []
+    assert run(Fleet(runner), "validate").exit_code == 0
