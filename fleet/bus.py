@@ -221,7 +221,9 @@ class _Branch(BranchStore):
     def fetch(self, main: bool = True) -> None:
         self.bus.fetch_branches([self.branch])
 
-    def publish(self, new: str, old: str | None) -> bool:
+    push_first = False  # the bus may live on another remote than main: no lease on main in its pushes
+
+    def publish(self, new: str, old: str | None, *, main: str | None = None) -> bool:
         won = super().publish(new, old)
         self.pushed = new if won else None  # what the caller reports, without asking git again
         return won

@@ -411,7 +411,11 @@ class Git:
             # "=": the remote had the ref at our new value already, whatever the lease said (git
             # checks no lease for a ref it need not move). Another writer made the same commit
             # first (a merge is deterministic: the same deltas in the same second): it won, not us.
-            if any(line.startswith("=\t") for line in out.decode(errors="replace").splitlines()):
+            # A ref pushed at its own old value is a lease that moves nothing (an atomic push's
+            # check that main is still where it was): its "=" is the lease holding, not a loss.
+            moving = {u.ref for u in updates if u.new != u.old}
+            if any(line.startswith("=\t") and line.split("\t")[1].rpartition(":")[2] in moving
+                   for line in out.decode(errors="replace").splitlines()):
                 return PushResult("lost", "the remote had this commit already: another writer published it")
             return PushResult("won")
         text = (out + err).decode(errors="replace")

@@ -40,6 +40,15 @@ from fleet.git import RefUpdate, common_dir, git_reason
 from fleet.repo import TRACKING, FleetRepo
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
+# A change made less than this long (seconds) after one this process landed on the
+# same branch fetches first rather than push first (see BranchStore.change).
+PUSH_FIRST_AFTER = 1.0
+# A holder's change (complete, renew, fail, release: ``priority``) that lost a race says so on
+# the remote, with a branch <branch>-waiting/<id> pointing at the commit it tries to land; other
+# changes yield while one younger than this (seconds, by that commit's time) is there.
+WAITING_TTL = 30.0
+PRIORITY_PATIENCE = 600.0  # seconds a priority change keeps trying (others: the caller's patience, 120 s)
+_landed: dict[tuple[str, str], float] = {}  # (clone, branch) -> when this process last landed a change there
 CACHE_FORMAT = 2
 
 
@@ -95,6 +104,10 @@ def _cache_version(kinds: tuple[Kind, ...]) -> str:
 class BranchStore:
     """The records on one branch of a fleet repository and its remote."""
 
+    # Decide on the view last seen and lease main in the push (see change). A store whose
+    # branch lives on another remote than main (the message bus) cannot lease main there.
+    push_first = True
+
     def __init__(self, repo: FleetRepo, branch: str, kinds: Sequence[Kind], *, what: str, cache: str,
                  fault: str) -> None:
         """``what`` names the store in messages ("task queue"); ``cache`` names its
@@ -115,6 +128,11 @@ class BranchStore:
         """Where this clone keeps the branch as last fetched (or the branch itself, with no remote)."""
         return TRACKING + self.branch if self.repo.remote else f"refs/heads/{self.branch}"
 
+    @property
+    def waiting(self) -> str:
+        """Where this clone keeps, as last fetched, the waiting marks of holders that lost a race."""
+        return f"{TRACKING}{self.branch}-waiting/"
+
     # -- synchronising -----------------------------------------------------
     def fetch(self, main: bool = True) -> None:
         """Fetch the branch (and main, for the config): the moment state changes here.
@@ -127,7 +145,9 @@ class BranchStore:
             return
         own = f"+refs/heads/{self.branch}:{self.ref}"
         specs = [f"+refs/heads/main:{TRACKING}main", own] if main else [own]
-        err = self.git.fetch_refs(remote, *specs)
+        # the waiting marks come with every fetch (a glob: none is no error), and go when they go
+        waiting = f"+refs/heads/{self.branch}-waiting/*:{self.waiting}*"
+        err = self.git.fetch_refs(remote, *specs, waiting, prune=True)
         if err is not None and "couldn't find remote ref" in err and self.branch in err:  # nothing was ever written
             self.git.proc("update-ref", "-d", self.ref)
             err = self.git.fetch_refs(remote, specs[0]) if main else None
@@ -201,9 +221,11 @@ class BranchStore:
             pass  # a cache that cannot be written costs speed, never correctness
 
     # -- changing ----------------------------------------------------------
-    def publish(self, new: str, old: str | None) -> bool:
+    def publish(self, new: str, old: str | None, *, main: str | None = None) -> bool:
         """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile
-        (and drop this process's scratch ref in the same ref update)."""
+        (and drop this process's scratch ref in the same ref update). With
+        ``main``, only if the remote's main is still that commit too: an atomic
+        push whose lease on main moves nothing (git sends no update for it)."""
         remote = self.repo.remote
         scratch = f"delete {self.git.scratch_ref()}\n"
         if not remote:
@@ -211,7 +233,10 @@ class BranchStore:
             won = self.git.proc("update-ref", "--stdin", input=lines.encode()).returncode == 0
             self._scratch = not won
             return won
-        result = self.git.push(remote, [RefUpdate(f"refs/heads/{self.branch}", new, old)],
+        updates = [RefUpdate(f"refs/heads/{self.branch}", new, old)]
+        if main is not None:
+            updates.append(RefUpdate("refs/heads/main", main, main))
+        result = self.git.push(remote, updates, atomic=main is not None,
                                while_running=lambda: faults.point(f"{self.fault}.during-push"))
         if result.outcome == "won":
             self.git.proc("update-ref", "--stdin", input=f"update {self.ref} {new}\n{scratch}".encode())
@@ -219,37 +244,160 @@ class BranchStore:
             return True
         if result.outcome == "lost":
             return False
+        if main is not None and "--atomic" in result.reason:  # a server without atomic pushes: fetch instead
+            return False
         raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
                          f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
 
+    def _view(self) -> tuple[str | None, str | None, int]:
+        """As last fetched, in one git process: the branch's tip, main's, and how
+        many holders wait to land a change (their marks younger than WAITING_TTL)."""
+        out = self.git.text("for-each-ref", "--format=%(refname) %(objectname) %(committerdate:unix)",
+                            self.repo.main_ref, self.ref, self.waiting)
+        tips, waiting, young = {}, 0, time.time() - WAITING_TTL
+        for line in out.splitlines():
+            name, sha, when = line.split(" ")
+            if name.startswith(self.waiting):
+                waiting += int(when or 0) >= young
+            else:
+                tips[name] = sha
+        return tips.get(self.ref), tips.get(self.repo.main_ref), waiting
+
+    def _fetched_view(self, main: bool = True) -> tuple[str | None, str, int]:
+        """Fetch (main too, or not), then ``_view`` (main() says why main is missing)."""
+        self.fetch(main=main)
+        tip, main_tip, waiting = self._view()
+        return tip, main_tip or self.repo.main(), waiting
+
+    def _mark_waiting(self, mark: tuple[str, str | None, float] | None, new: str) -> tuple[str, str | None, float] | None:
+        """Say on the remote that this change waits to land ``new`` (a branch
+        <branch>-waiting/<id> at it), or say it again when the mark is half its
+        WAITING_TTL old. Best effort: a remote that refuses the mark leaves the change
+        racing as any other. ``mark``: (ref, the commit it is at, when it was set)."""
+        if mark is not None and time.monotonic() - mark[2] < WAITING_TTL / 2:
+            return mark
+        remote = self.repo.remote
+        assert remote
+        ref = mark[0] if mark else f"refs/heads/{self.branch}-waiting/{os.urandom(6).hex()}"
+        result = self.git.push(remote, [RefUpdate(ref, new, mark[1] if mark else None)])
+        if result.outcome == "won":
+            return ref, new, time.monotonic()
+        return mark
+
+    def _unmark(self, mark: tuple[str, str | None, float] | None) -> None:
+        """Take a waiting mark back, and with it those this clone last fetched that
+        are older than WAITING_TTL (their holders died: everyone ignores them, and
+        this clears them away). Best effort, one push; each ref on its own."""
+        if mark is None or mark[1] is None or not self.repo.remote:
+            return
+        drop = [RefUpdate(mark[0], None, mark[1])]
+        out = self.git.proc("for-each-ref", "--format=%(refname) %(objectname) %(committerdate:unix)",
+                            self.waiting).stdout.decode()
+        old = time.time() - WAITING_TTL
+        for line in out.splitlines():
+            name, sha, when = line.split(" ")
+            ref = f"refs/heads/{self.branch}-waiting/{name[len(self.waiting):]}"
+            if int(when or 0) < old and ref != mark[0]:
+                drop.append(RefUpdate(ref, None, sha))
+        try:
+            self.git.push(self.repo.remote, drop)
+        except FleetError:
+            pass
+
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
-               dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
-        """Fetch, decide, commit, push; on a lost race, re-read and decide again.
+               dry_run: bool = False, patience: float | None = None, fetched: bool = False,
+               priority: bool = False) -> tuple[Change, bool]:
+        """Decide, commit, push; on a lost race, fetch, re-read and decide again.
 
         ``decide`` sees a fresh read each round, so a writer that lost decides
         on what won. Returns the change and whether anything was pushed.
-        The first round costs one fetch, one ls-tree, one cat-file (the record
-        files and the config together), one fast-import, one push and one
-        ref update: a change must stay cheap when many writers race.
+
+        Push first: when this clone has seen main and the branch before, the
+        first round decides on them as last seen, without a fetch, and its
+        push checks both (the branch's tip, and an atomic lease on main that
+        moves nothing). If either has moved, git refuses the push before any
+        object is sent, and the change is decided again after a fetch. Only a
+        push that lands is taken from a view not fetched: any other answer
+        (nothing to do, an error, no commit) is decided again on a fetch. A
+        claimer whose own last change is still the tip so claims with one
+        push and no fetch; one whose view is old pays a refused push.
+        Push first serves a change made after a pause (a command, an
+        agent's complete after its work), not a loop: a process that landed a
+        change on this branch less than PUSH_FIRST_AFTER ago fetches first.
+        Otherwise a writer changing back to back would keep winning, its
+        round a fetch shorter than everyone else's, and starve the others
+        (measured: one of five claimers did 114 of 120 tasks, two did none).
+
+        Priority: a holder's change (``priority``: complete, renew, fail,
+        release) must not lose every race to claimers for its patience. When
+        one loses a race on a fetched view, it sets a waiting mark on the remote (a branch
+        ``<branch>-waiting/<id>`` at the commit it tries to land) and retries
+        with no backoff; every change without priority that sees a mark
+        younger than WAITING_TTL in its fetch yields (pushes nothing, waits a
+        little, fetches again) until the mark is gone. So once a mark is up,
+        each other writer lands at most the one change it decided before it
+        could see it before the holder lands. The mark goes when the
+        change has landed (or given up); a holder killed meanwhile leaves
+        one that everyone ignores once it is WAITING_TTL old. A priority
+        change's patience is PRIORITY_PATIENCE.
+
+        A round costs one fetch, one ls-tree, one cat-file (the record files
+        and the config together), one fast-import, one push and one ref
+        update: a change must stay cheap when many writers race.
         ``fetched``: the caller has just fetched main and the branch.
         """
-        if not fetched:
-            self.fetch(main=True)
-        tips = self.git.ref_tips(self.repo.main_ref, self.ref)
-        main = tips.get(self.repo.main_ref) or self.repo.main()  # main() says why it is missing
+        if patience is None:
+            patience = PRIORITY_PATIENCE if priority else 120.0
+        landed_key = (str(self.git.path), self.branch)
+        paused = time.monotonic() - _landed.get(landed_key, -PUSH_FIRST_AFTER) >= PUSH_FIRST_AFTER
+        remote = self.repo.remote
+        tip: str | None
+        main: str | None
+        if fetched or dry_run or not remote or not paused or not self.push_first:
+            unfetched = False
+        else:
+            tip, main, waiting = self._view()
+            # the first round decides on the view this clone last saw (if it saw one, and no holder waited)
+            unfetched = tip is not None and main is not None and (priority or not waiting)
+        waiting = 0
+        if unfetched:
+            pass
+        elif not fetched and remote:
+            tip, main, waiting = self._fetched_view()
+        else:
+            tip, main, waiting = self._view()
+            main = main or self.repo.main()
         cfg: Config | None = None
         start = time.monotonic()
+        lost = 0  # races lost to other writers, for the backoff
+        attempts = 0
+        mark: tuple[str, str | None, float] | None = None  # this change's waiting mark on the remote
+        why = "kept moving (too many writers at once)"
         try:
-            for attempt in range(MAX_ATTEMPTS):
-                if attempt:
-                    self.fetch(main=False)
-                    tip = self.git.rev_parse(self.ref)
-                else:
-                    tip = tips.get(self.ref)
-                records = self.read(tip, config_of=None if cfg else main)
-                cfg = cfg or records.config
-                assert cfg is not None
-                ch = decide(records, cfg, now())
+            while attempts < MAX_ATTEMPTS:
+                if waiting and not priority and not dry_run:
+                    # a holder waits to land its change: push nothing, let it land first
+                    if time.monotonic() - start > patience:
+                        why = "had a holder waiting to land a change all that time"
+                        break
+                    time.sleep(random.uniform(0.02, 0.1))
+                    tip, _, waiting = self._fetched_view(main=False)
+                    continue
+                attempts += 1
+                try:
+                    records = self.read(tip, config_of=None if cfg else main)
+                    cfg = cfg or records.config
+                    assert cfg is not None
+                    ch = decide(records, cfg, now())
+                except FleetError:
+                    if not unfetched:
+                        raise
+                    ch = None
+                if unfetched and (ch is None or not ch.commits):
+                    # an answer that is not a landed push is given on a fetched view only
+                    (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
+                    continue
+                assert ch is not None
                 if not ch.commits or dry_run:
                     return ch, False
                 new = records.tip
@@ -260,16 +408,26 @@ class BranchStore:
                     self._scratch = True
                 faults.point(f"{self.fault}.after-commit")
                 assert new is not None
-                if self.publish(new, records.tip):
+                if self.publish(new, records.tip, main=main if unfetched else None):
+                    _landed[landed_key] = time.monotonic()
                     return ch, True
+                if priority and remote and not unfetched:  # lost a race (an old view only lost to the past)
+                    mark = self._mark_waiting(mark, new)
                 if time.monotonic() - start > patience:
                     break
+                if unfetched:  # the view was old, not contended: fetch and go again at once
+                    (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
+                    continue
                 # lost the race: back off (full jitter, doubling to a 2 s cap) and re-read; the
-                # losers must not keep the winner's machine busy with doomed attempts
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+                # losers must not keep the winner's machine busy with doomed attempts. A holder
+                # does not back off: the others yield to its mark.
+                time.sleep(random.uniform(0, 0.02 if priority else min(2.0, 0.05 * 2 ** min(lost, 6))))
+                lost += 1
+                tip, _, waiting = self._fetched_view(main=False)
         finally:
             if self._scratch:  # a lost race or an error left this process's scratch ref behind
                 self.git.proc("update-ref", "-d", self.git.scratch_ref())
                 self._scratch = False
-        raise FleetError(f"gave up after {attempt + 1} attempts: the {self.what} on {self.repo.remote or 'this repository'} "
-                         "kept moving (too many writers at once); try again")
+            self._unmark(mark)
+        raise FleetError(f"gave up after {attempts} attempts: the {self.what} on {remote or 'this repository'} "
+                         f"{why}; try again")

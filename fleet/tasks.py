@@ -21,14 +21,17 @@ import re
 import secrets as _random_ids
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from fleet import docpath, keys, overlap, schemas
+from fleet import docpath, keys, schemas
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
 from fleet.ids import is_safe_id, printable
 from fleet.repo import FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records
+
+if TYPE_CHECKING:
+    from fleet import overlap
 
 BRANCH = "fleet/tasks"
 TASK_DIR = "tasks"
@@ -149,6 +152,8 @@ class Task:
                 raise FleetError(f"{where}: at /{key}: {value[:40]!r} is not a UTC time such as "
                                  "2026-11-22T12:38:12.345Z (schemas/task.schema.json)")
         if "paths" in doc:
+            from fleet import overlap  # only where tasks declare paths (most queues: none)
+
             try:
                 overlap.check(doc["paths"])
             except overlap.PathRule as e:
@@ -274,6 +279,8 @@ class Queue:
         (fleet.overlap): while it is in flight, ``t`` is not handed out."""
         if t.paths is MISSING:
             return None
+        from fleet import overlap  # only where tasks declare paths (most queues: none)
+
         if self._in_flight is None:
             index = overlap.Index()
             for other in self.tasks.values():
@@ -350,7 +357,8 @@ def check_worker(doc: Any, where: str) -> dict[str, Any]:
     problem = schemas.first_error(schemas.protocol("worker"), doc)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/worker.schema.json)")
-    return doc
+    checked: dict[str, Any] = doc  # the schema says it is an object
+    return checked
 
 
 KINDS = (Kind(TASK_DIR, "id", "task", check_task), Kind(WORKER_DIR, "worker", "worker", check_worker))
@@ -385,12 +393,14 @@ class TaskQueue:
         return self.store.publish(new, old)
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
-               dry_run: bool = False, patience: float = 120.0, fetched: bool = False) -> tuple[Change, bool]:
+               dry_run: bool = False, patience: float | None = None, fetched: bool = False,
+               priority: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again
         (``BranchStore.change``): a claimer that lost takes the next ready task.
-        ``fetched``: the caller has just fetched main and the queue."""
+        ``fetched``: the caller has just fetched main and the queue. ``priority``:
+        a holder's change (complete, renew, fail, release), which claims yield to."""
         return self.store.change(lambda records, cfg, at: decide(Queue.of(records), cfg, at),
-                                 dry_run=dry_run, patience=patience, fetched=fetched)
+                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority)
 
 
 # -- building and checking tasks ------------------------------------------
@@ -419,12 +429,15 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
                          "(schemas/task.schema.json)")
     paths = item.get("paths", MISSING)
     if paths is not MISSING:
+        from fleet import overlap  # only where tasks declare paths (most queues: none)
+
         try:
             paths = overlap.check(paths) or MISSING  # no paths declared: none stored
         except overlap.PathRule as e:
             raise FleetError(f"{where}: {e}") from None
     stamp_ = stamp(at)
-    t = Task(id=item.get("id", ""), title=item.get("title"), status="pending", priority=priority,
+    title = cast(str, item.get("title"))  # a missing or odd title: the schema check below refuses it
+    t = Task(id=item.get("id", ""), title=title, status="pending", priority=priority,
              deps=item.get("deps", []), for_=target, fence=0, attempts=0, failures=0, claimed_by=None,
              claimed_at=None, lease_until=None, not_before=None, created_at=stamp_, updated_at=stamp_,
              body=item.get("body", MISSING), paths=paths)
@@ -624,6 +637,7 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
 def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> list[Overlap]:
     """Each new task's overlaps with open tasks (and with the others of its batch),
     but for pairs that deps already order: those never run at once anyway."""
+    from fleet import overlap  # only where tasks declare paths (most queues: none)
     index = overlap.Index()
     for t in q.tasks.values():
         if t.status in OPEN and t.paths is not MISSING:
@@ -675,6 +689,37 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
                 updated_at=stamp(at), not_before=None)
     return Step(t, f"task claim {t.id} by {agent} (fence {t.fence})\n\n{printable(t.title)}\n"
                    f"Lease until {t.lease_until}; attempt {t.attempts}.\n\nFleet-Agent: {agent}\n")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim of several tasks decided: one step per task, in the order handed out."""
+
+    steps: list[Step]
+
+    def change(self) -> Change:
+        """One commit per claim (the history stays one task a commit), one push for all."""
+        return Change([c for s in self.steps for c in s.change().commits], self)
+
+
+def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, *,
+               lease: float | None = None) -> Claimed:
+    """``agent`` claims up to ``count`` ready tasks at once, each as ``claim``
+    would on the queue the claims before it left: a task whose paths overlap
+    one claimed before it in the same batch is held back like any other.
+    NothingToDo only when none is ready."""
+    steps: list[Step] = []
+    view = q
+    for _ in range(count):
+        try:
+            step = claim(view, cfg, at, agent, lease=lease)
+        except NothingToDo:
+            if steps:
+                break
+            raise
+        steps.append(step)
+        view = Queue(q.tip, {**view.tasks, step.task.id: step.task}, q.workers)  # a Queue is one read
+    return Claimed(steps)
 
 
 def _summary(q: Queue) -> str:

@@ -1,13 +1,13 @@
 """One claimer of tests/test_claim_contention.py: claims and completes tasks
 on its own clone until the queue has nothing left, as an agent's loop would.
 
-    python tests/claimer.py CLONE AGENT [--cli] [--lease S] [--hold-after N]
+    python tests/claimer.py CLONE AGENT [--cli] [--lease S] [--hold-at S]
 
 Prints one line per event, flushed, for the test to read:
 ``done ID FENCE``, ``dropped ID FENCE REASON`` (a complete that was refused:
 the lease ran out and the task went back) and ``holding ID FENCE`` (with
-``--hold-after N``: after N tasks done it claims one more and stops, mid-task,
-to be killed) and ``retry WHAT REASON`` (a change that lost every race for
+``--hold-at S``: the first task it claims S seconds after it started, it holds
+and stops, mid-task, to be killed) and ``retry WHAT REASON`` (a change that lost every race for
 fleet's patience, tried again). It exits 0 when every task in the queue is done.
 
 ``--cli`` drives ``python -m fleet task ...`` (a process per step, exit 3 when
@@ -34,7 +34,7 @@ def main() -> int:
     p.add_argument("agent")
     p.add_argument("--cli", action="store_true")
     p.add_argument("--lease", type=float, default=None)
-    p.add_argument("--hold-after", type=int, default=None)
+    p.add_argument("--hold-at", type=float, default=None)
     a = p.parse_args()
     say = lambda *words: print(*words, flush=True)
     fleet = [sys.executable, "-m", "fleet"]
@@ -87,7 +87,7 @@ def main() -> int:
                 return why
             say("retry", t["id"], why.replace("\n", " "))
 
-    done = 0
+    started = time.monotonic()
     while True:
         t = claim()
         if t is None:
@@ -96,12 +96,11 @@ def main() -> int:
                 return 0
             time.sleep(random.uniform(0.2, 0.6))  # held by someone, or back from the watchdog soon
             continue
-        if a.hold_after is not None and done >= a.hold_after:
+        if a.hold_at is not None and time.monotonic() - started >= a.hold_at:
             say("holding", t["id"], t["fence"])
             time.sleep(3600)  # mid-task: the test kills this process with SIGKILL
         why = complete(t)
         if why is None:
-            done += 1
             say("done", t["id"], t["fence"])
         else:  # the lease ran out and the task went back: drop the result, as the refusal says
             say("dropped", t["id"], t["fence"], why.replace("\n", " "))

@@ -241,3 +241,26 @@ def test_claimers_sharing_one_clone_race_but_never_fail(origin_fleet: tuple[Flee
     won = [json.loads(o)["id"] for _, o, _ in outs]
     assert len(set(won)) == 10
     assert all(len(v) == 1 for v in claim_history(bare).values())
+
+
+def test_claims_yield_to_a_waiting_holder_until_its_mark_is_old(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting mark on the origin (a holder lost a race) stops claims, not holders;
+    one a killed holder left stops nobody once it is WAITING_TTL old."""
+    from fleet import store, tasks
+
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"y{i}", "title": f"y{i}"}, "test") for i in range(3)])
+    a, b = clones(bare, tmp_path, 2)
+    held = task_cmd.claim(b, "basil")
+    git = Git(bare)
+    mark = git.text("commit-tree", "-m", "waiting", f"refs/heads/{BRANCH}^{{tree}}")  # made now
+    git.run("update-ref", f"refs/heads/{BRANCH}-waiting/someone", mark)
+    before = claim_history(bare)
+    with pytest.raises(FleetError, match="holder waiting to land a change"):
+        TaskQueue(FleetRepo(a)).change(lambda q, cfg, at: tasks.claim(q, cfg, at, "ada").change(), patience=0.3)
+    assert claim_history(bare) == before  # the claim pushed nothing
+    task_cmd.complete(b, held["id"], held["fence"], agent="basil")  # a holder does not yield to another
+    monkeypatch.setattr(store, "WAITING_TTL", 0.0)  # the mark's holder died long ago
+    assert task_cmd.claim(a, "ada")["id"] != held["id"]
+    assert len(claim_history(bare)) == 2

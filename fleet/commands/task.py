@@ -11,17 +11,18 @@ from typing import Any
 
 import click
 
-from fleet import canonical, overlap, tasks
+from fleet import canonical, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.progress import Progress
 from fleet.repo import FleetRepo
-from fleet.store import now
+from fleet.store import Change, now
 from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
 MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
+MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
 
 def _queue(path: Path, remote: str | None) -> TaskQueue:
@@ -68,9 +69,11 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
             "overlaps": [o.to_json() for o in added.overlaps]}
 
 
-def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step]) -> dict[str, Any]:
-    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed."""
-    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change())
+def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step], *,
+          priority: bool = False) -> dict[str, Any]:
+    """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed.
+    ``priority``: a holder's change, which claims yield to (``BranchStore.change``)."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority)
     step: Step = ch.result
     return public(step.task)
 
@@ -83,6 +86,19 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
         return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
 
     return _step(path, remote, decide)
+
+
+def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None,
+               remote: str | None = None) -> list[dict[str, Any]]:
+    """Claim up to ``count`` ready tasks for ``agent`` in one push (``fleet.tasks.claim_many``);
+    exit 3 if none is ready."""
+    def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
+        _agent(cfg, agent)
+        return tasks.claim_many(q, cfg, at, agent, count, lease=lease).change()
+
+    ch, _ = _queue(path, remote).change(decide)
+    claimed: tasks.Claimed = ch.result
+    return [public(s.task) for s in claimed.steps]
 
 
 def _checked(task_id: str, agent: str | None, flag: str,
@@ -100,7 +116,7 @@ def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lea
           remote: str | None = None) -> dict[str, Any]:
     """Extend the lease of the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, fence, agent=agent, lease=lease)))
+        q, cfg, at, task_id, fence, agent=agent, lease=lease)), priority=True)
 
 
 def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
@@ -111,21 +127,21 @@ def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, fence, result=result, agent=agent)))
+        q, at, task_id, fence, result=result, agent=agent)), priority=True)
 
 
 def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
     """Give the task back as failed, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, fence, reason=reason, agent=agent)))
+        q, cfg, at, task_id, fence, reason=reason, agent=agent)), priority=True)
 
 
 def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
     """Give the task back unfinished, for the holder of ``fence``."""
     return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, cfg, at, task_id, fence, agent=agent)))
+        q, cfg, at, task_id, fence, agent=agent)), priority=True)
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -223,6 +239,8 @@ def _task_line(t: dict[str, Any]) -> str:
 
 def _shared_text(o: dict[str, Any]) -> str:
     """Where two tasks' paths meet, as fleet.overlap.Shared says it."""
+    from fleet import overlap
+
     return str(overlap.Shared(o["mine"], o["theirs"], o["covers"]))
 
 
@@ -311,6 +329,8 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
         if deps:
             item["deps"] = list(deps)
         if paths:
+            from fleet import overlap
+
             for p in paths:  # a bad flag is a usage error, found before anything is fetched
                 try:
                     overlap.parse(p)
@@ -344,13 +364,27 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
 @click.option("--task", "task_id", default=None, help="Claim this task rather than the first ready one.")
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None,
               help="Seconds the claim holds (default: tasks.lease_seconds in config); renew at half.")
+@click.option("--count", type=click.IntRange(1, MAX_CLAIM), default=None,
+              help=f"Claim up to N ready tasks in one push (at most {MAX_CLAIM}); prints {{\"tasks\": [...]}}.")
 def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, task_id: str | None,
-                   lease: float | None) -> None:
+                   lease: float | None, count: int | None) -> None:
     """Claim the first ready task for AGENT; exit 3 when nothing is ready.
 
     AGENT is a tick agent or a name tasks.claimers matches. A task whose paths
     overlap those of a task in progress is not handed out until that one is done.
+    With --count N, up to N tasks in one push, each with its own fence.
     """
+    if count is not None:
+        if task_id is not None:
+            raise UsageError("--count: claims the first ready tasks; --task names one, give one or the other")
+        got = claim_many(directory, agent, count, lease=lease, remote=remote)
+
+        def many() -> None:
+            for t in got:
+                click.echo(f"claimed {t['id']} for {agent}: fence {t['fence']}, lease until {t['lease_until']}")
+
+        emit({"tasks": got}, as_json, many)
+        return
     t = claim(directory, agent, lease=lease, remote=remote, task_id=task_id)
 
     def text() -> None:

@@ -92,17 +92,23 @@ from fleet.repo import FleetRepo
 from fleet.store import BranchStore
 from fleet.tasks import TaskQueue
 clone, agent, quota = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+count = int(sys.argv[4]) if len(sys.argv) > 4 else 1  # tasks a claim takes (claim --count)
 TaskQueue(FleetRepo(clone)).load()  # the first read of a clone reads the whole queue (and caches it)
 pushes = 0
 publish = BranchStore.publish
-def counted(self, new, old):
+def counted(self, *args, **kw):
     global pushes
     pushes += 1
-    return publish(self, new, old)
+    return publish(self, *args, **kw)
 BranchStore.publish = counted
 print("ready", flush=True)
 sys.stdin.readline()
-won = [task_cmd.claim(clone, agent)["id"] for _ in range(quota)]
+won = []
+while len(won) < quota:
+    if count == 1:
+        won.append(task_cmd.claim(clone, agent)["id"])
+    else:
+        won += [t["id"] for t in task_cmd.claim_many(clone, agent, min(count, quota - len(won)))]
 print(json.dumps({"won": won, "pushes": pushes}), flush=True)
 """
 
@@ -163,6 +169,11 @@ def add_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--pushes", type=int, default=30,
                    help="compare-and-swap pushes timed for the throughput floor (default 30)")
     p.add_argument("--only-throughput", action="store_true", help="only the throughput results")
+    p.add_argument("--count", type=int, default=4,
+                   help="tasks each claim takes in the batch throughput result (claim --count; default 4)")
+    p.add_argument("--batch-claims", type=int, default=None,
+                   help=f"claims per run of the batch throughput result at {max(LEVELS)} claimers "
+                        "(default 256; --small 64)")
 
 
 def _setup(root: Path, tasks: int, clones: int) -> tuple[Daemon, list[Path], list[Path]]:
@@ -217,8 +228,9 @@ def _all(procs: list[subprocess.Popen[bytes]]) -> list[str]:
     return won
 
 
-def _racer(script: str, clone: Path, agent: str, quota: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", script, str(clone), agent, str(quota)], stdin=subprocess.PIPE,
+def _racer(script: str, clone: Path, agent: str, quota: int, count: int = 1) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script, str(clone), agent, str(quota), str(count)],
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -279,13 +291,26 @@ def _throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     ours_s: dict[int, list[float]] = {c: [] for c in levels}
     naive_s: dict[int, list[float]] = {c: [] for c in levels}
     pushes: dict[str, dict[int, int]] = {"ours": {c: 0 for c in levels}, "naive": {c: 0 for c in levels}}
-    won: dict[str, list[tuple[str, str]]] = {"ours": [], "naive": []}  # (task, claimer)
+    won: dict[str, list[tuple[str, str]]] = {"ours": [], "naive": [], "batch": []}  # (task, claimer)
     if args.repeat * sum(total // c * c for c in levels) > THROUGHPUT_TASKS:
         raise SystemExit(f"claim: {args.repeat} x {total} claims at {len(levels)} concurrencies do not fit "
                          f"in a queue of {THROUGHPUT_TASKS}; lower --repeat or --throughput-claims")
+    wide = max(levels)
+    batch_total = (args.batch_claims or (64 if args.small else 256)) // wide * wide
+    batch_s: list[float] = []
+    batch_pushes = 0
+    if args.repeat * batch_total > THROUGHPUT_TASKS:
+        raise SystemExit(f"claim: {args.repeat} x {batch_total} batch claims do not fit in a queue of "
+                         f"{THROUGHPUT_TASKS}; lower --repeat or --batch-claims")
     with workdir(args.tmp, "fleet-bench-claim-throughput-", args.keep) as root:
         log(f"throughput: a queue of {THROUGHPUT_TASKS:,} tasks, {total} claims at each of {levels} claimers")
         daemon, ours, naive = _setup(root, THROUGHPUT_TASKS, max(levels))
+        # the same queue again, for the claims that take several tasks a push (claim --count)
+        git(root, "clone", "-q", "--bare", str(root / "served" / "ours.git"), str(root / "served" / "batch.git"))
+        batch = []
+        for i in range(wide):
+            git(root, "clone", "-q", daemon.url("batch.git"), str(root / f"batch-{i}"))
+            batch.append(root / f"batch-{i}")
         try:
             for c in naive:
                 git(c, "config", "pull.rebase", "true")
@@ -302,6 +327,13 @@ def _throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
                     naive_s[c].append(sec / (quota * c))
                     pushes["naive"][c] += sum(x["pushes"] for x in res)
                     won["naive"] += [(t, f"c{i:02d}") for i, x in enumerate(res) for t in x["won"]]
+                quota = batch_total // wide
+                log(f"run {r + 1}/{args.repeat}: {wide} claimer(s) x {quota} claims, {args.count} a push")
+                sec, res = _race([_racer(THROUGHPUT_OURS, batch[i], agents[i % 6], quota, args.count)
+                                  for i in range(wide)])
+                batch_s.append(sec / batch_total)
+                batch_pushes += sum(x["pushes"] for x in res)
+                won["batch"] += [(t, f"batch-{i}") for i, x in enumerate(res) for t in x["won"]]
             rtts += _cas_pushes(root, daemon.url("ours.git"), args.pushes)
             doubles = _double_claims(root, won)
         finally:
@@ -322,6 +354,17 @@ def _throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
             naive_pushes_per_claim=round(pushes["naive"][c] / claims, 2),
             double_claims=doubles["ours"], naive_double_claims=doubles["naive"],
         ))
+    per, naive_per = median(batch_s), median(naive_s[wide])
+    out.append(result(
+        f"claim-throughput-{wide}-count{args.count}", per, floor, "s/claim", goal=1.67,
+        claimers=wide, count=args.count, tasks=THROUGHPUT_TASKS, claims=batch_total, repeat=args.repeat,
+        claims_per_s=round(1 / per, 2), ceiling_per_s=round(1 / floor, 2), share_of_ceiling=round(floor / per, 3),
+        push_rtt_median=round(floor, 4), naive_claims_per_s=round(1 / naive_per, 2),
+        vs_naive=round(naive_per / per, 2), pushes_per_claim=round(batch_pushes / (batch_total * args.repeat), 2),
+        double_claims=doubles["batch"],
+        note=f"each claim takes up to {args.count} ready tasks in one push (fleet task claim --count); "
+             "the naive scheme beside it claims one task a push, as seed 001 describes",
+    ))
     return out
 
 
@@ -332,8 +375,8 @@ def _double_claims(root: Path, won: dict[str, list[tuple[str, str]]]) -> dict[st
     out = {}
     for side, pairs in won.items():
         said = len(pairs) - len({t for t, _ in pairs})
-        if side == "ours":
-            subjects = git(root / "served" / "ours.git", "log", "--format=%s", "refs/heads/fleet/tasks").decode()
+        if side in ("ours", "batch"):
+            subjects = git(root / "served" / f"{side}.git", "log", "--format=%s", "refs/heads/fleet/tasks").decode()
             per = Counter(line.split()[2] for line in subjects.splitlines() if line.startswith("task claim "))
             recorded = sum(n - 1 for n in per.values())
         else:

@@ -602,3 +602,28 @@ def test_bad_paths_are_refused_by_flag_and_on_the_branch(fleet: Fleet) -> None:
     for args in (["task", "list"], ["task", "claim", "--as", "ada"]):
         r = run(fleet, *args, code=1)
         assert f"{BRANCH}:{task_path(t)}: at /paths/1: 'a/../../b': no empty, '.' or '..' names" in r.output
+
+
+def test_claim_count_takes_several_ready_tasks_in_one_push(fleet: Fleet) -> None:
+    """--count N: up to N ready tasks in one push, one commit and one fence each; a
+    task whose paths overlap one claimed earlier in the batch is held back, and a
+    task waiting for another is not handed out with it."""
+    first = add(fleet, "first", "--id", "a1", "--priority", "0", "--path", "src/app.py")
+    add(fleet, "overlaps a1", "--id", "a2", "--priority", "1", "--path", "src/")
+    add(fleet, "after a1", "--id", "a3", "--priority", "1", "--dep", first)
+    add(fleet, "free", "--id", "a4", "--priority", "2")
+    add(fleet, "free too", "--id", "a5", "--priority", "3")
+    tip = fleet.git.text("rev-parse", f"refs/heads/{BRANCH}")
+    got = json.loads(run(fleet, "task", "claim", "--as", "ada", "--count", "3", "--json").output)["tasks"]
+    assert [(t["id"], t["fence"], t["claimed_by"]) for t in got] == [("a1", 1, "ada"), ("a4", 1, "ada"), ("a5", 1, "ada")]
+    assert commits(fleet, f"{tip}..refs/heads/{BRANCH}") == [
+        "task claim a5 by ada (fence 1)", "task claim a4 by ada (fence 1)", "task claim a1 by ada (fence 1)"]
+    assert claim(fleet, "basil", code=3)["exit"] == 3  # a2: a1 holds its paths; a3 waits for a1
+    run(fleet, "task", "complete", "a1", "--fence", "1")
+    got = json.loads(run(fleet, "task", "claim", "--as", "basil", "--count", "5", "--json").output)["tasks"]
+    assert sorted(t["id"] for t in got) == ["a2", "a3"]  # fewer than asked for: all there is
+    r = run(fleet, "task", "claim", "--as", "basil", "--count", "2", code=3)
+    assert "no task is ready for basil" in r.output
+    r = run(fleet, "task", "claim", "--as", "basil", "--count", "2", "--task", "a2", code=2)
+    assert "--count" in r.output
+    run(fleet, "task", "claim", "--as", "basil", "--count", "0", code=2)

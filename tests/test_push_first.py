@@ -1,0 +1,152 @@
+"""Push first: a change decides on the view its clone last saw and pushes without
+a fetch; the push checks both the queue's tip and main's, and only a push that
+lands is taken from that view (fleet/store.py, ``BranchStore.change``).
+
+What must hold: a current view claims with no fetch at all; an old view never
+claims what someone else claimed, never uses a config main no longer has, and
+never says "nothing to do" or refuses without a fetch first; and a process
+changing back to back fetches first, so that it cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet import canonical, store
+from fleet.commands import task as task_cmd
+from fleet.errors import FleetError, NothingToDo
+from fleet.git import Git
+from fleet.tasks import BRANCH
+from tests.conftest import Fleet
+
+
+def clone(bare: Path, where: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(bare), str(where)], check=True)
+    return where
+
+
+def no_fetch(repo: Path) -> None:
+    """From here on a fetch from origin fails; a push still works."""
+    Git(repo).run("config", "remote.origin.uploadpack", "false")
+
+
+def claims(bare: Path) -> list[str]:
+    return [s for s in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()
+            if s.startswith("task claim ")]
+
+
+def set_agents(f: Fleet, change: dict) -> None:
+    """A person's commit on main changing the agents, pushed to origin."""
+    path = f.path / "state" / "config.json"
+    cfg = json.loads(path.read_text())
+    for name, value in change.items():
+        if value is None:
+            cfg["agents"].pop(name)
+        else:
+            cfg["agents"][name] = value
+    path.write_bytes(canonical.dumps(cfg))
+    f.git.run("-c", "user.name=p", "-c", "user.email=p@p", "commit", "-qam", "agents")
+    f.git.run("push", "-q", "origin", "HEAD:refs/heads/main")
+
+
+@pytest.fixture
+def queue(origin_fleet: tuple[Fleet, Path], monkeypatch: pytest.MonkeyPatch) -> tuple[Fleet, Path]:
+    """Three tasks on origin's queue; this process pushes first even right after
+    a change of its own (as a new process, or one that paused, would)."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)
+    return f, bare
+
+
+def test_a_claim_on_the_view_its_clone_left_makes_no_fetch(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    a = clone(bare, tmp_path / "a")
+    first = task_cmd.claim(a, "ada")  # a fresh clone has no view yet: it fetches
+    no_fetch(a)
+    with pytest.raises(FleetError, match="git fetch"):
+        task_cmd.listing(a)
+    fleet = [sys.executable, "-m", "fleet", "task"]
+    r = subprocess.run([*fleet, "claim", "-C", str(a), "--as", "ada", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # the next command: its clone's claim is still the tip, one push, no fetch
+    second = json.loads(r.stdout)
+    assert first["id"] != second["id"] and len(claims(bare)) == 2
+    r = subprocess.run([*fleet, "complete", second["id"], "-C", str(a), "--fence", str(second["fence"])],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_process_changing_back_to_back_fetches_first(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else it would keep winning, a fetch quicker than every other writer, and starve them."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "ada")
+    no_fetch(a)
+    with pytest.raises(FleetError, match="git fetch"):
+        task_cmd.claim(a, "ada")
+    monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)  # as after a pause
+    task_cmd.claim(a, "ada")
+    assert len(claims(bare)) == 2
+
+
+def test_an_old_view_loses_and_claims_the_next_task_after_a_fetch(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a, b = clone(bare, tmp_path / "a"), clone(bare, tmp_path / "b")
+    mine = task_cmd.claim(a, "ada")
+    theirs = task_cmd.claim(b, "basil")  # a's view is now one claim behind
+    again = task_cmd.claim(a, "ada")
+    assert len({mine["id"], theirs["id"], again["id"]}) == 3
+    subjects = claims(bare)
+    assert len(subjects) == 3 and len({s.split()[2] for s in subjects}) == 3
+    task_cmd.complete(b, theirs["id"], theirs["fence"], agent="basil")  # b moves the queue again
+    no_fetch(a)
+    with pytest.raises(FleetError, match="git fetch"):  # a's push from its old view is refused; then it must fetch
+        task_cmd.complete(a, again["id"], again["fence"], agent="ada")
+    log = Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}")
+    assert f"task complete {again['id']}" not in log
+
+
+def test_an_agent_main_no_longer_has_cannot_claim_on_an_old_view(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "fen")  # a's view of main knows fen
+    set_agents(f, {"fen": None})
+    with pytest.raises(FleetError, match="fen may not claim tasks"):
+        task_cmd.claim(a, "fen")
+    assert len(claims(bare)) == 1
+
+
+def test_an_agent_main_has_since_claims_on_an_old_view(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "ada")
+    set_agents(f, {"zed": {"priority": 0}})
+    assert task_cmd.claim(a, "zed")["claimed_by"] == "zed"  # refused on the old view, decided again on a fetch
+
+
+def test_nothing_ready_on_an_old_view_is_asked_again_on_a_fetch(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a = clone(bare, tmp_path / "a")
+    for _ in range(3):
+        task_cmd.claim(a, "ada")
+    with pytest.raises(NothingToDo):
+        task_cmd.claim(a, "ada")
+    task_cmd.add(f.path, [({"id": "late", "title": "late"}, "test")])  # a's view says nothing is ready
+    assert task_cmd.claim(a, "ada")["id"] == "late"
+
+
+def test_a_remote_without_atomic_pushes_is_fetched_from_instead(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
+    f, bare = queue
+    a = clone(bare, tmp_path / "a")
+    task_cmd.claim(a, "ada")
+    Git(bare).run("config", "receive.advertiseAtomic", "false")  # the push-first round needs an atomic push
+    task_cmd.claim(a, "ada")
+    assert len(claims(bare)) == 2
