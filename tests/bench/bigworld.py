@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 git(tmp, "clone", "--quiet", "--depth", "1", "-b", "main", url, str(runner))
                 linked = {p.stem for p in (runner / ".git" / "objects" / "pack").glob("pack-*.idx")}
                 _timed(ours, [sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1", "--remote", url,
-                              "--agents", "a000", "--json", "--provider", "offline"], runner)
+                              "--agents", "a000", "--json", "--provider", "offline",
+                              "--outbox", str(tmp / f"outbox{i}")], runner)  # as on Actions: the matrix hands files over
                 got_ours = _received(runner / ".git" / "fleet" / "workers" / "w1.git", linked)
             out.append(result("bigworld-worker", median(ours.times) + median(floor.times), median(floor.times), "s",
                               files=files, goal=1.5, objects_ours=got_ours + got_floor, objects_floor=got_floor,
