@@ -262,7 +262,8 @@ def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | 
         return None
     from fleet.tasks import TaskQueue
 
-    ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported))
+    ch, _ = TaskQueue(repo).change(lambda q, cfg, at: tick_tasks.apply_outcomes(q, cfg, at, reported),
+                                    priority=True)  # a holder's outcome: it must not lose every race to claimers
     applied: tick_tasks.Applied = ch.result
     return applied
 

@@ -111,7 +111,7 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
         report.update(returned=returns, failed=failed, starting=starting, workers=marks, stalled=stalled, tick=tick)
         return Change(commits, report)
 
-    ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True)
+    ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True, priority=True)  # returns what holders lost
     out = dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote,
                issues=None, escalated=[])
     q = tq.read()  # the queue as this run left it
