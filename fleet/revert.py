@@ -9,7 +9,10 @@ delta's change (a counter others incremented since stays incremented, by
 their amount); where a later change touched what the delta changed (a field
 set since, an item edited, a document created by the delta and changed
 since), the revert is refused, naming the later deltas, decisions or
-commits that built on it.
+commits that built on it. Later deltas are read op by op, not only through
+the state they left: an op that changed nothing because of the delta (the
+same item appended again, a member added again, a field set to the value it
+had) would change something had the delta never come.
 
 The result is a revert file, ``state/resolutions/revert-<delta>.json``
 (schemas/resolution.schema.json), committed on the fleet's main as a person's
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet import canonical, docpath
-from fleet.delta import Delta
+from fleet.delta import Delta, Op
 from fleet.engine import replay_tick
 from fleet.errors import FleetError
 from fleet.git import Git
@@ -122,6 +125,7 @@ def plan(git: Git, head: str, delta_id: str, by: str, pending: Sequence[str] = (
     with_d = at.read_many(touched)
     old = before.read_many(touched)
     now = snap.read_many(touched)
+    later = _later_ops(git, found.commit, head, touched, cfg)
     docs: list[dict[str, Any]] = []
     clashes: dict[str, list[tuple[str, ...]]] = {}
     for path in touched:
@@ -130,10 +134,10 @@ def plan(git: Git, head: str, delta_id: str, by: str, pending: Sequence[str] = (
         if w == wo:
             continue  # its change here made no difference (an add of a member already there, say)
         cur = now[path]
-        if cur == w:
+        if cur == w and path not in later:
             target = _load(wo, path)
         else:
-            target, bad = merge3(_load(w, path), _load(cur, path), _load(wo, path))
+            target, bad = merge3(_load(w, path), _load(cur, path), _load(wo, path), later=later.get(path))
             if bad:
                 clashes[path] = bad
                 continue
@@ -205,47 +209,118 @@ def _member_key(v: Any) -> tuple[int, Any, Any]:
     return (3, 0, v)
 
 
-def merge3(w: Any, cur: Any, wo: Any, at: tuple[str, ...] = ()) -> tuple[Any, list[tuple[str, ...]]]:
+@dataclass(frozen=True)
+class Later:
+    """What the deltas (and decisions) of the ticks after the delta's did to
+    one document, whether or not it changed anything there: a later op that
+    changed nothing with the delta may well change something without it (an
+    item appended again, a member added again, a field set to the same value),
+    so the state of main alone cannot tell what "never came" would hold."""
+
+    sets: frozenset[tuple[str, ...]] = frozenset()  # paths set (() : the document created or deleted)
+    members: frozenset[tuple[tuple[str, ...], bytes]] = frozenset()  # (path, canonical member line) added or removed
+    items: frozenset[tuple[tuple[str, ...], str]] = frozenset()  # (path, item id) appended
+    paths: frozenset[tuple[str, ...]] = frozenset()  # every path a later op or decision touched
+
+    def near(self, at: tuple[str, ...]) -> bool:
+        return any(p[: len(at)] == at or at[: len(p)] == p for p in self.paths)
+
+    def set_over(self, at: tuple[str, ...]) -> bool:
+        return any(at[: len(p)] == p for p in self.sets)
+
+
+def merge3(w: Any, cur: Any, wo: Any, at: tuple[str, ...] = (),
+           later: Later | None = None) -> tuple[Any, list[tuple[str, ...]]]:
     """``cur`` with the change from ``w`` (with the delta) to ``wo`` (without
     it) taken out. Counters give back the delta's amount, sets and id-keyed
     lists lose or regain its members and items, objects are merged key by key.
-    Returns the result and the fields where a later change touched what the
-    delta changed (then the result is not to be used)."""
+    ``later``: what later deltas did to the document; a member they added or
+    removed since keeps what they made of it, a field they set or an item they
+    appended where the delta changed it is a clash. Returns the result and the
+    fields where a later change touched what the delta changed (then the
+    result is not to be used)."""
     if _same(w, wo):
         return cur, []
-    if _same(cur, w):
-        return wo, []
-    if _same(cur, wo):
-        return cur, []
+    if later is not None and later.set_over(at):
+        return cur, [at]  # set again since (to whatever value): that later change built on it
+    if later is None or not later.near(at):
+        if _same(cur, w):
+            return wo, []
+        if _same(cur, wo):
+            return cur, []
     if _number(w) and _number(cur) and _number(wo):
         return cur + (wo - w), []
     if isinstance(w, dict) and isinstance(cur, dict) and isinstance(wo, dict):
         out: dict[str, Any] = {}
         bad: list[tuple[str, ...]] = []
         for k in sorted(set(w) | set(cur) | set(wo)):
-            v, b = merge3(w.get(k, MISSING), cur.get(k, MISSING), wo.get(k, MISSING), (*at, k))
+            v, b = merge3(w.get(k, MISSING), cur.get(k, MISSING), wo.get(k, MISSING), (*at, k), later)
             bad += b
             if v is not MISSING:
                 out[k] = v
         return out, bad
     if _scalars(w) and _scalars(cur) and _scalars(wo):
-        gone = {canonical.dumps_line(x) for x in w} - {canonical.dumps_line(x) for x in wo}
-        back = {canonical.dumps_line(x): x for x in wo if x not in w}
+        since = {m for p, m in later.members if p == at} if later is not None else set()
+        gone = {canonical.dumps_line(x) for x in w} - {canonical.dumps_line(x) for x in wo} - since
+        back = {canonical.dumps_line(x): x for x in wo if x not in w and canonical.dumps_line(x) not in since}
         members = {canonical.dumps_line(x): x for x in cur if canonical.dumps_line(x) not in gone}
         members.update(back)
         return sorted(members.values(), key=_member_key), []
     if _items(w) and _items(cur) and _items(wo):
         wi, woi = {x["id"]: x for x in w}, {x["id"]: x for x in wo}
         curi = {x["id"]: x for x in cur}
+        again = {i for p, i in later.items if p == at} if later is not None else set()
         bad = [(*at, str(i)) for i in set(wi) | set(woi)
                if not _same(wi.get(i, MISSING), woi.get(i, MISSING)) and i in curi
-               and not _same(curi[i], wi.get(i, MISSING))]
+               and (not _same(curi[i], wi.get(i, MISSING)) or str(i) in again)]
         if bad:
             return cur, sorted(bad)
         items = [x if x["id"] not in woi or x["id"] not in wi else woi[x["id"]] for x in cur if x["id"] in woi or x["id"] not in wi]
         items += [x for i, x in woi.items() if i not in wi and i not in curi]
         return items, []
     return cur, [at]
+
+
+def _later_ops(git: Git, since: str, head: str, touched: list[str], cfg: Any) -> dict[str, Later]:
+    """Per document in ``touched``: what the ticks after ``since`` up to ``head``
+    applied to it. Every tick commit is read, not only those that changed the
+    document: an op that changed nothing there counts too."""
+    trusted = dataclasses.replace(cfg.limits, max_ops=sys.maxsize)
+    where = {(path.split("/")[1], path.rsplit("/", 1)[-1].removesuffix(".json")): path for path in touched}
+    found: dict[str, dict[str, set[Any]]] = {}
+
+    def note(path: str, kind: str, value: Any) -> None:
+        found.setdefault(path, {"sets": set(), "members": set(), "items": set(), "paths": set()})[kind].add(value)
+
+    out = git.text("log", "--first-parent", "--format=%H %P%x00%B%x1e", f"{since}..{head}", "--", LEDGER_DIR + "/")
+    for rec in out.split("\x1e"):
+        rec = rec.lstrip("\n")
+        if not rec:
+            continue
+        shas, body = rec.split("\0", 1)
+        commit, *parents = shas.split()
+        if not parents or tick_of(body) is None:
+            continue
+        inputs = tick_inputs(git, parents[0], commit, trusted)
+        for d in inputs.applied:
+            for o in d.ops:
+                path = where.get((o.collection, o.id))
+                if path is None:
+                    continue
+                note(path, "paths", o.path)
+                if o.op in ("set", "create", "delete"):
+                    note(path, "sets", o.path)
+                elif o.op in ("add", "remove"):
+                    note(path, "members", (o.path, canonical.dumps_line(o.arg)))
+                elif o.op == "append" and isinstance(o.arg, dict):
+                    note(path, "items", (o.path, str(o.arg.get("id"))))
+        for r in inputs.decisions:
+            path = where.get((str(r.get("collection")), str(r.get("doc"))))
+            if path is not None and isinstance(r.get("path"), list):
+                note(path, "paths", tuple(str(x) for x in r["path"]))
+                note(path, "sets", tuple(str(x) for x in r["path"]))
+    return {path: Later(frozenset(f["sets"]), frozenset(f["members"]), frozenset(f["items"]),
+                        frozenset(f["paths"])) for path, f in found.items()}
 
 
 def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, ...]]], cfg: Any) -> list[str]:
@@ -255,8 +330,10 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
     for path, fields in sorted(clashes.items()):
         coll, doc_id = path.split("/")[1], path.rsplit("/", 1)[-1].removesuffix(".json")
         who: list[str] = []
+        # every tick, not only those that changed the document: a later op that changed nothing
+        # with the delta (an item appended again) is what built on it when it would without
         log = git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e",
-                      f"{since}..{head}", "--", path).decode()
+                      f"{since}..{head}", "--", path, LEDGER_DIR + "/").decode()
         for rec in log.split("\x1e"):
             rec = rec.lstrip("\n")
             if not rec:
@@ -265,11 +342,12 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
             commit, *parents = shas.split()
             tick = tick_of(body)
             if tick is None:
-                who.append(f"commit {commit[:12]} by {author}")
+                if not parents or git.changed(parents[0], commit, [path]):
+                    who.append(f"commit {commit[:12]} by {author}")
                 continue
             inputs = tick_inputs(git, parents[0], commit, trusted)
             for d in inputs.applied:
-                if any(o.collection == coll and o.id == doc_id and _overlaps(o.op, o.path, fields) for o in d.ops):
+                if any(o.collection == coll and o.id == doc_id and _overlaps(o, fields) for o in d.ops):
                     who.append(f"delta {d.id} ({d.agent}, tick {d.tick})")
             for r in inputs.decisions:
                 if r.get("collection") == coll and r.get("doc") == doc_id:
@@ -282,10 +360,17 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
     return out
 
 
-def _overlaps(op: str, path: tuple[str, ...], fields: list[tuple[str, ...]]) -> bool:
-    if op in ("create", "delete"):
+def _overlaps(o: Op, fields: list[tuple[str, ...]]) -> bool:
+    if o.op in ("create", "delete"):
         return True
-    return any(path[: len(f)] == f or f[: len(path)] == path for f in fields)
+    for f in fields:
+        if o.path[: len(f)] == f:
+            return True
+        if f[: len(o.path)] == o.path:  # a field under the op's: an append names the item it is about
+            if o.op != "append" or len(f) == len(o.path) or not isinstance(o.arg, dict) \
+                    or f[len(o.path)] == str(o.arg.get("id")):
+                return True
+    return False
 
 
-__all__ = ["Found", "MISSING", "REVERTS", "find", "merge3", "plan", "request_path"]
+__all__ = ["Found", "Later", "MISSING", "REVERTS", "find", "merge3", "plan", "request_path"]

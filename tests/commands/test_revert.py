@@ -111,6 +111,45 @@ def test_a_revert_whose_document_moved_before_the_merge_is_refused_by_the_merge(
     run(fleet, "replay", "--check")
 
 
+def test_an_item_appended_again_later_is_refused_naming_that_delta(fleet: Fleet) -> None:
+    # the later append changed nothing on main (the item was there), but without the delta it
+    # would have appended it: main's state alone cannot tell, so the revert must look at the ops
+    item = {"id": "m1", "text": "note 1", "tick": 1}
+    d = fleet.delta("basil", Op("append", "agents", "basil", ("memory",), item))
+    merged(fleet, d)
+    later = fleet.delta("basil", Op("append", "agents", "basil", ("memory",), item), tick=2)
+    merged(fleet, later)
+    r = run(fleet, "revert", d["id"], code=1)
+    assert f"agents/basil memory.m1: delta {later['id']} (basil, tick 2)" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_member_added_again_later_stays_after_the_revert(fleet: Fleet) -> None:
+    tags = doc(fleet, "state/posts/ada-1.json")["tags"]
+    d = fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "t9"), Op("incr", "agents", "ada", ("karma",), 1))
+    merged(fleet, d)
+    merged(fleet, fleet.delta("ada", Op("add", "posts", "ada-1", ("tags",), "t9"), tick=2))
+    karma = doc(fleet, "state/agents/ada.json")["karma"]
+    run(fleet, "revert", d["id"])
+    run(fleet, "merge")
+    assert doc(fleet, "state/posts/ada-1.json")["tags"] == sorted({*tags, "t9"})  # tick 2 adds it without d too
+    assert doc(fleet, "state/agents/ada.json")["karma"] == karma - 1
+    run(fleet, "replay", "--check")
+
+
+@pytest.mark.parametrize("first, again", [
+    (Op("set", "agents", "ada", ("bio",), "one"), Op("set", "agents", "ada", ("bio",), "one")),
+    (Op("incr", "agents", "ada", ("karma",), 2), Op("set", "agents", "ada", ("karma",), 5)),
+])
+def test_a_field_set_later_is_refused_even_to_the_value_main_has(fleet: Fleet, first: Op, again: Op) -> None:
+    d = fleet.delta("ada", first)
+    merged(fleet, d)
+    later = fleet.delta("ada", again, tick=2)
+    merged(fleet, later)
+    r = run(fleet, "revert", d["id"], code=1)
+    assert f"agents/ada {first.path[0]}: delta {later['id']} (ada, tick 2)" in r.output
+
+
 @pytest.mark.parametrize("what, says", [
     ("t9-w9-nothing", "t9-w9-nothing: no delta with this id in the fleet's history"),
     ("../x", "../x: not a delta id"),
