@@ -112,7 +112,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         needs.append(f"a budget is spent: {stop.why()}")
     beats = _heartbeats(repo, cfg, at)
     seen_last = {w["name"]: w for w in beats.get("who") or []}
-    for w in workers:  # a worker's own heartbeat on the bus, when it posts one
+    for w in workers:  # a worker's own heartbeat on the bus, if it sends them
         hb = seen_last.get(w["worker"])
         w["heartbeat"] = f"{hb['status']} (last seen {hb['last_seen']})" if hb and hb.get("last_seen") else None
     return {
