@@ -15,6 +15,7 @@ RUN = Path(__file__).resolve().parent / "chaos" / "run.py"
 def campaign(*args: str) -> tuple[int, dict]:
     p = subprocess.run([sys.executable, str(RUN), "--json", *args], capture_output=True, text=True, timeout=900)
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stdout.strip(), p.stderr[-3000:]  # the campaign stopped: its last lines say why
     return p.returncode, json.loads(p.stdout.splitlines()[-1])
 
 
