@@ -10,6 +10,7 @@ whatever a kill -9 left behind is removed when that worker next starts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from fleet.git import Git, git_reason
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
+HELD = "fleet-worker.held"  # locked (flock) by the process using a worker's cache
 
 
 class Terminated(BaseException):
@@ -93,13 +95,35 @@ class Workspace:
         # the worker has is published and nothing is left half done.
         self.terminated = False
         self.interruptible = False
+        self._held: int | None = None  # the open file whose lock says this process uses the cache
 
     def __enter__(self) -> Workspace:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cache = Git(private_repo(self.cache_path.parent.parent.parent, f"workers/{self.worker}.git"))
+        self._hold()
+        self._unlock_stale()
         self.recover()
         self._old_term = signal.signal(signal.SIGTERM, self._on_term)
         return self
+
+    def _hold(self) -> None:
+        """This process alone uses the worker's cache until it is done (a lock the
+        kernel drops when the process dies, however it dies)."""
+        fd = os.open(self.cache_path / HELD, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise FleetError(f"worker {self.worker} is already working in this clone ({self.cache_path}); "
+                             "wait for it to finish") from None
+        self._held = fd
+
+    def _unlock_stale(self) -> None:
+        """git's own lock files left in the cache (shallow.lock, a ref's .lock) by a
+        worker killed mid-fetch: with the cache held by this process, any there is a
+        dead process's, and would refuse every later fetch until removed by hand."""
+        for lock in [*self.cache_path.glob("*.lock"), *(self.cache_path / "refs").rglob("*.lock")]:
+            lock.unlink(missing_ok=True)
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.terminated = True
@@ -118,6 +142,9 @@ class Workspace:
         finally:
             if self._old_term is not None:
                 signal.signal(signal.SIGTERM, self._old_term)
+            if self._held is not None:
+                os.close(self._held)  # the cache is free for the next run
+                self._held = None
 
     # -- residue ---------------------------------------------------------
     def recover(self) -> None:

@@ -11,10 +11,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import Fleet
 
 from fleet.commands.merge import merge
 from fleet.commands.work import work
+from fleet.errors import FleetError
 from fleet.git import Git
 from fleet.workspace import Workspace
 
@@ -96,3 +98,22 @@ def test_a_worker_outside_any_pack_fetches_as_before(origin_fleet: tuple[Fleet, 
     with Workspace(Path(fleet.git.text("rev-parse", "--absolute-git-dir")), "w9") as ws:
         sha, delivered = ws.fetch(bare.as_uri())
     assert sha == Git(bare).rev_parse("refs/heads/main") and delivered == set()
+
+
+def test_a_worker_killed_mid_fetch_leaves_no_lock_that_stops_the_next(origin_fleet: tuple[Fleet, Path]) -> None:
+    """git's lock files left by a worker killed while fetching (found by the fault
+    campaign: shallow.lock) are removed by the next run of that worker, which alone
+    holds the cache; a second run of the same worker at once is refused."""
+    fleet, bare = origin_fleet
+    assert work(fleet.path, worker=1, workers=2, remote=str(bare)).tick == 1
+    cache = fleet.path / ".git" / "fleet" / "workers" / "w1.git"
+    (cache / "shallow.lock").write_text("")
+    (cache / "refs" / "fleet").mkdir(parents=True, exist_ok=True)
+    (cache / "refs" / "fleet" / "main.lock").write_text("")
+    merge(fleet.path, tick=1, remote=str(bare))
+    assert work(fleet.path, worker=1, workers=2, remote=str(bare)).tick == 2
+    assert not list(cache.rglob("*.lock"))
+    gitdir = Path(fleet.git.text("rev-parse", "--absolute-git-dir"))
+    with Workspace(gitdir, "w1"):
+        with pytest.raises(FleetError, match="worker w1 is already working in this clone"):
+            Workspace(gitdir, "w1").__enter__()
