@@ -34,6 +34,7 @@ from typing import Any
 from fleet import canonical, docpath
 from fleet.delta import Delta, Op
 from fleet.engine import replay_tick
+from fleet.engine.apply import member_key as _member_key
 from fleet.errors import FleetError
 from fleet.git import Git
 from fleet.ids import is_safe_id, printable
@@ -196,17 +197,6 @@ def _scalars(v: Any) -> bool:
 
 def _items(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, dict) and "id" in x for x in v)
-
-
-def _member_key(v: Any) -> tuple[int, Any, Any]:
-    """The engine's order of a set's members (fleet.engine.apply): null, booleans, numbers, strings."""
-    if v is None:
-        return (0, 0, "")
-    if isinstance(v, bool):
-        return (1, int(v), "")
-    if isinstance(v, (int, float)):
-        return (2, v, "")
-    return (3, 0, v)
 
 
 @dataclass(frozen=True)

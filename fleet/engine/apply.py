@@ -363,8 +363,8 @@ def _overlapping(paths: set[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str
     return held
 
 
-def _member_key(v: Any) -> tuple[int, Any, Any]:
-    """The order of a set's members: null, booleans, numbers, strings."""
+def member_key(v: Any) -> tuple[int, Any, Any]:
+    """The order of a set's members: null, booleans, numbers, strings (a revert sorts by it too)."""
     if v is None:
         return (0, 0, "")
     if isinstance(v, bool):
@@ -386,7 +386,7 @@ def _apply_members(doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry])
         if op.op == "remove" and k not in adds:
             members.pop(k, None)
     members.update(adds)
-    _put(doc, path, sorted(members.values(), key=_member_key))
+    _put(doc, path, sorted(members.values(), key=member_key))
 
 
 def _apply_append(coll: Collection, doc_id: str, doc: dict[str, Any], path: tuple[str, ...], ops: list[Entry],
