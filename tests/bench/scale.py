@@ -29,14 +29,13 @@ from typing import Any
 
 import orjson
 from benchlib import Stopwatch, git, log, median, result, workdir
-from tick_overhead import Daemon, _ledger_lines
+from tick_overhead import Daemon, merged_files
 
 from fleet import canonical
 from fleet.commands.init import init
 from fleet.commands.merge import merge
 from fleet.commands.work import work
 from fleet.config import parse as parse_config
-from fleet.git import Git
 from fleet.workspace import private_repo
 
 AGENTS_PER_WORKER = 40
@@ -85,15 +84,7 @@ def _tick_ours(repo: Path, url: str, bare: Path, workers: int, outbox: Path) -> 
             work(repo, worker=i, workers=workers, remote=url, outbox=outbox)
         with merging:
             report = merge(private_repo(repo / ".git", "merge.git"), remote=url, inbox=(outbox,))
-    g = Git(repo / ".git" / "fleet" / "merge.git")
-    changed = g.changed(f"{report.commit}^", report.commit, ["."])
-    blobs = g.cat_blobs([new for _, new, _ in changed if new != "0" * 40])
-    state = {path: blobs[new] for _, new, path in changed if new != "0" * 40}
-    deltas: dict[str, dict[str, bytes]] = {}
-    for _, entry in _ledger_lines(g, report.commit, report.tick):
-        body = orjson.loads(entry)
-        deltas.setdefault(body["worker"], {})[f"deltas/{body['worker']}/{body['stream']}/{body['id']}.json"] = \
-            canonical.dumps(body)
+    deltas, state = merged_files(repo, report.commit, report.tick)
     return {"tick": whole.times[0], "merge": merging.times[0], "pushes": _pushes(bare) - before,
             "deltas": deltas, "state": state, "applied": report.applied}
 

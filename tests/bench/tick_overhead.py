@@ -102,16 +102,23 @@ def _tick_ours(repo: Path, url: str, workers: int) -> tuple[float, dict[str, dic
         for i in range(1, workers + 1):
             work(repo, worker=i, workers=workers, remote=url)
         report = merge(private_repo(repo / ".git", "merge.git"), remote=url)
+    deltas, state = merged_files(repo, report.commit, report.tick)
+    return sw.times[0], deltas, state
+
+
+def merged_files(repo: Path, commit: str, tick: int) -> tuple[dict[str, dict[str, bytes]], dict[str, bytes]]:
+    """What a merged tick moved, for the floor to move the same bytes: each worker's
+    delta files (from the ledger) and the state files the merge wrote."""
     g = Git(repo / ".git" / "fleet" / "merge.git")
-    changed = g.changed(f"{report.commit}^", report.commit, ["."])
+    changed = g.changed(f"{commit}^", commit, ["."])
     blobs = g.cat_blobs([new for _, new, _ in changed if new != "0" * 40])
     state = {path: blobs[new] for _, new, path in changed if new != "0" * 40}
     deltas: dict[str, dict[str, bytes]] = {}
-    for _, entry in _ledger_lines(g, report.commit, report.tick):
+    for _, entry in _ledger_lines(g, commit, tick):
         body = orjson.loads(entry)
         deltas.setdefault(body["worker"], {})[f"deltas/{body['worker']}/{body['stream']}/{body['id']}.json"] = \
             canonical.dumps(body)
-    return sw.times[0], deltas, state
+    return deltas, state
 
 
 def _ledger_lines(g: Git, commit: str, tick: int) -> list[tuple[str, bytes]]:
