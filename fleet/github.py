@@ -93,6 +93,7 @@ class PRReport:
     unchanged: list[int] = field(default_factory=list)
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)  # open, but nothing is left to decide
     requests: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -234,8 +235,25 @@ class ConflictPRs(_Client):
             pr = self._create_pull(_title(c), body, branch)
             self._call(pr.add_to_labels, LABEL)
             report.opened.append({"conflict": cid, "number": pr.number, "branch": branch})
+        self._close_settled(conflicts, report)
         report.requests = self.requests
         return report
+
+    def _close_settled(self, conflicts: dict[str, Conflict], report: PRReport) -> None:
+        """Close the open pull requests whose conflict episode is no longer held on
+        main: decided there another way (``fleet resolve``, a person's commit, a
+        revert) while its pull request waited. Left open, a reviewer could still
+        merge it and decide again a conflict that is over."""
+        held = {episode(c) for c in conflicts.values()}
+        for key, issue in sorted(self.pulls().items()):
+            if issue.state != "open" or key in held:
+                continue
+            if not self._budget_left():
+                break
+            note = (f"\n\n**Closed by fleet**: conflict `{key.rsplit('-t', 1)[0]}` is no longer held on main "
+                    "(it was decided there another way); nothing is left to decide here.\n")
+            self._call(issue.edit, state="closed", body=(issue.body or "").rstrip() + note)
+            report.closed.append({"conflict": key.rsplit("-t", 1)[0], "number": issue.number})
 
     def _create_pull(self, title: str, body: str, branch: str) -> Any:
         """Open the pull request; if a retried POST already made it (a 5xx after

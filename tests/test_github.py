@@ -168,3 +168,31 @@ def test_status_links_each_open_conflict_to_its_pull_request(gh: Any, monkeypatc
     assert c["pr_branch"] == opened["branch"]
     assert c["pr_url"] == f"https://github.com/acme/fleet/pulls?q=is%3Apr+head%3A{opened['branch']}"
     assert c["decide"].startswith(f"fleet resolve {opened['conflict']} --choose t1-w2-")
+
+
+def test_a_pull_request_whose_conflict_was_decided_another_way_is_closed(gh: Any, tmp_path: Path) -> None:
+    """`fleet resolve` decides on main while the pull request waits: the next merge
+    applies the decision and closes the pull request with a note, once; the
+    pull request of a conflict still held stays open."""
+    fleet, bare, api, settings = gh
+    push_origin(fleet, bare, *rival_titles(fleet, 1, "First", "Second"))
+    [opened] = merge(fleet.path, remote=str(bare), github=settings).pulls["opened"]
+    clone = tmp_path / "person"
+    subprocess.run(["git", "clone", "-q", str(bare), str(clone)], check=True)
+    for k, v in (("user.name", "Rosa Person"), ("user.email", "rosa@example.com")):
+        subprocess.run(["git", "config", k, v], cwd=clone, check=True)
+    p = subprocess.run([sys.executable, "-m", "fleet", "resolve", opened["conflict"], "--value", '"By hand"'],
+                       cwd=clone, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    # the decision is on main but not applied yet: the conflict is still held, its pull request stays open
+    again = merge(fleet.path, remote=str(bare), github=settings)
+    assert again.resolved == [opened["conflict"]]
+    assert main_doc(bare, "state/posts/ada-1.json")["title"] == "By hand"
+    assert again.pulls["closed"] == [{"conflict": opened["conflict"], "number": opened["number"]}]
+    pr = api.pulls[opened["number"]]
+    assert pr.state == "closed" and not pr.merged and "Closed by fleet" in pr.body
+    # a later merge has nothing more to close; a new conflict's pull request stays open
+    push_origin(fleet, bare, *rival_titles(fleet, 3, "Third", "Fourth"))
+    later = merge(fleet.path, remote=str(bare), github=settings)
+    assert later.pulls["closed"] == [] and len(later.pulls["opened"]) == 1
+    assert api.pulls[later.pulls["opened"][0]["number"]].state == "open"
