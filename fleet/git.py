@@ -12,6 +12,7 @@ import os
 import random
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -65,14 +66,20 @@ class Git:
         self.path = Path(path)
 
     # -- running -------------------------------------------------------
-    def proc(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run git; the caller reads the return code."""
-        return subprocess.run(
-            ["git", *args], cwd=self.path, input=input, capture_output=True, env=_env()
-        )
+    def proc(self, *args: str, input: bytes | None = None, spill: bool = False) -> subprocess.CompletedProcess[bytes]:
+        """Run git; the caller reads the return code. With ``spill``, git writes
+        its output to a temporary file that is read in one go: tens of megabytes
+        through a pipe cost Python a third of a second of wake-ups and copies."""
+        if not spill:
+            return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=_env())
+        with tempfile.TemporaryFile() as out:
+            p = subprocess.run(["git", *args], cwd=self.path, input=input, stdout=out, stderr=subprocess.PIPE,
+                               env=_env())
+            out.seek(0)
+            return subprocess.CompletedProcess(p.args, p.returncode, out.read(), p.stderr)
 
-    def run(self, *args: str, input: bytes | None = None) -> bytes:
-        p = self.proc(*args, input=input)
+    def run(self, *args: str, input: bytes | None = None, spill: bool = False) -> bytes:
+        p = self.proc(*args, input=input, spill=spill)
         if p.returncode:
             lines = [ln.strip() for ln in p.stderr.decode(errors="replace").splitlines() if ln.strip()]
             # git's useful line is often the first ("fatal: ..."), the last only adds advice
@@ -106,7 +113,7 @@ class Git:
         if not shas:
             return {}
         unique = list(dict.fromkeys(shas))
-        out = self.run("cat-file", "--batch", input=("\n".join(unique) + "\n").encode())
+        out = self.run("cat-file", "--batch", input=("\n".join(unique) + "\n").encode(), spill=len(unique) > 1000)
         blobs: dict[str, bytes] = {}
         pos = 0
         for sha in unique:
