@@ -12,6 +12,10 @@ measures fleet against a floor in the same run:
   checkout, as a runner has, on the offline provider) against the
   checkout alone (``git clone --depth 1``), over ``git daemon``; the objects
   each downloaded are reported beside.
+- ``bigworld-replay``: ``fleet replay --check`` of a history in which a
+  person's commit seeds the world and a few ticks follow, against the same
+  read, parse and schema check of every document as for validate (replay
+  must judge every document the seeding commit brought in).
 
 ``--small`` builds a tenth of the world.
 """
@@ -196,8 +200,71 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             log(f"worker: {out[-1]}")
         finally:
             daemon.stop()
+        out.append(replay_line(tmp, repo, repeat))
+        log(f"replay: {out[-1]}")
     return out
 
 
 def add_arguments(p: argparse._ArgumentGroup) -> None:
     pass
+
+
+# -- replay --------------------------------------------------------------------
+REPLAY_TICKS = 3
+REPLAY_AGENTS = 6
+
+
+def _seeded(tmp: Path, repo: Path) -> Path:
+    """A clone of the world whose history replay can check: genesis, the world
+    seeded by a person's commit (the clock left to the merge engine), and
+    ``REPLAY_TICKS`` ticks merged by ``fleet merge``, each agent of a few
+    changing its own document."""
+    from fleet import delta as delta_mod
+    from fleet.commands.merge import merge
+    from fleet.delta import Op
+    from fleet.worker import commit_deltas, stage_branch
+
+    src = tmp / "replayed"
+    git(tmp, "clone", "--quiet", str(repo), str(src))
+    git(src, "remote", "remove", "origin")  # its own fleet: main is here
+    g = Git(src)
+    genesis = g.text("rev-list", "--max-parents=0", "HEAD")
+    clock = g.run("show", f"{genesis}:state/fleet.json")
+    fixed = g.write_commit(g.rev_parse("HEAD"), "scratch", {"state/fleet.json": clock}, [])
+    seeded = git(src, "commit-tree", g.commit_tree(fixed), "-p", genesis, "-m",
+                 "seed a world the size of Rappterbook's").decode().strip()
+    g.run("update-ref", "refs/heads/main", seeded)
+    g.run("checkout", "--quiet", "--detach", "main")  # main moves by the merge alone
+    agents = sorted(json.loads(g.run("show", "main:state/config.json"))["agents"])[:REPLAY_AGENTS]
+    for tick in range(1, REPLAY_TICKS + 1):
+        for i, agent in enumerate(agents):
+            worker = f"w{i % 3 + 1}"
+            body = delta_mod.make(tick=tick, worker=worker, stream=f"s{i}", agent=agent,
+                                  ops=[Op("incr", "agents", agent, ("karma",), 1),
+                                       Op("set", "agents", agent, ("bio",), f"at tick {tick}")])
+            ref = f"refs/heads/fleet/t{tick}/{worker}"
+            old = g.rev_parse(ref)
+            commit = commit_deltas(g, g.rev_parse("refs/heads/main") or "", tick, worker, [body], parent=old)
+            assert stage_branch(g, tick, worker, commit, old)
+        merge(src, tick=tick)
+    g.run("checkout", "--quiet", "--force", "--detach", "main")  # the floor reads the files of main as checked out
+    return src
+
+
+def replay_line(tmp: Path, repo: Path, repeat: int) -> dict[str, Any]:
+    """``bigworld-replay``: ``fleet replay --check`` of the world's history against
+    a plain read, parse and schema check of every document (the validate floor)."""
+    src = _seeded(tmp, repo)
+    files = int(git(src, "ls-tree", "-r", "--name-only", "main", "state").count(b"\n"))
+    ours, floor = Stopwatch(), Stopwatch()
+    for _ in range(repeat):
+        p = _timed(ours, [sys.executable, "-m", "fleet", "replay", "--check", "--json"], src)
+        report = json.loads(p.stdout)
+        assert report["ok"] and report["ticks"] == REPLAY_TICKS, report.get("first_difference")
+        f = _timed(floor, [sys.executable, "-c", FLOOR, str(src)], src)
+        assert json.loads(f.stdout)["bad"] == 0
+    return result("bigworld-replay", median(ours.times), median(floor.times), "s", files=files, goal=1.5,
+                  ticks=REPLAY_TICKS, commits=report["commits"],
+                  cpu_ratio=round(median(ours.cpu) / median(floor.cpu), 3),
+                  detail="ours: fleet replay --check of genesis, the world seeded by a person's commit and "
+                         f"{REPLAY_TICKS} ticks; floor: read, parse and schema-check every document once")

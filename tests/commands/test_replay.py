@@ -233,3 +233,57 @@ def test_refused_changes_by_hand_fail_check_until_reverted(fleet: Fleet, edit: A
     git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "revert", "--no-edit", "HEAD")
     data = json.loads(run(fleet, "replay", "--check", "--json").stdout)
     assert data["ok"] is True and [o["refused"] for o in data["outside"]] == [[], []]
+
+
+def test_a_seeding_commit_is_named_by_count_and_its_refused_change_is_never_left_out(fleet: Fleet) -> None:
+    """A person's commit that brings in many documents (a world seeded at once):
+    replay's JSON names the first CHANGES_SHOWN changes and every refused one,
+    with the count; the ticks after it replay byte-identical."""
+    from fleet.replay import CHANGES_SHOWN
+
+    post = json.loads(fleet.read("state/posts/ada-1.json"))
+    seeded = CHANGES_SHOWN + 30
+    for i in range(seeded):
+        rel = f"state/posts/seed-{i:03d}.json"
+        (fleet.path / rel).write_bytes(canonical.dumps({**post, "id": f"seed-{i:03d}"}))
+    (fleet.path / "state/quarantine/9").mkdir(parents=True)
+    (fleet.path / "state/quarantine/9/w9.jsonl").write_bytes(b'{"reason":"made up"}\n')  # sorts after the posts
+    git(fleet.path, "add", "-A", "state")
+    git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-q", "-m", "seed the world")
+    mine = fleet.main()
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "seed-007", ("score",), 1)))
+    run(fleet, "merge")
+    data = json.loads(run(fleet, "replay", "--check", "--json", code=1).stdout)
+    assert data["identical"] is True and data["ticks"] == 1 and data["refused"] == 1
+    [o] = data["outside"]
+    assert o["commit"] == mine and o["changes_total"] == seeded + 1
+    shown = [c["path"] for c in o["changes"]]
+    assert len(shown) == CHANGES_SHOWN + 1 and shown[-1] == "state/quarantine/9/w9.jsonl"
+    assert o["changes"][-1]["refused"] == "the quarantine is written only by the merge engine"
+    assert o["refused"] == ["state/quarantine/9/w9.jsonl: the quarantine is written only by the merge engine"]
+
+
+def test_replay_carries_the_tree_across_ticks_that_prune_the_ledger_and_a_persons_commit(fleet: Fleet) -> None:
+    """With a window of two ticks the merge removes a ledger folder every tick;
+    a person's commit in between changes a document and the config. Replay,
+    which carries the tree's listing from tick to tick and lists it afresh
+    after a person's commit, rebuilds every tick byte for byte."""
+    cfg = json.loads(fleet.read("state/config.json"))
+    cfg["limits"]["window"] = 2
+    person_commit(fleet, "state/config.json", canonical.dumps(cfg), "config: a window of two ticks")
+    for tick in range(1, 7):
+        # cleo-1 is read every tick: a listing not refreshed after the person's edit would undo it
+        fleet.push(fleet.delta("basil", Op("incr", "posts", "cleo-1", ("score",), 1), tick=tick),
+                   fleet.delta("cleo", Op("create", "comments", f"cleo-{tick}", (), {
+                       "id": f"cleo-{tick}", "post": "ada-1", "author": "cleo", "body": f"at {tick}"}),
+                       tick=tick, worker="w2"))
+        run(fleet, "merge")
+        if tick == 3:
+            doc = json.loads(fleet.read("state/posts/cleo-1.json"))
+            doc["title"] = "Edited by a person"
+            person_commit(fleet, "state/posts/cleo-1.json", canonical.dumps(doc), "fix a typo")
+    assert sorted(p.name for p in (fleet.path / "state/ledger").iterdir()) == ["4", "5", "6"]  # 1 to 3 pruned
+    assert json.loads(fleet.read("state/posts/cleo-1.json"))["title"] == "Edited by a person"
+    data = json.loads(run(fleet, "replay", "--check", "--json").stdout)
+    assert data["ok"] is True and data["ticks"] == 6
+    assert [o["subject"] for o in data["outside"]] == ["config: a window of two ticks", "fix a typo"]
