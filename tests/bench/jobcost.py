@@ -25,10 +25,15 @@ fast.
   with zipfile (no resolution, no checks, no scripts, no RECORD), then
   ``python -m fleet work``.
 
-Each line gives the median wall seconds to the first model call, the ratio to
-the floor, and the install alone (wall and CPU of the processes): the machine
-is shared, so CPU moves less than wall time. ``jobcost`` also gives the plan
-job's one-off build of the wheelhouse and its size.
+Each line gives the median wall seconds to the first model call and the
+ratio to the floor; ``cpu_s`` / ``cpu_ratio`` the same in CPU seconds (the
+install's processes, then ``fleet work``'s own, read from /proc the moment its
+first request is in): the machine is shared, so CPU moves less than wall time;
+``install_s`` / ``install_cpu_s`` the install alone. ``jobcost`` also gives the
+plan job's one-off build of the wheelhouse (``plan_build_s``, the same step
+with ``build-wheelhouse``: today's install plus ``pip wheel``), the
+wheelhouse's size, and the runner minutes a tick of ``--jobs-per-tick`` jobs
+saves against today.
 """
 
 from __future__ import annotations
@@ -77,23 +82,31 @@ def base_python() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
-def run_step(script: str, runner_temp: Path, env: dict[str, str], **inputs: str) -> dict[str, str]:
-    """Run the step as a composite action's bash step does; return its outputs."""
-    output = runner_temp / "github_output"
-    output.touch()
+def step(script: str, runner_temp: Path, env: dict[str, str], **inputs: str) -> subprocess.CompletedProcess[str]:
+    """Run the step as a composite action's bash step runs (``bash -eo pipefail``), with its inputs
+    (build_wheelhouse, wheelhouse, wheelhouse_sha256) as the step's environment says them."""
+    (runner_temp / "github_output").touch()
     step_env = dict(env, ACTION_PATH=str(ROOT), FLEET_PYTHON=base_python(), RUNNER_TEMP=str(runner_temp),
-                    GITHUB_OUTPUT=str(output), FLEET_BUILD_WHEELHOUSE=inputs.get("build_wheelhouse", ""),
+                    GITHUB_OUTPUT=str(runner_temp / "github_output"),
+                    FLEET_BUILD_WHEELHOUSE=inputs.get("build_wheelhouse", ""),
                     FLEET_WHEELHOUSE=inputs.get("wheelhouse", ""),
                     FLEET_WHEELHOUSE_SHA256=inputs.get("wheelhouse_sha256", ""))
-    p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], env=step_env,
-                       capture_output=True, text=True)
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], env=step_env,
+                          capture_output=True, text=True)
+
+
+def outputs(runner_temp: Path) -> dict[str, str]:
+    """The step's outputs (NAME=VALUE lines of $GITHUB_OUTPUT)."""
+    lines = (runner_temp / "github_output").read_text().splitlines()
+    return dict(line.partition("=")[::2] for line in lines)
+
+
+def run_step(script: str, runner_temp: Path, env: dict[str, str], **inputs: str) -> dict[str, str]:
+    """Run the step; its outputs, or exit naming the failure."""
+    p = step(script, runner_temp, env, **inputs)
     if p.returncode:
         raise SystemExit(f"jobcost: the Install fleet step failed ({p.returncode}): {(p.stdout + p.stderr)[-2000:]}")
-    outputs = {}
-    for line in output.read_text().splitlines():
-        name, _, value = line.partition("=")
-        outputs[name] = value
-    return outputs
+    return outputs(runner_temp)
 
 
 def clean_env(cache: Path) -> dict[str, str]:
