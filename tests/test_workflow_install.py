@@ -169,3 +169,24 @@ def test_a_runner_with_fleet_installed_builds_and_installs_nothing(tmp_path: Pat
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("fleet is installed: fleet, version")
     assert outputs(temp) == {} and not (tmp_path / "wheelhouse").exists() and not (temp / "fleet-venv").exists()
+
+
+@pytest.mark.slow
+def test_wheels_that_do_not_fit_this_runner_fall_back_to_the_source_with_a_warning(
+        built: tuple[Path, str], tmp_path: Path) -> None:
+    """The plan job's wheels, checked and genuine, that pip cannot use here (as on a runner with
+    another Python): a warning, then fleet from its source as before the wheelhouse."""
+    wheelhouse, _ = built
+    only_pip = tmp_path / "only-pip"
+    only_pip.mkdir()
+    pip = next(wheelhouse.glob("pip-*.whl"))
+    shutil.copy2(pip, only_pip / pip.name)
+    sums = f"{hashlib.sha256(pip.read_bytes()).hexdigest()}  {pip.name}\n".encode()
+    (only_pip / "SHA256SUMS").write_bytes(sums)
+    p, temp = _job(tmp_path, only_pip, hashlib.sha256(sums).hexdigest())
+    assert p.returncode == 0, p.stdout + p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("::warning")]
+    assert len(warnings) == 1 and "has no wheels for this runner's Python" in warnings[0], p.stderr
+    assert "installed from the wheelhouse" not in p.stdout
+    r = subprocess.run([str(temp / "fleet-venv/bin/fleet"), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and __version__ in r.stdout
