@@ -190,3 +190,15 @@ def test_wheels_that_do_not_fit_this_runner_fall_back_to_the_source_with_a_warni
     assert "installed from the wheelhouse" not in p.stdout
     r = subprocess.run([str(temp / "fleet-venv/bin/fleet"), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and __version__ in r.stdout
+
+
+@pytest.mark.slow
+def test_a_second_step_of_the_same_job_uses_the_fleet_the_first_installed(built: tuple[Path, str],
+                                                                          tmp_path: Path) -> None:
+    wheelhouse, sha = built
+    p, temp = _job(tmp_path, wheelhouse, sha)
+    assert p.returncode == 0, p.stderr
+    again = step(install_step(), temp, _runner_env(), build_wheelhouse=str(tmp_path / "more"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"fleet is installed in {temp / 'fleet-venv'}: fleet, version")
+    assert not (tmp_path / "more").exists()
