@@ -160,3 +160,44 @@ def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path, m
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1 and fleet["last"]["applied"] >= 1
     assert git.refs("refs/heads/fleet/") == []  # the merged branch is gone, in the same push as main
+
+
+def _runner_without_fleet(tmp_path: Path) -> dict[str, str]:
+    """A runner's PATH as on GitHub: python3, git and act, and no fleet installed."""
+    bin_dir = tmp_path / "runner-bin"
+    bin_dir.mkdir()
+    (bin_dir / "act").symlink_to(_act())
+    (bin_dir / "python3").symlink_to(getattr(sys, "_base_executable", sys.executable))
+    path = f"{bin_dir}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin"
+    assert shutil.which("fleet", path=path) is None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "GITHUB_", "GH_", "VIRTUAL_ENV"))}
+    env["PATH"] = path
+    return env
+
+
+@pytest.mark.slow
+def test_tick_workflow_under_act_installs_fleet_once_for_the_whole_tick(tmp_path: Path) -> None:
+    """With no fleet on the runners, the plan job installs it from source and builds the
+    wheelhouse; the workers and the merge install from those wheels, checked by SHA-256."""
+    repo, origin, handoff = tmp_path / "repo", tmp_path / "origin.git", tmp_path / "handoff"
+    repo.mkdir()
+    _this_repository(repo)
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
+    p = subprocess.run(
+        ["act", "workflow_dispatch", "-W", ".github/workflows/tick.yml", "-P", "ubuntu-latest=-self-hosted",
+         "--var", f"FLEET_REMOTE={origin}", "--env", f"FLEET_ACT_HANDOFF={handoff}", "--input", "workers=2",
+         "--local-repository", f"{_uses('actions/upload-artifact')}={ROOT / '.github/act/upload-artifact'}",
+         "--local-repository", f"{_uses('actions/download-artifact')}={ROOT / '.github/act/download-artifact'}"],
+        cwd=repo, env=_runner_without_fleet(tmp_path), capture_output=True, text=True, timeout=900)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-4000:]
+    for job in ("plan", "work-1", "work-2", "merge"):
+        assert re.search(rf"\[tick/{job}\s*\] 🏁  Job succeeded", log), (job, log[-3000:])
+    wheels = handoff / "fleet-wheelhouse"
+    assert (wheels / "SHA256SUMS").is_file()
+    assert {w.name.split("-")[0] for w in wheels.glob("*.whl")} >= {"fleet", "pip", "anthropic"}
+    for job in ("work-1", "work-2", "merge"):  # each installed from the wheels, none from source
+        assert re.search(rf"\[tick/{job}\s*\] .*fleet installed from the wheelhouse: fleet, version", log), job
+    assert not re.search(r"\[tick/plan\s*\] .*fleet installed from the wheelhouse", log)
+    fleet = json.loads(Git(origin).show("refs/heads/main", "state/fleet.json"))
+    assert fleet["tick"] == 1 and fleet["last"]["applied"] == 6

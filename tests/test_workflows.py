@@ -84,3 +84,24 @@ def test_the_token_that_opens_issues_is_only_where_no_model_runs() -> None:
         assert "write" not in every[key] and "GITHUB_TOKEN" not in every[key], key
     watchdog = every["watchdog.yml:watchdog"]
     assert "command: watchdog" in watchdog and "issues: write" in watchdog and "GITHUB_TOKEN: ${{ github.token }}" in watchdog
+
+
+def test_fleet_is_built_once_a_tick_where_no_model_runs_and_installed_from_those_wheels() -> None:
+    """The plan job (no model, no key) builds the wheelhouse; every later job that runs fleet
+    takes it and installs from it, checked against the digest in the plan job's output."""
+    jobs = _jobs("tick.yml")
+    assert [j for j, b in jobs.items() if "build-wheelhouse:" in b] == ["plan"]
+    assert "ANTHROPIC_API_KEY" not in jobs["plan"] and "command: plan" in jobs["plan"]
+    assert "wheelhouse: ${{ steps.plan.outputs.wheelhouse-sha256 }}" in jobs["plan"]
+    plan = jobs["plan"]
+    assert plan.index("build-wheelhouse:") < plan.index("uses: actions/upload-artifact@") < plan.index("id: count")
+    consumers = [j for j, b in jobs.items() if "wheelhouse-sha256: ${{ needs.plan.outputs.wheelhouse }}" in b]
+    assert sorted(consumers) == ["meanings", "merge", "work"]
+    for job in consumers:
+        block = jobs[job]
+        take = block.index("name: fleet-wheelhouse")
+        assert "if: needs.plan.outputs.wheelhouse != ''" in block[:take]
+        assert "uses: actions/download-artifact@" in block[:take]
+        assert take < block.index("wheelhouse-sha256:")
+    # only the relay (which rarely runs) installs fleet from source besides the plan
+    assert sorted(set(j for j, b in jobs.items() if "uses: ./" in b) - set(consumers)) == ["plan", "relay"]

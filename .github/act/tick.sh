@@ -3,7 +3,8 @@
 # Docker), against a local bare origin: the plan, the matrix of workers and
 # the merge, as on GitHub. The artifact actions need GitHub's servers, so act
 # swaps them for the stand-ins beside this script (--local-repository), which
-# hand the delta files over through a temporary folder.
+# hand the delta files (and the plan job's wheels of fleet) over through a
+# temporary folder.
 #
 #   git clone --bare . /tmp/origin.git
 #   .github/act/tick.sh /tmp/origin.git --input workers=2

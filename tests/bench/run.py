@@ -51,6 +51,8 @@ BENCHMARKS: dict[str, str] = {
              "claimers on 1,000 tasks against the ceiling of serialised compare-and-swap pushes",
     "bus": "fleet msg send from 1, 4 and 16 senders on their own clones over git daemon, against the "
            "ceiling of serialised compare-and-swap pushes on the same origin",
+    "jobcost": "one worker job on a fresh runner, from no venv to its first model call: fleet installed from the "
+               "plan job's wheelhouse, and as before from source, against a venv with the same wheels unzipped",
 }
 
 
