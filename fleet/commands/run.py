@@ -122,7 +122,9 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if configured and configured not in (EMBEDDED, origin.as_uri()):
         return remote_url(git, configured), False
     created = False
-    if not (origin / "HEAD").exists():
+    if not (origin / "HEAD").exists() and _restore_origin(git, origin):
+        pass
+    elif not (origin / "HEAD").exists():
         if git.rev_parse("refs/heads/main") is None:
             raise FleetError(f"{root}: has no main branch to seed the fleet from")
         for needed in ("state/config.json", "state/fleet.json"):
@@ -146,6 +148,35 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if configured != EMBEDDED:  # not the absolute path: a copied or moved repository finds its own origin
         git.run("config", "fleet.remote", EMBEDDED)
     return origin.as_uri(), created
+
+
+def _restore_origin(git: Git, origin: Path) -> bool:
+    """Rebuild a deleted embedded origin from this clone's last view of it.
+
+    ``.git/fleet/origin.git`` is the fleet's origin, not a cache: the merged
+    history lives there. If it is gone but ``refs/fleet/origin/main`` (set
+    whenever a run ends) is here, the origin is rebuilt from every tracked ref,
+    so the fleet goes on from its last tick instead of starting over at tick 1
+    from your main. False when there is nothing tracked (a first run).
+    """
+    from fleet.repo import TRACKING
+
+    tracked = [line.split(" ", 1) for line in git.text(
+        "for-each-ref", "--format=%(objectname) %(refname)", TRACKING).splitlines() if line]
+    if not any(ref == TRACKING + "main" for _, ref in tracked):
+        return False
+    origin.parent.mkdir(parents=True, exist_ok=True)
+    partial = origin.with_name(origin.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(origin, ignore_errors=True)  # what an interrupted run left (no HEAD: never usable)
+    git.run("init", "--quiet", "--bare", "--initial-branch", "main", str(partial))
+    git.run("push", "--quiet", str(partial), *[f"{ref}:refs/heads/{ref[len(TRACKING):]}" for _, ref in tracked])
+    partial.rename(origin)  # all or nothing, as on a first run
+    tick = GitSnapshot(git, git.text("rev-parse", TRACKING + "main")).tick
+    names = ", ".join(ref[len(TRACKING):] for _, ref in tracked)
+    sys.stderr.write(f"fleet: {origin} was missing; rebuilt it from this clone's last view of it "
+                     f"({names}; main at tick {tick}). What it held beyond that view is lost.\n")
+    return True
 
 
 def run(

@@ -53,6 +53,32 @@ def test_run_leaves_refs_fleet_origin_main_at_the_published_main(tmp_path: Path)
         assert log.startswith(f"fleet: tick {tick}:")
 
 
+def test_a_deleted_origin_is_rebuilt_from_the_last_view_not_started_over(tmp_path: Path) -> None:
+    """`.git/fleet/origin.git` deleted (it sits beside caches): the next run goes on
+    from the tick it had reached, with the task queue it tracked, and says so;
+    it never seeds a new fleet from your main at tick 1 over the old history."""
+    import shutil
+
+    repo = tmp_path / "x"
+    init(repo)
+    assert fleet_cli(repo, "run", "--ticks", "2", "--workers", "2").returncode == 0
+    assert fleet_cli(repo, "task", "add", "One", "--id", "t-one").returncode == 0
+    user = Git(repo)
+    before = user.rev_parse("refs/fleet/origin/main")
+    shutil.rmtree(repo / ".git" / "fleet" / "origin.git")
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert "was missing; rebuilt it" in p.stderr and "tick 2" in p.stderr
+    assert "created a local bare origin" not in p.stdout + p.stderr
+    after = user.rev_parse("refs/fleet/origin/main")
+    assert json.loads(user.show(after, "state/fleet.json") or b"")["tick"] == 3
+    assert user.proc("merge-base", "--is-ancestor", before, after).returncode == 0  # the history goes on
+    listed = fleet_cli(repo, "task", "list", "--json")
+    assert listed.returncode == 0 and "t-one" in listed.stdout
+    replay = fleet_cli(repo, "replay", "--check")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
