@@ -4,9 +4,9 @@ The merge engine reads the config from the commit it merges onto, never from
 the working tree, so a merge and its replay see the same rules.
 
 A config that passed its schema check is remembered by a hash of its bytes
-(and of the schema's, and fleet's version) in the user's cache, so the next
-command on the same config skips the check: compiling the config schema and
-loading jsonschema_rs were most of what a `fleet task claim` spent on Python.
+(and of the schema's and the checking code's) in the user's cache, so the next
+command on the same config skips the check, which compiles the config schema
+and loads jsonschema_rs: a `fleet task claim` on a checked queue needs neither.
 """
 
 from __future__ import annotations
@@ -385,15 +385,18 @@ PASSED_KEPT = 64  # configs remembered; the oldest are forgotten first
 
 def _passed(data: bytes) -> Path | None:
     """The file whose presence says ``data`` passed the config schema's check:
-    named by a hash of fleet's version, the schema's bytes and the config's, so
-    a changed config, schema or fleet is checked afresh. None when the schema
-    cannot be read (the check then reports why)."""
+    named by a hash of the config's bytes and of what checked them (the schema,
+    fleet.schemas' code, fleet's version), so a change to any of them checks
+    afresh. (Not jsonschema_rs's version: finding the installed library would
+    scan sys.path on every command.) None when the schema or the code cannot
+    be read: the check then runs, and says why if it fails."""
     try:
-        schema = (protocol_schema_dir() / "config.schema.json").read_bytes()
+        parts = [__version__.encode(), (protocol_schema_dir() / "config.schema.json").read_bytes(),
+                 Path(schemas.__file__).read_bytes(), data]
     except OSError:
         return None
     h = hashlib.sha256()
-    for part in (__version__.encode(), schema, data):
+    for part in parts:
         h.update(len(part).to_bytes(8, "big") + part)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fleet" / "checked" / f"config-{h.hexdigest()}"
