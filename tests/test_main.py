@@ -77,9 +77,10 @@ def test_a_claim_on_a_checked_queue_and_config_loads_no_schema_library(origin_fl
     f, _ = origin_fleet
     for title in ("one", "two", "three"):
         assert fleet_cli(f.path, "task", "add", title).returncode == 0
-    p, first = loaded(f.path, "task", "claim", "--as", "ada", "--json")
+    p, checking = loaded(f.path, "validate")  # the instrument sees the schema library where it is used
+    assert p.returncode == 0 and "jsonschema_rs" in checking, p.stderr
+    p, _ = loaded(f.path, "task", "claim", "--as", "ada", "--json")
     assert p.returncode == 0, p.stderr
-    assert "jsonschema_rs" in first  # the claim read a changed task file: it checked it
     taken = json.loads(p.stdout)["id"]
     assert fleet_cli(f.path, "task", "list").returncode == 0  # checks the claimed task's new file, and keeps it
     p, second = loaded(f.path, "task", "claim", "--as", "basil", "--json")
