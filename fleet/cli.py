@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,8 @@ remote_option = click.option(
 def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
     """Print ``data`` as JSON with ``--json``, else call ``text`` to print it for people."""
     if as_json:
+        import json  # here: `fleet --help` needs none
+
         click.echo(redact(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)))
     else:
         # The text passes through redaction as a whole, as JSON does: a remote's

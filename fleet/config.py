@@ -2,18 +2,26 @@
 
 The merge engine reads the config from the commit it merges onto, never from
 the working tree, so a merge and its replay see the same rules.
+
+A config that passed its schema check is remembered by a hash of its bytes
+(and of the schema's and the checking code's) in the user's cache, so the next
+command on the same config skips the check, which compiles the config schema
+and loads jsonschema_rs: a `fleet task claim` on a checked queue needs neither.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from fleet import canonical, keys, schemas
+from fleet import __version__, canonical, keys, schemas
 from fleet.errors import FleetError
+from fleet.template import protocol_schema_dir
 
 CONFIG_PATH = "state/config.json"
 FLEET_PATH = "state/fleet.json"
@@ -309,9 +317,13 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
     """Parse and check a config file; errors name the file and the rule."""
     raw = canonical.load(data, where)
     every = _every(raw, where) if isinstance(raw, dict) else None
-    problem = schemas.first_error(schemas.protocol("config"), raw)
-    if problem:
-        raise FleetError(f"{where}: {problem} (schemas/config.schema.json)")
+    passed = _passed(data)
+    if passed is None or not passed.exists():
+        problem = schemas.first_error(schemas.protocol("config"), raw)
+        if problem:
+            raise FleetError(f"{where}: {problem} (schemas/config.schema.json)")
+        if passed is not None:
+            _remember(passed)
     keys.register_names(raw.get("redact", []))
     rules = lambda items: tuple(Rule.parse(t) for t in items)  # noqa: E731
     collections = {
@@ -365,3 +377,39 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         remotes=dict(raw.get("remotes", {})),
         knowledge=KnowledgeSettings.parse(raw.get("knowledge", {}), raw.get("remotes", {}), where),
     )
+
+
+# -- configs that passed their schema check ---------------------------------
+PASSED_KEPT = 64  # configs remembered; the oldest are forgotten first
+
+
+def _passed(data: bytes) -> Path | None:
+    """The file whose presence says ``data`` passed the config schema's check:
+    named by a hash of the config's bytes and of what checked them (the schema,
+    fleet.schemas' code, fleet's version), so a change to any of them checks
+    afresh. (Not jsonschema_rs's version: finding the installed library would
+    scan sys.path on every command.) None when the schema or the code cannot
+    be read: the check then runs, and says why if it fails."""
+    try:
+        parts = [__version__.encode(), (protocol_schema_dir() / "config.schema.json").read_bytes(),
+                 Path(schemas.__file__).read_bytes(), data]
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big") + part)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fleet" / "checked" / f"config-{h.hexdigest()}"
+
+
+def _remember(passed: Path) -> None:
+    """Record a passed check; a cache that cannot be written only costs the next
+    command the check again."""
+    try:
+        passed.parent.mkdir(parents=True, exist_ok=True)
+        passed.touch()
+        kept = sorted(passed.parent.glob("config-*"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-PASSED_KEPT]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -13,7 +13,6 @@ traceback to a log file; a traceback is never the interface.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -72,6 +71,8 @@ def error_handler(ctx: click.Context) -> Iterator[None]:
         message = redact(str(e))
         click.echo(f"fleet: {message}", err=True)
         if ctx.meta.get(JSON_META):  # scripts reading --json get JSON on every exit
+            import json
+
             click.echo(json.dumps({"error": message, "exit": e.code}))
         sys.exit(e.code)
     except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

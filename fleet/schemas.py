@@ -4,14 +4,17 @@ Protocol schemas (delta, config, fleet document, conflict) come with the
 package: they are what this version of fleet accepts. World schemas (one per
 collection) come from the fleet repository's ``schemas/`` on main, so a merge
 and its replay validate against the same bytes.
+
+jsonschema_rs is imported when a schema is first compiled, not with this
+module: a command whose records are all checked already (a task claim reads
+the queue from its cache and the config's check from fleet.config's) never
+loads it.
 """
 
 from __future__ import annotations
 
 from functools import cache, lru_cache
 from typing import Any
-
-import jsonschema_rs
 
 from fleet import canonical
 from fleet.errors import FleetError
@@ -23,6 +26,8 @@ Validator = Any  # jsonschema_rs validators share no public base class
 def compile_schema(schema: Any, where: str) -> Validator:
     if not isinstance(schema, dict):
         raise FleetError(f"{where}: a schema must be a JSON object")
+    import jsonschema_rs  # here, not at the top: see the module's docstring
+
     try:
         jsonschema_rs.meta.validate(schema)
     except jsonschema_rs.ValidationError as e:

@@ -4,12 +4,15 @@ the key and what was expected."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fleet import canonical, keys
-from fleet.config import Rule, parse
+from fleet.config import PASSED_KEPT, Rule, parse
 from fleet.errors import FleetError
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "state" / "config.json"
@@ -99,3 +102,45 @@ def test_day_and_month_budgets_are_read() -> None:
     cfg = parse(canonical.dumps(config(budgets={"day": {"usd": 5.0, "tokens": 100000}, "month": {"usd": 90}})))
     assert (cfg.day_budget.usd, cfg.day_budget.tokens, cfg.month_budget.usd) == (5.0, 100000, 90)
     assert cfg.month_budget.tokens is None
+
+
+def _passed(tmp_path: Path) -> list[Path]:
+    """The configs remembered as checked (the conftest points XDG_CACHE_HOME at tmp_path/cache)."""
+    return sorted((tmp_path / "cache" / "fleet" / "checked").glob("config-*"))
+
+
+def test_a_config_that_passed_its_check_is_remembered_by_its_bytes(tmp_path: Path) -> None:
+    good = TEMPLATE.read_bytes()
+    parse(good)
+    assert len(_passed(tmp_path)) == 1
+    parse(good)  # the same bytes: nothing new to remember
+    assert len(_passed(tmp_path)) == 1
+    with pytest.raises(FleetError, match="at /limits/window"):  # other bytes are checked afresh, and
+        parse(canonical.dumps(config(limits={"window": 0})))  # a config that fails is never remembered
+    assert len(_passed(tmp_path)) == 1
+    parse(canonical.dumps(config(fleet={"name": "other"})))
+    assert len(_passed(tmp_path)) == 2
+
+
+def test_a_remembered_config_is_parsed_without_loading_the_schema_library(tmp_path: Path) -> None:
+    code = ("import sys\nfrom fleet.config import parse\ncfg = parse(open(sys.argv[1], 'rb').read())\n"
+            "print(bool(cfg.agents), 'jsonschema_rs' in sys.modules)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code, str(TEMPLATE)], capture_output=True, text=True, env=env,
+                           check=True).stdout.split() for _ in range(2)]
+    assert runs == [["True", "True"], ["True", "False"]]  # checked, then remembered
+
+
+def test_only_as_many_configs_as_kept_are_remembered(tmp_path: Path) -> None:
+    for n in range(PASSED_KEPT + 3):
+        parse(canonical.dumps(config(fleet={"name": f"fleet-{n}"})))
+    assert len(_passed(tmp_path)) == PASSED_KEPT
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert parse(TEMPLATE.read_bytes()).agents
+    with pytest.raises(FleetError, match="at /limits/window"):
+        parse(canonical.dumps(config(limits={"window": 0})))

@@ -1,10 +1,11 @@
 """The registry in fleet.main: every command is listed, with its own help, and
-listing them imports none."""
+listing them imports none; and what a claim, the command run most often, loads."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 import fleet.commands
 from fleet.main import COMMANDS, cli
+from tests.conftest import Fleet, fleet_cli
 
 
 def test_every_command_module_is_registered() -> None:
@@ -42,3 +44,46 @@ def test_help_lists_every_command_and_imports_none() -> None:
 def test_an_unknown_command_is_a_usage_error() -> None:
     r = CliRunner().invoke(cli, ["nosuch"])
     assert r.exit_code == 2 and "No such command 'nosuch'" in r.output
+
+
+# Modules a claim must not load: the GitHub and Anthropic clients and the property-test
+# library are slow to import and a claim needs none of them; jsonschema_rs is needed only
+# when a record or the config has not been checked before (fleet.schemas, fleet.config).
+HEAVY = {"github", "anthropic", "hypothesis", "fleet.engine", "fleet.github", "fleet.providers", "fleet.world",
+         "fleet.tools", "fleet.prompt", "fleet.worker"}
+LOADED = ("import atexit, sys\n"
+          "atexit.register(lambda: sys.stderr.write('LOADED ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+          "sys.argv[0] = 'fleet'\nfrom fleet.main import main\nmain()\n")
+
+
+def loaded(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`fleet ARGS` in its own process, and the modules it had loaded when it exited
+    (packages by their top-level name too)."""
+    p = subprocess.run([sys.executable, "-c", LOADED, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    names = next(line for line in p.stderr.splitlines() if line.startswith("LOADED ")).split()[1:]
+    assert "fleet.main" in names
+    return p, {n for name in names for n in (name, name.split(".")[0])}
+
+
+def test_help_and_a_claims_help_load_no_heavy_module(tmp_path: Path) -> None:
+    for args in (["--help"], ["task", "claim", "--help"], ["--version"]):
+        p, modules = loaded(tmp_path, *args)
+        assert p.returncode == 0, p.stderr
+        assert not modules & (HEAVY | {"jsonschema_rs"}), (args, sorted(modules & (HEAVY | {"jsonschema_rs"})))
+    assert not loaded(tmp_path, "--help")[1] & {"fleet.config", "fleet.tasks", "fleet.schemas", "orjson"}
+
+
+def test_a_claim_on_a_checked_queue_and_config_loads_no_schema_library(origin_fleet: tuple[Fleet, Path]) -> None:
+    f, _ = origin_fleet
+    for title in ("one", "two", "three"):
+        assert fleet_cli(f.path, "task", "add", title).returncode == 0
+    p, checking = loaded(f.path, "validate")  # the instrument sees the schema library where it is used
+    assert p.returncode == 0 and "jsonschema_rs" in checking, p.stderr
+    p, _ = loaded(f.path, "task", "claim", "--as", "ada", "--json")
+    assert p.returncode == 0, p.stderr
+    taken = json.loads(p.stdout)["id"]
+    assert fleet_cli(f.path, "task", "list").returncode == 0  # checks the claimed task's new file, and keeps it
+    p, second = loaded(f.path, "task", "claim", "--as", "basil", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["claimed_by"] == "basil" and json.loads(p.stdout)["id"] != taken
+    assert not second & (HEAVY | {"jsonschema_rs"}), sorted(second & (HEAVY | {"jsonschema_rs"}))
