@@ -97,6 +97,10 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     if quarantine:
         needs.append(f"{len(quarantine)} quarantined delta(s) in the last {cfg.limits.window} ticks: read why "
                      "(`fleet log --delta ID`)")
+    failed, first = failed_turns(last_tick.applied)
+    if failed:
+        needs.append(f"{failed} of {len(last_tick.applied)} turn(s) of the last tick failed, so they changed nothing "
+                     f"(first: {first}); see each worker's last error below")
     if escalated:
         needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
     dead = [w["worker"] for w in workers if w["status"] == "dead"]
@@ -191,6 +195,24 @@ def _last_tick(repo: FleetRepo, commit: str | None, cfg: Any) -> TickInputs:
     return tick_inputs(repo.git, parent, commit, dataclasses.replace(cfg.limits, max_ops=sys.maxsize))
 
 
+def failed_turns(deltas: Any) -> tuple[int, str | None]:
+    """How many of ``deltas`` (records or ``Delta``s) are turns that failed (an
+    empty delta carrying ``meta.error``: the model call or the turn raised), and
+    the first one's error, shortened. A failed turn is counted as a no-op too:
+    it is in the ledger and changed nothing; this says why."""
+    n, first = 0, None
+    for d in deltas:
+        meta = d.get("meta") if isinstance(d, dict) else getattr(d, "meta", None)
+        err = meta.get("error") if isinstance(meta, dict) else None
+        if err:
+            n += 1
+            if first is None:
+                from fleet.ids import printable
+
+                first = printable(str(err).splitlines()[0] if str(err).strip() else str(err), 160)
+    return n, first
+
+
 def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[str, Any]) -> dict[str, int]:
     """The last tick's deltas, each counted once: every change took effect
     (applied), an explicit empty delta (noop), a change held for a person
@@ -198,7 +220,8 @@ def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[s
     held_ids = held_in(repo.git, repo.git.text("rev-parse", f"{commit}^"), commit) if commit else {}
     noop = sum(1 for d in inputs.applied if not d.ops)
     held = sum(1 for d in inputs.applied if d.ops and d.id in held_ids)
-    return {"applied": len(inputs.applied) - noop - held, "noop": noop, "held": held,
+    return {"applied": len(inputs.applied) - noop - held, "noop": noop, "failed": failed_turns(inputs.applied)[0],
+            "held": held,
             "quarantined": len(inputs.quarantined), "conflicts": int(last.get("held", 0)),
             "resolved": int(last.get("resolved", 0))}
 

@@ -659,3 +659,26 @@ def test_fleet_run_merges_what_arrived_by_the_deadline(tmp_path: Path) -> None:
     assert {a for a in AGENTS if deltas[a]["ops"]} <= {s.agent for s in answered}
     assert any(deltas[a]["ops"] for a in AGENTS if a not in slow)
     assert not any((repo / ".git" / "fleet" / "tmp").iterdir())
+
+
+def test_a_run_whose_every_turn_failed_says_so_and_exits_non_zero(tmp_path: Path) -> None:
+    """A wrong key: every call answers 401. Each turn is an empty delta with its
+    error (the ledger keeps them), and the run says the turns failed, names the
+    error, and exits 1; `fleet status` puts it under "needs you". The key never
+    appears."""
+    wrong = "sk-ant-test-" + "w" * 24
+    with AnthropicAPI(api_key=KEY) as api:
+        repo = new_repo(tmp_path, fast_config())
+        p = fleet(repo, "run", "--provider", "anthropic", "--ticks", "1", "--workers", "2", env=env(api, tmp_path,
+                                                                                                  key=wrong))
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "6 failed: " in p.stdout and "401" in p.stdout, p.stdout
+        assert p.stderr.strip().splitlines()[-1].startswith("fleet: every turn of the run failed (6 of 6)")
+        deltas = ledger(origin(repo))
+        assert len(deltas) == 6 and all(d["ops"] == [] and "401" in d["meta"]["error"] for d in deltas)
+        s = fleet(repo, "status", env=env(None, tmp_path, key=None))
+        needs = [line for line in s.stdout.splitlines() if line.startswith("needs you:")]
+        assert needs and "6 of 6 turn(s) of the last tick failed" in needs[0], s.stdout
+        assert "(6 of them failed turns)" in s.stdout
+        for out in (p.stdout, p.stderr, s.stdout, s.stderr):
+            assert wrong not in out and KEY not in out

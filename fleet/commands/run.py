@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from fleet import tick_tasks
+from fleet import canonical, tick_tasks
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
@@ -73,6 +73,8 @@ class TickLine:
     tokens: int = 0
     cost_usd: float = 0.0
     asked: int = 0  # the workers asked for; ``workers`` ran (a worker with no agent is not started)
+    failed: int = 0  # of the no-ops: turns that failed (meta.error: the model call or the turn raised)
+    first_error: str | None = None
 
 
 @dataclass
@@ -98,6 +100,7 @@ class RunReport:
             "ticks": [t.__dict__ for t in self.ticks],
             "applied": sum(t.applied for t in self.ticks),
             "noop": sum(t.noop for t in self.ticks),
+            "failed": sum(t.failed for t in self.ticks),
             "held_deltas": sum(t.held_deltas for t in self.ticks),
             "merged": sum(t.applied + t.noop + t.held_deltas for t in self.ticks),  # every delta in the ledger
             "quarantined": sum(t.quarantined for t in self.ticks),
@@ -159,8 +162,6 @@ def _restore_origin(git: Git, origin: Path) -> bool:
     so the fleet goes on from its last tick instead of starting over at tick 1
     from your main. False when there is nothing tracked (a first run).
     """
-    from fleet.repo import TRACKING
-
     tracked = [line.split(" ", 1) for line in git.text(
         "for-each-ref", "--format=%(objectname) %(refname)", TRACKING).splitlines() if line]
     if not any(ref == TRACKING + "main" for _, ref in tracked):
@@ -325,14 +326,32 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
         except NothingToDo:
             return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count)
         spent = Usage.parse(result.usage)
+        failed, first = _failed_turns(repo, result.commit, tick) if result.noop else (0, None)
         return TickLine(tick, len(planned), delivered, result.applied, len(result.quarantined), len(result.held),
                         round(time.monotonic() - t0, 3), mode, result.noop, result.held_deltas, result.resolved,
-                        spent.tokens, spent.cost_usd, count)
+                        spent.tokens, spent.cost_usd, count, failed, first)
     finally:
         _stop(procs)
         logs.close()
         if outbox is not None:
             shutil.rmtree(outbox, ignore_errors=True)
+
+
+def _failed_turns(repo: FleetRepo, commit: str, tick: int) -> tuple[int, str | None]:
+    """The turns of ``tick`` that failed, from its ledger on ``commit``."""
+    from fleet.overview import failed_turns
+    from fleet.state import LEDGER_DIR
+
+    snap = GitSnapshot(repo.git, commit)
+    paths = [p for p in snap.under(f"{LEDGER_DIR}/{tick}") if not p.rsplit("/", 1)[-1].startswith("_")]
+    records = []
+    for path, data in snap.read_many(paths).items():
+        for line in (data or b"").splitlines():
+            try:
+                records.append(canonical.load(line, path))
+            except FleetError:
+                continue  # the merge wrote it; a line it could not have written is not a turn
+    return failed_turns(records)
 
 
 def _wait(procs: list[subprocess.Popen[bytes]], limit: float, logs: Any) -> int:
@@ -421,7 +440,9 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         progress.advance(task)
         progress.console.print(
             f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
-            f"{t.quarantined} quarantined, {t.noop} no-op, {t.held_deltas} held in {t.seconds:.1f}s"
+            f"{t.quarantined} quarantined, {t.noop} no-op"
+            + (f" ({t.failed} failed: {t.first_error})" if t.failed else "")
+            + f", {t.held_deltas} held in {t.seconds:.1f}s"
             + "".join(f"; decided {c} (a person's resolution applied)" for c in t.resolved), markup=False)
         if t.asked > t.workers and not spread_told:
             spread_told.append(t.tick)
@@ -471,3 +492,7 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         sys.exit(130)
     if report.stopped and not report.ticks:
         sys.exit(3)  # nothing to do until the budget resumes
+    every = sum(t.applied + t.noop + t.held_deltas + t.quarantined for t in report.ticks)
+    if report.ticks and every and data["failed"] == every:
+        why = next(t.first_error for t in report.ticks if t.first_error)
+        raise FleetError(f"every turn of the run failed ({data['failed']} of {every}), so nothing changed: {why}")

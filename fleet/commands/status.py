@@ -40,7 +40,8 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
         click.echo(f"provider: {p['configured']} (run.provider)"
                    + (f"; the last tick ran {', '.join(p['last_tick'])}" if p["last_tick"] else ""))
         d, tot = s["deltas"], s["totals"]
-        click.echo(f"last tick: {d['applied']} applied, {d['noop']} no-op, {d['held']} held "
+        click.echo(f"last tick: {d['applied']} applied, {d['noop']} no-op"
+                   + (f" ({d['failed']} of them failed turns)" if d.get("failed") else "") + f", {d['held']} held "
                    f"({d['conflicts']} conflict(s) opened or joined), {d['quarantined']} quarantined"
                    + (f", {d['resolved']} decision(s) applied" if d["resolved"] else "")
                    + f"; {_money(s['last'].get('usage'))}")

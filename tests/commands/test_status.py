@@ -41,7 +41,7 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
                                        "reason": "agent 'nobody' is not in state/config.json agents",
                                        "delta": q["id"], "agent": "nobody", "worker": "w3"}]
     # the held deltas are not counted as applied: each delta is counted once
-    assert s["deltas"] == {"applied": 0, "noop": 0, "held": 2, "quarantined": 1, "conflicts": 1, "resolved": 0}
+    assert s["deltas"] == {"applied": 0, "noop": 0, "failed": 0, "held": 2, "quarantined": 1, "conflicts": 1, "resolved": 0}
     assert c["decide"] == f"fleet resolve {c['id']} --choose {b['id'] if b['utc'] > a['utc'] else a['id']}"
     assert {x["value"] for x in c["choices"]} == {"general", "ideas"} and c["decided"] is False
     assert s["merged_utc"] and s["age_seconds"] >= 0
@@ -199,4 +199,4 @@ def test_the_last_ticks_counts_include_its_late_deltas(fleet: Fleet) -> None:
                fleet.delta("dara", meta={"noop": "quiet"}, tick=2, worker="w2"))
     run(fleet, "merge")
     s = json.loads(run(fleet, "status", "--json").stdout)
-    assert s["deltas"] == {"applied": 2, "noop": 1, "held": 0, "quarantined": 0, "conflicts": 0, "resolved": 0}
+    assert s["deltas"] == {"applied": 2, "noop": 1, "failed": 0, "held": 0, "quarantined": 0, "conflicts": 0, "resolved": 0}
