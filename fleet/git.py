@@ -108,6 +108,19 @@ class Git:
                 entries[path] = meta[12:]
         return entries
 
+    def special_entries(self, rev: str, *paths: str) -> dict[str, str]:
+        """Path -> mode of the entries under ``paths`` (folders with a trailing
+        slash, or files) at ``rev`` that are not regular files: a symbolic link
+        (120000) or a submodule (160000), which :meth:`ls_tree` leaves out or
+        lists as a blob."""
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
+        found: dict[str, str] = {}
+        for rec in out.split(b"\0"):
+            if rec[:6] in (b"120000", b"160000"):
+                meta, _, path = rec.partition(b"\t")
+                found[os.fsdecode(path)] = meta[:6].decode()
+        return found
+
     def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
         """Read many blobs with one ``cat-file --batch`` process."""
         if not shas:

@@ -156,7 +156,8 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
     invalid = {c.path for oc in found for c in oc.refused if not refusal(c.path)}
     if invalid and tip is not None:
         snap = GitSnapshot(git, tip)
-        still = problems(snap, [p for p in invalid if p in set(snap.paths())])
+        present = set(snap.paths()) | set(git.special_entries(tip, "state/", "schemas/"))  # a gitlink is no blob
+        still = problems(snap, [p for p in invalid if p in present])
         for oc in found:
             for c in oc.refused:
                 if c.path in invalid and c.path not in still:
@@ -176,8 +177,7 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
     out = {p: why for p in changed if p.startswith(_ENGINE_PREFIXES) and (why := refusal(p))}
     for mode, _, _, path in rows:
         if mode in ("120000", "160000"):  # a symbolic link or a submodule, added or changed into one
-            kind = "a symbolic link" if mode == "120000" else "a submodule (gitlink)"
-            out.setdefault(path, f"is {kind}; state/ and schemas/ hold regular files only")
+            out.setdefault(path, special_entry(mode))
     snap = GitSnapshot(git, tip)
     if CONFIG_PATH in changed or any(p.startswith("schemas/") for p in changed):
         paths = None  # the rules changed: every document is judged by the new ones
@@ -238,12 +238,20 @@ def check_state(snap: GitSnapshot, outcome: str) -> None:
 def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
     """Path -> what ``fleet validate`` says of it, for the state files and
     schemas of ``snap`` (only ``paths``, if given) that it rejects."""
-    wanted = sorted(p for p in (snap.paths() if paths is None else paths) if _checked_file(p))
+    # A link or a submodule is refused as what it is, never read as a document
+    # (a link's blob is its target's name: "malformed JSON" would hide the rule).
+    few = paths is not None and len(paths) <= 256  # named on the command line; more: one listing, filtered
+    listed = snap.git.special_entries(snap.commit, *(paths if few and paths else ["state/", "schemas/"])) \
+        if paths != [] else {}
+    special = {path: special_entry(mode) for path, mode in listed.items() if paths is None or few or path in paths}
+    if CONFIG_PATH in special:
+        return {CONFIG_PATH: special[CONFIG_PATH]}
+    wanted = sorted(p for p in (snap.paths() if paths is None else paths) if _checked_file(p) and p not in special)
     try:
         snap.config  # noqa: B018  (a config that does not parse names itself)
     except FleetError as e:
         return {CONFIG_PATH: str(e).removeprefix(CONFIG_PATH + ": ")}
-    out = {}
+    out = dict(special)
     for path, data in snap.read_many(wanted).items():
         problem = check_in(snap, path, data or b"")
         if problem:
@@ -252,6 +260,12 @@ def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
         for path, problem in world_problems(snap.config, snap.read):
             out.setdefault(path, problem)
     return out
+
+
+def special_entry(mode: str) -> str:
+    """The rule a tree entry that is not a regular file breaks."""
+    kind = "a symbolic link" if mode == "120000" else "a submodule (gitlink)"
+    return f"is {kind}; state/ and schemas/ hold regular files only"
 
 
 def _checked_file(path: str) -> bool:

@@ -36,7 +36,7 @@ from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, common_dir, git_reason, toplevel
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
-from fleet.outside import bring_in_local_main, check_state
+from fleet.outside import bring_in_local_main, check_state, special_entry
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
 from fleet.records import Usage
@@ -131,6 +131,9 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
         if git.rev_parse("refs/heads/main") is None:
             raise FleetError(f"{root}: has no main branch to seed the fleet from")
         for needed in ("state/config.json", "state/fleet.json"):
+            if git.special_entries("refs/heads/main", needed):
+                raise FleetError(f"{needed}: {special_entry(git.special_entries('refs/heads/main', needed)[needed])}; "
+                                 "your main does not become the fleet's: fix that and commit again")
             if git.show("refs/heads/main", needed) is None:
                 raise FleetError(f"{root}: main has no {needed}; is this a fleet repository? "
                                  "(`fleet init DIR` makes one; commit state/ and schemas/ to main)")

@@ -321,6 +321,46 @@ def test_a_persons_commit_is_checked_before_it_becomes_the_fleets_main(ran_once:
     assert _origin_main(repo) == before  # nothing adopted, no tick run
 
 
+@pytest.mark.parametrize("kind", ["symbolic link", "submodule (gitlink)"])
+@pytest.mark.parametrize("where", ["state/agents/ada.json", "state/agents/new.json", "state/config.json",
+                                   "schemas/agent.schema.json", "state/agents/deeper/x", "state/brand-new"])
+def test_a_link_or_a_submodule_in_a_persons_commit_is_refused_as_what_it_is(ran_once: Path, tmp_path: Path,
+                                                                            kind: str, where: str) -> None:
+    """Whatever the path (a document, the config, a schema, a new folder), a
+    symbolic link or a gitlink is named as one, never read as a document and
+    never adopted; on a first run it never seeds the fleet either."""
+    import os
+    import shutil
+
+    repo = _copy(ran_once, tmp_path)
+    before = _origin_main(repo)
+    target = repo / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        subprocess.run(["git", "rm", "-q", where], cwd=repo, check=True)
+    if kind == "symbolic link":
+        os.symlink("/etc/passwd", target)
+        subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    else:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"160000,{head},{where}"], cwd=repo, check=True)
+    subprocess.run([*G, "commit", "-qm", "by hand"], cwd=repo, check=True)
+    p = fleet_cli(repo, "run", "--ticks", "1")
+    assert p.returncode == 1, p.stdout + p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"fleet: {where}: is a {kind}; state/ and schemas/ hold regular files only"), line
+    assert _origin_main(repo) == before
+    # the same commit as the genesis of a new fleet: refused before any origin is made
+    shutil.rmtree(repo / ".git" / "fleet")
+    for ref in subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/fleet/"], cwd=repo,
+                              capture_output=True, text=True).stdout.split():
+        subprocess.run(["git", "update-ref", "-d", ref], cwd=repo, check=True)
+    subprocess.run(["git", "config", "--unset", "fleet.remote"], cwd=repo, check=True)
+    first = fleet_cli(repo, "run", "--ticks", "1")
+    assert first.returncode == 1 and f"{where}: is a {kind}" in first.stderr, first.stderr
+    assert not (repo / ".git" / "fleet" / "origin.git").exists()
+
+
 def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path: Path) -> None:
     repo = _copy(ran_once, tmp_path)
     before = _origin_main(repo)
