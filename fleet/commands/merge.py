@@ -311,12 +311,12 @@ def _no_gc() -> Iterator[None]:
 
 def _models(metas: Iterable[Any]) -> list[str]:
     """Which providers and models made the applied deltas, "provider model" each."""
-    seen = set()
+    pairs = set()
     for meta in metas:
         if isinstance(meta, dict) and (meta.get("provider") or meta.get("model")):
             # worker-written text: bounded, so a hostile delta cannot flood the report
-            seen.add(printable(f"{str(meta.get('provider') or '?')[:40]} {str(meta.get('model') or '?')[:80]}"))
-    return sorted(seen)
+            pairs.add((str(meta.get("provider") or "?")[:40], str(meta.get("model") or "?")[:80]))
+    return sorted({printable(f"{provider} {model}") for provider, model in pairs})  # once per pair, not per delta
 
 
 def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
