@@ -152,15 +152,17 @@ class Applier:
                 coll = cfg.collections[key[0]]
                 open_here = open_by_doc.get(key, {})
                 first = key not in accepted
-                now = Carried(base_bytes[paths[key]]) if first else carried.get(key)
+                now = Carried() if first else carried.get(key)
                 takes[key] = now is not None and now.takes(coll, cfg, d, ops, open_here)
+                parsed = None
                 if takes[key] and not first:
-                    start, entries = carried[key].data, ops
+                    start, entries, parsed = None, ops, carried[key].private(ops)
                 elif first:
                     start, entries = base_bytes[paths[key]], ops
                 else:
                     start, entries = base_bytes[paths[key]], accepted[key] + ops
-                out = combine(coll, key[1], start, entries, open_here, self.authority, self.tick, self.meanings)
+                out = combine(coll, key[1], start, entries, open_here, self.authority, self.tick, self.meanings,
+                              parsed)
                 results[key] = out
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
@@ -177,8 +179,8 @@ class Applier:
                     accepted.setdefault(key, []).extend(ops)
                     out = results[key]
                     if takes[key] and out.doc is not None and not out.conflicts:
-                        then = carried.get(key) or Carried(None)
-                        then.data = canonical.dumps(out.doc)
+                        then = carried.get(key) or Carried()
+                        then.doc = out.doc
                         then.record(d, ops)
                         carried[key] = then
                     else:
@@ -199,12 +201,15 @@ class Applier:
         accepted: set[str] = set()
         taken: list[Entry] = []  # the ops of the accepted deltas, in delta order
         errors: dict[str, str] = {}
-        carry: Carried | None = Carried(raw)  # as in sequential: O(k) combines, not O(k^2)
+        carry: Carried | None = Carried()  # as in sequential: O(k) combines, not O(k^2)
         for d in order:
             ops = by_delta[d.id]
             takes = carry is not None and carry.takes(coll, self.cfg, d, ops, open_here)
-            if carry is not None and takes:
-                out = combine(coll, doc_id, carry.data, ops, open_here, self.authority, self.tick, self.meanings)
+            if carry is not None and takes and carry.doc is not None:
+                out = combine(coll, doc_id, None, ops, open_here, self.authority, self.tick, self.meanings,
+                              carry.private(ops))
+            elif carry is not None and takes:  # the first delta: main's document as it is
+                out = combine(coll, doc_id, raw, ops, open_here, self.authority, self.tick, self.meanings)
             else:
                 out = combine(coll, doc_id, raw, taken + ops, open_here, self.authority, self.tick, self.meanings)
             if d.id in out.errors:
@@ -217,7 +222,7 @@ class Applier:
             accepted.add(d.id)
             taken += ops
             if carry is not None and takes and out.doc is not None and not out.conflicts:
-                carry.data = canonical.dumps(out.doc)
+                carry.doc = out.doc
                 carry.record(d, ops)
             else:
                 carry = None
@@ -231,10 +236,13 @@ CARRIED_OPS = ("incr", "add", "set", "append")
 
 @dataclass
 class Carried:
-    """A document carried through ``Applier.sequential``: its bytes after the
-    deltas accepted so far, and what those deltas did to each field."""
+    """A document carried through ``Applier.sequential`` and ``_blame``: the
+    document after the deltas accepted so far (None before the first), and
+    what those deltas did to each field. The document is never changed in
+    place: each trial works on :meth:`private`, which copies only the objects
+    on the trial's paths, so a delta costs its own ops, not the document."""
 
-    data: bytes | None
+    doc: dict[str, Any] | None = None
     kinds: dict[tuple[str, ...], str] = field(default_factory=dict)  # path -> the one op kind on it
     values: dict[tuple[str, ...], tuple[bytes, tuple[Any, ...]]] = field(default_factory=dict)  # set: value, latest key
     items: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # append: item id -> digest
@@ -275,6 +283,21 @@ class Carried:
                         if known is not None and known != canonical.digest(op.arg):
                             return False
         return True
+
+    def private(self, ops: list[Entry]) -> dict[str, Any]:
+        """A copy of the document that ``combine`` may change along the paths
+        of ``ops`` (the only places it writes: ``docpath.put``) without
+        touching the carried one."""
+        assert self.doc is not None
+        top = dict(self.doc)
+        for _, op in ops:
+            cur = top
+            for k in op.path[:-1]:
+                nxt = cur.get(k)
+                if type(nxt) is not dict:
+                    break
+                cur[k] = cur = dict(nxt)
+        return top
 
     def record(self, d: Delta, ops: list[Entry]) -> None:
         """Note what the accepted ``d`` did with ``ops``."""
@@ -317,11 +340,14 @@ def combine(
     authority: Authority,
     tick: int,
     meanings: Meanings | None = None,
+    parsed: dict[str, Any] | None = None,
 ) -> DocOutcome:
-    """Apply every op on one document from the deltas of one tick, in any order."""
+    """Apply every op on one document from the deltas of one tick, in any order.
+    ``parsed``: the document already parsed, a copy this call may change
+    (``Carried.private``), instead of ``raw``."""
     errors: dict[str, str] = {}
     # raw is main's document, checked where the tick read it (Applier.run), or bytes the engine wrote
-    doc: dict[str, Any] | None = canonical.parse_trusted(raw) if raw is not None else None
+    doc: dict[str, Any] | None = parsed if parsed is not None else canonical.parse_trusted(raw) if raw is not None else None
     exists = doc is not None
 
     creates = [(d, op) for d, op in entries if op.op == "create"]
