@@ -13,6 +13,21 @@ the documents back (``json``, sorted keys, indent 2, as fleet's documents
 are), one ``git add -A`` and one ``git commit``. No validation, no ledger, no
 authority: what any tool doing this job must at least do.
 
+Second floor (``merge-fastimport``, issue 15 item 3), on a third copy: the
+same delta bytes parsed with ``orjson``, the touched documents read with
+``orjson`` and applied the same way, and written as blobs in one commit on
+main by one ``git fast-import`` (no index, no checkout). Goal: at most 2.0.
+
+Each side runs in a fresh Python process (imports before the clock), so each
+line reports the peak memory of ours and of its floor (``*_maxrss_mb``: the
+largest resident size of the process or of any git it ran).
+
+``merge-hotdoc``: the engine alone (``merge_tick`` in memory) on k = 1,000
+deltas that each append a note to one document, the second one too long for
+the schema (a culprit, so the tick is decided delta by delta), against plain
+code appending the k-1 good notes; ``growth_k_over_quarter_k`` is our time at
+k over our time at k/4 (4 for O(k), 16 for O(k^2)).
+
 The world (setup, untimed): ``fleet init``, then a person's commit that puts
 in a bench config (one collection ``items`` of ``--docs`` documents with
 ``shard: 2``, every agent in ``config.agents``, rules allowing the ops) and a
