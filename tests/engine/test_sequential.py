@@ -246,3 +246,26 @@ def test_sets_of_one_field_carry_only_when_the_policy_would_agree(world: MemoryS
                           ("title", ["hi", "yo", "x" * 20, "hi"])):
         deltas = [_delta(AGENTS[n % 4], n, Op("set", "items", "x1", (field,), v)) for n, v in enumerate(values)]
         assert Applier(world, world.config, 1).sequential(deltas) == one_at_a_time(Applier(world, world.config, 1), deltas)
+
+
+@PROPERTY
+@given(deltas=ticks(hot=True))
+def test_a_whole_tick_is_the_same_with_and_without_carrying(world: MemorySnapshot, deltas: list[Delta]) -> None:
+    """Through merge_tick (the fast pass, the blame of one document, the
+    sequential pass): every file of the tick and every verdict is what
+    recombining from main everywhere gives."""
+    from fleet.delta import Arrival, file_path
+    from fleet.engine import merge_tick
+    from fleet.engine.apply import Carried
+
+    arrivals = [Arrival("refs/heads/fleet/t1/w1", file_path(d.body), canonical.dumps(d.body)) for d in deltas]
+    fast = merge_tick(world, arrivals)
+    takes = Carried.takes
+    Carried.takes = lambda *a, **kw: False  # type: ignore[method-assign]
+    try:
+        slow = merge_tick(world, arrivals)
+    finally:
+        Carried.takes = takes  # type: ignore[method-assign]
+    assert (fast.writes, fast.deletes, fast.quarantined, [d.id for d in fast.applied]) == \
+        (slow.writes, slow.deletes, slow.quarantined, [d.id for d in slow.applied])
+    assert len(fast.applied) + len(fast.quarantined) == len(deltas)
