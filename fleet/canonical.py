@@ -94,8 +94,16 @@ def parse(data: bytes, max_depth: int = RECORD_DEPTH) -> Any:
     """Parse JSON strictly, raising :class:`JSONProblem` with the rule it broke.
     Input from outside is parsed with ``max_depth=MAX_DEPTH``."""
     obj = _canonical(data)
-    if obj is _NOT:
-        obj = _strict(data, max_depth)
+    if obj is not _NOT:
+        # Text orjson wrote back byte for byte cannot hold what orjson refuses
+        # to read (a lone surrogate, a number that overflows) nor an integer
+        # beyond 64 bits (it reads one as a float, which writes back
+        # otherwise): only the depth is left to look at, and only when the
+        # brackets could exceed it.
+        if data.count(b"[") + data.count(b"{") > max_depth:
+            check(obj, strings=False, max_depth=max_depth)
+        return obj
+    obj = _strict(data, max_depth)
     # The walk is needed only if the text could break a rule: more brackets
     # than the depth limit, a lone surrogate's escape, a number of 19 digits or
     # more, or an exponent of three digits.

@@ -150,6 +150,14 @@ def merge(
 
     Without ``tick``, a tick that a run started and still holds (its start
     record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
+    with _no_gc():
+        return _merge(path, tick, inbox, remote, dry_run, allow_empty, outside, github, dispatch, meanings_from,
+                      propose_to)
+
+
+def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | None, dry_run: bool,
+           allow_empty: bool, outside: list[dict[str, Any]], github: GitHubSettings | None,
+           dispatch: Dispatch | None, meanings_from: Path | None, propose_to: Path | None) -> MergeReport:
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
     asked: dict[str, dict[str, Any]] = {}  # the model's merges ('meaning' policy) by inputs, across attempts
@@ -183,8 +191,7 @@ def merge(
             synced = prs.sync(repo, base, head) if prs else None
             opened = f"; opened {len(synced.opened)} conflict pull request(s)" if synced and synced.opened else ""
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
-        with _no_gc():
-            result = merge_tick(base, arrivals, decided)
+        result = merge_tick(base, arrivals, decided)
         if meanings_from is not None:  # texts held under 'meaning': the model merges, here or in a job of its own
             meanings = profile_merge.recheck(base, result, profile_merge.read_answers(meanings_from), str(meanings_from))
         else:
@@ -192,8 +199,7 @@ def merge(
         if propose_to is not None:
             profile_merge.write_answers(propose_to, meanings)
         if meanings:
-            with _no_gc():
-                result = merge_tick(base, arrivals, decided, meanings)
+            result = merge_tick(base, arrivals, decided, meanings)
         if not result.applied and not result.quarantined and not result.resolved and not result.reverts \
                 and not allow_empty:
             if not dry_run:
@@ -290,7 +296,10 @@ def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """The engine makes hundreds of thousands of small objects and frees them all
-    at the end; the cycle collector's passes over them cost a fifth of a big tick."""
+    at the end; the cycle collector's passes over them cost a fifth of a big tick.
+    Off for the whole merge, not only the engine: once on again while they are
+    alive (writing the commit, delivering messages), its first passes walk
+    them all; after the merge they are freed by reference counting, unwalked."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -302,12 +311,12 @@ def _no_gc() -> Iterator[None]:
 
 def _models(metas: Iterable[Any]) -> list[str]:
     """Which providers and models made the applied deltas, "provider model" each."""
-    seen = set()
+    pairs = set()
     for meta in metas:
         if isinstance(meta, dict) and (meta.get("provider") or meta.get("model")):
             # worker-written text: bounded, so a hostile delta cannot flood the report
-            seen.add(printable(f"{str(meta.get('provider') or '?')[:40]} {str(meta.get('model') or '?')[:80]}"))
-    return sorted(seen)
+            pairs.add((str(meta.get("provider") or "?")[:40], str(meta.get("model") or "?")[:80]))
+    return sorted({printable(f"{provider} {model}") for provider, model in pairs})  # once per pair, not per delta
 
 
 def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:

@@ -9,7 +9,7 @@ anything is refused, decides delta by delta in delta order which deltas stand.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical, docpath, schemas
@@ -128,14 +128,13 @@ class Applier:
         for c in self.open_conflicts().values():
             open_by_doc.setdefault((c.collection, c.doc), {})[c.path] = c
         accepted: dict[DocKey, list[Entry]] = {}
-        # A document that so far only took commutative ops (counters
-        # incremented, members added: a hot counter, a channel everyone joins)
-        # is carried as its current bytes and the field each op family
-        # touched: adding a delta then costs its own ops, not all the earlier
-        # ones again. Sums and unions come out the same either way, so the
-        # decisions do too; anything else (a set, a remove, a create, two
-        # families on overlapping fields) recombines from the base.
-        carried: dict[DocKey, tuple[bytes, dict[tuple[str, ...], str]]] = {}
+        # A document whose accepted ops so far can be replayed one delta at a
+        # time (see Carried.takes) is carried as its current bytes: adding a
+        # delta then costs its own ops, not all the earlier ones again, so k
+        # deltas on one hot document cost O(k) combines, not O(k^2). The
+        # decisions are the same as recombining from the base (a property
+        # test holds the two together); anything else recombines.
+        carried: dict[DocKey, Carried] = {}
         refused: dict[str, str] = {}
         for d in deltas:
             unknown = next((op.collection for op in d.ops if op.collection not in cfg.collections), None)
@@ -147,16 +146,23 @@ class Applier:
                 mine.setdefault((op.collection, op.id), []).append((d, op))
             reason = None
             results: dict[DocKey, DocOutcome] = {}
+            takes: dict[DocKey, bool] = {}
             start: bytes | None
             for key, ops in mine.items():
                 coll = cfg.collections[key[0]]
-                if key in carried and carries(carried[key][1], ops):
-                    start, entries = carried[key][0], ops
-                elif key not in accepted:
+                open_here = open_by_doc.get(key, {})
+                first = key not in accepted
+                now = Carried() if first else carried.get(key)
+                takes[key] = now is not None and now.takes(coll, cfg, d, ops, open_here)
+                parsed = None
+                if takes[key] and not first:
+                    start, entries, parsed = None, ops, carried[key].private(ops)
+                elif first:
                     start, entries = base_bytes[paths[key]], ops
                 else:
                     start, entries = base_bytes[paths[key]], accepted[key] + ops
-                out = combine(coll, key[1], start, entries, open_by_doc.get(key, {}), self.authority, self.tick, self.meanings)
+                out = combine(coll, key[1], start, entries, open_here, self.authority, self.tick, self.meanings,
+                              parsed)
                 results[key] = out
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
@@ -170,12 +176,13 @@ class Applier:
                 refused[d.id] = reason
             else:
                 for key, ops in mine.items():
-                    first = key not in accepted
                     accepted.setdefault(key, []).extend(ops)
                     out = results[key]
-                    fields = {} if first else carried[key][1] if key in carried else None
-                    if fields is not None and carries(fields, ops) and out.doc is not None and not out.conflicts:
-                        carried[key] = (canonical.dumps(out.doc), {**fields, **{op.path: op.op for _, op in ops}})
+                    if takes[key] and out.doc is not None and not out.conflicts:
+                        then = carried.get(key) or Carried()
+                        then.doc = out.doc
+                        then.record(d, ops)
+                        carried[key] = then
                     else:
                         carried.pop(key, None)
         return refused
@@ -185,48 +192,129 @@ class Applier:
         """Add deltas one by one, in delta order, and blame each one whose
         ops are refused or make the document invalid on top of the earlier
         ones that stand."""
+        by_delta: dict[str, list[Entry]] = {}
         order: list[Delta] = []
-        for d, _ in entries:
-            if not order or order[-1] is not d:
+        for d, op in entries:
+            if d.id not in by_delta:
                 order.append(d)
+            by_delta.setdefault(d.id, []).append((d, op))
         accepted: set[str] = set()
+        taken: list[Entry] = []  # the ops of the accepted deltas, in delta order
         errors: dict[str, str] = {}
+        carry: Carried | None = Carried()  # as in sequential: O(k) combines, not O(k^2)
         for d in order:
-            trial = [(x, op) for x, op in entries if x.id in accepted or x is d]
-            out = combine(coll, doc_id, raw, trial, open_here, self.authority, self.tick, self.meanings)
+            ops = by_delta[d.id]
+            takes = carry is not None and carry.takes(coll, self.cfg, d, ops, open_here)
+            if carry is not None and takes and carry.doc is not None:
+                out = combine(coll, doc_id, None, ops, open_here, self.authority, self.tick, self.meanings,
+                              carry.private(ops))
+            elif carry is not None and takes:  # the first delta: main's document as it is
+                out = combine(coll, doc_id, raw, ops, open_here, self.authority, self.tick, self.meanings)
+            else:
+                out = combine(coll, doc_id, raw, taken + ops, open_here, self.authority, self.tick, self.meanings)
             if d.id in out.errors:
                 errors[d.id] = out.errors[d.id]
                 continue
             problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc)
             if problem:
                 errors[d.id] = f"would make {path} invalid: {problem}"
+                continue
+            accepted.add(d.id)
+            taken += ops
+            if carry is not None and takes and out.doc is not None and not out.conflicts:
+                carry.doc = out.doc
+                carry.record(d, ops)
             else:
-                accepted.add(d.id)
+                carry = None
         out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority, self.tick, self.meanings)
         out.errors = errors
         return out
 
 
-def carries(fields: dict[tuple[str, ...], str], ops: list[Entry]) -> bool:
-    """Whether ``ops`` can be applied on top of a carried document whose
-    earlier ops were ``fields`` (path -> op) with the same result as
-    recombining them all: only increments and adds, each on a field that no
-    other kind of op touches and that does not overlap another field."""
-    mine: dict[tuple[str, ...], str] = {}
-    for _, op in ops:
-        if op.op not in ("incr", "add") or mine.setdefault(op.path, op.op) != op.op:
-            return False
-    for path, kind in mine.items():
-        for other, other_kind in fields.items():
-            if other == path:
-                if other_kind != kind:
-                    return False
-            elif other[: len(path)] == path or path[: len(other)] == other:
+CARRIED_OPS = ("incr", "add", "set", "append")
+
+
+@dataclass
+class Carried:
+    """A document carried through ``Applier.sequential`` and ``_blame``: the
+    document after the deltas accepted so far (None before the first), and
+    what those deltas did to each field. The document is never changed in
+    place: each trial works on :meth:`private`, which copies only the objects
+    on the trial's paths, so a delta costs its own ops, not the document."""
+
+    doc: dict[str, Any] | None = None
+    kinds: dict[tuple[str, ...], str] = field(default_factory=dict)  # path -> the one op kind on it
+    values: dict[tuple[str, ...], tuple[bytes, tuple[Any, ...]]] = field(default_factory=dict)  # set: value, latest key
+    items: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # append: item id -> digest
+
+    def takes(self, coll: Collection, cfg: Config, d: Delta, ops: list[Entry], open_here: OpenHere) -> bool:
+        """Whether ``combine`` of this document with only ``ops`` decides ``d``
+        exactly as recombining every accepted op and ``ops`` from the base:
+        each field takes one kind of op (increments, adds, sets or appends),
+        fields do not overlap each other or a held conflict, a set agrees with
+        the earlier sets of its field or is the latest under ``lww``, and an
+        append brings no item id that this tick appended with other content.
+        (The owner, read before any op, cannot change: its field is fixed.)"""
+        mine: dict[tuple[str, ...], str] = {}
+        for _, op in ops:
+            if op.op not in CARRIED_OPS or mine.setdefault(op.path, op.op) != op.op:
                 return False
-    for path in mine:
-        if any(p != path and (p[: len(path)] == path or path[: len(p)] == p) for p in mine):
-            return False
-    return True
+        for path, kind in mine.items():
+            for other, other_kind in self.kinds.items():
+                if other == path:
+                    if other_kind != kind:
+                        return False
+                elif _overlaps(other, path):
+                    return False
+            if any(p != path and _overlaps(p, path) for p in mine):
+                return False
+            if any(_overlaps(held, path) for held in open_here):
+                return False
+            if kind == "set" and path in self.values:
+                value = [op.arg for _, op in ops if op.path == path][-1]  # a delta's last set of a field counts
+                line, latest = self.values[path]
+                if canonical.dumps_line(value) != line and not (cfg.policy(coll.name, path) == "lww" and d.key > latest):
+                    return False
+            elif kind == "append" and path in self.items:
+                seen = self.items[path]
+                for _, op in ops:
+                    if op.path == path and isinstance(op.arg, dict):
+                        known = seen.get(op.arg.get("id"))  # type: ignore[arg-type]
+                        if known is not None and known != canonical.digest(op.arg):
+                            return False
+        return True
+
+    def private(self, ops: list[Entry]) -> dict[str, Any]:
+        """A copy of the document that ``combine`` may change along the paths
+        of ``ops`` (the only places it writes: ``docpath.put``) without
+        touching the carried one."""
+        assert self.doc is not None
+        top = dict(self.doc)
+        for _, op in ops:
+            cur = top
+            for k in op.path[:-1]:
+                nxt = cur.get(k)
+                if type(nxt) is not dict:
+                    break
+                cur[k] = cur = dict(nxt)
+        return top
+
+    def record(self, d: Delta, ops: list[Entry]) -> None:
+        """Note what the accepted ``d`` did with ``ops``."""
+        for _, op in ops:
+            self.kinds[op.path] = op.op
+            if op.op == "set":
+                line = canonical.dumps_line(op.arg)
+                old = self.values.get(op.path)
+                self.values[op.path] = (line, max(old[1], d.key) if old else d.key)
+            elif op.op == "append" and isinstance(op.arg, dict):
+                self.items.setdefault(op.path, {}).setdefault(op.arg["id"], canonical.digest(op.arg))
+
+
+def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One path is a prefix of the other (or they are the same)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str | None:
@@ -252,11 +340,14 @@ def combine(
     authority: Authority,
     tick: int,
     meanings: Meanings | None = None,
+    parsed: dict[str, Any] | None = None,
 ) -> DocOutcome:
-    """Apply every op on one document from the deltas of one tick, in any order."""
+    """Apply every op on one document from the deltas of one tick, in any order.
+    ``parsed``: the document already parsed, a copy this call may change
+    (``Carried.private``), instead of ``raw``."""
     errors: dict[str, str] = {}
     # raw is main's document, checked where the tick read it (Applier.run), or bytes the engine wrote
-    doc: dict[str, Any] | None = canonical.parse_trusted(raw) if raw is not None else None
+    doc: dict[str, Any] | None = parsed if parsed is not None else canonical.parse_trusted(raw) if raw is not None else None
     exists = doc is not None
 
     creates = [(d, op) for d, op in entries if op.op == "create"]
@@ -396,25 +487,34 @@ def _apply_append(coll: Collection, doc_id: str, doc: dict[str, Any], path: tupl
     errors: dict[str, str] = {}
     cur = _get(doc, path)
     cur = [] if cur is _MISSING else cur
-    if not isinstance(cur, list) or not all(isinstance(i, dict) and "id" in i for i in cur):
-        raise _OpError(f"{'.'.join(path)} is not a list of objects with an 'id'")
-    existing = {i["id"]: canonical.digest(i) for i in cur}
+    # One pass over the list, and digests only where ids meet: a hot list of
+    # k items costs no k digests a delta. (i["id"] fails on anything but an
+    # object with an 'id': a list, a string, a number, null.)
+    try:
+        if not isinstance(cur, list):
+            raise TypeError
+        existing = {i["id"]: i for i in cur}
+    except (TypeError, KeyError):
+        raise _OpError(f"{'.'.join(path)} is not a list of objects with an 'id'") from None
     new: dict[str, list[tuple[Delta, Any]]] = {}  # item id -> (delta, item)
     for d, op in ops:
         item_id = op.arg["id"]
         if item_id in existing:
-            if existing[item_id] != canonical.digest(op.arg):
+            if canonical.digest(existing[item_id]) != canonical.digest(op.arg):
                 errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: item {item_id!r} already exists with other content")
             continue
         new.setdefault(item_id, []).append((d, op.arg))
     for item_id, items in new.items():
+        if len(items) < 2:
+            continue
         mine: dict[str, str] = {}
         for d, item in items:
-            if mine.setdefault(d.id, canonical.digest(item)) != canonical.digest(item):
+            digest = canonical.digest(item)
+            if mine.setdefault(d.id, digest) != digest:
                 errors.setdefault(d.id, f"append {coll.name}/{doc_id} {'.'.join(path)}: the delta appends two different items with id {item_id!r}")
     out = list(cur)
     for item_id, items in new.items():
-        if len({canonical.digest(i) for _, i in items}) > 1 or (*path, item_id) in open_here:
+        if (len(items) > 1 and len({canonical.digest(i) for _, i in items}) > 1) or (*path, item_id) in open_here:
             conflicts.append(hold(coll, doc_id, (*path, item_id), doc, items, "append", f"different items with id {item_id!r}", tick, open_here))
         else:
             out.append(canonical.clone(items[0][1]))

@@ -13,6 +13,21 @@ the documents back (``json``, sorted keys, indent 2, as fleet's documents
 are), one ``git add -A`` and one ``git commit``. No validation, no ledger, no
 authority: what any tool doing this job must at least do.
 
+Second floor (``merge-fastimport``, issue 15 item 3), on a third copy: the
+same delta bytes parsed with ``orjson``, the touched documents read with
+``orjson`` and applied the same way, and written as blobs in one commit on
+main by one ``git fast-import`` (no index, no checkout). Goal: at most 2.0.
+
+Each side runs in a fresh Python process (imports before the clock), so each
+line reports the peak memory of ours and of its floor (``*_maxrss_mb``: the
+largest resident size of the process or of any git it ran).
+
+``merge-hotdoc``: the engine alone (``merge_tick`` in memory) on k = 1,000
+deltas that each append a note to one document, the second one too long for
+the schema (a culprit, so the tick is decided delta by delta), against plain
+code appending the k-1 good notes; ``growth_k_over_quarter_k`` is our time at
+k over our time at k/4 (4 for O(k), 16 for O(k^2)).
+
 The world (setup, untimed): ``fleet init``, then a person's commit that puts
 in a bench config (one collection ``items`` of ``--docs`` documents with
 ``shard: 2``, every agent in ``config.agents``, rules allowing the ops) and a
@@ -34,6 +49,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +61,7 @@ from benchlib import Stopwatch, git, log
 DEFAULT_REPEAT = 1
 SMALL_REPEAT = 3
 GOAL = 1.5
+FASTIMPORT_GOAL = 2.0  # issue 15, item 3
 BIG = {"workers": 256, "agents": 100, "docs": 10_000}
 SMALL = {"workers": 16, "agents": 100, "docs": 1_000}
 
@@ -284,6 +302,40 @@ def floor(repo: Path, deltas_dir: Path, lib: str = "json") -> dict[str, Any]:
                 deltas.append(load(f))
     t_read = time.perf_counter()
 
+    docs = _apply_simply(repo, deltas, load, mode)
+
+    t_apply = time.perf_counter()
+    written = 0
+    for path, doc in docs.items():
+        if doc is None:
+            if os.path.exists(path):
+                os.remove(path)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w" + mode) as f:
+            dump(doc, f)
+        written += 1
+    t_write = time.perf_counter()
+    git(repo, "add", "-A")
+    t_add = time.perf_counter()
+    git(repo, "commit", "-q", "-m", f"tick {TICK}: {len(deltas)} deltas")
+    t_commit = time.perf_counter()
+    return {
+        "deltas": len(deltas),
+        "docs_written": written,
+        "phases": {
+            "read deltas": t_read - t0,
+            "read docs + apply": t_apply - t_read,
+            "write docs": t_write - t_apply,
+            "git add -A": t_add - t_write,
+            "git commit": t_commit - t_add,
+        },
+    }
+
+
+def _apply_simply(repo: Path, deltas: list[Any], load: Any, mode: str) -> dict[str, Any]:
+    """Read the documents the ops touch from the checkout and apply the ops the
+    simplest way; file -> document, None when deleted or absent."""
     docs: dict[str, Any] = {}  # file -> document, None when deleted or absent
     for d in deltas:
         for op in d["ops"]:
@@ -324,32 +376,55 @@ def floor(repo: Path, deltas_dir: Path, lib: str = "json") -> dict[str, Any]:
                 items = target.setdefault(last, [])
                 if all(i["id"] != op["item"]["id"] for i in items):
                     items.append(op["item"])
+    return docs
 
+
+def floor_fastimport(repo: Path, deltas_dir: Path) -> dict[str, Any]:
+    """The least work: parse the same delta bytes with orjson, read the touched
+    documents (orjson), apply the ops, write them as blobs in one commit on
+    main made by one ``git fast-import`` (no index, no checkout)."""
+    import orjson
+
+    t0 = time.perf_counter()
+    deltas = []
+    for dirpath, _dirs, files in os.walk(deltas_dir):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                deltas.append(orjson.loads(f.read()))
+    t_read = time.perf_counter()
+    docs = _apply_simply(repo, deltas, lambda f: orjson.loads(f.read()), "b")
     t_apply = time.perf_counter()
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    head = git(repo, "rev-parse", "HEAD").decode().strip()
+    msg = f"tick {TICK}: {len(deltas)} deltas\n".encode()
+    chunks = [b"commit refs/heads/main\ncommitter Bench Person <person@example.com> 0 +0000\n",
+              b"data %d\n" % len(msg), msg, f"from {head}\n".encode()]
+    prefix = len(str(repo)) + 1
     written = 0
     for path, doc in docs.items():
+        rel = path[prefix:]
         if doc is None:
             if os.path.exists(path):
-                os.remove(path)
+                chunks.append(f"D {rel}\n".encode())
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w" + mode) as f:
-            dump(doc, f)
+        data = orjson.dumps(doc, option=option)
+        chunks.append(b"M 100644 inline %s\ndata %d\n" % (rel.encode(), len(data)))
+        chunks.append(data)
+        chunks.append(b"\n")
         written += 1
+    chunks.append(b"done\n")
+    stream = b"".join(chunks)
     t_write = time.perf_counter()
-    git(repo, "add", "-A")
-    t_add = time.perf_counter()
-    git(repo, "commit", "-q", "-m", f"tick {TICK}: {len(deltas)} deltas")
+    git(repo, "fast-import", "--quiet", "--done", input=stream)
     t_commit = time.perf_counter()
     return {
         "deltas": len(deltas),
         "docs_written": written,
         "phases": {
-            "read deltas": t_read - t0,
-            "read docs + apply": t_apply - t_read,
-            "write docs": t_write - t_apply,
-            "git add -A": t_add - t_write,
-            "git commit": t_commit - t_add,
+            "read deltas (orjson)": t_read - t0,
+            "read docs + apply (orjson)": t_apply - t_read,
+            "dumps (orjson) + stream": t_write - t_apply,
+            "git fast-import": t_commit - t_write,
         },
     }
 
@@ -424,7 +499,167 @@ def _phase_timer() -> benchlib.PhaseTimer:
     return pt
 
 
+# -- a hot document --------------------------------------------------------------
+
+HOT_K = 1_000
+HOT_SMALL_K = 200
+NOTE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "item with notes",
+    "type": "object",
+    "required": ["id", "author"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "author": {"type": "string"},
+        "notes": {"type": "array", "maxItems": 5000, "items": {
+            "type": "object", "required": ["id", "author", "text"], "additionalProperties": False,
+            "properties": {"id": {"type": "string"}, "author": {"type": "string"},
+                           "text": {"type": "string", "maxLength": 200}}}},
+    },
+}
+
+
+def hot_world(root: Path, k: int) -> tuple[Any, list[Any], list[bytes]]:
+    """A world with one document that ``k`` deltas each append a note to; the
+    second delta's note is too long for the schema (the culprit). Returns the
+    snapshot, the arrivals and the delta bytes."""
+    from fleet import canonical
+    from fleet.commands.init import init
+    from fleet.delta import Arrival, Op, file_path, make
+    from fleet.state import MemorySnapshot
+
+    init(root)
+    files = {p.relative_to(root).as_posix(): p.read_bytes()
+             for top in ("state", "schemas") for p in sorted((root / top).rglob("*")) if p.is_file()}
+    cfg = json.loads(files["state/config.json"])
+    agents = [f"a{n:03d}" for n in range(100)]
+    cfg["collections"] = {COLLECTION: {"schema": "note.schema.json", "owner": "author", "own": ["create"],
+                                       "others": ["append:notes"]}}
+    cfg["agents"] = {a: {} for a in agents}
+    cfg["policies"] = {"*": "hold"}
+    cfg.pop("prompt", None)
+    files = {p: b for p, b in files.items() if not p.startswith("state/") or p in ("state/fleet.json",)}
+    files["state/config.json"] = canonical.dumps(cfg)
+    files["schemas/note.schema.json"] = canonical.dumps(NOTE_SCHEMA)
+    files[f"state/{COLLECTION}/hot.json"] = canonical.dumps({"id": "hot", "author": agents[0], "notes": []})
+    arrivals, raw = [], []
+    for n in range(k):
+        agent = agents[n % len(agents)]
+        text = "x" * 300 if n == 1 else f"note {n} by {agent}"
+        op = Op("append", COLLECTION, "hot", ("notes",), {"id": f"n{n:05d}", "author": agent, "text": text})
+        body = make(tick=TICK, worker="w000", stream=f"s{agent}", agent=agent, ops=[op], meta={},
+                    utc=f"2026-01-01T00:00:00.{n:06d}Z", delta_id=f"t{TICK}-w000-s{agent}-{n:06d}")
+        data = canonical.dumps(body)
+        arrivals.append(Arrival("refs/heads/fleet/t1/w000", file_path(body), data))
+        raw.append(data)
+    return MemorySnapshot(files), arrivals, raw
+
+
+def hot_floor(doc_bytes: bytes, raw: list[bytes], culprit: str) -> bytes:
+    """The k good appends by plain code: parse each delta, append its note, write the document once."""
+    import orjson
+
+    doc = orjson.loads(doc_bytes)
+    for data in raw:
+        d = orjson.loads(data)
+        if d["id"] == culprit:
+            continue
+        for op in d["ops"]:
+            doc["notes"].append(op["item"])
+    out: bytes = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+    return out
+
+
+def run_hot(root: Path, k: int, repeat: int, name: str) -> dict[str, Any]:
+    """``merge-hotdoc``: the engine (``merge_tick``, in memory) on k appends to
+    one document with one culprit, against the plain code of the k-1 good ones;
+    with the time at k/4, so that the ratio of the two shows O(k) (4) or
+    O(k^2) (16)."""
+    from fleet.engine import merge_tick
+
+    times: dict[int, list[float]] = {}
+    floor_times: list[float] = []
+    result: Any = None
+    for size in (k // 4, k):
+        snap, arrivals, raw = hot_world(root / f"hot-{size}", size)
+        culprit = json.loads(raw[1])["id"]
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.perf_counter()
+            result = merge_tick(snap, arrivals)
+            times.setdefault(size, []).append(time.perf_counter() - t0)
+            if size == k:
+                gc.collect()
+                t0 = time.perf_counter()
+                floor_doc = hot_floor(snap.read(f"state/{COLLECTION}/hot.json") or b"", raw, culprit)
+                floor_times.append(time.perf_counter() - t0)
+        if [q["delta"]["id"] for q in result.quarantined] != [culprit] or len(result.applied) != size - 1:
+            raise RuntimeError(f"{name}: expected exactly the culprit quarantined, got {len(result.quarantined)}")
+    if result.writes[f"state/{COLLECTION}/hot.json"] != floor_doc:
+        raise RuntimeError(f"{name}: ours and the floor disagree on the document")
+    ours_k, ours_quarter = benchlib.median(times[k]), benchlib.median(times[k // 4])
+    return benchlib.result(name, ours_k, benchlib.median(floor_times), "s", k=k, culprits=1,
+                           floor_is="orjson: parse each delta, append the k-1 good notes, dump once",
+                           ours_quarter_k=round(ours_quarter, 4), growth_k_over_quarter_k=round(ours_k / ours_quarter, 2),
+                           repeat=repeat, verified=True)
+
+
 # -- the benchmark ---------------------------------------------------------------
+
+
+SIDES = ("ours", "floor", "fastimport")
+
+
+def _cpu_now() -> float:
+    """CPU seconds of this process and of the git processes it waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one side in this (fresh) process: imports first, then the timed work;
+    returns its wall and CPU time and its peak memory (``maxrss_mb``: the
+    largest resident size of this process or of any git process it ran)."""
+    import resource
+
+    import orjson  # noqa: F401  (imported before the clock, like fleet)
+
+    from fleet.commands.merge import merge
+
+    repo, side = Path(spec["repo"]), spec["side"]
+    phases = _phase_timer() if spec.get("phases") else None
+    gc.collect()
+    c0, t0 = _cpu_now(), time.perf_counter()
+    out: dict[str, Any] = {}
+    if side == "ours":
+        r = merge(repo)
+        out = {"applied": r.applied, "quarantined": [q.get("reason") for q in r.quarantined], "held": len(r.held),
+               "docs_changed": r.docs_changed}
+    elif side == "floor":
+        out = floor(repo, Path(spec["deltas"]), spec["lib"])
+    else:
+        out = floor_fastimport(repo, Path(spec["deltas"]))
+    out["s"] = time.perf_counter() - t0
+    out["cpu"] = _cpu_now() - c0
+    # Linux keeps a process's peak across exec, so a git child's figure is at
+    # least Python's size when it started: the larger of the two is the peak
+    # of the side, Python or any git it ran.
+    out["maxrss_mb"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    if phases is not None:
+        phases.restore()
+        out["ours_phases"] = phases.report()
+    return out
+
+
+def in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_child` in a new Python process, so each side's peak memory is its own."""
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True)
+    if p.returncode:
+        raise RuntimeError(f"{spec['side']} failed: {p.stderr.decode(errors='replace').strip()[-3000:]}")
+    result: dict[str, Any] = json.loads(p.stdout.splitlines()[-1])
+    return result
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -443,68 +678,52 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         n_deltas = sum(len(b) for b in world["by_worker"].values())
         n_ops = sum(world["kinds"].values())
         n_docs = len(world["documents"])
-        # The generated objects must not sit in the heap during the timed runs:
-        # Python's cyclic GC would scan them on both sides' time.
         del world["documents"], world["by_worker"]
         gc.collect()
         log(f"{name}: setup took {sw_setup.times[0]:.1f} s ({n_deltas:,} deltas, {n_ops:,} ops)")
 
-        sw_ours, sw_floor = Stopwatch(), Stopwatch()
-        report: Any = None
-        floor_phases: dict[str, float] = {}
-        phases = _phase_timer() if args.phases else None
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
         verified: Any = "skipped"
-        try:
-            for i in range(args.repeat):
-                ours_repo = benchlib.copy_repo(pristine, root / f"ours-{i}")
-                floor_repo = benchlib.copy_repo(pristine, root / f"floor-{i}")
-                for side in (("ours", "floor") if i % 2 == 0 else ("floor", "ours")):
-                    os.sync()  # the copies' dirty pages are not written back on either side's time
-                    if side == "ours":
-                        with sw_ours:
-                            report = ours(ours_repo)
-                        log(f"{name}: run {i + 1}/{args.repeat}: ours {sw_ours.times[-1]:.2f} s")
-                    else:
-                        with sw_floor:
-                            floor_out = floor(floor_repo, floor_deltas, args.floor_json)
-                        for k, v in floor_out["phases"].items():
-                            floor_phases[k] = floor_phases.get(k, 0.0) + v
-                        log(f"{name}: run {i + 1}/{args.repeat}: floor {sw_floor.times[-1]:.2f} s")
-                if report.applied != n_deltas or report.quarantined or report.held:
-                    reasons = {q.get("reason") for q in report.quarantined}
-                    raise RuntimeError(
-                        f"fleet applied {report.applied} of {n_deltas} deltas, quarantined "
-                        f"{len(report.quarantined)} ({sorted(reasons)[:3]}), held {len(report.held)}"
-                    )
-                last = i == args.repeat - 1
-                if last:
-                    ours_files = _files_changed(ours_repo, "refs/heads/main")
-                    floor_files = _files_changed(floor_repo, "HEAD")
-                    if not args.no_verify:
-                        problem = verify(ours_repo, floor_repo)
+        files_in_commit: dict[str, int] = {}
+        for i in range(args.repeat):
+            repos = {side: benchlib.copy_repo(pristine, root / f"{side}-{i}") for side in SIDES}
+            order = SIDES[i % 3:] + SIDES[: i % 3]  # each side goes first in turn
+            for side in order:
+                os.sync()  # the copies' dirty pages are not written back on any side's time
+                out = in_child({"side": side, "repo": str(repos[side]), "deltas": str(floor_deltas),
+                                "lib": args.floor_json, "phases": bool(args.phases and side == "ours")})
+                runs[side].append(out)
+                log(f"{name}: run {i + 1}/{args.repeat}: {side} {out['s']:.2f} s, {out['maxrss_mb']:.0f} MB")
+            report = runs["ours"][-1]
+            if report["applied"] != n_deltas or report["quarantined"] or report["held"]:
+                raise RuntimeError(
+                    f"fleet applied {report['applied']} of {n_deltas} deltas, quarantined "
+                    f"{len(report['quarantined'])} ({sorted(set(report['quarantined']))[:3]}), held {report['held']}"
+                )
+            last = i == args.repeat - 1
+            if last:
+                files_in_commit = {side: _files_changed(repos[side], "refs/heads/main") for side in SIDES}
+                if not args.no_verify:
+                    for side in ("floor", "fastimport"):
+                        problem = verify(repos["ours"], repos[side])
                         if problem:
-                            raise RuntimeError(f"ours and the floor disagree: {problem}")
-                        verified = True
-                if not (last and args.keep):
-                    shutil.rmtree(ours_repo)
-                    shutil.rmtree(floor_repo)
-        finally:
-            if phases is not None:
-                phases.restore()
-        if phases is not None:
-            per_run = {k: {"s": round(v["s"] / args.repeat, 4), "calls": v["calls"] // args.repeat}
-                       for k, v in phases.report().items()}
+                            raise RuntimeError(f"ours and the {side} floor disagree: {problem}")
+                    verified = True
+            if not (last and args.keep):
+                for r in repos.values():
+                    shutil.rmtree(r)
 
         if args.profile:
             prof_repo = benchlib.copy_repo(pristine, root / "ours-profile")
             benchlib.profile_to_stderr(lambda: ours(prof_repo), 25, f"{name}: fleet.commands.merge.merge")
 
-        out = benchlib.result(
-            name,
-            benchlib.median(sw_ours.times),
-            benchlib.median(sw_floor.times),
-            "s",
-            goal=GOAL,
+        def med(side: str, key: str) -> float:
+            return benchlib.median([r[key] for r in runs[side]])
+
+        def peak(side: str, key: str) -> float:
+            return round(max(r[key] for r in runs[side]), 1)
+
+        common = dict(
             workers=size["workers"],
             agents=world["agents"],
             deltas=n_deltas,
@@ -514,23 +733,48 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             docs_touched=world["touched"],
             docs_touched_existing=world["touched_existing"],
             delta_bytes=delta_bytes,
-            docs_changed=report.docs_changed,
-            ours_files_in_commit=ours_files,
-            floor_files_in_commit=floor_files,
-            floor_json=args.floor_json,
+            docs_changed=runs["ours"][-1]["docs_changed"],
             repeat=args.repeat,
-            ours_runs=[round(t, 3) for t in sw_ours.times],
-            floor_runs=[round(t, 3) for t in sw_floor.times],
-            ours_cpu=round(benchlib.median(sw_ours.cpu), 3),
-            floor_cpu=round(benchlib.median(sw_floor.cpu), 3),
-            cpu_ratio=round(benchlib.median(sw_ours.cpu) / benchlib.median(sw_floor.cpu), 3),
+            ours_runs=[round(r["s"], 3) for r in runs["ours"]],
+            ours_cpu=round(med("ours", "cpu"), 3),
+            ours_maxrss_mb=peak("ours", "maxrss_mb"),
+            ours_files_in_commit=files_in_commit.get("ours"),
             load_avg=round(os.getloadavg()[0], 2),
             cpus=os.cpu_count(),
             verified=verified,
             setup_s=round(sw_setup.times[0], 1),
             tmp_fs=benchlib.fs_type(root),
         )
-        if phases is not None:
-            out["ours_phases"] = per_run  # seconds per run; indented names are inside the one above
-            out["floor_phases"] = {k: round(v / args.repeat, 4) for k, v in floor_phases.items()}
-        return [out]
+        lines = []
+        for side, bench, goal, what in (
+            ("floor", name, GOAL, f"{args.floor_json} + git add -A + git commit"),
+            ("fastimport", name.replace("merge", "merge-fastimport"), FASTIMPORT_GOAL,
+             "orjson + one git fast-import commit"),
+        ):
+            out = benchlib.result(bench, med("ours", "s"), med(side, "s"), "s", goal=goal, floor_is=what, **common)
+            out.update(
+                floor_runs=[round(r["s"], 3) for r in runs[side]],
+                floor_cpu=round(med(side, "cpu"), 3),
+                cpu_ratio=round(med("ours", "cpu") / med(side, "cpu"), 3),
+                floor_maxrss_mb=peak(side, "maxrss_mb"),
+                floor_files_in_commit=files_in_commit.get(side),
+            )
+            if side == "floor":
+                out["floor_json"] = args.floor_json
+            if args.phases:
+                out["ours_phases"] = {k: {"s": round(benchlib.median([r["ours_phases"][k]["s"] for r in runs["ours"]]), 4),
+                                          "calls": v["calls"]} for k, v in runs["ours"][-1]["ours_phases"].items()}
+                out["floor_phases"] = {k: round(benchlib.median([r["phases"][k] for r in runs[side]]), 4)
+                                       for k in runs[side][-1]["phases"]}
+            lines.append(out)
+        hot_name = name.replace("merge", "merge-hotdoc")
+        log(f"{hot_name}: one document, {HOT_SMALL_K if args.small else HOT_K} appends, one culprit")
+        lines.append(run_hot(root, HOT_SMALL_K if args.small else HOT_K, args.repeat, hot_name))
+        return lines
+
+
+if __name__ == "__main__":  # a side run in a child process (in_child)
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(_child(json.loads(sys.argv[2]))))
+    else:
+        raise SystemExit("merge.py is run by tests/bench/run.py merge")

@@ -31,7 +31,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 # name -> one-line description. The module is tests/bench/<name with _ for ->.py.
 BENCHMARKS: dict[str, str] = {
     "merge": "one tick of 25,600 deltas (256 workers x 100 agents) into 10,000 documents, "
-             "validation and the git commit included, against json + git add/commit",
+             "validation and the git commit included, against json + git add/commit and against "
+             "orjson + one fast-import commit, with peak memory; and 1,000 appends to one document with a culprit",
     "tick-overhead": "coordination cost of one tick (fleet work x W + fleet merge) for 1, 4, 16, 64 workers "
                      "over git daemon, against raw git fetch/commit/push of the same files",
     "history": "a fresh worker's shallow fetch (and whole fleet work) at tick 2,000 against tick 10",

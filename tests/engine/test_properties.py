@@ -451,19 +451,20 @@ def test_a_refused_delta_takes_no_valid_one_down(base: MemorySnapshot, plan: lis
 def test_carrying_commutative_documents_forward_decides_as_recombining_does(
     base: MemorySnapshot, arrivals: list[Arrival], later: list[Arrival]
 ) -> None:
-    """Once a tick has a culprit, documents that only took increments and adds
-    are carried forward delta by delta instead of recombined from the base;
-    every decision and every byte must be what recombining gives."""
-    import fleet.engine.apply as engine_apply
+    """Once a tick has a culprit, documents whose ops so far replay one delta
+    at a time (increments, adds, agreeing sets, appends) are carried forward
+    delta by delta instead of recombined from the base; every decision and
+    every byte must be what recombining gives."""
+    from fleet.engine.apply import Carried
 
     fast = merge_tick(base, arrivals)
     fast2 = merge_tick(after(base, fast), later + arrivals)
-    carries = engine_apply.carries
-    engine_apply.carries = lambda fields, ops: False
+    takes = Carried.takes
+    Carried.takes = lambda *a, **kw: False  # type: ignore[method-assign]
     try:
         slow = merge_tick(base, arrivals)
         slow2 = merge_tick(after(base, slow), later + arrivals)
     finally:
-        engine_apply.carries = carries
+        Carried.takes = takes  # type: ignore[method-assign]
     assert signature(fast) == signature(slow)
     assert signature(fast2) == signature(slow2)
