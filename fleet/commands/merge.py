@@ -405,6 +405,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
                        f"{len(p['deferred'])} deferred to the next run, {p['requests']} GitHub requests")
             for o in p["opened"]:
                 click.echo(f"  opened #{o['number']} for {o['conflict']} ({o['branch']})")
+            for o in p.get("closed") or []:
+                click.echo(f"  closed #{o['number']}: {o['conflict']} was decided on main another way")
         where = f"to {r.remote}" if r.remote else "locally"
         if r.published:
             click.echo(f"published main {r.commit[:12]} {where}")
