@@ -86,6 +86,7 @@ class RunReport:
     models: list[str] = field(default_factory=list)
     note: str | None = None
     local_main: str | None = None  # what became of commits on your own main
+    uncommitted: int = 0  # files under state/ or schemas/ changed in your working tree and not committed
     seconds: float = 0.0
     interrupted: bool = False
     stopped: str | None = None  # why no further tick started (a day or month budget is spent)
@@ -112,6 +113,7 @@ class RunReport:
             "interrupted": self.interrupted,
             "stopped": self.stopped,
             "local_main": self.local_main,
+            "uncommitted": self.uncommitted,
         }
 
 
@@ -254,6 +256,9 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
+    if remote is None:  # your own checkout: an edit not committed is not the fleet's, and is not used
+        status = Git(root).proc("status", "--porcelain", "-z", "--untracked-files=all", "--", "state", "schemas")
+        report.uncommitted = status.stdout.count(b"\0") if status.returncode == 0 else 0
     snap = repo.snapshot()
     cfg = snap.config
     world_mod.warm(snap)
@@ -437,6 +442,10 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
             console.print(f"note: {r.note}", markup=False)
         if r.local_main:
             console.print(r.local_main)
+        if r.uncommitted:
+            console.print(f"note: {r.uncommitted} file(s) under state/ or schemas/ are changed but not committed, and "
+                          "are not used: the fleet runs what is committed (`git status` lists them; commit them "
+                          "on top of refs/fleet/origin/main to make them the fleet's)", markup=False)
         progress.start()  # only now: an error before the first tick prints one line, nothing else
 
     def ticked(t: TickLine) -> None:

@@ -53,6 +53,22 @@ def test_run_leaves_refs_fleet_origin_main_at_the_published_main(tmp_path: Path)
         assert log.startswith(f"fleet: tick {tick}:")
 
 
+def test_uncommitted_edits_under_state_or_schemas_are_named_as_not_used(tmp_path: Path) -> None:
+    repo = tmp_path / "x"
+    init(repo)
+    config = json.loads((repo / "state/config.json").read_text())
+    config["workers"] = 1
+    (repo / "state/config.json").write_text(json.dumps(config))
+    (repo / "state/agents/junk.json").write_text("{}")
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert "note: 2 file(s) under state/ or schemas/ are changed but not committed, and are not used" in p.stdout
+    clean = tmp_path / "y"
+    init(clean)
+    q = fleet_cli(clean, "run", "--ticks", "1", "--workers", "2")
+    assert q.returncode == 0 and "not committed" not in q.stdout + q.stderr
+
+
 def test_a_deleted_origin_is_rebuilt_from_the_last_view_not_started_over(tmp_path: Path) -> None:
     """`.git/fleet/origin.git` deleted (it sits beside caches): the next run goes on
     from the tick it had reached, with the task queue it tracked, and says so;
