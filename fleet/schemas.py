@@ -206,6 +206,8 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     if validator.is_valid(instance):
         return None
     err = next(iter(validator.iter_errors(instance)))
-    where = "/" + "/".join(str(p) for p in err.instance_path)
+    from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
+
+    where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
     message = err.message if len(err.message) <= 300 else err.message[:200] + " … " + err.message[-80:]
-    return f"at {where}: {message}"
+    return f"at {where}: {printable(message, 400)}"

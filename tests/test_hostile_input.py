@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import Fleet, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_bad_input import good, ledger_ids, score
 
 from fleet import canonical
@@ -512,3 +514,22 @@ def test_a_symlink_or_submodule_in_state_is_refused(fleet: Fleet) -> None:
     git(fleet.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "odd entries")
     found = refused_left(fleet.git, base, fleet.main())
     assert "symbolic link" in found["state/posts/link.json"] and "submodule" in found["state/posts/sub.json"]
+
+
+@given(value=st.text(min_size=1, max_size=40), key=st.text(min_size=1, max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_a_schema_error_quotes_hostile_text_as_one_printable_line(value: str, key: str) -> None:
+    """Whatever a document holds (bidi overrides, escapes, newlines, surrogates),
+    the rule it broke is told in one line with every hiding character escaped,
+    as the merge tells it."""
+    import jsonschema_rs
+
+    from fleet import schemas
+
+    v = jsonschema_rs.validator_for({"type": "object", "properties": {key: {"type": "string", "maxLength": 0}},
+                                     "additionalProperties": False, "required": ["x"] if key != "x" else []})
+    msg = schemas.first_error(v, {key: value})
+    assert msg is not None and msg.startswith("at /")
+    from fleet.ids import printable
+
+    assert "\n" not in msg and printable(msg, 10_000) == msg, msg  # nothing left that could hide or forge
