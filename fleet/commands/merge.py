@@ -344,7 +344,7 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
 @dir_option
 @json_option
 @remote_option
-@click.option("--tick", type=int, default=None, help="Merge only if this is the next tick.")
+@click.option("--tick", type=click.IntRange(0), default=None, help="Merge only if this is the next tick.")
 @click.option("--inbox", "inbox", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Also take delta files from this folder (repeatable); they are removed once merged.")
 @click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")

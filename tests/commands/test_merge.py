@@ -144,6 +144,7 @@ def test_tick_option(fleet: Fleet) -> None:
     head = fleet.main()
     r = run(fleet, "merge", "--tick", "5", code=1)
     assert "--tick 5" in r.stderr and "next merge is tick 1" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "is not in the range x>=0" in run(fleet, "merge", "--tick", "-1", code=2).stderr
     r = run(fleet, "merge", "--tick", "0", code=3)
     assert "already merged" in r.stderr
     assert fleet.main() == head and fleet.branches()
