@@ -109,8 +109,9 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline,
-                                                          held, world, known.docs, inboxes)]
+        with snap:  # the turns read main a few documents at a time (fleet.world.View): one cat-file for them all
+            bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency,
+                                                              deadline, held, world, known.docs, inboxes)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def _ids_for(tool: Tool, view: View) -> dict[str, list[str]] | None:
     for _, ref in tool.needs:
         whole = ref.id.whole
         if whole is not None and whole.root == "input" and len(whole.path) == 1:
-            ids = sorted(view.docs(ref.collection))
+            ids = view.ids(ref.collection)  # from the listing: no document is read for its id
             if not ids:
                 return None
             out[whole.path[0]] = ids
