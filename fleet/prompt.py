@@ -11,9 +11,9 @@ how the packing and the cache-prefix benchmark count.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
-from dataclasses import dataclass
 from typing import Any
 
 from fleet import knowledge
@@ -151,7 +151,8 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
         items = [i for i in items if _matches(i, tests)]
     else:
         assert s.collection is not None
-        if not s.where and (not s.order or s.order[0].lstrip("-") == "id"):  # ids are unique: the rest of the order is moot
+        if not view.full and not s.where and (not s.order or s.order[0].lstrip("-") == "id"):
+            # ids are unique: the rest of the order is moot
             found = view.in_id_order(s.collection, descending=bool(s.order) and s.order[0].startswith("-"))
             return islice(found, s.limit) if s.limit else found
         items = _select(view, s.collection, s.where, scope)
@@ -179,6 +180,8 @@ def _select(view: View, collection: str, where: tuple[Where, ...], scope: Scope)
     if first is None:
         return list(view.scan(collection).values())
     # one field by the view's index (built once a worker), the rest by filter
+    if view.full and first[2]:  # the reference read: every document through the filter
+        return [d for d in view.scan(collection).values() if _matches(d, tests)]
     if first[2]:  # the field's value is one of a set of ids
         candidates = [d for v in sorted(first[1]) for d in view.by_unchecked(collection, first[0], v)]
     else:
