@@ -682,6 +682,7 @@ class View:
     _index: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
     _listing: dict[str, dict[str, str]] | None = None  # collection -> id -> path
     _paths: list[str] = field(default_factory=list)  # under state/, sorted
+    _ids: dict[str, list[str]] = field(default_factory=dict)
 
     def preload(self, collections: list[str]) -> None:
         """Read the documents of ``collections`` in one batch (one git process)."""
@@ -691,10 +692,11 @@ class View:
 
     # -- what turns and prompts ask ----------------------------------------
     def ids(self, collection: str) -> list[str]:
-        """The ids of ``collection``'s documents, sorted."""
-        if self.full:
-            return sorted(self.docs(collection))
-        return sorted(self._files(collection))
+        """The ids of ``collection``'s documents, sorted (one list, kept: do not change it)."""
+        found = self._ids.get(collection)
+        if found is None:
+            found = self._ids[collection] = sorted(self.docs(collection) if self.full else self._files(collection))
+        return found
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         if self.full:
@@ -800,7 +802,7 @@ class View:
             if collection in self.snap.config.collections:
                 prefix = f"state/{collection}/"
                 lo = bisect.bisect_left(self._paths, prefix)
-                hi = bisect.bisect_left(self._paths, prefix[:-1] + "0")  # "0" follows "/"
+                hi = bisect.bisect_left(self._paths, prefix[:-1] + "0")  # "0" is the character after "/"
                 found = {p.rpartition("/")[2][:-5]: p for p in self._paths[lo:hi] if p.endswith(".json")}
             self._listing[collection] = found
         return found
