@@ -684,12 +684,6 @@ class View:
     _paths: list[str] = field(default_factory=list)  # under state/, sorted
     _ids: dict[str, list[str]] = field(default_factory=dict)
 
-    def preload(self, collections: list[str]) -> None:
-        """Read the documents of ``collections`` in one batch (one git process)."""
-        wanted = tuple(f"state/{c}/" for c in collections if c not in self._docs)
-        if wanted:
-            self.snap.read_many([p for p in self.snap.paths() if p.startswith(wanted)])
-
     # -- what turns and prompts ask ----------------------------------------
     def ids(self, collection: str) -> list[str]:
         """The ids of ``collection``'s documents, sorted (one list, kept: do not change it)."""
