@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             clones = []
             for i in range(1, workers + 1):
                 c = tmp / f"floor-w{i}"
-                git(tmp, "clone", "-q", "--depth", "1", floor_url, str(c))
+                git(tmp, "clone", "-q", "--depth", "1", "--no-checkout", floor_url, str(c))  # a floor worker only fetches
                 clones.append(c)
             merger = tmp / "floor-merge"
             git(tmp, "clone", "-q", floor_url, str(merger))
