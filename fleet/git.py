@@ -99,7 +99,7 @@ class Git:
 
     def ls_tree(self, rev: str, *prefixes: str) -> dict[str, str]:
         """Blob path -> sha under the folders ``prefixes`` (trailing slash) at ``rev``."""
-        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode()
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode("utf-8", "surrogateescape")
         entries: dict[str, str] = {}
         # One decode and str operations: a world of 86,000 files is 86,000 records.
         for rec in out.split("\0"):
@@ -159,6 +159,10 @@ class Git:
             found[name] = out[nl + 1 : nl + 1 + size]
             pos = nl + 1 + size + 1
         return found
+
+    def cat_file(self) -> CatFile:
+        """A long-running ``cat-file --batch`` for many small reads (close it)."""
+        return CatFile(self)
 
     @contextmanager
     def stream(self, *args: str) -> Iterator[IO[bytes]]:
@@ -516,3 +520,62 @@ def common_dir(path: Path | str) -> Path:
     if p.returncode:
         raise FleetError(f"{path}: not inside a git repository")
     return Path(p.stdout.decode().strip())
+
+
+class CatFile:
+    """One ``git cat-file --batch-command`` kept running for many reads, each a few
+    blobs: a reader that wants one document at a time (a worker's view of
+    main) pays one process, not one a read. Requests go in chunks smaller
+    than a pipe's buffer, so writing never waits on git's output."""
+
+    CHUNK = 512  # 50 bytes a request: 25 KB, under any pipe buffer
+
+    def __init__(self, git: Git) -> None:
+        self.path = git.path
+        self._p: subprocess.Popen[bytes] | None = None
+
+    def read(self, shas: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(shas))
+        out: dict[str, bytes] = {}
+        if not unique:
+            return out
+        if self._p is None:
+            # --buffer: git writes its output in blocks, not an object at a time, until each "flush"
+            self._p = subprocess.Popen(["git", "cat-file", "--batch-command", "--buffer"], cwd=self.path, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(),
+                                       bufsize=1 << 16)
+        p = self._p
+        assert p.stdin is not None and p.stdout is not None
+        for i in range(0, len(unique), self.CHUNK):
+            chunk = unique[i : i + self.CHUNK]
+            try:
+                p.stdin.write("".join(f"contents {sha}\n" for sha in chunk).encode() + b"flush\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                self.close()
+                raise FleetError(f"git cat-file stopped in {self.path}") from None
+            for sha in chunk:
+                header = p.stdout.readline().split(b" ")
+                if len(header) < 3 or header[1] == b"missing":
+                    self.close()
+                    raise FleetError(f"git object {sha} is missing from {self.path}")
+                size = int(header[2])
+                out[sha] = p.stdout.read(size)
+                p.stdout.read(1)  # the newline after the content
+        return out
+
+    def close(self) -> None:
+        p, self._p = self._p, None
+        if p is None:
+            return
+        for f in (p.stdin, p.stdout):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

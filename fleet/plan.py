@@ -47,3 +47,19 @@ def assign(agents: list[str], workers: int) -> dict[str, list[str]]:
         best = max(names, key=lambda w: (_score(w, agent), w))
         out[best].append(agent)
     return out
+
+
+def agents_of(agents: list[str], workers: int, worker: str) -> list[str]:
+    """``assign(agents, workers)[worker]`` without scoring every pair: an agent
+    is another worker's as soon as one worker outscores this one, which takes
+    a few scores for most agents, not one per worker (at 256 workers and
+    10,240 agents, some 80,000 hashes instead of 2.6 million)."""
+    if workers < 1:
+        raise ValueError("at least one worker")
+    names = [worker_name(i) for i in range(1, workers + 1)]
+    mine = []
+    for agent in sorted(agents):
+        own = (_score(worker, agent), worker)
+        if all((_score(w, agent), w) < own for w in names if w != worker):
+            mine.append(agent)
+    return mine

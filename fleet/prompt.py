@@ -10,8 +10,10 @@ how the packing and the cache-prefix benchmark count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from fleet import knowledge
@@ -126,6 +128,9 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
     head = sep + s.title if s.title else sep.rstrip(" ")
     out, used, lines = [head], tokens(head), 0
     for item in items:
+        if doc is None:  # a document of a collection, read as parsed: it is checked once it is shown
+            assert s.collection is not None
+            item = b.view.checked(s.collection, item)
         line = ("\n" if (s.title or lines) else "") + s.line.text(Scope(scope.names, item))
         cost = tokens(line)
         if used + cost > room:
@@ -136,7 +141,9 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
     return ("".join(out), used) if lines else ("", 0)
 
 
-def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> list[Any]:
+def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> Iterable[Any]:
+    """The items a section lists, in its order, up to its limit. A section that
+    lists a whole collection by id reads it only as far as its room goes."""
     if doc is not None:
         raw = doc.get(s.list or "", [])
         items = [i for i in raw if isinstance(i, dict)] if isinstance(raw, list) else []
@@ -144,6 +151,10 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
         items = [i for i in items if _matches(i, tests)]
     else:
         assert s.collection is not None
+        if not view.full and not s.where and (not s.order or s.order[0].lstrip("-") == "id"):
+            # ids are unique: the rest of the order is moot
+            found = view.in_id_order(s.collection, descending=bool(s.order) and s.order[0].startswith("-"))
+            return islice(found, s.limit) if s.limit else found
         items = _select(view, s.collection, s.where, scope)
     items = _ordered(items, s.order)
     return items[: s.limit] if s.limit else items
@@ -165,13 +176,18 @@ def _resolve(view: View, where: tuple[Where, ...], scope: Scope) -> list[_Test]:
 
 def _select(view: View, collection: str, where: tuple[Where, ...], scope: Scope) -> list[dict[str, Any]]:
     tests = _resolve(view, where, scope)
-    first = next((t for t in tests if not t[2]), None)
-    if first is not None:  # one field by the view's index, the rest by filter
-        candidates = view.by(collection, first[0], first[1])
-        tests = [t for t in tests if t is not first]
+    first = next((t for t in tests if not t[2]), None) or next(iter(tests), None)
+    if first is None:
+        return list(view.scan(collection).values())
+    # one field by the view's index (built once a worker), the rest by filter
+    if view.full and first[2]:  # the reference read: every document through the filter
+        return [d for d in view.scan(collection).values() if _matches(d, tests)]
+    if first[2]:  # the field's value is one of a set of ids
+        candidates = [d for v in sorted(first[1]) for d in view.by_unchecked(collection, first[0], v)]
     else:
-        candidates = list(view.docs(collection).values())
-    return [d for d in candidates if _matches(d, tests)]
+        candidates = view.by_unchecked(collection, first[0], first[1])
+    tests = [t for t in tests if t is not first]
+    return [d for d in candidates if _matches(d, tests)] if tests else list(candidates)
 
 
 def _matches(item: dict[str, Any], tests: list[_Test]) -> bool:
@@ -188,7 +204,18 @@ def _matches(item: dict[str, Any], tests: list[_Test]) -> bool:
 def _ordered(items: list[Any], order: tuple[str, ...]) -> list[Any]:
     """Sorted by the keys, each ascending or ('-') descending; missing values last,
     ties in id order (or the list's own order, for items without ids)."""
-    out = sorted(items, key=lambda i: str(i.get("id", ""))) if items and "id" in items[0] else list(items)
+    if items and "id" in items[0]:
+        if all(type(i.get("id")) is str for i in items):  # documents: str(id) is the id
+            out = sorted(items, key=itemgetter("id"))
+        else:
+            out = sorted(items, key=lambda i: str(i.get("id", "")))
+    else:
+        out = list(items)
+    if not order:
+        return out
+    keys = _keys(out, order)
+    if keys is not None:  # one sort on a key made of all of them: the order the sorts below give
+        return [out[k[-1]] for k in sorted(keys)]
     for key in reversed(order):
         desc = key.startswith("-")
         name = key.lstrip("-")
@@ -205,3 +232,28 @@ def _sortable(v: Any) -> bool:
 
 def _rank(v: Any) -> tuple[int, Any]:
     return (0, v) if isinstance(v, (int, float)) else (1, v)
+
+
+def _keys(items: list[Any], order: tuple[str, ...]) -> list[tuple[Any, ...]] | None:
+    """Each item's key for one sort by every key of ``order`` (then its place),
+    or None when a descending key holds text, which no key can turn round.
+    Missing (or unsortable) values come last either way, as in the sorts of
+    :func:`_ordered`; numbers before text."""
+    columns: list[list[Any]] = []
+    last = (1,)
+    for k in order:
+        name, desc = k.lstrip("-"), k.startswith("-")
+        column: list[Any] = []
+        for i in items:
+            v = i.get(name)
+            t = type(v)
+            if t is int or t is float:
+                column.append((0, -v) if desc else (0, 0, v))
+            elif t is str and not desc:
+                column.append((0, 1, v))
+            elif t is str or (isinstance(v, (int, float, str)) and not isinstance(v, bool)):
+                return None  # text to turn round, or a kind JSON does not parse to: the sorts do it
+            else:
+                column.append(last)
+        columns.append(column)
+    return list(zip(*columns, range(len(items)), strict=True))

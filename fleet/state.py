@@ -16,7 +16,7 @@ from fleet import canonical, schemas
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, FLEET_PATH, Config
 from fleet.errors import FleetError
-from fleet.git import Git
+from fleet.git import CatFile, Git
 
 LEDGER_DIR = "state/ledger"
 QUARANTINE_DIR = "state/quarantine"
@@ -89,6 +89,18 @@ class GitSnapshot(Snapshot):
         self.commit = commit
         self._entries = git.ls_tree(commit, "state/", "schemas/")
         self._cache: dict[str, bytes] = {}
+        self._reader: CatFile | None = None
+
+    def __enter__(self) -> GitSnapshot:
+        """Within the block, reads go through one long-running ``cat-file``: for a
+        reader that asks for a few documents at a time (a worker's view of main)."""
+        self._reader = self.git.cat_file()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def paths(self) -> Iterable[str]:
         return self._entries.keys()
@@ -101,7 +113,7 @@ class GitSnapshot(Snapshot):
         paths = list(paths)
         wanted = [self._entries[p] for p in paths if p in self._entries and p not in self._cache]
         if wanted:
-            blobs = self.git.cat_blobs(wanted)
+            blobs = self._reader.read(wanted) if self._reader is not None else self.git.cat_blobs(wanted)
             for p in paths:
                 sha = self._entries.get(p)
                 if sha in blobs:

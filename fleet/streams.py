@@ -75,6 +75,7 @@ async def run_turns(
     world: world_mod.World | None = None,
     knowledge_docs: Sequence[knowledge.Doc] = (),
     inboxes: dict[str, list[dict[str, Any]]] | None = None,
+    view: View | None = None,
 ) -> list[dict[str, Any]]:
     """One turn per agent, at most ``concurrency`` at once; one delta body each.
 
@@ -84,7 +85,8 @@ async def run_turns(
     report on it. ``knowledge_docs``: knowledge from other repositories
     (fleet.knowledge), ranked for each agent in its prompt. ``inboxes``: the
     unacked messages of each agent on the bus (fleet.tick_messages), shown in
-    its prompt.
+    its prompt. ``view``: main as the turns read it (default: a view of
+    ``snap`` at the next tick that reads what the turns ask of it).
     """
     finished = {} if finished is None else finished
     held = dict(tasks or {})
@@ -93,8 +95,8 @@ async def run_turns(
     declared = frozenset(world.tools)
     # every turn reads main as the tick started, never another turn's calls:
     # what an agent does does not depend on which agents share its worker
-    view = View(snap, tick=snap.tick + 1)
-    view.preload(sorted(cfg.collections))
+    # a view reads only what the turns ask of it (fleet.world.View)
+    view = view if view is not None else View(snap, tick=snap.tick + 1)
     builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name, knowledge_docs)
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)

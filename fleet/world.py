@@ -13,7 +13,8 @@ starts, with one line naming the file and the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import bisect
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -658,53 +659,176 @@ def _index_key(v: Any) -> Any:
 class View:
     """Main's documents as the tick started, read once per worker and never
     changed by a turn: what every agent sees does not depend on which agents
-    share its worker."""
+    share its worker.
+
+    A view reads only what its turns ask of it: one document by its path
+    (:meth:`get`), a collection's ids from the tree's listing without reading
+    a blob (:meth:`ids`), a collection in id order only as far as a reader
+    goes (:meth:`in_id_order`), and the whole of a collection only when a
+    section sorts or filters all of it (:meth:`scan`). A document is checked
+    against its schema when it is handed out (:meth:`get`, :meth:`by`,
+    :meth:`checked`), so one that no turn shows costs a parse at most.
+    ``full`` reads and checks every document of a collection at its first
+    use, as workers once did: the reference the reading above is tested
+    against (a prompt built either way is the same, byte for byte).
+    """
 
     snap: Any  # fleet.state.Snapshot
     tick: int = 0
-    _docs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    full: bool = False
+    _docs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # whole collections, checked
+    _raw: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # whole collections, parsed
+    _one: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)  # checked, one by one
     _index: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
+    _listing: dict[str, dict[str, str]] | None = None  # collection -> id -> path
+    _paths: list[str] = field(default_factory=list)  # under state/, sorted
+    _ids: dict[str, list[str]] = field(default_factory=dict)
 
-    def preload(self, collections: list[str]) -> None:
-        """Read the documents of ``collections`` in one batch (one git process), before any turn."""
-        wanted = tuple(f"state/{c}/" for c in collections if c not in self._docs)
-        if wanted:
-            self.snap.read_many([p for p in self.snap.paths() if p.startswith(wanted)])
-
-    def docs(self, collection: str) -> dict[str, dict[str, Any]]:
-        found = self._docs.get(collection)
+    # -- what turns and prompts ask ----------------------------------------
+    def ids(self, collection: str) -> list[str]:
+        """The ids of ``collection``'s documents, sorted (one list, kept: do not change it)."""
+        found = self._ids.get(collection)
         if found is None:
-            found = self._docs[collection] = self._load(collection)
+            found = self._ids[collection] = sorted(self.docs(collection) if self.full else self._files(collection))
         return found
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any] | None:
-        return self.docs(collection).get(doc_id)
+        if self.full:
+            return self.docs(collection).get(doc_id)
+        key = (collection, doc_id)
+        if key not in self._one:
+            path = self._files(collection).get(doc_id)
+            coll = self.snap.config.collections.get(collection)
+            if path is None or coll is None or path != coll.doc_path(doc_id):
+                self._one[key] = None
+            else:
+                self._one[key] = self._check(path, self.snap.read(path))
+        return self._one[key]
+
+    def checked(self, collection: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` (from :meth:`scan`, :meth:`in_id_order` or :meth:`by_unchecked`)
+        once it passed its schema; a worker that cannot read it says which and why."""
+        if self.full:
+            return doc
+        found = self.get(collection, doc["id"])
+        if found is None:  # listed under another path than its id's: the check says so
+            path = self._files(collection)[doc["id"]]
+            return self._check(path, self.snap.read(path))
+        return found
+
+    def docs(self, collection: str) -> dict[str, dict[str, Any]]:
+        """Every document of ``collection``, checked."""
+        found = self._docs.get(collection)
+        if found is None:
+            if self.full:
+                found = self._load(collection)
+            else:
+                found = {i: self.checked(collection, d) for i, d in self.scan(collection).items()}
+            self._docs[collection] = found
+        return found
 
     def by(self, collection: str, field_name: str, value: Any) -> list[dict[str, Any]]:
-        """The documents whose ``field_name`` is ``value`` (an index built once)."""
+        """The documents whose ``field_name`` is ``value``, checked (an index built once)."""
+        return [self.checked(collection, d) for d in self.by_unchecked(collection, field_name, value)]
+
+    def by_unchecked(self, collection: str, field_name: str, value: Any) -> list[dict[str, Any]]:
+        """:meth:`by` as parsed: for a reader that sorts and filters before it
+        shows anything (each shown one goes through :meth:`checked`)."""
         key = (collection, field_name)
         idx = self._index.get(key)
         if idx is None:
             idx = self._index[key] = {}
-            for doc in self.docs(collection).values():
-                k = _index_key(doc.get(field_name))
+            for doc in self.scan(collection).values():
+                v = doc.get(field_name)
+                k = ("string", v) if type(v) is str else _index_key(v)
                 if k is not None:
                     idx.setdefault(k, []).append(doc)
         k = _index_key(None if value is MISSING else value)
-        return idx.get(k, []) if k is not None else [d for d in self.docs(collection).values() if d.get(field_name) == value]
+        return idx.get(k, []) if k is not None else [d for d in self.scan(collection).values() if d.get(field_name) == value]
 
-    def _load(self, collection: str) -> dict[str, dict[str, Any]]:
+    def scan(self, collection: str) -> dict[str, dict[str, Any]]:
+        """Every document of ``collection`` as parsed, not yet checked: for
+        sorting and filtering a whole collection."""
+        if self.full:
+            return self.docs(collection)
+        found = self._raw.get(collection)
+        if found is None:
+            files = self._files(collection)
+            blobs = self.snap.read_many(sorted(files.values()))
+            found = {}
+            for i, p in files.items():
+                try:
+                    doc = canonical.parse_trusted(blobs[p] or b"")
+                except ValueError:
+                    doc = None
+                found[i] = doc if type(doc) is dict and doc.get("id") == i else self._parse(p, i, blobs[p])
+            self._raw[collection] = found
+        return found
+
+    def in_id_order(self, collection: str, descending: bool = False) -> Iterator[dict[str, Any]]:
+        """The documents of ``collection`` in id order, as parsed, read a batch at a
+        time as the caller goes on: a section that lists a collection by id and
+        fills its room with the first few hundred reads no more than those."""
+        if self.full or collection in self._raw:
+            docs = self.scan(collection)
+            yield from (docs[i] for i in sorted(docs, reverse=descending))
+            return
+        files = self._files(collection)
+        ids = sorted(files, reverse=descending)
+        at, batch = 0, 64
+        while at < len(ids):
+            chunk = ids[at : at + batch]
+            blobs = self.snap.read_many([files[i] for i in chunk])
+            for i in chunk:
+                yield self._parse(files[i], i, blobs[files[i]])
+            at += batch
+            batch = min(batch * 2, 4096)
+
+    # -- reading ---------------------------------------------------------------
+    def _files(self, collection: str) -> dict[str, str]:
+        """id -> path of ``collection``'s documents, from the listing alone."""
+        if self._listing is None:
+            self._listing = {}
+            self._paths = sorted(p for p in self.snap.paths() if p.startswith("state/"))
+        found = self._listing.get(collection)
+        if found is None:
+            found = {}
+            if collection in self.snap.config.collections:
+                prefix = f"state/{collection}/"
+                lo = bisect.bisect_left(self._paths, prefix)
+                hi = bisect.bisect_left(self._paths, prefix[:-1] + "0")  # "0" is the character after "/"
+                found = {p.rpartition("/")[2][:-5]: p for p in self._paths[lo:hi] if p.endswith(".json")}
+            self._listing[collection] = found
+        return found
+
+    def _parse(self, path: str, doc_id: str, data: bytes | None) -> dict[str, Any]:
+        """A document as main holds it (the merge writes canonical JSON, so this is
+        the value a check would give); what does not parse so is checked at once."""
+        try:
+            doc = canonical.parse_trusted(data or b"")
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and doc.get("id") == doc_id:
+            return doc
+        return self._check(path, data)
+
+    def _check(self, path: str, data: bytes | None) -> dict[str, Any]:
         from fleet.checks import load_in
 
+        # Main should hold only valid documents, but a person's push to a remote main is
+        # not checked by fleet: a worker that cannot read one says which, and why.
+        doc, problem = load_in(self.snap, path, data or b"")
+        if problem:
+            raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
+                             "fix the file or revert the commit that changed it")
+        assert isinstance(doc, dict)
+        return doc
+
+    def _load(self, collection: str) -> dict[str, dict[str, Any]]:
         if collection not in self.snap.config.collections:
             return {}
         out = {}
         for path, data in sorted(self.snap.read_many(self.snap.under(f"state/{collection}")).items()):
-            # Main should hold only valid documents, but a person's push to a remote main is
-            # not checked by fleet: a worker that cannot read one says which, and why.
-            doc, problem = load_in(self.snap, path, data or b"")
-            if problem:
-                raise FleetError(f"{path}: {problem}; the worker cannot read main's state: "
-                                 "fix the file or revert the commit that changed it")
+            doc = self._check(path, data)
             out[doc["id"]] = doc
         return out

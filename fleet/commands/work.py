@@ -30,7 +30,7 @@ from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, toplevel
-from fleet.plan import UnknownAgents, assign, roster, worker_name
+from fleet.plan import UnknownAgents, agents_of, roster, worker_name
 from fleet.providers import ProviderUnavailable, models
 from fleet.providers import get as get_provider
 from fleet.records import Usage
@@ -93,7 +93,7 @@ def work(
         cfg = snap.config
         world_mod.warm(snap)
         world = world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
-        agents = assign(roster(cfg.agents, only_agents), workers)[name]
+        agents = agents_of(roster(cfg.agents, only_agents), workers, name)
         branch = worker_branch(nxt, name)
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
@@ -109,8 +109,9 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency, deadline,
-                                                          held, world, known.docs, inboxes)]
+        with snap:  # the turns read main a few documents at a time (fleet.world.View): one cat-file for them all
+            bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency,
+                                                              deadline, held, world, known.docs, inboxes)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ reports the prompt it was given as its input tokens.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 import re
@@ -96,12 +97,44 @@ def _bus_calls(rng: random.Random, request: TurnRequest, offered: set[Any]) -> l
     calls = []
     if "ack_message" in offered and request.inbox and rng.random() < 0.7:
         calls.append(ToolCall("ack_message", {"id": request.inbox[0]["id"]}))
-    others = sorted(a for a in request.view.snap.config.agents if a != request.agent)
+    others = _Without(_everyone(request.view.snap.config), request.agent)
     if "send_message" in offered and others and rng.random() < 0.6:
         to = rng.choice(others)
         calls.append(ToolCall("send_message", {"to": to, "type": "note",
                                                "body": f"{request.agent} to {to}, tick {request.tick}: {rng.choice(_WORDS)}"}))
     return calls
+
+
+_EVERYONE: dict[int, tuple[Any, list[str]]] = {}  # id(config) -> (config, its agents sorted)
+
+
+def _everyone(cfg: Any) -> list[str]:
+    """The agents of ``cfg``, sorted once per config, not once per turn."""
+    found = _EVERYONE.get(id(cfg))
+    if found is None or found[0] is not cfg:
+        _EVERYONE.clear()  # one config at a time: a worker's
+        found = _EVERYONE[id(cfg)] = (cfg, sorted(cfg.agents))
+    return found[1]
+
+
+class _Without:
+    """A sorted list without one of its items, as a sequence (what random.choice
+    takes), without copying the list for each turn."""
+
+    def __init__(self, items: list[str], left_out: str) -> None:
+        at = bisect.bisect_left(items, left_out)
+        self.items, self.at = items, at if at < len(items) and items[at] == left_out else None
+
+    def __len__(self) -> int:
+        return len(self.items) - (self.at is not None)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.items[i + 1 if self.at is not None and i >= self.at else i]
 
 
 def _ids_for(tool: Tool, view: View) -> dict[str, list[str]] | None:
@@ -112,7 +145,7 @@ def _ids_for(tool: Tool, view: View) -> dict[str, list[str]] | None:
     for _, ref in tool.needs:
         whole = ref.id.whole
         if whole is not None and whole.root == "input" and len(whole.path) == 1:
-            ids = sorted(view.docs(ref.collection))
+            ids = view.ids(ref.collection)  # from the listing: no document is read for its id
             if not ids:
                 return None
             out[whole.path[0]] = ids

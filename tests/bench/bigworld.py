@@ -17,6 +17,19 @@ measures fleet against a floor in the same run:
   read, parse and schema check of every document as for validate (replay
   must judge every document the seeding commit brought in).
 
+- ``bigworld-tick``: a whole tick of the world's 138 agents, coalesced as on
+  Actions: ``TICK_WORKERS`` ``fleet work --outbox`` processes, then ``fleet
+  merge --inbox``, each a process of its own in one runner with warm caches
+  (a tick runs first to warm them and is not counted). The floor moves the
+  same bytes with raw git (scale's ``tick_floor``): each worker a ``git
+  fetch`` and its delta files written, then the merge's floor: fetch, reset,
+  every delta parsed with orjson, the merged state files written, ``git
+  add``, ``git commit`` and one push.
+- ``bigworld-memory-worker`` and ``bigworld-memory-merge``: the peak resident
+  memory (``ru_maxrss`` from ``wait4``, the process and the git it ran) of the
+  largest worker and of the merge in those ticks, against a fresh process
+  that reads and parses every document of the world into memory (orjson).
+
 ``--small`` builds a tenth of the world.
 """
 
@@ -27,18 +40,22 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchlib import Stopwatch, git, log, median, result, workdir
-from tick_overhead import Daemon
+from scale import tick_floor
+from tick_overhead import Daemon, merged_files
 
 from fleet import canonical
 from fleet.commands.init import init
 from fleet.git import Git
+from fleet.workspace import private_repo
 
 DEFAULT_REPEAT = 3
 SMALL_REPEAT = 1
+TICK_WORKERS = 2
 SIZES = {"agents": 138, "posts": 11_434, "comments": 52_842, "reactions": 20_000, "follows": 1_500}
 TICK = 488
 KINDS = ("like", "insight", "disagree", "laugh")
@@ -65,6 +82,14 @@ for p in (root / "schemas").glob("*.json"):
     jsonschema_rs.validator_for(orjson.loads(p.read_bytes()))
     n += 1
 print(json.dumps({"checked": n, "bad": bad}))
+"""
+
+
+READ_FLOOR = r"""
+import sys, orjson
+from pathlib import Path
+docs = {str(p): orjson.loads(p.read_bytes()) for p in Path(sys.argv[1], "state").rglob("*.json")}
+print(len(docs))
 """
 
 
@@ -157,6 +182,85 @@ def _received(gitdir: Path, skip: set[str]) -> int:
     return n + int(dict(line.split(": ") for line in loose.stdout.splitlines())["count"])
 
 
+# A child's peak memory counts the memory of the process that forked it (the page
+# tables a fork copies, the address space a vfork shares) until it runs exec: a small
+# process in between starts the measured one, so the bench's own memory is not in it.
+PEAK = r"""
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _peak(sw: Stopwatch, args: list[str], cwd: Path) -> tuple[str, int]:
+    """Run a process timed by ``sw``; (its output, its peak resident memory in KB:
+    ``ru_maxrss`` from ``wait4``, the process and the children it waited for)."""
+    with tempfile.TemporaryDirectory() as d:
+        peak = Path(d) / "peak"
+        with sw:
+            p = subprocess.run([sys.executable, "-S", "-c", PEAK, str(peak), *args], cwd=cwd, capture_output=True,
+                               text=True)
+        if p.returncode:
+            raise SystemExit(f"bigworld: {' '.join(args[:5])} exited {p.returncode}: {p.stderr[-2000:]}")
+        return p.stdout, int(peak.read_text())
+
+
+def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str, Any]]:
+    """bigworld-tick and the memory lines (see the module's docstring)."""
+    for name in ("tick-ours.git", "tick-floor.git"):
+        git(tmp, "clone", "--quiet", "--bare", str(repo), str(tmp / name))
+    ours_url, floor_url = daemon.url("tick-ours.git"), daemon.url("tick-floor.git")
+    runner = tmp / "tick-runner"
+    git(tmp, "clone", "--quiet", "--depth", "1", "-b", "main", ours_url, str(runner))
+    merger = private_repo(runner / ".git", "merge.git")
+    clones = []
+    for i in range(1, TICK_WORKERS + 1):
+        clones.append(tmp / f"tick-floor-w{i}")
+        git(tmp, "clone", "--quiet", "--depth", "1", "-b", "main", floor_url, str(clones[-1]))
+    floor_merger = tmp / "tick-floor-merge"
+    git(tmp, "clone", "--quiet", "-b", "main", floor_url, str(floor_merger))
+    fleet = [sys.executable, "-m", "fleet"]
+    ticks, merges, floors, floor_merges = [], [], [], []
+    worker_peak = merge_peak = 0
+    for n in range(repeat + 1):  # the first tick warms the runner's caches and is not counted
+        outbox = tmp / f"tick-outbox{n}"
+        whole, merging = Stopwatch(), Stopwatch()
+        peaks = []
+        with whole:
+            for i in range(1, TICK_WORKERS + 1):
+                peaks.append(_peak(Stopwatch(), fleet + ["work", "--worker", str(i), "--workers", str(TICK_WORKERS),
+                                                         "--remote", ours_url, "--provider", "offline",
+                                                         "--outbox", str(outbox), "--json"], runner)[1])
+            out, merged_peak = _peak(merging, fleet + ["merge", "-C", str(merger), "--remote", ours_url,
+                                                       "--inbox", str(outbox), "--json"], runner)
+        report = json.loads(out)
+        deltas, state = merged_files(runner, report["commit"], report["tick"])
+        f = tick_floor(clones, floor_merger, floor_url, report["tick"], tmp / f"tick-floor-outbox{n}", deltas, state)
+        log(f"tick {report['tick']}: ours {whole.times[0]:.1f}s (merge {merging.times[0]:.1f}s, {report['applied']} "
+            f"deltas, peaks: workers {max(peaks) // 1024} MB, merge {merged_peak // 1024} MB); floor {f['tick']:.1f}s "
+            f"(merge {f['merge']:.1f}s)" + ("" if n else " (warm-up)"))
+        if n:
+            ticks.append(whole.times[0])
+            merges.append(merging.times[0])
+            floors.append(f["tick"])
+            floor_merges.append(f["merge"])
+            worker_peak, merge_peak = max(worker_peak, *peaks), max(merge_peak, merged_peak)
+    _, read_peak = _peak(Stopwatch(), [sys.executable, "-c", READ_FLOOR, str(runner)], runner)
+    size = {"agents": len(json.loads((repo / "state" / "config.json").read_bytes())["agents"]), "workers": TICK_WORKERS,
+            "deltas": report["applied"], "mode": "coalesced", "transport": "git daemon on 127.0.0.1"}
+    return [
+        result("bigworld-tick", median(ticks), median(floors), "s", goal=1.5, merge=round(median(merges), 3),
+               floor_merge=round(median(floor_merges), 3), **size),
+        result("bigworld-memory-worker", worker_peak / 1024, read_peak / 1024, "MB", goal=1.5,
+               detail="peak RSS of the largest fleet work against one process holding every document parsed"),
+        result("bigworld-memory-merge", merge_peak / 1024, read_peak / 1024, "MB", goal=1.5,
+               detail="peak RSS of fleet merge against one process holding every document parsed"),
+    ]
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     scale = 0.1 if args.small else 1.0
     repeat = args.repeat
@@ -196,8 +300,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 got_ours = _received(runner / ".git" / "fleet" / "workers" / "w1.git", linked)
             out.append(result("bigworld-worker", median(ours.times) + median(floor.times), median(floor.times), "s",
                               files=files, goal=1.5, objects_ours=got_ours + got_floor, objects_floor=got_floor,
+                              cpu_ratio=round((median(ours.cpu) + median(floor.cpu)) / median(floor.cpu), 3),
                               detail="ours: the runner's checkout and its fleet work; floor: the checkout alone"))
             log(f"worker: {out[-1]}")
+            out += _ticks(tmp, repo, daemon, repeat)
+            for r in out[-3:]:
+                log(f"{r['bench']}: {r}")
         finally:
             daemon.stop()
         out.append(replay_line(tmp, repo, repeat))

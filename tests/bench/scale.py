@@ -89,7 +89,7 @@ def _tick_ours(repo: Path, url: str, bare: Path, workers: int, outbox: Path) -> 
             "deltas": deltas, "state": state, "applied": report.applied}
 
 
-def _tick_floor(clones: list[Path], merger: Path, url: str, tick: int, outbox: Path,
+def tick_floor(clones: list[Path], merger: Path, url: str, tick: int, outbox: Path,
                 deltas: dict[str, dict[str, bytes]], state: dict[str, bytes]) -> dict[str, float]:
     whole, merging = Stopwatch(), Stopwatch()
     with whole:
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             clones = []
             for i in range(1, workers + 1):
                 c = tmp / f"floor-w{i}"
-                git(tmp, "clone", "-q", "--depth", "1", floor_url, str(c))
+                git(tmp, "clone", "-q", "--depth", "1", "--no-checkout", floor_url, str(c))  # a floor worker only fetches
                 clones.append(c)
             merger = tmp / "floor-merge"
             git(tmp, "clone", "-q", floor_url, str(merger))
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             floor: list[dict[str, float]] = []
             for n in range(repeat + 1):  # the first tick warms caches and clones, and is not counted
                 o = _tick_ours(repo, ours_url, served / "ours.git", workers, tmp / "outbox")
-                f = _tick_floor(clones, merger, floor_url, n + 1, tmp / "floor-outbox", o["deltas"], o["state"])
+                f = tick_floor(clones, merger, floor_url, n + 1, tmp / "floor-outbox", o["deltas"], o["state"])
                 log(f"tick {n + 1}: ours {o['tick']:.1f}s (merge {o['merge']:.2f}s, {o['pushes']} push(es), "
                     f"{o['applied']} deltas); floor {f['tick']:.1f}s (merge {f['merge']:.2f}s)"
                     + ("" if n else " (warm-up)"))

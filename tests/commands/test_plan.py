@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet.commands.init import init
-from fleet.plan import UnknownAgents, assign, roster
+from fleet.plan import UnknownAgents, agents_of, assign, roster
 from fleet.providers import ProviderUnavailable, choose
 from fleet.repo import FleetRepo
 
@@ -69,3 +69,11 @@ def test_adding_a_worker_moves_only_its_share(agents: list[str], workers: int) -
         moved = set(mine) - set(after[name])
         assert moved <= set(after[new])  # whoever moved, moved to the new worker
     assert sorted(a for v in after.values() for a in v) == sorted(agents)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=6), max_size=60, unique=True), st.integers(1, 40))
+def test_one_workers_agents_are_its_share_of_the_whole_assignment(agents: list[str], workers: int) -> None:
+    whole = assign(agents, workers)
+    for i in range(1, workers + 1):
+        assert agents_of(agents, workers, f"w{i}") == whole[f"w{i}"]
