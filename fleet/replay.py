@@ -84,6 +84,7 @@ class CarriedSnapshot(GitSnapshot):
         self.listing = listing
         self._entries = listing.entries
         self._cache: dict[str, bytes] = {}
+        self._reader = None  # GitSnapshot's long-running reader, used only inside `with snap:`
 
     def under(self, folder: str) -> list[str]:
         return self.listing.under(folder)

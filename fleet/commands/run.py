@@ -33,7 +33,7 @@ from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.git import Git, common_dir, git_reason, toplevel
+from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
 from fleet.outside import bring_in_local_main, check_state, special_entry
@@ -176,7 +176,10 @@ def _restore_origin(git: Git, origin: Path) -> bool:
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(origin, ignore_errors=True)  # what an interrupted run left (no HEAD: never usable)
     git.run("init", "--quiet", "--bare", "--initial-branch", "main", str(partial))
-    git.run("push", "--quiet", str(partial), *[f"{ref}:refs/heads/{ref[len(TRACKING):]}" for _, ref in tracked])
+    pushed = git.push(str(partial), [RefUpdate(f"refs/heads/{ref[len(TRACKING):]}", sha, None) for sha, ref in tracked],
+                      atomic=True)
+    if pushed.outcome != "won":
+        raise FleetError(f"{origin} was missing and could not be rebuilt from refs/fleet/origin/: {pushed.reason}")
     partial.rename(origin)  # all or nothing, as on a first run
     tick = GitSnapshot(git, git.text("rev-parse", TRACKING + "main")).tick
     names = ", ".join(ref[len(TRACKING):] for _, ref in tracked)
