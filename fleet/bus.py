@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, schemas
+from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
@@ -384,6 +384,7 @@ class Bus:
             canonical.check(body)
         except canonical.JSONProblem as e:
             raise FleetError(f"message body cannot be kept: {e}") from None
+        keys.refuse(body, "message body")
 
     def send(self, sender: str, to: str, mtype: str, body: str, *, lane: str | None = None,
              msg_id: str | None = None) -> Sent:

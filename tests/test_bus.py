@@ -407,3 +407,18 @@ def test_bus_remote_may_name_a_git_remote_of_the_clone(tmp_path: Path) -> None:
     assert sent.remote == "messages" and sent.branch == "talk/out/l1"
     assert Git(tmp_path / "messages.git").rev_parse("refs/heads/talk/out/l1") == sent.commit
     assert [m.body for m in Bus(FleetRepo(tmp_path / "f")).inbox("basil").messages] == ["over there"]
+
+
+def test_send_refuses_a_body_holding_a_secret_rather_than_storing_it_masked(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "ghp_" + "x1" * 10
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    init(tmp_path / "f")
+    bus = Bus(FleetRepo(tmp_path / "f"))
+    for body in (secret, f"my token is {secret}\nthanks", "clone https://me:pw123@example.com/x"):
+        with pytest.raises(FleetError, match=r"^message body: holds .*refused, nothing written$") as e:
+            bus.send("ada", "basil", "note", body, lane="l")
+        assert secret not in str(e.value) and "pw123" not in str(e.value)
+    assert bus.inbox("basil").messages == []
+    bus.send("ada", "basil", "note", "a plain note", lane="l")
+    assert [m.body for m in bus.inbox("basil").messages] == ["a plain note"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, resolve
+from fleet import canonical, keys, resolve
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import UsageError
 from fleet.ids import printable
@@ -29,7 +29,9 @@ def decide(path: Path, conflict: str, choose: str | None = None, value: str | No
         raise UsageError("give exactly one of --choose CANDIDATE (a delta id, or 'base') and --value JSON")
     parsed: Any = None
     if value is not None:
+        keys.refuse(value, "--value")
         parsed = canonical.load(value.encode("utf-8", errors="surrogateescape"), "--value")
+        keys.refuse(canonical.dumps(parsed).decode("utf-8", errors="surrogateescape"), "--value")  # \u escapes
     repo = FleetRepo(path, remote)
     by = f"fleet resolve by {resolve.person(repo.git)}"
     what = f"choose {choose}" if choose is not None else "an explicit value"
