@@ -396,3 +396,22 @@ def test_a_duration_flag_out_of_range_is_a_usage_error_naming_it(fleet: Fleet, a
     assert says in r.output and r.output.count("\n") == 1, r.output
     assert fleet.main() == head
 
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 3), st.integers(1, 10**30))
+def test_after_beyond_mains_tick_is_refused_naming_it(tmp_path_factory: pytest.TempPathFactory, merged: int,
+                                                       beyond: int) -> None:
+    """`plan --wait --after N` with main at tick < N said 'tick M is due', exit 0: no
+    merge of a tick main has not reached dispatched it."""
+    from fleet.commands.init import init
+
+    path = tmp_path_factory.mktemp("f") / "f"
+    init(path)
+    for t in range(1, merged + 1):
+        merge(path, allow_empty=True, tick=t)
+    f = Fleet(path)
+    r = run(f, "plan", "--wait", "--after", str(merged + beyond), code=2)
+    assert r.output.startswith(f"fleet: --after {merged + beyond}: beyond the fleet's main, which is at tick "
+                               f"{merged}") and r.output.count("\n") == 1, r.output
+    assert Git(path).rev_parse(f"refs/heads/{BRANCH}") is None  # nothing started
+    assert json.loads(run(f, "plan", "--wait", "--after", str(merged), "--json").output)["tick"] == merged + 1
