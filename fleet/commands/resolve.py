@@ -54,10 +54,14 @@ def resolve_command(directory: Path, as_json: bool, remote: str | None, conflict
     p = decide(directory, conflict, choose, value, remote)
 
     def text() -> None:
+        if p.already:
+            click.echo(f"already recorded: {p.path} on the fleet's main (commit {p.commit[:12]}) decides the same; "
+                       "nothing to do")
+            return
         where = f"to {p.remote}" if p.remote else "locally"
         verb = "replaced the pending decision with" if p.replaced else "recorded"
         click.echo(f"{verb} {p.path} on the fleet's main (commit {p.commit[:12]}, published {where}); "
                    "the next `fleet merge` (or `fleet run`) applies it")
 
     emit({"conflict": p.body["conflict"], "path": p.path, "commit": p.commit, "decision": p.body,
-          "replaced": p.replaced, "remote": p.remote}, as_json, text)
+          "replaced": p.replaced, "already": p.already, "remote": p.remote}, as_json, text)

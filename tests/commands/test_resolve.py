@@ -240,3 +240,18 @@ def test_a_value_holding_a_secret_is_refused_not_stored_masked(fleet: Fleet, mon
     run(fleet, "resolve", c["id"], "--value", json.dumps("sk-ant-test"))  # not the key: recorded as given
     run(fleet, "merge")
     assert title(fleet) == "sk-ant-test"
+
+
+@pytest.mark.parametrize("args", [["--choose", "base"], ["--value", '"Same thought"']])
+def test_the_same_decision_twice_before_the_merge_commits_nothing_and_says_so(fleet: Fleet, args: list[str]) -> None:
+    c = held(fleet, "First", "Second")
+    first = json.loads(run(fleet, "resolve", c["id"], *args, "--json").stdout)
+    head = fleet.main()
+    assert first["already"] is False and first["commit"] == head
+    r = run(fleet, "resolve", c["id"], *args)
+    assert r.stdout.strip() == (f"already recorded: state/resolutions/{c['id']}.json on the fleet's main "
+                                f"(commit {head[:12]}) decides the same; nothing to do")
+    assert fleet.main() == head
+    assert json.loads(run(fleet, "resolve", c["id"], *args, "--json").stdout)["already"] is True
+    run(fleet, "merge")
+    assert title(fleet) == ("Same thought" if args[0] == "--value" else c["base"])
