@@ -67,9 +67,13 @@ def _read_line(read: dict[str, str | None]) -> str:
 
 
 def _show(m: dict[str, Any]) -> str:
-    first = printable(m["body"].splitlines()[0] if m["body"] else "", 120)
+    """One line per message: its first line, and a marker when more of the body is hidden."""
+    lines = m["body"].splitlines()
+    first = printable(lines[0] if lines else "", 120)
+    hidden = len(lines) - 1
+    more = f" … (+{hidden} line{'s' if hidden != 1 else ''}, --json for all)" if hidden > 0 else ""
     acked = f", acked {m['acked_at']}" if m.get("acked_at") else ""
-    return f"  {m['id']}  {m['ts']}  {m['from']} -> {m['to']} ({m['type']}{acked}): {first}"
+    return f"  {m['id']}  {m['ts']}  {m['from']} -> {m['to']} ({m['type']}{acked}): {first}{more}"
 
 
 # -- the command line --------------------------------------------------------
