@@ -182,7 +182,9 @@ def test_bus_in_another_repository_syncs_only_its_branches(tmp_path: Path, monke
     (clone / ".fleet-cache").write_text("CACHE-MARKER-77")
     monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
     bus = Bus(FleetRepo(clone))
-    sent = bus.send("ada", "basil", "question", f"what is the key? {secret}")
+    with pytest.raises(FleetError, match="message body: holds the value of ANTHROPIC_API_KEY"):
+        bus.send("ada", "basil", "question", f"what is the key? {secret}")  # refused, not stored masked
+    sent = bus.send("ada", "basil", "question", "what is the key?")
     bus.beat("laptop", "machine")
     assert sent.remote == str(bus_repo) and sent.commit
     assert bus.ack("basil", None).acked == [sent.messages[0]["id"]]
@@ -422,3 +424,4 @@ def test_send_refuses_a_body_holding_a_secret_rather_than_storing_it_masked(tmp_
     assert bus.inbox("basil").messages == []
     bus.send("ada", "basil", "note", "a plain note", lane="l")
     assert [m.body for m in bus.inbox("basil").messages] == ["a plain note"]
+
