@@ -176,8 +176,8 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
     out = {p: why for p in changed if p.startswith(_ENGINE_PREFIXES) and (why := refusal(p))}
     for mode, _, _, path in rows:
         if mode in ("120000", "160000"):  # a symbolic link or a submodule, added or changed into one
-            kind = "a symbolic link" if mode == "120000" else "a submodule (gitlink)"
-            out.setdefault(path, f"is {kind}; state/ and schemas/ hold regular files only")
+            out.setdefault(path, LINK if mode == "120000" else
+                           "is a submodule (gitlink); state/ and schemas/ hold regular files only")
     snap = GitSnapshot(git, tip)
     if CONFIG_PATH in changed or any(p.startswith("schemas/") for p in changed):
         paths = None  # the rules changed: every document is judged by the new ones
@@ -225,6 +225,9 @@ def check_adoption(git: Git, base: str, tip: str) -> None:
                              f"{oc.commit[:12]} ({oc.subject!r}): fix it and run again")
 
 
+LINK = "is a symbolic link; state/ and schemas/ hold regular files only"
+
+
 def check_state(snap: GitSnapshot, outcome: str) -> None:
     """Raise, naming the file and the rule, unless every state file and schema
     of ``snap`` passes ``fleet validate``'s checks."""
@@ -243,8 +246,8 @@ def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
         snap.config  # noqa: B018  (a config that does not parse names itself)
     except FleetError as e:
         return {CONFIG_PATH: str(e).removeprefix(CONFIG_PATH + ": ")}
-    out = {}
-    for path, data in snap.read_many(wanted).items():
+    out = {p: LINK for p in wanted if p in snap.links}  # its content is the target's name: never judged as JSON
+    for path, data in snap.read_many([p for p in wanted if p not in out]).items():
         problem = check_in(snap, path, data or b"")
         if problem:
             out[path] = problem
