@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from fleet import keys
 from fleet.bus import KINDS, Bus
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.errors import FleetError
@@ -46,6 +47,8 @@ def archive(path: Path, agent: str, *, remote: str | None = None) -> dict[str, A
 
 def heartbeat(path: Path, name: str, kind: str, *, remote: str | None = None, tick: int | None = None,
               note: str | None = None, lane: str | None = None) -> dict[str, Any]:
+    if note:
+        keys.refuse(note[:500], "--note")  # as kept: a person's note with a key would be stored masked
     sent = Bus(FleetRepo(path, remote)).beat(name, kind, tick=tick, note=note, lane=lane)
     return {"name": name, "kind": kind, "branch": sent.branch, "pushed": sent.commit, "read": sent.read,
             "remote": sent.remote}

@@ -254,3 +254,17 @@ def test_inbox_and_archive_mark_a_body_longer_than_its_first_line(fleet: Fleet) 
     assert _json(fleet, "inbox", "basil")["messages"][0]["body"] == body
     _json(fleet, "ack", "basil", m["id"])
     assert "first line … (+2 lines, --json for all)" in run(fleet, "msg", "archive", "basil").output
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["send", "--from", "ada", "--to", "basil", "--body", "the key: sk-ant-test-SECRET123\nok?"], "message body"),
+    (["heartbeat", "laptop-1", "--note", "using sk-ant-test-SECRET123"], "--note"),
+])
+def test_a_persons_text_holding_a_key_is_refused_not_stored_masked(fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
+                                                                   args: list[str], flag: str) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-SECRET123")
+    before = fleet.git.text("for-each-ref", "refs/heads/")
+    r = run(fleet, "msg", *args, code=1)
+    [line] = r.output.strip().splitlines()
+    assert line.startswith(f"fleet: {flag}: holds the value of ANTHROPIC_API_KEY") and "SECRET123" not in line
+    assert fleet.git.text("for-each-ref", "refs/heads/") == before  # nothing written
