@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import canonical, schemas
+from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
@@ -59,6 +59,9 @@ MERGE_LANE = "merge"  # the lane the merge job delivers agents' messages and hea
 OTHER_TRACKING = "refs/fleet/bus-remote/"  # where a bus in another repository is tracked
 _TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_FILE_BYTES = 2 * 1048576 + 4096  # a file bigger than any valid message is not read
+
+
+LINK = "is a symbolic link; a bus file is a regular file (git mode 100644)"
 
 
 def stamp(when: _dt.datetime) -> str:
@@ -384,6 +387,7 @@ class Bus:
             canonical.check(body)
         except canonical.JSONProblem as e:
             raise FleetError(f"message body cannot be kept: {e}") from None
+        keys.refuse(body, "message body")
 
     def send(self, sender: str, to: str, mtype: str, body: str, *, lane: str | None = None,
              msg_id: str | None = None) -> Sent:
@@ -496,8 +500,9 @@ class Bus:
         out = {a: Inbox(a, [], [], dict(lanes), self.remote) for a in agents}  # every outbox is read
         folders = [f"{MSG_DIR}/{a}/" for a in agents]
         for branch, commit in sorted(lanes.items()):
+            links: set[str] = set()
             try:
-                entries = self.git.ls_tree(commit, *folders)
+                entries = self.git.ls_tree(commit, *folders, links=links)
             except (FleetError, UnicodeDecodeError) as e:  # a lane written by hand: it costs itself only
                 why = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else printable(str(e), 200)
                 for a in agents:
@@ -511,6 +516,9 @@ class Bus:
                 where = f"{branch}:{path}"
                 if len(parts) != 3 or not parts[2].endswith(".json"):
                     out[agent].quarantined.append(Quarantined(where, "not a message file (to/<agent>/<id>.json)"))
+                    continue
+                if path in links:
+                    out[agent].quarantined.append(Quarantined(where, LINK))
                     continue
                 found[agent].setdefault(parts[2][: -len(".json")], []).append((where, sha, branch))
         archived: dict[str, set[str]] = {}
@@ -637,8 +645,15 @@ class Bus:
             self.fetch(main=False)
         newest: dict[str, dict[str, Any]] = {}
         bad: list[Quarantined] = []
-        rows = [(branch, path, sha) for branch, commit in sorted(self.lanes().items())
-                for path, sha in self.git.ls_tree(commit, BEAT_DIR + "/").items()]
+        links: set[str] = set()  # "<branch>:<path>"
+        rows = []
+        for branch, commit in sorted(self.lanes().items()):
+            here: set[str] = set()
+            rows += [(branch, path, sha) for path, sha in self.git.ls_tree(commit, BEAT_DIR + "/", links=here).items()]
+            links |= {f"{branch}:{p}" for p in here}
+        for where in sorted(links):
+            bad.append(Quarantined(where, LINK))
+        rows = [r for r in rows if f"{r[0]}:{r[1]}" not in links]
         sizes = self.git.sizes([sha for _, _, sha in rows])
         blobs = self.git.cat_blobs([sha for _, _, sha in rows if sizes[sha] <= MAX_FILE_BYTES])
         for branch, path, sha in rows:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet import schemas
-from fleet.config import Config, format_duration
-from fleet.errors import FleetError
+from fleet.config import MAX_DURATION, Config, format_duration
+from fleet.errors import FleetError, UsageError
 from fleet.ids import printable
 from fleet.repo import FleetRepo
 from fleet.spend import Spending, stamp, utc
@@ -147,6 +147,15 @@ class Due:
                 "late_seconds": round(self.late_seconds, 3) if self.late_seconds is not None else None,
                 "next_due": stamp(utc(self.next_due)) if self.next_due is not None else None,
                 "last_start": stamp(utc(self.last_start)) if self.last_start is not None else None}
+
+
+def flag_seconds(flag: str, value: float, *, zero: bool = False) -> float:
+    """A duration given by flag, in seconds: finite, above 0 (or 0 with ``zero``) and
+    at most :data:`MAX_DURATION` (366 days, the longest run.every), else a usage error naming the flag."""
+    if not (0 <= value if zero else 0 < value) or not value <= MAX_DURATION:  # nan fails both
+        raise UsageError(f"{flag}: {value!r} is not a number of seconds from {'0' if zero else 'above 0'} to "
+                         f"{MAX_DURATION} ({format_duration(MAX_DURATION)})")
+    return value
 
 
 def slot(t: float, every: int) -> int:

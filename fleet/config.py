@@ -277,6 +277,7 @@ class Config:
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNITS = (86400, 3600, 60, 1)
+MAX_DURATION = 366 * 86400  # the longest pace or wait: beyond it, a date would leave the calendar fleet keeps
 
 
 def parse_duration(text: str) -> int | None:
@@ -310,6 +311,9 @@ def _every(raw: dict[str, Any], where: str) -> int | None:
                          "or 1h30m)")
     if seconds < 1:
         raise FleetError(f"{where}: run.every: {text!r} is no time at all; a pace is at least 1s")
+    if seconds > MAX_DURATION:
+        raise FleetError(f"{where}: run.every: {text[:40]!r} is longer than the longest pace, "
+                         f"{format_duration(MAX_DURATION)} (366 days)")
     return seconds
 
 

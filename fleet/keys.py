@@ -80,6 +80,21 @@ def named() -> list[tuple[str, bytes]]:
     return [(k, v.encode(errors="surrogateescape")) for k, v in out]
 
 
+def refuse(text: str, what: str) -> None:
+    """Refuse a person's value that holds a secret: it would reach a commit
+    masked (every commit is redacted), silently becoming ``[REDACTED]``. One
+    line naming ``what`` (the flag or file) and which secret; the value itself
+    is never echoed."""
+    if redact(text) == text:
+        return
+    from fleet.errors import FleetError
+
+    name = found_in(text.encode("utf-8", errors="surrogateescape"), named())
+    held = f"the value of {name}" if name else "credentials in a URL (user:password@)"
+    raise FleetError(f"{what}: holds {held}, a secret; fleet masks secrets in everything it commits, "
+                     f"so it would be stored as {MASK}: refused, nothing written")
+
+
 def found_in(data: bytes, known: list[tuple[str, bytes]]) -> str | None:
     """The name of the first of ``known`` (see :func:`named`) that ``data`` holds."""
     for name, value in known:

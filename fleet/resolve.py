@@ -212,6 +212,7 @@ class Proposed:
     body: dict[str, Any]
     replaced: bool  # a pending decision of the same thing was replaced
     remote: str | None
+    already: bool = False  # the same decision was pending already: nothing committed, ``commit`` is the one that made it
 
 
 def person(git: Any) -> str:
@@ -232,7 +233,11 @@ def propose(repo: Any, build: Any, subject: str) -> Proposed:
         head = repo.main()
         snap = repo.snapshot(head)
         path, body = build(snap)
-        replaced = snap.read(path) is not None
+        had = snap.read(path)
+        if had == canonical.dumps(body):  # asked again before the merge: no second, empty commit
+            made = repo.git.text("log", "-1", "--format=%H", head, "--", path).strip() or head
+            return Proposed(path, made, body, False, repo.remote, already=True)
+        replaced = had is not None
         tree_commit = repo.git.write_commit(head, subject, {path: canonical.dumps(body)}, [])
         who = person(repo.git)
         name, _, email = who.partition(" <")

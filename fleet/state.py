@@ -87,7 +87,8 @@ class GitSnapshot(Snapshot):
     def __init__(self, git: Git, commit: str) -> None:
         self.git = git
         self.commit = commit
-        self._entries = git.ls_tree(commit, "state/", "schemas/")
+        self.links: set[str] = set()  # paths that are symbolic links (git mode 120000), not files
+        self._entries = git.ls_tree(commit, "state/", "schemas/", links=self.links)
         self._cache: dict[str, bytes] = {}
         self._reader: CatFile | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -74,6 +75,11 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     call the real API. Tests that want the model set the key themselves."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    # Nor the caller's switches (FLEET_PROGRESS=0, FLEET_STOP) or a CI job's summary
+    # and annotations: each changes what a command prints. Tests that want one set it.
+    for name in [n for n in os.environ if n.startswith("FLEET_")] + ["GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY",
+                                                                     "GITHUB_RUN_ID"]:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -182,7 +182,9 @@ def test_bus_in_another_repository_syncs_only_its_branches(tmp_path: Path, monke
     (clone / ".fleet-cache").write_text("CACHE-MARKER-77")
     monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
     bus = Bus(FleetRepo(clone))
-    sent = bus.send("ada", "basil", "question", f"what is the key? {secret}")
+    with pytest.raises(FleetError, match="message body: holds the value of ANTHROPIC_API_KEY"):
+        bus.send("ada", "basil", "question", f"what is the key? {secret}")  # refused, not stored masked
+    sent = bus.send("ada", "basil", "question", "what is the key?")
     bus.beat("laptop", "machine")
     assert sent.remote == str(bus_repo) and sent.commit
     assert bus.ack("basil", None).acked == [sent.messages[0]["id"]]
@@ -407,3 +409,64 @@ def test_bus_remote_may_name_a_git_remote_of_the_clone(tmp_path: Path) -> None:
     assert sent.remote == "messages" and sent.branch == "talk/out/l1"
     assert Git(tmp_path / "messages.git").rev_parse("refs/heads/talk/out/l1") == sent.commit
     assert [m.body for m in Bus(FleetRepo(tmp_path / "f")).inbox("basil").messages] == ["over there"]
+
+
+def test_send_refuses_a_body_holding_a_secret_rather_than_storing_it_masked(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "ghp_" + "x1" * 10
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    init(tmp_path / "f")
+    bus = Bus(FleetRepo(tmp_path / "f"))
+    for body in (secret, f"my token is {secret}\nthanks", "clone https://me:pw123@example.com/x"):
+        with pytest.raises(FleetError, match=r"^message body: holds .*refused, nothing written$") as e:
+            bus.send("ada", "basil", "note", body, lane="l")
+        assert secret not in str(e.value) and "pw123" not in str(e.value)
+    assert bus.inbox("basil").messages == []
+    bus.send("ada", "basil", "note", "a plain note", lane="l")
+    assert [m.body for m in bus.inbox("basil").messages] == ["a plain note"]
+
+
+def _commit_links(git: Git, files: dict[str, tuple[str, bytes]], parent: str | None = None) -> str:
+    """A commit holding ``files`` (path -> (git mode, content)) as git stores them: a
+    symbolic link is mode 120000 whose content is its target. Made with git's own
+    plumbing in a scratch index, as someone else's tool would."""
+    import os as _os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**_os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        for path, (mode, data) in files.items():
+            sha = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=git.path, input=data, env=env,
+                                 capture_output=True, check=True).stdout.decode().strip()
+            subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], cwd=git.path,
+                           env=env, check=True)
+        tree = subprocess.run(["git", "write-tree"], cwd=git.path, env=env, capture_output=True,
+                              check=True).stdout.decode().strip()
+    return git.text("commit-tree", tree, *(["-p", parent] if parent else []), "-m", "links")
+
+
+@pytest.mark.parametrize("target", [b"/etc/passwd", b"../../../state/config.json", b"x" * 300, b"GOOD"])
+def test_a_symbolic_link_in_a_lane_is_quarantined_as_one_never_read_as_json(
+        tmp_path_factory: pytest.TempPathFactory, target: bytes) -> None:
+    """The link's content is its target's name: it was judged as JSON ('malformed JSON'),
+    and a target that happens to be a valid message would have been delivered."""
+    root = tmp_path_factory.mktemp("links")
+    shutil.copytree(_template(tmp_path_factory), root / "f", symlinks=True)
+    bus = Bus(FleetRepo(root / "f"))
+    bus.send("ada", "basil", "note", "hi", lane="good", msg_id="m-good")
+    bus.beat("w1", "worker", lane="good")
+    git = bus.git
+    if target == b"GOOD":
+        target = canonical.dumps({"id": "m-link", "ts": "2026-11-22T10:00:00.000000Z", "from": "ada", "to": "basil",
+                                  "type": "note", "body": "a link"})
+    commit = _commit_links(git, {"to/basil/m-link.json": ("120000", target),
+                                 "beat/w2.json": ("120000", target)})
+    assert git.update_ref("refs/heads/fleet-bus/out/hostile", commit, None)
+    box = bus.inbox("basil")
+    assert [m.id for m in box.messages] == ["m-good"]
+    assert [(q.where, q.reason) for q in box.quarantined] == [
+        ("fleet-bus/out/hostile:to/basil/m-link.json", "is a symbolic link; a bus file is a regular file (git mode 100644)")]
+    beats, bad = bus.heartbeats()
+    assert set(beats) == {"w1"}
+    assert [(q.where, q.reason) for q in bad] == [
+        ("fleet-bus/out/hostile:beat/w2.json", "is a symbolic link; a bus file is a regular file (git mode 100644)")]

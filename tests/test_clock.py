@@ -333,3 +333,85 @@ def test_the_plan_writes_how_late_its_tick_started_to_the_job_summary(origin_fle
     page.write_text("")
     run(fleet, "plan", "--start", code=3)
     assert "### fleet plan: tick 2 is not started" in page.read_text() and "| no | schedule | 1d |" in page.read_text()
+
+
+# -- durations: run.every and duration flags have a documented maximum -----------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(*[st.one_of(st.none(), st.integers(0, 10**6), st.integers(0, 10**20)) for _ in "dhms"]),
+       st.floats(0, 4 * 366 * 86400), st.sampled_from([None, 0.0, 1.0, 365 * 86400.0]))
+def test_every_duration_config_accepts_can_be_planned_and_any_other_is_one_line(
+        parts: tuple[int | None, ...], offset: float, last: float | None) -> None:
+    """A run.every that config parse accepts is planned and rendered without error (no
+    OverflowError or year out of range); any other is refused, naming the file and key."""
+    from fleet.config import MAX_DURATION, parse
+    from fleet.errors import FleetError
+
+    text = "".join(f"{n}{u}" for n, u in zip(parts, "dhms", strict=True) if n is not None)
+    seconds = sum(n * u for n, u in zip(parts, (86400, 3600, 60, 1), strict=True) if n is not None)
+    raw = json.loads((Path(__file__).resolve().parents[1] / "state" / "config.json").read_bytes())
+    raw["run"] = {"every": text}
+    try:
+        cfg = parse(canonical.dumps(raw), "state/config.json")
+    except FleetError as e:
+        msg = str(e)
+        assert msg.startswith("state/config.json: run.every: ") and "\n" not in msg
+        assert not text or len(text) > 32 or seconds < 1 or seconds > MAX_DURATION, msg
+        if text and len(text) <= 32 and seconds > MAX_DURATION:
+            assert "longer than the longest pace, 366d" in msg
+        return
+    assert 1 <= seconds <= MAX_DURATION and cfg.run.every == seconds
+    at = T0 + offset
+    d = decide(at, 2, cfg.run.every, None if last is None else at - last, None)
+    assert json.dumps(d.to_json()) and d.why
+
+
+def test_a_pace_over_the_maximum_is_refused_by_validate_plan_and_status(fleet: Fleet) -> None:
+    for every in ("99999999999999999999d", "3000000d", "367d", "366d1s"):
+        raw = json.loads(fleet.read("state/config.json"))
+        raw["run"] = {"every": every}
+        before = fleet.main()
+        fleet.git.run("update-ref", "refs/heads/main", fleet.git.write_commit(
+            before, "a long pace\n", {"state/config.json": canonical.dumps(raw)}, []))
+        (fleet.path / "state/config.json").write_bytes(canonical.dumps(raw))
+        for args in (("validate",), ("plan",), ("plan", "--start"), ("plan", "--wait"), ("status",)):
+            r = run(fleet, *args, code=1)
+            assert r.output.startswith(f"fleet: state/config.json: run.every: '{every}' is longer than the longest "
+                                       "pace, 366d") and r.output.count("\n") == 1, (args, r.output)
+        fleet.git.run("update-ref", "refs/heads/main", before)
+        fleet.git.run("checkout", "--", "state/config.json")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "--deadline", "nan"], "--deadline: nan is not a number of seconds"),
+    (["run", "--deadline", "inf"], "--deadline: inf is not a number of seconds"),
+    (["run", "--deadline", "1e300"], "--deadline: 1e+300 is not a number of seconds"),
+    (["run", "--deadline", "-1"], "--deadline: -1.0 is not a number of seconds"),
+    (["run", "--deadline", "0"], "--deadline: 0.0 is not a number of seconds"),
+    (["watchdog", "--grace", "nan"], "--grace: nan is not a number of seconds"),
+])
+def test_a_duration_flag_out_of_range_is_a_usage_error_naming_it(fleet: Fleet, args: list[str], says: str) -> None:
+    head = fleet.main()
+    r = run(fleet, *args, code=2)
+    assert says in r.output and r.output.count("\n") == 1, r.output
+    assert fleet.main() == head
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 3), st.integers(1, 10**30))
+def test_after_beyond_mains_tick_is_refused_naming_it(tmp_path_factory: pytest.TempPathFactory, merged: int,
+                                                       beyond: int) -> None:
+    """`plan --wait --after N` with main at tick < N said 'tick M is due', exit 0: no
+    merge of a tick main has not reached dispatched it."""
+    from fleet.commands.init import init
+
+    path = tmp_path_factory.mktemp("f") / "f"
+    init(path)
+    for t in range(1, merged + 1):
+        merge(path, allow_empty=True, tick=t)
+    f = Fleet(path)
+    r = run(f, "plan", "--wait", "--after", str(merged + beyond), code=2)
+    assert r.output.startswith(f"fleet: --after {merged + beyond}: beyond the fleet's main, which is at tick "
+                               f"{merged}") and r.output.count("\n") == 1, r.output
+    assert Git(path).rev_parse(f"refs/heads/{BRANCH}") is None  # nothing started
+    assert json.loads(run(f, "plan", "--wait", "--after", str(merged), "--json").output)["tick"] == merged + 1

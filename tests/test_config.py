@@ -144,3 +144,27 @@ def test_a_cache_that_cannot_be_written_costs_only_the_check(tmp_path: Path, mon
     assert parse(TEMPLATE.read_bytes()).agents
     with pytest.raises(FleetError, match="at /limits/window"):
         parse(canonical.dumps(config(limits={"window": 0})))
+
+
+def test_a_fleet_without_agents_is_refused_by_validate_and_by_run_before_any_tick(tmp_path: Path) -> None:
+    """`"agents": {}` passed validate, then every tick failed with 'none of 0 worker(s) delivered'."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from fleet.commands.init import init
+    from fleet.main import cli
+
+    with pytest.raises(FleetError, match=r"^state/config.json: at /agents: \{\} has less than 1 property"):
+        parse(canonical.dumps(config(agents={})), "state/config.json")
+    init(tmp_path / "f")
+    p = tmp_path / "f" / "state" / "config.json"
+    p.write_bytes(canonical.dumps({**json.loads(p.read_bytes()), "agents": {}}))
+    for args in (["validate"], ["run", "--ticks", "1"]):
+        if args[0] == "run":
+            subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qam", "no agents"],
+                           cwd=tmp_path / "f", check=True)
+        r = CliRunner().invoke(cli, ["-C", str(tmp_path / "f"), *args])
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert "state/config.json: at /agents: {} has less than 1 property" in r.output
+        assert "tick 1" not in r.output

@@ -101,3 +101,10 @@ def test_progress_is_off_without_a_terminal_and_with_json(monkeypatch: pytest.Mo
         bar.advance(1, "[bold]not markup")
         bar.total_is(5)
     assert bar.enabled is False
+
+
+def test_the_callers_fleet_switches_do_not_reach_the_tests() -> None:
+    """Exported FLEET_PROGRESS=0 (or FLEET_STOP) made these tests fail: conftest pins
+    them, so a test sees only the variables it sets itself."""
+    assert not [n for n in os.environ if n.startswith("FLEET_")]
+    assert "GITHUB_STEP_SUMMARY" not in os.environ and "GITHUB_ACTIONS" not in os.environ

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from fleet import __version__
 from fleet.cli import emit, json_option
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
+from fleet.ids import printable
 from fleet.installed import CARRIED
 from fleet.template import Example, default_example, examples, root
 
@@ -64,10 +67,17 @@ def init(directory: Path, example: str | None = None) -> str:
     the same command can simply be run again once the cause is fixed.
     """
     world = find_example(example)
-    if directory.exists() and any(directory.iterdir()):
-        raise FleetError(f"{directory}: already exists and is not empty; choose a new directory")
-    existed = directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    name = printable(str(directory))
+    try:  # the file system's refusals (a name too long, /proc, no permission) are one line, not a traceback
+        if directory.is_symlink() and not directory.exists():
+            raise FleetError(f"{name}: a symbolic link to {printable(os.readlink(directory))}, which does not "
+                             "exist; choose a new directory")
+        if directory.exists() and any(directory.iterdir()):
+            raise FleetError(f"{name}: already exists and is not empty; choose a new directory")
+        existed = directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FleetError(f"{name}: cannot create the fleet repository: {e.strerror or e}") from None
     try:
         return _populate(directory, world)
     except BaseException as e:
@@ -77,9 +87,9 @@ def init(directory: Path, example: str | None = None) -> str:
         else:
             shutil.rmtree(directory, ignore_errors=True)
         if isinstance(e, FleetError):
-            raise FleetError(f"{directory}: could not create the fleet repository ({e}); nothing was left behind") from None
+            raise FleetError(f"{name}: could not create the fleet repository ({e}); nothing was left behind") from None
         if isinstance(e, OSError):
-            raise FleetError(f"{directory}: could not create the fleet repository: {e.strerror or e}") from None
+            raise FleetError(f"{name}: could not create the fleet repository: {e.strerror or e}") from None
         raise
 
 
@@ -176,11 +186,31 @@ def init_command(directory: Path | None, example: str | None, list_examples: boo
     sha = init(directory, world.name)
 
     def text() -> None:
-        click.echo(f"created fleet repository {directory} with the example world {world.name!r} "
+        click.echo(f"created fleet repository {printable(str(directory))} with the example world {world.name!r} "
                    f"(genesis {sha[:12]}, tick 0)")
-        click.echo(f"next: cd {directory} && fleet run")
+        click.echo(f"next: cd {shell_word(str(directory))} && fleet run")
 
     emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0, "example": world.name}, as_json, text)
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word a POSIX shell reads back as ``text``, on one line: quoted
+    as needed, and a name with a newline or control character in bash's ``$'...'``
+    with those characters escaped."""
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for c in text:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8, as the file system gave it
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF
+                       else f"\\U{ord(c):08x}")
+    return "$'" + "".join(out) + "'"
 
 
 def _list(as_json: bool) -> None:

@@ -22,6 +22,7 @@ from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
+from fleet.ids import printable
 from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
 from fleet.outside import describe
 from fleet.repo import FleetRepo
@@ -124,6 +125,9 @@ def log(
     if target and not entries and repo.snapshot(head).read(pathspec[1]) is None:
         raise FleetError(f"{doc}: no such document on the fleet's main (tick {repo.snapshot(head).tick}), "
                          "and none in its history")
+    if agent and not entries and agent not in cfg.agents:  # a typo, not an agent that was quiet
+        raise FleetError(f"--agent {printable(agent, 80)}: unknown: no agent of that name in state/config.json "
+                         f"({', '.join(sorted(cfg.agents)[:20]) or 'none'}) and no delta of it in the fleet's history")
     return entries[:limit]
 
 

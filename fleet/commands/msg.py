@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from fleet import keys
 from fleet.bus import KINDS, Bus
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.errors import FleetError
@@ -46,6 +47,8 @@ def archive(path: Path, agent: str, *, remote: str | None = None) -> dict[str, A
 
 def heartbeat(path: Path, name: str, kind: str, *, remote: str | None = None, tick: int | None = None,
               note: str | None = None, lane: str | None = None) -> dict[str, Any]:
+    if note:
+        keys.refuse(note[:500], "--note")  # as kept: a person's note with a key would be stored masked
     sent = Bus(FleetRepo(path, remote)).beat(name, kind, tick=tick, note=note, lane=lane)
     return {"name": name, "kind": kind, "branch": sent.branch, "pushed": sent.commit, "read": sent.read,
             "remote": sent.remote}
@@ -67,9 +70,13 @@ def _read_line(read: dict[str, str | None]) -> str:
 
 
 def _show(m: dict[str, Any]) -> str:
-    first = printable(m["body"].splitlines()[0] if m["body"] else "", 120)
+    """One line per message: its first line, and a marker when more of the body is hidden."""
+    lines = m["body"].splitlines()
+    first = printable(lines[0] if lines else "", 120)
+    hidden = len(lines) - 1
+    more = f" … (+{hidden} line{'s' if hidden != 1 else ''}, --json for all)" if hidden > 0 else ""
     acked = f", acked {m['acked_at']}" if m.get("acked_at") else ""
-    return f"  {m['id']}  {m['ts']}  {m['from']} -> {m['to']} ({m['type']}{acked}): {first}"
+    return f"  {m['id']}  {m['ts']}  {m['from']} -> {m['to']} ({m['type']}{acked}): {first}{more}"
 
 
 # -- the command line --------------------------------------------------------

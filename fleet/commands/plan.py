@@ -69,6 +69,9 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
         head = repo.main()
         snap = repo.snapshot(head)
         cfg = snap.config
+        if after is not None and after > snap.tick:  # no merge of a tick main has not reached dispatched this run
+            raise UsageError(f"--after {after}: beyond the fleet's main, which is at tick {snap.tick}; --after names "
+                             "the merged tick whose merge dispatched this run")
         world_mod.warm(snap)
         world_mod.load(cfg, snap.read)  # on Actions the plan job starts a tick: a world that cannot run stops here
         count = workers or cfg.run.workers

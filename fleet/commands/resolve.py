@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, resolve
+from fleet import canonical, keys, resolve
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.errors import UsageError
 from fleet.ids import printable
@@ -29,7 +29,9 @@ def decide(path: Path, conflict: str, choose: str | None = None, value: str | No
         raise UsageError("give exactly one of --choose CANDIDATE (a delta id, or 'base') and --value JSON")
     parsed: Any = None
     if value is not None:
+        keys.refuse(value, "--value")
         parsed = canonical.load(value.encode("utf-8", errors="surrogateescape"), "--value")
+        keys.refuse(canonical.dumps(parsed).decode("utf-8", errors="surrogateescape"), "--value")  # \u escapes
     repo = FleetRepo(path, remote)
     by = f"fleet resolve by {resolve.person(repo.git)}"
     what = f"choose {choose}" if choose is not None else "an explicit value"
@@ -52,10 +54,14 @@ def resolve_command(directory: Path, as_json: bool, remote: str | None, conflict
     p = decide(directory, conflict, choose, value, remote)
 
     def text() -> None:
+        if p.already:
+            click.echo(f"already recorded: {p.path} on the fleet's main (commit {p.commit[:12]}) decides the same; "
+                       "nothing to do")
+            return
         where = f"to {p.remote}" if p.remote else "locally"
         verb = "replaced the pending decision with" if p.replaced else "recorded"
         click.echo(f"{verb} {p.path} on the fleet's main (commit {p.commit[:12]}, published {where}); "
                    "the next `fleet merge` (or `fleet run`) applies it")
 
     emit({"conflict": p.body["conflict"], "path": p.path, "commit": p.commit, "decision": p.body,
-          "replaced": p.replaced, "remote": p.remote}, as_json, text)
+          "replaced": p.replaced, "already": p.already, "remote": p.remote}, as_json, text)

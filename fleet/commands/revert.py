@@ -42,10 +42,14 @@ def revert_command(directory: Path, as_json: bool, remote: str | None, delta: st
     p = revert(directory, delta, remote)
 
     def text() -> None:
+        if p.already:
+            click.echo(f"already recorded: {p.path} on the fleet's main (commit {p.commit[:12]}) reverts {delta}; "
+                       "nothing to do")
+            return
         where = f"to {p.remote}" if p.remote else "locally"
         docs = ", ".join(d["path"] + (" (removed)" if d["doc"] is None else "") for d in p.body["docs"])
         click.echo(f"recorded {p.path} on the fleet's main (commit {p.commit[:12]}, published {where}): the next "
                    f"`fleet merge` (or `fleet run`) sets {docs} as they would be had {delta} never come")
 
     emit({"delta": delta, "path": p.path, "commit": p.commit, "tick": p.body["tick"], "docs": p.body["docs"],
-          "replaced": p.replaced, "remote": p.remote}, as_json, text)
+          "replaced": p.replaced, "already": p.already, "remote": p.remote}, as_json, text)

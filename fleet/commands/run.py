@@ -31,6 +31,7 @@ import click
 from fleet import canonical, tick_tasks
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
+from fleet.clock import flag_seconds
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
@@ -425,6 +426,8 @@ def _signal_and_reap(procs: list[subprocess.Popen[bytes]], sig: int) -> None:
 def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None, remote: str | None,
                 provider: str | None, push: str | None, deadline: float | None) -> None:
     """The whole loop on one machine: W workers in parallel, then the merge, tick after tick."""
+    if deadline is not None:
+        deadline = flag_seconds("--deadline", deadline)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table

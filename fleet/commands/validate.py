@@ -1,5 +1,10 @@
 """`fleet validate [PATH]`: state and deltas on disk against their schemas.
 
+PATH is a fleet (a folder with state/config.json: checked whole, as with
+``-C PATH``), a file or folder of this fleet, or a folder of delta files (an
+inbox: every ``*.json`` under it is a delta). A PATH with nothing to check is
+an error, not "0 problems".
+
 It reads the working tree (what you are about to commit), not main, and
 reports every problem, one line each, naming the file and the rule.
 """
@@ -56,6 +61,9 @@ def validate(root: Path, target: Path | None = None, bar: Progress | None = None
             raise FleetError(f"{target}: no such file or directory")
         if target.is_dir():
             files = _walk_target(root, target)
+            if not files:
+                raise FleetError(f"{target}: nothing to check: no state document, schema or delta file under it "
+                                 "(PATH is a fleet, a file or folder of one, or a folder of delta files)")
         else:
             files = [_File(_rel(root, target), str(target), False)]
     problems: list[Problem] = []
@@ -163,7 +171,10 @@ def _walk_target(root: Path, folder: Path) -> list[_File]:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
     """Check state documents and delta files on disk against their schemas."""
-    root = toplevel(directory)
+    if path is not None and (path / CONFIG_PATH).is_file():  # PATH is a fleet: validated as `fleet -C PATH validate`
+        root, path = path, None
+    else:
+        root = toplevel(directory)
     with Progress("validate", total=0, as_json=as_json) as bar:
         count, problems = validate(root, path, bar)
 

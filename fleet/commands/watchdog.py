@@ -36,6 +36,7 @@ import click
 
 from fleet import summary
 from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.clock import flag_seconds
 from fleet.config import Config
 from fleet.errors import EXIT_NOTHING, UsageError
 from fleet.github import GitHubSettings, TaskIssues
@@ -150,6 +151,8 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
     A task claimed less than tasks.grace_seconds ago is left alone: its holder may still be starting.
     With tasks.escalate "issue", it also keeps one GitHub issue per escalated task.
     """
+    if grace is not None:
+        grace = flag_seconds("--grace", grace, zero=True)
     r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
 
     def text() -> None:

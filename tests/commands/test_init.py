@@ -224,3 +224,63 @@ def test_init_with_the_social_example_is_the_default(tmp_path: Path) -> None:
     fleet("init", str(tmp_path / "b"), "--example", "social")
     tree = lambda d: [line for line in git(d, "ls-tree", "-r", "main").splitlines() if not line.endswith("\tREADME.md")]
     assert tree(tmp_path / "a") == tree(tmp_path / "b")  # all but the README, which names its folder
+
+
+def _fs_problem(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A target the file system refuses, and the reason it gives."""
+    if kind == "too-long":
+        return tmp_path / ("n" * 300), "File name too long"
+    if kind == "proc":
+        return Path("/proc/x") / "fleet", ""
+    if kind == "dangling-link":
+        link = tmp_path / "link"
+        link.symlink_to(tmp_path / "gone")
+        return link, "a symbolic link to"
+    if kind == "under-a-file":
+        (tmp_path / "file").write_text("x")
+        return tmp_path / "file" / "fleet", "Not a directory"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["too-long", "proc", "dangling-link", "under-a-file"])
+def test_init_where_the_file_system_refuses_is_one_line_naming_the_path_and_reason(tmp_path: Path, kind: str) -> None:
+    target, reason = _fs_problem(tmp_path, kind)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = CliRunner().invoke(cli, ["init", str(target)])
+    assert r.exit_code == 1, r.output
+    assert "internal error" not in r.output and "Traceback" not in r.output
+    [line] = r.output.strip().splitlines()
+    assert str(target)[:200] in line and reason in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made
+
+
+def test_shell_word_reads_back_as_the_name_in_one_line() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fleet.commands.init import shell_word
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=30)
+           | st.binary(min_size=1, max_size=20).filter(lambda b: b"\x00" not in b)
+           .map(lambda b: b.decode("utf-8", errors="surrogateescape")))
+    def check(name: str) -> None:
+        word = shell_word(name)
+        assert "\n" not in word and "\r" not in word and word.isprintable()
+        got = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+        assert got == name.encode("utf-8", errors="surrogateescape")
+
+    check()
+
+
+@pytest.mark.parametrize("name", ["with space", "it's", "new\nline", "tab\there", "esc\x1b[31m", "$(touch x)"])
+def test_init_says_next_with_the_name_quoted_for_a_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = fleet("init", name)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("next: cd ") and lines[1].endswith(" && fleet run"), r.output
+    word = lines[1][len("next: cd "):-len(" && fleet run")]
+    got = subprocess.run(["bash", "-c", f"cd {word} && pwd -P"], capture_output=True, check=True, cwd=tmp_path)
+    assert got.stdout.decode().rstrip("\n") == str((tmp_path / name).resolve())
+    assert not (tmp_path / "x").exists()

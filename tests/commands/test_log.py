@@ -95,9 +95,28 @@ def test_log_agent_filter(fleet: Fleet, history: dict[str, dict[str, Any]]) -> N
         (history["t3_cleo"]["id"], "applied"), (history["t1_bad"]["id"], "quarantined")}
     q = next(e for e in data if e["status"] == "quarantined")
     assert "may not set posts/ada-1 title" in q["reason"] and q["tick"] == 1
-    r = run(fleet, "log", "posts/ada-1", "--agent", "nobody")
+    r = run(fleet, "log", "posts/ada-1", "--agent", "dara")  # an agent of the config that never touched it
     assert r.stdout == "no deltas found\n"
-    assert json.loads(run(fleet, "log", "posts/ada-1", "--agent", "nobody", "--json").stdout) == []
+    assert json.loads(run(fleet, "log", "posts/ada-1", "--agent", "dara", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("args", [["--agent", "nobody"], ["posts/ada-1", "--agent", "nobody"],
+                                  ["--agent", "Basil"], ["--agent", "ba\x1bsil"]])
+def test_log_of_an_agent_unknown_to_config_and_history_is_one_line_naming_it(fleet: Fleet, args: list[str]) -> None:
+    r = run(fleet, "log", *args, code=1)
+    [line] = r.output.strip().splitlines()
+    assert line.startswith("fleet: --agent ") and "unknown: no agent of that name in state/config.json" in line
+    assert "\x1b" not in line
+
+
+def test_log_of_an_agent_only_in_the_history_lists_its_deltas(fresh: Fleet) -> None:
+    """An agent no longer (or never) in the config whose deltas the ledger holds is no typo."""
+    fleet = fresh
+    ghost = fleet.delta("ghost", Op("incr", "posts", "ada-1", ("score",), 1))
+    fleet.push(ghost)
+    run(fleet, "merge")
+    data = json.loads(run(fleet, "log", "--agent", "ghost", "--json").stdout)
+    assert [(e["delta"], e["status"]) for e in data] == [(ghost["id"], "quarantined")]
 
 
 def test_log_everything_and_limit(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:

@@ -223,3 +223,48 @@ def test_two_clones_talk_as_a_new_user_tries_it(tmp_path: Path) -> None:
     lanes = [subprocess.run(["git", "config", "fleet.buslane"], cwd=c, capture_output=True, text=True).stdout.strip()
              for c in (laptop, desktop)]
     assert lanes[0] and lanes[1] == ""  # the desktop only read and acked: it never needed an outbox
+
+
+def test_inbox_and_archive_mark_a_body_longer_than_its_first_line(fleet: Fleet) -> None:
+    """Only the first line is listed; the rest was hidden with no sign of it."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from fleet.commands.msg import _show
+
+    line = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\n\r"), max_size=20)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(line, min_size=1, max_size=6))
+    def check(lines: list[str]) -> None:
+        body = "\n".join(lines)
+        shown = _show({"id": "m-1", "ts": "t", "from": "ada", "to": "basil", "type": "note", "body": body})
+        assert "\n" not in shown and "\r" not in shown
+        hidden = len(body.splitlines()) - 1
+        if hidden > 0:
+            assert shown.endswith(f" … (+{hidden} line{'s' if hidden != 1 else ''}, --json for all)"), shown
+        else:
+            assert "--json for all" not in shown
+
+    check()
+    body = "first line\nsecond\nthird"
+    (m,) = _json(fleet, "send", "--from", "ada", "--to", "basil", "--body", body)["messages"]
+    text = run(fleet, "msg", "inbox", "basil").output
+    assert "ada -> basil (note): first line … (+2 lines, --json for all)" in text
+    assert _json(fleet, "inbox", "basil")["messages"][0]["body"] == body
+    _json(fleet, "ack", "basil", m["id"])
+    assert "first line … (+2 lines, --json for all)" in run(fleet, "msg", "archive", "basil").output
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["send", "--from", "ada", "--to", "basil", "--body", "the key: sk-ant-test-SECRET123\nok?"], "message body"),
+    (["heartbeat", "laptop-1", "--note", "using sk-ant-test-SECRET123"], "--note"),
+])
+def test_a_persons_text_holding_a_key_is_refused_not_stored_masked(fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
+                                                                   args: list[str], flag: str) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-SECRET123")
+    before = fleet.git.text("for-each-ref", "refs/heads/")
+    r = run(fleet, "msg", *args, code=1)
+    [line] = r.output.strip().splitlines()
+    assert line.startswith(f"fleet: {flag}: holds the value of ANTHROPIC_API_KEY") and "SECRET123" not in line
+    assert fleet.git.text("for-each-ref", "refs/heads/") == before  # nothing written

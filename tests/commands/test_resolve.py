@@ -208,3 +208,50 @@ def test_resolve_racing_merges_on_one_remote_is_applied_once(origin_fleet: tuple
     decided = origin.text("log", "--format=%B", "refs/heads/main").count("Fleet-Resolved: 1")
     assert decided == 1
     run(fleet, "replay", "--check")
+
+
+def test_a_value_holding_a_secret_is_refused_not_stored_masked(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit is redacted, so a key in --value would land as "[REDACTED]" and
+    the next merge would set the field to that: refused, naming --value, nothing written."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    secret = "sk-ant-test-SECRET123"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    c = held(fleet, "First", "Second")
+    head = fleet.main()
+    text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(before=text, after=text, nest=st.sampled_from(["str", "list", "obj", "url", "escaped"]))
+    def check(before: str, after: str, nest: str) -> None:
+        inner = before + secret + after
+        value: Any = {"str": inner, "list": [1, inner], "obj": {"k": inner},
+                      "url": f"https://me:pw{len(before)}@example.com/{after}", "escaped": None}[nest]
+        given_ = json.dumps(value) if nest != "escaped" else '"' + "".join(f"\\u{ord(ch):04x}" for ch in secret) + '"'
+        r = run(fleet, "resolve", c["id"], "--value", given_, code=1)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("fleet: --value: holds ") and "refused" in lines[0], r.output
+        assert secret not in r.output
+        assert ("ANTHROPIC_API_KEY" in lines[0]) == (nest != "url")
+        assert fleet.main() == head
+
+    check()
+    run(fleet, "resolve", c["id"], "--value", json.dumps("sk-ant-test"))  # not the key: recorded as given
+    run(fleet, "merge")
+    assert title(fleet) == "sk-ant-test"
+
+
+@pytest.mark.parametrize("args", [["--choose", "base"], ["--value", '"Same thought"']])
+def test_the_same_decision_twice_before_the_merge_commits_nothing_and_says_so(fleet: Fleet, args: list[str]) -> None:
+    c = held(fleet, "First", "Second")
+    first = json.loads(run(fleet, "resolve", c["id"], *args, "--json").stdout)
+    head = fleet.main()
+    assert first["already"] is False and first["commit"] == head
+    r = run(fleet, "resolve", c["id"], *args)
+    assert r.stdout.strip() == (f"already recorded: state/resolutions/{c['id']}.json on the fleet's main "
+                                f"(commit {head[:12]}) decides the same; nothing to do")
+    assert fleet.main() == head
+    assert json.loads(run(fleet, "resolve", c["id"], *args, "--json").stdout)["already"] is True
+    run(fleet, "merge")
+    assert title(fleet) == ("Same thought" if args[0] == "--value" else c["base"])

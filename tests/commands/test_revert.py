@@ -250,3 +250,22 @@ def test_revert_equals_never_came_or_names_what_built_on_it(template: Path, tmp_
         assert named or "conflict c-" in r.output or any(n in r.output for n in nothing), r.output
         if any(n in r.output for n in nothing):  # it changed nothing: both worlds agree already
             assert all(doc(a, p) == doc(b, p) for p in touched)
+
+
+def test_revert_asked_again_before_the_merge_commits_nothing_and_says_so(fleet: Fleet) -> None:
+    before = doc(fleet, "state/posts/ada-1.json").get("score")
+    d = fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 5))
+    merged(fleet, d)
+    first = json.loads(run(fleet, "revert", d["id"], "--json").stdout)
+    head = fleet.main()
+    assert first["already"] is False and first["commit"] == head
+    for _ in range(2):
+        r = run(fleet, "revert", d["id"])
+        assert r.stdout.strip() == (f"already recorded: state/resolutions/revert-{d['id']}.json on the fleet's main "
+                                    f"(commit {head[:12]}) reverts {d['id']}; nothing to do")
+        assert fleet.main() == head  # no second, empty commit
+    again = json.loads(run(fleet, "revert", d["id"], "--json").stdout)
+    assert again["already"] is True and again["commit"] == head
+    run(fleet, "merge")
+    assert doc(fleet, "state/posts/ada-1.json").get("score") == before  # reverted once
+    run(fleet, "replay", "--check")

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import fleet_cli
+from conftest import Fleet, fleet_cli, run
 
 from fleet.commands.init import init
 from fleet.git import Git
@@ -473,3 +473,25 @@ def test_more_workers_than_the_agents_spread_says_why_fewer_ran(tmp_path: Path) 
     assert ran < 9 and f"note: {ran} of the 9 workers asked for ran: agents are spread over workers by hashing" in line
     for what in ("applied", "no-op", "held for a person", "quarantined", "tokens", "cost"):
         assert what in p.stdout
+
+
+@pytest.mark.parametrize("link, target", [("state/posts/x.json", "/etc/passwd"),
+                                          ("state/posts/ada-1.json", "../../schemas/config.schema.json"),
+                                          ("schemas/evil.json", "/etc/hostname")])
+def test_the_first_run_names_a_committed_symbolic_link_as_one(fleet: Fleet, link: str, target: str) -> None:
+    """The embedded origin's seeding checks your main as `fleet validate` does: a link
+    was read as its target's name and reported as 'malformed JSON'."""
+    import os
+    import subprocess
+
+    p = fleet.path / link
+    p.unlink(missing_ok=True)
+    os.symlink(target, p)
+    subprocess.run(["git", "add", link], cwd=fleet.path, check=True)
+    subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qm", "a link"], cwd=fleet.path,
+                   check=True)
+    r = run(fleet, "run", "--ticks", "1", code=1)
+    [line] = r.output.strip().splitlines()
+    assert line.startswith(f"fleet: {link}: is a symbolic link; state/ and schemas/ hold regular files only"), line
+    assert "malformed JSON" not in line
+    assert not (fleet.path / ".git/fleet/origin.git/HEAD").exists()  # nothing seeded

@@ -256,3 +256,37 @@ def test_links_and_hidden_folders_in_state_are_reported_never_followed(fleet: Fl
         assert "is not a collection" in line
     else:
         assert "a symbolic link" in line
+
+
+def test_a_fleet_as_path_is_validated_as_that_fleet(fleet: Fleet, tmp_path: Path) -> None:
+    """PATH holding state/config.json is a fleet: checked as `fleet -C PATH validate`
+    would, its schemas as schemas, not every JSON file as a delta."""
+    from fleet.commands.init import init
+
+    other = tmp_path / "other"
+    init(other)
+    by_c = json.loads(Fleet(other).fleet("validate", "--json").stdout)
+    by_path = json.loads(run(fleet, "validate", "--json", str(other)).stdout)
+    assert by_path == by_c and by_path["problems"] == [] and by_path["checked"] > 10
+    p = other / "state/posts/ada-1.json"
+    doc = json.loads(p.read_bytes())
+    p.write_bytes(canonical.dumps({**doc, "title": ""}))
+    r = run(fleet, "validate", str(other), code=1)
+    assert problems(r) == [line for line in Fleet(other).fleet("validate").stdout.splitlines()]
+    assert problems(r)[0].startswith("state/posts/ada-1.json: at /title") and "schemas/" not in r.stdout.split(":")[0]
+
+
+@pytest.mark.parametrize("files", [[], ["a.txt"], ["sub/readme.md", "sub/deeper/x.yaml"], [".git/x.json"]])
+def test_a_path_with_nothing_to_check_is_an_error_naming_it(fleet: Fleet, tmp_path: Path, files: list[str]) -> None:
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x\n")
+    r = run(fleet, "validate", str(folder), code=1)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and f"{folder}: nothing to check" in lines[0], r.output
+    # a folder of the fleet with nothing to check likewise
+    (fleet.path / "empty").mkdir()
+    r = run(fleet, "validate", str(fleet.path / "empty"), code=1)
+    assert "nothing to check" in r.output
