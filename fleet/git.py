@@ -103,7 +103,7 @@ class Git:
         A symbolic link is a blob too (mode 120000, its content the link's target):
         with ``links``, its path is also added there, so that a reader can say "is a
         symbolic link" rather than judge the target's name as the file's content."""
-        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode("utf-8", "surrogateescape")
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode()
         entries: dict[str, str] = {}
         # One decode and str operations: a world of 86,000 files is 86,000 records.
         for rec in out.split("\0"):
