@@ -36,7 +36,10 @@ def no_fetch(repo: Path) -> None:
 
 
 def claims(bare: Path) -> list[str]:
-    return [s for s in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()
+    """Every claim that landed: on the branch, or on a claim ref the branch has not merged yet."""
+    git = Git(bare)
+    refs = git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-claims/").split()
+    return [s for s in git.text("log", "--format=%s", f"refs/heads/{BRANCH}", *refs).splitlines()
             if s.startswith("task claim ")]
 
 
@@ -106,6 +109,9 @@ def test_an_old_view_loses_and_claims_the_next_task_after_a_fetch(queue: tuple[F
     assert len({mine["id"], theirs["id"], again["id"]}) == 3
     subjects = claims(bare)
     assert len(subjects) == 3 and len({s.split()[2] for s in subjects}) == 3
+    with pytest.raises(NothingToDo, match="in-progress, held by basil"):  # a's view says it is pending: it loses
+        task_cmd.claim(a, "ada", task_id=theirs["id"])
+    assert len(claims(bare)) == 3
     task_cmd.complete(b, theirs["id"], theirs["fence"], agent="basil")  # b moves the queue again
     no_fetch(a)
     with pytest.raises(FleetError, match="git fetch"):  # a's push from its old view is refused; then it must fetch

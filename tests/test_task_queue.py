@@ -49,9 +49,12 @@ def fleet_cmd(*args: str) -> list[str]:
 
 
 def claim_history(bare: Path) -> dict[str, list[str]]:
-    """Each task's claim commits on the remote's queue branch."""
+    """Each task's claim commits on the remote: on the queue branch, or on a claim ref
+    the branch has not merged yet."""
     by_task: dict[str, list[str]] = {}
-    for line in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines():
+    git = Git(bare)
+    refs = git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-claims/").split()
+    for line in git.text("log", "--format=%s", f"refs/heads/{BRANCH}", *refs).splitlines():
         if line.startswith("task claim "):
             by_task.setdefault(line.split()[2], []).append(line)
     return by_task

@@ -375,8 +375,10 @@ def _double_claims(root: Path, won: dict[str, list[tuple[str, str]]]) -> dict[st
     out = {}
     for side, pairs in won.items():
         said = len(pairs) - len({t for t, _ in pairs})
-        if side in ("ours", "batch"):
-            subjects = git(root / "served" / f"{side}.git", "log", "--format=%s", "refs/heads/fleet/tasks").decode()
+        if side in ("ours", "batch"):  # the branch and the claim refs it has not merged yet
+            bare = root / "served" / f"{side}.git"
+            refs = git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/fleet/tasks-claims/").decode().split()
+            subjects = git(bare, "log", "--format=%s", "refs/heads/fleet/tasks", *refs).decode()
             per = Counter(line.split()[2] for line in subjects.splitlines() if line.startswith("task claim "))
             recorded = sum(n - 1 for n in per.values())
         else:
