@@ -37,6 +37,7 @@ from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.git import RefUpdate, common_dir, git_reason
+from fleet.ids import is_safe_id
 from fleet.repo import TRACKING, FleetRepo
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
@@ -216,17 +217,27 @@ class BranchStore:
         wanted = [entries[p] for p, k in keys.items() if k not in checked]
         # a claim ref's record is cached by its commit (a commit never changes)
         claim_keys = {name: f"claim:{sha}" for name, sha in claims.items()}
-        claim_names = {name: f"{claims[name]}:{self.claim_path(name)}" for name, k in claim_keys.items()
-                       if k not in checked and self.claim_path is not None}
+        claim_names = {}
+        for name, key in claim_keys.items():
+            if key not in checked and self.claim_path is not None:
+                if not is_safe_id(name):
+                    raise FleetError(f"{self.claim_ref(name)}: a claim ref is named by its record's id, which must "
+                                     "match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (delete that ref)")
+                claim_names[name] = f"{claims[name]}:{self.claim_path(name)}"
         wanted += list(claim_names.values())
         config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
-        try:
-            blobs = self.git.cat_blobs(wanted + ([config_name] if config_name else []))
-        except FleetError:
-            if config_name and self.git.proc("cat-file", "-e", config_name).returncode:
-                raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
-                                 "(`fleet init DIR` makes one)") from None
-            raise
+        got = self.git.cat_maybe(wanted + ([config_name] if config_name else []))
+        for name, blob_name in claim_names.items():
+            if got[blob_name] is None:
+                raise FleetError(f"{self.claim_ref(name)}: its commit has no {blob_name.partition(':')[2]}"
+                                 " (a claim ref holds its record)")
+        if config_name and got[config_name] is None:
+            raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
+                             "(`fleet init DIR` makes one)")
+        missing = next((n for n, b in got.items() if b is None), None)
+        if missing is not None:
+            raise FleetError(f"git object {missing} is missing from {self.git.path}")
+        blobs: dict[str, bytes] = {n: b for n, b in got.items() if b is not None}
         records = Records(tip, config=config_mod.parse(blobs.pop(config_name)) if config_name else None)
         if wanted:
             kinds = {k.folder: k for k in self.kinds}
