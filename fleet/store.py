@@ -418,7 +418,7 @@ class BranchStore:
 
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,
-               priority: bool = False) -> tuple[Change, bool]:
+               priority: bool = False, eager: bool = False) -> tuple[Change, bool]:
         """Decide, commit, push; on a lost race, fetch, re-read and decide again.
 
         ``decide`` sees a fresh read each round, so a writer that lost decides
@@ -457,15 +457,20 @@ class BranchStore:
         and the config together), one fast-import, one push and one ref
         update: a change must stay cheap when many writers race.
         ``fetched``: the caller has just fetched main and the branch.
+        ``eager``: push first even back to back, when the change turns out to be
+        off the branch (claims on claim refs: a writer that changes back to back
+        there starves nobody, each claim ref having its own race); a change on
+        the branch decided on such a view is decided again after a fetch.
         """
         if patience is None:
             patience = PRIORITY_PATIENCE if priority else 120.0
         landed_key = (str(self.git.path), self.branch)
         paused = time.monotonic() - _landed.get(landed_key, -PUSH_FIRST_AFTER) >= PUSH_FIRST_AFTER
+        back_to_back = not paused and eager  # push first only if the change is off the branch
         remote = self.repo.remote
         tip: str | None
         main: str | None
-        if fetched or dry_run or not remote or not paused or not self.push_first:
+        if fetched or dry_run or not remote or not (paused or back_to_back) or not self.push_first:
             unfetched = False
         else:
             tip, main, waiting = self._view()
@@ -497,7 +502,7 @@ class BranchStore:
                     if not unfetched:
                         raise
                     ch = None
-                if unfetched and (ch is None or not ch.commits):
+                if unfetched and (ch is None or not ch.commits or (back_to_back and not ch.off_branch)):
                     # an answer that is not a landed push is given on a fetched view only
                     (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
                     continue

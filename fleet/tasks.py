@@ -419,7 +419,8 @@ class TaskQueue:
         claim refs alone, not to the branch, so claimers of different tasks do not
         race (``fleet task claim``)."""
         return self.store.change(lambda records, cfg, at: routed(Queue.of(records), decide, cfg, at, off_branch),
-                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority)
+                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority,
+                                 eager=off_branch)
 
 
 def routed(q: Queue, decide: Callable[[Queue, Config, _dt.datetime], Change], cfg: Config, at: _dt.datetime,

@@ -6,8 +6,9 @@ marks the first pending task with ``json``, commits and pushes (a
 non-fast-forward push is the compare-and-swap), and on a rejection backs off
 with the same jittered doubling as fleet and tries again. Ours is
 ``fleet task claim`` (fencing token, schema check, one file per task, a
-commit message that says who and why). Both are a Python process per claim on
-its own clone, over ``git daemon``, so both pay for starting.
+commit message that says who and why, pushed to the task's own claim ref by
+compare-and-swap: claims of different tasks do not race). Both are a Python
+process per claim on its own clone, over ``git daemon``, so both pay for starting.
 
 fleet's modules are byte-compiled first, as an installed package is (this
 machine sets PYTHONDONTWRITEBYTECODE, which would make every claim compile
