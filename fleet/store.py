@@ -139,6 +139,9 @@ class BranchStore:
         self._scratch = False  # this process's scratch ref (write_commit) is still there
         self.claim_path = claim_path
         self._claims_view: dict[str, str] = {}
+        # in this process: the files of the last tip read, and main's config at the last commit read
+        self._entries: tuple[str, dict[str, str]] | None = None
+        self._configs: dict[str, Config] = {}
 
     # Claim refs. A change of one record that many writers make at once on different
     # records (a claim) need not wait for the branch: it is a commit on the tip its
@@ -210,7 +213,11 @@ class BranchStore:
             claims = self.claim_tips() if tip is None else {}
         if tip is None:
             tip = self.git.rev_parse(self.ref)
-        entries = self.git.ls_tree(tip, *(k.folder + "/" for k in self.kinds)) if tip else {}
+        if tip and self._entries is not None and self._entries[0] == tip:
+            entries = self._entries[1]  # a commit's files never change (claims off the branch leave it be)
+        else:
+            entries = self.git.ls_tree(tip, *(k.folder + "/" for k in self.kinds)) if tip else {}
+            self._entries = (tip, entries) if tip else None
         checked = self._cache()
         # the cache key is the kind's folder and the blob id: the path's first component
         keys = {path: f"{path[:path.index('/')]}:{sha}" for path, sha in entries.items()}
@@ -225,7 +232,7 @@ class BranchStore:
                                      "match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (delete that ref)")
                 claim_names[name] = f"{claims[name]}:{self.claim_path(name)}"
         wanted += list(claim_names.values())
-        config_name = f"{config_of}:{CONFIG_PATH}" if config_of else None
+        config_name = f"{config_of}:{CONFIG_PATH}" if config_of and config_of not in self._configs else None
         got = self.git.cat_maybe(wanted + ([config_name] if config_name else []))
         for name, blob_name in claim_names.items():
             if got[blob_name] is None:
@@ -238,7 +245,9 @@ class BranchStore:
         if missing is not None:
             raise FleetError(f"git object {missing} is missing from {self.git.path}")
         blobs: dict[str, bytes] = {n: b for n, b in got.items() if b is not None}
-        records = Records(tip, config=config_mod.parse(blobs.pop(config_name)) if config_name else None)
+        if config_of and config_name:
+            self._configs = {config_of: config_mod.parse(blobs.pop(config_name))}  # main's, at that commit
+        records = Records(tip, config=self._configs[config_of] if config_of else None)
         if wanted:
             kinds = {k.folder: k for k in self.kinds}
             for path, key in keys.items():
@@ -413,6 +422,11 @@ class BranchStore:
             if i in ch.claims:
                 seen = records.claims.get(ch.claims[i])
                 claims.append(RefUpdate(self.claim_ref(ch.claims[i]), made, seen[0] if seen else None))
+                path = next(iter(writes))
+                where = f"{self.claim_ref(ch.claims[i])}:{path}"
+                kind = next(k for k in self.kinds if path.startswith(k.folder + "/"))
+                # the next read knows this claim's record without reading it (if it lands)
+                self._cache()[f"claim:{made}"] = kind.check(canonical.load(writes[path], where), where)
         assert ch.off_branch or new is not None
         return (None if ch.off_branch else new), claims
 

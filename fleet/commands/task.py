@@ -25,8 +25,22 @@ MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the 
 MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
 
+_queues: dict[tuple[str, str | None, float], TaskQueue] = {}
+
+
 def _queue(path: Path, remote: str | None) -> TaskQueue:
-    return TaskQueue(FleetRepo(path, remote))
+    """The queue of the fleet at ``path``: one per process and clone, so that an agent's
+    loop of claims in one process finds the repository, its remote and what it has read
+    already without asking git again (a clone whose git config changed is looked up anew)."""
+    try:
+        stamp = (Path(path) / ".git" / "config").stat().st_mtime
+    except OSError:
+        stamp = -1.0  # a worktree or a bare repository: its config is elsewhere
+    key = (str(Path(path).absolute()), remote, stamp)
+    tq = _queues.get(key)
+    if tq is None:
+        tq = _queues[key] = TaskQueue(FleetRepo(path, remote))
+    return tq
 
 
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
