@@ -535,7 +535,9 @@ class BranchStore:
                     continue
                 new, claims = self._commit(records, ch)
                 faults.point(f"{self.fault}.after-commit")
-                if self.publish(new, records.tip, main=main if unfetched else None, claims=claims):
+                # (a store without claim refs may override publish without them: the message bus does)
+                extra: dict[str, Any] = {"claims": claims} if claims else {}
+                if self.publish(new, records.tip, main=main if unfetched else None, **extra):
                     _landed[landed_key] = time.monotonic()
                     return ch, True
                 if priority and remote and not unfetched and new is not None:  # lost a race (an old view only lost to the past)

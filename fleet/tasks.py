@@ -1,10 +1,13 @@
 """The task queue: one JSON file per task on the ``fleet/tasks`` branch.
 
-Every change (add, claim, renew, complete, fail, release, sling, a watchdog
-return) is a commit on that branch made through ``fleet.store``: a
-compare-and-swap on the tip the change was computed from. Of two claimers
-that read the same tip, exactly one lands; the other re-reads and takes the
-next ready task. The branch's history is the audit trail, one commit per
+Every change (add, renew, complete, fail, release, sling, a watchdog return)
+is a commit on that branch made through ``fleet.store``: a compare-and-swap
+on the tip the change was computed from. A claim is a commit on the tip read,
+pushed to the task's own claim ref (``fleet/tasks-claims/<id>``) by
+compare-and-swap on the value seen there: of two claims of one task exactly
+one lands, and the other re-reads and takes another task, while claims of
+different tasks do not race at all. The task's next change on the branch
+merges the claim commit in (``routed``). The branch's history is the audit trail, one commit per
 change, each message saying who did what and why. The queue reads its
 settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
@@ -429,7 +432,7 @@ def routed(q: Queue, decide: Callable[[Queue, Config, _dt.datetime], Change], cf
     fence claims it (its claim ref moves there, compare-and-swap on the value read,
     so two claims of one task never both land, wherever each was decided); the first
     commit that changes a task whose claim is not merged yet merges that claim commit
-    (the branch's history keeps every claim, before the change that follows it). A
+    (the branch's history keeps every claim, before the change after it). A
     change of claims alone, of tasks that declare no paths, goes off the branch when
     ``off_branch``: tasks that declare paths are claimed on the branch, whose
     compare-and-swap keeps two overlapping ones from being claimed at once."""

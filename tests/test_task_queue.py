@@ -295,7 +295,7 @@ def test_claims_go_to_claim_refs_and_the_next_change_merges_them(origin_fleet: t
     task_cmd.complete(b, "plain", 1, agent="ada")  # from the other clone: it merges the claim it fetched
     parents = git.text("log", "-1", "--format=%P", f"refs/heads/{BRANCH}").split()
     assert parents == [tip, claim]
-    assert git.text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()[:3] == [
+    assert git.text("log", "--topo-order", "--format=%s", f"refs/heads/{BRANCH}").splitlines()[:3] == [
         "task complete plain by ada (fence 1)", "task claim plain by ada (fence 1)", "task add 2 tasks"]
     other = task_cmd.claim(a, "ada", task_id="pathy")
     on_branch = git.text("rev-parse", f"refs/heads/{BRANCH}")
