@@ -489,6 +489,9 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
             paths = overlap.check(paths) or MISSING  # no paths declared: none stored
         except overlap.PathRule as e:
             raise FleetError(f"{where}: {e}") from None
+    for name in ("title", "body"):  # a person's text reaches a commit masked: refused, not silently changed
+        if isinstance(item.get(name), str):
+            keys.refuse(item[name], f"{where}: {name}")
     stamp_ = stamp(at)
     title = cast(str, item.get("title"))  # a missing or odd title: the schema check below refuses it
     t = Task(id=item.get("id", ""), title=title, status="pending", priority=priority,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, tasks
+from fleet import canonical, keys, tasks
 from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
@@ -138,7 +138,9 @@ def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lea
 def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
              remote: str | None = None) -> dict[str, Any]:
     """Mark the task done with ``result``, for the holder of ``fence``."""
-    size = len(canonical.dumps_line(result))
+    text = canonical.dumps_line(result)
+    keys.refuse(text.decode(), "--result")  # it would reach the queue masked: refused, not silently changed
+    size = len(text)
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
@@ -456,6 +458,7 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
 @click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
 def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                   agent: str | None, reason: str) -> None:
+    keys.refuse(reason, "--reason")
     t = fail(directory, task_id, fence, reason=reason, agent=agent, remote=remote)
     after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
     emit(t, as_json, lambda: click.echo(f"failed: {t['id']} (failure {t['failures']}); {after}"))

@@ -627,3 +627,23 @@ def test_claim_count_takes_several_ready_tasks_in_one_push(fleet: Fleet) -> None
     r = run(fleet, "task", "claim", "--as", "basil", "--count", "2", "--task", "a2", code=2)
     assert "--count" in r.output
     run(fleet, "task", "claim", "--as", "basil", "--count", "0", code=2)
+
+
+@pytest.mark.parametrize("where, args", [
+    ("title", ["add", "rotate sk-ant-test-SECRET123 now"]),
+    ("body", ["add", "rotate the key", "--body", "it is\nsk-ant-test-SECRET123"]),
+    ("--result", ["complete", "{id}", "--fence", "1", "--result", '{"key": "sk-ant-test-SECRET123"}']),
+    ("--reason", ["fail", "{id}", "--fence", "1", "--reason", "the key sk-ant-test-SECRET123 was refused"]),
+])
+def test_a_persons_text_holding_a_key_is_refused_not_queued_masked(fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
+                                                                     where: str, args: list[str]) -> None:
+    """Every text a person gives the queue reaches a commit; one holding a key
+    would be stored as [REDACTED] without a word: it is refused, nothing written."""
+    a = add(fleet, "a task")
+    claim(fleet, "ada")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-SECRET123")
+    before = fleet.git.text("for-each-ref", "refs/heads/")
+    r = run(fleet, "task", *[x.replace("{id}", a) for x in args], code=1)
+    [line] = r.output.strip().splitlines()
+    assert f"{where}: holds the value of ANTHROPIC_API_KEY" in line and "SECRET123" not in line, line
+    assert fleet.git.text("for-each-ref", "refs/heads/") == before
