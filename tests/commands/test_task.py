@@ -264,11 +264,13 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
 def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     canary = "sk-ant-canary-0123456789abcdef"
     monkeypatch.setenv("ANTHROPIC_API_KEY", canary)
-    t = add(fleet, f"rotate {canary}", "--body", f"the key is {canary}")
+    run(fleet, "task", "add", f"rotate {canary}", "--body", f"the key is {canary}", code=1)  # refused, not masked
+    t = add(fleet, "rotate the key")
     c = claim(fleet, "ada")
-    run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}))
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}), code=1)
+    run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"rotated": True}))
     everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
-    assert canary.encode() not in everything and b"[REDACTED]" in everything
+    assert canary.encode() not in everything and b"rotated" in everything
 
 
 def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(fleet: Fleet) -> None:
