@@ -327,10 +327,7 @@ def _seeded(tmp: Path, repo: Path) -> Path:
     seeded by a person's commit (the clock left to the merge engine), and
     ``REPLAY_TICKS`` ticks merged by ``fleet merge``, each agent of a few
     changing its own document."""
-    from fleet import delta as delta_mod
-    from fleet.commands.merge import merge
-    from fleet.delta import Op
-    from fleet.worker import commit_deltas, stage_branch
+    from growth import tick_of_own_changes
 
     src = tmp / "replayed"
     git(tmp, "clone", "--quiet", str(repo), str(src))
@@ -345,16 +342,7 @@ def _seeded(tmp: Path, repo: Path) -> Path:
     g.run("checkout", "--quiet", "--detach", "main")  # main moves by the merge alone
     agents = sorted(json.loads(g.run("show", "main:state/config.json"))["agents"])[:REPLAY_AGENTS]
     for tick in range(1, REPLAY_TICKS + 1):
-        for i, agent in enumerate(agents):
-            worker = f"w{i % 3 + 1}"
-            body = delta_mod.make(tick=tick, worker=worker, stream=f"s{i}", agent=agent,
-                                  ops=[Op("incr", "agents", agent, ("karma",), 1),
-                                       Op("set", "agents", agent, ("bio",), f"at tick {tick}")])
-            ref = f"refs/heads/fleet/t{tick}/{worker}"
-            old = g.rev_parse(ref)
-            commit = commit_deltas(g, g.rev_parse("refs/heads/main") or "", tick, worker, [body], parent=old)
-            assert stage_branch(g, tick, worker, commit, old)
-        merge(src, tick=tick)
+        tick_of_own_changes(g, src, tick, agents)
     g.run("checkout", "--quiet", "--force", "--detach", "main")  # the floor reads the files of main as checked out
     return src
 

@@ -54,9 +54,9 @@ def add_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--ticks", type=int, default=None, help="ticks in all (default 1000; --small 200)")
 
 
-def _tick(git: Git, repo: Path, tick: int) -> None:
+def tick_of_own_changes(git: Git, repo: Path, tick: int, agents: Any = None) -> None:
     """One tick: each agent on its own worker changes its own document, then the merge."""
-    for i, agent in enumerate(AGENTS):
+    for i, agent in enumerate(AGENTS if agents is None else agents):
         worker = f"w{i % 3 + 1}"
         body = delta_mod.make(tick=tick, worker=worker, stream=f"s{i}", agent=agent,
                               ops=[Op("incr", "agents", agent, ("karma",), 1),
@@ -115,11 +115,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         init(repo)
         git = Git(repo)
         git.run("checkout", "--quiet", "--detach")  # main moves by the merge alone
+        git.run("config", "gc.autoDetach", "false")  # a merge's gc --auto ends before the bench's own gc starts
         genesis = _packed(repo)
         started = since = time.perf_counter()
         done = 0
         for t in range(1, ticks + 1):
-            _tick(git, repo, t)
+            tick_of_own_changes(git, repo, t)
             if t in marks:
                 built = (time.perf_counter() - since) / (t - done)
                 points.append(_point(repo, tmp, t, args.repeat, genesis, built))
