@@ -131,17 +131,7 @@ def msg_send_cmd(directory: Path, as_json: bool, remote: str | None, sender: str
 @click.argument("agent")
 def msg_inbox_cmd(directory: Path, as_json: bool, remote: str | None, agent: str) -> None:
     """The messages to AGENT that it has not acked, oldest first."""
-    r = inbox(directory, agent, remote=remote)
-
-    def text() -> None:
-        click.echo(f"{agent}: {len(r['messages'])} message(s) in the inbox; {_read_line(r['read'])} "
-                   f"from {_where(r['remote'])}")
-        for m in r["messages"]:
-            click.echo(_show(m))
-        for q in r["quarantined"]:
-            click.echo(f"  quarantined {q['where']}: {q['reason']}")
-
-    emit(r, as_json, text)
+    _emit_box(inbox(directory, agent, remote=remote), agent, "inbox", as_json)
 
 
 @msg_command.command("ack")
@@ -176,10 +166,13 @@ def msg_ack_cmd(directory: Path, as_json: bool, remote: str | None, agent: str, 
 @click.argument("agent")
 def msg_archive_cmd(directory: Path, as_json: bool, remote: str | None, agent: str) -> None:
     """The messages AGENT has acked, oldest ack first."""
-    r = archive(directory, agent, remote=remote)
+    _emit_box(archive(directory, agent, remote=remote), agent, "archive", as_json)
 
+
+def _emit_box(r: dict[str, Any], agent: str, box: str, as_json: bool) -> None:
+    """An inbox or an archive: its messages, then what was quarantined on the way."""
     def text() -> None:
-        click.echo(f"{agent}: {len(r['messages'])} message(s) in the archive; {_read_line(r['read'])} "
+        click.echo(f"{agent}: {len(r['messages'])} message(s) in the {box}; {_read_line(r['read'])} "
                    f"from {_where(r['remote'])}")
         for m in r["messages"]:
             click.echo(_show(m))
