@@ -345,7 +345,7 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
 
     def text() -> None:
         for i in r["added"]:
-            click.echo(f"added {i}")
+            click.echo(f"would add {i}" if dry_run else f"added {i}")
         for i in r["existing"]:
             click.echo(f"already there: {i}")
         for o in r["overlaps"]:

@@ -649,3 +649,11 @@ def test_a_persons_text_holding_a_key_is_refused_not_queued_masked(fleet: Fleet,
     [line] = r.output.strip().splitlines()
     assert f"{where}: holds the value of ANTHROPIC_API_KEY" in line and "SECRET123" not in line, line
     assert fleet.git.text("for-each-ref", "refs/heads/") == before
+
+
+def test_add_dry_run_says_what_it_would_add_and_pushes_nothing(fleet: Fleet) -> None:
+    before = fleet.git.text("for-each-ref", "refs/heads/")
+    out = run(fleet, "task", "add", "only checked", "--id", "dry-1", "--dry-run").output
+    assert "would add dry-1" in out and "added dry-1" not in out and "nothing pushed" in out
+    assert fleet.git.text("for-each-ref", "refs/heads/") == before
+    assert "added dry-1" in run(fleet, "task", "add", "only checked", "--id", "dry-1").output
