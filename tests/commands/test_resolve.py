@@ -131,8 +131,9 @@ def test_with_the_embedded_origin_resolve_writes_the_fleets_main(fleet: Fleet) -
     assert json.loads(origin.show("refs/heads/main", "state/posts/ada-1.json") or b"")["title"] == "Three"
 
 
-def test_a_hand_written_decision_on_your_main_is_applied_by_fleet_merge_and_said(fleet: Fleet) -> None:
-    """Issue 14: it was ignored by fleet merge (exit 3), then adopted silently by fleet run."""
+def decided_on_your_main(fleet: Fleet, choice: dict[str, Any]) -> str:
+    """A conflict held on the embedded origin, and a person's resolution file for
+    it committed by hand on their own main (up to date with the fleet's)."""
     origin = embedded(fleet)
     push_to(fleet, origin, *[fleet.delta("ada", Op("set", "posts", "ada-1", TITLE, v), worker=f"w{i}")
                              for i, v in enumerate(("One", "Two"))])
@@ -140,10 +141,16 @@ def test_a_hand_written_decision_on_your_main_is_applied_by_fleet_merge_and_said
     subprocess.run(["git", "merge", "--ff-only", "-q", "refs/fleet/origin/main"], cwd=fleet.path, check=True)
     rel = f"state/resolutions/{cid}.json"
     (fleet.path / rel).parent.mkdir(parents=True, exist_ok=True)
-    (fleet.path / rel).write_bytes(canonical.dumps({"conflict": cid, "choose": "base", "by": "me"}))
+    (fleet.path / rel).write_bytes(canonical.dumps({"conflict": cid, **choice, "by": "me"}))
     subprocess.run(["git", "add", rel], cwd=fleet.path, check=True)
     subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "decide"], cwd=fleet.path,
                    check=True)
+    return cid
+
+
+def test_a_hand_written_decision_on_your_main_is_applied_by_fleet_merge_and_said(fleet: Fleet) -> None:
+    """Issue 14: it was ignored by fleet merge (exit 3), then adopted silently by fleet run."""
+    cid = decided_on_your_main(fleet, {"choose": "base"})
     m = run(fleet, "merge")
     assert "your main's 1 new commit(s) are now the fleet's main" in m.stderr
     assert f"decided: {cid} (a person's resolution applied)" in m.stdout
@@ -154,17 +161,7 @@ def test_fleet_run_says_it_applied_a_decision_from_your_main(fleet: Fleet) -> No
     """Issue 14: `fleet run` adopted a hand-written decision without saying it decided anything."""
     from conftest import fleet_cli
 
-    origin = embedded(fleet)
-    push_to(fleet, origin, *[fleet.delta("ada", Op("set", "posts", "ada-1", TITLE, v), worker=f"w{i}")
-                             for i, v in enumerate(("One", "Two"))])
-    [cid] = json.loads(run(fleet, "merge", "--json").stdout)["held"]
-    subprocess.run(["git", "merge", "--ff-only", "-q", "refs/fleet/origin/main"], cwd=fleet.path, check=True)
-    rel = f"state/resolutions/{cid}.json"
-    (fleet.path / rel).parent.mkdir(parents=True, exist_ok=True)
-    (fleet.path / rel).write_bytes(canonical.dumps({"conflict": cid, "value": "Mine", "by": "me"}))
-    subprocess.run(["git", "add", rel], cwd=fleet.path, check=True)
-    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "decide"], cwd=fleet.path,
-                   check=True)
+    cid = decided_on_your_main(fleet, {"value": "Mine"})
     p = fleet_cli(fleet.path, "run", "--ticks", "1", "--workers", "2")
     assert p.returncode == 0, p.stderr
     assert f"decided {cid} (a person's resolution applied)" in p.stdout
