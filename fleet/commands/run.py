@@ -182,7 +182,9 @@ def _restore_origin(git: Git, origin: Path) -> bool:
     if pushed.outcome != "won":
         raise FleetError(f"{origin} was missing and could not be rebuilt from refs/fleet/origin/: {pushed.reason}")
     partial.rename(origin)  # all or nothing, as on a first run
-    tick = GitSnapshot(git, git.text("rev-parse", TRACKING + "main")).tick
+    clock = git.show(TRACKING + "main", "state/fleet.json")  # one file, not a listing of the whole world
+    body = canonical.load(clock, "state/fleet.json") if clock else None
+    tick = body.get("tick", "?") if isinstance(body, dict) else "?"
     names = ", ".join(ref[len(TRACKING):] for _, ref in tracked)
     sys.stderr.write(f"fleet: {origin} was missing; rebuilt it from this clone's last view of it "
                      f"({names}; main at tick {tick}). What it held beyond that view is lost.\n")
