@@ -7,6 +7,12 @@ pull request, a hand edit. Replay takes such a commit as an input as it is,
 and ``fleet replay``, ``fleet log`` and ``fleet status`` name it, with its
 author and the files under ``state/`` and ``schemas/`` it changed.
 
+Commits made before the fleet's first tick (its clock, ``state/fleet.json``,
+still at tick 0) are not such inputs: they are the world's design, the
+genesis the first tick starts from, checked whole by the first ``fleet run``
+(:func:`before_first_tick`). A fleet started in a repository with months of
+history is not told that every one of those commits went around it.
+
 Some files only the merge engine can write truthfully: the clock and totals
 (``state/fleet.json``), the ledger, the quarantine and the held conflicts. A
 person's change to them is never a legitimate input and is refused: ``fleet
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import canonical
 from fleet.checks import check_in, touches_world, world_problems
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
@@ -77,6 +84,7 @@ class OutsideCommit:
     date: str
     subject: str
     changes: list[Change] = field(default_factory=list)
+    setup: bool = False  # made before the fleet's first tick (:func:`before_first_tick`)
 
     @property
     def refused(self) -> list[Change]:
@@ -118,9 +126,12 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
     :meth:`Git.first_parent_log` gives them) that the merge engine did not
     make and that changed state or schemas, with refused changes marked.
 
-    The root commit is genesis, the starting state, and is not listed.
+    The root commit is genesis, the starting state, and is not listed; nor
+    is a commit before the fleet's first tick (:func:`before_first_tick`)
+    unless it left something fleet refuses (or refused until fixed).
     """
     found: list[OutsideCommit] = []
+    setup: bool | None = None  # in the commits before the first tick; None: not asked yet
     run: list[OutsideCommit] = []  # a person's commits since the last tick commit
     base: str | None = None
     diffs: dict[tuple[str, str], Rows] = {}  # (parent, commit) -> its diff, read once
@@ -141,11 +152,15 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
         tip = commit
         if parent is None or tick_of(body) is not None:
             judge()
+            setup = setup if parent is None else False
             continue
+        if setup is None:
+            setup = before_first_tick(git, parent)
         if not run:
             base = parent
         rows = diffs[(parent, commit)] = git.changed_modes(parent, commit, WATCHED)
         oc = describe(git, commit, parent, rows)
+        oc.setup = bool(setup)
         run.append(oc)
         if oc.changes:
             found.append(oc)
@@ -162,7 +177,22 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
             for c in oc.refused:
                 if c.path in invalid and c.path not in still:
                     c.refused, c.fixed = None, c.refused
-    return found
+    # the world's design is named only where it broke a rule (refused, or fixed since)
+    return [oc for oc in found if not oc.setup or any(c.refused or c.fixed for c in oc.changes)]
+
+
+def before_first_tick(git: Git, commit: str) -> bool:
+    """Whether ``commit`` is before the fleet's first tick: its clock
+    (``state/fleet.json``) is missing or at tick 0. A person's commit on top of
+    such a commit is part of the world's design, not an input to a tick."""
+    data = git.show(commit, FLEET_PATH)
+    if data is None:
+        return True
+    try:
+        doc = canonical.parse(data)
+    except canonical.JSONProblem:
+        return False  # a clock no one can read is named where it is refused, not hidden as setup
+    return isinstance(doc, dict) and doc.get("tick") == 0
 
 
 def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from fleet.errors import FleetError, UsageError
 from fleet.git import Git
 from fleet.ids import printable
 from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
-from fleet.outside import describe
+from fleet.outside import before_first_tick, describe
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR
 
@@ -89,7 +89,9 @@ def log(
         if not parents:
             continue  # genesis: the starting state
         if tick is None:
-            if not agent:  # a person's commit: attributed to its author, never skipped
+            # a person's commit: attributed to its author, never skipped; one made before the
+            # first tick is the world's design (fleet.outside), named only in a document's log
+            if not agent and (doc or not before_first_tick(git, f"{commit}^")):
                 entry = _outside(git, commit, parents[0], pathspec[1:])
                 if entry is not None:
                     entries.append(entry)
@@ -177,8 +179,9 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
             continue
         tick = tick_of(body)
         if tick is None:
+            how = "setup" if before_first_tick(git, f"{commit}^") else "outside"
             for f in changed:
-                last[f] = {"field": f, "how": "outside", "commit": commit, "author": author,
+                last[f] = {"field": f, "how": how, "commit": commit, "author": author,
                            "subject": body.split("\n", 1)[0]}
             continue
         inputs = tick_inputs(git, parents[0], commit, trusted)
@@ -293,7 +296,8 @@ def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry |
         tick = int(canonical.parse(git.show(commit, FLEET_PATH) or b"")["tick"])
     except (canonical.JSONProblem, KeyError, TypeError, ValueError):
         tick = -1  # a clock edited by hand: fleet status and replay --check say so
-    return LogEntry(tick, commit, "", oc.date, "", "", [str(c) for c in changes], "outside", oc.subject, oc.author)
+    how = "setup" if before_first_tick(git, f"{commit}^") else "outside"
+    return LogEntry(tick, commit, "", oc.date, "", "", [str(c) for c in changes], how, oc.subject, oc.author)
 
 
 # -- the command line --------------------------------------------------------
@@ -329,9 +333,10 @@ def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | N
         if not entries:
             click.echo("no deltas found")
         for e in entries:
-            if e.status == "outside":
-                click.echo(f"tick {e.tick:<5} {e.utc}  commit {e.commit[:12]} by {e.author}, outside the merge "
-                           f"engine ({e.reason!r}): {'; '.join(e.ops)}")
+            if e.status in ("outside", "setup"):
+                how = "outside the merge engine" if e.status == "outside" else "before the first tick"
+                click.echo(f"tick {e.tick:<5} {e.utc}  commit {e.commit[:12]} by {e.author}, {how} "
+                           f"({e.reason!r}): {'; '.join(e.ops)}")
                 continue
             if e.status in ("decided", "reverted", "revert refused"):
                 tail = f" ({e.reason})" if e.reason else ""
@@ -355,8 +360,9 @@ def _blame_text(rows: list[dict[str, Any]]) -> None:
             who = f"the decision on {r['conflict']} ({r['by']}), tick {r['tick']}"
         elif r["how"] == "revert":
             who = f"the revert of {r['delta']} ({r['by']}), tick {r['tick']}"
-        elif r["how"] == "outside":
-            who = f"commit {r['commit'][:12]} by {r['author']}, outside the merge engine ({r['subject']!r})"
+        elif r["how"] in ("outside", "setup"):
+            how = "outside the merge engine" if r["how"] == "outside" else "before the first tick"
+            who = f"commit {r['commit'][:12]} by {r['author']}, {how} ({r['subject']!r})"
         elif r["how"] == "genesis":
             who = "unchanged since genesis"
         else:

@@ -163,6 +163,39 @@ def test_status_names_commits_outside_the_merge_engine(fleet: Fleet) -> None:
     assert json.loads(run(fleet, "status", "--json").stdout)["outside"] == []
 
 
+def test_commits_before_the_first_tick_are_the_worlds_design_not_outside_changes(fleet: Fleet) -> None:
+    """A fleet started in a repository with history (fleet's own clone, a team's
+    project): the commits before its first tick made the world it starts from.
+    status, log and replay do not list them as changes around the merge engine;
+    a document's own log still names them, as made before the first tick. A
+    person's commit after the first tick is listed as before."""
+    from fleet import canonical
+
+    def commit(name: str, title: str) -> str:
+        doc = json.loads(fleet.read("state/posts/cleo-1.json"))
+        doc.update(id=name, title=title)
+        (fleet.path / f"state/posts/{name}.json").write_bytes(canonical.dumps(doc))
+        subprocess.run(["git", "add", "-A"], cwd=fleet.path, check=True)
+        subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", title],
+                       cwd=fleet.path, check=True)
+        return fleet.main()
+
+    setup = [commit(f"cleo-{60 + i}", f"design {i}") for i in range(3)]
+    assert json.loads(run(fleet, "status", "--json").stdout)["outside"] == []  # not even before a tick
+    fleet.push(fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1)))
+    run(fleet, "merge")
+    after = commit("cleo-77", "seed a post")
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert [o["commit"] for o in s["outside"]] == [after]
+    listed = [e["commit"] for e in json.loads(run(fleet, "log", "--json").stdout) if e["status"] in ("outside", "setup")]
+    assert listed == [after]
+    replayed = json.loads(run(fleet, "replay", "--check", "--json").stdout)
+    assert [o["commit"] for o in replayed["outside"]] == [after]
+    own = json.loads(run(fleet, "log", "posts/cleo-61", "--json").stdout)
+    assert [(e["commit"], e["status"]) for e in own] == [(setup[1], "setup")]
+    assert "before the first tick ('design 1')" in run(fleet, "log", "posts/cleo-61").stdout
+
+
 def test_status_says_why_a_worker_is_dead_and_its_last_error(fleet: Fleet) -> None:
     fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1"),
                fleet.delta("basil", meta={"error": "the model timed out"}, worker="w2"))
