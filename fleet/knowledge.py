@@ -185,12 +185,13 @@ def fetch(gitdir: Path, root: Path, cfg: Config, worker: str = "w1") -> Fetched:
     worker's private cache under ``gitdir``/fleet/knowledge/ (one per worker, so
     the workers of one clone never wait for each other), and read within the bounds."""
     from fleet.git import Git
-    from fleet.workspace import private_repo
+    from fleet.workspace import clear_stale_locks, private_repo
 
     out = Fetched()
     if not cfg.knowledge.sources:
         return out
     cache = Git(private_repo(gitdir, f"{CACHE}/{worker}.git"))
+    clear_stale_locks(cache.path)  # the worker's hold (fleet.workspace) is this cache's too
     for i, place in enumerate(cfg.knowledge.sources):
         where = f"knowledge source {i + 1} (remote {place.remote}, {place.path or '/'} on {place.ref})"
         ref = f"refs/fleet/knowledge/{i}"

@@ -71,6 +71,16 @@ def _deferred(obey: bool) -> Iterator[None]:
             signal.raise_signal(sig)
 
 
+def clear_stale_locks(path: Path) -> None:
+    """Remove git's own lock files (``shallow.lock``, ``packed-refs.lock``, a ref's
+    ``.lock``) from the private repository ``path``. Only for a caller that holds
+    the repository alone (a worker's hold, one `fleet run`): any lock there is a
+    dead process's (a kill -9 mid-fetch), and would refuse every later fetch
+    until removed by hand."""
+    for lock in [*path.glob("*.lock"), *(path / "refs").rglob("*.lock")]:
+        lock.unlink(missing_ok=True)
+
+
 def private_repo(gitdir: Path, name: str) -> Path:
     """A bare repository of fleet's own under ``<gitdir>/fleet/``, made on first use."""
     path = gitdir / FLEET_DIR / name
@@ -121,9 +131,8 @@ class Workspace:
     def _unlock_stale(self) -> None:
         """git's own lock files left in the cache (shallow.lock, a ref's .lock) by a
         worker killed mid-fetch: with the cache held by this process, any there is a
-        dead process's, and would refuse every later fetch until removed by hand."""
-        for lock in [*self.cache_path.glob("*.lock"), *(self.cache_path / "refs").rglob("*.lock")]:
-            lock.unlink(missing_ok=True)
+        dead process's. Its knowledge cache is held with it (``fleet.knowledge.fetch``)."""
+        clear_stale_locks(self.cache_path)
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.terminated = True

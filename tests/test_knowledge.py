@@ -330,6 +330,39 @@ def test_fleet_run_with_several_workers_reads_knowledge_in_each(tmp_path: Path) 
     assert len(caches) >= 2 and all(c.startswith("w") and c.endswith(".git") for c in caches)
 
 
+def test_locks_left_by_a_killed_run_in_its_private_caches_do_not_stop_the_next(tmp_path: Path) -> None:
+    """A `fleet run` killed (-9) mid-fetch leaves git's lock files in the caches it
+    alone held: the merge's cache and each worker's knowledge cache. The next run
+    removes them, instead of failing every fetch that moves a ref (or dropping the
+    knowledge with a warning) until someone deletes them by hand."""
+    kb = knowledge_repo(tmp_path, {"notes/tomatoes.md": TOMATOES.encode()})
+    f = fleet_with(tmp_path, "fleet", {"remotes": {"kb": "../kb.git"},
+                                       "knowledge": {"sources": [{"remote": "kb", "path": "notes"}]}})
+    run(f, "run", "--ticks", "1", "--workers", "1")
+    own = f.path / ".git" / "fleet"
+    locks = []
+    for cache in (own / "merge.git", own / knowledge.CACHE / "w1.git"):
+        refs = [p for p in (cache / "refs").rglob("*") if p.is_file()]
+        assert refs, cache
+        locks += [cache / "shallow.lock", *(p.with_name(p.name + ".lock") for p in refs)]
+    for lock in locks:
+        lock.write_text("")
+    # both remotes move on, so both fetches must update the locked refs
+    seed = tmp_path / "kb-seed"
+    (seed / "notes" / "more.md").write_text("more tomatoes\n")
+    git(seed, "add", "-A")
+    git(seed, "-c", "user.name=K", "-c", "user.email=k@example.com", "commit", "-qm", "more")
+    git(seed, "push", "-q", str(kb), "main")
+    f.git.run("reset", "-q", "--hard", "refs/fleet/origin/main")
+    f.git.run("-c", "user.name=Person", "-c", "user.email=p@example.com", "commit", "-q", "--allow-empty",
+              "-m", "a person's commit the run brings in")
+    r = run(f, "work", "--worker", "1", "--workers", "1", "--outbox", str(tmp_path / "out"))
+    assert f"knowledge: fetched kb main {git(kb, 'rev-parse', 'main').strip()[:12]}" in r.output
+    r = run(f, "run", "--ticks", "1", "--workers", "1")
+    assert "tick 2:" in r.output
+    assert not [p for p in locks if p.exists()]
+
+
 def test_work_says_which_commit_of_each_source_it_read(tmp_path: Path) -> None:
     kb = knowledge_repo(tmp_path, {"notes/tomatoes.md": TOMATOES.encode()})
     f = fleet_with(tmp_path, "fleet", {"remotes": {"kb": "../kb.git"},

@@ -45,7 +45,7 @@ from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.spend import spending
 from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
-from fleet.workspace import FLEET_DIR, private_repo, remote_url
+from fleet.workspace import FLEET_DIR, clear_stale_locks, private_repo, remote_url
 
 
 class BudgetSpent(Exception):
@@ -256,6 +256,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
     url, created = ensure_origin(root, remote)
     report = RunReport(url, created)
     merge_cache = private_repo(common_dir(root), "merge.git")
+    clear_stale_locks(merge_cache)  # one `fleet run` at a time (_one_run): a lock there is a killed run's
     repo = FleetRepo(merge_cache, url)
     repo.fetch()
     if remote is None and url == embedded_origin(root).as_uri():
