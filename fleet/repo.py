@@ -279,7 +279,7 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                 else:
                     stack.append((path, rel, depth + 1))
             elif not stat.S_ISREG(st.st_mode):
-                refuse(rel, path, f"is {_kind(st.st_mode)}, not a file; only regular files in the inbox are read")
+                refuse(rel, path, f"is {kind_of(st.st_mode)}, not a file; only regular files in the inbox are read")
             elif not e.name.endswith(".json"):
                 refuse(rel, path, "is not a delta file (a delta file's name ends in .json)")
             elif len(_in_layout(rel).split("/")) < 4:
@@ -287,7 +287,7 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
             elif st.st_nlink > 1:
                 refuse(rel, path, f"has {st.st_nlink} hard links: a file linked from elsewhere is not read")
             else:
-                read = _read_regular(e.path, max_bytes)
+                read = read_regular(e.path, max_bytes)
                 if isinstance(read, bytes):
                     out.append((Arrival(source, rel, read), path))
                 elif isinstance(read, tuple):  # over the limit: refused, its head kept in the record
@@ -303,7 +303,7 @@ def _in_layout(rel: str) -> str:
     return rel if rel.startswith(DELTA_DIR + "/") else f"{DELTA_DIR}/{rel}"
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO (named pipe)"
     if stat.S_ISSOCK(mode):
@@ -313,7 +313,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str | None:
+def read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str | None:
     """The bytes of a regular file; (its first ``max_bytes``, its size) if it is
     bigger; or why it cannot be read (None: it is gone)."""
     try:
@@ -323,11 +323,17 @@ def _read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str 
     except FileNotFoundError:
         return None
     except OSError as e:
+        try:  # a socket cannot be opened at all: say what it is
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            return f"is {kind_of(mode)}, not a file; only regular files in the inbox are read"
         return f"cannot be read: {e.strerror}"
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return f"is {_kind(st.st_mode)}, not a file; only regular files in the inbox are read"
+            return f"is {kind_of(st.st_mode)}, not a file; only regular files in the inbox are read"
         chunks = []
         left = max_bytes + 1
         while left > 0:

@@ -291,7 +291,8 @@ def _fence_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("--as", "agent", required=required, default=None, metavar="AGENT",
+    # (no default when required: click 8.2 and later take an explicit default=None as given)
+    return click.option("--as", "agent", required=required, **({} if required else {"default": None}), metavar="AGENT",
                         help="The agent acting" + ("." if required else " (checked against the holder)."))
 
 

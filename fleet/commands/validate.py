@@ -26,6 +26,10 @@ from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
 from fleet.progress import Progress
+from fleet.repo import MAX_INBOX_DEPTH, read_regular
+
+# A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
+MAX_FILE_BYTES = 100 * 1048576
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Problem:
 class _File:
     rel: str  # its path in the fleet (outside it, as given)
     path: str
-    link: bool  # known from the directory read: a link is reported, never followed
+    refused: str | None = None  # known from the directory read (a link, a FIFO, a folder not listed): never read
 
 
 def validate(root: Path, target: Path | None = None, bar: Progress | None = None) -> tuple[int, list[Problem]]:
@@ -57,15 +61,20 @@ def validate(root: Path, target: Path | None = None, bar: Progress | None = None
         files += _walk(root, "deltas", lambda parts: parts[-1].endswith(".json"))
     else:
         target = _resolve(root, target)
-        if not target.exists():
+        try:
+            is_dir, exists = target.is_dir(), target.exists()
+        except OSError as e:
+            raise FleetError(f"{target}: cannot be read: {e.strerror}") from None
+        if not exists:
             raise FleetError(f"{target}: no such file or directory")
-        if target.is_dir():
+        if is_dir:
+            _refuse_precious(root, target)
             files = _walk_target(root, target)
             if not files:
                 raise FleetError(f"{target}: nothing to check: no state document, schema or delta file under it "
                                  "(PATH is a fleet, a file or folder of one, or a folder of delta files)")
         else:
-            files = [_File(_rel(root, target), str(target), False)]
+            files = [_File(_rel(root, target), str(target))]
     problems: list[Problem] = []
     schema_files: dict[str, bytes | None] = {}  # the world's schemas, read once, not once per document
 
@@ -79,11 +88,20 @@ def validate(root: Path, target: Path | None = None, bar: Progress | None = None
     for f in files:
         if bar is not None:
             bar.advance(1, f.rel)
-        if f.link:
-            problems.append(Problem(f.rel, "a symbolic link: fleet reads files, never where a link points"))
+        if f.refused:
+            problems.append(Problem(f.rel, f.refused))
             continue
-        with open(f.path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(f.path, MAX_FILE_BYTES)  # never blocks on a FIFO, never reads a device
+        if data is None:
+            continue  # gone since the listing
+        if isinstance(data, tuple):
+            problems.append(Problem(f.rel, f"{data[1]} bytes, more than a fleet file may hold "
+                                           f"({MAX_FILE_BYTES} bytes, GitHub's limit for a file)"))
+            continue
+        if isinstance(data, str):
+            problems.append(Problem(f.rel, data.replace("only regular files in the inbox are read",
+                                                        "fleet reads only regular files")))
+            continue
         problem = check_file(cfg, f.rel, data, read)
         if problem:
             problems.append(Problem(f.rel, problem))
@@ -106,20 +124,46 @@ def _read_disk(root: Path, rel: str) -> bytes | None:
 def _resolve(root: Path, target: Path) -> Path:
     """An absolute PATH; a relative one is taken from the current directory
     when that is inside the fleet, else from the fleet (as with ``-C DIR``)."""
-    if target.is_absolute():
-        return target.resolve()
-    cwd, top = Path.cwd().resolve(), root.resolve()
-    base = cwd if cwd == top or top in cwd.parents else top
-    return (base / target).resolve()
+    try:
+        if target.is_absolute():
+            return target.resolve()
+        cwd, top = Path.cwd().resolve(), root.resolve()
+        base = cwd if cwd == top or top in cwd.parents else top
+        return (base / target).resolve()
+    except RuntimeError:  # (Python 3.11 names a loop of links so)
+        raise FleetError(f"{target}: a loop of symbolic links; name a file or folder") from None
+    except OSError as e:
+        raise FleetError(f"{target}: cannot be read: {e.strerror}") from None
 
 
-def _files(folder: Path, hidden: bool = False) -> list[tuple[tuple[str, ...], str, bool]]:
-    """Every file under ``folder`` as (parts below ``folder``, path, is a link), in
-    sorted order, and every link as a file (never followed, a link to a folder
-    included, so that it is reported); hidden folders (.git, .github) are entered
-    only with ``hidden``. One directory read per folder: no stat and no path
-    resolution per file."""
-    out: list[tuple[tuple[str, ...], str, bool]] = []
+def _refuse_precious(root: Path, folder: Path) -> None:
+    """A folder outside the fleet is checked as an inbox of delta files; one that
+    holds your home folder or a git repository (``/``, ``~``, a projects folder)
+    is no inbox, and walking it would read the whole disk."""
+    if folder == root or root in folder.parents:
+        return
+    home = Path.home().resolve()
+    for precious, what in ((home, "your home folder"), (root, "this fleet")):
+        if folder == precious or folder in precious.parents:
+            raise FleetError(f"{folder}: holds {what}; PATH is a fleet, a file or folder of one, "
+                             "or a folder of delta files")
+    if (folder / ".git").exists():
+        raise FleetError(f"{folder}: a git repository that is not a fleet (no {CONFIG_PATH}); PATH is a fleet, "
+                         "a file or folder of one, or a folder of delta files")
+
+
+LINK = "a symbolic link: fleet reads files, never where a link points"
+_Entry = tuple[tuple[str, ...], str, str | None]  # (parts below the folder walked, path, why it is not read)
+
+
+def _files(folder: Path, hidden: bool = False, depth: int | None = None) -> list[_Entry]:
+    """Every file under ``folder`` as (parts below ``folder``, path, why it is not
+    read or None), in sorted order. A link (to a folder too) is listed as a file,
+    never followed, so that it is reported; so is a folder that cannot be listed
+    and, with ``depth``, one nested deeper. Hidden folders (.git, .github) are
+    entered only with ``hidden``. One directory read per folder: no stat and no
+    path resolution per file."""
+    out: list[_Entry] = []
     todo: list[tuple[tuple[str, ...], str]] = [((), str(folder))]
     while todo:
         below, here = todo.pop()
@@ -127,12 +171,24 @@ def _files(folder: Path, hidden: bool = False) -> list[tuple[tuple[str, ...], st
             entries = list(os.scandir(here))
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as e:
+            out.append((below or (".",), here, f"a folder that cannot be listed: {e.strerror}"))
+            continue
         for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                if hidden or not e.name.startswith("."):
-                    todo.append(((*below, e.name), e.path))
+            parts = (*below, e.name)
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+                link = not is_dir and e.is_symlink()
+            except OSError as err:
+                out.append((parts, e.path, f"cannot be read: {err.strerror}"))
+                continue
+            if is_dir:
+                if depth is not None and len(parts) >= depth:
+                    out.append((parts, e.path, f"folders nest deeper than {depth} levels; not walked"))
+                elif hidden or not e.name.startswith("."):
+                    todo.append((parts, e.path))
             else:
-                out.append(((*below, e.name), e.path, e.is_symlink()))
+                out.append((parts, e.path, LINK if link else None))
     out.sort()
     return out
 
@@ -140,19 +196,21 @@ def _files(folder: Path, hidden: bool = False) -> list[tuple[tuple[str, ...], st
 def _walk(root: Path, top: str, keep: Callable[[tuple[str, ...]], bool]) -> list[_File]:
     """The files of the fleet's ``top`` folder that ``keep`` takes (given their parts
     from the fleet's root)."""
-    return [_File("/".join((top, *parts)), path, link) for parts, path, link in _files(root / top, top == "state")
+    return [_File("/".join((top, *parts)), path, why) for parts, path, why in _files(root / top, top == "state")
             if keep((top, *parts))]
 
 
 def _walk_target(root: Path, folder: Path) -> list[_File]:
     """The files under ``folder`` that validate checks: in the fleet, state/,
-    schemas/*.json and delta files; outside it (an inbox), every JSON file."""
+    schemas/*.json and delta files; outside it (an inbox), every JSON file, as
+    deep as an inbox is walked."""
     try:
         prefix = folder.relative_to(root).parts
     except ValueError:
-        return [_File(path, path, link) for parts, path, link in _files(folder) if parts[-1].endswith(".json")]
+        return [_File(path, path, why) for parts, path, why in _files(folder, depth=MAX_INBOX_DEPTH)
+                if parts[-1].endswith(".json") or (why and why != LINK)]
     out = []
-    for parts, path, link in _files(folder):
+    for parts, path, why in _files(folder):
         rel = (*prefix, *parts)
         if any(x.startswith(".") for x in rel):
             continue
@@ -160,7 +218,7 @@ def _walk_target(root: Path, folder: Path) -> list[_File]:
         if rel[0] == "state" or (rel[0] == "schemas" and len(rel) == 2 and json_file) or (
             "deltas" in rel[:-1] and json_file
         ):
-            out.append(_File("/".join(rel), path, link))
+            out.append(_File("/".join(rel), path, why))
     return out
 
 

@@ -285,8 +285,74 @@ def test_a_path_with_nothing_to_check_is_an_error_naming_it(fleet: Fleet, tmp_pa
         (folder / name).write_text("x\n")
     r = run(fleet, "validate", str(folder), code=1)
     lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and f"{folder}: nothing to check" in lines[0], r.output
+    says = "a git repository that is not a fleet" if files[:1] == [".git/x.json"] else "nothing to check"
+    assert len(lines) == 1 and f"{folder}: {says}" in lines[0], r.output
     # a folder of the fleet with nothing to check likewise
     (fleet.path / "empty").mkdir()
     r = run(fleet, "validate", str(fleet.path / "empty"), code=1)
     assert "nothing to check" in r.output
+
+
+SPECIAL = ["fifo", "socket", "loop", "dangling", "to_device", "to_folder"]
+
+
+def _special(where: Path, kind: str) -> None:
+    """Make ``where`` an entry that is no regular file."""
+    import socket
+
+    if kind == "fifo":
+        os.mkfifo(where)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(where))
+        s.close()
+    elif kind == "loop":
+        os.symlink(where.name, where)
+    elif kind == "dangling":
+        os.symlink("/nonexistent/x.json", where)
+    elif kind == "to_device":
+        os.symlink("/dev/zero", where)
+    else:
+        os.symlink("/", where)
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_what_is_no_regular_file_in_state_is_named_never_read_or_waited_on(fleet: Fleet, kind: str) -> None:
+    """A FIFO would block a reader for ever and a device never ends: validate names
+    each entry that is no regular file, in state/ or as PATH, and reads none."""
+    rel = "state/posts/odd-1.json"
+    if kind == "socket" and len(str(fleet.path / rel)) > 100:  # AF_UNIX paths are short
+        pytest.skip("temporary folder too deep for a socket path")
+    _special(fleet.path / rel, kind)
+    r = run(fleet, "validate", code=1)
+    [line] = [ln for ln in r.stdout.splitlines() if ln.startswith(rel)]
+    assert "regular file" in line or "symbolic link" in line
+    if kind in ("fifo", "socket"):
+        r = run(fleet, "validate", rel, code=1)
+        assert r.stdout.startswith(f"{rel}: is a ") and "fleet reads only regular files" in r.stdout
+
+
+@pytest.mark.parametrize("path, says", [
+    ("/dev/zero", "is a device, not a file"),
+    ("/", "holds your home folder"),
+    ("~", "holds your home folder"),
+    ("..", "holds this fleet"),
+    ("loop", "a loop of symbolic links"),
+    ("repo", "a git repository that is not a fleet"),
+])
+def test_a_path_that_is_no_fleet_and_no_inbox_is_one_line(fleet: Fleet, tmp_path: Path, path: str, says: str) -> None:
+    """PATH outside the fleet is checked as an inbox of delta files; the whole disk,
+    a home folder, a repository or a device are none, and are said so at once."""
+    if path == "loop":
+        os.symlink("loop", tmp_path / "loop")
+        path = str(tmp_path / "loop")
+    elif path == "repo":
+        (tmp_path / "repo" / ".git").mkdir(parents=True)
+        (tmp_path / "repo" / "x.json").write_text("{}")
+        path = str(tmp_path / "repo")
+    elif path == "..":
+        path = str(fleet.path.parent)
+    elif path == "~":
+        path = str(Path.home())
+    r = run(fleet, "validate", path, code=1)
+    assert says in r.output and len(r.output.strip().splitlines()) <= 2 and "internal error" not in r.output
