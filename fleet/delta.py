@@ -87,6 +87,7 @@ class Arrival:
     data: bytes
     refused: str | None = None
     size: int | None = None  # the file's size when only part of it was read
+    foreign: bool = False  # an inbox's regular file outside the delta layout: no delta, left where it is
 
     @property
     def worker_dir(self) -> str | None:

@@ -228,8 +228,11 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
     layout (``[deltas/]<worker>/<stream>/<id>.json``) is read, up to
     ``max_bytes``, without following a link even if one is swapped in after
     the listing. Anything else (a symbolic link, a hard link, a FIFO, a
-    device, a socket, a folder named like a delta, a file outside the layout,
-    one that cannot be read) is refused by its name, its content never read.
+    device, a socket, a folder named like a delta, one that cannot be read)
+    is refused by its name, its content never read. A regular file outside
+    the layout (``notes.txt``, ``top.json``) is no delta at all: marked
+    ``foreign``, it is neither quarantined nor removed (a folder given by
+    mistake loses nothing), and the merge names it.
     Folders are walked, never through a link, so nothing outside ``folder`` is
     read. A folder that holds a git repository, or holds ``repo`` or the home
     folder, is no inbox: the merge refuses it before anything is read, since
@@ -241,11 +244,18 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
         if precious is not None and (here == precious.resolve() or here in precious.resolve().parents):
             raise FleetError(f"--inbox {folder}: holds {what}; an inbox is a folder of delta files only "
                              "(the merge removes what it decides)")
+    if repo is not None:
+        # a folder of the repository (state/, .git, a source folder) is no inbox either: the
+        # merge would take its files out. (fleet's own inboxes are temporary folders.)
+        for inside in (_work_tree(repo), repo.resolve()):
+            if inside is not None and inside in here.parents:
+                raise FleetError(f"--inbox {folder}: is inside the repository ({inside}); an inbox is a folder "
+                                 "of delta files of its own, outside it (the merge removes what it decides)")
     out: list[tuple[Arrival, Path]] = []
     source = str(folder)
 
-    def refuse(rel: str, entry: Path, why: str, size: int | None = None) -> None:
-        out.append((Arrival(source, rel, b"", refused=why, size=size), entry))
+    def refuse(rel: str, entry: Path, why: str, size: int | None = None, foreign: bool = False) -> None:
+        out.append((Arrival(source, rel, b"", refused=why, size=size, foreign=foreign), entry))
 
     stack: list[tuple[Path, str, int]] = [(folder, "", 0)]
     while stack:
@@ -281,9 +291,10 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
             elif not stat.S_ISREG(st.st_mode):
                 refuse(rel, path, f"is {kind_of(st.st_mode)}, not a file; only regular files in the inbox are read")
             elif not e.name.endswith(".json"):
-                refuse(rel, path, "is not a delta file (a delta file's name ends in .json)")
+                refuse(rel, path, "is not a delta file (a delta file's name ends in .json)", foreign=True)
             elif len(_in_layout(rel).split("/")) < 4:
-                refuse(rel, path, f"is not in a worker's folder ({DELTA_DIR}/<worker>/<stream>/<id>.json); not read")
+                refuse(rel, path, f"is not in a worker's folder ({DELTA_DIR}/<worker>/<stream>/<id>.json); not read",
+                       foreign=True)
             elif st.st_nlink > 1:
                 refuse(rel, path, f"has {st.st_nlink} hard links: a file linked from elsewhere is not read")
             else:
@@ -296,6 +307,18 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                     refuse(rel, path, read)
     out.sort(key=lambda ap: ap[0].path)
     return [(replace(a, path=_in_layout(a.path)), p) for a, p in out]
+
+
+def _work_tree(repo: Path) -> Path | None:
+    """The working tree of the repository at ``repo`` (a clone's top folder, or the
+    one whose .git holds it), or None for a bare repository of its own."""
+    p = Git(repo).proc("rev-parse", "--show-toplevel")
+    if p.returncode == 0 and p.stdout.strip():
+        return Path(p.stdout.decode().strip()).resolve()
+    for up in repo.resolve().parents:  # fleet's private caches live under <top>/.git/fleet/
+        if up.name == ".git":
+            return up.parent
+    return None
 
 
 def _in_layout(rel: str) -> str:

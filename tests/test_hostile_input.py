@@ -125,14 +125,18 @@ def test_inbox_links_fifos_devices_and_folders_are_quarantined_by_name_unread(
     assert "symbolic link" in why[base + "dangling.json"]["reason"]
     assert "FIFO" in why[base + "fifo.json"]["reason"]
     assert "folder" in why[base + "folder.json"]["reason"]
-    assert "ends in .json" in why[base + "notes.txt"]["reason"]
+    assert base + "notes.txt" not in why  # no delta file: named, not quarantined, and kept
     assert "symbolic link" in why["deltas/w2"]["reason"]
     for rec in why.values():
         assert "raw" not in rec and "delta" not in rec  # content never read
         assert rec["path"] in r.output
+    assert "notes.txt: is not a delta file (a delta file's name ends in .json)" in r.output
     assert TOKEN.encode() not in history(fleet)
     assert (outside / "valid.json").read_bytes() == data  # the link's target is left alone
-    assert not any(inbox.iterdir())  # every entry decided and taken out of the inbox
+    # every entry decided and taken out of the inbox, but the file that is no delta file
+    assert [p.relative_to(inbox).as_posix() for p in inbox.rglob("*")] == ["deltas", "deltas/w1", "deltas/w1/s1",
+                                                                          "deltas/w1/s1/notes.txt"]
+    assert (wdir / "notes.txt").read_bytes() == b"not a delta"
     still_merges(fleet)
 
 
@@ -344,11 +348,30 @@ def test_every_inbox_entry_is_decided_and_the_good_ones_apply(fleet: Fleet, tmp_
     (inbox / "top.json").write_bytes(canonical.dumps(ok))  # not in a worker folder
     run(fleet, "merge", "--inbox", str(inbox))
     why = {q["path"]: q["reason"] for q in records(fleet)}
-    assert set(why) == {"deltas/w1/s1/d.json", "deltas/w1/s1/d.json/inner.json", "deltas/w1/s1/gone.json",
-                        "deltas/top.json"}
-    assert "not in a worker's folder" in why["deltas/top.json"]
+    assert set(why) == {"deltas/w1/s1/d.json", "deltas/w1/s1/d.json/inner.json", "deltas/w1/s1/gone.json"}
     assert ledger_ids(fleet) == {ok["id"]}
-    assert not any(inbox.iterdir())
+    assert [p.name for p in inbox.iterdir()] == ["top.json"]  # not in a worker's folder: no delta, kept
+
+
+def test_an_inbox_given_by_mistake_loses_nothing_fleet_did_not_read(fleet: Fleet, tmp_path: Path) -> None:
+    """A downloads folder, a source folder, the repository's own folders: the
+    merge never takes out a file it did not read and keep (a delta's bytes are in
+    the ledger or the quarantine), and refuses any folder inside the repository."""
+    dl = tmp_path / "downloads"
+    (dl / "photos" / "2026").mkdir(parents=True)
+    keep = {dl / "thesis.docx": b"precious", dl / "photos" / "2026" / "a.jpg": b"\xff\xd8",
+            dl / "notes.json": b"{}", dl / "photos" / "album.json": b"[]"}
+    for path, data in keep.items():
+        path.write_bytes(data)
+    head = fleet.main()
+    r = run(fleet, "merge", "--inbox", str(dl), code=3)
+    assert "no pending deltas" in r.output and "4 file(s) in the inbox are no delta files, left there unread" in r.output
+    assert fleet.main() == head and all(path.read_bytes() == data for path, data in keep.items())
+    for inside in ("state", ".git", "state/posts", "schemas"):
+        listed = sorted(p for p in (fleet.path / inside).rglob("*"))
+        r = run(fleet, "merge", "--inbox", str(fleet.path / inside), code=1)
+        assert "is inside the repository" in r.output and len(r.output.strip().splitlines()) == 1
+        assert sorted(p for p in (fleet.path / inside).rglob("*")) == listed
 
 
 # -- 11, 12, 13: a model's output ----------------------------------------------------------
@@ -438,9 +461,11 @@ def test_json_outside_the_worker_layout_and_hard_links_are_not_read(fleet: Fleet
     creds = tmp_path / "creds.json"
     creds.write_bytes(b'{"url": "https://bob:ghp_notinenv@github.com"}')
     os.link(creds, inbox / "deltas/w1/s1/h.json")
-    run(fleet, "merge", "--inbox", str(inbox))
+    r = run(fleet, "merge", "--inbox", str(inbox))
     why = {q["path"]: q for q in records(fleet)}
-    assert "not in a worker's folder" in why["deltas/.docker/config.json"]["reason"]
+    assert "deltas/.docker/config.json" not in why  # no delta file: named, kept, never read
+    assert ".docker/config.json: is not in a worker's folder" in r.output
+    assert (inbox / ".docker/config.json").exists()
     assert "hard links" in why["deltas/w1/s1/h.json"]["reason"]
     assert all("raw" not in q for q in why.values())
     assert b"c2VjcmV0" not in history(fleet) and b"ghp_notinenv" not in history(fleet)

@@ -64,6 +64,7 @@ class MergeReport:
     noop: int = 0  # explicit empty deltas: in the ledger, nothing changed
     held_deltas: int = 0  # deltas with a change held for a person (``held`` names the conflicts)
     reverts: list[dict[str, Any]] = field(default_factory=list)  # `fleet revert`s applied or refused
+    left_in_inbox: list[dict[str, str]] = field(default_factory=list)  # files of an inbox that are no deltas: kept
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class MergeReport:
             "held_deltas": self.held_deltas,
             "merged": self.applied + self.noop + self.held_deltas,
             "reverts": self.reverts,
+            "left_in_inbox": self.left_in_inbox,
             "late": self.late,
             "duplicates": self.duplicates,
             "quarantined": [{k: q[k] for k in ("path", "source", "reason")} for q in self.quarantined],
@@ -186,11 +188,13 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
         signed = base.config.allowed_signers
         arrivals = repo.arrivals(sources, max_bytes, (signed, repo.git.show(head, signed)) if signed else None)
         files = [f for folder in inbox for f in inbox_arrivals(folder, max_bytes, repo.path)]
+        foreign = [(a, f) for a, f in files if a.foreign]  # not deltas: named, left where they are
+        files = [(a, f) for a, f in files if not a.foreign]
         arrivals += [a for a, _ in files]
         if not arrivals and not allow_empty and not decided and not base.under("state/resolutions"):
             synced = prs.sync(repo, base, head) if prs else None
             opened = f"; opened {len(synced.opened)} conflict pull request(s)" if synced and synced.opened else ""
-            raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}")
+            raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}{_foreign_note(foreign)}")
         result = merge_tick(base, arrivals, decided)
         if meanings_from is not None:  # texts held under 'meaning': the model merges, here or in a job of its own
             meanings = profile_merge.recheck(base, result, profile_merge.read_answers(meanings_from), str(meanings_from))
@@ -207,7 +211,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
                 _remove(files, inbox)
             raise NothingToDo(
                 f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
-            )
+                + _foreign_note(foreign))
         # Task outcomes go to the queue before main moves: applying them again on a
         # retry changes nothing, and none is lost if this merge dies in between.
         worked = None if dry_run else _task_outcomes(repo, result)
@@ -241,6 +245,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
             noop=len(result.noop),
             held_deltas=len(result.held_deltas),
             reverts=result.reverts,
+            left_in_inbox=[{"path": printable(str(f)), "why": a.refused or ""} for a, f in foreign],
             late=result.late,
             duplicates=len(result.duplicates),
             quarantined=result.quarantined,
@@ -317,6 +322,15 @@ def _models(metas: Iterable[Any]) -> list[str]:
             # worker-written text: bounded, so a hostile delta cannot flood the report
             pairs.add((str(meta.get("provider") or "?")[:40], str(meta.get("model") or "?")[:80]))
     return sorted({printable(f"{provider} {model}") for provider, model in pairs})  # once per pair, not per delta
+
+
+def _foreign_note(foreign: list[tuple[Arrival, Path]]) -> str:
+    """The files of an inbox that are no delta files, left where they are (one clause)."""
+    if not foreign:
+        return ""
+    shown = ", ".join(printable(str(f), 120) for _, f in foreign[:5])
+    more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+    return f"; {len(foreign)} file(s) in the inbox are no delta files, left there unread: {shown}{more}"
 
 
 def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
@@ -407,6 +421,11 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
                 click.echo(f"  opened #{o['number']} for {o['conflict']} ({o['branch']})")
             for o in p.get("closed") or []:
                 click.echo(f"  closed #{o['number']}: {o['conflict']} was decided on main another way")
+        if r.left_in_inbox:
+            click.echo(f"left in the inbox, unread: {len(r.left_in_inbox)} file(s) that are no "
+                       "delta files (a delta file is <worker>/<stream>/<id>.json):")
+            for x in r.left_in_inbox[:LIST_LIMIT]:
+                click.echo(f"  {x['path']}: {x['why']}")
         where = f"to {r.remote}" if r.remote else "locally"
         if r.published:
             click.echo(f"published main {r.commit[:12]} {where}")
