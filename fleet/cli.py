@@ -72,3 +72,36 @@ def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
 def split(value: str | None) -> list[str] | None:
     """A comma-separated option (``--agents a,b``) as a list; None when not given."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def read_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a file a person names (``--file``, ``--result-file``), read no
+    further than ``limit`` + 1 bytes: a device (/dev/zero), a FIFO or a huge file
+    is one line, not a process that fills memory or waits for ever."""
+    from fleet.errors import FleetError
+    from fleet.repo import read_regular
+
+    data = read_regular(str(path), limit)
+    if data is None:
+        raise FleetError(f"{path}: cannot read: no such file")
+    if isinstance(data, str):
+        raise FleetError(f"{path}: {data.replace('only regular files in the inbox are read', f'{what} is read from a regular file')}")
+    if isinstance(data, tuple):
+        raise FleetError(f"{path}: {data[1]:,} bytes or more; {what} is at most {limit:,} bytes")
+    return data
+
+
+def read_stdin(limit: int, what: str) -> str:
+    """Standard input as UTF-8 text, read no further than ``limit`` + 1 bytes."""
+    import sys
+
+    from fleet.errors import FleetError
+
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise FleetError(f"standard input: more than {limit:,} bytes; {what} is at most {limit:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FleetError(f"standard input: not UTF-8 text (byte {e.start} is {data[e.start:e.start + 1]!r})") from None
+

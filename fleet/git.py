@@ -329,6 +329,7 @@ class Git:
         """Fetch into fleet's own tracking refs only (``--refmap=``); None on
         success, else git's stderr. A fetch that loses a ref lock to another
         fleet process in this clone is a race, retried, not an error."""
+        refuse_option_like(remote, "a remote")
         args = ["fetch", "--quiet", "--no-tags", "--refmap=", *(["--prune"] if prune else []), remote, *refspecs]
         for attempt in range(20):
             p = self.proc(*args)
@@ -425,6 +426,7 @@ class Git:
         ``atomic``: all refs move or none does. ``while_running`` is called once
         the push has started and before it is waited for (a crash test dies there).
         """
+        refuse_option_like(remote, "a remote")
         args = ["push", "--porcelain", *(["--atomic"] if atomic else [])]
         args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
         args += [remote, *(f"{u.new or ''}:{u.ref}" for u in updates)]
@@ -455,6 +457,14 @@ class Git:
         out = self.proc("ls-remote", remote, *(u.ref for u in updates)).stdout.decode()
         tips = {name: sha for sha, _, name in (line.partition("\t") for line in out.splitlines())}
         return any(tips.get(u.ref) != u.old for u in updates)
+
+
+def refuse_option_like(value: str, what: str) -> None:
+    """A remote handed to git as a word of its command line: one that starts with
+    ``-`` would be read as an option (``--upload-pack=<a command>`` runs it)."""
+    if value.startswith("-"):
+        raise FleetError(f"{what} {value[:80]!r} starts with '-', which git would read as an option; "
+                         "name a remote, a URL or a path (./-name for a folder named so)")
 
 
 _RACE = re.compile(r"\[rejected\]|stale info|non-fast-forward|fetch first")

@@ -20,7 +20,7 @@ from pathlib import Path
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
-from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, toplevel
+from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, refuse_option_like, toplevel
 from fleet.ids import printable
 from fleet.state import GitSnapshot
 
@@ -54,6 +54,8 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
     (set by ``fleet run`` for the origin it creates), else ``origin``, else None
     (this repository itself)."""
     # one process for both: the remotes (by their url) and fleet.remote
+    if remote is not None:
+        refuse_option_like(remote, "--remote")
     found = git.proc("config", "-z", "--get-regexp", r"^(remote\..*\.url|fleet\.remote)$").stdout.decode()
     pairs = [rec.partition("\n") for rec in found.split("\0") if rec]
     remotes = [k[len("remote."):-len(".url")] for k, _, _ in pairs if k.startswith("remote.")]
@@ -61,6 +63,8 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
         remote = next((v for k, _, v in pairs if k == "fleet.remote"), "").strip() or None
         if remote == EMBEDDED:  # fleet run's own origin, found anew each time: copies and moves keep working
             return embedded_origin(git.path).as_uri()
+        if remote is not None:
+            refuse_option_like(remote, "git config fleet.remote")
     if remote is None:
         return "origin" if "origin" in remotes else None
     if remote not in remotes and "/" not in remote and ":" not in remote:

@@ -23,7 +23,7 @@ from typing import Any
 
 from fleet import faults
 from fleet.errors import FleetError
-from fleet.git import Git, git_reason
+from fleet.git import Git, git_reason, refuse_option_like
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
@@ -41,6 +41,7 @@ def remote_url(repo: Git, remote: str | None) -> str:
     remote = resolve_remote(repo, remote)
     if remote is None:
         return Path(repo.text("rev-parse", "--path-format=absolute", "--git-common-dir")).as_uri()
+    refuse_option_like(remote, "a remote")
     if "://" in remote or remote.startswith("git@"):
         return remote
     if os.sep in remote or remote.startswith("."):

@@ -159,7 +159,7 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
     wanted = sorted(current) if "*" in fields else fields
     paths = {f: tuple(f.split(".")) for f in wanted}
     for f, p in paths.items():
-        if docpath.get(current, p) is docpath.MISSING and "*" not in fields:
+        if _at(current, p) is docpath.MISSING and "*" not in fields:
             raise FleetError(f"{doc}: has no field {f!r} (its fields: {', '.join(sorted(current))})")
     trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
     last: dict[str, dict[str, Any]] = {f: {"field": f, "how": "genesis", "tick": 0} for f in wanted}
@@ -215,9 +215,17 @@ def _doc_at(git: Git, commit: str, rel: str) -> Any:
     return None if data is None else canonical.load(data, f"{commit[:12]}:{rel}")
 
 
+def _at(doc: Any, p: tuple[str, ...]) -> Any:
+    """The value at ``p``, or MISSING: also where the path crosses a value that is
+    no object (a field that was a number then, or a path typed into a number)."""
+    try:
+        return docpath.MISSING if doc is None else docpath.get(doc, p)
+    except docpath.PathError:
+        return docpath.MISSING
+
+
 def _same_at(a: Any, b: Any, p: tuple[str, ...]) -> bool:
-    va = docpath.MISSING if a is None else docpath.get(a, p)
-    vb = docpath.MISSING if b is None else docpath.get(b, p)
+    va, vb = _at(a, p), _at(b, p)
     if va is docpath.MISSING or vb is docpath.MISSING:
         return va is vb
     return bool(canonical.dumps_line(va) == canonical.dumps_line(vb))

@@ -6,15 +6,14 @@ commits they read; writes push at once and say what they pushed.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from fleet import keys
-from fleet.bus import KINDS, Bus
-from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
+from fleet.bus import KINDS, MAX_FILE_BYTES, Bus
+from fleet.cli import dir_option, emit, group_dir_option, json_option, read_stdin, remote_option
 from fleet.errors import FleetError
 from fleet.ids import printable
 from fleet.repo import FleetRepo
@@ -110,7 +109,7 @@ def msg_send_cmd(directory: Path, as_json: bool, remote: str | None, sender: str
                  msg_id: str | None, lane: str | None) -> None:
     """Send a message to an agent's inbox: one file, one push."""
     if body == "-":
-        body = sys.stdin.read()
+        body = read_stdin(MAX_FILE_BYTES, "a message body")  # bus.max_body_bytes is checked at send
     r = send(directory, sender, to, mtype, body, remote=remote, lane=lane, msg_id=msg_id)
 
     def text() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from fleet import canonical, keys, tasks
-from fleet.cli import dir_option, emit, group_dir_option, json_option, remote_option
+from fleet.cli import dir_option, emit, group_dir_option, json_option, read_file, remote_option
+from fleet.clock import flag_seconds
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.progress import Progress
@@ -21,6 +22,7 @@ from fleet.store import Change, now
 from fleet.tasks import Queue, Step, Task, TaskQueue, parse_stamp, task_path
 
 MAX_BATCH = 10_000  # tasks one `add --file` takes in one push
+MAX_TASK_FILE = MAX_BATCH * 70_000  # bytes of an `add --file`: that many tasks, each with a long body
 MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the queue
 MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
@@ -38,10 +40,7 @@ def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
     """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from."""
-    try:
-        data = file.read_bytes()
-    except OSError as e:
-        raise FleetError(f"{file}: cannot read: {e.strerror}") from None
+    data = read_file(file, MAX_TASK_FILE, "a task file")
     if file.suffix == ".json":
         items = canonical.load(data, str(file), canonical.MAX_DEPTH)
         if not isinstance(items, list):
@@ -377,6 +376,7 @@ def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
     overlap those of a task in progress is not handed out until that one is done.
     With --count N, up to N tasks in one push, each with its own fence.
     """
+    lease = None if lease is None else flag_seconds("--lease", lease)  # (a range lets NaN through)
     if count is not None:
         if task_id is not None:
             raise UsageError("--count: claims the first ready tasks; --task names one, give one or the other")
@@ -411,6 +411,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
 def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                    agent: str | None, lease: float | None) -> None:
+    lease = None if lease is None else flag_seconds("--lease", lease)  # (a range lets NaN through)
     t = renew(directory, task_id, fence, agent=agent, lease=lease, remote=remote)
     emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: fence {t['fence']}, lease until {t['lease_until']}"))
 
@@ -431,10 +432,8 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
             raise UsageError(f"{e} (a string is given as '\"text\"')") from None
     elif result_file is not None:
         result_file = _under(directory, result_file)
-        try:
-            value = canonical.load(result_file.read_bytes(), str(result_file), canonical.MAX_DEPTH)
-        except OSError as e:
-            raise FleetError(f"{result_file}: cannot read: {e.strerror}") from None
+        value = canonical.load(read_file(result_file, MAX_RESULT, "a task's result"), str(result_file),
+                               canonical.MAX_DEPTH)
     t = complete(directory, task_id, fence, result=value, agent=agent, remote=remote)
     emit(t, as_json, lambda: click.echo(f"done: {t['id']} by {t['claimed_by']} (fence {t['fence']})"))
 

@@ -26,6 +26,7 @@ from fleet import canonical, faults, keys, knowledge, signing, summary, tick_tas
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
+from fleet.clock import flag_seconds
 from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
@@ -247,6 +248,7 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
                  provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
                  agents: str | None) -> None:
     """One worker's slice of one tick, ending in a pushed delta set."""
+    timeout = None if timeout is None else flag_seconds("--timeout", timeout, zero=True)
     try:
         r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
                  outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))

@@ -249,6 +249,13 @@ def test_blame_bad_input(fleet: Fleet) -> None:
     assert "--field needs a document" in r.output
 
 
+@pytest.mark.parametrize("field", ["karma.x", "memory.0.text", "name.first.last", "karma..", ".", "persona.0"])
+def test_blame_of_a_path_through_a_value_that_is_no_object_is_one_line(fleet: Fleet, field: str) -> None:
+    """A path into a number, a string or a list was an internal error (PathError)."""
+    r = run(fleet, "log", "agents/basil", "--field", field, code=1)
+    assert r.output.strip().splitlines() == [r.output.strip()] and "has no field" in r.output, r.output
+
+
 def test_one_deltas_fate(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
     f = json.loads(run(fleet, "log", "--delta", history["late"]["id"], "--json").stdout)
     assert (f["status"], f["tick"], f["delta_tick"], f["agent"], f["worker"]) == ("applied", 3, 2, "eli", "slow")
