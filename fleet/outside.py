@@ -138,7 +138,10 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
 
     def judge() -> None:
         if run and base is not None:
-            for path, why in refused_left(git, base, run[-1].commit, diffs.get((base, run[-1].commit))).items():
+            left = refused_left(git, base, run[-1].commit, diffs.get((base, run[-1].commit)))
+            if run[0].setup:  # the world's design may lay down the engine's files: the first tick starts on them
+                left = {path: why for path, why in left.items() if not path.startswith(_ENGINE_PREFIXES)}
+            for path, why in left.items():
                 touched = [c for oc in run for c in oc.changes if c.path == path]
                 for c in touched:
                     c.refused = why
@@ -326,6 +329,9 @@ def bring_in_local_main(root: Path | str, url: str, fleet_main: str) -> str | No
     if ancestor(local, fleet_main):
         return None  # the usual case: the fleet has merged ticks since; your main has nothing new
     ours = int(git.text("rev-list", "--count", f"{fleet_main}..{local}"))
+    if git.proc("merge-base", local, fleet_main).returncode != 0:
+        raise FleetError(f"your main and the fleet's main ({TRACKING}main, from {url}) share no history: "
+                         "one of them is another repository's; check `git log -1 refs/fleet/origin/main`")
     if not ancestor(fleet_main, local):
         theirs = int(git.text("rev-list", "--count", f"{local}..{fleet_main}"))
         raise FleetError(

@@ -172,6 +172,15 @@ def _restore_origin(git: Git, origin: Path) -> bool:
         "for-each-ref", "--format=%(objectname) %(refname)", TRACKING).splitlines() if line]
     if not any(ref == TRACKING + "main" for _, ref in tracked):
         return False
+    # The view may have come from another remote (`fleet status --remote X` fetches into the
+    # same refs): rebuild only a fleet that shares history with your main, never X's.
+    local = git.rev_parse("refs/heads/main")
+    if git.show(TRACKING + "main", "state/fleet.json") is None or (
+            local is not None and git.proc("merge-base", local, TRACKING + "main").returncode != 0):
+        raise FleetError(f"{origin} is missing, and {TRACKING}main is no view of this fleet's origin (it holds "
+                         "no state/fleet.json or shares no history with your main; a command run with --remote "
+                         "fetches there too): fleet run will not rebuild the origin from it. Restore the folder, "
+                         "or delete refs/fleet/origin/ to start the fleet over from your main")
     origin.parent.mkdir(parents=True, exist_ok=True)
     partial = origin.with_name(origin.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -95,6 +95,30 @@ def test_a_deleted_origin_is_rebuilt_from_the_last_view_not_started_over(tmp_pat
     assert replay.returncode == 0, replay.stdout + replay.stderr
 
 
+def test_a_view_fetched_from_another_remote_is_never_rebuilt_as_the_origin(tmp_path: Path) -> None:
+    """`fleet status --remote X` fetches X's main into the same tracking refs; with
+    the origin then deleted, the run once rebuilt X as the fleet (its history gone,
+    advice to rebase onto X's commits). It refuses, saying why, and changes nothing."""
+    import shutil
+
+    repo = tmp_path / "x"
+    init(repo)
+    assert fleet_cli(repo, "run", "--ticks", "1", "--workers", "1").returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    o = Git(other)
+    o.run("init", "-q", "-b", "main")
+    (other / "f").write_text("hi\n")
+    o.run("add", "f")
+    o.run("-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", "other")
+    fleet_cli(repo, "status", "--remote", str(other))  # fails (no fleet there) but has fetched
+    shutil.rmtree(repo / ".git" / "fleet" / "origin.git")
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "1")
+    assert p.returncode == 1 and "is no view of this fleet's origin" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not (repo / ".git" / "fleet" / "origin.git").exists()
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)

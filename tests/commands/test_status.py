@@ -196,6 +196,37 @@ def test_commits_before_the_first_tick_are_the_worlds_design_not_outside_changes
     assert "before the first tick ('design 1')" in run(fleet, "log", "posts/cleo-61").stdout
 
 
+def test_fleet_added_to_a_repository_with_history_replays_and_needs_nothing(tmp_path: Path) -> None:
+    """A project of months adopts fleet: its commits before the first tick, and
+    the commit that lays down state/fleet.json, are the world's design. replay
+    --check passed never again, and status said a change needed the person,
+    which nothing they could do would fix."""
+    import shutil
+
+    from conftest import fleet_cli
+
+    from fleet.commands.init import init
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    git = ["git", "-c", "user.name=p", "-c", "user.email=p@x"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=proj, check=True)
+    for i in range(3):
+        (proj / f"notes{i}.md").write_text(f"work {i}\n")
+        subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+        subprocess.run([*git, "commit", "-qm", f"my project {i}"], cwd=proj, check=True)
+    init(tmp_path / "tpl")
+    for part in ("state", "schemas"):
+        shutil.copytree(tmp_path / "tpl" / part, proj / part)
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-qm", "adopt fleet"], cwd=proj, check=True)
+    assert fleet_cli(proj, "run", "--ticks", "1", "--workers", "1").returncode == 0
+    replay = fleet_cli(proj, "replay", "--check", "--json")
+    assert replay.returncode == 0 and json.loads(replay.stdout)["outside"] == [], replay.stdout + replay.stderr
+    s = json.loads(fleet_cli(proj, "status", "--json").stdout)
+    assert s["outside"] == [] and s["needs_you"] == []
+
+
 def test_status_says_why_a_worker_is_dead_and_its_last_error(fleet: Fleet) -> None:
     fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1"),
                fleet.delta("basil", meta={"error": "the model timed out"}, worker="w2"))
