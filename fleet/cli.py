@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from fleet.ids import json_lines, printable_lines
 from fleet.keys import redact
 
 # ctx.meta is shared by every context of one invocation, so the error handler in
@@ -59,14 +60,15 @@ def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
     if as_json:
         import json  # here: `fleet --help` needs none
 
-        click.echo(redact(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)))
+        click.echo(json_lines(redact(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))))
     else:
         # The text passes through redaction as a whole, as JSON does: a remote's
-        # URL with credentials, an error quoting a key, never reach the screen.
+        # URL with credentials, an error quoting a key, never reach the screen;
+        # nor does a character a terminal would obey (a name's escape sequence).
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             text()
-        click.echo(redact(out.getvalue()), nl=False)
+        click.echo(printable_lines(redact(out.getvalue())), nl=False)
 
 
 def split(value: str | None) -> list[str] | None:

@@ -38,6 +38,39 @@ def printable(name: str, limit: int = 300) -> str:
     return out if len(out) <= limit else out[: limit - 20] + f"...({len(out)} chars)"
 
 
+def printable_lines(text: str) -> str:
+    """Text for a terminal: as :func:`printable`, every character that could hide
+    or forge something escaped, but newlines and tabs kept and no length limit.
+    (A terminal obeys an escape sequence or a bidirectional override in a file's
+    name; click drops escape sequences when the output is not a terminal, so the
+    name shown would be another file's.)"""
+    if text.isascii():
+        return _ASCII_HIDDEN.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return "\n".join(line if line.isprintable() else "".join(c if c == "\t" else _escape(c) for c in line)
+                     for line in text.split("\n"))
+
+
+def json_lines(text: str) -> str:
+    """JSON text with every hidden character outside ASCII (a bidirectional
+    override, a lone surrogate) written as its ``\\uXXXX`` escape: the same data
+    to a reader of JSON, nothing a terminal obeys. (json.dumps escapes ASCII
+    control characters itself; such characters occur only inside strings.)"""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() or unicodedata.category(c) not in _HIDDEN else _json_escape(c) for c in text)
+
+
+def _json_escape(c: str) -> str:
+    code = ord(c)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+_ASCII_HIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _escape(c: str) -> str:
     if unicodedata.category(c) not in _HIDDEN:
         return c

@@ -25,6 +25,7 @@ import click
 from fleet import __version__
 from fleet.cli import JSON_META, group_dir_option
 from fleet.errors import EXIT_FAILURE, FleetError
+from fleet.ids import printable_lines
 from fleet.keys import redact
 
 # Name -> the one-line help `fleet --help` lists, so listing imports no command.
@@ -68,7 +69,7 @@ def error_handler(ctx: click.Context) -> Iterator[None]:
     try:
         yield
     except FleetError as e:
-        message = redact(str(e))
+        message = printable_lines(redact(str(e)))
         click.echo(f"fleet: {message}", err=True)
         if ctx.meta.get(JSON_META):  # scripts reading --json get JSON on every exit
             import json

@@ -174,3 +174,32 @@ def test_a_body_on_standard_input_is_bounded_and_utf8(a_fleet: Fleet, stdin: byt
     r = CliRunner().invoke(cli, ["msg", "send", "-C", str(a_fleet.path), "--from", "ada", "--to", "basil",
                                  "--body", "-"], input=stdin)
     assert r.exit_code == 1 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+_HIDDEN_CHARS = st.sampled_from(["\x1b", "\x07", "\x7f", "\u202e", "\u2066", "\u200b", "\u2028", "\ufeff", "\U000e0001",
+                                 "\x85", "\r"])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.tuples(st.text("ab-é日", max_size=3), _HIDDEN_CHARS,
+                      st.lists(st.one_of(_HIDDEN_CHARS, st.sampled_from("ab-é日")), max_size=5).map("".join)).map("".join))
+def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fleet, name: str) -> None:
+    """A name with an escape sequence or a bidirectional override was printed raw
+    (a terminal obeys it; click drops escape sequences off a terminal, so another
+    file's name was shown). Text escapes it; JSON carries it as a JSON escape."""
+    import json
+    import unicodedata
+
+    path = a_fleet.path / "state" / "posts" / f"{name}.json"
+    try:
+        path.write_text("{}")
+        text = _invoke(["validate", "-C", str(a_fleet.path)])
+        as_json = _invoke(["validate", "-C", str(a_fleet.path), "--json"])
+    finally:
+        path.unlink()
+    shown = text.output
+    assert not [c for c in shown if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")]
+    assert text.exit_code == 1 and f"state/posts/{name}.json" not in shown
+    problems = json.loads(as_json.output)["problems"]
+    assert f"state/posts/{name}.json" in [p["path"] for p in problems]
+    assert not [c for c in as_json.output if not c.isascii() and unicodedata.category(c) in ("Cf", "Cs", "Co", "Zl", "Zp")]
