@@ -257,6 +257,24 @@ def test_a_merge_without_tick_leaves_a_tick_under_way_to_its_own_run(origin_flee
     assert merge(fleet.path, allow_empty=True, tick=1).published  # the run's own merge names its tick
 
 
+def test_fleet_run_starts_no_tick_another_run_started(tmp_path: Path) -> None:
+    """A workflow's plan job recorded the start of tick 2 (`fleet plan --start`):
+    a `fleet run` against the same origin merged tick 2 anyway, racing that run.
+    It stops before any worker, says who holds the tick and until when, exits 3."""
+    from conftest import fleet_cli
+
+    from fleet.commands.init import init
+
+    repo = tmp_path / "x"
+    init(repo)
+    assert fleet_cli(repo, "run", "--ticks", "1", "--workers", "1").returncode == 0
+    assert fleet_cli(repo, "plan", "--start").returncode == 0
+    head = Git(repo).rev_parse("refs/fleet/origin/main")
+    p = fleet_cli(repo, "run", "--ticks", "2", "--workers", "1")
+    assert p.returncode == 3 and "tick 2 did not start: it is under way" in p.stdout + p.stderr
+    assert Git(repo).rev_parse("refs/fleet/origin/main") == head
+
+
 def test_a_dispatched_run_waits_until_its_tick_is_due(origin_fleet: tuple[Fleet, Path]) -> None:
     fleet, bare = origin_fleet
     paced(fleet, bare)

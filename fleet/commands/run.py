@@ -31,7 +31,7 @@ import click
 from fleet import canonical, tick_tasks
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option
-from fleet.clock import flag_seconds
+from fleet.clock import Clock, flag_seconds
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
@@ -48,8 +48,9 @@ from fleet.tasks import BRANCH as TASKS_BRANCH
 from fleet.workspace import FLEET_DIR, clear_stale_locks, private_repo, remote_url
 
 
-class BudgetSpent(Exception):
-    """A day or month budget stops the next tick (the message says which, and when it resumes)."""
+class NotStarted(Exception):
+    """The next tick may not start: a day or month budget is spent, or another run
+    started it (the message says which, and when that ends)."""
 
 
 # How long a worker stopped at the deadline has to publish what it finished (a
@@ -90,7 +91,7 @@ class RunReport:
     uncommitted: int = 0  # files under state/ or schemas/ changed in your working tree and not committed
     seconds: float = 0.0
     interrupted: bool = False
-    stopped: str | None = None  # why no further tick started (a day or month budget is spent)
+    stopped: str | None = None  # why no further tick started (a budget is spent, another run started it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -287,7 +288,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
             line = _tick(root, merge_cache, url, workers, provider, push, deadline)
             report.ticks.append(line)
             on_tick(line)
-    except BudgetSpent as e:
+    except NotStarted as e:
         report.stopped = str(e)  # the ticks that ran are merged: nothing finished is lost
     except KeyboardInterrupt:
         report.interrupted = True
@@ -321,7 +322,12 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     tick = snap.tick + 1
     spent = spending(repo, snap.commit, cfg, datetime.now(UTC)).stop()
     if spent is not None:  # before any worker starts: a budget stops new ticks, never work under way
-        raise BudgetSpent(f"tick {tick} did not start: {spent.why()}")
+        raise NotStarted(f"tick {tick} did not start: {spent.why()}")
+    held = Clock(repo).read()  # a start recorded by another run (`fleet plan --start`, a workflow's plan job)
+    if held is not None and held.tick == tick and held.lease_until > time.time():
+        raise NotStarted(f"tick {tick} did not start: it is under way, {held.by} started it ({held.how}) and its "
+                         f"own merge publishes it; another run may start it after "
+                         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))}")
     planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
     if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
         tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
@@ -508,7 +514,7 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
             table.add_row(what, str(value))
         console.print(table)
         first = report.ticks[0].tick if report.ticks else None
-        span = f"tick {first}" if first == data["tick"] else f"ticks {first}-{data['tick']}" if first else "no tick"
+        span = "no tick" if first is None else f"tick {first}" if first == data["tick"] else f"ticks {first}-{data['tick']}"
         console.print(f"fleet run: {span} merged, {data['applied']} applied, {data['noop']} no-op, "
                       f"{data['held_deltas']} held, {data['quarantined']} quarantined, {data['tokens']:,} tokens, "
                       f"${data['cost_usd']:.4f}, {report.seconds:.1f}s", markup=False, highlight=False)
@@ -521,7 +527,7 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
     if report.interrupted:
         sys.exit(130)
     if report.stopped and not report.ticks:
-        sys.exit(3)  # nothing to do until the budget resumes
+        sys.exit(3)  # nothing to do until the budget resumes or the other run's tick is merged
     every = sum(t.applied + t.noop + t.held_deltas + t.quarantined for t in report.ticks)
     if report.ticks and every and data["failed"] == every:
         why = next(t.first_error for t in report.ticks if t.first_error)
