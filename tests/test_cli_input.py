@@ -203,3 +203,15 @@ def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fl
     problems = json.loads(as_json.output)["problems"]
     assert f"state/posts/{name}.json" in [p["path"] for p in problems]
     assert not [c for c in as_json.output if not c.isascii() and unicodedata.category(c) in ("Cf", "Cs", "Co", "Zl", "Zp")]
+
+
+@pytest.mark.parametrize("out", ["", ".", "state", "state/posts", "schemas", ".git", ".git/fleet"])
+def test_the_report_is_never_written_into_the_fleets_own_folders(a_fleet: Fleet, out: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out state wrote index.html into state/, which validate then refused; an
+    empty --out wrote it beside the README."""
+    monkeypatch.chdir(a_fleet.path)
+    before = sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts)
+    r = _invoke(["report", "--out", out])
+    assert r.exit_code == 2 and "a folder of its own" in r.output, r.output
+    assert sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts) == before

@@ -9,7 +9,8 @@ import click
 from fleet import report as report_mod
 from fleet import summary
 from fleet.cli import dir_option, emit, json_option, remote_option
-from fleet.errors import UsageError
+from fleet.errors import FleetError, UsageError
+from fleet.git import toplevel
 from fleet.progress import Progress
 
 
@@ -18,12 +19,30 @@ def report(path: Path, out: Path, ticks: int | None = 500, remote: str | None = 
     """Read the fleet's history and write ``out/index.html``; a progress bar on a terminal."""
     if ticks is not None and ticks < 1:
         raise UsageError("--ticks: must be 1 or more (0: every tick)")
+    _check_out(path, out)
     with Progress("report", total=len(report_mod.STEPS), as_json=as_json) as bar:
         data = report_mod.collect(path, remote, ticks, step=lambda name: bar.advance(0, f"reading {name}"))
         bar.advance(len(report_mod.STEPS) - 1, "writing the page")
         written = report_mod.write(out, data)
         bar.advance(1)
     return written
+
+
+def _check_out(path: Path, out: Path) -> None:
+    """The page goes to a folder of its own: never the fleet's state, schemas or
+    git folder (validate would refuse the page there, or git would carry it)."""
+    try:
+        top = toplevel(path).resolve()
+        where = out.resolve()
+    except (OSError, RuntimeError, FleetError):
+        return  # not a fleet, or a path that cannot be resolved: the read or the write says so
+    if where == top:  # (an empty --out is the current folder too)
+        raise UsageError(f"--out {out or '(empty)'}: is the fleet's own folder; the page goes to a folder of its own "
+                         "(e.g. --out site)")
+    for inside in ("state", "schemas", ".git"):
+        if where == top / inside or top / inside in where.parents:
+            raise UsageError(f"--out {out}: is inside the fleet's {inside}/; the page goes to a folder of its own "
+                             "(e.g. --out site)")
 
 
 @click.command("report")
