@@ -147,6 +147,23 @@ class RunSettings:
         return "direct" if workers <= self.direct_max_workers else "coalesced"
 
 
+def _never_matches(pattern: str) -> str | None:
+    """Why a claimer pattern (the schema's characters) can match no name, or None: a
+    '[' with no ']' is a literal '[', which no claimer's name holds; so is '[]'."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            j = i + 1 + (pattern[i + 1:i + 2] == "!")
+            close = pattern.find("]", j + 1)  # a ']' first in the class is one of its characters
+            if close < 0:
+                return f"has a '[' at {i} with no ']' to close it (a literal '[', in no name)"
+            i = close
+        elif pattern[i] == "]":
+            return f"has a ']' at {i} that closes no '[' (a literal ']', in no name)"
+        i += 1
+    return None
+
+
 @dataclass(frozen=True)
 class TaskSettings:
     lease_seconds: float = 1800
@@ -343,6 +360,10 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         )
         for name, c in raw["collections"].items()
     }
+    for k, pattern in enumerate(raw.get("tasks", {}).get("claimers", [])):
+        why = _never_matches(pattern)
+        if why:
+            raise FleetError(f"{where}: tasks.claimers[{k}]: {pattern!r} {why}, so it can never match a claimer")
     for reserved in ("ledger", "quarantine", "conflicts", "resolutions"):
         if reserved in collections:
             raise FleetError(f"{where}: collection name {reserved!r} is reserved for the merge engine")

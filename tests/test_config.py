@@ -3,6 +3,7 @@ the key and what was expected."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet import canonical, keys
 from fleet.config import PASSED_KEPT, Rule, parse
@@ -168,3 +171,25 @@ def test_a_fleet_without_agents_is_refused_by_validate_and_by_run_before_any_tic
         assert r.exit_code == 1 and "Traceback" not in r.output, r.output
         assert "state/config.json: at /agents: {} has less than 1 property" in r.output
         assert "tick 1" not in r.output
+
+
+_NAMES = ["".join(t) for n in range(1, 7) for t in itertools.product("ab-", repeat=n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab*?[]!-", min_size=1, max_size=7))
+def test_a_claimer_pattern_refused_can_match_no_name(pattern: str) -> None:
+    """A claimer's name has no '[' nor ']': a pattern whose bracket fnmatch reads as
+    itself ('x[a-', '[') can never match one, and is refused; a refused pattern
+    never matches any name (here every name of up to 6 of 'a', 'b', '-')."""
+    import fnmatch
+    import re
+
+    from fleet.config import _never_matches
+
+    why = _never_matches(pattern)
+    if why is not None:
+        rx = re.compile(fnmatch.translate(pattern))
+        assert not [n for n in _NAMES if rx.match(n)], (pattern, why)
+    for literal in ("x[a-", "[", "a]", "[]", "ci-[0-9"):
+        assert _never_matches(literal) is not None
