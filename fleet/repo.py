@@ -72,6 +72,15 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
     return remote
 
 
+def fetch_failed(remote: str, err: str) -> FleetError:
+    """A failed fetch of main (and more) from ``remote`` as one line; an empty
+    remote is named as one, not with git's "couldn't find remote ref"."""
+    if "couldn't find remote ref refs/heads/main" in err:
+        return FleetError(f"remote {remote} has no main branch: it is empty or holds no fleet (push a "
+                          "fleet's main there first: `git push <remote> main`)")
+    return FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
+
+
 class FleetRepo:
     def __init__(self, path: Path | str, remote: str | None = None) -> None:
         self.path = toplevel(path)
@@ -91,7 +100,7 @@ class FleetRepo:
         err = self.git.fetch_refs(self.remote, f"+refs/heads/main:{TRACKING}main",
                                   f"+refs/heads/fleet/*:{TRACKING}fleet/*", prune=True)
         if err is not None:
-            raise FleetError(f"git fetch from {self.remote} failed: {git_reason(err, 'no reason given')}")
+            raise fetch_failed(self.remote, err)
 
     def main(self) -> str:
         sha = self.git.rev_parse(self.main_ref)

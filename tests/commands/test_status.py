@@ -116,6 +116,15 @@ def test_status_with_an_unreachable_origin(fleet: Fleet, tmp_path: Path) -> None
     assert str(missing) in r.stderr and "does not appear to be a git repository" in r.stderr
 
 
+def test_status_with_an_empty_origin_says_it_has_no_main(fleet: Fleet, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(empty)], check=True)
+    for args in (("status",), ("log",)):
+        r = run(fleet, *args, "--remote", str(empty), code=1)
+        assert r.stderr.strip() == (f"fleet: remote {empty} has no main branch: it is empty or holds no fleet "
+                                    "(push a fleet's main there first: `git push <remote> main`)"), (args, r.stderr)
+
+
 def test_dash_c_works_before_the_command_too(fleet: Fleet) -> None:
     from click.testing import CliRunner
 
