@@ -10,6 +10,7 @@ with its author: main has one writer, and a person's change is never silent.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,12 @@ def log(
                              f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
-        pathspec = ["--", cfg.collections[coll].doc_path(doc_id)]
+        here = cfg.collections[coll].doc_path(doc_id)
+        # and every place it lived before a change of sharding (git mv'd as validate said)
+        h = hashlib.sha256(doc_id.encode()).hexdigest()
+        before = [f"state/{coll}/{doc_id}.json",  # (a shard is 0 to 3 hex characters: schemas/config.schema.json)
+                  *(f"state/{coll}/{h[:n]}/{doc_id}.json" for n in range(1, 4))]
+        pathspec = ["--", here, *(p for p in before if p != here)]
         held_spec = [CONFLICT_DIR + "/"]  # a held set leaves the document as it was: it is in the conflict files
     out = git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec, *held_spec).decode()
     entries: list[LogEntry] = []

@@ -256,6 +256,34 @@ def test_blame_of_a_path_through_a_value_that_is_no_object_is_one_line(fleet: Fl
     assert r.output.strip().splitlines() == [r.output.strip()] and "has no field" in r.output, r.output
 
 
+def test_a_documents_log_keeps_its_history_across_a_change_of_sharding(fleet: Fleet) -> None:
+    """Once a collection is sharded and its files moved where validate says, the
+    log of a document showed only the move; the deltas before it are still its own."""
+    import hashlib
+
+    tick = json.loads(fleet.read("state/fleet.json"))["tick"]
+    first = fleet.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick + 1)
+    fleet.push(first)
+    run(fleet, "merge")
+    cfg = json.loads(fleet.read("state/config.json"))
+    cfg["collections"]["posts"]["shard"] = 1
+    (fleet.path / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for f in sorted((fleet.path / "state/posts").glob("*.json")):
+        shard = hashlib.sha256(f.stem.encode()).hexdigest()[:1]
+        (f.parent / shard).mkdir(exist_ok=True)
+        subprocess.run(["git", "mv", str(f), str(f.parent / shard / f.name)], cwd=fleet.path, check=True)
+    subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "shard posts"],
+                   cwd=fleet.path, check=True)
+    run(fleet, "validate")  # (exits 0: every file is where the new config says)
+    second = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), tick=tick + 2)
+    fleet.push(second)
+    run(fleet, "merge")
+    entries = json.loads(run(fleet, "log", "posts/ada-1", "--json").stdout)
+    ids = [e["delta"] for e in entries]
+    assert second["id"] in ids and first["id"] in ids and ids.index(second["id"]) < ids.index(first["id"])
+    assert "shard posts" in [e["reason"] for e in entries if e["status"] in ("outside", "setup")]
+
+
 def test_one_deltas_fate(fleet: Fleet, history: dict[str, dict[str, Any]]) -> None:
     f = json.loads(run(fleet, "log", "--delta", history["late"]["id"], "--json").stdout)
     assert (f["status"], f["tick"], f["delta_tick"], f["agent"], f["worker"]) == ("applied", 3, 2, "eli", "slow")
