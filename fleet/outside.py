@@ -247,8 +247,12 @@ def check_adoption(git: Git, base: str, tip: str) -> None:
     rows = git.first_parent_log(tip, exclude=base)
     for commit, _, body in rows:
         tick = tick_of(body)
-        if tick is not None:
-            raise FleetError(f"commit {commit[:12]} says it merged tick {tick} (Fleet-Tick trailer), but only the "
+        # a Fleet-Tick line anywhere is refused, not only a well-formed trailer: one written twice is no
+        # trailer to tick_of, yet `git log` shows the commit as a tick's
+        forged = tick is not None or any(line.lower().startswith("fleet-tick:") for line in body.splitlines())
+        if forged:
+            said = f"merged tick {tick}" if tick is not None else "is a tick commit"
+            raise FleetError(f"commit {commit[:12]} says it {said} (a Fleet-Tick line), but only the "
                              "merge engine makes tick commits; not adopted: drop it from your main")
     for oc in scan(git, [(base, None, ""), *rows]):
         bad = oc.refused

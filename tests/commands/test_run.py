@@ -401,10 +401,15 @@ def test_a_link_or_a_submodule_in_a_persons_commit_is_refused_as_what_it_is(ran_
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
 
 
-def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("message", [
+    "looks merged\n\nFleet-Tick: 2",
+    "fleet: tick 12: 0 applied\n\nFleet-Tick: 12\nFleet-Tick: 12",  # twice: no trailer to the reader, still a forgery
+    "fleet: tick 12\n\nfleet-tick: 12\n\nSigned-off-by: p <p@x>",
+])
+def test_a_commit_claiming_to_be_a_tick_is_not_adopted(ran_once: Path, tmp_path: Path, message: str) -> None:
     repo = _copy(ran_once, tmp_path)
     before = _origin_main(repo)
-    subprocess.run([*G, "commit", "-q", "--allow-empty", "-m", "looks merged\n\nFleet-Tick: 2"], cwd=repo, check=True)
+    subprocess.run([*G, "commit", "-q", "--allow-empty", "-m", message], cwd=repo, check=True)
     p = fleet_cli(repo, "run", "--ticks", "1")
     assert p.returncode == 1 and "only the merge engine makes tick commits; not adopted" in p.stderr, p.stderr
     assert _origin_main(repo) == before
