@@ -452,7 +452,14 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
 
     from fleet.progress import wanted
 
-    console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader left (`fleet run | head`): the ticks go on, merged as ever, unseen
+            (rich would end the run mid-way, exit 1, with nothing said)."""
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+
+    console = _Console(stderr=as_json, highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[bold]fleet run"), BarColumn(), TextColumn("{task.completed}/{task.total} ticks"),
                         TimeElapsedColumn(), console=console, transient=True, disable=not wanted(as_json))
 

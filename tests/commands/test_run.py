@@ -119,6 +119,20 @@ def test_a_view_fetched_from_another_remote_is_never_rebuilt_as_the_origin(tmp_p
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
 
 
+def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
+    """`fleet run --ticks 2 | head -1`: the run ended after its first line with
+    exit 1 and nothing said; the ticks now go on, merged as ever, unseen."""
+    repo = tmp_path / "x"
+    init(repo)
+    p = subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "2", "--workers", "1"], cwd=repo,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline()
+    p.stdout.close()  # the reader leaves
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0 and b"Traceback" not in err, err
+    assert json.loads(Git(repo).show("refs/fleet/origin/main", "state/fleet.json") or b"")["tick"] == 2
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
