@@ -344,12 +344,17 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             if outbox is not None:
                 args += ["--outbox", str(outbox)]
             procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs))
-        limit = time.monotonic() + (deadline if deadline is not None else cfg.run.deadline_seconds)
+        wait = deadline if deadline is not None else cfg.run.deadline_seconds
+        limit = time.monotonic() + wait
         delivered = _wait(procs, limit, logs)
         if not delivered:
             # Ticks never advance on nothing: merging now would commit an empty tick, the
             # watchdog would call every worker dead, and the next tick would fail the same way.
-            raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({_first_error(logs)}); "
+            why = _first_error(logs)
+            if why == NO_REASON and time.monotonic() >= limit:
+                why = (f"the deadline of {wait:g}s passed before any worker finished; "
+                       f"{'--deadline' if deadline is not None else 'run.deadline_seconds'} gives them longer")
+            raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({why}); "
                              f"nothing was merged and main stays at tick {tick - 1}")
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
@@ -407,7 +412,10 @@ def _first_error(logs: Any) -> str:
     for line in logs.read().decode(errors="replace").splitlines():
         if line.startswith("fleet: "):
             return redact(line.removeprefix("fleet: ").strip())
-    return "no worker said why"
+    return NO_REASON
+
+
+NO_REASON = "no worker said why"
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

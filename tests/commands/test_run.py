@@ -133,6 +133,15 @@ def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
     assert json.loads(Git(repo).show("refs/fleet/origin/main", "state/fleet.json") or b"")["tick"] == 2
 
 
+def test_a_deadline_no_worker_can_meet_is_named_as_the_reason(tmp_path: Path) -> None:
+    """--deadline 0.001 (no worker process even starts in that time): the run said
+    "no worker said why"; it names the deadline, and merges nothing."""
+    repo = tmp_path / "x"
+    init(repo)
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "2", "--deadline", "0.001")
+    assert p.returncode == 1 and "the deadline of 0.001s passed before any worker finished" in p.stderr, p.stderr
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
