@@ -245,7 +245,7 @@ def lane_of(repo: FleetRepo, given: str | None = None) -> str:
             lane = f"{host}-{secrets.token_hex(3)}"
             repo.git.proc("config", LANE_CONFIG, lane)
     if not is_safe_id(lane) or ".." in lane:
-        raise FleetError(f"bus lane {printable(lane, 80)!r}: a lane is a name of letters, digits, '_', '.', '-' "
+        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name of letters, digits, '_', '.', '-' "
                          f"(set by --lane, ${LANE_ENV} or git config {LANE_CONFIG})")
     return lane
 
@@ -372,13 +372,14 @@ class Bus:
     def check_new(self, cfg: Config, sender: str, to: str, mtype: str, body: str) -> None:
         """Refuse what no inbox may hold: one line naming the rule."""
         if not is_safe_id(sender) or ".." in sender:
-            raise FleetError(f"--from {printable(sender, 80)!r}: a sender is a name of letters, digits, '_', '.', '-'")
+            raise FleetError(f"--from '{printable(sender, 80)}': a sender is a name of 1 to 128 letters, digits, "
+                             "'_', '.', '-', the first a letter or digit")
         if to not in cfg.agents:
-            raise _Unknown(f"unknown agent {printable(to, 80)!r}: a message goes to one of the agents of "
+            raise _Unknown(f"unknown agent '{printable(to, 80)}': a message goes to one of the agents of "
                            f"state/config.json ({', '.join(sorted(cfg.agents)[:20]) or 'none'})")
         types = message_types(cfg)
         if mtype not in types:
-            raise FleetError(f"unknown message type {printable(mtype, 40)!r} (types: {', '.join(types)}; "
+            raise FleetError(f"unknown message type '{printable(mtype, 40)}' (types: {', '.join(types)}; "
                              "more are added in state/config.json bus.types)")
         size = len(body.encode("utf-8", errors="surrogatepass"))
         if size > cfg.bus.max_body_bytes:
@@ -440,8 +441,8 @@ class Bus:
                 if item.get("id") is None:
                     item["id"] = new_id(at)  # decided once: a lost race sends the same message again
                 if not is_safe_id(item["id"]) or ".." in item["id"]:
-                    raise FleetError(f"message id {printable(item['id'], 80)!r}: an id is a name of letters, "
-                                     "digits, '_', '.', '-'")
+                    raise FleetError(f"message id '{printable(item['id'], 80)}': an id is a name of 1 to 128 "
+                                     "letters, digits, '_', '.', '-', the first a letter or digit")
                 msg = {"id": item["id"], "ts": item.get("ts") or stamp(at), "from": item["from"], "to": item["to"],
                        "type": item["type"], "body": item["body"]}
                 path = message_path(msg["to"], msg["id"])
@@ -594,7 +595,7 @@ class Bus:
         ``missing_ok``: an id in neither the inbox nor the archive is skipped, not an error."""
         box = self.inbox(agent, fetch=fetch)
         if agent not in self.cfg.agents:
-            raise FleetError(f"unknown agent {printable(agent, 80)!r}: not among the agents of state/config.json")
+            raise FleetError(f"unknown agent '{printable(agent, 80)}': not among the agents of state/config.json")
         by_id = {m.id: m for m in box.messages}
         wanted = list(by_id) if ids is None else list(dict.fromkeys(ids))
         store = _Branch(self, self.box(agent), _BOX_KINDS, f"bus-box-{agent}")
@@ -612,7 +613,7 @@ class Bus:
                     out.missing.append(mid)
                     continue
                 if msg is None:
-                    raise FleetError(f"no message {printable(mid, 80)!r} in {agent}'s inbox "
+                    raise FleetError(f"no message '{printable(mid, 80)}' in {agent}'s inbox "
                                      f"(`fleet msg inbox {agent}` lists them; `fleet msg archive {agent}` the acked)")
                 writes[path] = {**msg.to_json(), "acked_at": stamp(at)}
                 out.acked.append(mid)
@@ -633,9 +634,10 @@ class Bus:
              lane: str | None = None) -> Sent:
         """Post a heartbeat of ``name`` (a worker, agent or machine)."""
         if not is_safe_id(name) or ".." in name:
-            raise FleetError(f"heartbeat name {printable(name, 80)!r}: a name of letters, digits, '_', '.', '-'")
+            raise FleetError(f"heartbeat name '{printable(name, 80)}': a name of 1 to 128 letters, digits, '_', "
+                             "'.', '-', the first a letter or digit")
         if kind not in KINDS:
-            raise FleetError(f"heartbeat kind {printable(kind, 40)!r}: one of {', '.join(KINDS)}")
+            raise FleetError(f"heartbeat kind '{printable(kind, 40)}': one of {', '.join(KINDS)}")
         b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:500] if note else None}
         return self.post([], [b], lane=lane)
 

@@ -82,15 +82,15 @@ def call(cfg: Config, agent: str, name: str, given: dict[str, Any], inbox_ids: s
     if name == SEND:
         to, mtype, body = given["to"], given.get("type", "note"), given["body"]
         if to not in cfg.agents:
-            raise ValueError(f"no agent {printable(to, 80)!r} (agents: {', '.join(sorted(cfg.agents)[:20])})")
+            raise ValueError(f"no agent '{printable(to, 80)}' (agents: {', '.join(sorted(cfg.agents)[:20])})")
         types = message_types(cfg)
         if mtype not in types:
-            raise ValueError(f"unknown message type {printable(mtype, 40)!r} (types: {', '.join(types)})")
+            raise ValueError(f"unknown message type '{printable(mtype, 40)}' (types: {', '.join(types)})")
         if len(body.encode("utf-8", errors="surrogatepass")) > cfg.bus.max_body_bytes:
             raise ValueError(f"body over bus.max_body_bytes ({cfg.bus.max_body_bytes})")
         return "messages", {"to": to, "type": mtype, "body": body}
     if given["id"] not in inbox_ids:
-        raise ValueError(f"no message {printable(given['id'], 80)!r} in your inbox")
+        raise ValueError(f"no message '{printable(given['id'], 80)}' in your inbox")
     return "acks", given["id"]
 
 

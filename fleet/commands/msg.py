@@ -55,7 +55,7 @@ def heartbeat(path: Path, name: str, kind: str, *, remote: str | None = None, ti
 
 def _known(bus: Bus, agent: str) -> None:
     if agent not in bus.cfg.agents:
-        raise FleetError(f"unknown agent {printable(agent, 80)!r}: not among the agents of state/config.json "
+        raise FleetError(f"unknown agent '{printable(agent, 80)}': not among the agents of state/config.json "
                          f"({', '.join(sorted(bus.cfg.agents)[:20]) or 'none'})")
 
 
