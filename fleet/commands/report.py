@@ -28,6 +28,13 @@ def report(path: Path, out: Path, ticks: int | None = 500, remote: str | None = 
     return written
 
 
+def _out(value: str) -> Path:
+    """--out as given: an empty one is no folder (click would make it the current one)."""
+    if not value.strip():
+        raise click.BadParameter("name a folder for the page (it is made if missing), e.g. --out site")
+    return Path(value)
+
+
 def _check_out(path: Path, out: Path) -> None:
     """The page goes to a folder of its own: never the fleet's state, schemas or
     git folder (validate would refuse the page there, or git would carry it)."""
@@ -37,7 +44,7 @@ def _check_out(path: Path, out: Path) -> None:
     except (OSError, RuntimeError, FleetError):
         return  # not a fleet, or a path that cannot be resolved: the read or the write says so
     if where == top:  # (an empty --out is the current folder too)
-        raise UsageError(f"--out {out or '(empty)'}: is the fleet's own folder; the page goes to a folder of its own "
+        raise UsageError(f"--out {out}: is the fleet's own folder; the page goes to a folder of its own "
                          "(e.g. --out site)")
     for inside in ("state", "schemas", ".git"):
         if where == top / inside or top / inside in where.parents:
@@ -49,7 +56,7 @@ def _check_out(path: Path, out: Path) -> None:
 @dir_option
 @json_option
 @remote_option
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out", required=True, callback=lambda ctx, param, value: _out(value),
               help="The folder to write index.html into (made if missing): serve it anywhere, e.g. GitHub Pages.")
 @click.option("--ticks", "ticks", type=int, default=500, show_default=True,
               help="Chart the newest N ticks (0: every tick). Totals are always the fleet's whole life.")
