@@ -53,6 +53,7 @@ MAX_BLOB = 256 * 1024 * 1024  # bytes of one collection's rows
 MAX_FIELDS = 32  # per collection
 MAX_NAME = 200  # characters of a field's name
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 class Doubt(Exception):
@@ -98,7 +99,7 @@ class Index:
     _rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def rows(self, collection: str, listing: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """id -> the document's indexed fields (with its id; null fields left out),
+        """id -> the document's id and indexed fields (null for a missing one),
         for every id of ``listing`` (the collection's files at main), or :class:`Doubt`."""
         found = self._rows.get(collection)
         if found is None:
@@ -184,19 +185,18 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str) -> dict[st
     if not same:  # a duplicate key, a number orjson changed, another layout: not written by fleet
         raise Doubt(f"{collection}.json is not in canonical form")
     width = len(fields) + 1
+    names = ("id", *fields)
+    scalar = _SCALAR_TYPES
     out: dict[str, dict[str, Any]] = {}
     last = ""
     for row in obj["rows"]:
         if type(row) is not list or len(row) != width or type(row[0]) is not str or not row[0] > last:
             raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
         last = row[0]
-        stub: dict[str, Any] = {"id": last}
-        for name, v in zip(fields, row[1:], strict=True):
-            if not isinstance(v, _SCALARS):
-                raise Doubt(f"{collection}.json: {last}: {name} is not a scalar")
-            if v is not None:
-                stub[name] = v
-        out[last] = stub
+        for v in row:
+            if type(v) not in scalar:
+                raise Doubt(f"{collection}.json: {last}: a value is not a string, number, boolean or null")
+        out[last] = dict(zip(names, row, strict=True))  # a field that is null is as one that is missing, to a prompt
     return out
 
 

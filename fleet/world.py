@@ -767,8 +767,8 @@ class View:
 
     def rows(self, collection: str, fields: Iterable[str]) -> dict[str, dict[str, Any]]:
         """For sorting and filtering all of ``collection`` by ``fields``: each
-        document's row of the field index (its id and those fields, a missing
-        one left out) when the view has an index that holds them, else each
+        document's row of the field index (its id and those fields, null for a
+        missing one) when the view has an index that holds them, else each
         document as parsed (:meth:`scan`). Either goes through :meth:`checked`
         to be shown."""
         wanted = set(fields) - {"id"}
