@@ -53,7 +53,6 @@ MAX_BLOB = 256 * 1024 * 1024  # bytes of one collection's rows
 MAX_FIELDS = 32  # per collection
 MAX_NAME = 200  # characters of a field's name
 _SCALARS = (str, int, float, bool, type(None))
-_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 class Doubt(Exception):
@@ -186,16 +185,18 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str) -> dict[st
         raise Doubt(f"{collection}.json is not in canonical form")
     width = len(fields) + 1
     names = ("id", *fields)
-    scalar = _SCALAR_TYPES
+    rows = obj["rows"]
+    # Every row is a list (checked below) and brings one "[" at least, the fields and the rows
+    # one each, and the object the only "{": as many "[" as that, and no value is a list or an
+    # object (a string holding a bracket only adds one, and is a doubt too: the full read).
+    if data.count(b"[") != len(rows) + 2 or data.count(b"{") != 1:
+        raise Doubt(f"{collection}.json: a value is not a string (without brackets), number, boolean or null")
     out: dict[str, dict[str, Any]] = {}
     last = ""
-    for row in obj["rows"]:
+    for row in rows:
         if type(row) is not list or len(row) != width or type(row[0]) is not str or not row[0] > last:
             raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
         last = row[0]
-        for v in row:
-            if type(v) not in scalar:
-                raise Doubt(f"{collection}.json: {last}: a value is not a string, number, boolean or null")
         out[last] = dict(zip(names, row, strict=True))  # a field that is null is as one that is missing, to a prompt
     return out
 
@@ -223,7 +224,7 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
 
     A collection whose documents the index cannot stand for (a file not at its
     id's path, a document that is not an object of that id, a field holding a
-    list or an object) is left out: workers read it in full."""
+    list or an object, or text with a bracket) is left out: workers read it in full."""
     old: Index | None = None
     if previous is not None:
         try:
@@ -292,8 +293,8 @@ def _collection_rows(git: Git, commit: str, cfg: Config, coll: str, names: tuple
         if type(doc) is not dict or doc.get("id") != doc_id:
             return None
         values = [doc.get(n) for n in names]
-        if not all(isinstance(v, _SCALARS) for v in values):
-            return None
+        if not all(isinstance(v, _SCALARS) and not (isinstance(v, str) and ("[" in v or "{" in v)) for v in values):
+            return None  # a list or an object, or text a reader could not tell from one (parse_rows)
         rows[doc_id] = values
     return rows
 

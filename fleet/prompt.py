@@ -10,7 +10,8 @@ how the packing and the cache-prefix benchmark count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
@@ -140,6 +141,9 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
         cost = tokens(block)
         return (block, cost) if cost <= room else ("", 0)
     items = _items(b.view, s, scope, doc)
+    if doc is None and isinstance(items, list):  # documents to be read: a batch at a time, as far as the room goes
+        assert s.collection is not None
+        items = _read_ahead(b.view, s.collection, items)
     head = sep + s.title if s.title else sep.rstrip(" ")
     out, used, lines = [head], tokens(head), 0
     for item in items:
@@ -154,6 +158,18 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
         used += cost
         lines += 1
     return ("".join(out), used) if lines else ("", 0)
+
+
+def _read_ahead(view: View, collection: str, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``items``, each document read before it is asked for, in batches that grow
+    (one request for many blobs, not one each): a section reads about what it shows."""
+    at, batch = 0, 16
+    while at < len(items):
+        chunk = items[at : at + batch]
+        view.read_ahead(collection, [d["id"] for d in chunk])
+        yield from chunk
+        at += batch
+        batch = min(batch * 2, 1024)
 
 
 def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> Iterable[Any]:
@@ -171,6 +187,15 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
             found = view.in_id_order(s.collection, descending=bool(s.order) and s.order[0].startswith("-"))
             return islice(found, s.limit) if s.limit else found
         fields = {w.field for w in s.where} | {k.lstrip("-") for k in s.order}
+        if s.order and not view.full:
+            # the whole collection in this order once a view; a section's share of it by each one's place
+            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: _ordered(docs, s.order))
+            if not s.where:
+                return ordered[: s.limit] if s.limit else ordered
+            chosen = _select(view, s.collection, s.where, scope, fields)
+            if s.limit:
+                return heapq.nsmallest(s.limit, chosen, key=lambda d: place[d["id"]])
+            return sorted(chosen, key=lambda d: place[d["id"]])
         items = _select(view, s.collection, s.where, scope, fields)
     items = _ordered(items, s.order)
     return items[: s.limit] if s.limit else items

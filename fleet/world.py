@@ -691,6 +691,8 @@ class View:
     _index: dict[tuple[str, str, bool], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
     _stubs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # rows of the field index
     _stub_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _ordered: dict[tuple[str, tuple[str, ...], bool], tuple[list[dict[str, Any]], dict[str, int]]] = \
+        field(default_factory=dict)
     _listing: dict[str, dict[str, str]] | None = None  # collection -> id -> path
     _paths: list[str] = field(default_factory=list)  # under state/, sorted
     _ids: dict[str, list[str]] = field(default_factory=dict)
@@ -786,11 +788,32 @@ class View:
             self._stub_fields[collection] = self.index.fields[collection]
         return found
 
+    def ordered(self, collection: str, fields: Iterable[str], order: tuple[str, ...],
+                sort: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+                ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """:meth:`rows` put in ``order`` by ``sort``, and each id's place in it: sorted
+        once a view, for every section (and every agent) that lists the collection so."""
+        docs = self.rows(collection, fields)
+        key = (collection, order, docs is self._stubs.get(collection))
+        found = self._ordered.get(key)
+        if found is None:
+            ordered = sort(list(docs.values()))
+            found = self._ordered[key] = (ordered, {d["id"]: i for i, d in enumerate(ordered)})
+        return found
+
+    def read_ahead(self, collection: str, ids: Iterable[str]) -> None:
+        """Read the blobs of these documents in one request, for :meth:`checked` to come."""
+        files = self._files(collection)
+        paths = [files[i] for i in ids if (collection, i) not in self._one and i in files]
+        if len(paths) > 1 and not self.full:
+            self.snap.read_many(paths)
+
     def drop_index(self, why: str) -> None:
         """Read main itself from now on: the index is in doubt."""
         self.index, self.doubt = None, why
         self._stubs.clear()
         self._index = {k: v for k, v in self._index.items() if not k[2]}
+        self._ordered = {k: v for k, v in self._ordered.items() if not k[2]}
 
     def scan(self, collection: str) -> dict[str, dict[str, Any]]:
         """Every document of ``collection`` as parsed, not yet checked: for
