@@ -10,13 +10,15 @@ how the packing and the cache-prefix benchmark count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from typing import Any
 
 from fleet import knowledge
+from fleet.fieldindex import Doubt
 from fleet.refs import Scope, render
 from fleet.tick_messages import inbox_text
 from fleet.world import PromptSpec, Section, Selection, View, Where
@@ -47,7 +49,13 @@ class PromptBuilder:
         self.spec = spec
         self.budget = context_tokens
         self.names = {"tick": view.tick, "fleet": fleet_name or "a fleet"}
-        self.common = self._common(int(context_tokens * COMMON_SHARE))
+        self._prefix()
+
+    def _prefix(self) -> None:
+        try:
+            self.common = self._common(int(self.budget * COMMON_SHARE))
+        except Doubt:  # the view dropped its field index: again, from main itself
+            self.common = self._common(int(self.budget * COMMON_SHARE))
         self.common_tokens = tokens(self.common)
 
     def _common(self, budget: int) -> str:
@@ -63,6 +71,14 @@ class PromptBuilder:
 
     def for_agent(self, agent: str, task: dict[str, Any] | None = None,
                   inbox: list[dict[str, Any]] | None = None) -> Prompt:
+        try:
+            return self._for_agent(agent, task, inbox)
+        except Doubt:  # the view dropped its field index: the shared prefix and this prompt from main itself
+            self._prefix()
+            return self._for_agent(agent, task, inbox)
+
+    def _for_agent(self, agent: str, task: dict[str, Any] | None,
+                   inbox: list[dict[str, Any]] | None) -> Prompt:
         a = self.view.snap.config.agents.get(agent)
         scope = Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
         left = max(0, self.budget - self.common_tokens)
@@ -125,6 +141,9 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
         cost = tokens(block)
         return (block, cost) if cost <= room else ("", 0)
     items = _items(b.view, s, scope, doc)
+    if doc is None and isinstance(items, list):  # documents to be read: a batch at a time, as far as the room goes
+        assert s.collection is not None
+        items = _read_ahead(b.view, s.collection, items)
     head = sep + s.title if s.title else sep.rstrip(" ")
     out, used, lines = [head], tokens(head), 0
     for item in items:
@@ -141,6 +160,18 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
     return ("".join(out), used) if lines else ("", 0)
 
 
+def _read_ahead(view: View, collection: str, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``items``, each document read before it is asked for, in batches that grow
+    (one request for many blobs, not one each): a section reads about what it shows."""
+    at, batch = 0, 16
+    while at < len(items):
+        chunk = items[at : at + batch]
+        view.read_ahead(collection, [d["id"] for d in chunk])
+        yield from chunk
+        at += batch
+        batch = min(batch * 2, 1024)
+
+
 def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> Iterable[Any]:
     """The items a section lists, in its order, up to its limit. A section that
     lists a whole collection by id reads it only as far as its room goes."""
@@ -155,7 +186,17 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
             # ids are unique: the rest of the order is moot
             found = view.in_id_order(s.collection, descending=bool(s.order) and s.order[0].startswith("-"))
             return islice(found, s.limit) if s.limit else found
-        items = _select(view, s.collection, s.where, scope)
+        fields = {w.field for w in s.where} | {k.lstrip("-") for k in s.order}
+        if s.order and not view.full:
+            # the whole collection in this order once a view; a section's share of it by each one's place
+            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: _ordered(docs, s.order))
+            if not s.where:
+                return ordered[: s.limit] if s.limit else ordered
+            chosen = _select(view, s.collection, s.where, scope, fields)
+            if s.limit:
+                return heapq.nsmallest(s.limit, chosen, key=lambda d: place[d["id"]])
+            return sorted(chosen, key=lambda d: place[d["id"]])
+        items = _select(view, s.collection, s.where, scope, fields)
     items = _ordered(items, s.order)
     return items[: s.limit] if s.limit else items
 
@@ -168,24 +209,29 @@ def _resolve(view: View, where: tuple[Where, ...], scope: Scope) -> list[_Test]:
     out: list[_Test] = []
     for w in where:
         if isinstance(w.value, Selection):
-            out.append((w.field, {d["id"] for d in _select(view, w.value.collection, w.value.where, scope)}, True))
+            sel = w.value
+            out.append((w.field, {d["id"] for d in _select(view, sel.collection, sel.where, scope,
+                                                           {v.field for v in sel.where})}, True))
         else:
             out.append((w.field, render(w.value, scope), False))
     return out
 
 
-def _select(view: View, collection: str, where: tuple[Where, ...], scope: Scope) -> list[dict[str, Any]]:
+def _select(view: View, collection: str, where: tuple[Where, ...], scope: Scope,
+            fields: set[str]) -> list[dict[str, Any]]:
+    """The documents of ``collection`` that match ``where``, as parsed or as rows of
+    the view's field index holding ``fields`` (those the caller filters and sorts by)."""
     tests = _resolve(view, where, scope)
     first = next((t for t in tests if not t[2]), None) or next(iter(tests), None)
     if first is None:
-        return list(view.scan(collection).values())
+        return list(view.rows(collection, fields).values())
     # one field by the view's index (built once a worker), the rest by filter
     if view.full and first[2]:  # the reference read: every document through the filter
         return [d for d in view.scan(collection).values() if _matches(d, tests)]
     if first[2]:  # the field's value is one of a set of ids
-        candidates = [d for v in sorted(first[1]) for d in view.by_unchecked(collection, first[0], v)]
+        candidates = [d for v in sorted(first[1]) for d in view.by_unchecked(collection, first[0], v, fields)]
     else:
-        candidates = view.by_unchecked(collection, first[0], first[1])
+        candidates = view.by_unchecked(collection, first[0], first[1], fields)
     tests = [t for t in tests if t is not first]
     return [d for d in candidates if _matches(d, tests)] if tests else list(candidates)
 

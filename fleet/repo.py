@@ -20,6 +20,7 @@ from pathlib import Path
 from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
+from fleet.fieldindex import BRANCH as INDEX_BRANCH
 from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, refuse_option_like, toplevel
 from fleet.ids import printable
 from fleet.state import GitSnapshot
@@ -122,18 +123,32 @@ class FleetRepo:
         return out
 
     # -- publishing ------------------------------------------------------
-    def publish(self, new: str, old: str, merged: list[Source] = ()) -> bool:
+    @property
+    def index_ref(self) -> str:
+        """Where the field index of main (fleet.fieldindex) is read here."""
+        return TRACKING + INDEX_BRANCH if self.remote else f"refs/heads/{INDEX_BRANCH}"
+
+    def publish(self, new: str, old: str, merged: list[Source] = (),
+                index: tuple[str, str | None] | None = None) -> bool:
         """Make ``new`` main if main is still ``old``, and delete the merged worker
         branches, in one atomic step. False if another merge won, or a worker
-        pushed to a merged branch meanwhile (the next attempt takes it in)."""
+        pushed to a merged branch meanwhile (the next attempt takes it in).
+
+        ``index``: (the field index of ``new``, the index commit it replaces, or
+        None if there is none), moved in the same atomic step: main and its
+        index are published together or not at all."""
         if self.remote:
             updates = [RefUpdate("refs/heads/main", new, old)]
+            if index is not None:
+                updates.append(RefUpdate(f"refs/heads/{INDEX_BRANCH}", index[0], index[1]))
             updates += [RefUpdate(f"refs/heads/{s.branch}", None, s.ref.commit) for s in merged]
             result = self.git.push(self.remote, updates, atomic=True,
                                    while_running=lambda: faults.point("merge.during-push"))
             if result.outcome == "won":
                 self._forget(merged)
                 self.git.update_ref(self.main_ref, new, old)
+                if index is not None:
+                    self.git.update_ref(self.index_ref, index[0], index[1])
                 return True
             if result.outcome == "lost":
                 return False
@@ -145,6 +160,9 @@ class FleetRepo:
             # A local fleet whose checkout is on main: move it like `git pull`.
             if self.git.rev_parse("HEAD") != old:
                 return False
+            # its index first: one that describes a main that did not come to be is read by nobody
+            if index is not None and not self.git.update_ref(self.index_ref, index[0], index[1]):
+                return False
             p = self.git.proc("merge", "--ff-only", "--quiet", new)
             if p.returncode:
                 raise FleetError(
@@ -155,6 +173,8 @@ class FleetRepo:
             self.delete_sources(merged)
             return True
         lines = [f"update refs/heads/main {new} {old}"] + [f"delete {s.ref.name} {s.ref.commit}" for s in merged]
+        if index is not None:
+            lines.append(f"update {self.index_ref} {index[0]} {index[1] or '0' * 40}")
         p = self.git.proc("update-ref", "--stdin", input=("\n".join(["start", *lines, "prepare", "commit"]) + "\n").encode())
         return p.returncode == 0
 

@@ -27,6 +27,7 @@ from fleet.git import Git, git_reason, refuse_option_like
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
+INDEX_REF = "refs/fleet/index/main"  # the field index the fetch brings (fleet.fieldindex.BRANCH)
 HELD = "fleet-worker.held"  # locked (flock) by the process using a worker's cache
 
 
@@ -268,6 +269,7 @@ class Workspace:
             "fetch", "--quiet", "--depth=1", "--no-tags", "--prune", url,
             "+refs/heads/main:refs/fleet/main",
             f"+refs/heads/fleet/*/{self.worker}:refs/fleet/delivered/*",
+            "+refs/heads/fleet/index/*:refs/fleet/index/*",  # the field index (fleet.fieldindex), if any: a pattern, no error if none
         )
 
     def fetch_tasks(self, url: str) -> str | None:

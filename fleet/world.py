@@ -23,6 +23,7 @@ import jsonschema_rs
 from fleet import canonical, schemas
 from fleet.config import CONFIG_PATH, Collection, Config
 from fleet.errors import FleetError
+from fleet.fieldindex import Doubt, same_fields
 from fleet.ids import is_safe_id, printable
 from fleet.refs import MISSING, Ref, Scope, TemplateError, Text, compile_text, compile_value, refs_in, render
 
@@ -671,15 +672,27 @@ class View:
     ``full`` reads and checks every document of a collection at its first
     use, as workers once did: the reference the reading above is tested
     against (a prompt built either way is the same, byte for byte).
+
+    ``index`` (fleet.fieldindex.Index, one that describes the commit of
+    ``snap``): a section that sorts or filters a whole collection by fields
+    it holds reads their rows instead of every document (:meth:`rows`); the
+    documents it shows are read and checked by path as ever, each against its
+    row. An index in doubt is dropped, and the view reads main itself.
     """
 
     snap: Any  # fleet.state.Snapshot
     tick: int = 0
     full: bool = False
+    index: Any = None  # fleet.fieldindex.Index
+    doubt: str = ""  # why the index was dropped, if it was
     _docs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # whole collections, checked
     _raw: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # whole collections, parsed
     _one: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)  # checked, one by one
-    _index: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
+    _index: dict[tuple[str, str, bool], dict[Any, list[dict[str, Any]]]] = field(default_factory=dict)
+    _stubs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # rows of the field index
+    _stub_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _ordered: dict[tuple[str, tuple[str, ...], bool], tuple[list[dict[str, Any]], dict[str, int]]] = \
+        field(default_factory=dict)
     _listing: dict[str, dict[str, str]] | None = None  # collection -> id -> path
     _paths: list[str] = field(default_factory=list)  # under state/, sorted
     _ids: dict[str, list[str]] = field(default_factory=dict)
@@ -713,7 +726,12 @@ class View:
         found = self.get(collection, doc["id"])
         if found is None:  # listed under another path than its id's: the check says so
             path = self._files(collection)[doc["id"]]
-            return self._check(path, self.snap.read(path))
+            found = self._check(path, self.snap.read(path))
+        stubs = self._stubs.get(collection)
+        if stubs is not None and stubs.get(doc["id"]) is doc:  # a row of the index: it must say what main says
+            if not same_fields(doc, found, self._stub_fields[collection]):
+                self.drop_index(f"its row of {collection}/{doc['id']} does not match the document")
+                raise Doubt(self.doubt)
         return found
 
     def docs(self, collection: str) -> dict[str, dict[str, Any]]:
@@ -731,20 +749,71 @@ class View:
         """The documents whose ``field_name`` is ``value``, checked (an index built once)."""
         return [self.checked(collection, d) for d in self.by_unchecked(collection, field_name, value)]
 
-    def by_unchecked(self, collection: str, field_name: str, value: Any) -> list[dict[str, Any]]:
+    def by_unchecked(self, collection: str, field_name: str, value: Any,
+                     fields: Iterable[str] = ()) -> list[dict[str, Any]]:
         """:meth:`by` as parsed: for a reader that sorts and filters before it
-        shows anything (each shown one goes through :meth:`checked`)."""
-        key = (collection, field_name)
+        shows anything (each shown one goes through :meth:`checked`). With
+        ``fields`` (the ones the reader sorts and filters by), from :meth:`rows`."""
+        docs = self.rows(collection, fields) if fields else self.scan(collection)
+        key = (collection, field_name, docs is self._stubs.get(collection))
         idx = self._index.get(key)
         if idx is None:
             idx = self._index[key] = {}
-            for doc in self.scan(collection).values():
+            for doc in docs.values():
                 v = doc.get(field_name)
                 k = ("string", v) if type(v) is str else _index_key(v)
                 if k is not None:
                     idx.setdefault(k, []).append(doc)
         k = _index_key(None if value is MISSING else value)
-        return idx.get(k, []) if k is not None else [d for d in self.scan(collection).values() if d.get(field_name) == value]
+        return idx.get(k, []) if k is not None else [d for d in docs.values() if d.get(field_name) == value]
+
+    def rows(self, collection: str, fields: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """For sorting and filtering all of ``collection`` by ``fields``: each
+        document's row of the field index (its id and those fields, null for a
+        missing one) when the view has an index that holds them, else each
+        document as parsed (:meth:`scan`). Either goes through :meth:`checked`
+        to be shown."""
+        wanted = set(fields) - {"id"}
+        if self.full or self.index is None or collection in self._raw \
+                or not wanted <= set(self.index.fields.get(collection, ())):
+            return self.scan(collection)
+        found = self._stubs.get(collection)
+        if found is None:
+            try:
+                found = self.index.rows(collection, self._files(collection))
+            except Doubt as e:
+                self.drop_index(str(e))
+                return self.scan(collection)
+            self._stubs[collection] = found
+            self._stub_fields[collection] = self.index.fields[collection]
+        return found
+
+    def ordered(self, collection: str, fields: Iterable[str], order: tuple[str, ...],
+                sort: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+                ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """:meth:`rows` put in ``order`` by ``sort``, and each id's place in it: sorted
+        once a view, for every section (and every agent) that lists the collection so."""
+        docs = self.rows(collection, fields)
+        key = (collection, order, docs is self._stubs.get(collection))
+        found = self._ordered.get(key)
+        if found is None:
+            ordered = sort(list(docs.values()))
+            found = self._ordered[key] = (ordered, {d["id"]: i for i, d in enumerate(ordered)})
+        return found
+
+    def read_ahead(self, collection: str, ids: Iterable[str]) -> None:
+        """Read the blobs of these documents in one request, for :meth:`checked` to come."""
+        files = self._files(collection)
+        paths = [files[i] for i in ids if (collection, i) not in self._one and i in files]
+        if len(paths) > 1 and not self.full:
+            self.snap.read_many(paths)
+
+    def drop_index(self, why: str) -> None:
+        """Read main itself from now on: the index is in doubt."""
+        self.index, self.doubt = None, why
+        self._stubs.clear()
+        self._index = {k: v for k, v in self._index.items() if not k[2]}
+        self._ordered = {k: v for k, v in self._ordered.items() if not k[2]}
 
     def scan(self, collection: str) -> dict[str, dict[str, Any]]:
         """Every document of ``collection`` as parsed, not yet checked: for

@@ -64,7 +64,8 @@ class Fleet:
         return CliRunner().invoke(cli, [*args[:1], "-C", str(self.path), *args[1:]], catch_exceptions=False)
 
     def branches(self) -> list[str]:
-        out = self.git.text("for-each-ref", "--format=%(refname)", "refs/heads/fleet/")
+        """The worker branches (fleet/t<tick>/<worker>; not the field index beside main, fleet/index/main)."""
+        out = self.git.text("for-each-ref", "--format=%(refname)", "refs/heads/fleet/t[0-9]*/*")
         return out.split()
 
 

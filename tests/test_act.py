@@ -91,8 +91,9 @@ def test_tick_workflow_under_act_advances_main_one_tick(tmp_path: Path) -> None:
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1
     assert fleet["last"]["applied"] == 6  # every agent of the example world, one delta each
-    # workers pushed nothing (they had no write credential); the plan recorded the start of its tick
-    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock"]
+    # workers pushed nothing (they had no write credential); the plan recorded the start of its tick,
+    # and the merge published the field index of main beside it (fleet.fieldindex)
+    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock", "refs/heads/fleet/index/main"]
     start = json.loads(git.show("refs/heads/fleet/clock", "clock/start.json"))
     assert start["tick"] == 1 and start["how"] == "by hand" and start["by"].startswith("run ")
     log_line = git.text("log", "-1", "--format=%B", "refs/heads/main")
@@ -159,7 +160,8 @@ def test_merge_workflow_under_act_takes_in_a_worker_off_github(tmp_path: Path, m
     git = Git(origin)
     fleet = json.loads(git.show("refs/heads/main", "state/fleet.json"))
     assert fleet["tick"] == 1 and fleet["last"]["applied"] >= 1
-    assert git.refs("refs/heads/fleet/") == []  # the merged branch is gone, in the same push as main
+    # the merged branch is gone, in the same push as main and the field index of main
+    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/index/main"]
 
 
 def _runner_without_fleet(tmp_path: Path) -> dict[str, str]:

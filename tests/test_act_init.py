@@ -73,4 +73,5 @@ def test_the_readme_act_commands_work_in_a_fleet_made_by_fleet_init(tmp_path: Pa
     assert fleet["tick"] == 1 and fleet["last"]["applied"] == 6  # both workers' deltas reached the merge
     assert "| agents | applied | no-op | held | conflicts | quarantined | tokens | cost |" in tick_log
     # the workers pushed nothing; the hand-off folder is gone
-    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock"]
+    # (beside the tick's start on fleet/clock, the field index of main the merge published with it)
+    assert [r.name for r in git.refs("refs/heads/fleet/")] == ["refs/heads/fleet/clock", "refs/heads/fleet/index/main"]

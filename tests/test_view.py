@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet import canonical, world
+from fleet import canonical, fieldindex, world
 from fleet.config import parse as parse_config
 from fleet.errors import FleetError
 from fleet.git import Git
@@ -121,6 +121,77 @@ def test_a_view_that_reads_lazily_gives_the_prompts_and_deltas_of_a_full_read(dr
     assert prompts(snap, View(snap, tick=tick), context) == full
     assert canonical.dumps(full) == canonical.dumps(prompts(snap, View(snap, tick=tick), context))
     assert turns(snap, View(snap, tick=tick), seed) == turns(snap, View(snap, tick=tick, full=True), seed)
+
+
+# -- with the field index the merge writes (fleet.fieldindex), after a tick ---------------------------
+
+@st.composite
+def a_tick(draw: st.DrawFn, files: dict[str, bytes]) -> tuple[dict[str, bytes], list[str]]:
+    """What a tick might do to the documents a prompt sorts and filters: (writes, deletes)."""
+    cfg = parse_config(files["state/config.json"])
+    agents = sorted(cfg.agents)
+    docs = {p: json.loads(d) for p, d in files.items() if p.startswith(("state/posts/", "state/comments/", "state/follows/"))}
+    posts = sorted(d["id"] for p, d in docs.items() if p.startswith("state/posts/"))
+    writes: dict[str, bytes] = {}
+    deletes: list[str] = []
+    for k in range(draw(st.integers(0, 8))):
+        if not docs:
+            break
+        path = draw(st.sampled_from(sorted(docs)))
+        doc = dict(docs[path])
+        coll = path.split("/")[1]
+        what = draw(st.sampled_from(["delete", "tick", "field", "new"]))
+        if what == "delete":
+            deletes.append(path)
+            del docs[path]
+            continue
+        if what == "tick":
+            t = draw(st.one_of(st.none(), st.integers(0, 8))) if coll != "follows" else draw(st.integers(0, 8))
+            doc.pop("tick", None)
+            if t is not None:
+                doc["tick"] = t
+        elif what == "field":
+            name = {"posts": "author", "comments": "post", "follows": "followee"}[coll]
+            doc[name] = draw(st.sampled_from(posts + ["gone"] if coll == "comments" else agents))
+        else:
+            doc["id"] = f"{doc['id']}n{k}"
+            path = cfg.collections[coll].doc_path(doc["id"])
+        docs[path] = doc
+        writes[path] = canonical.dumps(doc)
+        if path in deletes:
+            deletes.remove(path)
+    return writes, deletes
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(worlds(), st.data(), st.integers(0, 3))
+def test_a_view_with_the_field_index_gives_the_prompts_and_deltas_of_a_full_read(
+        tmp_path: Path, drawn: tuple[dict[str, bytes], int], data: st.DataObject, seed: int) -> None:
+    files, context = drawn
+    repo = tmp_path / "indexed"
+    if not repo.exists():
+        repo.mkdir()
+        _git(repo, "init", "-q", "-b", "main")
+    git = Git(repo)
+    cfg = parse_config(files["state/config.json"])
+    fields = fieldindex.fields_of(world.load(cfg, MemorySnapshot(files).read).prompt, cfg)
+    before = git.write_commit(None, "a world\n", files, [])
+    old = fieldindex.build(git, before, cfg, fields, None)
+    writes, deletes = data.draw(a_tick(files))
+    after = git.write_commit(before, "a tick\n", writes, deletes)
+    # from the index before and what changed, or from every document: the same index
+    index = fieldindex.build(git, after, cfg, fields, old)
+    assert git.commit_tree(index) == git.commit_tree(fieldindex.build(git, after, cfg, fields, None))
+    found, why = fieldindex.open_index(git, index, after)
+    assert found is not None and set(found.fields) == set(fields), why
+    snap = GitSnapshot(git, after)
+    tick = snap.tick + 1
+    full = prompts(snap, View(snap, tick=tick, full=True), context)
+    view = View(snap, tick=tick, index=found)
+    assert canonical.dumps(prompts(snap, view, context)) == canonical.dumps(full)
+    assert view.index is found and not view.doubt  # it was true: it never came into doubt
+    assert turns(snap, View(snap, tick=tick, index=found), seed) == turns(snap, View(snap, tick=tick, full=True), seed)
 
 
 # -- the order of a section: one sort on a made key, as the sorts one key at a time gave ---------------

@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, profile_merge, summary, tick_messages, tick_tasks
+from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_messages, tick_tasks
+from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
@@ -33,6 +34,7 @@ from fleet.ids import printable
 from fleet.ledger import TRAILERS
 from fleet.outside import adopt_local_main
 from fleet.repo import FleetRepo, inbox_arrivals
+from fleet.state import GitSnapshot
 
 ATTEMPTS = 5
 LIST_LIMIT = 200
@@ -226,7 +228,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
         published = False
         pr_report = None
         if not dry_run:
-            if not repo.publish(commit, head, sources):
+            if not repo.publish(commit, head, sources, _field_index(repo, base, commit)):
                 continue  # another merge moved main (or a branch moved): start over
             published = True
             faults.point("merge.after-push")
@@ -264,6 +266,19 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
             messages=sent.to_json() if sent else None,
         )
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
+
+
+def _field_index(repo: FleetRepo, base: GitSnapshot, commit: str) -> tuple[str, str | None] | None:
+    """(the field index of main ``commit``, the index it replaces) for publish to push
+    with main (fleet.fieldindex), built from the one before where it can be; None
+    when the world's prompt cannot be read, and workers then read main itself."""
+    try:
+        world_mod.warm(base)
+        spec = world_mod.load(base.config, base.read).prompt
+    except FleetError:
+        return None
+    old = repo.git.rev_parse(repo.index_ref)
+    return fieldindex.build(repo.git, commit, base.config, fieldindex.fields_of(spec, base.config), old), old
 
 
 def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | None:

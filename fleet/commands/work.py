@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from fleet import canonical, faults, keys, knowledge, signing, summary, tick_tasks
+from fleet import canonical, faults, fieldindex, keys, knowledge, signing, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import dir_option, emit, json_option, remote_option, split
@@ -38,7 +38,8 @@ from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
 from fleet.streams import run_turns
-from fleet.workspace import Terminated, Workspace, remote_url
+from fleet.workspace import INDEX_REF, Terminated, Workspace, remote_url
+from fleet.world import View
 
 PUSH_ATTEMPTS = 6
 
@@ -60,6 +61,7 @@ class WorkReport:
     models: list[str] = field(default_factory=list)  # the models that answered (or were asked, if none did)
     knowledge: list[dict[str, Any]] = field(default_factory=list)  # each knowledge source read: its commit, files
     bus_error: str | None = None  # the message bus could not be read: its agents saw no inbox this tick
+    index: str = ""  # the field index (fleet.fieldindex): "read", or "not read: <why>" (main was read instead)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -110,9 +112,13 @@ def work(
         wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
+        # the field index, when it describes this main: sections that sort or filter a whole
+        # collection read its rows, not every document (fleet.fieldindex); else main itself
+        index, no_index = fieldindex.open_index(ws.cache, INDEX_REF, main)
+        view = View(snap, tick=nxt, index=index)
         with snap:  # the turns read main a few documents at a time (fleet.world.View): one cat-file for them all
             bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency,
-                                                              deadline, held, world, known.docs, inboxes)]
+                                                              deadline, held, world, known.docs, inboxes, view)]
         for body in bodies:
             target = wt / file_path(body)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,8 @@ def work(
         answered = sorted({str(b["meta"]["model"]) for b in bodies if b["meta"].get("model")})
         return WorkReport(name, nxt, agents, len(bodies), errors, None if outbox else branch, pushed,
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
-                          prov.name, answered or models(prov.name, cfg), known.read, bus_error)
+                          prov.name, answered or models(prov.name, cfg), known.read, bus_error,
+                          "read" if view.index is not None else f"not read: {view.doubt or no_index}")
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -185,7 +192,7 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
            concurrency: int | None, deadline: float | None,
            held: dict[str, dict[str, Any]] | None = None, world: Any = None,
            knowledge_docs: Any = (),
-           inboxes: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+           inboxes: dict[str, list[dict[str, Any]]] | None = None, view: View | None = None) -> list[dict[str, Any]]:
     """Run the turns; on SIGTERM, keep what finished and mark the rest as errors."""
     finished: dict[str, dict[str, Any]] = {}
 
@@ -202,7 +209,7 @@ def _turns(ws: Workspace, prov: Any, snap: GitSnapshot, agents: list[str], tick:
             return await run_turns(prov, snap, agents, tick=tick, worker=worker, workers=workers,
                                    concurrency=concurrency, deadline=deadline, finished=finished, tasks=held,
                                    world=world, knowledge_docs=knowledge_docs,
-                                   inboxes=inboxes)
+                                   inboxes=inboxes, view=view)
         finally:
             await prov.aclose()
 

@@ -11,7 +11,9 @@ measures fleet against a floor in the same run:
 - ``bigworld-worker``: a fresh worker (``fleet work`` in a new shallow
   checkout, as a runner has, on the offline provider) against the
   checkout alone (``git clone --depth 1``), over ``git daemon``; the objects
-  each downloaded are reported beside.
+  each downloaded are reported beside. The world's main has its field
+  index beside it, as every merge publishes it (fleet.fieldindex); the
+  line says whether the worker read it (``index``).
 - ``bigworld-replay``: ``fleet replay --check`` of a history in which a
   person's commit seeds the world and a few ticks follow, against the same
   read, parse and schema check of every document as for validate (replay
@@ -48,10 +50,12 @@ from benchlib import Stopwatch, git, log, median, result, workdir
 from scale import tick_floor
 from tick_overhead import Daemon, merged_files
 
-from fleet import canonical
+from fleet import canonical, fieldindex
 from fleet.commands.init import init
 from fleet.git import Git
+from fleet.state import GitSnapshot
 from fleet.workspace import private_repo
+from fleet.world import load as load_world
 
 DEFAULT_REPEAT = 3
 SMALL_REPEAT = 1
@@ -159,6 +163,10 @@ def build(root: Path, scale: float) -> tuple[Path, int]:
     commit = g.write_commit(head, f"a world the size of Rappterbook's, at tick {TICK}\n", writes, deletes)
     g.run("update-ref", "refs/heads/main", commit)
     g.run("reset", "--quiet", "--hard", "main")
+    # and the field index of that main beside it, as a merge publishes it with main (fleet.fieldindex)
+    snap = GitSnapshot(g, commit)
+    fields = fieldindex.fields_of(load_world(snap.config, snap.read).prompt, snap.config)
+    g.run("update-ref", f"refs/heads/{fieldindex.BRANCH}", fieldindex.build(g, commit, snap.config, fields, None))
     files = int(g.text("ls-tree", "-r", "--name-only", "main", "state").count("\n")) + 1
     return repo, files
 
@@ -294,12 +302,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 runner = tmp / f"runner{i}"
                 git(tmp, "clone", "--quiet", "--depth", "1", "-b", "main", url, str(runner))
                 linked = {p.stem for p in (runner / ".git" / "objects" / "pack").glob("pack-*.idx")}
-                _timed(ours, [sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1", "--remote", url,
-                              "--agents", "a000", "--json", "--provider", "offline",
-                              "--outbox", str(tmp / f"outbox{i}")], runner)  # as on Actions: the matrix hands files over
+                worked = _timed(ours, [sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1",
+                                       "--remote", url, "--agents", "a000", "--json", "--provider", "offline",
+                                       "--outbox", str(tmp / f"outbox{i}")], runner)  # as on Actions: the matrix hands files over
+                index = json.loads(worked.stdout)["index"]
                 got_ours = _received(runner / ".git" / "fleet" / "workers" / "w1.git", linked)
             out.append(result("bigworld-worker", median(ours.times) + median(floor.times), median(floor.times), "s",
                               files=files, goal=1.5, objects_ours=got_ours + got_floor, objects_floor=got_floor,
+                              index=index,
                               cpu_ratio=round((median(ours.cpu) + median(floor.cpu)) / median(floor.cpu), 3),
                               detail="ours: the runner's checkout and its fleet work; floor: the checkout alone"))
             log(f"worker: {out[-1]}")

@@ -23,7 +23,7 @@ def push_origin(f: Fleet) -> None:
 
 
 def origin_branches(bare: Path) -> list[str]:
-    return git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/fleet/").split()
+    return git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/fleet/t[0-9]*/*").split()
 
 
 def trailers(f: Fleet, rev: str = "refs/heads/main") -> dict[str, str]:

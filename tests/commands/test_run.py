@@ -157,7 +157,7 @@ def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     assert Git(repo).rev_parse("HEAD") == genesis  # the user's checkout did not move
     assert_clean(repo)
     origin = Git(repo / ".git" / "fleet" / "origin.git")
-    assert origin.refs("refs/heads/fleet/") == []
+    assert origin.refs("refs/heads/fleet/t[0-9]*/*") == []  # no worker branch left
     # The next run resumes at tick 4.
     assert fleet_cli(repo, "run", "--ticks", "1", "--workers", "2", "--json").returncode == 0
     assert json.loads(fleet_cli(repo, "status", "--json").stdout)["tick"] == 4
@@ -172,7 +172,9 @@ def test_run_coalesced_pushes_only_main(tmp_path: Path) -> None:
     assert [t["mode"] for t in report["ticks"]] == ["coalesced", "coalesced"]
     assert report["applied"] == 12
     origin = Git(repo / ".git" / "fleet" / "origin.git")
-    assert origin.refs("refs/heads/fleet/") == []
+    assert origin.refs("refs/heads/fleet/t[0-9]*/*") == []  # no worker branch left
+    # beside main, only its field index, pushed with it (fleet.fieldindex)
+    assert [r.name for r in origin.refs("refs/heads/")] == ["refs/heads/fleet/index/main", "refs/heads/main"]
     reflog = origin.proc("reflog", "show", "main").stdout
     assert fleet_cli(repo, "replay", "--check").returncode == 0
     assert reflog is not None

@@ -1,0 +1,303 @@
+"""The field index: what a worker's prompt sorts and filters on, without every document.
+
+A prompt section that orders a whole collection ("newest first") or filters it
+("those of one author") needs one or two fields of every document to pick the few it
+shows. Read from main, that is every document of the collection parsed. The
+merge writes those fields instead, beside main: on the branch
+``fleet/index/main``, one commit per main commit it publishes (pushed in the
+same atomic push as main, never one without the other), holding
+
+- ``describes.json``: ``{"format": 1, "main": <the main commit>, "fields":
+  {<collection>: [<field>, ...]}}``, and
+- ``<collection>.json`` for each collection named there: ``{"fields": [...],
+  "rows": [[<id>, <value of each field>...], ...]}``, one row per document of
+  the collection at that main commit, in id order, compact canonical JSON (a
+  missing field is null: a prompt's sorts and filters treat both alike).
+
+Which fields: those the world's prompt sections order or filter a collection
+by (:func:`fields_of`). Nothing here names a collection: the world says which.
+
+A worker (fleet.world.View) uses an index only when it describes exactly the
+main commit it works on, and reads the documents it finally shows by path and
+checks them as ever, each against its row (a row that does not match throws
+the index away). Anything else (no index, another main, a blob too big, JSON
+not exactly as the merge writes it, a row of the wrong shape, ids that are not
+the collection's files) is a doubt, and a doubt is the full read. So no prompt
+depends on the index being there; it is data from a writer of the repository,
+parsed strictly and within limits. The index is trusted as far as main is: the
+merge writes both, and a worker checks every document it shows.
+
+The branch keeps no history (each commit stands alone, the one before is
+garbage once replaced), so it does not grow with the ticks; ``fleet validate``,
+replay and the outside-change checks read main alone and never see it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fleet import canonical
+from fleet.config import Config
+from fleet.git import Git
+from fleet.ids import is_safe_id
+
+BRANCH = "fleet/index/main"
+FORMAT = 1
+DESCRIBES = "describes.json"
+MAX_DESCRIBES = 64 * 1024  # bytes
+MAX_BLOB = 256 * 1024 * 1024  # bytes of one collection's rows
+MAX_FIELDS = 32  # per collection
+MAX_NAME = 200  # characters of a field's name
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class Doubt(Exception):
+    """The index cannot stand for main: read main itself. Its message says why."""
+
+
+def fields_of(spec: Any, cfg: Config) -> dict[str, tuple[str, ...]]:
+    """Collection -> the fields (sorted, without ``id``) that the prompt ``spec``'s
+    sections order or filter the whole collection by: those a worker would
+    otherwise read every document of the collection for."""
+    out: dict[str, set[str]] = {}
+
+    def where_fields(collection: str, where: Iterable[Any]) -> set[str]:
+        found = set()
+        for w in where:
+            found.add(w.field)
+            nested = getattr(w.value, "collection", None)
+            if isinstance(nested, str):  # a Selection: its ids come from a filter of its own
+                out.setdefault(nested, set()).update(where_fields(nested, w.value.where))
+        return found
+
+    for s in (*spec.shared, *spec.own):
+        if s.collection is None or s.doc is not None:
+            continue
+        if not s.where and (not s.order or s.order[0].lstrip("-") == "id"):
+            continue  # listed by id as far as its room goes (View.in_id_order): no index needed
+        wanted = where_fields(s.collection, s.where) | {k.lstrip("-") for k in s.order}
+        out.setdefault(s.collection, set()).update(wanted)
+    return {c: tuple(sorted(f - {"id"})) for c, f in sorted(out.items())
+            if c in cfg.collections and len(f - {"id"}) <= MAX_FIELDS}
+
+
+# -- reading (a worker) ------------------------------------------------------------------
+@dataclass
+class Index:
+    """An index that describes ``main``: its rows, read a collection at a time."""
+
+    git: Git
+    commit: str
+    main: str
+    fields: dict[str, tuple[str, ...]]
+    blobs: dict[str, tuple[str, int]]  # collection -> (blob sha, size)
+    _rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def rows(self, collection: str, listing: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """id -> the document's id and indexed fields (null for a missing one),
+        for every id of ``listing`` (the collection's files at main), or :class:`Doubt`."""
+        found = self._rows.get(collection)
+        if found is None:
+            sha, size = self.blobs[collection]
+            data = self.git.cat_blobs([sha]).get(sha)
+            if data is None or len(data) != size:
+                raise Doubt(f"{collection}.json could not be read")
+            found = self._rows[collection] = parse_rows(data, self.fields[collection], collection)
+        if found.keys() != listing.keys():
+            raise Doubt(f"{collection}.json does not list the collection's documents at {self.main[:12]}")
+        return found
+
+
+def open_index(git: Git, ref: str, main: str) -> tuple[Index | None, str]:
+    """(the index at ``ref`` if it describes ``main``, "") or (None, why not)."""
+    try:
+        return _open(git, ref, main), ""
+    except Doubt as e:
+        return None, str(e)
+
+
+def _open(git: Git, ref: str, main: str) -> Index:
+    commit = git.rev_parse(ref)
+    if commit is None:
+        raise Doubt(f"no {ref}")
+    p = git.proc("ls-tree", "-l", "-z", commit)
+    if p.returncode:
+        raise Doubt(f"{ref} cannot be listed")
+    entries: dict[str, tuple[str, int]] = {}
+    for rec in p.stdout.split(b"\0"):
+        if not rec:
+            continue
+        meta, _, name = rec.partition(b"\t")
+        parts = meta.split()
+        if len(parts) != 4 or parts[1] != b"blob" or not parts[3].isdigit():
+            raise Doubt(f"{ref} holds something other than files")
+        entries[name.decode(errors="replace")] = (parts[2].decode(), int(parts[3]))
+    if DESCRIBES not in entries or entries[DESCRIBES][1] > MAX_DESCRIBES:
+        raise Doubt(f"{ref} has no {DESCRIBES} (or one too big)")
+    data = git.cat_blobs([entries[DESCRIBES][0]]).get(entries[DESCRIBES][0], b"")
+    try:
+        d = canonical.parse(data, max_depth=4)
+    except canonical.JSONProblem as e:
+        raise Doubt(f"{DESCRIBES}: {e}") from None
+    if not isinstance(d, dict) or set(d) != {"format", "main", "fields"} or d["format"] != FORMAT:
+        raise Doubt(f"{DESCRIBES} is not an index of format {FORMAT}")
+    if d["main"] != main:
+        raise Doubt(f"{DESCRIBES} describes main {str(d['main'])[:12]}, not {main[:12]}")
+    if not isinstance(d["fields"], dict):
+        raise Doubt(f"{DESCRIBES}: fields is not an object")
+    fields: dict[str, tuple[str, ...]] = {}
+    blobs: dict[str, tuple[str, int]] = {}
+    for coll, names in d["fields"].items():
+        if not is_safe_id(coll) or not _field_names(names):
+            raise Doubt(f"{DESCRIBES}: fields.{str(coll)[:40]} is not a list of field names")
+        entry = entries.get(f"{coll}.json")
+        if entry is None or entry[1] > MAX_BLOB:
+            raise Doubt(f"{coll}.json is missing or bigger than {MAX_BLOB} bytes")
+        fields[coll], blobs[coll] = tuple(names), entry
+    return Index(git, commit, main, fields, blobs)
+
+
+def _field_names(names: Any) -> bool:
+    return (isinstance(names, list) and len(names) <= MAX_FIELDS and names == sorted(set(names))
+            and all(isinstance(n, str) and 0 < len(n) <= MAX_NAME and n != "id" for n in names))
+
+
+def parse_rows(data: bytes, fields: tuple[str, ...], collection: str) -> dict[str, dict[str, Any]]:
+    """A collection's rows as stubs (id -> {id, field: value}), or :class:`Doubt`.
+    The bytes must be exactly what :func:`rows_blob` writes: anything else is not
+    the merge's, and is not read further."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise Doubt(f"{collection}.json is not JSON") from None
+    if (not isinstance(obj, dict) or set(obj) != {"fields", "rows"} or obj["fields"] != list(fields)
+            or not isinstance(obj["rows"], list)):
+        raise Doubt(f"{collection}.json is not the index of {list(fields)}")
+    try:
+        same = canonical.dumps_line(obj) == data
+    except orjson.JSONEncodeError:
+        same = False
+    if not same:  # a duplicate key, a number orjson changed, another layout: not written by fleet
+        raise Doubt(f"{collection}.json is not in canonical form")
+    width = len(fields) + 1
+    names = ("id", *fields)
+    rows = obj["rows"]
+    # Every row is a list (checked below) and brings one "[" at least, the fields and the rows
+    # one each, and the object the only "{": as many "[" as that, and no value is a list or an
+    # object (a string holding a bracket only adds one, and is a doubt too: the full read).
+    if data.count(b"[") != len(rows) + 2 or data.count(b"{") != 1:
+        raise Doubt(f"{collection}.json: a value is not a string (without brackets), number, boolean or null")
+    out: dict[str, dict[str, Any]] = {}
+    last = ""
+    for row in rows:
+        if type(row) is not list or len(row) != width or type(row[0]) is not str or not row[0] > last:
+            raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
+        last = row[0]
+        out[last] = dict(zip(names, row, strict=True))  # a field that is null is as one that is missing, to a prompt
+    return out
+
+
+def same_fields(stub: dict[str, Any], doc: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    """Whether a document holds the values its row says (null for a missing field)."""
+    for name in fields:
+        a, b = stub.get(name), doc.get(name)
+        if type(a) is not type(b) or a != b:
+            return False
+    return True
+
+
+# -- writing (the merge) ---------------------------------------------------------------------
+def rows_blob(fields: tuple[str, ...], rows: dict[str, list[Any]]) -> bytes:
+    return canonical.dumps_line({"fields": list(fields), "rows": [[i, *rows[i]] for i in sorted(rows)]})
+
+
+def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]],
+          previous: str | None) -> str:
+    """The index commit of main ``commit``: from the index ``previous`` (a commit)
+    and the documents that changed since the main it describes, or from every
+    document of each indexed collection when it cannot be used. The same main
+    and fields give the same files, whichever way they were come to.
+
+    A collection whose documents the index cannot stand for (a file not at its
+    id's path, a document that is not an object of that id, a field holding a
+    list or an object, or text with a bracket) is left out: workers read it in full."""
+    old: Index | None = None
+    if previous is not None:
+        try:
+            old = _open(git, previous, _described(git, previous))
+        except Doubt:
+            old = None
+    files: dict[str, bytes] = {}
+    kept: dict[str, list[str]] = {}
+    for coll, names in fields.items():
+        rows = _collection_rows(git, commit, cfg, coll, names, old)
+        if rows is not None:
+            files[f"{coll}.json"] = rows_blob(names, rows)
+            kept[coll] = list(names)
+    files[DESCRIBES] = canonical.dumps({"format": FORMAT, "main": commit, "fields": kept})
+    return git.write_commit(None, f"fleet: the field index of main {commit}\n", files, [], when=0)
+
+
+def _described(git: Git, commit: str) -> str:
+    p = git.proc("cat-file", "blob", f"{commit}:{DESCRIBES}")
+    try:
+        d = canonical.parse(p.stdout, max_depth=4) if p.returncode == 0 and len(p.stdout) <= MAX_DESCRIBES else None
+    except canonical.JSONProblem:
+        d = None
+    main = d.get("main") if isinstance(d, dict) else None
+    if not isinstance(main, str):
+        raise Doubt("no main described")
+    return main
+
+
+def _collection_rows(git: Git, commit: str, cfg: Config, coll: str, names: tuple[str, ...],
+                     old: Index | None) -> dict[str, list[Any]] | None:
+    folder = f"state/{coll}/"
+    rows: dict[str, list[Any]] | None = None
+    changed: dict[str, str | None] = {}  # path -> blob at commit (None: gone)
+    if old is not None and old.fields.get(coll) == names and _has_commit(git, old.main):
+        try:
+            stubs = parse_rows(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]], names, coll)
+        except (Doubt, KeyError):
+            stubs = None
+        p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", folder) if stubs else None
+        if stubs is not None and p is not None and p.returncode == 0:
+            rows = {i: [s.get(n) for n in names] for i, s in stubs.items()}
+            recs = p.stdout.split(b"\0")
+            for meta, name in zip(recs[0::2], recs[1::2], strict=False):
+                parts = meta.split()
+                if len(parts) >= 5:
+                    blob = parts[3].decode()
+                    changed[name.decode(errors="replace")] = None if set(blob) == {"0"} else blob
+    if rows is None:
+        rows = {}
+        changed = dict(git.ls_tree(commit, folder))
+    spec = cfg.collections[coll]
+    wanted = {p: s for p, s in changed.items() if p.endswith(".json")}
+    blobs = git.cat_blobs(sorted({s for s in wanted.values() if s is not None}))
+    for path, sha in wanted.items():
+        doc_id = path.rpartition("/")[2][:-5]
+        if sha is None:
+            rows.pop(doc_id, None)
+            continue
+        if path != spec.doc_path(doc_id):
+            return None
+        try:
+            doc = canonical.parse_trusted(blobs[sha])
+        except ValueError:
+            return None
+        if type(doc) is not dict or doc.get("id") != doc_id:
+            return None
+        values = [doc.get(n) for n in names]
+        if not all(isinstance(v, _SCALARS) and not (isinstance(v, str) and ("[" in v or "{" in v)) for v in values):
+            return None  # a list or an object, or text a reader could not tell from one (parse_rows)
+        rows[doc_id] = values
+    return rows
+
+
+def _has_commit(git: Git, sha: str) -> bool:
+    return git.proc("cat-file", "-e", f"{sha}^{{tree}}").returncode == 0
