@@ -352,8 +352,10 @@ class Git:
         deletes: list[str],
         when: int | None = None,
         keep_scratch: bool = False,
+        merges: Sequence[str] = (),
     ) -> str:
         """A commit of ``parent``'s tree with files written and removed; returns its sha.
+        ``merges``: more parents (their trees are not merged: the files given say it all).
 
         Uses ``fast-import`` on a scratch ref, so no index or working tree is
         involved and tens of thousands of files cost one process.
@@ -370,6 +372,7 @@ class Git:
         ]
         if parent:
             chunks.append(f"from {parent}\n".encode())
+        chunks += [f"merge {m}\n".encode() for m in merges]
         for path in [*deletes, *writes]:
             if "\n" in path or path.startswith('"'):  # fast-import would read it as another command
                 raise FleetError(f"refusing to write the path {path!r}: fleet writes only safe names")

@@ -1,10 +1,13 @@
 """The task queue: one JSON file per task on the ``fleet/tasks`` branch.
 
-Every change (add, claim, renew, complete, fail, release, sling, a watchdog
-return) is a commit on that branch made through ``fleet.store``: a
-compare-and-swap on the tip the change was computed from. Of two claimers
-that read the same tip, exactly one lands; the other re-reads and takes the
-next ready task. The branch's history is the audit trail, one commit per
+Every change (add, renew, complete, fail, release, sling, a watchdog return)
+is a commit on that branch made through ``fleet.store``: a compare-and-swap
+on the tip the change was computed from. A claim is a commit on the tip read,
+pushed to the task's own claim ref (``fleet/tasks-claims/<id>``) by
+compare-and-swap on the value seen there: of two claims of one task exactly
+one lands, and the other re-reads and takes another task, while claims of
+different tasks do not race at all. The task's next change on the branch
+merges the claim commit in (``routed``). The branch's history is the audit trail, one commit per
 change, each message saying who did what and why. The queue reads its
 settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
@@ -204,6 +207,8 @@ class Queue:
     tip: str | None
     tasks: dict[str, Task] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claim_refs: dict[str, str] = field(default_factory=dict)  # task id -> the commit its claim ref is at
+    unfolded: dict[str, str] = field(default_factory=dict)  # task id -> its claim commit the branch has not merged yet
     # derived from tasks on first use (a Queue is one read of the branch, never changed)
     _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
@@ -212,7 +217,10 @@ class Queue:
 
     @classmethod
     def of(cls, records: Records) -> Queue:
-        """The queue the branch's records make; a task filed under another id's path is refused."""
+        """The queue the branch's records and the claim refs make; a task filed under
+        another id's path is refused. A task's claim ref holds its latest claim: it
+        is the task's state while its fence is above the branch's (the branch has not
+        merged that claim yet); on the same fence the branch's record is the newer."""
         q = cls(records.tip)
         for path, doc in records.docs.items():
             if path.startswith(TASK_DIR + "/"):
@@ -221,6 +229,12 @@ class Queue:
                 q.tasks[doc["id"]] = Task.of(doc)
             else:
                 q.workers[doc["worker"]] = doc
+        for task_id, (commit, doc) in records.claims.items():
+            q.claim_refs[task_id] = commit
+            old = q.tasks.get(task_id)
+            if old is not None and doc["fence"] > old.fence:
+                q.tasks[task_id] = Task.of(doc)
+                q.unfolded[task_id] = commit
         return q
 
     def task(self, task_id: str) -> Task:
@@ -370,7 +384,8 @@ class TaskQueue:
     def __init__(self, repo: FleetRepo) -> None:
         self.repo = repo
         self.git = repo.git
-        self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task")
+        self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task",
+                                 claim_path=task_path)
 
     def fetch(self) -> None:
         """Fetch the queue and main: the moment state changes here."""
@@ -394,13 +409,52 @@ class TaskQueue:
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,
-               priority: bool = False) -> tuple[Change, bool]:
+               priority: bool = False, off_branch: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again
         (``BranchStore.change``): a claimer that lost takes the next ready task.
         ``fetched``: the caller has just fetched main and the queue. ``priority``:
-        a holder's change (complete, renew, fail, release), which claims yield to."""
-        return self.store.change(lambda records, cfg, at: decide(Queue.of(records), cfg, at),
-                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority)
+        a holder's change (complete, renew, fail, release), which claims yield to.
+
+        Every claim (a commit that raises a task's fence) also moves that task's
+        claim ref by compare-and-swap, and every other change of a task whose claim
+        the branch has not merged yet merges it (see ``routed``). ``off_branch``:
+        a change made only of claims of tasks that declare no paths goes to their
+        claim refs alone, not to the branch, so claimers of different tasks do not
+        race (``fleet task claim``)."""
+        return self.store.change(lambda records, cfg, at: routed(Queue.of(records), decide, cfg, at, off_branch),
+                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority,
+                                 eager=off_branch)
+
+
+def routed(q: Queue, decide: Callable[[Queue, Config, _dt.datetime], Change], cfg: Config, at: _dt.datetime,
+           off_branch: bool) -> Change:
+    """``decide``'s change, with where its commits go: a commit that raises a task's
+    fence claims it (its claim ref moves there, compare-and-swap on the value read,
+    so two claims of one task never both land, wherever each was decided); the first
+    commit that changes a task whose claim is not merged yet merges that claim commit
+    (the branch's history keeps every claim, before the change after it). A
+    change of claims alone, of tasks that declare no paths, goes off the branch when
+    ``off_branch``: tasks that declare paths are claimed on the branch, whose
+    compare-and-swap keeps two overlapping ones from being claimed at once."""
+    ch = decide(q, cfg, at)
+    merged: set[str] = set()
+    claims_only = bool(ch.commits)
+    for i, (_, docs) in enumerate(ch.commits):
+        for path, doc in docs.items():
+            if not path.startswith(TASK_DIR + "/"):
+                claims_only = False
+                continue
+            old = q.tasks.get(doc["id"])
+            if old is not None and doc["fence"] > old.fence:
+                ch.claims[i] = doc["id"]
+                claims_only = claims_only and len(docs) == 1 and "paths" not in doc
+            else:
+                claims_only = False
+                if doc["id"] in q.unfolded and doc["id"] not in merged:
+                    ch.merges.setdefault(i, []).append(q.unfolded[doc["id"]])
+                    merged.add(doc["id"])
+    ch.off_branch = off_branch and claims_only
+    return ch
 
 
 # -- building and checking tasks ------------------------------------------
@@ -660,10 +714,14 @@ def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> 
 
 
 def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
-          task_id: str | None = None) -> Step:
+          task_id: str | None = None, spread: bool = False) -> Step:
     """``agent`` claims the first ready task (or ``task_id``): a new fence
     and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
-    NothingToDo when none is ready yet; FleetError when waiting cannot help."""
+    NothingToDo when none is ready yet; FleetError when waiting cannot help.
+
+    ``spread``: among the first ready tasks that the hand-out order cannot tell
+    apart but by id (same hook, priority and age: tasks added in one batch), one
+    at random, so that claimers racing on claim refs seldom pick the same task."""
     seconds = lease if lease is not None else cfg.tasks.lease_seconds
     if task_id is not None:
         t = q.task(task_id)
@@ -687,6 +745,12 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
                          f"{held[0][0].id}, which {held[0][1]}")
             raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
         t = ready[0]
+        if spread:
+            first = _hand_out_order(t)[:3]
+            tied = 1
+            while tied < len(ready) and _hand_out_order(ready[tied])[:3] == first:
+                tied += 1
+            t = ready[_random_ids.randbelow(tied)]
     t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)
@@ -706,7 +770,7 @@ class Claimed:
 
 
 def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, *,
-               lease: float | None = None) -> Claimed:
+               lease: float | None = None, spread: bool = False) -> Claimed:
     """``agent`` claims up to ``count`` ready tasks at once, each as ``claim``
     would on the queue the claims before it left: a task whose paths overlap
     one claimed before it in the same batch is held back like any other.
@@ -715,7 +779,7 @@ def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, 
     view = q
     for _ in range(count):
         try:
-            step = claim(view, cfg, at, agent, lease=lease)
+            step = claim(view, cfg, at, agent, lease=lease, spread=spread)
         except NothingToDo:
             if steps:
                 break

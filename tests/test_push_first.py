@@ -36,7 +36,10 @@ def no_fetch(repo: Path) -> None:
 
 
 def claims(bare: Path) -> list[str]:
-    return [s for s in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines()
+    """Every claim that landed: on the branch, or on a claim ref the branch has not merged yet."""
+    git = Git(bare)
+    refs = git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-claims/").split()
+    return [s for s in git.text("log", "--format=%s", f"refs/heads/{BRANCH}", *refs).splitlines()
             if s.startswith("task claim ")]
 
 
@@ -84,9 +87,10 @@ def test_a_claim_on_the_view_its_clone_left_makes_no_fetch(origin_fleet: tuple[F
 
 def test_a_process_changing_back_to_back_fetches_first(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Else it would keep winning, a fetch quicker than every other writer, and starve them."""
+    """On the branch: else it would keep winning, a fetch quicker than every other
+    writer, and starve them (tasks that declare paths are claimed on the branch)."""
     f, bare = origin_fleet
-    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}", "paths": [f"src/{i}"]}, "test") for i in range(3)])
     a = clone(bare, tmp_path / "a")
     task_cmd.claim(a, "ada")
     no_fetch(a)
@@ -95,6 +99,18 @@ def test_a_process_changing_back_to_back_fetches_first(origin_fleet: tuple[Fleet
     monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)  # as after a pause
     task_cmd.claim(a, "ada")
     assert len(claims(bare)) == 2
+
+
+def test_claims_on_claim_refs_push_first_even_back_to_back(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """A claim of a task that declares no paths races only for that task's claim ref:
+    back to back it starves nobody, so it pushes first all the same."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": f"t{i}", "title": f"t{i}"}, "test") for i in range(3)])
+    a = clone(bare, tmp_path / "a")
+    first = task_cmd.claim(a, "ada")
+    no_fetch(a)
+    second = task_cmd.claim(a, "ada")  # at once, with no fetch
+    assert first["id"] != second["id"] and len(claims(bare)) == 2
 
 
 def test_an_old_view_loses_and_claims_the_next_task_after_a_fetch(queue: tuple[Fleet, Path], tmp_path: Path) -> None:
@@ -106,6 +122,9 @@ def test_an_old_view_loses_and_claims_the_next_task_after_a_fetch(queue: tuple[F
     assert len({mine["id"], theirs["id"], again["id"]}) == 3
     subjects = claims(bare)
     assert len(subjects) == 3 and len({s.split()[2] for s in subjects}) == 3
+    with pytest.raises(NothingToDo, match="in-progress, held by basil"):  # a's view says it is pending: it loses
+        task_cmd.claim(a, "ada", task_id=theirs["id"])
+    assert len(claims(bare)) == 3
     task_cmd.complete(b, theirs["id"], theirs["fence"], agent="basil")  # b moves the queue again
     no_fetch(a)
     with pytest.raises(FleetError, match="git fetch"):  # a's push from its old view is refused; then it must fetch

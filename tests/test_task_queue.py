@@ -49,9 +49,12 @@ def fleet_cmd(*args: str) -> list[str]:
 
 
 def claim_history(bare: Path) -> dict[str, list[str]]:
-    """Each task's claim commits on the remote's queue branch."""
+    """Each task's claim commits on the remote: on the queue branch, or on a claim ref
+    the branch has not merged yet."""
     by_task: dict[str, list[str]] = {}
-    for line in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines():
+    git = Git(bare)
+    refs = git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-claims/").split()
+    for line in git.text("log", "--format=%s", f"refs/heads/{BRANCH}", *refs).splitlines():
         if line.startswith("task claim "):
             by_task.setdefault(line.split()[2], []).append(line)
     return by_task
@@ -264,3 +267,56 @@ def test_claims_yield_to_a_waiting_holder_until_its_mark_is_old(origin_fleet: tu
     monkeypatch.setattr(store, "WAITING_TTL", 0.0)  # the mark's holder died long ago
     assert task_cmd.claim(a, "ada")["id"] != held["id"]
     assert len(claim_history(bare)) == 2
+
+
+# -- claim refs -------------------------------------------------------------
+def test_claims_go_to_claim_refs_and_the_next_change_merges_them(origin_fleet: tuple[Fleet, Path],
+                                                                 tmp_path: Path) -> None:
+    """A claim of a task that declares no paths moves that task's claim ref, not the
+    branch; the holder's complete merges the claim commit into the branch, so the
+    branch's history holds the claim just before the complete. A task that
+    declares paths is claimed on the branch, its claim ref moved in the same push."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "plain", "title": "plain"}, "test"),
+                          ({"id": "pathy", "title": "pathy", "paths": ["src/"]}, "test")])
+    a, b = clones(bare, tmp_path, 2)
+    git = Git(bare)
+    tip = git.text("rev-parse", f"refs/heads/{BRANCH}")
+    mine = task_cmd.claim(a, "ada", task_id="plain")
+    assert git.text("rev-parse", f"refs/heads/{BRANCH}") == tip  # the branch did not move
+    claim = git.text("rev-parse", f"refs/heads/{BRANCH}-claims/plain")
+    assert git.text("log", "-1", "--format=%P %s", claim) == f"{tip} task claim plain by ada (fence 1)"
+    q = TaskQueue(FleetRepo(b))
+    q.fetch()
+    seen = q.read().tasks["plain"]  # another clone sees the claim
+    assert (seen.status, seen.claimed_by, seen.fence) == ("in-progress", "ada", 1)
+    with pytest.raises(NothingToDo, match="in-progress, held by ada"):
+        task_cmd.claim(b, "basil", task_id="plain")
+    task_cmd.complete(b, "plain", 1, agent="ada")  # from the other clone: it merges the claim it fetched
+    parents = git.text("log", "-1", "--format=%P", f"refs/heads/{BRANCH}").split()
+    assert parents == [tip, claim]
+    assert git.text("log", "--topo-order", "--format=%s", f"refs/heads/{BRANCH}").splitlines()[:3] == [
+        "task complete plain by ada (fence 1)", "task claim plain by ada (fence 1)", "task add 2 tasks"]
+    other = task_cmd.claim(a, "ada", task_id="pathy")
+    on_branch = git.text("rev-parse", f"refs/heads/{BRANCH}")
+    assert git.text("log", "-1", "--format=%s", on_branch) == "task claim pathy by ada (fence 1)"
+    assert git.text("rev-parse", f"refs/heads/{BRANCH}-claims/pathy") == on_branch
+    assert mine["fence"] == other["fence"] == 1
+
+
+def test_a_claim_ref_that_lies_is_refused_naming_it(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """A claim ref is input like any other: one that holds another task's record, or
+    none, stops the read with one line naming the ref and the rule."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "x1", "title": "x1"}, "test"), ({"id": "x2", "title": "x2"}, "test")])
+    a, = clones(bare, tmp_path, 1)
+    task_cmd.claim(a, "ada", task_id="x1")
+    git = Git(bare)
+    x1 = git.text("rev-parse", f"refs/heads/{BRANCH}-claims/x1")
+    lie = git.write_commit(x1, "task claim x2", {task_path("x2"): git.run("show", f"{x1}:{task_path('x1')}")}, [])
+    git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", lie)
+    with pytest.raises(FleetError, match=f"refs/heads/{BRANCH}-claims/x2:tasks/.*holds the record of 'x1'"):
+        task_cmd.listing(a)
+    git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", git.text("rev-parse", "refs/heads/main"))
+    with pytest.raises(FleetError, match=f"refs/heads/{BRANCH}-claims/x2: its commit has no tasks/"):
+        task_cmd.listing(a)

@@ -25,8 +25,22 @@ MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the 
 MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
 
+_queues: dict[tuple[str, str | None, float], TaskQueue] = {}
+
+
 def _queue(path: Path, remote: str | None) -> TaskQueue:
-    return TaskQueue(FleetRepo(path, remote))
+    """The queue of the fleet at ``path``: one per process and clone, so that an agent's
+    loop of claims in one process finds the repository, its remote and what it has read
+    already without asking git again (a clone whose git config changed is looked up anew)."""
+    try:
+        stamp = (Path(path) / ".git" / "config").stat().st_mtime
+    except OSError:
+        stamp = -1.0  # a worktree or a bare repository: its config is elsewhere
+    key = (str(Path(path).absolute()), remote, stamp)
+    tq = _queues.get(key)
+    if tq is None:
+        tq = _queues[key] = TaskQueue(FleetRepo(path, remote))
+    return tq
 
 
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
@@ -70,10 +84,12 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
 
 
 def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step], *,
-          priority: bool = False) -> dict[str, Any]:
+          priority: bool = False, off_branch: bool = False) -> dict[str, Any]:
     """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed.
-    ``priority``: a holder's change, which claims yield to (``BranchStore.change``)."""
-    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority)
+    ``priority``: a holder's change, which claims yield to (``BranchStore.change``);
+    ``off_branch``: a claim, made on the task's claim ref (``TaskQueue.change``)."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority,
+                                        off_branch=off_branch)
     step: Step = ch.result
     return public(step.task)
 
@@ -83,9 +99,9 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
     """Claim the first ready task (or ``task_id``) for ``agent``; exit 3 if none is ready."""
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         _agent(cfg, agent)
-        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
+        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id, spread=True)
 
-    return _step(path, remote, decide)
+    return _step(path, remote, decide, off_branch=True)
 
 
 def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None,
@@ -94,9 +110,9 @@ def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None
     exit 3 if none is ready."""
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
         _agent(cfg, agent)
-        return tasks.claim_many(q, cfg, at, agent, count, lease=lease).change()
+        return tasks.claim_many(q, cfg, at, agent, count, lease=lease, spread=True).change()
 
-    ch, _ = _queue(path, remote).change(decide)
+    ch, _ = _queue(path, remote).change(decide, off_branch=True)
     claimed: tasks.Claimed = ch.result
     return [public(s.task) for s in claimed.steps]
 
