@@ -195,11 +195,11 @@ class BranchStore:
         if err is not None:
             raise FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
 
-    def claim_tips(self) -> dict[str, str]:
-        """The claim refs as last fetched: record name -> commit."""
+    def claim_tips(self, prefix: str | None = None) -> dict[str, str]:
+        """The claim refs as last fetched (or as found under ``prefix``): record name -> commit."""
         if self.claim_path is None:
             return {}
-        prefix = self.claims_seen
+        prefix = prefix or self.claims_seen
         out = self.git.text("for-each-ref", "--format=%(refname) %(objectname)", prefix)
         return {name[len(prefix):]: sha for name, _, sha in (line.partition(" ") for line in out.splitlines())}
 
@@ -423,10 +423,9 @@ class BranchStore:
                 seen = records.claims.get(ch.claims[i])
                 claims.append(RefUpdate(self.claim_ref(ch.claims[i]), made, seen[0] if seen else None))
                 path = next(iter(writes))
-                where = f"{self.claim_ref(ch.claims[i])}:{path}"
-                kind = next(k for k in self.kinds if path.startswith(k.folder + "/"))
-                # the next read knows this claim's record without reading it (if it lands)
-                self._cache()[f"claim:{made}"] = kind.check(canonical.load(writes[path], where), where)
+                # the next read knows this claim's record without reading or checking it (if it lands):
+                # it is this writer's own, made from a checked record (a check would load the schema library)
+                self._cache()[f"claim:{made}"] = canonical.load(writes[path], f"{self.claim_ref(ch.claims[i])}:{path}")
         assert ch.off_branch or new is not None
         return (None if ch.off_branch else new), claims
 

@@ -237,6 +237,12 @@ class Queue:
                 q.unfolded[task_id] = commit
         return q
 
+    def with_tasks(self, tasks: dict[str, Task]) -> Queue:
+        """This read with ``tasks`` as the tasks (a decision's view after its own earlier
+        steps): the same tip, workers and claim refs, so whatever routes the change still
+        sees which claims the branch has not merged yet."""
+        return Queue(self.tip, tasks, self.workers, self.claim_refs, self.unfolded)
+
     def task(self, task_id: str) -> Task:
         """The task ``task_id``; an error that says how to list them if there is none."""
         t = self.tasks.get(task_id)
@@ -399,9 +405,14 @@ class TaskQueue:
         assert records.config is not None
         return Queue.of(records), records.config
 
-    def read(self, tip: str | None = None) -> Queue:
-        """The queue at ``tip`` (default: the branch as last fetched)."""
-        return Queue.of(self.store.read(tip))
+    def read(self, tip: str | None = None, *, under: str | None = None) -> Queue:
+        """The queue as last fetched: the branch and the claim refs, the one view every
+        reader of the queue takes (a task's claim lives on its claim ref until the branch
+        merges it: the branch alone is no view of the queue). ``tip``: the branch's
+        commit, with ``under`` the ref folder that a read-only fetch put its claim refs in
+        (``Workspace.fetch_tasks``); default the tracking refs of ``fetch``."""
+        claims = self.store.claim_tips(under + f"{BRANCH}-claims/" if under is not None else None)
+        return Queue.of(self.store.read(tip, claims=claims))
 
     def publish(self, new: str, old: str | None) -> bool:
         """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
@@ -785,7 +796,7 @@ def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, 
                 break
             raise
         steps.append(step)
-        view = Queue(q.tip, {**view.tasks, step.task.id: step.task}, q.workers)  # a Queue is one read
+        view = q.with_tasks({**view.tasks, step.task.id: step.task})  # a Queue is one read
     return Claimed(steps)
 
 

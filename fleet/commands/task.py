@@ -218,7 +218,9 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
     tq = _queue(path, remote)
     q, _ = tq.load()
     t = public(q.task(task_id), q)
-    out = tq.git.run("log", "--reverse", "--format=%H%x00%cI%x00%s%x1e", q.tip or "HEAD", "--", task_path(task_id))
+    # the branch's history of the task, and its claim the branch has not merged yet (on its claim ref)
+    tips = [c for c in (q.tip, q.unfolded.get(task_id)) if c] or ["HEAD"]
+    out = tq.git.run("log", "--reverse", "--date-order", "--format=%H%x00%cI%x00%s%x1e", *tips, "--", task_path(task_id))
     history = []
     for rec in out.decode().split("\x1e"):
         rec = rec.strip("\n")

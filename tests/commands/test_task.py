@@ -28,8 +28,11 @@ def claim(f: Fleet, agent: str, *args: str, code: int = 0) -> dict:
     return json.loads(r.output.strip().splitlines()[-1] if code else r.output)
 
 
-def commits(f: Fleet, ref: str = f"refs/heads/{BRANCH}") -> list[str]:
-    return f.git.text("log", "--format=%s", ref).splitlines()
+def commits(f: Fleet, ref: str | None = None) -> list[str]:
+    """The queue's history, newest first: the branch and the claims on claim refs that it has
+    not merged yet (``ref``: only that)."""
+    where = [ref] if ref else [f"refs/heads/{BRANCH}", f"--glob=refs/heads/{BRANCH}-claims/*"]
+    return f.git.text("log", "--date-order", "--format=%s", *where).splitlines()
 
 
 def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
@@ -255,7 +258,8 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     assert f.git.rev_parse(f"refs/heads/{BRANCH}") is None  # nothing local but the tracking ref
     c = claim(f, "ada")
     assert c["id"] == t
-    remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
+    # the claim is on the remote, on the task's claim ref (the branch merges it at the task's next change)
+    remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}-claims/{t}", task_path(t)))
     assert remote_doc["claimed_by"] == "ada" and remote_doc["fence"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
@@ -269,7 +273,9 @@ def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkey
     c = claim(fleet, "ada")
     run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}), code=1)
     run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"rotated": True}))
-    everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
+    # every commit of the queue, merges shown against their first parent (the branch before them)
+    everything = fleet.git.run("log", "-p", "--diff-merges=first-parent", "--format=%B", f"refs/heads/{BRANCH}",
+                               f"--glob=refs/heads/{BRANCH}-claims/*")
     assert canary.encode() not in everything and b"rotated" in everything
 
 
@@ -317,7 +323,7 @@ def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
     big.write_text(json.dumps({"blob": "x" * 70000}))
     r = run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result-file", str(big), code=1)
     assert "a task's result is at most 65,536" in r.output
-    assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))["status"] == "in-progress"
+    assert json.loads(run(fleet, "task", "show", t, "--json").output)["status"] == "in-progress"
 
 
 def test_adding_again_after_a_sling_is_still_a_no_op(fleet: Fleet, tmp_path: Path) -> None:
@@ -412,21 +418,25 @@ def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tu
 
 def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet: Fleet, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleet.commands.task import claim as claim_fn
+    from fleet.commands import task as task_cmd
     from fleet.git import Git as GitClass
+
+    def claim_fn(path: Path, agent: str) -> dict:
+        task_cmd._queues.clear()  # each claim as a new process makes it: no queue read before in memory
+        return task_cmd.claim(path, agent)
 
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps({"id": f"c{i}", "title": f"c{i}"}) + "\n" for i in range(50)))
     run(fleet, "task", "add", "--file", str(f))
     run(fleet, "task", "list")  # a first reader checks every file and caches them
     asked: list[int] = []
-    real = GitClass.cat_blobs
+    real = GitClass.cat_maybe
 
-    def counting(self: GitClass, shas: list[str]) -> dict[str, bytes]:
-        asked.append(len(shas))
-        return real(self, shas)
+    def counting(self: GitClass, names: list[str]) -> dict[str, bytes | None]:
+        asked.append(len(names))
+        return real(self, names)
 
-    monkeypatch.setattr(GitClass, "cat_blobs", counting)
+    monkeypatch.setattr(GitClass, "cat_maybe", counting)
     claim_fn(fleet.path, "ada")
     assert asked == [1]  # main's config only: the 50 task files came from the cache
     cache = fleet.path / ".git" / "fleet" / "cache" / "queue.json"
@@ -434,19 +444,20 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     cache.write_bytes(b"{not json")
     asked.clear()
     t = claim_fn(fleet.path, "basil")
-    assert t["fence"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
+    # a broken cache costs a full read, nothing else: 50 files, ada's claim (on its claim ref) and the config
+    assert t["fence"] == 1 and asked == [52]
     # a cached file is trusted only under the rules that checked it
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, version="another")))
     asked.clear()
     claim_fn(fleet.path, "cleo")
-    assert asked == [51]
+    assert asked == [53]  # and basil's claim
     # a cache whose entries are not documents is no cache
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, docs={k: ["x"] for k in data["docs"]})))
     asked.clear()
     assert claim_fn(fleet.path, "dara")["claimed_by"] == "dara"
-    assert asked == [51]
+    assert asked == [54]
     assert [p.name for p in cache.parent.iterdir()] == ["queue.json"]  # no temp files left
 
 
