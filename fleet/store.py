@@ -90,13 +90,16 @@ class Change:
     value read), ``merges`` the claim commits a commit folds into the branch
     (commit index -> extra parents), and ``off_branch`` says the commits are
     each made on the tip read and pushed to their claim refs only, not chained
-    onto the branch."""
+    onto the branch; ``drops`` the claim refs it deletes (see ``BranchStore``)."""
 
     commits: list[tuple[str, dict[str, Any]]]  # (message, {path: record})
     result: Any
     claims: dict[int, str] = field(default_factory=dict)
     merges: dict[int, list[str]] = field(default_factory=dict)
     off_branch: bool = False
+    # claim refs the change deletes in the same atomic push (record name -> the commit it was seen at):
+    # those of records whose claim the branch holds, and that no claim can ever take again
+    drops: dict[str, str] = field(default_factory=dict)
 
 
 @cache
@@ -122,12 +125,15 @@ class BranchStore:
     push_first = True
 
     def __init__(self, repo: FleetRepo, branch: str, kinds: Sequence[Kind], *, what: str, cache: str,
-                 fault: str, claim_path: Callable[[str], str] | None = None) -> None:
+                 fault: str, claim_path: Callable[[str], str] | None = None,
+                 claim_above: Callable[[dict[str, Any], dict[str, Any] | None], bool] | None = None) -> None:
         """``what`` names the store in messages ("task queue"); ``cache`` names its
         cache file; ``fault`` prefixes its crash points (``<fault>.after-commit``,
         ``<fault>.during-push``). ``claim_path`` (a record's name -> its path) gives
         the store claim refs: a record may also be changed off the branch, by a
-        compare-and-swap of its own ref ``<branch>-claims/<name>`` (see ``claims``)."""
+        compare-and-swap of its own ref ``<branch>-claims/<name>`` (see ``claim_ref``);
+        ``claim_above(claim's record, the branch's or None)`` says whether a claim is
+        newer than the branch's record (the task queue: a higher fence)."""
         self.repo = repo
         self.git = repo.git
         self.branch = branch
@@ -138,6 +144,7 @@ class BranchStore:
         self._checked: dict[str, Any] | None = None  # "<folder>:<blob sha>" -> checked record
         self._scratch = False  # this process's scratch ref (write_commit) is still there
         self.claim_path = claim_path
+        self.claim_above = claim_above
         self._claims_view: dict[str, str] = {}
         # in this process: the files of the last tip read, and main's config at the last commit read
         self._entries: tuple[str, dict[str, str]] | None = None
@@ -150,9 +157,17 @@ class BranchStore:
     # which the remote takes in parallel; two writers of one record race as on the branch.
     # The record in a claim ref is newer than the branch's when the kind says so (the task
     # queue: a higher fence); the next change of that record on the branch merges the claim
-    # commit in, so the branch's history keeps every claim. A claim ref is never deleted:
-    # a writer whose view is old must find it where it was, or its compare-and-swap from
-    # "no ref" would land a second time.
+    # commit in, so the branch's history keeps every claim.
+    #
+    # Cleanup: a branch change deletes the claim refs of the records it leaves for good
+    # (the task queue: done, or failed for good) whose claims the branch holds, in the
+    # same atomic push, compare-and-swap on the value read. A writer whose view is older
+    # could then create that ref again from "no ref" and land: so a claim that created its
+    # ref is checked after it lands (``_created_hold``). If the branch is still the tip the
+    # claim was decided on, no cleanup came between; else the branch's record as it is now
+    # must still be below the claim (``claim_above``). A claim that fails the check is taken
+    # back (its ref deleted, compare-and-swap on the claim itself) and decided again, never
+    # answered: readers never took it as a claim either, the branch's record being as new.
     def claim_ref(self, name: str) -> str:
         """The claim ref of record ``name`` on the remote."""
         return f"refs/heads/{self.branch}-claims/{name}"
@@ -325,7 +340,8 @@ class BranchStore:
         moves = [RefUpdate(f"refs/heads/{self.branch}", new, old)] if new is not None else []
         moves += claims
         if not remote:
-            lines = "".join(f"update {u.ref} {u.new} {u.old or '0' * 40}\n" for u in moves)
+            lines = "".join(f"update {u.ref} {u.new} {u.old or '0' * 40}\n" if u.new else f"delete {u.ref} {u.old}\n"
+                            for u in moves)
             won = self.git.proc("update-ref", "--stdin",
                                 input=f"start\n{lines}{scratch}prepare\ncommit\n".encode()).returncode == 0
             self._scratch = not won
@@ -336,7 +352,8 @@ class BranchStore:
         result = self.git.push(remote, updates, atomic=len(updates) > 1,
                                while_running=lambda: faults.point(f"{self.fault}.during-push"))
         if result.outcome == "won":
-            seen = "".join(f"update {self._seen(u.ref)} {u.new}\n" for u in moves)
+            seen = "".join(f"update {self._seen(u.ref)} {u.new}\n" if u.new else f"delete {self._seen(u.ref)}\n"
+                           for u in moves)
             self.git.proc("update-ref", "--stdin", input=f"{seen}{scratch}".encode())
             self._scratch = False
             return True
@@ -346,6 +363,47 @@ class BranchStore:
             return False
         raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
                          f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
+
+    def _created_hold(self, decided_on: str | None, claims: Sequence[RefUpdate]) -> bool:
+        """After a push landed: whether the claims in it that created their claim refs
+        still hold (see ``claim_ref``). When one does not, every claim ref the push moved
+        is set back to where it was (compare-and-swap on the claim: whoever moved it since
+        decided on it), and False."""
+        prefix = f"refs/heads/{self.branch}-claims/"
+        created = {u.ref[len(prefix):]: u.new for u in claims if u.old is None and u.new and u.ref.startswith(prefix)}
+        if not created or self.claim_above is None:
+            return True
+        remote = self.repo.remote
+        branch = f"refs/heads/{self.branch}"
+        if decided_on is not None and (
+                # a push's lease that moves nothing: the remote's answer, without a fetch
+                self.git.push(remote, [RefUpdate(branch, decided_on, decided_on)]).outcome == "won" if remote
+                else self.git.rev_parse(branch) == decided_on):
+            return True  # the branch has not moved since: no cleanup came between
+        now_tip = self.git.rev_parse(branch)
+        if remote:
+            self.fetch(main=False)
+            now_tip = self.git.rev_parse(self.ref)
+        assert self.claim_path is not None
+        names = {name: f"{now_tip}:{self.claim_path(name)}" for name in created}
+        got = self.git.cat_maybe(list(names.values())) if now_tip else {}
+        cache = self._cache()
+        ok = True
+        for name, made in created.items():
+            blob = got.get(names[name])
+            where = f"{self.branch}:{self.claim_path(name)}"
+            branch_doc = canonical.load(blob, where) if blob is not None else None
+            claim_doc = cache.get(f"claim:{made}")
+            ok = ok and claim_doc is not None and self.claim_above(claim_doc, branch_doc)
+        if ok:
+            return True
+        back = [RefUpdate(u.ref, u.old, u.new) for u in claims if u.new and u.ref.startswith(prefix)]
+        if remote:
+            self.git.push(remote, back, atomic=len(back) > 1)
+        else:
+            lines = "".join(f"update {u.ref} {u.new} {u.old}\n" if u.new else f"delete {u.ref} {u.old}\n" for u in back)
+            self.git.proc("update-ref", "--stdin", input=f"start\n{lines}prepare\ncommit\n".encode())
+        return False
 
     def _view(self) -> tuple[str | None, str | None, int]:
         """As last fetched, in one git process: the branch's tip, main's, and how
@@ -427,6 +485,8 @@ class BranchStore:
                 # it is this writer's own, made from a checked record (a check would load the schema library)
                 self._cache()[f"claim:{made}"] = canonical.load(writes[path], f"{self.claim_ref(ch.claims[i])}:{path}")
         assert ch.off_branch or new is not None
+        if not ch.off_branch:
+            claims += [RefUpdate(self.claim_ref(name), None, old) for name, old in ch.drops.items()]
         return (None if ch.off_branch else new), claims
 
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
@@ -537,8 +597,14 @@ class BranchStore:
                 # (a store without claim refs may override publish without them: the message bus does)
                 extra: dict[str, Any] = {"claims": claims} if claims else {}
                 if self.publish(new, records.tip, main=main if unfetched else None, **extra):
-                    _landed[landed_key] = time.monotonic()
-                    return ch, True
+                    # (a change on the branch landed on the tip it read: no cleanup came between)
+                    if new is not None or self._created_hold(records.tip, claims):
+                        _landed[landed_key] = time.monotonic()
+                        return ch, True
+                    # a claim whose ref a cleanup had deleted: taken back, and decided again on a fetch
+                    (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
+                    lost += 1
+                    continue
                 if priority and remote and not unfetched and new is not None:  # lost a race (an old view only lost to the past)
                     mark = self._mark_waiting(mark, new)
                 if time.monotonic() - start > patience:

@@ -384,6 +384,18 @@ def check_worker(doc: Any, where: str) -> dict[str, Any]:
 KINDS = (Kind(TASK_DIR, "id", "task", check_task), Kind(WORKER_DIR, "worker", "worker", check_worker))
 
 
+def _claim_above(claim: dict[str, Any], on_branch: dict[str, Any] | None) -> bool:
+    """Whether a claim (a task's record on its claim ref) is newer than the branch's
+    record of the task: its fence is higher (the branch has not merged it)."""
+    on_branch = _respelled(on_branch)
+    return isinstance(on_branch, dict) and isinstance(on_branch.get("fence"), int) and claim["fence"] > on_branch["fence"]
+
+
+# A task that no claim can take again: its claim ref goes when the branch holds its last claim.
+FINAL = ("done", "failed")
+MAX_DROPS = 100  # claim refs one change deletes at most (the rest go with the next changes)
+
+
 class TaskQueue:
     """The queue of one fleet repository and its remote."""
 
@@ -391,7 +403,7 @@ class TaskQueue:
         self.repo = repo
         self.git = repo.git
         self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task",
-                                 claim_path=task_path)
+                                 claim_path=task_path, claim_above=_claim_above)
 
     def fetch(self) -> None:
         """Fetch the queue and main: the moment state changes here."""
@@ -465,6 +477,18 @@ def routed(q: Queue, decide: Callable[[Queue, Config, _dt.datetime], Change], cf
                     ch.merges.setdefault(i, []).append(q.unfolded[doc["id"]])
                     merged.add(doc["id"])
     ch.off_branch = off_branch and claims_only
+    if not ch.off_branch:
+        # cleanup: the claim refs of tasks done or failed for good once the branch holds their
+        # claim (this change merges it, or an earlier one did), compare-and-swap on the value read
+        final = {doc["id"]: doc["status"] in FINAL for _, docs in ch.commits for path, doc in docs.items()
+                 if path.startswith(TASK_DIR + "/")}
+        for task_id, commit in q.claim_refs.items():
+            t = q.tasks.get(task_id)
+            if final.get(task_id, t is not None and t.status in FINAL and task_id not in q.unfolded) \
+                    and (task_id not in q.unfolded or task_id in merged):
+                ch.drops[task_id] = commit
+                if len(ch.drops) >= MAX_DROPS:
+                    break
     return ch
 
 

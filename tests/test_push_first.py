@@ -169,3 +169,74 @@ def test_a_remote_without_atomic_pushes_is_fetched_from_instead(queue: tuple[Fle
     Git(bare).run("config", "receive.advertiseAtomic", "false")  # the push-first round needs an atomic push
     task_cmd.claim(a, "ada")
     assert len(claims(bare)) == 2
+
+
+# -- cleanup: a done task's claim ref goes, and an old view cannot bring it back ----------
+def claim_refs(bare: Path) -> list[str]:
+    return Git(bare).text("for-each-ref", "--format=%(refname:lstrip=4)", f"refs/heads/{BRANCH}-claims/").split()
+
+
+def test_a_stale_claimer_racing_the_cleanup_never_claims_a_done_task(origin_fleet: tuple[Fleet, Path],
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The complete that merges a task's claim deletes its claim ref in the same push. A
+    claimer whose view is from before the claim then creates that ref again from "no ref",
+    and its push lands: the check after it finds the branch moved and the task's fence
+    there as high as its own, takes the claim back and decides again on a fetch: nothing
+    to do. The task is claimed once and done once, and no claim ref is left."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "only", "title": "only"}, "test")])
+    a, s = clone(bare, tmp_path / "a"), clone(bare, tmp_path / "s")
+    assert [t["id"] for t in task_cmd.listing(s, ready_only=True)["tasks"]] == ["only"]  # s's view, kept
+    mine = task_cmd.claim(a, "ada")
+    assert claim_refs(bare) == ["only"]
+    task_cmd.complete(a, "only", mine["fence"], agent="ada")
+    assert claim_refs(bare) == []  # the cleanup, in the complete's push
+    events: list[tuple[str, object]] = []
+    real_publish, real_hold = store.BranchStore.publish, store.BranchStore._created_hold
+
+    def publish(self: store.BranchStore, *args: object, **kw: object) -> bool:
+        won = real_publish(self, *args, **kw)  # type: ignore[arg-type]
+        events.append(("landed" if won else "lost", [u.ref.rpartition("/")[2] for u in kw.get("claims", ())]))
+        return won
+
+    def hold(self: store.BranchStore, *args: object) -> bool:
+        held = real_hold(self, *args)  # type: ignore[arg-type]
+        events.append(("holds" if held else "taken back", claim_refs(bare)))
+        return held
+
+    monkeypatch.setattr(store.BranchStore, "publish", publish)
+    monkeypatch.setattr(store.BranchStore, "_created_hold", hold)
+    with pytest.raises(NothingToDo, match="only is done|no task is ready"):
+        task_cmd.claim(s, "basil")
+    # in this order: s's claim from its old view landed on a ref the cleanup had deleted, was
+    # taken back before anyone was told, and the claim decided again on a fetch found nothing
+    assert events == [("landed", ["only"]), ("taken back", [])], events
+    assert claim_refs(bare) == []
+    assert claims(bare) == [f"task claim only by ada (fence {mine['fence']})"]
+    t = task_cmd.show(s, "only")
+    assert (t["status"], t["claimed_by"], t["fence"]) == ("done", "ada", mine["fence"])
+
+
+def test_a_claim_ref_stays_while_its_task_can_be_claimed_again(origin_fleet: tuple[Fleet, Path]) -> None:
+    """Only a task done or failed for good loses its claim ref: one released (or returned)
+    keeps it, so the next claim moves it by compare-and-swap from where it was."""
+    f, bare = origin_fleet
+    cfg = json.loads((f.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 2}
+    (f.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "c"], cwd=f.path, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=f.path, check=True)
+    task_cmd.add(f.path, [({"id": "r", "title": "r"}, "test")])
+    c = task_cmd.claim(f.path, "ada")
+    task_cmd.release(f.path, "r", c["fence"])
+    assert claim_refs(bare) == ["r"]
+    c = task_cmd.claim(f.path, "ada")
+    task_cmd.fail(f.path, "r", c["fence"], reason="once")
+    assert claim_refs(bare) == ["r"]  # failed once: pending again after the cooldown
+    c = task_cmd.claim(f.path, "ada")
+    task_cmd.fail(f.path, "r", c["fence"], reason="twice")
+    assert claim_refs(bare) == []  # failed for good
+    task_cmd.reopen(f.path, "r")
+    c = task_cmd.claim(f.path, "ada")  # a new claim after a reopen creates the ref again, and holds
+    assert c["fence"] == 4 and claim_refs(bare) == ["r"]

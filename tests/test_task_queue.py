@@ -202,7 +202,11 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
         assert (t.status == "done") == (tid in done)
         if tid in held:
             assert (t.claimed_by, t.fence) == held[tid]
-    count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
+    # cleanup: no claim ref is left of a task done or failed for good once the branch holds its claim
+    assert not [tid for tid in q.claim_refs if q.tasks[tid].status in ("done", "failed") and tid not in q.unfolded]
+    # the branch and the claims on claim refs it has not merged yet (a claim of a task that declares no paths)
+    count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}", f"--glob=refs/heads/{BRANCH}-claims/*")) \
+        if q.tip else 0
     assert count == changes
 
 
