@@ -37,7 +37,7 @@ from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.git import RefUpdate, common_dir, git_reason
-from fleet.ids import is_safe_id
+from fleet.ids import is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
@@ -48,6 +48,7 @@ PUSH_FIRST_AFTER = 1.0
 # the remote, with a branch <branch>-waiting/<id> pointing at the commit it tries to land; other
 # changes yield while one younger than this (seconds, by that commit's time) is there.
 WAITING_TTL = 30.0
+HOLDER, FIRST = 1, 2  # priorities: a holder's change; one that even holders yield to (the watchdog's returns)
 PRIORITY_PATIENCE = 600.0  # seconds a priority change keeps trying (others: the caller's patience, 120 s)
 _landed: dict[tuple[str, str], float] = {}  # (clone, branch) -> when this process last landed a change there
 CACHE_FORMAT = 2
@@ -77,8 +78,11 @@ class Records:
     tip: str | None
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> record
     config: Config | None = None
-    # a store with claim refs: record name -> (the commit its claim ref is at, the record in it)
-    claims: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # a store with claim refs: record name -> (the commit its claim ref is at, the record in it;
+    # None when that record is quarantined)
+    claims: dict[str, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    # files (and claim refs) that are no record, each with why: left in place, not read
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +106,11 @@ class Change:
     drops: dict[str, str] = field(default_factory=dict)
 
 
+def _reason(message: str, where: str) -> str:
+    """A check's error without the file it names first (a quarantine line names it)."""
+    return printable(message[len(where) + 2:] if message.startswith(where + ": ") else message, 500)
+
+
 @cache
 def _cache_version(kinds: tuple[Kind, ...]) -> str:
     """Checked files are cached under the rules that checked them: the schemas and the code."""
@@ -123,6 +132,11 @@ class BranchStore:
     # Decide on the view last seen and lease main in the push (see change). A store whose
     # branch lives on another remote than main (the message bus) cannot lease main there.
     push_first = True
+    # A file on the branch that is no record (not JSON, refused by its check, a symbolic link,
+    # a submodule) is quarantined, as the message bus quarantines a bad lane file: left in
+    # place, named in Records.quarantined with why, and not read; the other records are
+    # read as ever. False: such a file is an error (a store whose check says so itself).
+    quarantine = False
 
     def __init__(self, repo: FleetRepo, branch: str, kinds: Sequence[Kind], *, what: str, cache: str,
                  fault: str, claim_path: Callable[[str], str] | None = None,
@@ -147,7 +161,7 @@ class BranchStore:
         self.claim_above = claim_above
         self._claims_view: dict[str, str] = {}
         # in this process: the files of the last tip read, and main's config at the last commit read
-        self._entries: tuple[str, dict[str, str]] | None = None
+        self._entries: tuple[str, dict[str, str], list[tuple[str, str]]] | None = None
         self._configs: dict[str, Config] = {}
 
     # Claim refs. A change of one record that many writers make at once on different
@@ -229,10 +243,26 @@ class BranchStore:
         if tip is None:
             tip = self.git.rev_parse(self.ref)
         if tip and self._entries is not None and self._entries[0] == tip:
-            entries = self._entries[1]  # a commit's files never change (claims off the branch leave it be)
+            entries, odd = self._entries[1:]  # a commit's files never change (claims off the branch leave it be)
         else:
-            entries = self.git.ls_tree(tip, *(k.folder + "/" for k in self.kinds)) if tip else {}
-            self._entries = (tip, entries) if tip else None
+            links: set[str] = set()
+            gitlinks: set[str] = set()
+            unnamed: list[str] = []
+            folders = [k.folder + "/" for k in self.kinds]
+            try:
+                entries = self.git.ls_tree(tip, *folders, **({"links": links, "gitlinks": gitlinks}
+                                                             if self.quarantine else {})) if tip else {}
+            except UnicodeDecodeError:  # a file name that is not UTF-8
+                if not self.quarantine or not tip:
+                    raise
+                entries = self._listing(tip, folders, links, gitlinks, unnamed)
+            odd = [(p, "its name is not UTF-8; a record is named by its id") for p in unnamed]
+            odd += [(p, "is a symbolic link; a record is a regular file (git mode 100644)") for p in sorted(links)]
+            odd += [(p, "is a submodule (a gitlink); a record is a regular file (git mode 100644)") for p in sorted(gitlinks)]
+            if odd:
+                entries = {p: sha for p, sha in entries.items() if p not in links}
+            self._entries = (tip, entries, odd) if tip else None
+        quarantined = [(f"{self.branch}:{p}", why) for p, why in odd]
         checked = self._cache()
         # the cache key is the kind's folder and the blob id: the path's first component
         keys = {path: f"{path[:path.index('/')]}:{sha}" for path, sha in entries.items()}
@@ -240,19 +270,28 @@ class BranchStore:
         # a claim ref's record is cached by its commit (a commit never changes)
         claim_keys = {name: f"claim:{sha}" for name, sha in claims.items()}
         claim_names = {}
-        for name, key in claim_keys.items():
+        for name, key in list(claim_keys.items()):
             if key not in checked and self.claim_path is not None:
                 if not is_safe_id(name):
-                    raise FleetError(f"{self.claim_ref(name)}: a claim ref is named by its record's id, which must "
-                                     "match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (delete that ref)")
+                    why = ("a claim ref is named by its record's id, which must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+                           "(delete that ref)")
+                    if not self.quarantine:
+                        raise FleetError(f"{self.claim_ref(name)}: {why}")
+                    quarantined.append((printable(self.claim_ref(name), 200), why))
+                    del claim_keys[name]
+                    continue
                 claim_names[name] = f"{claims[name]}:{self.claim_path(name)}"
         wanted += list(claim_names.values())
         config_name = f"{config_of}:{CONFIG_PATH}" if config_of and config_of not in self._configs else None
         got = self.git.cat_maybe(wanted + ([config_name] if config_name else []))
+        bad_claims: dict[str, str] = {}  # record name -> why its claim ref is quarantined
         for name, blob_name in claim_names.items():
             if got[blob_name] is None:
-                raise FleetError(f"{self.claim_ref(name)}: its commit has no {blob_name.partition(':')[2]}"
-                                 " (a claim ref holds its record)")
+                why = f"its commit has no {blob_name.partition(':')[2]} (a claim ref holds its record)"
+                if not self.quarantine:
+                    raise FleetError(f"{self.claim_ref(name)}: {why}")
+                bad_claims[name] = why
+                got.pop(blob_name)
         if config_name and got[config_name] is None:
             raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
                              "(`fleet init DIR` makes one)")
@@ -265,26 +304,62 @@ class BranchStore:
         records = Records(tip, config=self._configs[config_of] if config_of else None)
         if wanted:
             kinds = {k.folder: k for k in self.kinds}
-            for path, key in keys.items():
+            for path, key in list(keys.items()):
                 if key not in checked:
                     where = f"{self.branch}:{path}"
-                    checked[key] = kinds[key.partition(":")[0]].check(canonical.load(blobs[entries[path]], where), where)
+                    try:
+                        checked[key] = kinds[key.partition(":")[0]].check(canonical.load(blobs[entries[path]], where),
+                                                                          where)
+                    except FleetError as e:
+                        if not self.quarantine:
+                            raise
+                        quarantined.append((where, _reason(str(e), where)))
+                        del keys[path]
         records.docs = {path: checked[key] for path, key in keys.items()}
-        if claim_names:
-            kinds = {k.folder: k for k in self.kinds}
-            for name, blob_name in claim_names.items():
-                path = blob_name.partition(":")[2]
-                where = f"{self.claim_ref(name)}:{path}"
+        kinds = {k.folder: k for k in self.kinds}
+        for name, blob_name in claim_names.items():
+            path = blob_name.partition(":")[2]
+            where = f"{self.claim_ref(name)}:{path}"
+            try:
+                if name in bad_claims:
+                    raise FleetError(f"{where}: {bad_claims[name]}")
                 doc = kinds[path[:path.index("/")]].check(canonical.load(blobs[blob_name], where), where)
                 field_ = kinds[path[:path.index("/")]].name_field
                 if doc.get(field_) != name:
                     raise FleetError(f"{where}: the claim ref of {name!r} holds the record of "
-                                     f"{str(doc.get(field_))[:60]!r} (a claim ref holds its own record)")
-                checked[claim_keys[name]] = doc
-        records.claims = {name: (claims[name], checked[key]) for name, key in claim_keys.items()}
+                                     f"{printable(str(doc.get(field_)), 60)!r} (a claim ref holds its own record)")
+            except FleetError as e:
+                if not self.quarantine:
+                    raise
+                quarantined.append((where, _reason(str(e), where)))
+                continue
+            checked[claim_keys[name]] = doc
+        # a quarantined claim ref stays in view (a claim moves it by compare-and-swap from where it is)
+        records.claims = {name: (claims[name], checked.get(key)) for name, key in claim_keys.items()}
+        records.quarantined = quarantined
         if wanted:
-            self._save_cache({k: checked[k] for k in [*keys.values(), *claim_keys.values()]})
+            self._save_cache({k: checked[k] for k in [*keys.values(), *claim_keys.values()] if k in checked})
         return records
+
+    def _listing(self, tip: str, folders: list[str], links: set[str], gitlinks: set[str],
+                 unnamed: list[str]) -> dict[str, str]:
+        """``Git.ls_tree`` for a tree holding a name that is not UTF-8: such names go to
+        ``unnamed`` (escaped), the rest as ``ls_tree`` lists them."""
+        entries: dict[str, str] = {}
+        for rec in self.git.run("ls-tree", "-r", "-z", "--full-tree", tip, "--", *folders).split(b"\0"):
+            meta, _, raw = rec.partition(b"\t")
+            try:
+                path = raw.decode()
+            except UnicodeDecodeError:
+                unnamed.append(printable(raw.decode(errors="surrogateescape"), 200))
+                continue
+            if meta[7:12] == b"blob ":
+                entries[path] = meta[12:].decode()
+                if meta[:6] == b"120000":
+                    links.add(path)
+            elif meta[:6] == b"160000":
+                gitlinks.add(path)
+        return entries
 
     # -- the local cache of checked files ----------------------------------
     def _cache_file(self) -> Path:
@@ -406,17 +481,18 @@ class BranchStore:
         return False
 
     def _view(self) -> tuple[str | None, str | None, int]:
-        """As last fetched, in one git process: the branch's tip, main's, and how
-        many holders wait to land a change (their marks younger than WAITING_TTL)."""
+        """As last fetched, in one git process: the branch's tip, main's, and the
+        highest priority of a change waiting to land (marks younger than WAITING_TTL; 0: none)."""
         claims = [self.claims_seen] if self.claim_path is not None else []
         out = self.git.text("for-each-ref", "--format=%(refname) %(objectname) %(committerdate:unix)",
                             self.repo.main_ref, self.ref, self.waiting, *claims)
-        tips, waiting, young = {}, 0, time.time() - WAITING_TTL
+        tips, waiting, young = {}, 0, time.time() - WAITING_TTL  # waiting: the highest priority of a young mark
         self._claims_view = {}  # the claim refs seen, read with the records (see change)
         for line in out.splitlines():
             name, sha, when = line.split(" ")
             if name.startswith(self.waiting):
-                waiting += int(when or 0) >= young
+                if int(when or 0) >= young:
+                    waiting = max(waiting, FIRST if name[len(self.waiting):].startswith("first-") else HOLDER)
             elif claims and name.startswith(claims[0]):
                 self._claims_view[name[len(claims[0]):]] = sha
             else:
@@ -429,7 +505,8 @@ class BranchStore:
         tip, main_tip, waiting = self._view()
         return tip, main_tip or self.repo.main(), waiting
 
-    def _mark_waiting(self, mark: tuple[str, str | None, float] | None, new: str) -> tuple[str, str | None, float] | None:
+    def _mark_waiting(self, mark: tuple[str, str | None, float] | None, new: str,
+                      level: int = HOLDER) -> tuple[str, str | None, float] | None:
         """Say on the remote that this change waits to land ``new`` (a branch
         <branch>-waiting/<id> at it), or say it again when the mark is half its
         WAITING_TTL old. Best effort: a remote that refuses the mark leaves the change
@@ -438,7 +515,8 @@ class BranchStore:
             return mark
         remote = self.repo.remote
         assert remote
-        ref = mark[0] if mark else f"refs/heads/{self.branch}-waiting/{os.urandom(6).hex()}"
+        kind = "first-" if level >= FIRST else ""  # a mark that holders yield to as well
+        ref = mark[0] if mark else f"refs/heads/{self.branch}-waiting/{kind}{os.urandom(6).hex()}"
         result = self.git.push(remote, [RefUpdate(ref, new, mark[1] if mark else None)])
         if result.outcome == "won":
             return ref, new, time.monotonic()
@@ -491,7 +569,7 @@ class BranchStore:
 
     def change(self, decide: Callable[[Records, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,
-               priority: bool = False, eager: bool = False) -> tuple[Change, bool]:
+               priority: int = 0, eager: bool = False) -> tuple[Change, bool]:
         """Decide, commit, push; on a lost race, fetch, re-read and decide again.
 
         ``decide`` sees a fresh read each round, so a writer that lost decides
@@ -524,7 +602,13 @@ class BranchStore:
         could see it before the holder lands. The mark goes when the
         change has landed (or given up); a holder killed meanwhile leaves
         one that everyone ignores once it is WAITING_TTL old. A priority
-        change's patience is PRIORITY_PATIENCE.
+        change's patience is PRIORITY_PATIENCE. ``priority`` FIRST (the
+        watchdog's returns) goes before holders too: a holder's change yields to
+        its mark as a claim yields to a holder's. Holders change back to back
+        (a claimer completes what it just claimed) and never back off, so a
+        change whose round is longer than the gap between theirs (the
+        watchdog's: it reads and decides on the whole queue) could otherwise
+        lose every race for its whole patience.
 
         A round costs one fetch, one ls-tree, one cat-file (the record files
         and the config together), one fast-import, one push and one ref
@@ -548,7 +632,7 @@ class BranchStore:
         else:
             tip, main, waiting = self._view()
             # the first round decides on the view this clone last saw (if it saw one, and no holder waited)
-            unfetched = tip is not None and main is not None and (priority or not waiting)
+            unfetched = tip is not None and main is not None and waiting <= priority
         waiting = 0
         if unfetched:
             pass
@@ -582,12 +666,12 @@ class BranchStore:
                 assert ch is not None
                 if not ch.commits or dry_run:
                     return ch, False
-                if waiting and not priority and not ch.off_branch:
+                if waiting > priority and not ch.off_branch:
                     # a holder waits to land its change on the branch: push nothing there, let it land
                     # first (a change off the branch, on claim refs only, is no race of the holder's)
                     attempts -= 1
                     if time.monotonic() - start > patience:
-                        why = "had a holder waiting to land a change all that time"
+                        why = "had a change of higher priority waiting to land all that time"
                         break
                     time.sleep(random.uniform(0.02, 0.1))
                     tip, _, waiting = self._fetched_view(main=False)
@@ -606,7 +690,7 @@ class BranchStore:
                     lost += 1
                     continue
                 if priority and remote and not unfetched and new is not None:  # lost a race (an old view only lost to the past)
-                    mark = self._mark_waiting(mark, new)
+                    mark = self._mark_waiting(mark, new, priority)
                 if time.monotonic() - start > patience:
                     break
                 if unfetched:  # the view was old, not contended: fetch and go again at once

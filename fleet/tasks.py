@@ -209,6 +209,7 @@ class Queue:
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     claim_refs: dict[str, str] = field(default_factory=dict)  # task id -> the commit its claim ref is at
     unfolded: dict[str, str] = field(default_factory=dict)  # task id -> its claim commit the branch has not merged yet
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (file or claim ref, why): no record, not read
     # derived from tasks on first use (a Queue is one read of the branch, never changed)
     _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
@@ -221,18 +222,23 @@ class Queue:
         another id's path is refused. A task's claim ref holds its latest claim: it
         is the task's state while its fence is above the branch's (the branch has not
         merged that claim yet); on the same fence the branch's record is the newer."""
-        q = cls(records.tip)
+        q = cls(records.tip, quarantined=list(records.quarantined))
         for path, doc in records.docs.items():
             if path.startswith(TASK_DIR + "/"):
-                if path != task_path(doc["id"]):
-                    raise FleetError(f"{BRANCH}:{path}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
+                if path != task_path(doc["id"]):  # a name that is not its task's: quarantined, as a bad file is
+                    q.quarantined.append((f"{BRANCH}:{path}", f"task {printable(doc['id'], 60)!r} belongs at "
+                                                              f"{task_path(doc['id'])}"))
+                    continue
                 q.tasks[doc["id"]] = Task.of(doc)
+            elif path != worker_path(doc["worker"]):
+                q.quarantined.append((f"{BRANCH}:{path}", f"worker {printable(doc['worker'], 60)!r} belongs at "
+                                                          f"{worker_path(doc['worker'])}"))
             else:
                 q.workers[doc["worker"]] = doc
         for task_id, (commit, doc) in records.claims.items():
             q.claim_refs[task_id] = commit
             old = q.tasks.get(task_id)
-            if old is not None and doc["fence"] > old.fence:
+            if doc is not None and old is not None and doc["fence"] > old.fence:
                 q.tasks[task_id] = Task.of(doc)
                 q.unfolded[task_id] = commit
         return q
@@ -241,7 +247,7 @@ class Queue:
         """This read with ``tasks`` as the tasks (a decision's view after its own earlier
         steps): the same tip, workers and claim refs, so whatever routes the change still
         sees which claims the branch has not merged yet."""
-        return Queue(self.tip, tasks, self.workers, self.claim_refs, self.unfolded)
+        return Queue(self.tip, tasks, self.workers, self.claim_refs, self.unfolded, self.quarantined)
 
     def task(self, task_id: str) -> Task:
         """The task ``task_id``; an error that says how to list them if there is none."""
@@ -404,6 +410,13 @@ class TaskQueue:
         self.git = repo.git
         self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task",
                                  claim_path=task_path, claim_above=_claim_above)
+        self.store.quarantine = True  # a bad file on the branch is named and left, never the end of the queue
+        self.quarantined: list[tuple[str, str]] = []  # what the last read of this queue left unread, and why
+
+    def _of(self, records: Records) -> Queue:
+        q = Queue.of(records)
+        self.quarantined = q.quarantined
+        return q
 
     def fetch(self) -> None:
         """Fetch the queue and main: the moment state changes here."""
@@ -415,7 +428,7 @@ class TaskQueue:
         self.fetch()
         records = self.store.read(config_of=self.repo.main())
         assert records.config is not None
-        return Queue.of(records), records.config
+        return self._of(records), records.config
 
     def read(self, tip: str | None = None, *, under: str | None = None) -> Queue:
         """The queue as last fetched: the branch and the claim refs, the one view every
@@ -424,7 +437,7 @@ class TaskQueue:
         commit, with ``under`` the ref folder that a read-only fetch put its claim refs in
         (``Workspace.fetch_tasks``); default the tracking refs of ``fetch``."""
         claims = self.store.claim_tips(under + f"{BRANCH}-claims/" if under is not None else None)
-        return Queue.of(self.store.read(tip, claims=claims))
+        return self._of(self.store.read(tip, claims=claims))
 
     def publish(self, new: str, old: str | None) -> bool:
         """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
@@ -432,11 +445,12 @@ class TaskQueue:
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,
-               priority: bool = False, off_branch: bool = False) -> tuple[Change, bool]:
+               priority: int = 0, off_branch: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again
         (``BranchStore.change``): a claimer that lost takes the next ready task.
         ``fetched``: the caller has just fetched main and the queue. ``priority``:
-        a holder's change (complete, renew, fail, release), which claims yield to.
+        a holder's change (complete, renew, fail, release: True or store.HOLDER), which
+        claims yield to; store.FIRST: the watchdog's returns, which holders yield to too.
 
         Every claim (a commit that raises a task's fence) also moves that task's
         claim ref by compare-and-swap, and every other change of a task whose claim
@@ -444,7 +458,7 @@ class TaskQueue:
         a change made only of claims of tasks that declare no paths goes to their
         claim refs alone, not to the branch, so claimers of different tasks do not
         race (``fleet task claim``)."""
-        return self.store.change(lambda records, cfg, at: routed(Queue.of(records), decide, cfg, at, off_branch),
+        return self.store.change(lambda records, cfg, at: routed(self._of(records), decide, cfg, at, off_branch),
                                  dry_run=dry_run, patience=patience, fetched=fetched, priority=priority,
                                  eager=off_branch)
 
@@ -632,6 +646,16 @@ def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task,
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
 
 
+def quarantine_lines(quarantined: list[tuple[str, str]], limit: int = 8) -> list[str]:
+    """One line per file (or claim ref) the queue left unread (``Queue.quarantined``), at
+    most ``limit`` and a count of the rest."""
+    lines = [f"warning: {printable(where, 200)}: {why}; quarantined (left in place, not read)"
+             for where, why in quarantined[:limit]]
+    if len(quarantined) > limit:
+        lines.append(f"warning: and {len(quarantined) - limit} more quarantined files on {BRANCH}")
+    return lines
+
+
 # -- changes of state ----------------------------------------------------------
 # Each takes the queue as read and plain values, and decides; the caller commits
 # the answer through ``TaskQueue.change``, which decides again on a lost race.
@@ -695,8 +719,12 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
     fresh: dict[str, Task] = {}
     origin: dict[str, str] = {}
     same: list[str] = []
+    bad = {w for w, _ in q.quarantined}  # a quarantined file stays where it is: its path is taken
     for item, where in items:
         t = new_task(item, where, cfg, at)
+        if t.id and f"{BRANCH}:{task_path(t.id)}" in bad:
+            raise FleetError(f"{where}: {BRANCH}:{task_path(t.id)} is quarantined (no task can be read from it); "
+                             "pick another id, or remove that file from the branch")
         if t.id:
             if t.id in fresh:
                 raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch (first at {origin[t.id]})")
@@ -709,7 +737,7 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
                 same.append(t.id)
                 continue
         else:
-            while not t.id or t.id in q.tasks or t.id in fresh:
+            while not t.id or t.id in q.tasks or t.id in fresh or f"{BRANCH}:{task_path(t.id)}" in bad:
                 t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
         fresh[t.id] = t
         origin[t.id] = where

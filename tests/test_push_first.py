@@ -240,3 +240,77 @@ def test_a_claim_ref_stays_while_its_task_can_be_claimed_again(origin_fleet: tup
     task_cmd.reopen(f.path, "r")
     c = task_cmd.claim(f.path, "ada")  # a new claim after a reopen creates the ref again, and holds
     assert c["fence"] == 4 and claim_refs(bare) == ["r"]
+
+
+# -- the watchdog's returns go first: holders yield to its mark, it yields to nobody's ---------------
+def mark(bare: Path, name: str) -> None:
+    """A young waiting mark on the origin, as a change that lost a race leaves while it retries."""
+    Git(bare).run("update-ref", f"refs/heads/{BRANCH}-waiting/{name}", f"refs/heads/{BRANCH}")
+
+
+def watch(monkeypatch: pytest.MonkeyPatch, bare: Path, then: object = None) -> list[tuple[str, bool]]:
+    """Record each fetch and each push of a change with whether a waiting mark was on the
+    origin at that moment; ``then(n)`` runs before the n-th fetch."""
+    events: list[tuple[str, bool]] = []
+    real_fetch, real_publish = store.BranchStore._fetched_view, store.BranchStore.publish
+
+    def marked() -> bool:
+        return bool(Git(bare).text("for-each-ref", f"refs/heads/{BRANCH}-waiting/"))
+
+    def fetched_view(self: store.BranchStore, *args: object, **kw: object) -> object:
+        if callable(then):
+            then(sum(1 for e in events if e[0] == "fetch"))
+        events.append(("fetch", marked()))
+        return real_fetch(self, *args, **kw)  # type: ignore[arg-type]
+
+    def publish(self: store.BranchStore, *args: object, **kw: object) -> bool:
+        events.append(("push", marked()))
+        return real_publish(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.BranchStore, "_fetched_view", fetched_view)
+    monkeypatch.setattr(store.BranchStore, "publish", publish)
+    return events
+
+
+def test_a_holders_complete_yields_to_the_watchdogs_mark(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holders complete back to back and never back off; the watchdog, whose round reads the
+    whole queue, would lose every race to them. Once its mark is up, a holder's complete
+    pushes nothing until the mark is gone, then lands."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "w", "title": "w"}, "test")])
+    a = clone(bare, tmp_path / "a")
+    c = task_cmd.claim(a, "ada")
+    mark(bare, "first-watchdog")
+
+    def lift(n: int) -> None:
+        if n == 3:  # the holder has fetched and seen the mark three times: the watchdog lands, its mark goes
+            Git(bare).run("update-ref", "-d", f"refs/heads/{BRANCH}-waiting/first-watchdog")
+
+    events = watch(monkeypatch, bare, lift)
+    task_cmd.complete(a, "w", c["fence"], agent="ada")
+    assert events[:3] == [("fetch", True)] * 3, events  # it yielded, pushing nothing
+    assert [e for e in events if e[0] == "push"] == [("push", False)], events  # and pushed once the mark was gone
+    assert task_cmd.show(a, "w")["status"] == "done"
+
+
+def test_the_watchdog_does_not_yield_to_a_holders_mark(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    f, bare = origin_fleet
+    cfg = json.loads((f.path / "state/config.json").read_text())
+    cfg["tasks"] = {"retry_delay_seconds": 0, "grace_seconds": 0}
+    (f.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "c"], cwd=f.path, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=f.path, check=True)
+    task_cmd.add(f.path, [({"id": "w", "title": "w"}, "test")])
+    a = clone(bare, tmp_path / "a")
+    c = task_cmd.claim(a, "ada", lease=0.001)
+    mark(bare, "holder")  # a holder waits to land its change
+    events = watch(monkeypatch, bare)
+    from fleet.commands.watchdog import watchdog
+
+    r = watchdog(a)
+    assert [t["id"] for t in r["returned"]] == ["w"] and r["pushed"]
+    assert ("push", True) in events  # it pushed with the holder's mark up
+    t = task_cmd.show(a, "w")
+    assert (t["status"], t["fence"]) == ("pending", c["fence"])

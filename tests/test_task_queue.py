@@ -264,7 +264,7 @@ def test_claims_yield_to_a_waiting_holder_until_its_mark_is_old(origin_fleet: tu
     mark = git.text("commit-tree", "-m", "waiting", f"refs/heads/{BRANCH}^{{tree}}")  # made now
     git.run("update-ref", f"refs/heads/{BRANCH}-waiting/someone", mark)
     before = claim_history(bare)
-    with pytest.raises(FleetError, match="holder waiting to land a change"):
+    with pytest.raises(FleetError, match="change of higher priority waiting to land"):
         TaskQueue(FleetRepo(a)).change(lambda q, cfg, at: tasks.claim(q, cfg, at, "ada").change(), patience=0.3)
     assert claim_history(bare) == before  # the claim pushed nothing
     task_cmd.complete(b, held["id"], held["fence"], agent="basil")  # a holder does not yield to another
@@ -310,7 +310,8 @@ def test_claims_go_to_claim_refs_and_the_next_change_merges_them(origin_fleet: t
 
 def test_a_claim_ref_that_lies_is_refused_naming_it(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
     """A claim ref is input like any other: one that holds another task's record, or
-    none, stops the read with one line naming the ref and the rule."""
+    none, is quarantined, named with the rule; the queue reads on without it, and a
+    claim of that task moves the ref by compare-and-swap from where the lie left it."""
     f, bare = origin_fleet
     task_cmd.add(f.path, [({"id": "x1", "title": "x1"}, "test"), ({"id": "x2", "title": "x2"}, "test")])
     a, = clones(bare, tmp_path, 1)
@@ -319,8 +320,13 @@ def test_a_claim_ref_that_lies_is_refused_naming_it(origin_fleet: tuple[Fleet, P
     x1 = git.text("rev-parse", f"refs/heads/{BRANCH}-claims/x1")
     lie = git.write_commit(x1, "task claim x2", {task_path("x2"): git.run("show", f"{x1}:{task_path('x1')}")}, [])
     git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", lie)
-    with pytest.raises(FleetError, match=f"refs/heads/{BRANCH}-claims/x2:tasks/.*holds the record of 'x1'"):
-        task_cmd.listing(a)
+    out = task_cmd.listing(a)
+    assert [(q["where"].startswith(f"refs/heads/{BRANCH}-claims/x2:tasks/"), "holds the record of 'x1'" in q["reason"])
+            for q in out["quarantined"]] == [(True, True)], out["quarantined"]
+    assert {t["id"]: t["status"] for t in out["tasks"]} == {"x1": "in-progress", "x2": "pending"}
     git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", git.text("rev-parse", "refs/heads/main"))
-    with pytest.raises(FleetError, match=f"refs/heads/{BRANCH}-claims/x2: its commit has no tasks/"):
-        task_cmd.listing(a)
+    out = task_cmd.listing(a)
+    assert [q["reason"] for q in out["quarantined"]] == ["its commit has no tasks/" + task_path("x2")[6:] +
+                                                         " (a claim ref holds its record)"]
+    got = task_cmd.claim(a, "basil", task_id="x2")  # the claim replaces the bad ref, compare-and-swap from it
+    assert got["fence"] == 1 and task_cmd.listing(a)["quarantined"] == []

@@ -206,7 +206,8 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     if wave is not None:
         rows = [t for t in rows if q.waves()[t.id] == wave]
-    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip,
+           "quarantined": [{"where": w, "reason": r} for w, r in q.quarantined]}
     if ready_only:  # and why the others that could be are not
         out["held_back"] = [dict(asdict(h.where), id=t.id, title=t.title, held_by=h.by.id, holder=h.by.claimed_by)
                             for t, h in q.held_back(agent, at) if wave is None or q.waves()[t.id] == wave]
@@ -238,6 +239,17 @@ def task_command(directory: Path | None) -> None:
 
     claim hands out a fence (a fencing token); renew, complete, fail and release must name it.
     """
+    for tq in _queues.values():  # what this command's reads leave unread, said once it is over
+        tq.quarantined = []
+    click.get_current_context().call_on_close(_say_quarantined)
+
+
+def _say_quarantined() -> None:
+    """One line (on stderr) per bad file the queue read past: named, left in place, not read."""
+    for tq in _queues.values():
+        for line in tasks.quarantine_lines(tq.quarantined):
+            click.echo(line, err=True)
+        tq.quarantined = []
 
 
 def _task_line(t: dict[str, Any]) -> str:
