@@ -163,6 +163,7 @@ class BranchStore:
         # in this process: the files of the last tip read, and main's config at the last commit read
         self._entries: tuple[str, dict[str, str], list[tuple[str, str]]] | None = None
         self._configs: dict[str, Config] = {}
+        self._read_keys: list[str] = []  # the cache keys of the records the last read found
 
     # Claim refs. A change of one record that many writers make at once on different
     # records (a claim) need not wait for the branch: it is a commit on the tip its
@@ -337,8 +338,9 @@ class BranchStore:
         # a quarantined claim ref stays in view (a claim moves it by compare-and-swap from where it is)
         records.claims = {name: (claims[name], checked.get(key)) for name, key in claim_keys.items()}
         records.quarantined = quarantined
+        self._read_keys = [*keys.values(), *claim_keys.values()]
         if wanted:
-            self._save_cache({k: checked[k] for k in [*keys.values(), *claim_keys.values()] if k in checked})
+            self._save_cache({k: checked[k] for k in self._read_keys if k in checked})
         return records
 
     def _listing(self, tip: str, folders: list[str], links: set[str], gitlinks: set[str],
@@ -684,6 +686,10 @@ class BranchStore:
                     # (a change on the branch landed on the tip it read: no cleanup came between)
                     if new is not None or self._created_hold(records.tip, claims):
                         _landed[landed_key] = time.monotonic()
+                        if claims:  # the next process knows this claim's record without reading and checking it
+                            cache = self._cache()
+                            mine = [f"claim:{u.new}" for u in claims if u.new]
+                            self._save_cache({k: cache[k] for k in [*self._read_keys, *mine] if k in cache})
                         return ch, True
                     # a claim whose ref a cleanup had deleted: taken back, and decided again on a fetch
                     (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
