@@ -28,7 +28,7 @@ from pathlib import Path
 GAVE_UP = "gave up after"  # fleet's words when a change lost every race for its patience (120 s)
 # git's words when the remote did not answer at all (git daemon on a loaded machine drops a
 # connection now and then): nothing was changed, and the same step is tried again, as an agent would
-NO_ANSWER = "Could not read from remote repository"
+NO_ANSWER = ("Could not read from remote repository", "Connection reset by peer")
 
 
 def main() -> int:
@@ -66,7 +66,7 @@ def main() -> int:
                     return None
                 except FleetError as e:
                     why = str(e)
-            if GAVE_UP not in why and NO_ANSWER not in why:
+            if GAVE_UP not in why and not any(n in why for n in NO_ANSWER):
                 raise SystemExit(f"claim failed: {why}")
             say("retry", "claim", why.replace("\n", " "))  # lost every race for a while: nothing was claimed
 
@@ -86,7 +86,7 @@ def main() -> int:
                     why = None
                 except FleetError as e:
                     why = str(e)
-            if why is None or (GAVE_UP not in why and NO_ANSWER not in why):
+            if why is None or (GAVE_UP not in why and not any(n in why for n in NO_ANSWER)):
                 return why
             say("retry", t["id"], why.replace("\n", " "))
 

@@ -52,7 +52,11 @@ class GitDaemon:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
+            # at most 100 connections at once, GitHub's limit of concurrent requests (git daemon's default,
+            # 32, is met by 16 claimers' fetches, pushes and checks and the watchdog; past it the daemon
+            # kills a live connection: "Connection reset by peer")
+            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--max-connections=100",
+             f"--base-path={base}",
              "--listen=127.0.0.1", f"--port={self.port}", str(base)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
