@@ -97,12 +97,15 @@ class Git:
         p = self.proc("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         return p.stdout.decode().strip() if p.returncode == 0 else None
 
-    def ls_tree(self, rev: str, *prefixes: str, links: set[str] | None = None) -> dict[str, str]:
+    def ls_tree(self, rev: str, *prefixes: str, links: set[str] | None = None,
+                gitlinks: set[str] | None = None) -> dict[str, str]:
         """Blob path -> sha under the folders ``prefixes`` (trailing slash) at ``rev``.
 
         A symbolic link is a blob too (mode 120000, its content the link's target):
         with ``links``, its path is also added there, so that a reader can say "is a
-        symbolic link" rather than judge the target's name as the file's content."""
+        symbolic link" rather than judge the target's name as the file's content.
+        A submodule (a gitlink, mode 160000) is no blob and is not listed: with
+        ``gitlinks``, its path is added there, so that a reader can name it."""
         out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode()
         entries: dict[str, str] = {}
         # One decode and str operations: a world of 86,000 files is 86,000 records.
@@ -112,6 +115,8 @@ class Git:
                 entries[path] = meta[12:]
                 if links is not None and meta[:6] == "120000":
                     links.add(path)
+            elif gitlinks is not None and meta[:6] == "160000":
+                gitlinks.add(path)
         return entries
 
     def special_entries(self, rev: str, *paths: str) -> dict[str, str]:
@@ -353,8 +358,10 @@ class Git:
         deletes: list[str],
         when: int | None = None,
         keep_scratch: bool = False,
+        merges: Sequence[str] = (),
     ) -> str:
         """A commit of ``parent``'s tree with files written and removed; returns its sha.
+        ``merges``: more parents (their trees are not merged: the files given say it all).
 
         Uses ``fast-import`` on a scratch ref, so no index or working tree is
         involved and tens of thousands of files cost one process.
@@ -371,6 +378,7 @@ class Git:
         ]
         if parent:
             chunks.append(f"from {parent}\n".encode())
+        chunks += [f"merge {m}\n".encode() for m in merges]
         for path in [*deletes, *writes]:
             if "\n" in path or path.startswith('"'):  # fast-import would read it as another command
                 raise FleetError(f"refusing to write the path {path!r}: fleet writes only safe names")

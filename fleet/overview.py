@@ -24,6 +24,7 @@ from fleet import canonical
 from fleet.clock import due_now
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
+from fleet.ids import printable
 from fleet.installed import carried
 from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
 from fleet.outside import recent
@@ -103,6 +104,11 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
                      f"(first: {first}); see each worker's last error below")
     if escalated:
         needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
+    if queue.quarantined:  # a bad file on the queue's branch: read past, named here once
+        where, why = queue.quarantined[0]
+        more = f" and {len(queue.quarantined) - 1} more" if len(queue.quarantined) > 1 else ""
+        needs.append(f"{len(queue.quarantined)} file(s) on the task queue are quarantined, not read as tasks: "
+                     f"{printable(where, 200)}: {why}{more}")
     dead = [w["worker"] for w in workers if w["status"] == "dead"]
     if dead:
         needs.append(f"dead worker(s): {', '.join(dead)}")
@@ -137,6 +143,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         "deltas": _split(repo, merged[0] if merged else None, last_tick, fleet["last"]),
         "tasks": tasks,
         "escalated": escalated,
+        "tasks_quarantined": [{"where": w, "reason": r} for w, r in queue.quarantined],
         "workers": workers,
         "stalled": stalled,
         # Main has one writer: a person's commit of the last window ticks is named, never silent.

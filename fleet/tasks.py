@@ -1,10 +1,13 @@
 """The task queue: one JSON file per task on the ``fleet/tasks`` branch.
 
-Every change (add, claim, renew, complete, fail, release, sling, a watchdog
-return) is a commit on that branch made through ``fleet.store``: a
-compare-and-swap on the tip the change was computed from. Of two claimers
-that read the same tip, exactly one lands; the other re-reads and takes the
-next ready task. The branch's history is the audit trail, one commit per
+Every change (add, renew, complete, fail, release, sling, a watchdog return)
+is a commit on that branch made through ``fleet.store``: a compare-and-swap
+on the tip the change was computed from. A claim is a commit on the tip read,
+pushed to the task's own claim ref (``fleet/tasks-claims/<id>``) by
+compare-and-swap on the value seen there: of two claims of one task exactly
+one lands, and the other re-reads and takes another task, while claims of
+different tasks do not race at all. The task's next change on the branch
+merges the claim commit in (``routed``). The branch's history is the audit trail, one commit per
 change, each message saying who did what and why. The queue reads its
 settings (lease, retries) and the agents from ``state/config.json`` on ``main``.
 
@@ -204,6 +207,9 @@ class Queue:
     tip: str | None
     tasks: dict[str, Task] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claim_refs: dict[str, str] = field(default_factory=dict)  # task id -> the commit its claim ref is at
+    unfolded: dict[str, str] = field(default_factory=dict)  # task id -> its claim commit the branch has not merged yet
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (file or claim ref, why): no record, not read
     # derived from tasks on first use (a Queue is one read of the branch, never changed)
     _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
@@ -212,16 +218,36 @@ class Queue:
 
     @classmethod
     def of(cls, records: Records) -> Queue:
-        """The queue the branch's records make; a task filed under another id's path is refused."""
-        q = cls(records.tip)
+        """The queue the branch's records and the claim refs make; a task filed under
+        another id's path is refused. A task's claim ref holds its latest claim: it
+        is the task's state while its fence is above the branch's (the branch has not
+        merged that claim yet); on the same fence the branch's record is the newer."""
+        q = cls(records.tip, quarantined=list(records.quarantined))
         for path, doc in records.docs.items():
             if path.startswith(TASK_DIR + "/"):
-                if path != task_path(doc["id"]):
-                    raise FleetError(f"{BRANCH}:{path}: task {doc['id']!r} belongs at {task_path(doc['id'])}")
+                if path != task_path(doc["id"]):  # a name that is not its task's: quarantined, as a bad file is
+                    q.quarantined.append((f"{BRANCH}:{path}", f"task {printable(doc['id'], 60)!r} belongs at "
+                                                              f"{task_path(doc['id'])}"))
+                    continue
                 q.tasks[doc["id"]] = Task.of(doc)
+            elif path != worker_path(doc["worker"]):
+                q.quarantined.append((f"{BRANCH}:{path}", f"worker {printable(doc['worker'], 60)!r} belongs at "
+                                                          f"{worker_path(doc['worker'])}"))
             else:
                 q.workers[doc["worker"]] = doc
+        for task_id, (commit, doc) in records.claims.items():
+            q.claim_refs[task_id] = commit
+            old = q.tasks.get(task_id)
+            if doc is not None and old is not None and doc["fence"] > old.fence:
+                q.tasks[task_id] = Task.of(doc)
+                q.unfolded[task_id] = commit
         return q
+
+    def with_tasks(self, tasks: dict[str, Task]) -> Queue:
+        """This read with ``tasks`` as the tasks (a decision's view after its own earlier
+        steps): the same tip, workers and claim refs, so whatever routes the change still
+        sees which claims the branch has not merged yet."""
+        return Queue(self.tip, tasks, self.workers, self.claim_refs, self.unfolded, self.quarantined)
 
     def task(self, task_id: str) -> Task:
         """The task ``task_id``; an error that says how to list them if there is none."""
@@ -364,13 +390,33 @@ def check_worker(doc: Any, where: str) -> dict[str, Any]:
 KINDS = (Kind(TASK_DIR, "id", "task", check_task), Kind(WORKER_DIR, "worker", "worker", check_worker))
 
 
+def _claim_above(claim: dict[str, Any], on_branch: dict[str, Any] | None) -> bool:
+    """Whether a claim (a task's record on its claim ref) is newer than the branch's
+    record of the task: its fence is higher (the branch has not merged it)."""
+    on_branch = _respelled(on_branch)
+    return isinstance(on_branch, dict) and isinstance(on_branch.get("fence"), int) and claim["fence"] > on_branch["fence"]
+
+
+# A task that no claim can take again: its claim ref goes when the branch holds its last claim.
+FINAL = ("done", "failed")
+MAX_DROPS = 100  # claim refs one change deletes at most (the rest go with the next changes)
+
+
 class TaskQueue:
     """The queue of one fleet repository and its remote."""
 
     def __init__(self, repo: FleetRepo) -> None:
         self.repo = repo
         self.git = repo.git
-        self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task")
+        self.store = BranchStore(repo, BRANCH, KINDS, what="task queue", cache="queue", fault="task",
+                                 claim_path=task_path, claim_above=_claim_above)
+        self.store.quarantine = True  # a bad file on the branch is named and left, never the end of the queue
+        self.quarantined: list[tuple[str, str]] = []  # what the last read of this queue left unread, and why
+
+    def _of(self, records: Records) -> Queue:
+        q = Queue.of(records)
+        self.quarantined = q.quarantined
+        return q
 
     def fetch(self) -> None:
         """Fetch the queue and main: the moment state changes here."""
@@ -382,11 +428,16 @@ class TaskQueue:
         self.fetch()
         records = self.store.read(config_of=self.repo.main())
         assert records.config is not None
-        return Queue.of(records), records.config
+        return self._of(records), records.config
 
-    def read(self, tip: str | None = None) -> Queue:
-        """The queue at ``tip`` (default: the branch as last fetched)."""
-        return Queue.of(self.store.read(tip))
+    def read(self, tip: str | None = None, *, under: str | None = None) -> Queue:
+        """The queue as last fetched: the branch and the claim refs, the one view every
+        reader of the queue takes (a task's claim lives on its claim ref until the branch
+        merges it: the branch alone is no view of the queue). ``tip``: the branch's
+        commit, with ``under`` the ref folder that a read-only fetch put its claim refs in
+        (``Workspace.fetch_tasks``); default the tracking refs of ``fetch``."""
+        claims = self.store.claim_tips(under + f"{BRANCH}-claims/" if under is not None else None)
+        return self._of(self.store.read(tip, claims=claims))
 
     def publish(self, new: str, old: str | None) -> bool:
         """Move the branch from ``old`` to ``new`` if nobody moved it meanwhile."""
@@ -394,13 +445,65 @@ class TaskQueue:
 
     def change(self, decide: Callable[[Queue, Config, _dt.datetime], Change], *,
                dry_run: bool = False, patience: float | None = None, fetched: bool = False,
-               priority: bool = False) -> tuple[Change, bool]:
+               priority: int = 0, off_branch: bool = False) -> tuple[Change, bool]:
         """Fetch, decide, commit, push; on a lost race, re-read and decide again
         (``BranchStore.change``): a claimer that lost takes the next ready task.
         ``fetched``: the caller has just fetched main and the queue. ``priority``:
-        a holder's change (complete, renew, fail, release), which claims yield to."""
-        return self.store.change(lambda records, cfg, at: decide(Queue.of(records), cfg, at),
-                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority)
+        a holder's change (complete, renew, fail, release: True or store.HOLDER), which
+        claims yield to; store.FIRST: the watchdog's returns, which holders yield to too.
+
+        Every claim (a commit that raises a task's fence) also moves that task's
+        claim ref by compare-and-swap, and every other change of a task whose claim
+        the branch has not merged yet merges it (see ``routed``). ``off_branch``:
+        a change made only of claims of tasks that declare no paths goes to their
+        claim refs alone, not to the branch, so claimers of different tasks do not
+        race (``fleet task claim``)."""
+        return self.store.change(lambda records, cfg, at: routed(self._of(records), decide, cfg, at, off_branch),
+                                 dry_run=dry_run, patience=patience, fetched=fetched, priority=priority,
+                                 eager=off_branch)
+
+
+def routed(q: Queue, decide: Callable[[Queue, Config, _dt.datetime], Change], cfg: Config, at: _dt.datetime,
+           off_branch: bool) -> Change:
+    """``decide``'s change, with where its commits go: a commit that raises a task's
+    fence claims it (its claim ref moves there, compare-and-swap on the value read,
+    so two claims of one task never both land, wherever each was decided); the first
+    commit that changes a task whose claim is not merged yet merges that claim commit
+    (the branch's history keeps every claim, before the change after it). A
+    change of claims alone, of tasks that declare no paths, goes off the branch when
+    ``off_branch``: tasks that declare paths are claimed on the branch, whose
+    compare-and-swap keeps two overlapping ones from being claimed at once."""
+    ch = decide(q, cfg, at)
+    merged: set[str] = set()
+    claims_only = bool(ch.commits)
+    for i, (_, docs) in enumerate(ch.commits):
+        for path, doc in docs.items():
+            if not path.startswith(TASK_DIR + "/"):
+                claims_only = False
+                continue
+            old = q.tasks.get(doc["id"])
+            if old is not None and doc["fence"] > old.fence:
+                ch.claims[i] = doc["id"]
+                claims_only = claims_only and len(docs) == 1 and "paths" not in doc
+            else:
+                claims_only = False
+                if doc["id"] in q.unfolded and doc["id"] not in merged:
+                    ch.merges.setdefault(i, []).append(q.unfolded[doc["id"]])
+                    merged.add(doc["id"])
+    ch.off_branch = off_branch and claims_only
+    if not ch.off_branch:
+        # cleanup: the claim refs of tasks done or failed for good once the branch holds their
+        # claim (this change merges it, or an earlier one did), compare-and-swap on the value read
+        final = {doc["id"]: doc["status"] in FINAL for _, docs in ch.commits for path, doc in docs.items()
+                 if path.startswith(TASK_DIR + "/")}
+        for task_id, commit in q.claim_refs.items():
+            t = q.tasks.get(task_id)
+            if final.get(task_id, t is not None and t.status in FINAL and task_id not in q.unfolded) \
+                    and (task_id not in q.unfolded or task_id in merged):
+                ch.drops[task_id] = commit
+                if len(ch.drops) >= MAX_DROPS:
+                    break
+    return ch
 
 
 # -- building and checking tasks ------------------------------------------
@@ -543,6 +646,16 @@ def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task,
     return new, f"\n\n{printable(reason, 2000)}\nReady again at {later} (failure {failures} of {cfg.tasks.max_failures})."
 
 
+def quarantine_lines(quarantined: list[tuple[str, str]], limit: int = 8) -> list[str]:
+    """One line per file (or claim ref) the queue left unread (``Queue.quarantined``), at
+    most ``limit`` and a count of the rest."""
+    lines = [f"warning: {printable(where, 200)}: {why}; quarantined (left in place, not read)"
+             for where, why in quarantined[:limit]]
+    if len(quarantined) > limit:
+        lines.append(f"warning: and {len(quarantined) - limit} more quarantined files on {BRANCH}")
+    return lines
+
+
 # -- changes of state ----------------------------------------------------------
 # Each takes the queue as read and plain values, and decides; the caller commits
 # the answer through ``TaskQueue.change``, which decides again on a lost race.
@@ -606,8 +719,12 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
     fresh: dict[str, Task] = {}
     origin: dict[str, str] = {}
     same: list[str] = []
+    bad = {w for w, _ in q.quarantined}  # a quarantined file stays where it is: its path is taken
     for item, where in items:
         t = new_task(item, where, cfg, at)
+        if t.id and f"{BRANCH}:{task_path(t.id)}" in bad:
+            raise FleetError(f"{where}: {BRANCH}:{task_path(t.id)} is quarantined (no task can be read from it); "
+                             "pick another id, or remove that file from the branch")
         if t.id:
             if t.id in fresh:
                 raise FleetError(f"{where}: task id {t.id!r} appears twice in this batch (first at {origin[t.id]})")
@@ -620,7 +737,7 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
                 same.append(t.id)
                 continue
         else:
-            while not t.id or t.id in q.tasks or t.id in fresh:
+            while not t.id or t.id in q.tasks or t.id in fresh or f"{BRANCH}:{task_path(t.id)}" in bad:
                 t = replace(t, id=new_task_id(len(q.tasks) + len(fresh) + len(items)))
         fresh[t.id] = t
         origin[t.id] = where
@@ -660,10 +777,14 @@ def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> 
 
 
 def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float | None = None,
-          task_id: str | None = None) -> Step:
+          task_id: str | None = None, spread: bool = False) -> Step:
     """``agent`` claims the first ready task (or ``task_id``): a new fence
     and a lease of ``lease`` seconds (default ``tasks.lease_seconds``).
-    NothingToDo when none is ready yet; FleetError when waiting cannot help."""
+    NothingToDo when none is ready yet; FleetError when waiting cannot help.
+
+    ``spread``: among the first ready tasks that the hand-out order cannot tell
+    apart but by id (same hook, priority and age: tasks added in one batch), one
+    at random, so that claimers racing on claim refs seldom pick the same task."""
     seconds = lease if lease is not None else cfg.tasks.lease_seconds
     if task_id is not None:
         t = q.task(task_id)
@@ -687,6 +808,12 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
                          f"{held[0][0].id}, which {held[0][1]}")
             raise NothingToDo(f"no task is ready for {agent} ({_summary(q)}){soon}")
         t = ready[0]
+        if spread:
+            first = _hand_out_order(t)[:3]
+            tied = 1
+            while tied < len(ready) and _hand_out_order(ready[tied])[:3] == first:
+                tied += 1
+            t = ready[_random_ids.randbelow(tied)]
     t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)
@@ -706,7 +833,7 @@ class Claimed:
 
 
 def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, *,
-               lease: float | None = None) -> Claimed:
+               lease: float | None = None, spread: bool = False) -> Claimed:
     """``agent`` claims up to ``count`` ready tasks at once, each as ``claim``
     would on the queue the claims before it left: a task whose paths overlap
     one claimed before it in the same batch is held back like any other.
@@ -715,13 +842,13 @@ def claim_many(q: Queue, cfg: Config, at: _dt.datetime, agent: str, count: int, 
     view = q
     for _ in range(count):
         try:
-            step = claim(view, cfg, at, agent, lease=lease)
+            step = claim(view, cfg, at, agent, lease=lease, spread=spread)
         except NothingToDo:
             if steps:
                 break
             raise
         steps.append(step)
-        view = Queue(q.tip, {**view.tasks, step.task.id: step.task}, q.workers)  # a Queue is one read
+        view = q.with_tasks({**view.tasks, step.task.id: step.task})  # a Queue is one read
     return Claimed(steps)
 
 

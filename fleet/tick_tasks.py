@@ -86,14 +86,13 @@ def hand_out(q: Queue, cfg: Config, at: _dt.datetime, agents: list[str] | None =
     out = HandOut()
     from fleet import tasks
     from fleet.store import Change
-    from fleet.tasks import Queue
 
     commits: list[tuple[str, dict[str, Any]]] = []
     tasks_now = dict(q.tasks)
     for agent in agents if agents is not None else task_agents(cfg):
         if not task_tools(cfg, agent):
             continue
-        view = Queue(q.tip, dict(tasks_now), q.workers)  # a Queue is one read: a fresh one after each claim
+        view = q.with_tasks(dict(tasks_now))  # a Queue is one read: a fresh one after each claim
         mine = held(view, agent, at)
         if mine is not None:
             out.holding[agent] = brief(mine)
@@ -143,13 +142,12 @@ def apply_outcomes(q: Queue, cfg: Config, at: _dt.datetime, reported: list[tuple
     applied is refused with the reason. Applying the same outcomes again changes nothing."""
     from fleet import tasks
     from fleet.store import Change
-    from fleet.tasks import Queue
 
     out = Applied()
     commits: list[tuple[str, dict[str, Any]]] = []
     now = dict(q.tasks)
     for agent, o in reported:
-        view = Queue(q.tip, dict(now), q.workers)  # a Queue is one read: a fresh one after each change
+        view = q.with_tasks(dict(now))  # a Queue is one read: a fresh one after each change
         t = now.get(o["task"])
         try:
             if t is None:

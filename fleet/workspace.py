@@ -280,8 +280,10 @@ class Workspace:
         listed = self.cache.proc("ls-remote", "--heads", url, f"refs/heads/{BRANCH}")
         if listed.returncode == 0 and not listed.stdout.strip():
             return None  # no task was ever added: no queue, no task
-        p = self.cache.proc("fetch", "--quiet", "--depth=1", "--no-tags", "--refmap=", url,
-                            f"+refs/heads/{BRANCH}:refs/fleet/queue/{BRANCH}")
+        # and the claim refs (a claim lives there until the branch merges it: TaskQueue.read)
+        p = self.cache.proc("fetch", "--quiet", "--depth=1", "--no-tags", "--refmap=", "--prune", url,
+                            f"+refs/heads/{BRANCH}:refs/fleet/queue/{BRANCH}",
+                            f"+refs/heads/{BRANCH}-claims/*:refs/fleet/queue/{BRANCH}-claims/*")
         if p.returncode != 0:
             why = p.stderr.decode(errors="replace").strip()[:300] or listed.stderr.decode(errors="replace").strip()[:300]
             raise FleetError(f"{url}: could not fetch the task queue: {why or f'git fetch exited {p.returncode}'}")

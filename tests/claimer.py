@@ -8,7 +8,7 @@ Prints one line per event, flushed, for the test to read:
 the lease ran out and the task went back) and ``holding ID FENCE`` (with
 ``--hold-at S``: the first task it claims S seconds after it started, it holds
 and stops, mid-task, to be killed) and ``retry WHAT REASON`` (a change that lost every race for
-fleet's patience, tried again). It exits 0 when every task in the queue is done.
+fleet's patience, or found the remote not answering, tried again). It exits 0 when every task in the queue is done.
 
 ``--cli`` drives ``python -m fleet task ...`` (a process per step, exit 3 when
 nothing is ready, as a shell loop would); without it the library calls the
@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 GAVE_UP = "gave up after"  # fleet's words when a change lost every race for its patience (120 s)
+# git's words when the remote did not answer at all (git daemon on a loaded machine drops a
+# connection now and then): nothing was changed, and the same step is tried again, as an agent would
+NO_ANSWER = ("Could not read from remote repository", "Connection reset by peer")
 
 
 def main() -> int:
@@ -63,7 +66,7 @@ def main() -> int:
                     return None
                 except FleetError as e:
                     why = str(e)
-            if GAVE_UP not in why:
+            if GAVE_UP not in why and not any(n in why for n in NO_ANSWER):
                 raise SystemExit(f"claim failed: {why}")
             say("retry", "claim", why.replace("\n", " "))  # lost every race for a while: nothing was claimed
 
@@ -83,7 +86,7 @@ def main() -> int:
                     why = None
                 except FleetError as e:
                     why = str(e)
-            if why is None or GAVE_UP not in why:
+            if why is None or (GAVE_UP not in why and not any(n in why for n in NO_ANSWER)):
                 return why
             say("retry", t["id"], why.replace("\n", " "))
 

@@ -52,7 +52,11 @@ class GitDaemon:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={base}",
+            # at most 100 connections at once, GitHub's limit of concurrent requests (git daemon's default,
+            # 32, is met by 16 claimers' fetches, pushes and checks and the watchdog; past it the daemon
+            # kills a live connection: "Connection reset by peer")
+            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--max-connections=100",
+             f"--base-path={base}",
              "--listen=127.0.0.1", f"--port={self.port}", str(base)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
@@ -89,9 +93,10 @@ def daemon(tmp_path: Path):
         d.stop()
 
 
-def _origin(tmp: Path, served: Path, agents: list[str], tasks: int) -> Path:
+def _origin(tmp: Path, served: Path, agents: list[str], tasks: int, *, paths: bool = False) -> Path:
     """A fleet whose config knows ``agents`` and returns a task at once (no retry
-    delay; failures never exhaust it), with ``tasks`` tasks on its queue; its bare origin."""
+    delay; failures never exhaust it), with ``tasks`` tasks on its queue; its bare origin.
+    ``paths``: each task declares a path of its own (so it is claimed on the branch)."""
     seed = tmp / "seed"
     init(seed)
     cfg_path = seed / "state" / "config.json"
@@ -108,7 +113,8 @@ def _origin(tmp: Path, served: Path, agents: list[str], tasks: int) -> Path:
     bare = served / "origin.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
     items = tmp / "tasks.jsonl"
-    items.write_text("".join(json.dumps({"id": f"job-{i:04d}", "title": f"job {i}"}) + "\n" for i in range(tasks)))
+    items.write_text("".join(json.dumps({"id": f"job-{i:04d}", "title": f"job {i}", **({"paths": [f"src/{i}.py"]} if paths else {})})
+                             + "\n" for i in range(tasks)))
     subprocess.run([sys.executable, "-m", "fleet", "task", "add", "-C", str(seed), "--remote", str(bare),
                     "--file", str(items)], check=True, capture_output=True)
     return bare
@@ -136,12 +142,11 @@ def _read(w: Worker) -> None:
             w.kill()  # mid-task, before it completes
 
 
-def _history(bare: Path) -> list[tuple[str, str, dict[str, dict]]]:
-    """The queue branch oldest first: (commit, message, {task id: task as that commit left it}),
-    checking on the way that the history is one line of commits (every change a compare-and-swap)."""
-    out = Git(bare).run("log", "--reverse", "--root", "--no-renames", "--raw", "--no-abbrev",
-                        "--format=%x1e%H %P%x00%B%x00", f"refs/heads/{BRANCH}").decode()
-    commits, blobs = [], []
+def _raw(bare: Path, *args: str, stdin: str = "") -> list[tuple[str, list[str], str, dict[str, str]]]:
+    """``git log ... --raw`` as (commit, parents, message, {path: blob})."""
+    out = subprocess.run(["git", "log", "--no-renames", "--raw", "--no-abbrev", "--format=%x1e%H %P%x00%B%x00", *args],
+                         cwd=bare, input=stdin.encode(), capture_output=True, check=True).stdout.decode()
+    commits = []
     for rec in out.split("\x1e")[1:]:
         head, message, raw = rec.split("\x00")
         sha, *parents = head.split()
@@ -149,10 +154,38 @@ def _history(bare: Path) -> list[tuple[str, str, dict[str, dict]]]:
         for line in raw.strip().splitlines():
             meta, path = line.split("\t")
             changed[path] = meta.split()[3]
-            blobs.append(meta.split()[3])
         commits.append((sha, parents, message, changed))
-    for (prev, _, _, _), (_, parents, _, _) in zip(commits, commits[1:]):
-        assert parents == [prev], "the queue's history is not one line of commits"
+    return commits
+
+
+def _history(bare: Path) -> list[tuple[str, str, dict[str, dict]]]:
+    """The queue's changes in the order they took effect: (commit, message, {task id: task as
+    that commit left it}). The branch is one line of commits (every change a compare-and-swap
+    on its tip); a claim made on a task's claim ref joins it as the second parent of the next
+    change of that task (a merge), and takes effect just before it. Checked on the way: a
+    merge's other parents are only claim commits, each made on a commit of the line before
+    it, changing one task, merged once; and every claim ref is at a commit of the history
+    (once all is done, every claim is merged)."""
+    line = _raw(bare, "--reverse", "--root", "--first-parent", "--diff-merges=first-parent", f"refs/heads/{BRANCH}")
+    for (prev, _, _, _), (_, parents, _, _) in zip(line, line[1:]):
+        assert parents[0] == prev, "the queue's history is not one line of commits"
+    merged = [p for _, parents, _, _ in line for p in parents[1:]]
+    assert len(merged) == len(set(merged)), "a claim was merged twice"
+    claims = {c[0]: c for c in _raw(bare, "--no-walk=unsorted", "--stdin", stdin="\n".join(merged) + "\n")} if merged else {}
+    seen = set()
+    commits = []
+    for sha, parents, message, changed in line:
+        for p in parents[1:]:
+            c_sha, c_parents, c_message, c_changed = claims[p]
+            assert c_message.startswith("task claim ") and len(c_parents) == 1 and c_parents[0] in seen, \
+                f"{sha} merges {p}, which is no claim made on the line before it: {c_message!r}"
+            commits.append((c_sha, c_message, c_changed))
+        seen.add(sha)
+        commits.append((sha, message, changed))
+    refs = Git(bare).text("for-each-ref", "--format=%(objectname)", f"refs/heads/{BRANCH}-claims/").split()
+    history = {c for c, _, _ in commits}
+    assert all(r in history for r in refs), "a claim ref is at a claim the branch never merged"
+    blobs = [b for _, _, changed in commits for b in changed.values()]
     batch = subprocess.run(["git", "cat-file", "--batch"], cwd=bare, input="\n".join(blobs).encode() + b"\n",
                            capture_output=True, check=True).stdout
     docs, at = {}, 0
@@ -163,7 +196,7 @@ def _history(bare: Path) -> list[tuple[str, str, dict[str, dict]]]:
         at = nl + 1 + int(size) + 1
     return [(sha, message, {path.rsplit("/", 1)[1].removesuffix(".json"): docs[b] for path, b in changed.items()
                             if path.startswith("tasks/")})
-            for sha, _, message, changed in commits]
+            for sha, message, changed in commits]
 
 
 def _check_history(bare: Path, tasks: int) -> tuple[dict[str, tuple[str, int]], list[tuple[str, str, int]], int]:
@@ -404,10 +437,12 @@ def test_a_holders_complete_lands_while_claimers_hammer(daemon, tmp_path: Path) 
     origin, each claimer lands at most the one claim it had decided before it could
     see it, however long the holder then takes, and the holder's complete lands;
     its mark goes and the claimers go on. A mark a killed holder left an hour ago
-    stops nobody, and the holder clears it away with its own."""
+    stops nobody, and the holder clears it away with its own. (The tasks declare
+    paths, so they are claimed on the branch: a claim of a task that declares none
+    is made on its claim ref and never races a holder at all.)"""
     d, served = daemon
     claimers = [f"w{i:02d}" for i in range(4)]
-    bare = _origin(tmp_path, served, [*claimers, "holder"], 300)
+    bare = _origin(tmp_path, served, [*claimers, "holder"], 300, paths=True)
     url = d.url("origin.git")
     dirs = {}
     for name in [*claimers, "holder"]:

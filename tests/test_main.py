@@ -87,3 +87,7 @@ def test_a_claim_on_a_checked_queue_and_config_loads_no_schema_library(origin_fl
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["claimed_by"] == "basil" and json.loads(p.stdout)["id"] != taken
     assert not second & (HEAVY | {"jsonschema_rs"}), sorted(second & (HEAVY | {"jsonschema_rs"}))
+    # claim after claim, with no other reader between: each claimer keeps its own claim's record
+    p, third = loaded(f.path, "task", "claim", "--as", "cleo", "--json")
+    assert p.returncode == 0, p.stderr
+    assert not third & (HEAVY | {"jsonschema_rs"}), sorted(third & (HEAVY | {"jsonschema_rs"}))

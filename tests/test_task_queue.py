@@ -49,9 +49,12 @@ def fleet_cmd(*args: str) -> list[str]:
 
 
 def claim_history(bare: Path) -> dict[str, list[str]]:
-    """Each task's claim commits on the remote's queue branch."""
+    """Each task's claim commits on the remote: on the queue branch, or on a claim ref
+    the branch has not merged yet."""
     by_task: dict[str, list[str]] = {}
-    for line in Git(bare).text("log", "--format=%s", f"refs/heads/{BRANCH}").splitlines():
+    git = Git(bare)
+    refs = git.text("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH}-claims/").split()
+    for line in git.text("log", "--format=%s", f"refs/heads/{BRANCH}", *refs).splitlines():
         if line.startswith("task claim "):
             by_task.setdefault(line.split()[2], []).append(line)
     return by_task
@@ -199,7 +202,11 @@ def test_any_sequence_keeps_the_queue_invariants(tmp_path_factory: pytest.TempPa
         assert (t.status == "done") == (tid in done)
         if tid in held:
             assert (t.claimed_by, t.fence) == held[tid]
-    count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}")) if q.tip else 0
+    # cleanup: no claim ref is left of a task done or failed for good once the branch holds its claim
+    assert not [tid for tid in q.claim_refs if q.tasks[tid].status in ("done", "failed") and tid not in q.unfolded]
+    # the branch and the claims on claim refs it has not merged yet (a claim of a task that declares no paths)
+    count = int(git.text("rev-list", "--count", f"refs/heads/{BRANCH}", f"--glob=refs/heads/{BRANCH}-claims/*")) \
+        if q.tip else 0
     assert count == changes
 
 
@@ -257,10 +264,69 @@ def test_claims_yield_to_a_waiting_holder_until_its_mark_is_old(origin_fleet: tu
     mark = git.text("commit-tree", "-m", "waiting", f"refs/heads/{BRANCH}^{{tree}}")  # made now
     git.run("update-ref", f"refs/heads/{BRANCH}-waiting/someone", mark)
     before = claim_history(bare)
-    with pytest.raises(FleetError, match="holder waiting to land a change"):
+    with pytest.raises(FleetError, match="change of higher priority waiting to land"):
         TaskQueue(FleetRepo(a)).change(lambda q, cfg, at: tasks.claim(q, cfg, at, "ada").change(), patience=0.3)
     assert claim_history(bare) == before  # the claim pushed nothing
     task_cmd.complete(b, held["id"], held["fence"], agent="basil")  # a holder does not yield to another
     monkeypatch.setattr(store, "WAITING_TTL", 0.0)  # the mark's holder died long ago
     assert task_cmd.claim(a, "ada")["id"] != held["id"]
     assert len(claim_history(bare)) == 2
+
+
+# -- claim refs -------------------------------------------------------------
+def test_claims_go_to_claim_refs_and_the_next_change_merges_them(origin_fleet: tuple[Fleet, Path],
+                                                                 tmp_path: Path) -> None:
+    """A claim of a task that declares no paths moves that task's claim ref, not the
+    branch; the holder's complete merges the claim commit into the branch, so the
+    branch's history holds the claim just before the complete. A task that
+    declares paths is claimed on the branch, its claim ref moved in the same push."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "plain", "title": "plain"}, "test"),
+                          ({"id": "pathy", "title": "pathy", "paths": ["src/"]}, "test")])
+    a, b = clones(bare, tmp_path, 2)
+    git = Git(bare)
+    tip = git.text("rev-parse", f"refs/heads/{BRANCH}")
+    mine = task_cmd.claim(a, "ada", task_id="plain")
+    assert git.text("rev-parse", f"refs/heads/{BRANCH}") == tip  # the branch did not move
+    claim = git.text("rev-parse", f"refs/heads/{BRANCH}-claims/plain")
+    assert git.text("log", "-1", "--format=%P %s", claim) == f"{tip} task claim plain by ada (fence 1)"
+    q = TaskQueue(FleetRepo(b))
+    q.fetch()
+    seen = q.read().tasks["plain"]  # another clone sees the claim
+    assert (seen.status, seen.claimed_by, seen.fence) == ("in-progress", "ada", 1)
+    with pytest.raises(NothingToDo, match="in-progress, held by ada"):
+        task_cmd.claim(b, "basil", task_id="plain")
+    task_cmd.complete(b, "plain", 1, agent="ada")  # from the other clone: it merges the claim it fetched
+    parents = git.text("log", "-1", "--format=%P", f"refs/heads/{BRANCH}").split()
+    assert parents == [tip, claim]
+    assert git.text("log", "--topo-order", "--format=%s", f"refs/heads/{BRANCH}").splitlines()[:3] == [
+        "task complete plain by ada (fence 1)", "task claim plain by ada (fence 1)", "task add 2 tasks"]
+    other = task_cmd.claim(a, "ada", task_id="pathy")
+    on_branch = git.text("rev-parse", f"refs/heads/{BRANCH}")
+    assert git.text("log", "-1", "--format=%s", on_branch) == "task claim pathy by ada (fence 1)"
+    assert git.text("rev-parse", f"refs/heads/{BRANCH}-claims/pathy") == on_branch
+    assert mine["fence"] == other["fence"] == 1
+
+
+def test_a_claim_ref_that_lies_is_refused_naming_it(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """A claim ref is input like any other: one that holds another task's record, or
+    none, is quarantined, named with the rule; the queue reads on without it, and a
+    claim of that task moves the ref by compare-and-swap from where the lie left it."""
+    f, bare = origin_fleet
+    task_cmd.add(f.path, [({"id": "x1", "title": "x1"}, "test"), ({"id": "x2", "title": "x2"}, "test")])
+    a, = clones(bare, tmp_path, 1)
+    task_cmd.claim(a, "ada", task_id="x1")
+    git = Git(bare)
+    x1 = git.text("rev-parse", f"refs/heads/{BRANCH}-claims/x1")
+    lie = git.write_commit(x1, "task claim x2", {task_path("x2"): git.run("show", f"{x1}:{task_path('x1')}")}, [])
+    git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", lie)
+    out = task_cmd.listing(a)
+    assert [(q["where"].startswith(f"refs/heads/{BRANCH}-claims/x2:tasks/"), "holds the record of 'x1'" in q["reason"])
+            for q in out["quarantined"]] == [(True, True)], out["quarantined"]
+    assert {t["id"]: t["status"] for t in out["tasks"]} == {"x1": "in-progress", "x2": "pending"}
+    git.run("update-ref", f"refs/heads/{BRANCH}-claims/x2", git.text("rev-parse", "refs/heads/main"))
+    out = task_cmd.listing(a)
+    assert [q["reason"] for q in out["quarantined"]] == ["its commit has no tasks/" + task_path("x2")[6:] +
+                                                         " (a claim ref holds its record)"]
+    got = task_cmd.claim(a, "basil", task_id="x2")  # the claim replaces the bad ref, compare-and-swap from it
+    assert got["fence"] == 1 and task_cmd.listing(a)["quarantined"] == []

@@ -155,3 +155,42 @@ def test_agents_with_task_tools_and_no_queue_yet_take_their_turns(tmp_path: Path
     ticks = json.loads(p.stdout)["ticks"]
     assert all(t["delivered"] == t["workers"] for t in ticks), ticks
     assert "could not fetch the task queue" not in p.stderr
+
+
+def test_every_reader_of_the_queue_sees_a_claim_the_branch_has_not_merged(tmp_path: Path) -> None:
+    """`fleet task claim` lands on the task's claim ref, not on the branch: list, show, ready,
+    status, the watchdog, the hand-out and `fleet work`'s read-only view all see it all the same."""
+    from fleet import config as config_mod
+    from fleet.commands.work import _held_tasks
+    from fleet.workspace import Workspace
+
+    repo = task_fleet(tmp_path)
+    p = fleet_cli(repo, "task", "claim", "--as", "ada", "--task", "fix-a", "--json")
+    assert p.returncode == 0, p.stderr
+    fence = json.loads(p.stdout)["fence"]
+    origin = ["git", "--git-dir", str(tmp_path / "origin.git")]
+    on_branch = subprocess.run([*origin, "show", f"fleet/tasks:{json.loads(p.stdout)['path']}"], capture_output=True,
+                               text=True, check=True).stdout
+    assert json.loads(on_branch)["status"] == "pending"  # the branch alone says pending: it is no view of the queue
+    t = task_json(repo, "fix-a")
+    assert (t["status"], t["claimed_by"], t["fence"]) == ("in-progress", "ada", fence)
+    assert [h["what"].split(" ")[1] for h in t["history"]] == ["add", "claim"]
+    listed = json.loads(fleet_cli(repo, "task", "list", "--status", "in-progress", "--json").stdout)["tasks"]
+    assert [x["id"] for x in listed] == ["fix-a"]
+    ready = json.loads(fleet_cli(repo, "task", "ready", "--json").stdout)["tasks"]
+    assert [x["id"] for x in ready] == ["fix-b"]
+    status = json.loads(fleet_cli(repo, "status", "--json").stdout)
+    assert (status["tasks"]["in-progress"], status["tasks"]["pending"]) == (1, 2)
+    assert fleet_cli(repo, "watchdog", "--json").returncode == 3  # ada's lease is current: nothing to return
+    # the hand-out finds ada holding fix-a, and gives basil the other ready one
+    p = fleet_cli(repo, "task", "hand-out", "--json")
+    out = json.loads(p.stdout)
+    assert out["holding"]["ada"]["id"] == "fix-a" and out["claimed"]["basil"]["id"] == "fix-b", out
+    # a worker, which only reads the queue, shows ada her task
+    gitdir = Path(subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=repo, capture_output=True,
+                                 text=True, check=True).stdout.strip())
+    cfg = config_mod.parse((repo / "state/config.json").read_bytes())
+    with Workspace(gitdir, "w1") as ws:
+        held = _held_tasks(ws, (tmp_path / "origin.git").as_uri(), cfg, ["ada", "basil"])
+    assert (held["ada"]["id"], held["ada"]["fence"]) == ("fix-a", fence)
+    assert held["basil"]["id"] == "fix-b"

@@ -27,8 +27,22 @@ MAX_RESULT = 65_536  # bytes of a result, serialised: every claimer fetches the 
 MAX_CLAIM = 100  # tasks one `claim --count` takes in one push
 
 
+_queues: dict[tuple[str, str | None, float], TaskQueue] = {}
+
+
 def _queue(path: Path, remote: str | None) -> TaskQueue:
-    return TaskQueue(FleetRepo(path, remote))
+    """The queue of the fleet at ``path``: one per process and clone, so that an agent's
+    loop of claims in one process finds the repository, its remote and what it has read
+    already without asking git again (a clone whose git config changed is looked up anew)."""
+    try:
+        stamp = (Path(path) / ".git" / "config").stat().st_mtime
+    except OSError:
+        stamp = -1.0  # a worktree or a bare repository: its config is elsewhere
+    key = (str(Path(path).absolute()), remote, stamp)
+    tq = _queues.get(key)
+    if tq is None:
+        tq = _queues[key] = TaskQueue(FleetRepo(path, remote))
+    return tq
 
 
 def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
@@ -69,10 +83,12 @@ def add(path: Path, items: list[tuple[Any, str]], *, remote: str | None = None, 
 
 
 def _step(path: Path, remote: str | None, decide: Callable[[Queue, Config, _dt.datetime], Step], *,
-          priority: bool = False) -> dict[str, Any]:
+          priority: bool = False, off_branch: bool = False) -> dict[str, Any]:
     """Commit the step ``decide`` takes on the queue (again on a lost race); the task as printed.
-    ``priority``: a holder's change, which claims yield to (``BranchStore.change``)."""
-    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority)
+    ``priority``: a holder's change, which claims yield to (``BranchStore.change``);
+    ``off_branch``: a claim, made on the task's claim ref (``TaskQueue.change``)."""
+    ch, _ = _queue(path, remote).change(lambda q, cfg, at: decide(q, cfg, at).change(), priority=priority,
+                                        off_branch=off_branch)
     step: Step = ch.result
     return public(step.task)
 
@@ -82,9 +98,9 @@ def claim(path: Path, agent: str, *, lease: float | None = None, remote: str | N
     """Claim the first ready task (or ``task_id``) for ``agent``; exit 3 if none is ready."""
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         _agent(cfg, agent)
-        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id)
+        return tasks.claim(q, cfg, at, agent, lease=lease, task_id=task_id, spread=True)
 
-    return _step(path, remote, decide)
+    return _step(path, remote, decide, off_branch=True)
 
 
 def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None,
@@ -93,9 +109,9 @@ def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None
     exit 3 if none is ready."""
     def decide(q: Queue, cfg: Config, at: _dt.datetime) -> Change:
         _agent(cfg, agent)
-        return tasks.claim_many(q, cfg, at, agent, count, lease=lease).change()
+        return tasks.claim_many(q, cfg, at, agent, count, lease=lease, spread=True).change()
 
-    ch, _ = _queue(path, remote).change(decide)
+    ch, _ = _queue(path, remote).change(decide, off_branch=True)
     claimed: tasks.Claimed = ch.result
     return [public(s.task) for s in claimed.steps]
 
@@ -189,7 +205,8 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     if wave is not None:
         rows = [t for t in rows if q.waves()[t.id] == wave]
-    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip}
+    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip,
+           "quarantined": [{"where": w, "reason": r} for w, r in q.quarantined]}
     if ready_only:  # and why the others that could be are not
         out["held_back"] = [dict(asdict(h.where), id=t.id, title=t.title, held_by=h.by.id, holder=h.by.claimed_by)
                             for t, h in q.held_back(agent, at) if wave is None or q.waves()[t.id] == wave]
@@ -201,7 +218,9 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
     tq = _queue(path, remote)
     q, _ = tq.load()
     t = public(q.task(task_id), q)
-    out = tq.git.run("log", "--reverse", "--format=%H%x00%cI%x00%s%x1e", q.tip or "HEAD", "--", task_path(task_id))
+    # the branch's history of the task, and its claim the branch has not merged yet (on its claim ref)
+    tips = [c for c in (q.tip, q.unfolded.get(task_id)) if c] or ["HEAD"]
+    out = tq.git.run("log", "--reverse", "--date-order", "--format=%H%x00%cI%x00%s%x1e", *tips, "--", task_path(task_id))
     history = []
     for rec in out.decode().split("\x1e"):
         rec = rec.strip("\n")
@@ -219,6 +238,17 @@ def task_command(directory: Path | None) -> None:
 
     claim hands out a fence (a fencing token); renew, complete, fail and release must name it.
     """
+    for tq in _queues.values():  # what this command's reads leave unread, said once it is over
+        tq.quarantined = []
+    click.get_current_context().call_on_close(_say_quarantined)
+
+
+def _say_quarantined() -> None:
+    """One line (on stderr) per bad file the queue read past: named, left in place, not read."""
+    for tq in _queues.values():
+        for line in tasks.quarantine_lines(tq.quarantined):
+            click.echo(line, err=True)
+        tq.quarantined = []
 
 
 def _task_line(t: dict[str, Any]) -> str:

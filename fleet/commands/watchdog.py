@@ -42,7 +42,7 @@ from fleet.errors import EXIT_NOTHING, UsageError
 from fleet.github import GitHubSettings, TaskIssues
 from fleet.health import deliveries, health, stall
 from fleet.repo import FleetRepo
-from fleet.store import now
+from fleet.store import FIRST, now
 from fleet.tasks import (
     BRANCH,
     Change,
@@ -50,6 +50,7 @@ from fleet.tasks import (
     TaskQueue,
     ago,
     parse_stamp,
+    quarantine_lines,
     returned,
     stamp,
     task_path,
@@ -112,11 +113,13 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
         report.update(returned=returns, failed=failed, starting=starting, workers=marks, stalled=stalled, tick=tick)
         return Change(commits, report)
 
-    ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True, priority=True)  # returns what holders lost
+    # returns what holders lost; before every other change (holders complete back to back, and never back off)
+    ch, pushed = tq.change(decide, dry_run=dry_run, fetched=True, priority=FIRST)
     out = dict(ch.result, branch=BRANCH, commits=len(ch.commits), pushed=pushed, dry_run=dry_run, remote=repo.remote,
                issues=None, escalated=[])
     q = tq.read()  # the queue as this run left it
     out["escalated"] = sorted(t.id for t in q.tasks.values() if t.escalated)
+    out["quarantined"] = [{"where": w, "reason": r} for w, r in q.quarantined]  # read past: named, left in place
     if snap.config.tasks.escalate == "issue":
         out["issues"] = _escalate(q, github, dry_run)
     return out
@@ -156,6 +159,8 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
     r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
 
     def text() -> None:
+        for line in quarantine_lines([(x["where"], x["reason"]) for x in r["quarantined"]]):
+            click.echo(line, err=True)
         for t in r["returned"]:
             click.echo(f"returned {t['id']}: lease of {t['holder']} (fence {t['fence']}) ran out")
         for t in r["failed"]:

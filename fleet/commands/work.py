@@ -173,7 +173,7 @@ def _held_tasks(ws: Workspace, url: str, cfg: Any, agents: list[str]) -> dict[st
     tip = ws.fetch_tasks(url)
     if tip is None:
         return {}
-    q = TaskQueue(FleetRepo(ws.cache.path)).read(tip)
+    q = TaskQueue(FleetRepo(ws.cache.path)).read(tip, under="refs/fleet/queue/")  # the branch and its claim refs
     at = now()
     return {a: tick_tasks.brief(t) for a in wanted if (t := tick_tasks.held(q, a, at)) is not None}
 

@@ -6,8 +6,9 @@ marks the first pending task with ``json``, commits and pushes (a
 non-fast-forward push is the compare-and-swap), and on a rejection backs off
 with the same jittered doubling as fleet and tries again. Ours is
 ``fleet task claim`` (fencing token, schema check, one file per task, a
-commit message that says who and why). Both are a Python process per claim on
-its own clone, over ``git daemon``, so both pay for starting.
+commit message that says who and why, pushed to the task's own claim ref by
+compare-and-swap: claims of different tasks do not race). Both are a Python
+process per claim on its own clone, over ``git daemon``, so both pay for starting.
 
 fleet's modules are byte-compiled first, as an installed package is (this
 machine sets PYTHONDONTWRITEBYTECODE, which would make every claim compile
@@ -375,8 +376,10 @@ def _double_claims(root: Path, won: dict[str, list[tuple[str, str]]]) -> dict[st
     out = {}
     for side, pairs in won.items():
         said = len(pairs) - len({t for t, _ in pairs})
-        if side in ("ours", "batch"):
-            subjects = git(root / "served" / f"{side}.git", "log", "--format=%s", "refs/heads/fleet/tasks").decode()
+        if side in ("ours", "batch"):  # the branch and the claim refs it has not merged yet
+            bare = root / "served" / f"{side}.git"
+            refs = git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/fleet/tasks-claims/").decode().split()
+            subjects = git(bare, "log", "--format=%s", "refs/heads/fleet/tasks", *refs).decode()
             per = Counter(line.split()[2] for line in subjects.splitlines() if line.startswith("task claim "))
             recorded = sum(n - 1 for n in per.values())
         else:

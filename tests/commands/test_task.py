@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from fleet.git import Git
 from fleet.tasks import BRANCH, task_path
@@ -25,11 +29,14 @@ def add(f: Fleet, title: str, *args: str) -> str:
 
 def claim(f: Fleet, agent: str, *args: str, code: int = 0) -> dict:
     r = run(f, "task", "claim", "--as", agent, "--json", *args, code=code)
-    return json.loads(r.output.strip().splitlines()[-1] if code else r.output)
+    return json.loads(r.output.strip().splitlines()[-1] if code else r.stdout)
 
 
-def commits(f: Fleet, ref: str = f"refs/heads/{BRANCH}") -> list[str]:
-    return f.git.text("log", "--format=%s", ref).splitlines()
+def commits(f: Fleet, ref: str | None = None) -> list[str]:
+    """The queue's history, newest first: the branch and the claims on claim refs that it has
+    not merged yet (``ref``: only that)."""
+    where = [ref] if ref else [f"refs/heads/{BRANCH}", f"--glob=refs/heads/{BRANCH}-claims/*"]
+    return f.git.text("log", "--date-order", "--format=%s", *where).splitlines()
 
 
 def test_life_cycle_add_claim_renew_complete(fleet: Fleet) -> None:
@@ -244,8 +251,12 @@ def test_a_corrupt_task_file_is_named(fleet: Fleet) -> None:
     tip = git.rev_parse(f"refs/heads/{BRANCH}")
     bad = git.write_commit(tip, "hand edit\n", {task_path("zz"): b'{"id": "zz", "title": "x"}\n'}, [])
     git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
-    r = run(fleet, "task", "list", code=1)
-    assert f"{BRANCH}:{task_path('zz')}: at /: " in r.output and "schemas/task.schema.json" in r.output
+    # quarantined: named with the rule, left in place, and the rest of the queue goes on
+    r = run(fleet, "task", "list")
+    assert f"warning: {BRANCH}:{task_path('zz')}: at /: " in r.output and "schemas/task.schema.json" in r.output
+    assert "fine" in r.output
+    r = run(fleet, "task", "add", "again", "--id", "zz", code=1)  # its place is taken by the bad file: not overwritten
+    assert f"{BRANCH}:{task_path('zz')} is quarantined" in r.output
 
 
 def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None:
@@ -255,7 +266,8 @@ def test_the_queue_lives_on_the_remote(origin_fleet: tuple[Fleet, Path]) -> None
     assert f.git.rev_parse(f"refs/heads/{BRANCH}") is None  # nothing local but the tracking ref
     c = claim(f, "ada")
     assert c["id"] == t
-    remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}", task_path(t)))
+    # the claim is on the remote, on the task's claim ref (the branch merges it at the task's next change)
+    remote_doc = json.loads(Git(bare).show(f"refs/heads/{BRANCH}-claims/{t}", task_path(t)))
     assert remote_doc["claimed_by"] == "ada" and remote_doc["fence"] == 1
     s = json.loads(run(f, "status", "--json").output)
     assert s["tasks"]["in-progress"] == 1 and s["tasks"]["pending"] == 0
@@ -269,7 +281,9 @@ def test_a_key_in_a_task_or_result_never_reaches_the_branch(fleet: Fleet, monkey
     c = claim(fleet, "ada")
     run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"leaked": canary}), code=1)
     run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result", json.dumps({"rotated": True}))
-    everything = fleet.git.run("log", "-p", "--format=%B", f"refs/heads/{BRANCH}")
+    # every commit of the queue, merges shown against their first parent (the branch before them)
+    everything = fleet.git.run("log", "-p", "--diff-merges=first-parent", "--format=%B", f"refs/heads/{BRANCH}",
+                               f"--glob=refs/heads/{BRANCH}-claims/*")
     assert canary.encode() not in everything and b"rotated" in everything
 
 
@@ -317,7 +331,7 @@ def test_a_result_has_a_size_limit(fleet: Fleet, tmp_path: Path) -> None:
     big.write_text(json.dumps({"blob": "x" * 70000}))
     r = run(fleet, "task", "complete", t, "--fence", str(c["fence"]), "--result-file", str(big), code=1)
     assert "a task's result is at most 65,536" in r.output
-    assert json.loads(fleet.git.show(f"refs/heads/{BRANCH}", task_path(t)))["status"] == "in-progress"
+    assert json.loads(run(fleet, "task", "show", t, "--json").output)["status"] == "in-progress"
 
 
 def test_adding_again_after_a_sling_is_still_a_no_op(fleet: Fleet, tmp_path: Path) -> None:
@@ -355,8 +369,9 @@ def test_a_malformed_time_on_the_branch_is_named_not_a_crash(fleet: Fleet) -> No
     doc["not_before"] = "soon"
     bad = fleet.git.write_commit(tip, "hand edit\n", {task_path(t): json.dumps(doc).encode()}, [])
     fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
-    for args in (["task", "list"], ["task", "claim", "--as", "ada"], ["status"]):
-        r = run(fleet, *args, code=1)
+    # quarantined, named by every reader; the task is not handed out (nothing is ready: exit 3)
+    for args, code in ((["task", "list"], 0), (["task", "claim", "--as", "ada"], 3), (["status"], 0)):
+        r = run(fleet, *args, code=code)
         assert f"{BRANCH}:{task_path(t)}: at /not_before: 'soon' is not a UTC time" in r.output
 
 
@@ -412,21 +427,25 @@ def test_a_push_refused_for_good_fails_at_once_with_gits_reason(origin_fleet: tu
 
 def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet: Fleet, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleet.commands.task import claim as claim_fn
+    from fleet.commands import task as task_cmd
     from fleet.git import Git as GitClass
+
+    def claim_fn(path: Path, agent: str) -> dict:
+        task_cmd._queues.clear()  # each claim as a new process makes it: no queue read before in memory
+        return task_cmd.claim(path, agent)
 
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps({"id": f"c{i}", "title": f"c{i}"}) + "\n" for i in range(50)))
     run(fleet, "task", "add", "--file", str(f))
     run(fleet, "task", "list")  # a first reader checks every file and caches them
     asked: list[int] = []
-    real = GitClass.cat_blobs
+    real = GitClass.cat_maybe
 
-    def counting(self: GitClass, shas: list[str]) -> dict[str, bytes]:
-        asked.append(len(shas))
-        return real(self, shas)
+    def counting(self: GitClass, names: list[str]) -> dict[str, bytes | None]:
+        asked.append(len(names))
+        return real(self, names)
 
-    monkeypatch.setattr(GitClass, "cat_blobs", counting)
+    monkeypatch.setattr(GitClass, "cat_maybe", counting)
     claim_fn(fleet.path, "ada")
     assert asked == [1]  # main's config only: the 50 task files came from the cache
     cache = fleet.path / ".git" / "fleet" / "cache" / "queue.json"
@@ -434,19 +453,20 @@ def test_checked_task_files_are_not_read_again_and_a_bad_cache_is_ignored(fleet:
     cache.write_bytes(b"{not json")
     asked.clear()
     t = claim_fn(fleet.path, "basil")
-    assert t["fence"] == 1 and asked == [51]  # a broken cache costs a full read, nothing else
+    # a broken cache costs a full read, nothing else: 50 files, ada's claim (on its claim ref) and the config
+    assert t["fence"] == 1 and asked == [52]
     # a cached file is trusted only under the rules that checked it
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, version="another")))
     asked.clear()
     claim_fn(fleet.path, "cleo")
-    assert asked == [51]
+    assert asked == [53]  # and basil's claim
     # a cache whose entries are not documents is no cache
     data = json.loads(cache.read_bytes())
     cache.write_text(json.dumps(dict(data, docs={k: ["x"] for k in data["docs"]})))
     asked.clear()
     assert claim_fn(fleet.path, "dara")["claimed_by"] == "dara"
-    assert asked == [51]
+    assert asked == [54]
     assert [p.name for p in cache.parent.iterdir()] == ["queue.json"]  # no temp files left
 
 
@@ -601,8 +621,8 @@ def test_bad_paths_are_refused_by_flag_and_on_the_branch(fleet: Fleet) -> None:
     doc["paths"] = ["src", "a/../../b"]
     bad = fleet.git.write_commit(tip, "by hand\n", {task_path(t): json.dumps(doc).encode()}, [])
     fleet.git.update_ref(f"refs/heads/{BRANCH}", bad, tip)
-    for args in (["task", "list"], ["task", "claim", "--as", "ada"]):
-        r = run(fleet, *args, code=1)
+    for args, code in ((["task", "list"], 0), (["task", "claim", "--as", "ada"], 3)):
+        r = run(fleet, *args, code=code)
         assert f"{BRANCH}:{task_path(t)}: at /paths/1: 'a/../../b': no empty, '.' or '..' names" in r.output
 
 
@@ -657,3 +677,103 @@ def test_add_dry_run_says_what_it_would_add_and_pushes_nothing(fleet: Fleet) -> 
     assert "would add dry-1" in out and "added dry-1" not in out and "nothing pushed" in out
     assert fleet.git.text("for-each-ref", "refs/heads/") == before
     assert "added dry-1" in run(fleet, "task", "add", "only checked", "--id", "dry-1").output
+
+
+# -- a bad file on the queue's branch is quarantined, never the end of the queue ----------------
+_NAME = st.text(alphabet=st.sampled_from("abcXYZ019-_. é"), min_size=1, max_size=12).filter(
+    lambda n: n.strip(" ") == n and n not in (".", ".."))
+
+
+@st.composite
+def bad_files(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    """(what, path, content): a file no task can be read from, in the folders the queue reads."""
+    what = draw(st.sampled_from(["not json", "wrong schema", "symlink", "gitlink", "misnamed", "worker misnamed",
+                                 "not utf-8"]))
+    folder = draw(st.sampled_from(["tasks/ab/", "tasks/", "workers/"])) if what in ("not json", "symlink", "gitlink") \
+        else "workers/" if what == "worker misnamed" else "tasks/ab/"
+    path = folder + ("\udcff" if what == "not utf-8" else "") + draw(_NAME) + draw(st.sampled_from([".json", "", ".txt"]))
+    if what == "not json":
+        content = draw(st.sampled_from([b"{not json", b"", b"\xff\xfe", b"[1, 2", b'{"id": "x", "id": "y"}']))
+    elif what == "wrong schema":
+        content = json.dumps(draw(st.sampled_from([{"id": "x"}, [], {"id": "x", "title": 3}, "a string"]))).encode()
+    elif what == "symlink":
+        content = draw(st.sampled_from([b"../../state/config.json", b"/etc/passwd", b"elsewhere.json"]))
+    elif what in ("misnamed", "not utf-8"):  # a valid task filed under a name that is not its id
+        content = json.dumps(_a_task("real-id")).encode()
+    elif what == "worker misnamed":
+        content = json.dumps({"worker": "w9", "status": "dead", "last_tick": 1, "since": 2, "reason": "x",
+                              "updated_at": "2026-11-22T12:38:12.345Z"}).encode()
+    else:
+        content = b""
+    return what, path, content
+
+
+def _a_task(task_id: str) -> dict:
+    return {"id": task_id, "title": "t", "status": "pending", "priority": 2, "deps": [], "for": None, "fence": 0,
+            "attempts": 0, "failures": 0, "claimed_by": None, "claimed_at": None, "lease_until": None,
+            "not_before": None, "created_at": "2026-11-22T12:38:12.345Z", "updated_at": "2026-11-22T12:38:12.345Z"}
+
+
+def _commit_bad_file(f: Fleet, what: str, path: str, content: bytes) -> None:
+    """A commit on the queue's branch that adds one bad file (a link or a submodule with its mode)."""
+    env = dict(os.environ, GIT_INDEX_FILE=str(f.path / ".git" / "bad-index"))
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@x"]
+    tip = f.git.text("rev-parse", f"refs/heads/{BRANCH}")
+    subprocess.run([*g, "read-tree", tip], cwd=f.path, env=env, check=True)
+    if what == "gitlink":
+        mode, sha = "160000", tip
+    else:
+        sha = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=f.path, input=content, capture_output=True,
+                             check=True).stdout.decode().strip()
+        mode = "120000" if what == "symlink" else "100644"
+    subprocess.run([*g, "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], cwd=f.path, env=env, check=True)
+    tree = subprocess.run([*g, "write-tree"], cwd=f.path, env=env, capture_output=True, check=True).stdout.decode().strip()
+    commit = subprocess.run([*g, "commit-tree", tree, "-p", tip, "-m", "by hand"], cwd=f.path, capture_output=True,
+                            check=True).stdout.decode().strip()
+    f.git.update_ref(f"refs/heads/{BRANCH}", commit, tip)
+
+
+@settings(max_examples=int(os.environ.get("FLEET_PROPERTY_EXAMPLES", "12")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(bad=bad_files())
+@example(bad=("not json", "tasks/ab/x.json", b"{not json"))
+@example(bad=("wrong schema", "tasks/ab/x.json", b'{"id": "x"}'))
+@example(bad=("symlink", "tasks/ab/x.json", b"../../state/config.json"))
+@example(bad=("gitlink", "tasks/sub", b""))
+@example(bad=("misnamed", "tasks/ab/x.json", json.dumps(_a_task("real-id")).encode()))
+@example(bad=("not utf-8", "tasks/ab/\udcffx.json", json.dumps(_a_task("real-id")).encode()))
+@example(bad=("worker misnamed", "workers/x.json", json.dumps(
+    {"worker": "w9", "status": "dead", "last_tick": 1, "since": 2, "reason": "x", "updated_at": "2026-11-22T12:38:12.345Z"}
+).encode()))
+def test_a_bad_file_on_the_branch_is_quarantined_and_every_queue_command_goes_on(
+        tmp_path_factory: pytest.TempPathFactory, bad: tuple[str, str, bytes]) -> None:
+    """Not JSON, the wrong schema, a symbolic link, a submodule, a name that is not its
+    task's: list, ready, show, claim, complete, status, the watchdog and the report all
+    still work, each naming the file in one line (or in its JSON), and the file stays."""
+    from fleet.commands.init import init
+
+    what, path, content = bad
+    f = Fleet(tmp_path_factory.mktemp("bad") / "fleet")
+    init(f.path)
+    t = add(f, "a good task")
+    _commit_bad_file(f, what, path, content)
+    where = f"{BRANCH}:{path}" if what != "not utf-8" else f"{BRANCH}:{path}".replace("\udcff", "\\udcff")
+    listed = json.loads(run(f, "task", "list", "--json").stdout)
+    assert [x["id"] for x in listed["tasks"]] == [t]
+    assert [q["where"] for q in listed["quarantined"]] == [where], (what, listed["quarantined"])
+    r = run(f, "task", "ready")
+    assert f"warning: {where}: " in r.output and "quarantined" in r.output
+    assert run(f, "task", "show", t, "--json").stdout
+    c = claim(f, "ada")
+    assert c["id"] == t
+    r = run(f, "task", "complete", t, "--fence", str(c["fence"]))
+    assert f"warning: {where}: " in r.output
+    status = json.loads(run(f, "status", "--json").stdout)
+    assert [q["where"] for q in status["tasks_quarantined"]] == [where]
+    assert any(where in n for n in status["needs_you"])
+    r = run(f, "watchdog", "--json", code=3)
+    assert [q["where"] for q in json.loads(r.stdout)["quarantined"]] == [where]
+    run(f, "report", "--out", str(f.path.parent / "report"))
+    # left in place: a person removes it; the queue never rewrote it away
+    listing = f.git.run("ls-tree", "-r", "-z", "--name-only", f"refs/heads/{BRANCH}").split(b"\0")
+    assert os.fsencode(path) in listing or what == "gitlink"
