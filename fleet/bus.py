@@ -45,7 +45,7 @@ from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
 from fleet.ids import is_safe_id, printable
-from fleet.repo import TRACKING, FleetRepo
+from fleet.repo import TRACKING, FleetRepo, fetch_failed
 from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
 
@@ -330,7 +330,7 @@ class Bus:
             return
         err = self.git.fetch_refs(self.repo.remote, f"+refs/heads/main:{TRACKING}main")
         if err is not None:
-            raise FleetError(f"git fetch from {self.repo.remote} failed: {git_reason(err, 'no reason given')}")
+            raise fetch_failed(self.repo.remote, err)
 
     def fetch(self, main: bool = True, *, shallow: bool = False) -> None:
         """Fetch every bus branch (and main, for the config): the moment the bus changes here.

@@ -36,9 +36,9 @@ from fleet import canonical, faults, keys
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
-from fleet.git import RefUpdate, common_dir, git_reason
+from fleet.git import RefUpdate, common_dir
 from fleet.ids import is_safe_id, printable
-from fleet.repo import TRACKING, FleetRepo
+from fleet.repo import TRACKING, FleetRepo, fetch_failed
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
 # A change made less than this long (seconds) after one this process landed on the
@@ -223,7 +223,7 @@ class BranchStore:
             self.git.proc("update-ref", "-d", self.ref)
             err = self.git.fetch_refs(remote, specs[0]) if main else None
         if err is not None:
-            raise FleetError(f"git fetch from {remote} failed: {git_reason(err, 'no reason given')}")
+            raise fetch_failed(remote, err)
 
     def claim_tips(self, prefix: str | None = None) -> dict[str, str]:
         """The claim refs as last fetched (or as found under ``prefix``): record name -> commit."""

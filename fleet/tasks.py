@@ -226,12 +226,12 @@ class Queue:
         for path, doc in records.docs.items():
             if path.startswith(TASK_DIR + "/"):
                 if path != task_path(doc["id"]):  # a name that is not its task's: quarantined, as a bad file is
-                    q.quarantined.append((f"{BRANCH}:{path}", f"task {printable(doc['id'], 60)!r} belongs at "
+                    q.quarantined.append((f"{BRANCH}:{path}", f"task '{printable(doc['id'], 60)}' belongs at "
                                                               f"{task_path(doc['id'])}"))
                     continue
                 q.tasks[doc["id"]] = Task.of(doc)
             elif path != worker_path(doc["worker"]):
-                q.quarantined.append((f"{BRANCH}:{path}", f"worker {printable(doc['worker'], 60)!r} belongs at "
+                q.quarantined.append((f"{BRANCH}:{path}", f"worker '{printable(doc['worker'], 60)}' belongs at "
                                                           f"{worker_path(doc['worker'])}"))
             else:
                 q.workers[doc["worker"]] = doc
@@ -558,7 +558,7 @@ def claimer_problem(cfg: Config, name: str) -> str | None:
     """Why ``name`` may not claim tasks (or have one slung to it), or None when it may.
     Claimers are configured apart from the tick agents (``tasks.claimers``)."""
     if not is_safe_id(name):
-        return (f"{printable(name, 60)!r} is no claimer's name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+        return (f"'{printable(name, 60)}' is no claimer's name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
                 "(no '..', at most 128 characters)")
     if cfg.tasks.may_claim(name, cfg.agents):
         return None
@@ -620,8 +620,9 @@ def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
         raise FleetError(f"cannot {verb} task {t.id}: no claim was given fence {fence} (the current one is "
                          f"{t.fence}, held by {t.claimed_by})")
     if fence != t.fence:
+        then = "drop your result" if verb in ("complete", "fail") else "stop working on it"
         raise FleetError(f"cannot {verb} task {t.id}: fence {fence} is stale, the task was claimed again "
-                         f"(fence {t.fence}, by {t.claimed_by}); drop your result")
+                         f"(fence {t.fence}, by {t.claimed_by}); {then}")
     if agent is not None and agent != t.claimed_by:
         raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
 

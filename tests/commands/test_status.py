@@ -119,7 +119,7 @@ def test_status_with_an_unreachable_origin(fleet: Fleet, tmp_path: Path) -> None
 def test_status_with_an_empty_origin_says_it_has_no_main(fleet: Fleet, tmp_path: Path) -> None:
     empty = tmp_path / "empty.git"
     subprocess.run(["git", "init", "-q", "--bare", str(empty)], check=True)
-    for args in (("status",), ("log",)):
+    for args in (("status",), ("log",), ("task", "list"), ("msg", "inbox", "ada")):
         r = run(fleet, *args, "--remote", str(empty), code=1)
         assert r.stderr.strip() == (f"fleet: remote {empty} has no main branch: it is empty or holds no fleet "
                                     "(push a fleet's main there first: `git push <remote> main`)"), (args, r.stderr)
