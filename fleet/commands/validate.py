@@ -25,6 +25,7 @@ from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
+from fleet.ids import printable_lines
 from fleet.progress import Progress
 from fleet.repo import MAX_INBOX_DEPTH, read_regular
 
@@ -48,9 +49,10 @@ class _File:
     refused: str | None = None  # known from the directory read (a link, a FIFO, a folder not listed): never read
 
 
-def validate(root: Path, target: Path | None = None, bar: Progress | None = None) -> tuple[int, list[Problem]]:
-    """(files checked, problems) for the fleet at ``root``, or only ``target``;
-    ``bar`` is moved on a file at a time."""
+def validate(root: Path, target: Path | None = None,
+             bar: Progress | None = None) -> tuple[int, list[Problem], list[Problem]]:
+    """(files checked, problems, warnings) for the fleet at ``root``, or only
+    ``target``; ``bar`` is moved on a file at a time."""
     root = root.resolve()
     cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
     if cfg is None:
@@ -107,7 +109,34 @@ def validate(root: Path, target: Path | None = None, bar: Progress | None = None
             problems.append(Problem(f.rel, problem))
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
-    return len(files), problems
+    return len(files), problems, portability([f.rel for f in files if f.rel.startswith("state/")])
+
+
+# Names Windows keeps for devices, whatever the extension: a checkout there fails on them.
+_DEVICES = frozenset(["CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                      *(f"LPT{i}" for i in range(1, 10))])
+
+
+def portability(rels: list[str]) -> list[Problem]:
+    """State files that a clone on Windows or macOS cannot hold as they are: a name
+    Windows keeps for a device (``CON.json``), and names in one folder that differ
+    only by case (``Ada.json``, ``ada.json``: one file on a case-insensitive disk).
+    Warnings, not problems: git and the merge take them, and changing what the merge
+    accepts would change how old deltas replay."""
+    out: list[Problem] = []
+    seen: dict[str, str] = {}
+    for rel in sorted(rels):
+        name = rel.rsplit("/", 1)[-1]
+        if name.split(".", 1)[0].upper() in _DEVICES:
+            out.append(Problem(rel, f"'{name.split('.', 1)[0]}' is a device name on Windows: a clone there cannot "
+                                    "check this file out"))
+        folded = rel.casefold()
+        if folded in seen:
+            out.append(Problem(rel, f"differs from {seen[folded]} only by case: a clone on Windows or macOS "
+                                    "holds one file for both"))
+        else:
+            seen[folded] = rel
+    return out
 
 
 def _rel(root: Path, f: Path) -> str:
@@ -234,13 +263,16 @@ def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
     else:
         root = toplevel(directory)
     with Progress("validate", total=0, as_json=as_json) as bar:
-        count, problems = validate(root, path, bar)
+        count, problems, warnings = validate(root, path, bar)
 
     def text() -> None:
         for p in problems:
             click.echo(str(p))
+        for w in warnings:
+            click.echo(printable_lines(f"warning: {w}"), err=True)
         click.echo(f"{count} file(s) checked, {len(problems)} problem(s)", err=bool(problems))
 
-    emit({"checked": count, "problems": [p.__dict__ for p in problems]}, as_json, text)
+    emit({"checked": count, "problems": [p.__dict__ for p in problems], "warnings": [w.__dict__ for w in warnings]},
+         as_json, text)
     if problems:
         sys.exit(EXIT_FAILURE)

@@ -356,3 +356,20 @@ def test_a_path_that_is_no_fleet_and_no_inbox_is_one_line(fleet: Fleet, tmp_path
         path = str(Path.home())
     r = run(fleet, "validate", path, code=1)
     assert says in r.output and len(r.output.strip().splitlines()) <= 2 and "internal error" not in r.output
+
+
+@pytest.mark.parametrize("names, warned", [
+    (["CON"], ["CON"]), (["con"], ["con"]), (["Aux"], ["Aux"]), (["lpt9"], ["lpt9"]), (["COM1"], ["COM1"]),
+    (["Ada-7", "ada-7"], ["ada-7"]), (["x-1", "X-1", "x-2"], ["x-1"]), (["console"], []), (["COM0"], []),
+])
+def test_names_a_clone_on_windows_or_macos_cannot_hold_are_warned_of(fleet: Fleet, names: list[str],
+                                                                     warned: list[str]) -> None:
+    """A device name (CON) or two names that differ only by case pass the schemas and the
+    merge, but break a clone on Windows or macOS: validate says so, as a warning."""
+    doc = json.loads(fleet.read("state/posts/ada-1.json"))
+    for n in names:
+        (fleet.path / f"state/posts/{n}.json").write_bytes(canonical.dumps({**doc, "id": n}))
+    r = run(fleet, "validate", "--json")
+    got = json.loads(r.stdout)
+    assert got["problems"] == []
+    assert sorted(w["path"] for w in got["warnings"]) == sorted(f"state/posts/{n}.json" for n in warned)
