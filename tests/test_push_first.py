@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,14 @@ def queue(origin_fleet: tuple[Fleet, Path], monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(store, "PUSH_FIRST_AFTER", 0.0)
     return f, bare
 
+
+def tasks_config(f: Fleet, tasks: dict[str, Any]) -> None:
+    """Set the queue's settings on main, here and on the origin."""
+    cfg = json.loads((f.path / "state/config.json").read_text())
+    cfg["tasks"] = tasks
+    (f.path / "state/config.json").write_bytes(canonical.dumps(cfg))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "c"], cwd=f.path, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=f.path, check=True)
 
 def test_a_claim_on_the_view_its_clone_left_makes_no_fetch(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
     f, bare = origin_fleet
@@ -222,11 +231,7 @@ def test_a_claim_ref_stays_while_its_task_can_be_claimed_again(origin_fleet: tup
     """Only a task done or failed for good loses its claim ref: one released (or returned)
     keeps it, so the next claim moves it by compare-and-swap from where it was."""
     f, bare = origin_fleet
-    cfg = json.loads((f.path / "state/config.json").read_text())
-    cfg["tasks"] = {"retry_delay_seconds": 0, "max_failures": 2}
-    (f.path / "state/config.json").write_bytes(canonical.dumps(cfg))
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "c"], cwd=f.path, check=True)
-    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=f.path, check=True)
+    tasks_config(f, {"retry_delay_seconds": 0, "max_failures": 2})
     task_cmd.add(f.path, [({"id": "r", "title": "r"}, "test")])
     c = task_cmd.claim(f.path, "ada")
     task_cmd.release(f.path, "r", c["fence"])
@@ -297,11 +302,7 @@ def test_a_holders_complete_yields_to_the_watchdogs_mark(origin_fleet: tuple[Fle
 def test_the_watchdog_does_not_yield_to_a_holders_mark(origin_fleet: tuple[Fleet, Path], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     f, bare = origin_fleet
-    cfg = json.loads((f.path / "state/config.json").read_text())
-    cfg["tasks"] = {"retry_delay_seconds": 0, "grace_seconds": 0}
-    (f.path / "state/config.json").write_bytes(canonical.dumps(cfg))
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "c"], cwd=f.path, check=True)
-    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=f.path, check=True)
+    tasks_config(f, {"retry_delay_seconds": 0, "grace_seconds": 0})
     task_cmd.add(f.path, [({"id": "w", "title": "w"}, "test")])
     a = clone(bare, tmp_path / "a")
     c = task_cmd.claim(a, "ada", lease=0.001)
