@@ -107,3 +107,8 @@ def read_stdin(limit: int, what: str) -> str:
     except UnicodeDecodeError as e:
         raise FleetError(f"standard input: not UTF-8 text (byte {e.start} is {data[e.start:e.start + 1]!r})") from None
 
+
+
+# The largest count or tick an option takes: every integer fleet writes is within
+# 64 bits, and JSON readers in JavaScript hold integers exactly up to 2**53.
+MAX_COUNT = 2**53

@@ -315,12 +315,13 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
     strictly and bounded; a bad line is a FleetError naming the file, the line and the rule."""
     import jsonschema_rs
 
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE + 1)
-    except OSError as e:
-        raise FleetError(f"{path}: cannot read the model's answers: {e.strerror or e}") from None
-    if len(data) > MAX_FILE:
+    from fleet.repo import read_regular
+
+    data = read_regular(str(path), MAX_FILE)  # a FIFO is never waited on, a device never read
+    if data is None or isinstance(data, str):
+        why = (data or "no such file").replace("only regular files in the inbox are read", "answers are a file")
+        raise FleetError(f"{path}: cannot read the model's answers: {why}")
+    if isinstance(data, tuple):
         raise FleetError(f"{path}: over {MAX_FILE} bytes: not answers fleet wrote")
     validator = jsonschema_rs.validator_for(RECORD_SCHEMA)
     out = []
@@ -338,8 +339,11 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
 
 def write_answers(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """What a job that runs the model hands to the merge job (one JSON line each)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
+    except OSError as e:
+        raise FleetError(f"{path}: cannot write the model's answers: {e.strerror or e}") from None
 
 
 def _record(c: Conflict) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option
 from fleet.dispatch import Dispatch, parse_ticks, relay_run
 from fleet.errors import EXIT_FAILURE, EXIT_NOTHING
 from fleet.repo import FleetRepo
@@ -23,9 +23,9 @@ from fleet.repo import FleetRepo
 @dir_option
 @json_option
 @remote_option
-@click.option("--after", type=click.IntRange(0), required=True, metavar="N",
+@click.option("--after", type=click.IntRange(0, MAX_COUNT), required=True, metavar="N",
               help="The tick whose merge started the chain (the plan's relay.after).")
-@click.option("--relay", type=click.IntRange(1), required=True, metavar="N",
+@click.option("--relay", type=click.IntRange(1, MAX_COUNT), required=True, metavar="N",
               help="The relay the plan recorded (the plan's relay.relay): the next run gets it as its relay input.")
 @click.option("--ticks-left", default=None, metavar="N",
               help="The ticks a chain started by hand still runs, passed on whole (empty: none).")

@@ -22,7 +22,7 @@ import click
 
 from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_messages, tick_tasks
 from fleet import world as world_mod
-from fleet.cli import dir_option, emit, json_option, remote_option
+from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
 from fleet.delta import Arrival
@@ -373,7 +373,7 @@ def _remove(files: list[tuple[Arrival, Path]], inbox: tuple[Path, ...]) -> None:
 @dir_option
 @json_option
 @remote_option
-@click.option("--tick", type=click.IntRange(0), default=None, help="Merge only if this is the next tick.")
+@click.option("--tick", type=click.IntRange(0, MAX_COUNT), default=None, help="Merge only if this is the next tick.")
 @click.option("--inbox", "inbox", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Also take delta files from this folder (repeatable); they are removed once merged.")
 @click.option("--dry-run", is_flag=True, help="Decide and build the commit, but publish nothing.")

@@ -13,7 +13,7 @@ import click
 
 from fleet import keys
 from fleet.bus import KINDS, MAX_FILE_BYTES, Bus
-from fleet.cli import dir_option, emit, group_dir_option, json_option, read_stdin, remote_option
+from fleet.cli import MAX_COUNT, dir_option, emit, group_dir_option, json_option, read_stdin, remote_option
 from fleet.errors import FleetError
 from fleet.ids import printable
 from fleet.repo import FleetRepo
@@ -185,7 +185,7 @@ def _emit_box(r: dict[str, Any], agent: str, box: str, as_json: bool) -> None:
 @dir_option
 @json_option
 @remote_option
-@click.option("--tick", type=click.IntRange(1), default=None, help="The merged tick (default: the last).")
+@click.option("--tick", type=click.IntRange(1, MAX_COUNT), default=None, help="The merged tick (default: the last).")
 def msg_deliver_cmd(directory: Path, as_json: bool, remote: str | None, tick: int | None) -> None:
     """Deliver the messages of a merged tick again, from the ledger (after a merge that could not reach the bus).
 
@@ -215,7 +215,7 @@ def msg_deliver_cmd(directory: Path, as_json: bool, remote: str | None, tick: in
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default="machine", show_default=True,
               help="What NAME is.")
-@click.option("--tick", type=click.IntRange(0), default=None, help="The tick it is posted for.")
+@click.option("--tick", type=click.IntRange(0, MAX_COUNT), default=None, help="The tick it is posted for.")
 @click.option("--note", default=None, help="A short note (at most 500 characters).")
 @_lane_option
 def msg_heartbeat_cmd(directory: Path, as_json: bool, remote: str | None, name: str, kind: str, tick: int | None,

@@ -17,7 +17,7 @@ import click
 
 from fleet import summary, tick_tasks
 from fleet import world as world_mod
-from fleet.cli import dir_option, emit, json_option, remote_option, split
+from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option, split
 from fleet.clock import MAX_WAIT, Clock, decide, due_now, runner, stop_switch
 from fleet.config import format_duration
 from fleet.errors import EXIT_NOTHING, UsageError
@@ -193,9 +193,9 @@ def _summary(p: dict[str, Any]) -> None:
               help="A run the last tick dispatched: wait until the tick is due (saying why; a tick further away than "
                    "a job may wait is passed on to a new run: see --relay), and "
                    "start nothing if the stop switch (FLEET_STOP, run.self_dispatch false) is on.")
-@click.option("--after", type=click.IntRange(0), default=None, metavar="N",
+@click.option("--after", type=click.IntRange(0, MAX_COUNT), default=None, metavar="N",
               help="With --wait: the tick whose merge dispatched this run; it starts tick N+1 or nothing.")
-@click.option("--relay", type=click.IntRange(0), default=0, metavar="N",
+@click.option("--relay", type=click.IntRange(0, MAX_COUNT), default=0, metavar="N",
               help="With --wait: how many runs of this chain already waited as long as a job may (the workflow's "
                    "relay input); a tick still further away than that is passed on to run N+1.")
 def plan_command(directory: Path, as_json: bool, remote: str | None, workers: int | None, agents: str | None,
