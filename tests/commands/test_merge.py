@@ -144,7 +144,8 @@ def test_tick_option(fleet: Fleet) -> None:
     head = fleet.main()
     r = run(fleet, "merge", "--tick", "5", code=1)
     assert "--tick 5" in r.stderr and "next merge is tick 1" in r.stderr and len(r.stderr.splitlines()) == 1
-    assert "is not in the range x>=0" in run(fleet, "merge", "--tick", "-1", code=2).stderr
+    assert "is not in the range 0<=x<=9007199254740992" in run(fleet, "merge", "--tick", "-1", code=2).stderr
+    assert "is not in the range" in run(fleet, "merge", "--tick", str(2**64), code=2).stderr
     r = run(fleet, "merge", "--tick", "0", code=3)
     assert "already merged" in r.stderr
     assert fleet.main() == head and fleet.branches()
