@@ -26,6 +26,15 @@ def repo(path: Path) -> Git:
     return Git(path)
 
 
+
+def _commit_all(path: Path, message: str) -> str:
+    """Commit everything in the work tree at ``path``; its sha."""
+    subprocess.run(["git", "-C", str(path), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", message],
+                   check=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
 def test_cat_blobs_reads_many_blobs_through_a_file_as_through_a_pipe(tmp_path: Path) -> None:
     g = repo(tmp_path / "r")
     files = {f"state/c/{i:04d}.json": (f'{{"id":"{i}"}}\n' * (i % 7 + 1)).encode() for i in range(1500)}
@@ -56,17 +65,11 @@ def test_changed_modes_and_ls_tree_read_names_and_modes_as_git_writes_them(tmp_p
     (tmp_path / "r" / "state" / "dir with space").mkdir(parents=True)
     (tmp_path / "r" / "state" / "dir with space" / "é ü.json").write_text("{}\n")
     (tmp_path / "r" / "state" / "plain.json").write_text("{}\n")
-    subprocess.run(["git", "-C", str(tmp_path / "r"), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(tmp_path / "r"), "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "a"],
-                   check=True)
-    first = g.rev_parse("HEAD")
+    first = _commit_all(tmp_path / "r", "a")
     assert first is not None
     (tmp_path / "r" / "state" / "plain.json").unlink()
     (tmp_path / "r" / "state" / "plain.json").symlink_to("/etc/passwd")
-    subprocess.run(["git", "-C", str(tmp_path / "r"), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(tmp_path / "r"), "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "b"],
-                   check=True)
-    second = g.rev_parse("HEAD")
+    second = _commit_all(tmp_path / "r", "b")
     assert second is not None
     assert set(g.ls_tree(first, "state/")) == {"state/dir with space/é ü.json", "state/plain.json"}
     [(mode, old, new, path)] = g.changed_modes(first, second, ["state/"])
