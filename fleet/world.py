@@ -20,7 +20,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from fleet import canonical, schemas
+from fleet import canonical, ids, schemas
 from fleet.config import CONFIG_PATH, Collection, Config
 from fleet.errors import FleetError
 from fleet.fieldindex import Doubt, same_fields
@@ -538,6 +538,8 @@ class _Loader:
                     self.problem(file, where_at, "needs 'collection' and 'line', 'doc' and 'list' and 'line', or 'text'")
                 if "list" in s and "doc" not in s:
                     self.problem(file, f"{where_at}.list", "lists a field of one document, so it needs 'doc'")
+                if fields is not None and "collection" in s:  # a closed schema: a field it lacks is a typo
+                    self._known_fields(file, where_at, s, fields, shown)
                 out.append(Section(
                     title=s.get("title", ""), collection=s.get("collection"), doc=ref, list=s.get("list"),
                     where=where(s.get("where", {}), f"{where_at}.where", names), order=tuple(s.get("order", ())),
@@ -552,6 +554,20 @@ class _Loader:
                           sections(d.get("own", []), at("own"), SHARED_NAMES + OWN_NAMES),
                           text(d.get("ask", ASK), at("ask"), SHARED_NAMES + OWN_NAMES))
         return spec if len(self.problems) == before else None
+
+    def _known_fields(self, file: str, at: str, s: dict[str, Any], fields: set[str], collection: str) -> None:
+        """A section's ``order`` and ``where`` name fields its collection's documents
+        can hold: a field its closed schema lacks would sort or filter on nothing."""
+        known = fields | {"id"}
+        for i, o in enumerate(s.get("order", ())):
+            name = o[1:] if isinstance(o, str) and o.startswith("-") else o
+            if name not in known:
+                self.problem(file, f"{at}.order[{i}]", f"{ids.printable(repr(name), 80)} is not a field "
+                             f"of {collection} documents (their schema's properties: {', '.join(sorted(fields))})")
+        for f in s.get("where", {}):
+            if f not in known:
+                self.problem(file, f"{at}.where.{ids.printable(f, 80)}", f"not a field of {collection} documents "
+                             f"(their schema's properties: {', '.join(sorted(fields))})")
 
     def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
         """The fields a template may name for an item of ``collection`` (or of its

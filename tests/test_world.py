@@ -439,6 +439,9 @@ def test_a_mistake_in_one_tool_is_one_line_and_the_others_still_load(name: str, 
     ("shared", {"title": "t", "collection": "posts", "line": "- {id} by {agent}"}, "only an agent's own sections"),
     ("shared", {"title": "t", "collection": "posts", "line": "- {titel}"}, "not a field of posts documents"),
     ("own", {"doc": "agents/{agent}", "list": "memory", "line": "- {txt}"}, "not a field of agents documents"),
+    ("shared", {"title": "t", "collection": "posts", "order": ["-tik", "id"], "line": "- {id}"}, "'tik' is not a field"),
+    ("shared", {"title": "t", "collection": "posts", "where": {"autor": "x"}, "line": "- {id}"},
+     "where.autor: not a field of posts"),
 ])
 def test_a_prompt_template_naming_nothing_is_refused(part: str, section: dict[str, Any], words: str) -> None:
     prompt = example_prompt()
@@ -470,6 +473,9 @@ def test_a_prompt_section_can_select_by_null_true_or_a_number_first() -> None:
                         {"title": "Zero:", "collection": "posts", "where": {"score": 0}, "line": "- {id}"},
                         {"title": "Never:", "collection": "posts", "where": {"score": False}, "line": "- {id}"}]
     files[PROMPT] = json.dumps(prompt).encode()
+    schema = json.loads(files["schemas/post.schema.json"])
+    schema["properties"]["bio"] = {"type": "string"}  # a field the schema allows and no post holds
+    files["schemas/post.schema.json"] = json.dumps(schema).encode()
     snap = MemorySnapshot(files)
     w = world.load(snap.config, snap.read)
     common = PromptBuilder(View(snap, tick=1), w.prompt, 6000).common
