@@ -239,3 +239,28 @@ def test_the_model_answers_file_of_a_merge_is_one_line_when_it_cannot_be(fleet: 
     r = _invoke(["merge", "-C", str(fleet.path), flag, value.format(fifo=tmp_path / "fifo", folder=tmp_path / "folder")])
     assert r.exit_code in (1, 2) and "internal error" not in r.output, r.output
     assert len(r.output.strip().splitlines()) <= 4 and fleet.main() == head
+
+
+_RANGED = [(w, c, p) for w, c in LEAVES for p in c.params
+           if isinstance(p, click.Option) and isinstance(p.type, click.FloatRange)]
+
+
+@pytest.mark.parametrize("words, cmd, param", _RANGED, ids=[f"{' '.join(w)} {p.opts[0]}" for w, _, p in _RANGED])
+@pytest.mark.parametrize("value", ["nan", "NaN"])
+def test_nan_for_a_ranged_option_is_refused_stating_the_options_own_range(
+        words: list[str], cmd: click.Command, param: click.Option, value: str, a_fleet: Fleet) -> None:
+    """A click range lets NaN through (every comparison with it is false); the
+    refusal that catches it says the range the option's help and click say."""
+    rng = param.type
+    assert isinstance(rng, click.FloatRange)
+    args = [*words, "-C", str(a_fleet.path), param.opts[0], value]
+    for p in cmd.params:
+        if (p.required or "--fence" in p.opts) and p is not param and isinstance(p, click.Option):
+            args += [p.opts[0], "1"]  # (--fence is required by the command, for --token's sake)
+    args += ["1" for p in cmd.params if isinstance(p, click.Argument) and p.required]
+    head = a_fleet.main()
+    r = _invoke(args)
+    assert r.exit_code == 2 and f"{param.opts[0]}: nan" in r.output, r.output
+    low = "0" if rng.min == 0 else f"{rng.min:g}" if rng.min is not None else None
+    assert (low is None or f"from {low} to" in r.output) and f"to {int(rng.max or 0)} " in r.output, r.output
+    assert a_fleet.main() == head
