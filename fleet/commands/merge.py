@@ -10,10 +10,8 @@ nothing: the next one sees the same deltas and applies each exactly once.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +152,7 @@ def merge(
 
     Without ``tick``, a tick that a run started and still holds (its start
     record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
-    with _no_gc():
+    with canonical.no_gc():
         return _merge(path, tick, inbox, remote, dry_run, allow_empty, outside, github, dispatch, meanings_from,
                       propose_to)
 
@@ -311,22 +309,6 @@ def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
     pushed = f", pushed {lessons['commit'][:12]}" if lessons["commit"] else ""
     return [f"Lessons written to remote {lessons['remote']} ({lessons['ref']}): {len(lessons['files'])} new, "
             f"{lessons['present']} there already{pushed}"]
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """The engine makes hundreds of thousands of small objects and frees them all
-    at the end; the cycle collector's passes over them cost a fifth of a big tick.
-    Off for the whole merge, not only the engine: once on again while they are
-    alive (writing the commit, delivering messages), its first passes walk
-    them all; after the merge they are freed by reference counting, unwalked."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _models(metas: Iterable[Any]) -> list[str]:
