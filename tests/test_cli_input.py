@@ -155,6 +155,8 @@ def test_generated_arguments_never_end_in_an_internal_error(data: st.DataObject,
     assert "internal error" not in r.output, (args, positional, r.output)
     assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), (args, r.exception)
     assert r.exit_code in (0, 1, 2, 3), (args, positional, r.exit_code, r.output)
+    told = [line for line in r.output.splitlines() if line.startswith(("fleet: ", "Error: "))]
+    assert len(told) == len(set(told)), (args, positional, r.output)  # an error is said once
 
 
 @pytest.mark.parametrize("args", [
