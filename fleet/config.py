@@ -364,7 +364,12 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         why = _never_matches(pattern)
         if why:
             raise FleetError(f"{where}: tasks.claimers[{k}]: {pattern!r} {why}, so it can never match a claimer")
-    for name in collections:  # (case-blind: on macOS and Windows 'Ledger' is the engine's folder)
+    folded: dict[str, str] = {}
+    for name in sorted(collections):  # (case-blind: on macOS and Windows 'Ledger' is the engine's folder)
+        if name.lower() in folded:
+            raise FleetError(f"{where}: collections {folded[name.lower()]!r} and {name!r} differ only in case: on "
+                             "macOS and Windows they are one folder of state/")
+        folded[name.lower()] = name
         if name.lower() in ("ledger", "quarantine", "conflicts", "resolutions"):
             raise FleetError(f"{where}: collection name {name!r} is reserved for the merge engine")
         if name.lower().endswith(".json"):  # state/config.json/<id>.json cannot be beside state/config.json

@@ -427,6 +427,9 @@ BROKEN_CONFIG = [
     (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
                                                                   "prompt.JSON": json.loads(c)["collections"]["posts"]}}),
      "state/config.json: collection name 'prompt.JSON' ends in .json"),
+    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
+                                                                  "Posts": json.loads(c)["collections"]["posts"]}}),
+     "state/config.json: collections 'Posts' and 'posts' differ only in case"),
 ]
 
 
