@@ -364,12 +364,15 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         why = _never_matches(pattern)
         if why:
             raise FleetError(f"{where}: tasks.claimers[{k}]: {pattern!r} {why}, so it can never match a claimer")
-    folded: dict[str, str] = {}
-    for name in sorted(collections):  # (case-blind: on macOS and Windows 'Ledger' is the engine's folder)
-        if name.lower() in folded:
-            raise FleetError(f"{where}: collections {folded[name.lower()]!r} and {name!r} differ only in case: on "
-                             "macOS and Windows they are one folder of state/")
-        folded[name.lower()] = name
+    for kind, names, what in (("collections", collections, "one folder of state/"),
+                              ("agents", raw["agents"], "one document, one inbox, one folder")):
+        folded: dict[str, str] = {}
+        for name in sorted(names):
+            if name.lower() in folded:
+                raise FleetError(f"{where}: {kind} {folded[name.lower()]!r} and {name!r} differ only in case: on "
+                                 f"macOS and Windows they are {what}")
+            folded[name.lower()] = name
+    for name in collections:  # (case-blind: on macOS and Windows 'Ledger' is the engine's folder)
         if name.lower() in ("ledger", "quarantine", "conflicts", "resolutions"):
             raise FleetError(f"{where}: collection name {name!r} is reserved for the merge engine")
         if name.lower().endswith(".json"):  # state/config.json/<id>.json cannot be beside state/config.json

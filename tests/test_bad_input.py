@@ -430,6 +430,8 @@ BROKEN_CONFIG = [
     (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
                                                                   "Posts": json.loads(c)["collections"]["posts"]}}),
      "state/config.json: collections 'Posts' and 'posts' differ only in case"),
+    (lambda c: canonical.dumps({**json.loads(c), "agents": {**json.loads(c)["agents"], "BASIL": {}}}),
+     "state/config.json: agents 'BASIL' and 'basil' differ only in case"),
 ]
 
 
