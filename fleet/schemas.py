@@ -18,6 +18,7 @@ from typing import Any
 
 from fleet import canonical
 from fleet.errors import FleetError
+from fleet.ids import ID_PATTERN, NAME_RULE
 from fleet.template import protocol_schema_dir
 
 Validator = Any  # jsonschema_rs validators share no public base class
@@ -209,5 +210,7 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
 
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
-    message = err.message if len(err.message) <= 300 else err.message[:200] + " … " + err.message[-80:]
+    # a rule in words, not a regular expression
+    message = err.message.replace(f'"{ID_PATTERN}"', f"the rule of a name ({NAME_RULE})")
+    message = message if len(message) <= 300 else message[:200] + " … " + message[-80:]
     return f"at {where}: {printable(message, 400)}"

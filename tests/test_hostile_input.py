@@ -233,6 +233,27 @@ def test_is_safe_id_is_a_full_match() -> None:
     assert is_safe_id("w9") and not is_safe_id("w9\n") and not is_safe_id("w9\n\n") and not is_safe_id("..")
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="ab.-_9L", min_size=1, max_size=12).map(lambda s: s.replace("L", ".lock")))
+def test_a_name_fleet_accepts_is_one_git_takes_in_a_branch_and_the_schemas_agree(name: str) -> None:
+    """An agent's, a task's, a lane's or a worker's name is part of a branch's name
+    (fleet-bus/box/<agent>, fleet/tasks-claims/<id>, fleet-bus/out/<lane>,
+    fleet/t<tick>/<worker>): a name fleet accepts is one git accepts there, and the
+    config's and the task's schemas say the same as the code."""
+    import jsonschema_rs
+
+    from fleet.ids import ID_PATTERN
+    git_ok = subprocess.run(["git", "check-ref-format", f"refs/heads/fleet-bus/box/{name}"]).returncode == 0
+    if is_safe_id(name):
+        assert git_ok, name
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / "config.schema.json").read_text())
+    assert schema["$defs"]["id"]["pattern"] == ID_PATTERN
+    task = json.loads((Path(__file__).parent.parent / "schemas" / "task.schema.json").read_text())
+    id_schema = {"type": "string", "pattern": ID_PATTERN}
+    assert jsonschema_rs.validator_for(id_schema).is_valid(name) == is_safe_id(name), name
+    assert json.dumps(task).count(json.dumps(ID_PATTERN)) >= 1
+
+
 def test_an_unparseable_file_in_an_unsafe_folder_goes_to_the_unknown_record(fleet: Fleet) -> None:
     raw_tree_branch(fleet, "refs/heads/fleet/t1/w9", [(b"deltas/w9\n/s1/d.json", "100644", b"{oops")])
     run(fleet, "merge")
