@@ -266,3 +266,59 @@ def test_nan_for_a_ranged_option_is_refused_stating_the_options_own_range(
     low = "0" if rng.min == 0 else f"{rng.min:g}" if rng.min is not None else None
     assert (low is None or f"from {low} to" in r.output) and f"to {int(rng.max or 0)} " in r.output, r.output
     assert a_fleet.main() == head
+
+
+_OUTPUTS = [(["report", "--out"], True), (["work", "--worker", "1", "--workers", "2", "--outbox"], True),
+            (["merge", "--propose-meanings"], False)]
+
+
+@pytest.mark.parametrize("words, folder", _OUTPUTS, ids=[w[0] for w, _ in _OUTPUTS])
+@pytest.mark.parametrize("where", [".", "state", "state/x", "schemas", ".git", ".git/fleet/x"])
+def test_nothing_a_person_names_for_output_lands_in_the_fleets_own_folders(
+        a_fleet: Fleet, words: list[str], folder: bool, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--outbox state wrote deltas into state/ (validate then refused the fleet),
+    --propose-meanings state/x.jsonl a stray file there."""
+    monkeypatch.chdir(a_fleet.path)
+    before = sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts)
+    r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], where])
+    assert r.exit_code == 2 and ("of its own" in r.output or "is a directory" in r.output), r.output
+    assert sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts) == before
+    assert not (a_fleet.path / ".git" / "fleet" / "x").exists()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=200), as_folder=st.booleans(), case=st.sampled_from(_OUTPUTS))
+def test_a_file_or_folder_fleet_did_not_write_is_never_written_over(
+        a_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, data: bytes, as_folder: bool,
+        case: tuple[list[str], bool]) -> None:
+    """fleet merge --propose-meanings /etc/passwd emptied the file (run as root);
+    report --out .. wrote index.html over the parent folder's."""
+    words, folder = case
+    target = tmp_path_factory.mktemp("out") / "target"
+    if as_folder:
+        target.mkdir()
+        (target / "index.html").write_bytes(data)  # (a page, but not fleet's)
+        keep = target / "index.html"
+    else:
+        target.write_bytes(data)
+        keep = target
+    r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], str(target)])
+    assert r.exit_code == 2 and str(target) in r.output, r.output
+    assert keep.read_bytes() == data and sorted(p.name for p in target.parent.rglob("*")) == sorted(
+        ["target", "index.html"] if as_folder else ["target"])
+
+
+def test_fleet_writes_again_over_what_it_wrote(a_fleet: Fleet, tmp_path: Path) -> None:
+    """The same --out, --outbox and --propose-meanings again: a page is replaced,
+    the workers of a tick share an outbox, an answers file is rewritten."""
+    for _ in range(2):
+        assert _invoke(["report", "-C", str(a_fleet.path), "--out", str(tmp_path / "site")]).exit_code == 0
+    for w in ("1", "2"):
+        r = _invoke(["work", "-C", str(a_fleet.path), "--worker", w, "--workers", "2", "--outbox", str(tmp_path / "ob")])
+        assert r.exit_code == 0, r.output
+    assert [p.name for p in (tmp_path / "ob").iterdir()] == ["deltas"]
+    answers = tmp_path / "answers.jsonl"
+    for _ in range(2):
+        r = _invoke(["merge", "-C", str(a_fleet.path), "--inbox", str(tmp_path / "ob"), "--propose-meanings", str(answers)])
+        assert r.exit_code == 0, r.output
+        assert answers.read_bytes() == b""  # no field held under 'meaning' in this world: no answer, a file

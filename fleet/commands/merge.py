@@ -20,7 +20,7 @@ import click
 
 from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_messages, tick_tasks
 from fleet import world as world_mod
-from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option
+from fleet.cli import MAX_COUNT, check_output, dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
 from fleet.delta import Arrival
@@ -384,6 +384,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
                   ticks_left: str | None, next_workers: str, next_agents: str) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
     dry_run = dry_run or propose_to is not None
+    if propose_to is not None:
+        check_output(directory, propose_to, "--propose-meanings", folder=False, ours=profile_merge.answers_file)
     settings = GitHubSettings.from_env() if use_github else None
     chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                               agents=next_agents.strip()) if dispatch_next and not dry_run else None
