@@ -579,3 +579,18 @@ def test_a_schema_error_quotes_hostile_text_as_one_printable_line(value: str, ke
     from fleet.ids import printable
 
     assert "\n" not in msg and printable(msg, 10_000) == msg, msg  # nothing left that could hide or forge
+
+
+@pytest.mark.parametrize("rel", ["schemas/post.schema.json", "state/tools.json", "state/prompt.json"])
+def test_validate_never_reads_a_declaration_file_through_a_link(fleet: Fleet, tmp_path: Path, rel: str) -> None:
+    """A schema linked to a file outside the fleet was named as a link and then
+    used: documents were judged by the link's target."""
+    outside = tmp_path / "outside.json"
+    target = {"type": "object", "required": ["zzz_marker"], "properties": {"zzz_marker": {"type": "string"}}}
+    if rel != "schemas/post.schema.json":
+        target = {"zzz_marker": {"description": "x"}} if rel == "state/tools.json" else {"rules": "{zzz_marker}"}
+    outside.write_text(json.dumps(target))
+    (fleet.path / rel).unlink()
+    (fleet.path / rel).symlink_to(outside)
+    r = run(fleet, "validate", code=1)
+    assert f"{rel}: a symbolic link" in r.output and "zzz_marker" not in r.output, r.output

@@ -147,7 +147,10 @@ def _rel(root: Path, f: Path) -> str:
 
 
 def _read_disk(root: Path, rel: str) -> bytes | None:
-    return (root / rel).read_bytes() if (root / rel).is_file() else None
+    """A schema or declaration file as the world reads it: a regular file, never
+    where a link points (the link is a problem of its own), at most a fleet file's size."""
+    data = read_regular(str(root / rel), MAX_FILE_BYTES)
+    return data if isinstance(data, bytes) else None
 
 
 def _resolve(root: Path, target: Path) -> Path:
