@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from conftest import Fleet
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleet.commands.init import init
@@ -183,11 +183,12 @@ def test_a_body_on_standard_input_is_bounded_and_utf8(a_fleet: Fleet, stdin: byt
     assert r.exit_code == 1 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
-_HIDDEN_CHARS = st.sampled_from(["\x1b", "\x07", "\x7f", "\u202e", "\u2066", "\u200b", "\u2028", "\ufeff", "\U000e0001",
+_HIDDEN_CHARS = st.sampled_from(["\x1b", "\x1b[31m", "\x07", "\x7f", "\u202e", "\u2066", "\u200b", "\u2028", "\ufeff", "\U000e0001",
                                  "\x85", "\r"])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(name="a\x1b[31mb")  # an escape sequence click would drop off a terminal
 @given(name=st.tuples(st.text("ab-é日", max_size=3), _HIDDEN_CHARS,
                       st.lists(st.one_of(_HIDDEN_CHARS, st.sampled_from("ab-é日")), max_size=5).map("".join)).map("".join))
 def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fleet, name: str) -> None:
@@ -207,6 +208,8 @@ def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fl
     shown = text.output
     assert not [c for c in shown if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")]
     assert text.exit_code == 1 and f"state/posts/{name}.json" not in shown
+    from fleet.ids import printable_lines
+    assert printable_lines(f"state/posts/{name}.json") in shown, shown  # the name as it is, escaped: not another's
     problems = json.loads(as_json.output)["problems"]
     assert f"state/posts/{name}.json" in [p["path"] for p in problems]
     assert not [c for c in as_json.output if not c.isascii() and unicodedata.category(c) in ("Cf", "Cs", "Co", "Zl", "Zp")]

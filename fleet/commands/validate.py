@@ -270,7 +270,7 @@ def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
 
     def text() -> None:
         for p in problems:
-            click.echo(str(p))
+            click.echo(printable_lines(str(p)))  # (click drops an escape sequence off a terminal)
         for w in warnings:
             click.echo(printable_lines(f"warning: {w}"), err=True)
         click.echo(f"{count} file(s) checked, {len(problems)} problem(s)", err=bool(problems))
