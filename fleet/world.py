@@ -221,6 +221,7 @@ class _Loader:
         self.cfg = cfg
         self.read = read
         self.problems: list[str] = []
+        self._needed: dict[str, str] = {}  # the tool being read: its needed documents' collections, by alias
         self.files: list[str] = []
         self.broken: set[str] = set()  # tools declared with a problem already reported
 
@@ -362,6 +363,7 @@ class _Loader:
             if ref is not None:
                 needs.append((alias, ref))
         later = names + aliases
+        self._needed = {alias: ref.collection for alias, ref in needs}
         absent = [r for i, v in enumerate(d.get("absent", [])) if (r := doc(v, f"{key}.absent[{i}]", later)) is not None]
         checks = conditions(d.get("check", []), f"{key}.check", later)
         effects = []
@@ -377,6 +379,7 @@ class _Loader:
             self._effect_shape(file, at, eff, "value" in decl, fields)
             self._authority(file, at, eff)
             effects.append(eff)
+        self._needed = {}
         if len(self.problems) > before:
             return None
         return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, d.get("max"), validator)
@@ -406,6 +409,12 @@ class _Loader:
                     self.problem(file, at, f"{{{r.dotted}}}: the input schema has no field {r.path[0]!r} (fields: {known})")
             elif r.root in ("agent", "tick", "n", "id") and r.path:
                 self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
+            elif r.root in self._needed and r.path:  # a needed document's field: one its closed schema has
+                coll = self._needed[r.root]
+                known = self._fields(coll, None)
+                if known is not None and r.path[0] not in known | {"id"}:
+                    self.problem(file, at, f"{{{r.dotted}}}: {r.path[0]!r} is not a field of {coll} documents "
+                                           f"(their schema's properties: {', '.join(sorted(known))})")
 
     def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")

@@ -426,6 +426,10 @@ def _tools_with(name: str, change: Any) -> dict[str, bytes]:
     ("comment", lambda t: t["effects"][1].update(value="{input.body}"), "comment.effects[1].value", "not an integer"),
     ("remember", lambda t: t["effects"][0]["value"].update(text=json.loads("[" * 14 + "1" + "]" * 14)),
      "remember.effects[0].value", "deeper than 12"),
+    ("comment", lambda t: t["effects"][0]["value"].update(body="{post.titel}"), "comment.effects[0].value",
+     "'titel' is not a field of posts documents"),
+    ("follow", lambda t: t.update(check=[["{other.nme}", "!=", "{agent}"]]), "follow.check[0]",
+     "'nme' is not a field of agents documents"),
 ])
 def test_a_mistake_in_one_tool_is_one_line_and_the_others_still_load(name: str, change: Any, key: str, words: str) -> None:
     found = problems_with(_tools_with(name, change))
