@@ -208,10 +208,10 @@ def check(obj: Any, strings: bool = True, max_depth: int = MAX_DEPTH) -> None:
             if not MIN_INT <= value <= MAX_INT:
                 digits = str(value)
                 shown = digits if len(digits) <= 40 else f"{digits[:12]}...({len(digits)} digits)"
-                raise JSONProblem(f"integer {shown} is beyond 64 bits ({MIN_INT} to {MAX_INT})")
+                raise JSONProblem(f"{_at(obj, value)}integer {shown} is beyond 64 bits ({MIN_INT} to {MAX_INT})")
         elif kind is float:
             if not math.isfinite(value):
-                raise JSONProblem(f"a number is {value}, not finite (too large, or NaN or Infinity)")
+                raise JSONProblem(f"{_at(obj, value)}a number is {value}, not finite (too large, or NaN or Infinity)")
         elif kind is str:
             if strings:
                 _check_str(value)
@@ -220,6 +220,21 @@ def check(obj: Any, strings: bool = True, max_depth: int = MAX_DEPTH) -> None:
 
 
 _PLAIN = (bool, type(None))
+
+
+def _at(obj: Any, found: Any) -> str:
+    """'at /a/0/b: ' for the place of ``found`` (that very object) in ``obj``; looked
+    for only once a value is refused, so the walk that checks pays nothing for it."""
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, path = stack.pop()
+        if value is found:
+            return f"at {path or '/'}: "
+        if type(value) is dict:
+            stack.extend((v, f"{path}/{str(k).replace('~', '~0').replace('/', '~1')}") for k, v in value.items())
+        elif type(value) is list:
+            stack.extend((v, f"{path}/{i}") for i, v in enumerate(value))
+    return ""
 
 
 def _check_str(s: str) -> None:

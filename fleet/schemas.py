@@ -13,6 +13,7 @@ loads it.
 
 from __future__ import annotations
 
+import re
 from functools import cache, lru_cache
 from typing import Any
 
@@ -202,6 +203,16 @@ def protocol(name: str) -> ProtocolValidator:
     return ProtocolValidator(schema, where)
 
 
+_LONG_NUMBER = re.compile(r"(?<![\w.\"])-?\d{25,}(?:\.\d+)?(?![\w\"])")
+
+
+def _short_number(m: re.Match[str]) -> str:
+    try:
+        return f"{float(m.group()):.6g}"
+    except OverflowError:
+        return f"{m.group()[:8]}...({len(m.group().lstrip('-'))} digits)"
+
+
 def first_error(validator: Validator, instance: Any) -> str | None:
     """``None`` if valid, else the first error as 'at /path: message'."""
     if validator.is_valid(instance):
@@ -212,5 +223,6 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
     # a rule in words, not a regular expression
     message = err.message.replace(f'"{ID_PATTERN}"', f"the rule of a name ({NAME_RULE})")
+    message = _LONG_NUMBER.sub(_short_number, message)  # 1e308 read as an integer: 309 digits
     message = message if len(message) <= 300 else message[:200] + " … " + message[-80:]
     return f"at {where}: {printable(message, 400)}"

@@ -33,7 +33,7 @@ from fleet.repo import MAX_INBOX_DEPTH, read_regular
 MAX_FILE_BYTES = 100 * 1048576
 
 
-@dataclass
+@dataclass(frozen=True)
 class Problem:
     path: str
     message: str
@@ -109,7 +109,8 @@ def validate(root: Path, target: Path | None = None,
             problems.append(Problem(f.rel, problem))
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
-    return len(files), problems, portability([f.rel for f in files if f.rel.startswith("state/")])
+    unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
+    return len(files), unique, portability([f.rel for f in files if f.rel.startswith("state/")])
 
 
 # Names Windows keeps for devices, whatever the extension: a checkout there fails on them.
