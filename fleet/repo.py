@@ -377,7 +377,11 @@ def kind_of(mode: int) -> str:
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    return "not a regular file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "something other than a file"
 
 
 def read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str | None:

@@ -200,7 +200,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     loader = _Loader(cfg, read)
     for name, coll in sorted(cfg.collections.items()):
         if read(f"schemas/{coll.schema}") is None:
-            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which does not exist")
+            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which is missing or not a regular file")
     tools = loader.tools()
     prompt = loader.prompt()
     loader.agents_may(tools)
@@ -236,7 +236,7 @@ class _Loader:
             return MISSING
         data = self.read(path)
         if data is None:
-            self.problem(CONFIG_PATH, key, f"names {path}, which does not exist")
+            self.problem(CONFIG_PATH, key, f"names {path}, which is missing or not a regular file")
             return MISSING
         try:
             value = canonical.parse(data)

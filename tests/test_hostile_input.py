@@ -594,3 +594,27 @@ def test_validate_never_reads_a_declaration_file_through_a_link(fleet: Fleet, tm
     (fleet.path / rel).symlink_to(outside)
     r = run(fleet, "validate", code=1)
     assert f"{rel}: a symbolic link" in r.output and "zzz_marker" not in r.output, r.output
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
+@pytest.mark.parametrize("rel", ["state/config.json", "schemas/post.schema.json"])
+def test_a_folder_or_link_where_validate_wants_a_file_is_named_as_what_it_is(fleet: Fleet, tmp_path: Path, kind: str,
+                                                                            rel: str) -> None:
+    """state/config.json as a folder was 'missing; is this a fleet repository?',
+    a schema as a folder 'does not exist'."""
+    path = fleet.path / rel
+    keep = tmp_path / "kept.json"
+    keep.write_bytes(path.read_bytes())
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "link":
+        path.symlink_to(keep)
+    else:
+        os.mkfifo(path)
+    r = run(fleet, "validate", code=1)
+    said = {"folder": "a folder", "link": "a symbolic link", "fifo": "a FIFO"}[kind]
+    if rel == "state/config.json":
+        assert len(r.stderr.splitlines()) == 1 and f"state/config.json: is {said}" in r.stderr, r.output
+    else:
+        assert "missing or not a regular file" in r.output and "does not exist" not in r.output, r.output

@@ -465,7 +465,7 @@ def test_declaration_files_live_directly_in_state_and_schemas_must_exist() -> No
     files = example_files()
     del files["schemas/reaction.schema.json"]
     found = problems_with(files)
-    assert found[0] == "state/config.json: collections.reactions.schema: names schemas/reaction.schema.json, which does not exist"
+    assert found[0] == "state/config.json: collections.reactions.schema: names schemas/reaction.schema.json, which is missing or not a regular file"
 
 
 def test_a_prompt_section_can_select_by_null_true_or_a_number_first() -> None:

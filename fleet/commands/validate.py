@@ -54,9 +54,13 @@ def validate(root: Path, target: Path | None = None,
     """(files checked, problems, warnings) for the fleet at ``root``, or only
     ``target``; ``bar`` is moved on a file at a time."""
     root = root.resolve()
-    cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
-    if cfg is None:
+    data = read_regular(str(root / CONFIG_PATH), MAX_FILE_BYTES)
+    if data is None:
         raise FleetError(f"{root / CONFIG_PATH}: missing; is this a fleet repository?")
+    if not isinstance(data, bytes):  # a folder, a link, a FIFO, too big: what it is, not "missing"
+        why = data if isinstance(data, str) else f"{data[1]} bytes, more than a fleet file may hold"
+        raise FleetError(f"{root / CONFIG_PATH}: {why.replace('only regular files in the inbox are read', 'fleet reads only regular files')}")
+    cfg = config_mod.parse(data)
     if target is None:
         files = _walk(root, "state", lambda parts: True)
         files += _walk(root, "schemas", lambda parts: len(parts) == 2 and parts[1].endswith(".json"))
