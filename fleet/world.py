@@ -411,10 +411,10 @@ class _Loader:
                 self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
             elif r.root in self._needed and r.path:  # a needed document's field: one its closed schema has
                 coll = self._needed[r.root]
-                known = self._fields(coll, None)
-                if known is not None and r.path[0] not in known | {"id"}:
+                has = self._fields(coll, None)
+                if has is not None and r.path[0] not in has | {"id"}:
                     self.problem(file, at, f"{{{r.dotted}}}: {r.path[0]!r} is not a field of {coll} documents "
-                                           f"(their schema's properties: {', '.join(sorted(known))})")
+                                           f"(their schema's properties: {', '.join(sorted(has))})")
 
     def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")
