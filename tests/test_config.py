@@ -357,3 +357,74 @@ def test_any_config_the_schema_accepts_runs_validate_plan_and_status_without_an_
         assert r.exit_code in (0, 1, 3), (args, r.output, r.exception)
         assert "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
         assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), (args, r.exception)
+
+
+# -- validate: the prompt's fixed part fits in run.context_tokens ------------------------
+#
+# A 2 MB rules text passed validate; packing fits only the prompt's sections into
+# run.context_tokens, so every turn sent (and paid for) 1.5 million tokens.
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _world_files() -> dict[str, bytes]:
+    return {p.relative_to(REPO).as_posix(): p.read_bytes()
+            for sub in ("state", "schemas") for p in (REPO / sub).rglob("*.json") if p.is_file()}
+
+
+def _fixed_part_problems(files: dict[str, bytes]) -> list[str]:
+    from fleet import world
+
+    _, problems = world.check(parse(files["state/config.json"]), files.get)
+    return [p for p in problems if "fixed part" in p]
+
+
+@settings(max_examples=150, deadline=None)
+@given(room=st.integers(200, 3000), rules=st.integers(0, 13000), ask=st.integers(0, 400),
+       as_list=st.booleans(), names=st.integers(0, 3), data=st.data())
+def test_a_prompt_whose_rules_and_ask_are_beyond_context_tokens_is_refused_naming_the_file_and_key(
+        room: int, rules: int, ask: int, as_list: bool, names: int, data: st.DataObject) -> None:
+    files = _world_files()
+    raw = json.loads(files["state/config.json"])
+    raw.setdefault("run", {})["context_tokens"] = room
+    files["state/config.json"] = canonical.dumps(raw)
+    prompt = json.loads(files["state/prompt.json"])
+    piece = data.draw(st.text(st.characters(codec="utf-8", exclude_characters="{}"), min_size=1, max_size=64))
+    text = (piece * (rules // len(piece) + 1))[:rules]
+    text += "{fleet}" * names  # what a template names is not counted: its own text is
+    if as_list:  # rules as lines, joined by newlines
+        cut = data.draw(st.integers(0, len(text)))
+        lines = [text[:cut], text[cut:]]
+        while "{fleet}" in lines[0][-6:] + lines[1][:6]:  # a name is not cut in two
+            lines = [text, ""]
+        prompt["rules"] = lines
+    else:
+        prompt["rules"] = text
+    prompt["ask"] = "x" * ask + " {agent}"
+    files["state/prompt.json"] = canonical.dumps(prompt)
+    literal = (len(text) - 7 * names + (1 if as_list else 0), ask + 1)
+    need = sum(-(-n // 4) for n in literal)
+    found = _fixed_part_problems(files)
+    if need > room:
+        key = "rules" if -(-literal[0] // 4) >= -(-literal[1] // 4) else "ask"
+        assert len(found) == 1 and found[0].startswith(f"state/prompt.json: {key}: the prompt's fixed part "), found
+        assert f"beyond run.context_tokens ({room:,}, state/config.json)" in found[0]
+    else:
+        assert found == []
+
+
+def test_validate_refuses_two_megabytes_of_rules_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fleet.commands.init import init
+    from fleet.main import cli
+
+    init(tmp_path / "f")
+    path = tmp_path / "f" / "state" / "prompt.json"
+    path.write_bytes(canonical.dumps({**json.loads(path.read_bytes()), "rules": "Be brief. " * 200_000}))
+    r = CliRunner().invoke(cli, ["validate", "-C", str(tmp_path / "f")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    lines = [line for line in r.output.splitlines() if "fixed part" in line]
+    assert lines == ["state/prompt.json: rules: the prompt's fixed part (rules 500,000 and ask 11 tokens, at 4 "
+                     "characters a token) is beyond run.context_tokens (6,000, state/config.json), and is sent whole "
+                     "every turn: shorten it, or raise run.context_tokens"], r.output
