@@ -32,6 +32,7 @@ from fleet import canonical
 from fleet.config import FLEET_PATH, Budget, Config
 from fleet.errors import FleetError
 from fleet.git import Git, git_reason
+from fleet.ids import printable
 from fleet.records import Usage
 from fleet.repo import TRACKING, FleetRepo
 
@@ -183,32 +184,93 @@ class Period:
 
 
 @dataclass
+class Unknown:
+    """A budget that cannot be counted: main's newest commit is a tick, made in the
+    budget's period, whose deltas were all quarantined unread (an unsigned branch, a
+    symbolic link, a file over the size limit or not JSON), so what it spent is
+    unknown. It stops new ticks as a spent budget does, until a commit on main (a
+    person's fix) or the next period: at most one such tick a period goes uncounted."""
+
+    name: str  # "day" or "month": the budget it stops
+    tick: int
+    deltas: int
+    first: str  # the first refusal's reason, as recorded
+    until: _dt.datetime
+
+    def why(self) -> str:
+        return (f"budgets.{self.name} cannot be counted: tick {self.tick} spent an unknown amount, all its "
+                f"{self.deltas} delta(s) quarantined unread (first: {printable(self.first, 300)}); no tick starts "
+                f"until a commit on main (one that fixes this) or {stamp(self.until)}, when the next "
+                f"{'day' if self.name == 'day' else 'month'} begins")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"budget": self.name, "tick": self.tick, "deltas": self.deltas, "why": self.why()}
+
+
+@dataclass
 class Spending:
     day: Period
     month: Period
     history: History
+    unknown: Unknown | None = None  # the newest tick's spend cannot be read, and a budget is set
 
-    def stop(self) -> Period | None:
-        """The budget that stops new ticks now (of two, the one that lasts longer), or None."""
-        spent = [p for p in (self.month, self.day) if p.spent]
-        return max(spent, key=lambda p: p.until) if spent else None
+    def stop(self) -> Period | Unknown | None:
+        """What stops new ticks now (of several, the one that lasts longer): a spent
+        budget, or one that cannot be counted; or None."""
+        stops: list[Period | Unknown] = [p for p in (self.month, self.day) if p.spent]
+        stops += [self.unknown] if self.unknown is not None else []
+        return max(stops, key=lambda p: p.until) if stops else None
 
     def to_json(self) -> dict[str, Any]:
         stop = self.stop()
         return {"day": self.day.to_json(), "month": self.month.to_json(),
+                "unknown": self.unknown.to_json() if self.unknown is not None else None,
                 "stopped": stop.why() if stop else None, "resumes": stamp(stop.until) if stop else None}
+
+
+def _fleet_doc(data: bytes | None, where: str) -> dict[str, Any]:
+    """A state/fleet.json; empty for a commit without one."""
+    if data is None:
+        return {}
+    doc = canonical.load(data, where)
+    if not isinstance(doc, dict):
+        raise FleetError(f"{where}: must be a JSON object")
+    return doc
 
 
 def _totals(data: bytes | None, where: str) -> tuple[Usage, Usage]:
     """(totals, last) usage in a state/fleet.json; zero for a commit without one."""
-    if data is None:
-        return Usage(), Usage()
-    doc = canonical.load(data, where)
-    if not isinstance(doc, dict):
-        raise FleetError(f"{where}: must be a JSON object")
+    doc = _fleet_doc(data, where)
     totals, last = doc.get("totals"), doc.get("last")
     return (Usage.parse(totals.get("usage") if isinstance(totals, dict) else None),
             Usage.parse(last.get("usage") if isinstance(last, dict) else None))
+
+
+def _unknown(repo: FleetRepo, head: Mark, fleet: dict[str, Any], periods: dict[str, Period]) -> Unknown | None:
+    """The budget main's newest tick cannot be counted against: every delta it had was
+    quarantined and none of them could be read (``fleet.engine.write.spent_by``); None
+    when head is a person's commit, the tick applied or read anything, or no day or
+    month budget is set that the tick counts in."""
+    last = fleet.get("last")
+    if head.tick is None or not isinstance(last, dict) or last.get("applied") != 0 or not last.get("quarantined"):
+        return None
+    counted = [p for p in (periods["day"], periods["month"])
+               if (p.budget.tokens is not None or p.budget.usd is not None) and head.time >= p.start.timestamp()]
+    if not counted:
+        return None
+    from fleet.engine.write import spent_by
+    from fleet.state import QUARANTINE_DIR
+
+    folder = f"{QUARANTINE_DIR}/{head.tick}/"
+    paths = repo.git.text("ls-tree", "-r", "--name-only", head.sha, "--", folder).split()
+    names = [f"{head.sha}:{p}" for p in paths]
+    records = [canonical.load(line, name) for name, data in repo.git.cat_maybe(names).items()
+               for line in (data or b"").splitlines() if line.strip()]
+    if not records or any(not isinstance(r, dict) or spent_by(r) is not None for r in records):
+        return None
+    first = min(records, key=lambda r: (str(r.get("path")), str(r.get("source"))))
+    p = counted[0]  # the day's, if a day budget is set: the sooner it resumes
+    return Unknown(p.name, head.tick, len(records), f"{first.get('path')}: {first.get('reason')}", p.until)
 
 
 def spending(repo: FleetRepo, head: str, cfg: Config, at: _dt.datetime, tick: int | None = None) -> Spending:
@@ -220,6 +282,7 @@ def spending(repo: FleetRepo, head: str, cfg: Config, at: _dt.datetime, tick: in
     names = [f"{head}:{FLEET_PATH}"] + [f"{m.sha}:{FLEET_PATH}" for m, _ in bases.values()]
     blobs = repo.git.cat_maybe(names)
     now_totals, _ = _totals(blobs[names[0]], f"{head[:12]}:{FLEET_PATH}")
+    now = _fleet_doc(blobs[names[0]], f"{head[:12]}:{FLEET_PATH}")
     periods = {}
     for name, (mark, take_off) in bases.items():
         totals, last = _totals(blobs[f"{mark.sha}:{FLEET_PATH}"], f"{mark.sha[:12]}:{FLEET_PATH}")
@@ -228,4 +291,4 @@ def spending(repo: FleetRepo, head: str, cfg: Config, at: _dt.datetime, tick: in
         until = start + _dt.timedelta(days=1) if name == "day" else next_month(start)
         periods[name] = Period(name, start, until, now_totals - before,
                                cfg.day_budget if name == "day" else cfg.month_budget)
-    return Spending(periods["day"], periods["month"], h)
+    return Spending(periods["day"], periods["month"], h, _unknown(repo, h.marks[0], now, periods))

@@ -562,7 +562,24 @@ class _Loader:
         spec = PromptSpec(text(rules_text, at("rules")), sections(d.get("shared", []), at("shared"), SHARED_NAMES),
                           sections(d.get("own", []), at("own"), SHARED_NAMES + OWN_NAMES),
                           text(d.get("ask", ASK), at("ask"), SHARED_NAMES + OWN_NAMES))
+        self._fits(file, at, spec)
         return spec if len(self.problems) == before else None
+
+    def _fits(self, file: str, at: Callable[[str], str], spec: PromptSpec) -> None:
+        """The prompt's fixed part (the rules and the ask, sent whole every turn) fits in
+        run.context_tokens: packing fits only the sections into it, so rules beyond it
+        would be sent, and paid for, every turn. Counted as the prompt builder counts
+        (fleet.prompt.tokens), on the templates' own text (what they name adds more)."""
+        from fleet.prompt import tokens
+
+        sizes = {"rules": tokens(_literal(spec.rules)), "ask": tokens(_literal(spec.ask))}
+        room = self.cfg.run.context_tokens
+        if sum(sizes.values()) > room:
+            key = max(sizes, key=lambda k: sizes[k])
+            self.problem(file, at(key), f"the prompt's fixed part (rules {sizes['rules']:,} and ask {sizes['ask']:,} "
+                                        f"tokens, at 4 characters a token) is beyond run.context_tokens ({room:,}, "
+                                        f"{CONFIG_PATH}), and is sent whole every turn: shorten it, or raise "
+                                        "run.context_tokens")
 
     def _known_fields(self, file: str, at: str, s: dict[str, Any], fields: set[str], collection: str) -> None:
         """A section's ``order`` and ``where`` name fields its collection's documents
@@ -601,6 +618,30 @@ class _Loader:
 SHARED_NAMES = ("tick", "fleet")  # what every prompt template may name
 OWN_NAMES = ("agent", "persona")  # and an agent's own sections
 TEMPLATE_DEPTH = 12  # a value template's nesting: the input in it may nest 48, a delta holds 64
+
+
+def signers_problems(cfg: Config, read: Reader) -> list[tuple[str, str]]:
+    """(file, what is wrong) if signing.allowed_signers names a file ``read`` does not
+    find, or one that allows no key: every worker branch would then be quarantined
+    unread, tick after tick. (``read`` must see the whole tree: ``fleet validate``
+    reads the file from disk; a snapshot holds only state/ and schemas/.)"""
+    path = cfg.allowed_signers
+    if path is None:
+        return []
+    data = read(path)
+    key = "signing.allowed_signers"
+    if data is None:
+        return [(CONFIG_PATH, f"{key}: names {path}, which does not exist: every worker branch would be quarantined "
+                              "unread (add the file, in ssh-keygen's allowed-signers format)")]
+    if not any(line.strip() and not line.lstrip().startswith(b"#") for line in data.splitlines()):
+        return [(CONFIG_PATH, f"{key}: names {path}, which allows no key: every worker branch would be quarantined "
+                              "unread (one line a worker: '<worker> <key type> <key>')")]
+    return []
+
+
+def _literal(t: Text) -> str:
+    """A template's own text, without what it names."""
+    return "".join(p for p in t.parts if isinstance(p, str))
 
 
 def _depth(value: Any) -> int:

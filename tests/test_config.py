@@ -193,3 +193,238 @@ def test_a_claimer_pattern_refused_can_match_no_name(pattern: str) -> None:
         assert not [n for n in _NAMES if rx.match(n)], (pattern, why)
     for literal in ("x[a-", "[", "a]", "[]", "ci-[0-9"):
         assert _never_matches(literal) is not None
+
+
+# -- every number of the config has a bound -----------------------------------------
+#
+# A number without a maximum passed validate and overflowed later: budgets.day.usd =
+# 1e308 made plan, status and run fail with "internal error: OverflowError" (money is
+# counted in integer micro-dollars), a price of 1e308 failed every turn, a price of
+# 1e300 gave every delta a cost_usd the delta schema refuses, and run.deadline_seconds
+# = 1e-300 failed every tick. The tests below read the schema itself, so a number
+# added later without a bound fails here.
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "config.schema.json").read_bytes())
+DELTA_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "delta.schema.json").read_bytes())
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _is_number(node: dict) -> bool:
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return "integer" in kinds or "number" in kinds
+
+
+def _every_node(node: object, at: str = ""):
+    """Every schema object in the document, reachable or not ($defs too), with where it is."""
+    if isinstance(node, dict):
+        yield at, node
+        for k, v in node.items():
+            yield from _every_node(v, f"{at}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _every_node(v, f"{at}/{i}")
+
+
+def _resolve(node: dict) -> dict:
+    ref = node.get("$ref")
+    return _resolve(SCHEMA["$defs"][ref.rsplit("/", 1)[-1]]) if ref else node
+
+
+def numbers(node: dict = SCHEMA, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
+    """(config path, schema) of every number a config can hold outside a list; '*' stands
+    for a name under an object of names (agents, models, collections)."""
+    node = _resolve(node)
+    if _is_number(node):
+        return [(path, node)]
+    out = []
+    for name, sub in node.get("properties", {}).items():
+        out += numbers(sub, (*path, name))
+    if isinstance(node.get("additionalProperties"), dict):
+        out += numbers(node["additionalProperties"], (*path, "*"))
+    return out
+
+
+def bounds(node: dict) -> tuple[float, float]:
+    lo = node["minimum"] if "minimum" in node else node["exclusiveMinimum"]
+    hi = node["maximum"] if "maximum" in node else node["exclusiveMaximum"]
+    return lo, hi
+
+
+def test_every_number_in_the_config_schema_has_a_minimum_and_a_maximum_within_64_bits() -> None:
+    found = [(at, node) for at, node in _every_node(SCHEMA) if _is_number(node)]
+    assert len(found) >= 30  # the walk sees the schema's numbers ($defs and inline ones)
+    for at, node in found:
+        assert ("minimum" in node or "exclusiveMinimum" in node) and ("maximum" in node or "exclusiveMaximum" in node), at
+        lo, hi = bounds(node)
+        assert INT64[0] <= lo < hi <= INT64[1], at
+    # each reachable number is among them: the walk of what a config holds misses none
+    assert {id(n) for _, n in numbers()} <= {id(n) for _, n in found}
+    assert len(numbers()) >= 30
+
+
+def test_money_and_tokens_bounds_fit_what_the_code_counts_and_the_delta_schema_takes() -> None:
+    usage = DELTA_SCHEMA["properties"]["meta"]["properties"]["usage"]["properties"]
+    max_cost = usage["cost_usd"]["maximum"]
+    by_path = dict(numbers())
+    budgets = [(p, n) for p, n in by_path.items() if p[-1] in ("usd", "tokens") and ("budgets" in p or "budget" in p)]
+    assert len(budgets) == 10  # agent, tick, day, month, an agent's own: tokens and usd each
+    for p, n in budgets:
+        if p[-1] == "usd":  # counted in integer micro-dollars
+            assert n["maximum"] * 1_000_000 < INT64[1], p
+        else:
+            assert n["maximum"] < INT64[1], p
+    prices = [n for p, n in by_path.items() if p[0] == "models"]
+    assert len(prices) == 4
+    longest_answer = by_path[("run", "max_tokens")]["maximum"]
+    for n in prices:  # a turn's whole answer at the highest price is a cost a delta may record
+        assert n["maximum"] * longest_answer / 1_000_000 <= max_cost
+    for name in ("deadline_seconds", "turn_timeout_seconds"):
+        assert by_path[("run", name)]["minimum"] >= 0.1  # not 1e-300: a time a tick can take
+
+
+def _set(raw: dict, path: tuple[str, ...], value: object) -> None:
+    """Put ``value`` at ``path`` of a config, a '*' taken as the first name already there
+    (or the model agents run on, for models)."""
+    at = raw
+    for i, key in enumerate(path[:-1]):
+        if key == "*":
+            key = next(iter(at), None) or raw.get("run", {}).get("model", "claude-sonnet-4-6")
+        at = at.setdefault(key, {})
+    at[path[-1]] = value
+
+
+def _beyond(node: dict) -> list[object]:
+    lo, hi = bounds(node)
+    if "integer" in (node["type"] if isinstance(node["type"], list) else [node["type"]]):
+        return [hi + 1, lo - 1, 10 ** 18 if hi < 10 ** 18 else -(10 ** 18) if lo > -(10 ** 18) else hi + 1]
+    return [1e308, hi * 2 + 1, -1e308 if lo > -1e308 else hi * 2 + 1]
+
+
+@pytest.mark.parametrize("path,node", numbers(), ids=lambda v: ".".join(v) if isinstance(v, tuple) else "")
+def test_a_number_beyond_its_bound_is_one_line_naming_the_file_and_the_key(path: tuple[str, ...], node: dict) -> None:
+    for value in _beyond(node):
+        raw = config()
+        _set(raw, path, value)
+        with pytest.raises(FleetError) as e:
+            parse(json.dumps(raw).encode(), "state/config.json")  # (beyond 64 bits fleet cannot write it)
+        text = str(e.value)
+        assert text.startswith("state/config.json: ") and "\n" not in text, text
+        if not text.startswith("state/config.json: at /"):  # JSON fleet does not read, refused before the schema
+            assert isinstance(value, int) and abs(value) >= 2 ** 63 and "64 bits" in text, text
+            continue
+        concrete = [k for k in text.split(":")[1].split()[-1].split("/") if k]
+        assert len(concrete) == len(path) and all(p in ("*", c) for p, c in zip(path, concrete, strict=True)), text
+
+
+def _value(node: dict) -> st.SearchStrategy[object]:
+    lo, hi = bounds(node)
+    is_int = "integer" in (node["type"] if isinstance(node["type"], list) else [node["type"]])
+    inside = st.integers(int(lo), int(hi)) if is_int else st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+    return st.one_of(st.sampled_from([lo, hi]), inside)
+
+
+@pytest.fixture(scope="module")
+def bounded_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fleet.commands.init import init
+
+    path = tmp_path_factory.mktemp("bounded") / "f"
+    init(path)
+    return path
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=list(__import__("hypothesis").HealthCheck))
+@given(st.fixed_dictionaries({p: _value(n) for p, n in numbers()}))
+def test_any_config_the_schema_accepts_runs_validate_plan_and_status_without_an_internal_error(
+        bounded_fleet: Path, values: dict[tuple[str, ...], object]) -> None:
+    """Every number at once, each at its minimum, its maximum or between: the config is
+    committed on main, and validate, plan and status answer (0, 1 naming a problem, or 3)
+    but never with an internal error."""
+    from click.testing import CliRunner
+
+    from fleet.main import cli
+
+    raw = config()
+    raw.update({k: v for k, v in json.loads((bounded_fleet / "state" / "config.json").read_bytes()).items()})
+    for path, value in values.items():
+        _set(raw, path, value)
+    (bounded_fleet / "state" / "config.json").write_bytes(canonical.dumps(raw))
+    subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qam", "numbers at their bounds",
+                    "--allow-empty"], cwd=bounded_fleet, check=True)
+    for args in (["validate"], ["plan"], ["status"], ["status", "--json"]):
+        r = CliRunner().invoke(cli, [args[0], "-C", str(bounded_fleet), *args[1:]])
+        assert r.exit_code in (0, 1, 3), (args, r.output, r.exception)
+        assert "internal error" not in r.output and "Traceback" not in r.output, (args, r.output)
+        assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), (args, r.exception)
+
+
+# -- validate: the prompt's fixed part fits in run.context_tokens ------------------------
+#
+# A 2 MB rules text passed validate; packing fits only the prompt's sections into
+# run.context_tokens, so every turn sent (and paid for) 1.5 million tokens.
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _world_files() -> dict[str, bytes]:
+    return {p.relative_to(REPO).as_posix(): p.read_bytes()
+            for sub in ("state", "schemas") for p in (REPO / sub).rglob("*.json") if p.is_file()}
+
+
+def _fixed_part_problems(files: dict[str, bytes]) -> list[str]:
+    from fleet import world
+
+    _, problems = world.check(parse(files["state/config.json"]), files.get)
+    return [p for p in problems if "fixed part" in p]
+
+
+@settings(max_examples=150, deadline=None)
+@given(room=st.integers(200, 3000), rules=st.integers(0, 13000), ask=st.integers(0, 400),
+       as_list=st.booleans(), names=st.integers(0, 3), data=st.data())
+def test_a_prompt_whose_rules_and_ask_are_beyond_context_tokens_is_refused_naming_the_file_and_key(
+        room: int, rules: int, ask: int, as_list: bool, names: int, data: st.DataObject) -> None:
+    files = _world_files()
+    raw = json.loads(files["state/config.json"])
+    raw.setdefault("run", {})["context_tokens"] = room
+    files["state/config.json"] = canonical.dumps(raw)
+    prompt = json.loads(files["state/prompt.json"])
+    piece = data.draw(st.text(st.characters(codec="utf-8", exclude_characters="{}"), min_size=1, max_size=64))
+    text = (piece * (rules // len(piece) + 1))[:rules]
+    text += "{fleet}" * names  # what a template names is not counted: its own text is
+    if as_list:  # rules as lines, joined by newlines
+        cut = data.draw(st.integers(0, len(text)))
+        lines = [text[:cut], text[cut:]]
+        while "{fleet}" in lines[0][-6:] + lines[1][:6]:  # a name is not cut in two
+            lines = [text, ""]
+        prompt["rules"] = lines
+    else:
+        prompt["rules"] = text
+    prompt["ask"] = "x" * ask + " {agent}"
+    files["state/prompt.json"] = canonical.dumps(prompt)
+    literal = (len(text) - 7 * names + (1 if as_list else 0), ask + 1)
+    need = sum(-(-n // 4) for n in literal)
+    found = _fixed_part_problems(files)
+    if need > room:
+        key = "rules" if -(-literal[0] // 4) >= -(-literal[1] // 4) else "ask"
+        assert len(found) == 1 and found[0].startswith(f"state/prompt.json: {key}: the prompt's fixed part "), found
+        assert f"beyond run.context_tokens ({room:,}, state/config.json)" in found[0]
+    else:
+        assert found == []
+
+
+def test_validate_refuses_two_megabytes_of_rules_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fleet.commands.init import init
+    from fleet.main import cli
+
+    init(tmp_path / "f")
+    path = tmp_path / "f" / "state" / "prompt.json"
+    path.write_bytes(canonical.dumps({**json.loads(path.read_bytes()), "rules": "Be brief. " * 200_000}))
+    r = CliRunner().invoke(cli, ["validate", "-C", str(tmp_path / "f")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    lines = [line for line in r.output.splitlines() if "fixed part" in line]
+    assert lines == ["state/prompt.json: rules: the prompt's fixed part (rules 500,000 and ask 11 tokens, at 4 "
+                     "characters a token) is beyond run.context_tokens (6,000, state/config.json), and is sent whole "
+                     "every turn: shorten it, or raise run.context_tokens"], r.output

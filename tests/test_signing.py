@@ -137,3 +137,63 @@ def test_inbox_deltas_are_the_runs_own_and_need_no_signature(origin_fleet: tuple
     m = merge(runner, tick=1, inbox=(outbox,), remote=str(bare))
     assert m.applied == r.deltas - r.errors and m.quarantined == []
     assert run(Fleet(runner), "validate").exit_code == 0
+
+
+# -- validate: signing.allowed_signers names a file that allows a key ------------------
+#
+# A config naming a file main does not have passed validate; then every branch of
+# every tick was quarantined unread.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+_SEGMENT = st.text(st.sampled_from("abcxyzABZ019_-."), min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..") and not s.startswith("."))
+
+
+def _signing_problems(path: str, content: bytes | None) -> list[str]:
+    from fleet.config import parse
+    from fleet.world import signers_problems
+
+    files = {p.relative_to(REPO).as_posix(): p.read_bytes()
+             for sub in ("state", "schemas") for p in (REPO / sub).rglob("*.json") if p.is_file()}
+    raw = json.loads(files["state/config.json"])
+    raw["signing"] = {"allowed_signers": path}
+    files["state/config.json"] = canonical.dumps(raw)
+    if content is not None:
+        files[path] = content
+    return [f"{file}: {message}" for file, message in signers_problems(parse(files["state/config.json"]), files.get)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(_SEGMENT, min_size=1, max_size=3), lines=st.lists(st.sampled_from(
+    ["", "   ", "# a comment", "  # indented comment", "w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"]), max_size=4))
+def test_a_signers_file_that_is_missing_or_allows_no_key_is_refused_naming_the_config_key_and_the_path(
+        parts: list[str], lines: list[str]) -> None:
+    path = "/".join(parts)
+    missing = _signing_problems(path, None)
+    assert missing == [f"state/config.json: signing.allowed_signers: names {path}, which does not exist: every "
+                       "worker branch would be quarantined unread (add the file, in ssh-keygen's allowed-signers "
+                       "format)"]
+    found = _signing_problems(path, "\n".join(lines).encode())
+    allows = any(line.startswith("w1 ") for line in lines)
+    assert (found == []) is allows, found
+    if not allows:
+        assert found[0].startswith(f"state/config.json: signing.allowed_signers: names {path}, which allows no key")
+
+
+def test_validate_refuses_a_signers_file_the_fleet_lacks(fleet: Fleet) -> None:
+    raw = json.loads(fleet.read("state/config.json"))
+    raw["signing"] = {"allowed_signers": "keys/nope"}
+    (fleet.path / "state" / "config.json").write_bytes(canonical.dumps(raw))
+    subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qam", "signing"], cwd=fleet.path,
+                   check=True)
+    r = run(fleet, "validate", code=1)
+    assert ("state/config.json: signing.allowed_signers: names keys/nope, which does not exist: every worker branch "
+            "would be quarantined unread") in r.output
+    (fleet.path / "keys").mkdir()
+    (fleet.path / "keys" / "nope").write_text("# nobody yet\n")
+    assert "signing.allowed_signers: names keys/nope, which allows no key" in run(fleet, "validate", code=1).output
+    (fleet.path / "keys" / "nope").write_text("w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n")
+    run(fleet, "validate")

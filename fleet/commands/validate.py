@@ -113,6 +113,9 @@ def validate(root: Path, target: Path | None = None,
             problems.append(Problem(f.rel, problem))
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
+        from fleet.world import signers_problems  # (fleet.world loads the schema library: only when needed)
+
+        problems += [Problem(path, message) for path, message in signers_problems(cfg, lambda p: _read_disk(root, p))]
     unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
     return len(files), unique, portability([f.rel for f in files if f.rel.startswith("state/")])
 

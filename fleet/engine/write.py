@@ -9,11 +9,13 @@ them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from fleet import canonical, profile_merge, resolve
+from fleet import canonical, profile_merge, resolve, schemas
 from fleet.config import FLEET_PATH
 from fleet.delta import Arrival, Delta
 from fleet.engine.apply import Outcome
@@ -118,11 +120,10 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     fleet = base.fleet
     last: dict[str, Any] = {"applied": len(applied), "quarantined": len(quarantined), "held": len(held), "late": late,
             "resolved": len(decided.records),
-            # tokens are spent whether or not the delta applied: count the quarantined too
-            "usage": Usage.total(meta.get("usage") if isinstance(meta, dict) else None
-                                 for meta in [d.meta for d in applied] + [q["delta"].get("meta") for q in quarantined
-                                                                          if isinstance(q.get("delta"), dict)]
-                                 + [{"usage": m.get("usage")} for m in meanings])}  # a merge by meaning spends too
+            # tokens are spent whether or not the delta applied: count the quarantined too, each as far
+            # as it can be read (spent_by); a merge by meaning spends too
+            "usage": Usage.total([d.meta.get("usage") for d in applied] + [spent_by(q) for q in quarantined]
+                                 + [m.get("usage") for m in meanings])}
     totals = {k: fleet["totals"].get(k, 0) + last[k] for k in ("applied", "quarantined", "held", "late", "resolved")}
     totals["usage"] = (Usage.parse(fleet["totals"].get("usage")) + last["usage"]).to_json()
     last["usage"] = last["usage"].to_json()
@@ -147,3 +148,50 @@ def finish(base: Snapshot, tick: int, applied: list[Delta], quarantined: list[di
     return TickResult(tick, writes, deletes, applied, quarantined, held, late=late, docs_changed=changed,
                       resolved=[r["conflict"] for r in decided.records], held_deltas=sorted(held_deltas & mine),
                       reverts=decided.reverts)
+
+
+# -- what a quarantined delta spent ---------------------------------------------
+
+
+@cache
+def _usage_maxima() -> dict[str, float]:
+    """The delta schema's bound of each figure of ``meta.usage``."""
+    usage = schemas.protocol("delta").schema["properties"]["meta"]["properties"]["usage"]["properties"]
+    return {name: float(prop["maximum"]) for name, prop in usage.items()}
+
+
+def bounded_usage(usage: Any) -> dict[str, Any]:
+    """A usage figure as a refused delta wrote it, made countable: each figure a
+    number from 0 to the delta schema's maximum (above it, the maximum: over-counting
+    is the safe side, and no hostile number can overflow a sum); tokens whole
+    (rounded up); anything that is not a number counts 0."""
+    out: dict[str, Any] = {}
+    given = usage if isinstance(usage, dict) else {}
+    for name, top in _usage_maxima().items():
+        v = given.get(name)
+        x: float = 0
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            x = min(max(v, 0), top)
+        out[name] = float(x) if name == "cost_usd" else math.ceil(x)
+    return out
+
+
+def spent_by(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What a quarantined delta spent, from its quarantine record: the ``meta.usage`` of
+    the delta if it parsed, else of the file's content if that is still a JSON object
+    (a delta the schema refused: a cost over the maximum, a bad op), bounded; None when
+    nothing of it was read (a branch refused unsigned, a symbolic link, a submodule, a
+    file over the size limit or not JSON): what it spent is unknown."""
+    body = record.get("delta")
+    if not isinstance(body, dict):
+        raw = record.get("raw")
+        if not isinstance(raw, str):
+            return None
+        try:
+            body = canonical.parse(raw.encode("utf-8", "surrogatepass"), canonical.MAX_DEPTH)
+        except ValueError:  # not JSON (canonical.JSONProblem), or not text
+            return None
+        if not isinstance(body, dict):
+            return None
+    meta = body.get("meta")
+    return bounded_usage(meta.get("usage") if isinstance(meta, dict) else None)
