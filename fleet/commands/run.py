@@ -77,6 +77,7 @@ class TickLine:
     asked: int = 0  # the workers asked for; ``workers`` ran (a worker with no agent is not started)
     failed: int = 0  # of the no-ops: turns that failed (meta.error: the model call or the turn raised)
     first_error: str | None = None
+    merged_by: str | None = None  # set when another run merged this tick first: why this run merged nothing
 
 
 @dataclass
@@ -358,8 +359,10 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                              f"nothing was merged and main stays at tick {tick - 1}")
         try:
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
-        except NothingToDo:
-            return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count)
+        except NothingToDo as e:  # another run on this origin merged the tick first (its deltas with it)
+            return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count,
+                            merged_by=f"another run merged tick {tick} first ({e}); deltas that came later are "
+                                      "merged, late, with the next tick")
         spent = Usage.parse(result.usage)
         failed, first = _failed_turns(repo, result.commit, tick) if result.noop else (0, None)
         return TickLine(tick, len(planned), delivered, result.applied, len(result.quarantined), len(result.held),
@@ -489,6 +492,10 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
 
     def ticked(t: TickLine) -> None:
         progress.advance(task)
+        if t.merged_by:
+            progress.console.print(f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}); "
+                                   f"nothing merged by this run: {t.merged_by}", markup=False)
+            return
         progress.console.print(
             f"tick {t.tick}: {t.delivered}/{t.workers} workers delivered ({t.mode}), {t.applied} applied, "
             f"{t.quarantined} quarantined, {t.noop} no-op"

@@ -549,3 +549,32 @@ def test_the_first_run_names_a_committed_symbolic_link_as_one(fleet: Fleet, link
     assert line.startswith(f"fleet: {link}: is a symbolic link; state/ and schemas/ hold regular files only"), line
     assert "malformed JSON" not in line
     assert not (fleet.path / ".git/fleet/origin.git/HEAD").exists()  # nothing seeded
+
+
+def test_a_tick_another_run_merged_first_is_said_so_not_reported_as_merged(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs on one origin: the one whose merge came second printed '2/2 workers
+    delivered ... 0 applied' and 'merged' as if it had merged its tick. The other
+    run's merge here is a real `fleet merge` of a clone, between this run's workers
+    and its merge."""
+    from fleet.commands import run as run_mod
+
+    repo = tmp_path / "x"
+    init(repo)
+    assert fleet_cli(repo, "run", "--ticks", "1").returncode == 0
+    origin = repo / ".git" / "fleet" / "origin.git"
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "--quiet", str(origin), str(other)], check=True)
+    real = run_mod.merge
+
+    def merge_after_the_other_run(*args: Any, **kw: Any) -> Any:
+        done = fleet_cli(other, "merge", "--tick", "2")  # the other run's merge of the same tick, first
+        assert done.returncode == 0, done.stderr
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_mod, "merge", merge_after_the_other_run)
+    seen: list[Any] = []
+    report = run_mod.run(repo, ticks=1, on_tick=seen.append)
+    assert [t.tick for t in report.ticks] == [2] and report.ticks[0].merged_by, report.ticks
+    assert "another run merged tick 2 first" in report.ticks[0].merged_by
+    assert json.loads(Git(origin).show("refs/heads/main", "state/fleet.json") or b"")["tick"] == 2
