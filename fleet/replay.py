@@ -145,7 +145,7 @@ def replay(path: Path, remote: str | None = None, bar: Progress | None = None) -
     if bar is not None:
         bar.total_is(len(history))
     tick_of_commit = tick_commits(git, history)  # a Fleet-Tick trailer its clock does not bear out: a person's
-    for commit, parent, body in history:
+    for commit, parent, _ in history:
         tick = tick_of_commit.get(commit)
         if bar is not None:
             bar.advance(1, f"tick {tick}" if tick is not None else f"commit {commit[:12]}")
