@@ -382,17 +382,24 @@ def main_refusal(git: Git, head: str) -> Refused | None:
     cannot refuse a push: the merge and ``fleet run`` stop on it instead, and
     nothing is written. Commits before the first tick are the world's design
     (the first ``fleet run`` checks it whole) and are not judged here."""
+    if head in _JUDGED:  # a commit's history never changes: `fleet run` asks before a tick and its merge again
+        return _JUDGED[head]
     base, run = since_last_tick(git, head)
-    if base is None or not run:
-        return None
-    found = scan(git, [(base, None, ""), *run])
+    found = scan(git, [(base, None, ""), *run]) if base is not None and run else []
     refused = [(oc, c) for oc in reversed(found) for c in oc.changes if c.refused]
-    if not refused:
-        return None
-    oc, c = refused[0]
-    others = {(x.how == "says", x.path if x.how != "says" else y.commit) for y, x in refused} - {
-        (c.how == "says", c.path if c.how != "says" else oc.commit)}
-    return Refused(oc.commit, oc.author, oc.subject, c, base, len(others))
+    verdict = None
+    if refused and base is not None:
+        oc, c = refused[0]
+        others = {(x.how == "says", x.path if x.how != "says" else y.commit) for y, x in refused} - {
+            (c.how == "says", c.path if c.how != "says" else oc.commit)}
+        verdict = Refused(oc.commit, oc.author, oc.subject, c, base, len(others))
+    if len(_JUDGED) >= 64:
+        _JUDGED.clear()
+    _JUDGED[head] = verdict
+    return verdict
+
+
+_JUDGED: dict[str, Refused | None] = {}  # main_refusal's verdicts in this process, by main's commit
 
 
 def check_state(snap: GitSnapshot, outcome: str) -> None:
