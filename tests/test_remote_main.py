@@ -84,11 +84,11 @@ def remote_main(f: Fleet) -> str:
     return git(origin(f), "rev-parse", "refs/heads/main").decode().strip()
 
 
-def push_commit(f: Fleet, files: dict[bytes, bytes | None], message: bytes) -> str:
+def push_commit(f: Fleet, files: dict[bytes, bytes | None], message: bytes, who: bytes = b"Pat") -> str:
     """A person's commit on the remote's main, as a push from a clone would put it there:
-    files written (or deleted, for None), any bytes in names and message."""
+    files written (or deleted, for None), any bytes in names, message and author."""
     parent = remote_main(f)
-    stream = [b"commit refs/heads/main\n", b"author Pat <pat@example.com> 1767000000 +0000\n",
+    stream = [b"commit refs/heads/main\n", b"author " + who + b" <pat@example.com> 1767000000 +0000\n",
               b"committer Pat <pat@example.com> 1767000000 +0000\n", b"data %d\n" % len(message), message, b"\n",
               b"from " + parent.encode() + b"\n"]
     for path, data in files.items():
@@ -178,6 +178,24 @@ def test_a_name_that_is_not_utf8_and_then_removed_is_named_but_no_longer_stops_a
     assert bad[:12] in r.stdout and "state/posts/\\udcff.json" in r.stdout
     entries = json.loads(run(f, "log", "--json").stdout)
     assert any(e["status"] == "outside" and e["commit"] == bad for e in entries)
+
+
+@given(message=st.binary(min_size=1, max_size=30).filter(_not_utf8),
+       who=st.binary(min_size=1, max_size=12).filter(lambda b: _not_utf8(b) and not set(b) & set(b"<>\n\0")))
+@SETTINGS
+def test_a_message_or_author_that_is_not_utf8_is_read_and_named(copies: Any, message: bytes, who: bytes) -> None:
+    """A valid change (an input, not refused) whose commit message and author are not UTF-8."""
+    f = copies()
+    doc = json.loads(read_remote(f, "state/posts/ada-1.json"))
+    doc["title"] = "retitled"
+    commit = push_commit(f, {b"state/posts/ada-1.json": canonical.dumps(doc)}, message, who)
+    s = json.loads(run(f, "status", "--json").stdout)
+    assert s["refused"] is None and [o["commit"] for o in s["outside"]] == [commit]
+    assert commit[:12] in run(f, "replay", "--check").stdout
+    assert commit[:12] in run(f, "status").stdout and commit[:12] in run(f, "log").stdout
+    assert any(e["commit"] == commit for e in json.loads(run(f, "log", "posts/ada-1", "--json").stdout))
+    run(f, "merge", "--allow-empty")  # an input: the next tick is built on it
+    assert json.loads(read_remote(f, "state/fleet.json"))["tick"] == 2
 
 
 def test_a_local_commit_with_a_name_that_is_not_utf8_is_not_adopted(copies: Any) -> None:
