@@ -267,6 +267,8 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
     fleet refuses: a change to a file only the merge engine writes, and any
     state file or schema that ``fleet validate`` rejects at ``tip``
     (``rows``: the diff of ``base..tip``, when the caller has it)."""
+    if (base, tip) in _LEFT:  # status judges the last run twice (its window, and main_refusal)
+        return dict(_LEFT[(base, tip)])
     if rows is None:
         rows = git.changed_modes(base, tip, WATCHED)
     changed = {p: new for _, _, new, p in rows}
@@ -284,7 +286,13 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
         paths = [p for p, new in changed.items() if new != ZERO]
     for path, why in problems(snap, paths).items():
         out.setdefault(path, why)
+    if len(_LEFT) >= 64:
+        _LEFT.clear()
+    _LEFT[(base, tip)] = dict(out)
     return out
+
+
+_LEFT: dict[tuple[str, str], dict[str, str]] = {}  # refused_left by (base, tip): commits never change
 
 
 def recent(git: Git, head: str, ticks: int) -> list[OutsideCommit]:
