@@ -90,7 +90,10 @@ class Git:
         return p.stdout
 
     def text(self, *args: str) -> str:
-        return self.run(*args).decode().strip()
+        """git's output as text; a byte that is not UTF-8 (a file name, an author's
+        name) is kept as a surrogate (``\udcff``), as :func:`os.fsdecode` keeps it,
+        for :func:`fleet.ids.printable` to show: nothing from git stops a reader."""
+        return decode(self.run(*args)).strip()
 
     # -- reading -------------------------------------------------------
     def rev_parse(self, rev: str) -> str | None:
@@ -106,7 +109,7 @@ class Git:
         symbolic link" rather than judge the target's name as the file's content.
         A submodule (a gitlink, mode 160000) is no blob and is not listed: with
         ``gitlinks``, its path is added there, so that a reader can name it."""
-        out = self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes).decode()
+        out = decode(self.run("ls-tree", "-r", "-z", "--full-tree", rev, "--", *prefixes))  # a name may not be UTF-8
         entries: dict[str, str] = {}
         # One decode and str operations: a world of 86,000 files is 86,000 records.
         for rec in out.split("\0"):
@@ -321,7 +324,7 @@ class Git:
             args.append(f"--max-count={limit}")
         out = self.run(*args, rev, *([f"^{exclude}"] if exclude else []))
         rows = []
-        for rec in out.decode().split("\x1e"):
+        for rec in decode(out).split("\x1e"):  # a message may hold any bytes
             rec = rec.lstrip("\n")
             if not rec:
                 continue
@@ -465,6 +468,13 @@ class Git:
         out = self.proc("ls-remote", remote, *(u.ref for u in updates)).stdout.decode()
         tips = {name: sha for sha, _, name in (line.partition("\t") for line in out.splitlines())}
         return any(tips.get(u.ref) != u.old for u in updates)
+
+
+def decode(data: bytes) -> str:
+    """Bytes from git as text: UTF-8, and any byte that is not kept as a surrogate
+    (``os.fsdecode``'s rule), so that a file name or a message in another
+    encoding is named, escaped, rather than stopping the reader."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def refuse_option_like(value: str, what: str) -> None:

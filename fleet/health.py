@@ -19,6 +19,18 @@ from fleet.tasks import Queue, ago
 _DELIVERY = re.compile(rf"^(?:{LEDGER_DIR}|{QUARANTINE_DIR})/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)\.jsonl$")
 
 
+def engine_snapshot(repo: FleetRepo) -> GitSnapshot:
+    """Main as the merge engine last left it: main itself, or, while a change fleet
+    refuses sits on it (fleet.outside.main_refusal: a clock moved by hand, say),
+    the last tick commit, which no tick has built on since. Health is judged there:
+    a clock pushed ahead by hand makes no worker dead."""
+    from fleet.outside import main_refusal
+
+    head = repo.main()
+    refused = main_refusal(repo.git, head)
+    return repo.snapshot(head if refused is None else refused.base)
+
+
 def deliveries(snap: GitSnapshot) -> tuple[int, dict[str, int]]:
     """Main's tick, and the last tick each worker delivered in the ledger window."""
     last: dict[str, int] = {}

@@ -35,6 +35,7 @@ from fleet.checks import check_in, touches_world, world_problems
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
 from fleet.git import Git, RefUpdate
+from fleet.ids import printable
 from fleet.ledger import tick_of
 from fleet.repo import TRACKING
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
@@ -53,6 +54,60 @@ _ENGINE_ONLY = (
 
 
 _ENGINE_PREFIXES = tuple(prefix for prefix, _ in _ENGINE_ONLY)
+FORGED = ("only the merge engine makes tick commits, and main's clock (state/fleet.json) does not bear this "
+          "one out: it is a person's commit")
+
+
+NOT_UTF8 = "its name is not UTF-8 (shown escaped); names under state/ and schemas/ are UTF-8 text: rename or remove it"
+
+
+def utf8_name(path: str) -> bool:
+    """Whether ``path`` (as :func:`fleet.git.decode` gives it) was UTF-8 in git."""
+    return path.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in path)
+
+
+def claims_tick(message: str) -> bool:
+    """Whether a commit message says it is a tick commit: a ``Fleet-Tick`` trailer,
+    or a Fleet-Tick line anywhere (one written twice is no trailer to
+    :func:`tick_of`, yet ``git log`` shows the commit as a tick's)."""
+    return tick_of(message) is not None or any(line.lower().startswith("fleet-tick:")
+                                               for line in message.splitlines())
+
+
+def tick_commits(git: Git, rows: Iterable[tuple[str, str | None, str]]) -> dict[str, int]:
+    """Commit -> tick, for the rows (commit, first parent, message) that are the
+    merge engine's tick commits.
+
+    A trailer is text anyone can write: a commit counts as tick N only if its
+    clock (``state/fleet.json``) is at tick N and its parent's at N - 1, as
+    every tick commit leaves them. A commit whose message claims a tick that
+    its clock does not bear out is a person's commit (and refused: see
+    :func:`scan`). One ``cat-file`` for all the rows."""
+    claims = {c: (p, t) for c, p, body in rows if p is not None and (t := tick_of(body)) is not None}
+    if not claims:
+        return {}
+    names = list(dict.fromkeys(f"{x}:{FLEET_PATH}" for c, (p, _) in claims.items() for x in (c, p)))
+    blobs = git.cat_maybe(names)
+    clocks: dict[str, int | None] = {}
+
+    def clock(sha: str) -> int | None:
+        if sha not in clocks:
+            clocks[sha] = _clock(blobs.get(f"{sha}:{FLEET_PATH}"))
+        return clocks[sha]
+
+    return {c: t for c, (p, t) in claims.items() if clock(c) == t and clock(p) == t - 1}
+
+
+def _clock(data: bytes | None) -> int | None:
+    """The tick ``state/fleet.json``'s bytes say, or None if they say none."""
+    if data is None:
+        return None
+    try:
+        doc = canonical.parse(data)
+    except canonical.JSONProblem:
+        return None
+    tick = doc.get("tick") if isinstance(doc, dict) else None
+    return tick if isinstance(tick, int) and not isinstance(tick, bool) else None
 
 
 def refusal(path: str) -> str | None:
@@ -72,7 +127,7 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.how} {self.path}" + (f" (refused: {self.refused})" if self.refused else "") + (
-            f" (invalid, fixed since: {self.fixed})" if self.fixed else "")
+            f" ({'reverted' if self.how == 'says' else 'invalid, fixed'} since: {self.fixed})" if self.fixed else "")
 
 
 @dataclass
@@ -130,6 +185,9 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
     is a commit before the fleet's first tick (:func:`before_first_tick`)
     unless it left something fleet refuses (or refused until fixed).
     """
+    history = list(history)
+    ticks = tick_commits(git, history)  # a trailer the clock does not bear out makes no tick commit
+    bodies = {commit: body for commit, _, body in history}
     found: list[OutsideCommit] = []
     setup: bool | None = None  # in the commits before the first tick; None: not asked yet
     run: list[OutsideCommit] = []  # a person's commits since the last tick commit
@@ -148,12 +206,18 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
                 if not touched:  # valid before, invalid under the run's new config or schemas
                     last = next((oc for oc in reversed(run) if oc.changes), run[-1])
                     last.changes.append(Change("left invalid", path, why))
+        for i, oc in enumerate(run):  # a message that claims a tick: refused until a later commit reverts it
+            if claims_tick(bodies[oc.commit]):
+                tick = tick_of(bodies[oc.commit])
+                said = f"Fleet-Tick: {tick}" if tick is not None else "a Fleet-Tick line"
+                undone = any(f"This reverts commit {oc.commit}" in bodies[later.commit] for later in run[i + 1:])
+                oc.changes.insert(0, Change("says", said, None if undone else FORGED, FORGED if undone else None))
         run.clear()
 
     tip = None
     for commit, parent, body in history:
         tip = commit
-        if parent is None or tick_of(body) is not None:
+        if parent is None or commit in ticks:
             judge()
             setup = setup if parent is None else False
             continue
@@ -165,13 +229,13 @@ def scan(git: Git, history: Iterable[tuple[str, str | None, str]]) -> list[Outsi
         oc = describe(git, commit, parent, rows)
         oc.setup = bool(setup)
         run.append(oc)
-        if oc.changes:
+        if oc.changes or claims_tick(body):
             found.append(oc)
     judge()
     # An invalid file that a later commit fixed is named, not refused for ever: the
     # merge refused to touch it meanwhile, so it spoiled nothing. A change to the
     # engine's own files stays refused: later ticks built on it.
-    invalid = {c.path for oc in found for c in oc.refused if not refusal(c.path)}
+    invalid = {c.path for oc in found for c in oc.refused if not refusal(c.path) and c.how != "says"}
     if invalid and tip is not None:
         snap = GitSnapshot(git, tip)
         present = set(snap.paths()) | set(git.special_entries(tip, "state/", "schemas/"))  # a gitlink is no blob
@@ -203,14 +267,18 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
     fleet refuses: a change to a file only the merge engine writes, and any
     state file or schema that ``fleet validate`` rejects at ``tip``
     (``rows``: the diff of ``base..tip``, when the caller has it)."""
+    if (base, tip) in _LEFT:  # status judges the last run twice (its window, and main_refusal)
+        return dict(_LEFT[(base, tip)])
     if rows is None:
         rows = git.changed_modes(base, tip, WATCHED)
     changed = {p: new for _, _, new, p in rows}
     # startswith over one tuple first: a seeding commit of 86,000 documents asks this of each
     out = {p: why for p in changed if p.startswith(_ENGINE_PREFIXES) and (why := refusal(p))}
-    for mode, _, _, path in rows:
+    for mode, _, new, path in rows:
         if mode in ("120000", "160000"):  # a symbolic link or a submodule, added or changed into one
             out.setdefault(path, special_entry(mode))
+        elif new != ZERO and not utf8_name(path):
+            out.setdefault(path, NOT_UTF8)
     snap = GitSnapshot(git, tip)
     if CONFIG_PATH in changed or any(p.startswith("schemas/") for p in changed):
         paths = None  # the rules changed: every document is judged by the new ones
@@ -218,7 +286,13 @@ def refused_left(git: Git, base: str, tip: str, rows: Rows | None = None) -> dic
         paths = [p for p, new in changed.items() if new != ZERO]
     for path, why in problems(snap, paths).items():
         out.setdefault(path, why)
+    if len(_LEFT) >= 64:
+        _LEFT.clear()
+    _LEFT[(base, tip)] = dict(out)
     return out
+
+
+_LEFT: dict[tuple[str, str], dict[str, str]] = {}  # refused_left by (base, tip): commits never change
 
 
 def recent(git: Git, head: str, ticks: int) -> list[OutsideCommit]:
@@ -226,12 +300,12 @@ def recent(git: Git, head: str, ticks: int) -> list[OutsideCommit]:
     limit = 4 * (ticks + 1) + 16
     while True:
         rows = git.first_parent_log(head, limit=limit)
-        seen = sum(1 for _, _, body in rows if tick_of(body) is not None)
-        if seen > ticks or len(rows) < limit or rows[0][1] is None:
+        verified = tick_commits(git, rows)
+        if len(verified) > ticks or len(rows) < limit or rows[0][1] is None:
             break
         limit *= 2
     # Start at the oldest tick commit wanted, so a run of a person's commits is judged whole.
-    starts = [i for i, (_, _, body) in enumerate(rows) if tick_of(body) is not None]
+    starts = [i for i, (commit, _, _) in enumerate(rows) if commit in verified]
     if len(starts) > ticks:
         rows = rows[starts[len(starts) - ticks - 1]:]
     return scan(git, rows)
@@ -262,6 +336,80 @@ def check_adoption(git: Git, base: str, tip: str) -> None:
                              f"{oc.commit[:12]} ({oc.subject!r}): fix it and run again")
 
 
+@dataclass
+class Refused:
+    """The newest change fleet refuses among the person's commits on main since
+    its last tick commit (``base``): nothing is built on such a main."""
+
+    commit: str
+    author: str
+    subject: str
+    change: Change
+    base: str  # the last tick commit before it: the engine's last word
+    more: int  # other files (or claims) refused in the same commits
+
+    def line(self, outcome: str) -> str:
+        """One line: the file, the rule, the commit, ``outcome``, and how to undo it."""
+        c, sha = self.change, self.commit[:12]
+        who = f"commit {sha} by {printable(self.author, 120)} ({printable(self.subject, 120)!r})"
+        more = f" ({self.more} more refused change(s) there: `fleet status` lists them)" if self.more else ""
+        if c.how == "says":
+            return (f"{who} on main says '{c.path}', but {c.refused}{more}; {outcome}: undo it with "
+                    f"`git revert {sha}` pushed to main (for a commit that changed no file: "
+                    f"`git commit --allow-empty -m 'This reverts commit {self.commit}.'`)")
+        how = "left invalid" if c.how == "left invalid" else f"{c.how} outside the merge engine"
+        return (f"{printable(c.path, 200)}: {c.refused}{more}; {how} by {who} on main; {outcome}: "
+                f"undo it with `git revert {sha}` pushed to main")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "author": self.author, "subject": self.subject, "how": self.change.how,
+                "path": self.change.path, "rule": self.change.refused, "base": self.base, "more": self.more}
+
+
+def since_last_tick(git: Git, head: str) -> tuple[str | None, list[tuple[str, str | None, str]]]:
+    """(main's newest tick commit, the first-parent rows after it, oldest first);
+    (None, every row) when main has no tick commit yet (the world's setup)."""
+    limit = 16
+    while True:
+        rows = git.first_parent_log(head, limit=limit)
+        ticks = tick_commits(git, rows)
+        last = next((i for i in range(len(rows) - 1, -1, -1) if rows[i][0] in ticks), None)
+        if last is not None:
+            return rows[last][0], rows[last + 1:]
+        if len(rows) < limit or rows[0][1] is None:
+            return None, rows
+        limit *= 4
+
+
+def main_refusal(git: Git, head: str) -> Refused | None:
+    """What fleet refuses among the person's commits on main (``head``) since its
+    last tick commit, as :func:`scan` judges them; None when main may be built on.
+
+    This is the same judgement a local main gets before it is adopted
+    (:func:`check_adoption`), for a main that moved on the remote, where fleet
+    cannot refuse a push: the merge and ``fleet run`` stop on it instead, and
+    nothing is written. Commits before the first tick are the world's design
+    (the first ``fleet run`` checks it whole) and are not judged here."""
+    if head in _JUDGED:  # a commit's history never changes: `fleet run` asks before a tick and its merge again
+        return _JUDGED[head]
+    base, run = since_last_tick(git, head)
+    found = scan(git, [(base, None, ""), *run]) if base is not None and run else []
+    refused = [(oc, c) for oc in reversed(found) for c in oc.changes if c.refused]
+    verdict = None
+    if refused and base is not None:
+        oc, c = refused[0]
+        others = {(x.how == "says", x.path if x.how != "says" else y.commit) for y, x in refused} - {
+            (c.how == "says", c.path if c.how != "says" else oc.commit)}
+        verdict = Refused(oc.commit, oc.author, oc.subject, c, base, len(others))
+    if len(_JUDGED) >= 64:
+        _JUDGED.clear()
+    _JUDGED[head] = verdict
+    return verdict
+
+
+_JUDGED: dict[str, Refused | None] = {}  # main_refusal's verdicts in this process, by main's commit
+
+
 def check_state(snap: GitSnapshot, outcome: str) -> None:
     """Raise, naming the file and the rule, unless every state file and schema
     of ``snap`` passes ``fleet validate``'s checks."""
@@ -283,6 +431,9 @@ def problems(snap: GitSnapshot, paths: list[str] | None) -> dict[str, str]:
     special = {path: special_entry(mode) for path, mode in listed.items() if paths is None or few or path in paths}
     if CONFIG_PATH in special:
         return {CONFIG_PATH: special[CONFIG_PATH]}
+    for path in snap.paths() if paths is None else paths:  # never read as a document: named by the rule it breaks
+        if not utf8_name(path):
+            special.setdefault(path, NOT_UTF8)
     wanted = sorted(p for p in (snap.paths() if paths is None else paths) if _checked_file(p) and p not in special)
     try:
         snap.config  # noqa: B018  (a config that does not parse names itself)

@@ -26,8 +26,8 @@ from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.ids import printable
 from fleet.installed import carried
-from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
-from fleet.outside import recent
+from fleet.ledger import TickInputs, held_in, tick_inputs
+from fleet.outside import main_refusal, recent, tick_commits
 from fleet.records import MISSING, Conflict
 from fleet.repo import FleetRepo
 from fleet.resolve import RESOLUTION_DIR
@@ -47,10 +47,22 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     repo.fetch()
     head = repo.main()
     snap = repo.snapshot(head)
-    fleet = snap.fleet
-    cfg = snap.config
+    # A change fleet refuses on main (a person's edit of the clock, the ledger, a held conflict; a
+    # name that is not UTF-8; a forged tick): the merge builds nothing on it, so the fleet is where
+    # the engine last left it, and its records are read there; the change is named under "needs you".
+    refused = main_refusal(repo.git, head)
+    engine = head if refused is None else refused.base
+    records = snap if refused is None else repo.snapshot(engine)
+    unreadable: list[str] = []  # records of the engine that cannot be read: named, never a crash
+    fleet = records.fleet
+    try:
+        cfg = snap.config
+    except FleetError:
+        if refused is None:
+            raise
+        cfg = records.config  # the refused change broke it: the config the engine last worked under
     at = now()
-    merged = _last_tick_commit(repo, head)
+    merged = _last_tick_commit(repo, engine)
     queue = TaskQueue(repo).read()
     tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
                  expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
@@ -62,8 +74,8 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
                   "error": None if t.error is TASK_MISSING else t.error,
                   "escalated_at": t.updated_at if t.escalated_at is TASK_MISSING else t.escalated_at}
                  for t in sorted(queue.tasks.values(), key=lambda t: t.id) if t.escalated]
-    tick, seen = deliveries(snap)
-    recent_deltas = _ledger_window(snap)
+    tick, seen = deliveries(records)
+    recent_deltas = _ledger_window(records, unreadable)
     workers = []
     for w in health(tick, seen, queue, cfg).values():
         mine = recent_deltas.get(w["worker"], [])
@@ -77,7 +89,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
                     if w["status"] == "dead" else None)
         workers.append(w)
     outside = recent(repo.git, head, cfg.limits.window)
-    spent = spending(repo, head, cfg, at, tick=fleet["tick"])
+    spent = spending(repo, engine, cfg, at, tick=fleet["tick"])
     due, start = due_now(repo, cfg, fleet["tick"] + 1, spent, at.timestamp())
     merged_utc = merged[1] if merged else None
     age = None
@@ -86,11 +98,19 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
     last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
                           for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
-    conflicts = _conflicts(repo, snap)
-    quarantine = _quarantine(snap)
+    conflicts = _conflicts(repo, records, snap, unreadable)
+    quarantine = _quarantine(records, unreadable)
     stalled = stall(repo, cfg, tick, at)
     outside_json = [oc.to_json() for oc in outside]
     needs = []  # what a person should look at, in one list
+    if refused is not None:
+        needs.append(refused.line("`fleet run` and `fleet merge` build nothing on it, and this status is of "
+                                  f"the last tick commit, {engine[:12]}"))
+    for problem in unreadable[:5]:
+        needs.append(f"{problem}: not read; the merge engine wrote no such record (`fleet replay --check` names "
+                     "the commit that changed it)")
+    if len(unreadable) > 5:
+        needs.append(f"and {len(unreadable) - 5} more engine record(s) that cannot be read")
     undecided = [c for c in conflicts if not c["decided"]]
     if undecided:
         needs.append(f"{len(undecided)} open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, "
@@ -114,9 +134,9 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         needs.append(f"dead worker(s): {', '.join(dead)}")
     if stalled:
         needs.append(stalled)
-    refused = [r for oc in outside_json for r in oc["refused"]]
-    if refused:
-        needs.append(f"{len(refused)} change(s) on main that fleet refuses: fix or revert them")
+    refused_before = [r for oc in outside_json for r in oc["refused"]]
+    if refused_before and refused is None:  # refused, and built on before fleet stopped on such changes
+        needs.append(f"{len(refused_before)} change(s) on main that fleet refuses: fix or revert them")
     stop = spent.stop()
     if stop is not None:
         needs.append(f"a budget is spent: {stop.why()}")
@@ -127,6 +147,8 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         w["heartbeat"] = f"{hb['status']} (last seen {hb['last_seen']})" if hb and hb.get("last_seen") else None
     return {
         "needs_you": needs,
+        "refused": refused.to_json() if refused is not None else None,
+        "unreadable": unreadable,
         "tick": fleet["tick"],
         "main": head,
         "merged_utc": merged_utc,
@@ -164,24 +186,29 @@ def _heartbeats(repo: FleetRepo, cfg: Any, at: Any) -> dict[str, Any]:
 
 
 def _last_tick_commit(repo: FleetRepo, head: str) -> tuple[str, str] | None:
-    """The newest commit the merge engine made on main, and its commit time (UTC)."""
-    out = repo.git.run("log", "--first-parent", "--max-count=64", "--format=%H%x00%ct%x00%B%x1e", head).decode()
-    for rec in out.split("\x1e"):
-        commit, _, rest = rec.lstrip("\n").partition("\0")
-        stamp, _, body = rest.partition("\0")
-        if commit and tick_of(body) is not None:
-            when = _dt.datetime.fromtimestamp(int(stamp), _dt.UTC)
-            return commit, when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return None
+    """The newest commit the merge engine made on main, and its commit time (UTC):
+    a commit whose trailer its clock bears out (fleet.outside.tick_commits)."""
+    rows = repo.git.first_parent_log(head, limit=64)
+    ticks = tick_commits(repo.git, rows)
+    commit = next((c for c, _, _ in reversed(rows) if c in ticks), None)
+    if commit is None:
+        return None
+    when = _dt.datetime.fromtimestamp(int(repo.git.text("log", "-1", "--format=%ct", commit)), _dt.UTC)
+    return commit, when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _ledger_window(snap: GitSnapshot) -> dict[str, list[dict[str, Any]]]:
-    """The deltas of the ledger still in the tree (``limits.window`` ticks), by worker, in delta order."""
+def _ledger_window(snap: GitSnapshot, unreadable: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The deltas of the ledger still in the tree (``limits.window`` ticks), by worker, in delta order
+    (a line that cannot be read is added to ``unreadable``, once per file)."""
     out: dict[str, list[dict[str, Any]]] = {}
     paths = [p for p in snap.under(LEDGER_DIR) if not p.rsplit("/", 1)[-1].startswith("_")]
     for p, data in snap.read_many(paths).items():
         for line in (data or b"").splitlines():
-            d = canonical.load(line, p)
+            try:
+                d = canonical.load(line, p)
+            except FleetError as e:
+                unreadable.append(printable(str(e), 300))
+                break
             if isinstance(d, dict) and isinstance(d.get("worker"), str):
                 out.setdefault(d["worker"], []).append(d)
     for ds in out.values():
@@ -233,15 +260,20 @@ def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[s
             "resolved": int(last.get("resolved", 0))}
 
 
-def _conflicts(repo: FleetRepo, snap: GitSnapshot) -> list[dict[str, Any]]:
-    """Open conflicts: where, the candidates, the pending decision if any, how to decide."""
-    pending = set(snap.under(RESOLUTION_DIR))
+def _conflicts(repo: FleetRepo, snap: GitSnapshot, main: GitSnapshot, unreadable: list[str]) -> list[dict[str, Any]]:
+    """Open conflicts (held in ``snap``): where, the candidates, the pending decision
+    if any (on ``main``), how to decide. One that cannot be read goes to ``unreadable``."""
+    pending = set(main.under(RESOLUTION_DIR))
     branches = {r.name.rsplit("fleet/conflict/", 1)[-1] for r in repo.git.refs("refs/")
                 if "/fleet/conflict/" in r.name}
     github = _github_repo(repo)
     out = []
     for p, data in snap.read_many(snap.under(CONFLICT_DIR)).items():
-        c = Conflict.parse(data or b"", p)
+        try:
+            c = Conflict.parse(data or b"", p)
+        except FleetError as e:
+            unreadable.append(printable(str(e), 300))
+            continue
         valued = [x for x in c.candidates if "value" in x]
         latest = valued[-1]["delta"] if valued else "base"
         key = f"{c.id}-t{c.opened_tick}"
@@ -295,13 +327,18 @@ def _github_repo(repo: FleetRepo) -> tuple[str, str] | None:
     return None
 
 
-def _quarantine(snap: GitSnapshot) -> list[dict[str, Any]]:
+def _quarantine(snap: GitSnapshot, unreadable: list[str]) -> list[dict[str, Any]]:
     out = []
     for p, data in snap.read_many(snap.under(QUARANTINE_DIR)).items():
         for line in (data or b"").splitlines():
-            q = canonical.load(line, p)
+            try:
+                q = canonical.load(line, p)
+            except FleetError as e:
+                unreadable.append(printable(str(e), 300))
+                break
             if not isinstance(q, dict):
-                raise FleetError(f"{p}: a quarantine record must be a JSON object, one a line")
+                unreadable.append(f"{printable(p, 200)}: a quarantine record must be a JSON object, one a line")
+                break
             d: dict[str, Any] = q["delta"] if isinstance(q.get("delta"), dict) else {}
             out.append({"tick": q.get("tick"), "path": q.get("path"), "reason": q.get("reason"),
                         "delta": d.get("id"), "agent": d.get("agent"), "worker": q.get("worker")})

@@ -30,8 +30,8 @@ from fleet.commands.merge import message
 from fleet.engine import replay_tick
 from fleet.errors import FleetError
 from fleet.git import Git
-from fleet.ledger import tick_inputs, tick_of
-from fleet.outside import OutsideCommit, scan
+from fleet.ledger import tick_inputs
+from fleet.outside import OutsideCommit, scan, tick_commits
 from fleet.progress import Progress
 from fleet.repo import FleetRepo
 from fleet.state import GitSnapshot
@@ -144,8 +144,9 @@ def replay(path: Path, remote: str | None = None, bar: Progress | None = None) -
     first_difference = None
     if bar is not None:
         bar.total_is(len(history))
-    for commit, parent, body in history:
-        tick = tick_of(body)
+    tick_of_commit = tick_commits(git, history)  # a Fleet-Tick trailer its clock does not bear out: a person's
+    for commit, parent, _ in history:
+        tick = tick_of_commit.get(commit)
         if bar is not None:
             bar.advance(1, f"tick {tick}" if tick is not None else f"commit {commit[:12]}")
         if tick is None or parent is None:

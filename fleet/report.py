@@ -43,6 +43,7 @@ from fleet.errors import FleetError
 from fleet.git import EMPTY_TREE
 from fleet.health import deliveries, health
 from fleet.ids import printable
+from fleet.outside import main_refusal
 from fleet.records import Usage
 from fleet.repo import FleetRepo
 from fleet.resolve import RECORDS
@@ -358,6 +359,10 @@ def _collect(path: Path, remote: str | None, ticks: int | None, step: Step, at: 
     repo = FleetRepo(path, remote)
     repo.fetch()
     head = repo.main()
+    # a change fleet refuses on main (fleet.outside.main_refusal) is built on by no tick: the
+    # report is of the fleet where the engine last left it, as `fleet status` is, which names it
+    refused = main_refusal(repo.git, head)
+    head = head if refused is None else refused.base
     snap = repo.snapshot(head)
     fleet, cfg = snap.fleet, snap.config
     step("history")
@@ -376,7 +381,10 @@ def _collect(path: Path, remote: str | None, ticks: int | None, step: Step, at: 
     worker_rows = [{**h, **workers.get(w, Activity()).to_json()} for w, h in health_now.items()]
     conflicts = []
     for p, data in snap.read_many(snap.under(CONFLICT_DIR)).items():
-        c = canonical.load(data or b"{}", p)
+        try:
+            c = canonical.load(data or b"{}", p)
+        except FleetError:
+            continue  # not the engine's record (a hand edit built on before fleet refused them): `fleet status` names it
         if isinstance(c, dict):
             conflicts.append({"id": printable(str(c.get("id", p)), 80),
                               "where": printable(f"{c.get('collection')}/{c.get('doc')} "

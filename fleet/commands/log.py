@@ -22,10 +22,10 @@ from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.errors import FleetError, UsageError
-from fleet.git import Git
+from fleet.git import Git, decode
 from fleet.ids import printable
-from fleet.ledger import TickInputs, held_in, tick_inputs, tick_of
-from fleet.outside import before_first_tick, describe
+from fleet.ledger import TickInputs, held_in, tick_inputs
+from fleet.outside import before_first_tick, claims_tick, describe, tick_commits
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR
 
@@ -83,15 +83,14 @@ def log(
                   *(f"state/{coll}/{h[:n]}/{doc_id}.json" for n in range(1, 4))]
         pathspec = ["--", here, *(p for p in before if p != here)]
         held_spec = [CONFLICT_DIR + "/"]  # a held set leaves the document as it was: it is in the conflict files
-    out = git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec, *held_spec).decode()
+    out = decode(git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec, *held_spec))
     entries: list[LogEntry] = []
-    for rec in out.split("\x1e"):
-        rec = rec.lstrip("\n")
-        if not rec:
-            continue
-        shas, _, body = rec.partition("\0")
+    recs = [rec.lstrip("\n").partition("\0") for rec in out.split("\x1e") if rec.lstrip("\n")]
+    # a Fleet-Tick trailer that main's clock does not bear out makes no tick commit: a person's, listed as such
+    ticks = tick_commits(git, [(shas.split()[0], (shas.split()[1:] or [None])[0], body) for shas, _, body in recs])
+    for shas, _, body in recs:
         commit, *parents = shas.split()
-        tick = tick_of(body)
+        tick = ticks.get(commit)
         if not parents:
             continue  # genesis: the starting state
         if tick is None:
@@ -100,6 +99,8 @@ def log(
             if not agent and (doc or not before_first_tick(git, f"{commit}^")):
                 entry = _outside(git, commit, parents[0], pathspec[1:])
                 if entry is not None:
+                    if claims_tick(body):  # named for what it is: its trailer made it no tick commit
+                        entry.reason += " (its message claims a Fleet-Tick that main's clock does not bear out)"
                     entries.append(entry)
             if len(entries) >= limit:
                 break
@@ -169,13 +170,11 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
             raise FleetError(f"{doc}: has no field {f!r} (its fields: {', '.join(sorted(current))})")
     trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
     last: dict[str, dict[str, Any]] = {f: {"field": f, "how": "genesis", "tick": 0} for f in wanted}
-    out = git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e", head,
-                  "--", rel).decode()
-    for rec in out.split("\x1e"):
-        rec = rec.lstrip("\n")
-        if not rec:
-            continue
-        shas, author, body = rec.split("\0", 2)
+    out = decode(git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e", head,
+                         "--", rel))
+    recs = [rec.lstrip("\n").split("\0", 2) for rec in out.split("\x1e") if rec.lstrip("\n")]
+    ticks = tick_commits(git, [(shas.split()[0], (shas.split()[1:] or [None])[0], body) for shas, _, body in recs])
+    for shas, author, body in recs:
         commit, *parents = shas.split()
         if not parents:
             continue
@@ -183,7 +182,7 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
         changed = [f for f, p in paths.items() if not _same_at(before, after, p)]
         if not changed:
             continue
-        tick = tick_of(body)
+        tick = ticks.get(commit)
         if tick is None:
             how = "setup" if before_first_tick(git, f"{commit}^") else "outside"
             for f in changed:

@@ -30,7 +30,7 @@ from fleet.errors import FleetError, NothingToDo
 from fleet.github import ConflictPRs, GitHubSettings
 from fleet.ids import printable
 from fleet.ledger import TRAILERS
-from fleet.outside import adopt_local_main
+from fleet.outside import adopt_local_main, main_refusal
 from fleet.repo import FleetRepo, inbox_arrivals
 from fleet.state import GitSnapshot
 
@@ -163,9 +163,15 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
     repo = FleetRepo(path, remote)
     prs = ConflictPRs(github) if github else None
     asked: dict[str, dict[str, Any]] = {}  # the model's merges ('meaning' policy) by inputs, across attempts
+    judged = None  # the main whose person's commits were judged (fleet.outside.main_refusal)
     for attempt in range(1, ATTEMPTS + 1):
         repo.fetch()
         head = repo.main()
+        if head != judged:  # a change fleet refuses, pushed to main around it: nothing is built on it
+            refused = main_refusal(repo.git, head)
+            if refused is not None:
+                raise FleetError(refused.line("nothing was merged"))
+            judged = head
         base = repo.snapshot(head)
         closed: list[dict[str, Any]] = []
         if prs is not None:  # pull requests closed unmerged: their fallback applies this tick

@@ -37,7 +37,7 @@ from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
-from fleet.outside import bring_in_local_main, check_state, special_entry
+from fleet.outside import bring_in_local_main, check_state, main_refusal, special_entry
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
 from fleet.records import Usage
@@ -274,6 +274,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
+    _refuse_main(repo)
     if remote is None:  # your own checkout: an edit not committed is not the fleet's, and is not used
         status = Git(root).proc("status", "--porcelain", "-z", "--untracked-files=all", "--", "state", "schemas")
         report.uncommitted = status.stdout.count(b"\0") if status.returncode == 0 else 0
@@ -316,6 +317,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     t0 = time.monotonic()
     repo = FleetRepo(merge_cache, url)
     repo.fetch()
+    _refuse_main(repo)  # before any worker starts: the merge would refuse it anyway
     snap = repo.snapshot()
     cfg = snap.config
     count = workers or cfg.run.workers
@@ -373,6 +375,14 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
         logs.close()
         if outbox is not None:
             shutil.rmtree(outbox, ignore_errors=True)
+
+
+def _refuse_main(repo: FleetRepo) -> None:
+    """Stop, in one line, on a change fleet refuses that a person pushed to the
+    fleet's main (fleet.outside.main_refusal): no tick is built on it."""
+    refused = main_refusal(repo.git, repo.main())
+    if refused is not None:
+        raise FleetError(refused.line("no tick starts on it and nothing was merged"))
 
 
 def _failed_turns(repo: FleetRepo, commit: str, tick: int) -> tuple[int, str | None]:

@@ -40,7 +40,7 @@ from fleet.clock import flag_seconds
 from fleet.config import Config
 from fleet.errors import EXIT_NOTHING, UsageError
 from fleet.github import GitHubSettings, TaskIssues
-from fleet.health import deliveries, health, stall
+from fleet.health import deliveries, engine_snapshot, health, stall
 from fleet.repo import FleetRepo
 from fleet.store import FIRST, now
 from fleet.tasks import (
@@ -66,7 +66,7 @@ def watchdog(path: Path, *, remote: str | None = None, dry_run: bool = False, gr
     repo = FleetRepo(path, remote)
     repo.fetch()  # main, the queue and the worker branches (to see a merge that stopped), in one go
     tq = TaskQueue(repo)
-    snap = repo.snapshot()
+    snap = engine_snapshot(repo)  # not a clock a person moved: no worker is dead by it
     tick, seen = deliveries(snap)  # main does not move while the queue is retried
     stalled = stall(repo, snap.config, tick, now())
     report: dict[str, Any] = {}

@@ -469,11 +469,12 @@ def test_your_main_is_checked_before_it_seeds_the_fleet(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spoil", [_bad_json, _id, _schema])
-def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_once: Path, tmp_path: Path,
-                                                                        spoil: Any) -> None:
+def test_a_refused_push_to_the_fleets_main_stops_the_run_in_one_line(ran_once: Path, tmp_path: Path,
+                                                                     spoil: Any) -> None:
     """A person's push straight to the fleet's main (a remote that fleet does not
-    guard) is not adopted by `fleet run`: the workers meet it. Each names the file;
-    the run stops at that tick, exit 1, and main does not advance on nothing."""
+    guard) is judged as a local main is before it is adopted: `fleet run` names the
+    file, the rule and the commit to revert, in one line, before any worker starts;
+    exit 1, and main does not advance."""
     repo = _copy(ran_once, tmp_path)
     expected = spoil(repo)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
@@ -482,15 +483,13 @@ def test_a_worker_that_cannot_read_state_names_the_file_and_the_run_stops(ran_on
     pushed = _origin_main(repo)
     p = fleet_cli(repo, "run", "--ticks", "2", "--workers", "2")
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "internal error" not in p.stderr
-    lines = p.stderr.splitlines()
-    assert sum(line.startswith(f"fleet: {expected}") for line in lines) == 2  # each worker names the file
-    assert lines[-1].startswith(f"fleet: tick 2: none of 2 worker(s) delivered ({expected.removesuffix(': ')}")
-    assert lines[-1].endswith("nothing was merged and main stays at tick 1")
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"fleet: {expected}") and f"commit {pushed[:12]}" in line, line
+    assert f"git revert {pushed[:12]}" in line and "nothing was merged" in line
     assert "tick 2:" not in p.stdout and "tick 3:" not in p.stdout
-    assert _origin_main(repo) == pushed  # no empty tick commit
+    assert _origin_main(repo) == pushed  # no tick commit
     status = json.loads(fleet_cli(repo, "status", "--json").stdout)
-    assert status["tick"] == 1
+    assert status["tick"] == 1 and status["refused"]["commit"] == pushed
     assert {w["status"] for w in status["workers"]} == {"alive"}
 
 

@@ -102,10 +102,14 @@ def test_status_with_a_hand_edited_conflict_file(fleet: Fleet) -> None:
     (fleet.path / rel).write_bytes(canonical.dumps(doc))
     subprocess.run(["git", "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "decide by hand"],
                    cwd=fleet.path, check=True)
-    r = run(fleet, "status", "--json", code=1)
-    assert json.loads(r.stdout) == {"error": r.stderr.removeprefix("fleet: ").strip(), "exit": 1}
-    assert len(r.stderr.splitlines()) == 1
-    assert r.stderr.startswith(f'fleet: {rel}: at /: "candidates" is a required property (schemas/conflict.schema.json)')
+    # refused (only the merge engine writes held conflicts): named under "needs you", with the commit to
+    # revert, and the conflict shown is the engine's own, from the last tick commit; never a crash
+    mine = fleet.main()
+    s = json.loads(run(fleet, "status", "--json").stdout)
+    assert s["refused"]["commit"] == mine and s["refused"]["path"] == rel
+    assert s["needs_you"][0].startswith(f"{rel}: held conflicts are written only by the merge engine")
+    assert f"git revert {mine[:12]}" in s["needs_you"][0]
+    assert [x["id"] for x in s["open_conflicts"]] == [c["id"]] and s["open_conflicts"][0]["candidates"] == 2
 
 
 def test_status_with_an_unreachable_origin(fleet: Fleet, tmp_path: Path) -> None:
