@@ -242,6 +242,24 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
     return git.write_commit(None, f"fleet: the field index of main {commit}\n", files, [], when=0)
 
 
+def for_publish(git: Git, snap: Any, commit: str, index_ref: str) -> tuple[str, str | None] | None:
+    """(the field index of main ``commit``, the index at ``index_ref`` it replaces)
+    for a publish that moves main to push with it, built from the one before where
+    it can be; None when the world's prompt (read from ``snap``, main before
+    ``commit``) cannot be read, and workers then read main itself. The merge and
+    ``fleet resolve``, every writer of main, publish through here."""
+    from fleet import world
+    from fleet.errors import FleetError
+
+    try:
+        world.warm(snap)
+        spec = world.load(snap.config, snap.read).prompt
+    except FleetError:
+        return None
+    old = git.rev_parse(index_ref)
+    return build(git, commit, snap.config, fields_of(spec, snap.config), old), old
+
+
 def _described(git: Git, commit: str) -> str:
     p = git.proc("cat-file", "blob", f"{commit}:{DESCRIBES}")
     try:
