@@ -7,22 +7,30 @@ merge writes those fields instead, beside main: on the branch
 ``fleet/index/main``, one commit per main commit it publishes (pushed in the
 same atomic push as main, never one without the other), holding
 
-- ``describes.json``: ``{"format": 1, "main": <the main commit>, "fields":
-  {<collection>: [<field>, ...]}}``, and
+- ``describes.json``: ``{"format": 2, "main": <the main commit>, "fields":
+  {<collection>: [<field>, ...]}, "orders": {<collection>: [<key>, ...]}}``, and
 - ``<collection>.json`` for each collection named there: ``{"fields": [...],
   "rows": [[<id>, <value of each field>...], ...]}``, one row per document of
-  the collection at that main commit, in id order, compact canonical JSON (a
-  missing field is null: a prompt's sorts and filters treat both alike).
+  the collection at that main commit, compact canonical JSON (a missing field
+  is null: a prompt's sorts and filters treat both alike), in the order
+  ``orders`` gives the collection (keys as a prompt section's ``order``, ties
+  in id order), or in id order when it gives none.
 
 Which fields: those the world's prompt sections order or filter a collection
-by (:func:`fields_of`). Nothing here names a collection: the world says which.
+by (:func:`fields_of`); which order: the first a section sorts the whole
+collection in (:func:`orders_of`). Nothing here names a collection: the world
+says which.
+
+The order saves a worker the sort, not the check: a worker sorts the rows as
+ever (Python's sort goes through rows already in order in one pass) and the
+index is in doubt if they were not in the order it says.
 
 A worker (fleet.world.View) uses an index only when it describes exactly the
 main commit it works on, and reads the documents it finally shows by path and
 checks them as ever, each against its row (a row that does not match throws
 the index away). Anything else (no index, another main, a blob too big, JSON
 not exactly as the merge writes it, a row of the wrong shape, ids that are not
-the collection's files) is a doubt, and a doubt is the full read. So no prompt
+the collection's files, rows not in the order said) is a doubt, and a doubt is the full read. So no prompt
 depends on the index being there; it is data from a writer of the repository,
 parsed strictly and within limits. The index is trusted as far as main is: the
 merge writes both, and a worker checks every document it shows.
@@ -46,7 +54,7 @@ from fleet.git import Git
 from fleet.ids import is_safe_id
 
 BRANCH = "fleet/index/main"
-FORMAT = 1
+FORMAT = 2  # 2: rows in the order describes.json says (1: in id order)
 DESCRIBES = "describes.json"
 MAX_DESCRIBES = 64 * 1024  # bytes
 MAX_BLOB = 256 * 1024 * 1024  # bytes of one collection's rows
@@ -85,6 +93,19 @@ def fields_of(spec: Any, cfg: Config) -> dict[str, tuple[str, ...]]:
             if c in cfg.collections and len(f - {"id"}) <= MAX_FIELDS}
 
 
+def orders_of(spec: Any, cfg: Config) -> dict[str, tuple[str, ...]]:
+    """Collection -> the order its rows are kept in: the first order (keys as a
+    section's ``order``) that a section of ``spec`` sorts the whole collection
+    in, for the collections :func:`fields_of` indexes; none, id order."""
+    indexed = fields_of(spec, cfg)
+    out: dict[str, tuple[str, ...]] = {}
+    for s in (*spec.shared, *spec.own):
+        if s.collection in indexed and s.doc is None and s.order and s.order[0].lstrip("-") != "id" \
+                and s.collection not in out and {k.lstrip("-") for k in s.order} - {"id"} <= set(indexed[s.collection]):
+            out[s.collection] = tuple(s.order)
+    return out
+
+
 # -- reading (a worker) ------------------------------------------------------------------
 @dataclass
 class Index:
@@ -95,6 +116,7 @@ class Index:
     main: str
     fields: dict[str, tuple[str, ...]]
     blobs: dict[str, tuple[str, int]]  # collection -> (blob sha, size)
+    orders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # collection -> the order its rows are in
     _rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def rows(self, collection: str, listing: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -106,7 +128,8 @@ class Index:
             data = self.git.cat_blobs([sha]).get(sha)
             if data is None or len(data) != size:
                 raise Doubt(f"{collection}.json could not be read")
-            found = self._rows[collection] = parse_rows(data, self.fields[collection], collection)
+            found = self._rows[collection] = parse_rows(data, self.fields[collection], collection,
+                                                        in_id_order=collection not in self.orders)
         if found.keys() != listing.keys():
             raise Doubt(f"{collection}.json does not list the collection's documents at {self.main[:12]}")
         return found
@@ -143,12 +166,12 @@ def _open(git: Git, ref: str, main: str) -> Index:
         d = canonical.parse(data, max_depth=4)
     except canonical.JSONProblem as e:
         raise Doubt(f"{DESCRIBES}: {e}") from None
-    if not isinstance(d, dict) or set(d) != {"format", "main", "fields"} or d["format"] != FORMAT:
+    if not isinstance(d, dict) or set(d) != {"format", "main", "fields", "orders"} or d["format"] != FORMAT:
         raise Doubt(f"{DESCRIBES} is not an index of format {FORMAT}")
     if d["main"] != main:
         raise Doubt(f"{DESCRIBES} describes main {str(d['main'])[:12]}, not {main[:12]}")
-    if not isinstance(d["fields"], dict):
-        raise Doubt(f"{DESCRIBES}: fields is not an object")
+    if not isinstance(d["fields"], dict) or not isinstance(d["orders"], dict):
+        raise Doubt(f"{DESCRIBES}: fields or orders is not an object")
     fields: dict[str, tuple[str, ...]] = {}
     blobs: dict[str, tuple[str, int]] = {}
     for coll, names in d["fields"].items():
@@ -158,7 +181,12 @@ def _open(git: Git, ref: str, main: str) -> Index:
         if entry is None or entry[1] > MAX_BLOB:
             raise Doubt(f"{coll}.json is missing or bigger than {MAX_BLOB} bytes")
         fields[coll], blobs[coll] = tuple(names), entry
-    return Index(git, commit, main, fields, blobs)
+    orders: dict[str, tuple[str, ...]] = {}
+    for coll, keys in d["orders"].items():
+        if coll not in fields or not _order_keys(keys, fields[coll]):
+            raise Doubt(f"{DESCRIBES}: orders.{str(coll)[:40]} is not an order of the collection's fields")
+        orders[coll] = tuple(keys)
+    return Index(git, commit, main, fields, blobs, orders)
 
 
 def _field_names(names: Any) -> bool:
@@ -166,10 +194,19 @@ def _field_names(names: Any) -> bool:
             and all(isinstance(n, str) and 0 < len(n) <= MAX_NAME and n != "id" for n in names))
 
 
-def parse_rows(data: bytes, fields: tuple[str, ...], collection: str) -> dict[str, dict[str, Any]]:
-    """A collection's rows as stubs (id -> {id, field: value}), or :class:`Doubt`.
-    The bytes must be exactly what :func:`rows_blob` writes: anything else is not
-    the merge's, and is not read further."""
+def _order_keys(keys: Any, fields: tuple[str, ...]) -> bool:
+    return (isinstance(keys, list) and 0 < len(keys) <= MAX_FIELDS
+            and all(isinstance(k, str) and k.lstrip("-") in (*fields, "id") and k.count("-") <= 1 for k in keys)
+            and len({k.lstrip("-") for k in keys}) == len(keys))
+
+
+def parse_rows(data: bytes, fields: tuple[str, ...], collection: str,
+               in_id_order: bool = True) -> dict[str, dict[str, Any]]:
+    """A collection's rows as stubs (id -> {id, field: value}, in the rows' order),
+    or :class:`Doubt`. The bytes must be exactly what :func:`rows_blob` writes:
+    anything else is not the merge's, and is not read further. Rows kept in
+    another order than id order (``in_id_order`` false) are checked for it by
+    the reader that sorts them (fleet.world.View.ordered)."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -191,13 +228,14 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str) -> dict[st
     # object (a string holding a bracket only adds one, and is a doubt too: the full read).
     if data.count(b"[") != len(rows) + 2 or data.count(b"{") != 1:
         raise Doubt(f"{collection}.json: a value is not a string (without brackets), number, boolean or null")
-    out: dict[str, dict[str, Any]] = {}
-    last = ""
-    for row in rows:
-        if type(row) is not list or len(row) != width or type(row[0]) is not str or not row[0] > last:
-            raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
-        last = row[0]
-        out[last] = dict(zip(names, row, strict=True))  # a field that is null is as one that is missing, to a prompt
+    if not all(type(row) is list and len(row) == width and type(row[0]) is str for row in rows):
+        raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}]")
+    # a field that is null is as one that is missing, to a prompt
+    out = {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+    if len(out) != len(rows):
+        raise Doubt(f"{collection}.json: two rows of one id")
+    if in_id_order and any(a[0] >= b[0] for a, b in zip(rows, rows[1:], strict=False)):
+        raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
     return out
 
 
@@ -211,16 +249,24 @@ def same_fields(stub: dict[str, Any], doc: dict[str, Any], fields: tuple[str, ..
 
 
 # -- writing (the merge) ---------------------------------------------------------------------
-def rows_blob(fields: tuple[str, ...], rows: dict[str, list[Any]]) -> bytes:
-    return canonical.dumps_line({"fields": list(fields), "rows": [[i, *rows[i]] for i in sorted(rows)]})
+def rows_blob(fields: tuple[str, ...], rows: dict[str, list[Any]], order: tuple[str, ...] = ()) -> bytes:
+    """The rows file: in ``order`` (as a prompt sorts them, ties in id order), else in id order."""
+    if not order:
+        return canonical.dumps_line({"fields": list(fields), "rows": [[i, *rows[i]] for i in sorted(rows)]})
+    from fleet.prompt import sort_documents
+
+    names = ("id", *fields)
+    stubs = [dict(zip(names, (i, *v), strict=True)) for i, v in rows.items()]
+    return canonical.dumps_line({"fields": list(fields), "rows": [list(d.values()) for d in sort_documents(stubs, order)]})
 
 
 def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]],
-          previous: str | None) -> str:
+          previous: str | None, orders: dict[str, tuple[str, ...]] | None = None) -> str:
     """The index commit of main ``commit``: from the index ``previous`` (a commit)
     and the documents that changed since the main it describes, or from every
     document of each indexed collection when it cannot be used. The same main
-    and fields give the same files, whichever way they were come to.
+    and fields give the same files, whichever way they were come to. ``orders``
+    (:func:`orders_of`): the order each collection's rows are kept in.
 
     A collection whose documents the index cannot stand for (a file not at its
     id's path, a document that is not an object of that id, a field holding a
@@ -231,14 +277,21 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
             old = _open(git, previous, _described(git, previous))
         except Doubt:
             old = None
+    orders = orders or {}
     files: dict[str, bytes] = {}
     kept: dict[str, list[str]] = {}
+    kept_orders: dict[str, list[str]] = {}
     for coll, names in fields.items():
         rows = _collection_rows(git, commit, cfg, coll, names, old)
         if rows is not None:
-            files[f"{coll}.json"] = rows_blob(names, rows)
+            order = orders.get(coll, ())
+            if order and not _order_keys(list(order), names):
+                order = ()
+            files[f"{coll}.json"] = rows_blob(names, rows, order)
             kept[coll] = list(names)
-    files[DESCRIBES] = canonical.dumps({"format": FORMAT, "main": commit, "fields": kept})
+            if order:
+                kept_orders[coll] = list(order)
+    files[DESCRIBES] = canonical.dumps({"format": FORMAT, "main": commit, "fields": kept, "orders": kept_orders})
     return git.write_commit(None, f"fleet: the field index of main {commit}\n", files, [], when=0)
 
 
@@ -257,7 +310,7 @@ def for_publish(git: Git, snap: Any, commit: str, index_ref: str) -> tuple[str, 
     except FleetError:
         return None
     old = git.rev_parse(index_ref)
-    return build(git, commit, snap.config, fields_of(spec, snap.config), old), old
+    return build(git, commit, snap.config, fields_of(spec, snap.config), old, orders_of(spec, snap.config)), old
 
 
 def _described(git: Git, commit: str) -> str:
@@ -279,7 +332,8 @@ def _collection_rows(git: Git, commit: str, cfg: Config, coll: str, names: tuple
     changed: dict[str, str | None] = {}  # path -> blob at commit (None: gone)
     if old is not None and old.fields.get(coll) == names and _has_commit(git, old.main):
         try:
-            stubs = parse_rows(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]], names, coll)
+            stubs = parse_rows(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]], names, coll,
+                               in_id_order=coll not in old.orders)
         except (Doubt, KeyError):
             stubs = None
         p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", folder) if stubs else None

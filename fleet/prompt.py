@@ -189,7 +189,7 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
         fields = {w.field for w in s.where} | {k.lstrip("-") for k in s.order}
         if s.order and not view.full:
             # the whole collection in this order once a view; a section's share of it by each one's place
-            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: _ordered(docs, s.order))
+            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: sort_documents(docs, s.order))
             if not s.where:
                 return ordered[: s.limit] if s.limit else ordered
             chosen = _select(view, s.collection, s.where, scope, fields)
@@ -247,10 +247,20 @@ def _matches(item: dict[str, Any], tests: list[_Test]) -> bool:
     return True
 
 
-def _ordered(items: list[Any], order: tuple[str, ...]) -> list[Any]:
+def sort_documents(docs: list[dict[str, Any]], order: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Documents of one collection (their ids unique) in ``order``, as :func:`_ordered`
+    puts them. Rows already in that order (fleet.fieldindex) go through in one pass."""
+    return _ordered(docs, order, unique=True)
+
+
+def _ordered(items: list[Any], order: tuple[str, ...], unique: bool = False) -> list[Any]:
     """Sorted by the keys, each ascending or ('-') descending; missing values last,
-    ties in id order (or the list's own order, for items without ids)."""
-    if items and "id" in items[0]:
+    ties in id order (or the list's own order, for items without ids). ``unique``:
+    the items' ids are unique text, so that an order with ``id`` among its keys
+    has no ties, and the list's own order is moot: it is sorted as it comes."""
+    if unique and any(k.lstrip("-") == "id" for k in order):
+        out = list(items)
+    elif items and "id" in items[0]:
         if all(type(i.get("id")) is str for i in items):  # documents: str(id) is the id
             out = sorted(items, key=itemgetter("id"))
         else:

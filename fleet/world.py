@@ -792,12 +792,21 @@ class View:
                 sort: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
                 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """:meth:`rows` put in ``order`` by ``sort``, and each id's place in it: sorted
-        once a view, for every section (and every agent) that lists the collection so."""
+        once a view, for every section (and every agent) that lists the collection so.
+        Rows of the field index kept in that order go through the sort in one pass;
+        if the sort moved any, the index is in doubt (:class:`Doubt`)."""
         docs = self.rows(collection, fields)
-        key = (collection, order, docs is self._stubs.get(collection))
+        stubs = docs is self._stubs.get(collection)
+        key = (collection, order, stubs)
         found = self._ordered.get(key)
         if found is None:
-            ordered = sort(list(docs.values()))
+            listed = list(docs.values())
+            ordered = sort(listed)
+            if stubs and self.index is not None and self.index.orders.get(collection) == order \
+                    and any(a is not b for a, b in zip(ordered, listed, strict=True)):
+                # the rows said to be in this order (fleet.fieldindex) are not: sorted, they moved
+                self.drop_index(f"{collection}.json: its rows are not in the order describes.json says")
+                raise Doubt(self.doubt)
             found = self._ordered[key] = (ordered, {d["id"]: i for i, d in enumerate(ordered)})
         return found
 

@@ -169,8 +169,10 @@ def build(root: Path, scale: float) -> tuple[Path, int]:
     g.run("reset", "--quiet", "--hard", "main")
     # and the field index of that main beside it, as a merge publishes it with main (fleet.fieldindex)
     snap = GitSnapshot(g, commit)
-    fields = fieldindex.fields_of(load_world(snap.config, snap.read).prompt, snap.config)
-    g.run("update-ref", f"refs/heads/{fieldindex.BRANCH}", fieldindex.build(g, commit, snap.config, fields, None))
+    spec = load_world(snap.config, snap.read).prompt
+    index = fieldindex.build(g, commit, snap.config, fieldindex.fields_of(spec, snap.config), None,
+                             fieldindex.orders_of(spec, snap.config))
+    g.run("update-ref", f"refs/heads/{fieldindex.BRANCH}", index)
     files = int(g.text("ls-tree", "-r", "--name-only", "main", "state").count("\n")) + 1
     return repo, files
 

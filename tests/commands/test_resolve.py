@@ -286,8 +286,10 @@ def test_resolve_publishes_the_field_index_of_the_main_it_makes(origin_fleet: tu
     found, why = fieldindex.open_index(holder, index, main)
     assert found is not None, why
     snap = GitSnapshot(holder, main)
-    fields = fieldindex.fields_of(world.load(snap.config, snap.read).prompt, snap.config)
-    assert holder.commit_tree(index) == holder.commit_tree(fieldindex.build(holder, main, snap.config, fields, None))
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    assert holder.commit_tree(index) == holder.commit_tree(
+        fieldindex.build(holder, main, snap.config, fields, None, orders))
     # and the next worker reads it
     url = str(bare) if where == "remote" else str(fleet.path)
     p = fleet_cli(fleet.path, "work", "--worker", "1", "--workers", "2", "--remote", url, "--provider", "offline",
