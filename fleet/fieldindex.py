@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -207,6 +208,19 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str,
     anything else is not the merge's, and is not read further. Rows kept in
     another order than id order (``in_id_order`` false) are checked for it by
     the reader that sorts them (fleet.world.View.ordered)."""
+    rows = _row_lists(data, fields, collection)
+    names = ("id", *fields)
+    # a field that is null is as one that is missing, to a prompt
+    out = {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+    if len(out) != len(rows):
+        raise Doubt(f"{collection}.json: two rows of one id")
+    if in_id_order and any(a[0] >= b[0] for a, b in zip(rows, rows[1:], strict=False)):
+        raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
+    return out
+
+
+def _row_lists(data: bytes, fields: tuple[str, ...], collection: str) -> list[list[Any]]:
+    """The rows of a rows file as written ([id, value...] each), or :class:`Doubt`."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -221,8 +235,7 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str,
     if not same:  # a duplicate key, a number orjson changed, another layout: not written by fleet
         raise Doubt(f"{collection}.json is not in canonical form")
     width = len(fields) + 1
-    names = ("id", *fields)
-    rows = obj["rows"]
+    rows: list[list[Any]] = obj["rows"]
     # Every row is a list (checked below) and brings one "[" at least, the fields and the rows
     # one each, and the object the only "{": as many "[" as that, and no value is a list or an
     # object (a string holding a bracket only adds one, and is a doubt too: the full read).
@@ -230,13 +243,7 @@ def parse_rows(data: bytes, fields: tuple[str, ...], collection: str,
         raise Doubt(f"{collection}.json: a value is not a string (without brackets), number, boolean or null")
     if not all(type(row) is list and len(row) == width and type(row[0]) is str for row in rows):
         raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}]")
-    # a field that is null is as one that is missing, to a prompt
-    out = {row[0]: dict(zip(names, row, strict=True)) for row in rows}
-    if len(out) != len(rows):
-        raise Doubt(f"{collection}.json: two rows of one id")
-    if in_id_order and any(a[0] >= b[0] for a, b in zip(rows, rows[1:], strict=False)):
-        raise Doubt(f"{collection}.json: a row is not [id, {', '.join(fields)}] in id order")
-    return out
+    return rows
 
 
 def same_fields(stub: dict[str, Any], doc: dict[str, Any], fields: tuple[str, ...]) -> bool:
@@ -251,13 +258,49 @@ def same_fields(stub: dict[str, Any], doc: dict[str, Any], fields: tuple[str, ..
 # -- writing (the merge) ---------------------------------------------------------------------
 def rows_blob(fields: tuple[str, ...], rows: dict[str, list[Any]], order: tuple[str, ...] = ()) -> bytes:
     """The rows file: in ``order`` (as a prompt sorts them, ties in id order), else in id order."""
-    if not order:
-        return canonical.dumps_line({"fields": list(fields), "rows": [[i, *rows[i]] for i in sorted(rows)]})
-    from fleet.prompt import sort_documents
+    return canonical.dumps_line({"fields": list(fields), "rows": _sorted_rows(fields, rows, order)})
 
-    names = ("id", *fields)
-    stubs = [dict(zip(names, (i, *v), strict=True)) for i, v in rows.items()]
-    return canonical.dumps_line({"fields": list(fields), "rows": [list(d.values()) for d in sort_documents(stubs, order)]})
+
+class _TextDescending(Exception):
+    pass
+
+
+def _sorted_rows(fields: tuple[str, ...], rows: dict[str, list[Any]], order: tuple[str, ...]) -> list[list[Any]]:
+    """[id, value...] of each row, in ``order`` as fleet.prompt.sort_documents puts
+    documents (its key made of the row's values, then the id: ties in id order),
+    else in id order. Rows that come in that order already (the index before, a
+    few changed) cost one pass of the sort."""
+    listed = [[i, *v] for i, v in rows.items()]
+    if not order:
+        listed.sort(key=itemgetter(0))
+        return listed
+    at = [(("id", *fields).index(k.lstrip("-")), k.startswith("-")) for k in order]
+
+    def key(row: list[Any]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for i, desc in at:  # as fleet.prompt._keys: numbers, then text, then anything else (missing) last
+            v = row[i]
+            t = type(v)
+            if t is int or t is float:
+                out.append((0, -v) if desc else (0, 0, v))
+            elif t is str:
+                if desc:
+                    raise _TextDescending()
+                out.append((0, 1, v))
+            else:
+                out.append((1,))
+        out.append(row[0])
+        return tuple(out)
+
+    try:
+        listed.sort(key=key)
+        return listed
+    except _TextDescending:  # text in descending order: no key turns it round, the sorts of a prompt do it
+        from fleet.prompt import sort_documents
+
+        names = ("id", *fields)
+        stubs = [dict(zip(names, row, strict=True)) for row in listed]
+        return [list(d.values()) for d in sort_documents(stubs, order)]
 
 
 def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]],
@@ -332,13 +375,16 @@ def _collection_rows(git: Git, commit: str, cfg: Config, coll: str, names: tuple
     changed: dict[str, str | None] = {}  # path -> blob at commit (None: gone)
     if old is not None and old.fields.get(coll) == names and _has_commit(git, old.main):
         try:
-            stubs = parse_rows(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]], names, coll,
-                               in_id_order=coll not in old.orders)
+            listed: list[list[Any]] | None = _row_lists(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]],
+                                                        names, coll)
         except (Doubt, KeyError):
-            stubs = None
-        p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", folder) if stubs else None
-        if stubs is not None and p is not None and p.returncode == 0:
-            rows = {i: [s.get(n) for n in names] for i, s in stubs.items()}
+            listed = None
+        p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", folder) if listed else None
+        if listed is not None and p is not None and p.returncode == 0:
+            rows = {row[0]: row[1:] for row in listed}  # in their order: sorted again, they cost one pass
+        if rows is not None and listed is not None and len(rows) != len(listed):
+            rows = None  # two rows of one id: from every document
+        elif rows is not None and p is not None:
             recs = p.stdout.split(b"\0")
             for meta, name in zip(recs[0::2], recs[1::2], strict=False):
                 parts = meta.split()

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import fleet_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_view import Counting, example_files, prompts
 
 from fleet import canonical, fieldindex, world
@@ -321,3 +323,26 @@ def test_rows_kept_in_id_order_are_read_only_in_id_order() -> None:
     for in_id_order in (True, False):
         with pytest.raises(fieldindex.Doubt, match="two rows of one id"):
             fieldindex.parse_rows(twice, fields, "posts", in_id_order=in_id_order)
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False),
+                    st.sampled_from(["", "a", "b", "ab"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["x", "y", "z", "xy", "q1", "q2"]), st.tuples(_values, _values), max_size=6),
+       st.lists(st.sampled_from(["k", "-k", "m", "-m", "id", "-id"]), min_size=1, max_size=3, unique_by=lambda k: k.lstrip("-")),
+       st.randoms())
+def test_the_merge_keeps_rows_in_the_order_a_prompt_sorts_them(rows: dict[str, tuple[Any, Any]], order: list[str],
+                                                              rnd: Any) -> None:
+    """The rows file's order (one sort on a key made of the row, from rows in any
+    order) is the order a worker's sort of the rows gives (fleet.prompt.sort_documents)."""
+    from fleet.prompt import sort_documents
+
+    fields = ("k", "m")
+    items = list(rows.items())
+    rnd.shuffle(items)
+    blob = fieldindex.rows_blob(fields, {i: list(v) for i, v in items}, tuple(order))
+    stubs = list(fieldindex.parse_rows(blob, fields, "c", in_id_order=False).values())
+    assert [d["id"] for d in sort_documents(stubs, tuple(order))] == [d["id"] for d in stubs]
+    assert blob == fieldindex.rows_blob(fields, {i: list(v) for i, v in sorted(items)}, tuple(order))
