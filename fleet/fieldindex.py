@@ -119,18 +119,24 @@ class Index:
     blobs: dict[str, tuple[str, int]]  # collection -> (blob sha, size)
     orders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # collection -> the order its rows are in
     _rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _data: dict[str, bytes] = field(default_factory=dict)  # blobs read, not yet parsed
 
     def rows(self, collection: str, listing: dict[str, str]) -> dict[str, dict[str, Any]]:
         """id -> the document's id and indexed fields (null for a missing one),
         for every id of ``listing`` (the collection's files at main), or :class:`Doubt`."""
         found = self._rows.get(collection)
         if found is None:
+            if not self._data:  # every collection's rows in one read: a worker's prompts sort or filter them all
+                shas = sorted({sha for sha, _ in self.blobs.values()})
+                self._data.update(self.git.cat_blobs(shas))
             sha, size = self.blobs[collection]
-            data = self.git.cat_blobs([sha]).get(sha)
+            data = self._data.get(sha)
             if data is None or len(data) != size:
                 raise Doubt(f"{collection}.json could not be read")
             found = self._rows[collection] = parse_rows(data, self.fields[collection], collection,
                                                         in_id_order=collection not in self.orders)
+            if self._rows.keys() >= self.blobs.keys():
+                self._data.clear()  # every one parsed: the bytes are not needed again
         if found.keys() != listing.keys():
             raise Doubt(f"{collection}.json does not list the collection's documents at {self.main[:12]}")
         return found
