@@ -817,6 +817,17 @@ class View:
         if len(paths) > 1 and not self.full:
             self.snap.read_many(paths)
 
+    def read_ahead_many(self, ids: dict[str, list[str]]) -> None:
+        """:meth:`read_ahead` of several collections' documents, in one request."""
+        if self.full:
+            return
+        paths = []
+        for collection, wanted in ids.items():
+            files = self._files(collection)
+            paths += [files[i] for i in wanted if (collection, i) not in self._one and i in files]
+        if paths:
+            self.snap.read_many(paths)
+
     def drop_index(self, why: str) -> None:
         """Read main itself from now on: the index is in doubt."""
         self.index, self.doubt = None, why
