@@ -150,7 +150,8 @@ def open_index(git: Git, ref: str, main: str) -> tuple[Index | None, str]:
         return None, str(e)
 
 
-def _open(git: Git, ref: str, main: str) -> Index:
+def _open(git: Git, ref: str, main: str | None) -> Index:
+    """The index at ``ref`` if it describes ``main`` (None: whichever main it describes)."""
     commit = git.rev_parse(ref)
     if commit is None:
         raise Doubt(f"no {ref}")
@@ -175,7 +176,7 @@ def _open(git: Git, ref: str, main: str) -> Index:
         raise Doubt(f"{DESCRIBES}: {e}") from None
     if not isinstance(d, dict) or set(d) != {"format", "main", "fields", "orders"} or d["format"] != FORMAT:
         raise Doubt(f"{DESCRIBES} is not an index of format {FORMAT}")
-    if d["main"] != main:
+    if not isinstance(d["main"], str) or (main is not None and d["main"] != main):
         raise Doubt(f"{DESCRIBES} describes main {str(d['main'])[:12]}, not {main[:12]}")
     if not isinstance(d["fields"], dict) or not isinstance(d["orders"], dict):
         raise Doubt(f"{DESCRIBES}: fields or orders is not an object")
@@ -193,7 +194,7 @@ def _open(git: Git, ref: str, main: str) -> Index:
         if coll not in fields or not _order_keys(keys, fields[coll]):
             raise Doubt(f"{DESCRIBES}: orders.{str(coll)[:40]} is not an order of the collection's fields")
         orders[coll] = tuple(keys)
-    return Index(git, commit, main, fields, blobs, orders)
+    return Index(git, commit, d["main"], fields, blobs, orders)
 
 
 def _field_names(names: Any) -> bool:
@@ -323,15 +324,43 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
     old: Index | None = None
     if previous is not None:
         try:
-            old = _open(git, previous, _described(git, previous))
+            old = _open(git, previous, None)
         except Doubt:
             old = None
     orders = orders or {}
+    names_of = dict(fields)
+    # From the rows before where they stand for the same fields: their changes since, in one diff
+    reuse = [c for c, names in fields.items() if old is not None and old.fields.get(c) == names]
+    before: dict[str, list[list[Any]]] = {}
+    changed: dict[str, dict[str, str | None]] = {c: {} for c in fields}  # collection -> path -> blob (None: gone)
+    if old is not None and reuse and _has_commit(git, old.main):
+        p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", *[f"state/{c}/" for c in reuse])
+        data = git.cat_blobs(sorted({old.blobs[c][0] for c in reuse})) if p.returncode == 0 else {}
+        for c in reuse:
+            try:
+                before[c] = _row_lists(data[old.blobs[c][0]], names_of[c], c)
+            except (Doubt, KeyError):
+                continue
+        recs = p.stdout.split(b"\0") if p.returncode == 0 else []
+        for meta, name in zip(recs[0::2], recs[1::2], strict=False):
+            parts = meta.split()
+            path = name.decode(errors="replace")
+            coll = path.split("/", 2)[1] if path.count("/") >= 2 else ""
+            if len(parts) >= 5 and coll in before:
+                blob = parts[3].decode()
+                changed[coll][path] = None if set(blob) == {"0"} else blob
+    # the others from every document, listed in one go
+    fresh = [c for c in fields if c not in before]
+    if fresh:
+        for path, sha in git.ls_tree(commit, *[f"state/{c}/" for c in fresh]).items():
+            changed[path.split("/", 2)[1]][path] = sha
+    blobs = git.cat_blobs(sorted({sha for c in fields for path, sha in changed[c].items()
+                                  if sha is not None and path.endswith(".json")}))
     files: dict[str, bytes] = {}
     kept: dict[str, list[str]] = {}
     kept_orders: dict[str, list[str]] = {}
     for coll, names in fields.items():
-        rows = _collection_rows(git, commit, cfg, coll, names, old)
+        rows = _collection_rows(cfg, coll, names, before.get(coll), changed[coll], blobs)
         if rows is not None:
             order = orders.get(coll, ())
             if order and not _order_keys(list(order), names):
@@ -362,48 +391,20 @@ def for_publish(git: Git, snap: Any, commit: str, index_ref: str) -> tuple[str, 
     return build(git, commit, snap.config, fields_of(spec, snap.config), old, orders_of(spec, snap.config)), old
 
 
-def _described(git: Git, commit: str) -> str:
-    p = git.proc("cat-file", "blob", f"{commit}:{DESCRIBES}")
-    try:
-        d = canonical.parse(p.stdout, max_depth=4) if p.returncode == 0 and len(p.stdout) <= MAX_DESCRIBES else None
-    except canonical.JSONProblem:
-        d = None
-    main = d.get("main") if isinstance(d, dict) else None
-    if not isinstance(main, str):
-        raise Doubt("no main described")
-    return main
-
-
-def _collection_rows(git: Git, commit: str, cfg: Config, coll: str, names: tuple[str, ...],
-                     old: Index | None) -> dict[str, list[Any]] | None:
-    folder = f"state/{coll}/"
-    rows: dict[str, list[Any]] | None = None
-    changed: dict[str, str | None] = {}  # path -> blob at commit (None: gone)
-    if old is not None and old.fields.get(coll) == names and _has_commit(git, old.main):
-        try:
-            listed: list[list[Any]] | None = _row_lists(git.cat_blobs([old.blobs[coll][0]])[old.blobs[coll][0]],
-                                                        names, coll)
-        except (Doubt, KeyError):
-            listed = None
-        p = git.proc("diff-tree", "-r", "-z", "--no-renames", old.main, commit, "--", folder) if listed else None
-        if listed is not None and p is not None and p.returncode == 0:
-            rows = {row[0]: row[1:] for row in listed}  # in their order: sorted again, they cost one pass
-        if rows is not None and listed is not None and len(rows) != len(listed):
-            rows = None  # two rows of one id: from every document
-        elif rows is not None and p is not None:
-            recs = p.stdout.split(b"\0")
-            for meta, name in zip(recs[0::2], recs[1::2], strict=False):
-                parts = meta.split()
-                if len(parts) >= 5:
-                    blob = parts[3].decode()
-                    changed[name.decode(errors="replace")] = None if set(blob) == {"0"} else blob
-    if rows is None:
-        rows = {}
-        changed = dict(git.ls_tree(commit, folder))
+def _collection_rows(cfg: Config, coll: str, names: tuple[str, ...], before: list[list[Any]] | None,
+                     changed: dict[str, str | None], blobs: dict[str, bytes]) -> dict[str, list[Any]] | None:
+    """id -> values of each document of ``coll``: the rows ``before`` (in their order)
+    with the ``changed`` files applied, or (None before) from ``changed``, every file;
+    None when a document cannot be a row (fleet.fieldindex.build)."""
+    rows: dict[str, list[Any]] = {}
+    if before is not None:
+        rows = {row[0]: row[1:] for row in before}  # in their order: sorted again, they cost one pass
+        if len(rows) != len(before):
+            return None  # two rows of one id: not the merge's (the next build starts from every document)
     spec = cfg.collections[coll]
-    wanted = {p: s for p, s in changed.items() if p.endswith(".json")}
-    blobs = git.cat_blobs(sorted({s for s in wanted.values() if s is not None}))
-    for path, sha in wanted.items():
+    for path, sha in changed.items():
+        if not path.endswith(".json"):
+            continue
         doc_id = path.rpartition("/")[2][:-5]
         if sha is None:
             rows.pop(doc_id, None)

@@ -346,3 +346,22 @@ def test_the_merge_keeps_rows_in_the_order_a_prompt_sorts_them(rows: dict[str, t
     stubs = list(fieldindex.parse_rows(blob, fields, "c", in_id_order=False).values())
     assert [d["id"] for d in sort_documents(stubs, tuple(order))] == [d["id"] for d in stubs]
     assert blob == fieldindex.rows_blob(fields, {i: list(v) for i, v in sorted(items)}, tuple(order))
+
+
+def test_the_merge_builds_the_index_from_the_one_before_and_what_changed(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the index before: one diff and the changed documents, no listing of any
+    collection, and the same index as from every document."""
+    git, main, index = _world(tmp_path, posts=20, comments=40)
+    snap = GitSnapshot(git, main)
+    path = snap.config.collections["posts"].doc_path("x0003")
+    doc = json.loads(git.show(main, path) or b"")
+    later = git.write_commit(main, "a tick\n", {path: canonical.dumps({**doc, "tick": 99})}, [])
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    full = fieldindex.build(git, later, snap.config, fields, None, orders)
+    listed = []
+    monkeypatch.setattr(Git, "ls_tree", lambda self, *a, **k: listed.append(a) or {})
+    assert git.commit_tree(fieldindex.build(git, later, snap.config, fields, index, orders)) == git.commit_tree(full)
+    assert listed == []
+    assert json.loads(git.show(full, "posts.json") or b"")["rows"][0][0] == "x0003"  # newest first: kept in order
