@@ -337,3 +337,16 @@ def test_cat_file_reads_many_blobs_through_one_process_and_names_a_missing_one(t
         assert reader.read(shas[-2:]) == {s: got[s] for s in shas[-2:]}  # a new process after the error
     finally:
         reader.close()
+
+
+_names = st.text(alphabet="ab-./0_~é", min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.lists(_names, min_size=1, max_size=3).map("/".join)), st.lists(_names, min_size=1, max_size=2).map("/".join))
+def test_a_snapshots_folder_by_bisection_is_the_folder_by_scan(paths: set[str], folder: str) -> None:
+    """GitSnapshot.under (paths sorted once, then bisected) gives what a scan of every path gives."""
+    snap = GitSnapshot.__new__(GitSnapshot)
+    snap._entries = {p: "0" * 40 for p in paths}
+    for f in (folder, folder + "/", *sorted(paths)[:3]):
+        assert snap.under(f) == Snapshot.under(snap, f)
