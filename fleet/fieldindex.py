@@ -177,7 +177,7 @@ def _open(git: Git, ref: str, main: str | None) -> Index:
     if not isinstance(d, dict) or set(d) != {"format", "main", "fields", "orders"} or d["format"] != FORMAT:
         raise Doubt(f"{DESCRIBES} is not an index of format {FORMAT}")
     if not isinstance(d["main"], str) or (main is not None and d["main"] != main):
-        raise Doubt(f"{DESCRIBES} describes main {str(d['main'])[:12]}, not {main[:12]}")
+        raise Doubt(f"{DESCRIBES} describes main {str(d['main'])[:12]}, not {str(main)[:12]}")
     if not isinstance(d["fields"], dict) or not isinstance(d["orders"], dict):
         raise Doubt(f"{DESCRIBES}: fields or orders is not an object")
     fields: dict[str, tuple[str, ...]] = {}
