@@ -44,7 +44,7 @@ from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
-from fleet.ids import is_safe_id, printable
+from fleet.ids import NAME_RULE, is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
@@ -245,8 +245,8 @@ def lane_of(repo: FleetRepo, given: str | None = None) -> str:
             lane = f"{host}-{secrets.token_hex(3)}"
             repo.git.proc("config", LANE_CONFIG, lane)
     if not is_safe_id(lane) or ".." in lane:
-        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name of letters, digits, '_', '.', '-' "
-                         f"(set by --lane, ${LANE_ENV} or git config {LANE_CONFIG})")
+        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name ({NAME_RULE}; set by --lane, "
+                         f"${LANE_ENV} or git config {LANE_CONFIG})")
     return lane
 
 

@@ -108,7 +108,7 @@ def _check(cfg: Config, rel: str, data: bytes, read: Callable[[str], bytes | Non
         schema = f"schemas/{coll.schema}"
         schema_data = read(schema)
         if schema_data is None:
-            return doc, f"{CONFIG_PATH} names {schema}, which does not exist"
+            return doc, f"{CONFIG_PATH} names {schema}, which is missing or not a regular file"
         try:
             validator = schemas.compile_bytes(schema_data, schema)
         except FleetError as e:

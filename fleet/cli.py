@@ -112,3 +112,39 @@ def read_stdin(limit: int, what: str) -> str:
 # The largest count or tick an option takes: every integer fleet writes is within
 # 64 bits, and JSON readers in JavaScript hold integers exactly up to 2**53.
 MAX_COUNT = 2**53
+
+
+def check_output(directory: Path, out: Path, flag: str, *, folder: bool, ours: Callable[[Path], bool]) -> None:
+    """Where a command writes what a person asked for (``--out``, ``--outbox``,
+    ``--propose-meanings``): never the fleet's own folder, state/, schemas/ or .git/
+    (validate would refuse the file there, or git would carry it), and never over
+    what fleet did not write: an existing file, or a folder holding files, passes
+    only if ``ours`` says fleet wrote it (a page of an earlier report, answers of an
+    earlier merge). A usage error naming the flag otherwise."""
+    from fleet.errors import FleetError, UsageError
+    from fleet.git import toplevel
+
+    own = "a folder of its own" if folder else "a file of its own"
+    try:
+        where = out.resolve()
+        top: Path | None = toplevel(directory).resolve()
+    except (OSError, RuntimeError):
+        return  # a path that cannot be resolved: the write says so
+    except FleetError:
+        top = None  # not a fleet: only what is there is guarded
+    if top is not None:
+        if where == top:
+            raise UsageError(f"{flag} {out}: is the fleet's own folder; name {own}")
+        for inside in ("state", "schemas", ".git"):
+            if where == top / inside or top / inside in where.parents:
+                raise UsageError(f"{flag} {out}: is inside the fleet's {inside}/; name {own}")
+    try:
+        if folder and (where.exists() or where.is_symlink()) and not where.is_dir():
+            raise UsageError(f"{flag} {out}: is a file, not a folder; name a folder of its own")
+        if folder and where.is_dir() and any(where.iterdir()) and not ours(where):
+            raise UsageError(f"{flag} {out}: holds files fleet did not write; name a new or empty folder, "
+                             "or one fleet wrote to before")
+        if not folder and (where.exists() or where.is_symlink()) and not (where.is_file() and ours(where)):
+            raise UsageError(f"{flag} {out}: exists and is not a file fleet wrote; name a new file")
+    except OSError as e:
+        raise UsageError(f"{flag} {out}: cannot be read: {e.strerror or e}") from None

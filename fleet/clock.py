@@ -149,12 +149,17 @@ class Due:
                 "last_start": stamp(utc(self.last_start)) if self.last_start is not None else None}
 
 
-def flag_seconds(flag: str, value: float, *, zero: bool = False) -> float:
-    """A duration given by flag, in seconds: finite, above 0 (or 0 with ``zero``) and
-    at most :data:`MAX_DURATION` (366 days, the longest run.every), else a usage error naming the flag."""
-    if not (0 <= value if zero else 0 < value) or not value <= MAX_DURATION:  # nan fails both
-        raise UsageError(f"{flag}: {value!r} is not a number of seconds from {'0' if zero else 'above 0'} to "
-                         f"{MAX_DURATION} ({format_duration(MAX_DURATION)})")
+def flag_seconds(flag: str, value: float, *, zero: bool = False, low: float | None = None,
+                 high: float = MAX_DURATION) -> float:
+    """A duration given by flag, in seconds: finite, above 0 (or 0 with ``zero``, or
+    at least ``low``) and at most ``high`` (default :data:`MAX_DURATION`, 366 days,
+    the longest run.every), else a usage error naming the flag and the option's range
+    (a click range lets NaN through, so an option with one says it here too)."""
+    above = value >= low if low is not None else (0 <= value if zero else 0 < value)
+    if not above or not value <= high:  # nan fails both
+        start = f"{low:g}" if low is not None else ("0" if zero else "above 0")
+        raise UsageError(f"{flag}: {value!r} is not a number of seconds from {start} to {int(high)} "
+                         f"({format_duration(int(high))})")
     return value
 
 

@@ -364,9 +364,20 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         why = _never_matches(pattern)
         if why:
             raise FleetError(f"{where}: tasks.claimers[{k}]: {pattern!r} {why}, so it can never match a claimer")
-    for reserved in ("ledger", "quarantine", "conflicts", "resolutions"):
-        if reserved in collections:
-            raise FleetError(f"{where}: collection name {reserved!r} is reserved for the merge engine")
+    for kind, names, what in (("collections", collections, "one folder of state/"),
+                              ("agents", raw["agents"], "one document, one inbox, one folder")):
+        folded: dict[str, str] = {}
+        for name in sorted(names):
+            if name.lower() in folded:
+                raise FleetError(f"{where}: {kind} {folded[name.lower()]!r} and {name!r} differ only in case: on "
+                                 f"macOS and Windows they are {what}")
+            folded[name.lower()] = name
+    for name in collections:  # (case-blind: on macOS and Windows 'Ledger' is the engine's folder)
+        if name.lower() in ("ledger", "quarantine", "conflicts", "resolutions"):
+            raise FleetError(f"{where}: collection name {name!r} is reserved for the merge engine")
+        if name.lower().endswith(".json"):  # state/config.json/<id>.json cannot be beside state/config.json
+            raise FleetError(f"{where}: collection name {name!r} ends in .json: its folder state/{name}/ would take "
+                             "the place of a file of state/ (config.json, fleet.json, a declaration file)")
     agents = {}
     for aid, a in raw["agents"].items():
         unknown = set(a.get("grants", {})) - set(collections)

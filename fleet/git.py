@@ -603,3 +603,15 @@ class CatFile:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+_REFUSED_BY_RULE = ("[remote rejected]", "protected branch", "pre-receive hook", "hook declined", "permission",
+                    "denied", "403", "not allowed", "forbidden")
+
+
+def refused_by_rule(reason: str) -> bool:
+    """Whether a push failed because the remote's rules refused it (branch
+    protection, a hook, no permission), so that a hint about branch protection
+    helps; not a remote that is no repository, a bad name, or a dropped connection."""
+    said = reason.lower()
+    return any(k in said for k in _REFUSED_BY_RULE)

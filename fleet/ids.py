@@ -1,7 +1,8 @@
 """Identifiers that are safe to use as path components, and new delta ids.
 
 Every id that ends up in a path (collection, document, worker, stream, agent,
-delta) matches ``ID_PATTERN``: no separators, no ``..``, no leading dot or dash.
+delta) matches ``ID_PATTERN``: no separators, no ``..``, no leading dot or dash,
+nothing git refuses in a branch's name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ import re
 import secrets
 import unicodedata
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# No ``..``, no ``.lock`` or ``.`` at the end: an agent's, a task's, a lane's or a
+# worker's name is also part of a git branch's name, which may have none of them
+# (and Windows drops a file name's last dot).
+ID_PATTERN = r"^(?!.*\.lock$)(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-])?$"
+NAME_RULE = ("letters, digits, '_', '.', '-'; a letter or digit first; at most 128; no '..'; "
+             "not ending in '.' or '.lock'")  # ID_PATTERN in words
 _ID = re.compile(ID_PATTERN)
 
 

@@ -86,17 +86,28 @@ def error_handler(ctx: click.Context) -> Iterator[None]:
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(141)
     except Exception as e:  # a bug: short message, traceback to a file
-        import traceback
-
-        log = _log_file()
-        try:
-            with log.open("a") as f:
-                f.write(redact(f"fleet {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n"))
-            where = f"; traceback in {log}"
-        except OSError:
-            where = ""
-        click.echo(f"fleet: internal error: {type(e).__name__}: {redact(str(e))}{where}", err=True)
+        where = _log_traceback()
+        if isinstance(e, OSError) and e.filename is not None and e.strerror:
+            # the file system said no (a file where a folder must be, a full disk, no
+            # permission): the file and the reason, not a bug report
+            names = " -> ".join(printable_lines(redact(os.fsdecode(f))) for f in (e.filename, e.filename2) if f)
+            click.echo(f"fleet: {names}: {e.strerror}{where}", err=True)
+        else:
+            click.echo(f"fleet: internal error: {type(e).__name__}: {redact(str(e))}{where}", err=True)
         sys.exit(EXIT_FAILURE)
+
+
+def _log_traceback() -> str:
+    """The traceback of the exception being handled, appended to the log; where it went."""
+    import traceback
+
+    log = _log_file()
+    try:
+        with log.open("a") as f:
+            f.write(redact(f"fleet {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n"))
+        return f"; traceback in {log}"
+    except OSError:
+        return ""
 
 
 class Fleet(click.Group):

@@ -25,6 +25,7 @@ request on GitHub), its reason saying why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -337,12 +338,34 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def answers_file(path: Path) -> bool:
+    """Whether ``path`` is a file :func:`write_answers` wrote (empty, or answer lines):
+    the only file --propose-meanings writes over."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 20)
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        rec = canonical.parse_trusted(first)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and {"conflict", "collection", "doc", "path"} <= rec.keys()
+
+
 def write_answers(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """What a job that runs the model hands to the merge job (one JSON line each)."""
+    """What a job that runs the model hands to the merge job (one JSON line each),
+    written whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
+        tmp.write_bytes(b"".join(canonical.dumps_line(r) + b"\n" for r in records))
+        tmp.replace(path)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise FleetError(f"{path}: cannot write the model's answers: {e.strerror or e}") from None
 
 

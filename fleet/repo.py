@@ -21,7 +21,17 @@ from fleet import faults
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
 from fleet.fieldindex import BRANCH as INDEX_BRANCH
-from fleet.git import EMPTY_TREE, Git, RefInfo, RefUpdate, common_dir, git_reason, refuse_option_like, toplevel
+from fleet.git import (
+    EMPTY_TREE,
+    Git,
+    RefInfo,
+    RefUpdate,
+    common_dir,
+    git_reason,
+    refuse_option_like,
+    refused_by_rule,
+    toplevel,
+)
 from fleet.ids import printable
 from fleet.state import GitSnapshot
 
@@ -152,8 +162,9 @@ class FleetRepo:
                 return True
             if result.outcome == "lost":
                 return False
-            raise FleetError(f"push to {self.remote} refused: {result.reason} "
-                             "(main must accept pushes from the merge; see the README on branch protection)")
+            hint = (" (main must accept pushes from the merge; see the README on branch protection)"
+                    if refused_by_rule(result.reason) else "")
+            raise FleetError(f"push to {self.remote} refused: {result.reason}{hint}")
         head = self.git.proc("symbolic-ref", "--quiet", "HEAD").stdout.decode().strip()
         bare = self.git.text("rev-parse", "--is-bare-repository") == "true"
         if head == "refs/heads/main" and not bare:
@@ -366,7 +377,11 @@ def kind_of(mode: int) -> str:
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    return "not a regular file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "something other than a file"
 
 
 def read_regular(path: str, max_bytes: int) -> bytes | tuple[bytes, int] | str | None:

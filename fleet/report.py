@@ -92,6 +92,7 @@ class Activity:
     quarantined: int = 0
     last_tick: int = -1
     usages: list[Any] = field(default_factory=list)  # each delta's meta.usage, summed once by Usage.total
+    _sum: Usage | None = field(default=None, repr=False, compare=False)
 
     def add(self, tick: int, ops: int, error: bool, usage: Any, quarantined: bool = False) -> None:
         if quarantined:
@@ -103,12 +104,15 @@ class Activity:
             self.errors += error
         if usage is not None:
             self.usages.append(usage)
+            self._sum = None
         if tick > self.last_tick:
             self.last_tick = tick
 
     @property
     def usage(self) -> Usage:
-        return Usage.total(self.usages)
+        if self._sum is None:
+            self._sum = Usage.total(self.usages)
+        return self._sum
 
     def to_json(self) -> dict[str, Any]:
         usage = self.usage
@@ -345,6 +349,11 @@ def collect(path: Path, remote: str | None = None, ticks: int | None = 500, step
             at: _dt.datetime | None = None) -> ReportData:
     """Read the report's data from main's history, the ledger, and the task queue.
     ``ticks``: the newest so many ticks (None: all). ``step`` is told as each step begins."""
+    with canonical.no_gc():  # a line's objects a delta: months of ledger are a million of them
+        return _collect(path, remote, ticks, step, at)
+
+
+def _collect(path: Path, remote: str | None, ticks: int | None, step: Step, at: _dt.datetime | None) -> ReportData:
     at = at or _dt.datetime.now(_dt.UTC)
     repo = FleetRepo(path, remote)
     repo.fetch()

@@ -13,11 +13,13 @@ loads it.
 
 from __future__ import annotations
 
+import re
 from functools import cache, lru_cache
 from typing import Any
 
 from fleet import canonical
 from fleet.errors import FleetError
+from fleet.ids import ID_PATTERN, NAME_RULE
 from fleet.template import protocol_schema_dir
 
 Validator = Any  # jsonschema_rs validators share no public base class
@@ -201,6 +203,16 @@ def protocol(name: str) -> ProtocolValidator:
     return ProtocolValidator(schema, where)
 
 
+_LONG_NUMBER = re.compile(r"(?<![\w.\"])-?\d{25,}(?:\.\d+)?(?![\w\"])")
+
+
+def _short_number(m: re.Match[str]) -> str:
+    try:
+        return f"{float(m.group()):.6g}"
+    except OverflowError:
+        return f"{m.group()[:8]}...({len(m.group().lstrip('-'))} digits)"
+
+
 def first_error(validator: Validator, instance: Any) -> str | None:
     """``None`` if valid, else the first error as 'at /path: message'."""
     if validator.is_valid(instance):
@@ -209,5 +221,8 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
 
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
-    message = err.message if len(err.message) <= 300 else err.message[:200] + " … " + err.message[-80:]
+    # a rule in words, not a regular expression
+    message = err.message.replace(f'"{ID_PATTERN}"', f"the rule of a name ({NAME_RULE})")
+    message = _LONG_NUMBER.sub(_short_number, message)  # 1e308 read as an integer: 309 digits
+    message = message if len(message) <= 300 else message[:200] + " … " + message[-80:]
     return f"at {where}: {printable(message, 400)}"

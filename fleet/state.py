@@ -69,7 +69,7 @@ class Snapshot:
         path = f"schemas/{name}"
         data = self.read(path)
         if data is None:
-            raise FleetError(f"{CONFIG_PATH}: collections.{collection}.schema names {path}, which does not exist")
+            raise FleetError(f"{CONFIG_PATH}: collections.{collection}.schema names {path}, which is missing or not a regular file")
         return schemas.compile_bytes(data, path)
 
     def ledger_ids(self, tick: int, worker: str) -> dict[str, str]:

@@ -36,8 +36,8 @@ from fleet import canonical, faults, keys
 from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
-from fleet.git import RefUpdate, common_dir
-from fleet.ids import is_safe_id, printable
+from fleet.git import RefUpdate, common_dir, refused_by_rule
+from fleet.ids import NAME_RULE, is_safe_id, printable
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
@@ -274,8 +274,7 @@ class BranchStore:
         for name, key in list(claim_keys.items()):
             if key not in checked and self.claim_path is not None:
                 if not is_safe_id(name):
-                    why = ("a claim ref is named by its record's id, which must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
-                           "(delete that ref)")
+                    why = f"a claim ref is named by its record's id, which is a name ({NAME_RULE}; delete that ref)"
                     if not self.quarantine:
                         raise FleetError(f"{self.claim_ref(name)}: {why}")
                     quarantined.append((printable(self.claim_ref(name), 200), why))
@@ -438,8 +437,9 @@ class BranchStore:
             return False
         if main is not None and "--atomic" in result.reason and len(moves) == 1:  # a server without atomic pushes: fetch instead
             return False
-        raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
-                         f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
+        hint = (f" (the {self.what} needs {self.branch} writable; see the README on branch protection)"
+                if refused_by_rule(result.reason) else "")
+        raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason}{hint}")
 
     def _created_hold(self, decided_on: str | None, claims: Sequence[RefUpdate]) -> bool:
         """After a push landed: whether the claims in it that created their claim refs

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fleet import docpath, keys, schemas
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
-from fleet.ids import is_safe_id, printable
+from fleet.ids import NAME_RULE, is_safe_id, printable
 from fleet.repo import FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records
 
@@ -515,8 +515,7 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
     if unknown:
         raise FleetError(f"{where}: unknown field {unknown[0]!r} (a task has {', '.join(sorted(INPUT_KEYS))})")
     if "id" in item and not is_safe_id(item["id"]):
-        raise FleetError(f"{where}: id {str(item['id'])[:60]!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
-                         "(no '..', at most 128 characters)")
+        raise FleetError(f"{where}: id {str(item['id'])[:60]!r} is not a name ({NAME_RULE})")
     if "id" in item and keys.redact(item["id"]) != item["id"]:
         raise FleetError(f"{where}: id contains a secret from the environment; pick another id")
     target = item.get("for")
@@ -558,8 +557,7 @@ def claimer_problem(cfg: Config, name: str) -> str | None:
     """Why ``name`` may not claim tasks (or have one slung to it), or None when it may.
     Claimers are configured apart from the tick agents (``tasks.claimers``)."""
     if not is_safe_id(name):
-        return (f"'{printable(name, 60)}' is no claimer's name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
-                "(no '..', at most 128 characters)")
+        return f"'{printable(name, 60)}' is no claimer's name ({NAME_RULE})"
     if cfg.tasks.may_claim(name, cfg.agents):
         return None
     if name in cfg.agents:

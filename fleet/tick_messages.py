@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.config import Config
 from fleet.errors import FleetError
-from fleet.ids import printable
+from fleet.ids import ID_PATTERN, printable
 
 if TYPE_CHECKING:
     from fleet.delta import Delta
@@ -37,7 +37,7 @@ MAX_SENT = 16  # messages in one delta (delta.schema.json meta.messages)
 MAX_ACKS = 64
 SHOWN = 20  # messages of an inbox a prompt shows at most
 SHOWN_BODY = 1000  # characters of each body a prompt shows
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
+_ID = {"type": "string", "pattern": ID_PATTERN}
 DEFINITIONS: dict[str, dict[str, Any]] = {
     SEND: {"name": SEND, "description": "Send a message to another agent's inbox; it reads it in its next turn.",
            "input_schema": {"type": "object", "additionalProperties": False, "required": ["to", "body"],

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.config import Config
 from fleet.errors import FleetError, NothingToDo
-from fleet.ids import printable
+from fleet.ids import ID_PATTERN, printable
 
 if TYPE_CHECKING:  # the queue is imported where it is used: a worker whose agents have no task never loads it
     from fleet.store import Change
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the queue is imported where it is used: a worker whose agen
 COMPLETE = "complete_task"
 FAIL = "fail_task"
 TOOLS = (COMPLETE, FAIL)
-_TASK_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "description": "Your task's id."}
+_TASK_ID = {"type": "string", "pattern": ID_PATTERN, "description": "Your task's id."}
 DEFINITIONS: dict[str, dict[str, Any]] = {
     COMPLETE: {"name": COMPLETE, "description": "Report your task done, with what you did or found.",
                "input_schema": {"type": "object", "additionalProperties": False, "required": ["task", "result"],

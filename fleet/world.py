@@ -20,7 +20,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from fleet import canonical, schemas
+from fleet import canonical, ids, schemas
 from fleet.config import CONFIG_PATH, Collection, Config
 from fleet.errors import FleetError
 from fleet.fieldindex import Doubt, same_fields
@@ -200,7 +200,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     loader = _Loader(cfg, read)
     for name, coll in sorted(cfg.collections.items()):
         if read(f"schemas/{coll.schema}") is None:
-            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which does not exist")
+            loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which is missing or not a regular file")
     tools = loader.tools()
     prompt = loader.prompt()
     loader.agents_may(tools)
@@ -221,6 +221,7 @@ class _Loader:
         self.cfg = cfg
         self.read = read
         self.problems: list[str] = []
+        self._needed: dict[str, str] = {}  # the tool being read: its needed documents' collections, by alias
         self.files: list[str] = []
         self.broken: set[str] = set()  # tools declared with a problem already reported
 
@@ -235,7 +236,7 @@ class _Loader:
             return MISSING
         data = self.read(path)
         if data is None:
-            self.problem(CONFIG_PATH, key, f"names {path}, which does not exist")
+            self.problem(CONFIG_PATH, key, f"names {path}, which is missing or not a regular file")
             return MISSING
         try:
             value = canonical.parse(data)
@@ -362,6 +363,7 @@ class _Loader:
             if ref is not None:
                 needs.append((alias, ref))
         later = names + aliases
+        self._needed = {alias: ref.collection for alias, ref in needs}
         absent = [r for i, v in enumerate(d.get("absent", [])) if (r := doc(v, f"{key}.absent[{i}]", later)) is not None]
         checks = conditions(d.get("check", []), f"{key}.check", later)
         effects = []
@@ -377,6 +379,7 @@ class _Loader:
             self._effect_shape(file, at, eff, "value" in decl, fields)
             self._authority(file, at, eff)
             effects.append(eff)
+        self._needed = {}
         if len(self.problems) > before:
             return None
         return Tool(name, d["description"], schema, tuple(needs), tuple(absent), checks, tuple(effects), file, d.get("max"), validator)
@@ -406,6 +409,12 @@ class _Loader:
                     self.problem(file, at, f"{{{r.dotted}}}: the input schema has no field {r.path[0]!r} (fields: {known})")
             elif r.root in ("agent", "tick", "n", "id") and r.path:
                 self.problem(file, at, f"{{{r.dotted}}}: {r.root!r} has no fields")
+            elif r.root in self._needed and r.path:  # a needed document's field: one its closed schema has
+                coll = self._needed[r.root]
+                has = self._fields(coll, None)
+                if has is not None and r.path[0] not in has | {"id"}:
+                    self.problem(file, at, f"{{{r.dotted}}}: {r.path[0]!r} is not a field of {coll} documents "
+                                           f"(their schema's properties: {', '.join(sorted(has))})")
 
     def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")
@@ -538,6 +547,8 @@ class _Loader:
                     self.problem(file, where_at, "needs 'collection' and 'line', 'doc' and 'list' and 'line', or 'text'")
                 if "list" in s and "doc" not in s:
                     self.problem(file, f"{where_at}.list", "lists a field of one document, so it needs 'doc'")
+                if fields is not None and "collection" in s:  # a closed schema: a field it lacks is a typo
+                    self._known_fields(file, where_at, s, fields, shown)
                 out.append(Section(
                     title=s.get("title", ""), collection=s.get("collection"), doc=ref, list=s.get("list"),
                     where=where(s.get("where", {}), f"{where_at}.where", names), order=tuple(s.get("order", ())),
@@ -552,6 +563,20 @@ class _Loader:
                           sections(d.get("own", []), at("own"), SHARED_NAMES + OWN_NAMES),
                           text(d.get("ask", ASK), at("ask"), SHARED_NAMES + OWN_NAMES))
         return spec if len(self.problems) == before else None
+
+    def _known_fields(self, file: str, at: str, s: dict[str, Any], fields: set[str], collection: str) -> None:
+        """A section's ``order`` and ``where`` name fields its collection's documents
+        can hold: a field its closed schema lacks would sort or filter on nothing."""
+        known = fields | {"id"}
+        for i, o in enumerate(s.get("order", ())):
+            name = o[1:] if isinstance(o, str) and o.startswith("-") else o
+            if name not in known:
+                self.problem(file, f"{at}.order[{i}]", f"{ids.printable(repr(name), 80)} is not a field "
+                             f"of {collection} documents (their schema's properties: {', '.join(sorted(fields))})")
+        for f in s.get("where", {}):
+            if f not in known:
+                self.problem(file, f"{at}.where.{ids.printable(f, 80)}", f"not a field of {collection} documents "
+                             f"(their schema's properties: {', '.join(sorted(fields))})")
 
     def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
         """The fields a template may name for an item of ``collection`` (or of its

@@ -421,6 +421,17 @@ BROKEN_CONFIG = [
     (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
                                                                   "ledger": json.loads(c)["collections"]["posts"]}}),
      "state/config.json: collection name 'ledger' is reserved for the merge engine"),
+    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
+                                                                  "Quarantine": json.loads(c)["collections"]["posts"]}}),
+     "state/config.json: collection name 'Quarantine' is reserved for the merge engine"),
+    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
+                                                                  "prompt.JSON": json.loads(c)["collections"]["posts"]}}),
+     "state/config.json: collection name 'prompt.JSON' ends in .json"),
+    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
+                                                                  "Posts": json.loads(c)["collections"]["posts"]}}),
+     "state/config.json: collections 'Posts' and 'posts' differ only in case"),
+    (lambda c: canonical.dumps({**json.loads(c), "agents": {**json.loads(c)["agents"], "BASIL": {}}}),
+     "state/config.json: agents 'BASIL' and 'basil' differ only in case"),
 ]
 
 

@@ -5,9 +5,11 @@ generated values and on generated mutations of their text."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,3 +68,39 @@ def test_a_text_that_breaks_a_rule_is_refused_on_either_way(v: Any, how: str) ->
     assert parsed(data) == strict(data)
     if how != "float":
         assert parsed(data)[0] == "refused"
+
+
+@given(st.recursive(st.integers(0, 9), lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                                   st.dictionaries(st.sampled_from("ab/~é"), inner, max_size=3)),
+                    max_leaves=12), st.sampled_from(["1" * 30, "-" + "9" * 25, "1e999"]), st.randoms())
+def test_a_number_fleet_cannot_write_back_is_named_with_its_place(doc: object, bad: str, rnd: object) -> None:
+    """'integer 99999999999999999999 is beyond 64 bits' did not say where: a config
+    has hundreds of numbers. The message says the place as a JSON pointer."""
+    from fleet import canonical as c
+
+    spots: list[tuple[object, object]] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            spots.extend((v, k) for k in v)
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            spots.extend((v, i) for i in range(len(v)))
+            for x in v:
+                walk(x)
+
+    root = {"top": doc}
+    walk(root)
+    parent, key = rnd.choice(spots)  # type: ignore[attr-defined]
+    parent[key] = "HERE"  # type: ignore[index]
+    text = json.dumps(root, ensure_ascii=False).replace('"HERE"', bad)
+    with pytest.raises(c.JSONProblem) as e:
+        c.parse(text.encode())
+    pointer = str(e.value).split(": ", 1)[0]
+    assert pointer.startswith("at /top"), e.value
+    steps = [s.replace("~1", "/").replace("~0", "~") for s in pointer[len("at /"):].split("/")]
+    here: object = root
+    for s in steps:
+        here = here[int(s)] if isinstance(here, list) else here[s]  # type: ignore[index]
+    assert here == "HERE"

@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from conftest import Fleet
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleet.commands.init import init
@@ -155,6 +155,8 @@ def test_generated_arguments_never_end_in_an_internal_error(data: st.DataObject,
     assert "internal error" not in r.output, (args, positional, r.output)
     assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), (args, r.exception)
     assert r.exit_code in (0, 1, 2, 3), (args, positional, r.exit_code, r.output)
+    told = [line for line in r.output.splitlines() if line.startswith(("fleet: ", "Error: "))]
+    assert len(told) == len(set(told)), (args, positional, r.output)  # an error is said once
 
 
 @pytest.mark.parametrize("args", [
@@ -181,11 +183,12 @@ def test_a_body_on_standard_input_is_bounded_and_utf8(a_fleet: Fleet, stdin: byt
     assert r.exit_code == 1 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
-_HIDDEN_CHARS = st.sampled_from(["\x1b", "\x07", "\x7f", "\u202e", "\u2066", "\u200b", "\u2028", "\ufeff", "\U000e0001",
+_HIDDEN_CHARS = st.sampled_from(["\x1b", "\x1b[31m", "\x07", "\x7f", "\u202e", "\u2066", "\u200b", "\u2028", "\ufeff", "\U000e0001",
                                  "\x85", "\r"])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(name="a\x1b[31mb")  # an escape sequence click would drop off a terminal
 @given(name=st.tuples(st.text("ab-é日", max_size=3), _HIDDEN_CHARS,
                       st.lists(st.one_of(_HIDDEN_CHARS, st.sampled_from("ab-é日")), max_size=5).map("".join)).map("".join))
 def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fleet, name: str) -> None:
@@ -205,6 +208,8 @@ def test_a_file_name_reaches_the_terminal_escaped_and_json_unchanged(a_fleet: Fl
     shown = text.output
     assert not [c for c in shown if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")]
     assert text.exit_code == 1 and f"state/posts/{name}.json" not in shown
+    from fleet.ids import printable_lines
+    assert printable_lines(f"state/posts/{name}.json") in shown, shown  # the name as it is, escaped: not another's
     problems = json.loads(as_json.output)["problems"]
     assert f"state/posts/{name}.json" in [p["path"] for p in problems]
     assert not [c for c in as_json.output if not c.isascii() and unicodedata.category(c) in ("Cf", "Cs", "Co", "Zl", "Zp")]
@@ -239,3 +244,84 @@ def test_the_model_answers_file_of_a_merge_is_one_line_when_it_cannot_be(fleet: 
     r = _invoke(["merge", "-C", str(fleet.path), flag, value.format(fifo=tmp_path / "fifo", folder=tmp_path / "folder")])
     assert r.exit_code in (1, 2) and "internal error" not in r.output, r.output
     assert len(r.output.strip().splitlines()) <= 4 and fleet.main() == head
+
+
+_RANGED = [(w, c, p) for w, c in LEAVES for p in c.params
+           if isinstance(p, click.Option) and isinstance(p.type, click.FloatRange)]
+
+
+@pytest.mark.parametrize("words, cmd, param", _RANGED, ids=[f"{' '.join(w)} {p.opts[0]}" for w, _, p in _RANGED])
+@pytest.mark.parametrize("value", ["nan", "NaN"])
+def test_nan_for_a_ranged_option_is_refused_stating_the_options_own_range(
+        words: list[str], cmd: click.Command, param: click.Option, value: str, a_fleet: Fleet) -> None:
+    """A click range lets NaN through (every comparison with it is false); the
+    refusal that catches it says the range the option's help and click say."""
+    rng = param.type
+    assert isinstance(rng, click.FloatRange)
+    args = [*words, "-C", str(a_fleet.path), param.opts[0], value]
+    for p in cmd.params:
+        if (p.required or "--fence" in p.opts) and p is not param and isinstance(p, click.Option):
+            args += [p.opts[0], "1"]  # (--fence is required by the command, for --token's sake)
+    args += ["1" for p in cmd.params if isinstance(p, click.Argument) and p.required]
+    head = a_fleet.main()
+    r = _invoke(args)
+    assert r.exit_code == 2 and f"{param.opts[0]}: nan" in r.output, r.output
+    low = "0" if rng.min == 0 else f"{rng.min:g}" if rng.min is not None else None
+    assert (low is None or f"from {low} to" in r.output) and f"to {int(rng.max or 0)} " in r.output, r.output
+    assert a_fleet.main() == head
+
+
+_OUTPUTS = [(["report", "--out"], True), (["work", "--worker", "1", "--workers", "2", "--outbox"], True),
+            (["merge", "--propose-meanings"], False)]
+
+
+@pytest.mark.parametrize("words, folder", _OUTPUTS, ids=[w[0] for w, _ in _OUTPUTS])
+@pytest.mark.parametrize("where", [".", "state", "state/x", "schemas", ".git", ".git/fleet/x"])
+def test_nothing_a_person_names_for_output_lands_in_the_fleets_own_folders(
+        a_fleet: Fleet, words: list[str], folder: bool, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--outbox state wrote deltas into state/ (validate then refused the fleet),
+    --propose-meanings state/x.jsonl a stray file there."""
+    monkeypatch.chdir(a_fleet.path)
+    before = sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts)
+    r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], where])
+    assert r.exit_code == 2 and ("of its own" in r.output or "is a directory" in r.output), r.output
+    assert sorted(p for p in a_fleet.path.rglob("*") if ".git" not in p.parts) == before
+    assert not (a_fleet.path / ".git" / "fleet" / "x").exists()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=200), as_folder=st.booleans(), case=st.sampled_from(_OUTPUTS))
+def test_a_file_or_folder_fleet_did_not_write_is_never_written_over(
+        a_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, data: bytes, as_folder: bool,
+        case: tuple[list[str], bool]) -> None:
+    """fleet merge --propose-meanings /etc/passwd emptied the file (run as root);
+    report --out .. wrote index.html over the parent folder's."""
+    words, folder = case
+    target = tmp_path_factory.mktemp("out") / "target"
+    if as_folder:
+        target.mkdir()
+        (target / "index.html").write_bytes(data)  # (a page, but not fleet's)
+        keep = target / "index.html"
+    else:
+        target.write_bytes(data)
+        keep = target
+    r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], str(target)])
+    assert r.exit_code == 2 and str(target) in r.output, r.output
+    assert keep.read_bytes() == data and sorted(p.name for p in target.parent.rglob("*")) == sorted(
+        ["target", "index.html"] if as_folder else ["target"])
+
+
+def test_fleet_writes_again_over_what_it_wrote(a_fleet: Fleet, tmp_path: Path) -> None:
+    """The same --out, --outbox and --propose-meanings again: a page is replaced,
+    the workers of a tick share an outbox, an answers file is rewritten."""
+    for _ in range(2):
+        assert _invoke(["report", "-C", str(a_fleet.path), "--out", str(tmp_path / "site")]).exit_code == 0
+    for w in ("1", "2"):
+        r = _invoke(["work", "-C", str(a_fleet.path), "--worker", w, "--workers", "2", "--outbox", str(tmp_path / "ob")])
+        assert r.exit_code == 0, r.output
+    assert [p.name for p in (tmp_path / "ob").iterdir()] == ["deltas"]
+    answers = tmp_path / "answers.jsonl"
+    for _ in range(2):
+        r = _invoke(["merge", "-C", str(a_fleet.path), "--inbox", str(tmp_path / "ob"), "--propose-meanings", str(answers)])
+        assert r.exit_code == 0, r.output
+        assert answers.read_bytes() == b""  # no field held under 'meaning' in this world: no answer, a file

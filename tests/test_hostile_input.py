@@ -233,6 +233,27 @@ def test_is_safe_id_is_a_full_match() -> None:
     assert is_safe_id("w9") and not is_safe_id("w9\n") and not is_safe_id("w9\n\n") and not is_safe_id("..")
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="ab.-_9L", min_size=1, max_size=12).map(lambda s: s.replace("L", ".lock")))
+def test_a_name_fleet_accepts_is_one_git_takes_in_a_branch_and_the_schemas_agree(name: str) -> None:
+    """An agent's, a task's, a lane's or a worker's name is part of a branch's name
+    (fleet-bus/box/<agent>, fleet/tasks-claims/<id>, fleet-bus/out/<lane>,
+    fleet/t<tick>/<worker>): a name fleet accepts is one git accepts there, and the
+    config's and the task's schemas say the same as the code."""
+    import jsonschema_rs
+
+    from fleet.ids import ID_PATTERN
+    git_ok = subprocess.run(["git", "check-ref-format", f"refs/heads/fleet-bus/box/{name}"]).returncode == 0
+    if is_safe_id(name):
+        assert git_ok, name
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / "config.schema.json").read_text())
+    assert schema["$defs"]["id"]["pattern"] == ID_PATTERN
+    task = json.loads((Path(__file__).parent.parent / "schemas" / "task.schema.json").read_text())
+    id_schema = {"type": "string", "pattern": ID_PATTERN}
+    assert jsonschema_rs.validator_for(id_schema).is_valid(name) == is_safe_id(name), name
+    assert json.dumps(task).count(json.dumps(ID_PATTERN)) >= 1
+
+
 def test_an_unparseable_file_in_an_unsafe_folder_goes_to_the_unknown_record(fleet: Fleet) -> None:
     raw_tree_branch(fleet, "refs/heads/fleet/t1/w9", [(b"deltas/w9\n/s1/d.json", "100644", b"{oops")])
     run(fleet, "merge")
@@ -558,3 +579,42 @@ def test_a_schema_error_quotes_hostile_text_as_one_printable_line(value: str, ke
     from fleet.ids import printable
 
     assert "\n" not in msg and printable(msg, 10_000) == msg, msg  # nothing left that could hide or forge
+
+
+@pytest.mark.parametrize("rel", ["schemas/post.schema.json", "state/tools.json", "state/prompt.json"])
+def test_validate_never_reads_a_declaration_file_through_a_link(fleet: Fleet, tmp_path: Path, rel: str) -> None:
+    """A schema linked to a file outside the fleet was named as a link and then
+    used: documents were judged by the link's target."""
+    outside = tmp_path / "outside.json"
+    target = {"type": "object", "required": ["zzz_marker"], "properties": {"zzz_marker": {"type": "string"}}}
+    if rel != "schemas/post.schema.json":
+        target = {"zzz_marker": {"description": "x"}} if rel == "state/tools.json" else {"rules": "{zzz_marker}"}
+    outside.write_text(json.dumps(target))
+    (fleet.path / rel).unlink()
+    (fleet.path / rel).symlink_to(outside)
+    r = run(fleet, "validate", code=1)
+    assert f"{rel}: a symbolic link" in r.output and "zzz_marker" not in r.output, r.output
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
+@pytest.mark.parametrize("rel", ["state/config.json", "schemas/post.schema.json"])
+def test_a_folder_or_link_where_validate_wants_a_file_is_named_as_what_it_is(fleet: Fleet, tmp_path: Path, kind: str,
+                                                                            rel: str) -> None:
+    """state/config.json as a folder was 'missing; is this a fleet repository?',
+    a schema as a folder 'does not exist'."""
+    path = fleet.path / rel
+    keep = tmp_path / "kept.json"
+    keep.write_bytes(path.read_bytes())
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "link":
+        path.symlink_to(keep)
+    else:
+        os.mkfifo(path)
+    r = run(fleet, "validate", code=1)
+    said = {"folder": "a folder", "link": "a symbolic link", "fifo": "a FIFO"}[kind]
+    if rel == "state/config.json":
+        assert len(r.stderr.splitlines()) == 1 and f"state/config.json: is {said}" in r.stderr, r.output
+    else:
+        assert "missing or not a regular file" in r.output and "does not exist" not in r.output, r.output

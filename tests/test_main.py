@@ -91,3 +91,50 @@ def test_a_claim_on_a_checked_queue_and_config_loads_no_schema_library(origin_fl
     p, third = loaded(f.path, "task", "claim", "--as", "cleo", "--json")
     assert p.returncode == 0, p.stderr
     assert not third & (HEAVY | {"jsonschema_rs"}), sorted(third & (HEAVY | {"jsonschema_rs"}))
+
+
+def test_a_file_where_fleet_keeps_a_folder_is_named_not_an_internal_error(tmp_path: Path) -> None:
+    """A file at .git/fleet or .git/fleet/origin.git (where fleet run makes the
+    local origin) was an internal error: NotADirectoryError, FileExistsError. The
+    file system's refusals are the file and the reason, in one line, exit 1."""
+    from fleet.commands.init import init
+
+    for where in (".git/fleet", ".git/fleet/origin.git", ".git/fleet/origin.git.partial"):
+        root = tmp_path / where.replace("/", "_")
+        init(root)
+        blocker = root / where
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_bytes(b"x")
+        r = subprocess.run([sys.executable, "-m", "fleet", "run", "-C", str(root), "--ticks", "1"],
+                           capture_output=True, text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and "internal error" not in r.stderr, r.stderr
+        assert lines[0].startswith("fleet: ") and str(blocker.parent) in lines[0], r.stderr
+        assert blocker.read_bytes() == b"x"
+
+
+def test_init_says_a_next_step_the_shell_runs_as_said(tmp_path: Path) -> None:
+    """`fleet init -- -x` said `next: cd -x`, which cd reads as an option; a name
+    with a space, a quote or a newline is quoted so that bash lands in it."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = st.text(alphabet="-ab x'\"$\n\té!", min_size=1, max_size=8).filter(
+        lambda n: n.strip() and "/" not in n and n not in (".", ".."))
+
+    @settings(max_examples=25, deadline=None)
+    @given(name=names)
+    def check(name: str) -> None:
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(dir=tmp_path))
+        r = subprocess.run([sys.executable, "-m", "fleet", "init", "--", name], cwd=base, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        step = next(line for line in r.stdout.splitlines() if line.startswith("next: "))[len("next: "):]
+        cd = step.removesuffix(" && fleet run")
+        landed = subprocess.run(["bash", "-c", f"{cd} && pwd -P"], cwd=base, capture_output=True, text=True)
+        assert landed.returncode == 0 and landed.stdout[:-1] == str((base / name).resolve()), (step, landed)
+
+    check()
+    r = subprocess.run([sys.executable, "-m", "fleet", "init", ""], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and "DIRECTORY is empty" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

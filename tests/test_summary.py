@@ -45,3 +45,18 @@ def test_no_summary_outside_actions(fleet: Fleet, monkeypatch: pytest.MonkeyPatc
     fleet.push(fleet.delta("basil", Op("set", "posts", "ada-1", ("title",), "not yours")))
     r = fleet.fleet("merge")
     assert "::warning" not in r.output
+
+
+@pytest.mark.parametrize("where", ["/dev/full", "{tmp}", "{tmp}/missing/summary.md"])
+def test_a_summary_that_cannot_be_written_is_a_warning_not_a_failed_merge(
+        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """GITHUB_STEP_SUMMARY=/dev/full turned a published tick into exit 1 (an
+    internal error after the push); a folder there failed every worker of a run."""
+    if where == "/dev/full" and not Path(where).exists():
+        pytest.skip("no /dev/full here")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", where.format(tmp=tmp_path))
+    fleet.push(fleet.delta("ada", Op("set", "agents", "ada", ("bio",), "hi")))
+    r = fleet.fleet("merge")
+    assert r.exit_code == 0 and "internal error" not in r.output, r.output
+    assert "fleet: warning: GITHUB_STEP_SUMMARY" in r.output and "the job summary was not written" in r.output
+    assert fleet.branches() == []  # published and cleaned up

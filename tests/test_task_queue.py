@@ -29,7 +29,7 @@ from fleet.git import Git
 from fleet.overlap import shared
 from fleet.repo import FleetRepo
 from fleet.tasks import BRANCH, TaskQueue, task_path
-from tests.conftest import Fleet
+from tests.conftest import Fleet, fleet_cli
 
 CLAIMERS = int(os.environ.get("FLEET_CLAIMERS", "80"))
 AGENTS = ["ada", "basil", "cleo", "dara", "eli", "fen"]
@@ -330,3 +330,22 @@ def test_a_claim_ref_that_lies_is_refused_naming_it(origin_fleet: tuple[Fleet, P
                                                          " (a claim ref holds its record)"]
     got = task_cmd.claim(a, "basil", task_id="x2")  # the claim replaces the bad ref, compare-and-swap from it
     assert got["fence"] == 1 and task_cmd.listing(a)["quarantined"] == []
+
+
+def test_branch_protection_is_named_only_when_the_remotes_rules_refused_the_push(
+        origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    """Every failed push was explained as branch protection, a remote that is no
+    repository included: the hint sent a person the wrong way."""
+    f, bare = origin_fleet
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'GH006: Protected branch update failed' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    r = fleet_cli(f.path, "task", "add", "write the docs")
+    assert r.returncode == 1 and "refused" in r.stderr and "branch protection" in r.stderr, r.stderr
+    hook.unlink()
+    gone = tmp_path / "gone.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(bare), str(gone)], check=True)
+    subprocess.run(["git", "remote", "set-url", "--push", "origin", str(tmp_path / "nothing-here")], cwd=f.path,
+                   check=True)  # fetches work, the push finds no repository
+    r = fleet_cli(f.path, "task", "add", "write the docs")
+    assert r.returncode == 1 and "branch protection" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

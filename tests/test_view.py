@@ -85,7 +85,8 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, bytes], int]:
     prompt = json.loads(files["state/prompt.json"])
     for s in prompt["shared"] + prompt["own"]:
         if "collection" in s:
-            s["order"] = draw(st.sampled_from(ORDERS))
+            fields = set(json.loads(files[f"schemas/{cfg['collections'][s['collection']]['schema']}"])["properties"])
+            s["order"] = draw(st.sampled_from([o for o in ORDERS if {f.lstrip("-") for f in o} <= fields]))
             limit = draw(st.one_of(st.none(), st.integers(1, 6)))
             s.pop("limit", None)
             if limit is not None:

@@ -426,6 +426,10 @@ def _tools_with(name: str, change: Any) -> dict[str, bytes]:
     ("comment", lambda t: t["effects"][1].update(value="{input.body}"), "comment.effects[1].value", "not an integer"),
     ("remember", lambda t: t["effects"][0]["value"].update(text=json.loads("[" * 14 + "1" + "]" * 14)),
      "remember.effects[0].value", "deeper than 12"),
+    ("comment", lambda t: t["effects"][0]["value"].update(body="{post.titel}"), "comment.effects[0].value",
+     "'titel' is not a field of posts documents"),
+    ("follow", lambda t: t.update(check=[["{other.nme}", "!=", "{agent}"]]), "follow.check[0]",
+     "'nme' is not a field of agents documents"),
 ])
 def test_a_mistake_in_one_tool_is_one_line_and_the_others_still_load(name: str, change: Any, key: str, words: str) -> None:
     found = problems_with(_tools_with(name, change))
@@ -439,6 +443,9 @@ def test_a_mistake_in_one_tool_is_one_line_and_the_others_still_load(name: str, 
     ("shared", {"title": "t", "collection": "posts", "line": "- {id} by {agent}"}, "only an agent's own sections"),
     ("shared", {"title": "t", "collection": "posts", "line": "- {titel}"}, "not a field of posts documents"),
     ("own", {"doc": "agents/{agent}", "list": "memory", "line": "- {txt}"}, "not a field of agents documents"),
+    ("shared", {"title": "t", "collection": "posts", "order": ["-tik", "id"], "line": "- {id}"}, "'tik' is not a field"),
+    ("shared", {"title": "t", "collection": "posts", "where": {"autor": "x"}, "line": "- {id}"},
+     "where.autor: not a field of posts"),
 ])
 def test_a_prompt_template_naming_nothing_is_refused(part: str, section: dict[str, Any], words: str) -> None:
     prompt = example_prompt()
@@ -458,7 +465,7 @@ def test_declaration_files_live_directly_in_state_and_schemas_must_exist() -> No
     files = example_files()
     del files["schemas/reaction.schema.json"]
     found = problems_with(files)
-    assert found[0] == "state/config.json: collections.reactions.schema: names schemas/reaction.schema.json, which does not exist"
+    assert found[0] == "state/config.json: collections.reactions.schema: names schemas/reaction.schema.json, which is missing or not a regular file"
 
 
 def test_a_prompt_section_can_select_by_null_true_or_a_number_first() -> None:
@@ -470,6 +477,9 @@ def test_a_prompt_section_can_select_by_null_true_or_a_number_first() -> None:
                         {"title": "Zero:", "collection": "posts", "where": {"score": 0}, "line": "- {id}"},
                         {"title": "Never:", "collection": "posts", "where": {"score": False}, "line": "- {id}"}]
     files[PROMPT] = json.dumps(prompt).encode()
+    schema = json.loads(files["schemas/post.schema.json"])
+    schema["properties"]["bio"] = {"type": "string"}  # a field the schema allows and no post holds
+    files["schemas/post.schema.json"] = json.dumps(schema).encode()
     snap = MemorySnapshot(files)
     w = world.load(snap.config, snap.read)
     common = PromptBuilder(View(snap, tick=1), w.prompt, 6000).common

@@ -164,31 +164,35 @@ def _carry(src: Path, dest: Path, skip: Callable[[str, list[str]], set[str]]) ->
 
 # -- the command line --------------------------------------------------------
 @click.command("init")
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("given", metavar="DIRECTORY", required=False, type=click.Path(file_okay=False))
 @click.option("--example", "example", metavar="NAME", default=None,
               help="The example world to start from (default: the template's own; see --examples).")
 @click.option("--examples", "list_examples", is_flag=True, help="List the example worlds, one line each, and exit.")
 @json_option
-def init_command(directory: Path | None, example: str | None, list_examples: bool, as_json: bool) -> None:
+def init_command(given: str | None, example: str | None, list_examples: bool, as_json: bool) -> None:
     """Create a new fleet repository in DIRECTORY with the example world.
 
     `--example NAME` picks another example world; `fleet init --examples`
     lists them.
     """
     if list_examples:
-        if directory is not None or example is not None:
+        if given is not None or example is not None:
             raise UsageError("--examples lists the example worlds; it takes no DIRECTORY or --example")
         _list(as_json)
         return
-    if directory is None:
+    if given is None:
         raise UsageError("missing DIRECTORY: `fleet init DIR [--example NAME]` (`fleet init --examples` lists the examples)")
+    if not given.strip():  # (as a path, '' would be the current folder)
+        raise UsageError("DIRECTORY is empty: name a new folder for the fleet (e.g. `fleet init my-fleet`)")
+    directory = Path(given)
     world = find_example(example)
     sha = init(directory, world.name)
 
     def text() -> None:
         click.echo(f"created fleet repository {printable(str(directory))} with the example world {world.name!r} "
                    f"(genesis {sha[:12]}, tick 0)")
-        click.echo(f"next: cd {shell_word(str(directory))} && fleet run")
+        where = str(directory) if directory.is_absolute() or not str(directory).startswith("-") else f"./{directory}"
+        click.echo(f"next: cd {shell_word(where)} && fleet run")  # (cd would read -x as an option)
 
     emit({"path": str(directory.resolve()), "genesis": sha, "tick": 0, "example": world.name}, as_json, text)
 

@@ -10,10 +10,8 @@ nothing: the next one sees the same deltas and applies each exactly once.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import click
 
 from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_messages, tick_tasks
-from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option
+from fleet.cli import MAX_COUNT, check_output, dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
 from fleet.delta import Arrival
@@ -153,7 +151,7 @@ def merge(
 
     Without ``tick``, a tick that a run started and still holds (its start
     record on fleet/clock, ``fleet.clock``) is left to that run's own merge."""
-    with _no_gc():
+    with canonical.no_gc():
         return _merge(path, tick, inbox, remote, dry_run, allow_empty, outside, github, dispatch, meanings_from,
                       propose_to)
 
@@ -305,22 +303,6 @@ def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
             f"{lessons['present']} there already{pushed}"]
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """The engine makes hundreds of thousands of small objects and frees them all
-    at the end; the cycle collector's passes over them cost a fifth of a big tick.
-    Off for the whole merge, not only the engine: once on again while they are
-    alive (writing the commit, delivering messages), its first passes walk
-    them all; after the merge they are freed by reference counting, unwalked."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _models(metas: Iterable[Any]) -> list[str]:
     """Which providers and models made the applied deltas, "provider model" each."""
     pairs = set()
@@ -394,6 +376,8 @@ def merge_command(directory: Path, as_json: bool, remote: str | None, tick: int 
                   ticks_left: str | None, next_workers: str, next_agents: str) -> None:
     """Apply pending deltas to main: validate, commit one tick, publish."""
     dry_run = dry_run or propose_to is not None
+    if propose_to is not None:
+        check_output(directory, propose_to, "--propose-meanings", folder=False, ours=profile_merge.answers_file)
     settings = GitHubSettings.from_env() if use_github else None
     chain = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                               agents=next_agents.strip()) if dispatch_next and not dry_run else None

@@ -8,9 +8,8 @@ import click
 
 from fleet import report as report_mod
 from fleet import summary
-from fleet.cli import dir_option, emit, json_option, remote_option
-from fleet.errors import FleetError, UsageError
-from fleet.git import toplevel
+from fleet.cli import check_output, dir_option, emit, json_option, remote_option
+from fleet.errors import UsageError
 from fleet.progress import Progress
 
 
@@ -36,20 +35,18 @@ def _out(value: str) -> Path:
 
 
 def _check_out(path: Path, out: Path) -> None:
-    """The page goes to a folder of its own: never the fleet's state, schemas or
-    git folder (validate would refuse the page there, or git would carry it)."""
+    """The page goes to a folder of its own: new, empty, or one a report was written to."""
+    check_output(path, out, "--out", folder=True, ours=_a_report)
+
+
+def _a_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a page of fleet's (and, besides it, only what a site may hold)."""
     try:
-        top = toplevel(path).resolve()
-        where = out.resolve()
-    except (OSError, RuntimeError, FleetError):
-        return  # not a fleet, or a path that cannot be resolved: the read or the write says so
-    if where == top:  # (an empty --out is the current folder too)
-        raise UsageError(f"--out {out}: is the fleet's own folder; the page goes to a folder of its own "
-                         "(e.g. --out site)")
-    for inside in ("state", "schemas", ".git"):
-        if where == top / inside or top / inside in where.parents:
-            raise UsageError(f"--out {out}: is inside the fleet's {inside}/; the page goes to a folder of its own "
-                             "(e.g. --out site)")
+        with (folder / "index.html").open("rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return False
+    return b'<meta name="generator" content="fleet ' in head
 
 
 @click.command("report")

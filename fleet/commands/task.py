@@ -406,7 +406,7 @@ def task_claim_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
     overlap those of a task in progress is not handed out until that one is done.
     With --count N, up to N tasks in one push, each with its own fence.
     """
-    lease = None if lease is None else flag_seconds("--lease", lease)  # (a range lets NaN through)
+    lease = None if lease is None else flag_seconds("--lease", lease, low=1, high=604800)  # (a range lets NaN through)
     if count is not None:
         if task_id is not None:
             raise UsageError("--count: claims the first ready tasks; --task names one, give one or the other")
@@ -441,7 +441,7 @@ def _holder_command(verb: str, helptext: str) -> Callable[[Callable[..., Any]], 
 @click.option("--lease", type=click.FloatRange(1, 604800), default=None, help="Seconds from now (default: config).")
 def task_renew_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                    agent: str | None, lease: float | None) -> None:
-    lease = None if lease is None else flag_seconds("--lease", lease)  # (a range lets NaN through)
+    lease = None if lease is None else flag_seconds("--lease", lease, low=1, high=604800)  # (a range lets NaN through)
     t = renew(directory, task_id, fence, agent=agent, lease=lease, remote=remote)
     emit(t, as_json, lambda: click.echo(f"renewed {t['id']}: fence {t['fence']}, lease until {t['lease_until']}"))
 

@@ -33,7 +33,7 @@ from fleet.repo import MAX_INBOX_DEPTH, read_regular
 MAX_FILE_BYTES = 100 * 1048576
 
 
-@dataclass
+@dataclass(frozen=True)
 class Problem:
     path: str
     message: str
@@ -54,9 +54,13 @@ def validate(root: Path, target: Path | None = None,
     """(files checked, problems, warnings) for the fleet at ``root``, or only
     ``target``; ``bar`` is moved on a file at a time."""
     root = root.resolve()
-    cfg = config_mod.parse((root / CONFIG_PATH).read_bytes()) if (root / CONFIG_PATH).is_file() else None
-    if cfg is None:
+    data = read_regular(str(root / CONFIG_PATH), MAX_FILE_BYTES)
+    if data is None:
         raise FleetError(f"{root / CONFIG_PATH}: missing; is this a fleet repository?")
+    if not isinstance(data, bytes):  # a folder, a link, a FIFO, too big: what it is, not "missing"
+        why = data if isinstance(data, str) else f"{data[1]} bytes, more than a fleet file may hold"
+        raise FleetError(f"{root / CONFIG_PATH}: {why.replace('only regular files in the inbox are read', 'fleet reads only regular files')}")
+    cfg = config_mod.parse(data)
     if target is None:
         files = _walk(root, "state", lambda parts: True)
         files += _walk(root, "schemas", lambda parts: len(parts) == 2 and parts[1].endswith(".json"))
@@ -109,7 +113,8 @@ def validate(root: Path, target: Path | None = None,
             problems.append(Problem(f.rel, problem))
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
-    return len(files), problems, portability([f.rel for f in files if f.rel.startswith("state/")])
+    unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
+    return len(files), unique, portability([f.rel for f in files if f.rel.startswith("state/")])
 
 
 # Names Windows keeps for devices, whatever the extension: a checkout there fails on them.
@@ -147,7 +152,10 @@ def _rel(root: Path, f: Path) -> str:
 
 
 def _read_disk(root: Path, rel: str) -> bytes | None:
-    return (root / rel).read_bytes() if (root / rel).is_file() else None
+    """A schema or declaration file as the world reads it: a regular file, never
+    where a link points (the link is a problem of its own), at most a fleet file's size."""
+    data = read_regular(str(root / rel), MAX_FILE_BYTES)
+    return data if isinstance(data, bytes) else None
 
 
 def _resolve(root: Path, target: Path) -> Path:
@@ -267,7 +275,7 @@ def validate_command(directory: Path, as_json: bool, path: Path | None) -> None:
 
     def text() -> None:
         for p in problems:
-            click.echo(str(p))
+            click.echo(printable_lines(str(p)))  # (click drops an escape sequence off a terminal)
         for w in warnings:
             click.echo(printable_lines(f"warning: {w}"), err=True)
         click.echo(f"{count} file(s) checked, {len(problems)} problem(s)", err=bool(problems))

@@ -155,7 +155,7 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
     With tasks.escalate "issue", it also keeps one GitHub issue per escalated task.
     """
     if grace is not None:
-        grace = flag_seconds("--grace", grace, zero=True)
+        grace = flag_seconds("--grace", grace, zero=True, high=86400)
     r = watchdog(directory, remote=remote, dry_run=dry_run, grace=grace)
 
     def text() -> None:

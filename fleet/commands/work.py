@@ -28,7 +28,7 @@ import click
 from fleet import canonical, faults, fieldindex, keys, knowledge, signing, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
-from fleet.cli import dir_option, emit, json_option, remote_option, split
+from fleet.cli import check_output, dir_option, emit, json_option, remote_option, split
 from fleet.clock import flag_seconds
 from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
@@ -292,6 +292,9 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
                  agents: str | None) -> None:
     """One worker's slice of one tick, ending in a pushed delta set."""
     timeout = None if timeout is None else flag_seconds("--timeout", timeout, zero=True)
+    if outbox is not None:  # an outbox is its own folder, or one workers of a tick share (deltas/ only)
+        check_output(directory, outbox, "--outbox", folder=True,
+                     ours=lambda f: all(p.name == "deltas" and p.is_dir() for p in f.iterdir()))
     try:
         r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
                  outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))

@@ -84,8 +84,8 @@ def choose(name: str | None, cfg: Config) -> tuple[str, str | None]:
     """
     from fleet.providers.anthropic import has_key
 
-    from_config = not name
-    name = name or cfg.run.provider
+    from_config = name is None
+    name = cfg.run.provider if name is None else name
     if name not in NAMES:
         raise ProviderUnavailable(name, from_config=from_config, missing_key=False)
     if name == "auto":
