@@ -13,12 +13,9 @@ publishes nothing, so the next run does the tick again.
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,24 +82,12 @@ def work(
 ) -> WorkReport:
     if not 1 <= worker <= workers:
         raise UsageError(f"--worker {worker}: must be between 1 and --workers ({workers})")
-    with _no_gc():
+    # the cycle collector off, as for the merge: a worker reads tens of thousands of rows of
+    # the field index, sorts and groups them and keeps them until it is done; its passes over
+    # them cost a tenth of a worker at bigworld's size and free nothing
+    with canonical.no_gc():
         return _work(path, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider, outbox=outbox,
                      concurrency=concurrency, timeout=timeout, only_agents=only_agents)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """A worker reads tens of thousands of rows of the field index, sorts and groups
-    them, and keeps them until it is done: the cycle collector's passes over them
-    (as over the merge's, fleet.commands.merge) cost a tenth of a worker at
-    bigworld's size, and free nothing (they are freed by reference counting)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _work(
