@@ -25,6 +25,7 @@ from fleet.world import PromptSpec, Section, Selection, View, Where
 
 CHARS_PER_TOKEN = 4
 COMMON_SHARE = 0.8  # of the context budget, at most, for the shared prefix
+FIRST_READ = 16  # documents of a section read in its first request (then twice as many each time)
 
 
 def tokens(text: str) -> int:
@@ -92,8 +93,9 @@ class PromptBuilder:
                 block = ("\n\n" if text else "") + block
                 text, used = text + block, used + tokens(block)
         known, known_cost = self._knowledge(agent, task, left - used)
-        for s in self.spec.own:  # in the declared order, most important first
-            block, cost = _pack(self, s, scope, left - used - known_cost, "\n\n" if text else "")
+        listed = self._read_first(scope)
+        for k, s in enumerate(self.spec.own):  # in the declared order, most important first
+            block, cost = _pack(self, s, scope, left - used - known_cost, "\n\n" if text else "", listed.get(k))
             text += block
             used += cost
         if known:  # its room was kept for it: knowledge.tokens at most
@@ -106,6 +108,26 @@ class PromptBuilder:
         ]
         return Prompt(system, [{"role": "user", "content": ask}], self.common_tokens,
                       self.common_tokens + tokens(text) + tokens(ask))
+
+    def _read_first(self, scope: Scope) -> dict[int, list[Any]]:
+        """The items of the agent's own sections that list documents (by their place
+        in ``spec.own``), with the documents they show first, and those the
+        sections about one document name, read in one request: one round trip to
+        git an agent, not one a section."""
+        listed: dict[int, list[Any]] = {}
+        wanted: dict[str, list[str]] = {}
+        for k, s in enumerate(self.spec.own):
+            if s.doc is not None:
+                doc_id = s.doc.id_in(scope)
+                if doc_id:
+                    wanted.setdefault(s.doc.collection, []).append(doc_id)
+            elif s.collection is not None and s.line is not None:
+                items = _items(self.view, s, scope, None)
+                if isinstance(items, list):
+                    listed[k] = items
+                    wanted.setdefault(s.collection, []).extend(d["id"] for d in items[:FIRST_READ])
+        self.view.read_ahead_many(wanted)
+        return listed
 
     def _knowledge(self, agent: str, task: dict[str, Any] | None, room: int) -> tuple[str, int]:
         """The knowledge block for ``agent``: the most relevant documents first, within
@@ -124,8 +146,10 @@ def _task_text(task: dict[str, Any]) -> str:
               "and say why.")
 
 
-def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tuple[str, int]:
-    """A section within ``room`` tokens: (its text, its cost); ("", 0) if nothing fits."""
+def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str,
+          listed: list[Any] | None = None) -> tuple[str, int]:
+    """A section within ``room`` tokens: (its text, its cost); ("", 0) if nothing fits.
+    ``listed``: its items, if the caller has them already (:meth:`PromptBuilder._read_first`)."""
     doc = None
     if s.doc is not None:
         doc_id = s.doc.id_in(scope)
@@ -140,7 +164,7 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
         block = sep + (s.title + "\n" if s.title else "") + body
         cost = tokens(block)
         return (block, cost) if cost <= room else ("", 0)
-    items = _items(b.view, s, scope, doc)
+    items = listed if listed is not None and doc is None else _items(b.view, s, scope, doc)
     if doc is None and isinstance(items, list):  # documents to be read: a batch at a time, as far as the room goes
         assert s.collection is not None
         items = _read_ahead(b.view, s.collection, items)
@@ -163,7 +187,7 @@ def _pack(b: PromptBuilder, s: Section, scope: Scope, room: int, sep: str) -> tu
 def _read_ahead(view: View, collection: str, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """``items``, each document read before it is asked for, in batches that grow
     (one request for many blobs, not one each): a section reads about what it shows."""
-    at, batch = 0, 16
+    at, batch = 0, FIRST_READ
     while at < len(items):
         chunk = items[at : at + batch]
         view.read_ahead(collection, [d["id"] for d in chunk])
@@ -189,7 +213,7 @@ def _items(view: View, s: Section, scope: Scope, doc: dict[str, Any] | None) -> 
         fields = {w.field for w in s.where} | {k.lstrip("-") for k in s.order}
         if s.order and not view.full:
             # the whole collection in this order once a view; a section's share of it by each one's place
-            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: _ordered(docs, s.order))
+            ordered, place = view.ordered(s.collection, fields, s.order, lambda docs: sort_documents(docs, s.order))
             if not s.where:
                 return ordered[: s.limit] if s.limit else ordered
             chosen = _select(view, s.collection, s.where, scope, fields)
@@ -247,10 +271,20 @@ def _matches(item: dict[str, Any], tests: list[_Test]) -> bool:
     return True
 
 
-def _ordered(items: list[Any], order: tuple[str, ...]) -> list[Any]:
+def sort_documents(docs: list[dict[str, Any]], order: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Documents of one collection (their ids unique) in ``order``, as :func:`_ordered`
+    puts them. Rows already in that order (fleet.fieldindex) go through in one pass."""
+    return _ordered(docs, order, unique=True)
+
+
+def _ordered(items: list[Any], order: tuple[str, ...], unique: bool = False) -> list[Any]:
     """Sorted by the keys, each ascending or ('-') descending; missing values last,
-    ties in id order (or the list's own order, for items without ids)."""
-    if items and "id" in items[0]:
+    ties in id order (or the list's own order, for items without ids). ``unique``:
+    the items' ids are unique text, so that an order with ``id`` among its keys
+    has no ties, and the list's own order is moot: it is sorted as it comes."""
+    if unique and any(k.lstrip("-") == "id" for k in order):
+        out = list(items)
+    elif items and "id" in items[0]:
         if all(type(i.get("id")) is str for i in items):  # documents: str(id) is the id
             out = sorted(items, key=itemgetter("id"))
         else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, docpath, schemas
+from fleet import canonical, docpath, fieldindex, schemas
 from fleet.errors import FleetError
 from fleet.records import Conflict
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, OverlaySnapshot, Snapshot
@@ -245,8 +245,9 @@ def propose(repo: Any, build: Any, subject: str) -> Proposed:
                  "-c", f"committer.name={FLEET_IDENT[0]}", "-c", f"committer.email={FLEET_IDENT[1]}"]
         commit = repo.git.run(*ident, "commit-tree", repo.git.commit_tree(tree_commit), "-p", head,
                               "-m", subject).decode().strip()
+        index = fieldindex.for_publish(repo.git, snap, commit, repo.index_ref)  # as the merge: workers read it
         try:
-            published = repo.publish(commit, head)
+            published = repo.publish(commit, head, [], index)
         except FleetError as e:  # a protected main: people decide through pull requests there
             raise FleetError(f"{e}; where main takes no pushes from people, merge the conflict's pull request "
                              f"(or one adding {path}) instead") from None

@@ -8,6 +8,7 @@ checks and property tests.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
@@ -84,6 +85,8 @@ class Snapshot:
 
 
 class GitSnapshot(Snapshot):
+    _sorted: list[str] | None = None  # the paths, sorted once asked for (:meth:`under`)
+
     def __init__(self, git: Git, commit: str) -> None:
         self.git = git
         self.commit = commit
@@ -105,6 +108,17 @@ class GitSnapshot(Snapshot):
 
     def paths(self) -> Iterable[str]:
         return self._entries.keys()
+
+    def under(self, folder: str) -> list[str]:
+        """As :meth:`Snapshot.under`, by bisection of the paths sorted once: a merge
+        asks for several folders (resolutions, conflicts, the ledger) of a tree of
+        86,000 files at bigworld's size, and each was a pass over every path."""
+        if self._sorted is None:
+            self._sorted = sorted(self._entries)
+        prefix = folder.rstrip("/") + "/"
+        # every path that starts with prefix, and no other, sorts from prefix to
+        # prefix with its "/" turned into "0", the character after it
+        return self._sorted[bisect.bisect_left(self._sorted, prefix):bisect.bisect_left(self._sorted, prefix[:-1] + "0")]
 
     def read(self, path: str) -> bytes | None:
         found = self._cache.get(path)  # a document's schema, asked for once per document read

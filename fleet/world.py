@@ -858,12 +858,21 @@ class View:
                 sort: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
                 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """:meth:`rows` put in ``order`` by ``sort``, and each id's place in it: sorted
-        once a view, for every section (and every agent) that lists the collection so."""
+        once a view, for every section (and every agent) that lists the collection so.
+        Rows of the field index kept in that order go through the sort in one pass;
+        if the sort moved any, the index is in doubt (:class:`Doubt`)."""
         docs = self.rows(collection, fields)
-        key = (collection, order, docs is self._stubs.get(collection))
+        stubs = docs is self._stubs.get(collection)
+        key = (collection, order, stubs)
         found = self._ordered.get(key)
         if found is None:
-            ordered = sort(list(docs.values()))
+            listed = list(docs.values())
+            ordered = sort(listed)
+            if stubs and self.index is not None and self.index.orders.get(collection) == order \
+                    and any(a is not b for a, b in zip(ordered, listed, strict=True)):
+                # the rows said to be in this order (fleet.fieldindex) are not: sorted, they moved
+                self.drop_index(f"{collection}.json: its rows are not in the order describes.json says")
+                raise Doubt(self.doubt)
             found = self._ordered[key] = (ordered, {d["id"]: i for i, d in enumerate(ordered)})
         return found
 
@@ -872,6 +881,17 @@ class View:
         files = self._files(collection)
         paths = [files[i] for i in ids if (collection, i) not in self._one and i in files]
         if len(paths) > 1 and not self.full:
+            self.snap.read_many(paths)
+
+    def read_ahead_many(self, ids: dict[str, list[str]]) -> None:
+        """:meth:`read_ahead` of several collections' documents, in one request."""
+        if self.full:
+            return
+        paths = []
+        for collection, wanted in ids.items():
+            files = self._files(collection)
+            paths += [files[i] for i in wanted if (collection, i) not in self._one and i in files]
+        if paths:
             self.snap.read_many(paths)
 
     def drop_index(self, why: str) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import fleet_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_view import Counting, example_files, prompts
 
 from fleet import canonical, fieldindex, world
@@ -54,8 +56,9 @@ def _world(tmp_path: Path, posts: int = 0, comments: int = 0) -> tuple[Git, str,
         files[cfg.collections["comments"].doc_path(doc["id"])] = canonical.dumps(doc)
     main = git.write_commit(None, "a world\n", files, [])
     snap = GitSnapshot(git, main)
-    fields = fieldindex.fields_of(world.load(snap.config, snap.read).prompt, snap.config)
-    return git, main, fieldindex.build(git, main, snap.config, fields, None)
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    return git, main, fieldindex.build(git, main, snap.config, fields, None, orders)
 
 
 def _files(git: Git, commit: str) -> dict[str, bytes]:
@@ -89,6 +92,14 @@ def _newest_last(files: dict[str, bytes]) -> None:
 def _swap(files: dict[str, bytes]) -> None:
     rows = _rows(files, "posts.json")
     rows["rows"][0], rows["rows"][1] = rows["rows"][1], rows["rows"][0]
+    _put(files, "posts.json", rows)
+
+
+def _id_order(files: dict[str, bytes]) -> None:
+    """describes.json says the posts' rows are newest first; they are in id order (format 1's)."""
+    assert _rows(files, "describes.json")["orders"]["posts"] == ["-tick", "id"]
+    rows = _rows(files, "posts.json")
+    rows["rows"].sort(key=lambda r: r[0])
     _put(files, "posts.json", rows)
 
 
@@ -129,12 +140,19 @@ GARBLED: dict[str, Callable[[dict[str, bytes]], None]] = {
     "describes.json has a key more": lambda f: f.__setitem__(
         "describes.json", canonical.dumps({**_rows(f, "describes.json"), "more": 1})),
     "describes.json of another format": lambda f: f.__setitem__(
-        "describes.json", canonical.dumps({**_rows(f, "describes.json"), "format": 2})),
+        "describes.json", canonical.dumps({**_rows(f, "describes.json"), "format": 1})),
+    "an order of a field it does not hold": lambda f: f.__setitem__(
+        "describes.json", canonical.dumps({**_rows(f, "describes.json"),
+                                           "orders": {**_rows(f, "describes.json")["orders"], "posts": ["-score"]}})),
+    "an order that is not a list of keys": lambda f: f.__setitem__(
+        "describes.json", canonical.dumps({**_rows(f, "describes.json"),
+                                           "orders": {**_rows(f, "describes.json")["orders"], "posts": "-tick"}})),
+    "rows in id order where another is said": _id_order,
     "no describes.json": lambda f: f.pop("describes.json"),
     "fields that differ from the rows'": _fields_differ,
     "a collection's rows missing": _no_rows_file,
     "rows not in canonical form": _spaced,
-    "rows not in id order": _swap,
+    "rows not in the order said": _swap,
     "a row too few": _drop_row,
     "two rows of one id": _duplicate_id,
     "a value that is an object": _object_value,
@@ -179,8 +197,10 @@ def test_a_value_the_rows_cannot_hold_leaves_its_collection_to_the_full_read(tmp
     doc = json.loads(git.show(main, path) or b"")
     for value in ("x[0001", {"an": "object"}):
         later = git.write_commit(main, "a person's commit\n", {path: canonical.dumps({**doc, "post": value})}, [])
-        fields = fieldindex.fields_of(world.load(snap.config, snap.read).prompt, snap.config)
-        found, why = fieldindex.open_index(git, fieldindex.build(git, later, snap.config, fields, index), later)
+        spec = world.load(snap.config, snap.read).prompt
+        found, why = fieldindex.open_index(git, fieldindex.build(
+            git, later, snap.config, fieldindex.fields_of(spec, snap.config), index,
+            fieldindex.orders_of(spec, snap.config)), later)
         assert found is not None and set(found.fields) == {"posts", "follows"}, why  # comments: read in full
 
 
@@ -280,8 +300,68 @@ def test_each_merge_publishes_the_index_of_its_main_and_the_next_workers_read_it
         found, why = fieldindex.open_index(origin, index, main)
         assert found is not None and set(found.fields) == {"posts", "comments", "follows"}, why
         snap = GitSnapshot(origin, main)
-        fields = fieldindex.fields_of(world.load(snap.config, snap.read).prompt, snap.config)
+        spec = world.load(snap.config, snap.read).prompt
+        fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
         # the one the merge came to from the index before is the one every document gives
-        assert origin.commit_tree(index) == origin.commit_tree(fieldindex.build(origin, main, snap.config, fields, None))
+        assert origin.commit_tree(index) == origin.commit_tree(
+            fieldindex.build(origin, main, snap.config, fields, None, orders))
     # before the first merge there was none; after each, the workers read the one of their main
     assert seen == ["not read: no refs/fleet/index/main"] * 2 + ["read"] * 4
+
+
+def test_rows_kept_in_id_order_are_read_only_in_id_order() -> None:
+    """A collection with no order said (its sections filter, or list by id) keeps its rows
+    in id order, and rows out of it, or two of one id, are a doubt."""
+    fields = ("author",)
+    good = fieldindex.rows_blob(fields, {"b": ["ada"], "a": ["basil"]})
+    assert list(fieldindex.parse_rows(good, fields, "posts")) == ["a", "b"]
+    swapped = canonical.dumps_line({"fields": ["author"], "rows": [["b", "ada"], ["a", "basil"]]})
+    with pytest.raises(fieldindex.Doubt, match="in id order"):
+        fieldindex.parse_rows(swapped, fields, "posts")
+    assert list(fieldindex.parse_rows(swapped, fields, "posts", in_id_order=False)) == ["b", "a"]
+    twice = canonical.dumps_line({"fields": ["author"], "rows": [["a", "ada"], ["a", "basil"]]})
+    for in_id_order in (True, False):
+        with pytest.raises(fieldindex.Doubt, match="two rows of one id"):
+            fieldindex.parse_rows(twice, fields, "posts", in_id_order=in_id_order)
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False),
+                    st.sampled_from(["", "a", "b", "ab"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["x", "y", "z", "xy", "q1", "q2"]), st.tuples(_values, _values), max_size=6),
+       st.lists(st.sampled_from(["k", "-k", "m", "-m", "id", "-id"]), min_size=1, max_size=3, unique_by=lambda k: k.lstrip("-")),
+       st.randoms())
+def test_the_merge_keeps_rows_in_the_order_a_prompt_sorts_them(rows: dict[str, tuple[Any, Any]], order: list[str],
+                                                              rnd: Any) -> None:
+    """The rows file's order (one sort on a key made of the row, from rows in any
+    order) is the order a worker's sort of the rows gives (fleet.prompt.sort_documents)."""
+    from fleet.prompt import sort_documents
+
+    fields = ("k", "m")
+    items = list(rows.items())
+    rnd.shuffle(items)
+    blob = fieldindex.rows_blob(fields, {i: list(v) for i, v in items}, tuple(order))
+    stubs = list(fieldindex.parse_rows(blob, fields, "c", in_id_order=False).values())
+    assert [d["id"] for d in sort_documents(stubs, tuple(order))] == [d["id"] for d in stubs]
+    assert blob == fieldindex.rows_blob(fields, {i: list(v) for i, v in sorted(items)}, tuple(order))
+
+
+def test_the_merge_builds_the_index_from_the_one_before_and_what_changed(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the index before: one diff and the changed documents, no listing of any
+    collection, and the same index as from every document."""
+    git, main, index = _world(tmp_path, posts=20, comments=40)
+    snap = GitSnapshot(git, main)
+    path = snap.config.collections["posts"].doc_path("x0003")
+    doc = json.loads(git.show(main, path) or b"")
+    later = git.write_commit(main, "a tick\n", {path: canonical.dumps({**doc, "tick": 99})}, [])
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    full = fieldindex.build(git, later, snap.config, fields, None, orders)
+    listed = []
+    monkeypatch.setattr(Git, "ls_tree", lambda self, *a, **k: listed.append(a) or {})
+    assert git.commit_tree(fieldindex.build(git, later, snap.config, fields, index, orders)) == git.commit_tree(full)
+    assert listed == []
+    assert json.loads(git.show(full, "posts.json") or b"")["rows"][0][0] == "x0003"  # newest first: kept in order

@@ -24,7 +24,7 @@ from fleet import canonical, fieldindex, world
 from fleet.config import parse as parse_config
 from fleet.errors import FleetError
 from fleet.git import Git
-from fleet.prompt import PromptBuilder, _ordered
+from fleet.prompt import PromptBuilder, _ordered, sort_documents
 from fleet.providers.offline import OfflineProvider
 from fleet.state import GitSnapshot, MemorySnapshot, Snapshot
 from fleet.streams import run_turns
@@ -176,14 +176,15 @@ def test_a_view_with_the_field_index_gives_the_prompts_and_deltas_of_a_full_read
         _git(repo, "init", "-q", "-b", "main")
     git = Git(repo)
     cfg = parse_config(files["state/config.json"])
-    fields = fieldindex.fields_of(world.load(cfg, MemorySnapshot(files).read).prompt, cfg)
+    spec = world.load(cfg, MemorySnapshot(files).read).prompt
+    fields, orders = fieldindex.fields_of(spec, cfg), fieldindex.orders_of(spec, cfg)
     before = git.write_commit(None, "a world\n", files, [])
-    old = fieldindex.build(git, before, cfg, fields, None)
+    old = fieldindex.build(git, before, cfg, fields, None, orders)
     writes, deletes = data.draw(a_tick(files))
     after = git.write_commit(before, "a tick\n", writes, deletes)
     # from the index before and what changed, or from every document: the same index
-    index = fieldindex.build(git, after, cfg, fields, old)
-    assert git.commit_tree(index) == git.commit_tree(fieldindex.build(git, after, cfg, fields, None))
+    index = fieldindex.build(git, after, cfg, fields, old, orders)
+    assert git.commit_tree(index) == git.commit_tree(fieldindex.build(git, after, cfg, fields, None, orders))
     found, why = fieldindex.open_index(git, index, after)
     assert found is not None and set(found.fields) == set(fields), why
     snap = GitSnapshot(git, after)
@@ -191,7 +192,7 @@ def test_a_view_with_the_field_index_gives_the_prompts_and_deltas_of_a_full_read
     full = prompts(snap, View(snap, tick=tick, full=True), context)
     view = View(snap, tick=tick, index=found)
     assert canonical.dumps(prompts(snap, view, context)) == canonical.dumps(full)
-    assert view.index is found and not view.doubt  # it was true: it never came into doubt
+    assert view.index is found and not view.doubt  # it was true: it never came into doubt (its rows' order too)
     assert turns(snap, View(snap, tick=tick, index=found), seed) == turns(snap, View(snap, tick=tick, full=True), seed)
 
 
@@ -223,6 +224,21 @@ items = st.lists(st.fixed_dictionaries({}, optional={"id": st.one_of(st.sampled_
 @given(items, st.lists(st.sampled_from(["k", "-k", "m", "-m", "n", "-n", "id", "-id"]), max_size=3))
 def test_a_sections_order_is_the_order_of_one_sort_per_key(found: list[dict[str, Any]], order: list[str]) -> None:
     assert [id(i) for i in _ordered(found, tuple(order))] == [id(i) for i in _ordered_by_sorts(found, tuple(order))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(items, st.lists(st.sampled_from(["k", "-k", "m", "-m", "n", "-n", "id", "-id"]), max_size=3), st.randoms())
+def test_documents_of_one_collection_sort_alike_whatever_order_they_come_in(
+        found: list[dict[str, Any]], order: list[str], rnd: Any) -> None:
+    """sort_documents (rows of the field index, kept in their order) skips the sort by
+    id first when the ids are unique text and the order has id among its keys: the
+    order it gives is the one a section gives, from any order the documents come in."""
+    docs = list({str(d.get("id")): {**d, "id": str(d.get("id"))} for d in found}.values())  # one collection's: unique
+    shuffled = docs[:]
+    rnd.shuffle(shuffled)
+    want = [id(i) for i in _ordered(docs, tuple(order))]
+    assert [id(i) for i in sort_documents(shuffled, tuple(order))] == want
+    assert [id(i) for i in sort_documents(sort_documents(docs, tuple(order)), tuple(order))] == want
 
 
 # -- on real git: what a lazy view leaves unread -------------------------------------------------------
@@ -322,3 +338,16 @@ def test_cat_file_reads_many_blobs_through_one_process_and_names_a_missing_one(t
         assert reader.read(shas[-2:]) == {s: got[s] for s in shas[-2:]}  # a new process after the error
     finally:
         reader.close()
+
+
+_names = st.text(alphabet="ab-./0_~é", min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.lists(_names, min_size=1, max_size=3).map("/".join)), st.lists(_names, min_size=1, max_size=2).map("/".join))
+def test_a_snapshots_folder_by_bisection_is_the_folder_by_scan(paths: set[str], folder: str) -> None:
+    """GitSnapshot.under (paths sorted once, then bisected) gives what a scan of every path gives."""
+    snap = GitSnapshot.__new__(GitSnapshot)
+    snap._entries = {p: "0" * 40 for p in paths}
+    for f in (folder, folder + "/", *sorted(paths)[:3]):
+        assert snap.under(f) == Snapshot.under(snap, f)

@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_messages, tick_tasks
-from fleet import world as world_mod
 from fleet.cli import MAX_COUNT, check_output, dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
@@ -274,15 +273,8 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
 
 def _field_index(repo: FleetRepo, base: GitSnapshot, commit: str) -> tuple[str, str | None] | None:
     """(the field index of main ``commit``, the index it replaces) for publish to push
-    with main (fleet.fieldindex), built from the one before where it can be; None
-    when the world's prompt cannot be read, and workers then read main itself."""
-    try:
-        world_mod.warm(base)
-        spec = world_mod.load(base.config, base.read).prompt
-    except FleetError:
-        return None
-    old = repo.git.rev_parse(repo.index_ref)
-    return fieldindex.build(repo.git, commit, base.config, fieldindex.fields_of(spec, base.config), old), old
+    with main (fleet.fieldindex.for_publish)."""
+    return fieldindex.for_publish(repo.git, base, commit, repo.index_ref)
 
 
 def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | None:

@@ -82,6 +82,27 @@ def work(
 ) -> WorkReport:
     if not 1 <= worker <= workers:
         raise UsageError(f"--worker {worker}: must be between 1 and --workers ({workers})")
+    # the cycle collector off, as for the merge: a worker reads tens of thousands of rows of
+    # the field index, sorts and groups them and keeps them until it is done; its passes over
+    # them cost a tenth of a worker at bigworld's size and free nothing
+    with canonical.no_gc():
+        return _work(path, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider, outbox=outbox,
+                     concurrency=concurrency, timeout=timeout, only_agents=only_agents)
+
+
+def _work(
+    path: Path,
+    *,
+    worker: int,
+    workers: int,
+    tick: int | None,
+    remote: str | None,
+    provider: str | None,
+    outbox: Path | None,
+    concurrency: int | None,
+    timeout: float | None,
+    only_agents: list[str] | None,
+) -> WorkReport:
     started = time.monotonic()
     root = toplevel(path)
     url = remote_url(Git(root), remote)
@@ -90,11 +111,11 @@ def work(
         main, delivered = ws.fetch(url)
         faults.point("work.after-fetch")
         snap = GitSnapshot(ws.cache, main)
+        world_mod.warm(snap)  # the clock, config, schemas and declarations: one git process for them all
         nxt = snap.tick + 1
         if tick is not None and tick != nxt:
             raise FleetError(f"main is at tick {snap.tick}: a worker works only the next tick ({nxt}), not {tick}")
         cfg = snap.config
-        world_mod.warm(snap)
         world = world_mod.load(cfg, snap.read)  # a world that cannot run is refused before any turn
         agents = agents_of(roster(cfg.agents, only_agents), workers, name)
         branch = worker_branch(nxt, name)

@@ -57,6 +57,8 @@ def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[s
     base, decided = resolve.apply(base, list(outside))
     cfg = base.config
     tick = base.tick + 1
+    # every schema a document's check may need, in one request (not one git process a collection)
+    base.read_many(sorted({f"schemas/{c.schema}" for c in cfg.collections.values()}))
     found = triage(base, arrivals, tick)
     candidates, quarantined = found.candidates, found.quarantined
 

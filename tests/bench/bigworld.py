@@ -22,15 +22,20 @@ measures fleet against a floor in the same run:
 - ``bigworld-tick``: a whole tick of the world's 138 agents, coalesced as on
   Actions: ``TICK_WORKERS`` ``fleet work --outbox`` processes, then ``fleet
   merge --inbox``, each a process of its own in one runner with warm caches
-  (a tick runs first to warm them and is not counted). The floor moves the
-  same bytes with raw git (scale's ``tick_floor``): each worker a ``git
-  fetch`` and its delta files written, then the merge's floor: fetch, reset,
-  every delta parsed with orjson, the merged state files written, ``git
-  add``, ``git commit`` and one push.
+  (a tick runs first to warm them and is not counted), each timed from its
+  start to its end (the small process that measures its memory is not). The
+  floor moves the same bytes with raw git (scale's ``tick_floor``): each
+  worker a ``git fetch`` and its delta files written, then the merge's floor:
+  fetch, reset, every delta parsed with orjson, the merged state files
+  written, ``git add``, ``git commit`` and one push.
 - ``bigworld-memory-worker`` and ``bigworld-memory-merge``: the peak resident
   memory (``ru_maxrss`` from ``wait4``, the process and the git it ran) of the
   largest worker and of the merge in those ticks, against a fresh process
   that reads and parses every document of the world into memory (orjson).
+
+fleet's modules are byte-compiled first, as an installed package is (as
+claim does: this machine sets PYTHONDONTWRITEBYTECODE, which would make every
+fleet process compile fleet from source and measure the compiler).
 
 ``--small`` builds a tenth of the world.
 """
@@ -165,8 +170,10 @@ def build(root: Path, scale: float) -> tuple[Path, int]:
     g.run("reset", "--quiet", "--hard", "main")
     # and the field index of that main beside it, as a merge publishes it with main (fleet.fieldindex)
     snap = GitSnapshot(g, commit)
-    fields = fieldindex.fields_of(load_world(snap.config, snap.read).prompt, snap.config)
-    g.run("update-ref", f"refs/heads/{fieldindex.BRANCH}", fieldindex.build(g, commit, snap.config, fields, None))
+    spec = load_world(snap.config, snap.read).prompt
+    index = fieldindex.build(g, commit, snap.config, fieldindex.fields_of(spec, snap.config), None,
+                             fieldindex.orders_of(spec, snap.config))
+    g.run("update-ref", f"refs/heads/{fieldindex.BRANCH}", index)
     files = int(g.text("ls-tree", "-r", "--name-only", "main", "state").count("\n")) + 1
     return repo, files
 
@@ -193,19 +200,24 @@ def _received(gitdir: Path, skip: set[str]) -> int:
 # A child's peak memory counts the memory of the process that forked it (the page
 # tables a fork copies, the address space a vfork shares) until it runs exec: a small
 # process in between starts the measured one, so the bench's own memory is not in it.
+# It also times the measured process, from its start to its end: the small process's
+# own start is the bench's cost, not fleet's (the floor's git runs with none).
 PEAK = r"""
-import os, subprocess, sys
+import os, subprocess, sys, time
+t = time.perf_counter()
 p = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(p.pid, 0)
+t = time.perf_counter() - t
 with open(sys.argv[1], "w") as f:
-    f.write(str(usage.ru_maxrss))
+    f.write(f"{usage.ru_maxrss} {t}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def _peak(sw: Stopwatch, args: list[str], cwd: Path) -> tuple[str, int]:
+def _peak(sw: Stopwatch, args: list[str], cwd: Path) -> tuple[str, int, float]:
     """Run a process timed by ``sw``; (its output, its peak resident memory in KB:
-    ``ru_maxrss`` from ``wait4``, the process and the children it waited for)."""
+    ``ru_maxrss`` from ``wait4``, the process and the children it waited for, and
+    its wall time in seconds, without the process that measured it)."""
     with tempfile.TemporaryDirectory() as d:
         peak = Path(d) / "peak"
         with sw:
@@ -213,7 +225,8 @@ def _peak(sw: Stopwatch, args: list[str], cwd: Path) -> tuple[str, int]:
                                text=True)
         if p.returncode:
             raise SystemExit(f"bigworld: {' '.join(args[:5])} exited {p.returncode}: {p.stderr[-2000:]}")
-        return p.stdout, int(peak.read_text())
+        rss, seconds = peak.read_text().split()
+        return p.stdout, int(rss), float(seconds)
 
 
 def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str, Any]]:
@@ -235,28 +248,29 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
     worker_peak = merge_peak = 0
     for n in range(repeat + 1):  # the first tick warms the runner's caches and is not counted
         outbox = tmp / f"tick-outbox{n}"
-        whole, merging = Stopwatch(), Stopwatch()
-        peaks = []
-        with whole:
-            for i in range(1, TICK_WORKERS + 1):
-                peaks.append(_peak(Stopwatch(), fleet + ["work", "--worker", str(i), "--workers", str(TICK_WORKERS),
-                                                         "--remote", ours_url, "--provider", "offline",
-                                                         "--outbox", str(outbox), "--json"], runner)[1])
-            out, merged_peak = _peak(merging, fleet + ["merge", "-C", str(merger), "--remote", ours_url,
-                                                       "--inbox", str(outbox), "--json"], runner)
+        peaks, seconds = [], []
+        for i in range(1, TICK_WORKERS + 1):
+            _, rss, took = _peak(Stopwatch(), fleet + ["work", "--worker", str(i), "--workers", str(TICK_WORKERS),
+                                                     "--remote", ours_url, "--provider", "offline",
+                                                     "--outbox", str(outbox), "--json"], runner)
+            peaks.append(rss)
+            seconds.append(took)
+        out, merged_peak, merge_took = _peak(Stopwatch(), fleet + ["merge", "-C", str(merger), "--remote", ours_url,
+                                                                  "--inbox", str(outbox), "--json"], runner)
+        whole = sum(seconds) + merge_took  # the processes' own times, one after another as they ran
         report = json.loads(out)
         deltas, state = merged_files(runner, report["commit"], report["tick"])
         f = tick_floor(clones, floor_merger, floor_url, report["tick"], tmp / f"tick-floor-outbox{n}", deltas, state)
-        log(f"tick {report['tick']}: ours {whole.times[0]:.1f}s (merge {merging.times[0]:.1f}s, {report['applied']} "
+        log(f"tick {report['tick']}: ours {whole:.1f}s (merge {merge_took:.1f}s, {report['applied']} "
             f"deltas, peaks: workers {max(peaks) // 1024} MB, merge {merged_peak // 1024} MB); floor {f['tick']:.1f}s "
             f"(merge {f['merge']:.1f}s)" + ("" if n else " (warm-up)"))
         if n:
-            ticks.append(whole.times[0])
-            merges.append(merging.times[0])
+            ticks.append(whole)
+            merges.append(merge_took)
             floors.append(f["tick"])
             floor_merges.append(f["merge"])
             worker_peak, merge_peak = max(worker_peak, *peaks), max(merge_peak, merged_peak)
-    _, read_peak = _peak(Stopwatch(), [sys.executable, "-c", READ_FLOOR, str(runner)], runner)
+    _, read_peak, _ = _peak(Stopwatch(), [sys.executable, "-c", READ_FLOOR, str(runner)], runner)
     size = {"agents": len(json.loads((repo / "state" / "config.json").read_bytes())["agents"]), "workers": TICK_WORKERS,
             "deltas": report["applied"], "mode": "coalesced", "transport": "git daemon on 127.0.0.1"}
     return [
@@ -270,6 +284,11 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import compileall
+
+    import fleet
+
+    compileall.compile_dir(str(Path(fleet.__file__).parent), quiet=1)
     scale = 0.1 if args.small else 1.0
     repeat = args.repeat
     out: list[dict[str, Any]] = []

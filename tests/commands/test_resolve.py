@@ -252,3 +252,47 @@ def test_the_same_decision_twice_before_the_merge_commits_nothing_and_says_so(fl
     assert json.loads(run(fleet, "resolve", c["id"], *args, "--json").stdout)["already"] is True
     run(fleet, "merge")
     assert title(fleet) == ("Same thought" if args[0] == "--value" else c["base"])
+
+
+@pytest.mark.parametrize("where", ["remote", "local"])
+def test_resolve_publishes_the_field_index_of_the_main_it_makes(origin_fleet: tuple[Fleet, Path], where: str) -> None:
+    """fleet resolve moves main: the field index of that main goes with it, in the
+    same atomic push (or ref transaction) as the merge's, so the next workers read
+    it instead of falling back to every document."""
+    from conftest import fleet_cli
+
+    from fleet import fieldindex, world
+    from fleet.state import GitSnapshot
+
+    fleet, bare = origin_fleet
+    if where == "local":  # no remote: main and the index are refs of this repository
+        subprocess.run(["git", "remote", "remove", "origin"], cwd=fleet.path, check=True)
+        holder = fleet.git
+        push = fleet.push
+    else:
+        holder = Git(bare)
+
+        def push(*bodies: dict[str, Any]) -> None:
+            push_to(fleet, holder, *bodies)
+    push(*[fleet.delta("ada", Op("set", "posts", "ada-1", TITLE, v), worker=f"w{i}") for i, v in enumerate(("A", "B"))])
+    [cid] = json.loads(run(fleet, "merge", "--json").stdout)["held"]
+    before = holder.rev_parse(f"refs/heads/{fieldindex.BRANCH}")
+    assert before is not None  # the merge published one
+    out = json.loads(run(fleet, "resolve", cid, "--value", '"Decided"', "--json").stdout)
+    main = holder.rev_parse("refs/heads/main")
+    assert main == out["commit"]
+    index = holder.rev_parse(f"refs/heads/{fieldindex.BRANCH}")
+    assert index is not None and index != before
+    found, why = fieldindex.open_index(holder, index, main)
+    assert found is not None, why
+    snap = GitSnapshot(holder, main)
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    assert holder.commit_tree(index) == holder.commit_tree(
+        fieldindex.build(holder, main, snap.config, fields, None, orders))
+    # and the next worker reads it
+    url = str(bare) if where == "remote" else str(fleet.path)
+    p = fleet_cli(fleet.path, "work", "--worker", "1", "--workers", "2", "--remote", url, "--provider", "offline",
+                  "--outbox", str(fleet.path.parent / "outbox"), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["index"] == "read"
