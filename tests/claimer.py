@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 GAVE_UP = "gave up after"  # fleet's words when a change lost every race for its patience (120 s)
-# git's words when the remote did not answer at all (git daemon on a loaded machine drops a
-# connection now and then): nothing was changed, and the same step is tried again, as an agent would
+# git's and fleet's words when the remote did not answer at all: nothing was changed, and the
+# same step is tried again, as an agent would (the test counts these: none is expected)
 NO_ANSWER = ("Could not read from remote repository", "Connection reset by peer", "the remote did not answer within")
 
 
