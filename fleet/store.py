@@ -442,7 +442,7 @@ class BranchStore:
         if result.outcome == "lost":
             return False
         if (main is not None or branch_at is not None) and "--atomic" in result.reason and len(moves) == 1:
-            # a server without atomic pushes: fetch instead (a fetched round pushes no lease)
+            # a server without atomic pushes: fetch instead; the rounds after a fetched one lease nothing
             return False
         raise FleetError(f"push of {self.branch} to {remote} refused: {result.reason} "
                          f"(the {self.what} needs {self.branch} writable; see the README on branch protection)")
