@@ -28,9 +28,39 @@ FLEET_IDENT = ("fleet", "fleet@localhost")
 _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX")
 
 
+# git commands that talk to a remote. git bounds none of them on git:// or ssh: a server that
+# accepted the connection and never answers (a git daemon whose log nobody reads blocks
+# writing it, a half-open connection) keeps the client waiting for ever, and with it a
+# claimer, a holder's complete or the watchdog. So each runs under a bound.
+NETWORK = frozenset({"fetch", "ls-remote", "push", "clone", "pull"})
+DEFAULT_NETWORK_TIMEOUT = 600.0  # seconds; FLEET_GIT_TIMEOUT overrides it (0: no bound)
+
+
+def network_timeout() -> float | None:
+    """The bound, in seconds, on one git command that talks to a remote (None: none)."""
+    raw = os.environ.get("FLEET_GIT_TIMEOUT", "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_NETWORK_TIMEOUT
+    except ValueError:
+        raise FleetError(f"FLEET_GIT_TIMEOUT={raw[:40]!r}: expected a number of seconds (0: no bound)") from None
+    return seconds if seconds > 0 else None
+
+
+def no_answer(seconds: float) -> str:
+    """git's words for a remote that did not answer in time, as fleet says them."""
+    return (f"fatal: the remote did not answer within {seconds:g} s (stopped; FLEET_GIT_TIMEOUT sets the bound)")
+
+
+def _verb(args: Sequence[str]) -> str:
+    return next((a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")), "")
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _STRIP}
     env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_CONFIG_NOSYSTEM="1")
+    # over http(s), a transfer that moves under 1 KB/s for a minute is stopped by git itself
+    env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
+    env.setdefault("GIT_HTTP_LOW_SPEED_TIME", "60")
     return env
 
 
@@ -69,14 +99,22 @@ class Git:
     def proc(self, *args: str, input: bytes | None = None, spill: bool = False) -> subprocess.CompletedProcess[bytes]:
         """Run git; the caller reads the return code. With ``spill``, git writes
         its output to a temporary file that is read in one go: tens of megabytes
-        through a pipe cost Python a third of a second of wake-ups and copies."""
-        if not spill:
-            return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=_env())
-        with tempfile.TemporaryFile() as out:
-            p = subprocess.run(["git", *args], cwd=self.path, input=input, stdout=out, stderr=subprocess.PIPE,
-                               env=_env())
-            out.seek(0)
-            return subprocess.CompletedProcess(p.args, p.returncode, out.read(), p.stderr)
+        through a pipe cost Python a third of a second of wake-ups and copies.
+        A command that talks to a remote (``NETWORK``) is stopped after
+        ``network_timeout()``: it then fails (exit 128) with fleet's words for it."""
+        timeout = network_timeout() if _verb(args) in NETWORK else None
+        try:
+            if not spill:
+                return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=_env(),
+                                      timeout=timeout)
+            with tempfile.TemporaryFile() as out:
+                p = subprocess.run(["git", *args], cwd=self.path, input=input, stdout=out, stderr=subprocess.PIPE,
+                                   env=_env(), timeout=timeout)
+                out.seek(0)
+                return subprocess.CompletedProcess(p.args, p.returncode, out.read(), p.stderr)
+        except subprocess.TimeoutExpired:  # (subprocess.run has killed git and waited for it)
+            assert timeout is not None
+            return subprocess.CompletedProcess(["git", *args], 128, b"", no_answer(timeout).encode() + b"\n")
 
     def run(self, *args: str, input: bytes | None = None, spill: bool = False) -> bytes:
         p = self.proc(*args, input=input, spill=spill)
@@ -85,8 +123,7 @@ class Git:
             # git's useful line is often the first ("fatal: ..."), the last only adds advice
             fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
             detail = "; ".join(fatal[:2] or lines[-2:]) or f"exit {p.returncode}"
-            verb = next((a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")), "")
-            raise FleetError(f"git {verb} failed in {self.path}: {detail}")
+            raise FleetError(f"git {_verb(args)} failed in {self.path}: {detail}")
         return p.stdout
 
     def text(self, *args: str) -> str:
@@ -336,14 +373,20 @@ class Git:
     def fetch_refs(self, remote: str, *refspecs: str, prune: bool = False) -> str | None:
         """Fetch into fleet's own tracking refs only (``--refmap=``); None on
         success, else git's stderr. A fetch that loses a ref lock to another
-        fleet process in this clone is a race, retried, not an error."""
+        fleet process in this clone is a race, retried, not an error; so,
+        once, is a fetch the remote did not answer in time (a fetch changes
+        nothing there, so trying again is safe)."""
         refuse_option_like(remote, "a remote")
         args = ["fetch", "--quiet", "--no-tags", "--refmap=", *(["--prune"] if prune else []), remote, *refspecs]
+        unanswered = 0
         for attempt in range(20):
             p = self.proc(*args)
             if p.returncode == 0:
                 return None
             err = p.stderr.decode(errors="replace") or f"exit {p.returncode}"
+            if "the remote did not answer within" in err and unanswered == 0:
+                unanswered += 1
+                continue
             if "cannot lock ref" not in err and "unable to update local ref" not in err:
                 return err
             time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
@@ -445,7 +488,14 @@ class Git:
                                 stderr=subprocess.PIPE, env=_env())
         if while_running is not None:
             while_running()
-        out, err = push.communicate()
+        timeout = network_timeout()
+        try:
+            out, err = push.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            push.kill()
+            push.communicate()
+            assert timeout is not None
+            return self._unanswered(remote, updates, timeout)
         if push.returncode == 0:
             # "=": the remote had the ref at our new value already, whatever the lease said (git
             # checks no lease for a ref it need not move). Another writer made the same commit
@@ -462,6 +512,22 @@ class Git:
         if _lost_race(text, lambda: self._moved(remote, updates)):
             return PushResult("lost", reason)
         return PushResult("refused", reason)
+
+    def _unanswered(self, remote: str, updates: Sequence[RefUpdate], timeout: float) -> PushResult:
+        """What a push the remote did not answer in time came to, asked of the remote
+        (one ``ls-remote``, under the same bound): won if every ref is at its new
+        value; else lost, so that the caller fetches and decides again. (A push the
+        remote applies only later is one a compare-and-swap that follows loses to,
+        as it would a push of a writer killed mid-push.) Refused if the remote does
+        not answer that either: nobody can say, and the caller says so."""
+        p = self.proc("ls-remote", remote, *(u.ref for u in updates))
+        if p.returncode:
+            return PushResult("refused", f"{no_answer(timeout)}; whether the push landed is unknown until "
+                                         "the remote answers a fetch")
+        tips = {name: sha for sha, _, name in (line.partition("\t") for line in p.stdout.decode().splitlines())}
+        if all(tips.get(u.ref) == u.new for u in updates):
+            return PushResult("won")
+        return PushResult("lost", no_answer(timeout))
 
     def _moved(self, remote: str, updates: Sequence[RefUpdate]) -> bool:
         """Whether any of the refs is no longer where the push expected it (one round trip)."""

@@ -177,8 +177,10 @@ class BranchStore:
     # Cleanup: a branch change deletes the claim refs of the records it leaves for good
     # (the task queue: done, or failed for good) whose claims the branch holds, in the
     # same atomic push, compare-and-swap on the value read. A writer whose view is older
-    # could then create that ref again from "no ref" and land: so a claim that created its
-    # ref is checked after it lands (``_created_hold``). If the branch is still the tip the
+    # could then create that ref again from "no ref" and land: so a claim that creates its
+    # ref leases the branch at the tip it decided on in its own push (the push lands only if
+    # no change, cleanup or other, came between), or, in the rounds after a fetched one that
+    # lost so, is checked after it lands (``_created_hold``). If the branch is still the tip the
     # claim was decided on, no cleanup came between; else the branch's record as it is now
     # must still be below the claim (``claim_above``). A claim that fails the check is taken
     # back (its ref deleted, compare-and-swap on the claim itself) and decided again, never
@@ -404,13 +406,14 @@ class BranchStore:
         return self.claims_seen + ref[len(claims):] if ref.startswith(claims) else self.ref
 
     def publish(self, new: str | None, old: str | None, *, main: str | None = None,
-                claims: Sequence[RefUpdate] = ()) -> bool:
+                claims: Sequence[RefUpdate] = (), branch_at: str | None = None) -> bool:
         """Move the branch from ``old`` to ``new`` (None: leave it) and the claim
         refs ``claims`` from their old values to their new ones, all or none, if
         nobody moved any of them meanwhile (and drop this process's scratch ref in
         the same ref update). With ``main``, only if the remote's main is still
         that commit too: an atomic push whose lease on main moves nothing (git
-        sends no update for it)."""
+        sends no update for it). ``branch_at`` (with ``new`` None, on a remote): only
+        if the branch is still that commit too, leased in the same way."""
         remote = self.repo.remote
         scratch = f"delete {self.git.scratch_ref()}\n"
         moves = [RefUpdate(f"refs/heads/{self.branch}", new, old)] if new is not None else []
@@ -425,6 +428,8 @@ class BranchStore:
         updates = list(moves)
         if main is not None:
             updates.append(RefUpdate("refs/heads/main", main, main))
+        if branch_at is not None and new is None:
+            updates.append(RefUpdate(f"refs/heads/{self.branch}", branch_at, branch_at))
         result = self.git.push(remote, updates, atomic=len(updates) > 1,
                                while_running=lambda: faults.point(f"{self.fault}.during-push"))
         if result.outcome == "won":
@@ -435,7 +440,8 @@ class BranchStore:
             return True
         if result.outcome == "lost":
             return False
-        if main is not None and "--atomic" in result.reason and len(moves) == 1:  # a server without atomic pushes: fetch instead
+        if (main is not None or branch_at is not None) and "--atomic" in result.reason and len(moves) == 1:
+            # a server without atomic pushes: fetch instead; the rounds after a fetched one lease nothing
             return False
         hint = (f" (the {self.what} needs {self.branch} writable; see the README on branch protection)"
                 if refused_by_rule(result.reason) else "")
@@ -648,6 +654,7 @@ class BranchStore:
         lost = 0  # races lost to other writers, for the backoff
         attempts = 0
         mark: tuple[str, str | None, float] | None = None  # this change's waiting mark on the remote
+        lease_branch = bool(remote)  # a claim creating its ref leases the branch in its push (see below)
         why = "kept moving (too many writers at once)"
         try:
             while attempts < MAX_ATTEMPTS:
@@ -682,9 +689,20 @@ class BranchStore:
                 faults.point(f"{self.fault}.after-commit")
                 # (a store without claim refs may override publish without them: the message bus does)
                 extra: dict[str, Any] = {"claims": claims} if claims else {}
+                # A claim that creates its claim ref leases the branch at the tip it decided on,
+                # in its atomic push (beside main's lease, push first): if it lands, no cleanup
+                # came between, and the check after landing (one more round trip) is not needed.
+                # If the branch moved, the push is refused whole and the round decided again on
+                # a fetch. Once a fetched round lost so, the rounds after it lease nothing and
+                # are checked after they land: claims do not keep racing every change of the
+                # branch (a claim off the branch races only its own record otherwise).
+                leased = (lease_branch or unfetched) and new is None and records.tip is not None and \
+                    self.claim_above is not None and any(u.old is None and u.new for u in claims)
+                if leased:
+                    extra["branch_at"] = records.tip
                 if self.publish(new, records.tip, main=main if unfetched else None, **extra):
                     # (a change on the branch landed on the tip it read: no cleanup came between)
-                    if new is not None or self._created_hold(records.tip, claims):
+                    if new is not None or leased or self._created_hold(records.tip, claims):
                         _landed[landed_key] = time.monotonic()
                         if claims:  # the next process knows this claim's record without reading and checking it
                             cache = self._cache()
@@ -695,6 +713,8 @@ class BranchStore:
                     (tip, main, waiting), cfg, unfetched = self._fetched_view(), None, False
                     lost += 1
                     continue
+                if leased and not unfetched:
+                    lease_branch = False  # (a fetched round that lost with its lease: see above)
                 if priority and remote and not unfetched and new is not None:  # lost a race (an old view only lost to the past)
                     mark = self._mark_waiting(mark, new, priority)
                 if time.monotonic() - start > patience:

@@ -189,10 +189,12 @@ def test_a_stale_claimer_racing_the_cleanup_never_claims_a_done_task(origin_flee
                                                                       tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The complete that merges a task's claim deletes its claim ref in the same push. A
-    claimer whose view is from before the claim then creates that ref again from "no ref",
-    and its push lands: the check after it finds the branch moved and the task's fence
-    there as high as its own, takes the claim back and decides again on a fetch: nothing
-    to do. The task is claimed once and done once, and no claim ref is left."""
+    claimer whose view is from before the claim would then create that ref again from
+    "no ref": its push first leases the branch at the tip it decided on, which has moved,
+    so the push is refused whole, and the claim decided again on a fetch finds nothing to
+    do. The task is claimed once and done once, and no claim ref is left. (A claim decided
+    on a fetched view that lands on a ref the cleanup deleted meanwhile is taken back:
+    tests/test_tasks_claim_cleanup.py.)"""
     f, bare = origin_fleet
     task_cmd.add(f.path, [({"id": "only", "title": "only"}, "test")])
     a, s = clone(bare, tmp_path / "a"), clone(bare, tmp_path / "s")
@@ -218,9 +220,9 @@ def test_a_stale_claimer_racing_the_cleanup_never_claims_a_done_task(origin_flee
     monkeypatch.setattr(store.BranchStore, "_created_hold", hold)
     with pytest.raises(NothingToDo, match="only is done|no task is ready"):
         task_cmd.claim(s, "basil")
-    # in this order: s's claim from its old view landed on a ref the cleanup had deleted, was
-    # taken back before anyone was told, and the claim decided again on a fetch found nothing
-    assert events == [("landed", ["only"]), ("taken back", [])], events
+    # s's claim from its old view never landed (the branch it leased had moved), and the claim
+    # decided again on a fetch found nothing
+    assert events == [("lost", ["only"])], events
     assert claim_refs(bare) == []
     assert claims(bare) == [f"task claim only by ada (fence {mine['fence']})"]
     t = task_cmd.show(s, "only")

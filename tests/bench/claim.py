@@ -170,6 +170,8 @@ def add_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--pushes", type=int, default=30,
                    help="compare-and-swap pushes timed for the throughput floor (default 30)")
     p.add_argument("--only-throughput", action="store_true", help="only the throughput results")
+    p.add_argument("--no-throughput", action="store_true",
+                   help="only claim, claim-big and claim-contention (an A/B of one claim's cost, quicker)")
     p.add_argument("--count", type=int, default=4,
                    help="tasks each claim takes in the batch throughput result (claim --count; default 4)")
     p.add_argument("--batch-claims", type=int, default=None,
@@ -446,5 +448,5 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         result("claim-contention", median(con_ours.times), median(con_floor.times), "s", goal=1.5,
                claimers=claimers, per_claim_ours=round(median(con_ours.times) / claimers, 4),
                per_claim_floor=round(median(con_floor.times) / claimers, 4), repeat=args.repeat),
-        *_throughput(args),
+        *([] if args.no_throughput else _throughput(args)),
     ]
