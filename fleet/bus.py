@@ -514,7 +514,11 @@ class Bus:
                 agent = parts[1]
                 if agent not in out:
                     continue
-                where = f"{branch}:{path}"
+                where = f"{branch}:{printable(path, 200)}"
+                if not path.isascii() and any("\udc80" <= c <= "\udcff" for c in path):  # (fleet.git.decode)
+                    out[agent].quarantined.append(Quarantined(where, "its name is not UTF-8; a message file is "
+                                                                     "to/<agent>/<id>.json"))
+                    continue
                 if len(parts) != 3 or not parts[2].endswith(".json"):
                     out[agent].quarantined.append(Quarantined(where, "not a message file (to/<agent>/<id>.json)"))
                     continue

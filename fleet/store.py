@@ -259,6 +259,11 @@ class BranchStore:
                 if not self.quarantine or not tip:
                     raise
                 entries = self._listing(tip, folders, links, gitlinks, unnamed)
+            for p in [p for p in entries if not p.isascii() and any("\udc80" <= c <= "\udcff" for c in p)]:
+                if not self.quarantine:  # (git's bytes kept as surrogates: fleet.git.decode)
+                    raise FleetError(f"{self.branch}:{printable(p, 200)}: its name is not UTF-8")
+                del entries[p]
+                unnamed.append(printable(p, 200))
             odd = [(p, "its name is not UTF-8; a record is named by its id") for p in unnamed]
             odd += [(p, "is a symbolic link; a record is a regular file (git mode 100644)") for p in sorted(links)]
             odd += [(p, "is a submodule (a gitlink); a record is a regular file (git mode 100644)") for p in sorted(gitlinks)]

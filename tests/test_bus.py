@@ -392,7 +392,8 @@ def test_a_lane_with_a_file_name_that_is_not_utf8_costs_only_itself(tmp_path: Pa
     assert git.update_ref("refs/heads/fleet-bus/out/bad", commit, None)
     box = bus.inbox("basil")
     assert [m.id for m in box.messages] == [kept]
-    assert [q.where for q in box.quarantined] == ["fleet-bus/out/bad:to/"] and "not UTF-8" in box.quarantined[0].reason
+    assert [q.where for q in box.quarantined] == ["fleet-bus/out/bad:to/basil/\\udcff\\udcfe.json"]  # escaped
+    assert "not UTF-8" in box.quarantined[0].reason
 
 
 def test_bus_remote_may_name_a_git_remote_of_the_clone(tmp_path: Path) -> None:

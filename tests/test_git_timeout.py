@@ -55,7 +55,13 @@ class Silent:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c: socket.socket) -> None:
-        first = c.recv(65536)  # the git:// request: "<len>git-upload-pack /name\0host=...\0"
+        first = b""  # the git:// request, one pkt-line: "<len>git-upload-pack /name\0host=...\0" (TCP may
+        while len(first) < 4 or len(first) < int(first[:4], 16):  # hand it over in parts on a busy machine)
+            part = c.recv(65536)
+            if not part:
+                c.close()
+                return
+            first += part
         service = first[4:].split(b" ", 1)[0].decode(errors="replace")
         held = service in self.mute
         if held and not self.after_request:
