@@ -372,8 +372,7 @@ class Bus:
     def check_new(self, cfg: Config, sender: str, to: str, mtype: str, body: str) -> None:
         """Refuse what no inbox may hold: one line naming the rule."""
         if not is_safe_id(sender) or ".." in sender:
-            raise FleetError(f"--from '{printable(sender, 80)}': a sender is a name of 1 to 128 letters, digits, "
-                             "'_', '.', '-', the first a letter or digit")
+            raise FleetError(f"--from '{printable(sender, 80)}': a sender is a name ({NAME_RULE})")
         if to not in cfg.agents:
             raise _Unknown(f"unknown agent '{printable(to, 80)}': a message goes to one of the agents of "
                            f"state/config.json ({', '.join(sorted(cfg.agents)[:20]) or 'none'})")
@@ -638,8 +637,7 @@ class Bus:
              lane: str | None = None) -> Sent:
         """Post a heartbeat of ``name`` (a worker, agent or machine)."""
         if not is_safe_id(name) or ".." in name:
-            raise FleetError(f"heartbeat name '{printable(name, 80)}': a name of 1 to 128 letters, digits, '_', "
-                             "'.', '-', the first a letter or digit")
+            raise FleetError(f"heartbeat name '{printable(name, 80)}': not a name ({NAME_RULE})")
         if kind not in KINDS:
             raise FleetError(f"heartbeat kind '{printable(kind, 40)}': one of {', '.join(KINDS)}")
         b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:500] if note else None}

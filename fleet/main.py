@@ -103,7 +103,7 @@ def _log_traceback() -> str:
 
     log = _log_file()
     try:
-        with log.open("a") as f:
+        with log.open("a", errors="backslashreplace") as f:
             f.write(redact(f"fleet {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n"))
         return f"; traceback in {log}"
     except OSError:
@@ -129,6 +129,15 @@ class Fleet(click.Group):
         rows = [(name, click.Command(name, help=COMMANDS[name]).get_short_help_str(limit)) for name in sorted(COMMANDS)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            if not arg.isascii() and any("\udc80" <= c <= "\udcff" for c in arg):
+                # bytes that are not UTF-8 (Python keeps them as surrogates): every name fleet
+                # writes is UTF-8 text, so such an argument is refused before anything reads it
+                raise click.UsageError(f"argument '{printable_lines(arg)}' is not UTF-8 text (shown escaped); "
+                                       "fleet's names, paths and texts are UTF-8", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         with error_handler(ctx):

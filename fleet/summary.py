@@ -9,6 +9,7 @@ line passes through secret redaction.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import Any
 
@@ -34,8 +35,14 @@ def table(title: str, row: dict[str, Any], notes: list[str] = ()) -> None:
     body = "| " + " | ".join(str(v) for v in row.values()) + " |"
     text = "\n".join([f"### {title}", "", head, rule, body, "", *[f"- {n}" for n in notes], ""]) + "\n"
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(redact(text))
+        # O_NONBLOCK: a FIFO there fails at once instead of waiting for a reader for ever
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(0, "not a regular file")
+            os.write(fd, redact(text).encode())
+        finally:
+            os.close(fd)
     except OSError as e:  # the summary is for show: a job whose work is done does not fail on it
         from fleet.ids import printable
 

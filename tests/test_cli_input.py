@@ -325,3 +325,21 @@ def test_fleet_writes_again_over_what_it_wrote(a_fleet: Fleet, tmp_path: Path) -
         r = _invoke(["merge", "-C", str(a_fleet.path), "--inbox", str(tmp_path / "ob"), "--propose-meanings", str(answers)])
         assert r.exit_code == 0, r.output
         assert answers.read_bytes() == b""  # no field held under 'meaning' in this world: no answer, a file
+
+
+@pytest.mark.parametrize("words, cmd", LEAVES, ids=[" ".join(w) for w, _ in LEAVES])
+def test_an_argument_that_is_not_utf8_is_a_usage_error_for_every_command(words: list[str], cmd: click.Command,
+                                                                          a_fleet: Fleet) -> None:
+    """`fleet log posts/x<0xff>`, `task add x<0xff>`, `init DIR<0xff>` printed two
+    tracebacks (the log of the first could not hold the argument either)."""
+    bad = "x\udcff"  # what Python makes of the byte 0xff in argv
+    for p in cmd.params:
+        args = [*words, "-C", str(a_fleet.path)] if any("-C" in q.opts for q in cmd.params) else list(words)
+        if isinstance(p, click.Argument):
+            args += [bad]
+        elif not getattr(p, "is_flag", False) and p.opts != ["-C"]:
+            args += [p.opts[0], bad]
+        else:
+            continue
+        r = _invoke(args)
+        assert r.exit_code == 2 and "is not UTF-8 text" in r.output and "Traceback" not in r.output, (args, r.output)

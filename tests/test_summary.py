@@ -47,13 +47,16 @@ def test_no_summary_outside_actions(fleet: Fleet, monkeypatch: pytest.MonkeyPatc
     assert "::warning" not in r.output
 
 
-@pytest.mark.parametrize("where", ["/dev/full", "{tmp}", "{tmp}/missing/summary.md"])
+@pytest.mark.parametrize("where", ["/dev/full", "{tmp}", "{tmp}/missing/summary.md", "{tmp}/fifo"])
 def test_a_summary_that_cannot_be_written_is_a_warning_not_a_failed_merge(
         fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """GITHUB_STEP_SUMMARY=/dev/full turned a published tick into exit 1 (an
     internal error after the push); a folder there failed every worker of a run."""
     if where == "/dev/full" and not Path(where).exists():
         pytest.skip("no /dev/full here")
+    if where == "{tmp}/fifo":
+        import os
+        os.mkfifo(tmp_path / "fifo")  # no reader: opening it to write waited for one, for ever
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", where.format(tmp=tmp_path))
     fleet.push(fleet.delta("ada", Op("set", "agents", "ada", ("bio",), "hi")))
     r = fleet.fleet("merge")
