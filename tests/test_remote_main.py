@@ -126,6 +126,9 @@ def refused_everywhere(f: Fleet, commit: str, named: str, rule: str) -> None:
     assert data["refused"]["commit"] == commit and data["tick"] == 1  # the fleet where the engine left it
     r = run(f, "replay", "--check", code=1)
     assert commit[:12] in r.stdout and "refused" in r.stdout, r.stdout
+    r = f.fleet("plan")  # the plan job starts no worker on it (a workflow's plan decides the tick)
+    assert r.exit_code == 1 and commit[:12] in r.output and "no tick starts on it" in r.output, r.output
+    assert len(r.output.splitlines()) == 1, r.output
     for args in (("log",), ("plan",), ("watchdog",), ("validate",), ("task", "list")):
         r = f.fleet(*args)
         assert "Traceback" not in r.output and "internal error" not in r.output, (args, r.output)

@@ -20,7 +20,8 @@ from fleet import world as world_mod
 from fleet.cli import MAX_COUNT, dir_option, emit, json_option, remote_option, split
 from fleet.clock import MAX_WAIT, Clock, decide, due_now, runner, stop_switch
 from fleet.config import format_duration
-from fleet.errors import EXIT_NOTHING, UsageError
+from fleet.errors import EXIT_NOTHING, FleetError, UsageError
+from fleet.outside import main_refusal
 from fleet.plan import UnknownAgents, assign, roster
 from fleet.repo import FleetRepo
 from fleet.spend import spending, utc
@@ -67,6 +68,9 @@ def plan(path: Path, *, workers: int | None = None, remote: str | None = None,
     while True:
         repo.fetch()  # main, worker branches and fleet/clock: the one moment state changes here
         head = repo.main()
+        refused = main_refusal(repo.git, head)
+        if refused is not None:  # a change fleet refuses, pushed to main: no worker starts, as no merge builds on it
+            raise FleetError(refused.line("no tick starts on it"))
         snap = repo.snapshot(head)
         cfg = snap.config
         if after is not None and after > snap.tick:  # no merge of a tick main has not reached dispatched this run
