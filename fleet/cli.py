@@ -71,9 +71,18 @@ def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
         click.echo(printable_lines(redact(out.getvalue())), nl=False)
 
 
-def split(value: str | None) -> list[str] | None:
-    """A comma-separated option (``--agents a,b``) as a list; None when not given."""
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def split(value: str | None, flag: str = "--agents") -> list[str] | None:
+    """A comma-separated option (``--agents a,b``) as a list; None when not given
+    (or given empty, as a workflow input left blank is). Commas that name nothing
+    (``--agents ,``) are a usage error, not every agent."""
+    if not value or not value.strip():
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        from fleet.errors import UsageError
+
+        raise UsageError(f"{flag} {value!r}: names nothing (A,B: names separated by commas; leave it out for all)")
+    return names
 
 
 def read_file(path: Path, limit: int, what: str) -> bytes:

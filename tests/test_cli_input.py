@@ -343,3 +343,11 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_for_every_command(words: 
             continue
         r = _invoke(args)
         assert r.exit_code == 2 and "is not UTF-8 text" in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+@pytest.mark.parametrize("words", [["plan"], ["work", "--worker", "1", "--workers", "2"]])
+@pytest.mark.parametrize("value", [",", " , ,", ",,,"])
+def test_agents_that_name_nothing_are_a_usage_error_not_every_agent(a_fleet: Fleet, words: list[str], value: str) -> None:
+    """`fleet plan --agents ,` planned every agent."""
+    r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], "--agents", value])
+    assert r.exit_code == 2 and "names nothing" in r.output, r.output
