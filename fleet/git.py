@@ -517,7 +517,7 @@ class Git:
         """What a push the remote did not answer in time came to, asked of the remote
         (one ``ls-remote``, under the same bound): won if every ref is at its new
         value; else lost, so that the caller fetches and decides again. (A push the
-        remote applies only later is one a compare-and-swap that follows loses to,
+        remote applies only later is one a compare-and-swap that comes after loses to,
         as it would a push of a writer killed mid-push.) Refused if the remote does
         not answer that either: nobody can say, and the caller says so."""
         p = self.proc("ls-remote", remote, *(u.ref for u in updates))

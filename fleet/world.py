@@ -208,7 +208,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
         for name in agent.actions or ():
             if (name not in tools and name not in (NOOP, LESSON_TOOL) and name not in TASK_TOOLS + MESSAGE_TOOLS
                     and name not in loader.broken):
-                known = ", ".join(sorted(tools)) or "none"
+                known = names_of(tools) or "none"
                 loader.problem(CONFIG_PATH, f"agents.{aid}.actions", f"names tool {name!r}, which is not declared (tools: {known})")
     if loader.problems:
         return None, loader.problems
@@ -338,7 +338,7 @@ class _Loader:
             coll, _, ident = value.partition("/")
             if coll not in self.cfg.collections:
                 self.problem(file, at, f"unknown collection {coll!r} (collections in {CONFIG_PATH}: "
-                                       f"{', '.join(sorted(self.cfg.collections))})")
+                                       f"{names_of(self.cfg.collections)})")
                 return None
             t = text(ident, at, allowed)
             literal = "".join(p for p in t.parts if isinstance(p, str))
@@ -414,7 +414,7 @@ class _Loader:
                 has = self._fields(coll, None)
                 if has is not None and r.path[0] not in has | {"id"}:
                     self.problem(file, at, f"{{{r.dotted}}}: {r.path[0]!r} is not a field of {coll} documents "
-                                           f"(their schema's properties: {', '.join(sorted(has))})")
+                                           f"(their schema's properties: {names_of(has)})")
 
     def _effect_shape(self, file: str, at: str, e: Effect, has_value: bool, fields: dict[str, Any]) -> None:
         needs_path = e.op in ("set", "incr", "add", "remove", "append")
@@ -531,7 +531,7 @@ class _Loader:
                     self.problem(file, where_at, "names both 'collection' and 'doc'; a section lists one")
                 if "collection" in s and s["collection"] not in self.cfg.collections:
                     self.problem(file, f"{where_at}.collection", f"unknown collection {s['collection']!r} "
-                                                              f"(collections: {', '.join(sorted(self.cfg.collections))})")
+                                                              f"(collections: {names_of(self.cfg.collections)})")
                 ref = None
                 if "doc" in s:
                     coll, _, ident = s["doc"].partition("/")
@@ -589,11 +589,11 @@ class _Loader:
             name = o[1:] if isinstance(o, str) and o.startswith("-") else o
             if name not in known:
                 self.problem(file, f"{at}.order[{i}]", f"{ids.printable(repr(name), 80)} is not a field "
-                             f"of {collection} documents (their schema's properties: {', '.join(sorted(fields))})")
+                             f"of {collection} documents (their schema's properties: {names_of(fields)})")
         for f in s.get("where", {}):
             if f not in known:
                 self.problem(file, f"{at}.where.{ids.printable(f, 80)}", f"not a field of {collection} documents "
-                             f"(their schema's properties: {', '.join(sorted(fields))})")
+                             f"(their schema's properties: {names_of(fields)})")
 
     def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
         """The fields a template may name for an item of ``collection`` (or of its
@@ -613,6 +613,14 @@ class _Loader:
         if schema.get("additionalProperties", True) is not False or "patternProperties" in schema:
             return None  # documents may hold fields the schema does not name
         return set(schema["properties"])
+
+
+def names_of(items: Iterable[str], limit: int = 20) -> str:
+    """Names for a message, sorted: at most ``limit`` of them and how many more (a
+    world of 1,000 tools made one error line of 8,000 characters)."""
+    ordered = sorted(items)
+    shown = ", ".join(ordered[:limit])
+    return shown + (f", and {len(ordered) - limit} more" if len(ordered) > limit else "")
 
 
 SHARED_NAMES = ("tick", "fleet")  # what every prompt template may name

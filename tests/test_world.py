@@ -163,9 +163,13 @@ def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(kind: str, da
             section.pop("list", None)
             section.pop("line", None)
             section.pop("text", None)
+            section.pop("where", None)  # (another collection's fields: a mistake of its own)
+            section.pop("order", None)
             section["collection"] = "posts"
         else:
             section.pop("text", None)
+            section.pop("where", None)
+            section.pop("order", None)
             section.update(collection="posts", line="- {id", title=section.get("title", "t"))
             section.pop("doc", None)
             section.pop("list", None)
