@@ -398,3 +398,6 @@ def test_a_snapshots_folder_by_bisection_is_the_folder_by_scan(paths: set[str], 
     snap._entries = {p: "0" * 40 for p in paths}
     for f in (folder, folder + "/", *sorted(paths)[:3]):
         assert snap.under(f) == Snapshot.under(snap, f)
+        # the files directly in it, by bisection past its folders: those a scan finds with no "/" after the folder
+        prefix = f.rstrip("/") + "/"
+        assert snap.files_in(f) == sorted(p for p in paths if p.startswith(prefix) and "/" not in p[len(prefix):])
