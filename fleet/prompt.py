@@ -18,6 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 from fleet import knowledge
+from fleet.errors import FleetError
 from fleet.fieldindex import Doubt
 from fleet.refs import Scope, render
 from fleet.tick_messages import inbox_text
@@ -50,7 +51,37 @@ class PromptBuilder:
         self.spec = spec
         self.budget = context_tokens
         self.names = {"tick": view.tick, "fleet": fleet_name or "a fleet"}
+        self._listed: dict[str, dict[int, list[Any]]] = {}  # agent -> its first items (:meth:`read_ahead`)
         self._prefix()
+
+    def read_ahead(self, agents: Iterable[str]) -> None:
+        """The first items of every one of ``agents``' own sections, and the documents
+        they show first, read in one request for all of them (:meth:`_read_first`
+        does so for one agent): one round trip to git a worker, not one an agent.
+        What cannot be read ahead so (an agent whose sections fail, the field index in
+        doubt, git failing) is left to :meth:`for_agent`, which reads it as ever."""
+        wanted: dict[str, list[str]] = {}
+        try:
+            for agent in dict.fromkeys(agents):
+                try:
+                    listed, ids = self._first_items(self._scope(agent))
+                except Doubt:
+                    raise
+                except Exception:  # noqa: BLE001 - its turn meets the same failure and reports it
+                    continue
+                self._listed[agent] = listed
+                for collection, found in ids.items():
+                    wanted.setdefault(collection, []).extend(found)
+            self.view.read_ahead_many(wanted)
+        except Doubt:  # the view dropped its field index: the items read from it are not to be used
+            self._listed.clear()
+            self._prefix()
+        except FleetError:
+            pass  # the documents are read again as each agent's prompt shows them
+
+    def _scope(self, agent: str) -> Scope:
+        a = self.view.snap.config.agents.get(agent)
+        return Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
 
     def _prefix(self) -> None:
         try:
@@ -75,13 +106,13 @@ class PromptBuilder:
         try:
             return self._for_agent(agent, task, inbox)
         except Doubt:  # the view dropped its field index: the shared prefix and this prompt from main itself
+            self._listed.clear()  # items read ahead from the index: not to be used either
             self._prefix()
             return self._for_agent(agent, task, inbox)
 
     def _for_agent(self, agent: str, task: dict[str, Any] | None,
                    inbox: list[dict[str, Any]] | None) -> Prompt:
-        a = self.view.snap.config.agents.get(agent)
-        scope = Scope({**self.names, "agent": agent, "persona": a.persona if a is not None else ""})
+        scope = self._scope(agent)
         left = max(0, self.budget - self.common_tokens)
         text, used = "", 0
         if task is not None:  # fleet's own section: the task comes first, whatever the world
@@ -93,7 +124,9 @@ class PromptBuilder:
                 block = ("\n\n" if text else "") + block
                 text, used = text + block, used + tokens(block)
         known, known_cost = self._knowledge(agent, task, left - used)
-        listed = self._read_first(scope)
+        listed = self._listed.pop(agent, None)
+        if listed is None:
+            listed = self._read_first(scope)
         for k, s in enumerate(self.spec.own):  # in the declared order, most important first
             block, cost = _pack(self, s, scope, left - used - known_cost, "\n\n" if text else "", listed.get(k))
             text += block
@@ -114,6 +147,12 @@ class PromptBuilder:
         in ``spec.own``), with the documents they show first, and those the
         sections about one document name, read in one request: one round trip to
         git an agent, not one a section."""
+        listed, wanted = self._first_items(scope)
+        self.view.read_ahead_many(wanted)
+        return listed
+
+    def _first_items(self, scope: Scope) -> tuple[dict[int, list[Any]], dict[str, list[str]]]:
+        """(:meth:`_read_first`'s items, the ids of the documents to read for them)."""
         listed: dict[int, list[Any]] = {}
         wanted: dict[str, list[str]] = {}
         for k, s in enumerate(self.spec.own):
@@ -126,8 +165,7 @@ class PromptBuilder:
                 if isinstance(items, list):
                     listed[k] = items
                     wanted.setdefault(s.collection, []).extend(d["id"] for d in items[:FIRST_READ])
-        self.view.read_ahead_many(wanted)
-        return listed
+        return listed, wanted
 
     def _knowledge(self, agent: str, task: dict[str, Any] | None, room: int) -> tuple[str, int]:
         """The knowledge block for ``agent``: the most relevant documents first, within

@@ -41,6 +41,24 @@ class Snapshot:
         prefix = folder.rstrip("/") + "/"
         return sorted(p for p in self.paths() if p.startswith(prefix))
 
+    def files_in(self, folder: str) -> list[str]:
+        """The paths directly in ``folder`` (not in a folder of it), sorted: found by
+        bisection past each folder in it, not by a look at every path below it (a
+        worker asks for state/'s own files, beside 86,000 documents at bigworld's size)."""
+        paths = self.under(folder)
+        start = len(folder.rstrip("/")) + 1
+        out: list[str] = []
+        i = 0
+        while i < len(paths):
+            p = paths[i]
+            slash = p.find("/", start)
+            if slash < 0:
+                out.append(p)
+                i += 1
+            else:  # every path in that folder sorts before its name with "/" turned into "0"
+                i = bisect.bisect_left(paths, p[:slash] + "0", i + 1)
+        return out
+
     # -- what every merge needs --------------------------------------
     @cached_property
     def config(self) -> Config:

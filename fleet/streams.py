@@ -98,6 +98,7 @@ async def run_turns(
     # a view reads only what the turns ask of it (fleet.world.View)
     view = view if view is not None else View(snap, tick=snap.tick + 1)
     builder = PromptBuilder(view, world.prompt, cfg.run.context_tokens, cfg.name, knowledge_docs)
+    builder.read_ahead(agents)  # what every agent's prompt shows first, in one request
     streams = max(1, min(concurrency or cfg.run.concurrency, len(agents)))
     sem = asyncio.Semaphore(streams)
     spend = Spending(_share(cfg.tick_budget, workers))

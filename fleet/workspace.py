@@ -300,9 +300,11 @@ class Workspace:
             self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
         return path
 
-    def commit(self, base: str, tick: int) -> str:
-        """Commit the worktree's deltas/ on top of ``base``; returns the commit."""
-        assert self.worktree is not None
-        files = {p.relative_to(self.worktree).as_posix(): p.read_bytes()
-                 for p in sorted((self.worktree / "deltas").rglob("*.json"))}
-        return commit_files(self.cache, base, tick, self.worker, files)
+    def commit(self, base: str, tick: int, files: dict[str, bytes] | None = None) -> str:
+        """Commit ``files`` (path -> bytes, under deltas/), or the worktree's deltas/,
+        on top of ``base``; returns the commit."""
+        if files is None:
+            assert self.worktree is not None
+            files = {p.relative_to(self.worktree).as_posix(): p.read_bytes()
+                     for p in sorted((self.worktree / "deltas").rglob("*.json"))}
+        return commit_files(self.cache, base, tick, self.worker, dict(sorted(files.items())))

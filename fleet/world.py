@@ -183,7 +183,7 @@ Reader = Callable[[str], "bytes | None"]
 def warm(snap: Any) -> None:
     """Read the files a world's check reads (schemas, declaration files) in one
     batch into a snapshot's cache: one git process, not one per file."""
-    snap.read_many([p for p in snap.paths() if p.startswith("schemas/") or (p.startswith("state/") and p.count("/") == 1)])
+    snap.read_many(snap.under("schemas") + snap.files_in("state"))
 
 
 def load(cfg: Config, read: Reader) -> World:
@@ -952,7 +952,7 @@ class View:
         """id -> path of ``collection``'s documents, from the listing alone."""
         if self._listing is None:
             self._listing = {}
-            self._paths = sorted(p for p in self.snap.paths() if p.startswith("state/"))
+            self._paths = self.snap.under("state")  # a git snapshot's are sorted once, for every reader
         found = self._listing.get(collection)
         if found is None:
             found = {}

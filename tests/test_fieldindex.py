@@ -176,6 +176,10 @@ def test_a_garbled_index_is_a_doubt_and_a_doubt_is_the_full_read(tmp_path: Path,
     assert canonical.dumps(prompts(snap, view, 4000)) == canonical.dumps(full)
     assert view.index is None, how  # dropped: at opening, at its rows, or at a document it shows
     assert why or view.doubt
+    # read ahead for every agent at once, as a worker does: what was read from the index is not used once in doubt
+    ahead = View(snap, tick=snap.tick + 1, index=found)
+    assert canonical.dumps(prompts(snap, ahead, 4000, ahead=True)) == canonical.dumps(full)
+    assert ahead.index is None, how
 
 
 def test_an_index_of_another_main_or_none_at_all_is_not_read(tmp_path: Path) -> None:

@@ -95,9 +95,12 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, bytes], int]:
     return files, draw(st.sampled_from([300, 900, 2500, 8000]))
 
 
-def prompts(snap: Snapshot, view: View, context: int) -> list[Any]:
+def prompts(snap: Snapshot, view: View, context: int, ahead: bool = False) -> list[Any]:
+    """Every agent's prompt; ``ahead``: with what they show first read for all of them at once, as a worker does."""
     w = world.load(snap.config, snap.read)
     b = PromptBuilder(view, w.prompt, context, snap.config.name)
+    if ahead:
+        b.read_ahead(sorted(snap.config.agents))
     out = []
     for a in sorted(snap.config.agents):
         p = b.for_agent(a)
@@ -121,6 +124,7 @@ def test_a_view_that_reads_lazily_gives_the_prompts_and_deltas_of_a_full_read(dr
     full = prompts(snap, View(snap, tick=tick, full=True), context)
     assert prompts(snap, View(snap, tick=tick), context) == full
     assert canonical.dumps(full) == canonical.dumps(prompts(snap, View(snap, tick=tick), context))
+    assert canonical.dumps(full) == canonical.dumps(prompts(snap, View(snap, tick=tick), context, ahead=True))
     assert turns(snap, View(snap, tick=tick), seed) == turns(snap, View(snap, tick=tick, full=True), seed)
 
 
@@ -193,6 +197,9 @@ def test_a_view_with_the_field_index_gives_the_prompts_and_deltas_of_a_full_read
     view = View(snap, tick=tick, index=found)
     assert canonical.dumps(prompts(snap, view, context)) == canonical.dumps(full)
     assert view.index is found and not view.doubt  # it was true: it never came into doubt (its rows' order too)
+    ahead = View(snap, tick=tick, index=found)
+    assert canonical.dumps(prompts(snap, ahead, context, ahead=True)) == canonical.dumps(full)
+    assert ahead.index is found and not ahead.doubt
     assert turns(snap, View(snap, tick=tick, index=found), seed) == turns(snap, View(snap, tick=tick, full=True), seed)
 
 
@@ -308,6 +315,46 @@ def test_a_worker_reads_its_agents_and_what_fits_not_every_document(tmp_path: Pa
     assert not any(p.startswith("state/notes/") for p in snap.asked + sorted(read))  # nobody asks for them
 
 
+class Requests(GitSnapshot):
+    """A snapshot that records each request for blobs it has not read yet (one a round trip to git)."""
+
+    def __init__(self, git: Git, commit: str) -> None:
+        super().__init__(git, commit)
+        self.requests: list[list[str]] = []
+
+    def read_many(self, paths: Any) -> dict[str, bytes | None]:
+        paths = list(paths)
+        new = [p for p in paths if p not in self._cache]
+        if new:
+            self.requests.append(new)
+        return super().read_many(paths)
+
+
+def test_a_worker_reads_what_its_agents_prompts_show_first_in_one_request(tmp_path: Path) -> None:
+    git, commit = _big_world(tmp_path, 1500)
+    mine = [f"a{i:04d}" for i in range(900, 1500, 15)]  # beyond what the shared prefix lists
+    with Requests(git, commit) as snap:
+        view = View(snap, tick=snap.tick + 1)
+        b = PromptBuilder(view, world.load(snap.config, snap.read).prompt, 4000, snap.config.name)
+        before = len(snap.requests)
+        b.read_ahead(mine)
+        ahead = snap.requests[before:]
+        after = len(snap.requests)
+        shown = [b.for_agent(a) for a in mine]
+        later = snap.requests[after:]
+    # every agent's own document, in one request after the filters' scans (of the follows: one for all agents)
+    own = {snap.config.collections["agents"].doc_path(a) for a in mine}
+    assert own <= set(ahead[-1])
+    assert not own & {p for r in ahead[:-1] for p in r} and len(ahead) <= 2
+    # the prompts then read none of those again: what they read after is what their room adds, if any
+    assert not own & {p for r in later for p in r}
+    assert len(later) < len(mine)
+    plain = GitSnapshot(git, commit)
+    one_by_one = PromptBuilder(View(plain, tick=plain.tick + 1), world.load(plain.config, plain.read).prompt, 4000,
+                               plain.config.name)
+    assert [p.system for p in shown] == [one_by_one.for_agent(a).system for a in mine]
+
+
 def test_a_bad_document_a_turn_shows_stops_the_worker_naming_the_file(tmp_path: Path) -> None:
     files = example_files()
     snap = MemorySnapshot(files)
@@ -351,3 +398,6 @@ def test_a_snapshots_folder_by_bisection_is_the_folder_by_scan(paths: set[str], 
     snap._entries = {p: "0" * 40 for p in paths}
     for f in (folder, folder + "/", *sorted(paths)[:3]):
         assert snap.under(f) == Snapshot.under(snap, f)
+        # the files directly in it, by bisection past its folders: those a scan finds with no "/" after the folder
+        prefix = f.rstrip("/") + "/"
+        assert snap.files_in(f) == sorted(p for p in paths if p.startswith(prefix) and "/" not in p[len(prefix):])

@@ -2,7 +2,7 @@
 
 Fetch main (shallow, into the worker's private cache), refuse any tick but
 the next, run this worker's agents through the provider, write one delta file
-per agent turn in an isolated worktree, commit, and push the worker branch
+per agent turn (in memory: no worktree, no checkout), commit, and push the worker branch
 ``fleet/t<tick>/w<I>`` with a lease that says it must not exist yet. In
 coalesced mode (``--outbox DIR``) the delta files are handed to the fan-in
 merge instead of pushed. SIGTERM or a deadline publishes the finished turns
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +129,6 @@ def _work(
         for warning in known.warnings:
             click.echo(f"fleet: warning: {warning}", err=True)
         inboxes, bus_error = _inboxes(ws, url, cfg, agents)
-        wt = ws.add_worktree(main)
         prov = get_provider(provider, cfg)
         deadline = None if timeout is None else time.monotonic() + timeout
         # the field index, when it describes this main: sections that sort or filter a whole
@@ -140,19 +138,18 @@ def _work(
         with snap:  # the turns read main a few documents at a time (fleet.world.View): one cat-file for them all
             bodies = [_writable(b, prov.name) for b in _turns(ws, prov, snap, agents, nxt, name, workers, concurrency,
                                                               deadline, held, world, known.docs, inboxes, view)]
-        for body in bodies:
-            target = wt / file_path(body)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(keys.redact_bytes(canonical.dumps(body)))
+        # the delta files, in memory: written to the outbox, or committed straight from here (no
+        # worktree: git is asked for nothing but the commit's objects)
+        files = {file_path(body): keys.redact_bytes(canonical.dumps(body)) for body in bodies}
         errors = sum(1 for b in bodies if b["meta"].get("error"))
         pushed = False
         if outbox is not None:
-            for body in bodies:
-                dest = outbox / file_path(body)
+            for rel, data in sorted(files.items()):
+                dest = outbox / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(wt / file_path(body), dest)
+                dest.write_bytes(data)
         else:
-            sha = ws.commit(main, nxt)
+            sha = ws.commit(main, nxt, files)
             if key is not None:
                 sha = signing.sign(ws.cache, sha, key)
             faults.point("work.after-commit")
