@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.git import Git, RefUpdate
+from fleet.git import Git, PushResult, RefUpdate
 from fleet.repo import FleetRepo
 from fleet.tasks import TaskQueue
 from tests.test_claim_contention import GitDaemon, _origin
@@ -130,48 +130,39 @@ def test_a_claim_from_a_remote_that_never_answers_fails_in_one_line_naming_the_b
     assert [t.status for t in q.read().tasks.values()] == ["pending"]
 
 
-def test_a_push_the_remote_never_answers_is_lost_when_it_did_not_land(remote) -> None:  # type: ignore[no-untyped-def]
+def _push_through(remote, mute: set[str], after_request: bool) -> tuple[PushResult, str | None, str | None, str]:  # type: ignore[no-untyped-def]
+    """A push of a new commit on main through a proxy muting ``mute``: (result, the
+    daemon's main after it, the old commit, the new one)."""
     daemon, bare, clone = remote
     git = Git(clone)
     old = Git(bare).text("rev-parse", "refs/heads/main")
-    new = git.write_commit(old, "never lands\n", {"x.txt": b"x"}, [])
-    proxy = Silent(daemon.port, {"git-receive-pack"}, after_request=False)  # fetches and ls-remote go through
+    new = git.write_commit(old, "pushed through a proxy\n", {"x.txt": b"x"}, [])
+    proxy = Silent(daemon.port, mute, after_request=after_request)
     try:
         result = git.push(proxy.url("origin.git"), [RefUpdate("refs/heads/main", new, old)])
     finally:
         proxy.close()
+    return result, Git(bare).text("rev-parse", "refs/heads/main"), old, new
+
+
+def test_a_push_the_remote_never_answers_is_lost_when_it_did_not_land(remote) -> None:  # type: ignore[no-untyped-def]
+    result, main, old, _ = _push_through(remote, {"git-receive-pack"}, False)  # fetches and ls-remote go through
     assert result.outcome == "lost"
     assert "the remote did not answer within" in result.reason
-    assert Git(bare).text("rev-parse", "refs/heads/main") == old
+    assert main == old
 
 
 def test_a_push_that_landed_but_whose_answer_never_came_is_won(remote) -> None:  # type: ignore[no-untyped-def]
-    daemon, bare, clone = remote
-    git = Git(clone)
-    old = Git(bare).text("rev-parse", "refs/heads/main")
-    new = git.write_commit(old, "lands unanswered\n", {"x.txt": b"x"}, [])
-    proxy = Silent(daemon.port, {"git-receive-pack"}, after_request=True)
-    try:
-        result = git.push(proxy.url("origin.git"), [RefUpdate("refs/heads/main", new, old)])
-    finally:
-        proxy.close()
-    assert Git(bare).text("rev-parse", "refs/heads/main") == new  # the daemon took it
+    result, main, _, new = _push_through(remote, {"git-receive-pack"}, True)
+    assert main == new  # the daemon took it
     assert result.outcome == "won"
 
 
 def test_a_push_to_a_remote_that_answers_nothing_at_all_is_refused_saying_nobody_knows(remote) -> None:  # type: ignore[no-untyped-def]
-    daemon, bare, clone = remote
-    git = Git(clone)
-    old = Git(bare).text("rev-parse", "refs/heads/main")
-    new = git.write_commit(old, "never lands\n", {"x.txt": b"x"}, [])
-    proxy = Silent(daemon.port, {"git-receive-pack", "git-upload-pack"}, after_request=False)
-    try:
-        result = git.push(proxy.url("origin.git"), [RefUpdate("refs/heads/main", new, old)])
-    finally:
-        proxy.close()
+    result, main, old, _ = _push_through(remote, {"git-receive-pack", "git-upload-pack"}, False)
     assert result.outcome == "refused"
     assert "whether the push landed is unknown" in result.reason
-    assert Git(bare).text("rev-parse", "refs/heads/main") == old
+    assert main == old
 
 
 def test_the_bound_must_be_a_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
