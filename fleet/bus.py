@@ -44,7 +44,7 @@ from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
-from fleet.ids import NAME_RULE, is_safe_id, printable
+from fleet.ids import NAME_RULE, is_safe_id, printable, utf8
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
@@ -514,7 +514,7 @@ class Bus:
                 if agent not in out:
                     continue
                 where = f"{branch}:{printable(path, 200)}"
-                if not path.isascii() and any("\udc80" <= c <= "\udcff" for c in path):  # (fleet.git.decode)
+                if not utf8(path):  # (fleet.git.decode)
                     out[agent].quarantined.append(Quarantined(where, "its name is not UTF-8; a message file is "
                                                                      "to/<agent>/<id>.json"))
                     continue

@@ -32,6 +32,12 @@ def is_safe_id(value: object) -> bool:
 _HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
+def utf8(text: str) -> bool:
+    """Whether ``text`` came from UTF-8 bytes: Python keeps a byte that is not
+    (in git's output as fleet.git.decode reads it, in argv) as a lone surrogate."""
+    return text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text)
+
+
 def printable(name: str, limit: int = 300) -> str:
     """``name`` as one line of text that says what it is: every character that
     could hide or forge something escaped (``\\x0a``, ``\\x1b``, ``\\u202e``,

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet import canonical, keys
 from fleet.errors import FleetError
-from fleet.ids import printable
+from fleet.ids import printable, utf8
 
 if TYPE_CHECKING:
     from fleet.config import Config, KnowledgePlace
@@ -234,7 +234,7 @@ def read_source(cache: Git, index: int, place: KnowledgePlace, commit: str) -> t
             refused.append(f"{name} (a submodule)")
         elif rel.count("/") > MAX_DEPTH:
             refused.append(f"{name} (deeper than {MAX_DEPTH} folders)")
-        elif not rel.isprintable() or any("\udc80" <= ch <= "\udcff" for ch in rel):
+        elif not rel.isprintable() or not utf8(rel):
             refused.append(f"{name} (a name that is not printable UTF-8)")
         elif sha in missing:
             refused.append(f"{name} (over {MAX_FILE_BYTES} bytes)")

@@ -25,7 +25,7 @@ import click
 from fleet import __version__
 from fleet.cli import JSON_META, group_dir_option
 from fleet.errors import EXIT_FAILURE, FleetError
-from fleet.ids import printable_lines
+from fleet.ids import printable_lines, utf8
 from fleet.keys import redact
 
 # Name -> the one-line help `fleet --help` lists, so listing imports no command.
@@ -132,7 +132,7 @@ class Fleet(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         for arg in args:
-            if not arg.isascii() and any("\udc80" <= c <= "\udcff" for c in arg):
+            if not utf8(arg):
                 # bytes that are not UTF-8 (Python keeps them as surrogates): every name fleet
                 # writes is UTF-8 text, so such an argument is refused before anything reads it
                 raise click.UsageError(f"argument '{printable_lines(arg)}' is not UTF-8 text (shown escaped); "

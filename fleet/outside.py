@@ -35,7 +35,7 @@ from fleet.checks import check_in, touches_world, world_problems
 from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError
 from fleet.git import Git, RefUpdate
-from fleet.ids import printable
+from fleet.ids import printable, utf8
 from fleet.ledger import tick_of
 from fleet.repo import TRACKING
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR, GitSnapshot
@@ -63,7 +63,7 @@ NOT_UTF8 = "its name is not UTF-8 (shown escaped); names under state/ and schema
 
 def utf8_name(path: str) -> bool:
     """Whether ``path`` (as :func:`fleet.git.decode` gives it) was UTF-8 in git."""
-    return path.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in path)
+    return utf8(path)
 
 
 def claims_tick(message: str) -> bool:

@@ -37,7 +37,7 @@ from fleet import config as config_mod
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError
 from fleet.git import RefUpdate, common_dir, refused_by_rule
-from fleet.ids import NAME_RULE, is_safe_id, printable
+from fleet.ids import NAME_RULE, is_safe_id, printable, utf8
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 
 MAX_ATTEMPTS = 400  # compare-and-swap rounds before a change gives up
@@ -259,7 +259,7 @@ class BranchStore:
                 if not self.quarantine or not tip:
                     raise
                 entries = self._listing(tip, folders, links, gitlinks, unnamed)
-            for p in [p for p in entries if not p.isascii() and any("\udc80" <= c <= "\udcff" for c in p)]:
+            for p in [p for p in entries if not utf8(p)]:
                 if not self.quarantine:  # (git's bytes kept as surrogates: fleet.git.decode)
                     raise FleetError(f"{self.branch}:{printable(p, 200)}: its name is not UTF-8")
                 del entries[p]
