@@ -411,6 +411,13 @@ def test_document_whose_id_does_not_match_its_file(fleet: Fleet) -> None:
     assert fleet.branches() == ["refs/heads/fleet/t1/w1"]
 
 
+def _posts_also_as(config: bytes, name: str) -> bytes:
+    """The config with a copy of the posts collection under ``name``."""
+    cfg = json.loads(config)
+    cfg["collections"][name] = cfg["collections"]["posts"]
+    return canonical.dumps(cfg)
+
+
 BROKEN_CONFIG = [
     (lambda c: b"{\n  \"agents\": ", "state/config.json: malformed JSON"),
     (lambda c: _bom(c), "state/config.json: starts with a byte-order mark"),
@@ -418,17 +425,13 @@ BROKEN_CONFIG = [
      "state/config.json: at /limits/window: -1 is less than the minimum of"),
     (lambda c: canonical.dumps({k: v for k, v in json.loads(c).items() if k != "agents"}),
      'state/config.json: at /: "agents" is a required property (schemas/config.schema.json)'),
-    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
-                                                                  "ledger": json.loads(c)["collections"]["posts"]}}),
+    (lambda c: _posts_also_as(c, "ledger"),
      "state/config.json: collection name 'ledger' is reserved for the merge engine"),
-    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
-                                                                  "Quarantine": json.loads(c)["collections"]["posts"]}}),
+    (lambda c: _posts_also_as(c, "Quarantine"),
      "state/config.json: collection name 'Quarantine' is reserved for the merge engine"),
-    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
-                                                                  "prompt.JSON": json.loads(c)["collections"]["posts"]}}),
+    (lambda c: _posts_also_as(c, "prompt.JSON"),
      "state/config.json: collection name 'prompt.JSON' ends in .json"),
-    (lambda c: canonical.dumps({**json.loads(c), "collections": {**json.loads(c)["collections"],
-                                                                  "Posts": json.loads(c)["collections"]["posts"]}}),
+    (lambda c: _posts_also_as(c, "Posts"),
      "state/config.json: collections 'Posts' and 'posts' differ only in case"),
     (lambda c: canonical.dumps({**json.loads(c), "agents": {**json.loads(c)["agents"], "BASIL": {}}}),
      "state/config.json: agents 'BASIL' and 'basil' differ only in case"),
