@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         goal = r.get("goal")
         if goal is not None and r.get("ratio") is not None and r["ratio"] > goal:
             failed = True
+        if r.get("goal_vs_naive") is not None and r.get("vs_naive", 0) < r["goal_vs_naive"]:
+            failed = True  # a throughput line's second goal: so many times the naive scheme's rate
+        if any(r.get(k) for k in ("double_claims", "lost", "doubled", "invalid")):
+            failed = True  # an invariant broken is a failed benchmark whatever its speed
     return 1 if (failed and args.check) else 0
 
 
