@@ -157,3 +157,21 @@ def check_output(directory: Path, out: Path, flag: str, *, folder: bool, ours: C
             raise UsageError(f"{flag} {out}: exists and is not a file fleet wrote; name a new file")
     except OSError as e:
         raise UsageError(f"{flag} {out}: cannot be read: {e.strerror or e}") from None
+
+
+def flag_seconds(flag: str, value: float, *, zero: bool = False, low: float | None = None,
+                 high: float | None = None) -> float:
+    """A duration given by flag, in seconds: finite, above 0 (or 0 with ``zero``, or
+    at least ``low``) and at most ``high`` (default :data:`MAX_DURATION`, 366 days,
+    the longest run.every), else a usage error naming the flag and the option's range
+    (a click range lets NaN through, so an option with one says it here too)."""
+    from fleet.config import MAX_DURATION, format_duration  # here: `fleet --help` reads no config
+    from fleet.errors import UsageError
+
+    high = MAX_DURATION if high is None else high
+    above = value >= low if low is not None else (0 <= value if zero else 0 < value)
+    if not above or not value <= high:  # nan fails both
+        start = f"{low:g}" if low is not None else ("0" if zero else "above 0")
+        raise UsageError(f"{flag}: {value!r} is not a number of seconds from {start} to {int(high)} "
+                         f"({format_duration(int(high))})")
+    return value

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet import schemas
-from fleet.config import MAX_DURATION, Config, format_duration
-from fleet.errors import FleetError, UsageError
+from fleet.config import Config, format_duration
+from fleet.errors import FleetError
 from fleet.ids import printable
 from fleet.repo import FleetRepo
 from fleet.spend import Spending, stamp, utc
@@ -147,20 +147,6 @@ class Due:
                 "late_seconds": round(self.late_seconds, 3) if self.late_seconds is not None else None,
                 "next_due": stamp(utc(self.next_due)) if self.next_due is not None else None,
                 "last_start": stamp(utc(self.last_start)) if self.last_start is not None else None}
-
-
-def flag_seconds(flag: str, value: float, *, zero: bool = False, low: float | None = None,
-                 high: float = MAX_DURATION) -> float:
-    """A duration given by flag, in seconds: finite, above 0 (or 0 with ``zero``, or
-    at least ``low``) and at most ``high`` (default :data:`MAX_DURATION`, 366 days,
-    the longest run.every), else a usage error naming the flag and the option's range
-    (a click range lets NaN through, so an option with one says it here too)."""
-    above = value >= low if low is not None else (0 <= value if zero else 0 < value)
-    if not above or not value <= high:  # nan fails both
-        start = f"{low:g}" if low is not None else ("0" if zero else "above 0")
-        raise UsageError(f"{flag}: {value!r} is not a number of seconds from {start} to {int(high)} "
-                         f"({format_duration(int(high))})")
-    return value
 
 
 def slot(t: float, every: int) -> int:

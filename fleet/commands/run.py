@@ -30,8 +30,8 @@ import click
 
 from fleet import canonical, tick_tasks
 from fleet import world as world_mod
-from fleet.cli import dir_option, emit, json_option
-from fleet.clock import Clock, flag_seconds
+from fleet.cli import dir_option, emit, flag_seconds, json_option
+from fleet.clock import Clock
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel

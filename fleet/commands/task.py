@@ -12,8 +12,7 @@ from typing import Any
 import click
 
 from fleet import canonical, keys, tasks
-from fleet.cli import dir_option, emit, group_dir_option, json_option, read_file, remote_option
-from fleet.clock import flag_seconds
+from fleet.cli import dir_option, emit, flag_seconds, group_dir_option, json_option, read_file, remote_option
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.progress import Progress

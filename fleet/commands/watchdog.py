@@ -35,8 +35,7 @@ from typing import Any
 import click
 
 from fleet import summary
-from fleet.cli import dir_option, emit, json_option, remote_option
-from fleet.clock import flag_seconds
+from fleet.cli import dir_option, emit, flag_seconds, json_option, remote_option
 from fleet.config import Config
 from fleet.errors import EXIT_NOTHING, UsageError
 from fleet.github import GitHubSettings, TaskIssues

@@ -24,8 +24,7 @@ import click
 from fleet import canonical, faults, fieldindex, keys, knowledge, signing, summary, tick_tasks
 from fleet import delta as delta_mod
 from fleet import world as world_mod
-from fleet.cli import check_output, dir_option, emit, json_option, remote_option, split
-from fleet.clock import flag_seconds
+from fleet.cli import check_output, dir_option, emit, flag_seconds, json_option, remote_option, split
 from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
