@@ -12,7 +12,6 @@ import os
 import random
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -107,6 +106,8 @@ class Git:
             if not spill:
                 return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=_env(),
                                       timeout=timeout)
+            import tempfile  # here: with shutil, bz2 and lzma it is a tenth of a short command's start
+
             with tempfile.TemporaryFile() as out:
                 p = subprocess.run(["git", *args], cwd=self.path, input=input, stdout=out, stderr=subprocess.PIPE,
                                    env=_env(), timeout=timeout)
