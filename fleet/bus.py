@@ -284,7 +284,7 @@ class Bus:
     @property
     def cfg(self) -> Config:
         if self._cfg is None:
-            self._cfg = self.repo.snapshot(self._main()).config
+            self._cfg = self.repo.config(self._main())
         return self._cfg
 
     def _main(self) -> str:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fleet import faults
+from fleet.config import Config
 from fleet.delta import DELTA_DIR, Arrival
 from fleet.errors import FleetError
 from fleet.fieldindex import BRANCH as INDEX_BRANCH
@@ -37,6 +39,7 @@ from fleet.state import GitSnapshot
 
 WORKER_BRANCH = re.compile(r"^fleet/t(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 TRACKING = "refs/fleet/origin/"
+_WARNED: set[str] = set()  # warnings this process gave once (FleetRepo.config_despite)
 
 
 def worker_branch(tick: int, worker: str) -> str:
@@ -122,6 +125,38 @@ class FleetRepo:
 
     def snapshot(self, rev: str | None = None) -> GitSnapshot:
         return GitSnapshot(self.git, rev or self.main())
+
+    def config(self, head: str | None = None) -> Config:
+        """The config fleet works under at main's ``head`` (default: main): main's own,
+        or, while a person's change that fleet refuses on main breaks it, that of the
+        last tick commit (:meth:`config_despite`)."""
+        head = head or self.main()
+        try:
+            return self.snapshot(head).config
+        except FleetError as e:
+            return self.config_despite(head, e)
+
+    def config_despite(self, head: str, broken: FleetError) -> Config:
+        """The config of main's last tick commit, when ``broken`` (main's own config at
+        ``head`` cannot be read) comes of a person's change that fleet refuses on main
+        (fleet.outside.main_refusal): the queue, the bus and the history go on under
+        the config the engine last worked with, as `fleet status` shows it, and say so
+        once on stderr. Otherwise ``broken`` is raised: a fleet whose own tick left a
+        bad config, or none at all, is no fleet to go on with."""
+        from fleet.outside import main_refusal  # (it imports this module)
+
+        refused = main_refusal(self.git, head)
+        if refused is None or refused.base == head:
+            raise broken
+        try:
+            cfg = self.snapshot(refused.base).config
+        except FleetError:
+            raise broken from None
+        line = refused.line(f"this works under the config of the last tick commit, {refused.base[:12]}")
+        if line not in _WARNED:
+            _WARNED.add(line)
+            sys.stderr.write(f"fleet: warning: {line}\n")
+        return cfg
 
     def sources(self) -> list[Source]:
         prefix = TRACKING + "fleet/" if self.remote else "refs/heads/fleet/"

@@ -299,15 +299,23 @@ class BranchStore:
                     raise FleetError(f"{self.claim_ref(name)}: {why}")
                 bad_claims[name] = why
                 got.pop(blob_name)
-        if config_name and got[config_name] is None:
-            raise FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
-                             "(`fleet init DIR` makes one)")
-        missing = next((n for n, b in got.items() if b is None), None)
-        if missing is not None:
-            raise FleetError(f"git object {missing} is missing from {self.git.path}")
+        config_data = got.pop(config_name) if config_name else None
+        if config_name and config_data is None:
+            assert config_of is not None
+            missing = FleetError(f"{CONFIG_PATH}: missing on main; is this a fleet repository? "
+                                 "(`fleet init DIR` makes one)")
+            self._configs = {config_of: self.repo.config_despite(config_of, missing)}  # a person deleted it?
+            config_name = None
+        gone = next((n for n, b in got.items() if b is None), None)
+        if gone is not None:
+            raise FleetError(f"git object {gone} is missing from {self.git.path}")
         blobs: dict[str, bytes] = {n: b for n, b in got.items() if b is not None}
-        if config_of and config_name:
-            self._configs = {config_of: config_mod.parse(blobs.pop(config_name))}  # main's, at that commit
+        if config_of and config_data is not None:
+            try:
+                cfg = config_mod.parse(config_data)  # main's, at that commit
+            except FleetError as e:  # a person's change fleet refuses broke it: the last tick's, and a warning
+                cfg = self.repo.config_despite(config_of, e)
+            self._configs = {config_of: cfg}
         records = Records(tip, config=self._configs[config_of] if config_of else None)
         if wanted:
             kinds = {k.folder: k for k in self.kinds}

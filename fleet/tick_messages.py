@@ -208,7 +208,7 @@ def redeliver(repo: FleetRepo, tick: int | None = None) -> tuple[int, Delivery |
 
     repo.fetch()
     head = repo.main()
-    cfg = repo.snapshot(head).config
+    cfg = repo.config(head)
     for commit, parent, text in reversed(repo.git.first_parent_log(head)):
         found = tick_of(text)
         if found is None or parent is None or (tick is not None and found != tick):

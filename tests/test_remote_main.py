@@ -328,3 +328,47 @@ def test_setup_before_the_first_tick_may_lay_down_the_engines_files(tmp_path: Pa
     git(f.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qm", "design")
     run(f, "merge", "--allow-empty")
     assert json.loads(f.read("state/fleet.json"))["tick"] == 1
+
+
+# -- 4. a person's commit that breaks the config: the queue, the bus and the history go on ---------
+
+
+_BROKEN_CONFIGS = st.one_of(
+    st.binary(max_size=40),  # not JSON, mostly
+    st.sampled_from([b"{bad", b"[]", b"{}", b'{"agents": 7}', b"\xef\xbb\xbf{}", b'{"agents": {}, "agents": {}}']),
+    st.just(None),  # deleted
+)
+
+
+@given(data=_BROKEN_CONFIGS)
+@SETTINGS
+def test_a_config_a_person_broke_on_main_leaves_the_queue_the_bus_and_the_log_working(
+        copies: Any, data: bytes | None) -> None:
+    """Run and merge stop on it (as on every refused change); the task queue, the message
+    bus, `fleet log` and the watchdog work under the config of the last tick commit, and
+    each says so once in a line naming the commit and how to undo it."""
+    f = copies()
+    rel = "state/config.json"
+    commit = push_commit(f, {rel.encode(): data}, b"edit the config by hand\n")
+    r = run(f, "merge", code=1)
+    assert commit[:12] in r.stderr and f"git revert {commit[:12]}" in r.stderr, r.stderr
+    agent = sorted(json.loads(git(f.path, "show", f"{remote_main(f)}~1:{rel}"))["agents"])[0]
+
+    def works(*args: str, code: int = 0, warns: bool = True) -> Any:
+        """The command succeeds; one that reads the config says once which it used (in
+        its own process, as a person runs it: a warning is given once a process)."""
+        r = fleet_cli(f.path, *args)
+        assert r.returncode == code and "internal error" not in r.stderr, (args, r.returncode, r.stderr)
+        warned = [ln for ln in r.stderr.splitlines() if "warning:" in ln]
+        assert len(warned) == (1 if warns else len(warned)) <= 1, (args, r.stderr)
+        for line in warned:
+            assert commit[:12] in line and f"git revert {commit[:12]}" in line and rel in line, line
+            assert "config of the last tick commit" in line, line
+        return r
+
+    works("task", "add", "write the summary", warns=False)  # (adding a task asks nothing of the config)
+    assert "claimed" in works("task", "claim", "--as", agent).stdout  # the agent: of the last tick's config
+    assert json.loads(works("task", "list", "--json", warns=False).stdout)["counts"]["in-progress"] == 1
+    works("msg", "send", "--from", agent, "--to", agent, "--body", "hello")
+    works("log")
+    works("watchdog", code=3)

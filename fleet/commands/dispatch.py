@@ -41,7 +41,7 @@ def dispatch_command(directory: Path, as_json: bool, remote: str | None, after: 
                           agents=next_agents.strip())
     repo = FleetRepo(directory, remote)
     repo.fetch()
-    cfg = repo.snapshot(repo.main()).config
+    cfg = repo.config()
     out = relay_run(cfg, after, relay, d)
 
     def text() -> None:

@@ -61,7 +61,7 @@ def log(
     repo.fetch()
     git = repo.git
     head = repo.main()
-    cfg = repo.snapshot(head).config
+    cfg = repo.config(head)
     # Ledger lines were accepted under the limits of their day; today's (a lower
     # limits.max_ops, say) must not make history unreadable.
     trusted = dataclasses.replace(cfg.limits, max_ops=sys.maxsize)
