@@ -405,8 +405,13 @@ def run_contention(tmp: Path, daemon: GitDaemon, served: Path, procs: int, tasks
                         for w in workers if not w.victim}}
 
 
+# Read when the module loads: the suite's autouse fixture (conftest.py) clears every FLEET_*
+# variable before a test runs, so a test reading them then never saw the caller's request.
+ASKED = {name: os.environ.get(name) for name in ("FLEET_CONTENTION", "FLEET_CONTENTION_FULL")}
+
+
 def _size(default: tuple[int, int]) -> tuple[int, int]:
-    env = os.environ.get("FLEET_CONTENTION")
+    env = ASKED["FLEET_CONTENTION"]
     return tuple(int(x) for x in env.split(",")) if env else default  # type: ignore[return-value]
 
 
@@ -430,7 +435,7 @@ def test_sixteen_claimers_do_1000_tasks_each_exactly_once_with_holders_killed(re
     watchdog runs), up to most of the CI job's 30 minutes, where the other slow
     tests take one: so it runs only when asked for, by ``-m slow`` or
     FLEET_CONTENTION_FULL=1."""
-    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("FLEET_CONTENTION_FULL"):
+    if "slow" not in (request.config.getoption("markexpr") or "") and not ASKED["FLEET_CONTENTION_FULL"]:
         pytest.skip("16 claimers x 1,000 tasks take 8-25 min on 2 cores: run with -m slow or FLEET_CONTENTION_FULL=1 "
                     "(the 8 x 120 version runs always)")
     d, served = request.getfixturevalue("daemon")
