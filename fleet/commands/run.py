@@ -35,6 +35,7 @@ from fleet.clock import Clock
 from fleet.commands.merge import merge
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
+from fleet.ids import printable
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
 from fleet.outside import bring_in_local_main, check_state, main_refusal, special_entry
@@ -84,6 +85,7 @@ class TickLine:
 class RunReport:
     remote: str
     created_origin: bool
+    remembered: str | None = None  # --remote became git config fleet.remote: what to say of it (remember_remote)
     ticks: list[TickLine] = field(default_factory=list)
     provider: str = "offline"
     models: list[str] = field(default_factory=list)
@@ -100,6 +102,7 @@ class RunReport:
             "provider": self.provider,
             "models": self.models,
             "created_origin": self.created_origin,
+            "remembered_remote": self.remembered,
             "tick": self.ticks[-1].tick if self.ticks else None,
             "ticks": [t.__dict__ for t in self.ticks],
             "applied": sum(t.applied for t in self.ticks),
@@ -159,6 +162,24 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if configured != EMBEDDED:  # not the absolute path: a copied or moved repository finds its own origin
         git.run("config", "fleet.remote", EMBEDDED)
     return origin.as_uri(), created
+
+
+def remember_remote(root: Path, remote: str | None, url: str) -> str | None:
+    """The first ``--remote`` given to a run of a clone with no ``fleet.remote`` becomes
+    its ``fleet.remote``, so that `fleet status`, `fleet task` and the others, run
+    there next, see the fleet this run ticked, not the clone's own branches (nor
+    ``origin``). A remote name is kept as a name, anything else as the URL it means.
+    What to say of it, or None when nothing was set."""
+    if remote is None:
+        return None
+    git = Git(root)
+    if git.proc("config", "--get", "fleet.remote").stdout.strip():
+        return None  # a person's (or an earlier run's) choice: an explicit --remote does not change it
+    keep = remote if git.proc("config", "--get", f"remote.{remote}.url").returncode == 0 else url
+    if git.proc("config", "fleet.remote", keep).returncode:
+        return None  # a read-only git config: this run goes on, later commands need --remote
+    return (f"later fleet commands here use {printable(keep, 300)} too (git config fleet.remote; "
+            "`git config --unset fleet.remote` forgets it)")
 
 
 def _restore_origin(git: Git, origin: Path) -> bool:
@@ -265,7 +286,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
          push: str | None, deadline: float | None, on_start: Callable[[RunReport], None],
          on_tick: Callable[[TickLine], None]) -> RunReport:
     url, created = ensure_origin(root, remote)
-    report = RunReport(url, created)
+    report = RunReport(url, created, remembered=remember_remote(root, remote, url))
     merge_cache = private_repo(common_dir(root), "merge.git")
     clear_stale_locks(merge_cache)  # one `fleet run` at a time (_one_run): a lock there is a killed run's
     repo = FleetRepo(merge_cache, url)
@@ -490,6 +511,8 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         else:
             console.print(f"fleet remote: {r.remote}")
         console.print(f"provider {r.provider}, model {', '.join(r.models)}", markup=False)
+        if r.remembered:
+            console.print(f"note: {r.remembered}", markup=False)
         if r.note:
             console.print(f"note: {r.note}", markup=False)
         if r.local_main:

@@ -119,6 +119,34 @@ def test_a_view_fetched_from_another_remote_is_never_rebuilt_as_the_origin(tmp_p
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
 
 
+@pytest.mark.parametrize("how", ["path", "name"])
+def test_the_first_remote_a_run_is_given_is_where_later_commands_look(tmp_path: Path, how: str) -> None:
+    """`fleet run --remote X`, then `fleet status` with no --remote: once, status showed
+    the clone's own main at tick 0 beside a fleet at tick 1. The first --remote becomes
+    git config fleet.remote (said in a note); a later --remote elsewhere does not move it."""
+    repo, bare = tmp_path / "f", tmp_path / "shared.git"
+    init(repo)
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    remote = str(bare)
+    if how == "name":
+        subprocess.run(["git", "remote", "add", "fleethub", str(bare)], cwd=repo, check=True)
+        remote = "fleethub"
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "1", "--remote", remote)
+    assert p.returncode == 0, p.stderr
+    assert "later fleet commands here use" in p.stdout + p.stderr
+    kept = subprocess.run(["git", "config", "fleet.remote"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert kept == (remote if how == "name" else bare.as_uri())
+    status = json.loads(fleet_cli(repo, "status", "--json").stdout)
+    assert status["tick"] == 1
+    elsewhere = tmp_path / "elsewhere.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(bare), str(elsewhere)], check=True)
+    p = fleet_cli(repo, "run", "--ticks", "1", "--workers", "1", "--remote", str(elsewhere))
+    assert p.returncode == 0 and "later fleet commands" not in p.stdout + p.stderr, p.stderr
+    assert subprocess.run(["git", "config", "fleet.remote"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip() == kept
+    assert json.loads(fleet_cli(repo, "status", "--json").stdout)["tick"] == 1  # still the first fleet
+
+
 def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
     """`fleet run --ticks 2 | head -1`: the run ended after its first line with
     exit 1 and nothing said; the ticks now go on, merged as ever, unseen."""
