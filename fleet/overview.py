@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import canonical
+from fleet import tasks as tasks_mod
 from fleet.clock import due_now
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
@@ -64,7 +65,11 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     at = now()
     merged = _last_tick_commit(repo, engine)
     queue = TaskQueue(repo).read()
-    tasks = dict(queue.counts(), ready=len(queue.ready(None, at)),
+    stranded = [(t, why) for t in sorted(queue.tasks.values(), key=lambda t: t.id)
+                if (why := tasks_mod.stranded(cfg, t))]  # slung to a name that may not claim: no claim takes them
+    tasks = dict(queue.counts(), ready=len(queue.ready(None, at)) - sum(1 for t, _ in stranded
+                                                                          if queue.is_ready(t, None, at)),
+                 stranded=len(stranded),
                  expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
                              and t.lease_until and parse_stamp(t.lease_until) < at),
                  cooling=sum(1 for t in queue.tasks.values() if t.status == "pending"
@@ -124,6 +129,8 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
                      f"(first: {first}); see each worker's last error below")
     if escalated:
         needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
+    if stranded:
+        needs.append(tasks_mod.stranded_line(stranded))
     if queue.quarantined:  # a bad file on the queue's branch: read past, named here once
         where, why = queue.quarantined[0]
         more = f" and {len(queue.quarantined) - 1} more" if len(queue.quarantined) > 1 else ""

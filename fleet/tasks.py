@@ -567,6 +567,24 @@ def claimer_problem(cfg: Config, name: str) -> str | None:
             f"({patterns or 'none set'}; {CONFIG_PATH})")
 
 
+def stranded(cfg: Config, t: Task) -> str | None:
+    """Why no claim takes pending ``t``, slung to a name that may not claim tasks under
+    ``cfg`` (an agent the config no longer has, say), or None: it waits for a person to
+    sling it again, and `fleet status` says so."""
+    if t.status != "pending" or not t.for_:
+        return None
+    problem = claimer_problem(cfg, t.for_)
+    return None if problem is None else f"slung to {t.for_}, but {problem}"
+
+
+def stranded_line(found: list[tuple[Task, str]]) -> str:
+    """`fleet status`'s line for the stranded tasks (:func:`stranded`), first named."""
+    t, why = found[0]
+    more = f" (and {len(found) - 1} more: `fleet task list` marks them)" if len(found) > 1 else ""
+    return (f"{len(found)} task(s) no claim takes: {t.id} is {why}{more}; `fleet task sling {t.id} AGENT` "
+            f"gives it to another, `fleet task sling {t.id}` to anyone")
+
+
 class DependencyCycle(FleetError):
     """Tasks that wait for each other in a circle: none of them can ever be ready."""
 

@@ -79,6 +79,7 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
                 click.echo(f"  last error (tick {e['tick']}, {e['agent']}): {printable(e['error'], 200)}")
         t = s["tasks"]
         cooling = f", {t['cooling']} cooling down after a failure or a return" if t["cooling"] else ""
+        cooling += f", {t['stranded']} slung to a name that may not claim" if t.get("stranded") else ""
         click.echo(f"tasks: {t['pending']} pending ({t['ready']} ready{cooling}), {t['in-progress']} in progress"
                    f"{' (' + str(t['expired']) + ' lease(s) expired: run fleet watchdog)' if t['expired'] else ''}, "
                    f"{t['done']} done, {t['failed']} failed")

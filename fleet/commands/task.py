@@ -170,13 +170,16 @@ def sling(path: Path, task_id: str, agent: str | None, *, remote: str | None = N
     return _step(path, remote, _checked(task_id, agent, "AGENT", lambda q, cfg, at: tasks.sling(q, at, task_id, agent)))
 
 
-def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None) -> dict[str, Any]:
-    """A task as commands print it: the document plus what the queue makes of it."""
+def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None,
+           cfg: Config | None = None) -> dict[str, Any]:
+    """A task as commands print it: the document plus what the queue (and the
+    config: whether the one it is slung to may claim it) makes of it."""
     # "token", the fence's earlier name, is printed too until --token goes (deprecated)
     out = dict(t.to_json(), path=task_path(t.id), token=t.fence)
     if q is not None:
         out["blocked_by"] = q.blockers(t)
-        out["ready"] = q.is_ready(t, None, at or now())
+        out["stranded"] = tasks.stranded(cfg, t) if cfg is not None else None
+        out["ready"] = q.is_ready(t, None, at or now()) and not out["stranded"]
         out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
         out["wave"] = q.waves()[t.id]
         held = q.paths_held_by(t) if t.status == "pending" else None
@@ -194,7 +197,7 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
     if ready_only:
         if agent is not None:
             _agent(cfg, agent)
-        rows = q.ready(agent, at)
+        rows = [t for t in q.ready(agent, at) if not tasks.stranded(cfg, t)]
     else:
         rows = sorted(q.tasks.values(), key=lambda t: (t.status not in ("in-progress", "pending"), t.priority,
                                                      t.created_at, t.id))
@@ -204,9 +207,12 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
             rows = [t for t in rows if agent in (t.claimed_by, t.for_)]
     if wave is not None:
         rows = [t for t in rows if q.waves()[t.id] == wave]
-    out = {"tasks": [public(t, q, at) for t in rows], "counts": q.counts(), "tip": q.tip,
+    out = {"tasks": [public(t, q, at, cfg) for t in rows], "counts": q.counts(), "tip": q.tip,
            "quarantined": [{"where": w, "reason": r} for w, r in q.quarantined]}
     if ready_only:  # and why the others that could be are not
+        out["stranded"] = [{"id": t.id, "title": t.title, "for": t.for_, "why": why}
+                           for t in q.ready(agent, at) if (why := tasks.stranded(cfg, t))
+                           and (wave is None or q.waves()[t.id] == wave)]
         out["held_back"] = [dict(asdict(h.where), id=t.id, title=t.title, held_by=h.by.id, holder=h.by.claimed_by)
                             for t, h in q.held_back(agent, at) if wave is None or q.waves()[t.id] == wave]
     return out
@@ -215,8 +221,8 @@ def listing(path: Path, *, status: str | None = None, agent: str | None = None, 
 def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
     """One task and its history: every commit that changed it, oldest first."""
     tq = _queue(path, remote)
-    q, _ = tq.load()
-    t = public(q.task(task_id), q)
+    q, cfg = tq.load()
+    t = public(q.task(task_id), q, cfg=cfg)
     # the branch's history of the task, and its claim the branch has not merged yet (on its claim ref)
     tips = [c for c in (q.tip, q.unfolded.get(task_id)) if c] or ["HEAD"]
     out = tq.git.run("log", "--reverse", "--date-order", "--format=%H%x00%cI%x00%s%x1e", *tips, "--", task_path(task_id))
@@ -259,6 +265,8 @@ def _task_line(t: dict[str, Any]) -> str:
         extra = f" never ready: {t['doomed_by']} failed"
     elif t["status"] == "pending" and t.get("blocked_by"):
         extra = f" waits for {', '.join(t['blocked_by'])}"
+    elif t["status"] == "pending" and t.get("stranded"):
+        extra = f"no claim takes it: {t['stranded']}"
     elif t["status"] == "pending" and t.get("paths_held_by"):
         extra = f" paths held by {t['paths_held_by']}"
     elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
@@ -520,6 +528,9 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
             click.echo("no task is ready" if kw.get("ready_only") else "no tasks")
         for t in r["tasks"]:
             click.echo(_task_line(t))
+        for h in r.get("stranded", []):
+            click.echo(f"stranded: {h['id']} is {h['why']}; `fleet task sling {h['id']} AGENT` gives it to another",
+                       err=True)
         for h in r.get("held_back", []):
             click.echo(f"held back: {h['id']} shares paths with {h['held_by']} (in progress, held by {h['holder']}): "
                        f"{_shared_text(h)}", err=True)

@@ -92,6 +92,38 @@ def test_sling_puts_a_task_on_one_hook(fleet: Fleet) -> None:
     assert "only a pending task can be slung" in r.output
 
 
+@pytest.mark.parametrize("how", ["agent removed", "agents_claim off", "claimer pattern dropped"])
+def test_a_task_slung_to_one_who_may_no_longer_claim_is_named_not_left_ready(fleet: Fleet, how: str) -> None:
+    """Slung to dara, then the config changes so that dara may not claim: the task was
+    listed as ready, counted ready by status, and no claim ever took it. It is marked,
+    left out of ready, and status names it and how to sling it again."""
+    cfg = json.loads((fleet.path / "state/config.json").read_text())
+    target = "ci-bot-7" if how == "claimer pattern dropped" else "dara"
+    if how == "claimer pattern dropped":
+        cfg["tasks"] = {"claimers": ["ci-bot-*"]}
+        commit_config(fleet, cfg)
+    t = add(fleet, "only for one")
+    run(fleet, "task", "sling", t, target)
+    if how == "agent removed":
+        del cfg["agents"]["dara"]
+    elif how == "agents_claim off":
+        cfg["tasks"] = {"agents_claim": False, "claimers": ["ci-*"]}
+    else:
+        cfg["tasks"] = {"claimers": []}
+    commit_config(fleet, cfg)
+    assert tasks(fleet, "--status", "pending")["tasks"][0]["stranded"].startswith(f"slung to {target}, but ")
+    ready = json.loads(run(fleet, "task", "ready", "--json").stdout)
+    assert ready["tasks"] == [] and [s["id"] for s in ready["stranded"]] == [t]
+    status = json.loads(run(fleet, "status", "--json").stdout)
+    assert status["tasks"]["ready"] == 0 and status["tasks"]["stranded"] == 1
+    [line] = [n for n in status["needs_you"] if t in n]
+    assert f"fleet task sling {t} AGENT" in line and target in line
+    other = "ci-bot-1" if how == "agents_claim off" else "ada"
+    run(fleet, "task", "sling", t, other)
+    assert claim(fleet, other)["id"] == t
+    assert json.loads(run(fleet, "status", "--json").stdout)["tasks"]["stranded"] == 0
+
+
 def test_fencing_token_refuses_a_stale_holder(fleet: Fleet) -> None:
     cfg = json.loads((fleet.path / "state/config.json").read_text())
     cfg["tasks"] = {"retry_delay_seconds": 0, "grace_seconds": 0}
