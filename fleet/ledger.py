@@ -9,11 +9,12 @@ lines). Replay and ``fleet log`` read history this way, however old.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical
-from fleet.config import Limits
+from fleet.config import CONFIG_PATH, Limits
 from fleet.delta import Arrival, Delta, file_path, from_body
 from fleet.git import Git
 from fleet.profile_merge import RECORDS as MEANINGS
@@ -106,3 +107,67 @@ def held_in(git: Git, parent: str, commit: str) -> dict[str, list[str]]:
         for x in c.candidates:
             out.setdefault(x["delta"], []).append(f"{c.where} held in conflict {c.id} (since tick {c.opened_tick})")
     return out
+
+
+def pruned_ledgers(git: Git, head: str, base: Any) -> Callable[[int], str | None]:
+    """For a late delta's tick ``t``: why its ledger is no longer in main's tree
+    (``base``, at ``head``), or None while it is whole.
+
+    A merge deletes the ledger of ticks older than its ``limits.window``. Lower the
+    window, then raise it, and a late delta of a tick whose ledger went is inside the
+    window again, with nothing left to tell it from the copy applied before: applied
+    again, it would be applied twice. So a tick is judged by the merges since it:
+    the ledger of ``t`` went if a tick commit j after it kept fewer than ``j - t``
+    ticks. A ledger or quarantine folder of ``t`` or an older tick still in the tree
+    says no merge deleted ``t``'s (each deletes every folder below its bound); only
+    otherwise is history read, once, as far back as the window reaches. A history
+    that does not reach ``t`` (a shallow clone) cannot say: the delta is not applied."""
+    from fleet.outside import tick_commits  # (it imports this module)
+
+    kept = sorted({int(p.split("/")[2]) for d in (LEDGER_DIR, QUARANTINE_DIR) for p in base.under(d)
+                   if p.split("/")[2].isdigit()})
+    windows: dict[int, int] = {}  # tick -> the window its merge kept (tick commits since the oldest asked for)
+    reached = [False]  # whether history was read down to the oldest tick asked for, or to its true start
+
+    def read_back(t: int) -> None:
+        limit = 64
+        while True:
+            rows = git.first_parent_log(head, limit=limit)  # oldest first
+            ticks = tick_commits(git, rows)
+            covered = min(ticks.values(), default=t + 2) <= t + 1
+            start = len(rows) < limit or not rows or rows[0][1] is None  # the first commit here
+            if covered or start:
+                break
+            limit *= 4
+        blobs = git.cat_maybe([f"{c}:{CONFIG_PATH}" for c in ticks])
+        for c, n in ticks.items():
+            windows[n] = _window(blobs.get(f"{c}:{CONFIG_PATH}"))
+        shallow = git.proc("rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
+        reached[0] = covered or not shallow
+
+    def pruned(t: int) -> str | None:
+        if kept and kept[0] <= t:
+            return None
+        if not windows or min(windows) > t + 1:
+            read_back(t)
+        for j in sorted(windows):
+            if j > t and j - windows[j] > t:
+                return (f"the ledger of tick {t} was deleted by the merge of tick {j}, which kept "
+                        f"{windows[j]} tick(s) (limits.window was lower then): a late delta of tick {t} cannot be "
+                        "told from one applied before, so it is not applied")
+        if not reached[0]:
+            return (f"the history here does not reach tick {t} (a shallow clone), so whether its ledger was "
+                    "deleted cannot be told: a late delta of that tick is not applied")
+        return None
+
+    return pruned
+
+
+def _window(data: bytes | None) -> int:
+    """``limits.window`` of a tick commit's config (a tick commit's config is valid:
+    a value that is not, or none, counts as the least, 1: as if most was deleted)."""
+    try:
+        w = canonical.parse(data or b"", max_depth=8).get("limits", {}).get("window", Limits().window)
+    except (canonical.JSONProblem, AttributeError):
+        return 1
+    return w if type(w) is int and w >= 1 else 1

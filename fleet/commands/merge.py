@@ -28,7 +28,7 @@ from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
 from fleet.github import ConflictPRs, GitHubSettings
 from fleet.ids import printable
-from fleet.ledger import TRAILERS
+from fleet.ledger import TRAILERS, pruned_ledgers
 from fleet.outside import adopt_local_main, main_refusal
 from fleet.repo import FleetRepo, inbox_arrivals
 from fleet.state import GitSnapshot
@@ -200,7 +200,8 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
             synced = prs.sync(repo, base, head) if prs else None
             opened = f"; opened {len(synced.opened)} conflict pull request(s)" if synced and synced.opened else ""
             raise NothingToDo(f"no pending deltas (main is at tick {base.tick}){opened}{_foreign_note(foreign)}")
-        result = merge_tick(base, arrivals, decided)
+        pruned = pruned_ledgers(repo.git, head, base)
+        result = merge_tick(base, arrivals, decided, pruned=pruned)
         if meanings_from is not None:  # texts held under 'meaning': the model merges, here or in a job of its own
             meanings = profile_merge.recheck(base, result, profile_merge.read_answers(meanings_from), str(meanings_from))
         else:
@@ -208,7 +209,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
         if propose_to is not None:
             profile_merge.write_answers(propose_to, meanings)
         if meanings:
-            result = merge_tick(base, arrivals, decided, meanings)
+            result = merge_tick(base, arrivals, decided, meanings, pruned=pruned)
         if not result.applied and not result.quarantined and not result.resolved and not result.reverts \
                 and not allow_empty:
             if not dry_run:

@@ -28,7 +28,7 @@ what; ``conflicts`` holds competing changes and applies the policies;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleet import resolve
@@ -46,20 +46,23 @@ __all__ = ["Quarantined", "TickResult", "conflict_id", "merge_tick", "replay_tic
 
 
 def merge_tick(base: Snapshot, arrivals: list[Arrival], outside: Sequence[dict[str, Any]] = (),
-               meanings: Sequence[dict[str, Any]] = ()) -> TickResult:
+               meanings: Sequence[dict[str, Any]] = (),
+               pruned: Callable[[int], str | None] | None = None) -> TickResult:
     """Decide the next tick: which deltas apply, which are held, which are quarantined.
 
     Decisions on held conflicts (resolution files on main, and ``outside``
     fallbacks for pull requests closed unmerged) are applied first.
     ``meanings``: the model's answers for fields under the ``meaning`` policy
     (fleet.profile_merge), inputs like the deltas: recorded in the ledger.
+    ``pruned``: which late deltas' ledgers an earlier, lower window deleted
+    (fleet.ledger.pruned_ledgers): such a delta is quarantined, never applied twice.
     """
     base, decided = resolve.apply(base, list(outside))
     cfg = base.config
     tick = base.tick + 1
     # every schema a document's check may need, in one request (not one git process a collection)
     base.read_many(sorted({f"schemas/{c.schema}" for c in cfg.collections.values()}))
-    found = triage(base, arrivals, tick)
+    found = triage(base, arrivals, tick, pruned)
     candidates, quarantined = found.candidates, found.quarantined
 
     def split_off(refused: dict[str, str]) -> list[Delta]:

@@ -9,6 +9,7 @@ quarantined. What is left are the candidates, in delta order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -30,9 +31,13 @@ class Triage:
     duplicates: list[Arrival] = field(default_factory=list)
 
 
-def triage(base: Snapshot, arrivals: list[Arrival], tick: int) -> Triage:
+def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
+           pruned: Callable[[int], str | None] | None = None) -> Triage:
     """Parse, order and de-duplicate the arrivals of ``tick`` against what
-    ``base`` (main, its decisions applied) already holds."""
+    ``base`` (main, its decisions applied) already holds. ``pruned``: for a late
+    delta's tick, why its ledger is gone though the window reaches it (the window
+    was lower once: fleet.ledger.pruned_ledgers), or None; without it, the window
+    is taken to have been what it is now."""
     cfg = base.config
     window = cfg.limits.window
     out = Triage()
@@ -88,6 +93,8 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int) -> Triage:
             quarantined.append(Quarantined(a, f"tick {d.tick} is ahead of the next tick ({tick}); main is at {tick - 1}", d))
         elif d.tick < tick - window:
             quarantined.append(Quarantined(a, f"tick {d.tick} was merged long ago: late deltas are accepted for {window} ticks (limits.window), main is at {tick - 1}", d))
+        elif d.tick < tick and pruned is not None and (why := pruned(d.tick)) is not None:
+            quarantined.append(Quarantined(a, why, d))
         elif d.agent not in cfg.agents:
             quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
         elif d.id in ledger(d):

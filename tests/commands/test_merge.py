@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Fleet, run
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from fleet import canonical
+from fleet.commands.init import init
 from fleet.delta import Op, file_path
 
 
@@ -345,3 +348,42 @@ def test_merge_with_origin_ignores_unpushed_local_branches(origin_fleet: tuple[F
 def test_unknown_remote(fleet: Fleet) -> None:
     r = run(fleet, "merge", "--remote", "upstream", code=1)
     assert "no remote named 'upstream'" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+# -- a window lowered, then raised ---------------------------------------------------
+
+
+def _set_window(f: Fleet, window: int) -> None:
+    cfg = json.loads(f.git.show("refs/heads/main", "state/config.json"))
+    if cfg["limits"]["window"] == window:
+        return
+    cfg["limits"]["window"] = window
+    (f.path / "state/config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    git(f.path, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", f"window {window}")
+
+
+@given(steps=st.lists(st.tuples(st.integers(1, 5), st.booleans()), min_size=2, max_size=7))
+@example(steps=[(1, False), (1, False), (5, True)])  # lowered to 1 (tick 2's ledger goes at tick 4), raised to 5
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_delta_delivered_again_applies_once_whatever_the_window_did(tmp_path_factory: Any,
+                                                                       steps: list[tuple[int, bool]]) -> None:
+    """A worker branch delivered again at some ticks (a rerun), while a person lowers and
+    raises limits.window: once, the raise let the copy in again after the lower window had
+    deleted its tick's ledger, and it applied twice. Each tick's merge is real (`fleet merge`)."""
+    path = tmp_path_factory.mktemp("window") / "fleet"
+    init(path)
+    f = Fleet(path)
+    run(f, "merge", "--allow-empty")  # tick 1
+    once = f.delta("basil", score(1), tick=2)
+    before = post(f)["score"]
+    f.push(once)
+    run(f, "merge")  # tick 2: applied
+    for window, again in steps:
+        _set_window(f, window)
+        if again:
+            f.push(once)  # its branch fleet/t2/w1, delivered again
+        run(f, "merge", "--allow-empty")
+    applied = [line for line in git(f.path, "log", "-p", "--format=", "refs/heads/main", "--", "state/ledger").splitlines()
+               if line.startswith("+") and once["id"] in line]
+    assert len(applied) == 1, applied
+    assert post(f)["score"] == before + 1
