@@ -133,7 +133,7 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     if configured and configured not in (EMBEDDED, origin.as_uri()):
         return remote_url(git, configured), False
     created = False
-    if not (origin / "HEAD").exists() and _restore_origin(git, origin):
+    if not (origin / "HEAD").exists() and configured == EMBEDDED and _restore_origin(git, origin):
         pass
     elif not (origin / "HEAD").exists():
         if git.rev_parse("refs/heads/main") is None:
@@ -164,15 +164,22 @@ def ensure_origin(root: Path, remote: str | None) -> tuple[str, bool]:
     return origin.as_uri(), created
 
 
-def remember_remote(root: Path, remote: str | None, url: str) -> str | None:
+def remember_remote(root: Path, remote: str | None, url: str, created: bool = False) -> str | None:
     """The first ``--remote`` given to a run of a clone with no ``fleet.remote`` becomes
     its ``fleet.remote``, so that `fleet status`, `fleet task` and the others, run
     there next, see the fleet this run ticked, not the clone's own branches (nor
     ``origin``). A remote name is kept as a name, anything else as the URL it means.
-    What to say of it, or None when nothing was set."""
-    if remote is None:
-        return None
+    What to say of it, or None when nothing was set. A first run that made an origin of
+    its own in a clone that has an ``origin`` remote (``created``) says how to tick that
+    one instead: `fleet status` there read origin until this run."""
     git = Git(root)
+    if remote is None:
+        there = git.proc("config", "--get", "remote.origin.url")
+        if created and there.returncode == 0:
+            return (f"this clone has a remote origin ({printable(there.stdout.decode(errors='replace').strip(), 200)}): "
+                    "this run ticks a fleet of its own, in .git/fleet/origin.git, and later commands here follow "
+                    "it; `fleet run --remote origin` in a clone that has not run ticks origin's main instead")
+        return None
     if git.proc("config", "--get", "fleet.remote").stdout.strip():
         return None  # a person's (or an earlier run's) choice: an explicit --remote does not change it
     keep = remote if git.proc("config", "--get", f"remote.{remote}.url").returncode == 0 else url
@@ -286,7 +293,7 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
          push: str | None, deadline: float | None, on_start: Callable[[RunReport], None],
          on_tick: Callable[[TickLine], None]) -> RunReport:
     url, created = ensure_origin(root, remote)
-    report = RunReport(url, created, remembered=remember_remote(root, remote, url))
+    report = RunReport(url, created, remembered=remember_remote(root, remote, url, created))
     merge_cache = private_repo(common_dir(root), "merge.git")
     clear_stale_locks(merge_cache)  # one `fleet run` at a time (_one_run): a lock there is a killed run's
     repo = FleetRepo(merge_cache, url)

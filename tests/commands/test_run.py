@@ -147,6 +147,31 @@ def test_the_first_remote_a_run_is_given_is_where_later_commands_look(tmp_path: 
     assert json.loads(fleet_cli(repo, "status", "--json").stdout)["tick"] == 1  # still the first fleet
 
 
+def test_a_clone_of_a_fleet_says_which_fleet_it_runs_and_rebuilds_nothing(tmp_path: Path) -> None:
+    """A clone whose status had read origin: its first `fleet run` said it had rebuilt a
+    missing origin from that view (there was none) and silently ticked a fork of its own.
+    It makes its own origin as every first run does, says so and how to tick origin
+    instead, and everything after reads that fleet; `--remote origin` ticks origin's main."""
+    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
+    init(seed)
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+    clones = [tmp_path / "one", tmp_path / "two"]
+    for c in clones:
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+        assert json.loads(fleet_cli(c, "status", "--json").stdout)["tick"] == 0  # origin's view, fetched
+    p = fleet_cli(clones[0], "run", "--ticks", "1", "--workers", "1")
+    said = p.stdout + p.stderr
+    assert p.returncode == 0 and "rebuilt" not in said and "missing" not in said, said
+    assert "this clone has a remote origin" in said and "--remote origin" in said
+    assert json.loads(fleet_cli(clones[0], "status", "--json").stdout)["tick"] == 1  # the fleet it ran
+    p = fleet_cli(clones[1], "run", "--ticks", "1", "--workers", "1", "--remote", "origin")
+    assert p.returncode == 0 and not (clones[1] / ".git" / "fleet" / "origin.git").exists(), p.stderr
+    on_origin = subprocess.run(["git", "show", "main:state/fleet.json"], cwd=bare, capture_output=True,
+                               text=True, check=True).stdout
+    assert json.loads(on_origin)["tick"] == 1
+    assert json.loads(fleet_cli(clones[1], "status", "--json").stdout)["tick"] == 1
+
+
 def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
     """`fleet run --ticks 2 | head -1`: the run ended after its first line with
     exit 1 and nothing said; the ticks now go on, merged as ever, unseen."""
