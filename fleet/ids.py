@@ -97,3 +97,13 @@ def new_delta_id(tick: int, worker: str, stream: str) -> str:
     file lives under its worker's own directory, so file names cannot collide.
     """
     return f"t{tick}-{worker}-{stream}-{secrets.token_hex(8)}"
+
+
+# Names Windows keeps for devices, with or without an extension: a clone there cannot hold such a file.
+WINDOWS_DEVICES = frozenset(["CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                             *(f"LPT{i}" for i in range(1, 10))])
+
+
+def device_name(file_name: str) -> bool:
+    """Whether ``file_name`` is one Windows keeps for a device (``CON.json``, ``nul``)."""
+    return file_name.split(".", 1)[0].upper() in WINDOWS_DEVICES

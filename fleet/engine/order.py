@@ -17,8 +17,9 @@ from typing import Any
 from fleet import canonical, keys
 from fleet.delta import Arrival, Delta, Rejected, parse
 from fleet.engine.apply import Outcome
+from fleet.ids import device_name
 from fleet.records import Quarantined
-from fleet.state import QUARANTINE_DIR, Snapshot
+from fleet.state import LEDGER_DIR, QUARANTINE_DIR, Snapshot
 
 
 @dataclass
@@ -76,6 +77,7 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
         return ledger_cache.setdefault((d.tick, d.worker), base.ledger_ids(d.tick, d.worker))
 
     candidates, arrival_of = out.candidates, out.arrival_of
+    portable = _Portable(base)
     reused: set[tuple[str, str]] = set()
     for d, a in parsed:
         if ledger(d).get(d.id) == d.digest or (d.id, d.digest) in refused_before.keys:
@@ -99,10 +101,63 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
             quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
         elif d.id in ledger(d):
             quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
+        elif (why := portable.problem(d)) is not None:
+            quarantined.append(Quarantined(a, why, d))
         else:
             candidates.append(d)
             arrival_of[d.id] = a  # the copy that stands, not a later duplicate
+            portable.add(d)
     return out
+
+
+class _Portable:
+    """Names the merge would write that a clone on Windows or macOS cannot hold: a
+    document or ledger file named as a Windows device (``CON.json``), or one that
+    differs only by case from another in its folder (``C1.json`` beside ``c1.json``:
+    one file on a case-insensitive disk). A delta that would write one is
+    quarantined, so main checks out everywhere. (Decisions, not application: replay
+    applies what the ledger recorded, so history made before this rule replays as it was.)"""
+
+    def __init__(self, base: Snapshot) -> None:
+        self.base = base
+        self.folded: dict[str, dict[str, str]] = {}  # folder -> casefolded name -> the name there
+
+    def _folder(self, folder: str) -> dict[str, str]:
+        found = self.folded.get(folder)
+        if found is None:
+            found = self.folded[folder] = {}
+            for p in self.base.files_in(folder):
+                name = p.rsplit("/", 1)[1]
+                found.setdefault(name.casefold(), name)
+        return found
+
+    def _names(self, d: Delta) -> list[str]:
+        """The files ``d`` would make: its worker's ledger file of its tick, the documents it creates."""
+        cfg = self.base.config
+        out = [f"{LEDGER_DIR}/{d.tick}/{d.worker}.jsonl"]
+        for op in d.ops:
+            coll = cfg.collections.get(op.collection)
+            if op.op == "create" and coll is not None:
+                out.append(coll.doc_path(op.id))
+        return out
+
+    def problem(self, d: Delta) -> str | None:
+        for path in self._names(d):
+            folder, _, name = path.rpartition("/")
+            if device_name(name):
+                return (f"{path}: '{name.split('.', 1)[0]}' is a device name on Windows: a clone there could not "
+                        "check main out")
+            there = self._folder(folder).get(name.casefold())
+            if there is not None and there != name:
+                return (f"{path}: differs from {folder}/{there} only by case: a clone on Windows or macOS would "
+                        "hold one file for both")
+        return None
+
+    def add(self, d: Delta) -> None:
+        """``d`` stands: the files it makes are there for the deltas after it."""
+        for path in self._names(d):
+            folder, _, name = path.rpartition("/")
+            self._folder(folder).setdefault(name.casefold(), name)
 
 
 class _LazyRefused:

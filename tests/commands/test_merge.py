@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fleet import canonical
 from fleet.commands.init import init
 from fleet.delta import Op, file_path
+from fleet.ids import WINDOWS_DEVICES
 
 
 def git(path: Path, *args: str) -> str:
@@ -387,3 +388,42 @@ def test_a_delta_delivered_again_applies_once_whatever_the_window_did(tmp_path_f
                if line.startswith("+") and once["id"] in line]
     assert len(applied) == 1, applied
     assert post(f)["score"] == before + 1
+
+
+# -- names a clone on Windows or macOS cannot hold -------------------------------------------
+
+
+def _case_variants(name: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda up: "".join(c.upper() if u else c for c, u in zip(name, up, strict=True))).filter(lambda v: v != name)
+
+
+_DEVICE_IDS = st.sampled_from(["CON", "prn", "Aux", "nul", "COM1", "com9", "LPT3", "lpt1"])
+
+
+@given(new_id=st.one_of(_case_variants("ada-1"), _DEVICE_IDS), worker=st.one_of(st.just("w2"), _case_variants("w1")))
+@example(new_id="Ada-1", worker="w2")
+@example(new_id="nul", worker="w2")
+@example(new_id="ada-7", worker="W1")
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_name_that_would_not_check_out_on_windows_or_macos_is_quarantined(
+        tmp_path_factory: Any, new_id: str, worker: str) -> None:
+    """A create of posts/Ada-1 beside ada-1, or of posts/nul; a worker W1 in a tick where w1
+    delivered: each made main a tree some clones cannot check out (one file for two names,
+    or a device). Such a delta is quarantined naming the file and why; the others apply."""
+    path = tmp_path_factory.mktemp("names") / "fleet"
+    init(path)
+    f = Fleet(path)
+    post = {**json.loads(f.git.show("refs/heads/main", "state/posts/ada-1.json")), "tick": 1}
+    ok = f.delta("ada", score(1), worker="w1")
+    made = f.delta("ada", Op("create", "posts", new_id, (), {**post, "id": new_id}), worker=worker)
+    f.push(ok, made)
+    out = json.loads(run(f, "merge", "--json").stdout)
+    [q] = out["quarantined"]  # the first in delta order stands; the one that would clash with it does not
+    assert "device name on Windows" in q["reason"] or "only by case" in q["reason"], q
+    assert out["applied"] == 1
+    tree = git(f.path, "ls-tree", "-r", "--name-only", "refs/heads/main").split()
+    folded: dict[str, str] = {}
+    for p in tree:
+        assert p.rsplit("/", 1)[-1].split(".", 1)[0].upper() not in WINDOWS_DEVICES, p
+        assert folded.setdefault(p.casefold(), p) == p, (p, folded[p.casefold()])
