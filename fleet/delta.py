@@ -115,6 +115,21 @@ def parse(arrival: Arrival, limits: Limits, trusted: bool = False) -> Delta:
     return from_body(body, arrival, limits)
 
 
+def misnamed(d: Delta, path: str) -> str | None:
+    """Why what a delta says of itself disagrees with where and when it says it was
+    written, or None: its file is ``deltas/<worker>/<stream>/<id>.json``
+    (:func:`file_path`), and its ``utc`` is a time on the calendar, not digits in the
+    right places (status, log and the report print it). The merge asks it of new
+    arrivals (fleet.engine.order), not of ledger lines, which were accepted once."""
+    if path != file_path(d.body):
+        return f"a delta file is named for its stream and id, {file_path(d.body)}, not {printable(path, 120)}"
+    try:
+        _dt.datetime.strptime(d.utc, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return f"utc {d.utc!r} is no time on the calendar (schemas/delta.schema.json)"
+    return None
+
+
 def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:
     problem = schemas.first_error(schemas.protocol("delta"), body)
     if problem:

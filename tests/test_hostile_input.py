@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from conftest import Fleet, run
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from test_bad_input import good, ledger_ids, score
 
 from fleet import canonical
+from fleet.commands.init import init
 from fleet.delta import Op, file_path
 from fleet.ids import is_safe_id, printable
 from fleet.ledger import tick_of
@@ -176,11 +177,11 @@ def test_a_file_over_the_limit_is_not_read_whole(fleet: Fleet, tmp_path: Path) -
 
 
 def test_symlink_and_submodule_entries_of_a_worker_branch_are_refused(fleet: Fleet) -> None:
-    _, data = body_bytes(fleet, worker="w1")
+    body, data = body_bytes(fleet, worker="w1")
     raw_tree_branch(fleet, "refs/heads/fleet/t1/w1", [
         (b"deltas/w1/s1/link.json", "120000", b"/proc/self/environ"),
         (b"deltas/w1/s1/sub.json", "160000", fleet.main().encode()),
-        (b"deltas/w1/s1/ok.json", "100644", data),
+        (file_path(body).encode(), "100644", data),
     ])
     run(fleet, "merge")
     why = {q["path"]: q for q in records(fleet)}
@@ -618,3 +619,55 @@ def test_a_folder_or_link_where_validate_wants_a_file_is_named_as_what_it_is(fle
         assert len(r.stderr.splitlines()) == 1 and f"state/config.json: is {said}" in r.stderr, r.output
     else:
         assert "missing or not a regular file" in r.output and "does not exist" not in r.output, r.output
+
+
+# -- a delta's name and time agree with what it says of itself -------------------------------
+
+
+_NOT_TIMES = st.builds(
+    lambda y, mo, d, h, mi, s: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.000001Z",
+    st.integers(1, 9999), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+    st.integers(0, 99)).filter(lambda t: not _is_time(t))
+
+
+def _is_time(text: str) -> bool:
+    import datetime as _dt
+
+    try:
+        _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return True
+
+
+@given(kind=st.sampled_from(["stream", "name", "utc"]), utc=_NOT_TIMES,
+       name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20))
+@example(kind="utc", utc="2026-13-45T99:99:99.000000Z", name="x")
+@example(kind="utc", utc="2027-02-29T00:00:00.000001Z", name="x")
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_delta_filed_under_another_name_or_timed_off_the_calendar_is_quarantined(
+        tmp_path_factory: Any, kind: str, utc: str, name: str) -> None:
+    """Its file named for another id or stream than its own, or a `utc` of digits that is no
+    time (month 13, February 30): the merge took it, and status and log printed the time."""
+    path = tmp_path_factory.mktemp("named") / "fleet"
+    init(path)
+    f = Fleet(path)
+    inbox = path.parent / "inbox"
+    body, _ = body_bytes(f, worker="w1")
+    rel = file_path(body)
+    if kind == "stream":
+        rel = f"deltas/w1/s9/{body['id']}.json"
+    elif kind == "name":
+        rel = f"deltas/w1/s1/{name}.json"
+        assume(name != body["id"])
+    else:
+        body["utc"] = utc
+    (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+    (inbox / rel).write_bytes(canonical.dumps(body))
+    ok = f.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w2")
+    (inbox / file_path(ok)).parent.mkdir(parents=True, exist_ok=True)
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
+    run(f, "merge", "--inbox", str(inbox))
+    [rec] = records(f)
+    assert ("no time on the calendar" if kind == "utc" else "is named for its stream and id") in rec["reason"], rec
+    assert ledger_ids(f) == {ok["id"]}

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from fleet import canonical, keys
-from fleet.delta import Arrival, Delta, Rejected, parse
+from fleet.delta import Arrival, Delta, Rejected, misnamed, parse
 from fleet.engine.apply import Outcome
 from fleet.ids import device_name
 from fleet.records import Quarantined
@@ -101,7 +101,7 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
             quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
         elif d.id in ledger(d):
             quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
-        elif (why := portable.problem(d)) is not None:
+        elif (why := misnamed(d, a.path) or portable.problem(d)) is not None:
             quarantined.append(Quarantined(a, why, d))
         else:
             candidates.append(d)
