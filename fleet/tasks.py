@@ -640,7 +640,7 @@ def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
         raise FleetError(f"cannot {verb} task {t.id}: fence {fence} is stale, the task was claimed again "
                          f"(fence {t.fence}, by {t.claimed_by}); {then}")
     if agent is not None and agent != t.claimed_by:
-        raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
+        raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {printable(agent, 60)}")
 
 
 def cooldown(cfg: Config, at: _dt.datetime) -> str:

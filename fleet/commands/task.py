@@ -117,7 +117,9 @@ def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None
 
 def _checked(task_id: str, agent: str | None, flag: str,
              decide: Callable[[Queue, Config, _dt.datetime], Step]) -> Callable[[Queue, Config, _dt.datetime], Step]:
-    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order)."""
+    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order).
+    Only for a claim or a sling: who may claim is asked when a task is handed out, never of
+    a holder, who finishes or gives back what it holds by its fence whatever the config says now."""
     def checked(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         q.task(task_id)
         if agent is not None:
@@ -129,8 +131,8 @@ def _checked(task_id: str, agent: str | None, flag: str,
 def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
     """Extend the lease of the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, fence, agent=agent, lease=lease)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.renew(
+        q, cfg, at, task_id, fence, agent=agent, lease=lease), priority=True)
 
 
 def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
@@ -142,22 +144,22 @@ def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent:
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, fence, result=result, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.complete(
+        q, at, task_id, fence, result=result, agent=agent), priority=True)
 
 
 def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
     """Give the task back as failed, for the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, fence, reason=reason, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.fail(
+        q, cfg, at, task_id, fence, reason=reason, agent=agent), priority=True)
 
 
 def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
     """Give the task back unfinished, for the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, cfg, at, task_id, fence, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.release(
+        q, cfg, at, task_id, fence, agent=agent), priority=True)
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
