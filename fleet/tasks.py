@@ -97,6 +97,7 @@ _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil":
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
 _OPTIONAL = ("body", "done_at", "result", "error", "paths", "escalated_at")
+_HELD = ("claimed_by", "claimed_at", "lease_until")  # never null while a task is in progress (the schema's if/then)
 
 
 def _respelled(doc: Any) -> Any:
@@ -148,6 +149,10 @@ class Task:
         doc = _respelled(doc)
         problem = schemas.first_error(schemas.protocol("task"), doc)
         if problem:
+            held = [k for k in _HELD if isinstance(doc, dict) and k in doc and doc[k] is None]
+            if isinstance(doc, dict) and doc.get("status") == "in-progress" and held:  # the schema's if/then, in words
+                problem = (f"at /{held[0]}: null, but a task in progress names who holds it, since when and until "
+                           f"when ({', '.join(_HELD)})")
             raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
         for key in STAMPS:
             value = doc.get(key)

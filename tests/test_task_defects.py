@@ -58,6 +58,28 @@ def needs(f: Fleet) -> list[str]:
     return json.loads(run(f, "status", "--json").stdout)["needs_you"]
 
 
+# -- 3. a task in progress with no holder or no lease -----------------------------
+@pytest.mark.parametrize("key", ["lease_until", "claimed_by", "claimed_at"])
+def test_a_task_in_progress_with_a_null_holder_or_lease_is_quarantined_and_named(origin_fleet: tuple[Fleet, Path],
+                                                                                  tmp_path: Path, key: str) -> None:
+    f, bare = origin_fleet
+    t = add(f, "held", "--id", "tk-held")
+    other = add(f, "free", "--id", "tk-free")
+    c = cli_claim(f, "ada", "--task", t)
+    run(f, "task", "renew", t, "--fence", str(c["fence"]))  # the branch merges the claim
+    doc = doc_of(bare, t)
+    assert doc["status"] == "in-progress" and all(doc[k] for k in ("claimed_by", "claimed_at", "lease_until"))
+    hand_edit(f, bare, {t: dict(doc, **{key: None})}, tmp_path / "person")
+    where = f"{BRANCH}:{task_path(t)}"
+    listed = tasks(f)
+    assert [x["id"] for x in listed["tasks"]] == [other]
+    [q] = listed["quarantined"]
+    assert q["where"] == where and f"at /{key}: null, but a task in progress names who holds it" in q["reason"]
+    out = run(f, "task", "list").output
+    assert "None" not in out and f"warning: {where}: at /{key}" in out
+    assert any(where in n for n in needs(f))
+
+
 # -- 5. a holder the config no longer lets claim ----------------------------------
 @pytest.mark.parametrize("verb", ["complete", "renew", "fail", "release"])
 @pytest.mark.parametrize("how", ["agents_claim off", "claimer pattern dropped"])
