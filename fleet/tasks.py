@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import re
 import secrets as _random_ids
 from collections.abc import Callable
@@ -532,7 +533,7 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
             raise FleetError(f"{where}: for: {problem}")
     priority = item.get("priority", DEFAULT_PRIORITY)
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
+        raise FleetError(f"{where}: at /priority: {printable(json.dumps(priority)[:20])} is not a whole number from 0 to 4 "
                          "(schemas/task.schema.json)")
     paths = item.get("paths", MISSING)
     if paths is not MISSING:

@@ -12,8 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from fleet import config as config_mod
+from fleet.main import cli
 from fleet.tasks import BRANCH, task_path
 from tests.commands.test_task import add, commit_config
 from tests.commands.test_task import claim as cli_claim
@@ -101,3 +103,25 @@ def test_a_holder_finishes_what_it_holds_after_the_config_stops_its_claims(fleet
     if verb == "renew":
         r = run(fleet, "task", "renew", t, "--fence", str(c["fence"]), "--as", "basil", code=1)
         assert f"it is held by {holder}, not basil" in r.output
+
+
+# -- small ones ------------------------------------------------------------------
+def test_list_refuses_an_empty_agent(fleet: Fleet) -> None:
+    add(fleet, "one")
+    r = run(fleet, "task", "list", "--agent", "", code=2)
+    assert "--agent: an empty name matches no agent" in r.output
+
+
+def test_add_file_dash_reads_standard_input(fleet: Fleet) -> None:
+    lines = "\n".join(json.dumps({"title": f"from stdin {i}"}) for i in range(3)) + "\n"
+    r = CliRunner().invoke(cli, ["task", "-C", str(fleet.path), "add", "--file", "-", "--json"], input=lines)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["added"]) == 3
+    r = CliRunner().invoke(cli, ["task", "-C", str(fleet.path), "add", "--file", "-"], input='{"title": 3}\n')
+    assert r.exit_code == 1 and "standard input:1: at /title" in r.output
+
+
+def test_a_bool_priority_is_named_as_json_says_it(fleet: Fleet, tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text('{"title": "x", "priority": true}\n')
+    r = run(fleet, "task", "add", "--file", str(tmp_path / "t.jsonl"), code=1)
+    assert "at /priority: true is not a whole number" in r.output

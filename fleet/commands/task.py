@@ -12,7 +12,16 @@ from typing import Any
 import click
 
 from fleet import canonical, keys, tasks
-from fleet.cli import dir_option, emit, flag_seconds, group_dir_option, json_option, read_file, remote_option
+from fleet.cli import (
+    dir_option,
+    emit,
+    flag_seconds,
+    group_dir_option,
+    json_option,
+    read_file,
+    read_stdin,
+    remote_option,
+)
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.progress import Progress
@@ -52,8 +61,13 @@ def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
-    """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from."""
-    data = read_file(file, MAX_TASK_FILE, "a task file")
+    """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from.
+    ``-``: standard input, read as .jsonl and bounded as a file is."""
+    if str(file) == "-":
+        data = read_stdin(MAX_TASK_FILE, "a task file").encode()
+        file = Path("standard input")
+    else:
+        data = read_file(file, MAX_TASK_FILE, "a task file")
     if file.suffix == ".json":
         items = canonical.load(data, str(file), canonical.MAX_DEPTH)
         if not isinstance(items, list):
@@ -348,7 +362,8 @@ def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callabl
 @click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
 @click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Add every task in F.jsonl (one JSON object a line) in one push.")
+              help="Add every task in F.jsonl (one JSON object a line) in one push ('-': read them from "
+                   "standard input).")
 @click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
 def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
                  priority: int | None, deps: tuple[str, ...], paths: tuple[str, ...], target: str | None,
@@ -361,7 +376,7 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
             raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --path, --for and "
                              "--id are for a single TITLE")
         with Progress(f"task add: reading {file}", as_json=as_json):  # a spinner on a terminal: files can be big
-            items = read_items(_under(directory, file))
+            items = read_items(file if str(file) == "-" else _under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
         for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
@@ -572,6 +587,8 @@ def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
 def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None,
                   wave: int | None) -> None:
     """Every task with its wave (W0: no deps; else one more than its deps' highest): open ones first, by priority and age."""
+    if agent is not None and not agent:
+        raise UsageError("--agent: an empty name matches no agent; leave --agent out to list every task")
     _task_list(directory, as_json, remote, status=status, agent=agent, wave=wave)
 
 
