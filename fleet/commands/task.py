@@ -196,7 +196,9 @@ def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None,
         out["blocked_by"] = q.blockers(t)
         out["stranded"] = tasks.stranded(cfg, t) if cfg is not None else None
         out["ready"] = q.is_ready(t, None, at or now()) and not out["stranded"]
-        out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
+        doom = q.doom(t) if t.status == "pending" else None
+        out["doomed_by"] = doom.by if doom else None
+        out["never_ready"] = doom.text(t.id) if doom else None
         out["wave"] = q.waves()[t.id]
         held = q.paths_held_by(t) if t.status == "pending" else None
         out["paths_held_by"] = held.by.id if held else None
@@ -277,8 +279,8 @@ def _task_line(t: dict[str, Any]) -> str:
     extra = ""
     if t["status"] == "in-progress":
         extra = f" fence {t['fence']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
-    elif t["status"] == "pending" and t.get("doomed_by"):
-        extra = f" never ready: {t['doomed_by']} failed"
+    elif t["status"] == "pending" and t.get("never_ready"):
+        extra = f" never ready: {t['never_ready']}"
     elif t["status"] == "pending" and t.get("blocked_by"):
         extra = f" waits for {', '.join(t['blocked_by'])}"
     elif t["status"] == "pending" and t.get("stranded"):
@@ -318,7 +320,7 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(t["body"])
 
 
-MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
+MAX_FENCE = tasks.MAX_FENCE
 
 
 def _fence_option(fn: Callable[..., Any]) -> Callable[..., Any]:
