@@ -131,6 +131,9 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         needs.append(f"{len(escalated)} escalated task(s) (`fleet task reopen ID`)")
     if stranded:
         needs.append(tasks_mod.stranded_line(stranded))
+    doomed = tasks_mod.never_ready(queue)  # a cycle, a missing dep, a fence at its limit: a hand edit's
+    if doomed:
+        needs.append(tasks_mod.never_ready_line(doomed))
     if queue.quarantined:  # a bad file on the queue's branch: read past, named here once
         where, why = queue.quarantined[0]
         more = f" and {len(queue.quarantined) - 1} more" if len(queue.quarantined) > 1 else ""

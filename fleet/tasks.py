@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import re
 import secrets as _random_ids
 from collections.abc import Callable
@@ -43,6 +44,7 @@ STATUSES = ("pending", "in-progress", "done", "failed")
 OPEN = ("pending", "in-progress")
 INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for", "paths"}
 DEFAULT_PRIORITY = 2
+MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
 
 
 # -- time ----------------------------------------------------------------
@@ -97,6 +99,7 @@ _OLD_KEYS = {"claimedBy": "claimed_by", "claimedAt": "claimed_at", "leaseUntil":
 # Only these keys may be absent from a task file: a task never claimed has no
 # result and no error, and a completed one has "error": null.
 _OPTIONAL = ("body", "done_at", "result", "error", "paths", "escalated_at")
+_HELD = ("claimed_by", "claimed_at", "lease_until")  # never null while a task is in progress (the schema's if/then)
 
 
 def _respelled(doc: Any) -> Any:
@@ -148,6 +151,10 @@ class Task:
         doc = _respelled(doc)
         problem = schemas.first_error(schemas.protocol("task"), doc)
         if problem:
+            held = [k for k in _HELD if isinstance(doc, dict) and k in doc and doc[k] is None]
+            if isinstance(doc, dict) and doc.get("status") == "in-progress" and held:  # the schema's if/then, in words
+                problem = (f"at /{held[0]}: null, but a task in progress names who holds it, since when and until "
+                           f"when ({', '.join(_HELD)})")
             raise FleetError(f"{where}: {problem} (schemas/task.schema.json)")
         for key in STAMPS:
             value = doc.get(key)
@@ -186,6 +193,47 @@ STAMPS = ("claimed_at", "lease_until", "not_before", "created_at", "updated_at",
 
 # -- a read of the branch ------------------------------------------------
 @dataclass(frozen=True)
+class Doom:
+    """Why a pending task can never be ready: ``by``, the task at fault, and ``kind``:
+    "failed", "missing" (no such task), "quarantined" (its file cannot be read),
+    "cycle" (pending tasks wait for each other in a circle, ``cycle``, with ``by``
+    on it) or "fence" (its fence is at MAX_FENCE, so no claim can raise it)."""
+
+    by: str
+    kind: str
+    cycle: tuple[str, ...] = ()  # the circle, each waiting for the next (the last for the first)
+    at: int = 0  # where ``by`` is on it
+
+    def text(self, task_id: str) -> str:
+        """The reason, as said of task ``task_id`` (``by`` itself, or one waiting for it)."""
+        if self.kind == "failed":
+            return f"{self.by} failed"
+        if self.kind == "missing":
+            return f"{self.by} is not in the queue"
+        if self.kind == "quarantined":
+            return f"{self.by} is quarantined ({BRANCH}:{task_path(self.by)} cannot be read)"
+        if self.kind == "fence":
+            what = "its fence" if self.by == task_id else f"the fence of {self.by}"
+            return f"{what} is at its limit ({MAX_FENCE}), so no claim can raise it"
+        n = len(self.cycle)
+        shown = [self.cycle[(self.at + k) % n] for k in range(min(n, 8))]
+        ring = " -> ".join(shown + (["…"] if n > 8 else []) + [self.by])
+        return f"in a dependency cycle {ring}" if self.by == task_id else f"{self.by} is in a dependency cycle {ring}"
+
+    def fix(self) -> str:
+        """What a person does about it."""
+        if self.kind == "failed":
+            return f"`fleet task reopen {self.by}` gives it another go"
+        if self.kind == "missing":
+            return f"add it (`fleet task add --id {self.by} TITLE`) or drop it from the deps on {BRANCH}"
+        if self.kind == "quarantined":
+            return f"fix or remove that file on {BRANCH}, or drop {self.by} from the deps"
+        if self.kind == "fence":
+            return f"add the work again as a new task (`fleet task add`) and drop {self.by} from any deps"
+        return f"edit the deps of one of them on {BRANCH} to break the circle"
+
+
+@dataclass(frozen=True)
 class Held:
     """Why a task is held back: a task in flight (``by``) declares paths that overlap its own."""
 
@@ -213,7 +261,7 @@ class Queue:
     # derived from tasks on first use (a Queue is one read of the branch, never changed)
     _topo: list[str] | None = field(default=None, init=False, repr=False, compare=False)
     _waves: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
-    _doomed: dict[str, str | None] | None = field(default=None, init=False, repr=False, compare=False)
+    _doomed: dict[str, Doom | None] | None = field(default=None, init=False, repr=False, compare=False)
     _in_flight: overlap.Index | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -261,33 +309,51 @@ class Queue:
         return [d for d in t.deps if d not in self.tasks or self.tasks[d].status != "done"]
 
     def _order(self) -> list[str]:
-        """Every task after its deps; a cycle on the branch (only a hand edit makes one) is named."""
+        """Every task after its deps; of a cycle on the branch (only a hand edit makes
+        one) the dep that closes it is left out, so one read never stops the queue."""
         if self._topo is None:
-            try:
-                self._topo = dependency_order(self.tasks, list(self.tasks))
-            except DependencyCycle as e:
-                raise FleetError(f"{BRANCH}: tasks wait for each other in a circle, so none of them can ever be "
-                                 f"ready: {' -> '.join(e.path)} (fix their deps on the branch)") from None
+            self._topo = dependency_order(self.tasks, sorted(self.tasks), cycles={})
         return self._topo
 
-    def doomed_by(self, t: Task) -> str | None:
-        """A failed task that ``t`` waits for, directly or not: while it stays
-        failed, ``t`` can never be ready (`fleet task reopen` gives it another go)."""
+    def doom(self, t: Task) -> Doom | None:
+        """Why pending ``t`` can never be ready as the queue stands, or None: it waits,
+        directly or not, for a task that failed, that is not in the queue (or whose file
+        is quarantined), or whose fence is at its limit; or pending tasks wait for each
+        other in a circle through it. The rest of the queue goes on all the same."""
         if self._doomed is None:
-            doomed: dict[str, str | None] = {}
-            for i in self._order():
-                found = None
-                for d in self.tasks[i].deps:
+            pending = {i: x for i, x in self.tasks.items() if x.status == "pending"}
+            cycles: dict[str, tuple[tuple[str, ...], int]] = {}
+            # deps that are not pending are left out: done ones wait for nothing, in-progress
+            # ones may still be done, and the others doom their dependents directly (below)
+            order = dependency_order(pending, sorted(pending), cycles=cycles)
+            bad = {w for w, _ in self.quarantined}
+            doomed: dict[str, Doom | None] = {}
+            for i in order:
+                found: Doom | None = None
+                if i in cycles:
+                    found = Doom(i, "cycle", *cycles[i])
+                elif self.tasks[i].fence >= MAX_FENCE:
+                    found = Doom(i, "fence")
+                for d in self.tasks[i].deps if found is None else ():
                     dep = self.tasks.get(d)
-                    if dep is not None and dep.status == "failed":
-                        found = d
-                    elif dep is not None and dep.status != "done":
+                    if dep is None:
+                        found = Doom(d, "quarantined" if f"{BRANCH}:{task_path(d)}" in bad else "missing")
+                    elif dep.status == "failed":
+                        found = Doom(d, "failed")
+                    elif dep.status == "pending" and doomed.get(d) is not None:
                         found = doomed[d]
                     if found:
                         break
                 doomed[i] = found
             self._doomed = doomed
         return self._doomed.get(t.id)
+
+    def doomed_by(self, t: Task) -> str | None:
+        """The task whose state keeps pending ``t`` from ever being ready (``doom``): one
+        that failed (`fleet task reopen` gives it another go), is missing or quarantined,
+        sits on a dependency cycle, or has its fence at the limit."""
+        found = self.doom(t)
+        return None if found is None else found.by
 
     def waves(self) -> dict[str, int]:
         """Each task's wave, its depth in the dependency graph: 0 with no deps,
@@ -326,6 +392,7 @@ class Queue:
             and (t.for_ is None or agent is None or t.for_ == agent)
             and (t.not_before is None or parse_stamp(t.not_before) <= at)
             and not self.blockers(t)
+            and t.fence < MAX_FENCE  # a claim raises it: at the limit, none can (a hand edit)
         )
 
     def is_ready(self, t: Task, agent: str | None, at: _dt.datetime) -> bool:
@@ -527,7 +594,7 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
             raise FleetError(f"{where}: for: {problem}")
     priority = item.get("priority", DEFAULT_PRIORITY)
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise FleetError(f"{where}: at /priority: {str(priority)[:20]} is not a whole number from 0 to 4 "
+        raise FleetError(f"{where}: at /priority: {printable(json.dumps(priority)[:20])} is not a whole number from 0 to 4 "
                          "(schemas/task.schema.json)")
     paths = item.get("paths", MISSING)
     if paths is not MISSING:
@@ -585,6 +652,26 @@ def stranded_line(found: list[tuple[Task, str]]) -> str:
             f"gives it to another, `fleet task sling {t.id}` to anyone")
 
 
+def never_ready(q: Queue) -> list[tuple[Task, Doom]]:
+    """The pending tasks that can never be ready for a cause only a person's edit of the
+    branch makes (a dependency cycle, a dep not in the queue or quarantined, a fence at its
+    limit), by id. Those waiting for a failed task are left out: `fleet status` names
+    the failed ones already (escalated)."""
+    out = []
+    for t in sorted(q.tasks.values(), key=lambda t: t.id):
+        doom = q.doom(t) if t.status == "pending" else None
+        if doom is not None and doom.kind != "failed":
+            out.append((t, doom))
+    return out
+
+
+def never_ready_line(found: list[tuple[Task, Doom]]) -> str:
+    """`fleet status`'s line for :func:`never_ready`, the first named with what to do."""
+    t, doom = found[0]
+    more = f" (and {len(found) - 1} more: `fleet task list` marks them)" if len(found) > 1 else ""
+    return f"{len(found)} task(s) can never be ready, such as {t.id}: {doom.text(t.id)}{more}; {doom.fix()}"
+
+
 class DependencyCycle(FleetError):
     """Tasks that wait for each other in a circle: none of them can ever be ready."""
 
@@ -593,10 +680,16 @@ class DependencyCycle(FleetError):
         self.path = path
 
 
-def dependency_order(tasks: dict[str, Task], roots: list[str]) -> list[str]:
+def dependency_order(tasks: dict[str, Task], roots: list[str], *,
+                     cycles: dict[str, tuple[tuple[str, ...], int]] | None = None) -> list[str]:
     """``roots`` and every task they wait for, each after its deps (a dep not in
     ``tasks`` is left out); DependencyCycle when deps go round in a circle.
-    Iterative: a chain of 10,000 tasks is no deeper than one."""
+    Iterative: a chain of 10,000 tasks is no deeper than one.
+
+    ``cycles``: a cycle is recorded there instead (for each task on it not there
+    yet: the circle, each task waiting for the next, and where on it the task is)
+    and the dep that closes it left out, so a reader of a branch a person broke
+    still gets every task in an order."""
     order: list[str] = []
     finished: set[str] = set()
     for root in roots:
@@ -610,8 +703,13 @@ def dependency_order(tasks: dict[str, Task], roots: list[str]) -> list[str]:
                 if d in finished or d not in tasks:
                     continue
                 if d in on_path:
-                    path = [n for n, _ in stack][on_path[d]:]
-                    raise DependencyCycle([*path, d])
+                    if cycles is None:
+                        raise DependencyCycle([*(n for n, _ in stack[on_path[d]:]), d])
+                    if node not in cycles:  # (one circle a task is enough: the rest wait for it)
+                        ring = tuple(n for n, _ in stack[on_path[d]:])
+                        for k, n in enumerate(ring):
+                            cycles.setdefault(n, (ring, k))
+                    continue
                 on_path[d] = len(stack)
                 stack.append((d, iter(tasks[d].deps)))
                 break
@@ -640,7 +738,7 @@ def holder_check(t: Task, fence: int, agent: str | None, verb: str) -> None:
         raise FleetError(f"cannot {verb} task {t.id}: fence {fence} is stale, the task was claimed again "
                          f"(fence {t.fence}, by {t.claimed_by}); {then}")
     if agent is not None and agent != t.claimed_by:
-        raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {agent}")
+        raise FleetError(f"cannot {verb} task {t.id}: it is held by {t.claimed_by}, not {printable(agent, 60)}")
 
 
 def cooldown(cfg: Config, at: _dt.datetime) -> str:
@@ -806,11 +904,11 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
     if task_id is not None:
         t = q.task(task_id)
         if not q.is_ready(t, agent, at):
-            doomed = q.doomed_by(t) if t.status == "pending" else None
-            if t.status in ("done", "failed") or doomed:
+            doom = q.doom(t) if t.status == "pending" else None
+            if t.status in ("done", "failed") or doom:
                 # waiting cannot help: say so and fail, so a polling loop stops
-                why = (f"task {task_id} waits for {doomed}, which has failed; `fleet task reopen {doomed}` "
-                       "gives it another go" if doomed else _why_not_ready(q, t, agent, at))
+                why = (f"task {task_id} is never ready: {doom.text(t.id)}; {doom.fix()}" if doom
+                       else _why_not_ready(q, t, agent, at))
                 raise FleetError(f"cannot claim: {why}")
             raise NothingToDo(_why_not_ready(q, t, agent, at))
     else:
@@ -831,6 +929,9 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
             while tied < len(ready) and _hand_out_order(ready[tied])[:3] == first:
                 tied += 1
             t = ready[_random_ids.randbelow(tied)]
+    if t.fence >= MAX_FENCE:  # (ready() leaves such a task out: only a hand edit puts a fence there)
+        raise FleetError(f"cannot claim task {t.id}: its fence is at its limit ({MAX_FENCE}), so no claim can "
+                         "raise it; add the work again as a new task")
     t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)

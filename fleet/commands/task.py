@@ -12,7 +12,16 @@ from typing import Any
 import click
 
 from fleet import canonical, keys, tasks
-from fleet.cli import dir_option, emit, flag_seconds, group_dir_option, json_option, read_file, remote_option
+from fleet.cli import (
+    dir_option,
+    emit,
+    flag_seconds,
+    group_dir_option,
+    json_option,
+    read_file,
+    read_stdin,
+    remote_option,
+)
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
 from fleet.progress import Progress
@@ -52,8 +61,13 @@ def _agent(cfg: Config, agent: str, flag: str = "--as") -> None:
 
 
 def read_items(file: Path) -> list[tuple[Any, str]]:
-    """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from."""
-    data = read_file(file, MAX_TASK_FILE, "a task file")
+    """Tasks from a .jsonl file (one object a line) or a .json array; each with where it came from.
+    ``-``: standard input, read as .jsonl and bounded as a file is."""
+    if str(file) == "-":
+        data = read_stdin(MAX_TASK_FILE, "a task file").encode()
+        file = Path("standard input")
+    else:
+        data = read_file(file, MAX_TASK_FILE, "a task file")
     if file.suffix == ".json":
         items = canonical.load(data, str(file), canonical.MAX_DEPTH)
         if not isinstance(items, list):
@@ -117,7 +131,9 @@ def claim_many(path: Path, agent: str, count: int, *, lease: float | None = None
 
 def _checked(task_id: str, agent: str | None, flag: str,
              decide: Callable[[Queue, Config, _dt.datetime], Step]) -> Callable[[Queue, Config, _dt.datetime], Step]:
-    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order)."""
+    """``decide``, once the task exists and ``flag`` names an agent of the config (in that order).
+    Only for a claim or a sling: who may claim is asked when a task is handed out, never of
+    a holder, who finishes or gives back what it holds by its fence whatever the config says now."""
     def checked(q: Queue, cfg: Config, at: _dt.datetime) -> Step:
         q.task(task_id)
         if agent is not None:
@@ -129,8 +145,8 @@ def _checked(task_id: str, agent: str | None, flag: str,
 def renew(path: Path, task_id: str, fence: int, *, agent: str | None = None, lease: float | None = None,
           remote: str | None = None) -> dict[str, Any]:
     """Extend the lease of the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.renew(
-        q, cfg, at, task_id, fence, agent=agent, lease=lease)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.renew(
+        q, cfg, at, task_id, fence, agent=agent, lease=lease), priority=True)
 
 
 def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent: str | None = None,
@@ -142,22 +158,22 @@ def complete(path: Path, task_id: str, fence: int, *, result: Any = None, agent:
     if size > MAX_RESULT:
         raise FleetError(f"--result: {size:,} bytes; a task's result is at most {MAX_RESULT:,} (put a big result "
                          "in the repository or an artifact, and record where)")
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.complete(
-        q, at, task_id, fence, result=result, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.complete(
+        q, at, task_id, fence, result=result, agent=agent), priority=True)
 
 
 def fail(path: Path, task_id: str, fence: int, *, reason: str, agent: str | None = None,
          remote: str | None = None) -> dict[str, Any]:
     """Give the task back as failed, for the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.fail(
-        q, cfg, at, task_id, fence, reason=reason, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.fail(
+        q, cfg, at, task_id, fence, reason=reason, agent=agent), priority=True)
 
 
 def release(path: Path, task_id: str, fence: int, *, agent: str | None = None,
             remote: str | None = None) -> dict[str, Any]:
     """Give the task back unfinished, for the holder of ``fence``."""
-    return _step(path, remote, _checked(task_id, agent, "--as", lambda q, cfg, at: tasks.release(
-        q, cfg, at, task_id, fence, agent=agent)), priority=True)
+    return _step(path, remote, lambda q, cfg, at: tasks.release(
+        q, cfg, at, task_id, fence, agent=agent), priority=True)
 
 
 def reopen(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, Any]:
@@ -180,7 +196,9 @@ def public(t: Task, q: Queue | None = None, at: _dt.datetime | None = None,
         out["blocked_by"] = q.blockers(t)
         out["stranded"] = tasks.stranded(cfg, t) if cfg is not None else None
         out["ready"] = q.is_ready(t, None, at or now()) and not out["stranded"]
-        out["doomed_by"] = q.doomed_by(t) if t.status == "pending" else None
+        doom = q.doom(t) if t.status == "pending" else None
+        out["doomed_by"] = doom.by if doom else None
+        out["never_ready"] = doom.text(t.id) if doom else None
         out["wave"] = q.waves()[t.id]
         held = q.paths_held_by(t) if t.status == "pending" else None
         out["paths_held_by"] = held.by.id if held else None
@@ -261,8 +279,8 @@ def _task_line(t: dict[str, Any]) -> str:
     extra = ""
     if t["status"] == "in-progress":
         extra = f" fence {t['fence']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
-    elif t["status"] == "pending" and t.get("doomed_by"):
-        extra = f" never ready: {t['doomed_by']} failed"
+    elif t["status"] == "pending" and t.get("never_ready"):
+        extra = f" never ready: {t['never_ready']}"
     elif t["status"] == "pending" and t.get("blocked_by"):
         extra = f" waits for {', '.join(t['blocked_by'])}"
     elif t["status"] == "pending" and t.get("stranded"):
@@ -302,7 +320,7 @@ def _task_detail(t: dict[str, Any]) -> None:
         click.echo(t["body"])
 
 
-MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
+MAX_FENCE = tasks.MAX_FENCE
 
 
 def _fence_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -346,7 +364,8 @@ def _as_option(required: bool = False) -> Callable[[Callable[..., Any]], Callabl
 @click.option("--for", "target", default=None, metavar="AGENT", help="Sling it to one agent from the start.")
 @click.option("--id", "task_id", default=None, help="Choose the id (default: tk- and a short random suffix).")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Add every task in F.jsonl (one JSON object a line) in one push.")
+              help="Add every task in F.jsonl (one JSON object a line) in one push ('-': read them from "
+                   "standard input).")
 @click.option("--dry-run", is_flag=True, help="Check the tasks, push nothing.")
 def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str | None, body: str | None,
                  priority: int | None, deps: tuple[str, ...], paths: tuple[str, ...], target: str | None,
@@ -359,7 +378,7 @@ def task_add_cmd(directory: Path, as_json: bool, remote: str | None, title: str 
             raise UsageError("--file takes its fields from the file; --body, --priority, --dep, --path, --for and "
                              "--id are for a single TITLE")
         with Progress(f"task add: reading {file}", as_json=as_json):  # a spinner on a terminal: files can be big
-            items = read_items(_under(directory, file))
+            items = read_items(file if str(file) == "-" else _under(directory, file))
     else:
         item: dict[str, Any] = {"title": title}
         for k, v in (("body", body), ("priority", priority), ("for", target), ("id", task_id)):
@@ -570,6 +589,8 @@ def task_ready_cmd(directory: Path, as_json: bool, remote: str | None, agent: st
 def task_list_cmd(directory: Path, as_json: bool, remote: str | None, status: str | None, agent: str | None,
                   wave: int | None) -> None:
     """Every task with its wave (W0: no deps; else one more than its deps' highest): open ones first, by priority and age."""
+    if agent is not None and not agent:
+        raise UsageError("--agent: an empty name matches no agent; leave --agent out to list every task")
     _task_list(directory, as_json, remote, status=status, agent=agent, wave=wave)
 
 

@@ -329,7 +329,7 @@ def test_a_task_waiting_on_a_failed_one_says_so_and_reopen_gives_another_go(flee
     run(fleet, "task", "fail", "p1", "--fence", str(c["fence"]), "--reason", "boom")
     # waiting cannot help: an error (exit 1), not "nothing to do" (exit 3), so a polling loop stops
     r = run(fleet, "task", "claim", "--as", "ada", "--task", "c1", code=1)
-    assert "waits for p1, which has failed; `fleet task reopen p1`" in r.output
+    assert "task c1 is never ready: p1 failed; `fleet task reopen p1` gives it another go" in r.output
     r = run(fleet, "task", "claim", "--as", "ada", "--task", "p1", code=1)
     assert "p1 is failed after 1 failures" in r.output
     assert "[never ready: p1 failed]" in run(fleet, "task", "list").output
