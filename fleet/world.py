@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema_rs
-
 from fleet import canonical, ids, schemas
 from fleet.config import CONFIG_PATH, Collection, Config
 from fleet.errors import FleetError
@@ -315,10 +313,11 @@ class _Loader:
         before = len(self.problems)
         schema = d.get("input", {"type": "object", "properties": {}, "additionalProperties": False})
         validator = None
+        where = f"{file}: {key}.input"
         try:
-            validator = jsonschema_rs.validator_for(schema)
-        except (ValueError, jsonschema_rs.ValidationError) as e:
-            self.problem(file, f"{key}.input", f"is not a JSON Schema: {str(e).splitlines()[0][:200]}")
+            validator = schemas.compile_schema(schema, where)
+        except FleetError as e:
+            self.problem(file, f"{key}.input", str(e).removeprefix(f"{where}: "))
         if schema.get("type") != "object":
             self.problem(file, f"{key}.input", "must be a schema of \"type\": \"object\" (tool inputs are objects)")
         fields = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
