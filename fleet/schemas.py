@@ -247,6 +247,16 @@ def _float_at(plan: _Plan | None, instance: Any, at: tuple[Any, ...]) -> tuple[A
     return None
 
 
+# The patterns of fleet's own schemas a person meets in an error (a name, a policy's
+# key in state/config.json), each as its rule in words.
+POLICY_KEY_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]*/(\*|[^/]+))$"  # schemas/config.schema.json, policies
+PATTERN_WORDS = {
+    ID_PATTERN: f"the rule of a name ({NAME_RULE})",
+    POLICY_KEY_PATTERN: "the rule of a policy's key ('*', '<collection>/*' or '<collection>/<field>', a field "
+                        "path dotted, as in 'cards/meta.title', never with '/')",
+}
+
+
 @cache
 def protocol(name: str) -> ProtocolValidator:
     """The validator of one of fleet's own formats, e.g. ``"delta"``."""
@@ -273,8 +283,9 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
 
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
-    # a rule in words, not a regular expression
-    message = err.message.replace(f'"{ID_PATTERN}"', f"the rule of a name ({NAME_RULE})")
+    message = err.message
+    for pattern, words in PATTERN_WORDS.items():  # a rule in words, not a regular expression
+        message = message.replace(f'"{pattern}"', words)
     message = _LONG_NUMBER.sub(_short_number, message)  # 1e308 read as an integer: 309 digits
     message = message if len(message) <= 300 else message[:200] + " … " + message[-80:]
     return f"at {where}: {printable(message, 400)}"

@@ -21,7 +21,9 @@ from conftest import Fleet, fleet_cli, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet import canonical, world
+from fleet import canonical, schemas, world
+from fleet.errors import FleetError
+from fleet.ids import ID_PATTERN
 from fleet.state import MemorySnapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,3 +171,22 @@ def test_validate_and_run_refuse_a_typo_in_a_config_path(fleet: Fleet, policies:
     p = fleet_cli(fleet.path, "run", "--ticks", "1")
     assert p.returncode == 1 and says in p.stderr, p.stderr
 
+
+# -- a policy's key that breaks the config schema's rule: the rule in words ----------------
+
+@settings(max_examples=40, deadline=None)
+@given(coll=WORD, path=st.lists(WORD, min_size=2, max_size=4), sep=st.sampled_from(["/", " /", "//"]))
+def test_a_policy_key_against_the_schema_says_the_rule_in_words(coll: str, path: list[str], sep: str) -> None:
+    key = coll + "/" + sep.join(path)
+    files = card_world("cards", ["title"], True, False, lambda cfg, tools: cfg["policies"].update({key: "lww"}))
+    with pytest.raises(FleetError) as e:
+        problems_with(files)
+    message = str(e.value)
+    assert message.startswith(f'{CONFIG}: at /policies: "{key}" does not match the rule of a policy\'s key'), message
+    assert "'<collection>/<field>'" in message and "^(" not in message and "\n" not in message
+
+
+def test_each_pattern_put_in_words_is_the_one_fleets_schemas_hold() -> None:
+    held = json.loads((REPO / "schemas/config.schema.json").read_bytes())
+    assert held["properties"]["policies"]["propertyNames"]["pattern"] == schemas.POLICY_KEY_PATTERN
+    assert set(schemas.PATTERN_WORDS) == {schemas.POLICY_KEY_PATTERN, ID_PATTERN}
