@@ -602,9 +602,8 @@ class _Loader:
         ``list_field``): its schema's properties; None when the schema does not say."""
         return _closed(self._place(collection, (list_field, ITEMS) if list_field else ()))
 
-    def _place(self, collection: str, path: Iterable[str | None]) -> list[dict[str, Any]]:
-        """The parts of ``collection``'s schema that apply at ``path`` (field names,
-        ITEMS for a list's items); none when the schema says nothing there."""
+    def _schema(self, collection: str) -> Any:
+        """``collection``'s schema, parsed once; None if missing or not JSON."""
         if collection not in self._schemas:
             coll = self.cfg.collections.get(collection)
             data = self.read(f"schemas/{coll.schema}") if coll else None
@@ -612,7 +611,12 @@ class _Loader:
                 self._schemas[collection] = canonical.parse(data) if data else None
             except canonical.JSONProblem:
                 self._schemas[collection] = None
-        root = self._schemas[collection]
+        return self._schemas[collection]
+
+    def _place(self, collection: str, path: Iterable[str | None]) -> list[dict[str, Any]]:
+        """The parts of ``collection``'s schema that apply at ``path`` (field names,
+        ITEMS for a list's items); none when the schema says nothing there."""
+        root = self._schema(collection)
         parts = _parts(root, root)
         for step in path:
             parts = _below(parts, root, step)
@@ -621,10 +625,15 @@ class _Loader:
     def _unknown_field(self, collection: str, path: tuple[str | None, ...]) -> str | None:
         """Why ``path`` names a place no document of ``collection`` can hold (a field a
         closed schema lacks, at any depth), or None: an open schema allows any field."""
+        root = self._schema(collection)
+        parts = _parts(root, root)
         for i, step in enumerate(path):
+            if not parts:
+                return None  # the schema says nothing here, nor below
+            here, parts = parts, _below(parts, root, step)
             if step is ITEMS:
                 continue
-            has = _closed(self._place(collection, path[:i]))
+            has = _closed(here)
             if has is None or step in has or (i == 0 and step == "id"):
                 continue
             if i == 0:
@@ -689,12 +698,14 @@ def _parts(schema: Any, root: Any, seen: frozenset[str] = frozenset()) -> list[d
     """The schema objects that all apply at one place: ``schema`` and, through
     each '$ref' within the schema, what it names (a document whose schema is
     {"$ref": "#/$defs/card"} has the fields of the card definition)."""
-    if not isinstance(schema, dict):
-        return []
-    out = [schema]
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref not in seen:
-        out += _parts(schemas.pointer(root, ref), root, seen | {ref})
+    out: list[dict[str, Any]] = []
+    while isinstance(schema, dict) and len(out) < 64:  # (a chain of refs a person wrote: a loop ends, a long one stops)
+        out.append(schema)
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or ref in seen:
+            break
+        seen |= {ref}
+        schema = schemas.pointer(root, ref)
     return out
 
 

@@ -190,3 +190,16 @@ def test_each_pattern_put_in_words_is_the_one_fleets_schemas_hold() -> None:
     held = json.loads((REPO / "schemas/config.schema.json").read_bytes())
     assert held["properties"]["policies"]["propertyNames"]["pattern"] == schemas.POLICY_KEY_PATTERN
     assert set(schemas.PATTERN_WORDS) == {schemas.POLICY_KEY_PATTERN, ID_PATTERN}
+
+
+@pytest.mark.parametrize("schema", [
+    {"$ref": "#"},  # a loop
+    {"$ref": "#/$defs/a0", "$defs": {f"a{i}": {"$ref": f"#/$defs/a{i + 1}"} for i in range(5000)}},  # a long chain
+    {"$ref": "#/$defs/nowhere"},
+])
+def test_a_schema_whose_refs_loop_or_run_long_is_checked_in_lines_never_a_crash(schema: dict[str, Any]) -> None:
+    deep = "cards/" + ".".join(["meta"] * 20000)
+    files = card_world("cards", ["title"], True, False, lambda cfg, tools: cfg["policies"].update({deep: "lww"}))
+    files["schemas/card.schema.json"] = canonical.dumps(schema)
+    found = problems_with(files)
+    assert all("\n" not in line and line.startswith(("state/", "schemas/")) for line in found), found
