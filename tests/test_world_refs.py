@@ -12,6 +12,7 @@ never used. One within the schema works as before.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,6 +146,34 @@ def test_validate_says_which_tool_input_reaches_out_in_one_line(fleet: Fleet, tm
         [line] = [x for x in r.output.splitlines() if "problem(s)" not in x]
         assert line == f"{TOOLS}: post.input: not a usable JSON Schema: $ref {ref!r} {RULE}", line
     assert seen == []
+
+
+def test_a_ref_to_an_outside_file_never_opens_it(fleet: Fleet, tmp_path: Path) -> None:
+    """The outside file is a FIFO whose writer notes when a reader opens it: a
+    schema library that reads the file would be seen doing so."""
+    fifo = tmp_path / "outside.json"
+    os.mkfifo(fifo)
+    opened: list[bool] = []
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # returns once someone opens the FIFO to read
+        opened.append(True)
+        os.write(fd, b'{"type": "string"}')
+        os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    for rel in (TOOLS, SCHEMA):
+        doc = json.loads(fleet.read(rel))
+        (doc["post"]["input"] if rel == TOOLS else doc)["properties"]["title"] = {"$ref": fifo.as_uri()}
+        (fleet.path / rel).write_bytes(canonical.dumps(doc))
+    r = run(fleet, "validate", code=1)
+    assert f"{TOOLS}: post.input: not a usable JSON Schema: $ref {fifo.as_uri()!r} {RULE}" in r.output
+    assert f"{SCHEMA}: not a usable JSON Schema: $ref {fifo.as_uri()!r} {RULE}" in r.output
+    assert opened == []
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer go
+    thread.join(10)
+    os.close(fd)
 
 
 def test_a_schema_naming_an_unknown_meta_schema_is_refused_never_fetched(
