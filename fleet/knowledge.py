@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleet import canonical, keys
+from fleet import canonical, keys, schemas
 from fleet.errors import FleetError
 from fleet.ids import printable, utf8
 
@@ -314,9 +314,7 @@ _VALIDATOR: Any = None
 def _validator() -> Any:
     global _VALIDATOR
     if _VALIDATOR is None:
-        import jsonschema_rs
-
-        _VALIDATOR = jsonschema_rs.validator_for(LESSON_DEFINITION["input_schema"])
+        _VALIDATOR = schemas.compile_schema(LESSON_DEFINITION["input_schema"], f"fleet's tool {LESSON_TOOL}")
     return _VALIDATOR
 
 

@@ -160,9 +160,7 @@ def check(answer: Any, versions: Sequence[tuple[str, str]], max_chars: int) -> t
 def _validator() -> Any:
     global _ANSWER
     if _ANSWER is None:
-        import jsonschema_rs
-
-        _ANSWER = jsonschema_rs.validator_for(ANSWER_SCHEMA)
+        _ANSWER = schemas.compile_schema(ANSWER_SCHEMA, "the meaning policy's answer schema")
     return _ANSWER
 
 
@@ -314,8 +312,6 @@ MAX_FILE = 4 * 1024 * 1024
 def read_answers(path: Path) -> list[dict[str, Any]]:
     """The answers ``fleet merge --propose-meanings FILE`` wrote: hostile bytes, read
     strictly and bounded; a bad line is a FleetError naming the file, the line and the rule."""
-    import jsonschema_rs
-
     from fleet.repo import read_regular
 
     data = read_regular(str(path), MAX_FILE)  # a FIFO is never waited on, a device never read
@@ -324,7 +320,7 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
         raise FleetError(f"{path}: cannot read the model's answers: {why}")
     if isinstance(data, tuple):
         raise FleetError(f"{path}: over {MAX_FILE} bytes: not answers fleet wrote")
-    validator = jsonschema_rs.validator_for(RECORD_SCHEMA)
+    validator = schemas.compile_schema(RECORD_SCHEMA, "the meaning policy's record schema")
     out = []
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():

@@ -19,7 +19,7 @@ from typing import Any
 
 from fleet import canonical
 from fleet.errors import FleetError
-from fleet.ids import ID_PATTERN, NAME_RULE
+from fleet.ids import ID_PATTERN, NAME_RULE, printable
 from fleet.template import protocol_schema_dir
 
 Validator = Any  # jsonschema_rs validators share no public base class
@@ -30,13 +30,21 @@ def compile_schema(schema: Any, where: str) -> Validator:
         raise FleetError(f"{where}: a schema must be a JSON object")
     import jsonschema_rs  # here, not at the top: see the module's docstring
 
+    outside = _outside_ref(schema)
+    if outside is not None:  # refused by name, before the library tries to resolve it
+        raise FleetError(f"{where}: not a usable JSON Schema: {_outside(outside)}")
     try:
-        jsonschema_rs.meta.validate(schema)
+        # an empty registry: a "$schema" the library does not know is refused, never fetched or read from disk
+        jsonschema_rs.meta.validate(schema, registry=jsonschema_rs.Registry([]))
     except jsonschema_rs.ValidationError as e:
         at = "/" + "/".join(str(p) for p in e.instance_path)
         raise FleetError(f"{where}: not a valid JSON Schema: at {at}: {e.message}") from None
-    except (ValueError, jsonschema_rs.ReferencingError) as e:
-        raise FleetError(f"{where}: not a usable JSON Schema: {e}") from None
+    except jsonschema_rs.ReferencingError:
+        raise FleetError(f"{where}: not a usable JSON Schema: \"$schema\" {printable(repr(schema.get('$schema')), 200)} "
+                         "is no JSON Schema draft fleet knows; fleet fetches no meta-schema (leave it out, or name "
+                         "https://json-schema.org/draft/2020-12/schema)") from None
+    except ValueError as e:
+        raise FleetError(f"{where}: not a usable JSON Schema: {_first_line(str(e))}") from None
     try:
         return jsonschema_rs.validator_for(schema, retriever=_no_retrieval)
     except (ValueError, jsonschema_rs.ReferencingError) as e:
@@ -46,8 +54,55 @@ def compile_schema(schema: Any, where: str) -> Validator:
 def _no_retrieval(uri: str) -> Any:
     """A schema's $ref never leaves the schema: a file or a URL would make a
     merge depend on the machine it runs on (or hang on a server, or read
-    /dev/zero), and replay on another machine could disagree."""
-    raise ValueError(f"$ref {uri!r} points outside the schema; fleet resolves only references within it (#/...)")
+    /dev/zero), and replay on another machine could disagree. (The check
+    before compiling refuses such a $ref by name; this is the library's
+    last word, should it find another way out.)"""
+    raise ValueError(_outside(uri))
+
+
+def _outside(uri: str) -> str:
+    return f"$ref {printable(repr(uri), 200)} points outside the schema; fleet resolves only references within it (#/...)"
+
+
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+_INSTANCE_KEYWORDS = frozenset(["enum", "const", "default", "examples"])  # values, not schemas: a "$ref" there is data
+
+
+def _outside_ref(schema: Any) -> str | None:
+    """The first reference in ``schema`` that is not a fragment of the schema
+    itself ('#...'), or None. A relative one ('other.json') would be resolved
+    against a base the library makes up, then looked for on disk or online."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in _REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
+                    return value
+                if key not in _INSTANCE_KEYWORDS:
+                    todo.append(value)
+    return None
+
+
+def pointer(root: Any, ref: str) -> Any:
+    """What a '#/a/b' reference within ``root`` points at, or None (a JSON pointer:
+    '~1' is '/', '~0' is '~', percent-escapes decoded)."""
+    from urllib.parse import unquote
+
+    if ref != "#" and not ref.startswith("#/"):
+        return None  # another document, or an anchor
+    target = root
+    for raw in unquote(ref[1:]).split("/")[1:]:
+        key = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and key in target:
+            target = target[key]
+        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+            target = target[int(key)]
+        else:
+            return None
+    return target
 
 
 def _first_line(text: str) -> str:
@@ -136,10 +191,7 @@ def _integer_plan(schema: Any, root: dict[str, Any], seen: frozenset[str]) -> _P
     parts: list[_Plan | None] = []
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
-        target: Any = root
-        for key in ref[2:].split("/"):
-            target = target.get(key, {}) if isinstance(target, dict) else {}
-        parts.append(_integer_plan(target, root, seen | {ref}))
+        parts.append(_integer_plan(pointer(root, ref), root, seen | {ref}))
     for key in ("allOf", "anyOf", "oneOf"):
         parts += [_integer_plan(sub, root, seen) for sub in schema.get(key, [])]
     parts += [_integer_plan(schema.get(k), root, seen) for k in ("then", "else")]
@@ -195,6 +247,16 @@ def _float_at(plan: _Plan | None, instance: Any, at: tuple[Any, ...]) -> tuple[A
     return None
 
 
+# The patterns of fleet's own schemas a person meets in an error (a name, a policy's
+# key in state/config.json), each as its rule in words.
+POLICY_KEY_PATTERN = r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]*/(\*|[^/]+))$"  # schemas/config.schema.json, policies
+PATTERN_WORDS = {
+    ID_PATTERN: f"the rule of a name ({NAME_RULE})",
+    POLICY_KEY_PATTERN: "the rule of a policy's key ('*', '<collection>/*' or '<collection>/<field>', a field "
+                        "path dotted, as in 'cards/meta.title', never with '/')",
+}
+
+
 @cache
 def protocol(name: str) -> ProtocolValidator:
     """The validator of one of fleet's own formats, e.g. ``"delta"``."""
@@ -221,8 +283,9 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
 
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
-    # a rule in words, not a regular expression
-    message = err.message.replace(f'"{ID_PATTERN}"', f"the rule of a name ({NAME_RULE})")
+    message = err.message
+    for pattern, words in PATTERN_WORDS.items():  # a rule in words, not a regular expression
+        message = message.replace(f'"{pattern}"', words)
     message = _LONG_NUMBER.sub(_short_number, message)  # 1e308 read as an integer: 309 digits
     message = message if len(message) <= 300 else message[:200] + " … " + message[-80:]
     return f"at {where}: {printable(message, 400)}"

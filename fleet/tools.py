@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema_rs
-
 from fleet import canonical, schemas, tick_messages, tick_tasks
 from fleet.delta import Op
 from fleet.ids import is_safe_id, printable
@@ -113,8 +111,10 @@ def _task_call(call: ToolCall, task: dict[str, Any] | None, done: list[dict[str,
         raise _Reject(str(e)) from None
 
 
-_TASK_VALIDATORS = {n: jsonschema_rs.validator_for(d["input_schema"]) for n, d in tick_tasks.DEFINITIONS.items()}
-_MESSAGE_VALIDATORS = {n: jsonschema_rs.validator_for(d["input_schema"]) for n, d in tick_messages.DEFINITIONS.items()}
+_TASK_VALIDATORS = {n: schemas.compile_schema(d["input_schema"], f"fleet's tool {n}")
+                    for n, d in tick_tasks.DEFINITIONS.items()}
+_MESSAGE_VALIDATORS = {n: schemas.compile_schema(d["input_schema"], f"fleet's tool {n}")
+                       for n, d in tick_messages.DEFINITIONS.items()}
 _SAID_LIMITS = {"messages": tick_messages.MAX_SENT, "acks": tick_messages.MAX_ACKS}
 
 

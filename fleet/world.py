@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema_rs
-
 from fleet import canonical, ids, schemas
 from fleet.config import CONFIG_PATH, Collection, Config
 from fleet.errors import FleetError
@@ -201,6 +199,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     for name, coll in sorted(cfg.collections.items()):
         if read(f"schemas/{coll.schema}") is None:
             loader.problem(CONFIG_PATH, f"collections.{name}.schema", f"names schemas/{coll.schema}, which is missing or not a regular file")
+    loader.config_fields()
     tools = loader.tools()
     prompt = loader.prompt()
     loader.agents_may(tools)
@@ -224,6 +223,7 @@ class _Loader:
         self._needed: dict[str, str] = {}  # the tool being read: its needed documents' collections, by alias
         self.files: list[str] = []
         self.broken: set[str] = set()  # tools declared with a problem already reported
+        self._schemas: dict[str, Any] = {}  # collection -> its schema, parsed (None: missing or not JSON)
 
     def problem(self, file: str, key: str, message: str) -> None:
         self.problems.append(f"{file}: {key}: {message}" if key else f"{file}: {message}")
@@ -315,10 +315,11 @@ class _Loader:
         before = len(self.problems)
         schema = d.get("input", {"type": "object", "properties": {}, "additionalProperties": False})
         validator = None
+        where = f"{file}: {key}.input"
         try:
-            validator = jsonschema_rs.validator_for(schema)
-        except (ValueError, jsonschema_rs.ValidationError) as e:
-            self.problem(file, f"{key}.input", f"is not a JSON Schema: {str(e).splitlines()[0][:200]}")
+            validator = schemas.compile_schema(schema, where)
+        except FleetError as e:
+            self.problem(file, f"{key}.input", str(e).removeprefix(f"{where}: "))
         if schema.get("type") != "object":
             self.problem(file, f"{key}.input", "must be a schema of \"type\": \"object\" (tool inputs are objects)")
         fields = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
@@ -377,7 +378,8 @@ class _Loader:
                 continue  # one line for this effect's mistake, not more that follow from it
             eff = Effect(decl["op"], ref, tuple(decl["path"].split(".")) if "path" in decl else (), value, when)
             self._effect_shape(file, at, eff, "value" in decl, fields)
-            self._authority(file, at, eff)
+            if self._effect_fields(file, at, eff):  # (a typo is one line, not also "no agent may do this")
+                self._authority(file, at, eff)
             effects.append(eff)
         self._needed = {}
         if len(self.problems) > before:
@@ -598,21 +600,143 @@ class _Loader:
     def _fields(self, collection: str, list_field: str | None) -> set[str] | None:
         """The fields a template may name for an item of ``collection`` (or of its
         ``list_field``): its schema's properties; None when the schema does not say."""
-        coll = self.cfg.collections.get(collection)
-        data = self.read(f"schemas/{coll.schema}") if coll else None
-        try:
-            schema = canonical.parse(data) if data else None
-        except canonical.JSONProblem:
-            return None
-        for step in ([list_field, "items"] if list_field else []):
-            props = schema.get("properties") if isinstance(schema, dict) else None
-            schema = props.get(step) if isinstance(props, dict) and step != "items" else (
-                schema.get("items") if isinstance(schema, dict) and step == "items" else None)
-        if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
-            return None
-        if schema.get("additionalProperties", True) is not False or "patternProperties" in schema:
-            return None  # documents may hold fields the schema does not name
-        return set(schema["properties"])
+        return _closed(self._place(collection, (list_field, ITEMS) if list_field else ()))
+
+    def _schema(self, collection: str) -> Any:
+        """``collection``'s schema, parsed once; None if missing or not JSON."""
+        if collection not in self._schemas:
+            coll = self.cfg.collections.get(collection)
+            data = self.read(f"schemas/{coll.schema}") if coll else None
+            try:
+                self._schemas[collection] = canonical.parse(data) if data else None
+            except canonical.JSONProblem:
+                self._schemas[collection] = None
+        return self._schemas[collection]
+
+    def _place(self, collection: str, path: Iterable[str | None]) -> list[dict[str, Any]]:
+        """The parts of ``collection``'s schema that apply at ``path`` (field names,
+        ITEMS for a list's items); none when the schema says nothing there."""
+        root = self._schema(collection)
+        parts = _parts(root, root)
+        for step in path:
+            parts = _below(parts, root, step)
+        return parts
+
+    def _unknown_field(self, collection: str, path: tuple[str | None, ...]) -> str | None:
+        """Why ``path`` names a place no document of ``collection`` can hold (a field a
+        closed schema lacks, at any depth), or None: an open schema allows any field."""
+        root = self._schema(collection)
+        parts = _parts(root, root)
+        for i, step in enumerate(path):
+            if not parts:
+                return None  # the schema says nothing here, nor below
+            here, parts = parts, _below(parts, root, step)
+            if step is ITEMS:
+                continue
+            has = _closed(here)
+            if has is None or step in has or (i == 0 and step == "id"):
+                continue
+            if i == 0:
+                return f"{printable(repr(step), 80)} is not a field of {collection} documents " \
+                       f"(their schema's properties: {names_of(has) or 'none'})"
+            at = ""
+            for p in path[:i]:
+                at += " items" if p is ITEMS else f".{p}" if at else str(p)
+            return f"{printable(repr(step), 80)} is not a field of {at} in {collection} documents " \
+                   f"(the schema's properties there: {names_of(has) or 'none'})"
+        return None
+
+    def _effect_fields(self, file: str, at: str, e: Effect) -> bool:
+        """Refuse an effect whose path, or a field of the object it writes, is one the
+        collection's closed schema does not have: every call would be quarantined.
+        True if the effect names only fields its documents can hold."""
+        why = self._unknown_field(e.doc.collection, e.path)
+        if why:
+            self.problem(file, f"{at}.path", why)
+            return False
+        into: tuple[str | None, ...] = e.path + (ITEMS,) if e.op == "append" else e.path
+        if e.op in ("create", "set", "append"):
+            for path in _keys(e.value, into):
+                why = self._unknown_field(e.doc.collection, path)
+                if why:
+                    self.problem(file, f"{at}.value", why)
+                    return False
+        return True
+
+    def config_fields(self) -> None:
+        """The fields the config names by path (a policy's key, a fixed or owner
+        field) are ones their collection's documents can hold: a typo there would
+        never match a change, and the policy or the rule would silently not apply."""
+        for key in sorted(self.cfg.policies):
+            if key == "*":
+                continue
+            coll, _, dotted = key.partition("/")
+            where = f"policies.{printable(key, 80)}"
+            if coll not in self.cfg.collections:
+                self.problem(CONFIG_PATH, where, f"unknown collection {printable(repr(coll), 80)} "
+                                                 f"(collections in {CONFIG_PATH}: {names_of(self.cfg.collections)})")
+                continue
+            path: list[str] = []
+            for step in dotted.split("."):
+                if any(c in step for c in "*?["):  # a pattern from here on: it may match any field
+                    break
+                path.append(step)
+            why = self._unknown_field(coll, tuple(path))
+            if why:
+                self.problem(CONFIG_PATH, where, why)
+        for name, c in sorted(self.cfg.collections.items()):
+            for f in c.fixed:  # (the owner field is fixed too)
+                why = self._unknown_field(name, (f,))
+                if why:
+                    self.problem(CONFIG_PATH, f"collections.{name}.{'owner' if f == c.owner else 'fixed'}", why)
+
+
+ITEMS = None  # in a path into a schema: a list's items
+
+
+def _parts(schema: Any, root: Any, seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The schema objects that all apply at one place: ``schema`` and, through
+    each '$ref' within the schema, what it names (a document whose schema is
+    {"$ref": "#/$defs/card"} has the fields of the card definition)."""
+    out: list[dict[str, Any]] = []
+    while isinstance(schema, dict) and len(out) < 64:  # (a chain of refs a person wrote: a loop ends, a long one stops)
+        out.append(schema)
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or ref in seen:
+            break
+        seen |= {ref}
+        schema = schemas.pointer(root, ref)
+    return out
+
+
+def _below(parts: list[dict[str, Any]], root: Any, step: str | None) -> list[dict[str, Any]]:
+    """The parts that apply at field ``step`` of a place (ITEMS: at its items)."""
+    out = []
+    for p in parts:
+        props = p.get("properties")
+        sub = p.get("items") if step is ITEMS else props.get(step) if isinstance(props, dict) else None
+        out += _parts(sub, root)
+    return out
+
+
+def _closed(parts: list[dict[str, Any]]) -> set[str] | None:
+    """The fields an object at a place may hold, when a part closes it
+    (additionalProperties false, no patternProperties); None when any field may be."""
+    found: set[str] | None = None
+    for p in parts:
+        if p.get("additionalProperties", True) is False and "patternProperties" not in p:
+            props = p.get("properties")
+            names = set(props) if isinstance(props, dict) else set()
+            found = names if found is None else found & names
+    return found
+
+
+def _keys(value: Any, at: tuple[str | None, ...]) -> Iterator[tuple[str | None, ...]]:
+    """The path of every key of the objects a value template writes at ``at``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield (*at, k)
+            yield from _keys(v, (*at, k))
 
 
 def names_of(items: Iterable[str], limit: int = 20) -> str:

@@ -28,6 +28,7 @@ from fleet.git import toplevel
 from fleet.ids import printable_lines
 from fleet.progress import Progress
 from fleet.repo import MAX_INBOX_DEPTH, read_regular
+from fleet.repo import _in_layout as in_layout  # where an inbox file stands: the merge's own rule
 
 # A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
 MAX_FILE_BYTES = 100 * 1048576
@@ -47,6 +48,7 @@ class _File:
     rel: str  # its path in the fleet (outside it, as given)
     path: str
     refused: str | None = None  # known from the directory read (a link, a FIFO, a folder not listed): never read
+    layout: str | None = None  # a file of an inbox: its path as the merge names it (deltas/<worker>/<stream>/<id>.json)
 
 
 def validate(root: Path, target: Path | None = None,
@@ -108,7 +110,7 @@ def validate(root: Path, target: Path | None = None,
             problems.append(Problem(f.rel, data.replace("only regular files in the inbox are read",
                                                         "fleet reads only regular files")))
             continue
-        problem = check_file(cfg, f.rel, data, read)
+        problem = check_file(cfg, f.layout or f.rel, data, read)
         if problem:
             problems.append(Problem(f.rel, problem))
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
@@ -243,12 +245,13 @@ def _walk(root: Path, top: str, keep: Callable[[tuple[str, ...]], bool]) -> list
 def _walk_target(root: Path, folder: Path) -> list[_File]:
     """The files under ``folder`` that validate checks: in the fleet, state/,
     schemas/*.json and delta files; outside it (an inbox), every JSON file, as
-    deep as an inbox is walked."""
+    deep as an inbox is walked, each where ``fleet merge --inbox`` puts it
+    (``<worker>/<stream>/<id>.json`` or ``deltas/<worker>/...``: fleet.repo)."""
     try:
         prefix = folder.relative_to(root).parts
     except ValueError:
-        return [_File(path, path, why) for parts, path, why in _files(folder, depth=MAX_INBOX_DEPTH)
-                if parts[-1].endswith(".json") or (why and why != LINK)]
+        return [_File(path, path, why, in_layout("/".join(parts))) for parts, path, why
+                in _files(folder, depth=MAX_INBOX_DEPTH) if parts[-1].endswith(".json") or (why and why != LINK)]
     out = []
     for parts, path, why in _files(folder):
         rel = (*prefix, *parts)
