@@ -371,7 +371,7 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                 refuse(rel, path, f"is {kind_of(st.st_mode)}, not a file; only regular files in the inbox are read")
             elif not e.name.endswith(".json"):
                 refuse(rel, path, "is not a delta file (a delta file's name ends in .json)", foreign=True)
-            elif len(_in_layout(rel).split("/")) < 4:
+            elif len(in_layout(rel).split("/")) < 4:
                 refuse(rel, path, f"is not in a worker's folder ({DELTA_DIR}/<worker>/<stream>/<id>.json); not read",
                        foreign=True)
             elif st.st_nlink > 1:
@@ -385,7 +385,7 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                 elif read is not None:
                     refuse(rel, path, read)
     out.sort(key=lambda ap: ap[0].path)
-    return [(replace(a, path=_in_layout(a.path)), p) for a, p in out]
+    return [(replace(a, path=in_layout(a.path)), p) for a, p in out]
 
 
 def _work_tree(repo: Path) -> Path | None:
@@ -400,7 +400,7 @@ def _work_tree(repo: Path) -> Path | None:
     return None
 
 
-def _in_layout(rel: str) -> str:
+def in_layout(rel: str) -> str:
     """An inbox path as a worker branch names it: under deltas/."""
     return rel if rel.startswith(DELTA_DIR + "/") else f"{DELTA_DIR}/{rel}"
 

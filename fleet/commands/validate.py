@@ -25,10 +25,9 @@ from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
-from fleet.ids import printable_lines
+from fleet.ids import device_name, printable_lines
 from fleet.progress import Progress
-from fleet.repo import MAX_INBOX_DEPTH, read_regular
-from fleet.repo import _in_layout as in_layout  # where an inbox file stands: the merge's own rule
+from fleet.repo import MAX_INBOX_DEPTH, in_layout, read_regular  # in_layout: the merge's own rule for an inbox
 
 # A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
 MAX_FILE_BYTES = 100 * 1048576
@@ -123,10 +122,6 @@ def validate(root: Path, target: Path | None = None,
 
 
 # Names Windows keeps for devices, whatever the extension: a checkout there fails on them.
-_DEVICES = frozenset(["CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                      *(f"LPT{i}" for i in range(1, 10))])
-
-
 def portability(rels: list[str]) -> list[Problem]:
     """State files that a clone on Windows or macOS cannot hold as they are: a name
     Windows keeps for a device (``CON.json``), and names in one folder that differ
@@ -137,7 +132,7 @@ def portability(rels: list[str]) -> list[Problem]:
     seen: dict[str, str] = {}
     for rel in sorted(rels):
         name = rel.rsplit("/", 1)[-1]
-        if name.split(".", 1)[0].upper() in _DEVICES:
+        if device_name(name):
             out.append(Problem(rel, f"'{name.split('.', 1)[0]}' is a device name on Windows: a clone there cannot "
                                     "check this file out"))
         folded = rel.casefold()
