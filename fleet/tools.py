@@ -27,6 +27,21 @@ class ToolCall:
     input: Any
 
 
+def whole_numbers(value: Any) -> Any:
+    """``value`` with each float that holds a whole number (``2.0``, ``-0.0``) written
+    as that number (``2``, ``0``): JSON tells them apart in no way, and a schema's
+    ``integer`` takes both, so a model's ``2.0`` would turn a world's whole-number
+    fields (counters added to, ids numbered) into ``7.0`` for good. Beyond 2**53 a
+    float holds no exact whole number: it is left as it is."""
+    if type(value) is float:
+        return int(value) if value.is_integer() and abs(value) <= 2**53 else value
+    if type(value) is dict:
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if type(value) is list:
+        return [whole_numbers(v) for v in value]
+    return value
+
+
 @dataclass
 class Conversion:
     ops: list[Op]
@@ -75,6 +90,7 @@ def to_ops(agent: str, tick: int, calls: list[ToolCall], view: View, tools: dict
                 canonical.check(call.input, max_depth=INPUT_DEPTH)
             except canonical.JSONProblem as e:
                 raise _Reject(f"input is not JSON fleet can keep: {e}") from None
+            call = ToolCall(call.name, whole_numbers(call.input))
             new = turn.call(agent, tick, n, call, tools.get(call.name))
         except _Reject as e:
             if len(rejected) < MAX_REJECTED:

@@ -103,3 +103,39 @@ def test_a_preview_rejects_what_to_ops_rejects_and_sees_the_turns_own_work() -> 
     assert "!=" in (preview.why_not("ada", 2, 3, ToolCall("follow", {"agent": "ada"}), follow) or "")
     assert "input does not match" in (preview.why_not("ada", 2, 4, ToolCall("follow", {}), follow) or "")
     assert preview.why_not("ada", 2, 5, ToolCall(NOOP, {"reason": "r"}), None) is None
+
+
+def test_a_whole_number_a_model_writes_as_a_float_reaches_the_delta_as_a_whole_number() -> None:
+    """A schema's "integer" takes 2.0 (JSON Schema counts it whole): a model's 2.0 became
+    an incr by 2.0, and a world's whole-number counter 7.0 for good. Every whole float
+    of a tool's input (at any depth, -0.0 too) is the whole number; others stay floats."""
+    import json
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    snap = example()
+    tools = json.loads(snap.files["state/tools.json"])
+    tools["bump"] = {
+        "description": "Raise a post's score.",
+        "input": {"type": "object", "additionalProperties": False, "required": ["post", "by"],
+                  "properties": {"post": {"type": "string"}, "by": {"type": "integer", "minimum": -5, "maximum": 5}}},
+        "needs": {"post": "posts/{input.post}"},
+        "effects": [{"op": "incr", "doc": "posts/{input.post}", "path": "score", "value": "{input.by}"}],
+    }
+    snap.files["state/tools.json"] = json.dumps(tools).encode()
+    w = world_mod.load(snap.config, snap.read)
+
+    @given(by=st.integers(-5, 5).map(float) | st.sampled_from([-0.0, 2.0]))
+    def check(by: float) -> None:
+        conv = to_ops("ada", 2, [ToolCall("bump", {"post": "cleo-1", "by": by})], View(snap, tick=2),
+                      {"bump": w.tools["bump"]}, set(w.tools))
+        [op] = conv.ops
+        assert type(op.arg) is int and op.arg == by, (op, conv.rejected)
+
+    check()
+    from fleet.tools import whole_numbers
+
+    assert whole_numbers({"a": [1.0, 1.5, {"b": -0.0}], "c": 2.0**60, "d": True}) == {
+        "a": [1, 1.5, {"b": 0}], "c": 2.0**60, "d": True}
+    assert type(whole_numbers(2.0**60)) is float
