@@ -216,7 +216,8 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
                 repo.delete_sources(sources)
                 _remove(files, inbox)
             raise NothingToDo(
-                f"nothing new: {len(result.duplicates)} delta(s) were already applied (main is at tick {base.tick})"
+                f"nothing new: {len(result.duplicates)} delta(s) were merged before, applied or quarantined "
+                f"(main is at tick {base.tick}; `fleet log --delta ID` says which)"
                 + _foreign_note(foreign))
         # Task outcomes go to the queue before main moves: applying them again on a
         # retry changes nothing, and none is lost if this merge dies in between.
