@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical, schemas, tick_messages, tick_tasks
+from fleet.authority import Authority, refusal_of
 from fleet.delta import Op
 from fleet.ids import is_safe_id, printable
 from fleet.refs import MISSING, Scope, render
@@ -215,6 +216,7 @@ class _Turn:
         self.view = view
         self.made: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted this turn
         self.calls: dict[str, int] = {}  # accepted calls per tool
+        self._authority: Authority | None = None
 
     def doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         key = (collection, doc_id)
@@ -268,9 +270,31 @@ class _Turn:
             elif eff.op == "delete":
                 made[(eff.doc.collection, doc_id)] = None
             ops.append(Op(eff.op, eff.doc.collection, doc_id, eff.path, value))
+        self._authorized(agent, ops, made)
         self.made.update(made)
         self.calls[tool.name] = self.calls.get(tool.name, 0) + 1
         return ops
+
+
+    def _authorized(self, agent: str, ops: list[Op], made: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        """Refuse the call if the collection's rules would not let ``agent`` apply one of
+        its ops (a create naming another agent as the owner, say): the merge quarantines
+        a delta with such an op whole, the turn's other calls with it. The owner is read
+        as the merge reads it, from the document as this turn leaves it."""
+        cfg = self.view.snap.config
+        if agent not in cfg.agents:
+            return
+        if self._authority is None:
+            self._authority = Authority(cfg)
+        for op in ops:
+            coll = cfg.collections.get(op.collection)
+            if coll is None:
+                continue
+            key = (op.collection, op.id)
+            doc = op.arg if op.op == "create" else made[key] if key in made else self.doc(*key)
+            owner = coll.owner_of(op.id, doc if isinstance(doc, dict) else None)
+            if not self._authority.allows_agent(coll, owner, agent, op):
+                raise _Reject(refusal_of(agent, op, coll, owner))
 
 
 def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -139,3 +139,39 @@ def test_a_whole_number_a_model_writes_as_a_float_reaches_the_delta_as_a_whole_n
     assert whole_numbers({"a": [1.0, 1.5, {"b": -0.0}], "c": 2.0**60, "d": True}) == {
         "a": [1, 1.5, {"b": 0}], "c": 2.0**60, "d": True}
     assert type(whole_numbers(2.0**60)) is float
+
+
+def test_a_call_the_merge_would_refuse_for_authority_is_rejected_alone_not_the_whole_turn() -> None:
+    """A tool that lets the model name a document's owner (a post "by" another agent): the
+    merge refuses that create, and quarantined the whole delta, the turn's valid calls with
+    it. The worker rejects that call alone, with the merge's reason; the others stand."""
+    import json
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    snap = example()
+    tools = json.loads(snap.files["state/tools.json"])
+    post = json.loads(json.dumps(tools["post"]))
+    post["input"]["properties"]["author"] = {"type": "string"}
+    post["input"]["required"].append("author")
+    post["effects"][0]["value"]["author"] = "{input.author}"
+    tools["post_as"] = post
+    snap.files["state/tools.json"] = json.dumps(tools).encode()
+    w = world_mod.load(snap.config, snap.read)
+    agents = sorted(snap.config.agents)
+
+    @given(author=st.sampled_from(agents), agent=st.sampled_from(agents))
+    def check(author: str, agent: str) -> None:
+        calls = [ToolCall("post_as", {"channel": "general", "title": "t", "body": "b", "author": author}),
+                 ToolCall("update_bio", {"bio": "still here"})]
+        conv = to_ops(agent, 2, calls, View(snap, tick=2), {n: w.tools[n] for n in ("post_as", "update_bio")},
+                      set(w.tools))
+        assert ("set", "agents", agent) in [(o.op, o.collection, o.id) for o in conv.ops]  # the valid call stands
+        created = [o for o in conv.ops if o.op == "create"]
+        if author == agent:
+            assert len(created) == 1 and not conv.rejected
+        else:
+            assert created == [] and f"agent {agent} may not create posts/" in conv.rejected[0]["reason"]
+
+    check()

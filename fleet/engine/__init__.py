@@ -20,7 +20,7 @@ The tree does not grow with the number of ticks: ledger and quarantine keep
 ``limits.window`` ticks; older ones live in history, where replay reads them.
 
 Where each part lives: ``order`` parses, orders and de-duplicates the
-arrivals; ``apply`` applies ops to documents; ``authority`` says who may do
+arrivals; ``apply`` applies ops to documents; ``fleet.authority`` says who may do
 what; ``conflicts`` holds competing changes and applies the policies;
 ``write`` turns the decisions into files. The records it reads and writes
 (conflicts, quarantine, usage) are types in ``fleet.records``.

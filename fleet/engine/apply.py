@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical, docpath, schemas
+from fleet.authority import Authority, describe, refusal
 from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
-from fleet.engine.authority import Authority, describe, refusal
 from fleet.engine.conflicts import Meanings, OpenHere, apply_sets, hold
 from fleet.errors import FleetError
 from fleet.records import Conflict
