@@ -50,6 +50,7 @@ from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
 
 KINDS = ("worker", "agent", "machine")  # who sends heartbeats
+MAX_NOTE = 500  # characters of a heartbeat's note
 MSG_DIR = "to"
 ARCHIVE_DIR = "archive"
 BEAT_DIR = "beat"
@@ -640,7 +641,7 @@ class Bus:
             raise FleetError(f"heartbeat name '{printable(name, 80)}': not a name ({NAME_RULE})")
         if kind not in KINDS:
             raise FleetError(f"heartbeat kind '{printable(kind, 40)}': one of {', '.join(KINDS)}")
-        b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:500] if note else None}
+        b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:MAX_NOTE] if note else None}
         return self.post([], [b], lane=lane)
 
     def heartbeats(self, *, fetch: bool = True) -> tuple[dict[str, dict[str, Any]], list[Quarantined]]:

@@ -66,8 +66,16 @@ def emit(data: Any, as_json: bool, text: Callable[[], None]) -> None:
         # URL with credentials, an error quoting a key, never reach the screen;
         # nor does a character a terminal would obey (a name's escape sequence).
         out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            text()
+        ctx = click.get_current_context(silent=True)
+        color = ctx.color if ctx is not None else None
+        if ctx is not None:  # click strips escape sequences it writes to a file: kept, to be shown escaped
+            ctx.color = True
+        try:
+            with contextlib.redirect_stdout(out):
+                text()
+        finally:
+            if ctx is not None:
+                ctx.color = color
         click.echo(printable_lines(redact(out.getvalue())), nl=False)
 
 

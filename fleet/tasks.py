@@ -464,6 +464,7 @@ def _claim_above(claim: dict[str, Any], on_branch: dict[str, Any] | None) -> boo
     return isinstance(on_branch, dict) and isinstance(on_branch.get("fence"), int) and claim["fence"] > on_branch["fence"]
 
 
+MAX_REASON = 4000  # characters of a failure's reason kept (a person's longer one is refused: fleet task fail)
 # A task that no claim can take again: its claim ref goes when the branch holds its last claim.
 FINAL = ("done", "failed")
 MAX_DROPS = 100  # claim refs one change deletes at most (the rest go with the next changes)
@@ -1022,7 +1023,7 @@ def fail(q: Queue, cfg: Config, at: _dt.datetime, task_id: str, fence: int, *, r
     """The holder of ``fence`` gives the task back as failed (``returned``)."""
     t = q.task(task_id)
     holder_check(t, fence, agent, "fail")
-    new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:4000])
+    new, line = returned(t, cfg, at, (reason.strip() or "no reason given")[:MAX_REASON])  # a model's: cut to fit
     return _by_holder(t, new, fence, "fail", at, line)
 
 

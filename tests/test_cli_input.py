@@ -351,3 +351,37 @@ def test_agents_that_name_nothing_are_a_usage_error_not_every_agent(a_fleet: Fle
     """`fleet plan --agents ,` planned every agent."""
     r = _invoke([words[0], "-C", str(a_fleet.path), *words[1:], "--agents", value])
     assert r.exit_code == 2 and "names nothing" in r.output, r.output
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(reason="evil \x1b[2J\x1b]0;t\x07 end")
+@given(reason=st.lists(st.one_of(_HIDDEN_CHARS, st.sampled_from(["a", "b ", "[2J", "é"])), min_size=1,
+                       max_size=8).map("".join).filter(lambda r: r.strip()))
+def test_what_a_person_wrote_reaches_the_terminal_whole_and_escaped(a_fleet: Fleet, reason: str) -> None:
+    """A failure's reason with `\\x1b[2J` in it: `task show` printed it without the
+    sequence (click drops what it takes for color off a terminal) and escaped the rest,
+    so the reason shown was not the one kept. It is shown whole, every control escaped."""
+    import json
+
+    from fleet.ids import printable_lines
+
+    added = json.loads(_invoke(["task", "add", "escaped", "-C", str(a_fleet.path), "--json"]).output)["added"][0]
+    fence = json.loads(_invoke(["task", "claim", "--as", "ada", "--task", added, "-C", str(a_fleet.path),
+                                "--json"]).output)["fence"]
+    r = _invoke(["task", "fail", added, "--fence", str(fence), "--reason", reason, "-C", str(a_fleet.path)])
+    assert r.exit_code == 0, r.output
+    shown = _invoke(["task", "show", added, "-C", str(a_fleet.path)]).output
+    kept = json.loads(_invoke(["task", "show", added, "-C", str(a_fleet.path), "--json"]).output)["error"]
+    assert kept == reason.strip()
+    assert printable_lines(f"last error: {kept}") in shown, shown
+
+
+@pytest.mark.parametrize("args, limit", [(["msg", "heartbeat", "ada", "--kind", "agent", "--note"], 500),
+                                         (["task", "fail", "tk-none", "--fence", "1", "--reason"], 4000)])
+def test_a_note_or_reason_over_its_limit_is_refused_not_cut_short(a_fleet: Fleet, args: list[str], limit: int) -> None:
+    """A heartbeat's note over 500 characters, a failure's reason over 4,000: kept cut short
+    without a word. Refused (exit 2) naming the limit; nothing is written."""
+    before = a_fleet.git.text("for-each-ref")
+    r = _invoke([*args, "n" * (limit + 1), "-C", str(a_fleet.path)])
+    assert r.exit_code == 2 and f"at most {limit:,} characters ({limit + 1:,} given)" in r.output, r.output
+    assert a_fleet.git.text("for-each-ref") == before

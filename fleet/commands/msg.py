@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from fleet import keys
-from fleet.bus import KINDS, MAX_FILE_BYTES, Bus
+from fleet.bus import KINDS, MAX_FILE_BYTES, MAX_NOTE, Bus
 from fleet.cli import MAX_COUNT, dir_option, emit, group_dir_option, json_option, read_stdin, remote_option
-from fleet.errors import FleetError
+from fleet.errors import FleetError, UsageError
 from fleet.ids import printable
 from fleet.repo import FleetRepo
 
@@ -47,7 +47,9 @@ def archive(path: Path, agent: str, *, remote: str | None = None) -> dict[str, A
 def heartbeat(path: Path, name: str, kind: str, *, remote: str | None = None, tick: int | None = None,
               note: str | None = None, lane: str | None = None) -> dict[str, Any]:
     if note:
-        keys.refuse(note[:500], "--note")  # as kept: a person's note with a key would be stored masked
+        if len(note) > MAX_NOTE:  # kept whole or not at all: a note cut short says something else
+            raise UsageError(f"--note: at most {MAX_NOTE} characters ({len(note):,} given)")
+        keys.refuse(note, "--note")  # a person's note with a key would be stored masked
     sent = Bus(FleetRepo(path, remote)).beat(name, kind, tick=tick, note=note, lane=lane)
     return {"name": name, "kind": kind, "branch": sent.branch, "pushed": sent.commit, "read": sent.read,
             "remote": sent.remote}
@@ -216,7 +218,7 @@ def msg_deliver_cmd(directory: Path, as_json: bool, remote: str | None, tick: in
 @click.option("--kind", type=click.Choice(KINDS), default="machine", show_default=True,
               help="What NAME is.")
 @click.option("--tick", type=click.IntRange(0, MAX_COUNT), default=None, help="The tick it is posted for.")
-@click.option("--note", default=None, help="A short note (at most 500 characters).")
+@click.option("--note", default=None, help=f"A short note (at most {MAX_NOTE} characters).")
 @_lane_option
 def msg_heartbeat_cmd(directory: Path, as_json: bool, remote: str | None, name: str, kind: str, tick: int | None,
                       note: str | None, lane: str | None) -> None:

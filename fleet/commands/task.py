@@ -498,6 +498,8 @@ def task_complete_cmd(directory: Path, as_json: bool, remote: str | None, task_i
 @click.option("--reason", required=True, help="What went wrong, for the next agent and for people.")
 def task_fail_cmd(directory: Path, as_json: bool, remote: str | None, task_id: str, fence: int,
                   agent: str | None, reason: str) -> None:
+    if len(reason) > tasks.MAX_REASON:  # kept whole or not at all: a reason cut short says something else
+        raise UsageError(f"--reason: at most {tasks.MAX_REASON:,} characters ({len(reason):,} given)")
     keys.refuse(reason, "--reason")
     t = fail(directory, task_id, fence, reason=reason, agent=agent, remote=remote)
     after = f"ready again at {t['not_before']}" if t["status"] == "pending" else "failed for good: a person decides"
