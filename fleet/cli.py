@@ -152,8 +152,10 @@ def check_output(directory: Path, out: Path, flag: str, *, folder: bool, ours: C
     if top is not None:
         if where == top:
             raise UsageError(f"{flag} {out}: is the fleet's own folder; name {own}")
+        outbox = top / ".git" / "fleet" / "outbox"  # `fleet run`'s own, for its coalesced workers
         for inside in ("state", "schemas", ".git"):
-            if where == top / inside or top / inside in where.parents:
+            if (where == top / inside or top / inside in where.parents) and not (
+                    flag == "--outbox" and (where == outbox or outbox in where.parents)):
                 raise UsageError(f"{flag} {out}: is inside the fleet's {inside}/; name {own}")
     try:
         if folder and (where.exists() or where.is_symlink()) and not where.is_dir():

@@ -325,9 +325,10 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                              "(the merge removes what it decides)")
     if repo is not None:
         # a folder of the repository (state/, .git, a source folder) is no inbox either: the
-        # merge would take its files out. (fleet's own inboxes are temporary folders.)
+        # merge would take its files out; but for `fleet run`'s own outbox (.git/fleet/outbox)
+        own = here.name == "outbox" and here.parent.name == "fleet" and (here.parent.parent / "HEAD").is_file()
         for inside in (_work_tree(repo), repo.resolve()):
-            if inside is not None and inside in here.parents:
+            if inside is not None and inside in here.parents and not own:
                 raise FleetError(f"--inbox {folder}: is inside the repository ({inside}); an inbox is a folder "
                                  "of delta files of its own, outside it (the merge removes what it decides)")
     out: list[tuple[Arrival, Path]] = []

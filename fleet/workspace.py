@@ -27,6 +27,7 @@ from fleet.git import Git, git_reason, refuse_option_like
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
+OUTBOX = "outbox"  # .git/fleet/outbox: where `fleet run`'s coalesced workers hand their deltas to its merge
 INDEX_REF = "refs/fleet/index/main"  # the field index the fetch brings (fleet.fieldindex.BRANCH)
 HELD = "fleet-worker.held"  # locked (flock) by the process using a worker's cache
 

@@ -46,7 +46,7 @@ from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
 from fleet.spend import spending
 from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
-from fleet.workspace import FLEET_DIR, clear_stale_locks, private_repo, remote_url
+from fleet.workspace import FLEET_DIR, OUTBOX, clear_stale_locks, private_repo, remote_url
 
 
 class NotStarted(Exception):
@@ -362,7 +362,10 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
     if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
         tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
-    outbox = Path(tempfile.mkdtemp(prefix="fleet-outbox-")) if mode == "coalesced" else None
+    # Coalesced workers hand their deltas to an outbox that outlives this run: interrupted
+    # before its merge, the next run's workers do only the turns still missing there and
+    # its merge takes them all (as direct mode's worker branches wait for the next merge).
+    outbox = common_dir(root) / FLEET_DIR / OUTBOX if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
     logs = tempfile.TemporaryFile()
     try:
@@ -400,9 +403,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                         spent.tokens, spent.cost_usd, count, failed, first)
     finally:
         _stop(procs)
-        logs.close()
-        if outbox is not None:
-            shutil.rmtree(outbox, ignore_errors=True)
+        logs.close()  # (the merge takes from the outbox what it decided; what is left waits for the next)
 
 
 def _refuse_main(repo: FleetRepo) -> None:

@@ -13,6 +13,7 @@ publishes nothing, so the next run does the tick again.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, toplevel
+from fleet.ids import printable
 from fleet.plan import UnknownAgents, agents_of, roster, worker_name
 from fleet.providers import ProviderUnavailable, models
 from fleet.providers import get as get_provider
@@ -121,6 +123,12 @@ def _work(
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
+        if outbox is not None:  # what a run before this one (killed, or run again) handed over is not done twice
+            handed = handed_over(outbox, name, nxt)
+            if not [a for a in agents if a not in handed]:
+                raise NothingToDo(f"worker {name} already handed tick {nxt} to {outbox} ({len(handed)} delta(s) "
+                                  "wait there for the merge)")
+            agents = [a for a in agents if a not in handed]
         # a fleet that wants signed branches: know the key before any turn spends a token
         key = signing.signing_key(Git(root), CONFIG_PATH) if cfg.allowed_signers and outbox is None else None
         held = _held_tasks(ws, url, cfg, agents)
@@ -144,9 +152,7 @@ def _work(
         pushed = False
         if outbox is not None:
             for rel, data in sorted(files.items()):
-                dest = outbox / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
+                _write_whole(outbox / rel, data)
         else:
             sha = ws.commit(main, nxt, files)
             if key is not None:
@@ -161,6 +167,42 @@ def _work(
                           str(outbox) if outbox else None, main, round(time.monotonic() - started, 3), usage,
                           prov.name, answered or models(prov.name, cfg), known.read, bus_error,
                           "read" if view.index is not None else f"not read: {view.doubt or no_index}")
+
+
+def handed_over(outbox: Path, worker: str, tick: int) -> dict[str, Path]:
+    """Agent -> its delta file of ``tick`` that ``worker`` already handed to ``outbox``
+    (coalesced mode): a worker run again, or killed and run again, before the merge
+    took them does only the turns still missing. In direct mode the worker branch's
+    lease does this; an outbox has no lease, and every run makes new delta ids, so
+    without it a rerun handed every turn over twice and the merge applied both. A file
+    that is not such a delta (cut short by a kill before files were written whole) is
+    not a turn done: the merge quarantines it, and its agent's turn is done again."""
+    found: dict[str, Path] = {}
+    folder = outbox / delta_mod.DELTA_DIR / worker
+    try:
+        files = sorted(folder.glob(f"*/t{tick}-{worker}-*.json"))
+    except OSError:
+        return found
+    for f in files:
+        try:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > 1 << 20:
+                continue
+            body = canonical.parse(f.read_bytes(), canonical.MAX_DEPTH)
+        except (OSError, canonical.JSONProblem):
+            continue
+        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
+                and isinstance(body.get("agent"), str) and f.name == f"{body.get('id')}.json":
+            found.setdefault(body["agent"], f)
+    return found
+
+
+def _write_whole(dest: Path, data: bytes) -> None:
+    """Write ``dest`` whole or not at all (a temporary name, then a rename): a worker
+    killed while handing over leaves no file cut short to be read as a delta."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    part.write_bytes(data)
+    os.replace(part, dest)
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -276,6 +318,11 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
     if outbox is not None:  # an outbox is its own folder, or one workers of a tick share (deltas/ only)
         check_output(directory, outbox, "--outbox", folder=True,
                      ours=lambda f: all(p.name == "deltas" and p.is_dir() for p in f.iterdir()))
+        try:  # made now, not after the turns have spent their tokens
+            outbox.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            what = "a link to nowhere" if outbox.is_symlink() and not outbox.exists() else (e.strerror or str(e))
+            raise UsageError(f"--outbox {printable(str(outbox), 200)}: cannot be made: {what}") from None
     try:
         r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
                  outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))

@@ -1,0 +1,94 @@
+"""Coalesced mode hands each turn over once: a worker run again (or killed and run
+again) before the merge does only the turns still missing from the outbox, and
+`fleet run` interrupted before its merge leaves its workers' deltas in its outbox
+(.git/fleet/outbox) for the next run, which merges them without running them again.
+
+Once, a rerun handed every turn over twice (new delta ids each run: the merge, which
+knows a delta by its id, applied both), and an interrupted run deleted its outbox:
+the finished turns were lost, their tokens spent and recorded nowhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from conftest import Fleet, fleet_cli
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from fleet.commands.init import init
+
+
+def ledger_agents(repo: Path, tick: int, rev: str = "refs/heads/main") -> Counter[str]:
+    """How many deltas of each agent the ledger of ``tick`` holds on ``rev``."""
+    out = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, f"state/ledger/{tick}/"], cwd=repo,
+                         capture_output=True, text=True, check=True).stdout.split()
+    found: Counter[str] = Counter()
+    for path in out:
+        data = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, check=True).stdout
+        found.update(json.loads(line)["agent"] for line in data.splitlines() if line.strip())
+    return found
+
+
+def work(f: Fleet, outbox: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1", "--provider",
+                           "offline", "--outbox", str(outbox), "--json"], cwd=f.path, capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=300)
+
+
+@given(reruns=st.lists(st.integers(0, 6), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+@example(reruns=[0], seed=0)  # run again with everything handed: nothing to do
+@example(reruns=[3, 6], seed=1)  # some handed files lost in between, then all of them
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_worker_run_again_before_the_merge_hands_each_turn_over_once(tmp_path_factory: object, reruns: list[int],
+                                                                         seed: int) -> None:
+    """Between runs, some handed files are taken away (as a kill before they were all
+    written would leave it): each run does exactly the missing turns, and the merge
+    applies one delta per agent."""
+    path = tmp_path_factory.mktemp("once") / "fleet"  # type: ignore[attr-defined]
+    init(path)
+    f = Fleet(path)
+    outbox = path.parent / "outbox"
+    agents = sorted(json.loads((path / "state/config.json").read_text())["agents"])
+    first = work(f, outbox)
+    assert first.returncode == 0, first.stderr
+    rng = random.Random(seed)
+    for lose in reruns:
+        files = sorted(outbox.rglob("*.json"))
+        for gone in rng.sample(files, min(lose, len(files))):
+            gone.unlink()
+        missing = len(agents) - len(list(outbox.rglob("*.json")))
+        r = work(f, outbox)
+        if missing == 0:
+            assert r.returncode == 3 and "already handed tick 1" in r.stderr, r.stderr
+        else:
+            assert r.returncode == 0 and json.loads(r.stdout)["deltas"] == missing, (missing, r.stdout, r.stderr)
+        assert len(list(outbox.rglob("*.json"))) == len(agents)
+    assert not [p for p in outbox.rglob("*") if p.name.endswith(".part")]  # every file written whole
+    m = fleet_cli(path, "merge", "--inbox", str(outbox))
+    assert m.returncode == 0, m.stderr
+    assert ledger_agents(path, 1) == Counter(agents)
+
+
+def test_a_coalesced_run_interrupted_before_its_merge_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    init(path)
+    env = dict(os.environ, FLEET_CRASH_AT="merge.before-commit:SIGINT")
+    p = subprocess.run([sys.executable, "-m", "fleet", "run", "--ticks", "1", "--workers", "2", "--provider", "offline",
+                        "--push", "coalesced"], cwd=path, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 130, p.stdout + p.stderr
+    outbox = path / ".git" / "fleet" / "outbox"
+    handed = sorted(outbox.rglob("*.json"))
+    agents = sorted(json.loads((path / "state/config.json").read_text())["agents"])
+    assert len(handed) == len(agents)  # every finished turn kept
+    p = fleet_cli(path, "run", "--ticks", "1", "--workers", "2", "--provider", "offline", "--push", "coalesced",
+                  "--json")
+    assert p.returncode == 0, p.stderr
+    origin = path / ".git" / "fleet" / "origin.git"
+    assert ledger_agents(origin, 1, "main") == Counter(agents)  # each turn once: the first run's
+    assert not list(outbox.rglob("*.json"))  # the merge took them out
