@@ -94,6 +94,7 @@ class RunReport:
     uncommitted: int = 0  # files under state/ or schemas/ changed in your working tree and not committed
     seconds: float = 0.0
     interrupted: bool = False
+    published_unseen: int | None = None  # interrupted after its merge published this tick (not in `ticks`)
     stopped: str | None = None  # why no further tick started (a budget is spent, another run started it)
 
     def to_json(self) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class RunReport:
             "cost_usd": sum(round(t.cost_usd * 1_000_000) for t in self.ticks) / 1_000_000,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
+            "published_before_interrupt": self.published_unseen,
             "stopped": self.stopped,
             "local_main": self.local_main,
             "uncommitted": self.uncommitted,
@@ -322,11 +324,23 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.stopped = str(e)  # the ticks that ran are merged: nothing finished is lost
     except KeyboardInterrupt:
         report.interrupted = True
+        report.published_unseen = _published_since(repo, report.ticks[-1].tick if report.ticks else snap.tick)
     finally:
         if remote is None:  # the remote this repository's own commands read, embedded or configured
             _track_main(root, url)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _published_since(repo: FleetRepo, tick: int) -> int | None:
+    """The tick main is at now if a merge this run interrupted published it (the
+    interrupt came after its push), else None: the run says so, not "no tick merged"."""
+    try:
+        repo.fetch()
+        now = repo.snapshot().tick
+    except (FleetError, KeyboardInterrupt):
+        return None
+    return now if now > tick else None
 
 
 def _track_main(root: Path, url: str) -> None:
@@ -581,7 +595,10 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         console.print(f"fleet run: {span} merged, {data['applied']} applied, {data['noop']} no-op, "
                       f"{data['held_deltas']} held, {data['quarantined']} quarantined, {data['tokens']:,} tokens, "
                       f"${data['cost_usd']:.4f}, {report.seconds:.1f}s", markup=False, highlight=False)
-        if report.interrupted:
+        if report.interrupted and report.published_unseen is not None:
+            console.print(f"interrupted after tick {report.published_unseen} was published (not counted above: "
+                          "`fleet status` shows it); nothing half-done was left behind")
+        elif report.interrupted:
             console.print("interrupted: no half-done work was left behind; what finished workers pushed waits for "
                           "the merge, and `fleet run` resumes there")
     if report.stopped:

@@ -172,6 +172,23 @@ def test_a_clone_of_a_fleet_says_which_fleet_it_runs_and_rebuilds_nothing(tmp_pa
     assert json.loads(fleet_cli(clones[1], "status", "--json").stdout)["tick"] == 1
 
 
+@pytest.mark.parametrize("point, published", [("merge.before-commit", False), ("merge.after-push", True)])
+def test_an_interrupt_says_whether_the_tick_it_cut_short_was_published(tmp_path: Path, point: str,
+                                                                       published: bool) -> None:
+    """Ctrl-C after the merge's push: main had moved, and the run said "no tick merged"."""
+    import os
+
+    path = tmp_path / "f"
+    init(path)
+    p = subprocess.run([sys.executable, "-m", "fleet", "run", "--ticks", "1", "--workers", "2", "--json"], cwd=path,
+                       capture_output=True, text=True, env=dict(os.environ, FLEET_CRASH_AT=f"{point}:SIGINT"),
+                       timeout=300)
+    assert p.returncode == 130, p.stderr
+    tick = json.loads(Git(path / ".git" / "fleet" / "origin.git").show("main", "state/fleet.json") or b"{}")["tick"]
+    assert tick == (1 if published else 0)
+    assert json.loads(p.stdout)["published_before_interrupt"] == (1 if published else None)
+
+
 def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
     """`fleet run --ticks 2 | head -1`: the run ended after its first line with
     exit 1 and nothing said; the ticks now go on, merged as ever, unseen."""
