@@ -408,8 +408,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
         except NothingToDo as e:  # another run on this origin merged the tick first (its deltas with it)
             return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count,
-                            merged_by=f"another run merged tick {tick} first ({e}); deltas that came later are "
-                                      "merged, late, with the next tick")
+                            merged_by=f"another run merged tick {tick} first ({e}); what this run's workers "
+                                      "delivered after it is merged, late, with the next tick, but a worker that "
+                                      "found its branch of this tick pushed by the other run's kept nothing")
         spent = Usage.parse(result.usage)
         failed, first = _failed_turns(repo, result.commit, tick) if result.noop else (0, None)
         return TickLine(tick, len(planned), delivered, result.applied, len(result.quarantined), len(result.held),
