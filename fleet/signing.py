@@ -19,8 +19,11 @@ workflow run that made them.
 
 from __future__ import annotations
 
+import base64
 import os
+import subprocess
 import tempfile
+from pathlib import Path
 
 from fleet.errors import FleetError
 from fleet.git import FLEET_IDENT, Git
@@ -33,16 +36,140 @@ _WHY = {"B": "its signature does not match its content", "N": "its commit is not
         "R": "its key is revoked", "U": "it is signed by a key that the allowed signers do not name"}
 
 
-def signing_key(git: Git, where: str) -> str:
+SIGN_SECONDS = 30.0  # ssh-keygen signs a few bytes in milliseconds; a key that waits for a person never answers
+NAMESPACE = "git"  # what git signs commits in, and verifies them in
+
+
+def signing_key(git: Git, where: str, worker: str = "", path: str = "", allowed: bytes | None = None) -> str:
     """The SSH key this machine signs worker commits with (``git config
-    user.signingkey``), or a one-line error saying how to set it."""
+    user.signingkey``), checked before any turn spends a token: it must sign
+    (a file that exists, no passphrase ssh-agent does not hold) and main's
+    allowed signers ``allowed`` (at ``path``) must allow it for ``worker``.
+    Else a one-line error saying what is wrong and what to do. A key file named
+    by a relative path is made absolute (git signs in the worker's cache)."""
     key = git.proc("config", "--get", "user.signingkey").stdout.decode().strip()
     if not key:
         raise FleetError(f"{where}: signing.allowed_signers is set, so worker branches must be signed: set "
                          "git config user.signingkey to your SSH key (a file such as ~/.ssh/id_ed25519.pub, or "
                          "the key itself), whose public key main's allowed signers name for this worker; "
                          "or hand the deltas over with --outbox")
-    return key
+    literal = key.startswith(("ssh-", "key::", "ecdsa-", "sk-"))
+    if not literal:
+        key = str(Path(git.path) / os.path.expanduser(key))
+    if not worker:
+        return key
+    shown = printable(key, 200)
+    with tempfile.TemporaryDirectory(prefix="fleet-sign-") as d:
+        probe = Path(d) / "probe"
+        probe.write_bytes(f"fleet: may {worker} sign with this key?\n".encode())
+        if literal:
+            keyfile = Path(d) / "key.pub"
+            keyfile.write_text(key.removeprefix("key::") + "\n")
+        else:
+            keyfile = Path(key)
+            if not keyfile.is_file():
+                what = "does not exist" if not os.path.lexists(keyfile) else (
+                    "is a folder" if keyfile.is_dir() else "is not a file")
+                raise FleetError(f"git config user.signingkey names {shown}, which {what}: set it to your SSH key's "
+                                 "file (git config user.signingkey ~/.ssh/id_ed25519), or hand the deltas over "
+                                 "with --outbox")
+        p = _ssh_keygen("-Y", "sign", "-n", NAMESPACE, "-f", str(keyfile), *(["-U"] if literal else []), str(probe))
+        if p.returncode != 0:
+            raise FleetError(f"cannot sign with user.signingkey {shown}: {_why_unsigned(p, keyfile, literal)}")
+        signature = Path(f"{probe}.sig")
+        public = _signer(signature.read_bytes())
+        line = f"{worker} {public}" if public else f"{worker} <the public key of {shown}>"
+        if allowed is None:
+            raise FleetError(f"signing.allowed_signers names {path}, which main does not have: the merge would "
+                             f"quarantine this worker's branch unread (add it to main with the line '{line}')")
+        signers = Path(d) / "allowed_signers"
+        signers.write_bytes(allowed)
+        ok = _ssh_keygen("-Y", "verify", "-f", str(signers), "-I", worker, "-n", NAMESPACE, "-s", str(signature),
+                         data=probe.read_bytes())
+        if ok.returncode == 0:
+            return key
+        found = _ssh_keygen("-Y", "find-principals", "-f", str(signers), "-s", str(signature))
+        others = [printable(w, 80) for w in found.stdout.decode(errors="replace").split()] if found.returncode == 0 else []
+        if others:
+            raise FleetError(f"main's {path} allows the key of user.signingkey ({shown}) for {', '.join(others)}, "
+                             f"not for worker {worker}: the merge would quarantine this worker's branch (run this "
+                             f"worker with the key allowed for {worker}, or add the line '{line}' to {path} on main)")
+        raise FleetError(f"main's {path} does not allow the key of user.signingkey ({shown}) for worker {worker}: "
+                         f"the merge would quarantine this worker's branch (add the line '{line}' to {path} on "
+                         "main, or set user.signingkey to the key it allows)")
+
+
+def _ssh_keygen(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """ssh-keygen, never waiting for a person: no terminal (a session of its
+    own), nothing on stdin, no askpass program; stopped after SIGN_SECONDS."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY")}
+    try:
+        return subprocess.run(["ssh-keygen", *args], input=data, capture_output=True, env=env, timeout=SIGN_SECONDS,
+                              start_new_session=True)
+    except FileNotFoundError:
+        raise FleetError("ssh-keygen is not installed: git signs worker branches with it (install OpenSSH's "
+                         "client), or hand the deltas over with --outbox") from None
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 124, b"", f"ssh-keygen gave no answer in {SIGN_SECONDS:g}s".encode())
+
+
+def _why_unsigned(p: subprocess.CompletedProcess[bytes], keyfile: Path, literal: bool) -> str:
+    """Why ssh-keygen could not sign, in fleet's words, and what to do."""
+    said = p.stderr.decode(errors="replace")
+    if literal:
+        return ("user.signingkey holds a public key, so ssh-agent must hold its private key, and it does not "
+                f"(ssh-add the key's file; ssh-keygen said: {_last(said)})")
+    if "passphrase" in said or _encrypted(keyfile):
+        return (f"the key has a passphrase and ssh-agent does not hold it: a worker cannot ask for it (run "
+                f"ssh-add {printable(str(keyfile), 200)} first)")
+    return f"ssh-keygen cannot use it as an SSH key ({_last(said)})"
+
+
+def _last(said: str) -> str:
+    lines = [ln.strip() for ln in said.splitlines() if ln.strip() and not ln.startswith(("Signing file", "Enter "))]
+    return printable((lines[-1] if lines else "no reason given").rstrip("?"), 300)
+
+
+def _encrypted(keyfile: Path) -> bool:
+    """Whether an OpenSSH private key file is protected by a passphrase (its cipher is not 'none')."""
+    try:
+        text = keyfile.read_bytes()[:65536].decode("ascii")
+        body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----", 1)[1].split("-----END", 1)[0]
+        blob = base64.b64decode("".join(body.split()))
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic):
+        return False
+    cipher, _ = _string(blob, len(magic))
+    return cipher is not None and cipher != b"none"
+
+
+def _signer(armored: bytes) -> str:
+    """The public key (``<type> <base64>``) inside an SSH signature, or ''."""
+    try:
+        text = armored.decode("ascii")
+        body = text.split("-----BEGIN SSH SIGNATURE-----", 1)[1].split("-----END", 1)[0]
+        blob = base64.b64decode("".join(body.split()))
+    except (UnicodeDecodeError, IndexError, ValueError):
+        return ""
+    if not blob.startswith(b"SSHSIG") or len(blob) < 10:
+        return ""
+    public, _ = _string(blob, 10)  # magic, uint32 version, string public key
+    kind, _ = _string(public or b"", 0)
+    if not public or not kind:
+        return ""
+    return f"{kind.decode(errors='replace')} {base64.b64encode(public).decode()}"
+
+
+def _string(blob: bytes, at: int) -> tuple[bytes | None, int]:
+    """The SSH wire string (uint32 length, bytes) at ``at``, and where the next begins; None if cut short."""
+    if at + 4 > len(blob):
+        return None, at
+    n = int.from_bytes(blob[at:at + 4], "big")
+    if at + 4 + n > len(blob):
+        return None, at
+    return blob[at + 4:at + 4 + n], at + 4 + n
 
 
 def sign(git: Git, commit: str, key: str) -> str:
@@ -57,8 +184,9 @@ def sign(git: Git, commit: str, key: str) -> str:
         args += ["-p", parent]
     p = git.proc(*args, input=message)
     if p.returncode != 0:
-        reason = printable(p.stderr.decode(errors="replace").strip().splitlines()[-1] if p.stderr.strip() else
-                           f"git commit-tree exited {p.returncode}", 300)
+        said = p.stderr.decode(errors="replace")
+        reason = _last(said.replace("error:", "").replace("fatal:", "")) if said.strip() else \
+            f"git commit-tree exited {p.returncode}"
         raise FleetError(f"could not sign the worker's commit with user.signingkey: {reason}")
     return p.stdout.decode().strip()
 

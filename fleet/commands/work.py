@@ -122,7 +122,8 @@ def _work(
         if outbox is None and nxt in delivered:
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         # a fleet that wants signed branches: know the key before any turn spends a token
-        key = signing.signing_key(Git(root), CONFIG_PATH) if cfg.allowed_signers and outbox is None else None
+        key = signing.signing_key(Git(root), CONFIG_PATH, name, cfg.allowed_signers, ws.cache.show(
+            main, cfg.allowed_signers)) if cfg.allowed_signers and outbox is None else None
         held = _held_tasks(ws, url, cfg, agents)
         known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
         for warning in known.warnings:
