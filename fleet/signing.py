@@ -73,7 +73,9 @@ def signing_key(git: Git, where: str, worker: str = "", path: str = "", allowed:
                 raise FleetError(f"git config user.signingkey names {shown}, which {what}: set it to your SSH key's "
                                  "file (git config user.signingkey ~/.ssh/id_ed25519), or hand the deltas over "
                                  "with --outbox")
-        p = _ssh_keygen("-Y", "sign", "-n", NAMESPACE, "-f", str(keyfile), *(["-U"] if literal else []), str(probe))
+        program = git.proc("config", "--get", "gpg.ssh.program").stdout.decode().strip() or "ssh-keygen"
+        p = _ssh_keygen("-Y", "sign", "-n", NAMESPACE, "-f", str(keyfile), *(["-U"] if literal else []), str(probe),
+                        program=program)  # the program git signs with (a password manager's, say)
         if p.returncode != 0:
             raise FleetError(f"cannot sign with user.signingkey {shown}: {_why_unsigned(p, keyfile, literal)}")
         signature = Path(f"{probe}.sig")
@@ -99,16 +101,17 @@ def signing_key(git: Git, where: str, worker: str = "", path: str = "", allowed:
                          "main, or set user.signingkey to the key it allows)")
 
 
-def _ssh_keygen(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def _ssh_keygen(*args: str, data: bytes = b"", program: str = "ssh-keygen") -> subprocess.CompletedProcess[bytes]:
     """ssh-keygen, never waiting for a person: no terminal (a session of its
     own), nothing on stdin, no askpass program; stopped after SIGN_SECONDS."""
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY")}
     try:
-        return subprocess.run(["ssh-keygen", *args], input=data, capture_output=True, env=env, timeout=SIGN_SECONDS,
-                              start_new_session=True)
-    except FileNotFoundError:
-        raise FleetError("ssh-keygen is not installed: git signs worker branches with it (install OpenSSH's "
-                         "client), or hand the deltas over with --outbox") from None
+        return subprocess.run([os.path.expanduser(program), *args], input=data, capture_output=True, env=env,
+                              timeout=SIGN_SECONDS, start_new_session=True)
+    except (FileNotFoundError, PermissionError):
+        raise FleetError(f"{printable(program, 200)} cannot be run: git signs worker branches with it (install "
+                         "OpenSSH's client, or fix git config gpg.ssh.program), or hand the deltas over with "
+                         "--outbox") from None
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, 124, b"", f"ssh-keygen gave no answer in {SIGN_SECONDS:g}s".encode())
 

@@ -100,3 +100,27 @@ def test_a_relative_key_path_is_the_repositorys(origin_fleet: tuple[Fleet, Path]
     assert os.getcwd() != str(runner)
     r = work(runner, worker=1, workers=3, remote=str(bare))
     assert r.pushed
+
+
+def test_a_commit_that_cannot_be_signed_is_said_in_fleets_words(fleet: Fleet, tmp_path: Path) -> None:
+    from fleet.signing import sign
+
+    head = fleet.git.rev_parse("HEAD")
+    assert head is not None
+    with pytest.raises(FleetError) as e:
+        sign(fleet.git, head, str(tmp_path / "gone"))
+    message = str(e.value)
+    assert message.startswith("could not sign the worker's commit with user.signingkey: ")
+    assert not message.endswith("?") and "error:" not in message and "\n" not in message, message
+
+
+def test_the_program_git_signs_with_is_the_one_tried(origin_fleet: tuple[Fleet, Path], tmp_path: Path) -> None:
+    _, bare = origin_fleet
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    key, pub = keypair(folder, "w1")
+    require_signatures(Git(bare), f"w1 {pub}\n")
+    runner = _laptop(bare, tmp_path, str(key))
+    subprocess.run(["git", "config", "gpg.ssh.program", str(tmp_path / "no-such-signer")], cwd=runner, check=True)
+    with pytest.raises(FleetError, match="no-such-signer cannot be run: git signs worker branches with it"):
+        work(runner, worker=1, workers=3, remote=str(bare))
