@@ -5,8 +5,11 @@ A fleet names other repositories by purpose in config ``remotes`` (a URL, or
 a path relative to the fleet repository) and knowledge folders in them in
 ``knowledge.sources`` (remote, folder, branch). Each worker fetches them at
 the start of its tick into a private cache (``.git/fleet/knowledge/<worker>.git``):
-shallow (``--depth 1``) and sparse (blobs over :data:`MAX_FILE_BYTES` are
-never downloaded: ``--filter=blob:limit``; only the named folder is read).
+shallow (``--depth 1``) and sparse (``--filter=blob:limit``: a server that
+supports partial clone never sends a blob over :data:`MAX_FILE_BYTES`; one that
+does not, a local path or git daemon, sends it, and git's "filtering not
+recognized" is one warning; either way such a file is never read into a
+prompt; only the named folder is read).
 That fetch is the only moment the worker's knowledge changes. A source that
 cannot be fetched is one warning line, and the tick goes on without it.
 
@@ -180,6 +183,19 @@ def _shown(text: str) -> str:
     return printable(_USERINFO.sub("://***@", keys.redact(text)), 300)
 
 
+def _reason(said: str) -> str:
+    """git's reason for a failed fetch, whole: its first fatal or error line with
+    the lines that go on from it (``unable to connect to host:`` is followed by
+    the why, ``errno=Connection refused``), as one line."""
+    lines = [ln.strip() for ln in said.splitlines() if ln.strip()]
+    prefixes = ("fatal:", "error:", "warning:", "hint:")
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(("fatal:", "error:"))), None)
+    if start is None:
+        return lines[-1] if lines else "no such branch"
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith(prefixes)), len(lines))
+    return " ".join(lines[start:end])
+
+
 def fetch(gitdir: Path, root: Path, cfg: Config, worker: str = "w1") -> Fetched:
     """Every knowledge source of ``cfg``, fetched shallow and sparse into the
     worker's private cache under ``gitdir``/fleet/knowledge/ (one per worker, so
@@ -198,11 +214,13 @@ def fetch(gitdir: Path, root: Path, cfg: Config, worker: str = "w1") -> Fetched:
         p = cache.proc("fetch", "--quiet", "--depth=1", "--no-tags", f"--filter=blob:limit={MAX_FILE_BYTES}",
                        "--refmap=", url_of(root, cfg.remotes[place.remote]), f"+refs/heads/{place.ref}:{ref}")
         commit = cache.rev_parse(ref) if p.returncode == 0 else None
+        said = p.stderr.decode(errors="replace")
         if commit is None:
-            why = p.stderr.decode(errors="replace").strip().splitlines()
-            fatal = [ln for ln in why if ln.startswith(("fatal:", "error:"))] or why[-1:] or ["no such branch"]
-            out.warnings.append(f"{where} could not be fetched: {_shown(fatal[0])}; this tick goes on without it")
+            out.warnings.append(f"{where} could not be fetched: {_shown(_reason(said))}; this tick goes on without it")
             continue
+        if "filtering not recognized by server" in said:  # a local path, git daemon: no partial clone
+            out.warnings.append(f"{where}: the server does not filter by size, so files over {MAX_FILE_BYTES} bytes "
+                                "were downloaded (they are still never read into a prompt)")
         docs, refused = read_source(cache, i, place, commit)
         out.docs += docs
         out.read.append({"remote": place.remote, "ref": place.ref, "path": place.path, "commit": commit,

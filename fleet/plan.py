@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable
 
 from fleet.errors import UsageError
+from fleet.ids import printable
 
 
 def worker_name(index: int) -> str:
@@ -33,7 +34,7 @@ def roster(configured: Iterable[str], only: list[str] | None = None) -> list[str
         return everyone
     unknown = sorted(set(only) - set(everyone))
     if unknown:
-        raise UnknownAgents(f"{', '.join(unknown)} not in state/config.json agents")
+        raise UnknownAgents(f"{', '.join(printable(a, 80) for a in unknown)} not in state/config.json agents")
     return sorted(set(only))
 
 

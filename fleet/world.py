@@ -752,23 +752,35 @@ OWN_NAMES = ("agent", "persona")  # and an agent's own sections
 TEMPLATE_DEPTH = 12  # a value template's nesting: the input in it may nest 48, a delta holds 64
 
 
-def signers_problems(cfg: Config, read: Reader) -> list[tuple[str, str]]:
+def signers_problems(cfg: Config, read: Reader, what: Callable[[str], str | None] | None = None
+                     ) -> list[tuple[str, str]]:
     """(file, what is wrong) if signing.allowed_signers names a file ``read`` does not
-    find, or one that allows no key: every worker branch would then be quarantined
-    unread, tick after tick. (``read`` must see the whole tree: ``fleet validate``
-    reads the file from disk; a snapshot holds only state/ and schemas/.)"""
+    find, or one that allows no key as OpenSSH reads it (fleet.signing.signer_lines):
+    every worker branch would then be quarantined unread, tick after tick. A line
+    OpenSSH would skip is named too: the key it meant is not allowed. ``what``
+    says what is there when ``read`` finds no file ("is a folder, not a regular file").
+    (``read`` must see the whole tree: ``fleet validate`` reads the file from disk;
+    a snapshot holds only state/ and schemas/.)"""
+    from fleet.signing import signer_lines
+
     path = cfg.allowed_signers
     if path is None:
         return []
     data = read(path)
     key = "signing.allowed_signers"
     if data is None:
+        there = what(path) if what is not None else None
+        if there:
+            return [(CONFIG_PATH, f"{key}: names {path}, which {there}: every worker branch would be quarantined "
+                                  "unread (put the file itself there, in ssh-keygen's allowed-signers format)")]
         return [(CONFIG_PATH, f"{key}: names {path}, which does not exist: every worker branch would be quarantined "
                               "unread (add the file, in ssh-keygen's allowed-signers format)")]
-    if not any(line.strip() and not line.lstrip().startswith(b"#") for line in data.splitlines()):
-        return [(CONFIG_PATH, f"{key}: names {path}, which allows no key: every worker branch would be quarantined "
-                              "unread (one line a worker: '<worker> <key type> <key>')")]
-    return []
+    usable, bad = signer_lines(data)
+    out = [(path, f"line {n}: OpenSSH skips it, so the key it meant is not allowed: {why}") for n, why in bad]
+    if not usable:
+        out.insert(0, (CONFIG_PATH, f"{key}: names {path}, which allows no key: every worker branch would be "
+                                    "quarantined unread (one line a worker: '<worker> <key type> <key>')"))
+    return out
 
 
 def _literal(t: Text) -> str:

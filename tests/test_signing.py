@@ -168,7 +168,7 @@ def _signing_problems(path: str, content: bytes | None) -> list[str]:
 
 @settings(max_examples=100, deadline=None)
 @given(parts=st.lists(_SEGMENT, min_size=1, max_size=3), lines=st.lists(st.sampled_from(
-    ["", "   ", "# a comment", "  # indented comment", "w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"]), max_size=4))
+    ["", "   ", "# a comment", "  # indented comment", "w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFfNUCLvFzA7inp59htrzpn9h8fLUZWJAEswrx4WrCZd"]), max_size=4))
 def test_a_signers_file_that_is_missing_or_allows_no_key_is_refused_naming_the_config_key_and_the_path(
         parts: list[str], lines: list[str]) -> None:
     path = "/".join(parts)
@@ -195,5 +195,5 @@ def test_validate_refuses_a_signers_file_the_fleet_lacks(fleet: Fleet) -> None:
     (fleet.path / "keys").mkdir()
     (fleet.path / "keys" / "nope").write_text("# nobody yet\n")
     assert "signing.allowed_signers: names keys/nope, which allows no key" in run(fleet, "validate", code=1).output
-    (fleet.path / "keys" / "nope").write_text("w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n")
+    (fleet.path / "keys" / "nope").write_text("w1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFfNUCLvFzA7inp59htrzpn9h8fLUZWJAEswrx4WrCZd\n")
     run(fleet, "validate")

@@ -12,6 +12,7 @@ reports every problem, one line each, naming the file and the rule.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
 from fleet.ids import device_name, printable_lines
 from fleet.progress import Progress
-from fleet.repo import MAX_INBOX_DEPTH, in_layout, read_regular  # in_layout: the merge's own rule for an inbox
+from fleet.repo import MAX_INBOX_DEPTH, in_layout, kind_of, read_regular  # in_layout: the merge's own rule for an inbox
 
 # A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
 MAX_FILE_BYTES = 100 * 1048576
@@ -116,7 +117,8 @@ def validate(root: Path, target: Path | None = None,
         problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
         from fleet.world import signers_problems  # (fleet.world loads the schema library: only when needed)
 
-        problems += [Problem(path, message) for path, message in signers_problems(cfg, lambda p: _read_disk(root, p))]
+        problems += [Problem(path, message)
+                     for path, message in signers_problems(cfg, lambda p: _read_disk(root, p), lambda p: _kind(root, p))]
     unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
     return len(files), unique, portability([f.rel for f in files if f.rel.startswith("state/")])
 
@@ -156,6 +158,18 @@ def _read_disk(root: Path, rel: str) -> bytes | None:
     where a link points (the link is a problem of its own), at most a fleet file's size."""
     data = read_regular(str(root / rel), MAX_FILE_BYTES)
     return data if isinstance(data, bytes) else None
+
+
+def _kind(root: Path, rel: str) -> str | None:
+    """What is at ``rel`` when it is not a file fleet reads ("is a folder, not a
+    regular file"), or None if nothing is."""
+    try:
+        mode = os.lstat(root / rel).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode):
+        return f"is {kind_of(mode)}, not a regular file"
+    return f"cannot be read, or holds more than {MAX_FILE_BYTES} bytes"
 
 
 def _resolve(root: Path, target: Path) -> Path:

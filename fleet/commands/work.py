@@ -130,7 +130,8 @@ def _work(
                                   "wait there for the merge)")
             agents = [a for a in agents if a not in handed]
         # a fleet that wants signed branches: know the key before any turn spends a token
-        key = signing.signing_key(Git(root), CONFIG_PATH) if cfg.allowed_signers and outbox is None else None
+        key = signing.signing_key(Git(root), CONFIG_PATH, name, cfg.allowed_signers, ws.cache.show(
+            main, cfg.allowed_signers)) if cfg.allowed_signers and outbox is None else None
         held = _held_tasks(ws, url, cfg, agents)
         known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
         for warning in known.warnings:
@@ -307,8 +308,10 @@ def _push(cache: Git, url: str, sha: str, branch: str) -> None:
 @click.option("--provider", default=None, help="auto, offline or anthropic (default: run.provider in config; auto is anthropic when ANTHROPIC_API_KEY is set).")
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Coalesced mode: write the delta files here for the fan-in merge instead of pushing.")
-@click.option("--concurrency", type=int, default=None, help="Agent turns in flight at once (default: run.concurrency).")
-@click.option("--timeout", type=float, default=None, help="Seconds until unfinished turns become error deltas.")
+@click.option("--concurrency", type=click.IntRange(1, 2048), default=None,
+              help="Agent turns in flight at once, 1 to 2048 (default: run.concurrency).")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds until unfinished turns become error deltas (0: every turn does, at once).")
 @click.option("--agents", default=None, help="Only these agents this tick (comma-separated).")
 def work_command(directory: Path, as_json: bool, remote: str | None, worker: int, workers: int, tick: int | None,
                  provider: str | None, outbox: Path | None, concurrency: int, timeout: float | None,
