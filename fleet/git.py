@@ -36,13 +36,36 @@ DEFAULT_NETWORK_TIMEOUT = 600.0  # seconds; FLEET_GIT_TIMEOUT overrides it (0: n
 
 
 def network_timeout() -> float | None:
-    """The bound, in seconds, on one git command that talks to a remote (None: none)."""
+    """The bound, in seconds, on one git command that talks to a remote (None: none):
+    ``FLEET_GIT_TIMEOUT``, or less within a :func:`network_deadline`."""
     raw = os.environ.get("FLEET_GIT_TIMEOUT", "").strip()
     try:
         seconds = float(raw) if raw else DEFAULT_NETWORK_TIMEOUT
     except ValueError:
         raise FleetError(f"FLEET_GIT_TIMEOUT={raw[:40]!r}: expected a number of seconds (0: no bound)") from None
-    return seconds if seconds > 0 else None
+    bound = seconds if seconds > 0 else None
+    if _DEADLINES:  # a command's own deadline (fleet work --timeout): a remote that does not answer eats none of it
+        left = max(1.0, _DEADLINES[-1] - time.monotonic())
+        bound = left if bound is None else min(bound, left)
+    return bound
+
+
+_DEADLINES: list[float] = []  # time.monotonic() by which network commands must end (network_deadline)
+
+
+@contextmanager
+def network_deadline(at: float | None) -> Iterator[None]:
+    """Within the block, a git command that talks to a remote ends by ``at`` (a
+    ``time.monotonic()``; None: no deadline beyond FLEET_GIT_TIMEOUT's), at least
+    a second from when it starts."""
+    if at is None:
+        yield
+        return
+    _DEADLINES.append(at)
+    try:
+        yield
+    finally:
+        _DEADLINES.pop()
 
 
 def no_answer(seconds: float) -> str:

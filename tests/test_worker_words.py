@@ -5,6 +5,7 @@ filter is said once. Real git, a real closed port."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -76,3 +77,45 @@ def test_a_server_that_ignores_the_size_filter_is_said_once_and_the_big_file_sta
     huge = git(kb, "rev-parse", "main:notes/huge.md").strip()
     missing = git(cache, "rev-list", "--objects", "--missing=print", "refs/fleet/knowledge/0").split()
     assert (f"?{huge}" in missing) is filters  # (cat-file would fetch a missing blob from the promisor)
+
+
+def test_a_source_that_never_answers_waits_no_longer_than_the_workers_timeout(tmp_path: Path) -> None:
+    """A knowledge source on a port that takes the connection and never answers held
+    `fleet work --timeout 5` for FLEET_GIT_TIMEOUT (600 s) per source, before any turn.
+    The worker's --timeout bounds it: the source is named, and the tick goes on."""
+    import subprocess
+    import sys
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])  # taken, never answered
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        url = f"git://127.0.0.1:{silent.getsockname()[1]}/kb.git"
+        f = fleet_with(tmp_path, "fleet", {"remotes": {"kb": url},
+                                           "knowledge": {"sources": [{"remote": "kb", "path": "notes"}]}})
+        p = subprocess.run([sys.executable, "-m", "fleet", "work", "--worker", "1", "--workers", "1", "--provider",
+                            "offline", "--timeout", "5", "--json"], cwd=f.path, capture_output=True, text=True,
+                           timeout=240)  # (FLEET_GIT_TIMEOUT's 600 s would outlast this: the bound is the worker's)
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        silent.close()
+    [warning] = [ln for ln in p.stderr.splitlines() if ln.startswith("fleet: warning: knowledge source")]
+    assert "did not answer within" in warning, warning
+    assert p.returncode == 0 and json.loads(p.stdout)["deltas"] >= 1, p.stderr

@@ -29,7 +29,7 @@ from fleet.cli import check_output, dir_option, emit, flag_seconds, json_option,
 from fleet.config import CONFIG_PATH
 from fleet.delta import file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
-from fleet.git import Git, RefUpdate, common_dir, toplevel
+from fleet.git import Git, RefUpdate, common_dir, network_deadline, toplevel
 from fleet.ids import printable
 from fleet.plan import UnknownAgents, agents_of, roster, worker_name
 from fleet.providers import ProviderUnavailable, models
@@ -132,13 +132,16 @@ def _work(
         # a fleet that wants signed branches: know the key before any turn spends a token
         key = signing.signing_key(Git(root), CONFIG_PATH, name, cfg.allowed_signers, ws.cache.show(
             main, cfg.allowed_signers)) if cfg.allowed_signers and outbox is None else None
-        held = _held_tasks(ws, url, cfg, agents)
-        known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
+        # --timeout bounds the worker from its start: a remote that does not answer (a knowledge
+        # source, the bus) waits no longer than it, and the turns get what is left
+        deadline = None if timeout is None else started + timeout
+        with network_deadline(deadline):
+            held = _held_tasks(ws, url, cfg, agents)
+            known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
+            inboxes, bus_error = _inboxes(ws, url, cfg, agents)
         for warning in known.warnings:
             click.echo(f"fleet: warning: {warning}", err=True)
-        inboxes, bus_error = _inboxes(ws, url, cfg, agents)
         prov = get_provider(provider, cfg)
-        deadline = None if timeout is None else time.monotonic() + timeout
         # the field index, when it describes this main: sections that sort or filter a whole
         # collection read its rows, not every document (fleet.fieldindex); else main itself
         index, no_index = fieldindex.open_index(ws.cache, INDEX_REF, main)
