@@ -250,41 +250,37 @@ def test_deltas_refused_for_a_cost_over_the_schemas_maximum_count_and_the_run_st
 
 @pytest.mark.slow
 def test_a_tick_refused_unread_stops_the_next_until_a_person_fixes_it(tmp_path: Path) -> None:
-    """signing.allowed_signers names a key the workers do not sign with: every branch is
-    quarantined unread, so what the tick spent is unknown. The run stops before the next
-    tick and says why; a person's fix on main lets ticks run again, counted, until the
-    budget is spent."""
-    folder = tmp_path / "keys"
-    folder.mkdir()
-    for name in ("mine", "other"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)],
-                       check=True)
-    other = (folder / "other.pub").read_text().strip()
-    repo = paying_fleet(tmp_path, price=1000, signing={"allowed_signers": "keys/allowed_signers"})
-    (repo / "keys").mkdir()
-    (repo / "keys" / "allowed_signers").write_text(f"w1 {other}\n")
+    """limits.max_delta_bytes below any turn's delta: every delta is quarantined unread, so
+    what the tick spent is unknown. The run stops before the next tick and says why; a
+    person's fix on main lets ticks run again, counted, until the budget is spent. (It
+    was a signing key the allowed signers do not name; a worker now refuses that before
+    any turn.)"""
+    repo = paying_fleet(tmp_path, price=1000)
+    path = repo / "state" / "config.json"
+    raw = json.loads(path.read_bytes())
+    raw["limits"] = {**raw.get("limits", {}), "max_delta_bytes": 256}
+    path.write_bytes(canonical.dumps(raw))
     git = Git(repo)
-    git.run("config", "user.signingkey", str(folder / "mine"))
-    git.run("-c", "user.name=Person", "-c", "user.email=person@example.com", "add", "keys")
-    git.run("-c", "user.name=Person", "-c", "user.email=person@example.com", "commit", "-qm", "allowed signers")
+    git.run("-c", "user.name=Person", "-c", "user.email=person@example.com", "commit", "-qam", "tiny deltas")
     with AnthropicAPI() as api:
         first = fleet_run(repo, api, tmp_path, ticks=3, workers=1)
         assert turns_by_tick(api) == {1: 6}  # tick 1's turns were paid for; nothing after
         assert [t["tick"] for t in first["ticks"]] == [1] and first["quarantined"] == 6
         assert "tick 2 did not start: budgets.day cannot be counted: tick 1 spent an unknown amount, all its 6 " \
                "delta(s) quarantined unread" in first["stopped"], first["stopped"]
-        assert "signed by a key that the allowed signers do not name" in first["stopped"]
+        assert "over limits.max_delta_bytes (256)" in first["stopped"]
         # plan and status say the same, and the spend on record is still what was read: nothing
         plan = subprocess.run([sys.executable, "-m", "fleet", "plan", "--json"], cwd=repo, capture_output=True,
                               text=True, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
         assert plan.returncode == 3 and "cannot be counted" in json.loads(plan.stdout)["why"], plan.stdout
         again = fleet_run(repo, api, tmp_path, ticks=1, workers=1)  # a second run, with nothing changed: no tick
         assert again["ticks"] == [] and turns_by_tick(api) == {1: 6}
-        # the person's fix, on the fleet's main: the key the workers sign with
+        # the person's fix, on the fleet's main: room for a turn's delta
         git.run("merge", "--ff-only", "--quiet", "refs/fleet/origin/main")
-        mine = (folder / "mine.pub").read_text().strip()
-        (repo / "keys" / "allowed_signers").write_text(f"w1 {mine}\n")
-        git.run("-c", "user.name=Person", "-c", "user.email=person@example.com", "commit", "-qam", "the right key")
+        raw = json.loads(path.read_bytes())
+        raw["limits"]["max_delta_bytes"] = 65536
+        path.write_bytes(canonical.dumps(raw))
+        git.run("-c", "user.name=Person", "-c", "user.email=person@example.com", "commit", "-qam", "room again")
         fixed = fleet_run(repo, api, tmp_path, ticks=3, workers=1)
         origin = Git(repo / ".git" / "fleet" / "origin.git")
         assert [t["tick"] for t in fixed["ticks"]] == [2] and fixed["quarantined"] == 0 and fixed["cost_usd"] > 0.01, \

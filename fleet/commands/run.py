@@ -332,6 +332,16 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
     return report
 
 
+def _me(root: Path) -> str:
+    """Who starts a tick in the start record: this machine and clone, the same for every
+    `fleet run` there (a run interrupted and run again takes its own start over)."""
+    import hashlib
+    import socket
+
+    where = hashlib.sha256(str(common_dir(root).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"fleet run on {printable(socket.gethostname(), 80)}, clone {where}"
+
+
 def _published_since(repo: FleetRepo, tick: int) -> int | None:
     """The tick main is at now if a merge this run interrupted published it (the
     interrupt came after its push), else None: the run says so, not "no tick merged"."""
@@ -368,11 +378,16 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     spent = spending(repo, snap.commit, cfg, datetime.now(UTC)).stop()
     if spent is not None:  # before any worker starts: a budget stops new ticks, never work under way
         raise NotStarted(f"tick {tick} did not start: {spent.why()}")
-    held = Clock(repo).read()  # a start recorded by another run (`fleet plan --start`, a workflow's plan job)
-    if held is not None and held.tick == tick and held.lease_until > time.time():
-        raise NotStarted(f"tick {tick} did not start: it is under way, {held.by} started it ({held.how}) and its "
-                         f"own merge publishes it; another run may start it after "
-                         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))}")
+    # The start, recorded on fleet/clock by compare-and-swap as a workflow's plan job records
+    # it: of two runs on one origin (two clones, a workflow), one starts the tick and the
+    # other starts nothing, instead of running every turn for a merge that keeps none of them.
+    won, held = Clock(repo).start(tick, time.time(), cfg, _me(root), "by hand")
+    if not won:
+        if held is not None and held.tick == tick:
+            raise NotStarted(f"tick {tick} did not start: it is under way, {held.by} started it ({held.how}) and "
+                             f"its own merge publishes it; another run may start it after "
+                             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))}")
+        raise NotStarted(f"tick {tick} did not start: main moved on meanwhile (another run merged it)")
     planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
     if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
         tick_tasks.hand_out_now(FleetRepo(merge_cache, url))

@@ -189,6 +189,32 @@ def test_an_interrupt_says_whether_the_tick_it_cut_short_was_published(tmp_path:
     assert json.loads(p.stdout)["published_before_interrupt"] == (1 if published else None)
 
 
+def test_of_two_clones_running_one_origin_one_starts_a_tick_and_the_other_spends_nothing(tmp_path: Path) -> None:
+    """Two `fleet run`s on one origin both ran every turn of a tick, and the one whose merge
+    lost kept none of them. A run records its start on fleet/clock as a workflow's plan job
+    does: while one holds the tick, the other starts nothing and says who holds it; the
+    holder, interrupted and run again in its clone, takes its own start over."""
+    import os
+
+    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
+    init(seed)
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for c in (one, two):
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+    args = ["run", "--ticks", "1", "--workers", "2", "--remote", "origin", "--json"]
+    p = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=one, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, FLEET_CRASH_AT="merge.before-commit:SIGINT"))
+    assert p.returncode == 130, p.stderr  # tick 1 started by one, its turns done, not merged
+    p = fleet_cli(two, *args)
+    assert p.returncode == 3 and json.loads(p.stdout)["ticks"] == [], p.stdout
+    assert "tick 1 did not start: it is under way, fleet run on " in json.loads(p.stdout)["stopped"]
+    p = fleet_cli(one, *args)
+    assert p.returncode == 0 and [t["tick"] for t in json.loads(p.stdout)["ticks"]] == [1], p.stderr
+    p = fleet_cli(two, *args)  # tick 1 merged: two may start tick 2
+    assert p.returncode == 0 and [t["tick"] for t in json.loads(p.stdout)["ticks"]] == [2], p.stderr
+
+
 def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path: Path) -> None:
     """`fleet run --ticks 2 | head -1`: the run ended after its first line with
     exit 1 and nothing said; the ticks now go on, merged as ever, unseen."""
@@ -243,8 +269,9 @@ def test_run_coalesced_pushes_only_main(tmp_path: Path) -> None:
     assert report["applied"] == 12
     origin = Git(repo / ".git" / "fleet" / "origin.git")
     assert origin.refs("refs/heads/fleet/t[0-9]*/*") == []  # no worker branch left
-    # beside main, only its field index, pushed with it (fleet.fieldindex)
-    assert [r.name for r in origin.refs("refs/heads/")] == ["refs/heads/fleet/index/main", "refs/heads/main"]
+    # beside main, only its field index, pushed with it (fleet.fieldindex), and the start record of each tick
+    assert [r.name for r in origin.refs("refs/heads/")] == ["refs/heads/fleet/clock", "refs/heads/fleet/index/main",
+                                                           "refs/heads/main"]
     reflog = origin.proc("reflog", "show", "main").stdout
     assert fleet_cli(repo, "replay", "--check").returncode == 0
     assert reflog is not None
