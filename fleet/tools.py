@@ -270,13 +270,13 @@ class _Turn:
             elif eff.op == "delete":
                 made[(eff.doc.collection, doc_id)] = None
             ops.append(Op(eff.op, eff.doc.collection, doc_id, eff.path, value))
-        self._authorized(agent, ops, made)
+        self._authorized(agent, ops)
         self.made.update(made)
         self.calls[tool.name] = self.calls.get(tool.name, 0) + 1
         return ops
 
 
-    def _authorized(self, agent: str, ops: list[Op], made: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+    def _authorized(self, agent: str, ops: list[Op]) -> None:
         """Refuse the call if the collection's rules would not let ``agent`` apply one of
         its ops (a create naming another agent as the owner, say): the merge quarantines
         a delta with such an op whole, the turn's other calls with it. The owner is read
@@ -286,15 +286,18 @@ class _Turn:
             return
         if self._authority is None:
             self._authority = Authority(cfg)
+        now: dict[tuple[str, str], dict[str, Any] | None] = {}  # the documents as this call's ops leave them
         for op in ops:
             coll = cfg.collections.get(op.collection)
             if coll is None:
                 continue
             key = (op.collection, op.id)
-            doc = op.arg if op.op == "create" else made[key] if key in made else self.doc(*key)
+            doc = op.arg if op.op == "create" else now[key] if key in now else self.doc(*key)
             owner = coll.owner_of(op.id, doc if isinstance(doc, dict) else None)
             if not self._authority.allows_agent(coll, owner, agent, op):
                 raise _Reject(refusal_of(agent, op, coll, owner))
+            if op.op in ("create", "delete"):
+                now[key] = op.arg if op.op == "create" else None
 
 
 def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

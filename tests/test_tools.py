@@ -175,3 +175,18 @@ def test_a_call_the_merge_would_refuse_for_authority_is_rejected_alone_not_the_w
             assert created == [] and f"agent {agent} may not create posts/" in conv.rejected[0]["reason"]
 
     check()
+
+
+def test_a_delete_of_ones_own_document_passes_the_workers_authority_check() -> None:
+    """The worker's check read a document its call deletes as already gone (no owner), so
+    every delete of one's own document was rejected before it reached the merge."""
+    root = REPO / "fleet" / "examples" / "tickets"
+    snap = MemorySnapshot({p.relative_to(root).as_posix(): p.read_bytes()
+                           for folder in ("state", "schemas") for p in (root / folder).rglob("*.json")})
+    w = world_mod.load(snap.config, snap.read)
+    conv = to_ops("ravi", 2, [ToolCall("retract_comment", {"comment": "ravi-c1"})], View(snap, tick=2),
+                  {"retract_comment": w.tools["retract_comment"]}, set(w.tools))
+    assert [(o.op, o.collection, o.id) for o in conv.ops] == [("delete", "comments", "ravi-c1")], conv.rejected
+    conv = to_ops("quinn", 2, [ToolCall("retract_comment", {"comment": "ravi-c1"})], View(snap, tick=2),
+                  {"retract_comment": w.tools["retract_comment"]}, set(w.tools))
+    assert conv.ops == [] and conv.rejected  # not one's own: the tool's check says so first
