@@ -259,8 +259,11 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
     if found.delta is None:
         q = found.quarantined or {}
         d = q.get("delta") or {}
+        d = d if isinstance(d, dict) else {}
         out.update(status="quarantined", reason=q.get("reason"), agent=d.get("agent"), worker=q.get("worker"),
-                   utc=d.get("utc"), path=q.get("path"))
+                   utc=d.get("utc"), path=q.get("path"),
+                   quarantined_copies=[{"tick": c["in_tick"], "reason": printable(str(c.get("reason", "")), 300),
+                                        "path": printable(str(c.get("path", "")), 200)} for c in found.copies])
         return out
     d = found.delta
     out.update(agent=d.agent, worker=d.worker, utc=d.utc, delta_tick=d.tick, meta_error=d.meta.get("error"),
@@ -274,6 +277,8 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
         out.update(status="applied", reason=f"merged in tick {found.tick}" + (
             f" (late: made for tick {d.tick})" if d.tick < found.tick else ""))
     out["duplicates"] = "a copy arriving again is dropped as a duplicate: the ledger has it"
+    out["quarantined_copies"] = [{"tick": c["in_tick"], "reason": printable(str(c.get("reason", "")), 300),
+                                  "path": printable(str(c.get("path", "")), 200)} for c in found.copies]
     if found.reverted is not None:
         out["reverted"] = {"tick": found.reverted["in_tick"], "by": found.reverted.get("by")}
     return out
@@ -393,3 +398,5 @@ def _fate_text(f: dict[str, Any]) -> None:
         click.echo(f"  {op}")
     if f.get("reverted"):
         click.echo(f"  reverted in tick {f['reverted']['tick']} ({f['reverted']['by']})")
+    for c in f.get("quarantined_copies") or []:
+        click.echo(f"  a copy ({c['path']}) was quarantined in tick {c['tick']}: {c['reason']}")
