@@ -336,6 +336,7 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
     out = []
     for path, fields in sorted(clashes.items()):
         coll, doc_id = path.split("/")[1], path.rsplit("/", 1)[-1].removesuffix(".json")
+        people: list[str] = []  # a person's commit: the blocker a reader looks for, named first
         who: list[str] = []
         # every tick, not only those that changed the document: a later op that changed nothing
         # with the delta (an item appended again) is what built on it when it would without
@@ -350,7 +351,7 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
             tick = tick_of(body)
             if tick is None:
                 if not parents or git.changed(parents[0], commit, [path]):
-                    who.append(f"commit {commit[:12]} by {author}")
+                    people.append(f"commit {commit[:12]} by {printable(author, 120)}")
                 continue
             inputs = tick_inputs(git, parents[0], commit, trusted)
             for d in inputs.applied:
@@ -362,9 +363,26 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
             for r in inputs.reverts:
                 if path in r.get("docs", []) and r.get("status") == "applied":
                     who.append(f"the revert of {r.get('revert')} (tick {tick})")
-        names = ", ".join(".".join(f) or "the document" for f in fields)
-        out.append(f"{coll}/{doc_id} {names}: " + (", ".join(dict.fromkeys(who)) or "a change fleet cannot name"))
+        names = ", ".join(".".join(f) or "the document" for f in fields[:LATER_SHOWN])
+        if len(fields) > LATER_SHOWN:
+            names += f" and {len(fields) - LATER_SHOWN} more field(s)"
+        out.append(f"{coll}/{doc_id} {names}: " + _bounded(list(dict.fromkeys(people)), list(dict.fromkeys(who)),
+                                                          f"{coll}/{doc_id}"))
     return out
+
+
+LATER_SHOWN = 10  # later changes named in a refusal: thousands of deltas can build on one
+
+
+def _bounded(people: list[str], others: list[str], doc: str) -> str:
+    """The later changes of one document, for a message a person reads: every commit
+    by hand first (what they are most likely to have to undo), then the first
+    ``LATER_SHOWN`` others, then how many more and where to see them."""
+    shown = people[:LATER_SHOWN] + others[: max(0, LATER_SHOWN - len(people))]
+    rest = len(people) + len(others) - len(shown)
+    if not shown:
+        return "a change fleet cannot name"
+    return ", ".join(shown) + (f", and {rest} more (`fleet log {doc}` lists them)" if rest else "")
 
 
 def _overlaps(o: Op, fields: list[tuple[str, ...]]) -> bool:
