@@ -2,9 +2,12 @@
 
 What it shows, and where each figure comes from:
 
-- per tick (main's first-parent tick commits): the deltas applied, late,
-  quarantined and held, the open conflicts, tokens and cost, read from each
-  tick commit's ``state/fleet.json`` (``last``, ``open_conflicts``);
+- per tick (main's first-parent tick commits): each delta counted once, as
+  `fleet merge` and `fleet status` count it (:func:`split`): applied (every
+  change took effect), no-op, held for a person, or quarantined; the late
+  among them, the conflicts opened or joined, the open conflicts, tokens and
+  cost. The counts are read from the ledger, quarantine and conflict files
+  each tick commit changed; the rest from its ``state/fleet.json``;
 - per agent and per worker: the ledger and quarantine lines each tick commit
   added (the agent, the worker, its ops, an error, its usage);
 - workers' health now (``fleet.health``), and the task queue on
@@ -31,7 +34,7 @@ import datetime as _dt
 import hashlib
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,9 +47,8 @@ from fleet.git import EMPTY_TREE
 from fleet.health import deliveries, health
 from fleet.ids import printable
 from fleet.outside import main_refusal
-from fleet.records import Usage
+from fleet.records import Conflict, Usage
 from fleet.repo import FleetRepo
-from fleet.resolve import RECORDS
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR
 from fleet.tasks import MISSING, Queue, TaskQueue, parse_stamp
 
@@ -58,24 +60,44 @@ ASSETS = ("d3.min.js", "plot.umd.min.js", "report.js")
 STEPS = ("history", "ticks", "ledger", "queue", "page")
 
 
+def split(deltas: Iterable[tuple[str, int]], held: Container[str]) -> tuple[int, int, int]:
+    """A tick's merged deltas, (id, ops) each, counted once as the merge counts
+    them: applied (every change took effect), noop (an explicit empty delta),
+    held (a change held for a person: the id is a candidate in a conflict the
+    tick opened or joined). The engine's ``last.applied`` counts all three."""
+    applied = noop = kept = 0
+    for delta, ops in deltas:
+        if not ops:
+            noop += 1
+        elif delta in held:
+            kept += 1
+        else:
+            applied += 1
+    return applied, noop, kept
+
+
 @dataclass
 class TickRow:
-    """One merged tick, from its commit's ``state/fleet.json``."""
+    """One merged tick: its deltas, each counted once (:func:`split`), and the rest
+    from its commit's ``state/fleet.json``."""
 
     tick: int
     commit: str
     utc: str
-    applied: int
-    late: int
-    quarantined: int
-    held: int
+    late: int  # of the applied, no-op and held: deltas of earlier ticks
+    conflicts: int  # conflicts the tick opened or joined
     resolved: int
     open_conflicts: int
     usage: Usage
+    applied: int = 0
+    noop: int = 0
+    held: int = 0  # deltas with a change held in a conflict
+    quarantined: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"tick": self.tick, "commit": self.commit, "utc": self.utc, "applied": self.applied,
-                "late": self.late, "quarantined": self.quarantined, "held": self.held, "resolved": self.resolved,
+                "noop": self.noop, "held": self.held, "quarantined": self.quarantined, "late": self.late,
+                "conflicts": self.conflicts, "resolved": self.resolved,
                 "open_conflicts": self.open_conflicts, "input_tokens": self.usage.input_tokens,
                 "output_tokens": self.usage.output_tokens, "cache_read_input_tokens": self.usage.cache_read_input_tokens,
                 "cache_creation_input_tokens": self.usage.cache_creation_input_tokens,
@@ -223,9 +245,9 @@ def _tick_rows(repo: FleetRepo, commits: list[_Commit]) -> list[TickRow]:
         doc = _fleet_doc(blobs[name], f"{c.sha[:12]}:{FLEET_PATH}")
         last = doc.get("last") if isinstance(doc.get("last"), dict) else {}
         assert isinstance(last, dict)
-        rows.append(TickRow(_int(doc, "tick") or (c.tick or 0), c.sha, _stamp(c.time), _int(last, "applied"),
-                            _int(last, "late"), _int(last, "quarantined"), _int(last, "held"),
-                            _int(last, "resolved"), _int(doc, "open_conflicts"), Usage.parse(last.get("usage"))))
+        rows.append(TickRow(_int(doc, "tick") or (c.tick or 0), c.sha, _stamp(c.time), _int(last, "late"),
+                            _int(last, "held"), _int(last, "resolved"), _int(doc, "open_conflicts"),
+                            Usage.parse(last.get("usage"))))
     return rows
 
 
@@ -258,10 +280,11 @@ def _delta_facts(body: Any) -> tuple[str | None, str | None, int, bool, Any]:
 def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[TickRow]) -> tuple[
         dict[str, Activity], dict[str, Activity], list[dict[str, Any]], list[dict[str, Any]]]:
     """Per agent and per worker, over the report and per tick, from the ledger and
-    quarantine lines each tick commit added."""
+    quarantine lines each tick commit added; and each tick's deltas counted once
+    (:func:`split`, with the candidates of the conflicts it changed), set on ``ticks``."""
     trees = [prior] + [c.tree for c in commits]
     pairs = list(zip(trees, trees[1:], strict=False))
-    changes = repo.git.changed_many(pairs, [LEDGER_DIR + "/", QUARANTINE_DIR + "/"])
+    changes = repo.git.changed_many(pairs, [LEDGER_DIR + "/", QUARANTINE_DIR + "/", CONFLICT_DIR + "/"])
     blobs = repo.git.cat_blobs([s for rows in changes for old, new, _ in rows for s in (old, new) if s != ZERO])
     agents: dict[str, Activity] = {}
     workers: dict[str, Activity] = {}
@@ -275,8 +298,16 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
         return names[name]
 
     for row, commit, rows in zip(ticks, commits, changes, strict=True):
+        merged: list[tuple[str, int]] = []
+        held: set[str] = set()
         for old, new, path in rows:
-            if new == ZERO or path.endswith("/" + RECORDS):
+            if new == ZERO or path.rsplit("/", 1)[-1].startswith("_"):
+                continue  # a document deleted; the records of decisions, reverts, meanings: no worker id starts "_"
+            if path.startswith(CONFLICT_DIR + "/"):
+                try:
+                    held.update(str(x["delta"]) for x in Conflict.parse(blobs[new], path).candidates)
+                except FleetError:
+                    pass  # a hand-edited conflict file: `fleet status` names it
                 continue
             before = set(blobs[old].splitlines()) if old != ZERO else set()
             quarantine = path.startswith(QUARANTINE_DIR + "/")
@@ -286,11 +317,13 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
                     continue
                 body = _line(line, where)
                 if quarantine:
+                    row.quarantined += 1
                     rec = body if isinstance(body, dict) else {}
                     agent, _, ops, error, usage = _delta_facts(rec.get("delta"))
                     worker = rec.get("worker") if isinstance(rec.get("worker"), str) else None
                 else:
                     agent, worker, ops, error, usage = _delta_facts(body)
+                    merged.append((str(body.get("id")) if isinstance(body, dict) else "", ops))
                 for name, total, per in ((agent, agents, per_agent), (worker, workers, per_worker)):
                     if name is None:
                         continue
@@ -308,6 +341,7 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
                         cell[0] += 1
                         cell[1] += ops
                         cell[2] += error
+        row.applied, row.noop, row.held = split(merged, held)
     agent_ticks = [{"tick": t, "agent": a, "deltas": c[0], "ops": c[1], "errors": c[2], "quarantined": c[3]}
                    for (t, a), c in sorted(per_agent.items())]
     worker_ticks = [{"tick": t, "worker": w, "deltas": c[0], "errors": c[2], "quarantined": c[3]}
@@ -521,10 +555,13 @@ def render(d: ReportData) -> str:
     data["agent_ticks"] = [r for r in data["agent_ticks"] if r["agent"] in drawn]
     dead = [w for w in d.workers if w["status"] == "dead"]
 
+    # each delta once, as the merges counted it; over the ticks shown (all of them, unless --ticks cut them)
+    over = "" if d.all_ticks or not t else f", ticks {t[0].tick}\u2013{t[-1].tick}"
     stats = [("tick", "stat-tick", f"{d.tick}"),
-             ("deltas applied", "stat-applied", f"{_int(totals, 'applied'):,}"),
-             ("quarantined", "stat-quarantined", f"{_int(totals, 'quarantined'):,}"),
-             ("held", "stat-held", f"{_int(totals, 'held'):,}"),
+             (f"deltas applied{over}", "stat-applied", f"{sum(r.applied for r in t):,}"),
+             (f"no-op{over}", "stat-noop", f"{sum(r.noop for r in t):,}"),
+             (f"held for a person{over}", "stat-held", f"{sum(r.held for r in t):,}"),
+             (f"quarantined{over}", "stat-quarantined", f"{sum(r.quarantined for r in t):,}"),
              ("open conflicts", "stat-conflicts", f"{len(d.conflicts)}"),
              ("input tokens", "stat-input-tokens", f"{usage.input_tokens:,}"),
              ("output tokens", "stat-output-tokens", f"{usage.output_tokens:,}"),
@@ -547,17 +584,19 @@ def render(d: ReportData) -> str:
                      f"{w['missed']} ticks ago</li>")
     needs_html = f"<ul>{''.join(needs)}</ul>" if needs else "<p>Nothing: no open conflict, escalated task or dead worker.</p>"
 
-    tick_cols = ["tick", "applied", "late", "quarantined", "held"]
+    tick_cols = ["tick", "applied", "no-op", "held", "quarantined", "late (of the merged)"]
     figs_ticks = "".join([
         _figure("deltas", "Deltas per tick",
-                f"Stacked bars, {span}: {_peak(t, lambda r: r.applied, 'deltas applied')}; "
-                f"{_peak(t, lambda r: r.quarantined, 'quarantined')}; {_peak(t, lambda r: r.held, 'held')}.",
-                tick_cols, [[r.tick, r.applied, r.late, r.quarantined, r.held] for r in t]),
+                f"Stacked bars, each delta once, {span}: {_peak(t, lambda r: r.applied, 'deltas applied')}; "
+                f"{_peak(t, lambda r: r.noop, 'no-op')}; {_peak(t, lambda r: r.held, 'held for a person')}; "
+                f"{_peak(t, lambda r: r.quarantined, 'quarantined')}.",
+                tick_cols, [[r.tick, r.applied, r.noop, r.held, r.quarantined, r.late] for r in t]),
         _figure("conflicts", "Conflicts per tick",
-                f"Bars of deltas held in a conflict and a line of the conflicts open after each tick, {span}: "
-                f"{_peak(t, lambda r: r.held, 'held')}; {t[-1].open_conflicts if t else 0} open after the last tick.",
-                ["tick", "held", "open conflicts", "resolved"],
-                [[r.tick, r.held, r.open_conflicts, r.resolved] for r in t]),
+                f"Bars of the conflicts each tick opened or joined and a line of the conflicts open after each "
+                f"tick, {span}: {_peak(t, lambda r: r.conflicts, 'conflicts opened or joined')}; "
+                f"{t[-1].open_conflicts if t else 0} open after the last tick.",
+                ["tick", "conflicts opened or joined", "open conflicts", "resolved"],
+                [[r.tick, r.conflicts, r.open_conflicts, r.resolved] for r in t]),
         _figure("quarantines", "Quarantined deltas per tick",
                 f"Bars, {span}: {_peak(t, lambda r: r.quarantined, 'quarantined')}.",
                 ["tick", "quarantined"], [[r.tick, r.quarantined] for r in t]),

@@ -13,6 +13,8 @@ makes one.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +258,35 @@ def propose(repo: Any, build: Any, subject: str) -> Proposed:
     raise FleetError(f"the fleet's main kept moving: gave up after {ATTEMPTS} attempts; run the command again")
 
 
+def decided(snap: Snapshot, conflict_id: str) -> str | None:
+    """When and how a conflict that is no longer open was decided, read from the
+    decision records the merges wrote (``state/ledger/<tick>/_resolutions.jsonl``,
+    in history however old), or None if no merge decided it."""
+    from fleet.ids import printable
+    from fleet.ledger import tick_inputs, tick_of  # (it imports this module)
+    from fleet.state import GitSnapshot
+
+    if not isinstance(snap, GitSnapshot):
+        return None
+    git = snap.git
+    out = git.text("log", "--first-parent", "--format=%H %P", "-F", "-S", conflict_id, snap.commit,
+                   "--", LEDGER_DIR + "/")
+    for line in out.splitlines():  # newest first
+        commit, *parents = line.split()
+        tick = tick_of(git.text("show", "-s", "--format=%B", commit)) if parents else None
+        if tick is None:
+            continue
+        trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)  # the ledger: applied already
+        for r in tick_inputs(git, parents[0], commit, trusted).decisions:
+            if r.get("conflict") != conflict_id:
+                continue
+            how = (f"chose {printable(str(r['choose']), 100)}" if "choose" in r
+                   else f"set the value {printable(canonical.dumps_line(r.get('value')).decode(), 100)}")
+            src = "the fallback of its closed pull request" if r.get("source") == "fallback" else "a decision"
+            return f"in tick {tick} ({src}: {how}, by {printable(str(r.get('by', '?')), 120)})"
+    return None
+
+
 def decision(snap: Snapshot, conflict_id: str, choose: str | None, value: Any, by: str) -> tuple[str, dict[str, Any]]:
     """The resolution file deciding ``conflict_id`` on ``snap``, checked as the
     merge will check it: the conflict is open, the candidate is one of its
@@ -265,6 +296,10 @@ def decision(snap: Snapshot, conflict_id: str, choose: str | None, value: Any, b
     cpath = f"{CONFLICT_DIR}/{conflict_id}.json"
     raw = snap.read(cpath) if is_safe_id(conflict_id) else None
     if raw is None:
+        done = decided(snap, conflict_id) if is_safe_id(conflict_id) else None
+        if done is not None:
+            raise FleetError(f"{conflict_id}: already decided, {done}: no open conflict to decide "
+                             "(`fleet log` of the document shows it)")
         open_ = [p.rsplit("/", 1)[1].removesuffix(".json") for p in snap.under(CONFLICT_DIR)]
         listed = f"open: {', '.join(open_[:10])}" if open_ else "none is open"
         raise FleetError(f"{printable(conflict_id, 100)}: no open conflict with this id on the fleet's main "

@@ -56,18 +56,32 @@ class Found:
     delta: Delta | None = None  # applied
     quarantined: dict[str, Any] | None = None  # its quarantine record
     reverted: dict[str, Any] | None = None  # a revert record of it, with the tick that applied it
+    copies: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # other quarantine records of it, + "in_tick"
 
 
 def request_path(delta_id: str) -> str:
     return f"{RESOLUTION_DIR}/{REVERT_PREFIX}{delta_id}.json"
 
 
+def _names(record: dict[str, Any], delta_id: str) -> bool:
+    """Whether a quarantine record is of ``delta_id``: by its parsed delta's id, or, for a
+    file quarantined before it was parsed (not JSON, a duplicate key, a symlink, a secret
+    in it, in another worker's folder), by the file's name, ``<id>.json``."""
+    body = record.get("delta")
+    if isinstance(body, dict) and body.get("id") == delta_id:
+        return True
+    where = record.get("path")
+    return isinstance(where, str) and where.rsplit("/", 1)[-1] == f"{delta_id}.json"
+
+
 def find(git: Git, head: str, delta_id: str, snap: GitSnapshot) -> Found | None:
-    """The commit whose ledger (or quarantine) gained ``delta_id``, and any revert of it since."""
+    """The commit whose ledger (or, if none, quarantine) gained ``delta_id``, any revert
+    of it since, and every other quarantine record of it (a late copy, a bad one before)."""
     trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
     out = git.text("log", "--first-parent", "--reverse", "--format=%H %P", "-F", "-S", delta_id, head,
                    "--", LEDGER_DIR + "/", QUARANTINE_DIR + "/")
     found: Found | None = None
+    records: list[dict[str, Any]] = []
     for line in out.splitlines():
         commit, *parents = line.split()
         if not parents:
@@ -79,14 +93,17 @@ def find(git: Git, head: str, delta_id: str, snap: GitSnapshot) -> Found | None:
         applied = next((d for d in inputs.applied if d.id == delta_id), None)
         if applied is not None and (found is None or found.delta is None):
             found = Found(commit, parents[0], tick, delta=applied)
-            continue
-        q = next((q for q in inputs.quarantined if isinstance(q.get("delta"), dict)
-                  and q["delta"].get("id") == delta_id), None)
-        if q is not None and found is None:
-            found = Found(commit, parents[0], tick, quarantined=q)
+        for q in inputs.quarantined:
+            if _names(q, delta_id):
+                records.append({**q, "in_tick": tick})
+                if found is None:
+                    found = Found(commit, parents[0], tick, quarantined=q)
         rv = next((r for r in inputs.reverts if r.get("revert") == delta_id and r.get("status") == "applied"), None)
         if rv is not None and found is not None:
             found.reverted = {**rv, "in_tick": tick}
+    if found is not None:
+        found.copies = [r for r in records if found.quarantined is None
+                        or {k: v for k, v in r.items() if k != "in_tick"} != found.quarantined]
     return found
 
 
@@ -319,6 +336,7 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
     out = []
     for path, fields in sorted(clashes.items()):
         coll, doc_id = path.split("/")[1], path.rsplit("/", 1)[-1].removesuffix(".json")
+        people: list[str] = []  # a person's commit: the blocker a reader looks for, named first
         who: list[str] = []
         # every tick, not only those that changed the document: a later op that changed nothing
         # with the delta (an item appended again) is what built on it when it would without
@@ -333,7 +351,7 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
             tick = tick_of(body)
             if tick is None:
                 if not parents or git.changed(parents[0], commit, [path]):
-                    who.append(f"commit {commit[:12]} by {author}")
+                    people.append(f"commit {commit[:12]} by {printable(author, 120)}")
                 continue
             inputs = tick_inputs(git, parents[0], commit, trusted)
             for d in inputs.applied:
@@ -345,9 +363,26 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
             for r in inputs.reverts:
                 if path in r.get("docs", []) and r.get("status") == "applied":
                     who.append(f"the revert of {r.get('revert')} (tick {tick})")
-        names = ", ".join(".".join(f) or "the document" for f in fields)
-        out.append(f"{coll}/{doc_id} {names}: " + (", ".join(dict.fromkeys(who)) or "a change fleet cannot name"))
+        names = ", ".join(".".join(f) or "the document" for f in fields[:LATER_SHOWN])
+        if len(fields) > LATER_SHOWN:
+            names += f" and {len(fields) - LATER_SHOWN} more field(s)"
+        out.append(f"{coll}/{doc_id} {names}: " + _bounded(list(dict.fromkeys(people)), list(dict.fromkeys(who)),
+                                                          f"{coll}/{doc_id}"))
     return out
+
+
+LATER_SHOWN = 10  # later changes named in a refusal: thousands of deltas can build on one
+
+
+def _bounded(people: list[str], others: list[str], doc: str) -> str:
+    """The later changes of one document, for a message a person reads: every commit
+    by hand first (what they are most likely to have to undo), then the first
+    ``LATER_SHOWN`` others, then how many more and where to see them."""
+    shown = people[:LATER_SHOWN] + others[: max(0, LATER_SHOWN - len(people))]
+    rest = len(people) + len(others) - len(shown)
+    if not shown:
+        return "a change fleet cannot name"
+    return ", ".join(shown) + (f", and {rest} more (`fleet log {doc}` lists them)" if rest else "")
 
 
 def _overlaps(o: Op, fields: list[tuple[str, ...]]) -> bool:

@@ -265,7 +265,8 @@ def test_the_page_carries_the_figures_status_shows(history: tuple[Path, dict[str
     assert data["totals"] == status["totals"]
     assert [t["tick"] for t in data["ticks"]] == [1, 2, 3, 4, 5]
     # the ticks' own figures add up to the fleet's totals
-    assert sum(t["applied"] for t in data["ticks"]) == status["totals"]["applied"]
+    # (the engine's total counts every delta merged: applied, no-op and held)
+    assert sum(t["applied"] + t["noop"] + t["held"] for t in data["ticks"]) == status["totals"]["applied"]
     usage = Usage.parse(status["totals"]["usage"])
     assert sum(t["tokens"] for t in data["ticks"]) == usage.tokens
     assert sum(round(t["cost_usd"] * 1e6) for t in data["ticks"]) == usage.micro_usd > 0

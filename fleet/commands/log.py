@@ -72,7 +72,7 @@ def log(
         name = doc.removeprefix("state/").removesuffix(".json")
         coll, _, doc_id = name.partition("/")
         if coll not in cfg.collections or not doc_id:
-            raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
+            raise UsageError(f"{printable(doc, 100)}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                              f"(collections: {', '.join(cfg.collections)})")
         doc_id = doc_id.rsplit("/", 1)[-1]
         target = (coll, doc_id)
@@ -132,7 +132,7 @@ def log(
         if len(entries) >= limit:
             break
     if target and not entries and repo.snapshot(head).read(pathspec[1]) is None:
-        raise FleetError(f"{doc}: no such document on the fleet's main (tick {repo.snapshot(head).tick}), "
+        raise FleetError(f"{printable(doc, 100)}: no such document on the fleet's main (tick {repo.snapshot(head).tick}), "
                          "and none in its history")
     if agent and not entries and agent not in cfg.agents:  # a typo, not an agent that was quiet
         raise FleetError(f"--agent {printable(agent, 80)}: unknown: no agent of that name in state/config.json "
@@ -145,7 +145,7 @@ def _target(cfg: Any, doc: str) -> tuple[str, str, str]:
     d = doc.removeprefix("state/").removesuffix(".json")
     coll, _, doc_id = d.partition("/")
     if coll not in cfg.collections or not doc_id:
-        raise UsageError(f"{doc}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
+        raise UsageError(f"{printable(doc, 100)}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                          f"(collections: {', '.join(cfg.collections)})")
     doc_id = doc_id.rsplit("/", 1)[-1]
     return coll, doc_id, cfg.collections[coll].doc_path(doc_id)
@@ -161,13 +161,13 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
     coll, doc_id, rel = _target(snap.config, doc)
     now = snap.read(rel)
     if now is None:
-        raise FleetError(f"{doc}: no such document on the fleet's main (tick {snap.tick})")
+        raise FleetError(f"{printable(doc, 100)}: no such document on the fleet's main (tick {snap.tick})")
     current = canonical.load(now, rel)
     wanted = sorted(current) if "*" in fields else fields
     paths = {f: tuple(f.split(".")) for f in wanted}
     for f, p in paths.items():
         if _at(current, p) is docpath.MISSING and "*" not in fields:
-            raise FleetError(f"{doc}: has no field {f!r} (its fields: {', '.join(sorted(current))})")
+            raise FleetError(f"{printable(doc, 100)}: has no field '{printable(f, 100)}' (its fields: {', '.join(sorted(current))})")
     trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
     last: dict[str, dict[str, Any]] = {f: {"field": f, "how": "genesis", "tick": 0} for f in wanted}
     out = decode(git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e", head,
@@ -259,8 +259,11 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
     if found.delta is None:
         q = found.quarantined or {}
         d = q.get("delta") or {}
+        d = d if isinstance(d, dict) else {}
         out.update(status="quarantined", reason=q.get("reason"), agent=d.get("agent"), worker=q.get("worker"),
-                   utc=d.get("utc"), path=q.get("path"))
+                   utc=d.get("utc"), path=q.get("path"),
+                   quarantined_copies=[{"tick": c["in_tick"], "reason": printable(str(c.get("reason", "")), 300),
+                                        "path": printable(str(c.get("path", "")), 200)} for c in found.copies])
         return out
     d = found.delta
     out.update(agent=d.agent, worker=d.worker, utc=d.utc, delta_tick=d.tick, meta_error=d.meta.get("error"),
@@ -274,6 +277,8 @@ def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]
         out.update(status="applied", reason=f"merged in tick {found.tick}" + (
             f" (late: made for tick {d.tick})" if d.tick < found.tick else ""))
     out["duplicates"] = "a copy arriving again is dropped as a duplicate: the ledger has it"
+    out["quarantined_copies"] = [{"tick": c["in_tick"], "reason": printable(str(c.get("reason", "")), 300),
+                                  "path": printable(str(c.get("path", "")), 200)} for c in found.copies]
     if found.reverted is not None:
         out["reverted"] = {"tick": found.reverted["in_tick"], "by": found.reverted.get("by")}
     return out
@@ -393,3 +398,5 @@ def _fate_text(f: dict[str, Any]) -> None:
         click.echo(f"  {op}")
     if f.get("reverted"):
         click.echo(f"  reverted in tick {f['reverted']['tick']} ({f['reverted']['by']})")
+    for c in f.get("quarantined_copies") or []:
+        click.echo(f"  a copy ({c['path']}) was quarantined in tick {c['tick']}: {c['reason']}")

@@ -6,7 +6,7 @@
   "use strict";
   const data = JSON.parse(document.getElementById("fleet-data").textContent);
   const colors = {
-    applied: "#1f5fa8", late: "#6a3d9a", quarantined: "#b3261e", held: "#8a5100",
+    applied: "#1f5fa8", "no-op": "#56606b", quarantined: "#b3261e", held: "#8a5100", conflicts: "#8a5100",
     input: "#1f5fa8", output: "#8a5100", "cache read": "#2e6b30", "cache write": "#6a3d9a",
     pending: "#56606b", "in-progress": "#1f5fa8", done: "#2e6b30", failed: "#b3261e",
     created: "#1f5fa8", delivered: "#2e6b30", "with errors": "#8a5100", "quarantined only": "#b3261e",
@@ -33,12 +33,12 @@
     };
   };
   const charts = {
-    deltas: () => stacked([["applied", "applied"], ["late", "late"], ["quarantined", "quarantined"], ["held", "held"]], "deltas"),
+    deltas: () => stacked([["applied", "applied"], ["no-op", "noop"], ["held", "held"], ["quarantined", "quarantined"]], "deltas"),
     conflicts: () => ({
-      x: tickX, marginLeft: 64, color: scale(["held"]),
-      y: counts("conflicts", Math.max(1, d3.max(data.ticks, (t) => Math.max(t.held, t.open_conflicts)) || 0)),
+      x: tickX, marginLeft: 64, color: scale(["conflicts"]),
+      y: counts("conflicts", Math.max(1, d3.max(data.ticks, (t) => Math.max(t.conflicts, t.open_conflicts)) || 0)),
       marks: [
-        Plot.barY(data.ticks, {x: "tick", y: "held", fill: () => "held", tip: true}),
+        Plot.barY(data.ticks, {x: "tick", y: "conflicts", fill: () => "conflicts", tip: true}),
         Plot.lineY(data.ticks, {x: "tick", y: "open_conflicts", stroke: "#1a1a1a", strokeWidth: 2, marker: "circle"}),
         Plot.ruleY([0]),
       ],

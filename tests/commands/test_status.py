@@ -241,18 +241,19 @@ def test_fleet_added_to_a_repository_with_history_replays_and_needs_nothing(tmp_
 
 
 def test_status_says_why_a_worker_is_dead_and_its_last_error(fleet: Fleet) -> None:
-    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w1"),
-               fleet.delta("basil", meta={"error": "the model timed out"}, worker="w2"))
+    # each agent from its worker at 2 workers (fleet.plan.assign): ada is w2's, basil w1's
+    fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), worker="w2"),
+               fleet.delta("basil", meta={"error": "the model timed out"}, worker="w1"))
     run(fleet, "merge")
-    for t in range(2, 6):  # w2 delivers nothing for 4 ticks (watchdog.dead_after_ticks is 3)
-        fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), tick=t, worker="w1"))
+    for t in range(2, 6):  # w1 delivers nothing for 4 ticks (watchdog.dead_after_ticks is 3)
+        fleet.push(fleet.delta("ada", Op("incr", "posts", "ada-1", ("score",), 1), tick=t, worker="w2"))
         run(fleet, "merge")
     s = json.loads(run(fleet, "status", "--json").stdout)
     w = {x["worker"]: x for x in s["workers"]}
-    assert w["w1"]["status"] == "alive" and w["w1"]["why"] is None and w["w1"]["heartbeat"] is None
-    assert w["w2"]["status"] == "dead"
-    assert w["w2"]["why"] == "delivered nothing in the 4 merged tick(s) since tick 1 (watchdog.dead_after_ticks is 3)"
-    assert w["w2"]["last_error"]["error"] == "the model timed out" and w["w2"]["last_error"]["agent"] == "basil"
+    assert w["w2"]["status"] == "alive" and w["w2"]["why"] is None and w["w2"]["heartbeat"] is None
+    assert w["w1"]["status"] == "dead"
+    assert w["w1"]["why"] == "delivered nothing in the 4 merged tick(s) since tick 1 (watchdog.dead_after_ticks is 3)"
+    assert w["w1"]["last_error"]["error"] == "the model timed out" and w["w1"]["last_error"]["agent"] == "basil"
     out = run(fleet, "status").stdout
     assert "  dead: delivered nothing in the 4 merged tick(s) since tick 1" in out
     assert "  last error (tick 1, basil): the model timed out" in out

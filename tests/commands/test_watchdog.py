@@ -68,26 +68,19 @@ def test_a_task_whose_leases_keep_running_out_is_failed_for_a_person(fleet: Flee
     assert "given up until a person looks" in fleet.git.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
 
 
-def test_dead_workers_are_marked_and_come_back(fleet: Fleet) -> None:
+def test_workers_a_smaller_run_leaves_out_are_not_marked_dead(fleet: Fleet) -> None:
     run(fleet, "run", "--ticks", "1", "--workers", "3")
     assert watchdog(fleet, code=3)["workers"] == []  # alive workers need no record
     run(fleet, "run", "--ticks", "3", "--workers", "1")
-    r = watchdog(fleet)
-    assert sorted(w["worker"] for w in r["workers"]) == ["w2", "w3"]
-    assert all(w["status"] == "dead" for w in r["workers"]) and r["commits"] == 2
-    origin = Git(run_origin(fleet))
-    msg = origin.text("log", "-1", "--format=%B", f"refs/heads/{BRANCH}")
-    assert msg.startswith("watchdog: w") and "no deltas in 3 merged ticks (last delivered tick 1, main is at tick 4" in msg
-    doc = json.loads(origin.show(f"refs/heads/{BRANCH}", worker_path("w2")))
-    assert (doc["status"], doc["last_tick"], doc["since"]) == ("dead", 1, 4)
+    # w2 and w3 have no agents at one worker: not dead, and no record (tests/test_health_plan.py marks and
+    # brings back a worker of the plan that stopped delivering)
+    assert watchdog(fleet, code=3)["workers"] == []
     s = json.loads(run(fleet, "status", "--json").output)
-    assert {w["worker"]: w["status"] for w in s["workers"]} == {"w1": "alive", "w2": "dead", "w3": "dead"}
-    assert watchdog(fleet, code=3)["commits"] == 0  # marked once, not at every run
+    assert {w["worker"]: w["status"] for w in s["workers"]} == {"w1": "alive"}
     run(fleet, "run", "--ticks", "1", "--workers", "2")
-    r = watchdog(fleet)
-    assert r["workers"] == [{"worker": "w2", "status": "alive",
-                             "reason": "delivered tick 5 again (main is at tick 5)"}]
-    assert "watchdog: w2 back" in origin.text("log", "-1", "--format=%s", f"refs/heads/{BRANCH}")
+    assert watchdog(fleet, code=3)["workers"] == []
+    s = json.loads(run(fleet, "status", "--json").output)
+    assert {w["worker"]: w["status"] for w in s["workers"]} == {"w1": "alive", "w2": "alive"}
 
 
 def test_a_worker_record_in_the_old_spelling_is_read_and_rewritten_in_the_new(fleet: Fleet) -> None:
