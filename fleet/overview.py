@@ -261,10 +261,11 @@ def _split(repo: FleetRepo, commit: str | None, inputs: TickInputs, last: dict[s
     """The last tick's deltas, each counted once: every change took effect
     (applied), an explicit empty delta (noop), a change held for a person
     (held), or quarantined. ``conflicts``: how many conflicts they opened or joined."""
+    from fleet.report import split  # the report's count of every tick, so the two never disagree
+
     held_ids = held_in(repo.git, repo.git.text("rev-parse", f"{commit}^"), commit) if commit else {}
-    noop = sum(1 for d in inputs.applied if not d.ops)
-    held = sum(1 for d in inputs.applied if d.ops and d.id in held_ids)
-    return {"applied": len(inputs.applied) - noop - held, "noop": noop, "failed": failed_turns(inputs.applied)[0],
+    applied, noop, held = split(((d.id, len(d.ops)) for d in inputs.applied), held_ids)
+    return {"applied": applied, "noop": noop, "failed": failed_turns(inputs.applied)[0],
             "held": held,
             "quarantined": len(inputs.quarantined), "conflicts": int(last.get("held", 0)),
             "resolved": int(last.get("resolved", 0))}

@@ -56,7 +56,7 @@ def _a_report(folder: Path) -> bool:
 @click.option("--out", "out", required=True, callback=lambda ctx, param, value: _out(value),
               help="The folder to write index.html into (made if missing): serve it anywhere, e.g. GitHub Pages.")
 @click.option("--ticks", "ticks", type=int, default=500, show_default=True,
-              help="Chart the newest N ticks (0: every tick). Totals are always the fleet's whole life.")
+              help="Chart the newest N ticks (0: every tick). Tokens and cost are the fleet's whole life; the delta counts, those of the ticks shown.")
 def report_command(directory: Path, as_json: bool, remote: str | None, out: Path, ticks: int) -> None:
     """A static HTML report of the fleet's history in DIR: charts with text alternatives, no network.
 
