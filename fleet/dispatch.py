@@ -57,12 +57,12 @@ class Dispatch:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **kw: Any) -> Dispatch:
+    def from_env(cls, env: dict[str, str] | None = None, what: str = "--dispatch", **kw: Any) -> Dispatch:
         """From the job's environment: GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN
         (as for conflict pull requests), and GITHUB_WORKFLOW_REF (this workflow's file
         and ref, so the run dispatches its own workflow where it runs)."""
         env = dict(os.environ if env is None else env)
-        settings = GitHubSettings.from_env(env, what="--dispatch")
+        settings = GitHubSettings.from_env(env, what=what)  # what needs them: the option, or the command
         workflow, ref = DEFAULT_WORKFLOW, env.get("GITHUB_REF_NAME") or "main"
         wf_ref = env.get("GITHUB_WORKFLOW_REF", "")
         if "@" in wf_ref:

@@ -37,7 +37,7 @@ def dispatch_command(directory: Path, as_json: bool, remote: str | None, after: 
 
     The workflow is GITHUB_WORKFLOW_REF's, else tick.yml on main. Exit 3 when
     the stop switch ends the chain, 1 when GitHub refuses."""
-    d = Dispatch.from_env(ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
+    d = Dispatch.from_env(what="fleet dispatch", ticks_left=parse_ticks(ticks_left), workers=next_workers.strip(),
                           agents=next_agents.strip())
     repo = FleetRepo(directory, remote)
     repo.fetch()
