@@ -1,3 +1,3 @@
-from fleet.main import main
+from fleet.entry import main
 
 main()

@@ -35,7 +35,7 @@ mod = importlib.util.module_from_spec(spec)
 sys.modules["fleet"] = mod
 spec.loader.exec_module(mod)
 sys.argv[0] = "fleet"
-from fleet.main import main
+from fleet.entry import main
 main()
 """
 

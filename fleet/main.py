@@ -156,7 +156,7 @@ def cli(directory: Path | None) -> None:
 
 
 def main() -> None:
-    """The `fleet` console script."""
+    """The command line (the console script is fleet.entry's, which guards its start)."""
     cli(prog_name="fleet")
 
 
