@@ -111,6 +111,34 @@ class PushResult:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Commit:
+    """A commit as its object says: for readers of history that must take any bytes."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author: str  # "name <email>", as git log's %an <%ae> prints it
+    committed: int  # the committer's time, seconds since the epoch
+    message: str  # decoded as git.decode does: a byte that is not UTF-8 kept, escaped where shown
+
+    @classmethod
+    def parse(cls, sha: str, raw: bytes) -> Commit:
+        end = raw.find(b"\n\n")
+        head, message = (raw[:end], raw[end + 2:]) if end >= 0 else (raw, b"")
+        parents: list[str] = []
+        author, committed = "", 0
+        for line in head.split(b"\n"):
+            key, _, value = line.partition(b" ")
+            if key == b"parent":
+                parents.append(value.decode("ascii", errors="replace"))
+            elif key == b"author":
+                author = decode(value.rsplit(b" ", 2)[0]) if value.count(b" ") >= 2 else decode(value)
+            elif key == b"committer":
+                stamp = value.rsplit(b" ", 2)
+                committed = int(stamp[1]) if len(stamp) == 3 and stamp[1].isdigit() else 0
+        return cls(sha, tuple(parents), author, committed, decode(message))
+
+
 class Git:
     """Git commands run in one repository."""
 
@@ -376,23 +404,22 @@ class Git:
                 rows.append((mode, was, now, fields[i + 1]))
         return rows
 
+    def commits(self, *rev_list: str) -> list[Commit]:
+        """The commits ``git rev-list ARGS`` names (revisions, ``--first-parent``,
+        ``--reverse``, ``-- paths``...), each read from its object by size: its
+        parents, author, commit time and message, whatever bytes a person's push put
+        in them (a NUL, a record separator: no separator in a format could split them)."""
+        shas = self.text("rev-list", *rev_list).split()
+        objects = self.cat_blobs(shas)
+        return [Commit.parse(sha, objects[sha]) for sha in shas]
+
     def first_parent_log(self, rev: str, *, exclude: str | None = None,
                          limit: int | None = None) -> list[tuple[str, str | None, str]]:
         """(commit, first parent, message) from the root to ``rev``, oldest first;
-        only those after ``exclude``, or only the newest ``limit``, if given."""
-        args = ["log", "--first-parent", "--reverse", "--format=%H %P%x00%B%x1e"]
-        if limit is not None:
-            args.append(f"--max-count={limit}")
-        out = self.run(*args, rev, *([f"^{exclude}"] if exclude else []))
-        rows = []
-        for rec in decode(out).split("\x1e"):  # a message may hold any bytes
-            rec = rec.lstrip("\n")
-            if not rec:
-                continue
-            head, _, body = rec.partition("\0")
-            shas = head.split()
-            rows.append((shas[0], shas[1] if len(shas) > 1 else None, body))
-        return rows
+        only those after ``exclude``, or only the newest ``limit``, if given (:meth:`commits`)."""
+        args = ["--first-parent", "--reverse", *([f"--max-count={limit}"] if limit is not None else []),
+                rev, *([f"^{exclude}"] if exclude else [])]
+        return [(c.sha, c.parents[0] if c.parents else None, c.message) for c in self.commits(*args)]
 
     def fetch_refs(self, remote: str, *refspecs: str, prune: bool = False) -> str | None:
         """Fetch into fleet's own tracking refs only (``--refmap=``); None on

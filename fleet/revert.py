@@ -299,13 +299,8 @@ def _later_ops(git: Git, since: str, head: str, touched: list[str], cfg: Any) ->
     def note(path: str, kind: str, value: Any) -> None:
         found.setdefault(path, {"sets": set(), "members": set(), "items": set(), "paths": set()})[kind].add(value)
 
-    out = git.text("log", "--first-parent", "--format=%H %P%x00%B%x1e", f"{since}..{head}", "--", LEDGER_DIR + "/")
-    for rec in out.split("\x1e"):
-        rec = rec.lstrip("\n")
-        if not rec:
-            continue
-        shas, body = rec.split("\0", 1)
-        commit, *parents = shas.split()
+    for c in git.commits("--first-parent", f"{since}..{head}", "--", LEDGER_DIR + "/"):
+        commit, parents, body = c.sha, list(c.parents), c.message
         if not parents or tick_of(body) is None:
             continue
         inputs = tick_inputs(git, parents[0], commit, trusted)
@@ -340,14 +335,8 @@ def _later(git: Git, since: str, head: str, clashes: dict[str, list[tuple[str, .
         who: list[str] = []
         # every tick, not only those that changed the document: a later op that changed nothing
         # with the delta (an item appended again) is what built on it when it would without
-        log = git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e",
-                      f"{since}..{head}", "--", path, LEDGER_DIR + "/").decode()
-        for rec in log.split("\x1e"):
-            rec = rec.lstrip("\n")
-            if not rec:
-                continue
-            shas, author, body = rec.split("\0", 2)
-            commit, *parents = shas.split()
+        for c in git.commits("--first-parent", "--reverse", f"{since}..{head}", "--", path, LEDGER_DIR + "/"):
+            commit, parents, author, body = c.sha, list(c.parents), c.author, c.message
             tick = tick_of(body)
             if tick is None:
                 if not parents or git.changed(parents[0], commit, [path]):

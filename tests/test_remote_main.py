@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import Fleet, fleet_cli, run
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from fleet import canonical
@@ -185,6 +185,8 @@ def test_a_name_that_is_not_utf8_and_then_removed_is_named_but_no_longer_stops_a
 
 @given(message=st.binary(min_size=1, max_size=30).filter(_not_utf8),
        who=st.binary(min_size=1, max_size=12).filter(lambda b: _not_utf8(b) and not set(b) & set(b"<>\n\0")))
+@example(message=b"\xae\x97\x11\xb8\r\x1e\x86", who=b"G\x81")  # a record separator: git log's records split there
+@example(message=b"\xff one\x00two\x1e\n\nthree", who=b"P\xe9")  # a NUL, a separator, paragraphs
 @SETTINGS
 def test_a_message_or_author_that_is_not_utf8_is_read_and_named(copies: Any, message: bytes, who: bytes) -> None:
     """A valid change (an input, not refused) whose commit message and author are not UTF-8."""

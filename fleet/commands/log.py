@@ -22,7 +22,7 @@ from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import FLEET_PATH
 from fleet.errors import FleetError, UsageError
-from fleet.git import Git, decode
+from fleet.git import Git
 from fleet.ids import printable
 from fleet.ledger import TickInputs, held_in, tick_inputs
 from fleet.outside import before_first_tick, claims_tick, describe, tick_commits
@@ -83,13 +83,12 @@ def log(
                   *(f"state/{coll}/{h[:n]}/{doc_id}.json" for n in range(1, 4))]
         pathspec = ["--", here, *(p for p in before if p != here)]
         held_spec = [CONFLICT_DIR + "/"]  # a held set leaves the document as it was: it is in the conflict files
-    out = decode(git.run("log", "--first-parent", "--format=%H %P%x00%B%x1e", head, *pathspec, *held_spec))
     entries: list[LogEntry] = []
-    recs = [rec.lstrip("\n").partition("\0") for rec in out.split("\x1e") if rec.lstrip("\n")]
+    recs = git.commits("--first-parent", head, *pathspec, *held_spec)  # messages of any bytes, read by size
     # a Fleet-Tick trailer that main's clock does not bear out makes no tick commit: a person's, listed as such
-    ticks = tick_commits(git, [(shas.split()[0], (shas.split()[1:] or [None])[0], body) for shas, _, body in recs])
-    for shas, _, body in recs:
-        commit, *parents = shas.split()
+    ticks = tick_commits(git, [(c.sha, c.parents[0] if c.parents else None, c.message) for c in recs])
+    for c in recs:
+        commit, parents, body = c.sha, list(c.parents), c.message
         tick = ticks.get(commit)
         if not parents:
             continue  # genesis: the starting state
@@ -170,12 +169,10 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
             raise FleetError(f"{printable(doc, 100)}: has no field '{printable(f, 100)}' (its fields: {', '.join(sorted(current))})")
     trusted = dataclasses.replace(snap.config.limits, max_ops=sys.maxsize)
     last: dict[str, dict[str, Any]] = {f: {"field": f, "how": "genesis", "tick": 0} for f in wanted}
-    out = decode(git.run("log", "--first-parent", "--reverse", "--format=%H %P%x00%an <%ae>%x00%B%x1e", head,
-                         "--", rel))
-    recs = [rec.lstrip("\n").split("\0", 2) for rec in out.split("\x1e") if rec.lstrip("\n")]
-    ticks = tick_commits(git, [(shas.split()[0], (shas.split()[1:] or [None])[0], body) for shas, _, body in recs])
-    for shas, author, body in recs:
-        commit, *parents = shas.split()
+    recs = git.commits("--first-parent", "--reverse", head, "--", rel)  # messages of any bytes, read by size
+    ticks = tick_commits(git, [(c.sha, c.parents[0] if c.parents else None, c.message) for c in recs])
+    for c in recs:
+        commit, parents, author, body = c.sha, list(c.parents), c.author, c.message
         if not parents:
             continue
         before, after = (_doc_at(git, c, rel) for c in (parents[0], commit))

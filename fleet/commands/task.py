@@ -243,13 +243,10 @@ def show(path: Path, task_id: str, *, remote: str | None = None) -> dict[str, An
     t = public(q.task(task_id), q, cfg=cfg)
     # the branch's history of the task, and its claim the branch has not merged yet (on its claim ref)
     tips = [c for c in (q.tip, q.unfolded.get(task_id)) if c] or ["HEAD"]
-    out = tq.git.run("log", "--reverse", "--date-order", "--format=%H%x00%cI%x00%s%x1e", *tips, "--", task_path(task_id))
     history = []
-    for rec in out.decode().split("\x1e"):
-        rec = rec.strip("\n")
-        if rec:
-            sha, when, subject = rec.split("\x00")
-            history.append({"commit": sha, "at": when, "what": subject})
+    for c in tq.git.commits("--reverse", "--date-order", *tips, "--", task_path(task_id)):  # any bytes a person wrote
+        when = _dt.datetime.fromtimestamp(c.committed, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        history.append({"commit": c.sha, "at": when, "what": c.message.split("\n", 1)[0]})
     return dict(t, history=history)
 
 

@@ -332,7 +332,7 @@ def test_merge_with_origin_duplicate_branch(origin_fleet: tuple[Fleet, Path]) ->
     push_origin(f)  # the same branch, again (a worker that retried its push)
     assert len(origin_branches(bare)) == 1
     r = run(f, "merge", code=3)
-    assert "already applied" in r.stderr
+    assert "were merged before" in r.stderr
     assert git(bare, "rev-parse", "main").strip() == after
     assert origin_branches(bare) == []
     assert json.loads(git(bare, "show", "main:state/posts/ada-1.json"))["tags"].count("dup") == 1
