@@ -124,38 +124,42 @@ def pruned_ledgers(git: Git, head: str, base: Any) -> Callable[[int], str | None
     that does not reach ``t`` (a shallow clone) cannot say: the delta is not applied."""
     from fleet.outside import tick_commits  # (it imports this module)
 
-    kept = sorted({int(p.split("/")[2]) for d in (LEDGER_DIR, QUARANTINE_DIR) for p in base.under(d)
-                   if p.split("/")[2].isdigit()})
+    kept: list[int] | None = None  # the ticks of the ledger and quarantine folders in the tree, read once
     windows: dict[int, int] = {}  # tick -> the window its merge kept (tick commits since the oldest asked for)
-    reached = [False]  # whether history was read down to the oldest tick asked for, or to its true start
+    read_to_start = reaches = False  # history read to its first commit here; that commit is the true start
 
     def read_back(t: int) -> None:
+        nonlocal read_to_start, reaches
         limit = 64
         while True:
             rows = git.first_parent_log(head, limit=limit)  # oldest first
             ticks = tick_commits(git, rows)
             covered = min(ticks.values(), default=t + 2) <= t + 1
-            start = len(rows) < limit or not rows or rows[0][1] is None  # the first commit here
-            if covered or start:
+            read_to_start = len(rows) < limit or not rows or rows[0][1] is None
+            if covered or read_to_start:
                 break
             limit *= 4
         blobs = git.cat_maybe([f"{c}:{CONFIG_PATH}" for c in ticks])
         for c, n in ticks.items():
             windows[n] = _window(blobs.get(f"{c}:{CONFIG_PATH}"))
-        shallow = git.proc("rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
-        reached[0] = covered or not shallow
+        if read_to_start:
+            reaches = git.proc("rev-parse", "--is-shallow-repository").stdout.strip() != b"true"
 
     def pruned(t: int) -> str | None:
+        nonlocal kept
+        if kept is None:  # (asked only of a late delta: most merges never read these)
+            kept = sorted({int(p.split("/")[2]) for d in (LEDGER_DIR, QUARANTINE_DIR) for p in base.under(d)
+                           if p.split("/")[2].isdigit()})
         if kept and kept[0] <= t:
             return None
-        if not windows or min(windows) > t + 1:
+        if not read_to_start and (not windows or min(windows) > t + 1):
             read_back(t)
         for j in sorted(windows):
             if j > t and j - windows[j] > t:
                 return (f"the ledger of tick {t} was deleted by the merge of tick {j}, which kept "
                         f"{windows[j]} tick(s) (limits.window was lower then): a late delta of tick {t} cannot be "
                         "told from one applied before, so it is not applied")
-        if not reached[0]:
+        if (not windows or min(windows) > t + 1) and not reaches:
             return (f"the history here does not reach tick {t} (a shallow clone), so whether its ledger was "
                     "deleted cannot be told: a late delta of that tick is not applied")
         return None
