@@ -152,10 +152,11 @@ def check_output(directory: Path, out: Path, flag: str, *, folder: bool, ours: C
     if top is not None:
         if where == top:
             raise UsageError(f"{flag} {out}: is the fleet's own folder; name {own}")
-        outbox = top / ".git" / "fleet" / "outbox"  # `fleet run`'s own, for its coalesced workers
+        from fleet.repo import is_own_outbox
+
+        runs = flag == "--outbox" and any(is_own_outbox(f) for f in (where, *where.parents))  # `fleet run`'s
         for inside in ("state", "schemas", ".git"):
-            if (where == top / inside or top / inside in where.parents) and not (
-                    flag == "--outbox" and (where == outbox or outbox in where.parents)):
+            if (where == top / inside or top / inside in where.parents) and not runs:
                 raise UsageError(f"{flag} {out}: is inside the fleet's {inside}/; name {own}")
     try:
         if folder and (where.exists() or where.is_symlink()) and not where.is_dir():

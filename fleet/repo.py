@@ -326,7 +326,7 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
     if repo is not None:
         # a folder of the repository (state/, .git, a source folder) is no inbox either: the
         # merge would take its files out; but for `fleet run`'s own outbox (.git/fleet/outbox)
-        own = here.name == "outbox" and here.parent.name == "fleet" and (here.parent.parent / "HEAD").is_file()
+        own = is_own_outbox(here)
         for inside in (_work_tree(repo), repo.resolve()):
             if inside is not None and inside in here.parents and not own:
                 raise FleetError(f"--inbox {folder}: is inside the repository ({inside}); an inbox is a folder "
@@ -399,6 +399,12 @@ def _work_tree(repo: Path) -> Path | None:
         if up.name == ".git":
             return up.parent
     return None
+
+
+def is_own_outbox(folder: Path) -> bool:
+    """Whether ``folder`` is `fleet run`'s own outbox, ``<git dir>/fleet/outbox``: the one
+    folder inside a repository a worker hands deltas to and a merge takes them from."""
+    return folder.name == "outbox" and folder.parent.name == "fleet" and (folder.parent.parent / "HEAD").is_file()
 
 
 def in_layout(rel: str) -> str:

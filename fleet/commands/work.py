@@ -125,10 +125,10 @@ def _work(
             raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
         if outbox is not None:  # what a run before this one (killed, or run again) handed over is not done twice
             handed = handed_over(outbox, name, nxt)
-            if not [a for a in agents if a not in handed]:
+            agents = [a for a in agents if a not in handed]
+            if not agents:
                 raise NothingToDo(f"worker {name} already handed tick {nxt} to {outbox} ({len(handed)} delta(s) "
                                   "wait there for the merge)")
-            agents = [a for a in agents if a not in handed]
         # a fleet that wants signed branches: know the key before any turn spends a token
         key = signing.signing_key(Git(root), CONFIG_PATH, name, cfg.allowed_signers, ws.cache.show(
             main, cfg.allowed_signers)) if cfg.allowed_signers and outbox is None else None
