@@ -104,3 +104,40 @@ def test_a_carried_listing_is_the_listing_git_gives(tmp_path_factory: pytest.Tem
         every = MemorySnapshot(dict.fromkeys(listing.entries, b""))
         for folder in ("state/a", "state/ab", "state/ledger", "state", "schemas", "state/a/"):
             assert listing.under(folder) == every.under(folder)
+
+
+# a name's bytes: NUL and "/" aside, anything a tree entry can hold (tab, newline, quote,
+# backslash, control bytes, bytes that are not UTF-8), which git quotes in some outputs
+name_bytes = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b and b"/" not in b
+                                                       and b not in (b".", b".."))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(name_bytes, st.sampled_from(["100644", "100755", "120000", "160000"])),
+                min_size=1, max_size=8, unique_by=lambda t: t[0]))
+def test_ls_tree_answers_the_same_with_and_without_format(tmp_path_factory: pytest.TempPathFactory,
+                                                           entries: list[tuple[bytes, str]]) -> None:
+    """``ls_tree`` reads git 2.36's ``--format`` (sliced in C) or, for a git
+    before it or a name git quotes there, the plain listing: both give the
+    same paths, shas, links and submodules, whatever the names' bytes."""
+    g = repo(tmp_path_factory.mktemp("ls"))
+    blob = g.run("hash-object", "-w", "--stdin", input=b"x").decode().strip()
+
+    def tree(records: bytes) -> str:
+        return g.run("mktree", "-z", "--missing", input=records).decode().strip()
+
+    inner = tree(b"".join((f"{mode} commit {'1' * 40}\t" if mode == "160000" else f"{mode} blob {blob}\t").encode() + name + b"\0"
+                          for name, mode in entries))
+    middle = tree(f"040000 tree {inner}\td\0".encode())
+    root = tree(f"040000 tree {middle}\tstate\0".encode())
+    found = []
+    try:
+        for fast in (True, False):
+            Git._ls_format = fast
+            links: set[str] = set()
+            gitlinks: set[str] = set()
+            found.append((g.ls_tree(root, "state/", links=links, gitlinks=gitlinks), links, gitlinks))
+    finally:
+        Git._ls_format = True
+    assert found[0] == found[1]
+    assert len(found[0][0]) + len(found[0][2]) == len(entries)
