@@ -27,7 +27,12 @@ measures fleet against a floor in the same run:
   floor moves the same bytes with raw git (scale's ``tick_floor``): each
   worker a ``git fetch`` and its delta files written, then the merge's floor:
   fetch, reset, every delta parsed with orjson, the merged state files
-  written, ``git add``, ``git commit`` and one push.
+  written, ``git add``, ``git commit`` and one push. Beside it, ``naive``:
+  the same tick with workers that read the world as a worker with no field
+  index must (each the floor's worker, then its checkout brought to main and
+  every document read and parsed), and ``vs_naive``, its time over ours. The
+  goal is judged against the floor, which builds no prompt: the gap is the
+  worker's own work in Python (see the README's performance section).
 - ``bigworld-memory-worker`` and ``bigworld-memory-merge``: the peak resident
   memory (``ru_maxrss`` from ``wait4``, the process and the git it ran) of the
   largest worker and of the merge in those ticks, against a fresh process
@@ -244,7 +249,7 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
     floor_merger = tmp / "tick-floor-merge"
     git(tmp, "clone", "--quiet", "-b", "main", floor_url, str(floor_merger))
     fleet = [sys.executable, "-m", "fleet"]
-    ticks, merges, floors, floor_merges = [], [], [], []
+    ticks, merges, floors, floor_merges, naives = [], [], [], [], []
     worker_peak = merge_peak = 0
     for n in range(repeat + 1):  # the first tick warms the runner's caches and is not counted
         outbox = tmp / f"tick-outbox{n}"
@@ -261,6 +266,13 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
         report = json.loads(out)
         deltas, state = merged_files(runner, report["commit"], report["tick"])
         f = tick_floor(clones, floor_merger, floor_url, report["tick"], tmp / f"tick-floor-outbox{n}", deltas, state)
+        # the naive worker beside it: the floor's, which then brings its checkout to main and
+        # reads and parses every document (what a worker with no field index does)
+        naive = Stopwatch()
+        for clone in clones:
+            with naive:
+                git(clone, "reset", "-q", "--hard", "refs/remotes/origin/main")
+                subprocess.run([sys.executable, "-c", READ_FLOOR, str(clone)], check=True, capture_output=True)
         log(f"tick {report['tick']}: ours {whole:.1f}s (merge {merge_took:.1f}s, {report['applied']} "
             f"deltas, peaks: workers {max(peaks) // 1024} MB, merge {merged_peak // 1024} MB); floor {f['tick']:.1f}s "
             f"(merge {f['merge']:.1f}s)" + ("" if n else " (warm-up)"))
@@ -268,6 +280,7 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
             ticks.append(whole)
             merges.append(merge_took)
             floors.append(f["tick"])
+            naives.append(f["tick"] + sum(naive.times))
             floor_merges.append(f["merge"])
             worker_peak, merge_peak = max(worker_peak, *peaks), max(merge_peak, merged_peak)
     _, read_peak, _ = _peak(Stopwatch(), [sys.executable, "-c", READ_FLOOR, str(runner)], runner)
@@ -275,7 +288,8 @@ def _ticks(tmp: Path, repo: Path, daemon: Daemon, repeat: int) -> list[dict[str,
             "deltas": report["applied"], "mode": "coalesced", "transport": "git daemon on 127.0.0.1"}
     return [
         result("bigworld-tick", median(ticks), median(floors), "s", goal=1.5, merge=round(median(merges), 3),
-               floor_merge=round(median(floor_merges), 3), **size),
+               floor_merge=round(median(floor_merges), 3), naive=round(median(naives), 3),
+               vs_naive=round(median(naives) / median(ticks), 2), **size),
         result("bigworld-memory-worker", worker_peak / 1024, read_peak / 1024, "MB", goal=1.5,
                detail="peak RSS of the largest fleet work against one process holding every document parsed"),
         result("bigworld-memory-merge", merge_peak / 1024, read_peak / 1024, "MB", goal=1.5,
