@@ -79,6 +79,51 @@ class TickLine:
     failed: int = 0  # of the no-ops: turns that failed (meta.error: the model call or the turn raised)
     first_error: str | None = None
     merged_by: str | None = None  # set when another run merged this tick first: why this run merged nothing
+    waiting: int = 0  # turns an earlier, interrupted run had delivered: merged now, not run again
+
+
+def waiting_turns(repo: FleetRepo, outbox: Path, tick: int, max_bytes: int) -> dict[str, str]:
+    """Agent -> where its turn of ``tick`` waits for the merge: a worker branch of
+    that tick on the remote (as fetched) or a delta file of that tick in this
+    clone's outbox, from any worker. A file that is not such a delta (cut short,
+    not fleet's) is no turn done: the merge quarantines it, and its agent runs."""
+    from fleet.delta import DELTA_DIR
+    from fleet.repo import WORKER_BRANCH
+
+    found: dict[str, str] = {}
+
+    def note(data: bytes, worker: str, where: str) -> None:
+        try:
+            body = canonical.parse(data, canonical.MAX_DEPTH)
+        except canonical.JSONProblem:
+            return
+        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
+                and isinstance(body.get("agent"), str):
+            found.setdefault(body["agent"], where)
+
+    sources = [s for s in repo.sources() if (m := WORKER_BRANCH.match(s.branch)) and int(m.group(1)) == tick]
+    for a in repo.arrivals(sources, max_bytes) if sources else ():
+        if a.refused is None and (parts := a.path.split("/"))[0] == DELTA_DIR and len(parts) == 4:
+            note(a.data, parts[1], a.source.removeprefix("refs/heads/"))
+    try:
+        files = sorted((outbox / DELTA_DIR).glob(f"*/*/t{tick}-*.json"))
+    except OSError:
+        files = []
+    for f in files:
+        try:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > max_bytes:
+                continue
+            note(f.read_bytes(), f.parent.parent.name, "the outbox")
+        except OSError:
+            continue
+    return found
+
+
+def _has_files(folder: Path) -> bool:
+    try:
+        return any(p.is_file() for p in folder.rglob("*.json"))
+    except OSError:
+        return False
 
 
 @dataclass
@@ -388,13 +433,21 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                              f"its own merge publishes it; another run may start it after "
                              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(held.lease_until))}")
         raise NotStarted(f"tick {tick} did not start: main moved on meanwhile (another run merged it)")
-    planned = [n for n, agents in assign(roster(cfg.agents), count).items() if agents]
-    if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
-        tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
     # Coalesced workers hand their deltas to an outbox that outlives this run: interrupted
     # before its merge, the next run's workers do only the turns still missing there and
     # its merge takes them all (as direct mode's worker branches wait for the next merge).
-    outbox = common_dir(root) / FLEET_DIR / OUTBOX if mode == "coalesced" else None
+    kept = common_dir(root) / FLEET_DIR / OUTBOX
+    # Turns of this tick an earlier, interrupted run delivered (its worker branches, this
+    # outbox) are not run again, whatever worker count or mode that run had: each worker
+    # knows only its own branch or folder, and agents move between workers with the count.
+    waiting = waiting_turns(repo, kept, tick, cfg.limits.max_delta_bytes)
+    agents = [a for a in roster(cfg.agents) if a not in waiting]
+    if waiting:
+        mode = "coalesced"  # a worker's branch of this tick may exist already: the rest go through the outbox
+    planned = [n for n, mine in assign(agents, count).items() if mine] if agents else []
+    if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
+        tick_tasks.hand_out_now(FleetRepo(merge_cache, url))
+    outbox = kept if mode == "coalesced" else None
     procs: list[subprocess.Popen[bytes]] = []
     logs = tempfile.TemporaryFile()
     try:
@@ -406,11 +459,13 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
                 args += ["--provider", provider]
             if outbox is not None:
                 args += ["--outbox", str(outbox)]
+            if waiting:
+                args += ["--agents", ",".join(agents)]
             procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs))
         wait = deadline if deadline is not None else cfg.run.deadline_seconds
         limit = time.monotonic() + wait
         delivered = _wait(procs, limit, logs)
-        if not delivered:
+        if not delivered and not waiting:
             # Ticks never advance on nothing: merging now would commit an empty tick, the
             # watchdog would call every worker dead, and the next tick would fail the same way.
             why = _first_error(logs)
@@ -420,7 +475,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({why}); "
                              f"nothing was merged and main stays at tick {tick - 1}")
         try:
-            result = merge(merge_cache, remote=url, inbox=(outbox,) if outbox else (), allow_empty=True, tick=tick)
+            # the outbox whatever this tick's mode: what an earlier run left there is merged now, not late
+            inbox = (kept,) if kept.is_dir() and (outbox is not None or _has_files(kept)) else ()
+            result = merge(merge_cache, remote=url, inbox=inbox, allow_empty=True, tick=tick)
         except NothingToDo as e:  # another run on this origin merged the tick first (its deltas with it)
             return TickLine(tick, len(planned), delivered, 0, 0, 0, round(time.monotonic() - t0, 3), mode, asked=count,
                             merged_by=f"another run merged tick {tick} first ({e}); what this run's workers "
@@ -430,7 +487,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
         failed, first = _failed_turns(repo, result.commit, tick) if result.noop else (0, None)
         return TickLine(tick, len(planned), delivered, result.applied, len(result.quarantined), len(result.held),
                         round(time.monotonic() - t0, 3), mode, result.noop, result.held_deltas, result.resolved,
-                        spent.tokens, spent.cost_usd, count, failed, first)
+                        spent.tokens, spent.cost_usd, count, failed, first, waiting=len(waiting))
     finally:
         _stop(procs)
         logs.close()  # (the merge takes from the outbox what it decided; what is left waits for the next)
@@ -572,7 +629,9 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
             f"{t.quarantined} quarantined, {t.noop} no-op"
             + (f" ({t.failed} failed: {t.first_error})" if t.failed else "")
             + f", {t.held_deltas} held in {t.seconds:.1f}s"
-            + "".join(f"; decided {c} (a person's resolution applied)" for c in t.resolved), markup=False)
+            + "".join(f"; decided {c} (a person's resolution applied)" for c in t.resolved)
+            + (f"; {t.waiting} turn(s) an interrupted run had delivered were merged, not run again" if t.waiting
+               else ""), markup=False)
         if t.asked > t.workers and not spread_told:
             spread_told.append(t.tick)
             progress.console.print(
