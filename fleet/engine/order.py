@@ -78,6 +78,14 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
 
     candidates, arrival_of = out.candidates, out.arrival_of
     portable = _Portable(base)
+    # Workers whose names differ only by case (w1, W1) would write one ledger file on
+    # Windows or macOS: of those arriving together, the name in lower case stands (fleet
+    # names its workers so), else the first; a look-alike never displaces a real worker
+    # by sorting before it (a name in the tree already stands over both: _Portable).
+    folds: dict[str, set[str]] = {}
+    for d, _ in parsed:
+        folds.setdefault(d.worker.casefold(), set()).add(d.worker)
+    stands = {f: f if f in names else min(names) for f, names in folds.items() if len(names) > 1}
     reused: set[tuple[str, str]] = set()
     for d, a in parsed:
         if ledger(d).get(d.id) == d.digest or (d.id, d.digest) in refused_before.keys:
@@ -101,6 +109,10 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
             quarantined.append(Quarantined(a, f"agent {d.agent!r} is not in state/config.json agents", d))
         elif d.id in ledger(d):
             quarantined.append(Quarantined(a, f"delta id {d.id} was applied in tick {d.tick} with different content", d))
+        elif stands.get(d.worker.casefold(), d.worker) != d.worker:
+            quarantined.append(Quarantined(a, f"worker {d.worker!r} differs from worker "
+                                              f"{stands[d.worker.casefold()]!r} only by case, whose deltas came too: "
+                                              "a clone on Windows or macOS would hold one ledger file for both", d))
         elif (why := misnamed(d, a.path) or portable.problem(d)) is not None:
             quarantined.append(Quarantined(a, why, d))
         else:

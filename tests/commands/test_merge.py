@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -399,6 +400,32 @@ def _case_variants(name: str) -> st.SearchStrategy[str]:
 
 
 _DEVICE_IDS = st.sampled_from(["CON", "prn", "Aux", "nul", "COM1", "com9", "LPT3", "lpt1"])
+
+
+@given(look=_case_variants("w1"), earlier=st.booleans(), seed=st.integers(0, 2**16))
+@example(look="W1", earlier=True, seed=0)  # a walkthrough's case: W1 sorts before w1, and displaced it
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_look_alike_worker_never_displaces_the_worker_it_imitates(tmp_path_factory: Any, look: str, earlier: bool,
+                                                                    seed: int) -> None:
+    """Deltas of a worker named like w1 but for case (W1), pushed beside w1's, sorting
+    before them or not (an earlier utc, and upper case sorts first): w1's stand, the
+    look-alike's are quarantined naming both, and nothing of the look-alike is applied."""
+    path = tmp_path_factory.mktemp("look") / "fleet"
+    init(path)
+    f = Fleet(path)
+    rng = random.Random(seed)
+    real = [f.delta(a, score(1), worker="w1", utc="2026-05-01T12:00:05.000000Z") for a in ("ada", "cleo")]
+    when = "2026-05-01T12:00:01.000000Z" if earlier else "2026-05-01T12:00:09.000000Z"
+    fake = [f.delta(a, score(rng.randrange(2, 50)), worker=look, utc=when) for a in ("ada", "basil")]
+    before = post(f)["score"]
+    f.push(*real, *fake)
+    out = json.loads(run(f, "merge", "--json").stdout)
+    assert out["applied"] == len(real)
+    assert len(out["quarantined"]) == len(fake)
+    assert all(f"worker {look!r} differs from worker 'w1' only by case" in q["reason"] for q in out["quarantined"])
+    assert post(f)["score"] == before + 2  # the two real increments, none of the look-alike's
+    tree = git(f.path, "ls-tree", "-r", "--name-only", "refs/heads/main", "state/ledger/1/").split()
+    assert tree == ["state/ledger/1/w1.jsonl"]
 
 
 @given(new_id=st.one_of(_case_variants("ada-1"), _DEVICE_IDS), worker=st.one_of(st.just("w2"), _case_variants("w1")))
