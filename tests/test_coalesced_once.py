@@ -164,3 +164,56 @@ def test_a_rerun_with_another_worker_count_or_mode_runs_no_waiting_turn_again(
     assert {a: applied[a] for a in waiting} == waiting  # the waiting turns as delivered, not run again
     assert json.loads(p.stdout)["ticks"][0]["waiting"] == len(waiting)
     assert not list((path / ".git" / "fleet" / "outbox").rglob("*.json"))  # nothing left to merge late
+
+
+def _push_branch(origin: Path, branch: str, files: dict[str, bytes]) -> None:
+    """A commit on ``branch`` of the bare ``origin`` holding ``files``, on top of main: a
+    worker branch nobody of the fleet's pushed."""
+    from fleet.git import Git
+
+    g = Git(origin)
+    sha = g.write_commit(g.rev_parse("main"), "not a worker's\n", files, [])
+    assert g.update_ref(f"refs/heads/{branch}", sha, None)
+
+
+_JUNK = st.sampled_from([
+    {"README": b"x\n"},  # no delta at all
+    {"deltas/w1/s1/t2-w1-s1-0123456789abcdef.json": b"not json"},  # a file where a delta would be
+    {"deltas/w1/s1/t2-w1-s1-0123456789abcdef.json": b'{"tick": 2, "worker": "w9", "agent": "ada"}'},
+    {"deltas/w2/s1/t2-w2-s1-0123456789abcdef.json": b'{"tick": 2, "worker": "w2", "agent": "ada"}'},
+])
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(junk=_JUNK, workers=st.integers(1, 3))
+def test_a_worker_branch_pushed_early_by_someone_else_never_passes_for_its_turns(
+        tmp_path_factory: object, junk: dict[str, bytes], workers: int) -> None:
+    """A branch fleet/t2/w1 that no worker of the fleet pushed (no delta of w1's agents
+    in it): `fleet work --worker 1` (direct) refuses in one line, exit 1, instead of
+    taking its tick for delivered; `fleet run` runs every agent's turn (through the
+    outbox) and the merge quarantines what the branch held. Once, w1's agents lost the
+    tick with exit 0 and "needs you: nothing"."""
+    path = tmp_path_factory.mktemp("junk") / "fleet"  # type: ignore[attr-defined]
+    init(path)
+    assert fleet_cli(path, "run", "--ticks", "1", "--workers", "2", "--provider", "offline").returncode == 0
+    origin = path / ".git" / "fleet" / "origin.git"
+    _push_branch(origin, "fleet/t2/w1", junk)
+    agents = sorted(json.loads((path / "state/config.json").read_text())["agents"])
+    w = fleet_cli(path, "work", "--worker", "1", "--workers", "2", "--provider", "offline", "--remote", str(origin))
+    assert w.returncode == 1, w.stdout + w.stderr
+    assert "fleet/t2/w1 exists on the remote but holds no delta of tick 2 by w1" in w.stderr
+    assert len(w.stderr.strip().splitlines()) == 1
+    p = fleet_cli(path, "run", "--ticks", "1", "--workers", str(workers), "--provider", "offline", "--json")
+    assert p.returncode == 0, p.stderr
+    assert ledger_agents(origin, 2, "main") == Counter(agents)  # every agent's turn, once
+
+
+def test_a_worker_whose_own_branch_holds_its_turns_has_nothing_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "fleet"
+    init(path)
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(path), str(origin)], check=True)
+    args = ("work", "--worker", "1", "--workers", "2", "--provider", "offline", "--remote", str(origin))
+    assert fleet_cli(path, *args).returncode == 0
+    again = fleet_cli(path, *args)
+    assert again.returncode == 3 and "already delivered tick 1 (fleet/t1/w1)" in again.stderr, again.stderr

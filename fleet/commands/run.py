@@ -42,7 +42,7 @@ from fleet.outside import bring_in_local_main, check_state, main_refusal, specia
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
 from fleet.records import Usage
-from fleet.repo import EMBEDDED, TRACKING, FleetRepo, embedded_origin
+from fleet.repo import EMBEDDED, TRACKING, WORKER_BRANCH, FleetRepo, Source, embedded_origin
 from fleet.spend import spending
 from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
@@ -82,13 +82,12 @@ class TickLine:
     waiting: int = 0  # turns an earlier, interrupted run had delivered: merged now, not run again
 
 
-def waiting_turns(repo: FleetRepo, outbox: Path, tick: int, max_bytes: int) -> dict[str, str]:
+def waiting_turns(repo: FleetRepo, sources: list[Source], outbox: Path, tick: int, max_bytes: int) -> dict[str, str]:
     """Agent -> where its turn of ``tick`` waits for the merge: a worker branch of
-    that tick on the remote (as fetched) or a delta file of that tick in this
+    that tick on the remote (``sources``, as fetched) or a delta file of that tick in this
     clone's outbox, from any worker. A file that is not such a delta (cut short,
     not fleet's) is no turn done: the merge quarantines it, and its agent runs."""
     from fleet.delta import DELTA_DIR
-    from fleet.repo import WORKER_BRANCH
 
     found: dict[str, str] = {}
 
@@ -101,7 +100,6 @@ def waiting_turns(repo: FleetRepo, outbox: Path, tick: int, max_bytes: int) -> d
                 and isinstance(body.get("agent"), str):
             found.setdefault(body["agent"], where)
 
-    sources = [s for s in repo.sources() if (m := WORKER_BRANCH.match(s.branch)) and int(m.group(1)) == tick]
     for a in repo.arrivals(sources, max_bytes) if sources else ():
         if a.refused is None and (parts := a.path.split("/"))[0] == DELTA_DIR and len(parts) == 4:
             note(a.data, parts[1], a.source.removeprefix("refs/heads/"))
@@ -440,10 +438,13 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     # Turns of this tick an earlier, interrupted run delivered (its worker branches, this
     # outbox) are not run again, whatever worker count or mode that run had: each worker
     # knows only its own branch or folder, and agents move between workers with the count.
-    waiting = waiting_turns(repo, kept, tick, cfg.limits.max_delta_bytes)
+    sources = [s for s in repo.sources() if (m := WORKER_BRANCH.match(s.branch)) and int(m.group(1)) == tick]
+    waiting = waiting_turns(repo, sources, kept, tick, cfg.limits.max_delta_bytes)
     agents = [a for a in roster(cfg.agents) if a not in waiting]
-    if waiting:
-        mode = "coalesced"  # a worker's branch of this tick may exist already: the rest go through the outbox
+    if waiting or sources:
+        # a worker branch of this tick exists (an earlier run's, or one nobody of ours
+        # pushed): a worker could not push its own, so the turns go through the outbox
+        mode = "coalesced"
     planned = [n for n, mine in assign(agents, count).items() if mine] if agents else []
     if tick_tasks.task_agents(cfg):  # the step that runs no model hands tasks out first
         tick_tasks.hand_out_now(FleetRepo(merge_cache, url))

@@ -122,7 +122,7 @@ def _work(
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
         if outbox is None and nxt in delivered:
-            raise NothingToDo(f"worker {name} already delivered tick {nxt} ({branch})")
+            _already_delivered(ws, name, nxt, branch, agents)
         if outbox is not None:  # what a run before this one (killed, or run again) handed over is not done twice
             handed = handed_over(outbox, name, nxt)
             agents = [a for a in agents if a not in handed]
@@ -198,6 +198,36 @@ def handed_over(outbox: Path, worker: str, tick: int) -> dict[str, Path]:
                 and isinstance(body.get("agent"), str) and f.name == f"{body.get('id')}.json":
             found.setdefault(body["agent"], f)
     return found
+
+
+def _already_delivered(ws: Workspace, worker: str, tick: int, branch: str, agents: list[str]) -> None:
+    """``branch`` exists on the remote: done (NothingToDo) if it holds a delta of
+    ``tick`` by ``worker`` for every one of ``agents``; else a one-line error. A
+    branch this worker did not push (pushed early by someone else, or by a run with
+    another worker count, whose w1 had other agents) would otherwise pass for this
+    worker's turns, and the tick would advance without them."""
+    ref = f"refs/fleet/delivered/t{tick}"
+    folder = f"{delta_mod.DELTA_DIR}/{worker}/"
+    listed = ws.cache.ls_tree(ref, folder)
+    covered: set[str] = set()
+    wanted = [sha for path, sha in listed.items() if path.endswith(".json") and path.count("/") == 3]
+    sizes = ws.cache.sizes(wanted) if wanted else {}
+    for data in ws.cache.cat_blobs([s for s in wanted if sizes.get(s, 1 << 30) <= 1 << 20]).values():
+        try:
+            body = canonical.parse(data, canonical.MAX_DEPTH)
+        except canonical.JSONProblem:
+            continue
+        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
+                and isinstance(body.get("agent"), str):
+            covered.add(body["agent"])
+    missing = [a for a in agents if a not in covered]
+    if not missing:
+        raise NothingToDo(f"worker {worker} already delivered tick {tick} ({branch})")
+    shown = ", ".join(printable(a, 40) for a in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    raise FleetError(f"{branch} exists on the remote but holds no delta of tick {tick} by {worker} for {shown}: "
+                     "this worker did not push it (another writer, or a run with another worker count); "
+                     f"those turns are not done. Delete it (git push <remote> :{branch}) and run again, or "
+                     "run the tick with `fleet run`, which merges what waits and runs the rest")
 
 
 def _write_whole(dest: Path, data: bytes) -> None:
