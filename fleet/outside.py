@@ -501,6 +501,30 @@ def bring_in_local_main(root: Path | str, url: str, fleet_main: str) -> str | No
     return f"your main's {ours} new commit(s) are now the fleet's main; the next tick works under them"
 
 
+def unpushed_local_main(root: Path | str, url: str, fleet_main: str) -> str | None:
+    """With a remote of your own, commits on your main that change state/ or
+    schemas/ and that the fleet's main lacks are not the fleet's until you push
+    them: what to tell you of them, or None. (With the embedded origin, `fleet
+    run` brings them in itself: :func:`bring_in_local_main`.)"""
+    git = Git(root)
+    local = git.rev_parse("refs/heads/main")
+    if local is None or local == fleet_main:
+        return None
+    if git.proc("cat-file", "-e", f"{fleet_main}^{{commit}}").returncode != 0:  # the run's merges work elsewhere
+        git.fetch_refs(url, f"+refs/heads/main:{TRACKING}main")
+    if git.proc("merge-base", "--is-ancestor", local, fleet_main).returncode == 0:
+        return None
+    if git.proc("merge-base", local, fleet_main).returncode != 0:
+        return None  # no shared history: not this fleet's main (the remote's own checks say so)
+    changed = git.proc("rev-list", "--count", f"{fleet_main}..{local}", "--", "state", "schemas")
+    count = int(changed.stdout.decode().strip() or 0) if changed.returncode == 0 else 0
+    if not count:
+        return None
+    return (f"note: your main has {count} commit(s) changing state/ or schemas/ that the fleet's main on its "
+            f"remote lacks: the fleet runs the remote's main, not them; push them (git push <remote> main, on top "
+            f"of {TRACKING}main) to make them the fleet's")
+
+
 def adopt_local_main(path: Path | str, remote: str | None) -> str | None:
     """`fleet merge` in your repository, whose fleet lives in the embedded origin
     that `fleet run` made: your commits on main (a decision in

@@ -38,7 +38,7 @@ from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.ids import printable
 from fleet.installed import command as fleet_command
 from fleet.keys import redact
-from fleet.outside import bring_in_local_main, check_state, main_refusal, special_entry
+from fleet.outside import bring_in_local_main, check_state, main_refusal, special_entry, unpushed_local_main
 from fleet.plan import assign, roster
 from fleet.providers import ProviderUnavailable, choose, models
 from fleet.records import Usage
@@ -347,6 +347,8 @@ def _run(root: Path, started: float, ticks: int, workers: int | None, remote: st
         report.local_main = bring_in_local_main(root, url, repo.main())
         if report.local_main:
             repo.fetch()
+    else:  # a remote of your own: your commits are the fleet's once you push them
+        report.local_main = unpushed_local_main(root, url, repo.main())
     _refuse_main(repo)
     if remote is None:  # your own checkout: an edit not committed is not the fleet's, and is not used
         status = Git(root).proc("status", "--porcelain", "-z", "--untracked-files=all", "--", "state", "schemas")

@@ -332,6 +332,33 @@ def test_a_change_committed_on_your_own_main_is_not_ignored(tmp_path: Path) -> N
     assert fleet_cli(repo, "replay", "--check").returncode == 0
 
 
+def test_with_a_remote_of_your_own_a_change_not_pushed_is_named(tmp_path: Path) -> None:
+    """With `--remote`, your main is not the fleet's: a config change you committed
+    and did not push is not used, and the run says so (once, silently ignored)."""
+    seed = tmp_path / "seed"
+    init(seed)
+    origin = tmp_path / "o.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(origin)], check=True)
+    repo = tmp_path / "c"
+    subprocess.run(["git", "clone", "-q", str(origin), str(repo)], check=True)
+    assert fleet_cli(repo, "run", "--ticks", "1", "--remote", str(origin)).returncode == 0
+    subprocess.run(["git", "pull", "-q", "--ff-only"], cwd=repo, check=True)
+    p = fleet_cli(repo, "run", "--ticks", "1", "--remote", str(origin), "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["local_main"] is None  # nothing of yours the fleet lacks
+    cfg = json.loads((repo / "state/config.json").read_text())
+    cfg["run"]["workers"] = 3
+    (repo / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@x", "-c", "commit.gpgsign=false"]
+    subprocess.run([*g, "commit", "-qam", "three workers"], cwd=repo, check=True)
+    p = fleet_cli(repo, "run", "--ticks", "1", "--remote", str(origin), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert "your main has 1 commit(s) changing state/ or schemas/ that the fleet's main on its remote lacks" \
+        in out["local_main"]
+    assert str(origin) not in out["local_main"]  # a remote's address may hold a key: never in the note
+    assert out["ticks"][0]["workers"] != 3
+
+
 def test_a_plain_repository_gets_a_clear_error_and_no_half_made_origin(tmp_path: Path) -> None:
     repo = tmp_path / "plain"
     repo.mkdir()
