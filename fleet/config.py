@@ -42,6 +42,10 @@ class Rule:
         op, _, dotted = body.partition(":")
         return cls(op, tuple(dotted.split(".")) if dotted else None, suffix == "self")
 
+    def __str__(self) -> str:
+        """The rule as the config writes it: ``op[:dotted.path][@self]``."""
+        return self.op + (":" + ".".join(self.path) if self.path is not None else "") + ("@self" if self.self_only else "")
+
     def allows(self, op: str, path: tuple[str, ...], value: Any, agent: str) -> bool:
         if op != self.op:
             return False

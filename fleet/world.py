@@ -14,12 +14,13 @@ starts, with one line naming the file and the key.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import canonical, ids, schemas
-from fleet.config import CONFIG_PATH, Collection, Config
+from fleet.config import CONFIG_PATH, Collection, Config, Rule
 from fleet.errors import FleetError
 from fleet.fieldindex import Doubt, same_fields
 from fleet.ids import is_safe_id, printable
@@ -665,8 +666,9 @@ class _Loader:
 
     def config_fields(self) -> None:
         """The fields the config names by path (a policy's key, a fixed or owner
-        field) are ones their collection's documents can hold: a typo there would
-        never match a change, and the policy or the rule would silently not apply."""
+        field, the path of an own, others or grants rule) are ones their collection's
+        documents can hold: a typo there would never match a change, and the policy
+        or the rule would silently not apply."""
         for key in sorted(self.cfg.policies):
             if key == "*":
                 continue
@@ -689,6 +691,22 @@ class _Loader:
                 why = self._unknown_field(name, (f,))
                 if why:
                     self.problem(CONFIG_PATH, f"collections.{name}.{'owner' if f == c.owner else 'fixed'}", why)
+            for kind, rules in (("own", c.own), ("others", c.others)):
+                self._rule_fields(f"collections.{name}.{kind}", name, rules)
+        for aid, agent in sorted(self.cfg.agents.items()):
+            for name, rules in sorted(agent.grants.items()):
+                self._rule_fields(f"agents.{aid}.grants.{name}", name, rules)
+
+    def _rule_fields(self, where: str, collection: str, rules: Iterable[Rule]) -> None:
+        """Each rule's path names a field ``collection``'s documents can hold, up to
+        its first '*' (which matches any key): "incr:salez" would allow nothing."""
+        for i, rule in enumerate(rules):
+            if rule.path is None:
+                continue
+            path = tuple(itertools.takewhile(lambda step: step != "*", rule.path))
+            why = self._unknown_field(collection, path)
+            if why:
+                self.problem(CONFIG_PATH, f"{where}[{i}]", f"rule {printable(repr(str(rule)), 80)}: {why}")
 
 
 ITEMS = None  # in a path into a schema: a list's items

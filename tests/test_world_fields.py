@@ -1,9 +1,9 @@
 """A config path naming a field its collection's closed schema lacks is refused (fleet.world).
 
-A policy's key, a fixed field, a tool effect's path and the fields of the
-object an effect writes all name fields of a collection's documents. In a
-world made up here (names drawn, the document schema closed or open, given
-directly or as {"$ref": "#/$defs/..."}), a typo at each of those places is
+A policy's key, a fixed field, the path of an own, others or grants rule, a tool
+effect's path and the fields of the object an effect writes all name fields of
+a collection's documents. In a world made up here (names drawn, the document
+schema closed or open, given directly or as {"$ref": "#/$defs/..."}), a typo at each of those places is
 one line naming the file, the place and the rule; under an open schema the
 same names are allowed (only what is certainly wrong is refused), and an
 unknown collection is refused either way.
@@ -93,8 +93,21 @@ def _mistakes(coll: str, field: str, typo: str) -> dict[str, tuple[Any, str, str
     def fixed(cfg: dict[str, Any], tools: dict[str, Any]) -> None:
         cfg["collections"][coll]["fixed"] = [typo]
 
+    def rule(kind: str, text: str) -> Any:
+        def change(cfg: dict[str, Any], tools: dict[str, Any]) -> None:
+            if kind == "grants":
+                cfg["agents"]["bob"]["grants"] = {coll: ["incr", text]}
+            else:
+                cfg["collections"][coll][kind] = [*cfg["collections"][coll].get(kind, []), text]
+        return change
+
     not_field = f"{typo!r} is not a field of"
     return {
+        "own rule": (rule("own", f"set:{typo}"), f"{CONFIG}: collections.{coll}.own[3]", not_field),
+        "others rule": (rule("others", f"incr:{typo}"), f"{CONFIG}: collections.{coll}.others[0]", not_field),
+        "others nested rule": (rule("others", f"add:meta.{typo}@self"), f"{CONFIG}: collections.{coll}.others[0]",
+                               not_field),
+        "grants rule": (rule("grants", f"add:{typo}@self"), f"{CONFIG}: agents.bob.grants.{coll}[1]", not_field),
         "policy field": (policy(f"{coll}/{typo}"), f"{CONFIG}: policies.{coll}/{typo}", not_field),
         "policy nested field": (policy(f"{coll}/meta.{typo}"), f"{CONFIG}: policies.{coll}/meta.{typo}", not_field),
         "fixed": (fixed, f"{CONFIG}: collections.{coll}.fixed", not_field),
@@ -145,18 +158,40 @@ def test_a_pattern_in_a_policy_key_is_checked_only_up_to_the_pattern() -> None:
     assert [p.split(": ", 2)[1] for p in problems_with(files)] == ["policies.cards/mta.*"]
 
 
-@pytest.mark.parametrize("policies, fixed, says", [
-    ({"cards/colum": "lww"}, None, "state/config.json: policies.cards/colum: 'colum' is not a field of cards documents"),
-    ({"cardz/column": "lww"}, None, "state/config.json: policies.cardz/column: unknown collection 'cardz'"),
-    ({}, ["bord"], "state/config.json: collections.cards.fixed: 'bord' is not a field of cards documents"),
+def test_a_rule_is_checked_only_up_to_its_wildcard_and_says_the_rule_as_written() -> None:
+    def rules(cfg: dict[str, Any], tools: dict[str, Any]) -> None:
+        cfg["collections"]["cards"]["others"] = ["incr:meta.*", "set:*.title", "delete", "add:title@self"]
+        cfg["agents"]["ann"]["grants"] = {"cards": ["set:notes"]}
+    assert problems_with(card_world("cards", ["title"], True, True, rules)) == []
+
+    def typos(cfg: dict[str, Any], tools: dict[str, Any]) -> None:
+        cfg["collections"]["cards"]["others"] = ["incr:salez", "add:meta.tagz@self", "set:mta.*"]
+    assert problems_with(card_world("cards", ["title"], True, False, typos)) == [
+        f"{CONFIG}: collections.cards.others[0]: rule 'incr:salez': 'salez' is not a field of cards documents "
+        "(their schema's properties: id, meta, notes, owner, title)",
+        f"{CONFIG}: collections.cards.others[1]: rule 'add:meta.tagz@self': 'tagz' is not a field of meta in cards "
+        "documents (the schema's properties there: title)",
+        f"{CONFIG}: collections.cards.others[2]: rule 'set:mta.*': 'mta' is not a field of cards documents "
+        "(their schema's properties: id, meta, notes, owner, title)"]
+
+
+@pytest.mark.parametrize("policies, fixed, others, says", [
+    ({"cards/colum": "lww"}, None, None,
+     "state/config.json: policies.cards/colum: 'colum' is not a field of cards documents"),
+    ({"cardz/column": "lww"}, None, None, "state/config.json: policies.cardz/column: unknown collection 'cardz'"),
+    ({}, ["bord"], None, "state/config.json: collections.cards.fixed: 'bord' is not a field of cards documents"),
+    ({}, None, ["incr:bord"],
+     "state/config.json: collections.cards.others[0]: rule 'incr:bord': 'bord' is not a field of cards documents"),
 ])
 def test_validate_and_run_refuse_a_typo_in_a_config_path(fleet: Fleet, policies: dict[str, str], fixed: Any,
-                                                         says: str) -> None:
+                                                         others: Any, says: str) -> None:
     files = card_world("cards", ["column", "board"], True, True)
     cfg = json.loads(files[CONFIG])
     cfg["policies"].update(policies)
     if fixed:
         cfg["collections"]["cards"]["fixed"] = fixed
+    if others:
+        cfg["collections"]["cards"]["others"] = others
     files[CONFIG] = canonical.dumps(cfg)
     for rel, data in files.items():
         if rel.startswith("schemas/card") or rel in (CONFIG, TOOLS):
