@@ -17,6 +17,8 @@ import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from fleet import faults
 from fleet.config import Config
@@ -86,9 +88,30 @@ def resolve_remote(git: Git, remote: str | None) -> str | None:
     return remote
 
 
+def missing_origin(remote: str) -> str | None:
+    """What to do when ``remote`` is the embedded origin (``.git/fleet/origin.git``)
+    and it is gone, or None: it is the fleet's origin, not a cache, and only `fleet
+    run` makes it again (commands/run.py: from ``refs/fleet/origin/*``, this clone's
+    last view of it, when that is here; else from your main, at the first tick)."""
+    if not remote.startswith("file://"):
+        return None
+    origin = Path(url2pathname(urlparse(remote).path))
+    if origin.name != "origin.git" or origin.parent.name != "fleet" or (origin / "HEAD").exists():
+        return None
+    if Git(origin.parent.parent).rev_parse(TRACKING + "main") is not None:
+        how = f"rebuilds it from this clone's last view of it ({TRACKING}*; what it held beyond that is lost)"
+    else:
+        how = "makes it anew from your main (this clone holds no view of the old one: the fleet goes on from your main's tick)"
+    return f"the fleet's built-in origin {origin} is missing; `fleet run` {how}"
+
+
 def fetch_failed(remote: str, err: str) -> FleetError:
     """A failed fetch of main (and more) from ``remote`` as one line; an empty
-    remote is named as one, not with git's "couldn't find remote ref"."""
+    remote is named as one, not with git's "couldn't find remote ref", and a
+    deleted embedded origin with how to make it again."""
+    missing = missing_origin(remote)
+    if missing:
+        return FleetError(missing)
     if "couldn't find remote ref refs/heads/main" in err:
         return FleetError(f"remote {remote} has no main branch: it is empty or holds no fleet (push a "
                           "fleet's main there first: `git push <remote> main`)")
