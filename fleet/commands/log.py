@@ -20,10 +20,10 @@ import click
 
 from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
-from fleet.config import FLEET_PATH
+from fleet.config import CONFIG_PATH, FLEET_PATH
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
-from fleet.ids import printable
+from fleet.ids import is_safe_id, printable
 from fleet.ledger import TickInputs, held_in, tick_inputs
 from fleet.outside import before_first_tick, claims_tick, describe, tick_commits
 from fleet.repo import FleetRepo
@@ -69,18 +69,14 @@ def log(
     held_spec: list[str] = []
     target: tuple[str, str] | None = None
     if doc:
-        name = doc.removeprefix("state/").removesuffix(".json")
-        coll, _, doc_id = name.partition("/")
-        if coll not in cfg.collections or not doc_id:
-            raise UsageError(f"{printable(doc, 100)}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
-                             f"(collections: {', '.join(cfg.collections)})")
-        doc_id = doc_id.rsplit("/", 1)[-1]
+        coll, doc_id = _name(cfg, doc)
         target = (coll, doc_id)
-        here = cfg.collections[coll].doc_path(doc_id)
-        # and every place it lived before a change of sharding (git mv'd as validate said)
+        # and every place it lived before a change of sharding (git mv'd as validate said), or
+        # while its collection was in the config: history is read whatever today's config says
         h = hashlib.sha256(doc_id.encode()).hexdigest()
         before = [f"state/{coll}/{doc_id}.json",  # (a shard is 0 to 3 hex characters: schemas/config.schema.json)
                   *(f"state/{coll}/{h[:n]}/{doc_id}.json" for n in range(1, 4))]
+        here = cfg.collections[coll].doc_path(doc_id) if coll in cfg.collections else before[0]
         pathspec = ["--", here, *(p for p in before if p != here)]
         held_spec = [CONFLICT_DIR + "/"]  # a held set leaves the document as it was: it is in the conflict files
     entries: list[LogEntry] = []
@@ -130,6 +126,10 @@ def log(
                                         body_.get("agent", "?"), q["worker"], [], "quarantined", q["reason"]))
         if len(entries) >= limit:
             break
+    if target and not entries and target[0] not in cfg.collections:  # a typo, not a collection since removed
+        raise FleetError(f"{printable(doc or '', 100)}: {printable(repr(target[0]), 100)} is not a collection in "
+                         f"{CONFIG_PATH} (collections: {', '.join(cfg.collections)}), and no document of that name "
+                         "is in the fleet's history")
     if target and not entries and repo.snapshot(head).read(pathspec[1]) is None:
         raise FleetError(f"{printable(doc, 100)}: no such document on the fleet's main (tick {repo.snapshot(head).tick}), "
                          "and none in its history")
@@ -139,14 +139,26 @@ def log(
     return entries[:limit]
 
 
-def _target(cfg: Any, doc: str) -> tuple[str, str, str]:
-    """(collection, id, file path) of a document named ``collection/id`` or by its file."""
+def _name(cfg: Any, doc: str) -> tuple[str, str]:
+    """(collection, id) of a document named ``collection/id`` or by its file. The
+    collection need not be in today's config: a document of one since removed has
+    its history still."""
     d = doc.removeprefix("state/").removesuffix(".json")
     coll, _, doc_id = d.partition("/")
-    if coll not in cfg.collections or not doc_id:
+    doc_id = doc_id.rsplit("/", 1)[-1]
+    if not is_safe_id(coll) or not doc_id:
         raise UsageError(f"{printable(doc, 100)}: name a document as <collection>/<id>, e.g. {next(iter(cfg.collections))}/<id> "
                          f"(collections: {', '.join(cfg.collections)})")
-    doc_id = doc_id.rsplit("/", 1)[-1]
+    return coll, doc_id
+
+
+def _target(cfg: Any, doc: str) -> tuple[str, str, str]:
+    """(collection, id, file path) of a document on main, named ``collection/id`` or by its file."""
+    coll, doc_id = _name(cfg, doc)
+    if coll not in cfg.collections:
+        raise FleetError(f"{printable(doc, 100)}: no such document on the fleet's main: {printable(repr(coll), 100)} "
+                         f"is not a collection in {CONFIG_PATH} (collections: {', '.join(cfg.collections)}); "
+                         f"`fleet log {printable(doc, 100)}` without --field lists the history it has")
     return coll, doc_id, cfg.collections[coll].doc_path(doc_id)
 
 
@@ -236,7 +248,6 @@ def _same_at(a: Any, b: Any, p: tuple[str, ...]) -> bool:
 def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]:
     """One delta and what became of it: applied, noop, held, quarantined, pending
     (on a worker branch), reverted; where, when and why."""
-    from fleet.ids import is_safe_id, printable
     from fleet.revert import find
 
     repo = FleetRepo(path, remote)

@@ -143,9 +143,50 @@ def test_log_of_a_created_document(fresh: Fleet) -> None:
 
 def test_log_bad_document_name(fresh: Fleet) -> None:
     fleet = fresh
-    for bad in ("ada-1", "widgets/ada-1", "posts/"):
+    for bad in ("ada-1", "posts/", "/ada-1", "state/posts/.json", "po\x1bsts/ada-1"):
         r = run(fleet, "log", bad, code=2)  # a usage error: the argument is malformed
         assert len(r.stderr.splitlines()) == 1 and "<collection>/<id>" in r.stderr
+    # well formed, but of no collection, now or in the history: a typo, said as one
+    r = run(fleet, "log", "widgets/ada-1", code=1)
+    assert r.stderr.strip().splitlines() == [
+        "fleet: widgets/ada-1: 'widgets' is not a collection in state/config.json (collections: agents, channels, "
+        "comments, follows, posts, reactions), and no document of that name is in the fleet's history"]
+
+
+@pytest.mark.parametrize("shard", [0, 2])
+def test_log_of_a_document_of_a_removed_collection_lists_its_history(fresh: Fleet, shard: int) -> None:
+    """The log reads history: a collection since dropped from the config (its folder
+    git rm'd) once made `fleet log <collection>/<id>` say "name a document as
+    <collection>/<id>", of a name that was one, with ticks of history."""
+    import hashlib
+
+    fleet = fresh
+    git = ["git", "-c", "user.name=p", "-c", "user.email=p@x"]
+    if shard:
+        cfg = json.loads(fleet.read("state/config.json"))
+        cfg["collections"]["comments"]["shard"] = shard
+        (fleet.path / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        subprocess.run([*git, "commit", "-qam", "shard comments"], cwd=fleet.path, check=True)
+    c = fleet.delta("cleo", Op("create", "comments", "cleo-9", (), {
+        "id": "cleo-9", "post": "ada-1", "author": "cleo", "body": "agreed"}))
+    fleet.push(c)
+    run(fleet, "merge")
+    h = hashlib.sha256(b"cleo-9").hexdigest()[:shard]
+    assert (fleet.path / "state/comments" / h / "cleo-9.json").is_file()
+    cfg = json.loads(fleet.read("state/config.json"))
+    del cfg["collections"]["comments"]
+    (fleet.path / "state/config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    subprocess.run(["git", "rm", "-rq", "state/comments"], cwd=fleet.path, check=True)
+    subprocess.run([*git, "commit", "-qam", "drop comments"], cwd=fleet.path, check=True)
+    for name in ("comments/cleo-9", f"state/comments/{h + '/' if h else ''}cleo-9.json"):
+        data = json.loads(run(fleet, "log", name, "--json").stdout)
+        assert [(e["status"], e["delta"] or e["reason"]) for e in data] == [("outside", "drop comments"),
+                                                                             ("applied", c["id"])], data
+        assert data[0]["ops"] == [f"deleted state/comments/{h + '/' if h else ''}cleo-9.json"]
+    r = run(fleet, "log", "comments/cleo-9", "--field", "body", code=1)  # a field's value is read on main
+    [line] = r.stderr.strip().splitlines()
+    assert "no such document on the fleet's main: 'comments' is not a collection in state/config.json" in line
+    assert "`fleet log comments/cleo-9` without --field lists the history it has" in line
 
 
 def test_log_with_origin(origin_fleet: tuple[Fleet, Path]) -> None:
