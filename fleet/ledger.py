@@ -1,6 +1,7 @@
 """The ledger in history: which deltas a tick commit applied and quarantined.
 
-The tree keeps ``limits.window`` ticks of ledger; every tick commit adds its
+The tree keeps the ledger of the tick just merged and of the ``limits.window``
+ticks before it (window + 1 folders); every tick commit adds its
 lines, so the diff between a tick commit and its parent names exactly the
 deltas that commit applied (new ledger lines) and quarantined (new quarantine
 lines). Replay and ``fleet log`` read history this way, however old.
@@ -113,7 +114,7 @@ def pruned_ledgers(git: Git, head: str, base: Any) -> Callable[[int], str | None
     """For a late delta's tick ``t``: why its ledger is no longer in main's tree
     (``base``, at ``head``), or None while it is whole.
 
-    A merge deletes the ledger of ticks older than its ``limits.window``. Lower the
+    The merge of tick j deletes the ledger of ticks before ``j - limits.window``. Lower the
     window, then raise it, and a late delta of a tick whose ledger went is inside the
     window again, with nothing left to tell it from the copy applied before: applied
     again, it would be applied twice. So a tick is judged by the merges since it:
@@ -156,8 +157,8 @@ def pruned_ledgers(git: Git, head: str, base: Any) -> Callable[[int], str | None
             read_back(t)
         for j in sorted(windows):
             if j > t and j - windows[j] > t:
-                return (f"the ledger of tick {t} was deleted by the merge of tick {j}, which kept "
-                        f"{windows[j]} tick(s) (limits.window was lower then): a late delta of tick {t} cannot be "
+                return (f"the ledger of tick {t} was deleted by the merge of tick {j}, which kept ticks "
+                        f"{j - windows[j]} to {j} (limits.window was {windows[j]} then): a late delta of tick {t} cannot be "
                         "told from one applied before, so it is not applied")
         if (not windows or min(windows) > t + 1) and not reaches:
             return (f"the history here does not reach tick {t} (a shallow clone), so whether its ledger was "

@@ -121,7 +121,8 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         needs.append(f"{len(undecided)} open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, "
                      "or their pull requests)")
     if quarantine:
-        needs.append(f"{len(quarantine)} quarantined delta(s) in the last {cfg.limits.window} ticks: read why "
+        # the tree keeps the tick merged last and limits.window before it (fleet.engine.write)
+        needs.append(f"{len(quarantine)} quarantined delta(s) in the last {cfg.limits.window + 1} ticks: read why "
                      "(`fleet log --delta ID`)")
     failed, first = failed_turns(last_tick.applied)
     if failed:
@@ -208,7 +209,7 @@ def _last_tick_commit(repo: FleetRepo, head: str) -> tuple[str, str] | None:
 
 
 def _ledger_window(snap: GitSnapshot, unreadable: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The deltas of the ledger still in the tree (``limits.window`` ticks), by worker, in delta order
+    """The deltas of the ledger still in the tree (``limits.window`` + 1 ticks), by worker, in delta order
     (a line that cannot be read is added to ``unreadable``, once per file)."""
     out: dict[str, list[dict[str, Any]]] = {}
     paths = [p for p in snap.under(LEDGER_DIR) if not p.rsplit("/", 1)[-1].startswith("_")]

@@ -17,7 +17,8 @@ Each delta ends in exactly one of three places:
   branch that was merged but not yet deleted); it is dropped, as it should be.
 
 The tree does not grow with the number of ticks: ledger and quarantine keep
-``limits.window`` ticks; older ones live in history, where replay reads them.
+the tick just merged and the ``limits.window`` ticks before it; older ones live
+in history, where replay reads them.
 
 Where each part lives: ``order`` parses, orders and de-duplicates the
 arrivals; ``apply`` applies ops to documents; ``fleet.authority`` says who may do

@@ -2,9 +2,9 @@
 
 What the appliers decided becomes files: every changed document in canonical
 form, each held conflict, the applied deltas' lines in the ledger, the
-quarantine records, and the totals. Ledger and quarantine keep
-``limits.window`` ticks; older ones are deleted from the tree (history keeps
-them).
+quarantine records, and the totals. Ledger and quarantine keep the tick
+merged and the ``limits.window`` ticks before it (window + 1 folders); older
+ones are deleted from the tree (history keeps them).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert f"tick 1 deltas/w3/s1/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
     assert s["needs_you"][:2] == [
         "1 open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, or their pull requests)",
-        "1 quarantined delta(s) in the last 8 ticks: read why (`fleet log --delta ID`)"]
+        "1 quarantined delta(s) in the last 9 ticks: read why (`fleet log --delta ID`)"]
     assert "needs you: 1 open conflict(s) to decide" in out
 
 
