@@ -37,13 +37,21 @@ def load_in(snap: Snapshot, rel: str, data: bytes) -> tuple[Any, str | None]:
 def world_problems(cfg: Config, read: Callable[[str], bytes | None]) -> list[tuple[str, str]]:
     """(file, what is wrong) for each problem of the world's tools and prompt
     (fleet.world): they are checked together, against the config."""
+    return world_report(cfg, read)[0]
+
+
+def world_report(cfg: Config, read: Callable[[str], bytes | None]
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(problems, warnings) of the world, each as (file, what): a world with no
+    problem may still be one its author did not mean (fleet.world.warnings)."""
     from fleet import world
 
-    out = []
-    for line in world.check(cfg, read)[1]:
+    built, lines = world.check(cfg, read)
+    problems = []
+    for line in lines:
         path, _, message = line.partition(": ")
-        out.append((path, message))
-    return out
+        problems.append((path, message))
+    return problems, world.warnings(cfg, read, built) if built is not None else []
 
 
 def touches_world(paths: list[str]) -> bool:

@@ -770,6 +770,34 @@ OWN_NAMES = ("agent", "persona")  # and an agent's own sections
 TEMPLATE_DEPTH = 12  # a value template's nesting: the input in it may nest 48, a delta holds 64
 
 
+def warnings(cfg: Config, read: Reader, world: World) -> list[tuple[str, str]]:
+    """(file, what) for what a checked world allows but its author likely did not
+    mean: warnings, not problems (each runs, and the example worlds differ on them).
+    An agent with no persona, where the prompt names ``{persona}`` for each agent
+    (in the ask, or an own section whose item cannot hold a field of that name):
+    its prompt says nothing there. The persona is optional in the config because a
+    world may keep it in a document instead (an own section listing it by ``{agent}``)."""
+    loader = _Loader(cfg, read)
+
+    def names(t: Text | None, collection: str | None, list_field: str | None = None) -> bool:
+        if t is None or not any(r.root == "persona" for r in t.refs):
+            return False
+        if collection is None:
+            return True  # no item: {persona} is the agent's
+        fields = loader._fields(collection, list_field)
+        return fields is not None and "persona" not in fields  # (an open schema's item may hold its own)
+
+    spec = world.prompt
+    named = names(spec.ask, None) or any(
+        names(s.text, s.doc.collection if s.doc else None)
+        or names(s.line, s.collection or (s.doc.collection if s.doc else None), s.list) for s in spec.own)
+    if not named:
+        return []
+    return [(CONFIG_PATH, f"agents.{aid}: no persona, though the prompt names {{persona}} for each agent (in its "
+                          f"own sections or ask): {aid}'s prompt has nothing there")
+            for aid, a in sorted(cfg.agents.items()) if not a.persona]
+
+
 def signers_problems(cfg: Config, read: Reader, what: Callable[[str], str | None] | None = None
                      ) -> list[tuple[str, str]]:
     """(file, what is wrong) if signing.allowed_signers names a file ``read`` does not

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from fleet import config as config_mod
-from fleet.checks import check_file, touches_world, world_problems
+from fleet.checks import check_file, touches_world, world_report
 from fleet.cli import dir_option, emit, json_option
 from fleet.config import CONFIG_PATH
 from fleet.errors import EXIT_FAILURE, FleetError
@@ -113,14 +113,17 @@ def validate(root: Path, target: Path | None = None,
         problem = check_file(cfg, f.layout or f.rel, data, read)
         if problem:
             problems.append(Problem(f.rel, problem))
+    warned: list[Problem] = []
     if target is None or touches_world([f.rel for f in files]):  # the world's tools and prompt, checked together
-        problems += [Problem(path, message) for path, message in world_problems(cfg, lambda p: _read_disk(root, p))]
+        found, warnings = world_report(cfg, lambda p: _read_disk(root, p))
+        problems += [Problem(path, message) for path, message in found]
+        warned += [Problem(path, message) for path, message in warnings]
         from fleet.world import signers_problems  # (fleet.world loads the schema library: only when needed)
 
         problems += [Problem(path, message)
                      for path, message in signers_problems(cfg, lambda p: _read_disk(root, p), lambda p: _kind(root, p))]
     unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
-    return len(files), unique, portability([f.rel for f in files if f.rel.startswith("state/")])
+    return len(files), unique, warned + portability([f.rel for f in files if f.rel.startswith("state/")])
 
 
 # Names Windows keeps for devices, whatever the extension: a checkout there fails on them.
