@@ -163,6 +163,7 @@ class World:
     tools: dict[str, Tool]
     prompt: PromptSpec
     files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # 'file: key: what', for `fleet validate` (see :func:`warnings`)
 
     def tools_of(self, cfg: Config, agent: str) -> dict[str, Tool]:
         """The tools ``agent`` may use: its ``actions``, else every tool."""
@@ -213,7 +214,7 @@ def check(cfg: Config, read: Reader) -> tuple[World | None, list[str]]:
     if loader.problems:
         return None, loader.problems
     assert prompt is not None
-    return World(tools, prompt, tuple(loader.files)), []
+    return World(tools, prompt, tuple(loader.files), tuple(loader.warned)), []
 
 
 class _Loader:
@@ -221,6 +222,7 @@ class _Loader:
         self.cfg = cfg
         self.read = read
         self.problems: list[str] = []
+        self.warned: list[str] = []  # what runs, but likely not as meant: 'file: key: what'
         self._needed: dict[str, str] = {}  # the tool being read: its needed documents' collections, by alias
         self.files: list[str] = []
         self.broken: set[str] = set()  # tools declared with a problem already reported
@@ -381,6 +383,7 @@ class _Loader:
             self._effect_shape(file, at, eff, "value" in decl, fields)
             if self._effect_fields(file, at, eff):  # (a typo is one line, not also "no agent may do this")
                 self._authority(file, at, eff)
+                self._input_bounds(file, at, eff, schema, checks)
             effects.append(eff)
         self._needed = {}
         if len(self.problems) > before:
@@ -444,6 +447,41 @@ class _Loader:
             if isinstance(sub, dict) and "type" in sub and sub["type"] != "integer":
                 self.problem(file, f"{at}.value", f"op 'incr' adds {{{v.whole.dotted}}}, which the input schema "
                                                   f"says is {sub['type']!r}, not an integer")
+
+    def _input_bounds(self, file: str, at: str, e: Effect, schema: dict[str, Any],
+                      checks: tuple[Condition, ...]) -> None:
+        """Warn where a field an effect writes is exactly one input value ("{input.x}")
+        and the input schema allows what the collection's schema refuses (a maximum,
+        a minimum, a length or an enum of both that disagree): every such call
+        quarantines the agent's turn. A warning: many calls may still be within both.
+        The tool's checks and the effect's ``when`` are read as far as they plainly
+        narrow that input ("!=" or "not in" literals leave its enum); one that says
+        more of it (==, in, or another reference) leaves it unjudged."""
+        if e.op not in ("set", "create", "append"):
+            return
+        start: tuple[str | None, ...] = (*e.path, ITEMS) if e.op == "append" else e.path
+
+        def walk(value: Any, place: tuple[str | None, ...]) -> Iterator[tuple[Ref, tuple[str | None, ...]]]:
+            if isinstance(value, Text) and value.whole is not None and value.whole.root == "input" and value.whole.path:
+                yield value.whole, place
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    yield from walk(v, (*place, k))
+
+        for ref, place in walk(e.value, start):
+            mine = _parts(schema, schema)
+            for step in ref.path:
+                mine = _below(mine, schema, step)
+            bounds = _narrowed(_bounds(mine), ref, checks + e.when)
+            if bounds is None:
+                continue
+            theirs = self._place(e.doc.collection, place)
+            why = _looser(bounds, _bounds(theirs))
+            if why:
+                field = ".".join("items" if p is ITEMS else str(p) for p in place) or "the document"
+                self.warned.append(f"{file}: {at}.value: {{{ref.dotted}}} {why[0]} (the tool's input schema), but "
+                                   f"{e.doc.collection} documents' {field} {why[1]} (schemas/"
+                                   f"{self.cfg.collections[e.doc.collection].schema}): every such call is quarantined")
 
     def _authority(self, file: str, at: str, e: Effect) -> None:
         """Refuse an effect that no agent could ever apply under the collection's rules."""
@@ -749,6 +787,70 @@ def _closed(parts: list[dict[str, Any]]) -> set[str] | None:
     return found
 
 
+_TIGHTER = {"maximum": min, "maxLength": min, "maxItems": min, "minimum": max, "minLength": max, "minItems": max}
+
+
+def _bounds(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bounds all ``parts`` set together at one place: the tightest of each
+    (numbers only; a bool is no bound), and the values an enum or const allows."""
+    out: dict[str, Any] = {}
+    for p in parts:
+        for key, tighter in _TIGHTER.items():
+            v = p.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[key] = tighter(out[key], v) if key in out else v
+        allowed = [p["const"]] if "const" in p else p.get("enum") if isinstance(p.get("enum"), list) else None
+        if allowed is not None:
+            lines = {canonical.dumps_line(v) for v in allowed}
+            out["enum"] = out["enum"] & lines if "enum" in out else lines
+    return out
+
+
+def _narrowed(bounds: dict[str, Any], ref: Ref, conditions: tuple[Condition, ...]) -> dict[str, Any] | None:
+    """``bounds`` of the input at ``ref`` less the values ``conditions`` rule out
+    ("!=" a literal, "not in" literals), or None where a condition says more of it."""
+    out = dict(bounds)
+    for c in conditions:
+        sides = [s for s in (c.left, c.right) if isinstance(s, Text) and s.whole is not None and s.whole == ref]
+        if not sides:
+            continue
+        other = c.right if sides[0] is c.left else c.left
+        values = _literal_value(other)
+        if c.op not in ("!=", "not in") or values is MISSING:
+            return None
+        ruled = [values] if c.op == "!=" else values if isinstance(values, list) else []
+        if "enum" in out:
+            out["enum"] = out["enum"] - {canonical.dumps_line(v) for v in ruled}
+    return out
+
+
+def _literal_value(value: Any) -> Any:
+    """A compiled condition side as the JSON it was written as, or MISSING where it names anything."""
+    if isinstance(value, Text):
+        return _literal(value) if not value.refs else MISSING
+    if isinstance(value, list):
+        items = [_literal_value(v) for v in value]
+        return MISSING if any(v is MISSING for v in items) else items
+    return value
+
+
+def _looser(mine: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, str] | None:
+    """(what the input allows, what the field allows) where the input declares a
+    bound looser than one the field declares, or None."""
+    words = {"maximum": "is at most {}", "minimum": "is at least {}", "maxLength": "is at most {} characters",
+             "minLength": "is at least {} characters", "maxItems": "holds at most {} items",
+             "minItems": "holds at least {} items"}
+    for key, tighter in _TIGHTER.items():
+        if key in mine and key in theirs and tighter(mine[key], theirs[key]) != mine[key]:
+            text = words[key].replace("is at", "may be at").replace("holds at", "may hold at")
+            return text.format(mine[key]), words[key].format(theirs[key])
+    if "enum" in mine and "enum" in theirs and not mine["enum"] <= theirs["enum"]:
+        extra = sorted(mine["enum"] - theirs["enum"])
+        return (f"may be {printable(', '.join(x.decode() for x in extra[:5]), 200)}",
+                f"is one of {printable(', '.join(x.decode() for x in sorted(theirs['enum'])[:10]), 300)}")
+    return None
+
+
 def _keys(value: Any, at: tuple[str | None, ...]) -> Iterator[tuple[str | None, ...]]:
     """The path of every key of the objects a value template writes at ``at``."""
     if isinstance(value, dict):
@@ -776,7 +878,9 @@ def warnings(cfg: Config, read: Reader, world: World) -> list[tuple[str, str]]:
     An agent with no persona, where the prompt names ``{persona}`` for each agent
     (in the ask, or an own section whose item cannot hold a field of that name):
     its prompt says nothing there. The persona is optional in the config because a
-    world may keep it in a document instead (an own section listing it by ``{agent}``)."""
+    world may keep it in a document instead (an own section listing it by ``{agent}``).
+    And what the loader warned of: a tool's input looser than the field it writes
+    (:meth:`_Loader._input_bounds`)."""
     loader = _Loader(cfg, read)
 
     def names(t: Text | None, collection: str | None, list_field: str | None = None) -> bool:
@@ -788,12 +892,13 @@ def warnings(cfg: Config, read: Reader, world: World) -> list[tuple[str, str]]:
         return fields is not None and "persona" not in fields  # (an open schema's item may hold its own)
 
     spec = world.prompt
+    out = [(w.partition(": ")[0], w.partition(": ")[2]) for w in world.warnings]
     named = names(spec.ask, None) or any(
         names(s.text, s.doc.collection if s.doc else None)
         or names(s.line, s.collection or (s.doc.collection if s.doc else None), s.list) for s in spec.own)
     if not named:
-        return []
-    return [(CONFIG_PATH, f"agents.{aid}: no persona, though the prompt names {{persona}} for each agent (in its "
+        return out
+    return out + [(CONFIG_PATH, f"agents.{aid}: no persona, though the prompt names {{persona}} for each agent (in its "
                           f"own sections or ask): {aid}'s prompt has nothing there")
             for aid, a in sorted(cfg.agents.items()) if not a.persona]
 
