@@ -186,6 +186,8 @@ _JUNK = st.sampled_from([
 
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(junk=_JUNK, workers=st.integers(1, 3))
+@example(junk={"deltas/w2/s1/t2-w2-s1-0123456789abcdef.json": b'{"tick": 2, "worker": "w2", "agent": "ada"}'},
+         workers=1)  # another worker's folder, and no delta: ada's turn once counted as done
 def test_a_worker_branch_pushed_early_by_someone_else_never_passes_for_its_turns(
         tmp_path_factory: object, junk: dict[str, bytes], workers: int) -> None:
     """A branch fleet/t2/w1 that no worker of the fleet pushed (no delta of w1's agents

@@ -33,6 +33,8 @@ from fleet import world as world_mod
 from fleet.cli import dir_option, emit, flag_seconds, json_option
 from fleet.clock import Clock
 from fleet.commands.merge import merge
+from fleet.config import Limits
+from fleet.delta import DELTA_DIR
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, git_reason, toplevel
 from fleet.ids import printable
@@ -82,36 +84,40 @@ class TickLine:
     waiting: int = 0  # turns an earlier, interrupted run had delivered: merged now, not run again
 
 
-def waiting_turns(repo: FleetRepo, sources: list[Source], outbox: Path, tick: int, max_bytes: int) -> dict[str, str]:
-    """Agent -> where its turn of ``tick`` waits for the merge: a worker branch of
-    that tick on the remote (``sources``, as fetched) or a delta file of that tick in this
-    clone's outbox, from any worker. A file that is not such a delta (cut short,
-    not fleet's) is no turn done: the merge quarantines it, and its agent runs."""
-    from fleet.delta import DELTA_DIR
+def waiting_turns(repo: FleetRepo, sources: list[Source], outbox: Path, tick: int, limits: Limits) -> dict[str, str]:
+    """Agent -> where its turn of ``tick`` waits for the merge: a delta of that tick
+    on a worker branch of it on the remote (``sources``, as fetched; in the branch's
+    own worker's folder) or in this clone's outbox, from any worker. Only a file the
+    merge would read as a delta counts (fleet.delta.parse, named for its id): one
+    that is not (cut short, not fleet's, in another worker's folder) is no turn done,
+    the merge quarantines it, and its agent runs."""
+    from fleet.delta import Arrival, Rejected, misnamed, parse
 
     found: dict[str, str] = {}
 
-    def note(data: bytes, worker: str, where: str) -> None:
+    def note(arrival: Arrival, worker: str, where: str) -> None:
         try:
-            body = canonical.parse(data, canonical.MAX_DEPTH)
-        except canonical.JSONProblem:
+            d = parse(arrival, limits)
+        except Rejected:
             return
-        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
-                and isinstance(body.get("agent"), str):
-            found.setdefault(body["agent"], where)
+        if d.tick == tick and d.worker == worker and misnamed(d, arrival.path) is None:
+            found.setdefault(d.agent, where)
 
-    for a in repo.arrivals(sources, max_bytes) if sources else ():
-        if a.refused is None and (parts := a.path.split("/"))[0] == DELTA_DIR and len(parts) == 4:
-            note(a.data, parts[1], a.source.removeprefix("refs/heads/"))
+    for a in repo.arrivals(sources, limits.max_delta_bytes) if sources else ():
+        branch = a.source.removeprefix("refs/heads/")
+        m = WORKER_BRANCH.match(branch)
+        if m is not None:
+            note(a, m.group(2), branch)
     try:
         files = sorted((outbox / DELTA_DIR).glob(f"*/*/t{tick}-*.json"))
     except OSError:
         files = []
     for f in files:
         try:
-            if f.is_symlink() or not f.is_file() or f.stat().st_size > max_bytes:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > limits.max_delta_bytes:
                 continue
-            note(f.read_bytes(), f.parent.parent.name, "the outbox")
+            note(Arrival(str(outbox), f.relative_to(outbox).as_posix(), f.read_bytes()), f.parent.parent.name,
+                 "the outbox")
         except OSError:
             continue
     return found
@@ -441,7 +447,7 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     # outbox) are not run again, whatever worker count or mode that run had: each worker
     # knows only its own branch or folder, and agents move between workers with the count.
     sources = [s for s in repo.sources() if (m := WORKER_BRANCH.match(s.branch)) and int(m.group(1)) == tick]
-    waiting = waiting_turns(repo, sources, kept, tick, cfg.limits.max_delta_bytes)
+    waiting = waiting_turns(repo, sources, kept, tick, cfg.limits)
     agents = [a for a in roster(cfg.agents) if a not in waiting]
     if waiting or sources:
         # a worker branch of this tick exists (an earlier run's, or one nobody of ours
