@@ -35,6 +35,7 @@ _STRIP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", 
 # claimer, a holder's complete or the watchdog. So each runs under a bound.
 NETWORK = frozenset({"fetch", "ls-remote", "push", "clone", "pull"})
 DEFAULT_NETWORK_TIMEOUT = 600.0  # seconds; FLEET_GIT_TIMEOUT overrides it (0: no bound)
+MAX_NETWORK_TIMEOUT = 7 * 86400.0  # a week: beyond it, a bound in name only (and past what a wait can take)
 
 
 def network_timeout() -> float | None:
@@ -44,7 +45,11 @@ def network_timeout() -> float | None:
     try:
         seconds = float(raw) if raw else DEFAULT_NETWORK_TIMEOUT
     except ValueError:
-        raise FleetError(f"FLEET_GIT_TIMEOUT={raw[:40]!r}: expected a number of seconds (0: no bound)") from None
+        seconds = -1.0
+    # inf, nan, 1e400 or a negative number bound nothing, or crash the wait: refused as words are
+    if not 0 <= seconds <= MAX_NETWORK_TIMEOUT:
+        raise FleetError(f"FLEET_GIT_TIMEOUT={raw[:40]!r}: expected a number of seconds from 0 to "
+                         f"{MAX_NETWORK_TIMEOUT:.0f} (0: no bound)")
     bound = seconds if seconds > 0 else None
     if _DEADLINES:  # a command's own deadline (fleet work --timeout): a remote that does not answer eats none of it
         left = max(1.0, _DEADLINES[-1] - time.monotonic())

@@ -165,9 +165,19 @@ def test_a_push_to_a_remote_that_answers_nothing_at_all_is_refused_saying_nobody
     assert main == old
 
 
-def test_the_bound_must_be_a_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEET_GIT_TIMEOUT", "soon")
+@pytest.mark.parametrize("value", ["soon", "inf", "-inf", "nan", "NaN", "1e400", "-1", "-0.5", "1e9", "0x10", "5s"])
+def test_the_bound_must_be_a_number_of_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """Words, infinities, NaN, negatives and bounds beyond a week are refused in one
+    line: once, inf crashed the wait (OverflowError) and nan or -1 bound nothing."""
+    monkeypatch.setenv("FLEET_GIT_TIMEOUT", value)
     subprocess.run(["git", "init", "-q", str(tmp_path / "r")], check=True)
     from fleet.errors import FleetError
-    with pytest.raises(FleetError, match=r"FLEET_GIT_TIMEOUT='soon': expected a number of seconds"):
+    with pytest.raises(FleetError, match=r"FLEET_GIT_TIMEOUT=.*: expected a number of seconds from 0 to"):
         Git(tmp_path / "r").proc("ls-remote", str(tmp_path / "r"))
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "600", " 30 ", ""])
+def test_a_bound_in_seconds_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("FLEET_GIT_TIMEOUT", value)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "r")], check=True)
+    assert Git(tmp_path / "r").proc("ls-remote", str(tmp_path / "r")).returncode == 0
