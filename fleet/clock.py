@@ -238,6 +238,24 @@ class Clock:
         won: Start | None = ch.result
         return won == mine, won
 
+    def release(self, tick: int, at: float, by: str, why: str) -> bool:
+        """End ``by``'s hold on ``tick`` at ``at`` (its lease runs out now): a run that
+        started the tick and then failed before anything of it was delivered, so that
+        another run (another clone, the workflow) may start it at once, not after
+        the lease, and `fleet status` stops calling it under way. True if released;
+        a record that is not this run's hold of that tick is left as it is."""
+
+        def decide_(records: Records, _cfg: Config, _now: _dt.datetime) -> Change:
+            doc = records.docs.get(START)
+            held = Start.of(doc) if doc else None
+            if held is None or held.tick != tick or held.by != by or held.lease_until <= at:
+                return Change([], False)
+            ended = Start(held.tick, held.started, max(held.started, float(int(at))), held.by, held.how)
+            return Change([(f"clock: tick {tick} released ({by}: {why[:200]})\n", {START: ended.to_json()})], True)
+
+        ch, _ = self.store.change(decide_)
+        return bool(ch.result)
+
 
     def relay(self, after: int, seq: int, at: float, by: str) -> bool:
         """Record the ``seq``-th relay of the chain that tick ``after``'s merge started:

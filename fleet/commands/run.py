@@ -481,8 +481,9 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
             if why == NO_REASON and time.monotonic() >= limit:
                 why = (f"the deadline of {wait:g}s passed before any worker finished; "
                        f"{'--deadline' if deadline is not None else 'run.deadline_seconds'} gives them longer")
+            released = _release(repo, tick, root, why)
             raise FleetError(f"tick {tick}: none of {len(planned)} worker(s) delivered ({why}); "
-                             f"nothing was merged and main stays at tick {tick - 1}")
+                             f"nothing was merged and main stays at tick {tick - 1}{released}")
         try:
             # the outbox whatever this tick's mode: what an earlier run left there is merged now, not late
             inbox = (kept,) if kept.is_dir() and (outbox is not None or _has_files(kept)) else ()
@@ -500,6 +501,17 @@ def _tick(root: Path, merge_cache: Path, url: str, workers: int | None, provider
     finally:
         _stop(procs)
         logs.close()  # (the merge takes from the outbox what it decided; what is left waits for the next)
+
+
+def _release(repo: FleetRepo, tick: int, root: Path, why: str) -> str:
+    """Free this run's start of ``tick`` (it failed with nothing delivered); what to add
+    to the run's error about it."""
+    try:
+        if Clock(repo).release(tick, time.time(), _me(root), f"none of its workers delivered: {why}"):
+            return "; its start is released on fleet/clock, so any run may start it again"
+    except FleetError as e:
+        return f"; its start could not be released ({e}), so other clones wait for its lease to end"
+    return ""
 
 
 def _refuse_main(repo: FleetRepo) -> None:

@@ -238,6 +238,27 @@ def test_a_deadline_no_worker_can_meet_is_named_as_the_reason(tmp_path: Path) ->
     assert p.returncode == 1 and "the deadline of 0.001s passed before any worker finished" in p.stderr, p.stderr
 
 
+def test_a_run_that_failed_with_nothing_delivered_releases_its_start(tmp_path: Path) -> None:
+    """A run whose workers all missed the deadline held tick 1 on fleet/clock for its whole
+    lease: `fleet status` called it under way and another clone could not start it for
+    half an hour. Now the failed run releases its start: the other clone starts the tick
+    at once, and no turn is lost or run twice."""
+    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
+    init(seed)
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for c in (one, two):
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+    p = fleet_cli(one, "run", "--ticks", "1", "--workers", "2", "--remote", "origin", "--deadline", "0.001")
+    assert p.returncode == 1 and "its start is released on fleet/clock" in p.stderr, p.stderr
+    status = json.loads(fleet_cli(two, "status", "--remote", "origin", "--json").stdout)
+    assert "under way" not in json.dumps(status), status
+    p = fleet_cli(two, "run", "--ticks", "1", "--workers", "2", "--remote", "origin", "--json")
+    assert p.returncode == 0 and [t["tick"] for t in json.loads(p.stdout)["ticks"]] == [1], p.stdout + p.stderr
+    agents = json.loads((seed / "state/config.json").read_text())["agents"]
+    assert json.loads(p.stdout)["ticks"][0]["applied"] + json.loads(p.stdout)["ticks"][0]["noop"] == len(agents)
+
+
 def test_run_three_ticks_replays_and_leaves_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "x"
     init(repo)
