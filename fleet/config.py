@@ -235,6 +235,11 @@ class KnowledgeSettings:
                    KnowledgePlace(**raw["lessons"]) if "lessons" in raw else None, raw.get("tokens", 1000))
 
 
+# names bus.branch cannot take: branches the fleet has, or has under them (case-blind, as
+# a remote on macOS or Windows keeps loose refs)
+TAKEN_BRANCHES = ("main", "fleet", "head")
+
+
 @dataclass(frozen=True)
 class BusSettings:
     """The message bus (fleet.bus): where it lives, its branches, its extra types and limits."""
@@ -382,6 +387,13 @@ def parse(data: bytes, where: str = CONFIG_PATH) -> Config:
         if name.lower().endswith(".json"):  # state/config.json/<id>.json cannot be beside state/config.json
             raise FleetError(f"{where}: collection name {name!r} ends in .json: its folder state/{name}/ would take "
                              "the place of a file of state/ (config.json, fleet.json, a declaration file)")
+    bus_branch = raw.get("bus", {}).get("branch", BusSettings.branch)
+    if bus_branch.lower() in TAKEN_BRANCHES:
+        # git keeps refs/heads/<branch>/out/<lane> as a file under a folder: a branch named
+        # so already (main; fleet's own fleet/tasks, fleet/clock...) leaves no room for it
+        raise FleetError(f"{where}: bus.branch {bus_branch!r} is taken: the bus's branches are <branch>/out/<lane> "
+                         f"and <branch>/box/<agent>, which git cannot keep beside a branch {bus_branch!r} (or "
+                         f"{bus_branch}/...) of the fleet's own; choose another name (default {BusSettings.branch!r})")
     agents = {}
     for aid, a in raw["agents"].items():
         unknown = set(a.get("grants", {})) - set(collections)

@@ -51,6 +51,23 @@ def test_a_reserved_collection_name_is_refused() -> None:
         parse(canonical.dumps(raw))
 
 
+@given(st.sampled_from(["main", "fleet", "head"]).flatmap(
+    lambda n: st.lists(st.booleans(), min_size=len(n), max_size=len(n)).map(
+        lambda up: "".join(c.upper() if u else c for c, u in zip(n, up, strict=True)))))
+@settings(max_examples=20)
+def test_a_bus_branch_git_cannot_keep_beside_the_fleets_own_is_refused(name: str) -> None:
+    """bus.branch "main" passed validate; then every message push was refused by git
+    ('refs/heads/main' exists), retried for two minutes as a lost race, and messages
+    sent from ticks were never delivered. Names the fleet's branches take are refused."""
+    with pytest.raises(FleetError, match=f"bus.branch {name!r} is taken"):
+        parse(canonical.dumps(config(bus={"branch": name})), "state/config.json")
+
+
+@pytest.mark.parametrize("name", ["fleet-bus", "mainline", "fleets", "bus", "Main-bus"])
+def test_a_bus_branch_of_its_own_is_taken(name: str) -> None:
+    assert parse(canonical.dumps(config(bus={"branch": name}))).bus.branch == name
+
+
 def test_duplicate_keys_in_the_config_are_refused() -> None:
     data = TEMPLATE.read_bytes().replace(b'{', b'{"limits": {}, ', 1)
     with pytest.raises(FleetError, match="duplicate key 'limits'"):
