@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleet import bus as bus_mod
-from fleet import canonical
+from fleet import canonical, schemas
 from fleet import config as config_mod
 from fleet.bus import Bus, parse_stamp, stamp, status_of
+from fleet.commands.task import _task_line
 from fleet.errors import FleetError
+from fleet.ids import printable
 from fleet.repo import FleetRepo
 from fleet.store import now
-from fleet.tasks import MAX_FENCE
+from fleet.tasks import BRANCH, MAX_FENCE, Queue, Task, claim, returned, task_path
+from fleet.tasks import parse_stamp as task_stamp
+from tests.commands.test_task import add
 from tests.conftest import Fleet, run
 from tests.test_bus import _template
+from tests.test_task_defects import doc_of, hand_edit
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = config_mod.parse((ROOT / "state/config.json").read_bytes())
@@ -205,3 +211,148 @@ def test_a_submodule_on_a_lane_is_named_as_a_link_is(fleet: Fleet) -> None:
                                                                                True)]
     _, bad = bus.heartbeats()
     assert [(q.where, "submodule" in q.reason) for q in bad] == [("fleet-bus/out/evil:beat/w9.json", True)]
+
+
+# -- integers of a task record (#4) ----------------------------------------------------
+BOUNDS = {"priority": 4, "fence": MAX_FENCE, "attempts": MAX_COUNT, "failures": MAX_COUNT}
+NEAR = st.one_of(*(st.integers(b - 2, b + 2) for b in (0, 4, MAX_FENCE, 2**63, 2**64 - 1)),
+                 st.integers(-(2**70), 2**70))
+
+
+def _doc(**kw: Any) -> dict[str, Any]:
+    return {"id": "tk-x", "title": "t", "status": "pending", "priority": 2, "deps": [], "for": None, "fence": 0,
+            "attempts": 0, "failures": 0, "claimed_by": None, "claimed_at": None, "lease_until": None,
+            "not_before": None, "created_at": "2026-11-22T10:00:00.000Z", "updated_at": "2026-11-22T10:00:00.000Z",
+            **kw}
+
+
+@settings(max_examples=600, deadline=None)
+@given(key=st.sampled_from(sorted(BOUNDS)), value=NEAR, held=st.booleans())
+def test_every_integer_of_a_task_is_read_only_within_its_bound_and_written_back_readable(
+        key: str, value: int, held: bool) -> None:
+    """A task fleet reads is one it can count on: each step that adds one (a claim, a
+    failure, a watchdog's return) writes a record the queue reads back."""
+    doc = _doc(**{key: value})
+    if held:
+        doc.update(status="in-progress", fence=max(doc["fence"], 1) if key != "fence" else value, claimed_by="ada",
+                   claimed_at="2026-11-22T11:00:00.000Z", lease_until="2026-11-22T11:30:00.000Z")
+    try:
+        t = Task.parse(doc, "tk-x.json")
+    except FleetError as e:
+        assert not 0 <= value <= BOUNDS[key] or (held and key == "fence" and value == 0), (key, value)
+        assert f"at /{key}" in str(e) or (held and key == "fence")
+        return
+    assert 0 <= value <= BOUNDS[key]
+    steps = [returned(t, CFG, AT, "lease ran out")[0]] if held else []
+    if not held and t.fence < MAX_FENCE:
+        steps.append(claim(Queue("tip", {t.id: t}), CFG, AT, "ada", task_id=t.id).task)
+    for new in steps:
+        data = canonical.dumps(new.to_json())  # the crash: "Integer exceeds 64-bit range"
+        Task.parse(canonical.load(data, "back"), "back")
+
+
+@pytest.mark.parametrize("key", ["failures", "attempts"])
+@pytest.mark.parametrize("value", [MAX_COUNT + 1, 2**64 - 1])
+def test_a_counter_past_its_bound_is_quarantined_and_the_queue_goes_on(
+        origin_fleet: tuple[Fleet, Path], tmp_path: Path, key: str, value: int) -> None:
+    """The walkthrough: two expired leases, one task's failures at 2^64-1; the watchdog
+    crashed on writing it back (+1) and returned neither."""
+    f, bare = origin_fleet
+    a, b = add(f, "a", "--id", "tk-a"), add(f, "b", "--id", "tk-b")
+    c = add(f, "c", "--id", "tk-c")
+    held = {"status": "in-progress", "fence": 1, "attempts": 1, "claimed_by": "ada",
+            "claimed_at": "2000-01-01T00:00:00.000Z", "lease_until": "2000-01-01T00:00:00.000Z"}
+    hand_edit(f, bare, {a: {**doc_of(bare, a), **held, key: value}, b: {**doc_of(bare, b), **held}},
+              tmp_path / "person")
+    where = f"{BRANCH}:{task_path(a)}"
+    r = run(f, "watchdog")
+    assert f"returned {b}: lease of ada" in r.output
+    assert f"{where}: at /{key}: {value} is greater than the maximum of {MAX_COUNT}" in r.output
+    got = json.loads(run(f, "task", "claim", "--as", "ada", "--json").stdout)
+    assert got["id"] == c
+    assert doc_of(bare, a)[key] == value  # left in place, not read
+
+
+def test_a_task_fleet_writes_after_a_claim_at_the_counter_bound_stays_readable() -> None:
+    t = Task.parse(_doc(attempts=MAX_COUNT, failures=MAX_COUNT), "tk-x.json")
+    step = claim(Queue("tip", {t.id: t}), CFG, AT, "ada", task_id=t.id)
+    assert step.task.attempts == MAX_COUNT
+    back, _ = returned(replace(step.task), CFG, AT, "x")
+    assert back.failures == MAX_COUNT
+    Task.parse(back.to_json(), "back")
+
+
+_RECORDS = {
+    "task": _doc(),
+    "worker": {"worker": "w1", "status": "alive", "last_tick": 1, "since": 1, "reason": "x",
+               "updated_at": "2026-11-22T10:00:00.000Z"},
+    "heartbeat": {"name": "h1", "kind": "machine", "ts": "2026-11-22T10:00:00.000000Z", "tick": 1},
+    "clock": {"id": "start", "tick": 1, "started": "2026-11-22T10:00:00Z", "lease_until": "2026-11-22T10:10:00Z",
+              "by": "x", "how": "by hand"},
+    "relay": {"id": "chain", "after": 0, "seq": 1, "by": "x", "at": "2026-11-22T10:00:00Z"},
+}
+INTEGERS = [("task", "priority", 0, 4), ("task", "fence", 0, MAX_FENCE), ("task", "attempts", 0, MAX_COUNT),
+            ("task", "failures", 0, MAX_COUNT), ("worker", "last_tick", 0, MAX_FENCE), ("worker", "since", 0, MAX_FENCE),
+            ("heartbeat", "tick", 0, MAX_FENCE), ("clock", "tick", 1, MAX_FENCE), ("relay", "after", 0, MAX_FENCE),
+            ("relay", "seq", 1, MAX_FENCE)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.sampled_from(INTEGERS), value=NEAR)
+def test_every_integer_of_every_record_fleet_reads_is_bounded_by_its_schema(case: tuple[str, str, int, int],
+                                                                            value: int) -> None:
+    """The queue's, the bus's and the clock's records: no integer past what any JSON
+    reader holds exactly (and fleet adds one to without passing what it writes)."""
+    schema, key, low, high = case
+    found = schemas.first_error(schemas.protocol(schema), {**_RECORDS[schema], key: value})
+    assert (found is None) == (low <= value <= high), (schema, key, value, found)
+
+
+# -- names shown to a person (#5) --------------------------------------------------------
+@settings(max_examples=400, deadline=None)
+@given(key=st.sampled_from(["claimed_by", "for"]), name=hostile_names(), held=st.booleans())
+def test_a_name_of_a_task_with_a_hidden_character_is_refused_and_never_printed_raw(
+        key: str, name: str, held: bool) -> None:
+    doc = _doc(**{key: name})
+    if held:
+        doc.update(status="in-progress", fence=1, claimed_at="2026-11-22T11:00:00.000Z",
+                   lease_until="2026-11-22T11:30:00.000Z", claimed_by=doc["claimed_by"] or "ada")
+    with pytest.raises(FleetError, match=f"at /{key}"):
+        Task.parse(doc, "tk-x.json")
+    # and were one read all the same (a queue from before the rule), its line is still one line
+    t = Task.of(doc)
+    line = _task_line(dict(t.to_json(), wave=0))
+    assert "\n" not in line and printable(name, 130) in line and line.isprintable()
+
+
+def test_a_forged_holder_is_quarantined_not_printed_as_a_line_of_its_own(origin_fleet: tuple[Fleet, Path],
+                                                                         tmp_path: Path) -> None:
+    f, bare = origin_fleet
+    a, b = add(f, "a", "--id", "tk-a"), add(f, "b", "--id", "tk-b")
+    forged = "ada\ntk-zz          P0 W0 done        bob  paid"
+    hand_edit(f, bare, {a: dict(doc_of(bare, a), status="in-progress", fence=1, attempts=1, claimed_by=forged,
+                                claimed_at="2000-01-01T00:00:00.000Z", lease_until="2000-01-01T00:00:00.000Z"),
+                        b: dict(doc_of(bare, b), **{"for": "ada\x1b[2J"})}, tmp_path / "person")
+    for args, code in ((("task", "list"), 0), (("watchdog",), 3)):  # (3: the watchdog found nothing to do)
+        out = run(f, *args, code=code).output
+        assert not any(x.startswith("tk-zz") for x in out.splitlines()) and "\x1b" not in out
+        assert f"{BRANCH}:{task_path(a)}: at /claimed_by" in out and f"{BRANCH}:{task_path(b)}: at /for" in out
+
+
+# -- stamps of a task (#3: every parse of a stamp from hostile data) ------------------------
+@settings(max_examples=500, deadline=None)
+@given(key=st.sampled_from(["created_at", "updated_at", "not_before", "done_at", "escalated_at"]),
+       ts=pattern_stamps(fraction=3, zone=True))
+@example(key="created_at", ts="9999-12-31T23:59:59.000-14:00")
+@example(key="not_before", ts="0001-01-01T00:00:00.000+14:00")
+def test_a_task_stamp_fleet_reads_is_one_it_can_compute_with(key: str, ts: str) -> None:
+    """The pattern lets offsets through: 9999-12-31T23:59:59-14:00 is a real time, but
+    past year 9999 in UTC, where a report buckets it by day."""
+    try:
+        t = Task.parse(_doc(**{key: ts}), "tk-x.json")
+    except FleetError as e:
+        assert f"at /{key}" in str(e)
+        return
+    when = task_stamp(getattr(t, key))
+    when.astimezone(_dt.UTC)
+    assert (when < AT) or (when >= AT)
