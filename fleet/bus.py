@@ -44,7 +44,7 @@ from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
-from fleet.ids import NAME_RULE, is_safe_id, printable, utf8
+from fleet.ids import NAME_RULE, device_name, is_safe_id, printable, utf8
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
@@ -268,9 +268,9 @@ def lane_of(repo: FleetRepo, given: str | None = None) -> str:
             host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32].strip(".-") or "host"
             lane = f"{host}-{secrets.token_hex(3)}"
             repo.git.proc("config", LANE_CONFIG, lane)
-    if not is_safe_id(lane) or ".." in lane:
-        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name ({NAME_RULE}; set by --lane, "
-                         f"${LANE_ENV} or git config {LANE_CONFIG})")
+    if not is_safe_id(lane) or ".." in lane or device_name(lane):
+        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name ({NAME_RULE}; not one Windows keeps "
+                         f"for a device, such as CON; set by --lane, ${LANE_ENV} or git config {LANE_CONFIG})")
     return lane
 
 
@@ -466,6 +466,8 @@ class Bus:
                 if not is_safe_id(item["id"]) or ".." in item["id"]:
                     raise FleetError(f"message id '{printable(item['id'], 80)}': an id is a name of 1 to 128 "
                                      "letters, digits, '_', '.', '-', the first a letter or digit")
+                if device_name(item["id"]):  # to/<agent>/CON.json: no clone on Windows could hold it
+                    raise FleetError(f"message id '{item['id']}': a name Windows keeps for a device; pick another")
                 msg = {"id": item["id"], "ts": item.get("ts") or stamp(at), "from": item["from"], "to": item["to"],
                        "type": item["type"], "body": item["body"]}
                 path = message_path(msg["to"], msg["id"])
@@ -667,6 +669,8 @@ class Bus:
         """Post a heartbeat of ``name`` (a worker, agent or machine)."""
         if not is_safe_id(name) or ".." in name:
             raise FleetError(f"heartbeat name '{printable(name, 80)}': not a name ({NAME_RULE})")
+        if device_name(name):  # beat/<name>.json
+            raise FleetError(f"heartbeat name '{name}': a name Windows keeps for a device; pick another")
         if kind not in KINDS:
             raise FleetError(f"heartbeat kind '{printable(kind, 40)}': one of {', '.join(KINDS)}")
         b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:MAX_NOTE] if note else None}

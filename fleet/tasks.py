@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fleet import docpath, keys, schemas
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
-from fleet.ids import NAME_RULE, is_safe_id, printable
+from fleet.ids import NAME_RULE, device_name, is_safe_id, printable
 from fleet.repo import FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records
 
@@ -594,6 +594,8 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
         raise FleetError(f"{where}: unknown field {unknown[0]!r} (a task has {', '.join(sorted(INPUT_KEYS))})")
     if "id" in item and not is_safe_id(item["id"]):
         raise FleetError(f"{where}: id {str(item['id'])[:60]!r} is not a name ({NAME_RULE})")
+    if "id" in item and device_name(item["id"]):  # tasks/<hh>/<id>.json: no clone on Windows could hold it
+        raise FleetError(f"{where}: id {item['id']!r} is a name Windows keeps for a device; pick another")
     if "id" in item and keys.redact(item["id"]) != item["id"]:
         raise FleetError(f"{where}: id contains a secret from the environment; pick another id")
     target = item.get("for")

@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from fleet import bus as bus_mod
 from fleet import canonical, schemas
 from fleet import config as config_mod
-from fleet.bus import Bus, parse_stamp, stamp, status_of
+from fleet.bus import Bus, lane_of, parse_stamp, stamp, status_of
 from fleet.commands.task import _task_line
 from fleet.errors import FleetError
-from fleet.ids import printable
+from fleet.ids import WINDOWS_DEVICES, printable
 from fleet.repo import FleetRepo
 from fleet.store import now
-from fleet.tasks import BRANCH, MAX_FENCE, Queue, Task, claim, returned, task_path
+from fleet.tasks import BRANCH, MAX_FENCE, Queue, Task, claim, new_task, returned, task_path
 from fleet.tasks import parse_stamp as task_stamp
 from tests.commands.test_task import add
 from tests.conftest import Fleet, run
@@ -356,3 +356,35 @@ def test_a_task_stamp_fleet_reads_is_one_it_can_compute_with(key: str, ts: str) 
     when = task_stamp(getattr(t, key))
     when.astimezone(_dt.UTC)
     assert (when < AT) or (when >= AT)
+
+
+# -- names fleet writes as a file name (#6b) -------------------------------------------------
+DEVICES = st.tuples(st.sampled_from(sorted(WINDOWS_DEVICES)), st.sampled_from(["", ".json", ".x", ".tar.gz"]),
+                    st.booleans()).map(lambda t: (t[0].lower() if t[2] else t[0]) + t[1])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=DEVICES)
+def test_a_device_name_is_refused_wherever_a_person_names_a_file(tmp_path_factory: pytest.TempPathFactory,
+                                                                  name: str) -> None:
+    root = tmp_path_factory.mktemp("dev")
+    shutil.copytree(_template(tmp_path_factory), root / "f", symlinks=True)
+    repo = FleetRepo(root / "f")
+    bus = Bus(repo)
+    before = bus.lanes()
+    with pytest.raises(FleetError, match="device"):
+        bus.send("ada", "basil", "note", "hi", lane="good", msg_id=name)
+    with pytest.raises(FleetError, match="device"):
+        bus.beat(name, "machine", lane="good")
+    with pytest.raises(FleetError, match="device"):
+        lane_of(repo, name)
+    with pytest.raises(FleetError, match="device"):
+        new_task({"title": "x", "id": name}, "tasks.jsonl:1", CFG, AT)
+    assert bus.lanes() == before  # nothing was pushed
+    new_task({"title": "x", "id": f"x{name}"}, "tasks.jsonl:1", CFG, AT)  # a name that only ends so is fine
+
+
+def test_msg_send_with_a_device_id_is_one_line_and_sends_nothing(fleet: Fleet) -> None:
+    r = run(fleet, "msg", "send", "--id", "CON", "--from", "ada", "--to", "basil", "--body", "hi", code=1)
+    assert r.output.count("\n") == 1 and "'CON'" in r.output and "device" in r.output
+    assert Bus(FleetRepo(fleet.path)).inbox("basil").messages == []
