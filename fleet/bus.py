@@ -44,7 +44,7 @@ from fleet import canonical, keys, schemas
 from fleet.config import Config
 from fleet.errors import FleetError
 from fleet.git import git_reason
-from fleet.ids import NAME_RULE, is_safe_id, printable, utf8
+from fleet.ids import NAME_RULE, device_name, is_safe_id, printable, utf8
 from fleet.repo import TRACKING, FleetRepo, fetch_failed
 from fleet.store import BranchStore, Change, Kind, Records, now
 from fleet.tick_messages import message_types
@@ -63,15 +63,36 @@ MAX_FILE_BYTES = 2 * 1048576 + 4096  # a file bigger than any valid message is n
 
 
 LINK = "is a symbolic link; a bus file is a regular file (git mode 100644)"
+GITLINK = "is a submodule (git mode 160000); a bus file is a regular file (git mode 100644)"
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# How far ahead of this clock a heartbeat may be (clocks differ a little): one
+# from further ahead would keep its name alive until then, so it is quarantined.
+MAX_AHEAD = 300
 
 
 def stamp(when: _dt.datetime) -> str:
     """UTC with microseconds, as a delta's utc: 2026-12-01T22:29:00.123456Z."""
-    return when.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(_dt.UTC).strftime(STAMP_FORMAT)
 
 
 def parse_stamp(text: str) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """A stamp as a time; FleetError if it is none. A file on a lane is anyone's
+    bytes: the schema's pattern lets 2026-02-30 and 9999-99-99 through."""
+    try:
+        return _dt.datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=_dt.UTC)
+    except (TypeError, ValueError):
+        raise FleetError(f"'{printable(str(text), 40)}' is not a UTC time such as 2026-12-01T22:29:00.123456Z") from None
+
+
+def stamp_problem(doc: dict[str, Any], keys_: tuple[str, ...] = ("ts", "acked_at")) -> str | None:
+    """Why a stamp of a record that passed its schema is no real time, or None."""
+    for key in keys_:
+        if key in doc:
+            try:
+                parse_stamp(doc[key])
+            except FleetError as e:
+                return f"at /{key}: {e}"
+    return None
 
 
 def new_id(when: _dt.datetime) -> str:
@@ -124,6 +145,8 @@ class Message:
 def problem(doc: Any, where: str, schema: str = "message") -> str | None:
     """Why ``doc`` is not a valid record, as '<where>: <rule> (schemas/...)', or None."""
     found = schemas.first_error(schemas.protocol(schema), doc)
+    if found is None:
+        found = stamp_problem(doc)
     if found:
         return f"{where}: {found} (schemas/{schema}.schema.json)"
     if schema == "message" and not where.endswith(f"/{doc['id']}.json"):
@@ -245,9 +268,9 @@ def lane_of(repo: FleetRepo, given: str | None = None) -> str:
             host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32].strip(".-") or "host"
             lane = f"{host}-{secrets.token_hex(3)}"
             repo.git.proc("config", LANE_CONFIG, lane)
-    if not is_safe_id(lane) or ".." in lane:
-        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name ({NAME_RULE}; set by --lane, "
-                         f"${LANE_ENV} or git config {LANE_CONFIG})")
+    if not is_safe_id(lane) or ".." in lane or device_name(lane):
+        raise FleetError(f"bus lane '{printable(lane, 80)}': a lane is a name ({NAME_RULE}; not one Windows keeps "
+                         f"for a device, such as CON; set by --lane, ${LANE_ENV} or git config {LANE_CONFIG})")
     return lane
 
 
@@ -443,6 +466,8 @@ class Bus:
                 if not is_safe_id(item["id"]) or ".." in item["id"]:
                     raise FleetError(f"message id '{printable(item['id'], 80)}': an id is a name of 1 to 128 "
                                      "letters, digits, '_', '.', '-', the first a letter or digit")
+                if device_name(item["id"]):  # to/<agent>/CON.json: no clone on Windows could hold it
+                    raise FleetError(f"message id '{item['id']}': a name Windows keeps for a device; pick another")
                 msg = {"id": item["id"], "ts": item.get("ts") or stamp(at), "from": item["from"], "to": item["to"],
                        "type": item["type"], "body": item["body"]}
                 path = message_path(msg["to"], msg["id"])
@@ -465,7 +490,7 @@ class Bus:
                 refused.append({"item": item, "why": str(e)})
         for b in beats:
             had = records.docs.get(beat_path(b["name"]))
-            if had is not None and not had.get("problem") and had["ts"] >= b["ts"]:
+            if had is not None and not had.get("problem") and had["ts"] >= b["ts"] and not _ahead(had["ts"], at):
                 continue  # as new already (a merge run again): a heartbeat never goes back
             writes[beat_path(b["name"])] = {k: v for k, v in b.items() if v is not None}
         if not writes:
@@ -502,13 +527,18 @@ class Bus:
         folders = [f"{MSG_DIR}/{a}/" for a in agents]
         for branch, commit in sorted(lanes.items()):
             links: set[str] = set()
+            subs: set[str] = set()
             try:
-                entries = self.git.ls_tree(commit, *folders, links=links)
+                entries = self.git.ls_tree(commit, *folders, links=links, gitlinks=subs)
             except (FleetError, UnicodeDecodeError) as e:  # a lane written by hand: it costs itself only
                 why = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else printable(str(e), 200)
                 for a in agents:
                     out[a].quarantined.append(Quarantined(f"{branch}:{MSG_DIR}/", f"lane not read: {why}"))
                 continue
+            for path in sorted(subs):  # git lists no content for it: named here, as a link is
+                agent = path.split("/")[1]
+                if agent in out:
+                    out[agent].quarantined.append(Quarantined(f"{branch}:{printable(path, 200)}", GITLINK))
             for path, sha in entries.items():
                 parts = path.split("/")
                 agent = parts[1]
@@ -639,32 +669,49 @@ class Bus:
         """Post a heartbeat of ``name`` (a worker, agent or machine)."""
         if not is_safe_id(name) or ".." in name:
             raise FleetError(f"heartbeat name '{printable(name, 80)}': not a name ({NAME_RULE})")
+        if device_name(name):  # beat/<name>.json
+            raise FleetError(f"heartbeat name '{name}': a name Windows keeps for a device; pick another")
         if kind not in KINDS:
             raise FleetError(f"heartbeat kind '{printable(kind, 40)}': one of {', '.join(KINDS)}")
         b = {"name": name, "kind": kind, "ts": stamp(now()), "tick": tick, "note": note[:MAX_NOTE] if note else None}
         return self.post([], [b], lane=lane)
 
-    def heartbeats(self, *, fetch: bool = True) -> tuple[dict[str, dict[str, Any]], list[Quarantined]]:
-        """The newest heartbeat of each name across every outbox."""
+    def heartbeats(self, *, fetch: bool = True,
+                   at: _dt.datetime | None = None) -> tuple[dict[str, dict[str, Any]], list[Quarantined]]:
+        """The newest heartbeat of each name across every outbox, and every file that
+        is none, named: not a valid record, not a real time, or from more than
+        MAX_AHEAD seconds after ``at`` (default now)."""
         if fetch:
             self.fetch(main=False)
+        at = at or now()
         newest: dict[str, dict[str, Any]] = {}
         bad: list[Quarantined] = []
         links: set[str] = set()  # "<branch>:<path>"
         rows = []
         for branch, commit in sorted(self.lanes().items()):
             here: set[str] = set()
-            rows += [(branch, path, sha) for path, sha in self.git.ls_tree(commit, BEAT_DIR + "/", links=here).items()]
+            subs: set[str] = set()
+            try:
+                found = self.git.ls_tree(commit, BEAT_DIR + "/", links=here, gitlinks=subs)
+            except (FleetError, UnicodeDecodeError) as e:  # a lane written by hand: it costs itself only
+                why = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else printable(str(e), 200)
+                bad.append(Quarantined(f"{branch}:{BEAT_DIR}/", f"lane not read: {why}"))
+                continue
+            rows += [(branch, path, sha) for path, sha in found.items()]
             links |= {f"{branch}:{p}" for p in here}
+            bad += [Quarantined(f"{branch}:{printable(p, 200)}", GITLINK) for p in sorted(subs)]
         for where in sorted(links):
-            bad.append(Quarantined(where, LINK))
+            bad.append(Quarantined(printable(where, 300), LINK))
         rows = [r for r in rows if f"{r[0]}:{r[1]}" not in links]
         sizes = self.git.sizes([sha for _, _, sha in rows])
         blobs = self.git.cat_blobs([sha for _, _, sha in rows if sizes[sha] <= MAX_FILE_BYTES])
         for branch, path, sha in rows:
-            where = f"{branch}:{path}"
+            where = f"{branch}:{printable(path, 200)}"
+            if sha not in blobs:
+                bad.append(Quarantined(where, f"file is {sizes[sha]} bytes; a heartbeat file is at most {MAX_FILE_BYTES}"))
+                continue
             try:
-                doc = canonical.load(blobs[sha], where) if sha in blobs else None
+                doc = canonical.load(blobs[sha], where)
             except FleetError as e:
                 bad.append(Quarantined(where, printable(str(e), 300)))
                 continue
@@ -674,6 +721,9 @@ class Bus:
                 why = problem(doc, where, "heartbeat")
                 if why is None and path != beat_path(doc["name"]):
                     why = f"{where}: the file's name must be its name ({doc['name']}.json)"
+                if why is None and _ahead(doc["ts"], at):
+                    why = (f"{where}: at /ts: {doc['ts']} is more than {MAX_AHEAD}s after this clock's "
+                           f"{stamp(at)}: a heartbeat from the future would keep {doc['name']} alive until then")
             if why or not isinstance(doc, dict):
                 bad.append(Quarantined(where, printable(why or "", 300)))
                 continue
@@ -700,6 +750,11 @@ class Acked:
 
 
 # -- who is alive -------------------------------------------------------------
+def _ahead(ts: str, at: _dt.datetime) -> bool:
+    """Whether stamp ``ts`` (a real time: its record passed ``problem``) is more than MAX_AHEAD after ``at``."""
+    return (parse_stamp(ts) - at).total_seconds() > MAX_AHEAD
+
+
 def liveness(beats: dict[str, dict[str, Any]], cfg: Config, at: _dt.datetime) -> list[dict[str, Any]]:
     """Each name that sent a heartbeat, and every agent once the fleet uses the bus:
     alive, late or silent (bus.late_seconds, bus.silent_seconds), and when it was last seen."""
@@ -723,7 +778,7 @@ def status_of(repo: FleetRepo, cfg: Config, at: _dt.datetime) -> dict[str, Any]:
     """For fleet status: who is alive, late or silent; the bus's error instead if it cannot be read."""
     try:
         bus = Bus(repo, cfg)
-        beats, bad = bus.heartbeats()
+        beats, bad = bus.heartbeats(at=at)
     except FleetError as e:
         return {"error": printable(str(e), 300), "who": []}
     return {"error": None, "who": liveness(beats, cfg, at), "quarantined": [q.to_json() for q in bad]}

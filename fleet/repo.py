@@ -356,9 +356,41 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
                                  "of delta files of its own, outside it (the merge removes what it decides)")
     out: list[tuple[Arrival, Path]] = []
     source = str(folder)
+    for e in inbox_entries(folder):
+        if e.refused is not None:
+            out.append((Arrival(source, e.rel, b"", refused=e.refused, foreign=e.foreign), e.path))
+            continue
+        read = read_regular(str(e.path), max_bytes)
+        if isinstance(read, bytes):
+            out.append((Arrival(source, e.rel, read), e.path))
+        elif isinstance(read, tuple):  # over the limit: refused, its head kept in the record
+            out.append((Arrival(source, e.rel, read[0], refused=_too_big(read[1], max_bytes), size=read[1]), e.path))
+        elif read is not None:
+            out.append((Arrival(source, e.rel, b"", refused=read), e.path))
+    out.sort(key=lambda ap: ap[0].path)
+    return [(replace(a, path=in_layout(a.path)), p) for a, p in out]
 
-    def refuse(rel: str, entry: Path, why: str, size: int | None = None, foreign: bool = False) -> None:
-        out.append((Arrival(source, rel, b"", refused=why, size=size, foreign=foreign), entry))
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One entry of an inbox as the merge decides it, before any file is read: ``refused``
+    says why it is not read (None: a delta file to read), ``foreign`` that it is no delta at all."""
+
+    rel: str  # its path below the inbox
+    path: Path
+    refused: str | None = None
+    foreign: bool = False
+
+
+def inbox_entries(folder: Path) -> list[InboxEntry]:
+    """Every entry under the inbox ``folder``, decided by its kind and name alone, none
+    followed: the one rule both ``fleet merge --inbox`` (inbox_arrivals) and ``fleet
+    validate INBOX`` apply, so that validate names whatever the merge would quarantine.
+    A folder holding a git repository is no inbox (FleetError)."""
+    out: list[InboxEntry] = []
+
+    def refuse(rel: str, entry: Path, why: str, foreign: bool = False) -> None:
+        out.append(InboxEntry(rel, entry, why, foreign))
 
     stack: list[tuple[Path, str, int]] = [(folder, "", 0)]
     while stack:
@@ -401,15 +433,8 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
             elif st.st_nlink > 1:
                 refuse(rel, path, f"has {st.st_nlink} hard links: a file linked from elsewhere is not read")
             else:
-                read = read_regular(e.path, max_bytes)
-                if isinstance(read, bytes):
-                    out.append((Arrival(source, rel, read), path))
-                elif isinstance(read, tuple):  # over the limit: refused, its head kept in the record
-                    out.append((Arrival(source, rel, read[0], refused=_too_big(read[1], max_bytes), size=read[1]), path))
-                elif read is not None:
-                    refuse(rel, path, read)
-    out.sort(key=lambda ap: ap[0].path)
-    return [(replace(a, path=in_layout(a.path)), p) for a, p in out]
+                out.append(InboxEntry(rel, path))
+    return out
 
 
 def _work_tree(repo: Path) -> Path | None:

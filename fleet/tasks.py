@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fleet import docpath, keys, schemas
 from fleet.config import CONFIG_PATH, Config
 from fleet.errors import FleetError, NothingToDo
-from fleet.ids import NAME_RULE, is_safe_id, printable
+from fleet.ids import NAME_RULE, device_name, is_safe_id, printable
 from fleet.repo import FleetRepo
 from fleet.store import BranchStore, Change, Kind, Records
 
@@ -45,6 +45,13 @@ OPEN = ("pending", "in-progress")
 INPUT_KEYS = {"id", "title", "body", "priority", "deps", "for", "paths"}
 DEFAULT_PRIORITY = 2
 MAX_FENCE = 2**53 - 1  # as the schema says: any JSON reader holds it exactly
+MAX_COUNT = MAX_FENCE  # the schema's limit of attempts and failures too
+
+
+def counted(n: int) -> int:
+    """A counter (attempts, failures) one up, held at MAX_COUNT: past it the record
+    would be quarantined at the next read, and no real queue counts that far."""
+    return min(n + 1, MAX_COUNT)
 
 
 # -- time ----------------------------------------------------------------
@@ -435,11 +442,14 @@ _STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{
 
 
 def _is_stamp(value: str) -> bool:
+    """Whether ``value`` is a time fleet can read and compute with: the pattern, a real
+    date (2026-02-30 matches, and is none), and one that is still a date in UTC
+    (9999-12-31T23:59:59-14:00 is not: a report that buckets it by day would crash)."""
     if not _STAMP.match(value):
         return False
     try:
-        parse_stamp(value)
-    except ValueError:
+        parse_stamp(value).astimezone(_dt.UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 
@@ -584,6 +594,8 @@ def new_task(item: Any, where: str, cfg: Config, at: _dt.datetime) -> Task:
         raise FleetError(f"{where}: unknown field {unknown[0]!r} (a task has {', '.join(sorted(INPUT_KEYS))})")
     if "id" in item and not is_safe_id(item["id"]):
         raise FleetError(f"{where}: id {str(item['id'])[:60]!r} is not a name ({NAME_RULE})")
+    if "id" in item and device_name(item["id"]):  # tasks/<hh>/<id>.json: no clone on Windows could hold it
+        raise FleetError(f"{where}: id {item['id']!r} is a name Windows keeps for a device; pick another")
     if "id" in item and keys.redact(item["id"]) != item["id"]:
         raise FleetError(f"{where}: id contains a secret from the environment; pick another id")
     target = item.get("for")
@@ -751,7 +763,7 @@ def returned(t: Task, cfg: Config, at: _dt.datetime, reason: str) -> tuple[Task,
     """A failed attempt: back to pending after the cooldown, or, after
     ``tasks.max_failures``, failed for good and escalated to a person (the
     dead-letter state: ``fleet status`` flags it, the watchdog may open an issue)."""
-    failures = t.failures + 1
+    failures = counted(t.failures)
     if failures >= cfg.tasks.max_failures:
         new = replace(t, status="failed", failures=failures, lease_until=None, error=reason, escalated_at=stamp(at))
         return new, (f"\n\n{printable(reason, 2000)}\nFailed {failures} times: escalated, given up until a person "
@@ -933,7 +945,7 @@ def claim(q: Queue, cfg: Config, at: _dt.datetime, agent: str, *, lease: float |
     if t.fence >= MAX_FENCE:  # (ready() leaves such a task out: only a hand edit puts a fence there)
         raise FleetError(f"cannot claim task {t.id}: its fence is at its limit ({MAX_FENCE}), so no claim can "
                          "raise it; add the work again as a new task")
-    t = replace(t, status="in-progress", fence=t.fence + 1, attempts=t.attempts + 1, claimed_by=agent,
+    t = replace(t, status="in-progress", fence=t.fence + 1, attempts=counted(t.attempts), claimed_by=agent,
                 claimed_at=stamp(at), lease_until=stamp(at + _dt.timedelta(seconds=seconds)),
                 updated_at=stamp(at), not_before=None)
     return Step(t, f"task claim {t.id} by {agent} (fence {t.fence})\n\n{printable(t.title)}\n"

@@ -116,6 +116,11 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo("heartbeats: " + ", ".join(
                 f"{w['name']} {w['status']} ({'last seen ' + w['last_seen'] if w['last_seen'] else 'never seen'})"
                 for w in hb["who"]))
+        for q in (hb.get("quarantined") or [])[:8]:  # a bad heartbeat file is named, never dropped unsaid
+            said = q["reason"] if q["reason"].startswith(q["where"]) else f"{q['where']}: {q['reason']}"
+            click.echo(f"heartbeat quarantined: {printable(said, 500)}")
+        if len(hb.get("quarantined") or []) > 8:
+            click.echo(f"heartbeat quarantined: and {len(hb['quarantined']) - 8} more (fleet status --json lists them)")
         for oc in s["outside"]:
             files = ", ".join(f"{c['how']} {c['path']}" for c in oc["changes"][:10])
             more = f", and {len(oc['changes']) - 10} more" if len(oc["changes"]) > 10 else ""

@@ -24,6 +24,7 @@ from fleet.cli import (
 )
 from fleet.config import Config
 from fleet.errors import FleetError, UsageError
+from fleet.ids import printable
 from fleet.progress import Progress
 from fleet.repo import FleetRepo
 from fleet.store import Change, now
@@ -272,7 +273,7 @@ def _say_quarantined() -> None:
 
 
 def _task_line(t: dict[str, Any]) -> str:
-    who = f" {t['claimed_by']}" if t["claimed_by"] else ""
+    who = f" {printable(t['claimed_by'], 130)}" if t["claimed_by"] else ""
     extra = ""
     if t["status"] == "in-progress":
         extra = f" fence {t['fence']}, lease until {t['lease_until']}" + (" (EXPIRED)" if t.get("expired") else "")
@@ -286,7 +287,7 @@ def _task_line(t: dict[str, Any]) -> str:
         extra = f" paths held by {t['paths_held_by']}"
     elif t["status"] == "pending" and t.get("not_before") and not t.get("ready"):
         extra = f" retry after {t['not_before']}"
-    slung = f" for {t['for']}" if t["for"] else ""
+    slung = f" for {printable(t['for'], 130)}" if t["for"] else ""
     return f"{t['id']:<14} P{t['priority']} W{t['wave']} {t['status']:<11}{who}{slung}  {t['title']}{'  [' + extra.strip() + ']' if extra else ''}"
 
 
@@ -302,10 +303,10 @@ def _task_detail(t: dict[str, Any]) -> None:
     click.echo(f"  status {t['status']}, priority {t['priority']}, fence {t['fence']}, attempts {t['attempts']}, "
                f"failures {t['failures']}")
     if t["claimed_by"]:
-        click.echo(f"  claimed by {t['claimed_by']} at {t['claimed_at']}" +
+        click.echo(f"  claimed by {printable(t['claimed_by'], 130)} at {t['claimed_at']}" +
                    (f", lease until {t['lease_until']}" if t["lease_until"] else ""))
     if t["for"]:
-        click.echo(f"  slung to {t['for']}")
+        click.echo(f"  slung to {printable(t['for'], 130)}")
     if t["deps"]:
         click.echo(f"  deps: {', '.join(t['deps'])}")
     if t.get("paths"):
@@ -550,7 +551,7 @@ def _task_list(directory: Path, as_json: bool, remote: str | None, **kw: Any) ->
             click.echo(f"stranded: {h['id']} is {h['why']}; `fleet task sling {h['id']} AGENT` gives it to another",
                        err=True)
         for h in r.get("held_back", []):
-            click.echo(f"held back: {h['id']} shares paths with {h['held_by']} (in progress, held by {h['holder']}): "
+            click.echo(f"held back: {h['id']} shares paths with {h['held_by']} (in progress, held by {printable(str(h['holder']), 130)}): "
                        f"{_shared_text(h)}", err=True)
         c = r["counts"]
         click.echo(", ".join(f"{n} {s}" for s, n in c.items()), err=True)

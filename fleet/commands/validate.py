@@ -28,7 +28,7 @@ from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
 from fleet.ids import device_name, printable_lines
 from fleet.progress import Progress
-from fleet.repo import MAX_INBOX_DEPTH, in_layout, kind_of, read_regular  # in_layout: the merge's own rule for an inbox
+from fleet.repo import in_layout, inbox_entries, kind_of, read_regular  # the merge's own rules for an inbox
 
 # A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
 MAX_FILE_BYTES = 100 * 1048576
@@ -261,9 +261,9 @@ def _walk_target(root: Path, folder: Path) -> list[_File]:
     (``<worker>/<stream>/<id>.json`` or ``deltas/<worker>/...``: fleet.repo)."""
     try:
         prefix = folder.relative_to(root).parts
-    except ValueError:
-        return [_File(path, path, why, in_layout("/".join(parts))) for parts, path, why
-                in _files(folder, depth=MAX_INBOX_DEPTH) if parts[-1].endswith(".json") or (why and why != LINK)]
+    except ValueError:  # an inbox: walked by the merge's own rule, so what it would quarantine is named here
+        return [_File(str(e.path), str(e.path), e.refused, in_layout(e.rel)) for e in inbox_entries(folder)
+                if not e.foreign or e.rel.endswith(".json")]
     out = []
     for parts, path, why in _files(folder):
         rel = (*prefix, *parts)

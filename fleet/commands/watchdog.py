@@ -40,6 +40,7 @@ from fleet.config import Config
 from fleet.errors import EXIT_NOTHING, UsageError
 from fleet.github import GitHubSettings, TaskIssues
 from fleet.health import deliveries, engine_snapshot, health, stall
+from fleet.ids import printable
 from fleet.repo import FleetRepo
 from fleet.store import FIRST, now
 from fleet.tasks import (
@@ -161,11 +162,11 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
         for line in quarantine_lines([(x["where"], x["reason"]) for x in r["quarantined"]]):
             click.echo(line, err=True)
         for t in r["returned"]:
-            click.echo(f"returned {t['id']}: lease of {t['holder']} (fence {t['fence']}) ran out")
+            click.echo(f"returned {t['id']}: lease of {printable(str(t['holder']), 130)} (fence {t['fence']}) ran out")
         for t in r["failed"]:
-            click.echo(f"failed {t['id']}: lease of {t['holder']} ran out, too many failures: escalated to a person")
+            click.echo(f"failed {t['id']}: lease of {printable(str(t['holder']), 130)} ran out, too many failures: escalated to a person")
         for t in r["starting"]:
-            click.echo(f"left alone {t['id']}: lease of {t['holder']} ran out, but it was claimed "
+            click.echo(f"left alone {t['id']}: lease of {printable(str(t['holder']), 130)} ran out, but it was claimed "
                        f"{ago(t['claimed_seconds_ago'])} ago, within the grace of {ago(t['grace_seconds'])} "
                        "(tasks.grace_seconds)")
         for w in r["workers"]:
@@ -197,7 +198,7 @@ def watchdog_command(directory: Path, as_json: bool, remote: str | None, dry_run
             "workers back": sum(1 for w in r["workers"] if w["status"] == "alive"),
             "escalated": len(r["escalated"])}
     summary.table("fleet watchdog" + (" (dry run: nothing committed)" if dry_run else ""), rows,
-                  [f"returned {t['id']} (lease of {t['holder']})" for t in r["returned"]]
+                  [f"returned {t['id']} (lease of {printable(str(t['holder']), 130)})" for t in r["returned"]]
                   + [f"worker {w['worker']} {w['status']}: {w['reason']}" for w in r["workers"]]
                   + [f"{verb} issue #{i['number']} for task {i['task']}" for verb in ("opened", "reopened", "closed")
                      for i in issues.get(verb) or []]

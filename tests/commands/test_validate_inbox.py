@@ -83,3 +83,65 @@ def test_a_delta_validate_passes_in_an_inbox_is_merged(fleet: Fleet, tmp_path: P
     run(fleet, "merge", "--inbox", str(inbox))
     ledger = fleet.git.text("ls-tree", "-r", "--name-only", "main", "state/ledger/").split()
     assert any(body["id"] in json.dumps(fleet.read(p).decode()) for p in ledger), ledger
+
+
+def _odd_entry(inbox: Path, elsewhere: Path, kind: str, good: dict[str, Any]) -> None:
+    """One entry the merge refuses by its kind alone, beside a good delta file."""
+    name = f"{good['id']}.json"
+    if kind == "linked worker folder":  # inbox/w2 -> a folder elsewhere that holds a delta
+        (elsewhere / "s1").mkdir(parents=True)
+        (elsewhere / "s1" / name).write_bytes(canonical.dumps(good))
+        (inbox / "w2").symlink_to(elsewhere, target_is_directory=True)
+    elif kind == "linked stream folder":
+        (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
+        (elsewhere / name).write_bytes(canonical.dumps(good))
+        (inbox / "w2").mkdir()
+        (inbox / "w2" / "s1").symlink_to(elsewhere, target_is_directory=True)
+    elif kind == "hard link":
+        elsewhere.mkdir(parents=True)
+        (elsewhere / name).write_bytes(canonical.dumps(good))
+        (inbox / "w2" / "s1").mkdir(parents=True)
+        (inbox / "w2" / "s1" / name).hardlink_to(elsewhere / name)
+    elif kind == "folder named like a delta":
+        (inbox / "w2" / "s1" / name).mkdir(parents=True)
+        (inbox / "w2" / "s1" / name / "x.json").write_bytes(canonical.dumps(good))
+    elif kind == "linked file":
+        elsewhere.mkdir(parents=True)
+        (elsewhere / "x").write_bytes(canonical.dumps(good))
+        (inbox / "w2" / "s1").mkdir(parents=True)
+        (inbox / "w2" / "s1" / name).symlink_to(elsewhere / "x")
+    elif kind == "linked top folder":
+        elsewhere.mkdir(parents=True)
+        (inbox / "deltas").symlink_to(elsewhere, target_is_directory=True)
+    elif kind == "FIFO":
+        import os
+
+        (inbox / "w2" / "s1").mkdir(parents=True)
+        os.mkfifo(inbox / "w2" / "s1" / name)
+
+
+ODD = ["linked worker folder", "linked stream folder", "hard link", "folder named like a delta", "linked file",
+       "linked top folder", "FIFO"]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(ODD), min_size=1, max_size=3, unique=True), worker=NAME, stream=NAME)
+def test_validate_names_every_entry_of_an_inbox_the_merge_would_quarantine(
+        fleet_dir: Path, tmp_path_factory: pytest.TempPathFactory, kinds: list[str], worker: str, stream: str) -> None:
+    """validate said "0 problems" for a symbolic link to a worker's folder, a hard-linked
+    delta and a folder named <id>.json, each of which the merge quarantines."""
+    root = tmp_path_factory.mktemp("odd")
+    good = _delta(worker, stream)
+    for n, kind in enumerate(kinds):
+        inbox = root / f"in{n}"
+        (inbox / worker / stream).mkdir(parents=True)
+        (inbox / worker / stream / f"{good['id']}.json").write_bytes(canonical.dumps(good))
+        _odd_entry(inbox, root / f"elsewhere{n}", kind, _delta("w2", "s1"))
+        refused = {str(p) for a, p in inbox_arrivals(inbox, 1 << 20) if a.refused and not a.foreign}
+        assert refused, kind  # the merge quarantines something here
+        _, problems, _ = validate(fleet_dir, inbox)
+        named = {p.path for p in problems}
+        assert refused <= named, (kind, refused, problems)
+        assert str(inbox / worker / stream / f"{good['id']}.json") not in named  # the good one passes
+    shutil.rmtree(root)
