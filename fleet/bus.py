@@ -598,6 +598,10 @@ class Bus:
         why = problem(doc, where)
         if why is None and doc["to"] != agent:
             why = f"{where}: addressed to {doc['to']!r}, filed under {agent!r}"
+        if why is None and doc["type"] not in (types := message_types(self.cfg)):
+            # as `fleet msg send` refuses it: a lane written by hand gets no type the fleet does not know
+            why = (f"{where}: type {doc['type']!r} is not a message type of this fleet ({', '.join(types)}; "
+                   "bus.types in state/config.json adds more)")
         if why is None and len(doc["body"].encode("utf-8", errors="surrogatepass")) > self.cfg.bus.max_body_bytes:
             why = f"{where}: body over bus.max_body_bytes ({self.cfg.bus.max_body_bytes})"
         if why is not None:
