@@ -56,13 +56,23 @@ def check_start(doc: Any, where: str) -> dict[str, Any]:
     problem = schemas.first_error(schemas.protocol("clock"), doc)
     if problem:
         raise FleetError(f"{where}: {problem} (schemas/clock.schema.json)")
+    at = {}
     for key in ("started", "lease_until"):
         try:
-            parse_stamp(doc[key])
+            at[key] = parse_stamp(doc[key])
         except ValueError:
             raise FleetError(f"{where}: {key}: {doc[key]!r} is not a UTC time such as 2026-05-01T10:00:00Z "
                              "(schemas/clock.schema.json)") from None
+    if "lease_until" in at and not 0 <= at["lease_until"] - at["started"] <= MAX_LEASE:
+        # a start fleet writes holds twice the longest deadline and half an hour; one that
+        # holds longer (a record written by hand: year 9999) would stop every tick till then
+        raise FleetError(f"{where}: lease_until {doc['lease_until']!r} is not within {MAX_LEASE // 86400:.0f} days "
+                         f"after started {doc['started']!r}: no start fleet writes holds a tick so long "
+                         "(schemas/clock.schema.json); fix or delete the record on fleet/clock")
     return dict(doc)
+
+
+MAX_LEASE = 2 * 604800 + 1800  # seconds: twice run.deadline_seconds' maximum, and half an hour for the merge
 
 
 RELAY = "relay/chain.json"

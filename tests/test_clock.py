@@ -10,6 +10,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -433,3 +434,28 @@ def test_after_beyond_mains_tick_is_refused_naming_it(tmp_path_factory: pytest.T
                                f"{merged}") and r.output.count("\n") == 1, r.output
     assert Git(path).rev_parse(f"refs/heads/{BRANCH}") is None  # nothing started
     assert json.loads(run(f, "plan", "--wait", "--after", str(merged), "--json").output)["tick"] == merged + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(started=st.integers(0, 253402300799), hold=st.integers(-10**9, 10**10))
+def test_a_start_record_that_would_hold_a_tick_past_what_fleet_writes_is_refused(started: int, hold: int) -> None:
+    """A start record written by hand with lease_until in year 9999 held every tick off
+    until then, silently. A record is taken only if its lease is within what fleet writes
+    (twice the longest deadline and half an hour) after its start; else it is named in
+    one line, as any record fleet cannot take."""
+    from fleet.clock import MAX_LEASE, check_start
+    from fleet.errors import FleetError
+
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    until = started + hold
+    if not 0 <= until <= 253402300799:
+        return
+    doc = {"id": "start", "tick": 5, "by": "x", "how": "by hand",
+           "started": time.strftime(fmt, time.gmtime(started)), "lease_until": time.strftime(fmt, time.gmtime(until))}
+    ok = 0 <= hold <= MAX_LEASE
+    try:
+        check_start(doc, "fleet/clock:clock/start.json")
+        assert ok, doc
+    except FleetError as e:
+        assert not ok, (doc, e)
+        assert str(e).startswith("fleet/clock:clock/start.json: ") and "\n" not in str(e)
