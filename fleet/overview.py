@@ -46,6 +46,12 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     """The status of the fleet in ``path`` (its main at ``remote``), as JSON-ready data."""
     repo = FleetRepo(path, remote)
     repo.fetch()
+    return overview_of(repo, now())
+
+
+def overview_of(repo: FleetRepo, at: _dt.datetime) -> dict[str, Any]:
+    """The status of the fleet of ``repo``, fetched already, at ``at``: what `fleet status`
+    shows, and what the HTML report shows as "what needs you" (one list, so the two never disagree)."""
     head = repo.main()
     snap = repo.snapshot(head)
     # A change fleet refuses on main (a person's edit of the clock, the ledger, a held conflict; a
@@ -62,7 +68,6 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         if refused is None:
             raise
         cfg = records.config  # the refused change broke it: the config the engine last worked under
-    at = now()
     merged = _last_tick_commit(repo, engine)
     queue = TaskQueue(repo).read()
     stranded = [(t, why) for t in sorted(queue.tasks.values(), key=lambda t: t.id)
