@@ -23,6 +23,7 @@ from typing import Any
 from fleet import canonical
 from fleet import tasks as tasks_mod
 from fleet.clock import due_now
+from fleet.delta import made_by
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.ids import printable
@@ -106,8 +107,7 @@ def overview_of(repo: FleetRepo, at: _dt.datetime) -> dict[str, Any]:
     if merged_utc:
         age = max(0, int((at - _dt.datetime.fromisoformat(merged_utc)).total_seconds()))
     last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
-    last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
-                          for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
+    last_models = made_by(d.meta for d in last_tick.applied)
     conflicts = _conflicts(repo, records, snap, unreadable)
     quarantine = _quarantine(records, unreadable)
     stalled = stall(repo, cfg, tick, at)
@@ -320,10 +320,14 @@ def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
         except FleetError as e:
             out.append({"path": p, "kind": "unreadable", "what": str(e)})
             continue
+        # a person's file: what it does not name is said so, never shown as None (the merge checks the rest)
         if isinstance(r, dict) and "revert" in r:
-            out.append({"path": p, "kind": "revert", "what": f"revert of {r.get('revert')}", "by": r.get("by")})
+            out.append({"path": p, "kind": "revert", "what": f"revert of {printable(str(r['revert']), 120)}",
+                        "by": r.get("by")})
         elif isinstance(r, dict):
-            out.append({"path": p, "kind": "decision", "what": f"decision on {r.get('conflict')}", "by": r.get("by")})
+            what = (f"decision on {printable(str(r['conflict']), 120)}" if r.get("conflict") is not None
+                    else "decision that names no conflict")
+            out.append({"path": p, "kind": "decision", "what": what, "by": r.get("by")})
     return out
 
 
