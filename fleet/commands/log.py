@@ -21,6 +21,7 @@ import click
 from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import CONFIG_PATH, FLEET_PATH
+from fleet.delta import DELTA_DIR
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
 from fleet.ids import is_safe_id, printable
@@ -254,24 +255,57 @@ def _same_at(a: Any, b: Any, p: tuple[str, ...]) -> bool:
     return bool(canonical.dumps_line(va) == canonical.dumps_line(vb))
 
 
+def delta_named(given: str) -> tuple[list[str], str | None]:
+    """The delta ids ``given`` may name, most likely first, and the file path it names
+    (None: a bare id or file name). A delta is named by its id, by its file's name,
+    ``<id>.json`` (how a file quarantined before it was read is known), or by a path
+    ending in that name: the one the merge prints, ``deltas/<worker>/<stream>/<id>.json``,
+    or an inbox's file. (An id may itself end in ``.json``: both are tried.)"""
+    name = given.rsplit("/", 1)[-1]
+    ids = [i for i in dict.fromkeys([name.removesuffix(".json"), name] if name.endswith(".json") else [name])
+           if is_safe_id(i)]
+    if not ids or ("/" in given and not name.endswith(".json")):
+        raise FleetError(f"{printable(given, 100)}: not a delta id, a delta file's name (ID.json) or its path "
+                         "(deltas/WORKER/STREAM/ID.json, as the merge names it)")
+    return ids, (given if "/" in given else None)
+
+
+def _at_path(given: str, where: str) -> bool:
+    """Whether the path a person gave is ``where`` (a path in a worker's tree), or ends with it (an inbox's file)."""
+    return given == where or given.endswith("/" + where)
+
+
 def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]:
     """One delta and what became of it: applied, noop, held, quarantined, pending
-    (on a worker branch), reverted; where, when and why."""
+    (on a worker branch), reverted; where, when and why. ``delta_id``: its id, its
+    file's name or its file's path (:func:`delta_named`)."""
     from fleet.revert import find
 
     repo = FleetRepo(path, remote)
     repo.fetch()
     git, head = repo.git, repo.main()
     snap = repo.snapshot(head)
-    if not is_safe_id(delta_id):
-        raise FleetError(f"{printable(delta_id, 100)}: not a delta id")
-    found = find(git, head, delta_id, snap)
-    if found is None:
+    ids, where = delta_named(delta_id)
+    given = delta_id
+    for delta_id in ids:
+        found = find(git, head, delta_id, snap)
+        if found is not None:
+            break
+    else:
         for a in repo.arrivals(repo.sources(), snap.config.limits.max_delta_bytes):
-            if a.path.rsplit("/", 1)[-1] == f"{delta_id}.json":
-                return {"delta": delta_id, "status": "pending", "source": a.source, "path": a.path,
+            name = a.path.rsplit("/", 1)[-1]
+            if name in {f"{i}.json" for i in ids} and (where is None or _at_path(where, a.path)):
+                return {"delta": name.removesuffix(".json"), "status": "pending", "source": a.source, "path": a.path,
                         "reason": f"waits on {a.source.removeprefix('refs/heads/')} for the next merge"}
-        raise FleetError(f"{delta_id}: no delta with this id in the fleet's history or on a worker branch")
+        raise FleetError(f"{printable(given, 100)}: no delta with this id in the fleet's history or on a worker branch")
+    if where is not None:  # named by a path: the one this delta (or a quarantined copy of it) came in at
+        d = found.delta
+        paths = ([f"{DELTA_DIR}/{d.worker}/{d.stream}/{d.id}.json"] if d is not None else []) + [
+            str(q.get("path")) for q in [found.quarantined or {}, *found.copies] if q.get("path")]
+        if not any(_at_path(where, p) for p in paths):
+            raise FleetError(f"{printable(given, 100)}: no delta came in at that path; delta {delta_id} came in at "
+                             f"{', '.join(printable(p, 200) for p in dict.fromkeys(paths)) or 'a path not recorded'} "
+                             f"(`fleet log --delta {delta_id}`)")
     out: dict[str, Any] = {"delta": delta_id, "tick": found.tick, "commit": found.commit}
     if found.delta is None:
         q = found.quarantined or {}
@@ -346,7 +380,9 @@ def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry |
 @click.option("--field", "fields", multiple=True, metavar="F",
               help="Blame: which delta (agent, worker, tick, utc) last changed field F of DOC (dotted; * for all).")
 @click.option("--delta", "delta_id", default=None, metavar="ID",
-              help="One delta and what became of it: applied, noop, held, quarantined, pending, reverted, and why.")
+              help="One delta and what became of it: applied, noop, held, quarantined, pending, reverted, and why. "
+                   "ID: the delta's id, its file's name (ID.json) or the path the merge names "
+                   "(deltas/WORKER/STREAM/ID.json).")
 def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | None, agent: str | None, limit: int,
                 fields: tuple[str, ...], delta_id: str | None) -> None:
     """Which deltas changed DOC (collection/id), by whom, newest first."""
