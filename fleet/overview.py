@@ -155,7 +155,7 @@ def overview_of(repo: FleetRepo, at: _dt.datetime) -> dict[str, Any]:
         needs.append(f"{len(refused_before)} change(s) on main that fleet refuses: fix or revert them")
     stop = spent.stop()
     if stop is not None:
-        needs.append(f"a budget is spent: {stop.why()}")
+        needs.append(f"no new tick starts: {stop.why()}")  # spent, or a tick's spend cannot be counted
     beats = _heartbeats(repo, cfg, at)
     seen_last = {w["name"]: w for w in beats.get("who") or []}
     for w in workers:  # a worker's own heartbeat on the bus, if it sends them
