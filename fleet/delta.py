@@ -9,6 +9,7 @@ explains in one line why it cannot be one.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +189,24 @@ def make(
         "ops": [op.to_json() for op in ops],
         "meta": meta if meta is not None else {},
     }
+
+
+def made_by(metas: Iterable[Any]) -> list[str]:
+    """Which providers and models made deltas with these ``meta``, once each, sorted:
+    "provider model", or, where a delta names only one of them (one made by hand, say),
+    that one and that the other is not named. Worker-written text: bounded and printable."""
+    shown = set()
+    for meta in metas:
+        if not isinstance(meta, dict):
+            continue
+        provider, model = (printable(str(meta.get(k) or ""), n) for k, n in (("provider", 40), ("model", 80)))
+        if provider and model:
+            shown.add(f"{provider} {model}")
+        elif model:
+            shown.add(f"model {model} (no provider named)")
+        elif provider:
+            shown.add(f"provider {provider} (no model named)")
+    return sorted(shown)
 
 
 def file_path(body: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from fleet import canonical
 from fleet import tasks as tasks_mod
 from fleet.clock import due_now
+from fleet.delta import made_by
 from fleet.errors import FleetError
 from fleet.health import deliveries, health, stall
 from fleet.ids import printable
@@ -46,6 +47,12 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     """The status of the fleet in ``path`` (its main at ``remote``), as JSON-ready data."""
     repo = FleetRepo(path, remote)
     repo.fetch()
+    return overview_of(repo, now())
+
+
+def overview_of(repo: FleetRepo, at: _dt.datetime) -> dict[str, Any]:
+    """The status of the fleet of ``repo``, fetched already, at ``at``: what `fleet status`
+    shows, and what the HTML report shows as "what needs you" (one list, so the two never disagree)."""
     head = repo.main()
     snap = repo.snapshot(head)
     # A change fleet refuses on main (a person's edit of the clock, the ledger, a held conflict; a
@@ -62,7 +69,6 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         if refused is None:
             raise
         cfg = records.config  # the refused change broke it: the config the engine last worked under
-    at = now()
     merged = _last_tick_commit(repo, engine)
     queue = TaskQueue(repo).read()
     stranded = [(t, why) for t in sorted(queue.tasks.values(), key=lambda t: t.id)
@@ -101,8 +107,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
     if merged_utc:
         age = max(0, int((at - _dt.datetime.fromisoformat(merged_utc)).total_seconds()))
     last_tick = _last_tick(repo, merged[0] if merged else None, cfg)
-    last_models = sorted({f"{d.meta.get('provider') or '?'} {d.meta.get('model') or '?'}"[:120]
-                          for d in last_tick.applied if d.meta.get("provider") or d.meta.get("model")})
+    last_models = made_by(d.meta for d in last_tick.applied)
     conflicts = _conflicts(repo, records, snap, unreadable)
     quarantine = _quarantine(records, unreadable)
     stalled = stall(repo, cfg, tick, at)
@@ -150,7 +155,7 @@ def overview(path: Path, remote: str | None = None) -> dict[str, Any]:
         needs.append(f"{len(refused_before)} change(s) on main that fleet refuses: fix or revert them")
     stop = spent.stop()
     if stop is not None:
-        needs.append(f"a budget is spent: {stop.why()}")
+        needs.append(f"no new tick starts: {stop.why()}")  # spent, or a tick's spend cannot be counted
     beats = _heartbeats(repo, cfg, at)
     seen_last = {w["name"]: w for w in beats.get("who") or []}
     for w in workers:  # a worker's own heartbeat on the bus, if it sends them
@@ -315,10 +320,14 @@ def _pending(snap: GitSnapshot) -> list[dict[str, Any]]:
         except FleetError as e:
             out.append({"path": p, "kind": "unreadable", "what": str(e)})
             continue
+        # a person's file: what it does not name is said so, never shown as None (the merge checks the rest)
         if isinstance(r, dict) and "revert" in r:
-            out.append({"path": p, "kind": "revert", "what": f"revert of {r.get('revert')}", "by": r.get("by")})
+            out.append({"path": p, "kind": "revert", "what": f"revert of {printable(str(r['revert']), 120)}",
+                        "by": r.get("by")})
         elif isinstance(r, dict):
-            out.append({"path": p, "kind": "decision", "what": f"decision on {r.get('conflict')}", "by": r.get("by")})
+            what = (f"decision on {printable(str(r['conflict']), 120)}" if r.get("conflict") is not None
+                    else "decision that names no conflict")
+            out.append({"path": p, "kind": "decision", "what": what, "by": r.get("by")})
     return out
 
 

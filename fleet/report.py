@@ -34,6 +34,7 @@ import datetime as _dt
 import hashlib
 import html
 import json
+import re
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,6 +48,7 @@ from fleet.git import EMPTY_TREE
 from fleet.health import deliveries, health
 from fleet.ids import printable
 from fleet.outside import main_refusal
+from fleet.overview import overview_of
 from fleet.records import Conflict, Usage
 from fleet.repo import FleetRepo
 from fleet.state import CONFLICT_DIR, LEDGER_DIR, QUARANTINE_DIR
@@ -164,6 +166,11 @@ class ReportData:
     conflicts: list[dict[str, Any]]
     escalated: list[dict[str, Any]]
     all_ticks: bool  # the report reaches back to the first tick
+    # "What needs you": `fleet status`'s own list (fleet.overview), so the two never disagree, and
+    # the conflicts to decide and dead workers it counts, with what to do about each
+    needs_you: list[str] = field(default_factory=list)
+    to_decide: list[dict[str, Any]] = field(default_factory=list)  # {id, where, candidates, opened_tick, decide}
+    dead: list[dict[str, Any]] = field(default_factory=list)  # {worker, why}
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "tick": self.tick, "main": self.main, "generated": self.generated,
@@ -171,7 +178,8 @@ class ReportData:
                 "agents": {a: act.to_json() for a, act in sorted(self.agents.items())},
                 "agent_ticks": self.agent_ticks, "workers": self.workers, "worker_ticks": self.worker_ticks,
                 "tasks": self.tasks, "throughput": self.throughput, "bucket": self.bucket,
-                "conflicts": self.conflicts, "escalated": self.escalated, "all_ticks": self.all_ticks}
+                "conflicts": self.conflicts, "escalated": self.escalated, "all_ticks": self.all_ticks,
+                "needs_you": self.needs_you, "to_decide": self.to_decide, "dead": self.dead}
 
 
 Step = Callable[[str], None]
@@ -349,15 +357,6 @@ def _activity(repo: FleetRepo, commits: list[_Commit], prior: str, ticks: list[T
     return agents, workers, agent_ticks, worker_ticks
 
 
-def task_counts(queue: Queue, at: _dt.datetime) -> dict[str, int]:
-    """Tasks by state, as `fleet status` counts them: each status, ready, expired leases, cooling down."""
-    return dict(queue.counts(), ready=len(queue.ready(None, at)),
-                expired=sum(1 for t in queue.tasks.values() if t.status == "in-progress"
-                            and t.lease_until and parse_stamp(t.lease_until) < at),
-                cooling=sum(1 for t in queue.tasks.values() if t.status == "pending"
-                            and t.not_before and parse_stamp(t.not_before) > at))
-
-
 def _throughput(queue: Queue) -> tuple[list[dict[str, Any]], str]:
     """Tasks created, done and escalated (failed for good) per UTC hour, or per
     day when the queue's life spans more than two days."""
@@ -424,9 +423,14 @@ def _collect(path: Path, remote: str | None, ticks: int | None, step: Step, at: 
                               "where": printable(f"{c.get('collection')}/{c.get('doc')} "
                                                  f"{'.'.join(map(str, c.get('path') or []))}", 200),
                               "candidates": len(c.get("candidates") or []), "opened_tick": c.get("opened_tick")})
-    escalated = [{"id": t.id, "title": printable(t.title, 120), "failures": t.failures,
-                  "error": printable(str(t.error), 200) if t.error is not MISSING and t.error else ""}
-                 for t in sorted(queue.tasks.values(), key=lambda t: t.id) if t.escalated]
+    # what needs a person, the tasks by state and the escalated tasks as `fleet status` says them
+    status = overview_of(repo, at)
+    escalated = [{"id": e["id"], "title": printable(e["title"], 120), "failures": e["failures"],
+                  "error": printable(str(e["error"]), 200) if e["error"] else ""} for e in status["escalated"]]
+    to_decide = [{"id": printable(c["id"], 80), "where": printable(f"{c['doc']} {c['path']}", 200),
+                  "candidates": c["candidates"], "opened_tick": c["opened_tick"], "decide": printable(c["decide"], 200)}
+                 for c in status["open_conflicts"] if not c["decided"]]
+    dead = [{"worker": printable(w["worker"], 80), "why": w["why"]} for w in status["workers"] if w["status"] == "dead"]
     throughput, bucket = _throughput(queue)
     for name in list(cfg.agents):
         agents.setdefault(name, Activity())
@@ -434,8 +438,8 @@ def _collect(path: Path, remote: str | None, ticks: int | None, step: Step, at: 
         name=printable(cfg.name or repo.path.name, 120),
         tick=fleet["tick"], main=head, generated=at.strftime("%Y-%m-%dT%H:%M:%SZ"), totals=fleet["totals"],
         ticks=rows, agents=agents, agent_ticks=agent_ticks, workers=worker_rows, worker_ticks=worker_ticks,
-        tasks=task_counts(queue, at), throughput=throughput, bucket=bucket, conflicts=conflicts,
-        escalated=escalated, all_ticks=complete)
+        tasks=status["tasks"], throughput=throughput, bucket=bucket, conflicts=conflicts,
+        escalated=escalated, all_ticks=complete, needs_you=status["needs_you"], to_decide=to_decide, dead=dead)
 
 
 # -- the page ------------------------------------------------------------------------
@@ -475,6 +479,11 @@ thead th { background: #eef1f5; position: sticky; top: 0; }
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _code(text: str) -> str:
+    """A line as `fleet status` prints it, escaped, with its `commands` set as code."""
+    return re.sub(r"`([^`<>]+)`", r"<code>\1</code>", _esc(text))
 
 
 def _table(caption: str, columns: list[str], rows: list[list[Any]], row_header: bool = True) -> str:
@@ -571,18 +580,21 @@ def render(d: ReportData) -> str:
     stat_html = "".join(f'<div><dt id="{i}-label">{_esc(label)}</dt><dd id="{i}" aria-labelledby="{i}-label">'
                         f"{_esc(v)}</dd></div>" for label, i, v in stats)
 
-    needs = []
-    for c in d.conflicts:
-        needs.append(f"<li>conflict <code>{_esc(c['id'])}</code> on {_esc(c['where'])}: {c['candidates']} candidates "
-                     f"since tick {_esc(c['opened_tick'])} (decide with <code>fleet resolve {_esc(c['id'])} "
-                     "--choose CANDIDATE</code> or its pull request)</li>")
+    # `fleet status`'s list, item for item; then, for the items a person acts on one by one, each of them
+    detail = []
+    for c in d.to_decide:
+        detail.append(f"<li>conflict <code>{_esc(c['id'])}</code> on {_esc(c['where'])}: {c['candidates']} candidates "
+                      f"since tick {_esc(c['opened_tick'])} (decide with <code>{_esc(c['decide'])}</code> "
+                      "or its pull request)</li>")
     for e in d.escalated:
-        needs.append(f"<li>task <code>{_esc(e['id'])}</code> ({_esc(e['title'])}) failed {e['failures']} times"
-                     f"{': ' + _esc(e['error']) if e['error'] else ''} (<code>fleet task reopen {_esc(e['id'])}</code>)</li>")
-    for w in dead:
-        needs.append(f"<li>worker <code>{_esc(w['worker'])}</code> is dead: it last delivered tick {w['last_tick']}, "
-                     f"{w['missed']} ticks ago</li>")
-    needs_html = f"<ul>{''.join(needs)}</ul>" if needs else "<p>Nothing: no open conflict, escalated task or dead worker.</p>"
+        detail.append(f"<li>task <code>{_esc(e['id'])}</code> ({_esc(e['title'])}) failed {e['failures']} times"
+                      f"{': ' + _esc(e['error']) if e['error'] else ''} (<code>fleet task reopen {_esc(e['id'])}</code>)</li>")
+    for w in d.dead:
+        detail.append(f"<li>worker <code>{_esc(w['worker'])}</code> is dead: {_esc(w['why'])}</li>")
+    needs_html = (f'<ul id="needs-you">{"".join(f"<li>{_code(n)}</li>" for n in d.needs_you)}</ul>'
+                  if d.needs_you else "<p>Nothing (as <code>fleet status</code> says).</p>")
+    if detail:
+        needs_html += f'<p>One by one:</p><ul id="needs-detail">{"".join(detail)}</ul>'
 
     tick_cols = ["tick", "applied", "no-op", "held", "quarantined", "late (of the merged)"]
     figs_ticks = "".join([

@@ -283,7 +283,10 @@ def decided(snap: Snapshot, conflict_id: str) -> str | None:
             how = (f"chose {printable(str(r['choose']), 100)}" if "choose" in r
                    else f"set the value {printable(canonical.dumps_line(r.get('value')).decode(), 100)}")
             src = "the fallback of its closed pull request" if r.get("source") == "fallback" else "a decision"
-            return f"in tick {tick} ({src}: {how}, by {printable(str(r.get('by', '?')), 120)})"
+            # a decision file need not say who made it (resolution.schema.json): said so, not "?"
+            by = (f", by {printable(str(r['by']), 120)}" if r.get("by") else "" if r.get("source") == "fallback"
+                  else ", its file names no one who made it")
+            return f"in tick {tick} ({src}: {how}{by})"
     return None
 
 

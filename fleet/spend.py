@@ -153,6 +153,9 @@ class Period:
     until: _dt.datetime
     usage: Usage
     budget: Budget
+    # a tick of this period whose spend cannot be counted (:class:`Unknown`): ``usage`` is then what
+    # is known, at least what it spent, and what is left of the budget is not known (unless it is spent)
+    uncounted: int | None = None
 
     @property
     def spent(self) -> str | None:
@@ -164,10 +167,19 @@ class Period:
             return f"${u.cost_usd:.4f} of ${b.usd:.2f}"
         return None
 
-    def left(self) -> dict[str, Any]:
+    def left(self) -> dict[str, Any] | None:
+        """What is left of each figure of the budget (None: the budget has no such figure);
+        None when a tick's spend cannot be counted and what is known does not spend it."""
         b, u = self.budget, self.usage
+        if self.uncounted is not None and self.spent is None:
+            return None
         return {"tokens": None if b.tokens is None else max(0, b.tokens - u.tokens),
                 "usd": None if b.usd is None else max(0, round(b.usd * 1_000_000) - u.micro_usd) / 1_000_000}
+
+    def said(self) -> str:
+        """What the period spent, in words: "at least" while a tick of it cannot be counted."""
+        figures = f"${self.usage.cost_usd:.4f} and {self.usage.tokens:,} tokens spent"
+        return figures if self.uncounted is None else f"at least {figures}"
 
     def why(self) -> str:
         """The sentence a plan, a run and a dispatch give when this budget stops a tick."""
@@ -180,7 +192,8 @@ class Period:
         return {"since": stamp(self.start), "until": stamp(self.until), "tokens": self.usage.tokens,
                 "cost_usd": self.usage.cost_usd, "usage": self.usage.to_json(),
                 "budget": None if b.tokens is None and b.usd is None else {"tokens": b.tokens, "usd": b.usd},
-                "left": self.left(), "spent": self.spent is not None}
+                "left": self.left(), "spent": self.spent is not None, "uncounted": self.uncounted,
+                "said": self.said()}
 
 
 @dataclass
@@ -246,17 +259,13 @@ def _totals(data: bytes | None, where: str) -> tuple[Usage, Usage]:
             Usage.parse(last.get("usage") if isinstance(last, dict) else None))
 
 
-def _unknown(repo: FleetRepo, head: Mark, fleet: dict[str, Any], periods: dict[str, Period]) -> Unknown | None:
-    """The budget main's newest tick cannot be counted against: every delta it had was
-    quarantined and none of them could be read (``fleet.engine.write.spent_by``); None
-    when head is a person's commit, the tick applied or read anything, or no day or
-    month budget is set that the tick counts in."""
+def _unread(repo: FleetRepo, head: Mark, fleet: dict[str, Any]) -> tuple[int, str] | None:
+    """(how many, the first refusal) when main's newest commit is a tick whose deltas were
+    all quarantined and none of them could be read (``fleet.engine.write.spent_by``), so
+    what it spent is unknown; None when head is a person's commit or the tick applied or
+    read anything."""
     last = fleet.get("last")
     if head.tick is None or not isinstance(last, dict) or last.get("applied") != 0 or not last.get("quarantined"):
-        return None
-    counted = [p for p in (periods["day"], periods["month"])
-               if (p.budget.tokens is not None or p.budget.usd is not None) and head.time >= p.start.timestamp()]
-    if not counted:
         return None
     from fleet.engine.write import spent_by
     from fleet.state import QUARANTINE_DIR
@@ -269,8 +278,25 @@ def _unknown(repo: FleetRepo, head: Mark, fleet: dict[str, Any], periods: dict[s
     if not records or any(not isinstance(r, dict) or spent_by(r) is not None for r in records):
         return None
     first = min(records, key=lambda r: (str(r.get("path")), str(r.get("source"))))
+    return len(records), f"{first.get('path')}: {first.get('reason')}"
+
+
+def _unknown(repo: FleetRepo, head: Mark, fleet: dict[str, Any], periods: dict[str, Period]) -> Unknown | None:
+    """The budget main's newest tick cannot be counted against (:func:`_unread`), or None
+    (also when no day or month budget is set that the tick counts in). Each period the
+    tick counts in, with a budget or not, is marked ``uncounted``: what it spent is at least
+    what is known."""
+    within = [p for p in (periods["day"], periods["month"]) if head.time >= p.start.timestamp()]
+    unread = _unread(repo, head, fleet) if within else None
+    if unread is None:
+        return None
+    for p in within:
+        p.uncounted = head.tick
+    counted = [p for p in within if p.budget.tokens is not None or p.budget.usd is not None]
+    if not counted:
+        return None
     p = counted[0]  # the day's, if a day budget is set: the sooner it resumes
-    return Unknown(p.name, head.tick, len(records), f"{first.get('path')}: {first.get('reason')}", p.until)
+    return Unknown(p.name, head.tick or 0, unread[0], unread[1], p.until)
 
 
 def spending(repo: FleetRepo, head: str, cfg: Config, at: _dt.datetime, tick: int | None = None) -> Spending:

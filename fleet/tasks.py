@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import secrets as _random_ids
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -222,9 +222,7 @@ class Doom:
         if self.kind == "fence":
             what = "its fence" if self.by == task_id else f"the fence of {self.by}"
             return f"{what} is at its limit ({MAX_FENCE}), so no claim can raise it"
-        n = len(self.cycle)
-        shown = [self.cycle[(self.at + k) % n] for k in range(min(n, 8))]
-        ring = " -> ".join(shown + (["…"] if n > 8 else []) + [self.by])
+        ring = ring_text(self.cycle, self.at)
         return f"in a dependency cycle {ring}" if self.by == task_id else f"{self.by} is in a dependency cycle {ring}"
 
     def fix(self) -> str:
@@ -685,12 +683,29 @@ def never_ready_line(found: list[tuple[Task, Doom]]) -> str:
     return f"{len(found)} task(s) can never be ready, such as {t.id}: {doom.text(t.id)}{more}; {doom.fix()}"
 
 
-class DependencyCycle(FleetError):
-    """Tasks that wait for each other in a circle: none of them can ever be ready."""
+CYCLE_SHOWN = 8  # tasks of a dependency cycle named in one line; the rest are "…"
 
-    def __init__(self, path: list[str]) -> None:
-        super().__init__(f"deps: a cycle would never be ready: {' -> '.join(path)}")
+
+class DependencyCycle(FleetError):
+    """Tasks that wait for each other in a circle: none of them can ever be ready.
+    ``path``: the circle, each waiting for the next, the first again at the end;
+    ``root``: the task whose deps led to it."""
+
+    def __init__(self, path: list[str], root: str = "") -> None:
+        super().__init__(f"deps: a cycle would never be ready: {ring_text(path[:-1], 0)}")
         self.path = path
+        self.root = root or path[0]
+
+
+def ring_text(cycle: Sequence[str], start: int) -> str:
+    """A dependency cycle from ``cycle[start]`` round to it again, each waiting for the next,
+    in one bounded line: at most CYCLE_SHOWN tasks, "…" for the rest, and the last two
+    (the dep that closes it) always named, so a circle of thousands is still one short line."""
+    n = len(cycle)
+    names = [cycle[(start + k) % n] for k in range(n)] + [cycle[start % n]]
+    if len(names) > CYCLE_SHOWN + 1:
+        names = [*names[:CYCLE_SHOWN - 2], "…", *names[-2:]]
+    return " -> ".join(names)
 
 
 def dependency_order(tasks: dict[str, Task], roots: list[str], *,
@@ -717,7 +732,7 @@ def dependency_order(tasks: dict[str, Task], roots: list[str], *,
                     continue
                 if d in on_path:
                     if cycles is None:
-                        raise DependencyCycle([*(n for n, _ in stack[on_path[d]:]), d])
+                        raise DependencyCycle([*(n for n, _ in stack[on_path[d]:]), d], root)
                     if node not in cycles:  # (one circle a task is enough: the rest wait for it)
                         ring = tuple(n for n, _ in stack[on_path[d]:])
                         for k, n in enumerate(ring):
@@ -878,8 +893,27 @@ def add(q: Queue, cfg: Config, at: _dt.datetime, items: list[tuple[Any, str]]) -
         if failed:
             raise FleetError(f"{origin[t.id]}: deps: task {failed[0]!r} has failed, so this one could never "
                              f"be ready; `fleet task reopen {failed[0]}` first")
-    dependency_order(everything, list(fresh))  # refuses a cycle
+    try:
+        dependency_order(everything, list(fresh))
+    except DependencyCycle as e:
+        raise _cycle_refused(e, list(fresh), origin) from None
     return Added(fresh, same, _overlaps(q, fresh, everything))
+
+
+def _cycle_refused(e: DependencyCycle, batch: list[str], origin: dict[str, str]) -> FleetError:
+    """A cycle an add would make, named at the line of the task that closes it (of the new
+    tasks on it, the last given: once it is there, the circle is whole), the circle shown
+    from its dep round to it; or, for a cycle already on the branch that a new task would
+    wait for, at that task's line."""
+    cycle = e.path[:-1]
+    on = [i for i in batch if i in cycle]
+    if not on:
+        return FleetError(f"{origin[e.root]}: deps: task {e.root} would never be ready: it waits for a dependency "
+                          f"cycle already on {BRANCH}, {ring_text(cycle, 0)}; break it first (`fleet task list` "
+                          "marks it)")
+    closer = on[-1]
+    return FleetError(f"{origin[closer]}: deps: a cycle would never be ready: "
+                      f"{ring_text(cycle, cycle.index(closer) + 1)} (task {closer} closes it)")
 
 
 def _overlaps(q: Queue, fresh: dict[str, Task], everything: dict[str, Task]) -> list[Overlap]:

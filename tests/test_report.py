@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleet import canonical
 from fleet import git as git_mod
 from fleet import report as report_mod
+from fleet.commands.init import init
+from fleet.delta import Op
+from fleet.plan import assign
 from fleet.records import Usage
+from fleet.tasks import BRANCH, task_path
+from tests.commands.test_task import add, claim, commit_config
 from tests.conftest import Fleet, fleet_cli, run
 from tests.servers.anthropic_api import AnthropicAPI
 
@@ -470,3 +475,97 @@ def test_the_report_workflow_is_optional_least_privilege_and_pinned() -> None:
     assert "command: report" in build and "command: work" not in text  # no model runs here
     for uses in re.findall(r"uses: (\S+)", text):
         assert uses == "./" or re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), uses
+
+
+# -- what needs you: `fleet status`'s own list -----------------------------------------------
+
+SITUATIONS = ("budget", "cycle", "missing_dep", "bad_task_file", "conflict", "quarantine", "escalated", "dead")
+
+
+def _situation(f: Fleet, which: frozenset[str]) -> None:
+    """Make a fleet that needs a person for each of ``which``: a day's budget spent, tasks a
+    cycle or a missing dep leaves never ready, a file on the queue's branch that is no task,
+    an open conflict, a quarantined delta, an escalated task, a dead worker."""
+    cfg = json.loads((f.path / "state/config.json").read_text())
+    cfg["budgets"]["day"] = {"tokens": 10} if "budget" in which else {}
+    cfg["tasks"] = {"max_failures": 1, "retry_delay_seconds": 0}
+    cfg["watchdog"] = {"dead_after_ticks": 1}
+    commit_config(f, cfg)
+    usage = {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.01}
+    tick1 = [f.delta("ada", meta={"noop": "resting", "usage": usage})]
+    if "conflict" in which:
+        tick1 += [f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general")),
+                  f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2")]
+    plan = assign(sorted(cfg["agents"]), 2)  # the agents of w1 and w2 in a run of two workers
+    if "dead" in which:
+        tick1.append(f.delta(plan["w2"][0], meta={"noop": "resting"}, worker="w2"))
+    f.push(*tick1)
+    if "quarantine" in which:
+        f.push_raw("w1", "deltas/w1/s1/t1-w1-s1-broken.json", b"{not json")
+    run(f, "merge")
+    if "dead" in which:  # two more ticks of two workers, in which w2 delivers nothing
+        for tick in (2, 3):
+            f.push(*(f.delta(a, tick=tick, meta={"noop": "resting"}) for a in plan["w1"]))
+            run(f, "merge")
+    if "escalated" in which:
+        t = add(f, "flaky")
+        c = claim(f, "ada", "--task", t)
+        run(f, "task", "fail", t, "--fence", str(c["fence"]), "--reason", "tests red")
+    edits: dict[str, bytes] = {}
+    if "cycle" in which:
+        a, b = add(f, "ring a", "--id", "tk-ra"), add(f, "ring b", "--id", "tk-rb", "--dep", "tk-ra")
+        doc = json.loads(f.git.show(f"refs/heads/{BRANCH}", task_path(a)) or b"")
+        edits[task_path(a)] = canonical.dumps({**doc, "deps": [b]})
+    if "missing_dep" in which:
+        m = add(f, "waits for nothing there", "--id", "tk-md")
+        doc = json.loads(f.git.show(f"refs/heads/{BRANCH}", task_path(m)) or b"")
+        edits[task_path(m)] = canonical.dumps({**doc, "deps": ["tk-nowhere"]})
+    if "bad_task_file" in which:
+        add(f, "one task so the branch exists")
+        edits[task_path("tk-bad")] = b"{not a task"
+    if edits:  # a person's hand edit of the queue's branch
+        old = f.git.rev_parse(f"refs/heads/{BRANCH}")
+        assert old
+        assert f.git.update_ref(f"refs/heads/{BRANCH}", f.git.write_commit(old, "by hand\n", edits, []), old)
+
+
+def _needs_shown(page: str) -> list[str]:
+    """The items of the page's "What needs you" list, as text."""
+    import re
+
+    section = page.split('<section id="needs"', 1)[1].split("</section>", 1)[0]
+    found = re.search(r'<ul id="needs-you">(.*?)</ul>', section)
+    if found is None:
+        return []
+    items = re.findall(r"<li>(.*?)</li>", found.group(1))
+    return [html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<code>(.*?)</code>", r"`\1`", i))) for i in items]
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.frozensets(st.sampled_from(SITUATIONS), min_size=2))
+@example(frozenset({"budget"})).via("a spent budget")
+@example(frozenset({"cycle"})).via("a dependency cycle")
+@example(frozenset({"missing_dep"})).via("a dep not there")
+@example(frozenset({"bad_task_file"})).via("a task file quarantined")
+@example(frozenset()).via("nothing")
+@example(frozenset(SITUATIONS)).via("everything at once")
+def test_what_needs_you_is_what_status_says(which: frozenset[str]) -> None:
+    """The report's "What needs you" is `fleet status`'s list, item for item, whatever needs a person."""
+    root = Path(tempfile.mkdtemp(prefix="needs-"))
+    try:
+        init(root / "fleet")
+        f = Fleet(root / "fleet")
+        _situation(f, which)
+        said = json.loads(run(f, "status", "--json").stdout)["needs_you"]
+        kinds = {"never_ready" if w in ("cycle", "missing_dep") else w for w in which}  # one line for both
+        assert len(said) >= len(kinds) and (said == []) == (not which), said
+        run(f, "report", "--out", str(root / "site"))
+        assert _needs_shown((root / "site/index.html").read_text()) == said
+        assert page_data(root / "site")["needs_you"] == said
+        # and, one by one, what a person acts on: each conflict to decide, escalated task and dead worker
+        page = (root / "site/index.html").read_text()
+        assert ("fleet resolve c-" in page) == ("conflict" in which)
+        assert ("fleet task reopen tk-" in page) == ("escalated" in which)
+        assert ("worker <code>w2</code> is dead: delivered nothing" in page) == ("dead" in which)
+    finally:
+        shutil.rmtree(root)

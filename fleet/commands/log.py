@@ -21,6 +21,7 @@ import click
 from fleet import canonical, docpath
 from fleet.cli import dir_option, emit, json_option, remote_option
 from fleet.config import CONFIG_PATH, FLEET_PATH
+from fleet.delta import DELTA_DIR
 from fleet.errors import FleetError, UsageError
 from fleet.git import Git
 from fleet.ids import is_safe_id, printable
@@ -119,11 +120,12 @@ def log(
             entries.append(LogEntry(tick, commit, d.id, d.utc, d.agent, d.worker, ops, status, why))
         if not target:
             for q in inputs.quarantined:
-                body_ = q.get("delta") or {}
+                body_ = q.get("delta") if isinstance(q.get("delta"), dict) else {}
                 if agent and body_.get("agent") != agent:
                     continue
-                entries.append(LogEntry(tick, commit, body_.get("id", q["path"]), body_.get("utc", ""),
-                                        body_.get("agent", "?"), q["worker"], [], "quarantined", q["reason"]))
+                # a file not read as a delta names no agent or utc: left empty, and the text says so
+                entries.append(LogEntry(tick, commit, _text(body_.get("id")) or q["path"], _text(body_.get("utc")),
+                                        _text(body_.get("agent")), q["worker"], [], "quarantined", q["reason"]))
         if len(entries) >= limit:
             break
     if target and not entries and target[0] not in cfg.collections:  # a typo, not a collection since removed
@@ -137,6 +139,13 @@ def log(
         raise FleetError(f"--agent {printable(agent, 80)}: unknown: no agent of that name in state/config.json "
                          f"({', '.join(sorted(cfg.agents)[:20]) or 'none'}) and no delta of it in the fleet's history")
     return entries[:limit]
+
+
+def _text(value: Any) -> str:
+    """A field of a quarantined file as text ("" where it has none): any JSON a worker wrote."""
+    if value is None:
+        return ""
+    return printable(value if isinstance(value, str) else canonical.dumps_line(value).decode(), 100)
 
 
 def _name(cfg: Any, doc: str) -> tuple[str, str]:
@@ -212,9 +221,10 @@ def blame(path: Path, doc: str, fields: list[str], remote: str | None = None) ->
                 entry.update(how="delta", delta=d.id, agent=d.agent, worker=d.worker, utc=d.utc,
                              also=[x.id for x in by[:-1]])  # counters: every delta of the tick added to it
             elif decided:
-                entry.update(how="decision", conflict=decided[-1].get("conflict"), by=decided[-1].get("by"))
+                entry.update(how="decision", conflict=decided[-1].get("conflict"),
+                             by=_who(decided[-1].get("by"), decided[-1].get("source")))
             elif reverted:
-                entry.update(how="revert", delta=reverted[-1].get("revert"), by=reverted[-1].get("by"))
+                entry.update(how="revert", delta=reverted[-1].get("revert"), by=_who(reverted[-1].get("by")))
             else:
                 entry.update(how="merge")
             last[f] = entry
@@ -245,24 +255,57 @@ def _same_at(a: Any, b: Any, p: tuple[str, ...]) -> bool:
     return bool(canonical.dumps_line(va) == canonical.dumps_line(vb))
 
 
+def delta_named(given: str) -> tuple[list[str], str | None]:
+    """The delta ids ``given`` may name, most likely first, and the file path it names
+    (None: a bare id or file name). A delta is named by its id, by its file's name,
+    ``<id>.json`` (how a file quarantined before it was read is known), or by a path
+    ending in that name: the one the merge prints, ``deltas/<worker>/<stream>/<id>.json``,
+    or an inbox's file. (An id may itself end in ``.json``: both are tried.)"""
+    name = given.rsplit("/", 1)[-1]
+    ids = [i for i in dict.fromkeys([name.removesuffix(".json"), name] if name.endswith(".json") else [name])
+           if is_safe_id(i)]
+    if not ids or ("/" in given and not name.endswith(".json")):
+        raise FleetError(f"{printable(given, 100)}: not a delta id, a delta file's name (ID.json) or its path "
+                         "(deltas/WORKER/STREAM/ID.json, as the merge names it)")
+    return ids, (given if "/" in given else None)
+
+
+def _at_path(given: str, where: str) -> bool:
+    """Whether the path a person gave is ``where`` (a path in a worker's tree), or ends with it (an inbox's file)."""
+    return given == where or given.endswith("/" + where)
+
+
 def fate(path: Path, delta_id: str, remote: str | None = None) -> dict[str, Any]:
     """One delta and what became of it: applied, noop, held, quarantined, pending
-    (on a worker branch), reverted; where, when and why."""
+    (on a worker branch), reverted; where, when and why. ``delta_id``: its id, its
+    file's name or its file's path (:func:`delta_named`)."""
     from fleet.revert import find
 
     repo = FleetRepo(path, remote)
     repo.fetch()
     git, head = repo.git, repo.main()
     snap = repo.snapshot(head)
-    if not is_safe_id(delta_id):
-        raise FleetError(f"{printable(delta_id, 100)}: not a delta id")
-    found = find(git, head, delta_id, snap)
-    if found is None:
+    ids, where = delta_named(delta_id)
+    given = delta_id
+    for delta_id in ids:
+        found = find(git, head, delta_id, snap)
+        if found is not None:
+            break
+    else:
         for a in repo.arrivals(repo.sources(), snap.config.limits.max_delta_bytes):
-            if a.path.rsplit("/", 1)[-1] == f"{delta_id}.json":
-                return {"delta": delta_id, "status": "pending", "source": a.source, "path": a.path,
+            name = a.path.rsplit("/", 1)[-1]
+            if name in {f"{i}.json" for i in ids} and (where is None or _at_path(where, a.path)):
+                return {"delta": name.removesuffix(".json"), "status": "pending", "source": a.source, "path": a.path,
                         "reason": f"waits on {a.source.removeprefix('refs/heads/')} for the next merge"}
-        raise FleetError(f"{delta_id}: no delta with this id in the fleet's history or on a worker branch")
+        raise FleetError(f"{printable(given, 100)}: no delta with this id in the fleet's history or on a worker branch")
+    if where is not None:  # named by a path: the one this delta (or a quarantined copy of it) came in at
+        d = found.delta
+        paths = ([f"{DELTA_DIR}/{d.worker}/{d.stream}/{d.id}.json"] if d is not None else []) + [
+            str(q.get("path")) for q in [found.quarantined or {}, *found.copies] if q.get("path")]
+        if not any(_at_path(where, p) for p in paths):
+            raise FleetError(f"{printable(given, 100)}: no delta came in at that path; delta {delta_id} came in at "
+                             f"{', '.join(printable(p, 200) for p in dict.fromkeys(paths)) or 'a path not recorded'} "
+                             f"(`fleet log --delta {delta_id}`)")
     out: dict[str, Any] = {"delta": delta_id, "tick": found.tick, "commit": found.commit}
     if found.delta is None:
         q = found.quarantined or {}
@@ -302,7 +345,7 @@ def _decisions(tick: int, commit: str, inputs: TickInputs, target: tuple[str, st
         how = f"value {canonical.dumps_line(r['value']).decode()[:200]}" if "value" in r else f"choose {r.get('choose')}"
         where = f"{r.get('collection')}/{r.get('doc')} {'.'.join(map(str, r.get('path') or []))}"
         out.append(LogEntry(tick, commit, str(r.get("conflict")), "", "", "", [f"decide {where}: {how}"], "decided",
-                            str(r.get("by") or r.get("source") or ""), str(r.get("by") or "")))
+                            _who(r.get("by"), r.get("source")), str(r.get("by") or "")))
     for r in inputs.reverts:
         docs = [str(p) for p in r.get("docs") or []]
         if paths and not set(paths) & set(docs):
@@ -337,7 +380,9 @@ def _outside(git: Git, commit: str, parent: str, paths: list[str]) -> LogEntry |
 @click.option("--field", "fields", multiple=True, metavar="F",
               help="Blame: which delta (agent, worker, tick, utc) last changed field F of DOC (dotted; * for all).")
 @click.option("--delta", "delta_id", default=None, metavar="ID",
-              help="One delta and what became of it: applied, noop, held, quarantined, pending, reverted, and why.")
+              help="One delta and what became of it: applied, noop, held, quarantined, pending, reverted, and why. "
+                   "ID: the delta's id, its file's name (ID.json) or the path the merge names "
+                   "(deltas/WORKER/STREAM/ID.json).")
 def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | None, agent: str | None, limit: int,
                 fields: tuple[str, ...], delta_id: str | None) -> None:
     """Which deltas changed DOC (collection/id), by whom, newest first."""
@@ -370,6 +415,11 @@ def log_command(directory: Path, as_json: bool, remote: str | None, doc: str | N
                 continue
             what = {"applied": "; ".join(e.ops), "noop": f"no change: {e.reason or 'no reason given'}",
                     "held": f"HELD: {'; '.join(e.ops)} ({e.reason})"}.get(e.status, f"QUARANTINED: {e.reason}")
+            if not (e.utc and e.agent):  # a quarantined file that is no delta: say what is not known
+                named = "".join(f", {k} {v}" for k, v in (("agent", e.agent), ("utc", e.utc)) if v)
+                unknown = _unknown([k for k, v in (("agent", e.agent), ("utc", e.utc)) if not v])
+                click.echo(f"tick {e.tick:<5} {e.delta} from worker {e.worker}{named} ({unknown}): {what}")
+                continue
             click.echo(f"tick {e.tick:<5} {e.utc}  {e.agent:<12} {e.worker:<8} {e.delta}  {what}")
 
     emit([e.to_json() for e in entries], as_json, text)
@@ -382,7 +432,7 @@ def _blame_text(rows: list[dict[str, Any]]) -> None:
         if r["how"] == "delta":
             also = f" (and {len(r['also'])} more in that tick)" if r["also"] else ""
             who = f"delta {r['delta']} by {r['agent']} on {r['worker']}, tick {r['tick']}, {r['utc']}{also}"
-        elif r["how"] == "decision":
+        elif r["how"] == "decision":  # a decision file need not say who made it (resolution.schema.json)
             who = f"the decision on {r['conflict']} ({r['by']}), tick {r['tick']}"
         elif r["how"] == "revert":
             who = f"the revert of {r['delta']} ({r['by']}), tick {r['tick']}"
@@ -396,15 +446,32 @@ def _blame_text(rows: list[dict[str, Any]]) -> None:
         click.echo(f"{r['field']} = {value}: {who}")
 
 
+def _unknown(fields: list[str]) -> str:
+    """What a quarantined file does not name, said so: it was not read as a delta."""
+    return f"its {' and '.join(fields)} {'is' if len(fields) == 1 else 'are'} not known: it was not read as a delta"
+
+
+def _who(by: Any, source: Any = None) -> str:
+    """Who made a decision or a revert, as its record says; a decision file need not say
+    (resolution.schema.json), and a closed pull request's fallback is no one's."""
+    if by:
+        return printable(str(by), 120)
+    return "the fallback of its closed pull request" if source == "fallback" else "its file names no one who made it"
+
+
 def _fate_text(f: dict[str, Any]) -> None:
     click.echo(f"delta {f['delta']}: {f['status'].upper()}: {f['reason']}")
     if f["status"] == "pending":
         return
-    click.echo(f"  agent {f.get('agent')}, worker {f.get('worker')}, utc {f.get('utc')}, merged by tick {f['tick']} "
-               f"(commit {f['commit'][:12]})")
+    # a quarantined file need not be a delta: what it does not name is said, not printed as None
+    named = [f"{k} {_text(f.get(k))}" for k in ("agent", "worker", "utc") if f.get(k) is not None]
+    unnamed = [k for k in ("agent", "worker", "utc") if f.get(k) is None]
+    named.append(f"{'quarantined in' if f['status'] == 'quarantined' else 'merged by'} tick {f['tick']}")
+    click.echo(f"  {', '.join(named)} (commit {f['commit'][:12]})"
+               + (f"; {_unknown(unnamed)}" if unnamed else ""))
     for op in f.get("ops") or []:
         click.echo(f"  {op}")
     if f.get("reverted"):
-        click.echo(f"  reverted in tick {f['reverted']['tick']} ({f['reverted']['by']})")
+        click.echo(f"  reverted in tick {f['reverted']['tick']} ({_who(f['reverted']['by'])})")
     for c in f.get("quarantined_copies") or []:
         click.echo(f"  a copy ({c['path']}) was quarantined in tick {c['tick']}: {c['reason']}")

@@ -11,7 +11,7 @@ nothing: the next one sees the same deltas and applies each exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from fleet import canonical, faults, fieldindex, profile_merge, summary, tick_me
 from fleet.cli import MAX_COUNT, check_output, dir_option, emit, json_option, remote_option
 from fleet.clock import Clock
 from fleet.config import FLEET_PATH, Config
-from fleet.delta import Arrival
+from fleet.delta import Arrival, made_by
 from fleet.dispatch import Dispatch, next_run, parse_ticks
 from fleet.engine import TickResult, merge_tick
 from fleet.errors import FleetError, NothingToDo
@@ -263,7 +263,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
             pulls=pr_report.to_json() if pr_report else None,
             agents=len({d.agent for d in result.applied}),
             usage=canonical.load(result.writes[FLEET_PATH], FLEET_PATH)["last"]["usage"],
-            models=_models(d.meta for d in result.applied),
+            models=made_by(d.meta for d in result.applied),
             sources=len(sources) + len(files),
             tasks=worked.to_json() if worked else None,
             dispatch=chained,
@@ -309,16 +309,6 @@ def _lesson_lines(lessons: dict[str, Any] | None) -> list[str]:
     pushed = f", pushed {lessons['commit'][:12]}" if lessons["commit"] else ""
     return [f"Lessons written to remote {lessons['remote']} ({lessons['ref']}): {len(lessons['files'])} new, "
             f"{lessons['present']} there already{pushed}"]
-
-
-def _models(metas: Iterable[Any]) -> list[str]:
-    """Which providers and models made the applied deltas, "provider model" each."""
-    pairs = set()
-    for meta in metas:
-        if isinstance(meta, dict) and (meta.get("provider") or meta.get("model")):
-            # worker-written text: bounded, so a hostile delta cannot flood the report
-            pairs.add((str(meta.get("provider") or "?")[:40], str(meta.get("model") or "?")[:80]))
-    return sorted({printable(f"{provider} {model}") for provider, model in pairs})  # once per pair, not per delta
 
 
 def _foreign_note(foreign: list[tuple[Arrival, Path]]) -> str:

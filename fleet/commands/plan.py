@@ -162,8 +162,9 @@ def _summary(p: dict[str, Any]) -> None:
     day = p["budgets"]["day"]
     left = day["left"]
     spent_today = f"${day['cost_usd']:.4f}, {day['tokens']:,} tokens"
-    limit = ", ".join(x for x in (f"${left['usd']:.4f}" if left["usd"] is not None else "",
-                                  f"{left['tokens']:,} tokens" if left["tokens"] is not None else "") if x) or "no budget"
+    limit = "cannot be counted" if left is None else ", ".join(
+        x for x in (f"${left['usd']:.4f}" if left["usd"] is not None else "",
+                    f"{left['tokens']:,} tokens" if left["tokens"] is not None else "") if x) or "no budget"
     late = format_duration(p["late_seconds"]) if p["late_seconds"] is not None else "-"
     title = f"fleet plan: tick {p['tick']} " + ("starts" if p["due"] else "is not started")
     summary.table(title, {"due": "yes" if p["due"] else "no", "how": p["mode"], "every": p["every"] or "no pace",
@@ -237,8 +238,9 @@ def plan_command(directory: Path, as_json: bool, remote: str | None, workers: in
             day, month = p["budgets"]["day"], p["budgets"]["month"]
             for name, period in (("today", day), ("this month", month)):
                 if period["budget"] is not None:
-                    click.echo(f"{name}: ${period['cost_usd']:.4f} and {period['tokens']:,} tokens spent of "
-                               f"{_limit(period['budget'])}")
+                    unknown = (f" (tick {period['uncounted']} spent an unknown amount)"
+                               if period["uncounted"] is not None else "")
+                    click.echo(f"{name}: {period['said']} of {_limit(period['budget'])}{unknown}")
 
         emit(p, as_json, text)
     if not p["due"]:

@@ -678,7 +678,8 @@ def run_command(directory: Path, as_json: bool, ticks: int, workers: int | None,
         table = Table(title="fleet run", show_header=False)
         table.add_column("what")
         table.add_column("", justify="right")
-        for what, value in (("ticks", len(report.ticks)), ("last tick", data["tick"]),
+        last_tick = "none ran" if data["tick"] is None else data["tick"]
+        for what, value in (("ticks", len(report.ticks)), ("last tick", last_tick),
                             ("applied", data["applied"]), ("no-op", data["noop"]),
                             ("held for a person", data["held_deltas"]), ("quarantined", data["quarantined"]),
                             ("conflicts opened or joined", data["held"]), ("decisions applied", len(data["resolved"])),

@@ -52,10 +52,12 @@ def status_command(directory: Path, as_json: bool, remote: str | None) -> None:
             click.echo(f"tokens: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out; cost ${u.get('cost_usd', 0):.4f}")
         for name, key in (("today", "day"), ("this month", "month")):
             p = s["budgets"][key]
-            line = f"{name}: ${p['cost_usd']:.4f} and {p['tokens']:,} tokens spent"
-            if p["budget"] is None:
-                line += f" (no budgets.{key})"
-            else:
+            notes = ([f"tick {p['uncounted']} spent an unknown amount"] if p["uncounted"] is not None else []) + (
+                [f"no budgets.{key}"] if p["budget"] is None else [])
+            line = f"{name}: {p['said']}" + (f" ({'; '.join(notes)})" if notes else "")
+            if p["budget"] is not None and p["left"] is None:  # a tick of it cannot be counted: nor what is left
+                line += f", so what is left of budgets.{key} cannot be counted"
+            elif p["budget"] is not None:
                 left = " and ".join(x for x in (f"${p['left']['usd']:.4f}" if p["left"]["usd"] is not None else "",
                                                 f"{p['left']['tokens']:,} tokens" if p["left"]["tokens"] is not None
                                                 else "") if x)

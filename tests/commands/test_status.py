@@ -45,7 +45,7 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert c["decide"] == f"fleet resolve {c['id']} --choose {b['id'] if b['utc'] > a['utc'] else a['id']}"
     assert {x["value"] for x in c["choices"]} == {"general", "ideas"} and c["decided"] is False
     assert s["merged_utc"] and s["age_seconds"] >= 0
-    assert s["provider"] == {"configured": "auto", "last_tick": ["? m"]}
+    assert s["provider"] == {"configured": "auto", "last_tick": ["model m (no provider named)"]}
     by_worker = {w["worker"]: w for w in s["workers"]}
     assert by_worker["w1"]["last_delta"]["delta"] == a["id"] and by_worker["w1"]["last_error"] is None
     assert s["last"]["applied"] == 2 and s["last"]["quarantined"] == 1 and s["last"]["held"] == 1
