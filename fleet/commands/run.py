@@ -274,10 +274,11 @@ def _restore_origin(git: Git, origin: Path) -> bool:
     partial.rename(origin)  # all or nothing, as on a first run
     clock = git.show(TRACKING + "main", "state/fleet.json")  # one file, not a listing of the whole world
     body = canonical.load(clock, "state/fleet.json") if clock else None
-    tick = body.get("tick", "?") if isinstance(body, dict) else "?"
+    tick = body.get("tick") if isinstance(body, dict) else None
+    at = f"main at tick {tick}" if isinstance(tick, int) else "main's tick not readable"
     names = ", ".join(ref[len(TRACKING):] for _, ref in tracked)
     sys.stderr.write(f"fleet: {origin} was missing; rebuilt it from this clone's last view of it "
-                     f"({names}; main at tick {tick}). What it held beyond that view is lost.\n")
+                     f"({names}; {at}). What it held beyond that view is lost.\n")
     return True
 
 
@@ -330,8 +331,9 @@ def _one_run(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise FleetError(f"another `fleet run` (pid {holder}) is running in {root}; wait for it, "
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f"pid {printable(holder, 20)}" if holder.isdigit() else "its pid not yet written"
+            raise FleetError(f"another `fleet run` ({who}) is running in {root}; wait for it, "
                              "or stop it with Ctrl-C") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
