@@ -121,3 +121,24 @@ def fleet_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Complet
                        timeout=timeout)
     assert "Traceback" not in p.stdout + p.stderr
     return p
+
+
+def hand_tree(git: Git, files: dict[str, tuple[str, bytes | str]]) -> str:
+    """A tree holding ``files`` (path -> (git mode, content)) as git stores them, made with
+    git's own plumbing in a scratch index, as someone else's tool would: a symbolic link
+    is mode 120000 whose content is its target; a submodule (160000) names its commit."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        for path, (mode, data) in files.items():
+            if mode == "160000":
+                sha = str(data)
+            else:
+                raw = data.encode() if isinstance(data, str) else data
+                sha = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=git.path, input=raw, env=env,
+                                     capture_output=True, check=True).stdout.decode().strip()
+            subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], cwd=git.path,
+                           env=env, check=True)
+        return subprocess.run(["git", "write-tree"], cwd=git.path, env=env, capture_output=True,
+                              check=True).stdout.decode().strip()

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import hand_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -453,18 +454,7 @@ def _commit_links(git: Git, files: dict[str, tuple[str, bytes]], parent: str | N
     """A commit holding ``files`` (path -> (git mode, content)) as git stores them: a
     symbolic link is mode 120000 whose content is its target. Made with git's own
     plumbing in a scratch index, as someone else's tool would."""
-    import os as _os
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        env = {**_os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        for path, (mode, data) in files.items():
-            sha = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=git.path, input=data, env=env,
-                                 capture_output=True, check=True).stdout.decode().strip()
-            subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], cwd=git.path,
-                           env=env, check=True)
-        tree = subprocess.run(["git", "write-tree"], cwd=git.path, env=env, capture_output=True,
-                              check=True).stdout.decode().strip()
+    tree = hand_tree(git, dict(files))
     return git.text("commit-tree", tree, *(["-p", parent] if parent else []), "-m", "links")
 
 

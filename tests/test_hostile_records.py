@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from fleet.store import now
 from fleet.tasks import BRANCH, MAX_FENCE, Queue, Task, claim, new_task, returned, task_path
 from fleet.tasks import parse_stamp as task_stamp
 from tests.commands.test_task import add
-from tests.conftest import Fleet, run
+from tests.conftest import Fleet, hand_tree, run
 from tests.test_bus import _template
 from tests.test_task_defects import doc_of, hand_edit
 
@@ -101,22 +100,8 @@ def test_a_bus_stamp_is_a_real_time_or_a_one_line_refusal_never_a_crash(text: st
 
 def _lane(bus: Bus, name: str, files: dict[str, tuple[str, bytes | str]]) -> None:
     """A lane written by hand: path -> (git mode, content; for a submodule, the commit it names)."""
-    import os
-    import tempfile
-
     git = bus.git
-    with tempfile.TemporaryDirectory() as scratch:
-        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        for path, (mode, data) in files.items():
-            if mode == "160000":
-                sha = str(data)
-            else:
-                sha = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=git.path, input=data, env=env,
-                                     capture_output=True, check=True).stdout.decode().strip()
-            subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}"], cwd=git.path,
-                           env=env, check=True)
-        tree = subprocess.run(["git", "write-tree"], cwd=git.path, env=env, capture_output=True,
-                              check=True).stdout.decode().strip()
+    tree = hand_tree(git, files)
     commit = git.text("commit-tree", tree, "-m", "by hand")
     assert git.update_ref(f"refs/heads/fleet-bus/out/{name}", commit, None)
 

@@ -18,6 +18,7 @@ from fleet import config as config_mod
 from fleet.errors import FleetError
 from fleet.tasks import BRANCH, CYCLE_SHOWN, Queue, add, new_task, task_path
 from tests.conftest import Fleet, run
+from tests.test_task_defects import _waits_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = config_mod.parse((ROOT / "state/config.json").read_bytes())
@@ -27,17 +28,7 @@ PREFIX = ": deps: a cycle would never be ready: "
 
 def _cycles(graph: dict[str, list[str]]) -> set[str]:
     """The tasks on some cycle of ``graph``: those that wait for themselves, by walking every chain."""
-    out = set()
-    for start in graph:
-        seen, todo = set(), list(graph[start])
-        while todo:
-            d = todo.pop()
-            if d not in seen:
-                seen.add(d)
-                todo.extend(graph.get(d, []))
-        if start in seen:
-            out.add(start)
-    return out
+    return {start for start in graph if start in _waits_for(graph, start)}
 
 
 @st.composite

@@ -189,6 +189,17 @@ def test_an_interrupt_says_whether_the_tick_it_cut_short_was_published(tmp_path:
     assert json.loads(p.stdout)["published_before_interrupt"] == (1 if published else None)
 
 
+def _two_clones(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A fleet made by init (its seed), served by one bare origin, and two clones of it."""
+    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
+    init(seed)
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for c in (one, two):
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+    return seed, one, two
+
+
 def test_of_two_clones_running_one_origin_one_starts_a_tick_and_the_other_spends_nothing(tmp_path: Path) -> None:
     """Two `fleet run`s on one origin both ran every turn of a tick, and the one whose merge
     lost kept none of them. A run records its start on fleet/clock as a workflow's plan job
@@ -196,12 +207,7 @@ def test_of_two_clones_running_one_origin_one_starts_a_tick_and_the_other_spends
     holder, interrupted and run again in its clone, takes its own start over."""
     import os
 
-    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
-    init(seed)
-    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
-    one, two = tmp_path / "one", tmp_path / "two"
-    for c in (one, two):
-        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+    seed, one, two = _two_clones(tmp_path)
     args = ["run", "--ticks", "1", "--workers", "2", "--remote", "origin", "--json"]
     p = subprocess.run([sys.executable, "-m", "fleet", *args], cwd=one, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, FLEET_CRASH_AT="merge.before-commit:SIGINT"))
@@ -243,12 +249,7 @@ def test_a_run_that_failed_with_nothing_delivered_releases_its_start(tmp_path: P
     lease: `fleet status` called it under way and another clone could not start it for
     half an hour. Now the failed run releases its start: the other clone starts the tick
     at once, and no turn is lost or run twice."""
-    seed, bare = tmp_path / "seed", tmp_path / "shared.git"
-    init(seed)
-    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
-    one, two = tmp_path / "one", tmp_path / "two"
-    for c in (one, two):
-        subprocess.run(["git", "clone", "-q", "-b", "main", str(bare), str(c)], check=True)
+    seed, one, two = _two_clones(tmp_path)
     p = fleet_cli(one, "run", "--ticks", "1", "--workers", "2", "--remote", "origin", "--deadline", "0.001")
     assert p.returncode == 1 and "its start is released on fleet/clock" in p.stderr, p.stderr
     status = json.loads(fleet_cli(two, "status", "--remote", "origin", "--json").stdout)
