@@ -21,9 +21,11 @@ def test_ctrl_c_while_fleet_imports_its_command_line_is_one_line_not_a_traceback
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
         said = err.decode(errors="replace")
-        # a signal before fleet.entry's guard runs (in the caller's own import line, as in a
-        # console script's) is Python's; once fleet's code or click runs, none is a traceback
+        # a signal before fleet.entry's guard runs (Python's own start, importing site on a
+        # busy machine, or the caller's own import line, as in a console script's) is
+        # Python's; once fleet's code or click runs, none is a traceback
         frames = [ln for ln in said.splitlines() if ln.strip().startswith("File ")]
-        assert all('"<string>"' in f for f in frames), (delay, said)
-        seen.add(p.returncode)
+        assert not [f for f in frames if "/fleet/" in f or "/click/" in f], (delay, said)
+        if "Fatal Python error: init_import_site" not in said:  # (Python stopped before it ran anything)
+            seen.add(p.returncode)
     assert seen <= {0, 1, 130, -signal.SIGINT}, seen  # finished, click's "Aborted!", ours, or before Python ran
