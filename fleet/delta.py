@@ -124,11 +124,28 @@ def misnamed(d: Delta, path: str) -> str | None:
     arrivals (fleet.engine.order), not of ledger lines, which were accepted once."""
     if path != file_path(d.body):
         return f"a delta file is named for its stream and id, {file_path(d.body)}, not {printable(path, 120)}"
-    try:
-        _dt.datetime.strptime(d.utc, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError:
+    if not on_calendar(d.utc):
         return f"utc {d.utc!r} is no time on the calendar (schemas/delta.schema.json)"
     return None
+
+
+def on_calendar(utc: str) -> bool:
+    """Whether ``utc`` (digits where schemas/delta.schema.json's pattern puts them:
+    YYYY-MM-DDTHH:MM:SS.ffffffZ) names a time on the calendar, as
+    ``datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S.%fZ")`` would say: by the
+    constructor, a fifteenth of strptime's cost (a merge asks it of every delta)."""
+    if len(utc) != 27 or utc[4] != "-" or utc[7] != "-" or utc[10] != "T" or utc[13] != ":" or utc[16] != ":" \
+            or utc[19] != "." or utc[26] != "Z":
+        return False
+    digits = utc[:4] + utc[5:7] + utc[8:10] + utc[11:13] + utc[14:16] + utc[17:19] + utc[20:26]
+    if not (digits.isascii() and digits.isdigit()):
+        return False
+    try:
+        _dt.datetime(int(utc[:4]), int(utc[5:7]), int(utc[8:10]), int(utc[11:13]), int(utc[14:16]), int(utc[17:19]),
+                     int(utc[20:26]))
+    except ValueError:
+        return False
+    return True
 
 
 def from_body(body: Any, arrival: Arrival, limits: Limits) -> Delta:

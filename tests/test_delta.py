@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet import canonical
 from fleet.config import Limits
@@ -56,3 +58,23 @@ def test_size_and_refusals_come_before_reading() -> None:
         parse(arrival(body), Limits(max_delta_bytes=50))
     with pytest.raises(Rejected, match="symbolic link"):
         parse(Arrival("inbox", "deltas/w1/s1/x.json", b"", refused="is a symbolic link"), LIMITS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.tuples(*(st.integers(0, hi) for hi in (9999, 13, 32, 25, 61, 62, 999999))).map(
+        lambda t: "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:06d}Z".format(*t)),
+    st.text(alphabet="0123456789-T:.Z +١", min_size=20, max_size=30)))
+def test_on_calendar_says_what_strptime_says(utc: str) -> None:
+    """The merge's check that a delta's utc is a time on the calendar (by the constructor,
+    for speed) answers as datetime.strptime with the schema's format does."""
+    import datetime as _dt
+
+    from fleet.delta import on_calendar
+
+    try:
+        _dt.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S.%fZ")
+        expected = len(utc) == 27  # (strptime takes fewer digits than the schema's pattern allows)
+    except ValueError:
+        expected = False
+    assert on_calendar(utc) == expected, utc
