@@ -129,6 +129,19 @@ def misnamed(d: Delta, path: str) -> str | None:
     return None
 
 
+def turn_of(arrival: Arrival, limits: Limits, tick: int, worker: str) -> str | None:
+    """The agent whose turn of ``tick`` by ``worker`` the file ``arrival`` holds, read
+    as the merge reads a delta (:func:`parse`, named for its id), or None: a file that
+    is not one (cut short by a kill, junk, another worker's) is no turn done. What a
+    worker run again, a branch found in place and a rerun of `fleet run` ask of
+    what waits for the merge."""
+    try:
+        d = parse(arrival, limits)
+    except Rejected:
+        return None
+    return d.agent if d.tick == tick and d.worker == worker and misnamed(d, arrival.path) is None else None
+
+
 def on_calendar(utc: str) -> bool:
     """Whether ``utc`` (digits where schemas/delta.schema.json's pattern puts them:
     YYYY-MM-DDTHH:MM:SS.ffffffZ) names a time on the calendar, as

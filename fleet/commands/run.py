@@ -91,17 +91,14 @@ def waiting_turns(repo: FleetRepo, sources: list[Source], outbox: Path, tick: in
     merge would read as a delta counts (fleet.delta.parse, named for its id): one
     that is not (cut short, not fleet's, in another worker's folder) is no turn done,
     the merge quarantines it, and its agent runs."""
-    from fleet.delta import Arrival, Rejected, misnamed, parse
+    from fleet.delta import Arrival, turn_of
 
     found: dict[str, str] = {}
 
     def note(arrival: Arrival, worker: str, where: str) -> None:
-        try:
-            d = parse(arrival, limits)
-        except Rejected:
-            return
-        if d.tick == tick and d.worker == worker and misnamed(d, arrival.path) is None:
-            found.setdefault(d.agent, where)
+        agent = turn_of(arrival, limits, tick, worker)
+        if agent is not None:
+            found.setdefault(agent, where)
 
     for a in repo.arrivals(sources, limits.max_delta_bytes) if sources else ():
         branch = a.source.removeprefix("refs/heads/")

@@ -26,8 +26,8 @@ from fleet import canonical, faults, fieldindex, keys, knowledge, signing, summa
 from fleet import delta as delta_mod
 from fleet import world as world_mod
 from fleet.cli import check_output, dir_option, emit, flag_seconds, json_option, remote_option, split
-from fleet.config import CONFIG_PATH
-from fleet.delta import file_path
+from fleet.config import CONFIG_PATH, Limits
+from fleet.delta import Arrival, file_path
 from fleet.errors import FleetError, NothingToDo, UsageError
 from fleet.git import Git, RefUpdate, common_dir, network_deadline, toplevel
 from fleet.ids import printable
@@ -122,9 +122,9 @@ def _work(
         if not agents:
             raise NothingToDo(f"worker {name} has no agents at {workers} workers (tick {nxt})")
         if outbox is None and nxt in delivered:
-            _already_delivered(ws, name, nxt, branch, agents)
+            _already_delivered(ws, name, nxt, branch, agents, cfg.limits)
         if outbox is not None:  # what a run before this one (killed, or run again) handed over is not done twice
-            handed = handed_over(outbox, name, nxt)
+            handed = handed_over(outbox, name, nxt, cfg.limits)
             agents = [a for a in agents if a not in handed]
             if not agents:
                 raise NothingToDo(f"worker {name} already handed tick {nxt} to {outbox} ({len(handed)} delta(s) "
@@ -173,7 +173,7 @@ def _work(
                           "read" if view.index is not None else f"not read: {view.doubt or no_index}")
 
 
-def handed_over(outbox: Path, worker: str, tick: int) -> dict[str, Path]:
+def handed_over(outbox: Path, worker: str, tick: int, limits: Limits) -> dict[str, Path]:
     """Agent -> its delta file of ``tick`` that ``worker`` already handed to ``outbox``
     (coalesced mode): a worker run again, or killed and run again, before the merge
     took them does only the turns still missing. In direct mode the worker branch's
@@ -189,37 +189,29 @@ def handed_over(outbox: Path, worker: str, tick: int) -> dict[str, Path]:
         return found
     for f in files:
         try:
-            if f.is_symlink() or not f.is_file() or f.stat().st_size > 1 << 20:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > limits.max_delta_bytes:
                 continue
-            body = canonical.parse(f.read_bytes(), canonical.MAX_DEPTH)
-        except (OSError, canonical.JSONProblem):
+            agent = delta_mod.turn_of(Arrival(str(outbox), f.relative_to(outbox).as_posix(), f.read_bytes()),
+                                      limits, tick, worker)
+        except OSError:
             continue
-        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
-                and isinstance(body.get("agent"), str) and f.name == f"{body.get('id')}.json":
-            found.setdefault(body["agent"], f)
+        if agent is not None:
+            found.setdefault(agent, f)
     return found
 
 
-def _already_delivered(ws: Workspace, worker: str, tick: int, branch: str, agents: list[str]) -> None:
+def _already_delivered(ws: Workspace, worker: str, tick: int, branch: str, agents: list[str], limits: Limits) -> None:
     """``branch`` exists on the remote: done (NothingToDo) if it holds a delta of
     ``tick`` by ``worker`` for every one of ``agents``; else a one-line error. A
     branch this worker did not push (pushed early by someone else, or by a run with
     another worker count, whose w1 had other agents) would otherwise pass for this
     worker's turns, and the tick would advance without them."""
     ref = f"refs/fleet/delivered/t{tick}"
-    folder = f"{delta_mod.DELTA_DIR}/{worker}/"
-    listed = ws.cache.ls_tree(ref, folder)
-    covered: set[str] = set()
-    wanted = [sha for path, sha in listed.items() if path.endswith(".json") and path.count("/") == 3]
-    sizes = ws.cache.sizes(wanted) if wanted else {}
-    for data in ws.cache.cat_blobs([s for s in wanted if sizes.get(s, 1 << 30) <= 1 << 20]).values():
-        try:
-            body = canonical.parse(data, canonical.MAX_DEPTH)
-        except canonical.JSONProblem:
-            continue
-        if isinstance(body, dict) and body.get("tick") == tick and body.get("worker") == worker \
-                and isinstance(body.get("agent"), str):
-            covered.add(body["agent"])
+    listed = ws.cache.ls_tree(ref, f"{delta_mod.DELTA_DIR}/{worker}/")
+    sizes = ws.cache.sizes(list(listed.values())) if listed else {}
+    blobs = ws.cache.cat_blobs([sha for sha in listed.values() if sizes[sha] <= limits.max_delta_bytes])
+    covered = {agent for path, sha in listed.items() if sha in blobs
+               and (agent := delta_mod.turn_of(Arrival(ref, path, blobs[sha]), limits, tick, worker)) is not None}
     missing = [a for a in agents if a not in covered]
     if not missing:
         raise NothingToDo(f"worker {worker} already delivered tick {tick} ({branch})")
