@@ -42,7 +42,8 @@ replay and the outside-change checks read main alone and never see it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -311,7 +312,8 @@ def _sorted_rows(fields: tuple[str, ...], rows: dict[str, list[Any]], order: tup
 
 
 def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]],
-          previous: str | None, orders: dict[str, tuple[str, ...]] | None = None) -> str:
+          previous: str | None, orders: dict[str, tuple[str, ...]] | None = None,
+          written: Mapping[str, bytes] | None = None) -> str:
     """The index commit of main ``commit``: from the index ``previous`` (a commit)
     and the documents that changed since the main it describes, or from every
     document of each indexed collection when it cannot be used. The same main
@@ -320,7 +322,11 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
 
     A collection whose documents the index cannot stand for (a file not at its
     id's path, a document that is not an object of that id, a field holding a
-    list or an object, or text with a bracket) is left out: workers read it in full."""
+    list or an object, or text with a bracket) is left out: workers read it in full.
+
+    ``written``: path -> bytes the writer of ``commit`` just wrote (the merge's
+    documents), taken for a changed file whose blob id they hash to instead of
+    reading the blob back; any other file is read from git."""
     old: Index | None = None
     if previous is not None:
         try:
@@ -354,8 +360,18 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
     if fresh:
         for path, sha in git.ls_tree(commit, *[f"state/{c}/" for c in fresh]).items():
             changed[path.split("/", 2)[1]][path] = sha
-    blobs = git.cat_blobs(sorted({sha for c in fields for path, sha in changed[c].items()
-                                  if sha is not None and path.endswith(".json")}))
+    blobs: dict[str, bytes] = {}
+    wanted: set[str] = set()
+    for c in fields:
+        for path, sha in changed[c].items():
+            if sha is None or not path.endswith(".json") or sha in blobs:
+                continue
+            data = written.get(path) if written else None
+            if data is not None and blob_id(data, len(sha)) == sha:
+                blobs[sha] = data
+            else:
+                wanted.add(sha)
+    blobs.update(git.cat_blobs(sorted(wanted)))
     files: dict[str, bytes] = {}
     kept: dict[str, list[str]] = {}
     kept_orders: dict[str, list[str]] = {}
@@ -373,12 +389,22 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
     return git.write_commit(None, f"fleet: the field index of main {commit}\n", files, [], when=0)
 
 
-def for_publish(git: Git, snap: Any, commit: str, index_ref: str) -> tuple[str, str | None] | None:
+def blob_id(data: bytes, width: int) -> str:
+    """The id git gives a blob of ``data``: SHA-1, or SHA-256 for ids of 64 digits."""
+    h = hashlib.sha256() if width == 64 else hashlib.sha1()  # noqa: S324 (git's object id, not a secret)
+    h.update(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def for_publish(git: Git, snap: Any, commit: str, index_ref: str,
+                written: Mapping[str, bytes] | None = None) -> tuple[str, str | None] | None:
     """(the field index of main ``commit``, the index at ``index_ref`` it replaces)
     for a publish that moves main to push with it, built from the one before where
     it can be; None when the world's prompt (read from ``snap``, main before
     ``commit``) cannot be read, and workers then read main itself. The merge and
-    ``fleet resolve``, every writer of main, publish through here."""
+    ``fleet resolve``, every writer of main, publish through here. ``written``: as
+    for :func:`build`."""
     from fleet import world
     from fleet.errors import FleetError
 
@@ -388,7 +414,8 @@ def for_publish(git: Git, snap: Any, commit: str, index_ref: str) -> tuple[str, 
     except FleetError:
         return None
     old = git.rev_parse(index_ref)
-    return build(git, commit, snap.config, fields_of(spec, snap.config), old, orders_of(spec, snap.config)), old
+    return (build(git, commit, snap.config, fields_of(spec, snap.config), old, orders_of(spec, snap.config), written),
+            old)
 
 
 def _collection_rows(cfg: Config, coll: str, names: tuple[str, ...], before: list[list[Any]] | None,

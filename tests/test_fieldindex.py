@@ -369,3 +369,32 @@ def test_the_merge_builds_the_index_from_the_one_before_and_what_changed(tmp_pat
     assert git.commit_tree(fieldindex.build(git, later, snap.config, fields, index, orders)) == git.commit_tree(full)
     assert listed == []
     assert json.loads(git.show(full, "posts.json") or b"")["rows"][0][0] == "x0003"  # newest first: kept in order
+
+
+def test_the_merge_builds_the_index_from_the_bytes_it_wrote_and_only_those_git_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents the merge just wrote are not read back from git; bytes said to be
+    written that are not what the commit holds are not believed (git's are read)."""
+    git, main, index = _world(tmp_path, posts=20, comments=40)
+    snap = GitSnapshot(git, main)
+    spec = world.load(snap.config, snap.read).prompt
+    fields, orders = fieldindex.fields_of(spec, snap.config), fieldindex.orders_of(spec, snap.config)
+    posts = snap.config.collections["posts"]
+    writes = {posts.doc_path(f"x{i:04d}"): canonical.dumps({**json.loads(git.show(main, posts.doc_path(f"x{i:04d}"))
+                                                                          or b""), "tick": 90 + i})
+              for i in (2, 5)}
+    later = git.write_commit(main, "a tick\n", writes, [])
+    full = fieldindex.build(git, later, snap.config, fields, None, orders)
+    read: list[list[str]] = []
+    real = Git.cat_blobs
+    monkeypatch.setattr(Git, "cat_blobs", lambda self, shas, *a, **k: read.append(list(shas)) or real(self, shas, *a, **k))
+    built = fieldindex.build(git, later, snap.config, fields, index, orders, written=writes)
+    assert git.commit_tree(built) == git.commit_tree(full)
+    assert all(fieldindex.blob_id(d, 40) not in shas for d in writes.values() for shas in read)
+    lie = {p: d.replace(b'"tick": 9', b'"tick": 1') for p, d in writes.items()}  # not what the commit holds
+    read.clear()
+    assert git.commit_tree(fieldindex.build(git, later, snap.config, fields, index, orders, written=lie)) \
+        == git.commit_tree(full)
+    assert sorted(s for shas in read for s in shas if s in {fieldindex.blob_id(d, 40) for d in writes.values()}) \
+        == sorted(fieldindex.blob_id(d, 40) for d in writes.values())
+    assert fieldindex.blob_id(b"hello\n", 40) == git.run("hash-object", "--stdin", input=b"hello\n").decode().strip()

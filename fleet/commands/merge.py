@@ -233,7 +233,7 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
         published = False
         pr_report = None
         if not dry_run:
-            if not repo.publish(commit, head, sources, _field_index(repo, base, commit)):
+            if not repo.publish(commit, head, sources, _field_index(repo, base, commit, result.writes)):
                 continue  # another merge moved main (or a branch moved): start over
             published = True
             faults.point("merge.after-push")
@@ -273,10 +273,11 @@ def _merge(path: Path, tick: int | None, inbox: tuple[Path, ...], remote: str | 
     raise FleetError(f"main kept moving: gave up after {ATTEMPTS} attempts; run fleet merge again")
 
 
-def _field_index(repo: FleetRepo, base: GitSnapshot, commit: str) -> tuple[str, str | None] | None:
+def _field_index(repo: FleetRepo, base: GitSnapshot, commit: str,
+                 writes: dict[str, bytes]) -> tuple[str, str | None] | None:
     """(the field index of main ``commit``, the index it replaces) for publish to push
-    with main (fleet.fieldindex.for_publish)."""
-    return fieldindex.for_publish(repo.git, base, commit, repo.index_ref)
+    with main (fleet.fieldindex.for_publish), from the documents the tick wrote."""
+    return fieldindex.for_publish(repo.git, base, commit, repo.index_ref, writes)
 
 
 def _task_outcomes(repo: FleetRepo, result: TickResult) -> tick_tasks.Applied | None:
