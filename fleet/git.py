@@ -90,6 +90,13 @@ def _env() -> dict[str, str]:
     # over http(s), a transfer that moves under 1 KB/s for a minute is stopped by git itself
     env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
     env.setdefault("GIT_HTTP_LOW_SPEED_TIME", "60")
+    # glibc gives the heap back to the system whenever 128 KB are free at its top, and takes it
+    # again at the next allocation: git fast-import, writing one tick's 17,838 documents, made
+    # 71,739 brk calls, half its time on a virtual machine (2.1 s, 0.9 of it in the kernel). Kept
+    # until the (short-lived) process ends, and grown 64 MB at a time, it is 1.0 s, 0.02 in the kernel.
+    # Memory not touched is not resident; a value the user set stands.
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
+    env.setdefault("MALLOC_TOP_PAD_", str(64 << 20))
     return env
 
 

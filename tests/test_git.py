@@ -11,6 +11,8 @@ import ast
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import fleet
 from fleet.git import Git, RefUpdate
 
@@ -179,3 +181,19 @@ def test_nobody_but_git_py_builds_a_push() -> None:
                  if path != package / "git.py" for n in _push_arguments(path.read_text())]
     assert offenders == []
     assert _push_arguments((package / "git.py").read_text())  # the check sees the one push there is
+
+
+def test_git_keeps_its_heap_until_it_ends_unless_the_user_says_otherwise(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every git fleet runs gets glibc's trim threshold and top pad raised (fast-import
+    spent half its time giving memory back and taking it again); a value set by the
+    user reaches git unchanged."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+
+    def seen() -> dict[str, str]:
+        out = Git(tmp_path).run("-c", "alias.showenv=!env", "showenv").decode()
+        return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("MALLOC_"))
+
+    assert seen() == {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_TOP_PAD_": str(64 << 20)}
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert seen()["MALLOC_TRIM_THRESHOLD_"] == "131072"
