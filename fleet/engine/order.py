@@ -78,6 +78,7 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
 
     candidates, arrival_of = out.candidates, out.arrival_of
     portable = _Portable(base)
+    turns = _Turns(base, tick)
     # Workers whose names differ only by case (w1, W1) would write one ledger file on
     # Windows or macOS: of those arriving together, the name in lower case stands (fleet
     # names its workers so), else the first; a look-alike never displaces a real worker
@@ -115,11 +116,42 @@ def triage(base: Snapshot, arrivals: list[Arrival], tick: int,
                                               "a clone on Windows or macOS would hold one ledger file for both", d))
         elif (why := misnamed(d, a.path) or portable.problem(d)) is not None:
             quarantined.append(Quarantined(a, why, d))
+        elif (first := turns.first(d)) is not None:
+            quarantined.append(Quarantined(a, f"agent {d.agent} already took its turn of tick {d.tick} in stream "
+                                              f"{d.stream} (delta {first}): one turn a stream a tick", d))
         else:
             candidates.append(d)
             arrival_of[d.id] = a  # the copy that stands, not a later duplicate
             portable.add(d)
+            turns.add(d)
     return out
+
+
+class _Turns:
+    """One turn an agent's stream a tick: the delta of (tick, agent, stream) that
+    stands, of those applied before (the ledger of that tick, every worker's) and
+    those arriving now, in delta order. A second one (a worker's outbox merged with
+    another run's, a rerun with another worker count) is quarantined, never applied
+    as a second turn."""
+
+    def __init__(self, base: Snapshot, tick: int) -> None:
+        self.base, self.tick = base, tick
+        self.taken: dict[tuple[int, str, str], str] = {}
+        self.read: set[int] = set()
+
+    def first(self, d: Delta) -> str | None:
+        if d.tick < self.tick and d.tick not in self.read:  # late: what its tick applied stands first
+            self.read.add(d.tick)
+            for path in self.base.under(f"{LEDGER_DIR}/{d.tick}"):
+                for line in (self.base.read(path) or b"").splitlines():
+                    body = canonical.parse_trusted(line)
+                    if isinstance(body, dict):
+                        self.taken.setdefault((d.tick, str(body.get("agent")), str(body.get("stream"))),
+                                              str(body.get("id")))
+        return self.taken.get((d.tick, d.agent, d.stream))
+
+    def add(self, d: Delta) -> None:
+        self.taken.setdefault((d.tick, d.agent, d.stream), d.id)
 
 
 class _Portable:

@@ -568,7 +568,7 @@ def test_others_rules_allow_only_the_listed_path(base: MemorySnapshot) -> None:
 
 def test_self_rules_allow_the_agent_only_itself(base: MemorySnapshot) -> None:
     leave = delta("fen", remove("channels", "general", "members", "fen"))
-    kick = delta("fen", remove("channels", "general", "members", "ada"))
+    kick = delta("fen", remove("channels", "general", "members", "ada"), stream="s-fen-2")
     r = merge(base, leave, kick)
     assert applied(r) == [leave["id"]]
     assert "agent fen may not remove channels/general members" in refused(r)[kick["id"]]
@@ -973,3 +973,33 @@ def test_the_owner_field_and_fixed_fields_cannot_be_set(base: MemorySnapshot) ->
     assert len(reasons) == 2 and all("is fixed once the document exists" in x for x in reasons)
     post = json.loads(after(base, r).read("state/posts/ada-1.json"))
     assert post["author"] == "ada" and post["tick"] == 0 and post["title"] == "Still mine"
+
+
+def test_an_agents_stream_takes_one_turn_a_tick_whichever_copies_arrive(base: MemorySnapshot) -> None:
+    """Two turns of one (tick, agent, stream) under other ids (a worker's outbox merged
+    with a rerun's, a rerun with another worker count): the first in delta order
+    applies, the other is quarantined naming it, in any order of arrival; another
+    stream of the agent is a turn of its own."""
+    first = delta("ada", incr("agents", "ada", "karma", 1), stream="s1")
+    again = delta("ada", incr("agents", "ada", "karma", 1), stream="s1", worker="w2")
+    other = delta("ada", incr("agents", "ada", "karma", 5), stream="s2")
+    for items in ((first, again, other), (other, again, first)):
+        r = merge(base, *items)
+        assert applied(r) == [first["id"], other["id"]]
+        assert refused(r) == {again["id"]: f"agent ada already took its turn of tick 1 in stream s1 "
+                                           f"(delta {first['id']}): one turn a stream a tick"}
+        assert read(after(base, r), "agents", "ada")["karma"] == read(base, "agents", "ada")["karma"] + 6
+
+
+def test_a_late_second_turn_is_refused_by_the_ledger_of_its_tick(base: MemorySnapshot) -> None:
+    """A turn of tick 1 arriving when tick 2 merges, its stream's turn of tick 1 applied
+    already (by another worker): quarantined, not applied as a second turn."""
+    first = delta("ada", incr("agents", "ada", "karma", 1), stream="s1", worker="w1")
+    s1 = after(base, merge(base, first))
+    late = delta("ada", incr("agents", "ada", "karma", 1), stream="s1", worker="w3")
+    now = delta("basil", incr("agents", "basil", "karma", 1), tick=2)
+    r = merge(s1, late, now)
+    assert applied(r) == [now["id"]]
+    assert "already took its turn of tick 1 in stream s1" in refused(r)[late["id"]]
+    ok = delta("ada", incr("agents", "ada", "karma", 1), stream="s9", worker="w3")  # another stream: late, applied
+    assert applied(merge(s1, ok)) == [ok["id"]]
