@@ -363,14 +363,14 @@ def build(git: Git, commit: str, cfg: Config, fields: dict[str, tuple[str, ...]]
     blobs: dict[str, bytes] = {}
     wanted: set[str] = set()
     for c in fields:
-        for path, sha in changed[c].items():
-            if sha is None or not path.endswith(".json") or sha in blobs:
+        for path, oid in changed[c].items():
+            if oid is None or not path.endswith(".json") or oid in blobs:
                 continue
-            data = written.get(path) if written else None
-            if data is not None and blob_id(data, len(sha)) == sha:
-                blobs[sha] = data
+            mine = written.get(path) if written else None
+            if mine is not None and blob_id(mine, len(oid)) == oid:
+                blobs[oid] = mine
             else:
-                wanted.add(sha)
+                wanted.add(oid)
     blobs.update(git.cat_blobs(sorted(wanted)))
     files: dict[str, bytes] = {}
     kept: dict[str, list[str]] = {}

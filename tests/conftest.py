@@ -32,8 +32,13 @@ class Fleet:
         assert sha
         return sha
 
-    def delta(self, agent: str, *ops: Op, tick: int = 1, worker: str = "w1", stream: str = "s1",
+    def delta(self, agent: str, *ops: Op, tick: int = 1, worker: str = "w1", stream: str | None = None,
               **kw: Any) -> dict[str, Any]:
+        """A delta body. Its stream is numbered as its worker (w2: s2) unless given: an
+        agent's deltas on two workers of one tick (how tests stage a conflict) are two
+        streams' turns, as the merge applies only one turn of a stream a tick."""
+        if stream is None:
+            stream = f"s{worker[1:]}" if worker[:1] == "w" and worker[1:].isdigit() else f"s-{worker}"
         return delta_mod.make(tick=tick, worker=worker, stream=stream, agent=agent, ops=list(ops), **kw)
 
     def push(self, *bodies: dict[str, Any], tick: int | None = None) -> None:

@@ -236,8 +236,13 @@ def test_late_deltas_are_applied_at_the_next_merge(tmp_path: Path) -> None:
     from fleet.delta import Op
     from fleet.worker import commit_deltas
 
-    late = delta_mod.make(tick=1, worker="w2", stream="s1", agent="basil",
-                          ops=[Op("set", "agents", "basil", ("bio",), "late but here")])
+    # one of the agents whose turn of tick 1 did not come: one that did take it is refused a second
+    took = {orjson.loads(line)["agent"] for line in (Git(Path(url.removeprefix("file://"))).show(
+        "refs/heads/main", "state/ledger/1/w1.jsonl") or b"").splitlines()}
+    agent = next(a for a in sorted(orjson.loads((repo / "state" / "config.json").read_bytes())["agents"])
+                 if a not in took)
+    late = delta_mod.make(tick=1, worker="w2", stream="s1", agent=agent,
+                          ops=[Op("set", "agents", agent, ("bio",), "late but here")])
     clone = tmp_path / "slow"
     subprocess.run(["git", "clone", "--quiet", url, str(clone)], check=True)
     g = Git(clone)
@@ -248,5 +253,5 @@ def test_late_deltas_are_applied_at_the_next_merge(tmp_path: Path) -> None:
     report = orjson.loads(out.stdout)
     assert report["tick"] == 2 and report["late"] == 1
     origin = Git(Path(url.removeprefix("file://")))
-    assert orjson.loads(origin.show("refs/heads/main", "state/agents/basil.json"))["bio"] == "late but here"
+    assert orjson.loads(origin.show("refs/heads/main", f"state/agents/{agent}.json"))["bio"] == "late but here"
     assert late["id"] in ledger_ids(url, 1)

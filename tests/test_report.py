@@ -492,7 +492,7 @@ def _situation(f: Fleet, which: frozenset[str]) -> None:
     cfg["watchdog"] = {"dead_after_ticks": 1}
     commit_config(f, cfg)
     usage = {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.01}
-    tick1 = [f.delta("ada", meta={"noop": "resting", "usage": usage})]
+    tick1 = [f.delta("ada", meta={"noop": "resting", "usage": usage}, stream="s0")]  # a turn of its own
     if "conflict" in which:
         tick1 += [f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "general")),
                   f.delta("ada", Op("set", "posts", "ada-1", ("channel",), "ideas"), worker="w2")]

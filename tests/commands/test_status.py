@@ -37,7 +37,7 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert c["doc"] == "posts/ada-1" and c["path"] == "channel" and c["candidates"] == 2 and c["opened_tick"] == 1
     assert c["id"].startswith("c-")
     assert fleet.read(f"state/conflicts/{c['id']}.json")
-    assert s["recent_quarantine"] == [{"tick": 1, "path": f"deltas/w3/s1/{q['id']}.json",
+    assert s["recent_quarantine"] == [{"tick": 1, "path": f"deltas/w3/s3/{q['id']}.json",
                                        "reason": "agent 'nobody' is not in state/config.json agents",
                                        "delta": q["id"], "agent": "nobody", "worker": "w3"}]
     # the held deltas are not counted as applied: each delta is counted once
@@ -57,7 +57,7 @@ def test_status_lists_conflicts_pending_branches_quarantine_and_usage(fleet: Fle
     assert "tokens: 200 in, 40 out; cost $0.5000" in out
     assert "last tick: 0 applied, 0 no-op, 2 held (1 conflict(s) opened or joined), 1 quarantined" in out
     assert f"decide: {c['decide']} (or --choose base, or --value JSON)" in out
-    assert f"tick 1 deltas/w3/s1/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
+    assert f"tick 1 deltas/w3/s3/{q['id']}.json: agent 'nobody' is not in state/config.json agents" in out
     assert s["needs_you"][:2] == [
         "1 open conflict(s) to decide (`fleet resolve ID --choose CANDIDATE`, or their pull requests)",
         "1 quarantined delta(s) in the last 9 ticks: read why (`fleet log --delta ID`)"]
