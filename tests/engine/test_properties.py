@@ -44,7 +44,7 @@ COUNTERS = (
 
 # Reasons decided before any op is looked at.
 TRIAGE = ("is ahead of the next tick", "was merged long ago", "is not in state/config.json agents",
-          "is reused with different content", "was applied in tick")
+          "is reused with different content", "was applied in tick", "already took its turn of tick")
 
 PROPERTY = settings(max_examples=int(os.environ.get("FLEET_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -145,7 +145,8 @@ def arrival(body: dict[str, Any], source: str | None = None, path: str | None = 
 @st.composite
 def ticks(draw: st.DrawFn, max_deltas: int = 10, tick: int = 1, tag: str = "s") -> list[Arrival]:
     """The delta files the merge of ``tick`` finds: deltas (some late, some
-    ahead), copies, forgeries and junk. ``tag`` keeps stream names apart."""
+    ahead), copies, second turns of a stream, forgeries and junk. ``tag`` keeps
+    stream names apart."""
     bodies: list[dict[str, Any]] = []
     for i in range(draw(st.integers(1, max_deltas))):
         agent = draw(st.sampled_from(AGENTS * 3 + ("zed",)))  # zed is in no config
@@ -177,9 +178,16 @@ def ticks(draw: st.DrawFn, max_deltas: int = 10, tick: int = 1, tag: str = "s") 
                                delta_id=f"t{b['tick']}-{rival_worker}-{tag}r{k}"))
             break
     arrivals = [arrival(b) for b in bodies]
-    for j, kind in enumerate(draw(st.lists(st.sampled_from(["copy", "reuse", "junk", "misplaced"]), max_size=3))):
+    kinds = ["copy", "reuse", "junk", "misplaced", "again"]
+    for j, kind in enumerate(draw(st.lists(st.sampled_from(kinds), max_size=3))):
         b = draw(st.sampled_from(bodies))
-        if kind == "copy":
+        if kind == "again":  # a second turn of its stream: another id, maybe another worker and time
+            worker = draw(st.sampled_from(WORKERS))
+            again = make(tick=b["tick"], worker=worker, stream=b["stream"], agent=b["agent"],
+                         ops=[Op.from_json(o) for o in b["ops"]], meta=b["meta"], utc=draw(st.sampled_from(UTCS)),
+                         delta_id=f"t{b['tick']}-{worker}-{b['stream']}-again{j}")
+            arrivals.append(arrival(again, source="inbox"))
+        elif kind == "copy":
             arrivals.append(arrival(b, source="inbox"))
         elif kind == "reuse":  # one id, other content
             twin = {**b, "ops": b["ops"] + [Op("incr", "posts", "ada-1", ("score",), 100 + j).to_json()]}
@@ -253,6 +261,8 @@ def assert_each_arrival_lands_once(arrivals: list[Arrival], r: TickResult) -> No
     assert len(r.applied) + len(r.quarantined) + len(r.duplicates) == len(arrivals)
     ids = [d.id for d in r.applied]
     assert len(ids) == len(set(ids))
+    turns = [(d.tick, d.agent, d.stream) for d in r.applied]
+    assert len(turns) == len(set(turns)), "a stream took two turns in one tick"
     held_back = Counter((q["source"], q["path"]) for q in r.quarantined) + Counter((a.source, a.path) for a in r.duplicates)
     rest = Counter((a.source, a.path) for a in arrivals)
     rest.subtract(held_back)
