@@ -17,6 +17,11 @@ Second floor (``merge-fastimport``, issue 15 item 3), on a third copy: the
 same delta bytes parsed with ``orjson``, the touched documents read with
 ``orjson`` and applied the same way, and written as blobs in one commit on
 main by one ``git fast-import`` (no index, no checkout). Goal: at most 2.0.
+fleet runs git with glibc's heap kept until it ends (fleet.git._env: on a
+virtual machine git fast-import spent half its time giving memory back and
+taking it again); the floors run git as installed. The line also reports the
+fast-import floor run with the same setting (``floor_same_heap`` and
+``ratio_same_heap``), so that what fleet gains from it alone can be told apart.
 
 Each side runs in a fresh Python process (imports before the clock), so each
 line reports the peak memory of ours and of its floor (``*_maxrss_mb``: the
@@ -548,8 +553,9 @@ def hot_world(root: Path, k: int) -> tuple[Any, list[Any], list[bytes]]:
         agent = agents[n % len(agents)]
         text = "x" * 300 if n == 1 else f"note {n} by {agent}"
         op = Op("append", COLLECTION, "hot", ("notes",), {"id": f"n{n:05d}", "author": agent, "text": text})
-        body = make(tick=TICK, worker="w000", stream=f"s{agent}", agent=agent, ops=[op], meta={},
-                    utc=f"2026-01-01T00:00:00.{n:06d}Z", delta_id=f"t{TICK}-w000-s{agent}-{n:06d}")
+        # each append a turn of its own stream: a stream takes one turn a tick
+        body = make(tick=TICK, worker="w000", stream=f"s{agent}-{n}", agent=agent, ops=[op], meta={},
+                    utc=f"2026-01-01T00:00:00.{n:06d}Z", delta_id=f"t{TICK}-w000-s{agent}-{n}-{n:06d}")
         data = canonical.dumps(body)
         arrivals.append(Arrival("refs/heads/fleet/t1/w000", file_path(body), data))
         raw.append(data)
@@ -608,7 +614,8 @@ def run_hot(root: Path, k: int, repeat: int, name: str) -> dict[str, Any]:
 # -- the benchmark ---------------------------------------------------------------
 
 
-SIDES = ("ours", "floor", "fastimport")
+SIDES = ("ours", "floor", "fastimport", "fastimport-heap")
+HEAP = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_TOP_PAD_": str(64 << 20)}  # as fleet.git._env
 
 
 def _cpu_now() -> float:
@@ -639,6 +646,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     elif side == "floor":
         out = floor(repo, Path(spec["deltas"]), spec["lib"])
     else:
+        if side == "fastimport-heap":
+            os.environ.update(HEAP)  # the git it runs keeps its heap, as fleet's does
         out = floor_fastimport(repo, Path(spec["deltas"]))
     out["s"] = time.perf_counter() - t0
     out["cpu"] = _cpu_now() - c0
@@ -687,7 +696,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         files_in_commit: dict[str, int] = {}
         for i in range(args.repeat):
             repos = {side: benchlib.copy_repo(pristine, root / f"{side}-{i}") for side in SIDES}
-            order = SIDES[i % 3:] + SIDES[: i % 3]  # each side goes first in turn
+            order = SIDES[i % len(SIDES):] + SIDES[: i % len(SIDES)]  # each side goes first in turn
             for side in order:
                 os.sync()  # the copies' dirty pages are not written back on any side's time
                 out = in_child({"side": side, "repo": str(repos[side]), "deltas": str(floor_deltas),
@@ -704,7 +713,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if last:
                 files_in_commit = {side: _files_changed(repos[side], "refs/heads/main") for side in SIDES}
                 if not args.no_verify:
-                    for side in ("floor", "fastimport"):
+                    for side in ("floor", "fastimport", "fastimport-heap"):
                         problem = verify(repos["ours"], repos[side])
                         if problem:
                             raise RuntimeError(f"ours and the {side} floor disagree: {problem}")
@@ -761,6 +770,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             if side == "floor":
                 out["floor_json"] = args.floor_json
+            else:
+                out.update(floor_same_heap=round(med("fastimport-heap", "s"), 4),
+                           ratio_same_heap=round(med("ours", "s") / med("fastimport-heap", "s"), 3))
             if args.phases:
                 out["ours_phases"] = {k: {"s": round(benchlib.median([r["ours_phases"][k]["s"] for r in runs["ours"]]), 4),
                                           "calls": v["calls"]} for k, v in runs["ours"][-1]["ours_phases"].items()}
