@@ -161,11 +161,10 @@ def test_tick_option(fleet: Fleet) -> None:
 def test_inbox_folder_is_merged_and_emptied(fleet: Fleet, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     good = fleet.delta("ada", tag("inbox"), worker="laptop")
-    bad_path = inbox / "deltas/laptop/s1/broken.json"
-    for body in (good,):
-        p = inbox / file_path(body)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(canonical.dumps(body))
+    p = inbox / file_path(good)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(canonical.dumps(good))
+    bad_path = p.parent / "broken.json"
     bad_path.write_bytes(b"{oops")
     branch = fleet.delta("basil", score(), worker="w2")
     fleet.push(branch)
