@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import orjson
+
 from fleet import faults
 from fleet.config import Config
 from fleet.delta import DELTA_DIR, Arrival
@@ -368,7 +370,34 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
         elif read is not None:
             out.append((Arrival(source, e.rel, b"", refused=read), e.path))
     out.sort(key=lambda ap: ap[0].path)
-    return [(replace(a, path=in_layout(a.path)), p) for a, p in out]
+    out = [(replace(a, path=in_layout(a.path)), p) for a, p in out]
+    files = [a for a, _ in out if not a.foreign and (a.refused is None or a.size is not None)]
+    if files and not any(names_itself(a) for a in files):
+        # A folder given by mistake (a source tree, a copy of state/) has regular files of the
+        # layout's shape, but none is a delta: the merge would quarantine each, publish its head
+        # and remove it. A worker's outbox holds at least one file that names itself. (Links,
+        # FIFOs and the like are refused by name, unread; taking one out loses no content.)
+        first = files[0]
+        raise FleetError(f"--inbox {folder}: none of its {len(files)} file(s) in the delta layout is a delta "
+                         f"(first: {printable(first.path, 120)}: not a JSON object whose id is its file name and "
+                         "worker its folder); not an inbox, nothing read into the merge or removed")
+    return out
+
+
+def names_itself(a: Arrival) -> bool:
+    """Whether an inbox file is a delta by the least a worker writes: a JSON object whose
+    ``id`` is its file's name and ``worker`` its worker folder (deltas/<worker>/.../<id>.json).
+    Whether it passes the delta's rules is the merge's to decide."""
+    if a.refused is not None:
+        return False
+    parts = a.path.split("/")
+    if len(parts) < 4 or not parts[-1].endswith(".json"):
+        return False
+    try:
+        d = orjson.loads(a.data)
+    except orjson.JSONDecodeError:
+        return False
+    return type(d) is dict and d.get("id") == parts[-1][:-5] and d.get("worker") == parts[1]
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,11 @@ def _place(f: Fleet, tmp: Path, items: list[dict[str, Any]]) -> tuple[Path, dict
     outside.mkdir()
     lured = f.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 5), worker="w9", delta_id="t1-w9-s1-lured")
     (outside / "valid.json").write_bytes(canonical.dumps(lured))
+    # a worker's outbox holds at least one delta that names itself; a folder with none is refused whole
+    # (test_hostile_input), so every case here has one good delta beside the hostile entries
+    good = f.delta("basil", Op("incr", "posts", "ada-1", ("score",), 1), worker="w8")
+    (inbox / f"deltas/w8/{good['stream']}").mkdir(parents=True)
+    (inbox / f"deltas/w8/{good['stream']}/{good['id']}.json").write_bytes(canonical.dumps(good))
     tree: list[tuple[bytes, str, bytes]] = []
     for e in items:
         rel = f"deltas/{e['folder']}/s1/{e['name']}"

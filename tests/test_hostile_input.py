@@ -167,6 +167,9 @@ def test_a_file_over_the_limit_is_not_read_whole(fleet: Fleet, tmp_path: Path) -
     big = inbox / "deltas/w1/s1/big.json"
     with big.open("wb") as f:
         f.truncate(64 * 1024 * 1024)  # sparse: a reader that reads it all takes 64 MB
+    ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w2")
+    (inbox / file_path(ok)).parent.mkdir(parents=True)
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))  # beside a worker's delta: an inbox
     run(fleet, "merge", "--inbox", str(inbox))
     [rec] = records(fleet)
     assert "over limits.max_delta_bytes" in rec["reason"] and rec["size"] == 64 * 1024 * 1024
@@ -671,3 +674,49 @@ def test_a_delta_filed_under_another_name_or_timed_off_the_calendar_is_quarantin
     [rec] = records(f)
     assert ("no time on the calendar" if kind == "utc" else "is named for its stream and id") in rec["reason"], rec
     assert ledger_ids(f) == {ok["id"]}
+
+
+_SEGMENT = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789_-."), min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..") and not s.startswith("."))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.lists(st.tuples(st.lists(_SEGMENT, min_size=2, max_size=4), st.one_of(
+           st.binary(max_size=200),
+           st.dictionaries(st.sampled_from(["id", "worker", "db", "tick", "ops"]),
+                           st.one_of(st.text(max_size=8), st.integers(-9, 9)), max_size=4).map(canonical.dumps))),
+       min_size=1, max_size=6))
+def test_a_folder_given_by_mistake_loses_nothing_and_publishes_nothing(
+        fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list[str], bytes]]) -> None:
+    """A folder that is no inbox (a source tree, a copy of state/: JSON files in
+    folders, none a delta a worker wrote) is refused whole, before anything is
+    read into the merge: every file stays, and main does not move."""
+    inbox = tmp_path_factory.mktemp("notaninbox")
+    wrote: dict[Path, bytes] = {}
+    for parts, data in files:
+        path = inbox.joinpath(*parts[:-1], parts[-1] + ".json")
+        if any(p == path or p in path.parents or path in p.parents for p in wrote):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        wrote[path] = data
+    def layout(p: Path) -> list[str]:
+        parts = list(p.relative_to(inbox).parts)
+        return parts if parts[0] == "deltas" else ["deltas", *parts]
+
+    in_layout = [p for p in wrote if len(layout(p)) >= 4]
+    for p in in_layout:  # none is a delta a worker wrote (the least of one: it names itself)
+        try:
+            d = json.loads(wrote[p])
+        except ValueError:
+            continue
+        assume(not (isinstance(d, dict) and d.get("id") == p.stem and d.get("worker") == layout(p)[1]))
+    before, seen = fleet.main(), history(fleet)
+    r = fleet.fleet("merge", "--inbox", str(inbox))
+    assert "Traceback" not in r.output
+    if in_layout:
+        assert r.exit_code == 1 and "is a delta" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert fleet.main() == before
+    assert {p: p.read_bytes() for p in wrote} == wrote  # every file where it was, as it was
+    after = history(fleet)  # no file's bytes reached history (bytes it held before excepted)
+    assert all(data[:40] not in after or data[:40] in seen for data in wrote.values() if len(data) >= 40)

@@ -23,6 +23,7 @@ from fleet.commands.init import init
 from fleet.commands.validate import validate
 from fleet.config import parse as parse_config
 from fleet.delta import Op
+from fleet.errors import FleetError
 from fleet.repo import inbox_arrivals
 
 NAME = st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z")
@@ -35,7 +36,11 @@ def _delta(worker: str, stream: str) -> dict[str, Any]:
 
 def _merge_takes(inbox: Path, limits: Any) -> bool:
     """Whether the merge reads the inbox's one file as a delta it accepts (fleet.repo, fleet.delta)."""
-    [(arrival, _)] = inbox_arrivals(inbox, 1 << 20)
+    try:
+        [(arrival, _)] = inbox_arrivals(inbox, 1 << 20)
+    except FleetError as e:  # its one file of the layout is no delta: the folder is refused whole
+        assert "is a delta" in str(e)
+        return False
     if arrival.foreign:
         return False
     try:
