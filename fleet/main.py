@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from fleet import __version__
 from fleet.cli import JSON_META, group_dir_option
@@ -110,8 +111,32 @@ def _log_traceback() -> str:
         return ""
 
 
+class OneLineUsage(click.ClickException):
+    """A usage error as every other error is shown: one line, with where to read more
+    (click's own takes four: usage, hint, a blank line, the error)."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError, where: str) -> None:
+        super().__init__(error.format_message())
+        self.command_path = error.ctx.command_path if error.ctx is not None else where
+
+    def show(self, file: Any = None) -> None:
+        message = printable_lines(redact(self.format_message())).rstrip(".")
+        click.echo(f"fleet: {message} (see '{self.command_path} --help')", err=True)
+
+
 class Fleet(click.Group):
     """The command group that imports a command only when it runs."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise  # `fleet` alone: the help, as click shows it
+        except click.UsageError as e:
+            raise OneLineUsage(e, info_name or "fleet") from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -141,7 +166,13 @@ class Fleet(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         with error_handler(ctx):
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except NoArgsIsHelpError:
+                raise  # `fleet task` alone: its help
+            except click.UsageError as e:  # a command's options, parsed as it starts
+                where = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+                raise OneLineUsage(e, where) from None
 
 
 @click.group(cls=Fleet, context_settings={"help_option_names": ["-h", "--help"]})

@@ -46,6 +46,48 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert r.exit_code == 2 and "No such command 'nosuch'" in r.output
 
 
+def _misuses() -> list[tuple[list[str], str]]:
+    """For every command and subcommand: an option it lacks, and each bounded number
+    option given a value past its bounds and one that is no number; with the help to see."""
+    out: list[tuple[list[str], str]] = [(["--bogus"], "fleet"), (["-C"], "fleet")]
+
+    def walk(path: list[str], command: click.Command) -> None:
+        out.append(([*path, "--no-such-option"], " ".join(["fleet", *path])))
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.count:
+                continue
+            opt = param.opts[-1]
+            if param.nargs == 1 and not param.multiple and param.type.name in ("integer", "float", "integer range",
+                                                                               "float range"):
+                out.append(([*path, opt, "not-a-number"], " ".join(["fleet", *path])))
+            if isinstance(param.type, click.IntRange) and param.type.min is not None:
+                out.append(([*path, opt, str(int(param.type.min) - 1)], " ".join(["fleet", *path])))
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk([*path, name], sub)
+
+    for name in COMMANDS:
+        walk([name], getattr(importlib.import_module(f"fleet.commands.{name}"), f"{name}_command"))
+    return out
+
+
+def test_every_usage_error_is_one_line_that_names_the_help_to_read() -> None:
+    """Click's own shows four lines (usage, hint, blank, error); fleet shows one, as for any error."""
+    misuses = _misuses()
+    assert len(misuses) > 2 * len(COMMANDS)
+    for args, where in misuses:
+        r = CliRunner().invoke(cli, args, prog_name="fleet")
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, (args, r.output)
+        assert lines[0].startswith("fleet: ") and lines[0].endswith(f"(see '{where} --help')"), (args, r.output)
+
+
+def test_a_group_given_no_command_shows_its_help() -> None:
+    for args in ([], ["task"], ["msg"]):
+        r = CliRunner().invoke(cli, args, prog_name="fleet")
+        assert "Usage: fleet" in r.output and "Commands:" in r.output, (args, r.output)
+
+
 # Modules a claim must not load: the GitHub and Anthropic clients and the property-test
 # library are slow to import and a claim needs none of them; jsonschema_rs is needed only
 # when a record or the config has not been checked before (fleet.schemas, fleet.config).
