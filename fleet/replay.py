@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.commands.merge import message
+from fleet.config import CONFIG_PATH
 from fleet.engine import replay_tick
 from fleet.errors import FleetError
 from fleet.git import Git
@@ -145,6 +146,11 @@ def replay(path: Path, remote: str | None = None, bar: Progress | None = None) -
     if bar is not None:
         bar.total_is(len(history))
     tick_of_commit = tick_commits(git, history)  # a Fleet-Tick trailer its clock does not bear out: a person's
+    if not tick_of_commit and git.show(head, CONFIG_PATH) is None:
+        # no tick was ever merged and there is no config: some other repository, where a replay
+        # "passes" by copying its commits and leaves a ref behind
+        raise FleetError(f"{CONFIG_PATH}: missing on main, and no tick in its history; is this a fleet repository? "
+                         "(`fleet init DIR` makes one)")
     for commit, parent, _ in history:
         tick = tick_of_commit.get(commit)
         if bar is not None:

@@ -291,3 +291,27 @@ def test_replay_carries_the_tree_across_ticks_that_prune_the_ledger_and_a_person
     assert data["ok"] is True and data["ticks"] == 6
     # the config commit came before the first tick: the world's design, not listed
     assert [o["subject"] for o in data["outside"]] == ["fix a typo"]
+
+
+@pytest.mark.parametrize("files", [{"README.md": "hello\n"}, {"state/notes.json": "{}\n", "src/a.py": "x = 1\n"},
+                                   {"state/fleet.json": "{}\n"}])
+def test_replay_outside_a_fleet_says_so_and_writes_no_ref(tmp_path: Path, files: dict[str, str]) -> None:
+    """A repository that never had a config nor a tick is no fleet: --check does not
+    "pass" by copying its commits, and no refs/fleet/replay is left behind."""
+    repo = tmp_path / "other"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "not a fleet")
+    before = git(repo, "for-each-ref")
+    r = subprocess.run(["fleet", "replay", "--check"], cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 1 and "is this a fleet repository?" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert git(repo, "for-each-ref") == before
+
+
+def test_a_fleet_just_made_replays_clean(fleet: Fleet) -> None:
+    r = run(fleet, "replay", "--check")
+    assert "byte-identical to main" in r.output
