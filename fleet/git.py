@@ -8,6 +8,7 @@ and writes commits with ``fast-import``, so nobody's checkout is touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -100,6 +101,28 @@ def _env() -> dict[str, str]:
     return env
 
 
+# ssh, left to itself, waits on an address that does not answer for as long as the kernel
+# retries (two minutes and more) and asks at the terminal for a passphrase or a host key. For a
+# remote, fleet's ssh gives up a connection after 30 s, and on a server silent for a minute, and
+# never asks: the error is ssh's own one line. GIT_SSH_COMMAND, GIT_SSH or core.sshCommand, when
+# the user set one, is used as set.
+SSH_COMMAND = "ssh -o ConnectTimeout=30 -o BatchMode=yes -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+
+
+def _network_env(path: Path) -> dict[str, str]:
+    """The environment of a git command that talks to a remote."""
+    env = _env()
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env and not _ssh_configured(str(path)):
+        env["GIT_SSH_COMMAND"] = SSH_COMMAND
+    return env
+
+
+@functools.lru_cache(maxsize=64)
+def _ssh_configured(path: str) -> bool:
+    p = subprocess.run(["git", "config", "--get", "core.sshCommand"], cwd=path, capture_output=True, env=_env())
+    return p.returncode == 0
+
+
 @dataclass(frozen=True)
 class RefInfo:
     name: str
@@ -168,16 +191,16 @@ class Git:
         through a pipe cost Python a third of a second of wake-ups and copies.
         A command that talks to a remote (``NETWORK``) is stopped after
         ``network_timeout()``: it then fails (exit 128) with fleet's words for it."""
-        timeout = network_timeout() if _verb(args) in NETWORK else None
+        timeout, env = (network_timeout(), _network_env(self.path)) if _verb(args) in NETWORK else (None, _env())
         try:
             if not spill:
-                return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=_env(),
+                return subprocess.run(["git", *args], cwd=self.path, input=input, capture_output=True, env=env,
                                       timeout=timeout)
             import tempfile  # here: with shutil, bz2 and lzma it is a tenth of a short command's start
 
             with tempfile.TemporaryFile() as out:
                 p = subprocess.run(["git", *args], cwd=self.path, input=input, stdout=out, stderr=subprocess.PIPE,
-                                   env=_env(), timeout=timeout)
+                                   env=env, timeout=timeout)
                 out.seek(0)
                 return subprocess.CompletedProcess(p.args, p.returncode, out.read(), p.stderr)
         except subprocess.TimeoutExpired:  # (subprocess.run has killed git and waited for it)
@@ -576,7 +599,7 @@ class Git:
         args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
         args += [remote, *(f"{u.new or ''}:{u.ref}" for u in updates)]
         push = subprocess.Popen(["git", *args], cwd=self.path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=_env())
+                                stderr=subprocess.PIPE, env=_network_env(self.path))
         if while_running is not None:
             while_running()
         timeout = network_timeout()
@@ -673,7 +696,14 @@ def git_reason(stderr: str, fallback: str) -> str:
     if first.startswith("!") and first.count("\t") >= 2:  # push --porcelain: "!<TAB>src:dst<TAB>[remote rejected] (why)"
         first = f"{first.split(chr(9))[1].split(':')[-1]} {first.split(chr(9))[-1]}"
     said = [ln.removeprefix("remote:").strip() for ln in lines if ln.startswith("remote:") and ln[7:].strip()]
-    return first + (f" (the remote said: {'; '.join(said)[:300]})" if said else "")
+    # over ssh, git's "Could not read from remote repository" hides why: ssh's own lines say it
+    ssh = [ln for ln in lines if ln.startswith(_SSH_SAYS)]
+    return (first + (f" (the remote said: {'; '.join(said)[:300]})" if said else "")
+            + (f" ({'; '.join(ssh)[:300]})" if ssh and not said else ""))
+
+
+_SSH_SAYS = ("ssh:", "Permission denied", "Host key verification failed", "Connection closed by",
+             "Connection timed out", "kex_exchange_identification", "Timeout, server")
 
 
 def process_alive(pid: int) -> bool:
