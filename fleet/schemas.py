@@ -275,6 +275,34 @@ def _short_number(m: re.Match[str]) -> str:
         return f"{m.group()[:8]}...({len(m.group().lstrip('-'))} digits)"
 
 
+def _alternatives(err: Any) -> str | None:
+    """For a value that fits none of anyOf's or oneOf's forms, what each form asked
+    (jsonschema's own words say only "not valid under any of the schemas listed")."""
+    import jsonschema_rs
+
+    kinds = jsonschema_rs.ValidationErrorKind
+    if not isinstance(getattr(err, "kind", None), (kinds.AnyOf, kinds.OneOfNotValid)):
+        return None
+    forms = [errs[0] for errs in (getattr(err.kind, "context", None) or []) if errs]
+    if not forms:
+        return None
+    asked = []
+    for e in forms:
+        below = "/".join(str(p) for p in list(e.instance_path)[len(list(err.instance_path)):])
+        asked.append(f"at /{below}: {e.message}" if below else e.message)
+    shown = canonical.dumps(err.instance).decode("utf-8", "replace").strip() if _dumpable(err.instance) else "the value"
+    shown = shown if len(shown) <= 60 else shown[:50] + " …"
+    return f"{shown} fits none of the {len(forms)} forms allowed here: " + "; or ".join(asked)
+
+
+def _dumpable(value: Any) -> bool:
+    try:
+        canonical.dumps(value)
+    except Exception:  # a number canonical JSON refuses, say: the words go without it
+        return False
+    return True
+
+
 def first_error(validator: Validator, instance: Any) -> str | None:
     """``None`` if valid, else the first error as 'at /path: message'."""
     if validator.is_valid(instance):
@@ -283,7 +311,7 @@ def first_error(validator: Validator, instance: Any) -> str | None:
     from fleet.ids import printable  # a value quoted in the message is hostile text: no bidi, no control byte
 
     where = printable("/" + "/".join(str(p) for p in err.instance_path), 200)
-    message = err.message
+    message = _alternatives(err) or err.message
     for pattern, words in PATTERN_WORDS.items():  # a rule in words, not a regular expression
         message = message.replace(f'"{pattern}"', words)
     message = _LONG_NUMBER.sub(_short_number, message)  # 1e308 read as an integer: 309 digits
