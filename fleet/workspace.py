@@ -6,6 +6,9 @@ only ``deltas/`` checked out. The user's checkout, branches and shallow state
 are never touched. Cleanup (worktree removed, worktree list pruned, local
 branches deleted) runs on every exit path, SIGTERM and SIGINT included, and
 whatever a kill -9 left behind is removed when that worker next starts.
+A run that fails (an exception, Ctrl-C) also removes what it made under
+``.git/fleet`` itself (its cache, the folders above it): a failed command leaves
+the repository as it found it, and what an earlier run left (a cache) is kept.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from fleet import faults
 from fleet.errors import FleetError
-from fleet.git import Git, git_reason, refuse_option_like
+from fleet.git import Git, process_alive, refuse_option_like
 from fleet.worker import commit_files
 
 FLEET_DIR = "fleet"
@@ -84,13 +87,55 @@ def clear_stale_locks(path: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def private_repo(gitdir: Path, name: str) -> Path:
-    """A bare repository of fleet's own under ``<gitdir>/fleet/``, made on first use."""
+def make_dirs(path: Path, made: list[Path]) -> None:
+    """``path.mkdir(parents=True, exist_ok=True)`` that adds to ``made`` each folder it
+    made, outermost first: only a folder whose mkdir succeeded here, never one another
+    process made at the same moment, so that a failed run removes only its own."""
+    try:
+        path.mkdir()
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        make_dirs(path.parent, made)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+        else:
+            made.append(path)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+    else:
+        made.append(path)
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders of ``made`` (as :func:`make_dirs` noted them), innermost first,
+    each only if it is empty now: what another process put there meanwhile stays, and
+    so does the folder that holds it."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def private_repo(gitdir: Path, name: str, made: list[Path] | None = None) -> Path:
+    """A bare repository of fleet's own under ``<gitdir>/fleet/``, made on first use;
+    the folders made for it are added to ``made`` (:func:`make_dirs`)."""
     path = gitdir / FLEET_DIR / name
     if not (path / "HEAD").exists():
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path, made if made is not None else [])
         Git(path).run("init", "--quiet", "--bare")
     return path
+
+
+def _gone(path: Path) -> Path:
+    """Where :meth:`Workspace._undo` moves a private repository of its run's (``path``)
+    to remove it: a name of this process's own beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.gone")
 
 
 class Workspace:
@@ -109,27 +154,111 @@ class Workspace:
         self.terminated = False
         self.interruptible = False
         self._held: int | None = None  # the open file whose lock says this process uses the cache
+        # what this run made under .git/fleet, in the order it made it, each with whether it
+        # is a private repository of this worker's (removed whole) or a folder (removed if
+        # empty): all of it is removed again if the run fails (_undo)
+        self._made: list[tuple[Path, bool]] = []
 
     def __enter__(self) -> Workspace:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.cache = Git(private_repo(self.cache_path.parent.parent.parent, f"workers/{self.worker}.git"))
-        self._hold()
-        self._unlock_stale()
-        self.recover()
+        try:
+            made: list[Path] = []
+            try:
+                make_dirs(self.tmp, made)
+            finally:
+                self._made += [(p, False) for p in made]
+            self._hold()
+            self._unlock_stale()
+            self.recover()
+        except BaseException:
+            self._undo()  # nothing of a cache another run holds: this one holds none
+            self._release()
+            raise
         self._old_term = signal.signal(signal.SIGTERM, self._on_term)
         return self
 
     def _hold(self) -> None:
         """This process alone uses the worker's cache until it is done (a lock the
-        kernel drops when the process dies, however it dies)."""
-        fd = os.open(self.cache_path / HELD, os.O_RDWR | os.O_CREAT, 0o644)
+        kernel drops when the process dies, however it dies); the cache is made if it
+        is not there. A failed run that made the cache removes it while it still holds
+        it (_undo): a lock taken on the file of a cache so removed is let go, and the
+        cache made anew."""
+        for _ in range(5):
+            made: list[Path] = []
+            try:
+                private_repo(self.root.parent, f"workers/{self.worker}.git", made)
+                fd = os.open(self.cache_path / HELD, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # removed by a failed run of this worker as we came: again
+                continue
+            finally:  # the folders above it: removed (if empty) when this run fails; the cache only once held
+                self._made += [(p, False) for p in made if p != self.cache_path]
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise FleetError(f"worker {self.worker} is already working in this clone ({self.cache_path}); "
+                                 "wait for it to finish") from None
+            if self._still_there(fd):
+                self._held = fd
+                self.cache = Git(self.cache_path)
+                if self.cache_path in made:
+                    self._made.append((self.cache_path, True))
+                self._sweep_gone()
+                return
+            os.close(fd)  # the lock of a cache a failed run removed meanwhile: make it again
+        raise FleetError(f"worker {self.worker}'s cache {self.cache_path} was removed each time this run "
+                         "made it (another run of the worker, failing at once?); run it again")
+
+    def _still_there(self, fd: int) -> bool:
+        """Whether the file ``fd`` locks is the cache's own now, not that of a cache removed meanwhile."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise FleetError(f"worker {self.worker} is already working in this clone ({self.cache_path}); "
-                             "wait for it to finish") from None
-        self._held = fd
+            now = os.stat(self.cache_path / HELD)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def _sweep_gone(self) -> None:
+        """A cache a failed run of this worker was removing when it was killed (-9)."""
+        for stale in self.cache_path.parent.glob(f".{self.cache_path.name}.*.gone"):
+            pid = stale.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def own(self, path: Path) -> None:
+        """``path``: a private repository under ``.git/fleet`` that only this worker uses, and
+        only while it holds its cache (its knowledge cache), about to be made if missing.
+        If this run fails, it is removed again when this run made it, with the folders
+        above it that this run made (those if empty)."""
+        missing: list[Path] = []
+        at = path
+        while at != self.root and at.parent != at and not at.exists():
+            missing.append(at)
+            at = at.parent
+        self._made += [(p, p == path) for p in reversed(missing)]
+
+    def _undo(self) -> None:
+        """The run failed: remove what it made under .git/fleet, innermost first. A private
+        repository of its own goes whole, while this run still holds the worker's cache
+        (moved aside first, in one step: a run of the same worker starting meanwhile finds
+        it whole or not at all); a folder goes only if it is empty (another worker's cache,
+        another command's file in it: it stays). Signals wait until it is done."""
+        with _deferred(obey=False):
+            while self._made:
+                path, whole = self._made.pop()
+                if not whole:
+                    remove_made([path])
+                    continue
+                gone = _gone(path)
+                try:
+                    os.replace(path, gone)
+                except OSError:
+                    gone = path
+                shutil.rmtree(gone, ignore_errors=True)
+
+    def _release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # the cache is free for the next run
+            self._held = None
 
     def _unlock_stale(self) -> None:
         """git's own lock files left in the cache (shallow.lock, a ref's .lock) by a
@@ -152,11 +281,13 @@ class Workspace:
                 # was already happening stand: finished work stays finished.
                 self.cleanup()  # returning None lets an exception already under way go on
         finally:
-            if self._old_term is not None:
-                signal.signal(signal.SIGTERM, self._old_term)
-            if self._held is not None:
-                os.close(self._held)  # the cache is free for the next run
-                self._held = None
+            try:
+                if kind is not None:  # the run failed: what it made goes, before its hold does
+                    self._undo()
+            finally:
+                if self._old_term is not None:
+                    signal.signal(signal.SIGTERM, self._old_term)
+                self._release()
 
     # -- residue ---------------------------------------------------------
     def recover(self) -> None:
@@ -255,9 +386,10 @@ class Workspace:
         elif seeded:
             for ref in self.cache.refs("refs/fleet/seed/"):
                 self.cache.proc("update-ref", "-d", ref.name)
-        if p.returncode != 0:
-            raise FleetError(f"git fetch failed in {self.cache_path}: "
-                             f"{git_reason(p.stderr.decode(errors='replace'), f'exit {p.returncode}')}")
+        if p.returncode != 0:  # said of the remote: the cache it names would be gone (a failed run's is removed)
+            from fleet.repo import fetch_failed
+
+            raise fetch_failed(url, p.stderr.decode(errors="replace") or f"exit {p.returncode}")
         sha = self.cache.rev_parse("refs/fleet/main")
         if sha is None:
             raise FleetError(f"{url}: has no main branch")
@@ -296,7 +428,15 @@ class Workspace:
         # An interrupt waits until git has made the worktree: a git killed half
         # way could write into the folder after cleanup removed it.
         with _deferred(obey=True):
-            path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
+            for _ in range(5):  # a failed run of another worker removes tmp when it is empty: made again
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                try:
+                    path = Path(tempfile.mkdtemp(prefix=f"{self.worker}-", dir=self.tmp))
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                raise FleetError(f"{self.tmp}: removed each time this run made it; run it again")
             self.worktree = path
             self.cache.run("worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), commit)
         return path

@@ -38,7 +38,7 @@ from fleet.records import Usage
 from fleet.repo import worker_branch
 from fleet.state import GitSnapshot
 from fleet.streams import run_turns
-from fleet.workspace import INDEX_REF, Terminated, Workspace, remote_url
+from fleet.workspace import FLEET_DIR, INDEX_REF, Terminated, Workspace, make_dirs, remote_url, remove_made
 from fleet.world import View
 
 PUSH_ATTEMPTS = 6
@@ -137,6 +137,8 @@ def _work(
         deadline = None if timeout is None else started + timeout
         with network_deadline(deadline):
             held = _held_tasks(ws, url, cfg, agents)
+            if cfg.knowledge.sources:  # its cache, if this run makes it, goes again if the run fails
+                ws.own(common_dir(root) / FLEET_DIR / knowledge.CACHE / f"{name}.git")
             known = knowledge.fetch(common_dir(root), root, cfg, name)  # the one moment this worker's knowledge changes
             inboxes, bus_error = _inboxes(ws, url, cfg, agents)
         for warning in known.warnings:
@@ -225,10 +227,20 @@ def _already_delivered(ws: Workspace, worker: str, tick: int, branch: str, agent
 def _write_whole(dest: Path, data: bytes) -> None:
     """Write ``dest`` whole or not at all (a temporary name, then a rename): a worker
     killed while handing over leaves no file cut short to be read as a delta."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    part.write_bytes(data)
-    os.replace(part, dest)
+    for attempt in range(5):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            part.write_bytes(data)
+            os.replace(part, dest)
+            return
+        except FileNotFoundError:  # a shared outbox that another worker's failed run removed (empty): again
+            part.unlink(missing_ok=True)
+            if attempt == 4:
+                raise
+        except BaseException:  # a full disk, an interrupt: no part file is left behind
+            part.unlink(missing_ok=True)
+            raise
 
 
 def _writable(body: dict[str, Any], provider: str) -> dict[str, Any]:
@@ -343,21 +355,27 @@ def work_command(directory: Path, as_json: bool, remote: str | None, worker: int
                  agents: str | None) -> None:
     """One worker's slice of one tick, ending in a pushed delta set."""
     timeout = None if timeout is None else flag_seconds("--timeout", timeout, zero=True)
+    made: list[Path] = []  # the outbox's folders this run made: removed again (if empty) when it fails
     if outbox is not None:  # an outbox is its own folder, or one workers of a tick share (deltas/ only)
         check_output(directory, outbox, "--outbox", folder=True,
                      ours=lambda f: all(p.name == "deltas" and p.is_dir() for p in f.iterdir()))
         try:  # made now, not after the turns have spent their tokens
-            outbox.mkdir(parents=True, exist_ok=True)
+            make_dirs(outbox, made)
         except OSError as e:
+            remove_made(made)
             what = "a link to nowhere" if outbox.is_symlink() and not outbox.exists() else (e.strerror or str(e))
             raise UsageError(f"--outbox {printable(str(outbox), 200)}: cannot be made: {what}") from None
     try:
-        r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
-                 outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
-    except UnknownAgents as e:
-        raise UsageError(f"--agents: {e}") from None
-    except ProviderUnavailable as e:
-        raise UsageError(e.for_option("--provider")) from None
+        try:
+            r = work(directory, worker=worker, workers=workers, tick=tick, remote=remote, provider=provider,
+                     outbox=outbox, concurrency=concurrency, timeout=timeout, only_agents=split(agents))
+        except UnknownAgents as e:
+            raise UsageError(f"--agents: {e}") from None
+        except ProviderUnavailable as e:
+            raise UsageError(e.for_option("--provider")) from None
+    except BaseException:
+        remove_made(made)  # (delta files it handed over before it failed stay: finished turns, and the folder with them)
+        raise
 
     def text() -> None:
         where = f"pushed {r.branch}" if r.pushed else f"handed to {r.outbox}"
