@@ -11,15 +11,21 @@ never applied.
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from fleet import canonical, schemas, tick_messages, tick_tasks
 from fleet.authority import Authority, refusal_of
+from fleet.config import CONFIG_PATH, Config
 from fleet.delta import Op
+from fleet.errors import FleetError
 from fleet.ids import is_safe_id, printable
-from fleet.refs import MISSING, Scope, render
-from fleet.world import NOOP, Tool, View
+from fleet.refs import MISSING, Scope, Text, render
+from fleet.world import ITEMS, NOOP, Reader, Tool, View, _Loader
 
 
 @dataclass(frozen=True)
@@ -312,3 +318,365 @@ def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, A
 
 def _shown(value: Any) -> str:
     return "(missing)" if value is MISSING else repr(printable(str(value), 80))
+
+
+# -- declarations no call can satisfy (`fleet validate`) ----------------------
+def declaration_problems(cfg: Config, read: Reader) -> list[tuple[str, str]]:
+    """(file, 'key: what') for each tool whose declaration no call can ever turn
+    into a valid document, found before any tick runs it:
+
+    * a fixed part of an effect's value (no ``{reference}`` anywhere in it: a
+      number, a plain string, an object or list of such) that the collection's
+      schema refuses where the effect writes it (``"title": -1`` where titles are
+      strings). What a reference gives is not known here, and is never judged;
+      the parts of the schema that apply at a place are read only as far as they
+      surely apply (properties, items, additionalProperties, ``$ref`` within the
+      schema, allOf), so a part that could be valid is never named;
+    * an input schema whose bounds no value meets: a minimum above its maximum
+      (minLength, minItems, minProperties, minimum, the exclusive ones), or a
+      length beyond ``limits.max_delta_bytes`` for a value an effect writes whole
+      into the delta, where its type leaves no other value.
+
+    Every tool that loads is checked, even in a world with other problems
+    (fleet.world.check reports those, and the tools they break)."""
+    tools = _Loader(cfg, read).tools()
+    docs = _DocSchemas(cfg, read)
+    out: list[tuple[str, str]] = []
+    for name in sorted(tools):
+        tool = tools[name]
+        key = f"tools.{name}" if tool.source == CONFIG_PATH else name
+        lines = _fixed_value_problems(tool, docs) + _bound_problems(tool, cfg.limits.max_delta_bytes)
+        out += [(tool.source, f"{key}.{line}") for line in lines]
+    return out
+
+
+_Pointer = tuple[str, ...]  # a place in a schema, as keys (a list's index as digits)
+_ANY_KEY = "\0any"  # in an input path: a key additionalProperties gives, never one a reference names
+_LEGACY = ("draft-03", "draft-04", "draft-06", "draft-07")  # where "$ref" hides the keywords beside it
+
+
+class _DocSchema:
+    """A collection's document schema, read to say which of its parts surely apply
+    at a place of a document, each with its validator."""
+
+    def __init__(self, root: Any, validators: Any) -> None:
+        self.root = root
+        self.validators = validators
+        meta = root.get("$schema") if isinstance(root, dict) else None
+        self.legacy = isinstance(meta, str) and any(d in meta for d in _LEGACY)
+        # A "$id" below the root moves where "#/..." resolves inside it: such a schema's $ref is not followed.
+        self.refs = not _nested_id(root)
+
+    def node(self, ptr: _Pointer) -> Any:
+        node = self.root
+        for key in ptr:
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            else:
+                return None
+        return node
+
+    def applying(self, start: list[_Pointer]) -> list[_Pointer]:
+        """``start`` and the parts that apply wherever they do: what a ``$ref`` within
+        the schema names, and each of an ``allOf`` (at most 256 parts)."""
+        out: list[_Pointer] = []
+        todo, seen = list(reversed(start)), set()
+        while todo and len(out) < 256:
+            ptr = todo.pop()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            out.append(ptr)
+            node = self.node(ptr)
+            if not isinstance(node, dict):
+                continue
+            ref = node.get("$ref")
+            if self.refs and isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+                todo.append(tuple(t.replace("~1", "/").replace("~0", "~") for t in unquote(ref[1:]).split("/")[1:]))
+            if self.legacy and "$ref" in node:
+                continue  # (draft 7 and before: the keywords beside "$ref" are ignored)
+            subs = node.get("allOf")
+            if isinstance(subs, list):
+                todo += [(*ptr, "allOf", str(i)) for i in reversed(range(len(subs)))]
+        return out
+
+    def below(self, parts: list[_Pointer], step: str | None) -> list[_Pointer]:
+        """The parts that surely apply at field ``step`` (ITEMS: at each item) of a
+        place where ``parts`` apply."""
+        found: list[_Pointer] = []
+        for ptr in parts:
+            node = self.node(ptr)
+            if not isinstance(node, dict) or (self.legacy and "$ref" in node):
+                continue
+            if step is ITEMS:
+                if isinstance(node.get("items"), (dict, bool)) and "prefixItems" not in node:
+                    found.append((*ptr, "items"))  # (not a tuple's items: an item's place is not known)
+                continue
+            props = node.get("properties")
+            if isinstance(props, dict) and step in props:
+                found.append((*ptr, "properties", step))
+            elif "patternProperties" not in node and isinstance(node.get("additionalProperties"), (dict, bool)):
+                found.append((*ptr, "additionalProperties"))
+        return self.applying(found)
+
+    def at(self, place: tuple[str | None, ...]) -> list[_Pointer]:
+        parts = self.applying([()])
+        for step in place:
+            parts = self.below(parts, step)
+        return parts
+
+    def refusal(self, value: Any, place: tuple[str | None, ...]) -> tuple[list[Any], str] | None:
+        """(where in ``value``, why) a part of the schema that applies at ``place``
+        refuses ``value``, or None."""
+        for ptr in self.at(place):
+            validator = self.validators.get("#" + "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in ptr))
+            if validator is None:
+                continue
+            try:
+                problem = schemas.first_error(validator, value)
+                if problem is None:
+                    continue
+                where = list(next(iter(validator.iter_errors(value))).instance_path)
+            except (ValueError, RecursionError, StopIteration):  # the validator gave up on it: judged by none
+                continue
+            shown = printable("/" + "/".join(str(p) for p in where), 200)
+            return where, problem.removeprefix(f"at {shown}: ")
+        return None
+
+
+def _nested_id(root: Any) -> bool:
+    """Whether a schema object below ``root`` has its own "$id" (or "id", the older drafts' word)."""
+    todo: list[Any] = [v for k, v in root.items() if k not in _INSTANCE_KEYWORDS] if isinstance(root, dict) else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo += node
+        elif isinstance(node, dict):
+            if isinstance(node.get("$id"), str) or isinstance(node.get("id"), str):
+                return True
+            todo += [v for k, v in node.items() if k not in _INSTANCE_KEYWORDS]
+    return False
+
+
+_INSTANCE_KEYWORDS = frozenset(["enum", "const", "default", "examples"])  # values, not schemas
+
+
+class _DocSchemas:
+    """Each collection's document schema, read once: None when missing, not JSON or
+    not usable (fleet.world.check and the schema file's own check say so)."""
+
+    def __init__(self, cfg: Config, read: Reader) -> None:
+        self.cfg = cfg
+        self.read = read
+        self.found: dict[str, _DocSchema | None] = {}
+
+    def of(self, collection: str) -> _DocSchema | None:
+        if collection not in self.found:
+            self.found[collection] = self._load(collection)
+        return self.found[collection]
+
+    def _load(self, collection: str) -> _DocSchema | None:
+        coll = self.cfg.collections.get(collection)
+        rel = f"schemas/{coll.schema}" if coll else ""
+        data = self.read(rel) if coll else None
+        if data is None:
+            return None
+        import jsonschema_rs  # (loaded by the schema's compiling below in any case)
+
+        try:
+            schemas.compile_bytes(data, rel)  # refuses a $ref out of the schema, by name, before any is resolved
+            root = canonical.parse(data)
+            validators = jsonschema_rs.validator_map_for(root, retriever=schemas._no_retrieval)
+        except (FleetError, canonical.JSONProblem, ValueError, jsonschema_rs.ReferencingError):
+            return None
+        return _DocSchema(root, validators)
+
+
+def _fixed(value: Any) -> Any:
+    """A compiled template as the JSON it always gives, or MISSING where it names anything."""
+    if isinstance(value, Text):
+        return MISSING if value.refs else value.text(Scope({}))
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out[k] = _fixed(v)
+            if out[k] is MISSING:
+                return MISSING
+        return out
+    if isinstance(value, list):
+        items = [_fixed(v) for v in value]
+        return MISSING if any(v is MISSING for v in items) else items
+    return value
+
+
+def _fixed_parts(value: Any, place: tuple[str | None, ...], at: str
+                 ) -> Iterator[tuple[Any, tuple[str | None, ...], str]]:
+    """(value, its place in the document, its key in the declaration) for each
+    largest part of a value template that names nothing: written as it is."""
+    fixed = _fixed(value)
+    if fixed is not MISSING:
+        yield fixed, place, at
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _fixed_parts(v, (*place, k), f"{at}.{printable(k, 80)}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _fixed_parts(v, (*place, ITEMS), f"{at}[{i}]")
+
+
+def _fixed_value_problems(tool: Tool, docs: _DocSchemas) -> list[str]:
+    """'effects[i].value...: why' for each fixed part of an effect's value that the
+    collection's schema refuses where it is written: the created document's fields
+    (its 'id' is the effect's own), the value set at the path, the member added,
+    the item appended. (An incr's value is an amount, not what the field becomes.)"""
+    out = []
+    for i, e in enumerate(tool.effects):
+        schema = docs.of(e.doc.collection)
+        if schema is None or e.op not in ("create", "set", "add", "append"):
+            continue  # (each of these has a value: None is a fixed null)
+        at = f"effects[{i}].value"
+        if e.op == "create":
+            parts = [p for k, v in (e.value.items() if isinstance(e.value, dict) else ()) if k != "id"
+                     for p in _fixed_parts(v, (k,), f"{at}.{printable(k, 80)}")]
+        else:
+            parts = list(_fixed_parts(e.value, (*e.path, ITEMS) if e.op in ("add", "append") else e.path, at))
+        for value, place, key in parts:
+            refused = schema.refusal(value, place)
+            if refused is None:
+                continue
+            where, why = refused
+            inner = "".join(f"[{p}]" if isinstance(p, int) else f".{printable(str(p), 80)}" for p in where)
+            field = ".".join(["items" if p is ITEMS else printable(str(p), 80) for p in place]
+                             + [printable(str(p), 80) for p in where])
+            coll = docs.cfg.collections[e.doc.collection]
+            calls = f"every call of {tool.name} that makes this effect" if e.when else f"every call of {tool.name}"
+            out.append(f"{key}{inner}: {why} ({e.doc.collection} documents' {field}, schemas/{coll.schema}): "
+                       f"{calls} would be quarantined")
+    return out
+
+
+_LENGTHS = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
+            "object": ("minProperties", "maxProperties")}
+
+
+def _bound_problems(tool: Tool, limit: int) -> list[str]:
+    """'input...: why' for each place of the tool's input schema whose own bounds no
+    value of its types meets: a call that gives a value there is always rejected
+    (every call, where the place is required). Read from the root through
+    properties, items, prefixItems, additionalProperties and allOf; a place below
+    one already named is not read."""
+    meta = tool.input_schema.get("$schema")
+    legacy = isinstance(meta, str) and any(d in meta for d in _LEGACY)
+    written = _written(tool)
+    out = []
+    todo: deque[tuple[Any, str, tuple[str | None, ...], bool]] = deque([(tool.input_schema, "input", (), True)])
+    while todo:
+        schema, at, path, required = todo.popleft()
+        if not isinstance(schema, dict) or (legacy and "$ref" in schema):
+            continue  # (draft 7 and before: the keywords beside "$ref" are ignored)
+        whole = any(path[: len(p)] == p for p in written)
+        why = _impossible(schema, limit if whole else None)
+        if why:
+            then = f"no call of {tool.name} can pass its input schema" if required else \
+                f"no call of {tool.name} can give a value there"
+            out.append(f"{at}: {why}: {then}")
+            continue
+        needed = schema.get("required")  # (a field it requires is given whenever it is, if it is surely an object)
+        needed = needed if isinstance(needed, list) and schema.get("type") in ("object", ["object"]) else []
+        props = schema.get("properties")
+        for k, sub in (props.items() if isinstance(props, dict) else ()):
+            todo.append((sub, f"{at}.properties.{printable(k, 80)}", (*path, k), required and k in needed))
+        items, prefix = schema.get("items"), schema.get("prefixItems")
+        for word, tuple_ in (("prefixItems", prefix), ("items", items)):  # (a list of items: draft 7's tuple)
+            if isinstance(tuple_, list):
+                todo += [(sub, f"{at}.{word}[{i}]", (*path, ITEMS), False) for i, sub in enumerate(tuple_)]
+        if isinstance(items, dict):
+            todo.append((items, f"{at}.items", (*path, ITEMS), False))
+        if isinstance(schema.get("additionalProperties"), dict):
+            todo.append((schema["additionalProperties"], f"{at}.additionalProperties", (*path, _ANY_KEY), False))
+        subs = schema.get("allOf")
+        todo += [(sub, f"{at}.allOf[{i}]", path, required) for i, sub in enumerate(subs if isinstance(subs, list) else ())]
+    return out
+
+
+def _written(tool: Tool) -> set[tuple[str, ...]]:
+    """The input paths whose value an effect that always applies (no 'when') writes
+    whole into its op: a whole-string reference, "{input.title}" (not a cut one)."""
+    found: set[tuple[str, ...]] = set()
+    todo = [e.value for e in tool.effects if not e.when]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, Text) and value.whole is not None and value.whole.root == "input":
+            found.add(value.whole.path)
+        elif isinstance(value, dict):
+            todo += value.values()
+        elif isinstance(value, list):
+            todo += value
+    return found
+
+
+def _number(value: Any) -> int | float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _impossible(schema: dict[str, Any], limit: int | None) -> str | None:
+    """Why no value of the types ``schema`` allows meets its own bounds, or None
+    (None too where it names no type: a value of another kind is free of them).
+    ``limit``: the size at least which no value fits in a delta, for a value
+    written whole into one."""
+    kind = schema.get("type")
+    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
+    if not kinds:
+        return None
+    reasons = []
+    for k in kinds:
+        why = _dead(schema, k, limit) if isinstance(k, str) else None
+        if why is None:
+            return None
+        reasons.append(why)
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def _dead(schema: dict[str, Any], kind: str, limit: int | None) -> str | None:
+    """Why no value of ``kind`` meets ``schema``'s bounds, or None."""
+    if kind in _LENGTHS:
+        least, most = _LENGTHS[kind]
+        lo, hi = _number(schema.get(least)), _number(schema.get(most))
+        if lo is not None and hi is not None and lo > hi:
+            return f"{least} {lo} is more than {most} {hi}"
+        if lo is not None and limit is not None and lo >= limit:
+            return (f"{least} {lo} is not less than limits.max_delta_bytes ({limit}, {CONFIG_PATH}), and an "
+                    "effect writes the value whole into the delta")
+        return None
+    if kind not in ("number", "integer"):
+        return None
+    lo_key, lo, lo_open = _edge(schema, "minimum", "exclusiveMinimum", max)
+    hi_key, hi, hi_open = _edge(schema, "maximum", "exclusiveMaximum", min)
+    if lo is None or hi is None:
+        return None
+    if lo > hi or (lo == hi and (lo_open or hi_open)):
+        return f"{lo_key} {lo} is {'more than' if lo > hi else 'not less than'} {hi_key} {hi}"
+    if kind == "integer":
+        first = math.floor(lo) + 1 if lo_open else math.ceil(lo)
+        last = math.ceil(hi) - 1 if hi_open else math.floor(hi)
+        if first > last:
+            return f"{lo_key} {lo} and {hi_key} {hi} leave no integer between them"
+    return None
+
+
+def _edge(schema: dict[str, Any], inclusive: str, exclusive: str,
+          tighter: Any) -> tuple[str, int | float | None, bool]:
+    """(the keyword, the bound, whether it is exclusive) of one side of a number's
+    range: the tighter of the two keywords (draft 4's boolean exclusive* marks the
+    inclusive one exclusive)."""
+    at, open_ = _number(schema.get(inclusive)), False
+    key = inclusive
+    flag = schema.get(exclusive)
+    edge = _number(flag)
+    if isinstance(flag, bool):
+        open_ = flag and at is not None
+    elif edge is not None and (at is None or tighter(edge, at) == edge):
+        key, at, open_ = exclusive, edge, True
+    return key, at, open_

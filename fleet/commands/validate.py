@@ -118,8 +118,11 @@ def validate(root: Path, target: Path | None = None,
         found, warnings = world_report(cfg, lambda p: _read_disk(root, p))
         problems += [Problem(path, message) for path, message in found]
         warned += [Problem(path, message) for path, message in warnings]
+        from fleet.tools import declaration_problems  # (as fleet.world, only when needed)
         from fleet.world import signers_problems  # (fleet.world loads the schema library: only when needed)
 
+        # tools no call can make valid: a fixed value the collection refuses, input bounds no value meets
+        problems += [Problem(path, message) for path, message in declaration_problems(cfg, lambda p: _read_disk(root, p))]
         problems += [Problem(path, message)
                      for path, message in signers_problems(cfg, lambda p: _read_disk(root, p), lambda p: _kind(root, p))]
     unique = list(dict.fromkeys(problems))  # a file the world and the documents both read: said once
