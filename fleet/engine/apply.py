@@ -378,6 +378,16 @@ def combine(
             errors[d.id] = f"{describe(op)}: no such document"
         elif not authority.allows(coll, owner, d, op):
             errors[d.id] = refusal(d, op, coll, owner)
+    # An op whose path crosses a value that is not an object (bio.x where bio is a string)
+    # applies in no order: it is refused before it can compete with the ops that can, and
+    # hold a field for a person to choose between a change and a mistake. Judged on the
+    # document as this combine starts (main's, or the create's), which is the same wherever
+    # it is decided: an op carried on top of earlier deltas (Carried.takes) overlaps none
+    # of their fields, so the values on its way are main's.
+    if doc is not None:
+        for d, op in entries:
+            if op.op not in ("create", "delete") and d.id not in errors and _crosses(doc, op.path):
+                errors[d.id] = f"{describe(op)}: {'.'.join(op.path)} crosses a value that is not an object"
     if errors:
         entries = [(d, op) for d, op in entries if d.id not in errors]
         if winner is not None and winner.id in errors:
@@ -434,6 +444,18 @@ def combine(
         if len(c.candidates) < 2:
             errors.setdefault(c.candidates[0]["delta"], f"{c.where}: the delta's own ops compete for this field ({c.reason})")
     return DocOutcome(doc, errors, conflicts, exists)
+
+
+def _crosses(doc: dict[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether a value on the way to ``path`` (not the field itself) is there and no object."""
+    cur: Any = doc
+    for k in path[:-1]:
+        cur = cur.get(k, _MISSING)
+        if cur is _MISSING:
+            return False  # made on the way, as docpath.put does
+        if type(cur) is not dict:
+            return True
+    return False
 
 
 def _family(op: str) -> str:
