@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ from fleet.repo import EMBEDDED, TRACKING, WORKER_BRANCH, FleetRepo, Source, emb
 from fleet.spend import spending
 from fleet.state import GitSnapshot
 from fleet.tasks import BRANCH as TASKS_BRANCH
-from fleet.workspace import FLEET_DIR, OUTBOX, clear_stale_locks, private_repo, remote_url
+from fleet.workspace import FLEET_DIR, OUTBOX, clear_stale_locks, make_dirs, private_repo, remote_url, remove_made
 
 
 class NotStarted(Exception):
@@ -322,21 +322,47 @@ def _one_run(root: Path) -> Iterator[None]:
     released by the kernel however the run ends (kill -9 included); the pid in
     the file is only for the message."""
     lock = common_dir(root) / FLEET_DIR / "run.pid"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    made: list[Path] = []
+    make_dirs(lock.parent, made)
+    fd, held = -1, False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            who = f"pid {printable(holder, 20)}" if holder.isdigit() else "its pid not yet written"
-            raise FleetError(f"another `fleet run` ({who}) is running in {root}; wait for it, "
-                             "or stop it with Ctrl-C") from None
+        for _ in range(100):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                who = f"pid {printable(holder, 20)}" if holder.isdigit() else "its pid not yet written"
+                raise FleetError(f"another `fleet run` ({who}) is running in {root}; wait for it, "
+                                 "or stop it with Ctrl-C") from None
+            if _same_file(fd, lock):
+                held = True
+                break
+            os.close(fd)  # the file of a run that ended and removed it as we opened it: open the new one
+            fd = -1
+        else:
+            raise FleetError(f"{lock}: removed each time this run opened it; run it again")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if held:
+            # removed while still held, so no run can hold a file that is no longer the lock
+            # (each checks, once it holds one, that it is the file at the lock's name)
+            with suppress(OSError):
+                lock.unlink()
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+        remove_made(made)  # .git/fleet, if this run made it and nothing else is in it
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _run(root: Path, started: float, ticks: int, workers: int | None, remote: str | None, provider: str | None,

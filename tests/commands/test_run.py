@@ -391,7 +391,27 @@ def test_a_plain_repository_gets_a_clear_error_and_no_half_made_origin(tmp_path:
     assert p.returncode == 1 and "main has no state/config.json; is this a fleet repository?" in p.stderr
     assert p.stdout == ""
     assert not (repo / ".git" / "fleet" / "origin.git").exists()
+    assert not (repo / ".git" / "fleet").exists()  # not even its lock: a failed run leaves nothing
     assert subprocess.run(["git", "config", "fleet.remote"], cwd=repo, capture_output=True).stdout == b""
+
+
+def test_runs_racing_for_the_lock_never_run_at_once(tmp_path: Path) -> None:
+    """The lock file is removed when a run ends (so none is left behind): a run that
+    opened the old file as it went holds nothing, and opens the new one. Runs started
+    together each either tick alone or say another run is running: main's tick counts
+    exactly the runs that said they ran."""
+    repo = tmp_path / "x"
+    init(repo)
+    procs = [subprocess.Popen([sys.executable, "-m", "fleet", "run", "--ticks", "1", "--json"], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    ran = [o for (o, _), p in zip(outs, procs) if p.returncode == 0]
+    for (_, err), p in zip(outs, procs):
+        assert p.returncode == 0 or "another `fleet run`" in err, err
+    assert ran
+    ticks = sorted(t["tick"] for o in ran for t in json.loads(o)["ticks"])
+    assert ticks == list(range(1, len(ran) + 1)), ticks  # one tick each, one after another
+    assert not (repo / ".git" / "fleet" / "run.pid").exists()
 
 
 def test_one_run_at_a_time_in_a_repository(tmp_path: Path) -> None:
