@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import canonical, docpath, schemas
+from fleet import canonical, docpath, keys, schemas
 from fleet.authority import Authority, describe, refusal
 from fleet.config import Collection, Config
 from fleet.delta import Delta, Op
@@ -59,6 +59,7 @@ class Applier:
         self.cfg = cfg
         self.tick = tick
         self.authority = Authority(cfg)  # its answers live as long as this merge
+        self.secrets = keys.named()  # no document the merge writes holds one (doc_problem)
         self._conflicts: dict[str, Conflict] | None = None
 
     def open_conflicts(self) -> dict[str, Conflict]:
@@ -107,7 +108,7 @@ class Applier:
             # Refused ops or an invalid result: settle the document in delta
             # order, so that a delta that is refused (an intruder's create, say)
             # takes no later delta down with it.
-            if out.errors or (out.doc is not None and doc_problem(self.base, coll, key[1], out.doc)):
+            if out.errors or (out.doc is not None and doc_problem(self.base, coll, key[1], out.doc, self.secrets)):
                 out = self._blame(coll, key[1], path, raw, entries, open_here)
             for delta_id, reason in out.errors.items():
                 culprits.setdefault(delta_id, reason)
@@ -167,7 +168,7 @@ class Applier:
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
                 elif out.doc is not None:
-                    problem = doc_problem(self.base, coll, key[1], out.doc)
+                    problem = doc_problem(self.base, coll, key[1], out.doc, self.secrets)
                     if problem:
                         reason = f"would make {paths[key]} invalid: {problem}"
                 if reason:
@@ -215,7 +216,7 @@ class Applier:
             if d.id in out.errors:
                 errors[d.id] = out.errors[d.id]
                 continue
-            problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc)
+            problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc, self.secrets)
             if problem:
                 errors[d.id] = f"would make {path} invalid: {problem}"
                 continue
@@ -317,17 +318,25 @@ def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return a[:n] == b[:n]
 
 
-def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any) -> str | None:
-    """Why ``doc`` cannot be document ``doc_id`` of ``coll``, or None if it can."""
+def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any,
+                secrets: list[tuple[str, bytes]] | None = None) -> str | None:
+    """Why ``doc`` cannot be document ``doc_id`` of ``coll``, or None if it can.
+    ``secrets`` (keys.named()): a document the merge writes may hold none of them. The
+    commit's last net would mask it, and a masked document is another document (a key
+    renamed, a value the schema refuses) that nobody checked: the change is refused here."""
     if not isinstance(doc, dict) or doc.get("id") != doc_id:
         return f"its 'id' must be {doc_id!r}"
     problem = schemas.first_error(base.validator(coll.name), doc)
     if problem:
         return f"{problem} (schemas/{coll.schema})"
     try:
-        canonical.dumps_line(doc)
+        line = canonical.dumps_line(doc)
     except TypeError as e:  # orjson: an integer beyond 64 bits
         return f"it cannot be written as JSON: {e}"
+    for name, value in secrets or ():
+        if value in line:
+            return (f"it would hold the value of {name}, and fleet writes no key's value anywhere (if {name} "
+                    "is no secret, rename it: a variable named like a token, key or secret is treated as one)")
     return None
 
 
