@@ -115,6 +115,26 @@ def compile_bytes(data: bytes, where: str) -> Validator:
     return compile_schema(canonical.load(data, where), where)
 
 
+@lru_cache(maxsize=256)
+def integer_places(data: bytes, where: str) -> _Plan | None:
+    """Where a schema file declares integers (see ProtocolValidator); cached by content."""
+    schema = canonical.load(data, where)
+    return _integer_plan(schema, schema, frozenset()) if isinstance(schema, dict) else None
+
+
+def float_at_integer(plan: _Plan | None, instance: Any) -> str | None:
+    """'at /path: 2.0 is not an integer ...' where ``instance`` holds a float the plan
+    declares an integer, or None. JSON Schema counts 2.0 as an integer; a counter that
+    became 2.0 loses increments past 2**53 and is written as 2.0 from then on."""
+    at = _float_at(plan, instance, ())
+    if at is None:
+        return None
+    from fleet.ids import printable
+
+    return (f"at {printable('/' + '/'.join(str(p) for p in at), 200)}: {_dig(instance, at)!r} is not an integer "
+            "in the JSON text (an integer field takes whole numbers, written without a fraction)")
+
+
 class ProtocolValidator:
     """A validator of one of fleet's own formats, stricter than JSON Schema in one
     way: where the schema says ``integer``, the JSON text must hold an integer.

@@ -83,12 +83,21 @@ class Snapshot:
         return int(self.fleet["tick"])
 
     def validator(self, collection: str) -> schemas.Validator:
+        path, data = self._schema_of(collection)
+        return schemas.compile_bytes(data, path)
+
+    def integer_places(self, collection: str) -> Any:
+        """Where the collection's schema declares integers (schemas.float_at_integer)."""
+        path, data = self._schema_of(collection)
+        return schemas.integer_places(data, path)
+
+    def _schema_of(self, collection: str) -> tuple[str, bytes]:
         name = self.config.collections[collection].schema
         path = f"schemas/{name}"
         data = self.read(path)
         if data is None:
             raise FleetError(f"{CONFIG_PATH}: collections.{collection}.schema names {path}, which is missing or not a regular file")
-        return schemas.compile_bytes(data, path)
+        return path, data
 
     def ledger_ids(self, tick: int, worker: str) -> dict[str, str]:
         """Delta id -> digest of the deltas of (tick, worker) already applied."""

@@ -98,7 +98,7 @@ def replay_tick(base: Snapshot, applied: list[Delta], quarantined: list[dict[str
     base, decided = resolve.apply(base, list(outside))
     tick = base.tick + 1
     applied = sorted(applied, key=lambda d: d.key)
-    outcome = Applier(base, base.config, tick, by_conflict(meanings)).run(applied)
+    outcome = Applier(base, base.config, tick, by_conflict(meanings), replaying=True).run(applied)
     if outcome.culprits:
         delta_id, reason = sorted(outcome.culprits.items())[0]
         raise FleetError(f"replay of tick {tick}: ledger delta {delta_id} does not apply: {reason}")

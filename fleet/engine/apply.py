@@ -53,13 +53,17 @@ class Outcome:
 class Applier:
     """Applies deltas to the documents of one snapshot, for one tick."""
 
-    def __init__(self, base: Snapshot, cfg: Config, tick: int, meanings: Meanings | None = None) -> None:
+    def __init__(self, base: Snapshot, cfg: Config, tick: int, meanings: Meanings | None = None,
+                 replaying: bool = False) -> None:
         self.meanings = meanings or {}  # the model's recorded merges ('meaning' policy), by conflict id
         self.base = base
         self.cfg = cfg
         self.tick = tick
         self.authority = Authority(cfg)  # its answers live as long as this merge
-        self.secrets = keys.named()  # no document the merge writes holds one (doc_problem)
+        # no document the merge writes holds a secret's value, nor a float where its schema says
+        # integer (doc_problem); a replay takes what the ledger applied, on any machine, as it was
+        self.secrets = [] if replaying else keys.named()
+        self.strict = not replaying
         self._conflicts: dict[str, Conflict] | None = None
 
     def open_conflicts(self) -> dict[str, Conflict]:
@@ -98,7 +102,7 @@ class Applier:
             base_doc = None
             if raw is not None:
                 base_doc = canonical.load(raw, path)
-                problem = doc_problem(self.base, coll, key[1], base_doc)
+                problem = doc_problem(self.base, coll, key[1], base_doc, written=False)
                 if problem:
                     raise FleetError(
                         f"{path}: the state on main is invalid: {problem}; fix the file or revert the commit that broke it"
@@ -108,7 +112,7 @@ class Applier:
             # Refused ops or an invalid result: settle the document in delta
             # order, so that a delta that is refused (an intruder's create, say)
             # takes no later delta down with it.
-            if out.errors or (out.doc is not None and doc_problem(self.base, coll, key[1], out.doc, self.secrets)):
+            if out.errors or (out.doc is not None and doc_problem(self.base, coll, key[1], out.doc, self.secrets, self.strict)):
                 out = self._blame(coll, key[1], path, raw, entries, open_here)
             for delta_id, reason in out.errors.items():
                 culprits.setdefault(delta_id, reason)
@@ -168,7 +172,7 @@ class Applier:
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
                 elif out.doc is not None:
-                    problem = doc_problem(self.base, coll, key[1], out.doc, self.secrets)
+                    problem = doc_problem(self.base, coll, key[1], out.doc, self.secrets, self.strict)
                     if problem:
                         reason = f"would make {paths[key]} invalid: {problem}"
                 if reason:
@@ -216,7 +220,7 @@ class Applier:
             if d.id in out.errors:
                 errors[d.id] = out.errors[d.id]
                 continue
-            problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc, self.secrets)
+            problem = out.doc is not None and doc_problem(self.base, coll, doc_id, out.doc, self.secrets, self.strict)
             if problem:
                 errors[d.id] = f"would make {path} invalid: {problem}"
                 continue
@@ -319,7 +323,7 @@ def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any,
-                secrets: list[tuple[str, bytes]] | None = None) -> str | None:
+                secrets: list[tuple[str, bytes]] | None = None, written: bool = True) -> str | None:
     """Why ``doc`` cannot be document ``doc_id`` of ``coll``, or None if it can.
     ``secrets`` (keys.named()): a document the merge writes may hold none of them. The
     commit's last net would mask it, and a masked document is another document (a key
@@ -327,6 +331,11 @@ def doc_problem(base: Snapshot, coll: Collection, doc_id: str, doc: Any,
     if not isinstance(doc, dict) or doc.get("id") != doc_id:
         return f"its 'id' must be {doc_id!r}"
     problem = schemas.first_error(base.validator(coll.name), doc)
+    if problem:
+        return f"{problem} (schemas/{coll.schema})"
+    # A document the merge writes holds its integers as integers (an incr by 1.0, a create's
+    # "tick": 2e0); main's own, as it found it (written=False), is read as JSON Schema reads it.
+    problem = schemas.float_at_integer(base.integer_places(coll.name), doc) if written else None
     if problem:
         return f"{problem} (schemas/{coll.schema})"
     try:
