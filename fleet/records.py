@@ -15,6 +15,7 @@ from fleet import canonical, docpath, keys, schemas
 from fleet.delta import Arrival, Delta
 from fleet.errors import FleetError
 from fleet.ids import printable
+from fleet.keys import redact
 
 MISSING = docpath.MISSING
 
@@ -150,6 +151,13 @@ class Conflict:
 UNKNOWN_WORKER = "_unknown"  # the quarantine file of entries whose folder names no worker
 
 
+def _nameable(worker: str) -> str:
+    """The worker whose quarantine file a record goes to: a name that holds a secret's value
+    is not one (every commit is masked: the file would be named one thing and its records
+    another, and a replay could never write the tree again)."""
+    return UNKNOWN_WORKER if redact(worker) != worker else worker
+
+
 @dataclass
 class Quarantined:
     """An arrival the merge refused, with the reason; the delta if it parsed."""
@@ -164,7 +172,7 @@ class Quarantined:
         a = self.arrival
         rec: dict[str, Any] = {
             "tick": tick,
-            "worker": self.delta.worker if self.delta else (a.worker_dir or UNKNOWN_WORKER),
+            "worker": _nameable(self.delta.worker if self.delta else (a.worker_dir or UNKNOWN_WORKER)),
             "source": printable(a.source),
             "path": printable(a.path),
             "reason": printable(self.reason, 2000),
