@@ -325,7 +325,8 @@ def _too_big(size: int, limit: int) -> str:
 MAX_INBOX_DEPTH = 32  # folders below the inbox; a worker's outbox needs three
 
 
-def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> list[tuple[Arrival, Path]]:
+def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None,
+                   said: str | None = None) -> list[tuple[Arrival, Path]]:
     """Delta files handed over as a folder (a workflow artifact, a coalesced push).
 
     Every entry is decided, none is followed: a regular file of the delta
@@ -371,14 +372,14 @@ def inbox_arrivals(folder: Path, max_bytes: int, repo: Path | None = None) -> li
             out.append((Arrival(source, e.rel, b"", refused=read), e.path))
     out.sort(key=lambda ap: ap[0].path)
     out = [(replace(a, path=in_layout(a.path)), p) for a, p in out]
-    files = [a for a, _ in out if not a.foreign and (a.refused is None or a.size is not None)]
+    files = [a for a, _ in out if not a.foreign]
     if files and not any(names_itself(a) for a in files):
-        # A folder given by mistake (a source tree, a copy of state/) has regular files of the
-        # layout's shape, but none is a delta: the merge would quarantine each, publish its head
-        # and remove it. A worker's outbox holds at least one file that names itself. (Links,
-        # FIFOs and the like are refused by name, unread; taking one out loses no content.)
+        # A folder given by mistake (a source tree, a copy of state/, a folder of links) has
+        # entries of the layout's shape, but none is a delta: the merge would quarantine each,
+        # publish its head and remove it. A worker's outbox holds at least one file that names
+        # itself; links, FIFOs and the like beside one are refused by name, unread.
         first = files[0]
-        raise FleetError(f"--inbox {folder}: none of its {len(files)} file(s) in the delta layout is a delta "
+        raise FleetError(f"{said or f'--inbox {folder}'}: none of its {len(files)} file(s) in the delta layout is a delta "
                          f"(first: {printable(first.path, 120)}: not a JSON object whose id is its file name and "
                          "worker its folder); not an inbox, nothing read into the merge or removed")
     return out

@@ -141,10 +141,18 @@ def test_inbox_links_fifos_devices_and_folders_are_quarantined_by_name_unread(
     still_merges(fleet)
 
 
+def _good_beside(fleet: Fleet, inbox: Path) -> None:
+    """A good delta of worker w2 in ``inbox``, beside what a test puts there."""
+    ok = fleet.delta("cleo", Op("incr", "posts", "ada-1", ("score",), 1), worker="w2")
+    (inbox / file_path(ok)).parent.mkdir(parents=True, exist_ok=True)
+    (inbox / file_path(ok)).write_bytes(canonical.dumps(ok))
+
+
 def test_a_device_in_the_inbox_is_refused_unread(fleet: Fleet, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     (inbox / "deltas" / "w1" / "s1").mkdir(parents=True)
     os.symlink("/dev/zero", inbox / "deltas/w1/s1/zero.json")
+    _good_beside(fleet, inbox)  # an outbox has a delta; a folder of only such entries is no inbox
     sock_dir = inbox / "deltas/w1/s1"
     import socket
     s = socket.socket(socket.AF_UNIX)
@@ -491,6 +499,7 @@ def test_json_outside_the_worker_layout_and_hard_links_are_not_read(fleet: Fleet
     creds = tmp_path / "creds.json"
     creds.write_bytes(b'{"url": "https://bob:ghp_notinenv@github.com"}')
     os.link(creds, inbox / "deltas/w1/s1/h.json")
+    _good_beside(fleet, inbox)
     r = run(fleet, "merge", "--inbox", str(inbox))
     why = {q["path"]: q for q in records(fleet)}
     assert "deltas/.docker/config.json" not in why  # no delta file: named, kept, never read
@@ -725,3 +734,19 @@ def test_a_folder_given_by_mistake_loses_nothing_and_publishes_nothing(
     assert {p: p.read_bytes() for p in wrote} == wrote  # every file where it was, as it was
     after = history(fleet)  # no file's bytes reached history (bytes it held before excepted)
     assert all(data[:40] not in after or data[:40] in seen for data in wrote.values() if len(data) >= 40)
+
+
+@pytest.mark.parametrize("names", [["a/b/link1"], ["w1/s1/x.json", "w1/s1/y"], ["deltas/w1/s1/z.json", "top"]])
+def test_a_folder_of_links_only_is_no_inbox_and_keeps_its_links(fleet: Fleet, tmp_path: Path,
+                                                                 names: list[str]) -> None:
+    """Links, FIFOs and the like are refused unread beside a delta; a folder of nothing
+    else is no inbox: the merge and validate each say so in one line, and every link stays."""
+    inbox = tmp_path / "links"
+    for i, name in enumerate(names):
+        (inbox / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(["/etc/hostname", "/nowhere", str(tmp_path)][i % 3], inbox / name)
+    before, main = sorted(p.relative_to(inbox) for p in inbox.rglob("*")), fleet.main()
+    for args in (("merge", "--inbox", str(inbox)), ("validate", str(inbox))):
+        r = fleet.fleet(*args)
+        assert r.exit_code == 1 and "is a delta" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert sorted(p.relative_to(inbox) for p in inbox.rglob("*")) == before and fleet.main() == main

@@ -28,7 +28,13 @@ from fleet.errors import EXIT_FAILURE, FleetError
 from fleet.git import toplevel
 from fleet.ids import device_name, printable_lines
 from fleet.progress import Progress
-from fleet.repo import in_layout, inbox_entries, kind_of, read_regular  # the merge's own rules for an inbox
+from fleet.repo import (  # the merge's own rules for an inbox
+    in_layout,
+    inbox_arrivals,
+    inbox_entries,
+    kind_of,
+    read_regular,
+)
 
 # A file bigger than GitHub takes (100 MiB) is no fleet file: said, not read whole.
 MAX_FILE_BYTES = 100 * 1048576
@@ -265,6 +271,7 @@ def _walk_target(root: Path, folder: Path) -> list[_File]:
     try:
         prefix = folder.relative_to(root).parts
     except ValueError:  # an inbox: walked by the merge's own rule, so what it would quarantine is named here
+        inbox_arrivals(folder, 1 << 20, said=str(folder))  # a folder that is no inbox (none of its files a delta): one line, as the merge says
         return [_File(str(e.path), str(e.path), e.refused, in_layout(e.rel)) for e in inbox_entries(folder)
                 if not e.foreign or e.rel.endswith(".json")]
     out = []
