@@ -108,7 +108,8 @@ class Applier:
                         f"{path}: the state on main is invalid: {problem}; fix the file or revert the commit that broke it"
                     )
             open_here = conflicts_by_doc.get(key, {})
-            out = combine(coll, key[1], raw, entries, open_here, self.authority, self.tick, self.meanings)
+            out = combine(coll, key[1], raw, entries, open_here, self.authority, self.tick, self.meanings,
+                          strict=self.strict)
             # Refused ops or an invalid result: settle the document in delta
             # order, so that a delta that is refused (an intruder's create, say)
             # takes no later delta down with it.
@@ -167,7 +168,7 @@ class Applier:
                 else:
                     start, entries = base_bytes[paths[key]], accepted[key] + ops
                 out = combine(coll, key[1], start, entries, open_here, self.authority, self.tick, self.meanings,
-                              parsed)
+                              parsed, strict=self.strict)
                 results[key] = out
                 if out.errors:  # its own op, or one it broke for an earlier delta: its doing either way
                     reason = out.errors.get(d.id) or next(iter(out.errors.values()))
@@ -212,11 +213,12 @@ class Applier:
             takes = carry is not None and carry.takes(coll, self.cfg, d, ops, open_here)
             if carry is not None and takes and carry.doc is not None:
                 out = combine(coll, doc_id, None, ops, open_here, self.authority, self.tick, self.meanings,
-                              carry.private(ops))
+                              carry.private(ops), strict=self.strict)
             elif carry is not None and takes:  # the first delta: main's document as it is
-                out = combine(coll, doc_id, raw, ops, open_here, self.authority, self.tick, self.meanings)
+                out = combine(coll, doc_id, raw, ops, open_here, self.authority, self.tick, self.meanings, strict=self.strict)
             else:
-                out = combine(coll, doc_id, raw, taken + ops, open_here, self.authority, self.tick, self.meanings)
+                out = combine(coll, doc_id, raw, taken + ops, open_here, self.authority, self.tick, self.meanings,
+                              strict=self.strict)
             if d.id in out.errors:
                 errors[d.id] = out.errors[d.id]
                 continue
@@ -231,7 +233,8 @@ class Applier:
                 carry.record(d, ops)
             else:
                 carry = None
-        out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority, self.tick, self.meanings)
+        out = combine(coll, doc_id, raw, [(x, op) for x, op in entries if x.id in accepted], open_here, self.authority,
+                      self.tick, self.meanings, strict=self.strict)
         out.errors = errors
         return out
 
@@ -359,10 +362,12 @@ def combine(
     tick: int,
     meanings: Meanings | None = None,
     parsed: dict[str, Any] | None = None,
+    strict: bool = True,
 ) -> DocOutcome:
     """Apply every op on one document from the deltas of one tick, in any order.
     ``parsed``: the document already parsed, a copy this call may change
-    (``Carried.private``), instead of ``raw``."""
+    (``Carried.private``), instead of ``raw``. ``strict``: refuse an op that can apply
+    in no order before it competes (a replay takes what a merge decided before this rule)."""
     errors: dict[str, str] = {}
     # raw is main's document, checked where the tick read it (Applier.run), or bytes the engine wrote
     doc: dict[str, Any] | None = parsed if parsed is not None else canonical.parse_trusted(raw) if raw is not None else None
@@ -402,7 +407,7 @@ def combine(
     # document as this combine starts (main's, or the create's), which is the same wherever
     # it is decided: an op carried on top of earlier deltas (Carried.takes) overlaps none
     # of their fields, so the values on its way are main's.
-    if doc is not None:
+    if doc is not None and strict:
         for d, op in entries:
             if op.op not in ("create", "delete") and d.id not in errors and _crosses(doc, op.path):
                 errors[d.id] = f"{describe(op)}: {'.'.join(op.path)} crosses a value that is not an object"

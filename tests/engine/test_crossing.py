@@ -60,3 +60,17 @@ def test_a_path_through_a_value_that_is_no_object_is_quarantined_in_any_order(
         assert applied(r) == applied(alone), (refused(r), refused(alone))
         assert {k: v for k, v in refused(r).items() if k != bad["id"]} == refused(alone)
         assert read(after(snap, r), "agents", "ada") == read(after(snap, alone), "agents", "ada")
+
+
+def test_a_history_that_held_such_an_op_still_replays(world: dict[str, bytes]) -> None:
+    """Merged before this rule, the mistake and its competitor were held together, both
+    in the ledger: a replay takes them as the merge did, and holds them again."""
+    from fleet.delta import parse
+    from fleet.engine import replay_tick
+    from tests.engine.test_ops import arrival
+
+    snap = MemorySnapshot(world)
+    bad = delta("ada", Op("set", "agents", "ada", ("bio", "x"), "through a string"), stream="s-bad")
+    good = delta("ada", Op("set", "agents", "ada", ("bio",), "a new bio"), stream="s-good")
+    r = replay_tick(snap, [parse(arrival(d), snap.config.limits) for d in (bad, good)], [])
+    assert after(snap, r).under("state/conflicts")  # held, as it was
